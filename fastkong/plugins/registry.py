@@ -1,0 +1,57 @@
+"""The plugin registry: Kong plugin name -> :class:`PluginSpec`.
+
+Config validation asks the registry whether a plugin name exists and how to validate its
+``config``; the runtime compiler asks it for the handler. Bundled plugins register themselves when
+their module is imported; third-party plugins come from the ``fastkong.plugins`` entry-point group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+#: A plugin's extra config check: returns ``(sub_path, message)`` pairs, e.g.
+#: ``("minute", "must be greater than 0")``; an empty list means valid.
+ConfigCheck = Callable[[Any], list[tuple[str, str]]]
+
+
+@dataclass(frozen=True, slots=True)
+class PluginSpec:
+    """What fastkong knows about one plugin name."""
+
+    name: str
+    priority: int
+    config_type: type[msgspec.Struct]
+    #: Kong's ``typedefs.no_consumer``: the plugin may not be scoped to a consumer.
+    no_consumer: bool = False
+    #: Kong's ``typedefs.no_route`` / ``no_service`` equivalents.
+    no_route: bool = False
+    no_service: bool = False
+    protocols: tuple[str, ...] = ("grpc", "grpcs", "http", "https")
+    check: ConfigCheck | None = None
+    handler: type[Any] | None = field(default=None, compare=False)
+
+
+_REGISTRY: dict[str, PluginSpec] = {}
+
+
+def register(spec: PluginSpec) -> PluginSpec:
+    """Add ``spec`` to the registry (a later registration of the same name replaces it)."""
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def unregister(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def lookup(name: str) -> PluginSpec | None:
+    """The spec registered under ``name``, or None."""
+    return _REGISTRY.get(name)
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY)
