@@ -1,0 +1,3 @@
+from fastkong.cli import main
+
+main()

@@ -1,0 +1,232 @@
+"""The ``fastkong`` command.
+
+``fastkong start``            serve a declarative config (Kong's env names work too)
+``fastkong config validate``  check a config: every error with its path
+``fastkong config explain``   which route a request matches and what goes upstream
+``fastkong demo``             the gateway on the bundled config, with a bundled echo upstream
+``fastkong version``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from fastkong import __version__
+
+DEMO_CONFIG = Path(__file__).parent / "data" / "kong.yml"
+
+
+def parse_listen(value: str | None) -> tuple[str, int] | None:
+    """Kong's ``*_listen`` syntax: ``ip:port [flags], ...``; the first plain entry, or None for
+    ``off``."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value == "off":
+        return None
+    for entry in value.split(","):
+        words = entry.split()
+        if not words or "ssl" in words[1:]:
+            continue
+        address = words[0]
+        host, _, port = address.rpartition(":")
+        host = host.strip("[]") or "0.0.0.0"
+        return host, int(port)
+    raise ValueError(f"no plain listener in {value!r}")
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(f"FASTKONG_{name}") or os.environ.get(f"KONG_{name}")
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    from fastkong.config import ConfigError
+    from fastkong.control.supervisor import Options, Supervisor
+
+    config = args.config or _env("DECLARATIVE_CONFIG")
+    opts = Options(
+        config_path=Path(config) if config else None,
+        proxy=parse_listen(args.proxy_listen or _env("PROXY_LISTEN") or "0.0.0.0:8000")
+        or ("0.0.0.0", 8000),
+        status=parse_listen(args.status_listen or _env("STATUS_LISTEN") or "127.0.0.1:8100"),
+        admin=parse_listen(args.admin_listen or _env("ADMIN_LISTEN") or "127.0.0.1:8001"),
+        workers=int(args.workers or _env("NGINX_WORKER_PROCESSES") or 1),
+        trusted_ips=args.trusted_ips or _env("TRUSTED_IPS") or "",
+        ssl_cert=args.ssl_cert or _env("SSL_CERT"),
+        ssl_key=args.ssl_key or _env("SSL_CERT_KEY"),
+        http=args.http,
+        log_level=args.log_level,
+    )
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    supervisor = Supervisor(opts)
+    try:
+        loaded = supervisor.load_initial()
+    except ConfigError as exc:
+        print(f"fastkong: invalid config {opts.config_path}:", file=sys.stderr)
+        for error in exc.errors:
+            print(f"  {error.path}: {error.message}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"fastkong: cannot read {opts.config_path}: {exc}", file=sys.stderr)
+        return 1
+    host, port = opts.proxy
+    print(
+        f"fastkong {__version__}: proxy on http://{host}:{port}"
+        + (f", status on http://{opts.status[0]}:{opts.status[1]}" if opts.status else "")
+        + (f", config hash {loaded.hash}" if loaded else ", no config loaded"),
+        flush=True,
+    )
+    return _run(supervisor.run())
+
+
+def _run(coro: object) -> int:
+    try:
+        import uvloop
+
+        return int(uvloop.run(coro))  # type: ignore[arg-type]
+    except ImportError:
+        return int(asyncio.run(coro))  # type: ignore[arg-type]
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from fastkong.config import ConfigError, load_config
+
+    try:
+        loaded = load_config(Path(args.path).read_bytes())
+    except ConfigError as exc:
+        for error in exc.errors:
+            print(f"{error.path}: {error.message}")
+        print(f"{args.path}: {len(exc.errors)} error(s)", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"{args.path}: {exc}", file=sys.stderr)
+        return 1
+    c = loaded.config
+    print(
+        f"{args.path}: valid (_format_version {c.format_version}; {len(c.services)} services, "
+        f"{len(c.routes)} routes, {len(c.upstreams)} upstreams, {len(c.targets)} targets, "
+        f"{len(c.consumers)} consumers, {len(c.plugins)} plugins; hash {loaded.hash})"
+    )
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from fastkong.config import ConfigError, load_config
+    from fastkong.proxy.routing import Decision, decide
+    from fastkong.runtime import compile_runtime
+
+    try:
+        loaded = load_config(Path(args.path).read_bytes())
+    except ConfigError as exc:
+        for error in exc.errors:
+            print(f"{error.path}: {error.message}", file=sys.stderr)
+        return 1
+    runtime = compile_runtime(loaded.config, loaded.hash)
+    url = urlsplit(args.url)
+    scheme = url.scheme or "http"
+    port = url.port or (443 if scheme == "https" else 80)
+    headers: dict[str, list[str]] = {}
+    for h in args.header:
+        name, _, value = h.partition(":")
+        headers.setdefault(name.strip().lower(), []).append(value.strip().lower())
+    host_header = headers.get("host", [url.netloc])[0] if "host" in headers else url.netloc
+    raw_path = url.path or "/"
+    decision = decide(
+        runtime, args.method.upper(), host_header, port, raw_path, scheme, headers or None
+    )
+    result: dict[str, object] = {
+        "route": None,
+        "service": None,
+        "upstream_path": None,
+        "host_header": None,
+        "uri_captures": {},
+    }
+    if isinstance(decision, Decision):
+        plan = decision.plan
+        service = plan.service
+        upstream_path = decision.upstream_path
+        if upstream_path is not None and url.query:
+            upstream_path += "?" + url.query
+        host = None
+        if service is not None:
+            if plan.preserve_host:
+                host = host_header
+            elif service.balancer is not None and service.balancer.peers:
+                host = service.peer_host_header(service.balancer.peers[0])
+            else:
+                host = service.host_header
+        captures = decision.match.captures or {}
+        result = {
+            "route": plan.name or plan.id,
+            "service": (service.name or service.id) if service else None,
+            "upstream_path": upstream_path,
+            "host_header": host,
+            "uri_captures": {str(k): v for k, v in captures.items()},
+        }
+    print(json.dumps(result))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from fastkong.demo import run_demo
+
+    return run_demo(DEMO_CONFIG, port=args.port, upstream_port=args.upstream_port)
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    print(f"fastkong {__version__}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastkong", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    start = sub.add_parser("start", help="serve a declarative config")
+    start.add_argument("-c", "--config", help="kong.yml (or KONG_DECLARATIVE_CONFIG)")
+    start.add_argument(
+        "--proxy-listen", help="ip:port (or KONG_PROXY_LISTEN); default 0.0.0.0:8000"
+    )
+    start.add_argument("--admin-listen", help="ip:port or off; default 127.0.0.1:8001")
+    start.add_argument("--status-listen", help="ip:port or off; default 127.0.0.1:8100")
+    start.add_argument("--workers", type=int, help="Granian worker processes; default 1")
+    start.add_argument("--trusted-ips", help="comma-separated peers whose X-Forwarded-* are kept")
+    start.add_argument("--ssl-cert", help="PEM certificate for TLS on the proxy listener")
+    start.add_argument("--ssl-key", help="PEM key for --ssl-cert")
+    start.add_argument("--http", choices=("auto", "1", "2"), default="auto")
+    start.add_argument("--log-level", default="warning")
+    start.set_defaults(func=cmd_start)
+
+    config = sub.add_parser("config", help="work with a declarative config file")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    validate = config_sub.add_parser("validate", help="check a config file")
+    validate.add_argument("path")
+    validate.set_defaults(func=cmd_validate)
+    explain = config_sub.add_parser("explain", help="show how a request would be routed")
+    explain.add_argument("path")
+    explain.add_argument("--method", default="GET")
+    explain.add_argument("--url", required=True)
+    explain.add_argument("--header", action="append", default=[], help="'Name: value'")
+    explain.add_argument("--sni")
+    explain.set_defaults(func=cmd_explain)
+
+    demo = sub.add_parser("demo", help="run the gateway on the bundled example config")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--upstream-port", type=int, default=9001)
+    demo.set_defaults(func=cmd_demo)
+
+    version = sub.add_parser("version", help="print the version")
+    version.set_defaults(func=cmd_version)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    sys.exit(args.func(args))

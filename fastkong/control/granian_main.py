@@ -1,0 +1,45 @@
+"""The Granian process: ``python -m fastkong.control.granian_main '<json options>'``.
+
+The supervisor runs Granian as a child process so that it keeps the signals, the probes and
+the config to itself; Granian's master spawns the workers, each running
+``fastkong.proxy.worker:create_app``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from granian import Granian
+from granian.constants import HTTPModes, Interfaces, Loops
+from granian.log import LogLevels
+
+
+def main() -> None:
+    opts = json.loads(sys.argv[1])
+    ssl_cert = Path(opts["ssl_cert"]) if opts.get("ssl_cert") else None
+    ssl_key = Path(opts["ssl_key"]) if opts.get("ssl_key") else None
+    server = Granian(
+        "fastkong.proxy.worker:create_app",
+        address=opts["host"],
+        port=opts["port"],
+        interface=Interfaces.ASGI,
+        factory=True,
+        workers=opts["workers"],
+        loop=Loops.uvloop if sys.platform != "win32" else Loops.asyncio,
+        http=HTTPModes(opts.get("http", "auto")),
+        backlog=opts.get("backlog", 16384),
+        log_access=False,
+        log_level=LogLevels(opts.get("log_level", "warning")),
+        ssl_cert=ssl_cert,
+        ssl_key=ssl_key,
+        respawn_failed_workers=True,
+        workers_kill_timeout=opts.get("kill_timeout"),
+        process_name="fastkong-proxy",
+    )
+    server.serve()
+
+
+if __name__ == "__main__":
+    main()

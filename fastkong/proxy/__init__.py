@@ -1,0 +1,1 @@
+"""The data plane: the ASGI app, the upstream connection pool and the per-request flow."""

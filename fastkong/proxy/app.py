@@ -1,0 +1,593 @@
+"""The ASGI gateway: route, build the upstream request, stream both bodies.
+
+Per request the work is: one pass over the client's headers (copying the ones that go upstream
+as ready-made ``name: value`` lines), one compiled router match, one compiled upstream-path
+computation, one ``bytes.join`` for the request head, and the exchange on a pooled keep-alive
+connection. Everything that depends only on config was computed into the :class:`Runtime`.
+
+The app runs under Granian (``fastkong start``) and under any ASGI server. Per-worker state
+(the connection pool, the resolver, the config watcher) is created at lifespan startup, or on
+the first request under servers without lifespan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from fastkong import __version__
+from fastkong.proxy import errors
+from fastkong.proxy.balancer import Peer, Resolver
+from fastkong.proxy.routing import NO_ROUTE, Decision, decide, strip_port
+from fastkong.proxy.trust import TrustedIps
+from fastkong.proxy.upstream import (
+    ConnectionPool,
+    UpstreamConnection,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from fastkong.runtime import RoutePlan, Runtime, ServicePlan, empty_runtime
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+SERVER = f"fastkong/{__version__}".encode()
+VIA = b"1.1 " + SERVER
+
+# Request headers that are not copied verbatim: hop-by-hop ones (RFC 9110 7.6.1), the ones the
+# gateway sets itself, and the X-Forwarded-* family (kept only from trusted peers).
+_HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade"}
+)
+_FORWARDED = frozenset(
+    {
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-port",
+        b"x-forwarded-path",
+        b"x-forwarded-prefix",
+        b"x-real-ip",
+    }
+)
+_SPECIAL = (
+    _HOP_BY_HOP
+    | _FORWARDED
+    | {
+        b"host",
+        b"transfer-encoding",
+        b"x-forwarded-for",
+        b"via",
+        b"x-kong-request-id",
+    }
+)
+_RESPONSE_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+#: Request bodies up to this size are read whole before the exchange, so a failed try can be
+#: replayed to the next peer; larger ones stream through with bounded memory.
+BUFFER_LIMIT = 1024 * 1024
+
+
+class RequestIds:
+    """Kong-style 32-hex request ids: a random per-worker prefix plus a counter (no syscall)."""
+
+    __slots__ = ("prefix", "n")
+
+    def __init__(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.n = 0
+
+    def next(self) -> str:
+        self.n += 1
+        return f"{self.prefix}{self.n:016x}"
+
+
+class Gateway:
+    """The ASGI application of one worker."""
+
+    def __init__(
+        self,
+        runtime: Runtime | None = None,
+        *,
+        trusted_ips: TrustedIps | None = None,
+        on_startup: Callable[[Gateway], Awaitable[None]] | None = None,
+        on_shutdown: Callable[[Gateway], Awaitable[None]] | None = None,
+    ) -> None:
+        self.runtime = runtime if runtime is not None else empty_runtime()
+        self.trusted_ips = trusted_ips if trusted_ips is not None else TrustedIps()
+        self.ids = RequestIds()
+        self.pool: ConnectionPool | None = None
+        self.resolver: Resolver | None = None
+        self.on_startup = on_startup
+        self.on_shutdown = on_shutdown
+        self.requests = 0
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Gateway {self.runtime!r} pool={self.pool!r} requests={self.requests}>"
+
+    def swap(self, runtime: Runtime) -> None:
+        """Serve ``runtime`` from now on; requests in flight finish on the old snapshot."""
+        self.runtime = runtime
+
+    # -- ASGI entry --------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            if self.pool is None:
+                await self.startup()
+            await self.http(scope, receive, send)
+        elif kind == "lifespan":
+            await self.lifespan(receive, send)
+        else:
+            # WebSocket proxying comes with the upstreams issue; refuse the handshake cleanly.
+            await send({"type": "websocket.close", "code": 1003})
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:  # reported to the server, which refuses to start
+                    await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def startup(self) -> None:
+        if self.pool is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self.pool = ConnectionPool(loop)
+        self.resolver = Resolver(loop)
+        self._sweeper = loop.create_task(self._sweep())
+        if self.on_startup is not None:
+            await self.on_startup(self)
+
+    async def shutdown(self) -> None:
+        if self.on_shutdown is not None:
+            await self.on_shutdown(self)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self.pool is not None:
+            self.pool.close()
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(10)
+            if self.pool is not None:
+                self.pool.sweep()
+
+    # -- the request -------------------------------------------------------------------------
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.monotonic()
+        self.requests += 1
+        runtime = self.runtime
+        request_id = self.ids.next()
+        client = scope.get("client")
+        client_ip = client[0] if client else "127.0.0.1"
+        trusted = client_ip in self.trusted_ips
+
+        # One pass over the headers: copy what goes upstream, keep what the gateway needs.
+        lines: list[bytes] = []
+        host_value = b""
+        xff = b""
+        via = b""
+        chunked = False
+        content_length = -1
+        forwarded: dict[bytes, bytes] | None = None
+        for name, value in scope["headers"]:
+            if name not in _SPECIAL:
+                if name == b"content-length":
+                    try:
+                        content_length = int(value)
+                    except ValueError:
+                        content_length = -2
+                lines.append(name + b": " + value + b"\r\n")
+            elif name == b"host":
+                host_value = value
+            elif name == b"x-forwarded-for":
+                xff = xff + b", " + value if xff else value
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+            elif name == b"via":
+                via = via + b", " + value if via else value
+            elif trusted and name in _FORWARDED:
+                if forwarded is None:
+                    forwarded = {}
+                forwarded[name] = value
+        if content_length < -1 or (content_length >= 0 and chunked):
+            # Unparseable Content-Length, or both framings: nginx refuses the request.
+            await self.nginx_error(scope, send, 400, request_id, started)
+            return
+
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        host_text = host_value.decode("latin-1")
+        server = scope.get("server")
+        port = int(server[1]) if server else 0
+        scheme: str = scope.get("scheme", "http")
+        router = runtime.router
+        route_headers = _router_headers(scope, router.header_names) if router.header_names else None
+        decision = decide(
+            runtime,
+            scope["method"],
+            host_text,
+            port,
+            raw_path.decode("latin-1"),
+            scheme,
+            route_headers,
+        )
+        if decision.__class__ is int:
+            if decision == NO_ROUTE:
+                await self.kong_error(scope, send, 404, errors.NO_ROUTE, request_id, started)
+            else:
+                await self.nginx_error(scope, send, 400, request_id, started)
+            return
+        assert isinstance(decision, Decision)
+        plan = decision.plan
+        match = decision.match
+        path = decision.path
+        host = decision.host
+        proto = scheme
+        if trusted and forwarded is not None and b"x-forwarded-proto" in forwarded:
+            proto = forwarded[b"x-forwarded-proto"].decode("latin-1").lower()
+        if proto == "http" and "https" in plan.protocols and "http" not in plan.protocols:
+            await self.https_required(scope, send, plan, host_text, raw_path, request_id, started)
+            return
+        service = plan.service
+        if service is None or decision.upstream_path is None:
+            await self.exit_json(send, 503, "no Service found with those values", request_id)
+            return
+
+        upstream_path = decision.upstream_path
+        query: bytes = scope.get("query_string") or b""
+        target = upstream_path.encode("latin-1")
+        if query:
+            target = target + b"?" + query
+        method: str = scope["method"]
+        method_b = method.encode()
+
+        # The forwarding headers Kong sets (kong.md 2.5).
+        client_b = client_ip.encode()
+        fwd = forwarded or {}
+        prefix = b""
+        if plan.strip_path and match.matched_len and match.path is not None:
+            stripped = path[: match.matched_len]
+            if stripped != "/":
+                prefix = stripped.encode("latin-1")
+        lines.append(
+            b"".join(
+                (
+                    b"x-forwarded-for: ",
+                    xff + b", " + client_b if xff else client_b,
+                    b"\r\nx-forwarded-proto: ",
+                    fwd.get(b"x-forwarded-proto") or scheme.encode(),
+                    b"\r\nx-forwarded-host: ",
+                    fwd.get(b"x-forwarded-host") or host.encode("latin-1"),
+                    b"\r\nx-forwarded-port: ",
+                    fwd.get(b"x-forwarded-port") or str(port).encode(),
+                    b"\r\nx-forwarded-path: ",
+                    fwd.get(b"x-forwarded-path") or raw_path,
+                    b"\r\nx-real-ip: ",
+                    fwd.get(b"x-real-ip") or client_b,
+                    b"\r\nx-kong-request-id: ",
+                    request_id.encode(),
+                    b"\r\nvia: ",
+                    via + b", " + VIA if via else VIA,
+                    b"\r\n",
+                )
+            )
+        )
+        prefix = fwd.get(b"x-forwarded-prefix") or prefix
+        if prefix:
+            lines.append(b"x-forwarded-prefix: " + prefix + b"\r\n")
+        if chunked:
+            lines.append(b"transfer-encoding: chunked\r\n")
+        lines.append(b"\r\n")
+        headers_block = b"".join(lines)
+
+        body: bytes | None = b""
+        if chunked or content_length > 0:
+            body = await _read_small_body(receive, content_length)
+        await self.exchange(
+            scope,
+            receive,
+            send,
+            plan,
+            service,
+            method_b,
+            target,
+            host_value,
+            headers_block,
+            body,
+            chunked,
+            request_id,
+            started,
+        )
+
+    async def exchange(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        plan: RoutePlan,
+        service: ServicePlan,
+        method: bytes,
+        target: bytes,
+        client_host: bytes,
+        headers_block: bytes,
+        body: bytes | None,
+        chunked: bool,
+        request_id: str,
+        started: float,
+    ) -> None:
+        """Send the request to a peer (retrying per Kong's rules) and stream the response back.
+
+        ``body`` is the whole request body when it was small enough to hold (so a failed try can
+        be replayed), or None when it must be streamed from ``receive``.
+        """
+        assert self.pool is not None and self.resolver is not None
+        pool = self.pool
+        tries_left = service.retries + 1
+        tried: tuple[Peer, ...] = ()
+        idempotent = method in _IDEMPOTENT
+        no_body = method == b"HEAD"
+        error: UpstreamError | None = None
+        conn: UpstreamConnection | None = None
+        upstream_started = 0.0
+        while tries_left > 0:
+            tries_left -= 1
+            peer: Peer | None = None
+            if service.balancer is not None:
+                peer = service.balancer.pick(tried)
+                if peer is None and tried:
+                    peer = service.balancer.pick()  # every peer failed once: go round again
+                if peer is None:
+                    await self.kong_error(scope, send, 503, errors.NO_PEER, request_id, started)
+                    return
+                tried = (*tried, peer)
+                host, port = peer.host, peer.port
+                host_header = service.peer_host_header(peer)
+            else:
+                host, port = service.host, service.port
+                host_header = service.host_header
+            if plan.preserve_host and client_host:
+                host_b = client_host
+            else:
+                host_b = host_header.encode("latin-1")
+            head = b"".join(
+                (method, b" ", target, b" HTTP/1.1\r\nhost: ", host_b, b"\r\n", headers_block)
+            )
+            key = (host, port, service.tls)
+            upstream_started = time.monotonic()
+            conn = pool.take_idle(key)
+            reused = conn is not None
+            try:
+                if conn is None:
+                    try:
+                        address = (await self.resolver.resolve(host))[0]
+                    except OSError:
+                        await self.kong_error(
+                            scope, send, 503, errors.NAME_RESOLUTION_FAILED, request_id, started
+                        )
+                        return
+                    conn = await pool.connect(
+                        key,
+                        address,
+                        service.connect_timeout,
+                        server_hostname=host,
+                        verify=service.tls_verify,
+                    )
+                if body is not None:
+                    conn.start(head + _frame(body, chunked) if body else head, no_body)
+                else:
+                    conn.start(head, no_body)
+                    await _stream_body(receive, conn, chunked, service.write_timeout)
+                await conn.read_head(service.read_timeout)
+                break
+            except UpstreamError as exc:
+                error = exc
+                # A kept-alive socket the peer closed before answering anything is stale, not a
+                # failed try: replay on a fresh connection without spending a retry.
+                stale = reused and conn is not None and not conn.received_any
+                if conn is not None:
+                    conn.close()
+                    conn = None
+                if exc.sent and body is None:
+                    break  # a streamed body is gone: it cannot be replayed
+                if stale and idempotent:
+                    tries_left += 1
+                    continue
+                if exc.sent and not idempotent:
+                    break  # nginx never resends a non-idempotent request that reached a peer
+
+        if conn is None:
+            status = error.status if error is not None else 502
+            await self.nginx_error(scope, send, status, request_id, started)
+            return
+
+        now = time.monotonic()
+        response_headers = [
+            (name, value)
+            for name, value in conn.headers
+            if name.lower() not in _RESPONSE_HOP_BY_HOP
+        ]
+        response_headers.append((b"via", VIA))
+        response_headers.append(
+            (b"x-kong-upstream-latency", str(int((now - upstream_started) * 1000)).encode())
+        )
+        response_headers.append(
+            (b"x-kong-proxy-latency", str(int((upstream_started - started) * 1000)).encode())
+        )
+        response_headers.append((b"x-kong-request-id", request_id.encode()))
+        try:
+            await send(
+                {"type": "http.response.start", "status": conn.status, "headers": response_headers}
+            )
+            read_timeout = service.read_timeout
+            while True:
+                chunk = await conn.read_body(read_timeout)
+                if chunk is None:
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    break
+                last = conn.complete and not conn.chunks
+                await send({"type": "http.response.body", "body": chunk, "more_body": not last})
+                if last:
+                    break
+        except (UpstreamError, OSError):
+            conn.close()  # the response is cut short; the client sees the connection end
+            raise
+        pool.release(conn)
+
+    # -- gateway-generated responses ---------------------------------------------------------
+
+    async def kong_error(
+        self, scope: Scope, send: Send, status: int, message: str, request_id: str, started: float
+    ) -> None:
+        """``kong.response.error``: negotiated on Accept, with the request id."""
+        ctype, body = errors.for_response_error(_header(scope, b"accept"), message, request_id)
+        await self.respond(send, status, ctype, body, request_id, started)
+
+    async def nginx_error(
+        self, scope: Scope, send: Send, status: int, request_id: str, started: float
+    ) -> None:
+        """nginx's error page path (400, 502, 504, ...)."""
+        ctype, body = errors.for_nginx_error(
+            status, _header(scope, b"accept"), _header(scope, b"content-type"), request_id
+        )
+        await self.respond(send, status, ctype, body, request_id, started)
+
+    async def exit_json(self, send: Send, status: int, message: str, request_id: str) -> None:
+        """``kong.response.exit(status, {message = ...})``: plain JSON, no request id."""
+        body = b'{"message":"' + message.encode() + b'"}'
+        await self.respond(send, status, errors.JSON, body, request_id, None)
+
+    async def https_required(
+        self,
+        scope: Scope,
+        send: Send,
+        plan: RoutePlan,
+        host: str,
+        raw_path: bytes,
+        request_id: str,
+        started: float,
+    ) -> None:
+        code = plan.https_redirect_status_code
+        if code == 426:
+            ctype, body = errors.for_response_error(
+                _header(scope, b"accept"), "Please use HTTPS protocol", request_id
+            )
+            extra = [(b"connection", b"Upgrade"), (b"upgrade", b"TLS/1.2, HTTP/1.1")]
+            await self.respond(send, 426, ctype, body, request_id, started, extra)
+            return
+        query: bytes = scope.get("query_string") or b""
+        location = b"https://" + strip_port(host).encode("latin-1") + raw_path
+        if query:
+            location += b"?" + query
+        await self.respond(send, code, None, b"", request_id, started, [(b"location", location)])
+
+    async def respond(
+        self,
+        send: Send,
+        status: int,
+        content_type: str | None,
+        body: bytes,
+        request_id: str,
+        started: float | None,
+        extra: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        headers = [
+            (b"content-length", str(len(body)).encode()),
+            (b"server", SERVER),
+            (b"x-kong-request-id", request_id.encode()),
+        ]
+        if content_type is not None:
+            headers.append((b"content-type", content_type.encode()))
+        if started is not None:
+            latency = str(int((time.monotonic() - started) * 1000)).encode()
+            headers.append((b"x-kong-response-latency", latency))
+        if extra:
+            headers.extend(extra)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _router_headers(scope: Scope, names: frozenset[str]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for key, value in scope["headers"]:
+        name = key.decode("latin-1")
+        if name in names:
+            found.setdefault(name, []).append(value.decode("latin-1").lower())
+    return found
+
+
+def _frame(body: bytes, chunked: bool) -> bytes:
+    if not chunked:
+        return body
+    return b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body)
+
+
+async def _read_small_body(receive: Receive, content_length: int) -> bytes | None:
+    """The whole body if it is known to fit in ``BUFFER_LIMIT``; else None (stream it)."""
+    if content_length < 0 or content_length > BUFFER_LIMIT:
+        return None
+    parts = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ConnectionError("client went away while sending the body")
+        parts.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+async def _stream_body(
+    receive: Receive, conn: UpstreamConnection, chunked: bool, timeout: float
+) -> None:
+    """Copy the client's body to the upstream chunk by chunk, bounded by socket backpressure."""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise UpstreamError("client went away while sending the body", sent=True)
+        data: bytes = message.get("body", b"")
+        more = message.get("more_body", False)
+        if chunked:
+            frame = (b"%x\r\n%b\r\n" % (len(data), data)) if data else b""
+            if not more:
+                frame += b"0\r\n\r\n"
+            if frame:
+                await conn.write(frame, timeout)
+        elif data:
+            await conn.write(data, timeout)
+        if not more:
+            return
+
+
+__all__ = ["Gateway", "RequestIds", "UpstreamTimeout"]

@@ -1,0 +1,121 @@
+"""Gateway-generated error responses, byte for byte as Kong renders them.
+
+Kong has two paths (reference kong.md 3.4):
+
+* ``kong.response.error`` (no route, plugin 401/403/429, balancer 503) picks the format from
+  ``Accept`` with q-values; no ``Accept`` or ``*/*`` gives JSON.
+* nginx's ``error_page`` path (502, 504 and friends) looks at ``Accept``, else ``Content-Type``,
+  else ``error_default_type`` (``text/plain``), and maps the whole header through
+  ``get_mime_type``, which only understands one media type.
+
+Both fill the same templates and carry the request id.
+"""
+
+from __future__ import annotations
+
+import re
+
+JSON = "application/json; charset=utf-8"
+HTML = "text/html; charset=utf-8"
+XML = "application/xml; charset=utf-8"
+PLAIN = "text/plain; charset=utf-8"
+
+_MIME_TYPES = {
+    "text/html": HTML,
+    "application/json": JSON,
+    "text/plain": PLAIN,
+    "application/xml": XML,
+    "application": JSON,
+    "text": PLAIN,
+}
+
+_TEMPLATES = {
+    JSON: '{\n  "message":"%s",\n  "request_id":"%s"\n}',
+    HTML: (
+        '<!doctype html>\n<html>\n  <head>\n    <meta charset="utf-8">\n    <title>Error</title>\n'
+        "  </head>\n  <body>\n    <h1>Error</h1>\n    <p>%s.</p>\n    <p>request_id: %s</p>\n"
+        "  </body>\n</html>\n"
+    ),
+    PLAIN: "%s\nrequest_id: %s\n",
+    XML: (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<error>\n  <message>%s</message>\n'
+        "  <requestid>%s</requestid>\n</error>\n"
+    ),
+}
+
+#: nginx-level error messages (``kong/error_handlers.lua``).
+NGINX_MESSAGES = {
+    400: "Bad request",
+    404: "Not found",
+    405: "Method not allowed",
+    408: "Request timeout",
+    411: "Length required",
+    412: "Precondition failed",
+    413: "Payload too large",
+    414: "URI too long",
+    417: "Expectation failed",
+    494: "Request header or cookie too large",
+    500: "An unexpected error occurred",
+    502: "An invalid response was received from the upstream server",
+    503: "The upstream server is currently unavailable",
+    504: "The upstream server is timing out",
+}
+
+NO_ROUTE = "no Route matched with those values"
+NO_PEER = "failure to get a peer from the ring-balancer"
+NAME_RESOLUTION_FAILED = "name resolution failed"
+
+_ACCEPT_VALUE = re.compile(
+    r"((?:[a-z0-9][a-z0-9\-!#$&^_+.]+|\*)/(?:[a-z0-9][a-z0-9\-!#$&^_+.]+|\*))"
+    r"(?:\s*;\s*q=(1(?:\.0{0,3}|)|0(?:\.\d{0,3}|))|\s*;\s*[a-z0-9][a-z0-9\-!#$&^_+.]+(?:=[^;]*|))*",
+    re.IGNORECASE,
+)
+
+
+def mime_type(header: str) -> str:
+    """Kong's ``get_mime_type``: one media type (parameters ignored) -> a response type."""
+    media = header.strip().split(";", 1)[0]
+    major, slash, minor = media.partition("/")
+    if not slash:
+        return JSON
+    if minor == "*":
+        return JSON if major == "*" else _MIME_TYPES.get(major, JSON)
+    return _MIME_TYPES.get(media, JSON)
+
+
+def response_type(accept: str | None) -> str:
+    """Kong's ``get_response_type``: the Accept entry with the highest q-value wins."""
+    if not accept:
+        return JSON
+    chosen = JSON
+    best = 0.0
+    for value in accept.split(","):
+        m = _ACCEPT_VALUE.match(value.strip())
+        if m is None:
+            continue
+        q = float(m.group(2)) if m.group(2) else 1.0
+        if q > best:
+            best = q
+            chosen = mime_type(m.group(1))
+    return chosen
+
+
+def render(content_type: str, message: str, request_id: str) -> bytes:
+    """Fill Kong's error template for ``content_type``."""
+    return (_TEMPLATES[content_type] % (message, request_id)).encode()
+
+
+def for_response_error(accept: str | None, message: str, request_id: str) -> tuple[str, bytes]:
+    """``kong.response.error``: negotiated on Accept, JSON by default."""
+    ctype = response_type(accept)
+    return ctype, render(ctype, message, request_id)
+
+
+def for_nginx_error(
+    status: int, accept: str | None, content_type: str | None, request_id: str
+) -> tuple[str, bytes]:
+    """nginx ``error_page`` errors (502, 504, ...): Accept, else Content-Type, else text/plain."""
+    header = accept if accept is not None else content_type
+    ctype = mime_type(header) if header is not None else PLAIN
+    message = NGINX_MESSAGES.get(status) or f"The upstream server responded with {status}"
+    return ctype, render(ctype, message, request_id)

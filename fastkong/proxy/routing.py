@@ -1,0 +1,83 @@
+"""The routing decision for one request, shared by the proxy and ``fastkong config explain``.
+
+Sans-I/O: takes the request line and headers, returns what the proxy must do. Keeping it in one
+function is what makes ``explain`` agree with the proxy by construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from fastkong._core import load
+from fastkong.runtime import RoutePlan, Runtime
+
+if TYPE_CHECKING:
+    from fastkong._core import _uri_py as uri
+    from fastkong._core._router_py import RouteMatch
+else:
+    uri = load("uri")
+
+BAD_PATH = 400
+NO_ROUTE = 404
+
+
+class Decision:
+    """A matched route: the plan, the router's match and the upstream path (no query)."""
+
+    __slots__ = ("plan", "match", "path", "host", "upstream_path")
+
+    def __init__(
+        self, plan: RoutePlan, match: RouteMatch, path: str, host: str, upstream_path: str | None
+    ) -> None:
+        self.plan = plan
+        self.match = match
+        self.path = path
+        self.host = host
+        self.upstream_path = upstream_path
+
+    def __repr__(self) -> str:
+        route = self.plan.name or self.plan.id
+        return f"<Decision route={route} upstream_path={self.upstream_path!r}>"
+
+
+def decide(
+    runtime: Runtime,
+    method: str,
+    host_header: str,
+    port: int,
+    raw_path: str,
+    scheme: str,
+    headers: Mapping[str, Sequence[str]] | None,
+) -> Decision | int:
+    """Route one request; returns a :class:`Decision`, or ``BAD_PATH`` / ``NO_ROUTE``.
+
+    ``raw_path`` is the request target's path as sent (percent-encoded, decoded as latin-1 so
+    that bytes survive); ``headers`` holds the lower-cased values of the headers the router
+    tests (``runtime.router.header_names``), or None when it tests none.
+    """
+    path = uri.normalize_path(raw_path)
+    if path is None:
+        return BAD_PATH
+    host = strip_port(host_header).lower()
+    # Granian does not expose the TLS server name; on TLS the Host stands in for it.
+    sni = host if scheme == "https" else None
+    match = runtime.router.match(method, host, port, path, headers, sni)
+    if match is None:
+        return NO_ROUTE
+    plan = runtime.routes[match.key]
+    service = plan.service
+    upstream_path = None
+    if service is not None:
+        upstream_path = uri.upstream_path(
+            service.path, path, match.matched_len, plan.strip_path, plan.path_handling
+        )
+    return Decision(plan, match, path, host, upstream_path)
+
+
+def strip_port(host: str) -> str:
+    """``example.com:8000`` -> ``example.com``; ``[::1]:8000`` -> ``[::1]``."""
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1] if end > 0 else host
+    return host.partition(":")[0]

@@ -1,0 +1,380 @@
+"""Upstream HTTP/1.1: one keep-alive connection per :class:`UpstreamConnection`, pooled per peer.
+
+Why not aiohttp or httpx: measured here, a general-purpose client costs 100+ us per request,
+an ``asyncio.Protocol`` with the C parser of ``httptools`` 15-35 us (shared/DESIGN-NOTES.md).
+
+A connection serves one exchange at a time. The request side writes bytes to the transport and,
+for a streamed request body, waits for ``resume_writing`` when the kernel buffer is full. The
+response side is fed by ``data_received`` through the parser into three pieces of state the
+proxy awaits: the head (status + headers), a list of body chunks and a completion flag. When
+the unread body grows past ``HIGH_WATER`` bytes the socket stops being read, so a slow client
+never makes the gateway buffer a large response (bounded memory, in both directions).
+
+Timeouts are nginx's: connect, send (between two successful writes) and read (between two
+successful reads). They are timer handles armed around each wait, not ``wait_for`` tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections import deque
+from typing import Any
+
+import httptools
+
+HIGH_WATER = 256 * 1024
+LOW_WATER = 64 * 1024
+
+
+class UpstreamError(Exception):
+    """The upstream failed; ``sent`` tells whether any request byte may have reached it."""
+
+    status = 502
+
+    def __init__(self, message: str, *, sent: bool = True) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+class UpstreamConnectError(UpstreamError):
+    """Connecting failed: nothing was sent, the request can go to another peer."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, sent=False)
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+
+
+class UpstreamProtocolError(UpstreamError):
+    """The upstream sent something that is not HTTP/1.x."""
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One upstream connection and the response currently being read from it."""
+
+    def __init__(self, pool: ConnectionPool, key: tuple[str, int, bool]) -> None:
+        self.pool = pool
+        self.key = key
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.loop = pool.loop
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.chunks: deque[bytes] = deque()
+        self.buffered = 0
+        self.complete = False
+        self.keep_alive = False
+        self.head_done = False
+        self.until_eof = False
+        self.expect_no_body = False
+        self.error: UpstreamError | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.read_paused = False
+        self.write_paused = False
+        self.closed = False
+        self.requests = 0
+        self.idle_since = 0.0
+        self.received_any = False
+
+    def __repr__(self) -> str:
+        host, port, tls = self.key
+        state = "closed" if self.closed else ("idle" if self.idle_since else "busy")
+        return (
+            f"<UpstreamConnection {'https' if tls else 'http'}://{host}:{port} {state} "
+            f"requests={self.requests} buffered={self.buffered}>"
+        )
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=HIGH_WATER, low=LOW_WATER)
+
+    def data_received(self, data: bytes) -> None:
+        self.received_any = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # 101 Switching Protocols: the rest is the upgraded stream (WebSocket issue).
+            self._fail(UpstreamProtocolError("unexpected protocol upgrade"))
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamProtocolError(f"invalid response from upstream: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.head_done and self.until_eof and not self.complete:
+            self.complete = True
+            self.keep_alive = False
+            self._wake()
+            return
+        if not self.complete:
+            self._fail(UpstreamError("upstream closed the connection"))
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._wake()
+
+    # -- httptools callbacks ----------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            # Interim response (100 Continue, 103 Early Hints): not forwarded; wait for the next.
+            self.headers = []
+            return
+        self.status = status
+        self.keep_alive = self.parser.should_keep_alive()
+        self.head_done = True
+        if self.expect_no_body:
+            # A response to HEAD has no body whatever its Content-Length says; the parser
+            # cannot know that, so finish the message here and start a fresh parser.
+            self.complete = True
+            self.parser = httptools.HttpResponseParser(self)
+        elif status not in (204, 304):
+            self.until_eof = not any(
+                n.lower() in (b"content-length", b"transfer-encoding") for n, _ in self.headers
+            )
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self.chunks.append(body)
+        self.buffered += len(body)
+        if self.buffered > HIGH_WATER and not self.read_paused and self.transport is not None:
+            self.read_paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if self.head_done:
+            self.complete = True
+            self._wake()
+
+    # -- waiting ----------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _fail(self, error: UpstreamError) -> None:
+        if self.error is None:
+            self.error = error
+        self._wake()
+        self.close()
+
+    def _on_timeout(self, error: UpstreamError) -> None:
+        self.timer = None
+        self._fail(error)
+
+    async def _wait(self, timeout: float, error: UpstreamError) -> None:
+        self.waiter = waiter = self.loop.create_future()
+        self.timer = self.loop.call_later(timeout, self._on_timeout, error)
+        try:
+            await waiter
+        finally:
+            self.waiter = None
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+
+    # -- the exchange -----------------------------------------------------------------------
+
+    def start(self, head: bytes, no_body: bool) -> None:
+        """Begin an exchange: reset the response state and write the request head."""
+        self.status = 0
+        self.headers = []
+        self.chunks.clear()
+        self.buffered = 0
+        self.complete = False
+        self.head_done = False
+        self.until_eof = False
+        self.expect_no_body = no_body
+        self.received_any = False
+        self.idle_since = 0.0
+        self.requests += 1
+        assert self.transport is not None
+        self.transport.write(head)
+
+    async def write(self, data: bytes, timeout: float) -> None:
+        """Write request body bytes, waiting (up to the send timeout) while the socket is full."""
+        if self.error is not None:
+            raise self.error
+        assert self.transport is not None
+        self.transport.write(data)
+        while self.write_paused and self.error is None:
+            await self._wait(timeout, UpstreamTimeout("timeout while sending to upstream"))
+        if self.error is not None:
+            raise self.error
+
+    async def read_head(self, timeout: float) -> None:
+        """Wait until the response status and headers have arrived."""
+        while not self.head_done and self.error is None:
+            await self._wait(timeout, UpstreamTimeout("timeout while reading from upstream"))
+        if self.error is not None and not self.head_done:
+            raise self.error
+
+    async def read_body(self, timeout: float) -> bytes | None:
+        """The next body chunk (possibly several joined), or None at the end of the body."""
+        while True:
+            chunks = self.chunks
+            if chunks:
+                data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+                chunks.clear()
+                self.buffered = 0
+                if self.read_paused and self.transport is not None and not self.closed:
+                    self.read_paused = False
+                    self.transport.resume_reading()
+                return data
+            if self.complete:
+                return None
+            if self.error is not None:
+                raise self.error
+            await self._wait(timeout, UpstreamTimeout("timeout while reading from upstream"))
+
+    def reusable(self) -> bool:
+        return (
+            self.complete
+            and self.keep_alive
+            and self.error is None
+            and not self.closed
+            and self.requests < self.pool.max_requests
+        )
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
+
+
+class ConnectionPool:
+    """Keep-alive connections per ``(host, port, tls)``, Kong's defaults (512 idle, 60 s, 10000).
+
+    Idle connections are a LIFO stack per peer, so the warmest socket is reused first and
+    surplus ones age out by the idle timeout.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        max_idle: int = 512,
+        idle_timeout: float = 60.0,
+        max_requests: int = 10000,
+    ) -> None:
+        self.loop = loop
+        self.max_idle = max_idle
+        self.idle_timeout = idle_timeout
+        self.max_requests = max_requests
+        self.idle: dict[tuple[str, int, bool], list[UpstreamConnection]] = {}
+        self._ssl_verify: ssl.SSLContext | None = None
+        self._ssl_noverify: ssl.SSLContext | None = None
+        self.opened = 0
+
+    def __repr__(self) -> str:
+        idle = sum(len(v) for v in self.idle.values())
+        return f"<ConnectionPool peers={len(self.idle)} idle={idle} opened={self.opened}>"
+
+    def ssl_context(self, verify: bool) -> ssl.SSLContext:
+        if verify:
+            if self._ssl_verify is None:
+                self._ssl_verify = ssl.create_default_context()
+            return self._ssl_verify
+        if self._ssl_noverify is None:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            self._ssl_noverify = ctx
+        return self._ssl_noverify
+
+    def take_idle(self, key: tuple[str, int, bool]) -> UpstreamConnection | None:
+        stack = self.idle.get(key)
+        if not stack:
+            return None
+        deadline = time.monotonic() - self.idle_timeout
+        while stack:
+            conn = stack.pop()
+            if conn.closed:
+                continue
+            if conn.idle_since < deadline:
+                conn.close()
+                continue
+            return conn
+        return None
+
+    async def connect(
+        self,
+        key: tuple[str, int, bool],
+        address: str,
+        timeout: float,
+        *,
+        server_hostname: str | None = None,
+        verify: bool = False,
+    ) -> UpstreamConnection:
+        host, port, tls = key
+        ctx: Any = self.ssl_context(verify) if tls else None
+        try:
+            _, conn = await asyncio.wait_for(
+                self.loop.create_connection(
+                    lambda: UpstreamConnection(self, key),
+                    address,
+                    port,
+                    ssl=ctx,
+                    server_hostname=(server_hostname or host) if tls else None,
+                ),
+                timeout,
+            )
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"timeout while connecting to {host}:{port}", sent=False
+            ) from None
+        except OSError as exc:
+            raise UpstreamConnectError(f"connect to {host}:{port} failed: {exc}") from None
+        self.opened += 1
+        return conn
+
+    def release(self, conn: UpstreamConnection) -> None:
+        """Return ``conn`` after an exchange: kept if the response allows reuse, else closed."""
+        if not conn.reusable():
+            conn.close()
+            return
+        stack = self.idle.setdefault(conn.key, [])
+        if len(stack) >= self.max_idle:
+            conn.close()
+            return
+        conn.idle_since = time.monotonic()
+        stack.append(conn)
+
+    def sweep(self) -> int:
+        """Close idle connections older than the idle timeout; returns how many were closed."""
+        deadline = time.monotonic() - self.idle_timeout
+        closed = 0
+        for key, stack in list(self.idle.items()):
+            keep = [c for c in stack if not c.closed and c.idle_since >= deadline]
+            for c in stack:
+                if c not in keep and not c.closed:
+                    c.close()
+                    closed += 1
+            if keep:
+                self.idle[key] = keep
+            else:
+                del self.idle[key]
+        return closed
+
+    def close(self) -> None:
+        for stack in self.idle.values():
+            for conn in stack:
+                conn.close()
+        self.idle.clear()

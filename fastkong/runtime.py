@@ -1,0 +1,207 @@
+"""The runtime snapshot: everything the proxy executes, compiled once per config.
+
+``compile_runtime`` turns a validated :class:`~fastkong.config.Config` into an immutable
+:class:`Runtime`: the router, one :class:`RoutePlan` per route (indexed by the router's key) and
+one :class:`ServicePlan` per service, with every per-request constant (timeouts in seconds,
+Host header bytes, balancers) computed here rather than on the request path. A worker swaps one
+reference to a new snapshot; a request keeps the snapshot it started with.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fastkong._core import load
+from fastkong._core.routespec import RouteSpec
+from fastkong.proxy.balancer import Peer, RoundRobin
+
+if TYPE_CHECKING:
+    from fastkong._core import _router_py as router_mod
+    from fastkong.config import Config
+else:
+    router_mod = load("router")
+
+HTTP_PROTOCOLS = frozenset({"http", "https", "grpc", "grpcs"})
+DEFAULT_PORTS = {"http": 80, "https": 443, "grpc": 80, "grpcs": 443}
+EMPTY_HASH = "0" * 32
+
+
+class ServicePlan:
+    """A service as the proxy uses it."""
+
+    __slots__ = (
+        "id",
+        "name",
+        "scheme",
+        "tls",
+        "host",
+        "port",
+        "path",
+        "retries",
+        "connect_timeout",
+        "write_timeout",
+        "read_timeout",
+        "tls_verify",
+        "balancer",
+        "host_header",
+        "upstream_host_header",
+        "enabled",
+    )
+
+    def __init__(self, service: Any, upstream: Any | None, targets: list[Any]) -> None:
+        self.id: str = service.id
+        self.name: str | None = service.name
+        self.scheme: str = service.protocol
+        self.tls = service.protocol in ("https", "grpcs")
+        self.host: str = service.host
+        self.port: int = service.port
+        self.path: str | None = service.path
+        self.retries: int = service.retries
+        self.connect_timeout = service.connect_timeout / 1000.0
+        self.write_timeout = service.write_timeout / 1000.0
+        self.read_timeout = service.read_timeout / 1000.0
+        self.tls_verify = bool(service.tls_verify)
+        self.enabled: bool = service.enabled
+        self.balancer: RoundRobin | None = None
+        self.upstream_host_header: str | None = None
+        if upstream is not None:
+            self.upstream_host_header = upstream.host_header
+            peers = []
+            for t in targets:
+                host, port = split_target(t.target)
+                peers.append(Peer(host, port, t.weight, t.id))
+            self.balancer = RoundRobin(peers)
+        self.host_header = self.upstream_host_header or host_with_port(
+            self.host, self.port, self.scheme
+        )
+
+    def __repr__(self) -> str:
+        where = repr(self.balancer) if self.balancer is not None else f"{self.host}:{self.port}"
+        return f"<ServicePlan {self.name or self.id} {self.scheme}://{where}>"
+
+    def peer_host_header(self, peer: Peer) -> str:
+        """The Host header for ``peer`` when the route does not preserve the client's."""
+        if self.upstream_host_header:
+            return self.upstream_host_header
+        return host_with_port(peer.host_header, peer.port, self.scheme)
+
+
+class RoutePlan:
+    """A route as the proxy uses it (the router returns its index)."""
+
+    __slots__ = (
+        "id",
+        "name",
+        "service",
+        "strip_path",
+        "preserve_host",
+        "path_handling",
+        "protocols",
+        "https_redirect_status_code",
+        "request_buffering",
+        "response_buffering",
+    )
+
+    def __init__(self, route: Any, service: ServicePlan | None) -> None:
+        self.id: str = route.id
+        self.name: str | None = route.name
+        self.service = service
+        self.strip_path: bool = route.strip_path
+        self.preserve_host: bool = route.preserve_host
+        self.path_handling: str = route.path_handling
+        self.protocols = frozenset(route.protocols)
+        self.https_redirect_status_code: int = route.https_redirect_status_code
+        self.request_buffering: bool = route.request_buffering
+        self.response_buffering: bool = route.response_buffering
+
+    def __repr__(self) -> str:
+        return f"<RoutePlan {self.name or self.id} service={self.service!r}>"
+
+
+class Runtime:
+    """One immutable config snapshot, ready to serve."""
+
+    __slots__ = ("hash", "version", "router", "routes", "services", "config")
+
+    def __init__(
+        self,
+        config: Config | None,
+        hash: str,
+        router: router_mod.Router,
+        routes: list[RoutePlan],
+        services: dict[str, ServicePlan],
+        version: int = 0,
+    ) -> None:
+        self.config = config
+        self.hash = hash
+        self.version = version
+        self.router = router
+        self.routes = routes
+        self.services = services
+
+    def __repr__(self) -> str:
+        return (
+            f"<Runtime v{self.version} hash={self.hash[:8]} routes={len(self.routes)} "
+            f"services={len(self.services)}>"
+        )
+
+
+def empty_runtime() -> Runtime:
+    """The snapshot of a gateway with no config: every request gets the no-route 404."""
+    return Runtime(None, EMPTY_HASH, router_mod.Router([]), [], {})
+
+
+def compile_runtime(config: Config, hash: str, version: int = 0) -> Runtime:
+    """Build the runtime snapshot of ``config`` (pure; runs off the request path)."""
+    upstreams = {u.name: u for u in config.upstreams}
+    targets_by_upstream: dict[str, list[Any]] = {}
+    for t in config.targets:
+        targets_by_upstream.setdefault(t.upstream, []).append(t)
+    services: dict[str, ServicePlan] = {}
+    for s in config.services:
+        upstream = upstreams.get(s.host)
+        targets = targets_by_upstream.get(upstream.id, []) if upstream is not None else []
+        services[s.id] = ServicePlan(s, upstream, targets)
+
+    specs: list[RouteSpec] = []
+    routes: list[RoutePlan] = []
+    for r in config.routes:
+        if not HTTP_PROTOCOLS.intersection(r.protocols):
+            continue  # stream routes (tcp, tls, udp) are not served by the HTTP proxy
+        service = services.get(r.service) if r.service else None
+        if service is not None and not service.enabled:
+            continue  # Kong leaves routes of a disabled service out of the router
+        specs.append(route_spec(len(routes), r))
+        routes.append(RoutePlan(r, service))
+    return Runtime(config, hash, router_mod.Router(specs), routes, services, version)
+
+
+def route_spec(key: int, route: Any) -> RouteSpec:
+    headers = route.headers or {}
+    return RouteSpec(
+        key=key,
+        hosts=tuple(h.lower() for h in route.hosts or ()),
+        paths=tuple(route.paths or ()),
+        methods=tuple(m.upper() for m in route.methods or ()),
+        headers=tuple((name.lower(), tuple(values)) for name, values in headers.items()),
+        snis=tuple(s.lower() for s in route.snis or ()),
+        regex_priority=route.regex_priority,
+    )
+
+
+def split_target(target: str) -> tuple[str, int]:
+    """``host:port``, ``[v6]:port`` -> (host, port); the config layer filled the default port."""
+    if target.startswith("["):
+        host, _, rest = target[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else 8000
+    host, sep, port = target.rpartition(":")
+    if not sep:
+        return target, 8000
+    return host, int(port)
+
+
+def host_with_port(host: str, port: int, scheme: str) -> str:
+    """Kong's upstream Host: the bare host on the scheme's default port, else ``host:port``."""
+    if DEFAULT_PORTS.get(scheme) == port:
+        return host
+    return f"{host}:{port}"

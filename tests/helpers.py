@@ -1,0 +1,148 @@
+"""Real processes on loopback for the integration tests: echo upstreams and gateways.
+
+Every process is started here and stopped by its pid; readiness is polled with a deadline,
+never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(
+    port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+class Echo:
+    """``python -m fastkong.echo`` on a free loopback port."""
+
+    def __init__(self, name: str = "echo", port: int | None = None) -> None:
+        self.name = name
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Echo:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fastkong.echo", "--port", str(self.port), "--name", self.name],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_port(self.port, proc=self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class Gateway:
+    """``fastkong start`` on free loopback ports, with a config file in ``workdir``."""
+
+    def __init__(self, workdir: Path, config: str | None, workers: int = 1, *extra: str) -> None:
+        self.workdir = workdir
+        self.config_path = workdir / "kong.yml"
+        if config is not None:
+            self.config_path.write_text(config)
+        self.has_config = config is not None
+        self.workers = workers
+        self.extra = extra
+        self.port = free_port()
+        self.status_port = free_port()
+        self.admin_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "fastkong", "start"]
+        if self.has_config:
+            cmd += ["-c", str(self.config_path)]
+        cmd += [
+            "--proxy-listen",
+            f"127.0.0.1:{self.port}",
+            "--status-listen",
+            f"127.0.0.1:{self.status_port}",
+            "--admin-listen",
+            f"127.0.0.1:{self.admin_port}",
+            "--workers",
+            str(self.workers),
+            *self.extra,
+        ]
+        return cmd
+
+    def start(self, wait_ready: bool = True) -> Gateway:
+        self.proc = subprocess.Popen(self.command(), cwd=ROOT, env=dict(os.environ))
+        wait_port(self.status_port, proc=self.proc)
+        wait_port(self.port, proc=self.proc)
+        if wait_ready:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            r = httpx.get(self.status_url("/status/ready"))
+            if r.status_code == 200:
+                return
+            time.sleep(0.05)
+        raise TimeoutError("gateway never became ready")
+
+    def status(self) -> dict:  # type: ignore[type-arg]
+        return httpx.get(self.status_url("/status")).json()
+
+    def worker_pids(self) -> list[int]:
+        return [int(pid) for pid in self.status()["fastkong"]["workers"]]
+
+    def stop(self) -> int:
+        return stop(self.proc) if self.proc is not None else 0
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def status_url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.status_port}{path}"
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise LookupError(pid)
