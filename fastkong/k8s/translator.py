@@ -1,0 +1,417 @@
+"""Kubernetes objects -> a Kong declarative config, the way KIC translates them.
+
+:func:`translate` is pure: a list of objects in (dicts as the API or ``kubectl`` gives them), a
+config dict and a list of problems out. The same objects in any order give the same config:
+every list is sorted and every choice between objects is made on their content.
+
+What it reads (kong.md section 6; ``kic:internal/dataplane/translator``):
+
+- Ingress (``networking.k8s.io/v1``) of our class -> routes, one per (ingress, host, backend);
+  the backend Service port -> a Kong service ``<ns>.<svc>.<port>`` whose host is the upstream
+  ``<svc>.<ns>.<port>.svc``; ``spec.tls`` + TLS Secrets -> certificates.
+- Service annotations -> service and upstream fields; EndpointSlices -> targets.
+- KongPlugin / KongClusterPlugin attached with ``konghq.com/plugins`` -> plugins; KongClusterPlugin
+  labelled ``global: "true"`` -> global plugins.
+- KongConsumer + credential Secrets -> consumers with credentials.
+
+Unlike KIC, one broken object never blocks the rest: an object that cannot be translated, or
+whose entities do not pass the config layer's validation, is left out and reported as a
+:class:`Problem`, and everything else is translated.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import yaml
+
+from fastkong.k8s import annotations as ann
+from fastkong.k8s import naming
+from fastkong.k8s import objects as o
+from fastkong.k8s.consumers import build_consumer, credential_sort_key
+from fastkong.k8s.ingress import (
+    RouteGroup,
+    class_filter,
+    default_backend_group,
+    route_groups,
+    route_record,
+    tls_hosts,
+)
+from fastkong.k8s.objects import Index, Obj, ObjectRef, Problem
+from fastkong.k8s.plugins import PluginError, build_plugin, global_plugins, resolve
+from fastkong.k8s.prune import Pruner, Validator, config_layer_validator
+from fastkong.k8s.upstreams import find_port, targets
+
+DEFAULT_INGRESS_CLASS: Final = "fastkong"
+FORMAT_VERSION: Final = "3.0"
+DEFAULT_TIMEOUT: Final = 60000
+DEFAULT_RETRIES: Final = 5
+_CREDENTIAL_ARRAYS: Final = ("keyauth_credentials", "basicauth_credentials", "jwt_secrets", "acls")
+
+
+@dataclass(frozen=True, slots=True)
+class TranslationResult:
+    """The declarative config (``_format_version`` 3.0) and what was left out or ignored."""
+
+    config: dict[str, Any]
+    problems: list[Problem] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        counts = " ".join(
+            f"{k}={len(v)}" for k, v in self.config.items() if isinstance(v, list) and v
+        )
+        return f"<TranslationResult {counts or 'empty'} problems={len(self.problems)}>"
+
+    def to_yaml(self) -> str:
+        """The config as YAML, byte-for-byte stable for the same input."""
+        return dump_yaml(self.config)
+
+
+def dump_yaml(config: Mapping[str, Any]) -> str:
+    return yaml.safe_dump(
+        dict(config), sort_keys=False, default_flow_style=False, allow_unicode=True, width=1000
+    )
+
+
+def translate(
+    objects: Iterable[Mapping[str, Any]],
+    *,
+    ingress_class: str | Collection[str] = DEFAULT_INGRESS_CLASS,
+    validate: bool | Validator = True,
+) -> TranslationResult:
+    """Translate Kubernetes objects into a Kong declarative config.
+
+    Parameters
+    ----------
+    objects:
+        Kubernetes objects as dicts, in any order; kinds the translator does not read are skipped.
+    ingress_class:
+        The class (or classes) whose Ingresses, KongConsumers and KongClusterPlugins are ours:
+        ``"fastkong"``, or KIC's ``"kong"`` to take over manifests written for KIC.
+    validate:
+        Check the result with :mod:`fastkong.config` and leave out entities that do not pass
+        (skipped while that layer is not installed); or a validator function, for tests.
+    """
+    classes = {ingress_class} if isinstance(ingress_class, str) else set(ingress_class)
+    run = _Translation(Index(objects), classes)
+    config = run.build()
+    problems = run.problems
+    validator = config_layer_validator() if validate is True else (validate or None)
+    if validator is not None:
+        pruner = Pruner(config, run.origin)
+        pruner.run(validator)
+        problems += pruner.problems
+        _drop_empty(config)
+    return TranslationResult(config, sorted(set(problems)))
+
+
+class _Translation:
+    def __init__(self, index: Index, classes: set[str]) -> None:
+        self.index = index
+        self.classes = classes
+        self.problems: list[Problem] = list(index.problems)
+        #: ``id(record)`` -> the object each emitted entity record came from (for pruning).
+        self.origin: dict[int, ObjectRef] = {}
+        self.services: dict[str, dict[str, Any]] = {}
+        self.upstreams: dict[str, dict[str, Any]] = {}
+        #: Kubernetes Service (ns, name) -> the Kong services made from it.
+        self.k8s_services: dict[tuple[str, str], list[str]] = {}
+        #: Ingress (ns, name) -> its route records.
+        self.ingress_routes: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self.consumers: dict[tuple[str, str], dict[str, Any]] = {}
+        self.used_instance_names: set[str] = set()
+
+    def note(self, record: dict[str, Any], ref: ObjectRef) -> dict[str, Any]:
+        self.origin[id(record)] = ref
+        return record
+
+    def class_annotation_ok(self, obj: Obj) -> bool:
+        return o.anns(obj).get(o.INGRESS_CLASS_ANNOTATION) in self.classes
+
+    # -- the whole config ----------------------------------------------------------------------
+    def build(self) -> dict[str, Any]:
+        ours = class_filter(self.index, self.classes)
+        ingresses = sorted(
+            (i for i in self.index.all("Ingress") if ours(i)),
+            key=lambda i: (o.created(i), o.namespace(i), o.name(i)),
+        )
+        for ingress in ingresses:
+            for group in route_groups(ingress, self.problems):
+                self.add_route(group)
+        if (default := default_backend_group(ingresses, self.problems)) is not None:
+            self.add_route(default)
+        self.add_consumers()
+        self.attach_plugins()
+        config: dict[str, Any] = {"_format_version": FORMAT_VERSION}
+        config["services"] = [self._sorted_service(self.services[k]) for k in sorted(self.services)]
+        config["upstreams"] = [self.upstreams[k] for k in sorted(self.upstreams)]
+        config["consumers"] = sorted(
+            (self._sorted_consumer(c) for c in self.consumers.values()),
+            key=lambda c: (c.get("username", ""), c.get("custom_id", "")),
+        )
+        config["plugins"] = self.globals()
+        config["certificates"] = self.certificates(ingresses)
+        _drop_empty(config)
+        return config
+
+    # -- ingresses -> services, routes, upstreams -----------------------------------------------
+    def add_route(self, group: RouteGroup) -> None:
+        ingress, backend = group.ingress, group.backend
+        ns, ref = o.namespace(ingress), ObjectRef.of(ingress)
+        service = self.index.get("Service", ns, backend.service)
+        if service is None:
+            self.problems.append(
+                Problem(
+                    ref, f"route {group.name!r} left out: service {ns}/{backend.service} not found"
+                )
+            )
+            return
+        port = find_port(service, backend)
+        if isinstance(port, str):
+            self.problems.append(
+                Problem(ref, f"route {group.name!r} left out: {ns}/{backend.service}: {port}")
+            )
+            return
+        kong_name = naming.service_name(ns, backend.service, backend.port)
+        if kong_name not in self.services:
+            self.add_service(kong_name, service, backend.port, port)
+        route = self.note(route_record(group), ref)
+        ann.apply_route_annotations(route, o.anns(ingress), ref, self.problems)
+        self.services[kong_name]["routes"].append(route)
+        self.ingress_routes.setdefault((ns, o.name(ingress)), []).append(route)
+
+    def add_service(
+        self, kong_name: str, service: Obj, port_key: str, port: Mapping[str, Any]
+    ) -> None:
+        ns, name, ref = o.namespace(service), o.name(service), ObjectRef.of(service)
+        host = naming.upstream_name(ns, name, port_key)
+        record = self.note(
+            {
+                "name": kong_name,
+                "host": host,
+                "port": port.get("port", 80),
+                "protocol": "http",
+                "path": "/",
+                "connect_timeout": DEFAULT_TIMEOUT,
+                "read_timeout": DEFAULT_TIMEOUT,
+                "write_timeout": DEFAULT_TIMEOUT,
+                "retries": DEFAULT_RETRIES,
+                "tags": o.tags(service),
+            },
+            ref,
+        )
+        upstream = self.note({"name": host, "tags": o.tags(service)}, ref)
+        ann.apply_service_annotations(record, upstream, o.anns(service), ref, self.problems)
+        record["routes"] = []
+        record["plugins"] = []
+        found = targets(self.index, service, port)
+        for target in found:
+            self.note(target, _tag_ref(target["tags"]) or ref)
+        upstream["targets"] = found
+        self.services[kong_name] = record
+        self.upstreams[host] = upstream
+        self.k8s_services.setdefault((ns, name), []).append(kong_name)
+
+    def _sorted_service(self, record: dict[str, Any]) -> dict[str, Any]:
+        record["routes"].sort(key=lambda r: r["name"])
+        for route in record["routes"]:
+            route["plugins"] = sorted(route.get("plugins", []), key=_plugin_key)
+        record["plugins"].sort(key=_plugin_key)
+        return record
+
+    # -- consumers -----------------------------------------------------------------------------
+    def add_consumers(self) -> None:
+        for obj in self.index.all("KongConsumer"):
+            ref = ObjectRef.of(obj)
+            if not self.class_annotation_ok(obj):
+                if o.INGRESS_CLASS_ANNOTATION not in o.anns(obj):
+                    self.problems.append(
+                        Problem(
+                            ref,
+                            f"no {o.INGRESS_CLASS_ANNOTATION} annotation: ignored, as KIC does",
+                            "warning",
+                        )
+                    )
+                continue
+            built = build_consumer(obj, self.index, self.problems)
+            if built is None:
+                continue
+            consumer, credentials = built
+            self.note(consumer, ref)
+            for secret_ref, plural, record in credentials:
+                consumer.setdefault(plural, []).append(self.note(record, secret_ref))
+            consumer["plugins"] = []
+            self.consumers[(o.namespace(obj), o.name(obj))] = consumer
+
+    def _sorted_consumer(self, consumer: dict[str, Any]) -> dict[str, Any]:
+        for plural in _CREDENTIAL_ARRAYS:
+            if plural in consumer:
+                consumer[plural].sort(key=credential_sort_key)
+        consumer["plugins"].sort(key=_plugin_key)
+        return consumer
+
+    # -- plugins -------------------------------------------------------------------------------
+    def attach_plugins(self) -> None:
+        """KIC's ``getPluginRelations`` + ``buildPlugins``: one Kong plugin per attachment; a
+        plugin on both a consumer and routes/services is scoped to each (consumer, route) and
+        (consumer, service) pair, nested in the consumer."""
+        relations: dict[tuple[str, str], dict[str, list[Any]]] = {}
+        referrers: dict[tuple[str, str], list[ObjectRef]] = {}
+
+        def relate(obj: Obj, kind: str, target: dict[str, Any]) -> None:
+            for plugin in ann.plugin_names(o.anns(obj)):
+                key = (o.namespace(obj), plugin)
+                relations.setdefault(key, {"services": [], "routes": [], "consumers": []})
+                relations[key][kind].append(target)
+                referrers.setdefault(key, []).append(ObjectRef.of(obj))
+
+        for (ns, name), kong_names in sorted(self.k8s_services.items()):
+            service = self.index.get("Service", ns, name)
+            for kong_name in kong_names:
+                relate(service or {}, "services", self.services[kong_name])
+        for (ns, name), routes in sorted(self.ingress_routes.items()):
+            ingress = self.index.get("Ingress", ns, name) or {}
+            for route in routes:
+                relate(ingress, "routes", route)
+        for (ns, name), consumer in sorted(self.consumers.items()):
+            relate(self.index.get("KongConsumer", ns, name) or {}, "consumers", consumer)
+        for key in sorted(relations):
+            self._attach(key, relations[key], sorted(set(referrers[key])))
+
+    def _attach(
+        self, key: tuple[str, str], rel: dict[str, list[Any]], referrers: list[ObjectRef]
+    ) -> None:
+        obj, why = resolve(self.index, key[0], key[1], self.class_annotation_ok)
+        if obj is None:
+            for ref in referrers:
+                self.problems.append(Problem(ref, f"plugin {key[1]!r} not attached: {why}"))
+            return
+        ref = ObjectRef.of(obj)
+        try:
+            template, warnings = build_plugin(obj, self.index)
+        except PluginError as exc:
+            self.problems.append(Problem(ref, f"{exc}; left out"))
+            for referrer in referrers:
+                self.problems.append(
+                    Problem(
+                        referrer, f"plugin {key[1]!r} not attached: {ref} is invalid", "warning"
+                    )
+                )
+            return
+        self.problems.extend(Problem(ref, w, "warning") for w in warnings)
+        placements: list[tuple[list[Any], dict[str, Any], str]] = []
+        if rel["consumers"]:
+            for consumer in rel["consumers"]:
+                cid = consumer.get("username") or consumer.get("custom_id")
+                scoped = [("service", s["name"]) for s in rel["services"]]
+                scoped += [("route", r["name"]) for r in rel["routes"]]
+                for field_name, value in scoped:
+                    placements.append(
+                        (
+                            consumer["plugins"],
+                            {field_name: value},
+                            f"consumer-{cid}.{field_name}-{value}",
+                        )
+                    )
+                if not scoped:
+                    placements.append((consumer["plugins"], {}, f"consumer-{cid}"))
+        else:
+            for s in rel["services"]:
+                placements.append((s["plugins"], {}, f"service-{s['name']}"))
+            for r in rel["routes"]:
+                placements.append((r.setdefault("plugins", []), {}, f"route-{r['name']}"))
+        for holder, scope, scope_key in placements:
+            plugin = copy.deepcopy(template)
+            if "instance_name" in plugin:
+                plugin["instance_name"] = naming.instance_name(
+                    plugin["instance_name"], scope_key, self.used_instance_names
+                )
+            for k, v in scope.items():
+                plugin[k] = v
+            holder.append(self.note(plugin, ref))
+
+    def globals(self) -> list[dict[str, Any]]:
+        out = []
+        for ref, record in global_plugins(self.index, self.class_annotation_ok, self.problems):
+            out.append(self.note(record, ref))
+        return sorted(out, key=_plugin_key)
+
+    # -- TLS -----------------------------------------------------------------------------------
+    def certificates(self, ingresses: list[Obj]) -> list[dict[str, Any]]:
+        out = []
+        for (ns, name), (ref, hosts) in sorted(tls_hosts(ingresses).items()):
+            if not hosts:
+                continue
+            secret = self.index.get("Secret", ns, name)
+            if secret is None:
+                self.problems.append(Problem(ref, f"TLS secret {ns}/{name} not found"))
+                continue
+            try:
+                data = o.secret_data(secret)
+            except ValueError as exc:
+                self.problems.append(Problem(ObjectRef.of(secret), str(exc)))
+                continue
+            if not data.get("tls.crt") or not data.get("tls.key"):
+                self.problems.append(
+                    Problem(ObjectRef.of(secret), "TLS secret needs tls.crt and tls.key")
+                )
+                continue
+            cert: dict[str, Any] = {}
+            uid = o.meta(secret).get("uid")
+            if isinstance(uid, str) and _is_uuid(uid):
+                cert["id"] = uid
+            cert.update(cert=data["tls.crt"], key=data["tls.key"], tags=o.tags(secret))
+            cert["snis"] = [
+                self.note({"name": h, "tags": o.tags(secret)}, ObjectRef.of(secret))
+                for h in sorted(hosts)
+            ]
+            out.append(self.note(cert, ObjectRef.of(secret)))
+        return sorted(out, key=lambda c: (c["snis"][0]["name"], c.get("id", "")))
+
+
+def _plugin_key(plugin: dict[str, Any]) -> tuple[str, ...]:
+    return (
+        plugin["name"],
+        str(plugin.get("route", "")),
+        str(plugin.get("service", "")),
+        str(plugin.get("instance_name", "")),
+        o.canonical(plugin.get("tags")),
+    )
+
+
+def _tag_ref(tags: list[str]) -> ObjectRef | None:
+    values = dict(t.split(":", 1) for t in tags if ":" in t)
+    if "k8s-kind" not in values or "k8s-name" not in values:
+        return None
+    return ObjectRef(values["k8s-kind"], values.get("k8s-namespace", ""), values["k8s-name"])
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _drop_empty(record: dict[str, Any]) -> None:
+    """Remove empty entity lists (nested too), so the YAML shows only what is there."""
+    for key in list(record):
+        value = record[key]
+        if isinstance(value, list) and key != "paths":
+            if not value and key in _NESTABLE:
+                del record[key]
+                continue
+            for item in value:
+                if isinstance(item, dict) and key in _NESTABLE:
+                    _drop_empty(item)
+
+
+_NESTABLE: Final = frozenset(
+    {"services", "routes", "plugins", "upstreams", "targets", "consumers", "certificates", "snis"}
+    | set(_CREDENTIAL_ARRAYS)
+)
