@@ -156,6 +156,7 @@ class _Translation:
         config["plugins"] = self.globals()
         config["certificates"] = self.certificates(ingresses)
         _drop_empty(config)
+        _order_keys(config)
         return config
 
     # -- ingresses -> services, routes, upstreams -----------------------------------------------
@@ -297,9 +298,7 @@ class _Translation:
             self.problems.append(Problem(ref, f"{exc}; left out"))
             for referrer in referrers:
                 self.problems.append(
-                    Problem(
-                        referrer, f"plugin {key[1]!r} not attached: {ref} is invalid", "warning"
-                    )
+                    Problem(referrer, f"plugin {key[1]!r} not attached: {ref} is invalid")
                 )
             return
         self.problems.extend(Problem(ref, w, "warning") for w in warnings)
@@ -402,13 +401,75 @@ def _drop_empty(record: dict[str, Any]) -> None:
     """Remove empty entity lists (nested too), so the YAML shows only what is there."""
     for key in list(record):
         value = record[key]
-        if isinstance(value, list) and key != "paths":
-            if not value and key in _NESTABLE:
+        if key in _NESTABLE and _is_entity_list(value):
+            if not value:
                 del record[key]
                 continue
             for item in value:
-                if isinstance(item, dict) and key in _NESTABLE:
-                    _drop_empty(item)
+                _drop_empty(item)
+
+
+#: Field order in the output, per entity array (Kong's schema order, identity first); fields not
+#: listed follow in name order, then nested entity arrays.
+_FIELD_ORDER: Final[dict[str, tuple[str, ...]]] = {
+    "services": (
+        "name",
+        "host",
+        "port",
+        "protocol",
+        "path",
+        "connect_timeout",
+        "read_timeout",
+        "write_timeout",
+        "retries",
+    ),
+    "routes": (
+        "name",
+        "hosts",
+        "paths",
+        "methods",
+        "headers",
+        "snis",
+        "protocols",
+        "https_redirect_status_code",
+        "strip_path",
+        "preserve_host",
+        "regex_priority",
+        "path_handling",
+        "request_buffering",
+        "response_buffering",
+    ),
+    "upstreams": ("name", "host_header"),
+    "targets": ("target", "weight"),
+    "consumers": ("username", "custom_id"),
+    "plugins": ("name", "instance_name", "route", "service", "consumer", "config", "protocols"),
+    "certificates": ("id", "cert", "key"),
+    "snis": ("name",),
+    "keyauth_credentials": ("key", "ttl"),
+    "basicauth_credentials": ("username", "password"),
+    "jwt_secrets": ("key", "secret", "algorithm", "rsa_public_key"),
+    "acls": ("group",),
+}
+
+
+def _is_entity_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, dict) for v in value)
+
+
+def _order_keys(record: dict[str, Any], plural: str | None = None) -> None:
+    """Rewrite ``record`` (and its nested entities) with its fields in :data:`_FIELD_ORDER`."""
+    first = _FIELD_ORDER.get(plural, ()) if plural else ("_format_version",)
+    nested = [k for k in record if k in _NESTABLE and _is_entity_list(record[k])]
+    keys = [k for k in first if k in record]
+    keys += sorted(k for k in record if k not in keys and k not in nested and k != "tags")
+    keys += ["tags"] if "tags" in record else []
+    keys += sorted(nested, key=list(_FIELD_ORDER).index) if plural else nested
+    items = [(k, record.pop(k)) for k in keys]
+    record.update(items)
+    for key in nested:
+        for child in record[key]:
+            if isinstance(child, dict):
+                _order_keys(child, key)
 
 
 _NESTABLE: Final = frozenset(
