@@ -47,6 +47,8 @@ PATH = "/static"
 BODY = b"Hello, World!"
 LEGS = ("direct", "nginx", "fastkong")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# Other processes using more than this share of a core during a measured run flag the run.
+FOREIGN_LIMIT = 0.15
 INSTALL_HINT = {
     "wrk": "apt-get install -y wrk",
     "nginx": "apt-get install -y nginx",
@@ -285,6 +287,19 @@ def cpu_ticks(pids: Sequence[int]) -> dict[int, int]:
     return ticks
 
 
+def other_ticks(ours: set[int]) -> dict[int, int]:
+    """CPU ticks of every user-space process outside ``ours``, counting the children it reaped,
+    so a short-lived process that ran and exited during a run is still seen (in its parent)."""
+    ticks = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and int(entry.name) not in ours:
+            with contextlib.suppress(OSError, ValueError):
+                fields = _stat_fields(int(entry.name))
+                if fields[1] not in ("0", "2"):  # not a kernel thread (children of kthreadd)
+                    ticks[int(entry.name)] = sum(int(f) for f in fields[11:15])
+    return ticks
+
+
 def peak_rss_kb(pids: Sequence[int]) -> int:
     total = 0
     for pid in pids:
@@ -375,15 +390,37 @@ class Leg:
     samples: list[WrkResult] = field(default_factory=list)
     cpu_seconds: float = 0.0
     rss_kb: int = 0
+    foreign: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    def measure(self, wrk: str, args: argparse.Namespace, raw: Path, round_no: int) -> WrkResult:
+    def measure(
+        self,
+        wrk: str,
+        args: argparse.Namespace,
+        raw: Path,
+        round_no: int,
+        servers: Sequence[Server],
+    ) -> WrkResult:
+        """Warm up, then one measured wrk run; ``servers`` are all the processes we started, so
+        that CPU used by anything else on the machine during the run can be told apart."""
         if args.warmup > 0:
             run_wrk(wrk, self.url, args.warmup, args.connections, args.threads)
-        pids = self.server.tree()
-        before = cpu_ticks(pids)
+        ours = {os.getpid(), *(pid for server in servers for pid in server.tree())}
+        others, before = other_ticks(ours), cpu_ticks(self.server.tree())
+        start = time.monotonic()
         text = run_wrk(wrk, self.url, args.duration, args.connections, args.threads)
+        elapsed = time.monotonic() - start
         after = cpu_ticks(self.server.tree())
+        # wrk ran and was reaped by this process, which is in ``ours``: not counted as foreign.
+        foreign = sum(t - others.get(pid, 0) for pid, t in other_ticks(ours).items())
+        # A reaped child brings its whole lifetime along: cap at what the machine can run.
+        foreign = min(foreign / (CLK_TCK * elapsed), float(os.cpu_count() or 1))
+        self.foreign.append(foreign)
+        if foreign > FOREIGN_LIMIT:
+            self.notes.append(
+                f"round {round_no}: other processes used {foreign:.2f} cores during the run "
+                "(the machine was not quiet; its numbers are suspect)"
+            )
         (raw / f"round{round_no}-{self.name}.txt").write_text(text)
         if not self.server.alive():
             raise BenchError(
@@ -445,7 +482,8 @@ def rounds_table(legs: Sequence[Leg]) -> list[str]:
         "|---|" + "---:|" * n,
     ]
     for leg in legs:
-        lines.append(f"| {leg.name} | " + " | ".join(f"{s.rps:.0f}" for s in leg.samples) + " |")
+        cells = (f"{s.rps:.0f} ({f:.2f})" for s, f in zip(leg.samples, leg.foreign, strict=True))
+        lines.append(f"| {leg.name} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -549,7 +587,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def start_legs(
     args: argparse.Namespace, nginx: str | None, workdir: Path, stack: contextlib.ExitStack
-) -> list[Leg]:
+) -> tuple[list[Leg], list[Server]]:
+    """Start the upstream and the proxies; return the legs to measure and every server started."""
     upstream_port = free_port()
     if nginx:
         upstream = start_nginx(nginx, "upstream", "upstream.conf", workdir, port=upstream_port)
@@ -583,7 +622,7 @@ def start_legs(
     chosen = [legs[name] for name in LEGS if name in legs and name in args.targets]
     for leg in chosen:
         check_leg(leg.name, leg.url)
-    return chosen
+    return chosen, [leg.server for leg in legs.values()]
 
 
 def bench(args: argparse.Namespace, nginx: str | None, wrk: str, workdir: Path) -> int:
@@ -595,7 +634,7 @@ def bench(args: argparse.Namespace, nginx: str | None, wrk: str, workdir: Path) 
     started = time.monotonic()
 
     with contextlib.ExitStack() as stack:
-        legs = start_legs(args, nginx, workdir, stack)
+        legs, servers = start_legs(args, nginx, workdir, stack)
         print(
             f"bench: {', '.join(leg.name for leg in legs)}; {args.rounds} round(s) of "
             f"{args.duration}s, wrk -t{args.threads} -c{args.connections}, warmup {args.warmup}s",
@@ -603,11 +642,12 @@ def bench(args: argparse.Namespace, nginx: str | None, wrk: str, workdir: Path) 
         )
         for round_no in range(1, args.rounds + 1):
             for leg in legs:
-                r = leg.measure(wrk, args, raw, round_no)
+                r = leg.measure(wrk, args, raw, round_no, servers)
                 flag = f"  ERRORS: {r.describe_errors()}" if r.errors else ""
                 print(
                     f"  round {round_no} {leg.name:>8}: {r.rps:9.0f} req/s  "
-                    f"p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms{flag}",
+                    f"p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms  "
+                    f"other load {leg.foreign[-1]:.2f} cores{flag}",
                     flush=True,
                 )
 
@@ -629,7 +669,8 @@ def bench(args: argparse.Namespace, nginx: str | None, wrk: str, workdir: Path) 
         "",
         *lines,
         "",
-        "req/s by round (interleaved; the spread is the noise):",
+        "req/s by round (interleaved; the spread is the noise), and in parentheses the CPU that "
+        "other processes on the machine used during that run, in cores:",
         "",
         *rounds_table(legs),
         "",
