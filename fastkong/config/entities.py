@@ -1,0 +1,463 @@
+"""Per-entity rules: shorthands, Kong's subschemas and entity checks, plugin configs.
+
+Each ``process_<entity>`` function receives one entity's fields (a copy, without its nested
+children), checks them against the entity's Struct with the generic walker, applies what Kong
+expresses as shorthand fields, subschemas and ``entity_checks``, and returns the normalized
+fields (:class:`~fastkong.config.validate.Walked`), or None when Kong stops validating the
+entity (an unknown plugin, a route with no known protocol).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgspec
+
+from fastkong.config import checks as C
+from fastkong.config import errors as E
+from fastkong.config import schema as S
+from fastkong.config.meta import Loc
+from fastkong.config.validate import Issues, Walked, convert, walk_struct
+from fastkong.plugins import registry
+
+
+@dataclass(frozen=True, slots=True)
+class Ctx:
+    """Where an entity sits: the fields the loader fills in, and its parent's foreign key."""
+
+    optional: frozenset[str]
+    parent_fk: str | None = None
+    #: ``_format_version`` 1.1/2.1: route paths get Kong's on-the-fly 3.0 migration.
+    migrate_paths: bool = False
+
+
+Processor = Callable[[dict[str, Any], Loc, Issues, Ctx], "Walked | None"]
+
+
+def _nonempty(value: Any) -> bool:
+    """Kong's ``is_nonempty``: not null, not an empty string, list or map."""
+    return value is not None and value != "" and value != [] and value != {}
+
+
+def _walk(
+    cls: type[msgspec.Struct],
+    fields: dict[str, Any],
+    loc: Loc,
+    issues: Issues,
+    ctx: Ctx,
+    *,
+    skip: Iterable[str] = (),
+    optional: Iterable[str] = (),
+) -> Walked:
+    return walk_struct(
+        cls, fields, loc, issues, skip=set(skip), optional=ctx.optional | set(optional)
+    )
+
+
+def _conditional(
+    issues: Issues,
+    loc: Loc,
+    walked: Walked,
+    fields: dict[str, Any],
+    if_field: str,
+    when: Callable[[Any], bool],
+    then_field: str,
+    then: Callable[[Any], str | None],
+) -> None:
+    """Kong's ``conditional`` entity check: a field error plus the entity-level message."""
+    if if_field not in walked.data or not when(walked.data[if_field]):
+        return
+    if then_field in walked.bad:
+        return
+    message = then(fields.get(then_field))
+    if message is not None:
+        issues.field((*loc, then_field), message)
+        issues.entity(loc, E.CONDITIONAL.format(if_field))
+
+
+def _required(value: Any) -> str | None:
+    return E.REQUIRED if value is None else None
+
+
+def _null(value: Any) -> str | None:
+    return E.EQ_NULL if value is not None else None
+
+
+def _one_of(*allowed: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value is None or value in allowed else E.ONE_OF.format(", ".join(allowed))
+
+    return check
+
+
+# -- services --------------------------------------------------------------------------------
+_URL = re.compile(r"^(?:([A-Za-z0-9][A-Za-z0-9+\-.]*):)?(?://([^/?#]*))?([^?#]*)")
+
+
+def parse_url(url: str) -> dict[str, Any] | str:
+    """The service ``url`` shorthand: protocol, host, port and path (Kong's ``socket.url``)."""
+    m = _URL.match(url)
+    assert m is not None
+    scheme, authority, path = m.group(1), m.group(2), m.group(3)
+    if not authority:
+        return "missing host in url"
+    authority = authority.rpartition("@")[2]
+    port: Any = None
+    pm = re.search(r":([^:\]]*)$", authority)
+    if pm:
+        port = int(pm.group(1)) if pm.group(1).isascii() and pm.group(1).isdigit() else pm.group(1)
+        authority = authority[: pm.start()]
+    host = authority[1:-1] if authority.startswith("[") and authority.endswith("]") else authority
+    if not host:
+        return "missing host in url"
+    protocol = scheme or {80: "http", 443: "https"}.get(port) or "http"
+    if port is None:
+        port = {"http": 80, "https": 443}.get(protocol, 80)
+    return {"protocol": protocol, "host": host, "port": port, "path": path or None}
+
+
+def _not_tls(protocol: Any) -> bool:
+    return protocol not in ("https", "tls")
+
+
+def process_service(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) -> Walked:
+    mark = len(issues)
+    url_loc = (*loc, "url")
+    derived: dict[str, Any] = {}
+    optional: set[str] = set()
+    url = fields.pop("url", None)
+    if url is not None:
+        if not isinstance(url, str):
+            issues.field(url_loc, E.STRING)
+            optional.add("host")
+        elif not url:
+            issues.field(url_loc, E.LEN_MIN.format(1))
+            optional.add("host")
+        else:
+            parsed = parse_url(url)
+            if isinstance(parsed, str):
+                issues.field(url_loc, parsed)
+                optional.add("host")
+            else:
+                for key, value in parsed.items():
+                    if fields.get(key) is not None:
+                        issues.field((*loc, key), E.MUTUALLY_EXCLUSIVE.format(f"'url', '{key}'"))
+                    elif value is not None:
+                        derived[key] = value
+                fields.update(derived)
+    walked = _walk(S.Service, fields, loc, issues, ctx, optional=optional)
+    streamish = ("tcp", "tls", "udp", "grpc", "grpcs")
+    _conditional(issues, loc, walked, fields, "protocol", streamish.__contains__, "path", _null)
+    for name in ("client_certificate", "tls_verify", "tls_verify_depth", "ca_certificates"):
+        _conditional(issues, loc, walked, fields, "protocol", _not_tls, name, _null)
+    if derived:
+        issues.relocate(mark, {(*loc, key): url_loc for key in derived})
+    return walked
+
+
+# -- routes (Kong's route subschemas: http, stream, grpc) --------------------------------------
+_SUBSCHEMA: Final = {"http": "http", "https": "http", "grpc": "grpc", "grpcs": "grpc"}
+_STREAM_NULLS: Final = (
+    "cannot set '{}' when 'protocols' is 'tcp', 'tls', 'tls_passthrough' or 'udp'"
+)
+_NULLED: Final = {
+    "http": {
+        f: f"cannot set '{f}' when 'protocols' is 'http' or 'https'"
+        for f in ("sources", "destinations")
+    },
+    "stream": {f: _STREAM_NULLS.format(f) for f in ("methods", "hosts", "paths", "headers")},
+    "grpc": {
+        f: f"cannot set '{f}' when 'protocols' is 'grpc' or 'grpcs'"
+        for f in ("methods", "sources", "destinations")
+    },
+}
+_MUST_SET: Final = "must set one of {} when 'protocols' is {}"
+_GRPC_STRIP_PATH: Final = "cannot set 'strip_path' when 'protocols' is 'grpc' or 'grpcs'"
+_SNI_PROTOCOLS: Final = ("grpcs", "https", "tls", "tls_passthrough")
+_SNIS_ONLY: Final = (
+    "'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or 'tls_passthrough'"
+)
+
+
+def process_route(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) -> Walked | None:
+    protocols = fields.get("protocols")
+    first = "http"
+    if isinstance(protocols, list) and protocols:
+        known = [p for p in protocols if isinstance(p, str) and p in C.PROTOCOLS]
+        if not known:
+            issues.field((*loc, "protocols"), E.SUBSCHEMA_UNKNOWN.format(protocols[0]))
+            return None
+        first = known[0]
+    sub = _SUBSCHEMA.get(first, "stream")
+    skip: set[str] = set()
+    for name, message in _NULLED[sub].items():
+        if fields.get(name) is not None:
+            issues.field((*loc, name), message)
+            skip.add(name)
+    if sub == "grpc" and fields.get("strip_path") is None:
+        fields["strip_path"] = False
+    paths = fields.get("paths")
+    if ctx.migrate_paths and isinstance(paths, list):
+        fields["paths"] = [C.migrate_path(p) if isinstance(p, str) else p for p in paths]
+    walked = _walk(S.Route, fields, loc, issues, ctx, skip=skip)
+    data = walked.data
+    if sub == "grpc" and data.get("strip_path") is True:
+        issues.field((*loc, "strip_path"), _GRPC_STRIP_PATH)
+    prots: list[str] | None = data.get("protocols")
+    if prots is not None:
+        _route_entity_checks(fields, loc, issues, sub, prots, walked)
+    for name in ("sources", "destinations"):
+        items = fields.get(name)
+        if name not in skip and isinstance(items, list):
+            for i, item in enumerate(items):
+                if isinstance(item, dict) and not (
+                    _nonempty(item.get("ip")) or _nonempty(item.get("port"))
+                ):
+                    issues.entity((*loc, name, i), E.AT_LEAST_ONE_OF.format("'ip', 'port'"))
+    return walked
+
+
+def _route_entity_checks(
+    fields: dict[str, Any], loc: Loc, issues: Issues, sub: str, prots: list[str], walked: Walked
+) -> None:
+    snis = fields.get("snis")
+    if all(p not in _SNI_PROTOCOLS for p in prots) and isinstance(snis, list) and snis:
+        if "snis" not in walked.bad:
+            issues.field((*loc, "snis"), E.LEN_EQ.format(0))
+        issues.entity(loc, _SNIS_ONLY)
+
+    def need(names: tuple[str, ...], when: str) -> None:
+        if not any(_nonempty(fields.get(n)) for n in names):
+            issues.entity(loc, _MUST_SET.format(E.quoted_list(names), when))
+
+    if sub == "http":
+        if "https" in prots:
+            need(("methods", "hosts", "headers", "paths", "snis"), "'https'")
+        elif "http" in prots:
+            need(("methods", "hosts", "headers", "paths"), "'http'")
+    elif sub == "grpc":
+        if "grpcs" in prots:
+            need(("hosts", "headers", "paths", "snis"), "'grpcs'")
+        elif "grpc" in prots:
+            need(("hosts", "headers", "paths"), "'grpc'")
+    elif all(p in ("tcp", "tls", "udp") for p in prots):
+        need(("sources", "destinations", "snis"), "'tcp', 'tls' or 'udp'")
+    elif all(p == "tls_passthrough" for p in prots) and not _nonempty(fields.get("snis")):
+        issues.entity(loc, "must set snis when 'protocols' is 'tls_passthrough'")
+
+
+# -- upstreams and targets -------------------------------------------------------------------
+_HASH_FALLBACKS: Final = {
+    "none": ("none",),
+    "cookie": ("none",),
+    "consumer": ("none", "ip", "header", "cookie", "path", "query_arg", "uri_capture"),
+    "ip": ("none", "consumer", "header", "cookie", "path", "query_arg", "uri_capture"),
+    "path": ("none", "consumer", "header", "cookie", "query_arg", "ip", "uri_capture"),
+}
+
+
+def process_upstream(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) -> Walked:
+    # Kong's shorthands: least-connections/latency clear hash_on; a hash_on sets the algorithm.
+    algorithm = fields.get("algorithm")
+    if algorithm in ("least-connections", "latency"):
+        fields["hash_on"] = "none"
+    elif "hash_on" in fields and (algorithm is None or isinstance(algorithm, str)):
+        hash_on = fields["hash_on"]
+        if hash_on is None:
+            fields["hash_on"] = "none"
+        elif hash_on == "none":
+            fields["algorithm"] = "round-robin"
+        elif isinstance(hash_on, str):
+            fields["algorithm"] = "consistent-hashing"
+    walked = _walk(S.Upstream, fields, loc, issues, ctx)
+
+    def cond(if_field: str, value: str, then_field: str, then: Callable[[Any], str | None]) -> None:
+        _conditional(issues, loc, walked, fields, if_field, value.__eq__, then_field, then)
+
+    def distinct(a: str, b: str) -> None:
+        va, vb = walked.data.get(a), walked.data.get(b)
+        if _nonempty(va) and va == vb:
+            issues.entity(loc, E.DISTINCT.format(E.quoted_list((a, b))))
+
+    cond("hash_on", "header", "hash_on_header", _required)
+    cond("hash_fallback", "header", "hash_fallback_header", _required)
+    cond("hash_on", "cookie", "hash_on_cookie", _required)
+    cond("hash_fallback", "cookie", "hash_on_cookie", _required)
+    for hash_on, allowed in _HASH_FALLBACKS.items():
+        cond("hash_on", hash_on, "hash_fallback", _one_of(*allowed))
+    distinct("hash_on_header", "hash_fallback_header")
+    cond("hash_on", "query_arg", "hash_on_query_arg", _required)
+    cond("hash_fallback", "query_arg", "hash_fallback_query_arg", _required)
+    distinct("hash_on_query_arg", "hash_fallback_query_arg")
+    cond("hash_on", "uri_capture", "hash_on_uri_capture", _required)
+    cond("hash_fallback", "uri_capture", "hash_fallback_uri_capture", _required)
+    distinct("hash_on_uri_capture", "hash_fallback_uri_capture")
+    return walked
+
+
+def process_target(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) -> Walked:
+    walked = _walk(S.Target, fields, loc, issues, ctx)
+    if "target" in walked.data:
+        walked.data["target"] = C.format_target(walked.data["target"])
+    return walked
+
+
+# -- consumers and credentials ---------------------------------------------------------------
+def process_consumer(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) -> Walked:
+    walked = _walk(S.Consumer, fields, loc, issues, ctx)
+    if not (_nonempty(fields.get("custom_id")) or _nonempty(fields.get("username"))):
+        issues.entity(loc, E.AT_LEAST_ONE_OF.format("'custom_id', 'username'"))
+    return walked
+
+
+def _random_secret() -> str:
+    """Kong's ``random_string``: 32 hex characters, for a credential given without one."""
+    return secrets.token_hex(16)
+
+
+def process_keyauth(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) -> Walked:
+    walked = _walk(S.KeyauthCredential, fields, loc, issues, ctx, optional=("key",))
+    if fields.get("key") is None:
+        walked.data["key"] = _random_secret()
+    return walked
+
+
+def process_basicauth(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) -> Walked:
+    return _walk(S.BasicauthCredential, fields, loc, issues, ctx)
+
+
+_RSA_ALGORITHMS: Final = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA")
+
+
+def process_jwt(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) -> Walked:
+    walked = _walk(S.JwtSecret, fields, loc, issues, ctx, optional=("key", "secret"))
+    for name in ("key", "secret"):
+        if fields.get(name) is None:
+            walked.data[name] = _random_secret()
+
+    def public_key(value: Any) -> str | None:
+        return E.REQUIRED if value is None else C.check_public_key(value)
+
+    in_rsa = _RSA_ALGORITHMS.__contains__
+    _conditional(issues, loc, walked, fields, "algorithm", in_rsa, "rsa_public_key", public_key)
+    return walked
+
+
+def process_acl(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) -> Walked:
+    return _walk(S.Acl, fields, loc, issues, ctx)
+
+
+# -- TLS ---------------------------------------------------------------------------------------
+def process_certificate(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) -> Walked:
+    walked = _walk(S.Certificate, fields, loc, issues, ctx)
+    if _nonempty(fields.get("cert_alt")) != _nonempty(fields.get("key_alt")):
+        issues.entity(loc, E.MUTUALLY_REQUIRED.format("'cert_alt', 'key_alt'"))
+    return walked
+
+
+def process_sni(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) -> Walked:
+    return _walk(S.Sni, fields, loc, issues, ctx)
+
+
+def process_ca_certificate(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) -> Walked:
+    walked = _walk(S.CACertificate, fields, loc, issues, ctx)
+    if walked.data.get("cert_digest") is None and "cert" in walked.data:
+        walked.data["cert_digest"] = C.certificate_digest(walked.data["cert"])
+    return walked
+
+
+# -- plugins -----------------------------------------------------------------------------------
+_SUBPATH: Final = re.compile(r"[^.\[\]]+|\[([0-9]+)\]")
+
+
+def _subpath(sub: str) -> Loc:
+    """A plugin check's ``"a.b[0]"`` (or ``"a.b.0"``) as a loc."""
+    out: list[str | int] = []
+    for m in _SUBPATH.finditer(sub):
+        out.append(int(m.group(1)) if m.group(1) is not None else m.group(0))
+    return tuple(out)
+
+
+def process_plugin(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) -> Walked | None:
+    name = fields.get("name")
+    if name is None:
+        issues.field((*loc, "name"), E.REQUIRED)
+        return None
+    if not isinstance(name, str):
+        issues.field((*loc, "name"), E.STRING)
+        return None
+    spec = registry.lookup(name)
+    if spec is None:
+        issues.field((*loc, "name"), E.PLUGIN_NOT_ENABLED.format(name))
+        return None
+    walked = _walk(S.Plugin, fields, loc, issues, ctx, skip=("config",))
+    protocols = fields.get("protocols")
+    if protocols is None:
+        walked.data["protocols"] = list(spec.protocols)
+    elif "protocols" in walked.data:
+        allowed = E.ONE_OF.format(", ".join(spec.protocols))
+        for i, p in enumerate(protocols):
+            if p not in spec.protocols:
+                issues.field((*loc, "protocols", i), allowed)
+    _plugin_config(spec, fields.get("config"), loc, issues, walked)
+    for scope, forbidden in (
+        ("consumer", spec.no_consumer),
+        ("route", spec.no_route),
+        ("service", spec.no_service),
+    ):
+        if not forbidden:
+            continue
+        if ctx.parent_fk == scope:
+            issues.entity(loc, E.PLUGIN_NO_SCOPE.format(name, scope))
+        elif fields.get(scope) is not None:
+            issues.field((*loc, scope), E.EQ_NULL)
+    return walked
+
+
+def _plugin_config(
+    spec: registry.PluginSpec, raw: Any, loc: Loc, issues: Issues, walked: Walked
+) -> None:
+    cloc = (*loc, "config")
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        issues.field(cloc, E.RECORD)
+        walked.bad.add("config")
+        return
+    mark = len(issues)
+    config = walk_struct(spec.config_type, raw, cloc, issues)
+    if len(issues) != mark:
+        walked.bad.add("config")
+        return
+    struct = convert(config.data, spec.config_type, cloc, issues)
+    if struct is None:
+        walked.bad.add("config")
+        return
+    if spec.check is not None:
+        for sub, message in spec.check(struct):
+            if sub:
+                issues.field((*cloc, *_subpath(sub)), message)
+            else:
+                issues.entity(loc, message)
+    walked.data["config"] = msgspec.to_builtins(struct)
+
+
+PROCESSORS: Final[dict[str, Processor]] = {
+    "certificates": process_certificate,
+    "ca_certificates": process_ca_certificate,
+    "snis": process_sni,
+    "services": process_service,
+    "routes": process_route,
+    "consumers": process_consumer,
+    "plugins": process_plugin,
+    "upstreams": process_upstream,
+    "targets": process_target,
+    "keyauth_credentials": process_keyauth,
+    "basicauth_credentials": process_basicauth,
+    "jwt_secrets": process_jwt,
+    "acls": process_acl,
+}

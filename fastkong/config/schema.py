@@ -1,0 +1,341 @@
+"""The normalized config: one flat, typed list per Kong entity, every reference an id.
+
+Field names, defaults and bounds are Kong's (``kong:kong/db/schema/entities/*.lua``, the
+credential ``daos.lua``). Checks that msgspec cannot express ride along in
+``Meta(extra=...)`` and are applied by :mod:`fastkong.config.validate`:
+
+- ``kong_check``: a function from :mod:`fastkong.config.checks` (value -> message or None);
+- ``kong_set``: a Kong ``set`` (duplicates dropped, "expected a set").
+
+These Structs describe the *output* of the loader. The loader validates the user's document
+against them field by field (collecting every error), fills ids and foreign keys, and only then
+builds them with ``msgspec.convert``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+from msgspec import Meta, field
+
+from fastkong.config import checks as C
+
+
+def _check(fn: C.Check, **kw: Any) -> Meta:
+    return Meta(extra={"kong_check": fn}, **kw)
+
+
+_SET: Final = Meta(extra={"kong_set": True})
+
+UUID = Annotated[str, _check(C.check_uuid)]
+Name = Annotated[str, _check(C.check_utf8_name)]
+Tag = Annotated[str, _check(C.check_tag)]
+Tags = Annotated[list[Tag], _SET]
+Protocol = Literal["grpc", "grpcs", "http", "https", "tcp", "tls", "tls_passthrough", "udp"]
+Port = Annotated[int, Meta(ge=0, le=65535)]
+Timeout = Annotated[int, Meta(ge=1, le=2**31 - 2)]
+Host = Annotated[str, _check(C.check_host)]
+Path = Annotated[str, _check(C.check_path)]
+HeaderName = Annotated[str, _check(C.check_header_name)]
+WildcardHost = Annotated[str, _check(C.check_wildcard_host)]
+Seconds = Annotated[float, Meta(ge=0, le=65535)]
+OneByte = Annotated[int, Meta(ge=0, le=255)]
+HttpStatuses = list[Annotated[int, Meta(ge=100, le=999)]]
+HashOn = Literal["none", "consumer", "ip", "header", "cookie", "path", "query_arg", "uri_capture"]
+SimpleParam = str  # Kong's `simple_param`: a non-empty string (the default for every string)
+
+
+class Base(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True, gc=False):
+    """Strict, immutable, acyclic (so ``gc=False`` is safe and keeps big configs cheap)."""
+
+
+# -- services and routes ---------------------------------------------------------------------
+class Service(Base, kw_only=True, frozen=True):
+    id: UUID
+    name: Name | None = None
+    retries: Annotated[int, Meta(ge=0, le=32767)] = 5
+    protocol: Protocol = "http"
+    host: Host
+    port: Port = 80
+    path: Path | None = None
+    connect_timeout: Timeout = 60000
+    write_timeout: Timeout = 60000
+    read_timeout: Timeout = 60000
+    tags: Tags | None = None
+    client_certificate: str | None = None
+    tls_verify: bool | None = None
+    tls_verify_depth: Annotated[int, Meta(ge=0, le=64)] | None = None
+    ca_certificates: list[UUID] | None = None
+    enabled: bool = True
+
+
+class CIDRPort(Base, kw_only=True, frozen=True):
+    """A route's ``sources``/``destinations`` entry."""
+
+    ip: Annotated[str, _check(C.check_ip_or_cidr)] | None = None
+    port: Port | None = None
+
+
+class Route(Base, kw_only=True, frozen=True):
+    id: UUID
+    name: Name | None = None
+    protocols: Annotated[
+        list[Protocol],
+        Meta(min_length=1, extra={"kong_set": True, "kong_check": C.check_protocol_subsets}),
+    ] = field(default_factory=lambda: ["http", "https"])
+    https_redirect_status_code: Literal[426, 301, 302, 307, 308] = 426
+    strip_path: bool = True
+    preserve_host: bool = False
+    request_buffering: bool = True
+    response_buffering: bool = True
+    tags: Tags | None = None
+    service: str | None = None
+    snis: Annotated[list[WildcardHost], _SET] | None = None
+    sources: Annotated[list[CIDRPort], _SET] | None = None
+    destinations: Annotated[list[CIDRPort], _SET] | None = None
+    methods: Annotated[list[Annotated[str, _check(C.check_method)]], _SET] | None = None
+    hosts: list[Annotated[str, _check(C.check_route_host)]] | None = None
+    paths: list[Annotated[str, _check(C.check_router_path)]] | None = None
+    headers: dict[Annotated[str, _check(C.check_route_header_name)], list[str]] | None = None
+    regex_priority: int = 0
+    path_handling: Literal["v0", "v1"] = "v0"
+
+
+# -- upstreams and targets -------------------------------------------------------------------
+class ActiveHealthy(Base, kw_only=True, frozen=True):
+    interval: Seconds = 0.0
+    http_statuses: HttpStatuses = field(default_factory=lambda: [200, 302])
+    successes: OneByte = 0
+
+
+class ActiveUnhealthy(Base, kw_only=True, frozen=True):
+    interval: Seconds = 0.0
+    http_statuses: HttpStatuses = field(
+        default_factory=lambda: [429, 404, 500, 501, 502, 503, 504, 505]
+    )
+    tcp_failures: OneByte = 0
+    timeouts: OneByte = 0
+    http_failures: OneByte = 0
+
+
+class ActiveHealthcheck(Base, kw_only=True, frozen=True):
+    type: Literal["tcp", "http", "https", "grpc", "grpcs"] = "http"
+    timeout: Seconds = 1.0
+    concurrency: Annotated[int, Meta(ge=1, le=2**31)] = 10
+    http_path: Path = "/"
+    https_sni: Annotated[str, _check(C.check_sni)] | None = None
+    https_verify_certificate: bool = True
+    headers: dict[HeaderName, list[str]] | None = None
+    healthy: ActiveHealthy = field(default_factory=ActiveHealthy)
+    unhealthy: ActiveUnhealthy = field(default_factory=ActiveUnhealthy)
+
+
+class PassiveHealthy(Base, kw_only=True, frozen=True):
+    http_statuses: HttpStatuses = field(
+        default_factory=lambda: (
+            [200, 201, 202, 203, 204, 205, 206, 207, 208, 226]
+            + [300, 301, 302, 303, 304, 305, 306, 307, 308]
+        )
+    )
+    successes: OneByte = 0
+
+
+class PassiveUnhealthy(Base, kw_only=True, frozen=True):
+    http_statuses: HttpStatuses = field(default_factory=lambda: [429, 500, 503])
+    tcp_failures: OneByte = 0
+    timeouts: OneByte = 0
+    http_failures: OneByte = 0
+
+
+class PassiveHealthcheck(Base, kw_only=True, frozen=True):
+    type: Literal["tcp", "http", "https", "grpc", "grpcs"] = "http"
+    healthy: PassiveHealthy = field(default_factory=PassiveHealthy)
+    unhealthy: PassiveUnhealthy = field(default_factory=PassiveUnhealthy)
+
+
+class Healthchecks(Base, kw_only=True, frozen=True):
+    active: ActiveHealthcheck = field(default_factory=ActiveHealthcheck)
+    passive: PassiveHealthcheck = field(default_factory=PassiveHealthcheck)
+    threshold: Annotated[float, Meta(ge=0, le=100)] = 0.0
+
+
+class Upstream(Base, kw_only=True, frozen=True):
+    id: UUID
+    name: Annotated[str, _check(C.check_upstream_name)]
+    algorithm: Literal["consistent-hashing", "least-connections", "round-robin", "latency"] = (
+        "round-robin"
+    )
+    hash_on: HashOn = "none"
+    hash_fallback: HashOn = "none"
+    hash_on_header: HeaderName | None = None
+    hash_fallback_header: HeaderName | None = None
+    hash_on_cookie: Annotated[str, _check(C.check_cookie_name)] | None = None
+    hash_on_cookie_path: Path = "/"
+    hash_on_query_arg: SimpleParam | None = None
+    hash_fallback_query_arg: SimpleParam | None = None
+    hash_on_uri_capture: SimpleParam | None = None
+    hash_fallback_uri_capture: SimpleParam | None = None
+    slots: Annotated[int, Meta(ge=10, le=2**16)] = 10000
+    healthchecks: Healthchecks = field(default_factory=Healthchecks)
+    tags: Tags | None = None
+    host_header: Annotated[str, _check(C.check_host_with_optional_port)] | None = None
+    client_certificate: str | None = None
+    use_srv_name: bool = False
+
+
+class Target(Base, kw_only=True, frozen=True):
+    id: UUID
+    upstream: str
+    #: ``host:port`` (default port 8000; IPv6 expanded, in brackets).
+    target: Annotated[str, _check(C.check_target)]
+    weight: Annotated[int, Meta(ge=0, le=65535)] = 100
+    tags: Tags | None = None
+
+
+# -- consumers, plugins, credentials ---------------------------------------------------------
+class Consumer(Base, kw_only=True, frozen=True):
+    id: UUID
+    username: str | None = None
+    custom_id: str | None = None
+    tags: Tags | None = None
+
+
+class Plugin(Base, kw_only=True, frozen=True):
+    id: UUID
+    name: str
+    instance_name: Name | None = None
+    route: str | None = None
+    service: str | None = None
+    consumer: str | None = None
+    #: The plugin's validated config with its defaults (``msgspec.to_builtins`` of its Struct).
+    config: dict[str, Any] = {}
+    protocols: Annotated[list[str], _SET] = field(
+        default_factory=lambda: ["grpc", "grpcs", "http", "https"]
+    )
+    enabled: bool = True
+    tags: Tags | None = None
+
+
+class KeyauthCredential(Base, kw_only=True, frozen=True):
+    id: UUID
+    consumer: str
+    key: str
+    ttl: Annotated[int, Meta(ge=0, le=100_000_000)] | None = None
+    tags: Tags | None = None
+
+
+class BasicauthCredential(Base, kw_only=True, frozen=True):
+    id: UUID
+    consumer: str
+    username: str
+    #: As given in the config; the basic-auth plugin hashes it (Kong's ``_transform``).
+    password: str
+    tags: Tags | None = None
+
+
+JwtAlgorithm = Literal[
+    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512",
+    "PS256", "PS384", "PS512", "EdDSA",
+]  # fmt: skip
+
+
+class JwtSecret(Base, kw_only=True, frozen=True):
+    id: UUID
+    consumer: str
+    key: str
+    secret: str
+    rsa_public_key: str | None = None
+    algorithm: JwtAlgorithm = "HS256"
+    tags: Tags | None = None
+
+
+class Acl(Base, kw_only=True, frozen=True):
+    id: UUID
+    consumer: str
+    group: str
+    tags: Tags | None = None
+
+
+# -- TLS ----------------------------------------------------------------------------------------
+class Certificate(Base, kw_only=True, frozen=True):
+    id: UUID
+    cert: Annotated[str, _check(C.check_certificate)]
+    key: Annotated[str, _check(C.check_key)]
+    cert_alt: Annotated[str, _check(C.check_certificate)] | None = None
+    key_alt: Annotated[str, _check(C.check_key)] | None = None
+    tags: Tags | None = None
+
+
+class Sni(Base, kw_only=True, frozen=True):
+    id: UUID
+    name: WildcardHost
+    certificate: str
+    tags: Tags | None = None
+
+
+class CACertificate(Base, kw_only=True, frozen=True):
+    id: UUID
+    cert: Annotated[str, _check(C.check_ca_certificate)]
+    #: SHA-256 of the certificate (DER), hex; computed when not given.
+    cert_digest: str | None = None
+    tags: Tags | None = None
+
+
+# -- the whole config ------------------------------------------------------------------------
+class Config(Base, kw_only=True, frozen=True):
+    """A validated, normalized declarative config: flat entity lists, references as ids."""
+
+    format_version: str
+    #: Kong's ``_transform``: false means credential secrets are already hashed.
+    transform: bool = True
+    services: list[Service] = []
+    routes: list[Route] = []
+    upstreams: list[Upstream] = []
+    targets: list[Target] = []
+    consumers: list[Consumer] = []
+    plugins: list[Plugin] = []
+    keyauth_credentials: list[KeyauthCredential] = []
+    basicauth_credentials: list[BasicauthCredential] = []
+    jwt_secrets: list[JwtSecret] = []
+    acls: list[Acl] = []
+    certificates: list[Certificate] = []
+    snis: list[Sni] = []
+    ca_certificates: list[CACertificate] = []
+
+    def __repr__(self) -> str:
+        parts = [f"<Config {self.format_version}"]
+        parts += [f"{n}={len(getattr(self, n))}" for n in ENTITY_STRUCTS if getattr(self, n)]
+        return " ".join(parts) + ">"
+
+    def is_empty(self) -> bool:
+        """No entities at all (Kong then reports the all-zero configuration hash)."""
+        return not any(getattr(self, name) for name in ENTITY_STRUCTS)
+
+
+#: Entity array name -> its Struct, in Kong's dependency order.
+ENTITY_STRUCTS: Final[dict[str, type[Base]]] = {
+    "certificates": Certificate,
+    "ca_certificates": CACertificate,
+    "snis": Sni,
+    "services": Service,
+    "routes": Route,
+    "consumers": Consumer,
+    "plugins": Plugin,
+    "upstreams": Upstream,
+    "targets": Target,
+    "keyauth_credentials": KeyauthCredential,
+    "basicauth_credentials": BasicauthCredential,
+    "jwt_secrets": JwtSecret,
+    "acls": Acl,
+}
+
+
+class LoadedConfig(msgspec.Struct, frozen=True):
+    """A loaded config and Kong's configuration hash (md5 of the raw input)."""
+
+    config: Config
+    hash: str
+
+    def __repr__(self) -> str:
+        return f"<LoadedConfig {self.hash} {self.config!r}>"

@@ -1,0 +1,430 @@
+"""The all-errors walker: check a document against a msgspec Struct, field by field.
+
+msgspec stops at the first error; Kong reports them all. This walker reads a Struct's shape
+from :func:`msgspec.inspect.type_info` (required fields and defaults, ``IntType`` bounds,
+``StrType`` length and pattern, ``Literal`` values, list/set/dict item types, nested Structs,
+``X | None``) and visits every value, collecting *every* problem with its location and Kong's
+message. It returns the value normalized to builtins (defaults filled, sets de-duplicated,
+integral floats turned into ints), ready for ``msgspec.convert``, which then cannot fail.
+
+Kong rules it applies beyond msgspec's: strings must be non-empty unless the Struct says
+``min_length=0``; unknown fields are always errors; a ``null`` for a field with a default takes
+the default. Extra checks come from ``Meta(extra={"kong_check": fn, "kong_set": True})``.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+import msgspec.inspect as mi
+
+from fastkong.config import errors as E
+from fastkong.config.errors import FieldError
+from fastkong.config.meta import Loc
+
+
+class Issues:
+    """Collects :class:`FieldError` s; the same message at the same place is kept once."""
+
+    __slots__ = ("errors", "_seen")
+
+    def __init__(self) -> None:
+        self.errors: list[FieldError] = []
+        self._seen: set[tuple[Loc, str, bool]] = set()
+
+    def __repr__(self) -> str:
+        return f"<Issues {len(self.errors)}>"
+
+    def __len__(self) -> int:
+        return len(self.errors)
+
+    def field(self, loc: Loc, message: str) -> None:
+        self._add(loc, message, False)
+
+    def entity(self, loc: Loc, message: str) -> None:
+        self._add(loc, message, True)
+
+    def _add(self, loc: Loc, message: str, entity: bool) -> None:
+        key = (tuple(loc), message, entity)
+        if key not in self._seen:
+            self._seen.add(key)
+            self.errors.append(FieldError.at(loc, message, entity=entity))
+
+    def relocate(self, since: int, prefixes: Mapping[Loc, Loc]) -> None:
+        """Move errors recorded after ``since`` under one of ``prefixes`` to the mapped loc."""
+        moved = self.errors[since:]
+        del self.errors[since:]
+        for err in moved:
+            for prefix, to in prefixes.items():
+                if err.loc[: len(prefix)] == prefix:
+                    self._seen.discard((err.loc, err.message, err.entity))
+                    self._add(to, err.message, err.entity)
+                    break
+            else:
+                self.errors.append(err)
+
+
+#: Literal values in declaration order (msgspec's inspect sorts them; Kong's messages don't).
+_LITERAL_ORDER: dict[frozenset[Any], tuple[Any, ...]] = {}
+
+
+@functools.cache
+def struct_info(cls: type[msgspec.Struct]) -> mi.StructType:
+    info = mi.type_info(cls)
+    assert isinstance(info, mi.StructType)
+    try:
+        hints = typing.get_type_hints(cls, include_extras=True)
+    except Exception:  # unresolvable annotations: messages fall back to msgspec's order
+        hints = {}
+    for hint in hints.values():
+        _collect_literals(hint)
+    return info
+
+
+def _collect_literals(hint: Any) -> None:
+    if typing.get_origin(hint) is typing.Literal:
+        args = typing.get_args(hint)
+        _LITERAL_ORDER.setdefault(frozenset(args), args)
+        return
+    for arg in typing.get_args(hint):
+        if not isinstance(arg, msgspec.Meta):
+            _collect_literals(arg)
+
+
+class _Plan:
+    """What :func:`walk_struct` needs of a Struct, computed once per class."""
+
+    __slots__ = ("fields", "defaults", "required", "nullable")
+
+    def __init__(self, cls: type[msgspec.Struct]) -> None:
+        info = struct_info(cls)
+        self.fields = {f.encode_name: f for f in info.fields}
+        #: Optional fields -> default as builtins (shared; callers must not mutate it).
+        self.defaults = {f.encode_name: _builtin_default(f) for f in info.fields if not f.required}
+        self.required = tuple(f.encode_name for f in info.fields if f.required)
+        self.nullable = frozenset(f.encode_name for f in info.fields if allows_none(f.type))
+
+
+@functools.cache
+def _plan(cls: type[msgspec.Struct]) -> _Plan:
+    return _Plan(cls)
+
+
+def _builtin_default(f: mi.Field) -> Any:
+    if f.default is not msgspec.NODEFAULT:
+        return msgspec.to_builtins(f.default)
+    if f.default_factory is not msgspec.NODEFAULT:
+        return msgspec.to_builtins(f.default_factory())
+    return None
+
+
+class Walked:
+    """The result of :func:`walk_struct`: the normalized fields and the names that failed."""
+
+    __slots__ = ("data", "bad")
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+        self.bad: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"<Walked {sorted(self.data)} bad={sorted(self.bad)}>"
+
+
+def walk_struct(
+    cls: type[msgspec.Struct],
+    raw: Mapping[Any, Any],
+    loc: Loc,
+    issues: Issues,
+    *,
+    skip: frozenset[str] | set[str] = frozenset(),
+    optional: frozenset[str] | set[str] = frozenset(),
+) -> Walked:
+    """Check the mapping ``raw`` against ``cls``; every problem goes to ``issues``.
+
+    Parameters
+    ----------
+    skip:
+        Keys the caller handles itself (neither checked nor reported as unknown).
+    optional:
+        Required fields the caller fills in later (ids, foreign keys, generated secrets).
+    """
+    plan = _plan(cls)
+    out = Walked()
+    data = out.data
+    data.update(plan.defaults)
+    seen: set[str] = set()
+    for key, value in raw.items():
+        name = key if isinstance(key, str) else str(key)
+        seen.add(name)
+        if name in skip:
+            continue
+        f = plan.fields.get(name)
+        if f is None:
+            issues.field((*loc, name), E.UNKNOWN)
+            out.bad.add(name)
+        elif value is None:
+            if name in plan.nullable:
+                data[name] = None
+            elif f.required and name not in optional:
+                issues.field((*loc, name), E.REQUIRED)
+                out.bad.add(name)
+        else:
+            ok, normalized = walk_value(f.type, value, (*loc, name), issues)
+            if ok:
+                data[name] = normalized
+            else:
+                data.pop(name, None)
+                out.bad.add(name)
+    for name in plan.required:
+        if name not in seen and name not in skip and name not in optional:
+            issues.field((*loc, name), E.REQUIRED)
+            out.bad.add(name)
+    return out
+
+
+def allows_none(tp: mi.Type) -> bool:
+    tp = _unwrap(tp)[0]
+    if isinstance(tp, (mi.NoneType, mi.AnyType)):
+        return True
+    return isinstance(tp, mi.UnionType) and any(isinstance(t, mi.NoneType) for t in tp.types)
+
+
+_UNWRAPPED: dict[int, tuple[mi.Type, mi.Type, dict[str, Any]]] = {}
+
+
+def _unwrap(tp: mi.Type) -> tuple[mi.Type, dict[str, Any]]:
+    """The type inside ``Metadata`` wrappers, and their merged ``extra``."""
+    hit = _UNWRAPPED.get(id(tp))
+    if hit is not None and hit[0] is tp:
+        return hit[1], hit[2]
+    inner: mi.Type = tp
+    extra: dict[str, Any] = {}
+    while isinstance(inner, mi.Metadata):
+        if inner.extra:
+            extra = {**inner.extra, **extra}
+        inner = inner.type
+    _UNWRAPPED[id(tp)] = (tp, inner, extra)  # keeps tp alive, so its id stays unique
+    return inner, extra
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if isinstance(x, float) and x.is_integer() else str(x)
+
+
+def _bounds(tp: mi.IntType | mi.FloatType, v: float) -> str | None:
+    if tp.ge is not None and tp.le is not None:
+        if not tp.ge <= v <= tp.le:
+            return E.BETWEEN.format(_num(tp.ge), _num(tp.le))
+    else:
+        if tp.gt is not None and not v > tp.gt:
+            return E.GT.format(_num(tp.gt))
+        if tp.ge is not None and v < tp.ge:
+            return E.GE.format(_num(tp.ge))
+        if tp.le is not None and v > tp.le:
+            return E.LE.format(_num(tp.le))
+    if tp.lt is not None and not v < tp.lt:
+        return E.LT.format(_num(tp.lt))
+    if tp.multiple_of is not None and v % tp.multiple_of:
+        return E.MULTIPLE_OF.format(_num(tp.multiple_of))
+    return None
+
+
+def _is_int(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+
+
+def _kind_matches(tp: mi.Type, value: Any) -> bool:
+    tp = _unwrap(tp)[0]
+    if isinstance(tp, mi.IntType):
+        return _is_int(value)
+    if isinstance(tp, mi.FloatType):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(tp, (mi.StrType,)):
+        return isinstance(value, str)
+    if isinstance(tp, mi.LiteralType):
+        return value in tp.values
+    if isinstance(tp, mi.BoolType):
+        return isinstance(value, bool)
+    if isinstance(tp, (mi.ListType, mi.SetType, mi.FrozenSetType, mi.VarTupleType)):
+        return isinstance(value, list)
+    if isinstance(tp, (mi.DictType, mi.StructType)):
+        return isinstance(value, dict)
+    return isinstance(tp, mi.AnyType)
+
+
+def walk_value(tp: mi.Type, value: Any, loc: Loc, issues: Issues) -> tuple[bool, Any]:
+    """Check one value; returns ``(ok, normalized value)``."""
+    tp, extra = _unwrap(tp)
+    if value is None:
+        if allows_none(tp):
+            return True, None
+        issues.field(loc, E.REQUIRED)
+        return False, None
+    if isinstance(tp, mi.UnionType):
+        members = [t for t in tp.types if not isinstance(t, mi.NoneType)]
+        chosen = next((t for t in members if _kind_matches(t, value)), members[0])
+        tp, more = _unwrap(chosen)
+        extra = {**more, **extra}
+    ok, normalized = _walk_typed(tp, value, loc, issues, extra)
+    if ok and "kong_check" in extra:
+        message = extra["kong_check"](normalized)
+        if message:
+            issues.field(loc, message)
+            return False, None
+    return ok, normalized
+
+
+def _fail(issues: Issues, loc: Loc, message: str) -> tuple[bool, Any]:
+    issues.field(loc, message)
+    return False, None
+
+
+def _walk_typed(
+    tp: mi.Type, value: Any, loc: Loc, issues: Issues, extra: dict[str, Any]
+) -> tuple[bool, Any]:
+    if isinstance(tp, mi.AnyType):
+        return True, value
+    if isinstance(tp, mi.BoolType):
+        return (True, value) if isinstance(value, bool) else _fail(issues, loc, E.BOOLEAN)
+    if isinstance(tp, mi.IntType):
+        if not _is_int(value):
+            return _fail(issues, loc, E.INTEGER)
+        message = _bounds(tp, int(value))
+        return _fail(issues, loc, message) if message else (True, int(value))
+    if isinstance(tp, mi.FloatType):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return _fail(issues, loc, E.NUMBER)
+        message = _bounds(tp, value)
+        return _fail(issues, loc, message) if message else (True, value)
+    if isinstance(tp, mi.StrType):
+        return _walk_str(tp, value, loc, issues)
+    if isinstance(tp, mi.LiteralType):
+        return _walk_literal(tp, value, loc, issues)
+    if isinstance(tp, (mi.ListType, mi.SetType, mi.FrozenSetType, mi.VarTupleType)):
+        return _walk_array(tp, value, loc, issues, extra)
+    if isinstance(tp, mi.DictType):
+        return _walk_map(tp, value, loc, issues)
+    if isinstance(tp, mi.StructType):
+        if not isinstance(value, dict):
+            return _fail(issues, loc, E.RECORD)
+        mark = len(issues)
+        walked = walk_struct(tp.cls, value, loc, issues)
+        return (True, walked.data) if len(issues) == mark else (False, None)
+    if isinstance(tp, mi.NoneType):
+        return _fail(issues, loc, E.EQ_NULL)
+    if isinstance(tp, mi.EnumType):
+        values = [m.value for m in tp.cls]
+        if value in values:
+            return True, value
+        return _fail(issues, loc, E.ONE_OF.format(", ".join(str(v) for v in values)))
+    # Anything else (datetime, tuples, ...): msgspec.convert checks it when the Struct is built.
+    return True, value
+
+
+def _walk_str(tp: mi.StrType, value: Any, loc: Loc, issues: Issues) -> tuple[bool, Any]:
+    if not isinstance(value, str):
+        return _fail(issues, loc, E.STRING)
+    min_length = 1 if tp.min_length is None else tp.min_length
+    if len(value) < min_length:
+        return _fail(issues, loc, E.LEN_MIN.format(min_length))
+    if tp.max_length is not None and len(value) > tp.max_length:
+        return _fail(issues, loc, E.LEN_MAX.format(tp.max_length))
+    if tp.pattern is not None and not _pattern(tp.pattern).search(value):
+        return _fail(issues, loc, E.MATCH.format(value))
+    return True, value
+
+
+@functools.cache
+def _pattern(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def _walk_literal(tp: mi.LiteralType, value: Any, loc: Loc, issues: Issues) -> tuple[bool, Any]:
+    values = _LITERAL_ORDER.get(frozenset(tp.values), tp.values)
+    if all(isinstance(v, str) for v in values) and not isinstance(value, str):
+        return _fail(issues, loc, E.STRING)
+    if all(isinstance(v, int) for v in values):
+        if not _is_int(value):
+            return _fail(issues, loc, E.INTEGER)
+        value = int(value)
+    if value not in values or isinstance(value, bool):
+        return _fail(issues, loc, E.ONE_OF.format(", ".join(str(v) for v in values)))
+    return True, value
+
+
+def _walk_array(
+    tp: mi.ListType | mi.SetType | mi.FrozenSetType | mi.VarTupleType,
+    value: Any,
+    loc: Loc,
+    issues: Issues,
+    extra: dict[str, Any],
+) -> tuple[bool, Any]:
+    is_set = bool(extra.get("kong_set")) or isinstance(tp, (mi.SetType, mi.FrozenSetType))
+    if not isinstance(value, list):
+        return _fail(issues, loc, E.SET if is_set else E.ARRAY)
+    out: list[Any] = []
+    ok = True
+    for i, item in enumerate(value):
+        item_ok, normalized = walk_value(tp.item_type, item, (*loc, i), issues)
+        if item_ok:
+            if not (is_set and normalized in out):
+                out.append(normalized)
+        else:
+            ok = False
+    if not ok:
+        return False, None
+    if tp.min_length is not None and len(out) < tp.min_length:
+        return _fail(issues, loc, E.LEN_MIN.format(tp.min_length))
+    if tp.max_length is not None and len(out) > tp.max_length:
+        return _fail(issues, loc, E.LEN_MAX.format(tp.max_length))
+    return True, out
+
+
+def _walk_map(tp: mi.DictType, value: Any, loc: Loc, issues: Issues) -> tuple[bool, Any]:
+    """A map's errors are reported at the map itself, as Kong does."""
+    if not isinstance(value, dict):
+        return _fail(issues, loc, E.MAP)
+    sub = Issues()
+    out: dict[Any, Any] = {}
+    for k, v in value.items():
+        key_ok, key = walk_value(tp.key_type, k, loc, sub)
+        value_ok, normalized = walk_value(tp.value_type, v, loc, sub)
+        if key_ok and value_ok:
+            out[key] = normalized
+    for err in sub.errors:
+        issues.field(loc, err.message)
+    if sub.errors:
+        return False, None
+    if tp.min_length is not None and len(out) < tp.min_length:
+        return _fail(issues, loc, E.LEN_MIN.format(tp.min_length))
+    if tp.max_length is not None and len(out) > tp.max_length:
+        return _fail(issues, loc, E.LEN_MAX.format(tp.max_length))
+    return True, out
+
+
+_AT = re.compile(r" - at `\$(.*)`$")
+_PART = re.compile(r"\.([^.\[]+)|\[([0-9]+)\]")
+
+
+def convert(data: Any, cls: type[msgspec.Struct], loc: Loc, issues: Issues) -> Any:
+    """``msgspec.convert`` that reports a failure (a check the walker could not see) at its loc."""
+    try:
+        return msgspec.convert(data, cls)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        sub: list[str | int] = []
+        m = _AT.search(text)
+        if m:
+            text = text[: m.start()]
+            for part in _PART.finditer(m.group(1)):
+                sub.append(part.group(1) if part.group(1) is not None else int(part.group(2)))
+        issues.field((*loc, *sub), text)
+        return None
