@@ -22,7 +22,7 @@ import asyncio
 import hashlib
 import json
 import os
-from typing import Any
+from typing import Any, cast
 
 import httptools
 
@@ -45,8 +45,7 @@ class _EchoProtocol(asyncio.Protocol):
         self.can_write.set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)
         self.worker = asyncio.get_running_loop().create_task(self._serve())
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -9,11 +9,16 @@ reference to a new snapshot; a request keeps the snapshot it started with.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastkong._core import load
 from fastkong._core.routespec import RouteSpec
+from fastkong.plugins.chain import PluginSet, build_plugins
 from fastkong.proxy.balancer import Peer, RoundRobin
+
+if TYPE_CHECKING:
+    from fastkong.plugins.base import Plugin
 
 if TYPE_CHECKING:
     from fastkong._core import _router_py as router_mod
@@ -21,6 +26,7 @@ if TYPE_CHECKING:
 else:
     router_mod = load("router")
 
+T = TypeVar("T")
 HTTP_PROTOCOLS = frozenset({"http", "https", "grpc", "grpcs"})
 DEFAULT_PORTS = {"http": 80, "https": 443, "grpc": 80, "grpcs": 443}
 EMPTY_HASH = "0" * 32
@@ -100,6 +106,7 @@ class RoutePlan:
         "https_redirect_status_code",
         "request_buffering",
         "response_buffering",
+        "plugins",
     )
 
     def __init__(self, route: Any, service: ServicePlan | None) -> None:
@@ -113,6 +120,8 @@ class RoutePlan:
         self.https_redirect_status_code: int = route.https_redirect_status_code
         self.request_buffering: bool = route.request_buffering
         self.response_buffering: bool = route.response_buffering
+        #: The plugin chain before any consumer is known (set by compile_runtime).
+        self.plugins: tuple[Plugin, ...] = ()
 
     def __repr__(self) -> str:
         return f"<RoutePlan {self.name or self.id} service={self.service!r}>"
@@ -121,7 +130,17 @@ class RoutePlan:
 class Runtime:
     """One immutable config snapshot, ready to serve."""
 
-    __slots__ = ("hash", "version", "router", "routes", "services", "config")
+    __slots__ = (
+        "hash",
+        "version",
+        "router",
+        "routes",
+        "services",
+        "config",
+        "plugins",
+        "consumers",
+        "_indexes",
+    )
 
     def __init__(
         self,
@@ -138,12 +157,25 @@ class Runtime:
         self.router = router
         self.routes = routes
         self.services = services
+        self.plugins = PluginSet(())
+        self.consumers: dict[str, Any] = (
+            {c.id: c for c in config.consumers} if config is not None else {}
+        )
+        self._indexes: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return (
             f"<Runtime v{self.version} hash={self.hash[:8]} routes={len(self.routes)} "
-            f"services={len(self.services)}>"
+            f"services={len(self.services)} plugins={len(self.plugins)}>"
         )
+
+    def index(self, name: str, build: Callable[[Runtime], T]) -> T:
+        """A lookup table derived from this snapshot's entities, built once on first use
+        (e.g. key-auth's key -> credential map), shared by every plugin instance."""
+        found = self._indexes.get(name)
+        if found is None:
+            found = self._indexes[name] = build(self)
+        return found  # type: ignore[no-any-return]
 
 
 def empty_runtime() -> Runtime:
@@ -173,7 +205,12 @@ def compile_runtime(config: Config, hash: str, version: int = 0) -> Runtime:
             continue  # Kong leaves routes of a disabled service out of the router
         specs.append(route_spec(len(routes), r))
         routes.append(RoutePlan(r, service))
-    return Runtime(config, hash, router_mod.Router(specs), routes, services, version)
+    runtime = Runtime(config, hash, router_mod.Router(specs), routes, services, version)
+    runtime.plugins = build_plugins(config.plugins, runtime)
+    if len(runtime.plugins):
+        for plan in routes:
+            plan.plugins = runtime.plugins.chain(plan.id, plan.service.id if plan.service else None)
+    return runtime
 
 
 def route_spec(key: int, route: Any) -> RouteSpec:

@@ -36,7 +36,6 @@ def main() -> None:
         ssl_key=ssl_key,
         respawn_failed_workers=True,
         workers_kill_timeout=opts.get("kill_timeout"),
-        process_name="fastkong-proxy",
     )
     server.serve()
 

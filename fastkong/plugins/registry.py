@@ -44,6 +44,35 @@ def register(spec: PluginSpec) -> PluginSpec:
     return spec
 
 
+def register_plugin(cls: type[Any]) -> type[Any]:
+    """Class decorator: register a :class:`~fastkong.plugins.base.Plugin` subclass."""
+    register(
+        PluginSpec(
+            name=cls.name,
+            priority=cls.priority,
+            config_type=cls.Config,
+            no_consumer=cls.no_consumer,
+            no_route=cls.no_route,
+            no_service=cls.no_service,
+            check=cls.check,
+            handler=cls,
+        )
+    )
+    return cls
+
+
+def load_entry_points(group: str = "fastkong.plugins") -> list[str]:
+    """Register third-party plugins: each entry point names a Plugin subclass."""
+    from importlib.metadata import entry_points  # noqa: PLC0415  (rarely used, slow to import)
+
+    loaded = []
+    for ep in entry_points(group=group):
+        cls = ep.load()
+        register_plugin(cls)
+        loaded.append(cls.name)
+    return loaded
+
+
 def unregister(name: str) -> None:
     _REGISTRY.pop(name, None)
 

@@ -19,6 +19,9 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from fastkong import __version__
+from fastkong.plugins.base import Exit, kong_error
+from fastkong.plugins.context import BodyTooLarge, RequestContext
+from fastkong.plugins.runner import apply_header_edits, run_access, run_log, run_response
 from fastkong.proxy import errors
 from fastkong.proxy.balancer import Peer, Resolver
 from fastkong.proxy.routing import NO_ROUTE, Decision, decide, strip_port
@@ -254,6 +257,35 @@ class Gateway:
         if proto == "http" and "https" in plan.protocols and "http" not in plan.protocols:
             await self.https_required(scope, send, plan, host_text, raw_path, request_id, started)
             return
+        ctx: RequestContext | None = None
+        if plan.plugins:
+            ctx = RequestContext(
+                runtime,
+                scope,
+                receive,
+                plan,
+                match,
+                path,
+                host,
+                port,
+                client_ip,
+                request_id,
+                started,
+            )
+            try:
+                stop = await run_access(ctx, plan.plugins, runtime.plugins)
+            except BodyTooLarge:
+                stop = kong_error(413, "Request size limit exceeded")
+            if stop is not None:
+                await self.plugin_exit(scope, send, ctx, stop)
+                return
+            if ctx.upstream_set or ctx.upstream_remove:
+                lines = apply_header_edits(ctx, lines)
+            if ctx.body_read:
+                # A plugin read (and maybe rewrote) the body: send it whole, sized.
+                lines = [x for x in lines if not x.startswith(b"content-length:")]
+                lines.append(b"content-length: %d\r\n" % len(ctx.body or b""))
+                chunked = False
         service = plan.service
         if service is None or decision.upstream_path is None:
             await self.exit_json(send, 503, "no Service found with those values", request_id)
@@ -261,10 +293,14 @@ class Gateway:
 
         upstream_path = decision.upstream_path
         query: bytes = scope.get("query_string") or b""
+        method: str = scope["method"]
+        if ctx is not None:
+            upstream_path = ctx.upstream_path or upstream_path
+            query = ctx.upstream_query if ctx.upstream_query is not None else query
+            method = ctx.upstream_method or method
         target = upstream_path.encode("latin-1")
         if query:
             target = target + b"?" + query
-        method: str = scope["method"]
         method_b = method.encode()
 
         # The forwarding headers Kong sets (kong.md 2.5).
@@ -307,7 +343,9 @@ class Gateway:
         headers_block = b"".join(lines)
 
         body: bytes | None = b""
-        if chunked or content_length > 0:
+        if ctx is not None and ctx.body_read:
+            body = ctx.body
+        elif chunked or content_length > 0:
             body = await _read_small_body(receive, content_length)
         await self.exchange(
             scope,
@@ -323,7 +361,10 @@ class Gateway:
             chunked,
             request_id,
             started,
+            ctx,
         )
+        if ctx is not None:
+            run_log(ctx)
 
     async def exchange(
         self,
@@ -340,6 +381,7 @@ class Gateway:
         chunked: bool,
         request_id: str,
         started: float,
+        ctx: RequestContext | None = None,
     ) -> None:
         """Send the request to a peer (retrying per Kong's rules) and stream the response back.
 
@@ -423,7 +465,7 @@ class Gateway:
 
         if conn is None:
             status = error.status if error is not None else 502
-            await self.nginx_error(scope, send, status, request_id, started)
+            await self.nginx_error(scope, send, status, request_id, started, ctx)
             return
 
         now = time.monotonic()
@@ -440,6 +482,11 @@ class Gateway:
             (b"x-kong-proxy-latency", str(int((upstream_started - started) * 1000)).encode())
         )
         response_headers.append((b"x-kong-request-id", request_id.encode()))
+        if ctx is not None:
+            ctx.proxied = True
+            ctx.upstream_started = upstream_started
+            ctx.upstream_latency = now - upstream_started
+            run_response(ctx, conn.status, response_headers)
         try:
             await send(
                 {"type": "http.response.start", "status": conn.status, "headers": response_headers}
@@ -469,13 +516,32 @@ class Gateway:
         await self.respond(send, status, ctype, body, request_id, started)
 
     async def nginx_error(
-        self, scope: Scope, send: Send, status: int, request_id: str, started: float
+        self,
+        scope: Scope,
+        send: Send,
+        status: int,
+        request_id: str,
+        started: float,
+        ctx: RequestContext | None = None,
     ) -> None:
         """nginx's error page path (400, 502, 504, ...)."""
         ctype, body = errors.for_nginx_error(
             status, _header(scope, b"accept"), _header(scope, b"content-type"), request_id
         )
-        await self.respond(send, status, ctype, body, request_id, started)
+        await self.respond(send, status, ctype, body, request_id, started, ctx=ctx)
+
+    async def plugin_exit(self, scope: Scope, send: Send, ctx: RequestContext, stop: Exit) -> None:
+        """Answer with a plugin's :class:`Exit`; the response and log phases still run."""
+        if stop.with_request_id:
+            ctype, body = errors.for_response_error(
+                _header(scope, b"accept"), stop.message or "", ctx.request_id
+            )
+        else:
+            ctype, body = stop.content_type, stop.body
+        await self.respond(
+            send, stop.status, ctype, body, ctx.request_id, ctx.started, stop.headers, ctx
+        )
+        run_log(ctx)
 
     async def exit_json(self, send: Send, status: int, message: str, request_id: str) -> None:
         """``kong.response.exit(status, {message = ...})``: plain JSON, no request id."""
@@ -515,6 +581,7 @@ class Gateway:
         request_id: str,
         started: float | None,
         extra: list[tuple[bytes, bytes]] | None = None,
+        ctx: RequestContext | None = None,
     ) -> None:
         headers = [
             (b"content-length", str(len(body)).encode()),
@@ -528,6 +595,9 @@ class Gateway:
             headers.append((b"x-kong-response-latency", latency))
         if extra:
             headers.extend(extra)
+        if ctx is not None:
+            run_response(ctx, status, headers)
+            ctx.response_size = len(body)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})
 

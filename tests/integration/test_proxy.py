@@ -44,7 +44,6 @@ services:
     https_redirect_status_code: 301
   - name: raw
     paths: ["/raw"]
-    strip_path: false
 - name: with-path
   url: http://127.0.0.1:{echo}/base
   routes:

@@ -1,0 +1,123 @@
+"""The plugin model: a config schema plus a handler with Kong's priority and phase hooks.
+
+A plugin class names its Kong ``name`` and ``priority``, its msgspec ``Config`` Struct, and
+defines any of three hooks:
+
+``async access(ctx) -> Exit | None``
+    before proxying; return an :class:`Exit` to answer the client without proxying (Envoy's
+    "stop iteration"), or None to continue. No exceptions for control flow.
+``response(ctx, status, headers) -> None``
+    Kong's ``header_filter``: edit the response headers (a list of ``(bytes, bytes)``) before
+    they are sent, for proxied and gateway-generated responses alike.
+``log(ctx) -> None``
+    after the response went out; must not block (queue work for a background task).
+
+One instance is built per config snapshot (Kong's ``configure``), so per-config work (parsing,
+compiling regexes, hashing credentials) happens once, not per request. The chain of instances
+each route runs is computed in :mod:`fastkong.plugins.chain`; hooks a class does not define
+cost nothing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import msgspec
+
+if TYPE_CHECKING:
+    from fastkong.plugins.context import RequestContext
+    from fastkong.runtime import Runtime
+
+
+class Exit:
+    """A response a plugin gives instead of proxying."""
+
+    __slots__ = ("status", "body", "headers", "content_type", "message", "with_request_id")
+
+    def __init__(
+        self,
+        status: int,
+        body: bytes = b"",
+        headers: list[tuple[bytes, bytes]] | None = None,
+        content_type: str | None = None,
+        *,
+        message: str | None = None,
+        with_request_id: bool = False,
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.headers = headers or []
+        self.content_type = content_type
+        self.message = message
+        self.with_request_id = with_request_id
+
+    def __repr__(self) -> str:
+        return f"<Exit {self.status} {self.message or self.body[:40]!r}>"
+
+
+def kong_error(status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> Exit:
+    """``kong.response.error``: Kong's negotiated template with the request id."""
+    return Exit(status, headers=headers, message=message, with_request_id=True)
+
+
+def kong_exit(
+    status: int, payload: Any = None, headers: list[tuple[bytes, bytes]] | None = None
+) -> Exit:
+    """``kong.response.exit(status, table)``: a JSON body, no request id.
+
+    A string payload becomes ``{"message": payload}`` as in Kong.
+    """
+    if payload is None:
+        return Exit(status, b"", headers)
+    if isinstance(payload, str):
+        payload = {"message": payload}
+    body = msgspec.json.encode(payload)
+    return Exit(status, body, headers, "application/json; charset=utf-8")
+
+
+class Plugin:
+    """Base class of plugin handlers (see the module docstring)."""
+
+    name: ClassVar[str]
+    priority: ClassVar[int]
+    Config: ClassVar[type[msgspec.Struct]]
+    #: Kong's ``typedefs.no_consumer`` and friends: scopes the plugin may not be applied to.
+    no_consumer: ClassVar[bool] = False
+    no_route: ClassVar[bool] = False
+    no_service: ClassVar[bool] = False
+
+    def __init__(self, config: Any, runtime: Runtime, entity: Any) -> None:
+        self.config = config
+        self.runtime = runtime
+        self.entity = entity
+        self.id: str = entity.id if entity is not None else ""
+        #: Request protocols the plugin runs on (Kong's ``protocols`` field).
+        self.protocols: frozenset[str] = frozenset(("http", "https", "grpc", "grpcs"))
+        cls = type(self)
+        self.has_access = cls.defines("access")
+        self.has_response = cls.defines("response")
+        self.has_log = cls.defines("log")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} priority={self.priority} id={self.id}>"
+
+    @classmethod
+    def check(cls, config: Any) -> list[tuple[str, str]]:
+        """Cross-field checks Kong's schema does with entity checks; ``(field, message)`` pairs."""
+        return []
+
+    async def access(self, ctx: RequestContext) -> Exit | None:  # pragma: no cover - optional
+        return None
+
+    def response(
+        self, ctx: RequestContext, status: int, headers: list[tuple[bytes, bytes]]
+    ) -> None:  # pragma: no cover - optional
+        return None
+
+    def log(self, ctx: RequestContext) -> None:  # pragma: no cover - optional
+        return None
+
+    @classmethod
+    def defines(cls, hook: str) -> bool:
+        """True when the class overrides ``hook`` (so chains skip the ones it does not)."""
+        return getattr(cls, hook) is not getattr(Plugin, hook)

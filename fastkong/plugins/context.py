@@ -1,0 +1,206 @@
+"""The per-request context plugins see: Kong's PDK (``kong.request``, ``kong.client``,
+``kong.service.request``, ``kong.ctx``) as one object with ``__slots__``, passed in, never global.
+
+It is created only for routes that run plugins; the plain proxy path never builds one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+if TYPE_CHECKING:
+    from fastkong._core._router_py import RouteMatch
+    from fastkong.plugins.base import Plugin
+    from fastkong.runtime import RoutePlan, Runtime, ServicePlan
+
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+
+#: Bodies a plugin may ask to read whole (key-auth in body, request-transformer, ...).
+MAX_PLUGIN_BODY = 8 * 1024 * 1024
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class RequestContext:
+    """One request, as plugins see it."""
+
+    __slots__ = (
+        "runtime",
+        "scope",
+        "receive",
+        "method",
+        "path",
+        "raw_path",
+        "query_string",
+        "scheme",
+        "host",
+        "port",
+        "client_ip",
+        "forwarded_ip",
+        "request_id",
+        "route",
+        "service",
+        "match",
+        "consumer",
+        "credential",
+        "authenticated_groups",
+        "anonymous",
+        "upstream_set",
+        "upstream_remove",
+        "upstream_path",
+        "upstream_query",
+        "upstream_method",
+        "response_headers",
+        "shared",
+        "plugin_data",
+        "body",
+        "body_read",
+        "status",
+        "started",
+        "upstream_started",
+        "upstream_latency",
+        "response_size",
+        "proxied",
+        "chain",
+        "_headers",
+        "_query",
+    )
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        scope: MutableMapping[str, Any],
+        receive: Receive,
+        route: RoutePlan,
+        match: RouteMatch,
+        path: str,
+        host: str,
+        port: int,
+        client_ip: str,
+        request_id: str,
+        started: float,
+    ) -> None:
+        self.runtime = runtime
+        self.scope = scope
+        self.receive = receive
+        self.method: str = scope["method"]
+        self.path = path
+        self.raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        self.query_string: bytes = scope.get("query_string") or b""
+        self.scheme: str = scope.get("scheme", "http")
+        self.host = host
+        self.port = port
+        self.client_ip = client_ip
+        self.forwarded_ip = client_ip
+        self.request_id = request_id
+        self.route = route
+        self.service: ServicePlan | None = route.service
+        self.match = match
+        self.consumer: Any = None
+        self.credential: Any = None
+        self.authenticated_groups: list[str] | None = None
+        self.anonymous = False
+        #: Upstream request header edits: set (replace) and remove, lower-case names.
+        self.upstream_set: dict[bytes, bytes] = {}
+        self.upstream_remove: set[bytes] = set()
+        self.upstream_path: str | None = None
+        self.upstream_query: bytes | None = None
+        self.upstream_method: str | None = None
+        #: Headers added to the client response (after the plugins' response hooks).
+        self.response_headers: list[tuple[bytes, bytes]] = []
+        self.shared: dict[str, Any] = {}
+        self.plugin_data: dict[str, Any] = {}
+        self.body: bytes | None = None
+        self.body_read = False
+        self.status = 0
+        self.started = started
+        self.upstream_started = 0.0
+        self.upstream_latency = 0.0
+        self.response_size = 0
+        self.proxied = False
+        #: The plugins this request runs in the response and log phases.
+        self.chain: tuple[Plugin, ...] = ()
+        self._headers: dict[str, list[str]] | None = None
+        self._query: dict[str, list[str]] | None = None
+
+    def __repr__(self) -> str:
+        consumer = getattr(self.consumer, "username", None) or getattr(self.consumer, "id", None)
+        return (
+            f"<RequestContext {self.method} {self.path} route={self.route.name or self.route.id} "
+            f"consumer={consumer} status={self.status}>"
+        )
+
+    # -- kong.request ------------------------------------------------------------------------
+
+    @property
+    def headers(self) -> dict[str, list[str]]:
+        """Request headers: lower-case name -> values (built on first use)."""
+        if self._headers is None:
+            found: dict[str, list[str]] = {}
+            for name, value in self.scope["headers"]:
+                found.setdefault(name.decode("latin-1"), []).append(value.decode("latin-1"))
+            self._headers = found
+        return self._headers
+
+    def header(self, name: str) -> str | None:
+        """The first value of request header ``name`` (case-insensitive), or None."""
+        values = self.headers.get(name.lower())
+        return values[0] if values else None
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        if self._query is None:
+            found: dict[str, list[str]] = {}
+            for k, v in parse_qsl(self.query_string.decode("latin-1"), keep_blank_values=True):
+                found.setdefault(k, []).append(v)
+            self._query = found
+        return self._query
+
+    async def read_body(self, limit: int = MAX_PLUGIN_BODY) -> bytes:
+        """The whole request body (read once, then kept for the upstream request)."""
+        if self.body_read:
+            return self.body or b""
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            message = await self.receive()
+            if message["type"] != "http.request":
+                raise ConnectionError("client went away while sending the body")
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(size)
+            parts.append(chunk)
+            if not message.get("more_body", False):
+                break
+        self.body = b"".join(parts)
+        self.body_read = True
+        return self.body
+
+    # -- kong.service.request ----------------------------------------------------------------
+
+    def set_upstream_header(self, name: str, value: str) -> None:
+        key = name.lower().encode("latin-1")
+        self.upstream_remove.discard(key)
+        self.upstream_set[key] = value.encode("latin-1")
+
+    def clear_upstream_header(self, name: str) -> None:
+        key = name.lower().encode("latin-1")
+        self.upstream_set.pop(key, None)
+        self.upstream_remove.add(key)
+
+    # -- kong.response -----------------------------------------------------------------------
+
+    def add_response_header(self, name: str, value: str) -> None:
+        self.response_headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+
+    # -- kong.client -------------------------------------------------------------------------
+
+    def authenticate(self, consumer: Any, credential: Any) -> None:
+        """``kong.client.authenticate``: set the consumer and credential of this request."""
+        self.consumer = consumer
+        self.credential = credential

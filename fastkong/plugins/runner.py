@@ -1,0 +1,84 @@
+"""Running a plugin chain for one request: access, response and log phases.
+
+Kong re-resolves plugin configurations once an auth plugin has identified the consumer: each
+plugin's configuration is chosen at the moment it is about to run. Here that is a switch of
+chain: when the consumer changes, the rest of the request runs the (cached) consumer chain from
+the current priority on.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from fastkong.plugins.base import Exit, Plugin
+from fastkong.plugins.chain import PluginSet, order_key
+
+if TYPE_CHECKING:
+    from fastkong.plugins.context import RequestContext
+
+log = logging.getLogger("fastkong.plugins")
+
+
+async def run_access(
+    ctx: RequestContext, chain: tuple[Plugin, ...], plugins: PluginSet
+) -> Exit | None:
+    """Run the access hooks in priority order; the first :class:`Exit` stops the chain.
+
+    ``ctx.chain`` ends up as the chain the response and log phases run.
+    """
+    scheme = ctx.scheme
+    effective: list[Plugin] = []
+    consumer_id: str | None = None
+    i = 0
+    while i < len(chain):
+        plugin = chain[i]
+        i += 1
+        if scheme not in plugin.protocols:
+            continue
+        effective.append(plugin)
+        if plugin.has_access:
+            result = await plugin.access(ctx)
+            if result is not None:
+                ctx.chain = tuple(effective)
+                return result
+        consumer = ctx.consumer
+        if plugins.consumer_scoped and consumer is not None and consumer.id != consumer_id:
+            consumer_id = consumer.id
+            route = ctx.route
+            full = plugins.consumer_chain(
+                route.id, route.service.id if route.service else None, consumer.id
+            )
+            after = order_key(plugin)
+            chain = tuple(p for p in full if order_key(p) > after)
+            i = 0
+    ctx.chain = tuple(effective)
+    return None
+
+
+def run_response(ctx: RequestContext, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    """Kong's header_filter: every plugin of the effective chain may edit ``headers``."""
+    ctx.status = status
+    for plugin in ctx.chain:
+        if plugin.has_response:
+            plugin.response(ctx, status, headers)
+    if ctx.response_headers:
+        headers.extend(ctx.response_headers)
+
+
+def run_log(ctx: RequestContext) -> None:
+    """The log phase; a failing plugin is logged and never affects the client."""
+    for plugin in ctx.chain:
+        if plugin.has_log:
+            try:
+                plugin.log(ctx)
+            except Exception:
+                log.exception("%r failed in the log phase", plugin)
+
+
+def apply_header_edits(ctx: RequestContext, lines: list[bytes]) -> list[bytes]:
+    """The upstream header lines after the plugins' set/clear edits."""
+    drop = ctx.upstream_remove | ctx.upstream_set.keys()
+    kept = [line for line in lines if line.split(b":", 1)[0] not in drop]
+    kept.extend(name + b": " + value + b"\r\n" for name, value in ctx.upstream_set.items())
+    return kept
