@@ -9,6 +9,10 @@ defines any of three hooks:
 ``response(ctx, status, headers) -> None``
     Kong's ``header_filter``: edit the response headers (a list of ``(bytes, bytes)``) before
     they are sent, for proxied and gateway-generated responses alike.
+``body(ctx, chunk, last) -> bytes``
+    Kong's ``body_filter``: sees every response body chunk (``last`` on the final one) and
+    returns what to send instead; buffer by returning ``b""`` until ``last``. A plugin that
+    changes the body's size removes ``content-length`` in its ``response`` hook.
 ``log(ctx) -> None``
     after the response went out; must not block (queue work for a background task).
 
@@ -96,6 +100,7 @@ class Plugin:
         cls = type(self)
         self.has_access = cls.defines("access")
         self.has_response = cls.defines("response")
+        self.has_body = cls.defines("body")
         self.has_log = cls.defines("log")
 
     def __repr__(self) -> str:
@@ -113,6 +118,11 @@ class Plugin:
         self, ctx: RequestContext, status: int, headers: list[tuple[bytes, bytes]]
     ) -> None:  # pragma: no cover - optional
         return None
+
+    def body(
+        self, ctx: RequestContext, chunk: bytes, last: bool
+    ) -> bytes:  # pragma: no cover - optional
+        return chunk
 
     def log(self, ctx: RequestContext) -> None:  # pragma: no cover - optional
         return None

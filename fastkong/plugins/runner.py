@@ -66,6 +66,17 @@ def run_response(ctx: RequestContext, status: int, headers: list[tuple[bytes, by
         headers.extend(ctx.response_headers)
 
 
+def body_filters(ctx: RequestContext) -> tuple[Plugin, ...]:
+    return tuple(p for p in ctx.chain if p.has_body)
+
+
+def run_body(filters: tuple[Plugin, ...], ctx: RequestContext, chunk: bytes, last: bool) -> bytes:
+    """Kong's body_filter: each filter transforms what the previous one returned."""
+    for plugin in filters:
+        chunk = plugin.body(ctx, chunk, last)
+    return chunk
+
+
 def run_log(ctx: RequestContext) -> None:
     """The log phase; a failing plugin is logged and never affects the client."""
     for plugin in ctx.chain:

@@ -19,9 +19,16 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from fastkong import __version__
-from fastkong.plugins.base import Exit, kong_error
+from fastkong.plugins.base import Exit, Plugin, kong_error
 from fastkong.plugins.context import BodyTooLarge, RequestContext
-from fastkong.plugins.runner import apply_header_edits, run_access, run_log, run_response
+from fastkong.plugins.runner import (
+    apply_header_edits,
+    body_filters,
+    run_access,
+    run_body,
+    run_log,
+    run_response,
+)
 from fastkong.proxy import errors
 from fastkong.proxy.balancer import Peer, Resolver
 from fastkong.proxy.routing import NO_ROUTE, Decision, decide, strip_port
@@ -482,25 +489,33 @@ class Gateway:
             (b"x-kong-proxy-latency", str(int((upstream_started - started) * 1000)).encode())
         )
         response_headers.append((b"x-kong-request-id", request_id.encode()))
+        filters: tuple[Plugin, ...] = ()
         if ctx is not None:
             ctx.proxied = True
             ctx.upstream_started = upstream_started
             ctx.upstream_latency = now - upstream_started
             run_response(ctx, conn.status, response_headers)
+            filters = body_filters(ctx)
         try:
             await send(
                 {"type": "http.response.start", "status": conn.status, "headers": response_headers}
             )
             read_timeout = service.read_timeout
+            size = 0
             while True:
                 chunk = await conn.read_body(read_timeout)
-                if chunk is None:
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
-                    break
-                last = conn.complete and not conn.chunks
+                last = chunk is None or (conn.complete and not conn.chunks)
+                if filters:
+                    assert ctx is not None
+                    chunk = run_body(filters, ctx, chunk or b"", last)
+                elif chunk is None:
+                    chunk = b""
+                size += len(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": not last})
                 if last:
                     break
+            if ctx is not None:
+                ctx.response_size = size
         except (UpstreamError, OSError):
             conn.close()  # the response is cut short; the client sees the connection end
             raise
