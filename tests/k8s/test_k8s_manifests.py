@@ -1,0 +1,352 @@
+"""Offline checks of what we ship for Kubernetes: the kustomize base and overlay, the Helm chart,
+the CRDs (and the CRs in the golden inputs against them), and the Dockerfile.
+
+No API server can run here (reference/k8s.md section 2): objects are checked against the
+Kubernetes OpenAPI schemas of ``kubernetes-validate`` (strict: unknown fields are errors), for the
+oldest and newest Kubernetes the chart supports. The chart is rendered by Helm's own engine
+through ``helm-python-sdk`` (no helm binary exists for this platform); the kustomizations by
+``kubectl kustomize``. A missing tool fails these tests: install the test extra.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from helm_python import Chart, lint
+
+from tests.k8s.conftest import CASES, GOLDEN, REPO, load_objects
+
+KUBE_VERSIONS = ["1.25.0", "1.37.0"]
+BASE = REPO / "configs" / "kubernetes" / "base"
+OVERLAY = REPO / "configs" / "kubernetes" / "overlays" / "with-controller"
+CHART = REPO / "configs" / "helm" / "fastkong"
+CR_GROUP = "configuration.konghq.com"
+IMAGE = "fastkong:0.1.0"
+
+CHART_VALUES: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "deployment-with-controller": {
+        "deployment": {"daemonset": False, "replicaCount": 3},
+        "ingressController": {"enabled": True},
+        "proxy": {"type": "NodePort", "tls": {"enabled": True, "secretName": "edge-tls"}},
+        "dblessConfig": {"checksumAnnotation": True},
+        "env": {"trusted_ips": "0.0.0.0/0"},
+        "tolerations": [{"operator": "Exists"}],
+    },
+    "existing-configmap": {
+        "dblessConfig": {"configMap": "from-controller"},
+        "admin": {"enabled": False},
+        "networkPolicy": {"enabled": False},
+        "rbac": {"create": False},
+        "serviceAccount": {"create": False, "name": "gateway"},
+        "proxy": {"type": "ClusterIP"},
+    },
+}
+
+
+def kustomize(path: Path) -> list[dict[str, Any]]:
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl is needed to render the kustomizations (apt: kubectl)"
+    proc = subprocess.run(
+        [kubectl, "kustomize", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "KUBECONFIG": "/dev/null", "HOME": "/tmp"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+def render_chart(values: dict[str, Any]) -> list[dict[str, Any]]:
+    chart = Chart.load(str(CHART))
+    chart.validate_schema(values)
+    rendered = chart.render(values, name="fastkong", namespace="fastkong")
+    docs = []
+    for name, text in sorted(rendered.items()):
+        if name.endswith(".yaml"):
+            docs += [d for d in yaml.safe_load_all(text) if d]
+    docs += [yaml.safe_load(p.read_text()) for p in sorted((CHART / "crds").glob("*.yaml"))]
+    return docs
+
+
+def check_builtin(obj: dict[str, Any]) -> None:
+    for version in KUBE_VERSIONS:
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            name = f"{obj['kind']} {obj['metadata'].get('name')}"
+            pytest.fail(
+                f"{name} invalid for Kubernetes {version}: {exc.message} at {list(exc.path)}"
+            )
+
+
+def crd_schemas() -> dict[str, dict[str, Any]]:
+    out = {}
+    for path in sorted((BASE / "crds").glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        (version,) = crd["spec"]["versions"]
+        out[crd["spec"]["names"]["kind"]] = _strict(version["schema"]["openAPIV3Schema"])
+    return out
+
+
+def _strict(schema: Any) -> Any:
+    """An openAPIV3Schema as JSON Schema in which unknown fields are errors (the API server
+    would prune them; kubectl --validate=strict rejects them)."""
+    if isinstance(schema, list):
+        return [_strict(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _strict(v) for k, v in schema.items() if not k.startswith("x-kubernetes")}
+    if (
+        schema.get("type") == "object"
+        and "properties" in schema
+        and not schema.get("x-kubernetes-preserve-unknown-fields")
+        and "additionalProperties" not in schema
+    ):
+        out["additionalProperties"] = False
+    return out
+
+
+def gateway_pod(objs: list[dict[str, Any]]) -> dict[str, Any]:
+    (workload,) = [
+        o
+        for o in objs
+        if o["kind"] in ("DaemonSet", "Deployment")
+        and o["metadata"]["labels"].get("app.kubernetes.io/component") == "gateway"
+    ]
+    return workload["spec"]["template"]["spec"]
+
+
+# -- kustomize ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", [BASE, OVERLAY], ids=["base", "with-controller"])
+def test_kustomization_objects_are_valid(path: Path) -> None:
+    objs = kustomize(path)
+    for obj in objs:
+        check_builtin(obj)
+    assert all(o["metadata"].get("namespace") in (None, "fastkong") for o in objs)
+
+
+def test_base_holds_the_data_plane() -> None:
+    kinds = sorted(o["kind"] for o in kustomize(BASE))
+    assert kinds == sorted(
+        [
+            "Namespace",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "IngressClass",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ConfigMap",
+            "DaemonSet",
+            "Service",
+            "Service",
+            "NetworkPolicy",
+        ]
+    )
+
+
+def test_overlay_adds_the_controller() -> None:
+    objs = kustomize(OVERLAY)
+    (controller,) = [o for o in objs if o["kind"] == "Deployment"]
+    container = controller["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == IMAGE
+    assert container["args"] == ["ingress-controller"]
+    assert {o["kind"] for o in objs} >= {"Role", "RoleBinding", "DaemonSet"}
+
+
+# -- policy: what every rendering of the data plane must keep -----------------------------------
+def _renderings() -> list[tuple[str, list[dict[str, Any]]]]:
+    out = [("kustomize-base", kustomize(BASE)), ("kustomize-overlay", kustomize(OVERLAY))]
+    out += [(f"chart-{k}", render_chart(v)) for k, v in CHART_VALUES.items()]
+    return out
+
+
+@pytest.fixture(scope="module")
+def renderings() -> list[tuple[str, list[dict[str, Any]]]]:
+    return _renderings()
+
+
+def test_data_plane_policy(renderings: list[tuple[str, list[dict[str, Any]]]]) -> None:
+    for label, objs in renderings:
+        pod = gateway_pod(objs)
+        (container,) = pod["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["KONG_DECLARATIVE_CONFIG"] == "/etc/fastkong/kong.yml", label
+        assert env["KONG_STATUS_LISTEN"] == "0.0.0.0:8100", label
+        assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
+            "proxy": 8000,
+            "proxy-tls": 8443,
+            "admin": 8001,
+            "status": 8100,
+        }, label
+        assert container["readinessProbe"]["httpGet"] == {"path": "/status/ready", "port": "status"}
+        assert container["livenessProbe"]["httpGet"] == {"path": "/status", "port": "status"}
+        sleep = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
+        assert 0 < sleep < pod["terminationGracePeriodSeconds"], label
+        sc = container["securityContext"]
+        assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"], label
+        assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"]
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert pod["automountServiceAccountToken"] is False
+        assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+        assert container["image"] == IMAGE and not container["image"].endswith(":latest")
+        mounts = {m["name"]: m for m in container["volumeMounts"]}
+        assert (
+            "subPath" not in mounts["config"] and mounts["config"]["mountPath"] == "/etc/fastkong"
+        )
+        assert mounts["tmp"]["mountPath"] == "/tmp"
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert "configMap" in volumes["config"] and "emptyDir" in volumes["tmp"]
+
+
+def test_admin_service_is_headless(renderings: list[tuple[str, list[dict[str, Any]]]]) -> None:
+    for label, objs in renderings:
+        admin = [
+            o for o in objs if o["kind"] == "Service" and o["metadata"]["name"].endswith("-admin")
+        ]
+        assert admin and admin[0]["spec"]["clusterIP"] == "None", label
+
+
+# -- the chart ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("values", list(CHART_VALUES), ids=list(CHART_VALUES))
+def test_chart_renders_valid_objects(values: str) -> None:
+    for obj in render_chart(CHART_VALUES[values]):
+        check_builtin(obj)
+
+
+def test_chart_defaults_match_the_kustomize_base() -> None:
+    chart = render_chart({})
+    base = kustomize(BASE)
+    assert sorted(o["kind"] for o in chart) == sorted(
+        o["kind"] for o in base if o["kind"] != "Namespace"
+    )
+    chart_pod, base_pod = gateway_pod(chart), gateway_pod(base)
+    for key in ("containers",):
+        c, b = chart_pod[key][0], base_pod[key][0]
+        for field in (
+            "image",
+            "args",
+            "ports",
+            "readinessProbe",
+            "livenessProbe",
+            "lifecycle",
+            "resources",
+            "securityContext",
+            "volumeMounts",
+        ):
+            assert c[field] == b[field], field
+        assert [e for e in c["env"] if e["name"] != "KONG_NGINX_WORKER_PROCESSES"] == [
+            e for e in b["env"] if e["name"] != "KONG_NGINX_WORKER_PROCESSES"
+        ]
+    assert chart_pod["securityContext"] == base_pod["securityContext"]
+
+
+def test_chart_switches() -> None:
+    objs = render_chart(CHART_VALUES["deployment-with-controller"])
+    kinds = [o["kind"] for o in objs]
+    assert kinds.count("Deployment") == 2 and "DaemonSet" not in kinds
+    pod = gateway_pod(objs)
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["KONG_SSL_CERT"] == "/etc/fastkong-tls/tls.crt"
+    assert env["KONG_TRUSTED_IPS"] == "0.0.0.0/0"
+    objs = render_chart(CHART_VALUES["existing-configmap"])
+    assert "ConfigMap" not in [o["kind"] for o in objs]
+    pod = gateway_pod(objs)
+    assert pod["serviceAccountName"] == "gateway"
+    assert {v["name"]: v for v in pod["volumes"]}["config"]["configMap"][
+        "name"
+    ] == "from-controller"
+
+
+def test_chart_lints_and_its_schema_rejects_bad_values() -> None:
+    result = lint(str(CHART), strict=True, kube_version="v1.33.0")
+    assert result["errors"] == [], result
+    chart = Chart.load(str(CHART))
+    for bad in ({"proxy": {"type": "Ingress"}}, {"deployment": {"daemonset": "yes"}}, {"typo": 1}):
+        with pytest.raises(Exception, match="fastkong"):
+            chart.validate_schema(bad)
+
+
+def test_chart_crds_are_the_base_crds() -> None:
+    for path in sorted((BASE / "crds").glob("*.yaml")):
+        assert (CHART / "crds" / path.name).read_text() == path.read_text()
+
+
+# -- CRDs and the custom resources in the golden inputs ----------------------------------------
+def test_golden_inputs_are_valid_kubernetes_objects() -> None:
+    schemas = crd_schemas()
+    seen = set()
+    for case in CASES:
+        for obj in load_objects(GOLDEN / case / "in.yaml"):
+            seen.add(obj["kind"])
+            if obj["apiVersion"].startswith(CR_GROUP):
+                errors = sorted(
+                    jsonschema.Draft7Validator(schemas[obj["kind"]]).iter_errors(obj), key=str
+                )
+                assert not errors, f"{case}: {obj['kind']} {obj['metadata']['name']}: {errors[0]}"
+            else:
+                check_builtin(obj)
+    assert {"KongPlugin", "KongClusterPlugin", "KongConsumer", "EndpointSlice"} <= seen
+
+
+def test_crds_accept_kic_fields_and_reject_typos() -> None:
+    schemas = crd_schemas()
+    plugin = {
+        "apiVersion": f"{CR_GROUP}/v1",
+        "kind": "KongPlugin",
+        "metadata": {"name": "p"},
+        "plugin": "rate-limiting",
+        "config": {"minute": 5, "anything": {"nested": True}},
+        "configPatches": [{"path": "/x", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}],
+        "disabled": False,
+        "instance_name": "rl",
+        "protocols": ["http", "https"],
+        "ordering": {"before": {"access": ["key-auth"]}},
+        "run_on": "first",
+        "consumerRef": "alice",
+        "status": {"conditions": []},
+    }
+    assert not list(jsonschema.Draft7Validator(schemas["KongPlugin"]).iter_errors(plugin))
+    typo = copy.deepcopy(plugin)
+    typo["plugni"] = "x"
+    assert list(jsonschema.Draft7Validator(schemas["KongPlugin"]).iter_errors(typo))
+    cluster = {**plugin, "kind": "KongClusterPlugin"}
+    cluster["configPatches"] = [
+        {"path": "/x", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}
+    ]
+    assert list(jsonschema.Draft7Validator(schemas["KongClusterPlugin"]).iter_errors(cluster))
+    consumer = {
+        "apiVersion": f"{CR_GROUP}/v1",
+        "kind": "KongConsumer",
+        "metadata": {"name": "c"},
+        "username": "alice",
+        "custom_id": "1",
+        "credentials": ["a"],
+        "consumerGroups": ["g"],
+    }
+    assert not list(jsonschema.Draft7Validator(schemas["KongConsumer"]).iter_errors(consumer))
+
+
+# -- the image ---------------------------------------------------------------------------------
+def test_dockerfile_is_multi_stage_non_root_and_matches_the_manifests() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    froms = [line.split()[1] for line in text.splitlines() if line.startswith("FROM ")]
+    assert froms == ["python:3.11-slim", "python:3.11-slim"]
+    assert "pip wheel" in text and "from=builder" in text
+    assert "USER 10001:10001" in text
+    assert 'ENTRYPOINT ["fastkong"]' in text and 'CMD ["start"]' in text
+    pod = gateway_pod(kustomize(BASE))
+    assert pod["securityContext"]["runAsUser"] == 10001
