@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fastkong.config import (
     EMPTY_CONFIG_HASH,
@@ -116,3 +118,43 @@ def test_invalid_example_reports_three_path_qualified_errors() -> None:
     header = INVALID_YML.read_text().split("_format_version")[0]
     listed = [m.group(1) for m in re.finditer(r"^#   (.+)$", header, re.M)]
     assert listed == str(info.value).splitlines()
+
+
+# -- adversarial: any JSON-like value anywhere is an error with a path, never a crash ------------
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+ENTITY_KEYS = {
+    "services": ["name", "host", "url", "port", "path", "protocol", "routes", "plugins", "tags"],
+    "routes": ["name", "paths", "hosts", "methods", "headers", "protocols", "service", "snis"],
+    "upstreams": ["name", "algorithm", "hash_on", "healthchecks", "targets", "slots"],
+    "consumers": ["username", "custom_id", "keyauth_credentials", "acls", "plugins"],
+    "plugins": ["name", "config", "route", "service", "consumer", "protocols"],
+    "certificates": ["cert", "key", "snis"],
+}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(sorted(ENTITY_KEYS)).flatmap(
+        lambda plural: st.tuples(
+            st.just(plural),
+            st.dictionaries(st.sampled_from(ENTITY_KEYS[plural]), JSONISH, max_size=4),
+        )
+    )
+)
+def test_garbage_is_reported_not_raised(entry: tuple[str, dict[str, object]]) -> None:
+    plural, entity = entry
+    doc = {"_format_version": "3.0", plural: [entity, entity]}
+    try:
+        loaded = load_config(json.dumps(doc))
+    except ConfigError as exc:
+        assert exc.errors and all(e.message for e in exc.errors)
+        exc.fields()
+        exc.flattened()
+    else:
+        assert load_state(dump_state(loaded.config)) == loaded.config
