@@ -53,7 +53,11 @@ class ObjectRef:
     @classmethod
     def of(cls, obj: Obj) -> ObjectRef:
         meta = obj.get("metadata") or {}
-        return cls(str(obj.get("kind", "")), str(meta.get("namespace", "")), str(meta.get("name")))
+        return cls(
+            str(obj.get("kind", "")),
+            str(meta.get("namespace") or ""),
+            str(meta.get("name") or "<unnamed>"),
+        )
 
 
 @dataclass(frozen=True, order=True, slots=True)

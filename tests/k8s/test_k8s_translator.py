@@ -155,3 +155,81 @@ def test_repr_shows_counts() -> None:
     assert repr(translate([ingress(), SERVICE])) == (
         "<TranslationResult services=1 upstreams=1 problems=0>"
     )
+
+
+MALFORMED: list[Any] = [
+    None,
+    "text",
+    {"kind": "Ingress", "apiVersion": "networking.k8s.io/v1"},
+    {
+        "kind": "Ingress",
+        "apiVersion": "networking.k8s.io/v1",
+        "metadata": {"name": "x"},
+        "spec": None,
+    },
+    {
+        "kind": "Ingress",
+        "apiVersion": "networking.k8s.io/v1",
+        "metadata": {"name": "y", "annotations": {"konghq.com/plugins": ",,"}},
+        "spec": {
+            "ingressClassName": "fastkong",
+            "defaultBackend": {"resource": {"kind": "Bucket", "apiGroup": "s3", "name": "b"}},
+            "rules": [
+                "nope",
+                {"http": None},
+                {
+                    "http": {
+                        "paths": [
+                            "nope",
+                            {"backend": {"service": {"name": "s", "port": {"number": "x"}}}},
+                        ]
+                    }
+                },
+                {"http": {"paths": [{"path": "/", "backend": {"service": {"port": {}}}}]}},
+                {
+                    "host": "h",
+                    "http": {"paths": [{"path": "/", "backend": {"service": {"name": "s"}}}]},
+                },
+            ],
+            "tls": ["nope", {"secretName": "t", "hosts": ["h"]}],
+        },
+    },
+    {"kind": "Service", "apiVersion": "v1", "metadata": {"name": "s"}, "spec": {"ports": "nope"}},
+    {"kind": "Secret", "apiVersion": "v1", "metadata": {"name": "t"}, "data": {"tls.crt": "%%%"}},
+    {
+        "kind": "EndpointSlice",
+        "apiVersion": "discovery.k8s.io/v1",
+        "metadata": {"name": "e", "labels": {"kubernetes.io/service-name": "s"}},
+        "ports": ["x", {"port": "80"}],
+        "endpoints": ["x", {"addresses": []}, {"conditions": "x", "addresses": ["10.0.0.1"]}],
+    },
+    {"kind": "KongPlugin", "apiVersion": "configuration.konghq.com/v1", "metadata": {"name": "p"}},
+    {
+        "kind": "KongPlugin",
+        "apiVersion": "configuration.konghq.com/v1",
+        "metadata": {"name": "q"},
+        "plugin": "cors",
+        "config": [1],
+        "configPatches": [{"path": "x"}],
+    },
+    {
+        "kind": "KongConsumer",
+        "apiVersion": "configuration.konghq.com/v1",
+        "metadata": {"name": "c", "annotations": {"kubernetes.io/ingress.class": "fastkong"}},
+        "username": "c",
+        "credentials": "nope",
+    },
+    {"kind": "Ingress", "apiVersion": "extensions/v1beta1", "metadata": {"name": "old"}},
+]
+
+
+def test_malformed_objects_are_reported_never_raised() -> None:
+    result = translate(MALFORMED)
+    assert [c["username"] for c in result.config["consumers"]] == ["c"]
+    messages = {str(p) for p in result.problems}
+    assert "error: Ingress <unnamed>: metadata.name is missing" in messages
+    assert "error: Secret default/t: data.tls.crt is not base64-encoded UTF-8 text" in messages
+    assert (
+        "error: Ingress default/y: defaultBackend: backend resource s3/Bucket is not supported"
+        in messages
+    )
