@@ -1,6 +1,6 @@
 """KongConsumer + credential Secrets -> Kong consumers with nested credentials.
 
-A credential is a Secret in the consumer's namespace, named in ``spec``-less KongConsumer's
+A credential is a Secret in the consumer's namespace, named in the KongConsumer's
 ``credentials`` list and labelled ``konghq.com/credential: key-auth|basic-auth|jwt|acl``; its
 data holds the credential's fields (KIC's ``FillConsumersAndCredentials``). A credential that
 cannot be used is left out and reported; the consumer keeps the others.
