@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import logging
 import os
@@ -46,6 +47,13 @@ def _env(name: str) -> str | None:
     return os.environ.get(f"FASTKONG_{name}") or os.environ.get(f"KONG_{name}")
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def cmd_start(args: argparse.Namespace) -> int:
     from fastkong.config import ConfigError
     from fastkong.control.supervisor import Options, Supervisor
@@ -63,7 +71,18 @@ def cmd_start(args: argparse.Namespace) -> int:
         ssl_key=args.ssl_key or _env("SSL_CERT_KEY"),
         http=args.http,
         log_level=args.log_level,
+        prefix=Path(prefix) if (prefix := args.prefix or _env("PREFIX")) else None,
+        admin_token=os.environ.get("FASTKONG_ADMIN_TOKEN") or None,
     )
+    if opts.admin is not None and not _is_loopback(opts.admin[0]):
+        if not opts.admin_token and not args.admin_insecure:
+            print(
+                f"fastkong: the admin API would listen on {opts.admin[0]}, beyond loopback, with "
+                "no FASTKONG_ADMIN_TOKEN set; set one (clients send it as Kong-Admin-Token) or "
+                "pass --admin-insecure",
+                file=sys.stderr,
+            )
+            return 1
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     supervisor = Supervisor(opts)
     try:
@@ -201,6 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--ssl-cert", help="PEM certificate for TLS on the proxy listener")
     start.add_argument("--ssl-key", help="PEM key for --ssl-cert")
     start.add_argument("--http", choices=("auto", "1", "2"), default="auto")
+    start.add_argument(
+        "--prefix", help="state directory (FASTKONG_PREFIX): posted configs persist here"
+    )
+    start.add_argument(
+        "--admin-insecure",
+        action="store_true",
+        help="allow a non-loopback admin listener without FASTKONG_ADMIN_TOKEN",
+    )
     start.add_argument("--log-level", default="warning")
     start.set_defaults(func=cmd_start)
 

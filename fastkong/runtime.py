@@ -175,7 +175,7 @@ class Runtime:
         found = self._indexes.get(name)
         if found is None:
             found = self._indexes[name] = build(self)
-        return found  # type: ignore[no-any-return]
+        return found
 
 
 def empty_runtime() -> Runtime:

@@ -3,8 +3,11 @@
 It owns everything that must exist once per node rather than once per worker:
 
 * the **config**: loaded and validated here, once; published to the workers through the state
-  file (:mod:`fastkong.control.state`); the file is re-checked every second and a changed,
-  valid config is published again (an invalid one is logged and changes nothing);
+  file (:mod:`fastkong.control.state`). The config file is watched (its identity every half
+  second, following the ``..data`` symlink swap kubelet does for a ConfigMap volume, and its
+  content hash every ten seconds as a safety net); a changed, valid config is published again,
+  an invalid one is logged, counted and changes nothing. ``POST /config`` on the admin listener
+  publishes too, and is persisted in the prefix so a restarted node comes back configured;
 * the **Granian child** (master + N workers), started with the state file's path;
 * the **status listener** (``/status``, ``/status/ready``), answered from here so probes do not
   depend on a worker;
@@ -16,26 +19,32 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
 import logging
 import os
 import signal
+import socket
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fastkong import __version__
-from fastkong.config import ConfigError, LoadedConfig, load_config
+from fastkong.config import Config, ConfigError, LoadedConfig, load_config
 from fastkong.control import httpserver
+from fastkong.control.admin import AdminApi
 from fastkong.control.httpserver import Request, Response
-from fastkong.control.state import read_reports, write_state
+from fastkong.control.state import file_identity, read_reports, write_state
 
 log = logging.getLogger("fastkong")
 
-WATCH_INTERVAL = 1.0
+WATCH_INTERVAL = 0.5
+FULL_CHECK_EVERY = 20  # watch ticks between two content hashes of an unchanged-looking file
+POSTED_CONFIG = "posted-config"
 NO_CONFIG = "no configuration available (configuration hash is not initialized)"
 
 
@@ -50,9 +59,10 @@ class Options:
     ssl_cert: str | None = None
     ssl_key: str | None = None
     http: str = "auto"
-    state_dir: Path | None = None
+    prefix: Path | None = None
     drain_timeout: float = 30.0
     log_level: str = "warning"
+    admin_token: str | None = None
 
 
 @dataclass
@@ -62,7 +72,10 @@ class ConfigState:
     hash: str | None = None
     loaded_at: float | None = None
     source_md5: str | None = None
+    source: str | None = None
     last_error: list[str] | None = None
+    raw: bytes = b""
+    loaded: LoadedConfig | None = None
     reloads: dict[str, int] = field(default_factory=lambda: {"success": 0, "failure": 0})
 
 
@@ -74,9 +87,14 @@ class Supervisor:
         self.config = ConfigState()
         self.draining = False
         self.child: asyncio.subprocess.Process | None = None
-        self.state_dir = options.state_dir or Path(tempfile.mkdtemp(prefix="fastkong-"))
+        if options.prefix is not None:
+            options.prefix.mkdir(parents=True, exist_ok=True)
+        self.state_dir = options.prefix or Path(tempfile.mkdtemp(prefix="fastkong-"))
         self.state_file = self.state_dir / "state"
         self.started = time.time()
+        self.admin = AdminApi(self)
+        self._file_identity: tuple[int, int, int] | None = None
+        self._ticks = 0
 
     def __repr__(self) -> str:
         return (
@@ -87,27 +105,80 @@ class Supervisor:
     # -- config ------------------------------------------------------------------------------
 
     def load_initial(self) -> LoadedConfig | None:
-        """Load the config file once at start; raises :class:`ConfigError` when it is invalid."""
+        """Load the config at start: the config file, else the last config posted to the admin
+        API (persisted in the prefix). Raises :class:`ConfigError` when the file is invalid."""
         path = self.options.config_path
         if path is None:
-            return None
+            posted = self.state_dir / POSTED_CONFIG
+            if not posted.exists():
+                return None
+            data = posted.read_bytes()
+            loaded = load_config(data)
+            self.publish(loaded, data, source="admin API (persisted)")
+            return loaded
+        self._file_identity = file_identity(path)
         data = path.read_bytes()
         loaded = load_config(data)
-        self.publish(loaded, data)
+        self.publish(loaded, data, source=str(path))
+        self.config.source_md5 = hashlib.md5(data).hexdigest()
         return loaded
 
-    def publish(self, loaded: LoadedConfig, raw: bytes) -> None:
+    def publish(self, loaded: LoadedConfig, raw: bytes, source: str) -> None:
         write_state(self.state_file, loaded.hash, loaded.config)
         self.config.hash = loaded.hash
         self.config.loaded_at = time.time()
-        self.config.source_md5 = hashlib.md5(raw).hexdigest()
         self.config.last_error = None
+        self.config.raw = raw
+        self.config.loaded = loaded
+        self.config.source = source
 
-    def reload(self) -> bool:
+    def accept_posted(self, loaded: LoadedConfig, raw: bytes) -> None:
+        """Publish a config from ``POST /config`` and persist it for the next start."""
+        self.publish(loaded, raw, source="admin API")
+        self.config.reloads["success"] += 1
+        tmp = self.state_dir / f".{POSTED_CONFIG}.tmp"
+        tmp.write_bytes(raw)
+        os.replace(tmp, self.state_dir / POSTED_CONFIG)
+        log.warning("config loaded from the admin API: hash %s", loaded.hash)
+
+    def config_text(self) -> str:
+        return self.config.raw.decode("utf-8", "replace")
+
+    def current_config(self) -> Config | None:
+        return self.config.loaded.config if self.config.loaded is not None else None
+
+    def upstream_health(self, upstream: dict[str, Any]) -> Response:
+        """``GET /upstreams/{u}/health``: Kong's shape; with no health checker yet every target
+        reports ``HEALTHCHECKS_OFF`` as Kong does when checks are disabled."""
+        config = self.current_config()
+        targets = [t for t in (config.targets if config else []) if t.upstream == upstream["id"]]
+        data = [
+            {
+                "id": t.id,
+                "target": t.target,
+                "weight": t.weight,
+                "upstream": {"id": t.upstream},
+                "health": "HEALTHCHECKS_OFF",
+                "data": {"addresses": []},
+            }
+            for t in targets
+        ]
+        return Response.json(200, {"data": data, "next": None, "node_id": self.node_id})
+
+    @property
+    def node_id(self) -> str:
+        return str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{socket.gethostname()}:{self.state_dir}"))
+
+    def reload(self, force: bool = False) -> bool:
         """Re-read the config file; publish it if it changed and is valid."""
         path = self.options.config_path
         if path is None:
             return False
+        identity = file_identity(path)
+        self._ticks += 1
+        if not force and identity == self._file_identity and self._ticks % FULL_CHECK_EVERY:
+            return False
+        self._file_identity = identity
         try:
             raw = path.read_bytes()
         except OSError as exc:
@@ -121,7 +192,8 @@ class Supervisor:
             self._reload_failed([f"{e.path}: {e.message}" for e in exc.errors])
             self.config.source_md5 = hashlib.md5(raw).hexdigest()  # don't re-log the same error
             return False
-        self.publish(loaded, raw)
+        self.publish(loaded, raw, source=str(path))
+        self.config.source_md5 = hashlib.md5(raw).hexdigest()
         self.config.reloads["success"] += 1
         log.warning("config reloaded from %s: hash %s", path, loaded.hash)
         return True
@@ -157,9 +229,23 @@ class Supervisor:
             return Response.json(200, {"message": "ready"})
         if request.path == "/status":
             return Response.json(200, self.status_body())
+        if request.path == "/metrics":
+            return Response(
+                200, self.metrics_text().encode(), {"content-type": "text/plain; version=0.0.4"}
+            )
         if request.path == "/":
             return Response.json(200, self.node_info())
         return Response.json(404, {"message": "Not found"})
+
+    async def handle_admin(self, request: Request) -> Response:
+        token = self.options.admin_token
+        if token and not hmac.compare_digest(
+            request.headers.get("kong-admin-token", "").encode(), token.encode()
+        ):
+            return Response.json(
+                401, {"message": "Invalid credentials. Token or User credentials required"}
+            )
+        return await self.admin.handle(request)
 
     def status_body(self) -> dict[str, Any]:
         return {
@@ -171,10 +257,30 @@ class Supervisor:
                 "workers": {str(pid): h for pid, h in read_reports(self.state_dir).items()},
                 "draining": self.draining,
                 "config_loaded_at": self.config.loaded_at,
+                "config_source": self.config.source,
                 "last_error": self.config.last_error,
                 "reloads": self.config.reloads,
             },
         }
+
+    def metrics_text(self) -> str:
+        """Node-level metrics in Prometheus' text format."""
+        lines = [
+            "# HELP fastkong_config_reloads_total Config loads after start, by result.",
+            "# TYPE fastkong_config_reloads_total counter",
+        ]
+        for result, n in sorted(self.config.reloads.items()):
+            lines.append(f'fastkong_config_reloads_total{{result="{result}"}} {n}')
+        lines += [
+            "# HELP fastkong_config_loaded 1 when a configuration is loaded.",
+            "# TYPE fastkong_config_loaded gauge",
+            f"fastkong_config_loaded {int(self.config.hash is not None)}",
+            "# HELP fastkong_workers_in_step Workers serving the current configuration hash.",
+            "# TYPE fastkong_workers_in_step gauge",
+            "fastkong_workers_in_step "
+            + str(sum(h == self.config.hash for h in read_reports(self.state_dir).values())),
+        ]
+        return "\n".join(lines) + "\n"
 
     def node_info(self) -> dict[str, Any]:
         return {
@@ -225,12 +331,15 @@ class Supervisor:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGHUP, self.reload, True)
 
         servers = []
-        for listen in (self.options.status, self.options.admin):
-            if listen is not None:
-                servers.append(await httpserver.serve(listen[0], listen[1], self.handle_status))
+        if self.options.status is not None:
+            host, port = self.options.status
+            servers.append(await httpserver.serve(host, port, self.handle_status))
+        if self.options.admin is not None:
+            host, port = self.options.admin
+            servers.append(await httpserver.serve(host, port, self.handle_admin))
         await self.start_child()
         assert self.child is not None
         watcher = loop.create_task(self.watch())

@@ -547,6 +547,7 @@ class Gateway:
 
     async def plugin_exit(self, scope: Scope, send: Send, ctx: RequestContext, stop: Exit) -> None:
         """Answer with a plugin's :class:`Exit`; the response and log phases still run."""
+        ctype: str | None
         if stop.with_request_id:
             ctype, body = errors.for_response_error(
                 _header(scope, b"accept"), stop.message or "", ctx.request_id
