@@ -4,6 +4,7 @@
 ``fastkong config validate``  check a config: every error with its path
 ``fastkong config explain``   which route a request matches and what goes upstream
 ``fastkong demo``             the gateway on the bundled config, with a bundled echo upstream
+``fastkong k8s translate``    Kubernetes manifests -> declarative config (offline, for GitOps)
 ``fastkong version``
 """
 
@@ -248,6 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8000)
     demo.add_argument("--upstream-port", type=int, default=9001)
     demo.set_defaults(func=cmd_demo)
+
+    from fastkong.k8s.cli import add_parser as add_k8s_parser
+
+    add_k8s_parser(sub)
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=cmd_version)

@@ -93,6 +93,13 @@ class Supervisor:
         self.state_file = self.state_dir / "state"
         self.started = time.time()
         self.admin = AdminApi(self)
+        # The node's shared rate-limit counters (fastkong._core.ratelimit): in /dev/shm when the
+        # system has it, so every worker maps the same pages; removed when the node stops.
+        shm = Path("/dev/shm")
+        tag = hashlib.md5(str(self.state_dir.resolve()).encode()).hexdigest()[:12]
+        self.counters_file = (
+            shm / f"fastkong-{tag}.counters" if shm.is_dir() else self.state_dir / "counters"
+        )
         self._file_identity: tuple[int, int, int] | None = None
         self._ticks = 0
 
@@ -310,6 +317,7 @@ class Supervisor:
         env = dict(os.environ)
         env["FASTKONG_STATE_FILE"] = str(self.state_file)
         env["FASTKONG_TRUSTED_IPS"] = self.options.trusted_ips
+        env["FASTKONG_COUNTERS"] = str(self.counters_file)
         self.child = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "fastkong.control.granian_main", json.dumps(opts), env=env
         )
@@ -361,4 +369,5 @@ class Supervisor:
             server.close()
         for entry in self.state_dir.glob("worker-*"):
             entry.unlink(missing_ok=True)
+        self.counters_file.unlink(missing_ok=True)
         return code
