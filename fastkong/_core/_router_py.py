@@ -1,8 +1,9 @@
 """Pure-Python twin of the compiled router (``router.pyx``): same API, same answers.
 
-The build half lives here and is shared: ``router.pyx`` imports :func:`_plan`, :func:`_group` and
-:func:`_radix`, so both routers split, rank and index routes identically and only the
-per-request walk is written twice. The theory of operation is the docstring of ``router.pyx``.
+The build half lives here and is shared: ``router.pyx`` imports :func:`_plan`, :func:`_group`
+and :func:`_radix` (and the small helpers next to them), so both routers split, rank and index
+routes identically and only the index layout and the per-request walk are written twice.
+The theory of operation is the docstring of ``router.pyx``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 _NAMED_GROUP = re.compile(r"\(\?<(?![=!])")
 _LEADING_FLAGS = re.compile(r"\(\?[aiLmsux]+\)")
 _REGEX_META = frozenset(".^$*+?{}[]\\|()")
+# Rebuilds after a config change see mostly the same regexes: compile each once per process.
+_compile_cached = lru_cache(maxsize=65536)(re.compile)
 
 HostEntry = tuple[int, str, int | None]
 HeaderTest = tuple[str, frozenset[str], tuple["re.Pattern[str]", ...]]
@@ -174,7 +177,7 @@ def _header_tests(headers: Sequence[tuple[str, Sequence[str]]]) -> tuple[HeaderT
                 pattern = value[2:].translate(_ASCII_LOWER)
                 try:
                     regexes.append(_compile_cached(pattern))
-                except re.error as exc:
+                except (re.error, OverflowError, RecursionError) as exc:
                     raise ValueError(
                         f"invalid regex {value!r} for header {name!r}: {exc}"
                     ) from None
@@ -182,10 +185,6 @@ def _header_tests(headers: Sequence[tuple[str, Sequence[str]]]) -> tuple[HeaderT
                 equal.add(value.translate(_ASCII_LOWER))
         tests.append((name, frozenset(equal), tuple(regexes)))
     return tuple(tests)
-
-
-# Rebuilds after a config change see mostly the same regexes: compile each once per process.
-_compile_cached = lru_cache(maxsize=65536)(re.compile)
 
 
 @lru_cache(maxsize=65536)
