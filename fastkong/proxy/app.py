@@ -317,7 +317,7 @@ class Gateway:
         if plan.strip_path and match.matched_len and match.path is not None:
             stripped = path[: match.matched_len]
             if stripped != "/":
-                prefix = stripped.encode("latin-1")
+                prefix = stripped.encode("utf-8", "surrogateescape")
         lines.append(
             b"".join(
                 (

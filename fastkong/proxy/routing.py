@@ -52,6 +52,8 @@ def decide(
 ) -> Decision | int:
     """Route one request; returns a :class:`Decision`, or ``BAD_PATH`` / ``NO_ROUTE``.
 
+    ``port`` is the listener's port (used when the Host header carries none).
+
     ``raw_path`` is the request target's path as sent (percent-encoded, decoded as latin-1 so
     that bytes survive); ``headers`` holds the lower-cased values of the headers the router
     tests (``runtime.router.header_names``), or None when it tests none.
@@ -60,6 +62,12 @@ def decide(
     if path is None:
         return BAD_PATH
     host = strip_port(host_header).lower()
+    # Kong compares `host:port` route hosts with the Host header's port, and falls back to the
+    # listener's port when the header has none.
+    if len(host) < len(host_header):
+        _, _, given = host_header.rpartition(":")
+        if given.isdigit():
+            port = int(given)
     # Granian does not expose the TLS server name; on TLS the Host stands in for it.
     sni = host if scheme == "https" else None
     match = runtime.router.match(method, host, port, path, headers, sni)

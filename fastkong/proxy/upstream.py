@@ -24,6 +24,8 @@ from typing import Any, cast
 
 import httptools
 
+_SEND_TIMEOUT = "timeout while sending to upstream"
+_READ_TIMEOUT = "timeout while reading from upstream"
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
 
@@ -174,13 +176,13 @@ class UpstreamConnection(asyncio.Protocol):
         self._wake()
         self.close()
 
-    def _on_timeout(self, error: UpstreamError) -> None:
+    def _on_timeout(self, message: str) -> None:
         self.timer = None
-        self._fail(error)
+        self._fail(UpstreamTimeout(message))
 
-    async def _wait(self, timeout: float, error: UpstreamError) -> None:
+    async def _wait(self, timeout: float, message: str) -> None:
         self.waiter = waiter = self.loop.create_future()
-        self.timer = self.loop.call_later(timeout, self._on_timeout, error)
+        self.timer = self.loop.call_later(timeout, self._on_timeout, message)
         try:
             await waiter
         finally:
@@ -214,14 +216,14 @@ class UpstreamConnection(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(data)
         while self.write_paused and self.error is None:
-            await self._wait(timeout, UpstreamTimeout("timeout while sending to upstream"))
+            await self._wait(timeout, _SEND_TIMEOUT)
         if self.error is not None:
             raise self.error
 
     async def read_head(self, timeout: float) -> None:
         """Wait until the response status and headers have arrived."""
         while not self.head_done and self.error is None:
-            await self._wait(timeout, UpstreamTimeout("timeout while reading from upstream"))
+            await self._wait(timeout, _READ_TIMEOUT)
         if self.error is not None and not self.head_done:
             raise self.error
 
@@ -241,7 +243,7 @@ class UpstreamConnection(asyncio.Protocol):
                 return None
             if self.error is not None:
                 raise self.error
-            await self._wait(timeout, UpstreamTimeout("timeout while reading from upstream"))
+            await self._wait(timeout, _READ_TIMEOUT)
 
     def reusable(self) -> bool:
         return (

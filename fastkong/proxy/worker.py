@@ -4,6 +4,10 @@ The supervisor passes the state file's path in ``FASTKONG_STATE_FILE``. At lifes
 worker loads the current config and starts polling the file; a changed file is decoded,
 compiled into a new :class:`~fastkong.runtime.Runtime` and swapped in. A state file that fails
 to load changes nothing: the worker keeps serving what it has.
+
+Without a supervisor (the app under another ASGI server, e.g.
+``uvicorn --factory fastkong.proxy.worker:create_app``), ``KONG_DECLARATIVE_CONFIG`` names a
+config file that is loaded once at startup.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import logging
 import os
 from pathlib import Path
 
+from fastkong.config import load_config
 from fastkong.control.state import file_identity, read_state, write_report
 from fastkong.proxy.app import Gateway
 from fastkong.proxy.trust import TrustedIps
@@ -76,7 +81,14 @@ def create_app() -> Gateway:
         if follower is not None and follower.task is not None:
             follower.task.cancel()
 
-    gateway = Gateway(trusted_ips=trusted, on_startup=startup, on_shutdown=shutdown)
+    runtime = None
+    declarative = os.environ.get("FASTKONG_DECLARATIVE_CONFIG") or os.environ.get(
+        "KONG_DECLARATIVE_CONFIG"
+    )
+    if not state and declarative:
+        loaded = load_config(Path(declarative).read_bytes())
+        runtime = compile_runtime(loaded.config, loaded.hash)
+    gateway = Gateway(runtime, trusted_ips=trusted, on_startup=startup, on_shutdown=shutdown)
     if state:
         follower = StateFollower(gateway, Path(state))
     return gateway
