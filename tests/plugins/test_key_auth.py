@@ -90,7 +90,7 @@ def assert_401(response: httpx.Response, message: str, www: str = "Key") -> None
     assert response.headers["www-authenticate"] == www
 
 
-# -- ttl (first: it counts from the gateway start) ------------------------------------
+# -- ttl (first: it counts from the gateway start) ---------------------------------------------
 def test_ttl(gateway: Gateway) -> None:
     upstream(httpx.get(gateway.url("/plain?apikey=forever")))
     assert_401(httpx.get(gateway.url("/plain?apikey=expired")), "Unauthorized")
@@ -305,7 +305,7 @@ def test_anonymous_that_does_not_exist_is_500(gateway: Gateway) -> None:
     assert "request_id" in r.json()
 
 
-# -- config --------------------------------------------------------------------------------------
+# -- config ------------------------------------------------------------------------------------
 def test_config_defaults_and_validation() -> None:
     base = '_format_version: "3.0"\nplugins:\n'
     plugin = load_config(base + "- name: key-auth\n").config.plugins[0]

@@ -214,9 +214,7 @@ def _parse_multipart(body: _Body, boundary: bytes) -> bool:
         nxt = raw.find(b"\r\n" + delimiter, line_end)
         if nxt < 0:
             return False
-        head, sep, content = raw[line_end + 2 : nxt].partition(b"\r\n\r\n")
-        if not sep:
-            head, content = head, b""
+        head, _, content = raw[line_end + 2 : nxt].partition(b"\r\n\r\n")
         name = _part_name(head)
         if name is not None:
             body.values.setdefault(name, []).append(content.decode("latin-1"))
