@@ -1,0 +1,460 @@
+"""Kong's ``rate-limiting`` plugin (``kong/plugins/rate-limiting/{schema,handler}.lua``).
+
+Contract (Kong's): limits per ``second`` .. ``year`` in calendar-aligned UTC windows, counted per
+identifier (``limit_by``) in the plugin's scope (its route and service ids, or the zero UUID);
+``X-RateLimit-Limit-<Period>``/``X-RateLimit-Remaining-<Period>`` per period and
+``RateLimit-Limit``/``-Remaining``/``-Reset`` for the most restrictive one (lowest remaining;
+on a tie the longer window), ``Retry-After`` on a block, then ``kong.response.error(error_code,
+error_message)``. ``policy: local`` counts per node, ``redis`` across the cluster.
+
+Where fastkong differs, on purpose (``docs/rate-limiting.md``):
+
+* the check and the count are one atomic step, for every period at once, and a rejected request
+  counts nothing: ``local`` admits exactly the limit per node under any concurrency (Kong checks,
+  then counts from a timer, so bursts overshoot), and ``redis`` is one round trip per request
+  (Kong: one per period, and it counts rejected requests);
+* ``algorithm`` (an extra field) picks ``fixed-window`` (Kong's, the default),
+  ``sliding-window`` (weighted two-window counter) or ``token-bucket`` (capacity = the limit,
+  refilled over the period);
+* when Redis fails, the client backs off and, with ``fault_tolerant``, requests are limited by
+  the node's local counters (the configured limit per node, never unlimited) until Redis answers
+  again; Kong lets every request through and waits ``redis.timeout`` on each one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
+
+import msgspec
+from msgspec import Meta
+
+from fastkong._core.windows import PERIOD_SECONDS, window_length, window_start
+from fastkong.config import errors as E
+from fastkong.config.schema import HeaderName, Path
+from fastkong.plugins.base import Exit, Plugin, kong_error
+from fastkong.plugins.bundled._redis_schema import RedisConfig, redis_checks, redis_options
+from fastkong.plugins.registry import register_plugin
+from fastkong.store import local as local_store
+from fastkong.store import redis as redis_store
+
+if TYPE_CHECKING:
+    from fastkong._core._ratelimit_py import CounterTable
+    from fastkong.plugins.context import RequestContext
+    from fastkong.runtime import Runtime
+
+log = logging.getLogger("fastkong.plugins.rate-limiting")
+
+PERIODS: Final = ("second", "minute", "hour", "day", "month", "year")
+ZERO_UUID: Final = "00000000-0000-0000-0000-000000000000"
+ERR_UNEXPECTED: Final = "An unexpected error occurred"
+SYNC_RATE_REALTIME: Final = -1
+#: The smallest token-bucket refill the counters can represent (0.5 micro-tokens per ms).
+MIN_BUCKET_RATE: Final = 0.0005
+
+Limit = Annotated[float, Meta(gt=0)]
+LooseString = Annotated[str, Meta(min_length=0)]
+_ALIASES: Final = (
+    "host",
+    "port",
+    "password",
+    "username",
+    "ssl",
+    "ssl_verify",
+    "server_name",
+    "timeout",
+    "database",
+)
+_REDIS_DEFAULTS: Final = RedisConfig()
+
+
+class RateLimitingConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Kong's schema (DB-less: ``policy`` is ``local`` or ``redis``) plus ``algorithm``."""
+
+    second: Limit | None = None
+    minute: Limit | None = None
+    hour: Limit | None = None
+    day: Limit | None = None
+    month: Limit | None = None
+    year: Limit | None = None
+    limit_by: Literal["consumer", "credential", "ip", "service", "header", "path"] = "consumer"
+    header_name: HeaderName | None = None
+    path: Path | None = None
+    policy: Literal["local", "redis"] = "local"
+    fault_tolerant: bool = True
+    redis: RedisConfig = msgspec.field(default_factory=RedisConfig)
+    hide_client_headers: bool = False
+    error_code: Annotated[float, Meta(gt=0)] = 429
+    error_message: str = "API rate limit exceeded"
+    sync_rate: float = SYNC_RATE_REALTIME
+    algorithm: Literal["fixed-window", "sliding-window", "token-bucket"] = "fixed-window"
+    # Deprecated flat aliases of redis.* (Kong's shorthand fields, removal in Kong 4.0).
+    redis_host: str | None = None
+    redis_port: Annotated[int, Meta(ge=0, le=65535)] | None = None
+    redis_password: LooseString | None = None
+    redis_username: str | None = None
+    redis_ssl: bool | None = None
+    redis_ssl_verify: bool | None = None
+    redis_server_name: str | None = None
+    redis_timeout: Annotated[int, Meta(ge=0, le=2**31 - 2)] | None = None
+    redis_database: int | None = None
+
+
+def _lua_number(x: float) -> str:
+    """A number as Kong prints it in a header (LuaJIT's ``%.14g``)."""
+    if x == int(x):
+        return str(int(x))
+    return f"{x:.14g}"
+
+
+def folded_redis(config: RateLimitingConfig) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The deprecated ``redis_*`` values to apply over ``config.redis``, and any conflicts.
+
+    As in Kong, an alias fills its ``redis.*`` field; an explicit, different ``redis.*`` value
+    (one that is not the default) is an error.
+    """
+    overrides: dict[str, Any] = {}
+    errors: list[tuple[str, str]] = []
+    for name in _ALIASES:
+        value = getattr(config, f"redis_{name}")
+        if value is None:
+            continue
+        current = getattr(config.redis, name)
+        if current is not None and current != getattr(_REDIS_DEFAULTS, name) and current != value:
+            message = (
+                "both deprecated and new field are used but their values mismatch: "
+                f"redis_{name} = {_lua_value(value)} vs redis.{name} = {_lua_value(current)}"
+            )
+            errors.append((f"redis_{name}", message))
+        else:
+            overrides[name] = value
+    return overrides, errors
+
+
+def _lua_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+@register_plugin
+class RateLimiting(Plugin):
+    """The handler: one instance per plugin entity and config snapshot."""
+
+    name = "rate-limiting"
+    priority = 910
+    Config = RateLimitingConfig
+
+    def __init__(self, config: RateLimitingConfig, runtime: Runtime, entity: Any) -> None:
+        super().__init__(config, runtime, entity)
+        route = getattr(entity, "route", None) or ZERO_UUID
+        service = getattr(entity, "service", None) or ZERO_UUID
+        #: ``<route_id>:<service_id>``: the plugin's scope, as in Kong's counter keys.
+        self.scope = f"{route}:{service}"
+        self.periods = tuple(p for p in PERIODS if getattr(config, p) is not None)
+        self.limits = tuple(float(getattr(config, p)) for p in self.periods)
+        self.ints = [math.ceil(limit) for limit in self.limits]
+        self.lengths = tuple(PERIOD_SECONDS[p] for p in self.periods)
+        self.limit_headers = tuple(
+            (f"x-ratelimit-limit-{p}".encode(), _lua_number(lim).encode())
+            for p, lim in zip(self.periods, self.limits, strict=True)
+        )
+        self.remaining_names = tuple(f"x-ratelimit-remaining-{p}".encode() for p in self.periods)
+        self.status = int(config.error_code)
+        self.algorithm = config.algorithm
+        self.batched = config.policy == "redis" and config.sync_rate != SYNC_RATE_REALTIME
+        overrides, _ = folded_redis(config)
+        self.redis_options = (
+            redis_options(config.redis, **overrides) if config.policy == "redis" else None
+        )
+        self._cached_second = -1
+        self._cached: tuple[list[int], list[int]] = ([], [])
+        self._client: redis_store.RedisClient | None = None
+
+    def __repr__(self) -> str:
+        limits = ", ".join(
+            f"{p}={_lua_number(x)}" for p, x in zip(self.periods, self.limits, strict=True)
+        )
+        return (
+            f"<RateLimiting {limits} by={self.config.limit_by} policy={self.config.policy} "
+            f"algorithm={self.algorithm} scope={self.scope}>"
+        )
+
+    # -- config -----------------------------------------------------------------------------------
+    @classmethod
+    def check(cls, config: Any) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        given = [(p, getattr(config, p)) for p in PERIODS if getattr(config, p) is not None]
+        if not given:
+            fields = ", ".join(f"'config.{p}'" for p in PERIODS)
+            out.append(("", E.AT_LEAST_ONE_OF.format(fields)))
+        # Kong's custom validator: its first failure, reported at ``config`` itself (".").
+        message = _periods_order(given)
+        if message is None and config.policy != "redis" and config.sync_rate != -1:
+            message = "sync_rate can only be used with the redis policy"
+        if message is None and config.policy == "redis":
+            if config.sync_rate != -1 and config.sync_rate < 0.02:
+                message = "sync_rate must be greater than 0.02, or -1 to disable"
+        if message is not None:
+            out.append((".", message))
+        if config.limit_by == "header" and config.header_name is None:
+            out += [("header_name", E.REQUIRED), ("", E.CONDITIONAL.format("config.limit_by"))]
+        if config.limit_by == "path" and config.path is None:
+            out += [("path", E.REQUIRED), ("", E.CONDITIONAL.format("config.limit_by"))]
+        overrides, conflicts = folded_redis(config)
+        out += conflicts
+        if config.policy == "redis":
+            redis = msgspec.structs.replace(config.redis, **overrides)
+            out += redis_checks(redis, "redis", "config.redis", "config.policy")
+            if config.sync_rate != -1 and config.algorithm != "fixed-window":
+                out.append(
+                    ("sync_rate", "sync_rate > 0 works with the fixed-window algorithm only")
+                )
+        if config.algorithm == "token-bucket":
+            for p, limit in given:
+                if limit / PERIOD_SECONDS[p] < MIN_BUCKET_RATE:
+                    out.append(
+                        (
+                            p,
+                            f"too low for token-bucket: {_lua_number(limit)} per {p} refills "
+                            f"less than {MIN_BUCKET_RATE} tokens per second",
+                        )
+                    )
+        return out
+
+    # -- the request ------------------------------------------------------------------------------
+    def identifier(self, ctx: RequestContext) -> str:
+        """Kong's ``get_identifier``: whom this request counts for."""
+        by = self.config.limit_by
+        found: Any = None
+        if by == "consumer":
+            entity = ctx.consumer or ctx.credential
+            found = entity.id if entity is not None else None
+        elif by == "ip":
+            return ctx.forwarded_ip
+        elif by == "credential":
+            found = ctx.credential.id if ctx.credential is not None else None
+        elif by == "service":
+            found = ctx.service.id if ctx.service is not None else None
+        elif by == "header":
+            found = ctx.header(self.config.header_name or "")
+        elif by == "path" and ctx.path == self.config.path:
+            found = ctx.path
+        return found or ctx.forwarded_ip
+
+    async def access(self, ctx: RequestContext) -> Exit | None:
+        ident = self.identifier(ctx)
+        now = time.time()
+        show = not self.config.hide_client_headers
+        if self.redis_options is None:
+            ok, remaining, resets = self.hit_local(local_store.node_table(), ident, now)
+        else:
+            try:
+                ok, remaining, resets = await self.hit_redis(ident)
+            except redis_store.RedisError as exc:
+                if not self.config.fault_tolerant:
+                    if not isinstance(exc, redis_store.RedisUnavailable):
+                        log.error("rate-limiting: Redis failed: %s", exc)
+                    return kong_error(500, ERR_UNEXPECTED)
+                # The node's own counters stand in: the limit per node, not unlimited.
+                ok, remaining, resets = self.hit_local(local_store.node_table(), ident, now)
+                show = show and not ok  # Kong sends no headers when the store fails
+        if show:
+            self.add_headers(ctx, ok, remaining, resets)
+        if ok:
+            return None
+        return kong_error(self.status, self.config.error_message)
+
+    def add_headers(
+        self, ctx: RequestContext, ok: bool, remaining: list[float], resets: list[int]
+    ) -> None:
+        out = ctx.response_headers
+        best = -1
+        best_remaining = 0.0
+        for i, limit_header in enumerate(self.limit_headers):
+            left = remaining[i] if remaining[i] > 0 else 0
+            out.append(limit_header)
+            out.append((self.remaining_names[i], _lua_number(left).encode()))
+            if (
+                best < 0
+                or left < best_remaining
+                or (left == best_remaining and self.lengths[i] > self.lengths[best])
+            ):
+                best = i
+                best_remaining = left
+        reset = str(resets[best]).encode()
+        out.append((b"ratelimit-limit", self.limit_headers[best][1]))
+        out.append((b"ratelimit-remaining", _lua_number(best_remaining).encode()))
+        out.append((b"ratelimit-reset", reset))
+        if not ok:
+            out.append((b"retry-after", reset))
+
+    def windows(self, second: int) -> tuple[list[int], list[int]]:
+        """The fixed windows' starts and lengths (s) at ``second``, computed once a second."""
+        if second != self._cached_second:
+            starts = [window_start(p, second) for p in self.periods]
+            lengths = [window_length(p, s) for p, s in zip(self.periods, starts, strict=True)]
+            self._cached = (starts, lengths)
+            self._cached_second = second
+        return self._cached
+
+    def fixed_result(
+        self, usages: list[int], starts: list[int], second: int
+    ) -> tuple[list[float], list[int]]:
+        # Kong's RateLimit-Reset: the nominal period (30-day month, 365-day year) minus elapsed.
+        remaining = [lim - u for lim, u in zip(self.limits, usages, strict=True)]
+        resets = [
+            max(1, length - (second - start))
+            for length, start in zip(self.lengths, starts, strict=True)
+        ]
+        return remaining, resets
+
+    # -- local counters ---------------------------------------------------------------------------
+    def hit_local(
+        self, table: CounterTable, ident: str, now: float
+    ) -> tuple[bool, list[float], list[int]]:
+        """Check and count on the node's table (``policy: local``, and Redis's fallback)."""
+        prefix = f"ratelimit:{self.scope}:{ident}:"
+        if self.algorithm == "fixed-window":
+            second = int(now)
+            starts, lengths = self.windows(second)
+            keys = [f"{prefix}{s * 1000}:{p}" for p, s in zip(self.periods, starts, strict=True)]
+            ok, usages = table.hit_windows(keys, starts, self.ints, lengths, 1, second)
+            return (ok, *self.fixed_result(usages, starts, second))
+        now_ms = int(now * 1000)
+        n = len(self.periods)
+        # Several periods: peek first (cost 0), so a rejected request usually counts nowhere;
+        # only a race lost between the peek and the count can leave a shorter period counted.
+        cost = 0 if n > 1 else 1
+        while True:
+            ok = True
+            remaining: list[float] = []
+            resets: list[int] = []
+            for i, p in enumerate(self.periods):
+                key = f"{prefix}{self.algorithm}:{p}"
+                this_cost = cost if ok else 0
+                if self.algorithm == "sliding-window":
+                    admitted, left, reset_ms = table.sliding_window(
+                        key, now_ms, self.lengths[i] * 1000, self.ints[i], this_cost
+                    )
+                    reset = max(1, -(-reset_ms // 1000))
+                else:
+                    rate = self.limits[i] / self.lengths[i]
+                    admitted, left, retry_ms = table.token_bucket(
+                        key, now_ms, rate, self.ints[i], this_cost
+                    )
+                    reset = _bucket_reset(admitted, left, retry_ms, self.ints[i], rate)
+                    if this_cost == 0 and left < 1:
+                        reset = max(1, math.ceil(1 / rate))  # a peek: until one token is back
+                if this_cost == 0 and left < 1:
+                    admitted = False
+                ok = ok and admitted
+                remaining.append(float(left))
+                resets.append(reset)
+            if ok and cost == 0:
+                cost = 1
+                continue
+            return ok, remaining, resets
+
+    # -- Redis ------------------------------------------------------------------------------------
+    def client(self) -> redis_store.RedisClient:
+        client = self._client
+        if client is None or client.loop is not asyncio.get_running_loop():
+            assert self.redis_options is not None
+            client = self._client = redis_store.client_for(self.redis_options)
+        return client
+
+    async def hit_redis(self, ident: str) -> tuple[bool, list[float], list[int]]:
+        """Check and count in Redis: one script call, or the worker's batch (``sync_rate``)."""
+        client = self.client()
+        if not client.available:
+            raise redis_store.RedisUnavailable(str(client.last_error))
+        tag = f"{self.scope}:{ident}"
+        periods = self.periods
+        if self.batched:
+            now_ms = client.now_ms()
+            second = now_ms // 1000
+            starts, lengths = self.windows(second)
+            keys = redis_store.counter_keys(tag, periods, [s * 1000 for s in starts])
+            expires = [(s + n) * 1000 + 1000 for s, n in zip(starts, lengths, strict=True)]
+            batcher = redis_store.batcher_for(client, self.config.sync_rate)
+            ok, usages = batcher.hit(keys, expires, self.ints, 1)
+            remaining, resets = self.fixed_result(usages, starts, second)
+            return ok, remaining, resets
+        if self.algorithm == "fixed-window":
+            computed: dict[str, Any] = {}
+
+            def compute_fixed(now_ms: int) -> tuple[list[str], list[int]]:
+                second = now_ms // 1000
+                starts, lengths = self.windows(second)
+                computed["starts"] = starts
+                argv: list[int] = []
+                for s, n, lim in zip(starts, lengths, self.ints, strict=True):
+                    argv += (s, n, lim)
+                keys = redis_store.counter_keys(tag, periods, [s * 1000 for s in starts])
+                return keys, argv
+
+            reply = await redis_store.run_windowed(
+                client, redis_store.FIXED_WINDOW, compute_fixed, 1
+            )
+            remaining, resets = self.fixed_result(reply[2:], computed["starts"], reply[1] // 1000)
+            return reply[0] == 1, remaining, resets
+        if self.algorithm == "sliding-window":
+
+            def compute_sliding(now_ms: int) -> tuple[list[str], list[int]]:
+                keys: list[str] = []
+                argv: list[int] = []
+                for p, n, lim in zip(periods, self.lengths, self.ints, strict=True):
+                    w = n * 1000
+                    start = now_ms - now_ms % w
+                    keys += (
+                        f"ratelimit:{{{tag}}}:{start}:{p}",
+                        f"ratelimit:{{{tag}}}:{start - w}:{p}",
+                    )
+                    argv += (start, w, lim)
+                return keys, argv
+
+            reply = await redis_store.run_windowed(
+                client, redis_store.SLIDING_WINDOW, compute_sliding, 1
+            )
+            remaining = [float(x) for x in reply[2::2]]
+            resets = [max(1, -(-ms // 1000)) for ms in reply[3::2]]
+            return reply[0] == 1, remaining, resets
+        keys = [f"ratelimit:{{{tag}}}:token-bucket:{p}" for p in periods]
+        argv: list[int] = []
+        for lim, n in zip(self.ints, self.lengths, strict=True):
+            argv += (lim, math.floor(lim / n * 1000 + 0.5))
+        reply = await client.evalsha(redis_store.TOKEN_BUCKET, keys, (1, *argv))
+        ok = reply[0] == 1
+        remaining = [float(x) for x in reply[2::2]]
+        resets = [
+            _bucket_reset(ok, int(left), int(retry), lim, lim / n)
+            for left, retry, lim, n in zip(
+                reply[2::2], reply[3::2], self.ints, self.lengths, strict=True
+            )
+        ]
+        return ok, remaining, resets
+
+
+def _periods_order(given: list[tuple[str, float]]) -> str | None:
+    """Kong's ``validate_periods_order``: a longer period may not have a lower limit."""
+    for i, (lower, v1) in enumerate(given):
+        for upper, v2 in given[i + 1 :]:
+            if v2 < v1:
+                return (
+                    f"The limit for {upper}({v2:.1f}) cannot be lower than the limit for "
+                    f"{lower}({v1:.1f})"
+                )
+    return None
+
+
+def _bucket_reset(admitted: bool, left: int, retry_ms: int, capacity: int, rate: float) -> int:
+    """Token bucket: seconds until full again, or (rejected) until the request could pass."""
+    if not admitted:
+        if retry_ms < 0:
+            return max(1, math.ceil(capacity / rate))
+        return max(1, -(-retry_ms // 1000))
+    return max(1, math.ceil((capacity - left) / rate))

@@ -1,0 +1,342 @@
+"""The Redis store against a real ``redis-server``: wire, scripts, pipelining, faults, batches.
+
+Needs ``redis-server`` on PATH and fails (never skips) without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from fastkong._core.windows import window_length, window_start
+from fastkong.store import redis as R
+from tests.redis_server import FaultProxy, RedisServer
+
+pytestmark = pytest.mark.redis
+
+TAG = "r0:s0:alice"
+PERIODS = ("second", "minute")
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    s = RedisServer().start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def proxy(server: RedisServer) -> Iterator[FaultProxy]:
+    p = FaultProxy(server.port).start()
+    yield p
+    p.stop()
+
+
+@pytest.fixture
+async def client(server: RedisServer) -> AsyncIterator[R.RedisClient]:
+    server.flush()
+    options = R.RedisOptions(host="127.0.0.1", port=server.port)
+    c = R.RedisClient(options, asyncio.get_running_loop())
+    yield c
+    await c.aclose()
+
+
+def fixed(limits: tuple[int, ...], tag: str = TAG, periods: tuple[str, ...] = PERIODS) -> Any:
+    def compute(now_ms: int) -> tuple[list[str], list[int]]:
+        starts = [window_start(p, now_ms / 1000) for p in periods]
+        argv: list[int] = []
+        for p, s, lim in zip(periods, starts, limits, strict=True):
+            argv += (s, window_length(p, s), lim)
+        return R.counter_keys(tag, periods, [s * 1000 for s in starts]), argv
+
+    return compute
+
+
+# -- the wire ---------------------------------------------------------------------------------
+REPLIES = [
+    b"+OK\r\n",
+    b"-ERR wrong\r\n",
+    b":-42\r\n",
+    b"$5\r\nhello\r\n",
+    b"$-1\r\n",
+    b"$0\r\n\r\n",
+    b"*-1\r\n",
+    b"*3\r\n:1\r\n*2\r\n$1\r\na\r\n+b\r\n$-1\r\n",
+]
+
+
+def _drain(reader: Any, chunks: list[bytes]) -> list[Any]:
+    out = []
+    for chunk in chunks:
+        reader.feed(chunk)
+        while (reply := reader.gets()) is not False:
+            out.append(reply)
+    return out
+
+
+def _normal(replies: list[Any]) -> list[Any]:
+    return [(type(r).__name__, str(r)) if isinstance(r, Exception) else r for r in replies]
+
+
+def test_pure_python_reader_matches_hiredis_byte_by_byte() -> None:
+    import hiredis  # noqa: PLC0415
+
+    data = b"".join(REPLIES)
+    whole = _drain(hiredis.Reader(replyError=R.ReplyError), [data])
+    assert _normal(_drain(R.PyReader(R.ReplyError), [data])) == _normal(whole)
+    bytewise = [data[i : i + 1] for i in range(len(data))]
+    assert _normal(_drain(R.PyReader(R.ReplyError), bytewise)) == _normal(whole)
+    assert whole[3] == b"hello" and whole[4] is None and whole[7] == [1, [b"a", b"b"], None]
+
+
+def test_pure_python_reader_rejects_garbage() -> None:
+    reader = R.PyReader(R.ReplyError)
+    reader.feed(b"?what\r\n")
+    with pytest.raises(R.ProtocolError):
+        reader.gets()
+
+
+def test_pack_matches_hiredis() -> None:
+    import hiredis  # noqa: PLC0415
+
+    args = ("EVALSHA", "abc", 2, b"k\xff", "ключ", 2.5, -7)
+    assert R.py_pack(args) == bytes(hiredis.pack_command(args))
+
+
+def test_hash_slot_is_redis_cluster_crc16() -> None:
+    assert R.hash_slot(b"123456789") == 12739  # the CRC16/XMODEM check value, mod 16384
+    assert R.hash_slot(b"{user1000}.following") == R.hash_slot(b"user1000")
+    assert R.hash_slot(b"foo{}{bar}") == R.hash_slot(b"foo{}{bar}")  # empty tag: whole key
+    keys = R.counter_keys("r:s:id}x", PERIODS, [1000, 60000])
+    assert len({R.hash_slot(k.encode()) for k in keys}) == 1
+
+
+def test_keys_are_kongs_with_a_hash_tag() -> None:
+    assert R.counter_keys("ROUTE:SERVICE:1.2.3.4", ("minute",), [1_700_000_040_000]) == [
+        "ratelimit:{ROUTE:SERVICE:1.2.3.4}:1700000040000:minute"
+    ]
+
+
+# -- commands and scripts ---------------------------------------------------------------------
+async def test_evalsha_falls_back_to_eval_after_noscript(
+    client: R.RedisClient, server: RedisServer
+) -> None:
+    server.cli("SCRIPT", "FLUSH")
+    reply = await R.run_windowed(client, R.FIXED_WINDOW, fixed((5, 10)), 1)
+    assert reply[0] == 1 and reply[2:] == [1, 1]
+    assert server.cli("SCRIPT", "EXISTS", R.FIXED_WINDOW.sha) == "1"
+
+
+async def test_fixed_window_checks_and_counts_every_period_or_none(
+    client: R.RedisClient, server: RedisServer
+) -> None:
+    # minute 3, hour 100: three admitted, then rejected without counting anywhere
+    compute = fixed((3, 100), periods=("minute", "hour"))
+    got = [await R.run_windowed(client, R.FIXED_WINDOW, compute, 1) for _ in range(5)]
+    assert [r[0] for r in got] == [1, 1, 1, 0, 0]
+    assert [r[2:] for r in got] == [[1, 1], [2, 2], [3, 3], [3, 3], [3, 3]]
+    keys, _ = compute(client.now_ms())
+    assert [int(server.cli("GET", k)) for k in keys] == [3, 3]
+    # the counter lives until its window's end (+1 s), not a full period from first use
+    start = window_start("minute", time.time())
+    pttl = int(server.cli("PTTL", keys[0]))
+    assert abs(pttl - ((start + 61) * 1000 - time.time() * 1000)) < 1500
+
+
+async def test_the_window_is_redis_time_not_the_gateways(
+    client: R.RedisClient, server: RedisServer
+) -> None:
+    client.offset_ms = 3_600_000  # we believe Redis is an hour ahead
+    reply = await R.run_windowed(client, R.FIXED_WINDOW, fixed((5, 10)), 1)
+    assert reply[0] == 1
+    assert abs(client.offset_ms) < 1000  # learned from the first (refused) reply
+    assert abs(reply[1] - time.time() * 1000) < 1000
+    assert len(server.cli("KEYS", "*").split()) == 2  # counted once, in Redis's windows
+
+
+async def test_concurrent_calls_share_one_pipelined_connection(
+    client: R.RedisClient, server: RedisServer
+) -> None:
+    compute = fixed((10**6, 10**6))
+    replies = await asyncio.gather(
+        *(R.run_windowed(client, R.FIXED_WINDOW, compute, 1) for _ in range(300))
+    )
+    assert all(r[0] == 1 for r in replies)
+    minute_counts = sorted(r[3] for r in replies)
+    assert minute_counts == list(range(minute_counts[0], minute_counts[0] + 300))
+    assert len(client.nodes) == 1
+    assert repr(client).startswith(f"<RedisClient 127.0.0.1:{server.port} db=0 up nodes=1")
+
+
+async def test_sliding_window_weights_the_previous_window(
+    client: R.RedisClient, server: RedisServer
+) -> None:
+    w = 60_000
+    now = client.now_ms()
+    start = now - now % w
+    if start + w - now < 3000:  # too close to the window's end for the arithmetic below
+        await asyncio.sleep((start + w - now) / 1000 + 0.05)
+        now = client.now_ms()
+        start = now - now % w
+    server.cli("SET", f"ratelimit:{{{TAG}}}:{start - w}:minute", "10")
+    elapsed = client.now_ms() - start
+
+    def compute(now_ms: int) -> tuple[list[str], list[int]]:
+        s = now_ms - now_ms % w
+        keys = [f"ratelimit:{{{TAG}}}:{s}:minute", f"ratelimit:{{{TAG}}}:{s - w}:minute"]
+        return keys, [s, w, 10]
+
+    reply = await R.run_windowed(client, R.SLIDING_WINDOW, compute, 1)
+    weighted = 10 * (w - elapsed) / w
+    assert reply[0] == (1 if weighted + 1 <= 10 else 0)
+    assert abs(reply[2] - (10 - weighted - reply[0])) <= 1.01
+    assert 0 < reply[3] <= w
+
+
+async def test_token_bucket_starts_full_and_refills(client: R.RedisClient) -> None:
+    keys = [f"ratelimit:{{{TAG}}}:token-bucket:second"]
+    argv = (3, 3000)  # capacity 3, refill 3000 micro-tokens per ms = 3 tokens per second
+    got = [await client.evalsha(R.TOKEN_BUCKET, keys, (1, *argv)) for _ in range(4)]
+    assert [r[0] for r in got] == [1, 1, 1, 0]
+    assert [r[2] for r in got] == [2, 1, 0, 0]
+    assert 0 < got[3][3] <= 334  # ms until one token is back
+    await asyncio.sleep(0.4)
+    assert (await client.evalsha(R.TOKEN_BUCKET, keys, (1, *argv)))[0] == 1
+
+
+# -- faults -----------------------------------------------------------------------------------
+async def _proxied(proxy: FaultProxy, timeout: float = 0.3) -> R.RedisClient:
+    options = R.RedisOptions(host="127.0.0.1", port=proxy.port, timeout=timeout)
+    return R.RedisClient(options, asyncio.get_running_loop())
+
+
+async def test_a_hung_redis_costs_one_timeout_then_backoff_answers_at_once(
+    proxy: FaultProxy,
+) -> None:
+    client = await _proxied(proxy)
+    try:
+        await client.execute("PING")
+        proxy.set("blackhole")
+        t = time.monotonic()
+        results = await asyncio.gather(
+            *(client.execute("PING") for _ in range(20)), return_exceptions=True
+        )
+        first = time.monotonic() - t
+        assert all(isinstance(r, R.RedisTimeout) for r in results)  # in flight: one timeout
+        assert 0.25 < first < 0.6
+        assert not client.available
+        t = time.monotonic()
+        for _ in range(50):
+            with pytest.raises(R.RedisUnavailable):
+                await client.execute("PING")
+        assert time.monotonic() - t < 0.05  # no I/O while in backoff
+        proxy.set("pass")
+        deadline = time.monotonic() + R.BACKOFF_MAX + 3 * 0.3 + 1
+        while not client.available and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert client.available
+        assert await client.execute("PING") == b"PONG"
+    finally:
+        await client.aclose()
+
+
+async def test_a_refused_connection_fails_fast_and_recovers(proxy: FaultProxy) -> None:
+    client = await _proxied(proxy, timeout=2.0)
+    try:
+        proxy.set("down")
+        t = time.monotonic()
+        with pytest.raises(R.RedisError):
+            await client.execute("PING")
+        assert time.monotonic() - t < 0.5
+        with pytest.raises(R.RedisUnavailable):
+            await client.execute("PING")
+        assert "down" in repr(client)
+        proxy.set("pass")
+        deadline = time.monotonic() + R.BACKOFF_MAX + 2
+        while not client.available and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert await client.execute("PING") == b"PONG"
+    finally:
+        await client.aclose()
+
+
+async def test_client_for_is_one_per_loop_and_options(server: RedisServer) -> None:
+    options = R.RedisOptions(host="127.0.0.1", port=server.port)
+    a = R.client_for(options)
+    assert R.client_for(R.RedisOptions(host="127.0.0.1", port=server.port)) is a
+    assert R.client_for(R.RedisOptions(host="127.0.0.1", port=server.port, database=1)) is not a
+    assert "password" not in repr(R.RedisOptions(password="secret"))
+    await a.aclose()
+
+
+async def test_database_and_auth_are_applied(server: RedisServer) -> None:
+    server.cli("CONFIG", "SET", "requirepass", "s3cret")
+    try:
+        loop = asyncio.get_running_loop()
+        bad = R.RedisClient(R.RedisOptions(host="127.0.0.1", port=server.port), loop)
+        with pytest.raises(R.ReplyError):
+            await bad.execute("SET", "x", "1")
+        await bad.aclose()
+        options = R.RedisOptions(host="127.0.0.1", port=server.port, password="s3cret", database=3)
+        good = R.RedisClient(options, loop)
+        await good.execute("SET", "in-db-3", "1")
+        assert await good.execute("EXISTS", "in-db-3") == 1
+        await good.aclose()
+    finally:
+        server.cli("-a", "s3cret", "--no-auth-warning", "CONFIG", "SET", "requirepass", "")
+    assert server.cli("-n", "3", "EXISTS", "in-db-3") == "1"
+    assert server.cli("EXISTS", "in-db-3") == "0"
+
+
+# -- batches ----------------------------------------------------------------------------------
+async def test_batches_never_wait_for_redis_and_converge(
+    client: R.RedisClient, server: RedisServer
+) -> None:
+    loop = asyncio.get_running_loop()
+    other = R.RedisClient(client.options, loop)  # a second worker
+    a, b = R.Batcher(client, 10.0), R.Batcher(other, 10.0)  # flushed by hand below
+    key = ["ratelimit:{r:s:bob}:0:hour"]
+    expires = [int(time.time() * 1000) + 3_600_000]
+    calls = client.calls
+    # before any flush each worker sees only itself: both admit the whole limit (the bound)
+    assert sum(a.hit(key, expires, [10], 1)[0] for _ in range(15)) == 10
+    assert sum(b.hit(key, expires, [10], 1)[0] for _ in range(15)) == 10
+    assert client.calls == calls  # zero round trips on the request path
+    assert await a.flush() == 1 and await b.flush() == 1
+    assert server.cli("GET", key[0]) == "20"
+    assert a.hit(key, expires, [10], 1) == (False, [10])  # a has not heard of b yet
+    await a.flush()  # a re-reads the counters it touched: now it knows the cluster total
+    assert a.hit(key, expires, [10], 1) == (False, [20])
+    assert b.hit(key, expires, [10], 1) == (False, [20])
+    assert int(server.cli("PTTL", key[0])) > 3_500_000
+    a.close()
+    b.close()
+    await other.aclose()
+
+
+async def test_a_failed_flush_keeps_the_counts_for_the_next(proxy: FaultProxy) -> None:
+    client = await _proxied(proxy)
+    batcher = R.Batcher(client, 10.0)
+    key = ["ratelimit:{r:s:carol}:0:hour"]
+    expires = [int(time.time() * 1000) + 3_600_000]
+    try:
+        for _ in range(4):
+            batcher.hit(key, expires, [100], 1)
+        proxy.set("down")
+        with pytest.raises(R.RedisError):
+            await batcher.flush()
+        assert batcher.counters[key[0]].delta == 4
+        proxy.set("pass")
+        deadline = time.monotonic() + R.BACKOFF_MAX + 2
+        while not client.available and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert await batcher.flush() == 1
+        assert batcher.counters[key[0]].base == 4
+        assert await client.execute("GET", key[0]) == b"4"
+    finally:
+        batcher.close()
+        await client.aclose()
