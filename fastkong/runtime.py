@@ -139,6 +139,7 @@ class Runtime:
         "config",
         "plugins",
         "consumers",
+        "router_key",
         "_indexes",
     )
 
@@ -162,6 +163,8 @@ class Runtime:
             {c.id: c for c in config.consumers} if config is not None else {}
         )
         self._indexes: dict[str, Any] = {}
+        #: Identifies the inputs of the router (services and routes); equal keys, equal routers.
+        self.router_key: str | None = None
 
     def __repr__(self) -> str:
         return (
@@ -183,8 +186,20 @@ def empty_runtime() -> Runtime:
     return Runtime(None, EMPTY_HASH, router_mod.Router([]), [], {})
 
 
-def compile_runtime(config: Config, hash: str, version: int = 0) -> Runtime:
-    """Build the runtime snapshot of ``config`` (pure; runs off the request path)."""
+def compile_runtime(
+    config: Config,
+    hash: str,
+    version: int = 0,
+    *,
+    previous: Runtime | None = None,
+    router_key: str | None = None,
+) -> Runtime:
+    """Build the runtime snapshot of ``config`` (pure; runs off the request path).
+
+    When ``router_key`` (a digest of the services and routes) equals ``previous.router_key`` the
+    previous router is reused: a reload that only changes targets, plugins or consumers (the
+    common case under Kubernetes, where pods come and go) does not rebuild the router.
+    """
     upstreams = {u.name: u for u in config.upstreams}
     targets_by_upstream: dict[str, list[Any]] = {}
     for t in config.targets:
@@ -205,7 +220,12 @@ def compile_runtime(config: Config, hash: str, version: int = 0) -> Runtime:
             continue  # Kong leaves routes of a disabled service out of the router
         specs.append(route_spec(len(routes), r))
         routes.append(RoutePlan(r, service))
-    runtime = Runtime(config, hash, router_mod.Router(specs), routes, services, version)
+    if router_key is not None and previous is not None and previous.router_key == router_key:
+        router = previous.router
+    else:
+        router = router_mod.Router(specs)
+    runtime = Runtime(config, hash, router, routes, services, version)
+    runtime.router_key = router_key
     runtime.plugins = build_plugins(config.plugins, runtime)
     if len(runtime.plugins):
         for plan in routes:

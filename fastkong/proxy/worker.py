@@ -21,7 +21,7 @@ from fastkong.config import load_config
 from fastkong.control.state import file_identity, read_state, write_report
 from fastkong.proxy.app import Gateway
 from fastkong.proxy.trust import TrustedIps
-from fastkong.runtime import compile_runtime
+from fastkong.runtime import Runtime, compile_runtime
 
 log = logging.getLogger("fastkong.worker")
 
@@ -41,29 +41,59 @@ class StateFollower:
     def __repr__(self) -> str:
         return f"<StateFollower {self.path} v{self.version} {self.gateway.runtime!r}>"
 
-    def refresh(self) -> bool:
-        """Load the state file if it changed; True when a new runtime was swapped in."""
+    def build(self) -> Runtime:
+        """Decode the state file and compile it (thread-safe: touches no shared state)."""
+        config_hash, config, digests = read_state(self.path)
+        router_key = digests["services"] + digests["routes"]
+        return compile_runtime(
+            config,
+            config_hash,
+            self.version + 1,
+            previous=self.gateway.runtime,
+            router_key=router_key,
+        )
+
+    def changed(self) -> bool:
         identity = file_identity(self.path)
         if identity is None or identity == self.identity:
             return False
         self.identity = identity
+        return True
+
+    def refresh(self) -> bool:
+        """Load the state file now if it changed (blocking; used at startup)."""
+        if not self.changed():
+            return False
         try:
-            config_hash, config = read_state(self.path)
-            runtime = compile_runtime(config, config_hash, self.version + 1)
+            runtime = self.build()
         except Exception:
             log.exception(
                 "worker %d: cannot load %s; keeping the current config", os.getpid(), self.path
             )
             return False
-        self.version += 1
-        self.gateway.swap(runtime)
-        write_report(self.path.parent, os.getpid(), config_hash)
+        self.install(runtime)
         return True
 
+    def install(self, runtime: Runtime) -> None:
+        self.version = runtime.version
+        self.gateway.swap(runtime)
+        write_report(self.path.parent, os.getpid(), runtime.hash)
+
     async def follow(self) -> None:
+        """Poll the state file; build a changed config in a thread so requests keep flowing
+        while it decodes and compiles, then swap it in on the event loop."""
         while True:
             await asyncio.sleep(POLL_INTERVAL)
-            self.refresh()
+            if not self.changed():
+                continue
+            try:
+                runtime = await asyncio.to_thread(self.build)
+            except Exception:
+                log.exception(
+                    "worker %d: cannot load %s; keeping the current config", os.getpid(), self.path
+                )
+                continue
+            self.install(runtime)
 
 
 def create_app() -> Gateway:
