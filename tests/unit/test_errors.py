@@ -33,7 +33,8 @@ def test_json_template_is_kongs() -> None:
     ctype, body = errors.for_response_error(None, errors.NO_ROUTE, RID)
     assert ctype == "application/json; charset=utf-8"
     assert body == (
-        b'{\n  "message":"no Route matched with those values",\n  "request_id":"' + RID.encode()
+        b'{\n  "message":"no Route matched with those values",\n  "request_id":"'
+        + RID.encode()
         + b'"\n}'
     )
 
@@ -42,7 +43,8 @@ def test_nginx_error_without_accept_or_content_type_is_plain_text() -> None:
     ctype, body = errors.for_nginx_error(502, None, None, RID)
     assert ctype == errors.PLAIN
     assert body == (
-        b"An invalid response was received from the upstream server\nrequest_id: " + RID.encode()
+        b"An invalid response was received from the upstream server\nrequest_id: "
+        + RID.encode()
         + b"\n"
     )
 
@@ -65,5 +67,6 @@ def test_unknown_status_message() -> None:
 
 
 def test_html_and_xml_templates() -> None:
-    assert b"<p>Bad request.</p>\n    <p>request_id: " in errors.render(errors.HTML, "Bad request", RID)
+    html = errors.render(errors.HTML, "Bad request", RID)
+    assert b"<p>Bad request.</p>\n    <p>request_id: " in html
     assert b"<message>x</message>\n  <requestid>" in errors.render(errors.XML, "x", RID)
