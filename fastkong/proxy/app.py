@@ -13,6 +13,7 @@ the first request under servers without lifespan.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -45,6 +46,8 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+
+log = logging.getLogger("fastkong.proxy")
 
 SERVER = f"fastkong/{__version__}".encode()
 VIA = b"1.1 " + SERVER
@@ -283,6 +286,12 @@ class Gateway:
                 stop = await run_access(ctx, plan.plugins, runtime.plugins)
             except BodyTooLarge:
                 stop = kong_error(413, "Request size limit exceeded")
+            except ConnectionError:
+                return  # the client went away while a plugin read its body
+            except Exception:
+                # Kong answers a failing plugin with its generic 500, never a dropped connection.
+                log.exception("plugin failed in the access phase of %r", plan)
+                stop = kong_error(500, "An unexpected error occurred")
             if stop is not None:
                 await self.plugin_exit(scope, send, ctx, stop)
                 return
