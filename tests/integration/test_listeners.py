@@ -1,0 +1,119 @@
+"""Inbound TLS and HTTP/2 through Granian's options, and the app under another ASGI server."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.helpers import ROOT, Echo, Gateway, free_port, stop, wait_port
+
+pytestmark = pytest.mark.integration
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def config(echo: Echo) -> str:
+    return f"""
+_format_version: "3.0"
+services:
+- name: echo
+  url: http://127.0.0.1:{echo.port}
+  routes:
+  - name: secure
+    paths: ["/secure"]
+    protocols: ["https"]
+"""
+
+
+@pytest.fixture(scope="module")
+def tls_gateway(tmp_path_factory: pytest.TempPathFactory, echo: Echo) -> Iterator[Gateway]:
+    workdir = tmp_path_factory.mktemp("tls")
+    cert, key = self_signed(workdir)
+    gw = Gateway(workdir, config(echo), 1, "--ssl-cert", str(cert), "--ssl-key", str(key))
+    gw.start()
+    yield gw
+    gw.stop()
+
+
+def test_https_route_over_tls(tls_gateway: Gateway) -> None:
+    url = f"https://127.0.0.1:{tls_gateway.port}/secure/x"
+    r = httpx.get(url, verify=False)
+    assert r.status_code == 200
+    headers = dict(r.json()["headers"])
+    assert headers["x-forwarded-proto"] == "https"
+    assert r.json()["path"] == "/x"
+
+
+def test_http2_over_tls(tls_gateway: Gateway) -> None:
+    with httpx.Client(http2=True, verify=False) as client:
+        r = client.get(f"https://127.0.0.1:{tls_gateway.port}/secure/h2")
+    assert r.status_code == 200
+    assert r.http_version == "HTTP/2"
+
+
+def test_the_app_runs_under_uvicorn(tmp_path: Path, echo: Echo) -> None:
+    path = tmp_path / "kong.yml"
+    path.write_text(config(echo).replace('["https"]', '["http", "https"]'))
+    port = free_port()
+    env = dict(os.environ, KONG_DECLARATIVE_CONFIG=str(path))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "fastkong.proxy.worker:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+    try:
+        wait_port(port, proc=proc)
+        r = httpx.get(f"http://127.0.0.1:{port}/secure/u?q=1")
+        assert r.status_code == 200
+        assert r.json()["url"] == "/u?q=1"
+        assert httpx.get(f"http://127.0.0.1:{port}/none").status_code == 404
+    finally:
+        stop(proc)
