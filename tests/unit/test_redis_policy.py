@@ -36,8 +36,16 @@ def proxy(server: RedisServer) -> Iterator[FaultProxy]:
     p.stop()
 
 
-@pytest.fixture
-async def client(server: RedisServer) -> AsyncIterator[R.RedisClient]:
+@pytest.fixture(params=["hiredis", "python"])
+async def client(
+    request: pytest.FixtureRequest, server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[R.RedisClient]:
+    """A client on each wire implementation: hiredis (when installed) and the pure-Python one."""
+    if request.param == "python":
+        monkeypatch.setattr(R, "Reader", R.PyReader)
+        monkeypatch.setattr(R, "_pack", R.py_pack)
+    elif R.hiredis is None:
+        pytest.fail("hiredis is a dependency of fastkong's Redis client: pip install hiredis")
     server.flush()
     options = R.RedisOptions(host="127.0.0.1", port=server.port)
     c = R.RedisClient(options, asyncio.get_running_loop())
@@ -82,15 +90,27 @@ def _normal(replies: list[Any]) -> list[Any]:
     return [(type(r).__name__, str(r)) if isinstance(r, Exception) else r for r in replies]
 
 
-def test_pure_python_reader_matches_hiredis_byte_by_byte() -> None:
-    import hiredis  # noqa: PLC0415
+EXPECTED = [
+    b"OK",
+    ("ReplyError", "ERR wrong"),
+    -42,
+    b"hello",
+    None,
+    b"",
+    None,
+    [1, [b"a", b"b"], None],
+]
+READERS = [pytest.param(R.PyReader, id="python")]
+if R.hiredis is not None:
+    READERS.append(pytest.param(R.hiredis.Reader, id="hiredis"))
 
+
+@pytest.mark.parametrize("reader", READERS)
+def test_readers_parse_resp_whole_and_byte_by_byte(reader: Any) -> None:
     data = b"".join(REPLIES)
-    whole = _drain(hiredis.Reader(replyError=R.ReplyError), [data])
-    assert _normal(_drain(R.PyReader(R.ReplyError), [data])) == _normal(whole)
+    assert _normal(_drain(reader(replyError=R.ReplyError), [data])) == EXPECTED
     bytewise = [data[i : i + 1] for i in range(len(data))]
-    assert _normal(_drain(R.PyReader(R.ReplyError), bytewise)) == _normal(whole)
-    assert whole[3] == b"hello" and whole[4] is None and whole[7] == [1, [b"a", b"b"], None]
+    assert _normal(_drain(reader(replyError=R.ReplyError), bytewise)) == EXPECTED
 
 
 def test_pure_python_reader_rejects_garbage() -> None:
@@ -100,11 +120,13 @@ def test_pure_python_reader_rejects_garbage() -> None:
         reader.gets()
 
 
-def test_pack_matches_hiredis() -> None:
-    import hiredis  # noqa: PLC0415
-
+def test_pack_is_resp_bulk_strings() -> None:
     args = ("EVALSHA", "abc", 2, b"k\xff", "ключ", 2.5, -7)
-    assert R.py_pack(args) == bytes(hiredis.pack_command(args))
+    packed = R.py_pack(args)
+    assert packed.startswith(b"*7\r\n$7\r\nEVALSHA\r\n$3\r\nabc\r\n$1\r\n2\r\n$2\r\nk\xff\r\n")
+    assert packed.endswith(b"$3\r\n2.5\r\n$2\r\n-7\r\n")
+    if R.hiredis is not None:
+        assert packed == bytes(R.hiredis.pack_command(args))
 
 
 def test_hash_slot_is_redis_cluster_crc16() -> None:

@@ -55,7 +55,8 @@ SYNC_RATE_REALTIME: Final = -1
 #: The smallest token-bucket refill the counters can represent (0.5 micro-tokens per ms).
 MIN_BUCKET_RATE: Final = 0.0005
 
-Limit = Annotated[float, Meta(gt=0)]
+#: Kong's ``number``: 100 stays 100 in the stored config, 2.5 stays 2.5.
+Limit = Annotated[float, Meta(gt=0)] | Annotated[int, Meta(gt=0)]
 LooseString = Annotated[str, Meta(min_length=0)]
 _ALIASES: Final = (
     "host",
@@ -87,9 +88,9 @@ class RateLimitingConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unkno
     fault_tolerant: bool = True
     redis: RedisConfig = msgspec.field(default_factory=RedisConfig)
     hide_client_headers: bool = False
-    error_code: Annotated[float, Meta(gt=0)] = 429
+    error_code: Limit = 429
     error_message: str = "API rate limit exceeded"
-    sync_rate: float = SYNC_RATE_REALTIME
+    sync_rate: float | int = SYNC_RATE_REALTIME
     algorithm: Literal["fixed-window", "sliding-window", "token-bucket"] = "fixed-window"
     # Deprecated flat aliases of redis.* (Kong's shorthand fields, removal in Kong 4.0).
     redis_host: str | None = None
