@@ -12,7 +12,6 @@ import gc
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from functools import lru_cache
 
 from fastkong._core.routespec import RouteSpec
 
@@ -44,8 +43,36 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 _NAMED_GROUP = re.compile(r"\(\?<(?![=!])")
 _LEADING_FLAGS = re.compile(r"\(\?[aiLmsux]+\)")
 _REGEX_META = frozenset(".^$*+?{}[]\\|()")
-# Rebuilds after a config change see mostly the same regexes: compile each once per process.
-_compile_cached = lru_cache(maxsize=65536)(re.compile)
+
+
+class _RegexCache:
+    """Compiled regexes of the last two router builds.
+
+    A rebuild after a config change sees mostly the same regexes, so they are taken from the
+    previous build instead of being compiled again. Only two generations are kept: a node that
+    reloads many different configs holds the regexes it serves, not every regex it ever saw.
+    """
+
+    def __init__(self) -> None:
+        self.current: dict[str, re.Pattern[str]] = {}
+        self.previous: dict[str, re.Pattern[str]] = {}
+
+    def rotate(self) -> None:
+        """Start a build: what the last build used becomes the pool to reuse from."""
+        if self.current:
+            self.previous = self.current
+            self.current = {}
+
+    def compile(self, pattern: str) -> re.Pattern[str]:
+        found = self.current.get(pattern)
+        if found is None:
+            found = self.previous.get(pattern) or re.compile(pattern)
+            self.current[pattern] = found
+        return found
+
+
+_regexes = _RegexCache()
+_compile_cached = _regexes.compile
 
 HostEntry = tuple[int, str, int | None]
 HeaderTest = tuple[str, frozenset[str], tuple["re.Pattern[str]", ...]]
@@ -187,7 +214,6 @@ def _header_tests(headers: Sequence[tuple[str, Sequence[str]]]) -> tuple[HeaderT
     return tuple(tests)
 
 
-@lru_cache(maxsize=65536)
 def _compile_path_regex(path: str) -> tuple[re.Pattern[str], str]:
     """``~regex`` -> (compiled ``^regex``, literal prefix every match starts with)."""
     body = _NAMED_GROUP.sub("(?P<", path[1:])
@@ -349,6 +375,7 @@ def route_priority(
 
 def _plan(specs: Iterable[RouteSpec]) -> tuple[list[_Plan], int]:
     """Split specs into per-path matchers and rank them; returns (plans by rank, spec count)."""
+    _regexes.rotate()
     plans: list[_Plan] = []
     position = -1
     for position, spec in enumerate(specs):
