@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from fastkong._core import load
 from fastkong._core.routespec import RouteSpec
 from fastkong.plugins.chain import PluginSet, build_plugins
-from fastkong.proxy.balancer import Peer, RoundRobin
+from fastkong.upstreams.balancers import Balancer, Peer, build_balancer
 
 if TYPE_CHECKING:
     from fastkong.plugins.base import Plugin
@@ -54,7 +54,13 @@ class ServicePlan:
         "enabled",
     )
 
-    def __init__(self, service: Any, upstream: Any | None, targets: list[Any]) -> None:
+    def __init__(
+        self,
+        service: Any,
+        upstream: Any | None,
+        targets: list[Any],
+        balancer: Balancer | None = None,
+    ) -> None:
         self.id: str = service.id
         self.name: str | None = service.name
         self.scheme: str = service.protocol
@@ -68,15 +74,12 @@ class ServicePlan:
         self.read_timeout = service.read_timeout / 1000.0
         self.tls_verify = bool(service.tls_verify)
         self.enabled: bool = service.enabled
-        self.balancer: RoundRobin | None = None
+        self.balancer: Balancer | None = None
         self.upstream_host_header: str | None = None
         if upstream is not None:
+            # One balancer per upstream, shared by its services (fastkong.upstreams).
             self.upstream_host_header = upstream.host_header
-            peers = []
-            for t in targets:
-                host, port = split_target(t.target)
-                peers.append(Peer(host, port, t.weight, t.id))
-            self.balancer = RoundRobin(peers)
+            self.balancer = balancer or build_balancer(upstream, targets)
         self.host_header = self.upstream_host_header or host_with_port(
             self.host, self.port, self.scheme
         )
@@ -205,10 +208,16 @@ def compile_runtime(
     for t in config.targets:
         targets_by_upstream.setdefault(t.upstream, []).append(t)
     services: dict[str, ServicePlan] = {}
+    balancers: dict[str, Balancer] = {}
     for s in config.services:
         upstream = upstreams.get(s.host)
         targets = targets_by_upstream.get(upstream.id, []) if upstream is not None else []
-        services[s.id] = ServicePlan(s, upstream, targets)
+        balancer = None
+        if upstream is not None:
+            balancer = balancers.get(upstream.id)
+            if balancer is None:
+                balancer = balancers[upstream.id] = build_balancer(upstream, targets)
+        services[s.id] = ServicePlan(s, upstream, targets, balancer)
 
     specs: list[RouteSpec] = []
     routes: list[RoutePlan] = []

@@ -30,7 +30,7 @@ from fastkong.plugins.runner import (
     run_log,
     run_response,
 )
-from fastkong.proxy import errors
+from fastkong.proxy import errors, websocket
 from fastkong.proxy.balancer import Peer, Resolver
 from fastkong.proxy.routing import NO_ROUTE, Decision, decide, strip_port
 from fastkong.proxy.trust import TrustedIps
@@ -41,6 +41,7 @@ from fastkong.proxy.upstream import (
     UpstreamTimeout,
 )
 from fastkong.runtime import RoutePlan, Runtime, ServicePlan, empty_runtime
+from fastkong.upstreams.registry import Registry, open_table
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -125,6 +126,8 @@ class Gateway:
         self.ids = RequestIds()
         self.pool: ConnectionPool | None = None
         self.resolver: Resolver | None = None
+        #: Per-worker upstream state: health (shared table), DNS, least-connections counts.
+        self.upstreams: Registry | None = None
         self.on_startup = on_startup
         self.on_shutdown = on_shutdown
         self.requests = 0
@@ -135,6 +138,8 @@ class Gateway:
 
     def swap(self, runtime: Runtime) -> None:
         """Serve ``runtime`` from now on; requests in flight finish on the old snapshot."""
+        if self.upstreams is not None:
+            self.upstreams.adopt(runtime)
         self.runtime = runtime
 
     # -- ASGI entry --------------------------------------------------------------------------
@@ -147,9 +152,10 @@ class Gateway:
             await self.http(scope, receive, send)
         elif kind == "lifespan":
             await self.lifespan(receive, send)
-        else:
-            # WebSocket proxying comes with the upstreams issue; refuse the handshake cleanly.
-            await send({"type": "websocket.close", "code": 1003})
+        elif kind == "websocket":
+            if self.pool is None:
+                await self.startup()
+            await websocket.proxy(self, scope, receive, send)
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -172,6 +178,9 @@ class Gateway:
         loop = asyncio.get_running_loop()
         self.pool = ConnectionPool(loop)
         self.resolver = Resolver(loop)
+        self.upstreams = Registry(open_table(os.environ.get("FASTKONG_HEALTH")), self.resolver)
+        self.upstreams.adopt(self.runtime)
+        self.upstreams.start(loop)
         self._sweeper = loop.create_task(self._sweep())
         if self.on_startup is not None:
             await self.on_startup(self)
@@ -181,6 +190,8 @@ class Gateway:
             await self.on_shutdown(self)
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self.upstreams is not None:
+            self.upstreams.stop()
         if self.pool is not None:
             self.pool.close()
 
@@ -363,6 +374,15 @@ class Gateway:
             body = ctx.body
         elif chunked or content_length > 0:
             body = await _read_small_body(receive, content_length)
+        hash_key: str | None = None
+        set_cookie: bytes | None = None
+        balancer = service.balancer
+        if balancer is not None and balancer.hashed:
+            hash_key, cookie = balancer.hash_value(
+                scope["headers"], client_ip, path, query, ctx, match.captures
+            )
+            if cookie is not None:
+                set_cookie = balancer.cookie_header(cookie)
         await self.exchange(
             scope,
             receive,
@@ -378,6 +398,8 @@ class Gateway:
             request_id,
             started,
             ctx,
+            hash_key,
+            set_cookie,
         )
         if ctx is not None:
             run_log(ctx)
@@ -398,6 +420,8 @@ class Gateway:
         request_id: str,
         started: float,
         ctx: RequestContext | None = None,
+        hash_key: str | None = None,
+        set_cookie: bytes | None = None,
     ) -> None:
         """Send the request to a peer (retrying per Kong's rules) and stream the response back.
 
@@ -413,22 +437,25 @@ class Gateway:
         error: UpstreamError | None = None
         conn: UpstreamConnection | None = None
         upstream_started = 0.0
+        balancer = service.balancer
+        peer: Peer | None = None
         while tries_left > 0:
             tries_left -= 1
-            peer: Peer | None = None
-            if service.balancer is not None:
-                peer = service.balancer.pick(tried)
+            if balancer is not None:
+                peer = balancer.pick(tried, hash_key)
                 if peer is None and tried:
-                    peer = service.balancer.pick()  # every peer failed once: go round again
+                    peer = balancer.pick((), hash_key)  # every peer failed once: go round again
                 if peer is None:
                     await self.kong_error(scope, send, 503, errors.NO_PEER, request_id, started)
                     return
                 tried = (*tried, peer)
                 host, port = peer.host, peer.port
                 host_header = service.peer_host_header(peer)
+                sni = peer.hostname
             else:
                 host, port = service.host, service.port
                 host_header = service.host_header
+                sni = host
             if plan.preserve_host and client_host:
                 host_b = client_host
             else:
@@ -445,6 +472,8 @@ class Gateway:
                     try:
                         address = (await self.resolver.resolve(host))[0]
                     except OSError:
+                        if peer is not None and balancer is not None and balancer.tracks:
+                            balancer.done(peer, None)
                         await self.kong_error(
                             scope, send, 503, errors.NAME_RESOLUTION_FAILED, request_id, started
                         )
@@ -453,7 +482,7 @@ class Gateway:
                         key,
                         address,
                         service.connect_timeout,
-                        server_hostname=host,
+                        server_hostname=sni,
                         verify=service.tls_verify,
                     )
                 if body is not None:
@@ -471,6 +500,11 @@ class Gateway:
                 if conn is not None:
                     conn.close()
                     conn = None
+                if peer is not None and balancer is not None:
+                    if balancer.tracks:
+                        balancer.done(peer, None)
+                    if balancer.passive and not stale:
+                        balancer.report_failure(peer, isinstance(exc, UpstreamTimeout))
                 if exc.sent and body is None:
                     break  # a streamed body is gone: it cannot be replayed
                 if stale and idempotent:
@@ -485,11 +519,19 @@ class Gateway:
             return
 
         now = time.monotonic()
+        tracked: Peer | None = None
+        if peer is not None and balancer is not None:
+            if balancer.passive:
+                balancer.report_status(peer, conn.status)
+            if balancer.tracks:
+                tracked = peer
         response_headers = [
             (name, value)
             for name, value in conn.headers
             if name.lower() not in _RESPONSE_HOP_BY_HOP
         ]
+        if set_cookie is not None:
+            response_headers.append((b"set-cookie", set_cookie))
         response_headers.append((b"via", VIA))
         response_headers.append(
             (b"x-kong-upstream-latency", str(int((now - upstream_started) * 1000)).encode())
@@ -528,6 +570,9 @@ class Gateway:
         except (UpstreamError, OSError):
             conn.close()  # the response is cut short; the client sees the connection end
             raise
+        finally:
+            if tracked is not None and balancer is not None:
+                balancer.done(tracked, now - upstream_started)
         pool.release(conn)
 
     # -- gateway-generated responses ---------------------------------------------------------

@@ -1,0 +1,553 @@
+"""WebSocket proxying: a client's Upgrade on a matching route, relayed to the upstream both ways.
+
+The ASGI server (Granian) terminates the client's WebSocket and hands the app messages, so the
+gateway is a WebSocket *client* towards the upstream: it routes the handshake like any request
+(same router, same access phase of the route's plugins, same balancer with connect retries,
+the service's timeouts), sends its own ``Upgrade`` request, and only accepts the client once the
+upstream answered ``101``. From then on it copies messages:
+
+* text and binary messages, whole (fragmented upstream messages are reassembled); masking is
+  applied towards the upstream as the protocol requires of a client;
+* ping/pong are answered hop by hop: Granian answers the client's pings, the gateway answers the
+  upstream's (ASGI exposes no control frames);
+* a close from either side is forwarded with its code and reason, and the other side is closed;
+* the service's ``read_timeout`` applies between two frames from the upstream (nginx's
+  ``proxy_read_timeout`` closes an idle WebSocket the same way).
+
+A handshake the gateway refuses (no route, a plugin's exit, no peer) or the upstream refuses
+(not ``101``) is answered with an HTTP response when the server supports ASGI's
+``websocket.http.response`` extension, else by closing before accepting (the server sends 403).
+
+The frame codec (:func:`encode_frame`, :func:`read_frame`) is usable on both sides; the tests
+use it for their WebSocket client and upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import ssl
+import struct
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from fastkong.plugins.base import Exit
+from fastkong.plugins.context import RequestContext
+from fastkong.plugins.runner import apply_header_edits, run_access, run_log
+from fastkong.proxy import errors
+from fastkong.proxy.routing import NO_ROUTE, Decision, decide
+
+if TYPE_CHECKING:
+    from fastkong.proxy.app import Gateway
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+#: The largest message relayed from the upstream (Granian's own limit guards the client side).
+MAX_MESSAGE = 64 * 1024 * 1024
+HEAD_LIMIT = 64 * 1024
+
+# Client headers not copied to the upstream handshake (the gateway sets its own).
+_SKIP = frozenset(
+    {
+        b"host",
+        b"connection",
+        b"upgrade",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"content-length",
+        b"sec-websocket-key",
+        b"sec-websocket-version",
+        b"sec-websocket-extensions",
+        b"sec-websocket-protocol",
+        b"sec-websocket-accept",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-port",
+        b"x-forwarded-path",
+        b"x-forwarded-prefix",
+        b"x-real-ip",
+        b"x-kong-request-id",
+        b"via",
+    }
+)
+# Upstream 101 headers not passed to the client (Granian does the handshake itself).
+_SKIP_BACK = frozenset(
+    {
+        b"connection",
+        b"upgrade",
+        b"sec-websocket-accept",
+        b"sec-websocket-protocol",
+        b"sec-websocket-extensions",
+        b"content-length",
+        b"transfer-encoding",
+        b"date",
+        b"server",
+    }
+)
+
+
+class WebSocketError(Exception):
+    """The upstream broke the WebSocket protocol or went away."""
+
+
+# -- frames ------------------------------------------------------------------------------------
+def _xor(data: bytes, key: bytes) -> bytes:
+    n = len(data)
+    if n == 0:
+        return data
+    pad = (key * (n // 4 + 1))[:n]
+    return (int.from_bytes(data, "big") ^ int.from_bytes(pad, "big")).to_bytes(n, "big")
+
+
+def encode_frame(opcode: int, payload: bytes, mask: bool, fin: bool = True) -> bytes:
+    """One frame; ``mask`` for frames a client sends."""
+    n = len(payload)
+    first = (0x80 if fin else 0) | opcode
+    bit = 0x80 if mask else 0
+    if n < 126:
+        head = struct.pack("!BB", first, bit | n)
+    elif n < 65536:
+        head = struct.pack("!BBH", first, bit | 126, n)
+    else:
+        head = struct.pack("!BBQ", first, bit | 127, n)
+    if mask:
+        key = os.urandom(4)
+        return head + key + _xor(payload, key)
+    return head + payload
+
+
+async def read_frame(
+    reader: asyncio.StreamReader, limit: int = MAX_MESSAGE
+) -> tuple[bool, int, bytes]:
+    """``(fin, opcode, payload)`` of the next frame (unmasked if it was masked)."""
+    b0, b1 = await reader.readexactly(2)
+    fin = bool(b0 & 0x80)
+    opcode = b0 & 0x0F
+    masked = b1 & 0x80
+    n = b1 & 0x7F
+    if n == 126:
+        n = struct.unpack("!H", await reader.readexactly(2))[0]
+    elif n == 127:
+        n = struct.unpack("!Q", await reader.readexactly(8))[0]
+    if n > limit:
+        raise WebSocketError(f"frame of {n} bytes is over the {limit} limit")
+    key = await reader.readexactly(4) if masked else b""
+    payload = await reader.readexactly(n) if n else b""
+    if masked:
+        payload = _xor(payload, key)
+    return fin, opcode, payload
+
+
+def close_payload(code: int, reason: str = "") -> bytes:
+    """A close frame's payload; 1005/1006 (no code, abnormal) are never sent on the wire."""
+    if code in (1005, 1006) or not 1000 <= code < 5000:
+        return b""
+    return struct.pack("!H", code) + reason.encode()[:123]
+
+
+def parse_close(payload: bytes) -> tuple[int, str]:
+    if len(payload) < 2:
+        return 1005, ""
+    return struct.unpack("!H", payload[:2])[0], payload[2:].decode("utf-8", "replace")
+
+
+def accept_key(key: bytes) -> bytes:
+    return base64.b64encode(hashlib.sha1(key + GUID).digest())
+
+
+# -- the proxy ---------------------------------------------------------------------------------
+async def proxy(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+    """Serve one WebSocket scope (see the module docstring)."""
+    started = time.monotonic()
+    runtime = gw.runtime
+    request_id = gw.ids.next()
+    first = await receive()
+    if first["type"] != "websocket.connect":
+        return
+    client = scope.get("client")
+    client_ip = client[0] if client else "127.0.0.1"
+    trusted = client_ip in gw.trusted_ips
+    headers: list[tuple[bytes, bytes]] = list(scope["headers"])
+    host_value = b""
+    for name, value in headers:
+        if name == b"host":
+            host_value = value
+    raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+    server = scope.get("server")
+    port = int(server[1]) if server else 0
+    scheme = "https" if scope.get("scheme") == "wss" else "http"
+    router = runtime.router
+    route_headers: dict[str, list[str]] | None = None
+    if router.header_names:
+        route_headers = {}
+        for raw_name, raw_value in headers:
+            text = raw_name.decode("latin-1")
+            if text in router.header_names:
+                route_headers.setdefault(text, []).append(raw_value.decode("latin-1").lower())
+    decision = decide(
+        runtime,
+        "GET",
+        host_value.decode("latin-1"),
+        port,
+        raw_path.decode("latin-1"),
+        scheme,
+        route_headers,
+    )
+    if not isinstance(decision, Decision):
+        if decision == NO_ROUTE:
+            await _refuse(scope, send, 404, errors.NO_ROUTE, request_id)
+        else:
+            await _refuse(scope, send, 400, "Bad request", request_id)
+        return
+    plan = decision.plan
+    ctx: RequestContext | None = None
+    lines = [n + b": " + v + b"\r\n" for n, v in headers if n not in _SKIP]
+    if plan.plugins:
+        ctx = RequestContext(
+            runtime,
+            scope,
+            receive,
+            plan,
+            decision.match,
+            decision.path,
+            decision.host,
+            port,
+            client_ip,
+            request_id,
+            started,
+        )
+        stop: Exit | None = await run_access(ctx, plan.plugins, runtime.plugins)
+        if stop is not None:
+            await _refuse(scope, send, stop.status, stop.message or "", request_id, stop)
+            run_log(ctx)
+            return
+        if ctx.upstream_set or ctx.upstream_remove:
+            lines = apply_header_edits(ctx, lines)
+    service = plan.service
+    if service is None or decision.upstream_path is None:
+        await _refuse(scope, send, 503, "no Service found with those values", request_id)
+        return
+    target = decision.upstream_path.encode("latin-1")
+    query: bytes = scope.get("query_string") or b""
+    if ctx is not None and ctx.upstream_query is not None:
+        query = ctx.upstream_query
+    if ctx is not None and ctx.upstream_path:
+        target = ctx.upstream_path.encode("latin-1")
+    if query:
+        target += b"?" + query
+    xff = b", ".join(v for n, v in headers if n == b"x-forwarded-for") if trusted else b""
+    client_b = client_ip.encode()
+    lines.append(
+        b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\nx-forwarded-host: %s\r\n"
+        b"x-forwarded-port: %d\r\nx-forwarded-path: %s\r\nx-real-ip: %s\r\n"
+        b"x-kong-request-id: %s\r\n"
+        % (
+            xff + b", " + client_b if xff else client_b,
+            scheme.encode(),
+            decision.host.encode("latin-1"),
+            port,
+            raw_path,
+            client_b,
+            request_id.encode(),
+        )
+    )
+    subprotocols: list[str] = scope.get("subprotocols") or []
+    if subprotocols:
+        lines.append(b"sec-websocket-protocol: " + ", ".join(subprotocols).encode() + b"\r\n")
+    key = base64.b64encode(os.urandom(16))
+    extra = b"".join(lines)
+
+    balancer = service.balancer
+    tried: tuple[Any, ...] = ()
+    opened: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+    peer = None
+    status = 502
+    for _ in range(service.retries + 1):
+        if balancer is not None:
+            hash_key = None
+            if balancer.hashed:
+                hash_key, _cookie = balancer.hash_value(
+                    headers, client_ip, decision.path, query, ctx, decision.match.captures
+                )
+            peer = balancer.pick(tried, hash_key) or (
+                balancer.pick((), hash_key) if tried else None
+            )
+            if peer is None:
+                await _refuse(scope, send, 503, errors.NO_PEER, request_id)
+                return
+            tried = (*tried, peer)
+            host, peer_port, sni = peer.host, peer.port, peer.hostname
+            host_header = service.peer_host_header(peer)
+        else:
+            host, peer_port, sni = service.host, service.port, service.host
+            host_header = service.host_header
+        host_b = host_value if plan.preserve_host and host_value else host_header.encode()
+        try:
+            ctx_ssl: ssl.SSLContext | None = None
+            if service.tls:
+                assert gw.pool is not None
+                ctx_ssl = gw.pool.ssl_context(service.tls_verify)
+            opened = await asyncio.wait_for(
+                asyncio.open_connection(
+                    host,
+                    peer_port,
+                    ssl=ctx_ssl,
+                    server_hostname=sni if ctx_ssl is not None else None,
+                    limit=HEAD_LIMIT,
+                ),
+                service.connect_timeout,
+            )
+        except (OSError, TimeoutError) as exc:
+            if peer is not None and balancer is not None and balancer.passive:
+                balancer.report_failure(peer, isinstance(exc, TimeoutError))
+            status = 504 if isinstance(exc, TimeoutError) else 502
+            continue
+        break
+    if opened is None:
+        await _refuse(scope, send, status, _nginx_message(status), request_id)
+        return
+    reader, writer = opened
+    try:
+        writer.write(
+            b"GET %s HTTP/1.1\r\nhost: %s\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
+            b"sec-websocket-key: %s\r\nsec-websocket-version: 13\r\n%s\r\n"
+            % (target, host_b, key, extra)
+        )
+        async with asyncio.timeout(service.read_timeout):
+            head = await reader.readuntil(b"\r\n\r\n")
+    except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError) as exc:
+        writer.close()
+        if peer is not None and balancer is not None and balancer.passive:
+            balancer.report_failure(peer, isinstance(exc, TimeoutError))
+        code = 504 if isinstance(exc, TimeoutError) else 502
+        await _refuse(scope, send, code, _nginx_message(code), request_id)
+        return
+    code, response_headers = _parse_head(head)
+    if peer is not None and balancer is not None and balancer.passive:
+        balancer.report_status(peer, code)
+    got = dict(response_headers)
+    if code != 101 or got.get(b"sec-websocket-accept") != accept_key(key):
+        body = b""
+        length = got.get(b"content-length", b"0")
+        if code != 101 and length.isdigit() and 0 < int(length) <= HEAD_LIMIT:
+            try:
+                async with asyncio.timeout(service.read_timeout):
+                    body = await reader.readexactly(int(length))
+            except (OSError, asyncio.IncompleteReadError, TimeoutError):
+                body = b""
+        writer.close()
+        if code == 101:  # a 101 with a wrong accept key is an invalid response
+            await _refuse(scope, send, 502, _nginx_message(502), request_id)
+        else:
+            await _relay_refusal(scope, send, code, response_headers, body, request_id)
+        return
+    accept: dict[str, Any] = {
+        "type": "websocket.accept",
+        "headers": [(n, v) for n, v in response_headers if n not in _SKIP_BACK]
+        + [(b"x-kong-request-id", request_id.encode())],
+    }
+    chosen = got.get(b"sec-websocket-protocol")
+    if chosen:
+        accept["subprotocol"] = chosen.decode("latin-1")
+    await send(accept)
+    try:
+        await _relay(receive, send, reader, writer, service.read_timeout)
+    finally:
+        writer.close()
+        if ctx is not None:
+            ctx.proxied = True
+            run_log(ctx)
+
+
+async def _relay(
+    receive: Receive,
+    send: Send,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    read_timeout: float,
+) -> None:
+    closed = asyncio.Event()
+
+    async def client_to_upstream() -> None:
+        while True:
+            message = await receive()
+            kind = message["type"]
+            if kind == "websocket.receive":
+                data = message.get("bytes")
+                if data is not None:
+                    writer.write(encode_frame(OP_BINARY, data, True))
+                else:
+                    text = message.get("text") or ""
+                    writer.write(encode_frame(OP_TEXT, text.encode(), True))
+                await writer.drain()
+            elif kind == "websocket.disconnect":
+                code = int(message.get("code") or 1005)
+                if not closed.is_set():
+                    closed.set()
+                    try:
+                        writer.write(encode_frame(OP_CLOSE, close_payload(code), True))
+                        await writer.drain()
+                    except OSError:
+                        pass
+                return
+
+    async def upstream_to_client() -> None:
+        parts: list[bytes] = []
+        kind = OP_BINARY
+        size = 0
+        while True:
+            try:
+                async with asyncio.timeout(read_timeout):
+                    fin, opcode, payload = await read_frame(reader)
+            except (asyncio.IncompleteReadError, OSError, TimeoutError, WebSocketError):
+                if not closed.is_set():
+                    closed.set()
+                    await send({"type": "websocket.close", "code": 1011})
+                return
+            if opcode == OP_PING:
+                writer.write(encode_frame(OP_PONG, payload, True))
+                continue
+            if opcode == OP_PONG:
+                continue
+            if opcode == OP_CLOSE:
+                code, reason = parse_close(payload)
+                if not closed.is_set():
+                    closed.set()
+                    try:
+                        writer.write(encode_frame(OP_CLOSE, close_payload(code, reason), True))
+                    except OSError:
+                        pass
+                    await send(
+                        {
+                            "type": "websocket.close",
+                            "code": 1000 if code == 1005 else code,
+                            "reason": reason,
+                        }
+                    )
+                return
+            if opcode in (OP_TEXT, OP_BINARY):
+                kind = opcode
+                parts = []
+                size = 0
+            size += len(payload)
+            if size > MAX_MESSAGE:
+                closed.set()
+                await send({"type": "websocket.close", "code": 1009})
+                return
+            parts.append(payload)
+            if fin:
+                data = parts[0] if len(parts) == 1 else b"".join(parts)
+                parts = []
+                size = 0
+                if kind == OP_TEXT:
+                    await send({"type": "websocket.send", "text": data.decode("utf-8", "replace")})
+                else:
+                    await send({"type": "websocket.send", "bytes": data})
+
+    up = asyncio.ensure_future(upstream_to_client())
+    down = asyncio.ensure_future(client_to_upstream())
+    try:
+        done, pending = await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
+        if down in done and up in pending:
+            # The client closed: give the upstream a moment to answer the close handshake.
+            try:
+                await asyncio.wait_for(asyncio.shield(up), 1.0)
+            except (TimeoutError, Exception):
+                pass
+        for task in (up, down):
+            if not task.done():
+                task.cancel()
+        for task in (up, down):
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: a client gone mid-send is not an error here
+    except asyncio.CancelledError:
+        up.cancel()
+        down.cancel()
+        raise
+
+
+def _parse_head(head: bytes) -> tuple[int, list[tuple[bytes, bytes]]]:
+    lines = head.split(b"\r\n")
+    try:
+        code = int(lines[0].split(b" ", 2)[1])
+    except (IndexError, ValueError):
+        return 502, []
+    parsed = []
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, _, value = line.partition(b":")
+        parsed.append((name.strip().lower(), value.strip()))
+    return code, parsed
+
+
+def _nginx_message(status: int) -> str:
+    return errors.NGINX_MESSAGES.get(status, f"The upstream server responded with {status}")
+
+
+async def _refuse(
+    scope: Scope,
+    send: Send,
+    status: int,
+    message: str,
+    request_id: str,
+    stop: Exit | None = None,
+) -> None:
+    """Answer a handshake the gateway refuses: Kong's error body when the server allows it."""
+    if "websocket.http.response" not in (scope.get("extensions") or {}):
+        await send({"type": "websocket.close", "code": 1008 if status < 500 else 1011})
+        return
+    ctype: str | None
+    if stop is not None and not stop.with_request_id:
+        ctype, body = stop.content_type, stop.body
+    else:
+        accept = None
+        for name, value in scope["headers"]:
+            if name == b"accept":
+                accept = value.decode("latin-1")
+        ctype, body = errors.for_response_error(accept, message, request_id)
+    out = [
+        (b"content-length", str(len(body)).encode()),
+        (b"x-kong-request-id", request_id.encode()),
+    ]
+    if ctype:
+        out.append((b"content-type", ctype.encode()))
+    if stop is not None:
+        out.extend(stop.headers)
+    await send({"type": "websocket.http.response.start", "status": status, "headers": out})
+    await send({"type": "websocket.http.response.body", "body": body})
+
+
+async def _relay_refusal(
+    scope: Scope,
+    send: Send,
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    request_id: str,
+) -> None:
+    """The upstream refused the upgrade: pass its answer on (or close, without the extension)."""
+    if "websocket.http.response" not in (scope.get("extensions") or {}):
+        await send({"type": "websocket.close", "code": 1008 if status < 500 else 1011})
+        return
+    out = [
+        (n, v)
+        for n, v in headers
+        if n not in (b"content-length", b"transfer-encoding", b"connection")
+    ]
+    out.append((b"content-length", str(len(body)).encode()))
+    out.append((b"x-kong-request-id", request_id.encode()))
+    await send({"type": "websocket.http.response.start", "status": status, "headers": out})
+    await send({"type": "websocket.http.response.body", "body": body})
