@@ -82,6 +82,17 @@ class AdminApi:
             return self.method_not_allowed()
         parts = [p for p in path.split("/") if p]
         if parts and parts[0] in ENTITIES:
+            if (
+                request.method == "POST"
+                and len(parts) in (5, 6)
+                and parts[0] == "upstreams"
+                and parts[2] == "targets"
+                and parts[-1] in ("healthy", "unhealthy")
+            ):
+                # Health is node state, not config: these work in DB-less mode (Kong #15001).
+                address = parts[4] if len(parts) == 6 else None
+                healthy = parts[-1] == "healthy"
+                return self.supervisor.set_target_health(parts[1], parts[3], address, healthy)
             if request.method not in ("GET", "HEAD"):
                 return self.write_refused(request.method, parts)
             return self.read_entities(parts, request.query)
@@ -186,8 +197,12 @@ class AdminApi:
             return Response.json(404, {"message": "Not found"})
         if len(parts) == 2:
             return Response.json(200, found)
-        if len(parts) == 4 and kind == "upstreams" and parts[3] == "health":
-            return self.supervisor.upstream_health(found)
+        if len(parts) == 3 and kind == "upstreams" and parts[2] == "health":
+            targets = [
+                r for r in rows["targets"] if (r.get("upstream") or {}).get("id") == found["id"]
+            ]
+            balancer = (query.get("balancer_health") or [""])[-1] == "1"
+            return self.supervisor.upstream_health(found, targets, balancer)
         if len(parts) >= 3 and (kind, parts[2]) in NESTED:
             child = parts[2]
             fk = NESTED[(kind, child)]

@@ -39,6 +39,8 @@ from fastkong.control import httpserver
 from fastkong.control.admin import AdminApi
 from fastkong.control.httpserver import Request, Response
 from fastkong.control.state import file_identity, read_reports, write_state
+from fastkong.upstreams.checker import ActiveChecker
+from fastkong.upstreams.health import HealthTable
 
 log = logging.getLogger("fastkong")
 
@@ -100,6 +102,12 @@ class Supervisor:
         self.counters_file = (
             shm / f"fastkong-{tag}.counters" if shm.is_dir() else self.state_dir / "counters"
         )
+        # The node's target health (fastkong.upstreams.health): probed from here once per node,
+        # counted into by every worker's traffic, followed by every worker.
+        self.health_file = (
+            shm / f"fastkong-{tag}.health" if shm.is_dir() else self.state_dir / "health"
+        )
+        self.checker = ActiveChecker(HealthTable.create(self.health_file))
         self._file_identity: tuple[int, int, int] | None = None
         self._ticks = 0
 
@@ -132,6 +140,7 @@ class Supervisor:
 
     def publish(self, loaded: LoadedConfig, raw: bytes, source: str) -> None:
         write_state(self.state_file, loaded.hash, loaded.config)
+        self.checker.update(loaded.config)
         self.config.hash = loaded.hash
         self.config.loaded_at = time.time()
         self.config.last_error = None
@@ -154,23 +163,23 @@ class Supervisor:
     def current_config(self) -> Config | None:
         return self.config.loaded.config if self.config.loaded is not None else None
 
-    def upstream_health(self, upstream: dict[str, Any]) -> Response:
-        """``GET /upstreams/{u}/health``: Kong's shape; with no health checker yet every target
-        reports ``HEALTHCHECKS_OFF`` as Kong does when checks are disabled."""
-        config = self.current_config()
-        targets = [t for t in (config.targets if config else []) if t.upstream == upstream["id"]]
-        data = [
-            {
-                "id": t.id,
-                "target": t.target,
-                "weight": t.weight,
-                "upstream": {"id": t.upstream},
-                "health": "HEALTHCHECKS_OFF",
-                "data": {"addresses": []},
-            }
-            for t in targets
-        ]
-        return Response.json(200, {"data": data, "next": None, "node_id": self.node_id})
+    def upstream_health(
+        self, upstream: dict[str, Any], targets: list[dict[str, Any]], balancer: bool = False
+    ) -> Response:
+        """``GET /upstreams/{u}/health`` in Kong's shape, from the node's health table
+        (``?balancer_health=1``: the balancer's health instead of each target's)."""
+        if balancer:
+            data = self.checker.balancer_health(upstream["id"])
+            return Response.json(200, {"data": data, "next": None, "node_id": self.node_id})
+        rows = self.checker.upstream_health(upstream["id"], targets)
+        return Response.json(200, {"data": rows, "next": None, "node_id": self.node_id})
+
+    def set_target_health(
+        self, upstream: str, target: str, address: str | None, healthy: bool
+    ) -> Response:
+        """``POST /upstreams/{u}/targets/{t}[/{address}]/healthy|unhealthy`` (DB-less too)."""
+        status, body = self.checker.set_health(upstream, target, address, healthy)
+        return Response.json(status, body) if body is not None else Response(status)
 
     @property
     def node_id(self) -> str:
@@ -318,6 +327,7 @@ class Supervisor:
         env["FASTKONG_STATE_FILE"] = str(self.state_file)
         env["FASTKONG_TRUSTED_IPS"] = self.options.trusted_ips
         env["FASTKONG_COUNTERS"] = str(self.counters_file)
+        env["FASTKONG_HEALTH"] = str(self.health_file)
         self.child = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "fastkong.control.granian_main", json.dumps(opts), env=env
         )
@@ -351,6 +361,7 @@ class Supervisor:
         await self.start_child()
         assert self.child is not None
         watcher = loop.create_task(self.watch())
+        self.checker.start(loop)
         child_exit = loop.create_task(self.child.wait())
         stopping = loop.create_task(stop.wait())
         done, _ = await asyncio.wait({child_exit, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -364,10 +375,12 @@ class Supervisor:
             self.draining = True
             await self.stop_child()
         watcher.cancel()
+        self.checker.stop()
         stopping.cancel()
         for server in servers:
             server.close()
         for entry in self.state_dir.glob("worker-*"):
             entry.unlink(missing_ok=True)
         self.counters_file.unlink(missing_ok=True)
+        self.health_file.unlink(missing_ok=True)
         return code

@@ -79,6 +79,7 @@ __all__ = [
     "HealthTable",
     "available",
     "key_fp",
+    "target_fp",
     "transition",
 ]
 
@@ -148,6 +149,11 @@ def _digest(text: str) -> int:
 def key_fp(upstream_id: str, target_id: str, ip: str, port: int) -> tuple[int, int]:
     """``(address fp, target fp)`` of one address of a target."""
     return _digest(f"{upstream_id}|{target_id}|{ip}|{port}"), _digest(f"{upstream_id}|{target_id}")
+
+
+def target_fp(upstream_id: str, target_id: str) -> int:
+    """The fingerprint the supervisor's sweep keeps slots alive by."""
+    return _digest(f"{upstream_id}|{target_id}")
 
 
 # -- the shared table --------------------------------------------------------------------------

@@ -1,0 +1,417 @@
+"""The active prober and the health report: run by the supervisor, once per node.
+
+Kong runs its checkers in every nginx worker and elects one per upstream through a lock in the
+shared dict; fastkong has a natural single place instead, the supervisor, which owns the config
+and outlives every worker. :class:`ActiveChecker` keeps one task per upstream with active checks
+(``healthchecks.active.healthy.interval`` or ``unhealthy.interval`` above 0). Every
+``healthy.interval`` it probes the addresses currently healthy (or mostly healthy), every
+``unhealthy.interval`` those unhealthy (or mostly unhealthy), at most ``concurrency`` at a time,
+the first round one interval after start (lua-resty-healthcheck's schedule). A probe:
+
+* ``tcp``: connect within ``timeout``; success is a healthy report;
+* ``http`` / ``https``: ``GET <http_path> HTTP/1.0`` with ``Host`` (the upstream's
+  ``host_header``, else the target's name) and the configured ``headers``, read the status
+  line within ``timeout``; a status in ``healthy.http_statuses`` is a success, one in
+  ``unhealthy.http_statuses`` (or an unparseable line) an HTTP failure, anything else ignored;
+* a connect, TLS or read error is a TCP failure, an expired ``timeout`` a timeout.
+
+Results go into the node's :class:`~fastkong.upstreams.health.HealthTable`, which every worker
+follows. A config reload restarts only the tasks of upstreams whose settings or targets
+changed; states live in the table, keyed by target ids, so nothing is reset.
+
+The same object answers ``GET /upstreams/{u}/health`` in Kong's shape and applies
+``POST /upstreams/{u}/targets/{t}[/{address}]/healthy|unhealthy``: those work in DB-less mode
+here (Kong 3.9 answers 500 there, issue #15001) and apply to this node, whose every worker sees
+them within :data:`~fastkong.upstreams.health.POLL_INTERVAL`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import time
+from typing import Any
+
+import msgspec
+
+from fastkong.upstreams import health as H
+from fastkong.upstreams.balancers import is_ip, split_target
+
+log = logging.getLogger("fastkong.healthchecks")
+
+DNS_TTL = 30.0
+
+
+class UpstreamCheck:
+    """One upstream as the prober sees it: its settings, targets and probe tasks."""
+
+    def __init__(self, upstream: Any, targets: list[Any]) -> None:
+        self.upstream = upstream
+        self.targets = targets
+        self.policy = H.HealthPolicy(upstream.healthchecks)
+        self.identity = (
+            msgspec.json.encode(upstream),
+            tuple((t.id, t.target, t.weight) for t in targets),
+        )
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def __repr__(self) -> str:
+        return f"<UpstreamCheck {self.upstream.name} targets={len(self.targets)} {self.policy!r}>"
+
+
+class ActiveChecker:
+    """The node's active health checks and health report (see the module docstring)."""
+
+    def __init__(self, table: H.HealthTable) -> None:
+        self.table = table
+        self.checks: dict[str, UpstreamCheck] = {}
+        self.by_name: dict[str, str] = {}
+        self.dns: dict[str, tuple[float, list[str]]] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.probes = 0
+
+    def __repr__(self) -> str:
+        running = sum(len(c.tasks) for c in self.checks.values())
+        return f"<ActiveChecker upstreams={len(self.checks)} tasks={running} probes={self.probes}>"
+
+    # -- config --------------------------------------------------------------------------------
+    def update(self, config: Any) -> None:
+        """Take a new config (from any thread): restart what changed, drop dead targets."""
+        loop = self.loop
+        if loop is not None and loop.is_running():
+            loop.call_soon_threadsafe(self._apply, config)
+        else:
+            self._apply(config)
+
+    def _apply(self, config: Any) -> None:
+        targets: dict[str, list[Any]] = {}
+        for t in config.targets:
+            targets.setdefault(t.upstream, []).append(t)
+        fresh: dict[str, UpstreamCheck] = {}
+        for u in config.upstreams:
+            check = UpstreamCheck(u, targets.get(u.id, []))
+            old = self.checks.get(u.id)
+            if old is not None and old.identity == check.identity:
+                fresh[u.id] = old
+                continue
+            if old is not None:
+                self._stop(old)
+            fresh[u.id] = check
+            if self.loop is not None:
+                self._start(check)
+        for uid, old in self.checks.items():
+            if uid not in fresh:
+                self._stop(old)
+        self.checks = fresh
+        self.by_name = {c.upstream.name: uid for uid, c in fresh.items()}
+        live = [H.target_fp(t.upstream, t.id) for t in config.targets]
+        self.table.sweep(live)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        for check in self.checks.values():
+            self._start(check)
+
+    def stop(self) -> None:
+        for check in self.checks.values():
+            self._stop(check)
+        self.loop = None
+
+    def _start(self, check: UpstreamCheck) -> None:
+        assert self.loop is not None
+        active = check.policy.active
+        if active.healthy.interval > 0:
+            check.tasks.append(
+                self.loop.create_task(self._every(check, active.healthy.interval, True))
+            )
+        if active.unhealthy.interval > 0:
+            check.tasks.append(
+                self.loop.create_task(self._every(check, active.unhealthy.interval, False))
+            )
+
+    def _stop(self, check: UpstreamCheck) -> None:
+        for task in check.tasks:
+            task.cancel()
+        check.tasks.clear()
+
+    # -- addresses -----------------------------------------------------------------------------
+    def addresses(self, target: Any) -> list[str]:
+        """The target's IPs (a cached lookup for a hostname; [] if it does not resolve)."""
+        name, _ = split_target(target.target)
+        if is_ip(name):
+            return [name]
+        hit = self.dns.get(name)
+        now = time.monotonic()
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        try:
+            infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+        except OSError:
+            return hit[1] if hit is not None else []
+        found = sorted(dict.fromkeys(str(i[4][0]) for i in infos))
+        self.dns[name] = (now + DNS_TTL, found)
+        return found
+
+    async def _addresses(self, target: Any) -> list[str]:
+        name, _ = split_target(target.target)
+        if is_ip(name):
+            return [name]
+        hit = self.dns.get(name)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+        except OSError:
+            return hit[1] if hit is not None else []
+        found = sorted(dict.fromkeys(str(i[4][0]) for i in infos))
+        self.dns[name] = (time.monotonic() + DNS_TTL, found)
+        return found
+
+    def _slot(self, upstream_id: str, target_id: str, ip: str, port: int) -> int:
+        fp, tfp = H.key_fp(upstream_id, target_id, ip, port)
+        return self.table.slot(fp, tfp)
+
+    # -- probing -------------------------------------------------------------------------------
+    async def _every(self, check: UpstreamCheck, interval: float, healthy: bool) -> None:
+        next_at = time.monotonic() + interval
+        while True:
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            next_at += interval
+            if next_at < time.monotonic():
+                next_at = time.monotonic() + interval  # a round ran late: don't burst
+            try:
+                await self.round(check, healthy)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("[healthchecks] probe round of %s failed", check.upstream.name)
+
+    async def round(self, check: UpstreamCheck, healthy: bool) -> int:
+        """Probe the addresses of ``check`` that are (mostly) healthy / unhealthy; how many."""
+        work: list[tuple[Any, str, int, int]] = []
+        uid = check.upstream.id
+        for t in check.targets:
+            if t.weight == 0:
+                continue
+            _, port = split_target(t.target)
+            for ip in await self._addresses(t):
+                slot = self._slot(uid, t.id, ip, port)
+                if slot < 0:
+                    continue
+                if H.available(self.table.state(slot)) == healthy:
+                    work.append((t, ip, port, slot))
+        if not work:
+            return 0
+        gate = asyncio.Semaphore(check.policy.active.concurrency)
+
+        async def one(item: tuple[Any, str, int, int]) -> None:
+            async with gate:
+                await self.probe(check, *item)
+
+        await asyncio.gather(*(one(item) for item in work))
+        return len(work)
+
+    async def probe(self, check: UpstreamCheck, target: Any, ip: str, port: int, slot: int) -> None:
+        """One active probe of ``ip:port``, its result counted in ``slot``."""
+        active = check.policy.active
+        timeout = float(active.timeout) or 1.0
+        self.probes += 1
+        name, _ = split_target(target.target)
+        tls: ssl.SSLContext | None = None
+        if active.type in ("https", "grpcs"):
+            tls = ssl.create_default_context()
+            if not active.https_verify_certificate:
+                tls.check_hostname = False
+                tls.verify_mode = ssl.CERT_NONE
+        writer: asyncio.StreamWriter | None = None
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(
+                    ip,
+                    port,
+                    ssl=tls,
+                    server_hostname=(active.https_sni or name) if tls is not None else None,
+                ),
+                timeout,
+            )
+            if active.type == "tcp":
+                self._count(check, target, ip, port, slot, H.CTR_SUCCESS)
+                return
+            host = check.upstream.host_header or name
+            extra = "".join(f"{k}: {v}\r\n" for k, vs in (active.headers or {}).items() for v in vs)
+            assert writer is not None
+            writer.write(f"GET {active.http_path} HTTP/1.0\r\n{extra}Host: {host}\r\n\r\n".encode())
+            line = await asyncio.wait_for(reader.readline(), timeout)
+        except TimeoutError:
+            self._count(check, target, ip, port, slot, H.CTR_TIMEOUT)
+            return
+        except (OSError, ssl.SSLError):
+            self._count(check, target, ip, port, slot, H.CTR_TCP)
+            return
+        finally:
+            if writer is not None:
+                writer.close()
+        parts = line.split()
+        status = 0
+        if len(parts) >= 2 and parts[0].startswith(b"HTTP/") and parts[1].isdigit():
+            status = int(parts[1])
+        if not line:
+            self._count(check, target, ip, port, slot, H.CTR_TCP)
+        elif status in active.healthy.http_statuses:
+            self._count(check, target, ip, port, slot, H.CTR_SUCCESS)
+        elif status in active.unhealthy.http_statuses or status == 0:
+            self._count(check, target, ip, port, slot, H.CTR_HTTP)
+
+    def _count(
+        self, check: UpstreamCheck, target: Any, ip: str, port: int, slot: int, counter: int
+    ) -> None:
+        active = check.policy.active
+        limit = {
+            H.CTR_SUCCESS: active.healthy.successes,
+            H.CTR_HTTP: active.unhealthy.http_failures,
+            H.CTR_TCP: active.unhealthy.tcp_failures,
+            H.CTR_TIMEOUT: active.unhealthy.timeouts,
+        }[counter]
+        if self.table.fp_at(slot) != H.key_fp(check.upstream.id, target.id, ip, port)[0]:
+            slot = self._slot(check.upstream.id, target.id, ip, port)  # swept and reused
+            if slot < 0:
+                return
+        changed = self.table.report(slot, counter, int(limit))
+        if changed is not None and H.available(changed[0]) != H.available(changed[1]):
+            log.warning(
+                "[healthchecks] %s %s:%d (upstream %s) is now %s (active)",
+                target.target,
+                ip,
+                port,
+                check.upstream.name,
+                H.STATE_NAMES[changed[1]],
+            )
+
+    # -- the admin API -------------------------------------------------------------------------
+    def find_upstream(self, key: str) -> UpstreamCheck | None:
+        check = self.checks.get(key)
+        if check is None and key in self.by_name:
+            check = self.checks[self.by_name[key]]
+        return check
+
+    def set_health(
+        self, upstream: str, target: str, address: str | None, healthy: bool
+    ) -> tuple[int, dict[str, Any] | None]:
+        """``POST .../healthy|unhealthy``: ``(status, body)`` in Kong's shape."""
+        check = self.find_upstream(upstream)
+        if check is None:
+            return 404, {"message": "Not found"}
+        found = next((t for t in check.targets if target in (t.id, t.target)), None)
+        if found is None:
+            return 404, {"message": "Not found"}
+        name, port = split_target(found.target)
+        if address is not None:
+            ip, aport = split_target(address)
+            pairs = [(ip, aport if ":" in address else port)]
+        else:
+            pairs = [(ip, port) for ip in self.addresses(found)]
+            if not is_ip(name):
+                pairs.append((name, port))  # workers that have not resolved it yet
+        for ip, p in pairs:
+            slot = self._slot(check.upstream.id, found.id, ip, p)
+            if slot >= 0:
+                self.table.set(slot, healthy)
+        log.warning(
+            "[healthchecks] %s of upstream %s set %s through the admin API",
+            address or found.target,
+            check.upstream.name,
+            "healthy" if healthy else "unhealthy",
+        )
+        return 204, None
+
+    def target_status(self, check: UpstreamCheck, target: Any) -> dict[str, Any]:
+        """Kong's ``getTargetStatus`` with each address's ``health``."""
+        name, port = split_target(target.target)
+        ips = self.addresses(target)
+        n = len(ips) or 1
+        base, extra = divmod(target.weight, n)
+        addresses = []
+        total = unavailable = 0
+        for i, ip in enumerate(ips):
+            w = base + (1 if i < extra else 0)
+            if target.weight > 0:
+                w = max(w, 1)
+            fp, _ = H.key_fp(check.upstream.id, target.id, ip, port)
+            slot = self.table.find(fp)
+            state = self.table.state(slot) if slot >= 0 else H.UNSET
+            ok = H.available(state)
+            if check.policy.using:
+                health = "HEALTHY" if ok else "UNHEALTHY"
+            else:
+                health = "HEALTHCHECKS_OFF" if ok else "UNHEALTHY"
+            total += w
+            unavailable += 0 if ok else w
+            addresses.append({"ip": ip, "port": port, "weight": w, "health": health})
+        return {
+            "host": name,
+            "port": port,
+            "dns": "AAAA" if ips and all(":" in ip for ip in ips) else "A",
+            "nodeWeight": target.weight,
+            "weight": {
+                "total": total,
+                "unavailable": unavailable,
+                "available": total - unavailable,
+            },
+            "addresses": addresses,
+        }
+
+    def upstream_health(self, upstream_id: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Kong's ``page_for_upstream_with_health``: each target row with ``health``/``data``."""
+        check = self.checks.get(upstream_id)
+        out = []
+        for row in rows:
+            row = dict(row)
+            target = None
+            if check is not None:
+                target = next((t for t in check.targets if t.id == row.get("id")), None)
+            if target is None:
+                row["health"] = "DNS_ERROR"
+                row["data"] = None
+                out.append(row)
+                continue
+            data = self.target_status(check, target) if check is not None else None
+            health = "DNS_ERROR"
+            if data is not None and data["addresses"]:
+                health = "HEALTHCHECKS_OFF"
+                for address in data["addresses"]:
+                    if address["health"] == "HEALTHY":
+                        health = "HEALTHY"
+                        break
+                    if address["health"] == "UNHEALTHY":
+                        health = "UNHEALTHY"
+            row["health"] = health
+            row["data"] = data
+            out.append(row)
+        return out
+
+    def balancer_health(self, upstream_id: str) -> dict[str, Any] | None:
+        """``GET /upstreams/{u}/health?balancer_health=1``: Kong's ``get_balancer_health``."""
+        check = self.checks.get(upstream_id)
+        if check is None:
+            return None
+        body: dict[str, Any] = {"health": "HEALTHCHECKS_OFF", "id": upstream_id}
+        if not check.policy.using:
+            return body
+        hosts = [self.target_status(check, t) for t in check.targets]
+        total = sum(h["weight"]["total"] for h in hosts)
+        unavailable = sum(h["weight"]["unavailable"] for h in hosts)
+        healthy = total > 0 and (total - unavailable) * 100.0 / total > check.policy.threshold
+        body["health"] = "HEALTHY" if healthy else "UNHEALTHY"
+        body["details"] = {
+            "healthy": healthy,
+            "weight": {
+                "total": total,
+                "unavailable": unavailable,
+                "available": total - unavailable,
+            },
+            "hosts": hosts,
+        }
+        return body
