@@ -65,13 +65,14 @@ DECAY_TIME = 10.0  # seconds, Kong's latency balancer
 class PeerState:
     """Per-worker numbers of one address that outlive config snapshots."""
 
-    __slots__ = ("fp", "tfp", "slot", "state", "active", "ewma", "ewma_at")
+    __slots__ = ("fp", "tfp", "slot", "state", "counters", "active", "ewma", "ewma_at")
 
     def __init__(self, fp: int = 0, tfp: int = 0) -> None:
         self.fp = fp
         self.tfp = tfp
         self.slot = -1
         self.state = H.UNSET
+        self.counters = H.ZERO  # only used by a balancer without a registry (no shared table)
         self.active = 0
         self.ewma = -1.0  # -1: never measured (slow start gives it the average)
         self.ewma_at = 0.0
@@ -297,7 +298,7 @@ class Balancer:
         if self.registry is not None:
             self.registry.report(self, peer, counter, limit)
             return
-        new, _ = H.transition(state, (0, 0, 0, 0), counter, limit)
+        new, st.counters = H.transition(state, st.counters, counter, limit)
         if new != state:
             st.state = new
             self.refresh()

@@ -1,0 +1,159 @@
+"""The algorithms as pure objects: distribution, least-connections, latency, health, threshold."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from fastkong.config import load_config
+from fastkong.config.schema import Healthchecks
+from fastkong.runtime import compile_runtime
+from fastkong.upstreams import health as H
+from fastkong.upstreams.balancers import (
+    Latency,
+    LeastConnections,
+    Peer,
+    RoundRobin,
+    TargetEntry,
+    build_balancer,
+    split_target,
+)
+from fastkong.upstreams.registry import Registry
+from tests.upstreams._configs import passive, targets, upstream
+
+
+def test_weighted_round_robin_is_exact_over_10000_picks() -> None:
+    u = upstream()
+    b = build_balancer(u, targets(u, ("10.0.0.1:80", 10), ("10.0.0.2:80", 30), ("10.0.0.3:80", 60)))
+    assert isinstance(b, RoundRobin)
+    counts = Counter(p.host for _ in range(10000) if (p := b.pick()) is not None)
+    assert counts == {"10.0.0.1": 1000, "10.0.0.2": 3000, "10.0.0.3": 6000}
+
+
+def test_weight_zero_target_and_default_port() -> None:
+    u = upstream()
+    b = build_balancer(u, targets(u, ("10.0.0.1", 100), ("10.0.0.2:81", 0)))
+    assert [(p.host, p.port) for p in b.peers] == [("10.0.0.1", 8000)]
+    assert len(b.all_peers()) == 2
+    assert split_target("[::1]:9000") == ("::1", 9000)
+    assert split_target("example.com") == ("example.com", 8000)
+
+
+def test_hostname_weight_is_split_across_addresses() -> None:
+    t = TargetEntry("t1", "svc.test:80", 100, "u1")
+    assert [p.host for p in t.peers] == ["svc.test"]  # unresolved: one stand-in peer
+    assert t.set_addresses(["10.0.0.2", "10.0.0.1", "10.0.0.3"], "u1")
+    assert [(p.host, p.weight, p.hostname) for p in t.peers] == [
+        ("10.0.0.1", 34, "svc.test"),
+        ("10.0.0.2", 33, "svc.test"),
+        ("10.0.0.3", 33, "svc.test"),
+    ]
+    assert not t.set_addresses(["10.0.0.3", "10.0.0.1", "10.0.0.2"], "u1")  # unchanged
+    assert t.peers[0].host_header == "svc.test"
+
+
+def test_least_connections_prefers_the_idle_peer() -> None:
+    u = upstream(algorithm="least-connections")
+    b = build_balancer(u, targets(u, ("10.0.0.1:80", 100), ("10.0.0.2:80", 100)))
+    assert isinstance(b, LeastConnections)
+    busy = b.pick()
+    assert busy is not None
+    for _ in range(5):  # while `busy` has a request in flight, the idle peer gets the traffic
+        p = b.pick()
+        assert p is not None and p is not busy
+        b.done(p, 0.01)
+    b.done(busy, 0.01)
+    spread = Counter(p.host for _ in range(10) if (p := b.pick()) is not None and not b.done(p, 0))
+    assert set(spread.values()) == {5}  # idle ties are spread, not all sent to the first
+
+
+def test_least_connections_weighs_active_by_weight() -> None:
+    u = upstream(algorithm="least-connections")
+    b = build_balancer(u, targets(u, ("10.0.0.1:80", 300), ("10.0.0.2:80", 100)))
+    picks = Counter(p.host for _ in range(8) if (p := b.pick()) is not None)  # none released
+    assert picks == {"10.0.0.1": 6, "10.0.0.2": 2}
+
+
+def test_latency_prefers_the_fast_peer() -> None:
+    u = upstream(algorithm="latency")
+    b = build_balancer(u, targets(u, ("10.0.0.1:80", 100), ("10.0.0.2:80", 100)))
+    assert isinstance(b, Latency)
+    fast, slow = b.peers
+    fast.st.active += 1
+    b.done(fast, 0.001)
+    slow.st.active += 1
+    b.done(slow, 0.5)
+    counts = Counter()
+    for _ in range(200):
+        p = b.pick()
+        assert p is not None
+        counts[p.host] += 1
+        b.done(p, 0.001 if p is fast else 0.5)
+    assert counts[fast.host] == 200  # two choices out of two: always the lower score
+
+
+def test_passive_failures_take_a_peer_out_and_the_threshold_fails_the_balancer() -> None:
+    u = upstream(healthchecks=passive(http=2, tcp=1))
+    b = build_balancer(u, targets(u, ("10.0.0.1:80", 100), ("10.0.0.2:80", 100)))
+    a, c = b.peers
+    b.report_status(a, 500)
+    assert a.st.state == H.MOSTLY_HEALTHY and len(b.live) == 2  # still serving
+    b.report_status(a, 500)
+    assert a.st.state == H.UNHEALTHY and b.live == [c]
+    assert all(b.pick() is c for _ in range(4))
+    b.report_failure(c, timeout=False)
+    assert b.live == [] and not b.healthy and b.pick() is None
+    assert "unhealthy" in repr(b)
+
+
+def test_threshold_makes_the_whole_upstream_unhealthy() -> None:
+    hc = Healthchecks(passive=passive(http=1).passive, threshold=60)
+    u = upstream(healthchecks=hc)
+    b = build_balancer(u, targets(u, ("10.0.0.1:80", 100), ("10.0.0.2:80", 100)))
+    b.report_status(b.peers[0], 503)
+    assert b.available_weight == 100 and not b.healthy
+    assert b.pick() is None  # 50% available is not above 60%
+
+
+def test_registry_keeps_state_for_unchanged_targets_across_snapshots() -> None:
+    def config(weight_b: int) -> str:
+        return f"""
+_format_version: "3.0"
+services: [{{name: s, host: pool.test, routes: [{{name: r, paths: ["/"]}}]}}]
+upstreams:
+- name: pool.test
+  algorithm: least-connections
+  healthchecks: {{passive: {{unhealthy: {{http_failures: 1}}}}}}
+  targets: [{{target: "10.0.0.1:80"}}, {{target: "10.0.0.2:80", weight: {weight_b}}}]
+"""
+
+    registry = Registry()
+    rt1 = compile_runtime(load_config(config(100).encode()).config, "h1")
+    registry.adopt(rt1)
+    b1 = rt1.services[next(iter(rt1.services))].balancer
+    assert b1 is not None
+    a1 = b1.pick()
+    assert a1 is not None
+    other = next(p for p in b1.peers if p is not a1)
+    b1.report_status(other, 500)
+    assert other.st.state == H.UNHEALTHY
+    rt2 = compile_runtime(load_config(config(50).encode()).config, "h2")
+    registry.adopt(rt2)
+    b2 = rt2.services[next(iter(rt2.services))].balancer
+    assert b2 is not None
+    # same ids: the unhealthy target stays out, the in-flight count carried over
+    same = next(p for p in b2.peers if p.host == a1.host)
+    gone = next(p for p in b2.peers if p.host == other.host)
+    assert gone.st.state == H.UNHEALTHY and b2.live == [same]
+    assert same.st is a1.st and a1.st.active == 1
+    b1.done(a1, 0.01)  # a request of the old snapshot finishing releases the shared count
+    assert same.st.active == 0
+
+
+def test_peer_repr_and_compat_constructor() -> None:
+    p = Peer("10.0.0.1", 80, 5)
+    rr = RoundRobin([p])
+    assert repr(rr) == "<RoundRobin peers=1 total_weight=5>"
+    p.st.state = H.UNHEALTHY
+    rr.refresh()
+    assert repr(rr) == "<RoundRobin peers=1 total_weight=5 live=0 unhealthy>"
+    assert repr(p) == "<Peer 10.0.0.1:80 weight=5 unhealthy>"

@@ -1,0 +1,135 @@
+"""Kong's consistent hashing: xxHash32 vectors, the wheel, key movement when targets change."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from fastkong.upstreams.balancers import ConsistentHashing
+from fastkong.upstreams.hashing import Continuum, continuum_size, xxh32
+from tests.upstreams._configs import targets, upstream
+
+
+def test_xxh32_reference_vectors() -> None:
+    assert xxh32(b"") == 0x02CC5D05
+    assert xxh32(b"a") == 0x550D7456
+    assert xxh32(b"abc") == 0x32D153FF
+    assert xxh32(b"Nobody inspects the spammish repetition") == 0xE2293B2F
+    assert xxh32(b"abc", seed=1) != xxh32(b"abc")
+
+
+def test_continuum_size_is_kongs() -> None:
+    assert continuum_size(10) == 1000  # below Kong's minimum: its default
+    assert continuum_size(10000) == 10000
+    assert continuum_size(65536) == 65536
+
+
+def test_entries_follow_weights() -> None:
+    wheel = Continuum([("10.0.0.1", 80, 100), ("10.0.0.2", 80, 300)], 2, 10000)
+    # Kong: floor(weight / total * targets * 160) entries per address
+    assert wheel.entries == [80, 240]
+    assert repr(wheel).startswith("<Continuum points=10000 used=320")
+
+
+def balancer(n: int, slots: int = 10000) -> ConsistentHashing:
+    u = upstream(
+        hash_on="header", hash_on_header="x-user", algorithm="consistent-hashing", slots=slots
+    )
+    specs = [(f"10.0.0.{i}:80", 100) for i in range(1, n + 1)]
+    return ConsistentHashing(upstream=u, targets=targets(u, *specs))
+
+
+def test_same_key_same_peer_whatever_the_order() -> None:
+    u = upstream(hash_on="header", hash_on_header="x-user", algorithm="consistent-hashing")
+    ts = targets(u, *[(f"10.0.0.{i}:80", 100) for i in range(1, 5)])
+    a = ConsistentHashing(upstream=u, targets=ts)
+    b = ConsistentHashing(upstream=u, targets=list(reversed(ts)))
+    for i in range(500):
+        key = f"user-{i}"
+        pa, pb = a.pick((), key), b.pick((), key)
+        assert pa is not None and pb is not None
+        assert (pa.host, pa.port) == (pb.host, pb.port)
+        assert a.pick((), key) is pa
+
+
+def test_adding_a_target_moves_about_one_in_n_keys() -> None:
+    before, after = balancer(4), balancer(5)
+    keys = [f"k{i}" for i in range(5000)]
+    moved = 0
+    for k in keys:
+        p, q = before.pick((), k), after.pick((), k)
+        assert p is not None and q is not None
+        if p.host != q.host:
+            moved += 1
+            assert q.host == "10.0.0.5"  # keys only move to the new target
+    assert 0.12 < moved / len(keys) < 0.28  # ideal: 1/5
+
+
+def test_spread_over_targets() -> None:
+    b = balancer(4)
+    counts = Counter(p.host for k in range(8000) if (p := b.pick((), f"key{k}")) is not None)
+    assert len(counts) == 4
+    assert min(counts.values()) > 8000 / 4 * 0.6
+
+
+def test_unavailable_owner_walks_to_the_next_peer_and_back() -> None:
+    b = balancer(3)
+    first = b.pick((), "alice")
+    assert first is not None
+    first.st.state = 2  # unhealthy
+    b.refresh()
+    other = b.pick((), "alice")
+    assert other is not None and other is not first
+    assert b.pick((first,), "alice") is other  # a retry excludes the tried peer the same way
+    first.st.state = 1
+    b.refresh()
+    assert b.pick((), "alice") is first
+
+
+def test_hash_value_sources_and_fallback() -> None:
+    u = upstream(
+        hash_on="header",
+        hash_on_header="X-User",
+        hash_fallback="query_arg",
+        hash_fallback_query_arg="u",
+        algorithm="consistent-hashing",
+    )
+    b = ConsistentHashing(upstream=u, targets=targets(u, ("10.0.0.1:80", 100)))
+    headers = [(b"x-user", b"alice"), (b"x-user", b"bob")]
+    assert b.hash_value(headers, "1.2.3.4", "/p", b"", None, None) == ("alice, bob", None)
+    assert b.hash_value([], "1.2.3.4", "/p", b"u=z&u=a&x=1", None, None) == ("a,z", None)
+    assert b.hash_value([], "1.2.3.4", "/p", b"u", None, None) == ("true", None)
+    assert b.hash_value([], "1.2.3.4", "/p", b"", None, None) == ("", None)
+
+
+def test_cookie_hash_sets_the_cookie_when_absent() -> None:
+    u = upstream(
+        hash_on="cookie",
+        hash_on_cookie="sticky",
+        hash_on_cookie_path="/app",
+        algorithm="consistent-hashing",
+    )
+    b = ConsistentHashing(upstream=u, targets=targets(u, ("10.0.0.1:80", 100)))
+    value, cookie = b.hash_value([(b"cookie", b"a=1; sticky=xyz")], "ip", "/", b"", None, None)
+    assert (value, cookie) == ("xyz", None)
+    value, cookie = b.hash_value([], "ip", "/", b"", None, None)
+    assert cookie == value and len(value) == 36
+    assert b.cookie_header(value) == (
+        f"sticky={value}; Path=/app; Same-Site=Lax; HttpOnly".encode()
+    )
+
+
+def test_ip_consumer_path_and_uri_capture() -> None:
+    class Ctx:
+        consumer = type("C", (), {"id": "consumer-1"})()
+        credential = None
+
+    for hash_on, extra, expect in (
+        ("ip", {}, "9.9.9.9"),
+        ("consumer", {}, "consumer-1"),
+        ("path", {}, "/orders/7"),
+        ("uri_capture", {"hash_on_uri_capture": "id"}, "7"),
+    ):
+        u = upstream(hash_on=hash_on, algorithm="consistent-hashing", **extra)
+        b = ConsistentHashing(upstream=u, targets=targets(u, ("10.0.0.1:80", 100)))
+        value, _ = b.hash_value([], "9.9.9.9", "/orders/7", b"", Ctx(), {0: "/orders/7", "id": "7"})
+        assert value == expect

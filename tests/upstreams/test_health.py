@@ -1,0 +1,154 @@
+"""Kong's health state machine (lua-resty-healthcheck's rules) and the shared health table."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fastkong.upstreams import health as H
+from fastkong.upstreams.health import (
+    CTR_HTTP,
+    CTR_SUCCESS,
+    CTR_TCP,
+    CTR_TIMEOUT,
+    HEALTHY,
+    MOSTLY_HEALTHY,
+    MOSTLY_UNHEALTHY,
+    UNHEALTHY,
+    UNSET,
+    HealthPolicy,
+    HealthTable,
+    transition,
+)
+from tests.helpers import ROOT
+from tests.upstreams._configs import passive
+
+
+def run(state: int, *reports: tuple[int, int]) -> tuple[int, H.Counters]:
+    counters: H.Counters = H.ZERO
+    for counter, limit in reports:
+        state, counters = transition(state, counters, counter, limit)
+    return state, counters
+
+
+def test_failures_reach_the_limit() -> None:
+    assert run(UNSET, (CTR_HTTP, 3)) == (MOSTLY_HEALTHY, (0, 1, 0, 0))
+    assert run(UNSET, (CTR_HTTP, 3), (CTR_HTTP, 3), (CTR_HTTP, 3))[0] == UNHEALTHY
+    # each failure kind has its own counter and limit
+    assert run(HEALTHY, (CTR_TCP, 2), (CTR_TIMEOUT, 2))[0] == MOSTLY_HEALTHY
+    assert run(HEALTHY, (CTR_TCP, 2), (CTR_TCP, 2))[0] == UNHEALTHY
+
+
+def test_a_success_clears_failures_and_a_failure_clears_successes() -> None:
+    state, c = run(HEALTHY, (CTR_HTTP, 3), (CTR_HTTP, 3), (CTR_SUCCESS, 5))
+    assert (state, c) == (MOSTLY_HEALTHY, (1, 0, 0, 0))
+    state, c = run(UNHEALTHY, (CTR_SUCCESS, 3), (CTR_SUCCESS, 3), (CTR_TCP, 9))
+    assert (state, c) == (MOSTLY_UNHEALTHY, (0, 0, 1, 0))
+
+
+def test_reports_that_agree_with_the_state_are_not_counted() -> None:
+    assert run(HEALTHY, (CTR_SUCCESS, 1)) == (HEALTHY, H.ZERO)
+    assert run(UNHEALTHY, (CTR_HTTP, 1)) == (UNHEALTHY, H.ZERO)
+    assert run(HEALTHY, (CTR_HTTP, 0)) == (HEALTHY, H.ZERO)  # limit 0: that check is off
+
+
+def test_recovery_needs_the_successes() -> None:
+    state, _ = run(UNHEALTHY, (CTR_SUCCESS, 2))
+    assert state == MOSTLY_UNHEALTHY and not H.available(state)
+    state, _ = run(UNHEALTHY, (CTR_SUCCESS, 2), (CTR_SUCCESS, 2))
+    assert state == HEALTHY and H.available(state)
+    assert H.available(MOSTLY_HEALTHY) and H.available(UNSET)
+
+
+def test_counters_saturate_at_255() -> None:
+    state, c = run(UNHEALTHY, *[(CTR_SUCCESS, 255)] * 300)
+    assert c[0] == 255 and state == HEALTHY
+
+
+def test_policy_reads_kongs_fields() -> None:
+    off = HealthPolicy(None)
+    assert not off.using and not off.passive_on and not off.active_on
+    p = HealthPolicy(passive(http=3, successes=2))
+    assert p.using and p.passive_on
+    assert p.passive_status(200) == (CTR_SUCCESS, 2)
+    assert p.passive_status(503) == (CTR_HTTP, 3)
+    assert p.passive_status(404) is None
+    assert p.passive_status(0) == (CTR_HTTP, 3)  # an invalid response
+
+
+def test_table_slots_survive_and_sweep(tmp_path: Path) -> None:
+    path = tmp_path / "health"
+    table = HealthTable.create(path, 64)
+    fp, tfp = H.key_fp("u1", "t1", "10.0.0.1", 80)
+    slot = table.slot(fp, tfp)
+    assert slot >= 0 and table.find(fp) == slot and table.slot(fp, tfp) == slot
+    gen = table.generation()
+    assert table.report(slot, CTR_HTTP, 1) == (UNSET, UNHEALTHY)
+    assert table.generation() == gen + 1
+    # a second process (here: a second mapping) sees the same slot and state
+    other = HealthTable(path)
+    assert other.find(fp) == slot and other.state(slot) == UNHEALTHY
+    # re-creating the table (a restarted supervisor) keeps it
+    again = HealthTable.create(path, 64)
+    assert again.state(again.find(fp)) == UNHEALTHY
+    # sweeping keeps live targets, kills the others
+    assert table.sweep([tfp]) == 0 and table.find(fp) == slot
+    assert table.sweep([]) == 1 and table.find(fp) == -1
+    # a target that comes back starts healthy (Kong: a new target is healthy)
+    revived = table.slot(fp, tfp)
+    assert revived >= 0 and table.state(revived) == UNSET
+    assert "slots=64" in repr(table)
+    for t in (table, other, again):
+        t.close()
+
+
+def test_set_clears_counters(tmp_path: Path) -> None:
+    table = HealthTable.create(tmp_path / "h", 16)
+    slot = table.slot(*H.key_fp("u", "t", "1.1.1.1", 1))
+    table.report(slot, CTR_TCP, 5)
+    assert table.read(slot)[:2] == (MOSTLY_HEALTHY, (0, 0, 1, 0))
+    assert table.set(slot, False)
+    assert table.read(slot)[:2] == (UNHEALTHY, H.ZERO)
+    assert not table.set(slot, False)  # no availability change
+    table.close()
+
+
+def test_table_rejects_a_foreign_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    bad.write_bytes(b"x" * 200)
+    with pytest.raises(ValueError):
+        HealthTable(bad)
+    with pytest.raises(ValueError):
+        HealthTable.create(tmp_path / "h", 100)
+    table = HealthTable.create(bad, 16)  # create replaces it
+    assert table.nslots == 16
+    table.close()
+
+
+WORKER = """
+import sys
+from fastkong.upstreams import health as H
+t = H.HealthTable(sys.argv[1])
+slot = t.slot(*H.key_fp("u", "t", "10.0.0.1", 80))
+for _ in range(int(sys.argv[2])):
+    t.report(slot, H.CTR_SUCCESS, 255)
+"""
+
+
+def test_concurrent_processes_never_lose_a_count(tmp_path: Path) -> None:
+    path = tmp_path / "health"
+    table = HealthTable.create(path, 256)
+    slot = table.slot(*H.key_fp("u", "t", "10.0.0.1", 80))
+    table.set(slot, False)  # unhealthy: successes are counted, up to 255
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WORKER, str(path), "60"], cwd=ROOT)
+        for _ in range(4)
+    ]
+    for p in procs:
+        assert p.wait(30) == 0
+    state, counters, _ = table.read(slot)
+    assert counters[CTR_SUCCESS] == 240 and state == MOSTLY_UNHEALTHY
+    table.close()
