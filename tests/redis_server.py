@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -39,8 +40,8 @@ def redis_server_path() -> str:
 class RedisServer:
     """``redis-server`` without persistence on ``127.0.0.1:<free port>``, stopped by its pid."""
 
-    def __init__(self, workdir: Path | None = None, *args: str) -> None:
-        self.port = free_port()
+    def __init__(self, workdir: Path | None = None, *args: str, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.workdir = workdir
         self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
@@ -88,6 +89,115 @@ class RedisServer:
 
     def flush(self) -> None:
         self.cli("FLUSHALL")
+
+
+class RedisCluster:
+    """Three ``redis-server --cluster-enabled yes`` masters joined by ``redis-cli --cluster``."""
+
+    def __init__(self, workdir: Path, size: int = 3) -> None:
+        self.workdir = workdir
+        self.servers = [
+            RedisServer(
+                workdir,
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                f"nodes-{i}.conf",
+                "--cluster-node-timeout",
+                "2000",
+                port=_cluster_port(),
+            )
+            for i in range(size)
+        ]
+
+    def __repr__(self) -> str:
+        return f"<RedisCluster ports={self.ports}>"
+
+    @property
+    def ports(self) -> list[int]:
+        return [s.port for s in self.servers]
+
+    def start(self) -> RedisCluster:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        for server in self.servers:
+            server.start()
+        subprocess.run(
+            ["redis-cli", "--cluster", "create"]
+            + [f"127.0.0.1:{p}" for p in self.ports]
+            + ["--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        wait_until(
+            lambda: all("cluster_state:ok" in s.cli("CLUSTER", "INFO") for s in self.servers),
+            timeout=20,
+        )
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is valid and free too."""
+    for _ in range(100):
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port + 10000)) != 0:
+                return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
+class Sentinel:
+    """A master and one ``redis-server --sentinel`` watching it as ``name``."""
+
+    def __init__(self, workdir: Path, name: str = "mymaster") -> None:
+        self.workdir = workdir
+        self.name = name
+        self.master = RedisServer(workdir)
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Sentinel :{self.port} {self.name} -> {self.master!r}>"
+
+    def start(self) -> Sentinel:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        self.master.start()
+        conf = self.workdir / f"sentinel-{self.port}.conf"
+        conf.write_text(
+            f"port {self.port}\nbind 127.0.0.1\n"
+            f"sentinel monitor {self.name} 127.0.0.1 {self.master.port} 1\n"
+        )
+        self.proc = subprocess.Popen(
+            [redis_server_path(), str(conf), "--sentinel"],
+            cwd=self.workdir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_port(self.port, proc=self.proc)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+        self.master.stop()
 
 
 class FaultProxy:

@@ -503,9 +503,16 @@ class RedisClient:
         for address, conn in list(self.nodes.items()):
             if conn.error is not None:
                 del self.nodes[address]
-        if self.options.mode == "sentinel":
-            self.master = None  # ask the sentinels again: there may have been a failover
+        self._forget_topology()
         self.failed(error)
+
+    def _forget_topology(self) -> None:
+        # After a failure there may have been a failover: ask the sentinels (or the cluster
+        # for its slots) again on the next connection.
+        if self.options.mode == "sentinel":
+            self.master = None
+        elif self.options.mode == "cluster":
+            self.slots = []
 
     async def _address(self, key: bytes | None) -> tuple[str, int]:
         o = self.options
@@ -592,6 +599,10 @@ class RedisClient:
             if not isinstance(reply, ReplyError):
                 return reply
             text = str(reply)
+            if text.startswith("READONLY") and self.options.mode != "single":
+                # a replica now (failover): drop it, find the master again, back off meanwhile
+                conn.fail(RedisError(f"{address[0]}:{address[1]} is read-only: {text}"))
+                raise RedisError(text)
             if text.startswith(("MOVED ", "ASK ")) and self.options.mode == "cluster":
                 kind, slot, where = text.split(" ", 2)
                 host, _, port = where.rpartition(":")

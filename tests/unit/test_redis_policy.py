@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fastkong._core.windows import window_length, window_start
 from fastkong.store import redis as R
-from tests.redis_server import FaultProxy, RedisServer
+from tests.redis_server import FaultProxy, RedisCluster, RedisServer, Sentinel
 
 pytestmark = pytest.mark.redis
 
@@ -362,3 +363,62 @@ async def test_a_failed_flush_keeps_the_counts_for_the_next(proxy: FaultProxy) -
     finally:
         batcher.close()
         await client.aclose()
+
+
+# -- topologies -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    c = RedisCluster(Path(tmp_path_factory.mktemp("cluster"))).start()
+    yield c
+    c.stop()
+
+
+async def test_cluster_routes_each_call_to_its_slot(redis_cluster: RedisCluster) -> None:
+    seed = (("127.0.0.1", redis_cluster.ports[0]),)
+    client = R.RedisClient(R.RedisOptions(cluster_nodes=seed), asyncio.get_running_loop())
+    try:
+        tags = [f"r:s:user-{i}" for i in range(40)]
+        for tag in tags:
+            reply = await R.run_windowed(client, R.FIXED_WINDOW, fixed((5, 10), tag), 1)
+            assert reply[0] == 1 and reply[2:] == [1, 1]
+        assert len(client.nodes) == 3  # the tags spread over every master
+        # a stale slot map: every slot on one node; MOVED replies put each call right
+        client.slots = [("127.0.0.1", redis_cluster.ports[0])] * 16384
+        for tag in tags:
+            reply = await R.run_windowed(client, R.FIXED_WINDOW, fixed((5, 10), tag), 1)
+            assert reply[2:] == [2, 2]
+        owners = {client.slots[R.hash_slot(f"x{{{t}}}".encode())] for t in tags}
+        assert len(owners) == 3
+    finally:
+        await client.aclose()
+
+
+async def test_sentinel_resolves_the_master(tmp_path: Path) -> None:
+    sentinel = Sentinel(tmp_path).start()
+    options = R.RedisOptions(
+        sentinel_master="mymaster", sentinel_nodes=(("127.0.0.1", sentinel.port),)
+    )
+    client = R.RedisClient(options, asyncio.get_running_loop())
+    try:
+        reply = await R.run_windowed(client, R.FIXED_WINDOW, fixed((5, 10)), 1)
+        assert reply[0] == 1
+        assert client.master == ("127.0.0.1", sentinel.master.port)
+        assert len(sentinel.master.cli("KEYS", "ratelimit:*").split()) == 2
+    finally:
+        await client.aclose()
+        sentinel.stop()
+
+
+async def test_sentinel_that_does_not_know_the_master_is_an_error(tmp_path: Path) -> None:
+    sentinel = Sentinel(tmp_path).start()
+    options = R.RedisOptions(
+        sentinel_master="other", sentinel_nodes=(("127.0.0.1", sentinel.port),)
+    )
+    client = R.RedisClient(options, asyncio.get_running_loop())
+    try:
+        with pytest.raises(R.RedisError, match="does not know master 'other'"):
+            await client.execute("PING")
+        assert not client.available
+    finally:
+        await client.aclose()
+        sentinel.stop()

@@ -27,7 +27,7 @@ import asyncio
 import logging
 import math
 import time
-from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, NamedTuple
 
 import msgspec
 from msgspec import Meta
@@ -106,7 +106,7 @@ class RateLimitingConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unkno
 
 def _lua_number(x: float) -> str:
     """A number as Kong prints it in a header (LuaJIT's ``%.14g``)."""
-    if x == int(x):
+    if x.__class__ is int or x == int(x):
         return str(int(x))
     return f"{x:.14g}"
 
@@ -156,7 +156,10 @@ class RateLimiting(Plugin):
         #: ``<route_id>:<service_id>``: the plugin's scope, as in Kong's counter keys.
         self.scope = f"{route}:{service}"
         self.periods = tuple(p for p in PERIODS if getattr(config, p) is not None)
-        self.limits = tuple(float(getattr(config, p)) for p in self.periods)
+        # integral limits stay ints, so remaining counts are ints (cheap to print)
+        self.limits: tuple[float, ...] = tuple(
+            int(x) if x == int(x) else float(x) for x in (getattr(config, p) for p in self.periods)
+        )
         self.ints = [math.ceil(limit) for limit in self.limits]
         self.lengths = tuple(PERIOD_SECONDS[p] for p in self.periods)
         self.limit_headers = tuple(
@@ -172,7 +175,7 @@ class RateLimiting(Plugin):
             redis_options(config.redis, **overrides) if config.policy == "redis" else None
         )
         self._cached_second = -1
-        self._cached: tuple[list[int], list[int]] = ([], [])
+        self._cached = _Windows([], [], [], [])
         self._client: redis_store.RedisClient | None = None
 
     def __repr__(self) -> str:
@@ -293,25 +296,20 @@ class RateLimiting(Plugin):
         if not ok:
             out.append((b"retry-after", reset))
 
-    def windows(self, second: int) -> tuple[list[int], list[int]]:
-        """The fixed windows' starts and lengths (s) at ``second``, computed once a second."""
+    def windows(self, second: int) -> _Windows:
+        """The fixed windows at ``second`` (computed once a second): starts and lengths (s),
+        Kong's key suffixes ``<period_date>:<period>`` and RateLimit-Reset values."""
         if second != self._cached_second:
             starts = [window_start(p, second) for p in self.periods]
-            lengths = [window_length(p, s) for p, s in zip(self.periods, starts, strict=True)]
-            self._cached = (starts, lengths)
+            self._cached = _Windows(
+                starts,
+                [window_length(p, s) for p, s in zip(self.periods, starts, strict=True)],
+                [f"{s * 1000}:{p}" for p, s in zip(self.periods, starts, strict=True)],
+                # Kong's: the nominal period (30-day month, 365-day year) minus the elapsed
+                [max(1, n - (second - s)) for n, s in zip(self.lengths, starts, strict=True)],
+            )
             self._cached_second = second
         return self._cached
-
-    def fixed_result(
-        self, usages: list[int], starts: list[int], second: int
-    ) -> tuple[list[float], list[int]]:
-        # Kong's RateLimit-Reset: the nominal period (30-day month, 365-day year) minus elapsed.
-        remaining = [lim - u for lim, u in zip(self.limits, usages, strict=True)]
-        resets = [
-            max(1, length - (second - start))
-            for length, start in zip(self.lengths, starts, strict=True)
-        ]
-        return remaining, resets
 
     # -- local counters ---------------------------------------------------------------------------
     def hit_local(
@@ -321,10 +319,10 @@ class RateLimiting(Plugin):
         prefix = f"ratelimit:{self.scope}:{ident}:"
         if self.algorithm == "fixed-window":
             second = int(now)
-            starts, lengths = self.windows(second)
-            keys = [f"{prefix}{s * 1000}:{p}" for p, s in zip(self.periods, starts, strict=True)]
-            ok, usages = table.hit_windows(keys, starts, self.ints, lengths, 1, second)
-            return (ok, *self.fixed_result(usages, starts, second))
+            w = self.windows(second)
+            keys = [prefix + suffix for suffix in w.suffixes]
+            ok, usages = table.hit_windows(keys, w.starts, self.ints, w.lengths, 1, second)
+            return ok, [lim - u for lim, u in zip(self.limits, usages, strict=True)], w.resets
         now_ms = int(now * 1000)
         n = len(self.periods)
         # Several periods: peek first (cost 0), so a rejected request usually counts nowhere;
@@ -376,33 +374,28 @@ class RateLimiting(Plugin):
         tag = f"{self.scope}:{ident}"
         periods = self.periods
         if self.batched:
-            now_ms = client.now_ms()
-            second = now_ms // 1000
-            starts, lengths = self.windows(second)
-            keys = redis_store.counter_keys(tag, periods, [s * 1000 for s in starts])
-            expires = [(s + n) * 1000 + 1000 for s, n in zip(starts, lengths, strict=True)]
+            w = self.windows(client.now_ms() // 1000)
+            keys = [f"ratelimit:{{{tag}}}:{suffix}" for suffix in w.suffixes]
+            expires = [(s + n) * 1000 + 1000 for s, n in zip(w.starts, w.lengths, strict=True)]
             batcher = redis_store.batcher_for(client, self.config.sync_rate)
             ok, usages = batcher.hit(keys, expires, self.ints, 1)
-            remaining, resets = self.fixed_result(usages, starts, second)
-            return ok, remaining, resets
+            remaining = [lim - u for lim, u in zip(self.limits, usages, strict=True)]
+            return ok, remaining, w.resets
         if self.algorithm == "fixed-window":
-            computed: dict[str, Any] = {}
 
             def compute_fixed(now_ms: int) -> tuple[list[str], list[int]]:
-                second = now_ms // 1000
-                starts, lengths = self.windows(second)
-                computed["starts"] = starts
+                w = self.windows(now_ms // 1000)
                 argv: list[int] = []
-                for s, n, lim in zip(starts, lengths, self.ints, strict=True):
+                for s, n, lim in zip(w.starts, w.lengths, self.ints, strict=True):
                     argv += (s, n, lim)
-                keys = redis_store.counter_keys(tag, periods, [s * 1000 for s in starts])
-                return keys, argv
+                return [f"ratelimit:{{{tag}}}:{suffix}" for suffix in w.suffixes], argv
 
             reply = await redis_store.run_windowed(
                 client, redis_store.FIXED_WINDOW, compute_fixed, 1
             )
-            remaining, resets = self.fixed_result(reply[2:], computed["starts"], reply[1] // 1000)
-            return reply[0] == 1, remaining, resets
+            w = self.windows(reply[1] // 1000)  # Redis's clock decides the windows
+            remaining = [lim - u for lim, u in zip(self.limits, reply[2:], strict=True)]
+            return reply[0] == 1, remaining, w.resets
         if self.algorithm == "sliding-window":
 
             def compute_sliding(now_ms: int) -> tuple[list[str], list[int]]:
@@ -438,6 +431,13 @@ class RateLimiting(Plugin):
             )
         ]
         return ok, remaining, resets
+
+
+class _Windows(NamedTuple):
+    starts: list[int]
+    lengths: list[int]
+    suffixes: list[str]
+    resets: list[int]
 
 
 def _periods_order(given: list[tuple[str, float]]) -> str | None:
