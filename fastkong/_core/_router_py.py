@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import gc
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from fastkong._core.routespec import RouteSpec
 
@@ -45,7 +46,7 @@ _LEADING_FLAGS = re.compile(r"\(\?[aiLmsux]+\)")
 _REGEX_META = frozenset(".^$*+?{}[]\\|()")
 
 
-class _RegexCache:
+class _GenerationCache:
     """Compiled regexes of the last two router builds.
 
     A rebuild after a config change sees mostly the same regexes, so they are taken from the
@@ -53,9 +54,10 @@ class _RegexCache:
     reloads many different configs holds the regexes it serves, not every regex it ever saw.
     """
 
-    def __init__(self) -> None:
-        self.current: dict[str, re.Pattern[str]] = {}
-        self.previous: dict[str, re.Pattern[str]] = {}
+    def __init__(self, make: Callable[[str], Any]) -> None:
+        self.make = make
+        self.current: dict[str, Any] = {}
+        self.previous: dict[str, Any] = {}
 
     def rotate(self) -> None:
         """Start a build: what the last build used becomes the pool to reuse from."""
@@ -63,16 +65,23 @@ class _RegexCache:
             self.previous = self.current
             self.current = {}
 
-    def compile(self, pattern: str) -> re.Pattern[str]:
-        found = self.current.get(pattern)
+    def get(self, key: str) -> Any:
+        found = self.current.get(key)
         if found is None:
-            found = self.previous.get(pattern) or re.compile(pattern)
-            self.current[pattern] = found
+            found = self.previous.get(key)
+            if found is None:
+                found = self.make(key)
+            self.current[key] = found
         return found
 
 
-_regexes = _RegexCache()
-_compile_cached = _regexes.compile
+_regexes = _GenerationCache(re.compile)
+
+
+def _compile_cached(pattern: str) -> re.Pattern[str]:
+    compiled: re.Pattern[str] = _regexes.get(pattern)
+    return compiled
+
 
 HostEntry = tuple[int, str, int | None]
 HeaderTest = tuple[str, frozenset[str], tuple["re.Pattern[str]", ...]]
@@ -216,6 +225,11 @@ def _header_tests(headers: Sequence[tuple[str, Sequence[str]]]) -> tuple[HeaderT
 
 def _compile_path_regex(path: str) -> tuple[re.Pattern[str], str]:
     """``~regex`` -> (compiled ``^regex``, literal prefix every match starts with)."""
+    found: tuple[re.Pattern[str], str] = _path_regexes.get(path)
+    return found
+
+
+def _make_path_regex(path: str) -> tuple[re.Pattern[str], str]:
     body = _NAMED_GROUP.sub("(?P<", path[1:])
     flags = ""
     while m := _LEADING_FLAGS.match(body):
@@ -226,6 +240,9 @@ def _compile_path_regex(path: str) -> tuple[re.Pattern[str], str]:
     except (re.error, OverflowError, RecursionError) as exc:
         raise ValueError(f"invalid regex path {path!r}: {exc}") from None
     return compiled, "" if flags else literal_prefix(body)
+
+
+_path_regexes = _GenerationCache(_make_path_regex)
 
 
 def _has_top_level_alternation(body: str) -> bool:
@@ -376,6 +393,7 @@ def route_priority(
 def _plan(specs: Iterable[RouteSpec]) -> tuple[list[_Plan], int]:
     """Split specs into per-path matchers and rank them; returns (plans by rank, spec count)."""
     _regexes.rotate()
+    _path_regexes.rotate()
     plans: list[_Plan] = []
     position = -1
     for position, spec in enumerate(specs):
