@@ -7,14 +7,16 @@ the fixed-window script for two periods against a local redis-server 7.0, on uvl
 (the shape of one Granian worker). redis-py takes one pooled connection per concurrent command
 and pays its command/response machinery per call; this client keeps **one connection per worker
 and Redis node**, writes every command issued in one loop iteration with one ``write`` (automatic
-pipelining), and parses replies with ``hiredis.Reader``. Measured on this machine (2 vCPU):
+pipelining), and parses replies with ``hiredis.Reader``. Measured on this machine (2 vCPU, shared
+with other work: load average about 6, so absolute numbers are pessimistic), two runs each:
 
-==========================  =====================  =====================
-                            redis-py asyncio       this client
-==========================  =====================  =====================
-1 caller, per call          ~105 us                ~45 us
-64 concurrent callers       ~9,500 calls/s         ~41,000 calls/s
-==========================  =====================  =====================
+==========================  ==========================  ==========================
+                            redis-py 8.1 asyncio        this client
+==========================  ==========================  ==========================
+1 caller, median per call   204-403 us                  94-157 us
+64 concurrent callers       1,500-2,900 calls/s         10,500-11,800 calls/s
+connections used            one per concurrent call     one
+==========================  ==========================  ==========================
 
 So: our own client. It uses ``hiredis`` (``Reader`` and ``pack_command``) when installed and a
 pure-Python RESP2 parser (:class:`PyReader`, same interface, same tests) otherwise.
@@ -42,9 +44,11 @@ connection and puts the client in *backoff*: for 0.1 s, doubling up to 1 s, no r
 Redis (:class:`RedisUnavailable` at once) while a background probe reconnects; its first success
 ends the backoff. The rate-limiting plugin then limits locally or answers 500 (``fault_tolerant``).
 
-Topologies: a single server (tested), Redis Sentinel (the master is resolved through
-``sentinel_nodes``; tested against real sentinels only as far as ``tests/`` says) and Redis
-Cluster (``cluster_nodes``: slots from ``CLUSTER SLOTS``, ``MOVED``/``ASK`` followed).
+Topologies: a single server; Redis Sentinel (``sentinel_nodes`` name the master; a ``READONLY``
+reply or a lost connection makes the client ask again); Redis Cluster (``cluster_nodes`` seed the
+slot map from ``CLUSTER SLOTS``; ``MOVED`` and ``ASK`` are followed). Tested against real servers:
+all three, including ``MOVED`` with a stale slot map; not tested: a Sentinel failover, ``ASK``
+during a slot migration, TLS.
 """
 
 from __future__ import annotations
@@ -82,6 +86,7 @@ __all__ = [
     "ReplyError",
     "Script",
     "client_for",
+    "close_all",
     "counter_keys",
     "hash_slot",
 ]
@@ -671,6 +676,18 @@ def client_for(options: RedisOptions) -> RedisClient:
     return client
 
 
+async def close_all() -> None:
+    """Worker shutdown: flush every batch's unsent counts (best effort), close the clients."""
+    per_loop = _CLIENTS.pop(asyncio.get_running_loop(), {})
+    for client in per_loop.values():
+        for batcher in client.batchers.values():
+            try:
+                await batcher.flush()
+            except RedisError as exc:
+                log.warning("rate-limiting: final flush to Redis failed: %s", exc)
+        await client.aclose()
+
+
 def counter_keys(tag: str, periods: Sequence[str], starts_ms: Sequence[int]) -> list[str]:
     """Kong's keys with the cluster hash tag: ``ratelimit:{<tag>}:<period_date>:<period>``.
 
@@ -868,11 +885,12 @@ class Batcher:
     worker's last flush. A flush sends every counter's unsent delta (and re-reads the counters
     touched since the last flush) as one pipelined batch of ``EVALSHA`` calls.
 
-    Over-admission bound: each worker's view lags the cluster by what the *other* workers
-    admitted since their last flush, so a window can admit up to ``limit + sum over the other
-    workers of what each admits in one sync interval plus one round trip``; at a window's start
-    (no flush yet) each worker may admit up to the full limit, hence never more than
-    ``workers x limit``. ``docs/rate-limiting.md`` has the measured numbers.
+    Over-admission bound, with ``W`` workers receiving the key's traffic (all nodes) at ``r``
+    requests/s each: a worker learns what the others admitted at its next flush after theirs,
+    at most two intervals and a round trip later, so a window admits at most
+    ``min(W x limit, limit + (W - 1) x r x (2 x sync_rate + rtt))``. The ``W x limit`` end is
+    reached when the limit is used up faster than one interval (every worker starts a window
+    knowing only its own count). ``docs/rate-limiting.md`` has measured numbers.
     """
 
     def __init__(self, client: RedisClient, sync_rate: float) -> None:

@@ -422,3 +422,17 @@ async def test_sentinel_that_does_not_know_the_master_is_an_error(tmp_path: Path
     finally:
         await client.aclose()
         sentinel.stop()
+
+
+async def test_close_all_flushes_unsent_counts(server: RedisServer) -> None:
+    server.flush()
+    client = R.client_for(R.RedisOptions(host="127.0.0.1", port=server.port))
+    batcher = R.batcher_for(client, 30.0)
+    key = ["ratelimit:{r:s:dave}:0:hour"]
+    expires = [int(time.time() * 1000) + 3_600_000]
+    assert batcher.hit(key, expires, [10], 1) == (True, [1])
+    assert R.batcher_for(client, 30.0) is batcher
+    await R.close_all()
+    assert server.cli("GET", key[0]) == "1"
+    assert R.client_for(client.options) is not client  # a fresh one after shutdown
+    await R.close_all()
