@@ -1,0 +1,307 @@
+"""http-log: every request's log entry POSTed to a log server (``kong:kong/plugins/http-log``).
+
+Priority 12. The log phase serializes the request (Kong's basic serializer,
+:mod:`._serializer`) and puts the JSON on the worker's queue for this log server
+(:mod:`._queue`); a background task sends batches with retries. A request never waits for the
+log server: a dead or slow endpoint costs queued memory (bounded by ``queue.max_entries``), not
+latency.
+
+A batch is one JSON object when ``queue.max_batch_size`` is 1, else a JSON array, sent with
+``method``, ``content_type``, ``Content-Length``, ``Authorization: Basic`` built from the
+endpoint's user info, and ``headers`` (which may not name Host, Content-Length or
+Content-Type). ``timeout`` bounds connecting and each read, ``keepalive`` is how long an idle
+connection to the log server is kept. The deprecated ``queue_size``, ``flush_timeout`` and
+``retry_count`` are mapped as Kong maps them (``Queue.get_plugin_params``).
+
+Secrets: the endpoint's user info and the ``headers`` values are sent to the log server only;
+the gateway's own log lines name the plugin instance and the server's ``host:port``, never the
+URL or the header values.
+
+``custom_fields_by_lua`` is refused: fastkong runs no Lua, and silently dropping fields a user
+asked for would be worse than saying so at config load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
+from urllib.parse import unquote, urlsplit
+
+import msgspec
+from msgspec import Meta
+
+from fastkong import __version__
+from fastkong.plugins.base import Plugin
+from fastkong.plugins.bundled import _queue
+from fastkong.plugins.bundled._serializer import remember_response_headers, serialize_json
+from fastkong.plugins.registry import register_plugin
+from fastkong.proxy.upstream import (
+    ConnectionPool,
+    UpstreamConnection,
+    UpstreamError,
+    UpstreamTimeout,
+)
+
+if TYPE_CHECKING:
+    from fastkong.plugins.context import RequestContext
+    from fastkong.runtime import Runtime
+
+log = logging.getLogger("fastkong.plugins.http-log")
+
+ERR_LUA: Final = "custom_fields_by_lua is not supported: fastkong does not run Lua code"
+ERR_USERINFO_AND_AUTHORIZATION: Final = (
+    "specifying both an 'Authorization' header and user info in 'http_endpoint' is not allowed"
+)
+_FORBIDDEN_HEADERS: Final = {
+    "host": "cannot contain 'Host' header",
+    "content-length": "cannot contain 'Content-Length' header",
+    "content-type": "cannot contain 'Content-Type' header",
+}
+_HEADER_NAME_CHARS: Final = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
+)
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+#: How much of an error response body goes into the gateway's log line.
+_ERROR_BODY_LIMIT: Final = 512
+_USER_AGENT: Final = f"fastkong/{__version__}".encode()
+
+
+def check_url(value: str) -> str | None:
+    """Kong's ``typedefs.url``: a URL with a scheme and a host."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (raises on a bad port)
+    except ValueError as exc:
+        return f"could not parse url. {exc}"
+    if not parts.hostname:
+        return "missing host in url"
+    if not parts.scheme:
+        return "missing scheme in url"
+    return None
+
+
+def check_header_name(name: str) -> str | None:
+    """Kong's ``typedefs.header_name`` plus http-log's forbidden names."""
+    if not set(name) <= _HEADER_NAME_CHARS:
+        return f"bad header name '{name}', allowed characters are A-Z, a-z, 0-9, '_', and '-'"
+    return _FORBIDDEN_HEADERS.get(name.lower())
+
+
+def check_no_lua(value: dict[str, str]) -> str | None:
+    return ERR_LUA if value else None
+
+
+Url = Annotated[str, Meta(extra={"kong_check": check_url})]
+LogHeaderName = Annotated[str, Meta(extra={"kong_check": check_header_name})]
+LuaCode = Annotated[dict[str, str], Meta(extra={"kong_check": check_no_lua})]
+
+
+class HttpLogConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    http_endpoint: Url
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    content_type: Literal["application/json", "application/json; charset=utf-8"] = (
+        "application/json"
+    )
+    timeout: float = 10000
+    keepalive: float = 60000
+    retry_count: int | None = None
+    queue_size: int | None = None
+    flush_timeout: float | None = None
+    headers: dict[LogHeaderName, str] | None = None
+    queue: _queue.QueueConfig = msgspec.field(default_factory=_queue.QueueConfig)
+    custom_fields_by_lua: LuaCode | None = None
+
+
+class Endpoint:
+    """The log server, parsed once per config: where to connect and the fixed request head."""
+
+    __slots__ = ("scheme", "host", "port", "tls", "target", "head")
+
+    def __init__(self, config: HttpLogConfig) -> None:
+        parts = urlsplit(config.http_endpoint)
+        self.scheme = parts.scheme.lower()
+        self.host = parts.hostname or ""
+        self.port = parts.port or _DEFAULT_PORTS.get(self.scheme, 80)
+        self.tls = self.scheme == "https"
+        self.target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        host = self.host.encode("ascii") if self.host.isascii() else self.host.encode("idna")
+        if b":" in host:
+            host = b"[" + host + b"]"
+        if self.port != _DEFAULT_PORTS.get(self.scheme):
+            host += b":%d" % self.port
+        lines = [
+            f"{config.method} {self.target} HTTP/1.1".encode("latin-1"),
+            b"Host: " + host,
+            b"User-Agent: " + _USER_AGENT,
+            b"Content-Type: " + config.content_type.encode(),
+        ]
+        if parts.username is not None or parts.password is not None:
+            userinfo = unquote(parts.username or "") + ":" + unquote(parts.password or "")
+            lines.append(b"Authorization: Basic " + base64.b64encode(userinfo.encode()))
+        for name, value in (config.headers or {}).items():
+            lines.append(name.encode("latin-1") + b": " + value.encode("latin-1"))
+        self.head = b"\r\n".join(lines) + b"\r\n"
+
+    def __repr__(self) -> str:  # no user info, no header values
+        return f"<Endpoint {self.scheme}://{self.host}:{self.port}>"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class _Pools:
+    """Keep-alive connections to log servers, per event loop and keepalive setting."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.pools: dict[float, ConnectionPool] = {}
+
+    def get(self, keepalive_ms: float) -> ConnectionPool:
+        loop = asyncio.get_running_loop()
+        if loop is not self.loop:
+            self.loop, self.pools = loop, {}
+        pool = self.pools.get(keepalive_ms)
+        if pool is None:
+            pool = self.pools[keepalive_ms] = ConnectionPool(
+                loop, max_idle=8, idle_timeout=keepalive_ms / 1000
+            )
+        return pool
+
+
+_POOLS: Final = _Pools()
+
+
+async def send(
+    endpoint: Endpoint, body: bytes, timeout: float, keepalive_ms: float
+) -> tuple[int, bytes]:
+    """POST ``body`` to ``endpoint``; ``(status, start of the response body)``.
+
+    Raises :class:`UpstreamError` when the exchange fails.
+    """
+    pool = _POOLS.get(keepalive_ms)
+    key = (endpoint.host, endpoint.port, endpoint.tls)
+    request = endpoint.head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    for attempt in range(2):
+        conn: UpstreamConnection | None = pool.take_idle(key) if attempt == 0 else None
+        reused = conn is not None
+        try:
+            if conn is None:
+                conn = await pool.connect(
+                    key, endpoint.host, timeout, server_hostname=endpoint.host
+                )
+            conn.start(request, False)
+            await conn.read_head(timeout)
+            kept = b""
+            while (chunk := await conn.read_body(timeout)) is not None:
+                if len(kept) < _ERROR_BODY_LIMIT:
+                    kept += chunk
+        except UpstreamError:
+            stale = reused and conn is not None and not conn.received_any
+            if conn is not None:
+                conn.close()
+            if stale:
+                continue  # a kept-alive socket the server had closed: one fresh try
+            raise
+        pool.release(conn)
+        return conn.status, kept[:_ERROR_BODY_LIMIT]
+    raise UpstreamError("no connection")  # pragma: no cover - the loop always returns or raises
+
+
+@register_plugin
+class HttpLog(Plugin):
+    name = "http-log"
+    priority = 12
+    Config = HttpLogConfig
+
+    def __init__(self, config: HttpLogConfig, runtime: Runtime, entity: Any) -> None:
+        super().__init__(config, runtime, entity)
+        self.endpoint = Endpoint(config)
+        self.timeout = config.timeout / 1000
+        self.keepalive = config.keepalive
+        label = f"http-log plugin {self.id}"
+        instance_name = getattr(entity, "instance_name", None)
+        if instance_name:
+            label += f" ({instance_name})"
+        # Kong's queue name: instances with the same legacy parameters share a queue.
+        name = ":".join(
+            str(x)
+            for x in (
+                config.http_endpoint,
+                config.method,
+                config.content_type,
+                config.timeout,
+                config.keepalive,
+                config.retry_count,
+            )
+        )
+        params = _queue.QueueParams.from_config(config.queue, name, label)
+        if config.retry_count is not None and config.retry_count != 10:
+            log.warning(
+                "[%s] the retry_count parameter no longer works, please update your "
+                "configuration to use initial_retry_delay and max_retry_time instead",
+                label,
+            )
+        if config.queue_size is not None and config.queue_size != 1:
+            params = params.with_changes(max_batch_size=config.queue_size)
+            log.warning(
+                "[%s] the queue_size parameter is deprecated, please update your "
+                "configuration to use queue.max_batch_size instead",
+                label,
+            )
+        if config.flush_timeout is not None and config.flush_timeout != 2:
+            params = params.with_changes(max_coalescing_delay=config.flush_timeout)
+            log.warning(
+                "[%s] the flush_timeout parameter is deprecated, please update your "
+                "configuration to use queue.max_coalescing_delay instead",
+                label,
+            )
+        self.params = params
+
+    def __repr__(self) -> str:
+        return f"<HttpLog priority={self.priority} id={self.id} endpoint={self.endpoint!r}>"
+
+    @classmethod
+    def check(cls, config: Any) -> list[tuple[str, str]]:
+        parts = urlsplit(config.http_endpoint)
+        if parts.username is not None and any(
+            name.lower() == "authorization" for name in config.headers or ()
+        ):
+            return [(".", ERR_USERINFO_AND_AUTHORIZATION)]  # "." is the config record itself
+        return []
+
+    def response(
+        self, ctx: RequestContext, status: int, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        remember_response_headers(ctx, headers)
+
+    def log(self, ctx: RequestContext) -> None:
+        error = _queue.enqueue(self.params, self.deliver, serialize_json(ctx))
+        if error is not None:
+            log.error(
+                "[%s] Failed to enqueue log entry to log server: %s", self.params.label, error
+            )
+
+    async def deliver(self, entries: list[bytes]) -> str | None:
+        """The queue's handler: send one batch; None, or what went wrong."""
+        if self.params.max_batch_size == 1 and len(entries) == 1:
+            body = entries[0]
+        else:
+            body = b"[" + b",".join(entries) + b"]"
+        endpoint = self.endpoint
+        if endpoint.scheme not in _DEFAULT_PORTS:
+            return f"unsupported scheme '{endpoint.scheme}' in http_endpoint"
+        try:
+            status, text = await send(endpoint, body, self.timeout, self.keepalive)
+        except UpstreamTimeout:
+            return f"failed request to {endpoint.address}: timeout"
+        except UpstreamError as exc:
+            return f"failed request to {endpoint.address}: {exc}"
+        if status < 300:
+            return None
+        return (
+            f"request to {endpoint.address} returned status code {status} and body "
+            f"{text.decode('utf-8', 'replace')}"
+        )
