@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastkong._core import load
+from fastkong._core._router_py import gc_paused
 from fastkong._core.routespec import RouteSpec
 from fastkong.plugins.chain import PluginSet, build_plugins
 from fastkong.upstreams.balancers import Balancer, Peer, build_balancer
@@ -203,6 +204,21 @@ def compile_runtime(
     previous router is reused: a reload that only changes targets, plugins or consumers (the
     common case under Kubernetes, where pods come and go) does not rebuild the router.
     """
+    # The build allocates many long-lived, acyclic objects: cyclic collections during it find
+    # nothing and cost about as much as the build.
+    with gc_paused():
+        return _compile(config, hash, version, previous=previous, router_key=router_key)
+
+
+def _compile(
+    config: Config,
+    hash: str,
+    version: int = 0,
+    *,
+    previous: Runtime | None = None,
+    router_key: str | None = None,
+) -> Runtime:
+    """The body of :func:`compile_runtime`."""
     upstreams = {u.name: u for u in config.upstreams}
     targets_by_upstream: dict[str, list[Any]] = {}
     for t in config.targets:

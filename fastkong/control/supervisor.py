@@ -39,6 +39,7 @@ from fastkong.control import httpserver
 from fastkong.control.admin import AdminApi
 from fastkong.control.httpserver import Request, Response
 from fastkong.control.state import file_identity, read_reports, write_state
+from fastkong.metrics import render_node_metrics, reset_node_metrics, target_health_rows
 from fastkong.upstreams.checker import ActiveChecker
 from fastkong.upstreams.health import HealthTable
 
@@ -247,7 +248,7 @@ class Supervisor:
             return Response.json(200, self.status_body())
         if request.path == "/metrics":
             return Response(
-                200, self.metrics_text().encode(), {"content-type": "text/plain; version=0.0.4"}
+                200, self.node_metrics().encode(), {"content-type": "text/plain; version=0.0.4"}
             )
         if request.path == "/":
             return Response.json(200, self.node_info())
@@ -278,6 +279,15 @@ class Supervisor:
                 "reloads": self.config.reloads,
             },
         }
+
+    def node_metrics(self) -> str:
+        """The node's ``/metrics``: the workers' plugin metrics merged, then the supervisor's."""
+        config = self.current_config()
+        health = target_health_rows(self.checker, config) if config is not None else None
+        merged = render_node_metrics(
+            self.state_dir, config=config, node_id=self.node_id, target_health=health
+        )
+        return merged + self.metrics_text()
 
     def metrics_text(self) -> str:
         """Node-level metrics in Prometheus' text format."""
@@ -358,6 +368,7 @@ class Supervisor:
         if self.options.admin is not None:
             host, port = self.options.admin
             servers.append(await httpserver.serve(host, port, self.handle_admin))
+        reset_node_metrics(self.state_dir)
         await self.start_child()
         assert self.child is not None
         watcher = loop.create_task(self.watch())
@@ -381,6 +392,7 @@ class Supervisor:
             server.close()
         for entry in self.state_dir.glob("worker-*"):
             entry.unlink(missing_ok=True)
+        reset_node_metrics(self.state_dir)
         self.counters_file.unlink(missing_ok=True)
         self.health_file.unlink(missing_ok=True)
         return code

@@ -66,6 +66,7 @@ class RequestContext:
         "response_size",
         "proxied",
         "chain",
+        "response_head",
         "_headers",
         "_query",
     )
@@ -124,6 +125,8 @@ class RequestContext:
         self.proxied = False
         #: The plugins this request runs in the response and log phases.
         self.chain: tuple[Plugin, ...] = ()
+        #: The response headers as sent to the client (set after the response hooks ran).
+        self.response_head: list[tuple[bytes, bytes]] | None = None
         self._headers: dict[str, list[str]] | None = None
         self._query: dict[str, list[str]] | None = None
 

@@ -40,6 +40,9 @@ async def run_access(
         if plugin.has_access:
             result = await plugin.access(ctx)
             if result is not None:
+                # Kong still runs the later phases (response, log) of the plugins after the one
+                # that answered: metrics and logs see short-circuited requests too.
+                effective.extend(p for p in chain[i:] if scheme in p.protocols)
                 ctx.chain = tuple(effective)
                 return result
         consumer = ctx.consumer
@@ -64,6 +67,7 @@ def run_response(ctx: RequestContext, status: int, headers: list[tuple[bytes, by
             plugin.response(ctx, status, headers)
     if ctx.response_headers:
         headers.extend(ctx.response_headers)
+    ctx.response_head = headers
 
 
 def body_filters(ctx: RequestContext) -> tuple[Plugin, ...]:

@@ -15,10 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 from pathlib import Path
 
+from fastkong import metrics
 from fastkong.config import load_config
 from fastkong.control.state import file_identity, read_state, write_report
+from fastkong.plugins.bundled import _queue as http_queue
+from fastkong.plugins.bundled import file_log
 from fastkong.proxy.app import Gateway
 from fastkong.proxy.trust import TrustedIps
 from fastkong.runtime import Runtime, compile_runtime
@@ -26,6 +30,7 @@ from fastkong.runtime import Runtime, compile_runtime
 log = logging.getLogger("fastkong.worker")
 
 POLL_INTERVAL = 0.25
+BUILD_SWITCH_INTERVAL = 0.0005
 
 
 class StateFollower:
@@ -86,6 +91,10 @@ class StateFollower:
             await asyncio.sleep(POLL_INTERVAL)
             if not self.changed():
                 continue
+            # While the build thread holds the interpreter, the event loop waits up to one switch
+            # interval for each turn; a short interval keeps request latency low meanwhile.
+            interval = sys.getswitchinterval()
+            sys.setswitchinterval(BUILD_SWITCH_INTERVAL)
             try:
                 runtime = await asyncio.to_thread(self.build)
             except Exception:
@@ -93,6 +102,8 @@ class StateFollower:
                     "worker %d: cannot load %s; keeping the current config", os.getpid(), self.path
                 )
                 continue
+            finally:
+                sys.setswitchinterval(interval)
             self.install(runtime)
 
 
@@ -103,6 +114,7 @@ def create_app() -> Gateway:
     follower: StateFollower | None = None
 
     async def startup(gateway: Gateway) -> None:
+        metrics.WORKER.start(requests=lambda: gateway.requests)
         if follower is not None:
             follower.refresh()
             follower.task = asyncio.get_running_loop().create_task(follower.follow())
@@ -110,6 +122,10 @@ def create_app() -> Gateway:
     async def shutdown(gateway: Gateway) -> None:
         if follower is not None and follower.task is not None:
             follower.task.cancel()
+        # Flush what the log plugins queued and the last second of metrics before exiting.
+        await http_queue.drain(5.0)
+        file_log.close_all()
+        metrics.WORKER.close()
 
     runtime = None
     declarative = os.environ.get("FASTKONG_DECLARATIVE_CONFIG") or os.environ.get(

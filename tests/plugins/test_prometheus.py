@@ -27,7 +27,6 @@ from fastkong.metrics import (
     reset_node_metrics,
     target_health_rows,
 )
-from fastkong.plugins.registry import lookup
 from fastkong.upstreams import health as H
 from fastkong.upstreams.checker import ActiveChecker
 from tests.helpers import Echo, Gateway
@@ -439,10 +438,7 @@ def test_target_health_comes_from_the_nodes_checker(tmp_path: Path) -> None:
 
 # -- with an auth plugin -----------------------------------------------------------------------
 
-needs_key_auth = pytest.mark.skipif(lookup("key-auth") is None, reason="key-auth not available")
 
-
-@needs_key_auth
 def test_per_consumer_labels(tmp_path: Path, echo: Echo) -> None:
     config = f"""
 _format_version: "3.0"
@@ -472,12 +468,6 @@ services:
         gateway.stop()
 
 
-@needs_key_auth
-@pytest.mark.xfail(
-    strict=True,
-    reason="run_access drops the plugins after the one that answered from ctx.chain; Kong still "
-    "runs their header_filter and log phases (execute_collecting_plugins_iterator)",
-)
 def test_short_circuited_requests_are_counted(tmp_path: Path, echo: Echo) -> None:
     config = f"""
 _format_version: "3.0"
