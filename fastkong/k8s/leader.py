@@ -9,8 +9,9 @@ Every replica runs :meth:`LeaderElector.run`. Every ``retry_period`` it reads th
   take it over, bumping ``leaseTransitions``;
 - held by us: renew ``renewTime``.
 
-Writes are merge patches carrying ``metadata.resourceVersion``, so two replicas that read the
-same record cannot both win: the second gets 409 Conflict. A leader that has not renewed for
+Writes are updates (PUT) of the object as read, with its ``metadata.resourceVersion``, so two
+replicas that read the same record cannot both win: the second gets 409 Conflict (client-go's
+``Update``; the Role grants get, create and update). A leader that has not renewed for
 ``renew_deadline`` (shorter than the lease duration) steps down by itself, before anyone else
 may take over. On shutdown the leader releases the Lease (empty holder, 1 s duration), so a
 standby takes over at its next retry instead of after a full lease duration.
@@ -32,9 +33,10 @@ from kubernetes.aio.client.exceptions import ApiException
 log = logging.getLogger("fastkong.k8s.leader")
 
 
-def micro_time(dt: datetime) -> str:
-    """``metav1.MicroTime``'s wire format (always six fraction digits, UTC)."""
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def micro(dt: datetime) -> datetime:
+    """A time the client serialises as a valid ``metav1.MicroTime``: it writes datetimes with
+    ``isoformat()``, which drops a zero fraction, and the API server requires six digits."""
+    return dt.astimezone(UTC).replace(microsecond=max(1, dt.microsecond))
 
 
 class LeaderElector:
@@ -125,7 +127,7 @@ class LeaderElector:
             self.on_change(leader)
 
     async def try_acquire_or_renew(self) -> bool:
-        now_wall = datetime.now(UTC)
+        now_wall = micro(datetime.now(UTC))
         try:
             lease = await self.api.read_namespaced_lease(self.name, self.namespace)
         except ApiException as exc:
@@ -146,27 +148,21 @@ class LeaderElector:
             return False
         ours = holder == self.identity
         transitions = (spec.lease_transitions or 0) + (0 if ours or not holder else 1)
-        patch: dict[str, Any] = {
-            "metadata": {"resourceVersion": (lease.metadata or V1ObjectMeta()).resource_version},
-            "spec": {
-                "holderIdentity": self.identity,
-                "leaseDurationSeconds": max(1, round(self.lease_duration)),
-                "renewTime": micro_time(now_wall),
-                "leaseTransitions": transitions,
-            },
-        }
-        if not ours:
-            patch["spec"]["acquireTime"] = micro_time(now_wall)
-        if not await self._patch(patch):
+        acquired = spec.acquire_time if ours and spec.acquire_time else now_wall
+        lease.spec = V1LeaseSpec(
+            holder_identity=self.identity,
+            lease_duration_seconds=max(1, round(self.lease_duration)),
+            acquire_time=micro(acquired),
+            renew_time=now_wall,
+            lease_transitions=transitions,
+        )
+        if not await self._update(lease):
             return False
         self.observed_holder = self.identity
         self.transitions = transitions
         return True
 
     async def _create(self, now_wall: datetime) -> bool:
-        # The client serialises datetimes with isoformat(), which drops a zero fraction that
-        # MicroTime requires: keep at least one microsecond.
-        now_wall = now_wall.replace(microsecond=max(1, now_wall.microsecond))
         lease = V1Lease(
             metadata=V1ObjectMeta(name=self.name, namespace=self.namespace),
             spec=V1LeaseSpec(
@@ -186,11 +182,10 @@ class LeaderElector:
         self.observed_holder = self.identity
         return True
 
-    async def _patch(self, patch: dict[str, Any]) -> bool:
+    async def _update(self, lease: V1Lease) -> bool:
+        """PUT with the resourceVersion we read: 409 when someone else wrote in between."""
         try:
-            await self.api.patch_namespaced_lease(
-                self.name, self.namespace, patch, _content_type="application/merge-patch+json"
-            )
+            await self.api.replace_namespaced_lease(self.name, self.namespace, lease)
         except ApiException as exc:
             if exc.status == 409:
                 return False
@@ -198,27 +193,21 @@ class LeaderElector:
         return True
 
     async def release(self) -> None:
-        """Give the Lease up (empty holder, 1 s duration) if we hold it."""
+        """Give the Lease up (no holder, 1 s duration) if we hold it."""
         if not self.is_leader:
             return
-        now = micro_time(datetime.now(UTC))
+        now = micro(datetime.now(UTC))
         try:
             lease = await self.api.read_namespaced_lease(self.name, self.namespace)
             spec = lease.spec or V1LeaseSpec()
             if spec.holder_identity == self.identity:
-                await self._patch(
-                    {
-                        "metadata": {
-                            "resourceVersion": (lease.metadata or V1ObjectMeta()).resource_version
-                        },
-                        "spec": {
-                            "holderIdentity": None,
-                            "leaseDurationSeconds": 1,
-                            "renewTime": now,
-                            "acquireTime": now,
-                        },
-                    }
+                lease.spec = V1LeaseSpec(
+                    lease_duration_seconds=1,
+                    acquire_time=now,
+                    renew_time=now,
+                    lease_transitions=spec.lease_transitions,
                 )
+                await self._update(lease)
         except (ApiException, OSError, TimeoutError) as exc:
             log.warning("lease %s/%s: release failed: %s", self.namespace, self.name, exc)
         finally:

@@ -297,9 +297,16 @@ class Reflector:
         try:
             if resp.status != 200:
                 await _json_body(resp)  # raises with the server's Status
-            while line := await resp.content.readline():
-                if line.strip():
-                    self._event(line)
+            # Split lines ourselves: readline() refuses a line longer than the read buffer,
+            # and one event carries a whole object (a Secret or ConfigMap may be ~1 MiB).
+            pending = bytearray()
+            async for chunk in resp.content.iter_any():
+                pending += chunk
+                while (end := pending.find(b"\n")) >= 0:
+                    line = bytes(pending[:end])
+                    del pending[: end + 1]
+                    if line.strip():
+                        self._event(line)
         finally:
             resp.close()
 

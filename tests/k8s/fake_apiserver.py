@@ -35,6 +35,7 @@ import asyncio
 import base64
 import copy
 import json
+import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -79,6 +80,9 @@ BY_KIND = {k.kind: k for k in KINDS}
 BY_PATH = {(k.group, k.version, k.plural): k for k in KINDS}
 
 Key = tuple[str, str, str]  # kind, namespace, name
+#: ``metav1.MicroTime`` as the API server parses it (Go layout ``2006-01-02T15:04:05.000000Z07:00``:
+#: exactly six fraction digits).
+MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(Z|[+-]\d\d:\d\d)$")
 _DROP = object()
 _EXPIRE = object()
 
@@ -476,6 +480,8 @@ class FakeApiServer:
             msg = f'{kind.plural} "{key[2]}" already exists'
             return _json(409, status(409, "AlreadyExists", msg))
         meta.pop("resourceVersion", None)
+        if (invalid := _invalid(kind, body)) is not None:
+            return invalid
         return _json(201, self._store(kind, key, body, "ADDED"))
 
     def _write(
@@ -513,9 +519,22 @@ class FakeApiServer:
                     new["metadata"][keep] = old["metadata"][keep]
         else:
             new = merge_patch(old, body)
+        if (invalid := _invalid(kind, new)) is not None:
+            return invalid
         if new == old:
             return _json(200, old)  # a no-op write gets no new resourceVersion
         return _json(200, self._store(kind, key, new, "MODIFIED"))
+
+
+def _invalid(kind: Kind, obj: dict[str, Any]) -> web.Response | None:
+    """What the real server's decoder refuses among what the controller writes."""
+    if kind.kind == "Lease":
+        for name in ("acquireTime", "renewTime"):
+            value = (obj.get("spec") or {}).get(name)
+            if value is not None and not MICRO_TIME.match(str(value)):
+                msg = f'Lease in version "v1" cannot be handled as a Lease: {name}: {value!r}'
+                return _json(400, status(400, "BadRequest", msg))
+    return None
 
 
 def _route(path: str) -> tuple[Kind, str | None, str | None, str | None] | None:

@@ -8,11 +8,12 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import UTC, datetime
 
 from kubernetes.aio.client import CoordinationV1Api
 
-from fastkong.k8s.leader import LeaderElector
-from tests.k8s.fake_apiserver import FakeApiServer
+from fastkong.k8s.leader import LeaderElector, micro
+from tests.k8s.fake_apiserver import MICRO_TIME, FakeApiServer
 from tests.k8s.kube import NS, backend, client, configmap, controller, eventually, ingress
 
 LEASE = "fastkong-controller"
@@ -70,7 +71,7 @@ async def test_two_candidates_one_leader_and_the_lease_names_it() -> None:
         assert lease is not None
         assert lease["spec"]["leaseDurationSeconds"] == 2
         renew = lease["spec"]["renewTime"]
-        assert renew.endswith("Z") and len(renew.split(".")[1]) == 7  # MicroTime: 6 digits + Z
+        assert MICRO_TIME.match(renew), renew
         follower = next(e for e in electors if not e.is_leader)
         assert follower.observed_holder == leader
         assert repr(follower).endswith(f" follower of {leader}>")
@@ -96,6 +97,12 @@ async def test_failover_when_the_leader_stops_renewing() -> None:
             assert holder(api) == "b"
             lease = api.get("Lease", NS, LEASE)
             assert lease is not None and lease["spec"]["leaseTransitions"] == 1
+
+
+def test_lease_times_are_valid_micro_times_even_on_a_whole_second() -> None:
+    whole = datetime(2026, 11, 25, 10, 0, 0, tzinfo=UTC)
+    assert MICRO_TIME.match(micro(whole).isoformat())
+    assert micro(whole.replace(microsecond=5)).microsecond == 5
 
 
 async def _never() -> bool:

@@ -74,6 +74,24 @@ async def test_the_configmap_gets_the_config_once_per_config() -> None:
             assert repr(ctl.configmap).endswith(f"hash={ctl.digest} writes=2>")
 
 
+async def test_a_burst_of_changes_is_one_translation_and_a_failed_write_is_retried() -> None:
+    async with FakeApiServer() as api:
+        api.create(configmap("fastkong-config", BASE))
+        backend(api, "echo", 9001)
+        async with controller(api, configmap="fastkong-config", debounce=0.25) as ctl:
+            await eventually(lambda: ctl.configmap is not None and ctl.configmap.writes == 1)
+            before = ctl.translations
+            api.fail("PATCH", "/configmaps/fastkong-config", 500, times=2)
+            for i in range(20):
+                api.create(ingress(f"i{i}", f"/p{i}", "echo"))
+                await asyncio.sleep(0.005)
+            await eventually(lambda: "/p19" in published(api)["data"]["kong.yml"], what="all 20")
+            assert ctl.translations - before <= 2
+            assert ctl.configmap.writes == 2
+            failed = [p for m, p in api.requests if m == "PATCH" and "configmaps" in p]
+            assert len(failed) == 4  # the first write, two failures, the retry
+
+
 async def test_an_absent_configmap_is_created_in_the_given_namespace() -> None:
     async with FakeApiServer() as api:
         async with controller(api, configmap="other/kong-config") as ctl:

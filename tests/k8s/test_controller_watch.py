@@ -4,6 +4,7 @@ dropped stream, 410 Gone (status and in-stream) with re-list and diff, bookmarks
 from __future__ import annotations
 
 import asyncio
+import base64
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -127,6 +128,19 @@ async def test_a_dropped_stream_resumes_from_the_last_resource_version_without_a
             watches = [p for _, p in api.requests if "watch=true" in p]
             assert f"resourceVersion={last}&" in watches[-1]
             assert all("allowWatchBookmarks=true" in p for p in watches)
+
+
+async def test_an_event_larger_than_the_read_buffer_is_applied() -> None:
+    secrets = next(x for x in RESOURCES if x.kind == "Secret")
+    big = base64.b64encode(b"x" * (3 * 1024 * 1024)).decode()
+    async with FakeApiServer() as api:
+        async with reflecting(api, secrets) as r:
+            api.create({"kind": "Secret", "metadata": {"name": "big"}, "data": {"blob": big}})
+            api.create({"kind": "Secret", "metadata": {"name": "small"}, "data": {}})
+            await eventually(lambda: r.store.get("Secret", "default", "small"))
+            got = r.store.get("Secret", "default", "big")
+            assert got is not None and got["data"]["blob"] == big
+            assert r.stats.dropped == 0
 
 
 async def test_an_in_stream_410_on_an_open_watch_relists() -> None:
