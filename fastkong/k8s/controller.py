@@ -288,7 +288,8 @@ class Controller:
                 await self.configmap.publish(self.text, self.digest)
             except (PublishError, ApiException, aiohttp.ClientError, OSError) as exc:
                 log.error("ConfigMap not written: %s", exc)
-                retry.append(self.options.backoff_cap / 4)
+                if getattr(exc, "retry", True):
+                    retry.append(self.options.backoff_cap / 4)
         if self.gateways is not None:
             ns, name = split_ref(self.options.admin_service, self.options.namespace)
             found = discover_gateways(self.store, ns, name, self.options.admin_port_name)

@@ -47,7 +47,11 @@ CONFIG_QUERY: Final = "check_hash=1&flatten_errors=1"
 
 
 class PublishError(Exception):
-    """A config could not be delivered (it will be tried again)."""
+    """A config could not be delivered; ``retry`` tells whether trying again may help."""
+
+    def __init__(self, message: str, *, retry: bool = True) -> None:
+        super().__init__(message)
+        self.retry = retry
 
 
 # -- ConfigMap -------------------------------------------------------------------------------
@@ -77,7 +81,9 @@ class ConfigMapPublisher:
             return False
         size = len(text.encode())
         if size > CONFIGMAP_LIMIT:
-            raise PublishError(f"the config is {size} bytes; a ConfigMap holds at most 1 MiB")
+            raise PublishError(
+                f"the config is {size} bytes; a ConfigMap holds at most 1 MiB", retry=False
+            )
         patch = {
             "metadata": {"annotations": {HASH_ANNOTATION: digest}},
             "data": {self.key: text},
