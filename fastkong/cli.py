@@ -5,6 +5,7 @@
 ``fastkong config explain``   which route a request matches and what goes upstream
 ``fastkong demo``             the gateway on the bundled config, with a bundled echo upstream
 ``fastkong k8s translate``    Kubernetes manifests -> declarative config (offline, for GitOps)
+``fastkong ingress-controller`` watch the cluster, publish kong.yml (ConfigMap and/or POST /config)
 ``fastkong version``
 """
 
@@ -253,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     from fastkong.k8s.cli import add_parser as add_k8s_parser
 
     add_k8s_parser(sub)
+
+    from fastkong.k8s.controller_cli import add_parser as add_ingress_controller_parser
+
+    add_ingress_controller_parser(sub)
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=cmd_version)
