@@ -31,22 +31,30 @@ SLOTS = 65536
 CounterTable = ratelimit.CounterTable
 
 _table: ratelimit.CounterTable | None = None
-_pid = 0
 
 
 def node_table() -> ratelimit.CounterTable:
     """This process's handle on the node's counter table (opened once per process)."""
-    global _table, _pid
-    pid = os.getpid()
-    if _table is None or _pid != pid:
-        path = os.environ.get(ENV) or None
-        _table = ratelimit.CounterTable(path, SLOTS)
-        _pid = pid
+    return _table if _table is not None else _open()
+
+
+def _open() -> ratelimit.CounterTable:
+    global _table
+    _table = ratelimit.CounterTable(os.environ.get(ENV) or None, SLOTS)
     return _table
 
 
+def _forget() -> None:
+    # A forked child opens its own handle (an anonymous table must not be shared by accident).
+    global _table
+    _table = None
+
+
+os.register_at_fork(after_in_child=_forget)
+
+
 def reset_node_table() -> None:
-    """Forget the handle (tests): the next :func:`node_table` opens the table again."""
+    """Close and forget the handle (tests): the next :func:`node_table` opens the table again."""
     global _table
     if _table is not None:
         _table.close()

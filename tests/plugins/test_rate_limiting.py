@@ -223,6 +223,7 @@ def gateway_config(echo: Echo) -> str:
             route("by-credential", "{minute: 2, limit_by: credential}", auth=True),
             route("twin-a", "{minute: 2}"),
             route("twin-b", "{minute: 2}"),
+            route("per-second", "{second: 1}"),
             route("sliding", "{minute: 3, algorithm: sliding-window}"),
             route("bucket", "{minute: 6, algorithm: token-bucket}"),
             route("buckets", "{second: 2, minute: 3, algorithm: token-bucket}"),
@@ -346,6 +347,23 @@ def test_equal_remaining_picks_the_longer_window(client: httpx.Client) -> None:
     assert rl_headers(r)["x-ratelimit-remaining-second"] == "4"
     assert rl_headers(r)["x-ratelimit-remaining-minute"] == "4"
     assert abs(int(r.headers["ratelimit-reset"]) - (60 - int(time.time()) % 60)) <= 1
+
+
+def test_expire_counter(client: httpx.Client) -> None:
+    now = time.time()
+    time.sleep(1.02 - now % 1 if now % 1 > 0.7 else 0)  # not at the end of a second
+    first, second = client.get("/per-second"), client.get("/per-second")
+    assert (first.status_code, second.status_code) == (200, 429)
+    assert rl_headers(first) == {
+        "x-ratelimit-limit-second": "1",
+        "x-ratelimit-remaining-second": "0",
+        "ratelimit-limit": "1",
+        "ratelimit-remaining": "0",
+        "ratelimit-reset": "1",
+    }
+    assert second.headers["retry-after"] == "1"
+    time.sleep(1.0)
+    assert client.get("/per-second").status_code == 200
 
 
 def test_hide_client_headers(client: httpx.Client) -> None:

@@ -50,9 +50,11 @@ def gateway_config(echo: Echo, redis_port: int) -> str:
     routes = "".join(
         (
             route("exact", "minute: 100"),
+            route("probe", "minute: 1000000000"),
             route("tolerant", "minute: 5"),
             route("strict", "minute: 5, fault_tolerant: false"),
             route("recover", "minute: 3"),
+            route("resume", "minute: 3"),
             route("batched", "hour: 40, sync_rate: 0.1"),
             route("sliding", "minute: 30, algorithm: sliding-window"),
             route("bucket", "minute: 60, algorithm: token-bucket"),
@@ -84,13 +86,29 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     echo.stop()
 
 
+def wait_recovered(cluster: Cluster, timeout: float = 15.0) -> None:
+    """Poll until every worker counts in Redis again: on fresh connections (spread over the
+    workers), /probe answers with rate-limit headers, which the local fallback omits."""
+    deadline = time.monotonic() + timeout
+    for node in cluster.nodes:
+        streak = 0
+        while streak < 12:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the workers did not leave the Redis backoff")
+            r = httpx.get(node.url("/probe"))
+            streak = streak + 1 if "x-ratelimit-remaining-minute" in r.headers else 0
+            if not streak:
+                time.sleep(0.05)
+
+
 @pytest.fixture
 def healthy(cluster: Cluster) -> Iterator[Cluster]:
     """Every test starts and ends with Redis reachable (and every worker out of backoff)."""
     cluster.proxy.set("pass")
+    wait_recovered(cluster)
     yield cluster
     cluster.proxy.set("pass")
-    time.sleep(BACKOFF_MAX + TIMEOUT_MS / 1000 + 0.5)
+    wait_recovered(cluster)
 
 
 def burst(urls: list[str]) -> list[int]:
@@ -174,13 +192,15 @@ def test_redis_down_without_fault_tolerance_answers_500_at_once(healthy: Cluster
 def test_cluster_limiting_resumes_by_itself_when_redis_is_back(healthy: Cluster) -> None:
     fresh_minute(20)
     with httpx.Client(timeout=10) as c:
-        assert c.get(healthy.url(0, "/recover")).status_code == 200  # cluster count: 1
+        assert c.get(healthy.url(0, "/resume")).status_code == 200  # cluster count: 1
         healthy.proxy.set("down")
-        during = [c.get(healthy.url(0, "/recover")).status_code for _ in range(6)]
+        during = [c.get(healthy.url(0, "/resume")).status_code for _ in range(6)]
         assert during == [200, 200, 200, 429, 429, 429]  # the node's own 3
         healthy.proxy.set("pass")
-        time.sleep(BACKOFF_MAX + TIMEOUT_MS / 1000 + 0.5)
-        after = [c.get(healthy.url(i, "/recover")) for i in range(4)]
+        t = time.monotonic()
+        wait_recovered(healthy)
+        assert time.monotonic() - t < 2 * (BACKOFF_MAX + TIMEOUT_MS / 1000) + 2
+        after = [c.get(healthy.url(i, "/resume")) for i in range(4)]
     assert [r.status_code for r in after] == [200, 200, 429, 429]
     assert [r.headers["x-ratelimit-remaining-minute"] for r in after] == ["1", "0", "0", "0"]
 
