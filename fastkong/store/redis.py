@@ -46,9 +46,10 @@ ends the backoff. The rate-limiting plugin then limits locally or answers 500 (`
 
 Topologies: a single server; Redis Sentinel (``sentinel_nodes`` name the master; a ``READONLY``
 reply or a lost connection makes the client ask again); Redis Cluster (``cluster_nodes`` seed the
-slot map from ``CLUSTER SLOTS``; ``MOVED`` and ``ASK`` are followed). Tested against real servers:
-all three, including ``MOVED`` with a stale slot map; not tested: a Sentinel failover, ``ASK``
-during a slot migration, TLS.
+slot map from ``CLUSTER SLOTS``; ``MOVED`` and ``ASK`` are followed; ``TRYAGAIN``, a call on
+several new keys of a slot being migrated, fails the call). Tested against real servers: all
+three, ``MOVED`` with a stale slot map, ``ASK`` and ``TRYAGAIN`` during a slot migration; not
+tested: a Sentinel failover, TLS.
 """
 
 from __future__ import annotations
@@ -599,7 +600,7 @@ class RedisClient:
         for _ in range(self.options.cluster_max_redirections + 1):
             conn = await self._node(address)
             if asking:
-                conn.send(_pack(("ASKING",)))
+                conn.send(_pack(("ASKING",))).add_done_callback(_ignore_result)
             reply = await conn.send(_pack(args))
             if not isinstance(reply, ReplyError):
                 return reply
@@ -654,6 +655,11 @@ class RedisClient:
         if isinstance(reply, ReplyError):
             raise reply
         return reply
+
+
+def _ignore_result(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()  # retrieved: the command that follows reports any failure
 
 
 _CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[RedisOptions, RedisClient]]

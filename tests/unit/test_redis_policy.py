@@ -393,6 +393,39 @@ async def test_cluster_routes_each_call_to_its_slot(redis_cluster: RedisCluster)
         await client.aclose()
 
 
+async def test_cluster_follows_ask_during_a_slot_migration(redis_cluster: RedisCluster) -> None:
+    tag = "r:s:migrating"
+    slot = R.hash_slot(f"{{{tag}}}".encode())
+    servers = {s.port: s for s in redis_cluster.servers}
+    seed = (("127.0.0.1", redis_cluster.ports[0]),)
+    client = R.RedisClient(R.RedisOptions(cluster_nodes=seed), asyncio.get_running_loop())
+    try:
+        await client.execute("PING")
+        source = servers[client.slots[slot][1]]  # type: ignore[index]
+        target = next(s for s in redis_cluster.servers if s is not source)
+        source_id, target_id = source.cli("CLUSTER", "MYID"), target.cli("CLUSTER", "MYID")
+        target.cli("CLUSTER", "SETSLOT", str(slot), "IMPORTING", source_id)
+        source.cli("CLUSTER", "SETSLOT", str(slot), "MIGRATING", target_id)
+        try:
+            # a new key is not on the source: it answers ASK, the target takes the call
+            compute = fixed((10,), tag, ("minute",))
+            reply = await R.run_windowed(client, R.FIXED_WINDOW, compute, 1)
+            assert reply[0] == 1
+            assert len(target.cli("KEYS", f"*{tag}*").split()) == 1
+            assert source.cli("KEYS", f"*{tag}*") == ""
+            assert client.slots[slot] == ("127.0.0.1", source.port)  # ASK: no map change
+            # several new keys mid-migration: Redis says TRYAGAIN; the call fails (the plugin
+            # falls back), it does not wait
+            with pytest.raises(R.ReplyError, match="TRYAGAIN"):
+                await R.run_windowed(client, R.FIXED_WINDOW, fixed((5, 10), tag), 1)
+            assert client.available
+        finally:
+            for server in redis_cluster.servers:
+                server.cli("CLUSTER", "SETSLOT", str(slot), "NODE", source_id)
+    finally:
+        await client.aclose()
+
+
 async def test_sentinel_resolves_the_master(tmp_path: Path) -> None:
     sentinel = Sentinel(tmp_path).start()
     options = R.RedisOptions(
