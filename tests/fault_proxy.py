@@ -35,6 +35,7 @@ class FaultProxy:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.lock = threading.Lock()
         self.hung: list[asyncio.StreamWriter] = []
+        self.open: set[asyncio.StreamWriter] = set()
 
     def __repr__(self) -> str:
         return (
@@ -86,6 +87,9 @@ class FaultProxy:
         if self.server is not None:
             self.server.close()
             self.server = None
+        for w in list(self.open):  # a dead process takes its connections with it
+            w.close()
+        self.open.clear()
 
     async def _release_hung(self) -> None:
         for w in self.hung:
@@ -117,10 +121,21 @@ class FaultProxy:
             writer.close()
             return
 
+        self.open.update((writer, up_writer))
+
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, record: bool) -> None:
             buffer = b""
             try:
                 while data := await src.read(65536):
+                    if record and self.mode in ("hang", "reset"):
+                        # an established connection turns bad too: swallow the request
+                        if data.startswith(b"GET") or data.startswith(b"POST"):
+                            self._record(data)
+                        if self.mode == "reset":
+                            writer.close()
+                            up_writer.close()
+                            return
+                        continue
                     if record:
                         buffer += data
                         while b"\r\n\r\n" in buffer:
@@ -134,6 +149,7 @@ class FaultProxy:
             except (OSError, asyncio.CancelledError):
                 pass
             finally:
+                self.open.discard(dst)
                 with contextlib.suppress(Exception):
                     dst.close()
 

@@ -67,7 +67,7 @@ class WsEcho:
                     k, _, v = line.partition(":")
                     headers[k.strip().lower()] = v.strip()
             self.handshakes.append(headers)
-            if head.startswith(b"GET /refuse"):
+            if b"/refuse" in head.split(b"\r\n", 1)[0]:
                 writer.write(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 4\r\n\r\nnope")
                 writer.close()
                 return
@@ -117,6 +117,8 @@ class WsEcho:
                         writer.write(encode_frame(kind, data, False))
                 await writer.drain()
         except (asyncio.IncompleteReadError, OSError, KeyError):
+            pass
+        finally:
             writer.close()
 
 
@@ -150,6 +152,7 @@ class WsClient:
         if self.status != 101:
             n = int(self.headers.get("content-length", "0"))
             self.body = await self.reader.readexactly(n) if n else b""
+            await self.aclose()
         else:
             assert self.headers["sec-websocket-accept"] == accept_key(key).decode()
         return self
@@ -189,5 +192,13 @@ class WsClient:
         while True:
             op, payload = await self.recv()
             if op == OP_CLOSE:
-                self.writer.close()
+                await self.aclose()
                 return parse_close(payload)
+
+    async def aclose(self) -> None:
+        if self.writer is not None and not self.writer.is_closing():
+            self.writer.close()
+            try:
+                await self.writer.wait_closed()
+            except OSError:
+                pass

@@ -495,8 +495,14 @@ class Gateway:
             except UpstreamError as exc:
                 error = exc
                 # A kept-alive socket the peer closed before answering anything is stale, not a
-                # failed try: replay on a fresh connection without spending a retry.
-                stale = reused and conn is not None and not conn.received_any
+                # failed try: replay on a fresh connection without spending a retry. A timeout
+                # is a real failure (a stale socket fails at once), so it is never replayed free.
+                stale = (
+                    reused
+                    and conn is not None
+                    and not conn.received_any
+                    and not isinstance(exc, UpstreamTimeout)
+                )
                 if conn is not None:
                     conn.close()
                     conn = None

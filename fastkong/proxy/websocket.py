@@ -215,9 +215,13 @@ async def proxy(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None
     ctx: RequestContext | None = None
     lines = [n + b": " + v + b"\r\n" for n, v in headers if n not in _SKIP]
     if plan.plugins:
+        # The plugins see the handshake as the GET request it is.
+        http_scope = dict(scope)
+        http_scope.setdefault("method", "GET")
+        http_scope["scheme"] = scheme
         ctx = RequestContext(
             runtime,
-            scope,
+            http_scope,
             receive,
             plan,
             decision.match,
@@ -403,7 +407,8 @@ async def _relay(
                         pass
                 return
 
-    async def upstream_to_client() -> None:
+    async def upstream_to_client() -> tuple[int, str] | None:
+        """Relay the upstream's messages; returns how to close the client (None: it left)."""
         parts: list[bytes] = []
         kind = OP_BINARY
         size = 0
@@ -412,10 +417,7 @@ async def _relay(
                 async with asyncio.timeout(read_timeout):
                     fin, opcode, payload = await read_frame(reader)
             except (asyncio.IncompleteReadError, OSError, TimeoutError, WebSocketError):
-                if not closed.is_set():
-                    closed.set()
-                    await send({"type": "websocket.close", "code": 1011})
-                return
+                return None if closed.is_set() else (1011, "")
             if opcode == OP_PING:
                 writer.write(encode_frame(OP_PONG, payload, True))
                 continue
@@ -423,29 +425,21 @@ async def _relay(
                 continue
             if opcode == OP_CLOSE:
                 code, reason = parse_close(payload)
-                if not closed.is_set():
-                    closed.set()
-                    try:
-                        writer.write(encode_frame(OP_CLOSE, close_payload(code, reason), True))
-                    except OSError:
-                        pass
-                    await send(
-                        {
-                            "type": "websocket.close",
-                            "code": 1000 if code == 1005 else code,
-                            "reason": reason,
-                        }
-                    )
-                return
+                if closed.is_set():
+                    return None  # the upstream answered the client's close
+                closed.set()
+                try:
+                    writer.write(encode_frame(OP_CLOSE, close_payload(code, reason), True))
+                except OSError:
+                    pass
+                return (1000 if code == 1005 else code), reason
             if opcode in (OP_TEXT, OP_BINARY):
                 kind = opcode
                 parts = []
                 size = 0
             size += len(payload)
             if size > MAX_MESSAGE:
-                closed.set()
-                await send({"type": "websocket.close", "code": 1009})
-                return
+                return 1009, ""
             parts.append(payload)
             if fin:
                 data = parts[0] if len(parts) == 1 else b"".join(parts)
@@ -459,19 +453,19 @@ async def _relay(
     up = asyncio.ensure_future(upstream_to_client())
     down = asyncio.ensure_future(client_to_upstream())
     try:
-        done, pending = await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
-        if down in done and up in pending:
-            # The client closed: give the upstream a moment to answer the close handshake.
-            try:
-                await asyncio.wait_for(asyncio.shield(up), 1.0)
-            except (TimeoutError, Exception):
-                pass
-        for task in (up, down):
-            if not task.done():
-                task.cancel()
-        for task in (up, down):
-            if task.done() and not task.cancelled():
-                task.exception()  # retrieved: a client gone mid-send is not an error here
+        done, _ = await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
+        if up in done:
+            # Granian does not send a close while a receive() is pending: stop reading first.
+            down.cancel()
+            await asyncio.gather(down, return_exceptions=True)
+            how = up.result() if up.exception() is None else (1011, "")
+            if how is not None:
+                await send({"type": "websocket.close", "code": how[0], "reason": how[1]})
+        else:
+            # The client left: give the upstream a moment to answer the close handshake.
+            done, _ = await asyncio.wait({up}, timeout=1.0)
+            up.cancel()
+            await asyncio.gather(up, down, return_exceptions=True)
     except asyncio.CancelledError:
         up.cancel()
         down.cancel()
