@@ -161,10 +161,13 @@ def _cluster_port() -> int:
 class Sentinel:
     """A master and one ``redis-server --sentinel`` watching it as ``name``."""
 
-    def __init__(self, workdir: Path, name: str = "mymaster") -> None:
+    def __init__(self, workdir: Path, name: str = "mymaster", replica: bool = False) -> None:
         self.workdir = workdir
         self.name = name
         self.master = RedisServer(workdir)
+        self.replica: RedisServer | None = None
+        if replica:
+            self.replica = RedisServer(workdir, "--replicaof", "127.0.0.1", str(self.master.port))
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -181,10 +184,14 @@ class Sentinel:
 
     def _start(self) -> None:
         self.master.start()
+        if self.replica is not None:
+            self.replica.start()
         conf = self.workdir / f"sentinel-{self.port}.conf"
         conf.write_text(
             f"port {self.port}\nbind 127.0.0.1\n"
             f"sentinel monitor {self.name} 127.0.0.1 {self.master.port} 1\n"
+            f"sentinel down-after-milliseconds {self.name} 1000\n"
+            f"sentinel failover-timeout {self.name} 5000\n"
         )
         self.proc = subprocess.Popen(
             [redis_server_path(), str(conf), "--sentinel"],
@@ -197,7 +204,20 @@ class Sentinel:
     def stop(self) -> None:
         if self.proc is not None:
             stop(self.proc)
+        if self.replica is not None:
+            self.replica.stop()
         self.master.stop()
+
+    def cli(self, *args: str) -> str:
+        """``redis-cli`` against the sentinel."""
+        out = subprocess.run(
+            ["redis-cli", "-p", str(self.port), *args],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return out.stdout.strip()
 
 
 class FaultProxy:

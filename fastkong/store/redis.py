@@ -47,9 +47,10 @@ ends the backoff. The rate-limiting plugin then limits locally or answers 500 (`
 Topologies: a single server; Redis Sentinel (``sentinel_nodes`` name the master; a ``READONLY``
 reply or a lost connection makes the client ask again); Redis Cluster (``cluster_nodes`` seed the
 slot map from ``CLUSTER SLOTS``; ``MOVED`` and ``ASK`` are followed; ``TRYAGAIN``, a call on
-several new keys of a slot being migrated, fails the call). Tested against real servers: all
-three, ``MOVED`` with a stale slot map, ``ASK`` and ``TRYAGAIN`` during a slot migration; not
-tested: a Sentinel failover, TLS.
+several new keys of a slot being migrated, fails the call). Any failure makes the client ask
+the sentinels (or the cluster) again. Tested against real servers: all three, a Sentinel
+failover after the master died, ``MOVED`` with a stale slot map, ``ASK`` and ``TRYAGAIN`` during
+a slot migration; not tested: TLS.
 """
 
 from __future__ import annotations
@@ -431,6 +432,7 @@ class RedisClient:
     def failed(self, error: RedisError) -> None:
         """Enter backoff (called on any connection-level failure)."""
         self.last_error = error
+        self._forget_topology()
         if self.down:
             return
         self.down = True
@@ -449,6 +451,7 @@ class RedisClient:
             except RedisError as exc:
                 self.failures += 1
                 self.last_error = exc
+                self._forget_topology()
                 delay = min(BACKOFF_MAX, delay * 2)
                 continue
             self.down = False
@@ -509,7 +512,6 @@ class RedisClient:
         for address, conn in list(self.nodes.items()):
             if conn.error is not None:
                 del self.nodes[address]
-        self._forget_topology()
         self.failed(error)
 
     def _forget_topology(self) -> None:

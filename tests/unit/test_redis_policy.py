@@ -442,6 +442,35 @@ async def test_sentinel_resolves_the_master(tmp_path: Path) -> None:
         sentinel.stop()
 
 
+async def test_sentinel_failover_moves_the_client_to_the_new_master(tmp_path: Path) -> None:
+    sentinel = Sentinel(tmp_path, replica=True).start()
+    assert sentinel.replica is not None
+    options = R.RedisOptions(
+        sentinel_master="mymaster", sentinel_nodes=(("127.0.0.1", sentinel.port),), timeout=0.5
+    )
+    loop = asyncio.get_running_loop()
+    client = R.RedisClient(options, loop)
+    try:
+        assert (await R.run_windowed(client, R.FIXED_WINDOW, fixed((100, 100)), 1))[0] == 1
+        assert client.master == ("127.0.0.1", sentinel.master.port)
+        sentinel.master.stop()  # the master dies; the sentinel promotes the replica
+        new_master = ("127.0.0.1", sentinel.replica.port)
+        deadline = loop.time() + 40
+        while True:
+            try:
+                reply = await R.run_windowed(client, R.FIXED_WINDOW, fixed((100, 100)), 1)
+                if client.master == new_master:
+                    break
+            except R.RedisError:
+                pass  # connection refused, then backoff, until the sentinel names the new one
+            assert loop.time() < deadline, f"still on {client.master}"
+            await asyncio.sleep(0.1)
+        assert reply[0] == 1
+    finally:
+        await client.aclose()
+        sentinel.stop()
+
+
 async def test_sentinel_that_does_not_know_the_master_is_an_error(tmp_path: Path) -> None:
     sentinel = Sentinel(tmp_path).start()
     options = R.RedisOptions(
