@@ -229,13 +229,14 @@ class Balancer:
     def refresh(self) -> None:
         """Recompute the live list and the balancer's health from the peers' states."""
         live = [p for p in self.peers if H.available(p.st.state)]
-        self.live = live
         self.available_weight = sum(p.weight for p in live)
         total = self.total_weight
         if total == 0:
             self.healthy = False
         else:
             self.healthy = self.available_weight * 100.0 / total > self.policy.threshold
+        # An unhealthy balancer (below the threshold) has no live peer: pick() needs no check.
+        self.live = live if self.healthy else []
 
     def all_peers(self) -> list[Peer]:
         """Every address, weight 0 included (the health report lists them)."""
@@ -310,8 +311,6 @@ class RoundRobin(Balancer):
     algorithm = "round-robin"
 
     def pick(self, exclude: tuple[Peer, ...] = (), key: str | None = None) -> Peer | None:
-        if not self.healthy:
-            return None
         best: Peer | None = None
         total = 0
         for peer in self.live:
@@ -337,8 +336,6 @@ class LeastConnections(Balancer):
         super().__init__(*args, **kwargs)
 
     def pick(self, exclude: tuple[Peer, ...] = (), key: str | None = None) -> Peer | None:
-        if not self.healthy:
-            return None
         live = self.live
         n = len(live)
         if n == 0:
@@ -382,8 +379,6 @@ class Latency(Balancer):
         return st.ewma * decay / peer.weight
 
     def pick(self, exclude: tuple[Peer, ...] = (), key: str | None = None) -> Peer | None:
-        if not self.healthy:
-            return None
         live = [p for p in self.live if p not in exclude] if exclude else self.live
         n = len(live)
         if n == 0:
