@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,3 +67,47 @@ def test_bench_smoke() -> None:
     assert "plain route, 1 worker: fastkong / nginx" in goals[0]["ratio"] or not shutil.which(
         "nginx", path="/usr/sbin:/usr/bin"
     ), output
+
+
+def _harness() -> object:
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import e2e
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    return e2e
+
+
+def test_missing_peers_are_left_out_with_how_to_install_them() -> None:
+    e2e: Any = _harness()
+    args = e2e.parse_args(["--quick"])
+    tools = {"wrk": "/usr/bin/wrk", "nginx": "/usr/sbin/nginx", "haproxy": None, "caddy": None}
+    tools |= {"aiohttp": None, "redis-server": None, "matplotlib": None}
+    scenarios, targets, left_out = e2e.choose(args, tools)
+    assert targets == ["direct", "nginx", "fastkong"]
+    notes = "\n".join(left_out)
+    assert "haproxy is not installed (install: apt-get install -y haproxy)" in notes
+    assert "caddy is not installed (install: apt-get install -y caddy)" in notes
+    assert "aiohttp is not installed (install: pip install aiohttp)" in notes
+    assert "scenario rl-redis: redis-server is not installed" in notes
+    assert "rl-redis" not in [s.name for s in scenarios]
+    assert "plain" in [s.name for s in scenarios]
+
+
+def test_wrk_output_with_the_script_summary_is_parsed() -> None:
+    _harness()
+    from harness.wrk import parse_wrk
+
+    text = (
+        "Running 1s test @ http://127.0.0.1:1/static\n"
+        "  12345 requests in 1.00s, 1.50MB read\n"
+        "  Socket errors: connect 0, read 2, write 0, timeout 1\n"
+        "  Non-2xx or 3xx responses: 4\n"
+        "Requests/sec:  12345.67\n"
+        "fastkong-wrk: requests=12345 errors=7 p50=810 p90=1500 p99=4100 p99.9=8200 "
+        "p99.99=9000 max=9100\n"
+    )
+    result = parse_wrk(text)
+    assert (result.requests, result.rps) == (12345, 12345.67)
+    assert (result.p50_ms, result.p99_ms, result.p999_ms) == (0.81, 4.1, 8.2)
+    assert result.errors == 7
