@@ -250,6 +250,7 @@ class FaultProxy:
 
     def _main(self) -> None:
         loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
         self._loop = loop
         self._server = loop.run_until_complete(
             asyncio.start_server(self._handle, "127.0.0.1", self.port)
@@ -262,7 +263,8 @@ class FaultProxy:
         tasks = asyncio.all_tasks(loop)
         for task in tasks:
             task.cancel()
-        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        if tasks:
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
         loop.run_until_complete(self._server.wait_closed())
         loop.close()
 
