@@ -365,6 +365,8 @@ def bench(args: argparse.Namespace, tools: dict[str, str | None], workdir: Path)
     with contextlib.ExitStack() as stack:
         fleet = peers.Fleet(tools, workdir, stack)
         legs = build_legs(scenarios, targets, fleet)
+        if not legs:
+            raise BenchError("none of the chosen targets runs in the chosen scenarios")
         for leg in legs:
             check_leg(leg)
         servers = fleet.servers()
@@ -505,6 +507,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bench: interrupted; servers stopped", file=sys.stderr)
         status = 130
+    except Exception:
+        print(
+            f"bench: crashed; servers stopped; configs and logs kept in {workdir}", file=sys.stderr
+        )
+        raise
     shutil.rmtree(workdir, ignore_errors=True)
     return status
 
