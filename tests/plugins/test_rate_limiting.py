@@ -10,6 +10,7 @@ the node's counters.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -224,6 +225,7 @@ def gateway_config(echo: Echo) -> str:
             route("twin-a", "{minute: 2}"),
             route("twin-b", "{minute: 2}"),
             route("per-second", "{second: 1}"),
+            route("reload", "{minute: 4}"),
             route("sliding", "{minute: 3, algorithm: sliding-window}"),
             route("bucket", "{minute: 6, algorithm: token-bucket}"),
             route("buckets", "{second: 2, minute: 3, algorithm: token-bucket}"),
@@ -454,3 +456,30 @@ def test_token_buckets_count_a_rejected_request_nowhere(client: httpx.Client) ->
     assert r.status_code == 200
     assert r.headers["x-ratelimit-remaining-minute"] == "0"
     assert client.get("/buckets").status_code == 429
+
+
+def test_counters_survive_a_config_reload(gw: Gateway, client: httpx.Client) -> None:
+    fresh_minute()
+    assert [client.get("/reload").headers["x-ratelimit-remaining-minute"] for _ in "ab"] == [
+        "3",
+        "2",
+    ]
+    text = gw.config_path.read_text()
+    assert text.count("{minute: 4}") == 1
+    new = text.replace("{minute: 4}", "{minute: 5}")
+    admin = f"http://127.0.0.1:{gw.admin_port}/config"
+    assert httpx.post(admin, content=new, headers={"content-type": "text/yaml"}).status_code == 201
+    expected = hashlib.md5(new.encode()).hexdigest()
+    deadline = time.monotonic() + 15
+    while True:
+        status = gw.status()
+        workers = status["fastkong"]["workers"]
+        if status["configuration_hash"] == expected and set(workers.values()) == {expected}:
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(0.05)
+    r = client.get("/reload")
+    assert (r.headers["x-ratelimit-limit-minute"], r.headers["x-ratelimit-remaining-minute"]) == (
+        "5",
+        "2",
+    )
