@@ -95,5 +95,10 @@ def apply_header_edits(ctx: RequestContext, lines: list[bytes]) -> list[bytes]:
     """The upstream header lines after the plugins' set/clear edits."""
     drop = ctx.upstream_remove | ctx.upstream_set.keys()
     kept = [line for line in lines if line.split(b":", 1)[0] not in drop]
-    kept.extend(name + b": " + value + b"\r\n" for name, value in ctx.upstream_set.items())
+    # Host is not a copied line: the proxy writes it itself (and honours a plugin's value).
+    kept.extend(
+        name + b": " + value + b"\r\n"
+        for name, value in ctx.upstream_set.items()
+        if name != b"host"
+    )
     return kept

@@ -293,6 +293,9 @@ class Gateway:
                 request_id,
                 started,
             )
+            if forwarded is not None and b"x-real-ip" in forwarded:
+                # Kong's real_ip_header (X-Real-IP) from a trusted peer names the client.
+                ctx.forwarded_ip = forwarded[b"x-real-ip"].decode("latin-1").strip()
             try:
                 stop = await run_access(ctx, plan.plugins, runtime.plugins)
             except BodyTooLarge:
@@ -439,6 +442,8 @@ class Gateway:
         upstream_started = 0.0
         balancer = service.balancer
         peer: Peer | None = None
+        # A plugin that set the Host header (request-transformer) decides it, as in Kong.
+        host_override = ctx.upstream_set.get(b"host") if ctx is not None else None
         while tries_left > 0:
             tries_left -= 1
             if balancer is not None:
@@ -446,7 +451,9 @@ class Gateway:
                 if peer is None and tried:
                     peer = balancer.pick((), hash_key)  # every peer failed once: go round again
                 if peer is None:
-                    await self.kong_error(scope, send, 503, errors.NO_PEER, request_id, started)
+                    await self.kong_error(
+                        scope, send, 503, errors.NO_PEER, request_id, started, ctx
+                    )
                     return
                 tried = (*tried, peer)
                 host, port = peer.host, peer.port
@@ -456,7 +463,9 @@ class Gateway:
                 host, port = service.host, service.port
                 host_header = service.host_header
                 sni = host
-            if plan.preserve_host and client_host:
+            if host_override is not None:
+                host_b = host_override
+            elif plan.preserve_host and client_host:
                 host_b = client_host
             else:
                 host_b = host_header.encode("latin-1")
@@ -475,7 +484,13 @@ class Gateway:
                         if peer is not None and balancer is not None and balancer.tracks:
                             balancer.done(peer, None)
                         await self.kong_error(
-                            scope, send, 503, errors.NAME_RESOLUTION_FAILED, request_id, started
+                            scope,
+                            send,
+                            503,
+                            errors.NAME_RESOLUTION_FAILED,
+                            request_id,
+                            started,
+                            ctx,
                         )
                         return
                     conn = await pool.connect(
@@ -584,11 +599,18 @@ class Gateway:
     # -- gateway-generated responses ---------------------------------------------------------
 
     async def kong_error(
-        self, scope: Scope, send: Send, status: int, message: str, request_id: str, started: float
+        self,
+        scope: Scope,
+        send: Send,
+        status: int,
+        message: str,
+        request_id: str,
+        started: float,
+        ctx: RequestContext | None = None,
     ) -> None:
         """``kong.response.error``: negotiated on Accept, with the request id."""
         ctype, body = errors.for_response_error(_header(scope, b"accept"), message, request_id)
-        await self.respond(send, status, ctype, body, request_id, started)
+        await self.respond(send, status, ctype, body, request_id, started, ctx=ctx)
 
     async def nginx_error(
         self,
@@ -673,6 +695,12 @@ class Gateway:
             headers.extend(extra)
         if ctx is not None:
             run_response(ctx, status, headers)
+            filters = body_filters(ctx)
+            if filters:
+                # Kong runs body_filter on gateway-generated responses too.
+                body = run_body(filters, ctx, body, True)
+                headers = [h for h in headers if h[0] != b"content-length"]
+                headers.append((b"content-length", str(len(body)).encode()))
             ctx.response_size = len(body)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -219,7 +219,7 @@ class ResponseTransformer(Plugin):
         for name, value in self.append_headers:
             if value is not None:
                 headers.append((name, value))
-        if self.transforms_body and ctx.proxied:
+        if self.transforms_body:
             content_type = before.get(_CONTENT_TYPE)
             if content_type and is_json_body(content_type[0].decode("latin-1")):
                 _clear(headers, _CONTENT_LENGTH)
