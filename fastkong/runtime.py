@@ -145,6 +145,7 @@ class Runtime:
         "consumers",
         "router_key",
         "_indexes",
+        "__weakref__",
     )
 
     def __init__(

@@ -256,6 +256,18 @@ cdef bint _headers_ok(tuple tests, object headers) except -1:
     return True
 
 
+# A build runs in a worker's background thread while the event loop serves requests. Compiled
+# loops never return to the interpreter, so they would keep the GIL for their whole length; these
+# short releases give the event loop its turn every few hundred matchers.
+cdef enum:
+    _YIELD_EVERY = 256
+
+
+cdef inline void _let_others_run() noexcept:
+    with nogil:
+        pass
+
+
 cdef class Router:
     """Kong ``traditional_compatible`` route matching over a fixed set of ``RouteSpec``.
 
@@ -306,9 +318,18 @@ cdef class Router:
         cdef _Bucket bucket
         cdef int tree
         cdef Py_ssize_t n, nodes = 0, labels = 0, ranks = 0
+        cdef Py_ssize_t i = 0
         plans, count = _plan(specs)
-        matchers = [_matcher_from(p) for p in plans]
-        trees = [(key, _radix(entries)) for key, entries in _group(plans).items()]
+        matchers = []
+        for p in plans:
+            matchers.append(_matcher_from(p))
+            i += 1
+            if i % _YIELD_EVERY == 0:
+                _let_others_run()
+        trees = []
+        for key, entries in _group(plans).items():
+            trees.append((key, _radix(entries)))
+            _let_others_run()
 
         stack = [t for _, t in trees]
         while stack:
@@ -334,6 +355,7 @@ cdef class Router:
         odd = {}
         for (op, host, port), rtree in trees:
             tree = self._lay_out(rtree)
+            _let_others_run()
             if op < 0:
                 self._nohost = tree
                 continue

@@ -24,6 +24,7 @@ cost nothing.
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
@@ -92,7 +93,10 @@ class Plugin:
 
     def __init__(self, config: Any, runtime: Runtime, entity: Any) -> None:
         self.config = config
-        self.runtime = runtime
+        # A weak proxy: the snapshot owns its plugins, and a strong back-reference would make
+        # every snapshot a reference cycle (workers freeze the GC's view of live snapshots, so
+        # retired ones must be freed by reference counting alone).
+        self.runtime: Runtime = weakref.proxy(runtime)
         self.entity = entity
         self.id: str = entity.id if entity is not None else ""
         #: Request protocols the plugin runs on (Kong's ``protocols`` field).

@@ -13,6 +13,7 @@ config file that is loaded once at startup.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -82,6 +83,9 @@ class StateFollower:
     def install(self, runtime: Runtime) -> None:
         self.version = runtime.version
         self.gateway.swap(runtime)
+        # The snapshot is long-lived: keep the cyclic GC from re-scanning its objects at every
+        # full collection (each such scan of a 10,000-route snapshot stalls the event loop).
+        gc.freeze()
         write_report(self.path.parent, os.getpid(), runtime.hash)
 
     async def follow(self) -> None:
