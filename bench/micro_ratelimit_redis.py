@@ -33,6 +33,7 @@ from fastkong.plugins.bundled.rate_limiting import (  # noqa: E402
     RateLimiting,
     RateLimitingConfig,
 )
+from fastkong.runtime import empty_runtime  # noqa: E402
 from fastkong.store.redis import (  # noqa: E402
     FIXED_WINDOW,
     RedisOptions,
@@ -108,10 +109,12 @@ async def main(calls: int, conc: int) -> None:
 
 async def plugin_access(port: int, calls: int) -> None:
     entity = SimpleNamespace(id="p", route="r", service="s", consumer=None)
+    runtime = empty_runtime()
     for policy in ("local", "redis"):
         raw = {"second": 10**9, "minute": 10**9, "policy": policy, "limit_by": "ip"}
         raw["redis"] = {"host": "127.0.0.1", "port": port}
-        plugin = RateLimiting(msgspec.convert(raw, RateLimitingConfig), None, entity)  # type: ignore[arg-type]
+        config = msgspec.convert(raw, RateLimitingConfig)
+        plugin = RateLimiting(config, runtime, entity)
         ctx = SimpleNamespace(forwarded_ip="10.0.0.1", response_headers=[])
         for _ in range(500):
             await plugin.access(ctx)  # type: ignore[arg-type]

@@ -22,6 +22,7 @@ import pytest
 
 from fastkong.config import ConfigError, load_config
 from fastkong.plugins.bundled.rate_limiting import RateLimiting, RateLimitingConfig
+from fastkong.runtime import empty_runtime
 from tests.helpers import Echo, Gateway
 
 pytestmark = pytest.mark.integration
@@ -31,6 +32,7 @@ BOB, BOB_KEY, BOB_KEY2 = (
     "b0000000-0000-4000-8000-000000000002",
     "b0000000-0000-4000-8000-000000000003",
 )
+RUNTIME = empty_runtime()  # plugins hold their snapshot weakly: keep one alive
 ALICE, ALICE_KEY = "a0000000-0000-4000-8000-000000000001", "a0000000-0000-4000-8000-000000000002"
 
 
@@ -161,7 +163,7 @@ def test_schema_redis_new_and_legacy_structures() -> None:
     )
     config = msgspec.convert(c, RateLimitingConfig)
     entity = SimpleNamespace(id="p", route=None, service=None, consumer=None)
-    options = RateLimiting(config, None, entity).redis_options  # type: ignore[arg-type]
+    options = RateLimiting(config, RUNTIME, entity).redis_options
     assert options is not None
     assert (options.host, options.port, options.database, options.timeout) == (
         "r.test",
@@ -194,7 +196,7 @@ def test_schema_algorithm() -> None:
 def test_handler_repr_shows_its_limits() -> None:
     config = msgspec.convert({"minute": 6, "hour": 2.5e9}, RateLimitingConfig)
     entity = SimpleNamespace(id="p", route="R", service=None, consumer=None)
-    assert repr(RateLimiting(config, None, entity)) == (  # type: ignore[arg-type]
+    assert repr(RateLimiting(config, RUNTIME, entity)) == (
         "<RateLimiting minute=6, hour=2500000000 by=consumer policy=local "
         "algorithm=fixed-window scope=R:00000000-0000-0000-0000-000000000000>"
     )
@@ -218,6 +220,7 @@ def gateway_config(echo: Echo) -> str:
             route("hide", "{minute: 6, hide_client_headers: true}"),
             route("custom", "{minute: 1, error_code: 404, error_message: Fake Not Found}"),
             route("fractional", "{minute: 2.5}"),
+            route("by-ip", "{minute: 2, limit_by: ip}"),
             route("by-header", "{minute: 2, limit_by: header, header_name: X-Tenant}"),
             route("by-path", "{minute: 2, limit_by: path, path: /by-path/counted}"),
             route("by-consumer", "{minute: 2, limit_by: consumer}", auth=True),
@@ -259,7 +262,8 @@ services:
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     echo = Echo("rl-echo").start()
-    gateway = Gateway(tmp_path_factory.mktemp("rl"), gateway_config(echo), 2).start()
+    workdir = tmp_path_factory.mktemp("rl")
+    gateway = Gateway(workdir, gateway_config(echo), 2, "--trusted-ips", "127.0.0.1").start()
     yield gateway
     gateway.stop()
     echo.stop()
@@ -390,6 +394,13 @@ def test_a_fractional_limit_blocks_like_kong(client: httpx.Client) -> None:
     assert [r.status_code for r in replies] == [200, 200, 200, 429]
     assert [r.headers["x-ratelimit-remaining-minute"] for r in replies] == ["1.5", "0.5", "0", "0"]
     assert replies[0].headers["x-ratelimit-limit-minute"] == "2.5"
+
+
+def test_limit_by_ip_counts_each_forwarded_client(client: httpx.Client) -> None:
+    fresh_minute()
+    for ip in ("127.0.0.1", "127.0.0.2"):  # X-Real-IP from a trusted peer names the client
+        statuses = [client.get("/by-ip", headers={"x-real-ip": ip}).status_code for _ in "abc"]
+        assert statuses == [200, 200, 429]
 
 
 def test_limit_by_header_counts_each_value_and_falls_back_to_the_ip(client: httpx.Client) -> None:
