@@ -14,7 +14,7 @@ COPY pyproject.toml setup.py README.md ./
 COPY fastkong ./fastkong
 COPY configs/kong.yml ./configs/kong.yml
 RUN find fastkong -name '*.so' -delete \
-    && pip wheel --no-cache-dir --wheel-dir /wheels '.[controller,redis]' \
+    && pip wheel --no-cache-dir --wheel-dir /wheels '.[controller]' \
     && python -c "import zipfile,glob; w=glob.glob('/wheels/fastkong-*.whl')[0]; \
 assert any(n.endswith('.so') for n in zipfile.ZipFile(w).namelist()), 'no compiled kernels in ' + w"
 
@@ -28,7 +28,7 @@ RUN groupadd --gid 10001 fastkong \
     && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin fastkong
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
-    pip install --no-index --find-links /wheels 'fastkong[controller,redis]' \
+    pip install --no-index --find-links /wheels 'fastkong[controller]' \
     && python -c "import fastkong._core as c, fastkong._core.router as r; assert c.is_compiled(r)"
 USER 10001:10001
 WORKDIR /tmp

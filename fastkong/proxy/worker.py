@@ -27,6 +27,7 @@ from fastkong.plugins.bundled import file_log
 from fastkong.proxy.app import Gateway
 from fastkong.proxy.trust import TrustedIps
 from fastkong.runtime import Runtime, compile_runtime
+from fastkong.store import redis as redis_store
 
 log = logging.getLogger("fastkong.worker")
 
@@ -128,6 +129,7 @@ def create_app() -> Gateway:
             follower.task.cancel()
         # Flush what the log plugins queued and the last second of metrics before exiting.
         await http_queue.drain(5.0)
+        await redis_store.close_all()  # flushes batched rate-limit counts not yet sent
         file_log.close_all()
         metrics.WORKER.close()
 
