@@ -96,7 +96,8 @@ class Plugin:
         # A weak proxy: the snapshot owns its plugins, and a strong back-reference would make
         # every snapshot a reference cycle (workers freeze the GC's view of live snapshots, so
         # retired ones must be freed by reference counting alone).
-        self.runtime: Runtime = weakref.proxy(runtime)
+        # (None only when a plugin is built outside a snapshot, e.g. in a unit test.)
+        self.runtime: Runtime = weakref.proxy(runtime) if runtime is not None else runtime
         self.entity = entity
         self.id: str = entity.id if entity is not None else ""
         #: Request protocols the plugin runs on (Kong's ``protocols`` field).
