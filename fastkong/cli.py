@@ -198,7 +198,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from fastkong.demo import run_demo
 
-    return run_demo(DEMO_CONFIG, port=args.port, upstream_port=args.upstream_port)
+    return run_demo(DEMO_CONFIG, port=args.port)
 
 
 def cmd_version(args: argparse.Namespace) -> int:
@@ -248,7 +248,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the gateway on the bundled example config")
     demo.add_argument("--port", type=int, default=8000)
-    demo.add_argument("--upstream-port", type=int, default=9001)
     demo.set_defaults(func=cmd_demo)
 
     from fastkong.k8s.cli import add_parser as add_k8s_parser

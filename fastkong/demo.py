@@ -35,8 +35,17 @@ def _wait_port(port: int, deadline: float) -> bool:
     return False
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(config: Path, port: int = 8000, upstream_port: int = 9001) -> int:
+    """Run the demo; ``upstream_port`` (and the next one) must match the bundled config."""
     procs: list[subprocess.Popen[bytes]] = []
+    # SIGTERM (and SIGINT even when a shell started us in the background, where it is ignored)
+    # stop the demo the same way as Ctrl-C: children are stopped by pid in the finally block.
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    signal.signal(signal.SIGINT, _stop_on_sigterm)
     try:
         for name, p in (("echo-a", upstream_port), ("echo-b", upstream_port + 1)):
             procs.append(
