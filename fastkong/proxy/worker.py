@@ -18,9 +18,11 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from fastkong import metrics
 from fastkong.config import load_config
+from fastkong.config.schema import ENTITY_STRUCTS
 from fastkong.control.state import file_identity, read_state, write_report
 from fastkong.plugins.bundled import _queue as http_queue
 from fastkong.plugins.bundled import file_log
@@ -33,6 +35,7 @@ log = logging.getLogger("fastkong.worker")
 
 POLL_INTERVAL = 0.25
 BUILD_SWITCH_INTERVAL = 0.0005
+TEARDOWN_SLICE = 256
 
 
 class StateFollower:
@@ -44,6 +47,9 @@ class StateFollower:
         self.identity: tuple[int, int, int] | None = None
         self.version = 0
         self.task: asyncio.Task[None] | None = None
+        #: Snapshots swapped out, torn down in slices once no request uses them any more.
+        self.retired: list[Runtime] = []
+        self.teardown: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"<StateFollower {self.path} v{self.version} {self.gateway.runtime!r}>"
@@ -83,11 +89,37 @@ class StateFollower:
 
     def install(self, runtime: Runtime) -> None:
         self.version = runtime.version
+        retired = self.gateway.runtime
         self.gateway.swap(runtime)
+        if retired is not runtime and retired.config is not None:
+            self.retired.append(retired)
         # The snapshot is long-lived: keep the cyclic GC from re-scanning its objects at every
         # full collection (each such scan of a 10,000-route snapshot stalls the event loop).
         gc.freeze()
         write_report(self.path.parent, os.getpid(), runtime.hash)
+
+    async def tear_down(self) -> None:
+        """Free retired snapshots a slice at a time between requests.
+
+        Dropping a 10,000-route snapshot in one go is one long deallocation on the event loop
+        (tens of ms). Once no request holds a retired snapshot (only this list does), its big
+        lists are emptied a few hundred entries per loop turn, so each turn stays short.
+        """
+        while self.retired:
+            old = self.retired[0]
+            # References: this list, the local name, getrefcount's argument.
+            if sys.getrefcount(old) > 3:
+                await asyncio.sleep(0.1)
+                continue
+            self.retired.pop(0)
+            containers: list[list[Any]] = [old.routes]
+            if old.config is not None:
+                containers += [getattr(old.config, name) for name in ENTITY_STRUCTS]
+            for items in containers:
+                while items:
+                    del items[-TEARDOWN_SLICE:]
+                    await asyncio.sleep(0)
+            del old
 
     async def follow(self) -> None:
         """Poll the state file; build a changed config in a thread so requests keep flowing
@@ -110,6 +142,9 @@ class StateFollower:
             finally:
                 sys.setswitchinterval(interval)
             self.install(runtime)
+            del runtime
+            if self.retired and (self.teardown is None or self.teardown.done()):
+                self.teardown = asyncio.get_running_loop().create_task(self.tear_down())
 
 
 def create_app() -> Gateway:

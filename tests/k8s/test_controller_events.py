@@ -84,7 +84,10 @@ async def test_ingress_status_follows_the_proxy_service() -> None:
             current["status"] = {"loadBalancer": {"ingress": [{"hostname": "lb.example"}]}}
             api.update(current)
             await eventually(lambda: status("ours") == [{"hostname": "lb.example"}])
-            assert ctl.ingress_status is not None and ctl.ingress_status.updates == 2
+            # The API server sees the patch before the controller's coroutine resumes to count it.
+            updater = ctl.ingress_status
+            assert updater is not None
+            await eventually(lambda: updater.updates == 2, what="two status updates")
 
 
 async def test_health_endpoints() -> None:
