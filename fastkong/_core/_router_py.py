@@ -245,10 +245,11 @@ def _make_path_regex(path: str) -> tuple[re.Pattern[str], str]:
 _path_regexes = _GenerationCache(_make_path_regex)
 
 
-def _has_top_level_alternation(body: str) -> bool:
-    depth = 0
-    i = 0
+def _structural(body: str, start: int = 0) -> Iterator[tuple[int, str]]:
+    """``(index, char)`` of every regex character outside escapes and character classes: the
+    ones that can open or close a group or alternate."""
     n = len(body)
+    i = start
     while i < n:
         c = body[i]
         if c == "\\":
@@ -262,13 +263,21 @@ def _has_top_level_alternation(body: str) -> bool:
                 i += 1
             while i < n and body[i] != "]":
                 i += 2 if body[i] == "\\" else 1
-        elif c == "(":
+            i += 1
+            continue
+        yield i, c
+        i += 1
+
+
+def _has_top_level_alternation(body: str) -> bool:
+    depth = 0
+    for _, c in _structural(body):
+        if c == "(":
             depth += 1
         elif c == ")":
             depth -= 1
         elif c == "|" and depth <= 0:
             return True
-        i += 1
     return False
 
 
@@ -278,7 +287,6 @@ def _group_body(body: str, i: int) -> tuple[int, int] | None:
     Plain: ``(...)``, ``(?:...)`` or ``(?P<name>...)``; look-arounds, flags, comments and
     conditionals give None, as does an unbalanced group.
     """
-    n = len(body)
     if body.startswith("(?:", i):
         start = i + 3
     elif body.startswith("(?P<", i):
@@ -291,27 +299,13 @@ def _group_body(body: str, i: int) -> tuple[int, int] | None:
     else:
         start = i + 1
     depth = 0
-    j = start
-    while j < n:
-        c = body[j]
-        if c == "\\":
-            j += 2
-            continue
-        if c == "[":
-            j += 1
-            if j < n and body[j] == "^":
-                j += 1
-            if j < n and body[j] == "]":
-                j += 1
-            while j < n and body[j] != "]":
-                j += 2 if body[j] == "\\" else 1
-        elif c == "(":
+    for j, c in _structural(body, start):
+        if c == "(":
             depth += 1
         elif c == ")":
             if depth == 0:
                 return start, j
             depth -= 1
-        j += 1
     return None
 
 
