@@ -29,6 +29,13 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 
 
+POST = (
+    "import sys, urllib.request as u; "
+    "u.urlopen(u.Request(sys.argv[1], open(sys.argv[2], 'rb').read(), "
+    "{'content-type': 'application/x-yaml'}), timeout=120)"
+)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -161,15 +168,22 @@ def main() -> int:
         rss_before = rss_kb(worker)
 
         steady = asyncio.run(fixed_rate(url, args.rate, args.seconds))
-        texts = [config(up, args.routes, v) for v in (1, 2)]
+        variants = []
+        for v in (1, 2):
+            variants.append(workdir / f"variant-{v}.yml")
+            variants[-1].write_text(config(up, args.routes, v))
         stop = False
         reloads = 0
 
         def reloader() -> None:
             nonlocal reloads
             while not stop:
-                httpx.post(
-                    f"http://127.0.0.1:{admin}/config", content=texts[reloads % 2], timeout=120
+                # From another process: encoding and sending 2 MB here would hold this
+                # process's GIL and delay the load generator's own requests.
+                subprocess.run(
+                    [sys.executable, "-c", POST, f"http://127.0.0.1:{admin}/config"]
+                    + [str(variants[reloads % 2])],
+                    check=True,
                 )
                 reloads += 1
                 time.sleep(args.every)

@@ -87,6 +87,7 @@ from fastkong._core._router_py import (
     PREFIX_HOST,
     REGEX,
     SUFFIX,
+    _checkpoint,
     _group,
     _plan,
     _radix,
@@ -257,15 +258,18 @@ cdef bint _headers_ok(tuple tests, object headers) except -1:
 
 
 # A build runs in a worker's background thread while the event loop serves requests. Compiled
-# loops never return to the interpreter, so they would keep the GIL for their whole length; these
-# short releases give the event loop its turn every few hundred matchers.
+# loops never return to the interpreter, so they would keep the GIL for their whole length. Every
+# few hundred items they call a no-op Python function instead: entering it runs the interpreter's
+# periodic check, which hands the GIL over once the loop thread has waited a switch interval.
+# (Releasing the GIL here with `with nogil` does not work: each release and re-take counts as a
+# switch, which restarts the waiter's interval, so a frequent re-taker starves the loop thread.)
 cdef enum:
     _YIELD_EVERY = 256
 
 
-cdef inline void _let_others_run() noexcept:
-    with nogil:
-        pass
+cdef inline int _let_others_run() except -1:
+    _checkpoint()
+    return 0
 
 
 cdef class Router:
@@ -327,8 +331,9 @@ cdef class Router:
             if i % _YIELD_EVERY == 0:
                 _let_others_run()
         trees = []
-        for key, entries in _group(plans).items():
-            trees.append((key, _radix(entries)))
+        groups = _group(plans)
+        for key in list(groups):
+            trees.append((key, _radix(groups.pop(key))))
             _let_others_run()
 
         stack = [t for _, t in trees]
@@ -338,6 +343,8 @@ cdef class Router:
             labels += len(rnode.label)
             ranks += len(rnode.ranks)
             stack.extend(rnode.children.values())
+            if nodes % _YIELD_EVERY == 0:
+                _let_others_run()
         if max(nodes, labels, ranks) >= INT_MAX:
             raise OverflowError("too many routes for one router")
         self._nodes = <_TNode*>malloc((nodes + 1) * sizeof(_TNode))
@@ -351,6 +358,12 @@ cdef class Router:
         self._matchers = matchers
         self._regex_count = sum(1 for p in plans if p.kind == _REGEX)
         self.header_names = frozenset(name for p in plans for name, _, _ in p.headers)
+
+        # The plans and the radix trees are temporaries; they are freed piecemeal here (and as
+        # _lay_out goes) because dropping them whole at the end is one long deallocation.
+        while plans:
+            del plans[-_YIELD_EVERY:]
+            _let_others_run()
 
         odd = {}
         for (op, host, port), rtree in trees:
@@ -387,7 +400,11 @@ cdef class Router:
                 bucket.ports[port] = tree
 
     cdef int _lay_out(self, object tree) except -1:
-        """Copy one radix tree into the arena, breadth-first; returns its root's index."""
+        """Copy one radix tree into the arena, breadth-first; returns its root's index.
+
+        The tree is taken apart on the way (each node loses its children once they are queued,
+        and its queue slot once placed), so its nodes are freed one by one, not all at the end.
+        """
         cdef int root = self._nnodes, index, first, k
         self._nnodes += 1
         self._place(root, tree)
@@ -395,8 +412,12 @@ cdef class Router:
         done = 0
         while done < len(queue):
             index, rnode = queue[done]
+            queue[done] = None
             done += 1
+            if done % _YIELD_EVERY == 0:
+                _let_others_run()
             items = sorted(rnode.children.items())
+            rnode.children = {}
             first = self._nnodes
             self._nnodes += len(items)
             self._nodes[index].child_off = first
@@ -427,6 +448,16 @@ cdef class Router:
                 self._ranks[self._nranks + i] = ranks[i]
             self._nranks += node.nranks
         return 0
+
+    def release(self):
+        """Empty the router and hand over its matchers (teardown of a retired snapshot).
+
+        The router then matches nothing. Freeing a 10,000-route router's matchers at once is one
+        long deallocation; the caller drops the returned list a slice at a time instead.
+        """
+        matchers = self._matchers
+        self._reset()
+        return matchers
 
     def __dealloc__(self):
         free(self._nodes)

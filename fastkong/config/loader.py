@@ -15,6 +15,7 @@ from typing import Any, Final
 import msgspec
 import yaml
 
+from fastkong._core._router_py import gc_paused
 from fastkong.config import errors as E
 from fastkong.config.declarative import build_config
 from fastkong.config.errors import ConfigError, FieldError
@@ -68,10 +69,13 @@ def load_config(data: bytes | str, *, content_type: str | None = None) -> Loaded
     Raises :class:`ConfigError` with every error found, each with its path.
     """
     raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
-    doc = parse(raw, content_type)
-    if not isinstance(doc, dict):
-        raise ConfigError([FieldError("", E.PARSE.format(E.EXPECTED_OBJECT))], document=doc)
-    config = build_config(doc)
+    # A 10,000-route document is millions of young objects: the collections they would trigger
+    # scan all of them (about a quarter of the load's time) and find no garbage.
+    with gc_paused():
+        doc = parse(raw, content_type)
+        if not isinstance(doc, dict):
+            raise ConfigError([FieldError("", E.PARSE.format(E.EXPECTED_OBJECT))], document=doc)
+        config = build_config(doc)
     digest = EMPTY_CONFIG_HASH if config.is_empty() else hashlib.md5(raw).hexdigest()
     return LoadedConfig(config=config, hash=digest)
 

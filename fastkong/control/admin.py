@@ -115,16 +115,15 @@ class AdminApi:
         if raw is None or not raw.strip():
             return Response.json(400, {"message": "expected a declarative configuration"})
         async with self.loading:
-            loop = asyncio.get_running_loop()
             try:
-                loaded = await loop.run_in_executor(None, load_config, raw)
+                loaded = await self.supervisor.in_loader(load_config, raw)
             except ConfigError as exc:
                 self.supervisor.config.reloads["failure"] += 1
                 self.supervisor.config.last_error = [f"{e.path}: {e.message}" for e in exc.errors]
                 return self.invalid(exc, raw, _truthy(request.query, "flatten_errors"))
             if _truthy(request.query, "check_hash") and loaded.hash == self.supervisor.config.hash:
                 return Response(304)
-            await loop.run_in_executor(None, self.supervisor.accept_posted, loaded, raw)
+            await self.supervisor.in_loader(self.supervisor.accept_posted, loaded, raw)
         return Response.json(201, msgspec.to_builtins(loaded.config))
 
     def _declarative_body(self, request: Request) -> bytes | None:

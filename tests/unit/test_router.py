@@ -404,3 +404,49 @@ def test_many_routes_deep_paths_and_many_candidates(mod: ModuleType) -> None:
     assert key_of(router, "/" + "a" * 100) == 79
     assert key_of(router, "/" + "a" * 100, host="h5.com") == 105
     assert key_of(router, "/aaab", method="GET") == 3
+
+
+# -- building beside a serving thread, and tearing down ---------------------------------------------
+
+
+def test_release_empties_the_router_and_hands_over_its_matchers(mod: ModuleType) -> None:
+    router = mod.Router(
+        [R(0, paths=("/a", "~/b")), R(1, hosts=("x.com",), headers=(("h", ("v",)),))]
+    )
+    assert key_of(router, "/a") == 0
+    matchers = router.release()
+    assert len(matchers) == 3  # one per path, one for the pathless route
+    assert len(router) == 0
+    assert router.header_names == frozenset()
+    assert key_of(router, "/a") is None
+    assert key_of(router, "/b") is None
+    assert key_of(router, "/", host="x.com", headers={"h": ["v"]}) is None
+    assert router.release() == []
+
+
+def test_priority_order_survives_many_routes_and_paths(mod: ModuleType) -> None:
+    # The sort key packs (priority, route position, path index) into one integer.
+    specs = [R(i, paths=(f"/p/{i % 7}", f"/q/{i % 5}/x")) for i in range(300)]
+    router = mod.Router(specs)
+    for j in range(7):
+        assert key_of(router, f"/p/{j}/tail") == j  # equal priority: the first route wins
+    for j in range(5):
+        assert key_of(router, f"/q/{j}/x") == j
+
+
+if not NO_EXTENSIONS:  # the compiled router's loops (the twin is plain Python)
+
+    def test_compiled_build_gives_other_threads_their_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+        # Compiled loops never return to the interpreter; the build must call into Python now and
+        # then (where the interpreter hands the GIL over to a waiting thread), or a worker's event
+        # loop would stall for the whole build.
+        compiled = load("fastkong._core.router")
+        calls = 0
+
+        def checkpoint() -> None:
+            nonlocal calls
+            calls += 1
+
+        monkeypatch.setattr(compiled, "_checkpoint", checkpoint)
+        compiled.Router([R(i, paths=(f"/svc{i}/api", f"/other{i}")) for i in range(3000)])
+        assert calls >= 6000 // 256  # at least once per few hundred matchers and tree nodes

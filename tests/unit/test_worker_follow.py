@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 from pathlib import Path
 
+from fastkong.background import NICENESS
 from fastkong.config import load_config
 from fastkong.control.state import write_state
 from fastkong.proxy.app import Gateway
@@ -41,3 +44,45 @@ async def test_retired_snapshot_is_freed_after_its_last_user(tmp_path: Path) -> 
     assert routes == []
     assert follower.retired == []
     assert len(gateway.runtime.routes) == 601
+
+
+async def test_teardown_releases_a_retired_router_but_not_a_shared_one(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    gateway = Gateway()
+    follower = StateFollower(gateway, state)
+    first = load_config(config(300))
+    write_state(state, first.hash, first.config)
+    assert follower.refresh()
+    old_router = gateway.runtime.router
+
+    # Same services and routes, one more consumer: the new snapshot reuses the router.
+    same_routes = load_config(config(300) + "consumers:\n- username: alice\n")
+    write_state(state, same_routes.hash, same_routes.config)
+    assert follower.changed()
+    follower.install(follower.build())
+    assert gateway.runtime.router is old_router
+    await asyncio.wait_for(follower.tear_down(), 5)
+    assert len(old_router) == 300  # shared with the snapshot being served: untouched
+    assert old_router.match("GET", "", 80, "/p7", None, None) is not None
+
+    # Different routes: a new router; the retired one is emptied.
+    changed = load_config(config(301))
+    write_state(state, changed.hash, changed.config)
+    assert follower.changed()
+    follower.install(follower.build())
+    assert gateway.runtime.router is not old_router
+    await asyncio.wait_for(follower.tear_down(), 5)
+    assert len(old_router) == 0
+    assert old_router.match("GET", "", 80, "/p7", None, None) is None
+    assert gateway.runtime.router.match("GET", "", 80, "/p7", None, None) is not None
+
+
+async def test_builds_run_at_a_lower_cpu_priority(tmp_path: Path) -> None:
+    follower = StateFollower(Gateway(), tmp_path / "state")
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    loop = asyncio.get_running_loop()
+    theirs = await loop.run_in_executor(
+        follower.builder, lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    )
+    follower.builder.shutdown()
+    assert theirs == min(mine + NICENESS, 19)
