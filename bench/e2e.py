@@ -51,8 +51,9 @@ from harness.wrk import Load, WrkResult, parse_wrk, run_wrk
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
-TARGETS = ("direct", "nginx", "haproxy", "caddy", "aiohttp", "fastkong")
-PROXIES = TARGETS[1:]
+TARGETS = ("direct", "nginx", "haproxy", "caddy", "aiohttp", "floor", "fastkong")
+# The floor (bench/floor_proxy.py) is a plain-route-only measuring stick, not a proxy to compare.
+PROXIES = tuple(t for t in TARGETS[1:] if t != "floor")
 # The tool each target needs (fastkong needs none beyond this checkout).
 NEEDS = {"nginx": "nginx", "haproxy": "haproxy", "caddy": "caddy", "aiohttp": "aiohttp"}
 # Other processes using more than this share of a core during a measured run flag the run.

@@ -238,6 +238,38 @@ class Fleet:
         server = spawn(key, cmd, self.workdir, env=env)
         return self._add(Running(key, server, port, f"http://127.0.0.1:{port}/static"))
 
+    def floor(self, workers: int) -> Running:
+        """The least a Python proxy on Granian does per request (bench/floor_proxy.py)."""
+        key = f"floor-{workers}w"
+        if key in self.running:
+            return self.running[key]
+        port = free_port()
+        cmd = [
+            sys.executable,
+            "-c",
+            "from granian.cli import cli; cli()",
+            "--interface",
+            "rsgi",
+            "--runtime-mode",
+            "st",
+            "--loop",
+            "uvloop",
+            "--http",
+            "1",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+            "floor_proxy:app",
+        ]
+        env = {"FLOOR_UPSTREAM": f"127.0.0.1:{self.upstream_port}"}
+        server = spawn(key, cmd, self.workdir, cwd=BENCH, env=env)
+        return self._add(Running(key, server, port, f"http://127.0.0.1:{port}/static"))
+
     def aiohttp(self, workers: int) -> Running:
         key = f"aiohttp-{workers}w"
         if key in self.running:
