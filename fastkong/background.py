@@ -9,8 +9,11 @@ keeps its priority.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 #: How much nicer a background thread is than the thread that started it.
@@ -29,3 +32,48 @@ def lower_priority(niceness: int = NICENESS) -> None:
 def background_executor(name: str) -> ThreadPoolExecutor:
     """One low-priority thread: jobs run one at a time, in order."""
     return ThreadPoolExecutor(1, name, initializer=lower_priority)
+
+
+class _Pace:
+    """Work slices of ``work`` seconds, each followed by ``rest`` seconds of sleep."""
+
+    __slots__ = ("work", "rest", "since")
+
+    def __init__(self, work: float, rest: float) -> None:
+        self.work = work
+        self.rest = rest
+        self.since = time.perf_counter()
+
+    def tick(self) -> None:
+        now = time.perf_counter()
+        if now - self.since >= self.work:
+            time.sleep(self.rest)
+            self.since = time.perf_counter()
+
+
+_local = threading.local()
+
+
+def pace() -> None:
+    """Called from long build loops: in a paced thread, rest now and then (see :func:`paced`)."""
+    current = getattr(_local, "pace", None)
+    if current is not None:
+        current.tick()
+
+
+@contextlib.contextmanager
+def paced(work: float, rest: float) -> Iterator[None]:
+    """Make the calling thread rest ``rest`` s after every ``work`` s spent in :func:`pace`-ing
+    loops.
+
+    A worker builds its next snapshot in a thread of the process that serves requests. Each
+    time the event loop (or Granian's thread) wants the interpreter while the build holds it,
+    it waits up to a switch interval; over a build of seconds those waits add up on every
+    request. Resting with the GIL released leaves whole windows in which requests wait for
+    nothing, for a longer build.
+    """
+    _local.pace = _Pace(work, rest)
+    try:
+        yield
+    finally:
+        _local.pace = None

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from fastkong._core import load
 from fastkong._core._router_py import gc_paused
 from fastkong._core.routespec import RouteSpec
+from fastkong.background import pace
 from fastkong.plugins.chain import PluginSet, build_plugins
 from fastkong.upstreams.balancers import Balancer, Peer, build_balancer
 
@@ -239,6 +240,7 @@ def _compile(
     specs: list[RouteSpec] = []
     routes: list[RoutePlan] = []
     for r in config.routes:
+        pace()
         if not HTTP_PROTOCOLS.intersection(r.protocols):
             continue  # stream routes (tcp, tls, udp) are not served by the HTTP proxy
         service = services.get(r.service) if r.service else None

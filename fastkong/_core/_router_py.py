@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from fastkong._core.routespec import RouteSpec
+from fastkong.background import pace
 
 __all__ = ["RouteMatch", "Router"]
 
@@ -396,6 +397,7 @@ def _plan(specs: Iterable[RouteSpec]) -> tuple[list[_Plan], int]:
     plans: list[_Plan] = []
     position = -1
     for position, spec in enumerate(specs):
+        pace()
         methods = frozenset(spec.methods) if spec.methods else None
         hosts = tuple(dict.fromkeys(_host_entry(h) for h in spec.hosts))
         headers = _header_tests(spec.headers)
@@ -517,8 +519,10 @@ def _radix(entries: Mapping[str, list[int]]) -> _RNode:
 
 
 def _checkpoint() -> None:
-    """A no-op the compiled router calls from long loops: entering any Python function lets the
-    interpreter hand the GIL to a thread that has been waiting (see router.pyx)."""
+    """Called from the compiled router's long loops: entering any Python function lets the
+    interpreter hand the GIL to a thread that has been waiting (see router.pyx); a paced
+    background build also rests here now and then."""
+    pace()
 
 
 @contextmanager

@@ -25,6 +25,7 @@ from typing import Any
 
 import msgspec
 
+from fastkong.background import pace
 from fastkong.config import Config
 from fastkong.config.schema import ENTITY_STRUCTS
 
@@ -67,6 +68,7 @@ def decode_state(data: bytes) -> tuple[Config, dict[str, str]]:
         decoder = _decoders[name]
         items: list[Any] = []
         for chunk in chunks:
+            pace()
             items.extend(decoder.decode(chunk))
         fields[name] = items
         digests[name] = hashlib.md5(b"".join(chunks)).hexdigest()

@@ -22,6 +22,7 @@ and on a node whose cores also serve traffic that time must come second to the w
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import hmac
 import json
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fastkong import __version__
+from fastkong._core._router_py import gc_paused
 from fastkong.background import background_executor
 from fastkong.config import Config, ConfigError, LoadedConfig, load_config
 from fastkong.control import httpserver
@@ -56,6 +58,22 @@ WATCH_INTERVAL = 0.5
 FULL_CHECK_EVERY = 20  # watch ticks between two content hashes of an unchanged-looking file
 POSTED_CONFIG = "posted-config"
 NO_CONFIG = "no configuration available (configuration hash is not initialized)"
+# Net new objects after which a config job's results are frozen (a 10,000-route config: ~1.5M).
+FREEZE_AFTER = 100_000
+
+
+def _load_job(fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    """Run a config job with the cyclic GC held off.
+
+    A loaded config is millions of objects that live until the next one. Collected as young
+    objects they would cost a full scan (hundreds of ms of CPU, at normal priority if the event
+    loop's thread triggers it); moved to the permanent generation they are never scanned.
+    """
+    with gc_paused():
+        result = fn(*args)
+        if gc.get_count()[0] > FREEZE_AFTER:
+            gc.freeze()
+    return result
 
 
 @dataclass
@@ -232,7 +250,7 @@ class Supervisor:
 
     async def in_loader(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn`` on the config loader thread (one load at a time, low CPU priority)."""
-        return await asyncio.get_running_loop().run_in_executor(self.loader, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self.loader, _load_job, fn, args)
 
     async def watch(self) -> None:
         while True:

@@ -17,12 +17,13 @@ import gc
 import logging
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from fastkong import metrics
 from fastkong._core._router_py import gc_paused
-from fastkong.background import background_executor
+from fastkong.background import paced
 from fastkong.config import load_config
 from fastkong.config.schema import ENTITY_STRUCTS
 from fastkong.control.state import file_identity, read_state, write_report
@@ -37,6 +38,9 @@ log = logging.getLogger("fastkong.worker")
 
 POLL_INTERVAL = 0.25
 BUILD_SWITCH_INTERVAL = 0.0005
+# A build works this long, then rests this long with the GIL free (fastkong.background.paced).
+BUILD_WORK = 0.004
+BUILD_REST = 0.001
 TEARDOWN_SLICE = 256
 
 
@@ -52,8 +56,11 @@ class StateFollower:
         #: Snapshots swapped out, torn down in slices once no request uses them any more.
         self.retired: list[Runtime] = []
         self.teardown: asyncio.Task[None] | None = None
-        #: Builds run here, one at a time, at a lower CPU priority than request serving.
-        self.builder = background_executor("fastkong-build")
+        #: Builds run here, one at a time. Not at a lower CPU priority, unlike the supervisor's
+        #: config loads: a build holds this process's GIL, and a niced holder that the kernel
+        #: preempts under load keeps the event loop waiting (seen: stalls of seconds at 200
+        #: req/s). The build paces itself instead (``paced``).
+        self.builder = ThreadPoolExecutor(1, "fastkong-build")
 
     def __repr__(self) -> str:
         return f"<StateFollower {self.path} v{self.version} {self.gateway.runtime!r}>"
@@ -63,7 +70,7 @@ class StateFollower:
         # The collector stays off for the whole build: a collection triggered by the decode's
         # allocations would scan every live object while holding the interpreter (~100 ms with
         # two 10,000-route snapshots alive), and would find nothing, as all of it is acyclic.
-        with gc_paused():
+        with gc_paused(), paced(BUILD_WORK, BUILD_REST):
             config_hash, config, digests = read_state(self.path)
             router_key = digests["services"] + digests["routes"]
             runtime = compile_runtime(

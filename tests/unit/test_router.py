@@ -406,7 +406,7 @@ def test_many_routes_deep_paths_and_many_candidates(mod: ModuleType) -> None:
     assert key_of(router, "/aaab", method="GET") == 3
 
 
-# -- building beside a serving thread, and tearing down ---------------------------------------------
+# -- building beside a serving thread, and tearing down --------------------------------------
 
 
 def test_release_empties_the_router_and_hands_over_its_matchers(mod: ModuleType) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import threading
 from pathlib import Path
 
-from fastkong.background import NICENESS
+import pytest
+
+from fastkong import background
 from fastkong.config import load_config
 from fastkong.control.state import write_state
+from fastkong.proxy import worker
 from fastkong.proxy.app import Gateway
 from fastkong.proxy.worker import StateFollower
 
@@ -77,12 +78,16 @@ async def test_teardown_releases_a_retired_router_but_not_a_shared_one(tmp_path:
     assert gateway.runtime.router.match("GET", "", 80, "/p7", None, None) is not None
 
 
-async def test_builds_run_at_a_lower_cpu_priority(tmp_path: Path) -> None:
-    follower = StateFollower(Gateway(), tmp_path / "state")
-    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    loop = asyncio.get_running_loop()
-    theirs = await loop.run_in_executor(
-        follower.builder, lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    )
-    follower.builder.shutdown()
-    assert theirs == min(mine + NICENESS, 19)
+def test_builds_pace_themselves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A build rests (GIL released) after every BUILD_WORK seconds of work, so requests get
+    # windows in which they wait for nothing.
+    state = tmp_path / "state"
+    loaded = load_config(config(200))
+    write_state(state, loaded.hash, loaded.config)
+    rests: list[float] = []
+    monkeypatch.setattr(background.time, "sleep", rests.append)
+    monkeypatch.setattr(worker, "BUILD_WORK", 0.0)
+    follower = StateFollower(Gateway(), state)
+    runtime = follower.build()
+    assert len(runtime.routes) == 200
+    assert len(rests) >= 200 and set(rests) == {worker.BUILD_REST}
