@@ -251,7 +251,9 @@ def _compile(
     if router_key is not None and previous is not None and previous.router_key == router_key:
         router = previous.router
     else:
-        router = router_mod.Router(specs)
+        # The config was validated (every regex compiled once by the loader): the worker's
+        # router compiles each regex path at its first use, so a reload stays short.
+        router = router_mod.Router(specs, lazy_regex=True)
     runtime = Runtime(config, hash, router, routes, services, version)
     runtime.router_key = router_key
     runtime.plugins = build_plugins(config.plugins, runtime)

@@ -71,6 +71,15 @@ class _GenerationCache:
             while dropped:
                 dropped.popitem()
 
+    def peek(self, key: str) -> Any:
+        """The cached value, carried into this build, or None (nothing is made)."""
+        found = self.current.get(key)
+        if found is None:
+            found = self.previous.get(key)
+            if found is not None:
+                self.current[key] = found
+        return found
+
     def get(self, key: str) -> Any:
         found = self.current.get(key)
         if found is None:
@@ -134,6 +143,7 @@ class _Plan:
         "kind",
         "prefix_len",
         "regex",
+        "regex_source",
         "index_key",
         "methods",
         "hosts",
@@ -149,6 +159,7 @@ class _Plan:
         path: str | None,
         kind: int,
         regex: re.Pattern[str] | None,
+        regex_source: str | None,
         index_key: str,
         methods: frozenset[str] | None,
         hosts: tuple[HostEntry, ...],
@@ -163,6 +174,7 @@ class _Plan:
         self.kind = kind
         self.prefix_len = len(path) if kind == PREFIX and path is not None else 0
         self.regex = regex
+        self.regex_source = regex_source
         self.index_key = index_key
         self.methods = methods
         self.hosts = hosts
@@ -231,24 +243,42 @@ def _header_tests(headers: Sequence[tuple[str, Sequence[str]]]) -> tuple[HeaderT
 
 def _compile_path_regex(path: str) -> tuple[re.Pattern[str], str]:
     """``~regex`` -> (compiled ``^regex``, literal prefix every match starts with)."""
-    found: tuple[re.Pattern[str], str] = _path_regexes.get(path)
+    source, index_key = _path_regex_source(path)
+    try:
+        return _compile_cached(source), index_key
+    except (re.error, OverflowError, RecursionError) as exc:
+        raise ValueError(f"invalid regex path {path!r}: {exc}") from None
+
+
+def _path_regex_source(path: str) -> tuple[str, str]:
+    """``~regex`` -> (the pattern to compile, ``^regex``; literal prefix of every match)."""
+    found: tuple[str, str] = _path_sources.get(path)
     return found
 
 
-def _make_path_regex(path: str) -> tuple[re.Pattern[str], str]:
+def _make_path_source(path: str) -> tuple[str, str]:
     body = _NAMED_GROUP.sub("(?P<", path[1:])
     flags = ""
     while m := _LEADING_FLAGS.match(body):
         flags += m.group()
         body = body[m.end() :]
+    return flags + "^" + body, "" if flags else literal_prefix(body)
+
+
+_path_sources = _GenerationCache(_make_path_source)
+_NEVER = re.compile(r"(?!)")
+
+
+def compile_lazily(source: str) -> re.Pattern[str]:
+    """A regex path left uncompiled by a ``lazy_regex`` build, compiled at its first use.
+
+    Such builds take validated configs, so this does not fail; if it did, the path would match
+    nothing rather than fail the request.
+    """
     try:
-        compiled = _compile_cached(flags + "^" + body)
-    except (re.error, OverflowError, RecursionError) as exc:
-        raise ValueError(f"invalid regex path {path!r}: {exc}") from None
-    return compiled, "" if flags else literal_prefix(body)
-
-
-_path_regexes = _GenerationCache(_make_path_regex)
+        return _compile_cached(source)
+    except (re.error, OverflowError, RecursionError):
+        return _NEVER
 
 
 def _structural(body: str, start: int = 0) -> Iterator[tuple[int, str]]:
@@ -390,10 +420,14 @@ def route_priority(
     return value
 
 
-def _plan(specs: Iterable[RouteSpec]) -> tuple[list[_Plan], int]:
-    """Split specs into per-path matchers and rank them; returns (plans by rank, spec count)."""
+def _plan(specs: Iterable[RouteSpec], lazy_regex: bool = False) -> tuple[list[_Plan], int]:
+    """Split specs into per-path matchers and rank them; returns (plans by rank, spec count).
+
+    With ``lazy_regex`` a regex path not cached from an earlier build is left uncompiled (its
+    ``regex`` None, ``regex_source`` set) and is neither compiled nor checked here.
+    """
     _regexes.rotate()
-    _path_regexes.rotate()
+    _path_sources.rotate()
     plans: list[_Plan] = []
     position = -1
     for position, spec in enumerate(specs):
@@ -406,11 +440,17 @@ def _plan(specs: Iterable[RouteSpec]) -> tuple[list[_Plan], int]:
         paths: Sequence[str | None] = spec.paths or (None,)
         for index, path in enumerate(paths):
             regex: re.Pattern[str] | None = None
+            source: str | None = None
             if path is None:
                 kind, index_key = NO_PATH, ""
             elif path.startswith("~"):
-                regex, index_key = _compile_path_regex(path)
                 kind = REGEX
+                if lazy_regex:
+                    # Compiled now only if an earlier build has it; else at its first use.
+                    source, index_key = _path_regex_source(path)
+                    regex = _regexes.peek(source)
+                else:
+                    regex, index_key = _compile_path_regex(path)
             else:
                 kind, index_key = PREFIX, path
             priority = route_priority(
@@ -427,6 +467,7 @@ def _plan(specs: Iterable[RouteSpec]) -> tuple[list[_Plan], int]:
                     path,
                     kind,
                     regex,
+                    source,
                     index_key,
                     methods,
                     hosts,
@@ -585,6 +626,10 @@ class Router:
     ----------
     specs:
         The routes, in config order (the order breaks priority ties: earlier wins).
+    lazy_regex:
+        Compile each regex path at its first use instead of here (a path another build compiled
+        is reused at once). For validated configs: a worker rebuilding a 10,000-regex config then
+        compiles only the regexes its traffic needs, and an invalid regex is not reported.
 
     Raises
     ------
@@ -604,12 +649,12 @@ class Router:
         "_regex_count",
     )
 
-    def __init__(self, specs: Iterable[RouteSpec]) -> None:
+    def __init__(self, specs: Iterable[RouteSpec], *, lazy_regex: bool = False) -> None:
         with gc_paused():
-            self._build(specs)
+            self._build(specs, lazy_regex)
 
-    def _build(self, specs: Iterable[RouteSpec]) -> None:
-        plans, count = _plan(specs)
+    def _build(self, specs: Iterable[RouteSpec], lazy_regex: bool) -> None:
+        plans, count = _plan(specs, lazy_regex)
         self._plans = plans
         self._count = count
         self._regex_count = sum(1 for p in plans if p.kind == REGEX)
@@ -749,8 +794,11 @@ class Router:
         if plan.headers and not _headers_match(plan.headers, headers):
             return None
         if plan.kind == REGEX:
-            assert plan.regex is not None
-            m = plan.regex.search(path)
+            regex = plan.regex
+            if regex is None:
+                assert plan.regex_source is not None
+                regex = plan.regex = compile_lazily(plan.regex_source)
+            m = regex.search(path)
             if m is None:
                 return None
             return RouteMatch(plan.key, plan.path, len(m.group()), _captures(m))

@@ -28,7 +28,8 @@ cdef class _Matcher:
     cdef object path
     cdef int kind
     cdef Py_ssize_t prefix_len
-    cdef object regex_search      # bound Pattern.search, or None
+    cdef object regex_search      # bound Pattern.search, or None (not compiled yet)
+    cdef object regex_source      # the pattern of a regex path, compiled at first use if need be
     cdef Py_ssize_t ngroups       # capture groups of the regex
     cdef tuple group_names        # ((name, index), ...) of its named groups
     cdef object methods           # frozenset, or None for any method
@@ -76,7 +77,7 @@ cdef class Router:
     cdef unsigned char _prefix_lens[256]
 
     cdef _reset(self)
-    cdef _build(self, specs)
+    cdef _build(self, specs, bint lazy_regex)
     cdef int _lay_out(self, object tree) except -1
     cdef int _place(self, int index, object rnode) except -1
     cdef int _walk(self, int node, int kind, const void* data, Py_ssize_t end,

@@ -124,7 +124,10 @@ class AdminApi:
             if _truthy(request.query, "check_hash") and loaded.hash == self.supervisor.config.hash:
                 return Response(304)
             await self.supervisor.in_loader(self.supervisor.accept_posted, loaded, raw)
-        return Response.json(201, msgspec.to_builtins(loaded.config))
+            # Kong answers with the whole config: megabytes of JSON for a large one, encoded on
+            # the loader thread, not on the event loop that answers probes.
+            body = await self.supervisor.in_loader(_config_json, loaded.config)
+        return Response(201, body, {"content-type": "application/json; charset=utf-8"})
 
     def _declarative_body(self, request: Request) -> bytes | None:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -279,3 +282,8 @@ def _multipart_field(body: bytes, content_type: str, name: str) -> bytes | None:
         if f'name="{name}"'.encode() in head:
             return value.rstrip(b"\r\n")
     return None
+
+
+def _config_json(config: Any) -> bytes:
+    """A config as ``POST /config`` answers it (the body ``Response.json`` would give)."""
+    return json.dumps(msgspec.to_builtins(config), separators=(",", ":")).encode()

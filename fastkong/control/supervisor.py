@@ -260,8 +260,12 @@ class Supervisor:
     # -- status ------------------------------------------------------------------------------
 
     def workers_in_step(self) -> bool:
+        """Every worker serves the current config: as many live workers have reported as were
+        started (one report alone is not enough: the others may still be loading)."""
         reports = read_reports(self.state_dir)
-        return bool(reports) and all(h == self.config.hash for h in reports.values())
+        return len(reports) >= self.options.workers and all(
+            h == self.config.hash for h in reports.values()
+        )
 
     async def handle_status(self, request: Request) -> Response:
         if request.method not in ("GET", "HEAD"):

@@ -140,7 +140,8 @@ def _view(found: Any) -> Any:
 def test_router_agrees_with_twin_and_reference(
     specs: list[RouteSpec], requests: list[dict[str, Any]]
 ) -> None:
-    routers = [mod.Router(specs) for mod in ROUTERS]
+    # Eager and lazy_regex builds (regexes compiled at first use) of each implementation.
+    routers = [mod.Router(specs, lazy_regex=lazy) for mod in ROUTERS for lazy in (False, True)]
     for request in requests:
         expected = reference.reference_match(specs, **request)
         for router in routers:

@@ -450,3 +450,25 @@ if not NO_EXTENSIONS:  # the compiled router's loops (the twin is plain Python)
         monkeypatch.setattr(compiled, "_checkpoint", checkpoint)
         compiled.Router([R(i, paths=(f"/svc{i}/api", f"/other{i}")) for i in range(3000)])
         assert calls >= 6000 // 256  # at least once per few hundred matchers and tree nodes
+
+
+def test_lazy_regex_build_compiles_at_first_use_and_matches_alike(mod: ModuleType) -> None:
+    specs = [
+        R(0, paths=(r"~/users/(?<id>\d+)$",)),
+        R(1, paths=("/users",)),
+        R(2, paths=(r"~/files/(?<name>[a-z]+)\.txt",), methods=("GET",)),
+    ]
+    eager, lazy = mod.Router(specs), mod.Router(specs, lazy_regex=True)
+    for method, path in [("GET", "/users/42"), ("GET", "/users/x"), ("GET", "/files/ab.txt")]:
+        expected, found = eager.match(method, "", 80, path), lazy.match(method, "", 80, path)
+        assert repr(found) == repr(expected)
+        assert repr(lazy.match(method, "", 80, path)) == repr(expected)  # compiled, reused
+    assert key_of(lazy, "/files/ab.txt", method="POST") is None
+
+
+def test_lazy_regex_build_does_not_check_regexes(mod: ModuleType) -> None:
+    # For validated configs only: an invalid regex is not reported, and matches nothing.
+    router = mod.Router([R(0, paths=("~/a(",)), R(1, paths=("/a",))], lazy_regex=True)
+    assert key_of(router, "/a(") == 1
+    with pytest.raises(ValueError, match="invalid regex path"):
+        mod.Router([R(0, paths=("~/a(",))])
