@@ -15,6 +15,7 @@ import json
 import re
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -238,55 +239,46 @@ class Fleet:
         server = spawn(key, cmd, self.workdir, env=env)
         return self._add(Running(key, server, port, f"http://127.0.0.1:{port}/static"))
 
-    def floor(self, workers: int) -> Running:
-        """The least a Python proxy on Granian does per request (bench/floor_proxy.py)."""
-        key = f"floor-{workers}w"
+    def _python_peer(
+        self,
+        key: str,
+        argv: Callable[[int], list[str]],
+        cwd: Path,
+        env: dict[str, str] | None = None,
+    ) -> Running:
+        """Start a Python proxy once (by key) on a free port; ``argv(port)`` is its command after
+        the interpreter."""
         if key in self.running:
             return self.running[key]
         port = free_port()
-        cmd = [
-            sys.executable,
-            "-c",
-            "from granian.cli import cli; cli()",
-            "--interface",
-            "rsgi",
-            "--runtime-mode",
-            "st",
-            "--loop",
-            "uvloop",
-            "--http",
-            "1",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--log-level",
-            "warning",
-            "floor_proxy:app",
-        ]
-        env = {"FLOOR_UPSTREAM": f"127.0.0.1:{self.upstream_port}"}
-        server = spawn(key, cmd, self.workdir, cwd=BENCH, env=env)
+        server = spawn(key, [sys.executable, *argv(port)], self.workdir, cwd=cwd, env=env)
         return self._add(Running(key, server, port, f"http://127.0.0.1:{port}/static"))
 
+    def floor(self, workers: int) -> Running:
+        """The least a Python proxy on Granian does per request (bench/floor_proxy.py)."""
+        granian = ["-c", "from granian.cli import cli; cli()", "--interface", "rsgi"]
+        granian += ["--runtime-mode", "st", "--loop", "uvloop", "--http", "1"]
+        return self._python_peer(
+            f"floor-{workers}w",
+            lambda port: [
+                *granian,
+                *("--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)),
+                *("--log-level", "warning", "floor_proxy:app"),
+            ],
+            BENCH,
+            {"FLOOR_UPSTREAM": f"127.0.0.1:{self.upstream_port}"},
+        )
+
     def aiohttp(self, workers: int) -> Running:
-        key = f"aiohttp-{workers}w"
-        if key in self.running:
-            return self.running[key]
-        port = free_port()
-        cmd = [
-            sys.executable,
-            str(BENCH / "aiohttp_proxy.py"),
-            "--port",
-            str(port),
-            "--upstream",
-            f"127.0.0.1:{self.upstream_port}",
-            "--workers",
-            str(workers),
-        ]
-        server = spawn(key, cmd, self.workdir, cwd=ROOT)
-        return self._add(Running(key, server, port, f"http://127.0.0.1:{port}/static"))
+        upstream = f"127.0.0.1:{self.upstream_port}"
+        return self._python_peer(
+            f"aiohttp-{workers}w",
+            lambda port: [
+                str(BENCH / "aiohttp_proxy.py"),
+                *("--port", str(port), "--upstream", upstream, "--workers", str(workers)),
+            ],
+            ROOT,
+        )
 
     def fastkong(
         self, workers: int, routes: int = 0, auth: bool = False, redis: bool = False
