@@ -6,7 +6,7 @@ It is created only for routes that run plugins; the plain proxy path never build
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -106,7 +106,8 @@ class RequestContext:
         self.authenticated_groups: list[str] | None = None
         self.anonymous = False
         #: Upstream request header edits: set (replace) and remove, lower-case names.
-        self.upstream_set: dict[bytes, bytes] = {}
+        #: Headers set for the upstream: one value, or several (one header line each).
+        self.upstream_set: dict[bytes, bytes | list[bytes]] = {}
         self.upstream_remove: set[bytes] = set()
         self.upstream_path: str | None = None
         self.upstream_query: bytes | None = None
@@ -186,10 +187,22 @@ class RequestContext:
 
     # -- kong.service.request ----------------------------------------------------------------
 
-    def set_upstream_header(self, name: str, value: str) -> None:
+    def set_upstream_header(self, name: str, value: str | Sequence[str]) -> None:
+        """``kong.service.request.set_header``; several values go upstream as one header line
+        each (as Kong's ``set_headers`` does with an array)."""
         key = name.lower().encode("latin-1")
         self.upstream_remove.discard(key)
-        self.upstream_set[key] = value.encode("latin-1")
+        if isinstance(value, str):
+            self.upstream_set[key] = value.encode("latin-1")
+        else:
+            self.upstream_set[key] = [v.encode("latin-1") for v in value]
+
+    def upstream_host(self) -> bytes | None:
+        """The Host a plugin set for the upstream request, if any."""
+        value = self.upstream_set.get(b"host")
+        if isinstance(value, list):
+            return value[0] if value else None
+        return value
 
     def clear_upstream_header(self, name: str) -> None:
         key = name.lower().encode("latin-1")

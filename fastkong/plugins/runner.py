@@ -96,9 +96,9 @@ def apply_header_edits(ctx: RequestContext, lines: list[bytes]) -> list[bytes]:
     drop = ctx.upstream_remove | ctx.upstream_set.keys()
     kept = [line for line in lines if line.split(b":", 1)[0] not in drop]
     # Host is not a copied line: the proxy writes it itself (and honours a plugin's value).
-    kept.extend(
-        name + b": " + value + b"\r\n"
-        for name, value in ctx.upstream_set.items()
-        if name != b"host"
-    )
+    for name, value in ctx.upstream_set.items():
+        if name == b"host":
+            continue
+        for one in value if isinstance(value, list) else (value,):
+            kept.append(name + b": " + one + b"\r\n")
     return kept

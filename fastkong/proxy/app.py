@@ -443,7 +443,7 @@ class Gateway:
         balancer = service.balancer
         peer: Peer | None = None
         # A plugin that set the Host header (request-transformer) decides it, as in Kong.
-        host_override = ctx.upstream_set.get(b"host") if ctx is not None else None
+        host_override = ctx.upstream_host() if ctx is not None else None
         while tries_left > 0:
             tries_left -= 1
             if balancer is not None:

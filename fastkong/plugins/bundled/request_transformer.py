@@ -18,8 +18,8 @@ Details kept from Kong:
 - the query string is rebuilt as ``kong.service.request.set_query`` does: each argument
   URL-encoded, the pieces sorted.
 
-fastkong differences: a header given several values (``append``) goes upstream as one
-comma-separated header line; urlencoded bodies keep the order of their arguments.
+A header given several values (``append``) goes upstream as one header line per value, as in
+Kong. fastkong difference: urlencoded bodies keep the order of their arguments.
 """
 
 from __future__ import annotations
@@ -440,8 +440,10 @@ class RequestTransformer(Plugin):
             ctx.clear_upstream_header(key)
         for key in changed & headers.keys():
             value = headers[key]
-            text = ", ".join(value) if isinstance(value, list) else value
-            ctx.set_upstream_header(key, _wire(text))
+            if isinstance(value, list):
+                ctx.set_upstream_header(key, [_wire(v) for v in value])
+            else:
+                ctx.set_upstream_header(key, _wire(value))
         content_type = headers.get("content-type")
         return content_type[0] if isinstance(content_type, list) else content_type
 
@@ -571,7 +573,10 @@ def _current_headers(ctx: RequestContext) -> HeaderTable:
     for key in ctx.upstream_remove:
         table.pop(key.decode("latin-1"), None)
     for key, value in ctx.upstream_set.items():
-        table[key.decode("latin-1")] = _text(value)
+        if isinstance(value, list):
+            table[key.decode("latin-1")] = [_text(v) for v in value]
+        else:
+            table[key.decode("latin-1")] = _text(value)
     return table
 
 
@@ -580,6 +585,8 @@ def _current_header(ctx: RequestContext, name: str) -> str | None:
     if key in ctx.upstream_remove:
         return None
     value = ctx.upstream_set.get(key)
+    if isinstance(value, list):
+        return _text(value[0]) if value else None
     if value is not None:
         return _text(value)
     found = ctx.header(name)
