@@ -378,14 +378,17 @@ async def test_cluster_routes_each_call_to_its_slot(redis_cluster: RedisCluster)
     client = R.RedisClient(R.RedisOptions(cluster_nodes=seed), asyncio.get_running_loop())
     try:
         tags = [f"r:s:user-{i}" for i in range(40)]
+        # Long windows: the two passes must count into the same window (with "second", a pass
+        # slower than the rest of the current second started a new one).
+        periods = ("hour", "day")
         for tag in tags:
-            reply = await R.run_windowed(client, R.FIXED_WINDOW, fixed((5, 10), tag), 1)
+            reply = await R.run_windowed(client, R.FIXED_WINDOW, fixed((5, 10), tag, periods), 1)
             assert reply[0] == 1 and reply[2:] == [1, 1]
         assert len(client.nodes) == 3  # the tags spread over every master
         # a stale slot map: every slot on one node; MOVED replies put each call right
         client.slots = [("127.0.0.1", redis_cluster.ports[0])] * 16384
         for tag in tags:
-            reply = await R.run_windowed(client, R.FIXED_WINDOW, fixed((5, 10), tag), 1)
+            reply = await R.run_windowed(client, R.FIXED_WINDOW, fixed((5, 10), tag, periods), 1)
             assert reply[2:] == [2, 2]
         owners = {client.slots[R.hash_slot(f"x{{{t}}}".encode())] for t in tags}
         assert len(owners) == 3
