@@ -82,6 +82,7 @@ from libc.limits cimport INT_MAX
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memset
 
+from fastkong._core._regex_paths import compile_lazily
 from fastkong._core._router_py import (
     EXACT,
     PREFIX_HOST,
@@ -91,7 +92,6 @@ from fastkong._core._router_py import (
     _group,
     _plan,
     _radix,
-    compile_lazily,
     gc_paused,
     has_surrogates,
 )
