@@ -37,6 +37,18 @@ def redis_server_path() -> str:
     return found
 
 
+def redis_cli(port: int, *args: str) -> str:
+    """Run ``redis-cli -p port args...``; its stdout, stripped."""
+    out = subprocess.run(
+        ["redis-cli", "-p", str(port), *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    return out.stdout.strip()
+
+
 class RedisServer:
     """``redis-server`` without persistence on ``127.0.0.1:<free port>``, stopped by its pid."""
 
@@ -78,14 +90,7 @@ class RedisServer:
 
     def cli(self, *args: str) -> str:
         """Run ``redis-cli`` against this server; its stdout."""
-        out = subprocess.run(
-            ["redis-cli", "-p", str(self.port), *args],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        return out.stdout.strip()
+        return redis_cli(self.port, *args)
 
     def flush(self) -> None:
         self.cli("FLUSHALL")
@@ -210,14 +215,7 @@ class Sentinel:
 
     def cli(self, *args: str) -> str:
         """``redis-cli`` against the sentinel."""
-        out = subprocess.run(
-            ["redis-cli", "-p", str(self.port), *args],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        return out.stdout.strip()
+        return redis_cli(self.port, *args)
 
 
 class FaultProxy:

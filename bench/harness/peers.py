@@ -196,47 +196,12 @@ class Fleet:
         ready = f"http://127.0.0.1:{port}" + ("/r0/item" if routes else "/static")
         return self._add(Running(key, server, port, ready))
 
-    def haproxy(self, workers: int) -> Running:
-        key = f"haproxy-{workers}w"
+    def _peer(self, key: str, start: Callable[[int], Server]) -> Running:
+        """Start a peer once (by key): ``start(port)`` launches it on a free port."""
         if key in self.running:
             return self.running[key]
         port = free_port()
-        conf = self.workdir / f"{key}.cfg"
-        conf.write_text(
-            render(
-                BENCH / "haproxy" / "proxy.cfg",
-                port=port,
-                workers=workers,
-                upstream_port=self.upstream_port,
-            )
-        )
-        server = spawn(key, [str(self.tools["haproxy"]), "-db", "-f", str(conf)], self.workdir)
-        return self._add(Running(key, server, port, f"http://127.0.0.1:{port}/static"))
-
-    def caddy(self, workers: int) -> Running:
-        key = f"caddy-{workers}w"
-        if key in self.running:
-            return self.running[key]
-        port = free_port()
-        conf = self.workdir / f"{key}.Caddyfile"
-        conf.write_text(
-            render(
-                BENCH / "caddy" / "Caddyfile",
-                port=port,
-                upstream_port=self.upstream_port,
-                prefix=self.workdir,
-            )
-        )
-        home = self.workdir / key
-        home.mkdir(exist_ok=True)
-        env = {
-            "GOMAXPROCS": str(workers),
-            "HOME": str(home),
-            "XDG_CONFIG_HOME": str(home / "config"),
-            "XDG_DATA_HOME": str(home / "data"),
-        }
-        cmd = [str(self.tools["caddy"]), "run", "--config", str(conf), "--adapter", "caddyfile"]
-        server = spawn(key, cmd, self.workdir, env=env)
+        server = start(port)
         return self._add(Running(key, server, port, f"http://127.0.0.1:{port}/static"))
 
     def _python_peer(
@@ -246,13 +211,47 @@ class Fleet:
         cwd: Path,
         env: dict[str, str] | None = None,
     ) -> Running:
-        """Start a Python proxy once (by key) on a free port; ``argv(port)`` is its command after
-        the interpreter."""
-        if key in self.running:
-            return self.running[key]
-        port = free_port()
-        server = spawn(key, [sys.executable, *argv(port)], self.workdir, cwd=cwd, env=env)
-        return self._add(Running(key, server, port, f"http://127.0.0.1:{port}/static"))
+        """A Python proxy: ``argv(port)`` is its command after the interpreter."""
+        return self._peer(
+            key,
+            lambda port: spawn(key, [sys.executable, *argv(port)], self.workdir, cwd=cwd, env=env),
+        )
+
+    def haproxy(self, workers: int) -> Running:
+        key = f"haproxy-{workers}w"
+
+        def start(port: int) -> Server:
+            conf = self.workdir / f"{key}.cfg"
+            template = BENCH / "haproxy" / "proxy.cfg"
+            conf.write_text(
+                render(template, port=port, workers=workers, upstream_port=self.upstream_port)
+            )
+            cmd = [str(self.tools["haproxy"]), "-db", "-f", str(conf)]
+            return spawn(key, cmd, self.workdir)
+
+        return self._peer(key, start)
+
+    def caddy(self, workers: int) -> Running:
+        key = f"caddy-{workers}w"
+
+        def start(port: int) -> Server:
+            conf = self.workdir / f"{key}.Caddyfile"
+            template = BENCH / "caddy" / "Caddyfile"
+            conf.write_text(
+                render(template, port=port, upstream_port=self.upstream_port, prefix=self.workdir)
+            )
+            home = self.workdir / key
+            home.mkdir(exist_ok=True)
+            env = {
+                "GOMAXPROCS": str(workers),
+                "HOME": str(home),
+                "XDG_CONFIG_HOME": str(home / "config"),
+                "XDG_DATA_HOME": str(home / "data"),
+            }
+            cmd = [str(self.tools["caddy"]), "run", "--config", str(conf), "--adapter", "caddyfile"]
+            return spawn(key, cmd, self.workdir, env=env)
+
+        return self._peer(key, start)
 
     def floor(self, workers: int) -> Running:
         """The least a Python proxy on Granian does per request (bench/floor_proxy.py)."""
