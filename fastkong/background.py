@@ -2,9 +2,14 @@
 
 Config work (the supervisor validating a new config, a worker compiling its runtime snapshot)
 is seconds of CPU for a 10,000-route config, and it happens on nodes whose cores also serve
-traffic. Its threads run at a lower CPU priority, so the kernel gives requests the cores first.
-Linux keeps a nice value per thread; where that is not so (or not permitted), the thread simply
-keeps its priority.
+traffic. Two tools keep it second:
+
+* :func:`background_executor`: a thread at a lower CPU priority, so the kernel gives requests
+  the cores first (the supervisor's config loads). Linux keeps a nice value per thread; where
+  that is not so (or not permitted), the thread keeps its priority. Not for work that holds the
+  GIL of a process serving requests: a niced holder, preempted, keeps the serving thread waiting.
+* :func:`paced`: work that shares the GIL with a serving event loop (a worker's build) rests
+  now and then with the GIL released.
 """
 
 from __future__ import annotations
