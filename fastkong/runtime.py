@@ -145,6 +145,7 @@ class Runtime:
         "plugins",
         "consumers",
         "router_key",
+        "decisions",
         "_indexes",
         "__weakref__",
     )
@@ -169,6 +170,8 @@ class Runtime:
             {c.id: c for c in config.consumers} if config is not None else {}
         )
         self._indexes: dict[str, Any] = {}
+        #: Routing decisions already taken on this snapshot (``fastkong.proxy.routing``).
+        self.decisions: dict[tuple[str, str, int, str, str], Any] = {}
         #: Identifies the inputs of the router (services and routes); equal keys, equal routers.
         self.router_key: str | None = None
 

@@ -79,17 +79,6 @@ _SPECIAL = (
         b"x-kong-request-id",
     }
 )
-_RESPONSE_HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-    }
-)
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 #: Request bodies up to this size are read whole before the exchange, so a failed try can be
 #: replayed to the next peer; larger ones stream through with bounded memory.
@@ -103,11 +92,12 @@ class RequestIds:
 
     def __init__(self) -> None:
         self.prefix = os.urandom(8).hex()
-        self.n = 0
+        # The prefix in the high 64 bits and the counter in the low ones: one format per id.
+        self.n = int(self.prefix, 16) << 64
 
     def next(self) -> str:
         self.n += 1
-        return f"{self.prefix}{self.n:016x}"
+        return "%032x" % self.n  # noqa: UP031 (2x faster than format() here)
 
 
 class Gateway:
@@ -546,19 +536,16 @@ class Gateway:
                 balancer.report_status(peer, conn.status)
             if balancer.tracks:
                 tracked = peer
-        response_headers = [
-            (name, value)
-            for name, value in conn.headers
-            if name.lower() not in _RESPONSE_HOP_BY_HOP
-        ]
+        # The connection leaves hop-by-hop headers out, and starts a new list per response.
+        response_headers = conn.headers
         if set_cookie is not None:
             response_headers.append((b"set-cookie", set_cookie))
         response_headers.append((b"via", VIA))
         response_headers.append(
-            (b"x-kong-upstream-latency", str(int((now - upstream_started) * 1000)).encode())
+            (b"x-kong-upstream-latency", b"%d" % ((now - upstream_started) * 1000))
         )
         response_headers.append(
-            (b"x-kong-proxy-latency", str(int((upstream_started - started) * 1000)).encode())
+            (b"x-kong-proxy-latency", b"%d" % ((upstream_started - started) * 1000))
         )
         response_headers.append((b"x-kong-request-id", request_id.encode()))
         filters: tuple[Plugin, ...] = ()

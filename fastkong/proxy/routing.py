@@ -2,6 +2,13 @@
 
 Sans-I/O: takes the request line and headers, returns what the proxy must do. Keeping it in one
 function is what makes ``explain`` agree with the proxy by construction.
+
+Decisions are cached per config snapshot, as Kong's router caches its match results (an LRU of
+5,000 entries keyed by the request's routing inputs): a decision depends only on the snapshot and
+on ``(method, host header, port, raw path, scheme)`` when the router tests no header, so a repeat
+of the same request skips path normalization, the match and the upstream-path computation. The
+cache is bounded (oldest entry out first), lives and dies with its snapshot, and is skipped when
+the snapshot routes on headers (their values would have to join the key).
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ else:
 
 BAD_PATH = 400
 NO_ROUTE = 404
+#: Entries kept per snapshot (Kong's router keeps 5,000 match results).
+DECISION_CACHE_SIZE = 5000
 
 
 class Decision:
@@ -58,6 +67,28 @@ def decide(
     that bytes survive); ``headers`` holds the lower-cased values of the headers the router
     tests (``runtime.router.header_names``), or None when it tests none.
     """
+    if headers is not None:
+        return _decide(runtime, method, host_header, port, raw_path, scheme, headers)
+    key = (method, host_header, port, raw_path, scheme)
+    cache = runtime.decisions
+    found = cache.get(key)
+    if found is None:
+        found = _decide(runtime, method, host_header, port, raw_path, scheme, None)
+        if len(cache) >= DECISION_CACHE_SIZE:
+            del cache[next(iter(cache))]
+        cache[key] = found
+    return found
+
+
+def _decide(
+    runtime: Runtime,
+    method: str,
+    host_header: str,
+    port: int,
+    raw_path: str,
+    scheme: str,
+    headers: Mapping[str, Sequence[str]] | None,
+) -> Decision | int:
     path = uri.normalize_path(raw_path)
     if path is None:
         return BAD_PATH

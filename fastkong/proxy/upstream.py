@@ -29,6 +29,24 @@ _READ_TIMEOUT = "timeout while reading from upstream"
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
 
+#: Response headers that end at the gateway (RFC 9110 7.6.1): never forwarded to the client.
+RESPONSE_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+#: A response with neither of these has a body that ends when the connection does.
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+# Only names of these lengths can be one of the above: one len() spares a lower() for most
+# headers (content-type is 12 long, date 4, server 6...).
+_LOOK_LENGTHS = frozenset(len(name) for name in RESPONSE_HOP_BY_HOP | _FRAMING)
+
 
 class UpstreamError(Exception):
     """The upstream failed; ``sent`` tells whether any request byte may have reached it."""
@@ -65,7 +83,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.loop = pool.loop
         self.status = 0
+        #: The response's end-to-end headers (hop-by-hop ones are left out as they arrive).
         self.headers: list[tuple[bytes, bytes]] = []
+        self.framed = False
         self.chunks: deque[bytes] = deque()
         self.buffered = 0
         self.complete = False
@@ -128,6 +148,12 @@ class UpstreamConnection(asyncio.Protocol):
     # -- httptools callbacks ----------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) in _LOOK_LENGTHS:
+            lower = name.lower()
+            if lower in _FRAMING:
+                self.framed = True
+            if lower in RESPONSE_HOP_BY_HOP:
+                return
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -135,6 +161,7 @@ class UpstreamConnection(asyncio.Protocol):
         if 100 <= status < 200 and status != 101:
             # Interim response (100 Continue, 103 Early Hints): not forwarded; wait for the next.
             self.headers = []
+            self.framed = False
             return
         self.status = status
         self.keep_alive = self.parser.should_keep_alive()
@@ -144,10 +171,8 @@ class UpstreamConnection(asyncio.Protocol):
             # cannot know that, so finish the message here and start a fresh parser.
             self.complete = True
             self.parser = httptools.HttpResponseParser(self)
-        elif status not in (204, 304):
-            self.until_eof = not any(
-                n.lower() in (b"content-length", b"transfer-encoding") for n, _ in self.headers
-            )
+        elif status != 204 and status != 304:
+            self.until_eof = not self.framed
         self._wake()
 
     def on_body(self, body: bytes) -> None:
@@ -197,6 +222,7 @@ class UpstreamConnection(asyncio.Protocol):
         """Begin an exchange: reset the response state and write the request head."""
         self.status = 0
         self.headers = []
+        self.framed = False
         self.chunks.clear()
         self.buffered = 0
         self.complete = False

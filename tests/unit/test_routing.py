@@ -50,3 +50,52 @@ def test_strip_port() -> None:
     assert strip_port("[::1]:8000") == "[::1]"
     assert strip_port("[::1]") == "[::1]"
     assert strip_port("plain") == "plain"
+
+
+HEADER_ROUTES = """
+_format_version: "3.0"
+services:
+- name: s
+  url: http://upstream.internal:8080
+  routes:
+  - {name: v2, paths: ["/api"], headers: {x-version: ["2"]}}
+  - {name: plain, paths: ["/api"]}
+"""
+
+
+def test_decisions_are_cached_per_snapshot() -> None:
+    rt = runtime()
+    first = decide(rt, "GET", "www.example.com", 80, "/x/1", "http", None)
+    assert decide(rt, "GET", "www.example.com", 80, "/x/1", "http", None) is first
+    # every input is part of the key
+    assert decide(rt, "GET", "www.example.com", 80, "/x/2", "http", None) is not first
+    assert decide(rt, "POST", "www.example.com", 80, "/x/1", "http", None) is not first
+    assert decide(rt, "GET", "api.example.com", 8443, "/x/1", "http", None) != first
+    assert len(rt.decisions) == 4
+    # misses are cached too (a flood of unknown paths costs one dict entry each, bounded)
+    assert decide(rt, "GET", "nowhere", 80, "/", "http", None) == NO_ROUTE
+    assert ("GET", "nowhere", 80, "/", "http") in rt.decisions
+    # a new snapshot starts empty
+    assert runtime().decisions == {}
+
+
+def test_decision_cache_is_bounded(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from fastkong.proxy import routing
+
+    monkeypatch.setattr(routing, "DECISION_CACHE_SIZE", 3)
+    rt = runtime()
+    for i in range(10):
+        decide(rt, "GET", "www.example.com", 80, f"/x/{i}", "http", None)
+    assert len(rt.decisions) == 3
+    # the oldest entries went first
+    assert [k[3] for k in rt.decisions] == ["/x/7", "/x/8", "/x/9"]
+
+
+def test_header_routing_is_never_served_from_the_cache() -> None:
+    loaded = load_config(HEADER_ROUTES)
+    rt = compile_runtime(loaded.config, loaded.hash)
+    v2 = decide(rt, "GET", "h", 80, "/api", "http", {"x-version": ["2"]})
+    other = decide(rt, "GET", "h", 80, "/api", "http", {})
+    assert isinstance(v2, Decision) and v2.plan.name == "v2"
+    assert isinstance(other, Decision) and other.plan.name == "plain"
+    assert rt.decisions == {}
