@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from fastkong.proxy.upstream import ConnectionPool, UpstreamConnection
+from fastkong.proxy.upstream import ConnectionPool, UpstreamConnection, UpstreamTimeout
 
 
 class _Transport:
@@ -94,3 +94,49 @@ def test_each_response_gets_a_new_header_list(loop: asyncio.AbstractEventLoop) -
     conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-B: 1\r\n\r\n")
     assert conn.headers == [(b"Content-Length", b"0"), (b"X-B", b"1")]
     assert first == [(b"Content-Length", b"0"), (b"X-A", b"1"), (b"via", b"added by the proxy")]
+
+
+def test_a_wait_past_its_deadline_fails_with_the_timeout(loop: asyncio.AbstractEventLoop) -> None:
+    slow, quick, answered = _conn(loop), _conn(loop), _conn(loop)
+    outcome: dict[str, object] = {}
+
+    async def read(name: str, conn: UpstreamConnection, timeout: float) -> None:
+        started = loop.time()
+        try:
+            await conn.read_head(timeout)
+            outcome[name] = "answered"
+        except UpstreamTimeout as exc:
+            outcome[name] = (str(exc), loop.time() - started)
+
+    async def scenario() -> None:
+        # the long wait arms the pool's timer first; the short one must re-arm it earlier
+        tasks = [
+            loop.create_task(read("slow", slow, 5.0)),
+            loop.create_task(read("quick", quick, 0.05)),
+            loop.create_task(read("answered", answered, 0.05)),
+        ]
+        await asyncio.sleep(0)
+        answered.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await asyncio.wait(tasks[1:])
+        assert not tasks[0].done()  # the 5 s wait is still waiting
+        slow.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await tasks[0]
+
+    loop.run_until_complete(scenario())
+    assert outcome["answered"] == outcome["slow"] == "answered"
+    message, waited = outcome["quick"]  # type: ignore[misc]
+    assert message == "timeout while reading from upstream"
+    assert 0.04 <= waited < 1.0
+    assert quick.closed and not slow.closed
+    assert not slow.pool.waiting  # every wait left the set
+
+
+def test_pool_timer_is_rearmed_after_close(loop: asyncio.AbstractEventLoop) -> None:
+    conn = _conn(loop)
+    conn.pool.close()
+
+    async def scenario() -> None:
+        with pytest.raises(UpstreamTimeout):
+            await conn.read_head(0.02)
+
+    loop.run_until_complete(asyncio.wait_for(scenario(), 2.0))
