@@ -202,6 +202,26 @@ def test_handler_repr_shows_its_limits() -> None:
     )
 
 
+def test_local_counters_per_identifier_and_per_window() -> None:
+    """The keys of one identifier are kept for the current second: identifiers never share a
+    counter, and a new window starts a new one."""
+    from fastkong.store.local import CounterTable
+
+    config = msgspec.convert({"second": 100, "minute": 3}, RateLimitingConfig)
+    entity = SimpleNamespace(id="p", route="R", service=None, consumer=None)
+    plugin = RateLimiting(config, RUNTIME, entity)
+    table = CounterTable(None, 1024)
+    t = 1_800_000_000.0  # a minute boundary
+    assert [plugin.hit_local(table, "a", t)[0] for _ in range(4)] == [True] * 3 + [False]
+    ok, remaining, _ = plugin.hit_local(table, "b", t + 0.5)
+    assert ok and remaining == [99.0, 2.0]
+    ok, remaining, _ = plugin.hit_local(table, "a", t + 1)  # same minute, next second
+    assert not ok and remaining == [100, 0]  # a refused request counts nowhere
+    ok, remaining, _ = plugin.hit_local(table, "a", t + 60)  # the next minute
+    assert ok and remaining == [99.0, 2.0]
+    table.close()
+
+
 # -- through the gateway ----------------------------------------------------------------------
 def route(name: str, config: str, *, path: str | None = None, auth: bool = False) -> str:
     plugins = f"{{name: rate-limiting, config: {config}}}"

@@ -39,6 +39,14 @@ AUTHENTICATED_GROUPS: Final = "X-Authenticated-Groups"
 
 ERR_UNEXPECTED: Final = "An unexpected error occurred"
 
+# The same names as the proxy writes them upstream (set_consumer runs on every authenticated
+# request: the lower-cased bytes are computed once here, not per request).
+_ID_KEY: Final = CONSUMER_ID.lower().encode()
+_CUSTOM_ID_KEY: Final = CONSUMER_CUSTOM_ID.lower().encode()
+_USERNAME_KEY: Final = CONSUMER_USERNAME.lower().encode()
+_CREDENTIAL_KEY: Final = CREDENTIAL_IDENTIFIER.lower().encode()
+_ANONYMOUS_KEY: Final = ANONYMOUS.lower().encode()
+
 
 def wire(text: str) -> str:
     """``text`` as it travels: its UTF-8 bytes as a latin-1 string (identity for ASCII)."""
@@ -74,20 +82,22 @@ def set_consumer(
     """
     ctx.authenticate(consumer, credential)
     ctx.anonymous = credential is None
-    for header, value in (
-        (CONSUMER_ID, consumer.id if consumer is not None else None),
-        (CONSUMER_CUSTOM_ID, consumer.custom_id if consumer is not None else None),
-        (CONSUMER_USERNAME, consumer.username if consumer is not None else None),
-        (CREDENTIAL_IDENTIFIER, identifier if credential is not None else None),
+    edits = ctx.upstream_set
+    removed = ctx.upstream_remove
+    for key, value in (
+        (_ID_KEY, consumer.id if consumer is not None else None),
+        (_CUSTOM_ID_KEY, consumer.custom_id if consumer is not None else None),
+        (_USERNAME_KEY, consumer.username if consumer is not None else None),
+        (_CREDENTIAL_KEY, identifier if credential is not None else None),
+        (_ANONYMOUS_KEY, "true" if credential is None else None),
     ):
+        # What RequestContext.set_upstream_header / clear_upstream_header do, names precomputed.
         if value is None:
-            ctx.clear_upstream_header(header)
+            edits.pop(key, None)
+            removed.add(key)
         else:
-            ctx.set_upstream_header(header, wire(value))
-    if credential is None:
-        ctx.set_upstream_header(ANONYMOUS, "true")
-    else:
-        ctx.clear_upstream_header(ANONYMOUS)
+            removed.discard(key)
+            edits[key] = wire(value).encode("latin-1")
 
 
 def use_anonymous(ctx: RequestContext, anonymous: str) -> Exit | None:

@@ -175,6 +175,7 @@ class RateLimiting(Plugin):
             redis_options(config.redis, **overrides) if config.policy == "redis" else None
         )
         self._cached_second = -1
+        self._keys: dict[str, list[str]] = {}
         self._cached = _Windows([], [], [], [])
         self._client: redis_store.RedisClient | None = None
 
@@ -309,6 +310,7 @@ class RateLimiting(Plugin):
                 [max(1, n - (second - s)) for n, s in zip(self.lengths, starts, strict=True)],
             )
             self._cached_second = second
+            self._keys.clear()
         return self._cached
 
     # -- local counters ---------------------------------------------------------------------------
@@ -316,13 +318,19 @@ class RateLimiting(Plugin):
         self, table: CounterTable, ident: str, now: float
     ) -> tuple[bool, list[float], list[int]]:
         """Check and count on the node's table (``policy: local``, and Redis's fallback)."""
-        prefix = f"ratelimit:{self.scope}:{ident}:"
         if self.algorithm == "fixed-window":
             second = int(now)
             w = self.windows(second)
-            keys = [prefix + suffix for suffix in w.suffixes]
+            # The counters' keys change with the windows: kept per identifier for this second.
+            keys = self._keys.get(ident)
+            if keys is None:
+                if len(self._keys) >= 4096:
+                    self._keys.clear()
+                prefix = f"ratelimit:{self.scope}:{ident}:"
+                keys = self._keys[ident] = [prefix + suffix for suffix in w.suffixes]
             ok, usages = table.hit_windows(keys, w.starts, self.ints, w.lengths, 1, second)
             return ok, [lim - u for lim, u in zip(self.limits, usages, strict=True)], w.resets
+        prefix = f"ratelimit:{self.scope}:{ident}:"
         now_ms = int(now * 1000)
         n = len(self.periods)
         # Several periods: peek first (cost 0), so a rejected request usually counts nowhere;
