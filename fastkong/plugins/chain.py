@@ -56,6 +56,7 @@ class PluginSet:
             scope[2] is not None for scopes in self.by_name.values() for scope in scopes
         )
         self._consumer_chains: dict[tuple[str | None, str | None, str], tuple[Plugin, ...]] = {}
+        self._phases: dict[tuple[Plugin, ...], Phases] = {}
 
     def __repr__(self) -> str:
         n = sum(len(v) for v in self.by_name.values())
@@ -87,6 +88,13 @@ class PluginSet:
                 return found
         return None
 
+    def phases(self, chain: tuple[Plugin, ...]) -> Phases:
+        """The response, body and log hooks of ``chain`` (a request's effective chain)."""
+        found = self._phases.get(chain)
+        if found is None:
+            found = self._phases[chain] = Phases(chain)
+        return found
+
     def chain(self, route: str | None, service: str | None) -> tuple[Plugin, ...]:
         """The chain before any consumer is known."""
         found = []
@@ -112,6 +120,21 @@ class PluginSet:
         chain = tuple(sorted(found, key=order_key))
         self._consumer_chains[key] = chain
         return chain
+
+
+class Phases:
+    """The plugins of one effective chain that have each later hook, in order (computed once
+    per chain and snapshot, not per request)."""
+
+    __slots__ = ("response", "body", "log")
+
+    def __init__(self, chain: tuple[Plugin, ...]) -> None:
+        self.response = tuple(p for p in chain if p.has_response)
+        self.body = tuple(p for p in chain if p.has_body)
+        self.log = tuple(p for p in chain if p.has_log)
+
+    def __repr__(self) -> str:
+        return f"<Phases response={len(self.response)} body={len(self.body)} log={len(self.log)}>"
 
 
 def build_plugins(entities: Iterable[Any], runtime: Runtime) -> PluginSet:

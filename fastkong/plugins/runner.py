@@ -62,16 +62,15 @@ async def run_access(
 def run_response(ctx: RequestContext, status: int, headers: list[tuple[bytes, bytes]]) -> None:
     """Kong's header_filter: every plugin of the effective chain may edit ``headers``."""
     ctx.status = status
-    for plugin in ctx.chain:
-        if plugin.has_response:
-            plugin.response(ctx, status, headers)
+    for plugin in ctx.runtime.plugins.phases(ctx.chain).response:
+        plugin.response(ctx, status, headers)
     if ctx.response_headers:
         headers.extend(ctx.response_headers)
     ctx.response_head = headers
 
 
 def body_filters(ctx: RequestContext) -> tuple[Plugin, ...]:
-    return tuple(p for p in ctx.chain if p.has_body)
+    return ctx.runtime.plugins.phases(ctx.chain).body
 
 
 def run_body(filters: tuple[Plugin, ...], ctx: RequestContext, chunk: bytes, last: bool) -> bytes:
@@ -83,12 +82,11 @@ def run_body(filters: tuple[Plugin, ...], ctx: RequestContext, chunk: bytes, las
 
 def run_log(ctx: RequestContext) -> None:
     """The log phase; a failing plugin is logged and never affects the client."""
-    for plugin in ctx.chain:
-        if plugin.has_log:
-            try:
-                plugin.log(ctx)
-            except Exception:
-                log.exception("%r failed in the log phase", plugin)
+    for plugin in ctx.runtime.plugins.phases(ctx.chain).log:
+        try:
+            plugin.log(ctx)
+        except Exception:
+            log.exception("%r failed in the log phase", plugin)
 
 
 def apply_header_edits(ctx: RequestContext, lines: list[bytes]) -> list[bytes]:
