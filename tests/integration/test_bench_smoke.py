@@ -111,3 +111,22 @@ def test_wrk_output_with_the_script_summary_is_parsed() -> None:
     assert (result.requests, result.rps) == (12345, 12345.67)
     assert (result.p50_ms, result.p99_ms, result.p999_ms) == (0.81, 4.1, 8.2)
     assert result.errors == 7
+
+
+def test_micro_request_runs_both_scenarios() -> None:
+    """``bench/micro_request.py``: both scenarios answer 200 and give both figures."""
+    result = subprocess.run(
+        [sys.executable, "bench/micro_request.py", "--requests", "2000", "--lines", "3"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    (rows,) = tables(result.stdout)
+    assert [row["scenario"] for row in rows] == ["plain", "auth-rl"]
+    for row in rows:
+        assert float(row["us per request (best of 25)"]) > 0
+        assert int(row["bytecodes per request"]) > 100
+    assert "busiest lines" in result.stdout
