@@ -50,6 +50,13 @@ class Base(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True
     """Strict, immutable, acyclic (so ``gc=False`` is safe and keeps big configs cheap)."""
 
 
+# Kong's auto timestamps (``typedefs.auto_timestamp_s``; targets' are ``_ms``, a number). A
+# declarative config may carry them (``kong config db_export`` writes them); they are kept as
+# given and never filled in, so a config stays a pure function of its text.
+TimestampS = int
+TimestampMs = float
+
+
 # -- services and routes ---------------------------------------------------------------------
 class Service(Base, kw_only=True, frozen=True):
     id: UUID
@@ -68,6 +75,8 @@ class Service(Base, kw_only=True, frozen=True):
     tls_verify_depth: Annotated[int, Meta(ge=0, le=64)] | None = None
     ca_certificates: list[UUID] | None = None
     enabled: bool = True
+    created_at: TimestampS | None = None
+    updated_at: TimestampS | None = None
 
 
 class CIDRPort(Base, kw_only=True, frozen=True):
@@ -100,6 +109,8 @@ class Route(Base, kw_only=True, frozen=True):
     headers: dict[Annotated[str, _check(C.check_route_header_name)], list[str]] | None = None
     regex_priority: int = 0
     path_handling: Literal["v0", "v1"] = "v0"
+    created_at: TimestampS | None = None
+    updated_at: TimestampS | None = None
 
 
 # -- upstreams and targets -------------------------------------------------------------------
@@ -182,6 +193,8 @@ class Upstream(Base, kw_only=True, frozen=True):
     host_header: Annotated[str, _check(C.check_host_with_optional_port)] | None = None
     client_certificate: str | None = None
     use_srv_name: bool = False
+    created_at: TimestampS | None = None
+    updated_at: TimestampS | None = None
 
 
 class Target(Base, kw_only=True, frozen=True):
@@ -191,6 +204,8 @@ class Target(Base, kw_only=True, frozen=True):
     target: Annotated[str, _check(C.check_target)]
     weight: Annotated[int, Meta(ge=0, le=65535)] = 100
     tags: Tags | None = None
+    created_at: TimestampMs | None = None
+    updated_at: TimestampMs | None = None
 
 
 # -- consumers, plugins, credentials ---------------------------------------------------------
@@ -199,6 +214,8 @@ class Consumer(Base, kw_only=True, frozen=True):
     username: str | None = None
     custom_id: str | None = None
     tags: Tags | None = None
+    created_at: TimestampS | None = None
+    updated_at: TimestampS | None = None
 
 
 class Plugin(Base, kw_only=True, frozen=True):
@@ -215,6 +232,8 @@ class Plugin(Base, kw_only=True, frozen=True):
     )
     enabled: bool = True
     tags: Tags | None = None
+    created_at: TimestampS | None = None
+    updated_at: TimestampS | None = None
 
 
 class KeyauthCredential(Base, kw_only=True, frozen=True):
@@ -223,6 +242,7 @@ class KeyauthCredential(Base, kw_only=True, frozen=True):
     key: str
     ttl: Annotated[int, Meta(ge=0, le=100_000_000)] | None = None
     tags: Tags | None = None
+    created_at: TimestampS | None = None
 
 
 class BasicauthCredential(Base, kw_only=True, frozen=True):
@@ -232,6 +252,7 @@ class BasicauthCredential(Base, kw_only=True, frozen=True):
     #: As given in the config; the basic-auth plugin hashes it (Kong's ``_transform``).
     password: str
     tags: Tags | None = None
+    created_at: TimestampS | None = None
 
 
 JwtAlgorithm = Literal[
@@ -248,6 +269,7 @@ class JwtSecret(Base, kw_only=True, frozen=True):
     rsa_public_key: str | None = None
     algorithm: JwtAlgorithm = "HS256"
     tags: Tags | None = None
+    created_at: TimestampS | None = None
 
 
 class Acl(Base, kw_only=True, frozen=True):
@@ -255,6 +277,7 @@ class Acl(Base, kw_only=True, frozen=True):
     consumer: str
     group: str
     tags: Tags | None = None
+    created_at: TimestampS | None = None
 
 
 # -- TLS ----------------------------------------------------------------------------------------
@@ -265,6 +288,8 @@ class Certificate(Base, kw_only=True, frozen=True):
     cert_alt: Annotated[str, _check(C.check_certificate)] | None = None
     key_alt: Annotated[str, _check(C.check_key)] | None = None
     tags: Tags | None = None
+    created_at: TimestampS | None = None
+    updated_at: TimestampS | None = None
 
 
 class Sni(Base, kw_only=True, frozen=True):
@@ -272,6 +297,8 @@ class Sni(Base, kw_only=True, frozen=True):
     name: WildcardHost
     certificate: str
     tags: Tags | None = None
+    created_at: TimestampS | None = None
+    updated_at: TimestampS | None = None
 
 
 class CACertificate(Base, kw_only=True, frozen=True):
@@ -280,6 +307,8 @@ class CACertificate(Base, kw_only=True, frozen=True):
     #: SHA-256 of the certificate (DER), hex; computed when not given.
     cert_digest: str | None = None
     tags: Tags | None = None
+    created_at: TimestampS | None = None
+    updated_at: TimestampS | None = None
 
 
 # -- the whole config ------------------------------------------------------------------------

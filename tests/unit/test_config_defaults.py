@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+import pytest
 
-from fastkong.config import Config, load_config
+from fastkong.config import Config, ConfigError, load_config
 
 BASE = '_format_version: "3.0"\n'
 
@@ -43,6 +44,8 @@ def test_service_defaults() -> None:
         "tls_verify_depth": None,
         "ca_certificates": None,
         "enabled": True,
+        "created_at": None,
+        "updated_at": None,
     }
 
 
@@ -67,6 +70,8 @@ def test_route_defaults() -> None:
         "headers": None,
         "regex_priority": 0,
         "path_handling": "v0",
+        "created_at": None,
+        "updated_at": None,
     }
 
 
@@ -132,6 +137,8 @@ def test_upstream_defaults() -> None:
         "host_header": None,
         "client_certificate": None,
         "use_srv_name": False,
+        "created_at": None,
+        "updated_at": None,
     }
 
 
@@ -184,6 +191,46 @@ def test_consumer_and_credential_defaults() -> None:
     assert len(jwt.secret) == 32
     assert len(jwt_generated.key) == 32 and len(jwt_generated.secret) == 32
     assert (config.acls[0].group, config.acls[0].consumer) == ("gold", alice.id)
+
+
+def test_auto_timestamps_are_accepted_and_kept_as_given() -> None:
+    """``kong config db_export`` writes created_at/updated_at: such a file loads unchanged
+    (seconds as integers; a target's are milliseconds, a number), and a wrong type is an
+    error with its path."""
+    config = load(
+        "services:\n- name: s\n  host: h\n  created_at: 1700000000\n  updated_at: 1700000001\n"
+        "  routes:\n  - {paths: [/], created_at: 1700000002, updated_at: 1700000003}\n"
+        "upstreams:\n- name: u\n  created_at: 1700000004\n  targets:\n"
+        "  - {target: 10.0.0.1, created_at: 1700000005123.456, updated_at: 1700000005124.0}\n"
+        "consumers:\n- username: c\n  created_at: 1700000006\n"
+        "  keyauth_credentials: [{key: k, created_at: 1700000007}]\n"
+        "  basicauth_credentials: [{username: c, password: p, created_at: 1700000008}]\n"
+        "  jwt_secrets: [{key: iss, created_at: 1700000009}]\n"
+        "  acls: [{group: g, created_at: 1700000010}]\n"
+        "plugins:\n- {name: cors, created_at: 1700000011, updated_at: 1700000012}\n"
+    )
+    assert (config.services[0].created_at, config.services[0].updated_at) == (
+        1700000000,
+        1700000001,
+    )
+    assert (config.routes[0].created_at, config.routes[0].updated_at) == (1700000002, 1700000003)
+    assert config.upstreams[0].created_at == 1700000004
+    assert config.upstreams[0].updated_at is None
+    assert config.targets[0].created_at == 1700000005123.456
+    assert config.consumers[0].created_at == 1700000006
+    assert config.keyauth_credentials[0].created_at == 1700000007
+    assert config.basicauth_credentials[0].created_at == 1700000008
+    assert config.jwt_secrets[0].created_at == 1700000009
+    assert config.acls[0].created_at == 1700000010
+    assert (config.plugins[0].created_at, config.plugins[0].updated_at) == (
+        1700000011,
+        1700000012,
+    )
+    with pytest.raises(ConfigError) as info:
+        load("services:\n- host: h\n  created_at: yesterday\n")
+    assert [f"{e.path}: {e.message}" for e in info.value.errors] == [
+        "services[0].created_at: expected an integer"
+    ]
 
 
 def test_meta_defaults() -> None:
