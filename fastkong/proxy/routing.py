@@ -7,8 +7,9 @@ Decisions are cached per config snapshot, as Kong's router caches its match resu
 5,000 entries keyed by the request's routing inputs): a decision depends only on the snapshot and
 on ``(method, host header, port, raw path, scheme)`` when the router tests no header, so a repeat
 of the same request skips path normalization, the match and the upstream-path computation. The
-cache is bounded (oldest entry out first), lives and dies with its snapshot, and is skipped when
-the snapshot routes on headers (their values would have to join the key).
+cache is bounded (oldest entry out first, keys of at most ``DECISION_CACHE_KEY_LIMIT`` bytes),
+lives and dies with its snapshot, and is skipped when the snapshot routes on headers (their
+values would have to join the key).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ BAD_PATH = 400
 NO_ROUTE = 404
 #: Entries kept per snapshot (Kong's router keeps 5,000 match results).
 DECISION_CACHE_SIZE = 5000
+#: Requests whose path and Host are longer than this together are not cached: a full cache of
+#: long keys would hold megabytes (and a long path is rarely asked for twice).
+DECISION_CACHE_KEY_LIMIT = 512
 
 
 class Decision:
@@ -67,7 +71,7 @@ def decide(
     that bytes survive); ``headers`` holds the lower-cased values of the headers the router
     tests (``runtime.router.header_names``), or None when it tests none.
     """
-    if headers is not None:
+    if headers is not None or len(raw_path) + len(host_header) > DECISION_CACHE_KEY_LIMIT:
         return _decide(runtime, method, host_header, port, raw_path, scheme, headers)
     key = (method, host_header, port, raw_path, scheme)
     cache = runtime.decisions

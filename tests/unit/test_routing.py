@@ -89,6 +89,11 @@ def test_decision_cache_is_bounded(monkeypatch) -> None:  # type: ignore[no-unty
     assert len(rt.decisions) == 3
     # the oldest entries went first
     assert [k[3] for k in rt.decisions] == ["/x/7", "/x/8", "/x/9"]
+    # long keys are never stored (a full cache of them would hold megabytes)
+    long_path = "/x/" + "a" * routing.DECISION_CACHE_KEY_LIMIT
+    d = decide(rt, "GET", "www.example.com", 80, long_path, "http", None)
+    assert isinstance(d, Decision) and d.upstream_path == "/base" + long_path
+    assert all(k[3] != long_path for k in rt.decisions)
 
 
 def test_header_routing_is_never_served_from_the_cache() -> None:
