@@ -6,8 +6,15 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from fastkong.proxy.upstream import ConnectionPool, UpstreamConnection, UpstreamTimeout
+from fastkong.proxy.upstream import (
+    RESPONSE_HOP_BY_HOP,
+    ConnectionPool,
+    UpstreamConnection,
+    UpstreamTimeout,
+)
 
 
 class _Transport:
@@ -140,3 +147,82 @@ def test_pool_timer_is_rearmed_after_close(loop: asyncio.AbstractEventLoop) -> N
             await conn.read_head(0.02)
 
     loop.run_until_complete(asyncio.wait_for(scenario(), 2.0))
+
+
+_NAMES = st.sampled_from(
+    [
+        b"Content-Type",
+        b"Server",
+        b"Date",
+        b"X-Custom",
+        b"Set-Cookie",
+        b"Cache-Control",
+        b"Expires",
+        b"Upgrade",
+        b"TE",
+        b"Trailer",
+        b"Keep-Alive",
+        b"proxy-connection",
+        b"Content-Encoding",
+        b"vary",
+    ]
+)
+
+
+@st.composite
+def _responses(draw: st.DrawFn) -> tuple[bytes, list[tuple[bytes, bytes]], bytes, str]:
+    status = draw(st.sampled_from([200, 201, 204, 301, 304, 404, 500, 503]))
+    headers = draw(
+        st.lists(
+            st.tuples(
+                _NAMES.map(lambda n: n if len(n) % 2 else n.upper()),
+                st.binary(min_size=1, max_size=12).map(
+                    lambda v: bytes(c for c in v if 0x21 <= c <= 0x7E) or b"v"
+                ),
+            ),
+            max_size=8,
+        )
+    )
+    body = draw(st.binary(max_size=300)) if status not in (204, 304) else b""
+    # 204 and 304 have no body whatever the framing says: sent without framing headers.
+    framing = draw(st.sampled_from(["length", "chunked", "eof"]))
+    if status in (204, 304):
+        framing = "eof"
+    head = [b"HTTP/1.1 %d X" % status]
+    head += [n + b": " + v for n, v in headers]
+    if framing == "length":
+        head.append(b"Content-Length: %d" % len(body))
+        payload = body
+    elif framing == "chunked":
+        head.append(b"Transfer-Encoding: chunked")
+        payload = (b"%x\r\n%b\r\n" % (len(body), body) if body else b"") + b"0\r\n\r\n"
+    else:
+        head.append(b"Connection: close")
+        payload = body
+    raw = b"\r\n".join(head) + b"\r\n\r\n" + payload
+    return raw, headers, body, framing
+
+
+@settings(max_examples=150, deadline=None)
+@given(response=_responses(), cuts=st.lists(st.integers(0, 600), max_size=6))
+def test_every_end_to_end_header_and_the_body_arrive_however_the_bytes_are_cut(
+    response: tuple[bytes, list[tuple[bytes, bytes]], bytes, str], cuts: list[int]
+) -> None:
+    raw, headers, body, framing = response
+    bounds = sorted({c for c in cuts if 0 < c < len(raw)})
+    loop = asyncio.new_event_loop()
+    try:
+        conn = _conn(loop)
+        for a, b in zip([0, *bounds], [*bounds, len(raw)], strict=True):
+            conn.data_received(raw[a:b])
+    finally:
+        loop.close()
+    assert conn.error is None and conn.head_done
+    expected = [(n, v) for n, v in headers if n.lower() not in RESPONSE_HOP_BY_HOP]
+    if framing == "length":
+        expected.append((b"Content-Length", b"%d" % len(body)))  # end to end: kept
+    assert conn.headers == expected
+    no_body = conn.status in (204, 304)
+    assert conn.until_eof == (framing == "eof" and not no_body)
+    assert b"".join(conn.chunks) == (b"" if no_body else body)
+    assert conn.complete == (framing != "eof" or no_body)
