@@ -11,6 +11,7 @@ paths change the behaviour, so tests can make an upstream misbehave on purpose:
 ``/hang``               never answer
 ``/close``              close the connection without answering
 ``/static``             a fixed 13-byte body (benchmarks)
+``/named``              a 2-byte body with a ``Server`` header naming this echo
 
 Run it: ``python -m fastkong.echo --port 9001``.
 """
@@ -115,6 +116,12 @@ class _EchoProtocol(asyncio.Protocol):
             transport.write(
                 b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 13\r\n\r\n"
                 + (b"" if head_only else _STATIC)
+            )
+            return
+        if kind == "named":
+            transport.write(
+                b"HTTP/1.1 200 OK\r\nServer: %s\r\ncontent-length: 2\r\n\r\n%s"
+                % (self.name.encode(), b"" if head_only else b"ok")
             )
             return
         if kind == "hang":

@@ -540,6 +540,9 @@ class Gateway:
         response_headers = conn.headers
         if set_cookie is not None:
             response_headers.append((b"set-cookie", set_cookie))
+        if not conn.has_server:
+            # nginx (so Kong) names itself when the upstream does not; Granian would say its own.
+            response_headers.append((b"server", SERVER))
         response_headers.append((b"via", VIA))
         response_headers.append(
             (b"x-kong-upstream-latency", b"%d" % ((now - upstream_started) * 1000))

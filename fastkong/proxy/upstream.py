@@ -51,9 +51,9 @@ RESPONSE_HOP_BY_HOP = frozenset(
 )
 #: A response with neither of these has a body that ends when the connection does.
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
-# Only names of these lengths can be one of the above: one len() spares a lower() for most
-# headers (content-type is 12 long, date 4, server 6...).
-_LOOK_LENGTHS = frozenset(len(name) for name in RESPONSE_HOP_BY_HOP | _FRAMING)
+# Only names of these lengths can be one of the above or ``server``: one len() spares a
+# lower() for most headers (content-type is 12 long, date 4...).
+_LOOK_LENGTHS = frozenset(len(name) for name in RESPONSE_HOP_BY_HOP | _FRAMING | {b"server"})
 
 
 class UpstreamError(Exception):
@@ -94,6 +94,8 @@ class UpstreamConnection(asyncio.Protocol):
         #: The response's end-to-end headers (hop-by-hop ones are left out as they arrive).
         self.headers: list[tuple[bytes, bytes]] = []
         self.framed = False
+        #: Whether the response names its server (else the proxy names itself, as nginx does).
+        self.has_server = False
         self.chunks: deque[bytes] = deque()
         self.buffered = 0
         self.complete = False
@@ -162,6 +164,8 @@ class UpstreamConnection(asyncio.Protocol):
             lower = name.lower()
             if lower in _FRAMING:
                 self.framed = True
+            elif lower == b"server":
+                self.has_server = True
             if lower in RESPONSE_HOP_BY_HOP:
                 return
         self.headers.append((name, value))
@@ -172,6 +176,7 @@ class UpstreamConnection(asyncio.Protocol):
             # Interim response (100 Continue, 103 Early Hints): not forwarded; wait for the next.
             self.headers = []
             self.framed = False
+            self.has_server = False
             return
         self.status = status
         self.keep_alive = self.parser.should_keep_alive()
@@ -235,6 +240,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.status = 0
         self.headers = []
         self.framed = False
+        self.has_server = False
         self.chunks.clear()
         self.buffered = 0
         self.complete = False

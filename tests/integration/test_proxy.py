@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+import fastkong
 from tests.helpers import Echo, Gateway, free_port
 
 pytestmark = pytest.mark.integration
@@ -202,6 +203,15 @@ def test_upstream_host_header(client: httpx.Client, echo: Echo) -> None:
     assert upstream_headers(r)["host"] == [f"127.0.0.1:{echo.port}"]
     r = client.get("/preserve", headers={"Host": "client.example:81"})
     assert upstream_headers(r)["host"] == ["client.example:81"]
+
+
+def test_the_proxy_names_itself_only_when_the_upstream_does_not(client: httpx.Client) -> None:
+    """nginx (so Kong) adds its own Server header to a proxied response that has none."""
+    plain = client.get("/keep")  # the echo sends no Server header
+    assert plain.headers.get_list("server") == [f"fastkong/{fastkong.__version__}"]
+    named = client.get("/echo/named")  # the route strips /echo: the echo sees /named
+    assert named.status_code == 200 and named.text == "ok"
+    assert named.headers.get_list("server") == ["echo-1"]
 
 
 def test_no_route_is_kongs_404(client: httpx.Client) -> None:

@@ -226,3 +226,14 @@ def test_every_end_to_end_header_and_the_body_arrive_however_the_bytes_are_cut(
     assert conn.until_eof == (framing == "eof" and not no_body)
     assert b"".join(conn.chunks) == (b"" if no_body else body)
     assert conn.complete == (framing != "eof" or no_body)
+
+
+def test_a_server_header_is_noted_in_any_case_and_forgotten_per_response(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    conn = _conn(loop)
+    conn.data_received(b"HTTP/1.1 200 OK\r\nSERVER: nginx\r\nContent-Length: 0\r\n\r\n")
+    assert conn.has_server and conn.headers[0] == (b"SERVER", b"nginx")
+    conn.start(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", no_body=False)
+    conn.data_received(b"HTTP/1.1 200 OK\r\nX-Server: no\r\nContent-Length: 0\r\n\r\n")
+    assert not conn.has_server
