@@ -332,3 +332,49 @@ def test_config_defaults_and_validation() -> None:
         "plugins[0].config.x: unknown field",
         "plugins[1].consumer: value must be null",
     ]
+
+
+def test_consumer_headers_for_a_client_and_for_the_anonymous_fallback() -> None:
+    """set_consumer sets or clears every consumer header: the same consumer as an authenticated
+    client and as the anonymous fallback gets each its own set, over a plugin's earlier edit."""
+    from fastkong.config import load_config
+    from fastkong.plugins.bundled._consumer import set_consumer
+    from fastkong.plugins.context import RequestContext
+    from fastkong.runtime import compile_runtime
+
+    text = (
+        '_format_version: "3.0"\nservices:\n- {name: s, host: h, routes: [{name: r, paths: [/]}]}\n'
+        "consumers:\n- {username: bob, custom_id: c-1, keyauth_credentials: [{key: k}]}\n"
+    )
+    runtime = compile_runtime(load_config(text).config, "0" * 32)
+    bob = next(iter(runtime.consumers.values()))
+    credential = runtime.config.keyauth_credentials[0]  # type: ignore[union-attr]
+
+    def edits(anonymous: bool) -> tuple[dict[str, str], list[str]]:
+        scope = {"method": "GET", "path": "/", "headers": [], "query_string": b""}
+        ctx = RequestContext(
+            runtime, scope, None, runtime.routes[0], None, "/", "h", 80, "127.0.0.1", "id", 0.0
+        )  # type: ignore[arg-type]  # noqa: E501
+        ctx.upstream_set[b"x-anonymous-consumer"] = b"spoofed"  # set earlier in the chain
+        if anonymous:
+            set_consumer(ctx, bob, None, None)
+        else:
+            set_consumer(ctx, bob, credential, credential.id)
+        found = {k.decode(): v.decode() for k, v in ctx.upstream_set.items()}  # type: ignore[union-attr]
+        return found, sorted(k.decode() for k in ctx.upstream_remove)
+
+    authenticated = {
+        "x-consumer-id": bob.id,
+        "x-consumer-custom-id": "c-1",
+        "x-consumer-username": "bob",
+        "x-credential-identifier": credential.id,
+    }
+    anonymous = {
+        "x-consumer-id": bob.id,
+        "x-consumer-custom-id": "c-1",
+        "x-consumer-username": "bob",
+        "x-anonymous-consumer": "true",
+    }
+    for _ in range(2):  # nothing carries over from one request to the next
+        assert edits(False) == (authenticated, ["x-anonymous-consumer"])
+        assert edits(True) == (anonymous, ["x-credential-identifier"])
