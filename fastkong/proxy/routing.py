@@ -71,51 +71,44 @@ def decide(
     that bytes survive); ``headers`` holds the lower-cased values of the headers the router
     tests (``runtime.router.header_names``), or None when it tests none.
     """
-    if headers is not None or len(raw_path) + len(host_header) > DECISION_CACHE_KEY_LIMIT:
-        return _decide(runtime, method, host_header, port, raw_path, scheme, headers)
-    key = (method, host_header, port, raw_path, scheme)
-    cache = runtime.decisions
-    found = cache.get(key)
-    if found is None:
-        found = _decide(runtime, method, host_header, port, raw_path, scheme, None)
+    cache = None
+    if headers is None and len(raw_path) + len(host_header) <= DECISION_CACHE_KEY_LIMIT:
+        key = (method, host_header, port, raw_path, scheme)
+        cache = runtime.decisions
+        found: Decision | int | None = cache.get(key)
+        if found is not None:
+            return found
+
+    result: Decision | int = BAD_PATH
+    path = uri.normalize_path(raw_path)
+    if path is not None:
+        host = strip_port(host_header).lower()
+        # Kong compares `host:port` route hosts with the Host header's port, and falls back to
+        # the listener's port when the header has none.
+        if len(host) < len(host_header):
+            _, _, given = host_header.rpartition(":")
+            if given.isdigit():
+                port = int(given)
+        # Granian does not expose the TLS server name; on TLS the Host stands in for it.
+        sni = host if scheme == "https" else None
+        match = runtime.router.match(method, host, port, path, headers, sni)
+        if match is None:
+            result = NO_ROUTE
+        else:
+            plan = runtime.routes[match.key]
+            service = plan.service
+            upstream_path = None
+            if service is not None:
+                upstream_path = uri.upstream_path(
+                    service.path, path, match.matched_len, plan.strip_path, plan.path_handling
+                )
+            result = Decision(plan, match, path, host, upstream_path)
+
+    if cache is not None:
         if len(cache) >= DECISION_CACHE_SIZE:
             del cache[next(iter(cache))]
-        cache[key] = found
-    return found
-
-
-def _decide(
-    runtime: Runtime,
-    method: str,
-    host_header: str,
-    port: int,
-    raw_path: str,
-    scheme: str,
-    headers: Mapping[str, Sequence[str]] | None,
-) -> Decision | int:
-    path = uri.normalize_path(raw_path)
-    if path is None:
-        return BAD_PATH
-    host = strip_port(host_header).lower()
-    # Kong compares `host:port` route hosts with the Host header's port, and falls back to the
-    # listener's port when the header has none.
-    if len(host) < len(host_header):
-        _, _, given = host_header.rpartition(":")
-        if given.isdigit():
-            port = int(given)
-    # Granian does not expose the TLS server name; on TLS the Host stands in for it.
-    sni = host if scheme == "https" else None
-    match = runtime.router.match(method, host, port, path, headers, sni)
-    if match is None:
-        return NO_ROUTE
-    plan = runtime.routes[match.key]
-    service = plan.service
-    upstream_path = None
-    if service is not None:
-        upstream_path = uri.upstream_path(
-            service.path, path, match.matched_len, plan.strip_path, plan.path_handling
-        )
-    return Decision(plan, match, path, host, upstream_path)
+        cache[key] = result
+    return result
 
 
 def strip_port(host: str) -> str:
