@@ -191,11 +191,16 @@ class RequestContext:
         """``kong.service.request.set_header``; several values go upstream as one header line
         each (as Kong's ``set_headers`` does with an array)."""
         key = name.lower().encode("latin-1")
-        self.upstream_remove.discard(key)
         if isinstance(value, str):
-            self.upstream_set[key] = value.encode("latin-1")
+            self.set_upstream_raw(key, value.encode("latin-1"))
         else:
-            self.upstream_set[key] = [v.encode("latin-1") for v in value]
+            self.set_upstream_raw(key, [v.encode("latin-1") for v in value])
+
+    def set_upstream_raw(self, key: bytes, value: bytes | list[bytes]) -> None:
+        """:meth:`set_upstream_header` with the name already lower-cased bytes (for plugins
+        that precompute their header names)."""
+        self.upstream_remove.discard(key)
+        self.upstream_set[key] = value
 
     def upstream_host(self) -> bytes | None:
         """The Host a plugin set for the upstream request, if any."""
@@ -205,7 +210,10 @@ class RequestContext:
         return value
 
     def clear_upstream_header(self, name: str) -> None:
-        key = name.lower().encode("latin-1")
+        self.clear_upstream_raw(name.lower().encode("latin-1"))
+
+    def clear_upstream_raw(self, key: bytes) -> None:
+        """:meth:`clear_upstream_header` with the name already lower-cased bytes."""
         self.upstream_set.pop(key, None)
         self.upstream_remove.add(key)
 

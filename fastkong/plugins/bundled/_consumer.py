@@ -82,8 +82,6 @@ def set_consumer(
     """
     ctx.authenticate(consumer, credential)
     ctx.anonymous = credential is None
-    edits = ctx.upstream_set
-    removed = ctx.upstream_remove
     for key, value in (
         (_ID_KEY, consumer.id if consumer is not None else None),
         (_CUSTOM_ID_KEY, consumer.custom_id if consumer is not None else None),
@@ -91,13 +89,10 @@ def set_consumer(
         (_CREDENTIAL_KEY, identifier if credential is not None else None),
         (_ANONYMOUS_KEY, "true" if credential is None else None),
     ):
-        # What RequestContext.set_upstream_header / clear_upstream_header do, names precomputed.
         if value is None:
-            edits.pop(key, None)
-            removed.add(key)
+            ctx.clear_upstream_raw(key)
         else:
-            removed.discard(key)
-            edits[key] = wire(value).encode("latin-1")
+            ctx.set_upstream_raw(key, wire(value).encode("latin-1"))
 
 
 def use_anonymous(ctx: RequestContext, anonymous: str) -> Exit | None:

@@ -141,6 +141,10 @@ def _lua_value(value: Any) -> str:
     return str(value)
 
 
+#: Identifiers whose counter keys are kept for the current second (beyond: computed afresh).
+_KEYS_PER_SECOND = 4096
+
+
 @register_plugin
 class RateLimiting(Plugin):
     """The handler: one instance per plugin entity and config snapshot."""
@@ -324,7 +328,7 @@ class RateLimiting(Plugin):
             # The counters' keys change with the windows: kept per identifier for this second.
             keys = self._keys.get(ident)
             if keys is None:
-                if len(self._keys) >= 4096:
+                if len(self._keys) >= _KEYS_PER_SECOND:
                     self._keys.clear()
                 prefix = f"ratelimit:{self.scope}:{ident}:"
                 keys = self._keys[ident] = [prefix + suffix for suffix in w.suffixes]
