@@ -2,7 +2,8 @@
 
 A :class:`Balancer` is built once per config snapshot from an upstream and its targets. It owns
 the :class:`Peer` objects (one per address of each target; an IP target has one address, a
-hostname target one per resolved IP, the target's weight split across them) and answers
+hostname target one per resolved IP, each with the target's whole weight, as Kong gives an A
+record's addresses) and answers
 ``pick(tried, key)``: the next peer, or None when no peer is available (the proxy's 503
 ``failure to get a peer from the ring-balancer``). Everything a pick needs is precomputed:
 
@@ -151,23 +152,20 @@ class TargetEntry:
         return f"<Target {self.target} weight={self.weight} addresses={len(self.peers)}>"
 
     def set_addresses(self, addresses: Sequence[str], upstream_id: str) -> bool:
-        """Split the weight across ``addresses``; False when nothing changed."""
+        """Give each of ``addresses`` the target's weight; False when nothing changed.
+
+        Kong adds an A/AAAA record's addresses with the target's own weight each (only SRV
+        records carry weights), so a hostname resolving to 3 IPs weighs 3 times its target.
+        """
         ordered = sorted(dict.fromkeys(addresses))
         if self.resolved and [p.host for p in self.peers] == ordered:
             return False
-        n = len(ordered)
-        if n == 0:
+        if not ordered:
             return False
-        base, extra = divmod(self.weight, n)
-        peers = []
-        for i, ip in enumerate(ordered):
-            w = base + (1 if i < extra else 0)
-            if self.weight > 0:
-                w = max(w, 1)
-            peers.append(
-                Peer(ip, self.port, w, self.id, hostname=self.name, upstream_id=upstream_id)
-            )
-        self.peers = peers
+        self.peers = [
+            Peer(ip, self.port, self.weight, self.id, hostname=self.name, upstream_id=upstream_id)
+            for ip in ordered
+        ]
         self.resolved = True
         self.dns = "AAAA" if all(":" in ip for ip in ordered) else "A"
         return True

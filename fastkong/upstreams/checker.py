@@ -331,14 +331,10 @@ class ActiveChecker:
         """Kong's ``getTargetStatus`` with each address's ``health``."""
         name, port = split_target(target.target)
         ips = self.addresses(target)
-        n = len(ips) or 1
-        base, extra = divmod(target.weight, n)
+        w = target.weight  # each address of an A record weighs the whole target (Kong)
         addresses = []
         total = unavailable = 0
-        for i, ip in enumerate(ips):
-            w = base + (1 if i < extra else 0)
-            if target.weight > 0:
-                w = max(w, 1)
+        for ip in ips:
             fp, _ = H.key_fp(check.upstream.id, target.id, ip, port)
             slot = self.table.find(fp)
             state = self.table.state(slot) if slot >= 0 else H.UNSET

@@ -38,17 +38,30 @@ def test_weight_zero_target_and_default_port() -> None:
     assert split_target("example.com") == ("example.com", 8000)
 
 
-def test_hostname_weight_is_split_across_addresses() -> None:
-    t = TargetEntry("t1", "svc.test:80", 100, "u1")
+def test_hostname_addresses_each_get_the_target_weight() -> None:
+    # Kong's addAddress: an A record's entries carry no weight, so each takes the target's
+    # (spec/01-unit/09-balancer/01-generic_spec.lua "adding a host": 25 + 25, total 50).
+    t = TargetEntry("t1", "svc.test:80", 25, "u1")
     assert [p.host for p in t.peers] == ["svc.test"]  # unresolved: one stand-in peer
     assert t.set_addresses(["10.0.0.2", "10.0.0.1", "10.0.0.3"], "u1")
     assert [(p.host, p.weight, p.hostname) for p in t.peers] == [
-        ("10.0.0.1", 34, "svc.test"),
-        ("10.0.0.2", 33, "svc.test"),
-        ("10.0.0.3", 33, "svc.test"),
+        ("10.0.0.1", 25, "svc.test"),
+        ("10.0.0.2", 25, "svc.test"),
+        ("10.0.0.3", 25, "svc.test"),
     ]
     assert not t.set_addresses(["10.0.0.3", "10.0.0.1", "10.0.0.2"], "u1")  # unchanged
     assert t.peers[0].host_header == "svc.test"
+
+
+def test_a_hostname_with_two_addresses_weighs_twice_its_target() -> None:
+    u = upstream()
+    b = build_balancer(u, targets(u, ("10.0.0.9:80", 100), ("svc.test:80", 100)))
+    named = next(t for t in b.targets if t.name == "svc.test")
+    named.set_addresses(["10.0.0.1", "10.0.0.2"], b.upstream_id)
+    b.rebuild()
+    assert b.total_weight == 300
+    counts = Counter(p.host for _ in range(3000) if (p := b.pick()) is not None)
+    assert counts == {"10.0.0.9": 1000, "10.0.0.1": 1000, "10.0.0.2": 1000}
 
 
 def test_least_connections_prefers_the_idle_peer() -> None:
