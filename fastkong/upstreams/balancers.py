@@ -20,8 +20,9 @@ Algorithms (Kong's names):
                        broken by a rotating start so sequential traffic still spreads.
 ``consistent-hashing`` Kong's ketama wheel (:mod:`fastkong.upstreams.hashing`) on the value of
                        ``hash_on`` / ``hash_fallback``.
-``latency``            Kong's EWMA (10 s decay) of time-to-first-byte, power of two random
-                       choices scored by ``ewma / weight``; a new peer starts at the average.
+``latency``            Kong's EWMA (10 s decay) of time-to-first-byte; the available peer not
+                       tried yet with the lowest ``ewma / weight`` (Kong scores them all); a
+                       new peer starts at the average.
 
 Per-worker, per-peer runtime numbers (in-flight count, EWMA, cached health state) live in a
 :class:`PeerState` shared by every snapshot's peer with the same key (upstream id, target id,
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import random
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -354,7 +354,7 @@ class LeastConnections(Balancer):
 
 
 class Latency(Balancer):
-    """Kong's ``latency``: EWMA of response time, power of two random choices."""
+    """Kong's ``latency``: EWMA of response time, the lowest score among untried peers."""
 
     algorithm = "latency"
     tracks = True
@@ -377,21 +377,19 @@ class Latency(Balancer):
         return st.ewma * decay / peer.weight
 
     def pick(self, exclude: tuple[Peer, ...] = (), key: str | None = None) -> Peer | None:
-        live = [p for p in self.live if p not in exclude] if exclude else self.live
-        n = len(live)
-        if n == 0:
-            return None
-        if n == 1:
-            best = live[0]
-        else:
-            a = int(random.random() * n)
-            b = int(random.random() * (n - 1))
-            if b >= a:
-                b += 1
-            now = time.monotonic()
-            pa, pb = live[a], live[b]
-            best = pa if self.score(pa, now) <= self.score(pb, now) else pb
-        best.st.active += 1
+        # Kong's getPeer widens its pick set to every address not tried yet and takes the
+        # lowest score (the first one on a tie): the fastest peer, not two random ones.
+        best: Peer | None = None
+        low = math.inf
+        now = time.monotonic()
+        for peer in self.live:
+            if exclude and peer in exclude:
+                continue
+            s = self.score(peer, now)
+            if best is None or s < low:
+                best, low = peer, s
+        if best is not None:
+            best.st.active += 1
         return best
 
     def done(self, peer: Peer, elapsed: float | None) -> None:

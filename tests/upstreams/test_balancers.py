@@ -104,6 +104,24 @@ def test_latency_prefers_the_fast_peer() -> None:
     assert counts[fast.host] == 200  # two choices out of two: always the lower score
 
 
+def test_latency_takes_the_lowest_score_among_all_peers() -> None:
+    # Kong's latency.lua widens the pick set to every address not tried yet: with three peers
+    # the fastest always wins (two random choices would hand the middle one about a third).
+    u = upstream(algorithm="latency")
+    b = build_balancer(
+        u, targets(u, ("10.0.0.1:80", 100), ("10.0.0.2:80", 100), ("10.0.0.3:80", 100))
+    )
+    slow, fast, middle = b.peers
+    for peer, rtt in ((slow, 0.3), (fast, 0.01), (middle, 0.1)):
+        peer.st.active += 1
+        b.done(peer, rtt)
+    picks = Counter(p.host for _ in range(300) if (p := b.pick()) is not None)
+    assert picks == {fast.host: 300}
+    # a retry skips the tried peer and takes the best of the rest
+    assert b.pick((fast,)) is middle
+    assert b.pick((fast, middle)) is slow
+
+
 def test_passive_failures_take_a_peer_out_and_the_threshold_fails_the_balancer() -> None:
     u = upstream(healthchecks=passive(http=2, tcp=1))
     b = build_balancer(u, targets(u, ("10.0.0.1:80", 100), ("10.0.0.2:80", 100)))
