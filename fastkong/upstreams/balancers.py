@@ -435,6 +435,9 @@ class ConsistentHashing(Balancer):
         self.wheel = Continuum([(p.host, p.port, p.weight) for p in order], count, slots)
 
     def pick(self, exclude: tuple[Peer, ...] = (), key: str | None = None) -> Peer | None:
+        # ``exclude`` is ignored on purpose: Kong's retry starts again from the request's own
+        # point on the wheel, so it goes back to the same peer unless that peer has become
+        # unavailable meanwhile (a passive check counted the failure). A key stays on its peer.
         if not self.healthy or self.wheel is None:
             return None
         wheel = self.wheel
@@ -443,11 +446,11 @@ class ConsistentHashing(Balancer):
         if owner < 0:
             return None
         peer = self.order[wheel.owners[owner]]
-        if H.available(peer.st.state) and not (exclude and peer in exclude):
+        if H.available(peer.st.state):
             return peer
         for index in wheel.walk(owner):
             peer = self.order[index]
-            if H.available(peer.st.state) and not (exclude and peer in exclude):
+            if H.available(peer.st.state):
                 return peer
         return None
 

@@ -79,10 +79,20 @@ def test_unavailable_owner_walks_to_the_next_peer_and_back() -> None:
     b.refresh()
     other = b.pick((), "alice")
     assert other is not None and other is not first
-    assert b.pick((first,), "alice") is other  # a retry excludes the tried peer the same way
+    assert b.pick((first,), "alice") is other
     first.st.state = 1
     b.refresh()
     assert b.pick((), "alice") is first
+
+
+def test_a_retry_goes_back_to_the_same_peer() -> None:
+    # Kong's consistent_hashing getPeer keeps the handle's hash point: a retry starts from the
+    # same slot, so it reaches the same peer while that peer is available.
+    b = balancer(3)
+    first = b.pick((), "alice")
+    assert first is not None
+    assert b.pick((first,), "alice") is first
+    assert b.pick((first, first), "alice") is first
 
 
 def test_hash_value_sources_and_fallback() -> None:
