@@ -186,6 +186,10 @@ _SNIS_ONLY: Final = (
 def process_route(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) -> Walked | None:
     protocols = fields.get("protocols")
     first = "http"
+    if protocols is None and "protocols" in fields:
+        # Kong picks the subschema from `protocols` and stops when it cannot.
+        issues.field((*loc, "protocols"), E.REQUIRED)
+        return None
     if isinstance(protocols, list) and protocols:
         known = [p for p in protocols if isinstance(p, str) and p in C.PROTOCOLS]
         if not known:
@@ -198,7 +202,7 @@ def process_route(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) ->
         if fields.get(name) is not None:
             issues.field((*loc, name), message)
             skip.add(name)
-    if sub == "grpc" and fields.get("strip_path") is None:
+    if sub == "grpc" and "strip_path" not in fields:
         fields["strip_path"] = False
     paths = fields.get("paths")
     if ctx.migrate_paths and isinstance(paths, list):
@@ -396,9 +400,9 @@ def process_plugin(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) -
         return None
     walked = _walk(S.Plugin, fields, loc, issues, ctx, skip=("config",))
     protocols = fields.get("protocols")
-    if protocols is None:
+    if "protocols" not in fields:
         walked.data["protocols"] = list(spec.protocols)
-    elif "protocols" in walked.data:
+    elif protocols is not None and "protocols" in walked.data:
         allowed = E.ONE_OF.format(", ".join(spec.protocols))
         for i, p in enumerate(protocols):
             if p not in spec.protocols:

@@ -5,7 +5,10 @@ credential ``daos.lua``). Checks that msgspec cannot express ride along in
 ``Meta(extra=...)`` and are applied by :mod:`fastkong.config.validate`:
 
 - ``kong_check``: a function from :mod:`fastkong.config.checks` (value -> message or None);
-- ``kong_set``: a Kong ``set`` (duplicates dropped, "expected a set").
+- ``kong_set``: a Kong ``set`` (duplicates dropped, "expected a set");
+- ``kong_required``: Kong's ``required = true`` on a field with a default: the default fills a
+  missing value, but an explicit ``null`` is "required field missing" (Kong validates the
+  document before it fills defaults, and only a missing value is filled).
 
 These Structs describe the *output* of the loader. The loader validates the user's document
 against them field by field (collecting every error), fills ids and foreign keys, and only then
@@ -27,6 +30,7 @@ def _check(fn: C.Check, **kw: Any) -> Meta:
 
 
 _SET: Final = Meta(extra={"kong_set": True})
+_REQUIRED: Final = Meta(extra={"kong_required": True})
 
 UUID = Annotated[str, _check(C.check_uuid)]
 Name = Annotated[str, _check(C.check_utf8_name)]
@@ -62,9 +66,9 @@ class Service(Base, kw_only=True, frozen=True):
     id: UUID
     name: Name | None = None
     retries: Annotated[int, Meta(ge=0, le=32767)] = 5
-    protocol: Protocol = "http"
+    protocol: Annotated[Protocol, _REQUIRED] = "http"
     host: Host
-    port: Port = 80
+    port: Annotated[Port, _REQUIRED] = 80
     path: Path | None = None
     connect_timeout: Timeout = 60000
     write_timeout: Timeout = 60000
@@ -74,7 +78,7 @@ class Service(Base, kw_only=True, frozen=True):
     tls_verify: bool | None = None
     tls_verify_depth: Annotated[int, Meta(ge=0, le=64)] | None = None
     ca_certificates: list[UUID] | None = None
-    enabled: bool = True
+    enabled: Annotated[bool, _REQUIRED] = True
     created_at: TimestampS | None = None
     updated_at: TimestampS | None = None
 
@@ -91,13 +95,20 @@ class Route(Base, kw_only=True, frozen=True):
     name: Name | None = None
     protocols: Annotated[
         list[Protocol],
-        Meta(min_length=1, extra={"kong_set": True, "kong_check": C.check_protocol_subsets}),
+        Meta(
+            min_length=1,
+            extra={
+                "kong_set": True,
+                "kong_check": C.check_protocol_subsets,
+                "kong_required": True,
+            },
+        ),
     ] = field(default_factory=lambda: ["http", "https"])
-    https_redirect_status_code: Literal[426, 301, 302, 307, 308] = 426
-    strip_path: bool = True
-    preserve_host: bool = False
-    request_buffering: bool = True
-    response_buffering: bool = True
+    https_redirect_status_code: Annotated[Literal[426, 301, 302, 307, 308], _REQUIRED] = 426
+    strip_path: Annotated[bool, _REQUIRED] = True
+    preserve_host: Annotated[bool, _REQUIRED] = False
+    request_buffering: Annotated[bool, _REQUIRED] = True
+    response_buffering: Annotated[bool, _REQUIRED] = True
     tags: Tags | None = None
     service: str | None = None
     snis: Annotated[list[WildcardHost], _SET] | None = None
@@ -136,7 +147,7 @@ class ActiveHealthcheck(Base, kw_only=True, frozen=True):
     concurrency: Annotated[int, Meta(ge=1, le=2**31)] = 10
     http_path: Path = "/"
     https_sni: Annotated[str, _check(C.check_sni)] | None = None
-    https_verify_certificate: bool = True
+    https_verify_certificate: Annotated[bool, _REQUIRED] = True
     headers: dict[HeaderName, list[str]] | None = None
     healthy: ActiveHealthy = field(default_factory=ActiveHealthy)
     unhealthy: ActiveUnhealthy = field(default_factory=ActiveUnhealthy)
@@ -227,10 +238,10 @@ class Plugin(Base, kw_only=True, frozen=True):
     consumer: str | None = None
     #: The plugin's validated config with its defaults (``msgspec.to_builtins`` of its Struct).
     config: dict[str, Any] = {}
-    protocols: Annotated[list[str], _SET] = field(
+    protocols: Annotated[list[str], Meta(extra={"kong_set": True, "kong_required": True})] = field(
         default_factory=lambda: ["grpc", "grpcs", "http", "https"]
     )
-    enabled: bool = True
+    enabled: Annotated[bool, _REQUIRED] = True
     tags: Tags | None = None
     created_at: TimestampS | None = None
     updated_at: TimestampS | None = None

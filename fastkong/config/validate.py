@@ -9,7 +9,9 @@ integral floats turned into ints), ready for ``msgspec.convert``, which then can
 
 Kong rules it applies beyond msgspec's: strings must be non-empty unless the Struct says
 ``min_length=0``; unknown fields are always errors; a ``null`` for a field with a default takes
-the default. Extra checks come from ``Meta(extra={"kong_check": fn, "kong_set": True})``.
+the default, unless the field says ``Meta(extra={"kong_required": True})`` (Kong's ``required``
+with a ``default``: only a missing value takes the default; a ``null`` is "required field
+missing"). Extra checks come from ``Meta(extra={"kong_check": fn, "kong_set": True})``.
 """
 
 from __future__ import annotations
@@ -99,7 +101,7 @@ def _collect_literals(hint: Any) -> None:
 class _Plan:
     """What :func:`walk_struct` needs of a Struct, computed once per class."""
 
-    __slots__ = ("fields", "defaults", "required", "nullable")
+    __slots__ = ("fields", "defaults", "required", "nullable", "not_null")
 
     def __init__(self, cls: type[msgspec.Struct]) -> None:
         info = struct_info(cls)
@@ -108,6 +110,10 @@ class _Plan:
         self.defaults = {f.encode_name: _builtin_default(f) for f in info.fields if not f.required}
         self.required = tuple(f.encode_name for f in info.fields if f.required)
         self.nullable = frozenset(f.encode_name for f in info.fields if allows_none(f.type))
+        #: Kong-required fields with a default: absent takes the default, null is an error.
+        self.not_null = frozenset(
+            f.encode_name for f in info.fields if _unwrap(f.type)[1].get("kong_required")
+        )
 
 
 @functools.cache
@@ -169,10 +175,11 @@ def walk_struct(
             issues.field((*loc, name), E.UNKNOWN)
             out.bad.add(name)
         elif value is None:
-            if name in plan.nullable:
+            if name in plan.nullable and name not in plan.not_null:
                 data[name] = None
-            elif f.required and name not in optional:
+            elif name in plan.not_null or (f.required and name not in optional):
                 issues.field((*loc, name), E.REQUIRED)
+                data.pop(name, None)
                 out.bad.add(name)
         else:
             ok, normalized = walk_value(f.type, value, (*loc, name), issues)

@@ -239,6 +239,6 @@ def test_meta_defaults() -> None:
     assert load("_transform: false\n").transform is False
 
 
-def test_null_takes_the_default() -> None:
-    config = load("services:\n- host: h\n  retries: null\n  port: ~\n")
-    assert (config.services[0].retries, config.services[0].port) == (5, 80)
+def test_null_takes_the_default_of_an_optional_field() -> None:
+    config = load("services:\n- host: h\n  retries: null\n  read_timeout: ~\n")
+    assert (config.services[0].retries, config.services[0].read_timeout) == (5, 60000)
