@@ -3,16 +3,19 @@
 Kong runs its checkers in every nginx worker and elects one per upstream through a lock in the
 shared dict; fastkong has a natural single place instead, the supervisor, which owns the config
 and outlives every worker. :class:`ActiveChecker` keeps one task per upstream with active checks
-(``healthchecks.active.healthy.interval`` or ``unhealthy.interval`` above 0). Every
+(``healthchecks.active.healthy.interval`` or ``unhealthy.interval`` above 0, and a ``type``
+other than ``tcp``, which Kong only probes for stream routes). Every
 ``healthy.interval`` it probes the addresses currently healthy (or mostly healthy), every
 ``unhealthy.interval`` those unhealthy (or mostly unhealthy), at most ``concurrency`` at a time,
 the first round one interval after start (lua-resty-healthcheck's schedule). A probe:
 
-* ``tcp``: connect within ``timeout``; success is a healthy report;
-* ``http`` / ``https``: ``GET <http_path> HTTP/1.0`` with ``Host`` (the upstream's
-  ``host_header``, else the target's name) and the configured ``headers``, read the status
-  line within ``timeout``; a status in ``healthy.http_statuses`` is a success, one in
-  ``unhealthy.http_statuses`` (or an unparseable line) an HTTP failure, anything else ignored;
+* ``tcp``: connect within ``timeout``; success is a healthy report (only :meth:`probe` does
+  this: the node's HTTP traffic never schedules tcp probes, as in Kong);
+* ``http`` / ``https`` (``grpc``/``grpcs`` too, without TLS, as lua-resty-healthcheck 3.1 does):
+  ``GET <http_path> HTTP/1.0`` with ``Host`` (the upstream's ``host_header``, else the
+  target's name; also the SNI when ``https_sni`` is unset) and the configured ``headers``,
+  read the status line within ``timeout``; a status in ``healthy.http_statuses`` is a success,
+  one in ``unhealthy.http_statuses`` (or an unparseable line) an HTTP failure, else nothing;
 * a connect, TLS or read error is a TCP failure, an expired ``timeout`` a timeout.
 
 Results go into the node's :class:`~fastkong.upstreams.health.HealthTable`, which every worker
@@ -122,6 +125,11 @@ class ActiveChecker:
     def _start(self, check: UpstreamCheck) -> None:
         assert self.loop is not None
         active = check.policy.active
+        if active.type == "tcp":
+            # Kong's create_healthchecker zeroes the active intervals of an http-subsystem
+            # checker whose type is tcp (those probes belong to the stream subsystem, whose
+            # health state HTTP proxying never reads): such an upstream gets no active probes.
+            return
         if active.healthy.interval > 0:
             check.tasks.append(
                 self.loop.create_task(self._every(check, active.healthy.interval, True))
@@ -221,7 +229,10 @@ class ActiveChecker:
         self.probes += 1
         name, _ = split_target(target.target)
         tls: ssl.SSLContext | None = None
-        if active.type in ("https", "grpcs"):
+        host = check.upstream.host_header or name
+        # lua-resty-healthcheck 3.1 (Kong's) only handshakes for ``https``: a ``grpc``/``grpcs``
+        # check is the same plain HTTP/1.0 GET. The SNI is ``https_sni``, else the Host it sends.
+        if active.type == "https":
             tls = ssl.create_default_context()
             if not active.https_verify_certificate:
                 tls.check_hostname = False
@@ -233,14 +244,13 @@ class ActiveChecker:
                     ip,
                     port,
                     ssl=tls,
-                    server_hostname=(active.https_sni or name) if tls is not None else None,
+                    server_hostname=(active.https_sni or _sni(host)) if tls is not None else None,
                 ),
                 timeout,
             )
             if active.type == "tcp":
                 self._count(check, target, ip, port, slot, H.CTR_SUCCESS)
                 return
-            host = check.upstream.host_header or name
             extra = "".join(f"{k}: {v}\r\n" for k, vs in (active.headers or {}).items() for v in vs)
             assert writer is not None
             writer.write(f"GET {active.http_path} HTTP/1.0\r\n{extra}Host: {host}\r\n\r\n".encode())
@@ -411,3 +421,11 @@ class ActiveChecker:
             "hosts": hosts,
         }
         return body
+
+
+def _sni(host: str) -> str:
+    """A ``host_header`` may carry a port (Kong's ``host_with_optional_port``); SNI cannot."""
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    name, sep, port = host.rpartition(":")
+    return name if sep and port.isdigit() and ":" not in name else host

@@ -3,12 +3,18 @@ the health report's weights and which probes run."""
 
 from __future__ import annotations
 
+import asyncio
 import math
+import ssl
+import time
+from pathlib import Path
 from typing import Any
 
 from fastkong.config import load_config
 from fastkong.upstreams import health as H
 from fastkong.upstreams.checker import ActiveChecker
+from tests.helpers import free_port
+from tests.integration.test_listeners import self_signed
 
 CONFIG = """
 _format_version: "3.0"
@@ -47,3 +53,125 @@ def test_health_report_gives_each_address_the_target_weight() -> None:
         ],
     }
     assert body["details"]["weight"] == {"total": 150, "unavailable": 0, "available": 150}
+
+
+def test_tcp_active_checks_never_probe_for_http_traffic() -> None:
+    # healthcheckers.lua create_healthchecker: an http-subsystem checker of type tcp gets its
+    # active intervals zeroed, so a dead target is never taken out by them (the http upstream
+    # next to it, same dead port, is).
+    dead = free_port()
+    text = f"""
+_format_version: "3.0"
+upstreams:
+- name: tcp.test
+  healthchecks:
+    active:
+      type: tcp
+      healthy: {{interval: 0.05, successes: 1}}
+      unhealthy: {{interval: 0.05, tcp_failures: 1}}
+  targets: [{{target: "127.0.0.1:{dead}"}}]
+- name: http.test
+  healthchecks:
+    active:
+      healthy: {{interval: 0.05, successes: 1}}
+      unhealthy: {{interval: 0.05, tcp_failures: 1}}
+  targets: [{{target: "127.0.0.1:{dead}"}}]
+"""
+    c, config = checker(text)
+    tcp_id, http_id = (u.id for u in config.upstreams)
+
+    async def run() -> None:
+        c.start(asyncio.get_running_loop())
+        try:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                body = c.balancer_health(http_id)
+                if body is not None and body["health"] == "UNHEALTHY":
+                    break
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.2)  # several more tcp intervals
+        finally:
+            c.stop()
+
+    asyncio.run(run())
+    assert c.balancer_health(http_id)["health"] == "UNHEALTHY"
+    tcp = c.balancer_health(tcp_id)
+    assert tcp is not None and tcp["health"] == "HEALTHY"  # checks on, never probed
+    assert not c.checks[tcp_id].tasks
+
+
+class Recorder:
+    """A loopback server (TLS or plain) that records the SNI and the request head it gets."""
+
+    def __init__(self, tls: ssl.SSLContext | None) -> None:
+        self.tls = tls
+        self.sni: list[str | None] = []
+        self.heads: list[bytes] = []
+        if tls is not None:
+            tls.sni_callback = lambda _sock, name, _ctx: self.sni.append(name)
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+
+def probe_once(text: str, recorder: Recorder) -> tuple[int, bytes]:
+    c, config = checker(text)
+    u = config.upstreams[0]
+    check = c.checks[u.id]
+    target = check.targets[0]
+
+    async def run() -> None:
+        server = await asyncio.start_server(recorder.serve, "127.0.0.1", 0, ssl=recorder.tls)
+        port = server.sockets[0].getsockname()[1]
+        fp, tfp = H.key_fp(u.id, target.id, "127.0.0.1", port)
+        slot = c.table.slot(fp, tfp)
+        c.table.set(slot, False)  # one success must bring it back
+        await c.probe(check, target, "127.0.0.1", port, slot)
+        server.close()
+        await server.wait_closed()
+        nonlocal state
+        state = c.table.state(slot)
+
+    state = -1
+    asyncio.run(run())
+    return state, recorder.heads[0] if recorder.heads else b""
+
+
+HTTPS_CONFIG = """
+_format_version: "3.0"
+upstreams:
+- name: pool.test
+  host_header: api.internal:8443
+  healthchecks:
+    active:
+      type: {kind}
+      https_verify_certificate: false
+      http_path: /status
+      healthy: {{interval: 0, successes: 1}}
+  targets: [{{target: "127.0.0.1:9"}}]
+"""
+
+
+def test_https_probe_sends_the_host_header_as_sni(tmp_path: Path) -> None:
+    # lua-resty-healthcheck: https_sni = checks.active.https_sni or hostheader or hostname;
+    # the upstream's host_header is the hostheader Kong gives every target.
+    cert, key = self_signed(tmp_path)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    recorder = Recorder(tls)
+    state, head = probe_once(HTTPS_CONFIG.format(kind="https"), recorder)
+    assert recorder.sni == ["api.internal"]
+    assert head.startswith(b"GET /status HTTP/1.0\r\n") and b"Host: api.internal:8443\r\n" in head
+    assert state == H.HEALTHY
+
+
+def test_grpcs_probe_is_plain_http_like_kongs_checker() -> None:
+    # lua-resty-healthcheck 3.1 only handshakes for type https: grpc/grpcs probes are the same
+    # plain GET (so a grpcs target that only speaks TLS fails them in Kong too).
+    recorder = Recorder(None)
+    state, head = probe_once(HTTPS_CONFIG.format(kind="grpcs"), recorder)
+    assert head.startswith(b"GET /status HTTP/1.0\r\n")
+    assert state == H.HEALTHY
