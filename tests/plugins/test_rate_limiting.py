@@ -161,6 +161,19 @@ def test_schema_redis_new_and_legacy_structures() -> None:
         "redis_username: u, redis_password: p, redis_ssl: true, redis_ssl_verify: true, "
         "redis_timeout: 1100, redis_server_name: r.test}"
     )
+    # Kong stores the expanded record: the aliases' values are in ``redis``
+    assert {k: c["redis"][k] for k in ("host", "port", "database", "timeout", "ssl")} == {
+        "host": "r.test",
+        "port": 6380,
+        "database": 1,
+        "timeout": 1100,
+        "ssl": True,
+    }
+    assert (c["redis"]["username"], c["redis"]["password"], c["redis"]["server_name"]) == (
+        "u",
+        "p",
+        "r.test",
+    )
     config = msgspec.convert(c, RateLimitingConfig)
     entity = SimpleNamespace(id="p", route=None, service=None, consumer=None)
     options = RateLimiting(config, RUNTIME, entity).redis_options
@@ -181,6 +194,15 @@ def test_schema_redis_new_and_legacy_structures() -> None:
         "plugins[0].config.redis_host: both deprecated and new field are used but their values "
         "mismatch: redis_host = a vs redis.host = b"
     ]
+    # an alias is validated as the field it becomes
+    assert errors(
+        "{second: 10, policy: redis, redis_host: 'a:1', redis_server_name: 10.0.0.1}"
+    ) == [
+        "plugins[0].config.redis.host: must not have a port",
+        "plugins[0].config.redis.server_name: must not be an IP",
+    ]
+    # the alias alone satisfies Kong's "redis.host required with policy redis"
+    assert loaded("{second: 10, policy: redis, redis_host: r.test}")["redis"]["host"] == "r.test"
 
 
 def test_schema_algorithm() -> None:

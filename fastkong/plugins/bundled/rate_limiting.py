@@ -33,6 +33,7 @@ import msgspec
 from msgspec import Meta
 
 from fastkong._core.windows import PERIOD_SECONDS, window_length, window_start
+from fastkong.config import checks as C
 from fastkong.config import errors as E
 from fastkong.config.schema import HeaderName, Path
 from fastkong.plugins.base import Exit, Plugin, kong_error
@@ -102,6 +103,14 @@ class RateLimitingConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unkno
     redis_server_name: str | None = None
     redis_timeout: Annotated[int, Meta(ge=0, le=2**31 - 2)] | None = None
     redis_database: int | None = None
+
+    def __post_init__(self) -> None:
+        # Kong expands the shorthands into ``redis`` before storing the config, so the stored
+        # ``redis`` record is the one in effect (a conflicting alias stays out, for check()).
+        overrides, _ = folded_redis(self)
+        if overrides:
+            redis = msgspec.structs.replace(self.redis, **overrides)
+            msgspec.structs.force_setattr(self, "redis", redis)
 
 
 def _lua_number(x: float) -> str:
@@ -174,10 +183,7 @@ class RateLimiting(Plugin):
         self.status = int(config.error_code)
         self.algorithm = config.algorithm
         self.batched = config.policy == "redis" and config.sync_rate != SYNC_RATE_REALTIME
-        overrides, _ = folded_redis(config)
-        self.redis_options = (
-            redis_options(config.redis, **overrides) if config.policy == "redis" else None
-        )
+        self.redis_options = redis_options(config.redis) if config.policy == "redis" else None
         self._cached_second = -1
         self._keys: dict[str, list[str]] = {}
         self._cached = _Windows([], [], [], [])
@@ -213,11 +219,15 @@ class RateLimiting(Plugin):
             out += [("header_name", E.REQUIRED), ("", E.CONDITIONAL.format("config.limit_by"))]
         if config.limit_by == "path" and config.path is None:
             out += [("path", E.REQUIRED), ("", E.CONDITIONAL.format("config.limit_by"))]
-        overrides, conflicts = folded_redis(config)
-        out += conflicts
+        out += folded_redis(config)[1]
+        # a folded alias is checked as the ``redis`` field it became (Kong: after expansion)
+        for name, check_value in (("host", C.check_host), ("server_name", C.check_sni)):
+            value = getattr(config, f"redis_{name}")
+            message = check_value(value) if value is not None else None
+            if message is not None:
+                out.append((f"redis.{name}", message))
         if config.policy == "redis":
-            redis = msgspec.structs.replace(config.redis, **overrides)
-            out += redis_checks(redis, "redis", "config.redis", "config.policy")
+            out += redis_checks(config.redis, "redis", "config.redis", "config.policy")
             if config.sync_rate != -1 and config.algorithm != "fixed-window":
                 out.append(
                     ("sync_rate", "sync_rate > 0 works with the fixed-window algorithm only")
