@@ -55,6 +55,8 @@ class Record:
     id: str | None = None
     generated: bool = False
     children: list[Record] = field(default_factory=list)
+    #: A nested entity's own value for the foreign key to its parent (the parent wins).
+    named_parent: Any = None
 
     def __repr__(self) -> str:
         return f"<Record {format_path(self.loc)} id={self.id}>"
@@ -138,13 +140,11 @@ class _Builder:
         self._check_extras(fields, loc)
         for extra in EXTRA_ENTITY_KEYS:
             fields.pop(extra, None)
-        if parent is not None and parent_fk is not None:
-            named = fields.pop(parent_fk, None)
-            if named is not None and not _names(parent, named):
-                self.issues.field((*loc, parent_fk), E.EQ_NULL)
+        own = dict(fields)
+        named = own.pop(parent_fk, None) if parent is not None and parent_fk else None
         optional = {"id", parent_fk} if parent_fk else {"id"}
         ctx = Ctx(frozenset(optional), parent_fk, migrate and plural == "routes")
-        walked = PROCESSORS[plural](dict(fields), loc, self.issues, ctx)
+        walked = PROCESSORS[plural](own, loc, self.issues, ctx)
         record = Record(
             meta,
             loc,
@@ -154,6 +154,7 @@ class _Builder:
             parent,
             parent_fk,
         )
+        record.named_parent = named
         self._assign_id(record)
         self.records.append(record)
         if parent is not None:
@@ -190,6 +191,8 @@ class _Builder:
             if rec.id is not None:
                 by_id[rec.meta.plural].setdefault(rec.id, rec)
         for rec in self.records:
+            if rec.named_parent is not None and rec.parent is not None and rec.parent_fk:
+                self._check_named_parent(rec, by_key, by_id)
             if rec.data is None:
                 continue
             for fk, target in rec.meta.foreign.items():
@@ -206,6 +209,25 @@ class _Builder:
                     rec.bad.add(fk)
                 else:
                     rec.data[fk] = found.id
+
+    def _check_named_parent(
+        self, rec: Record, by_key: dict[str, dict[str, Record]], by_id: dict[str, dict[str, Record]]
+    ) -> None:
+        """A nested entity may name a parent; Kong then uses the enclosing one anyway.
+
+        Kong validates nested entities a second time with their references resolved
+        (``populate_ids_for_validation``): a value naming any existing entity of the parent's
+        type, or an ``{id = <uuid>}`` record, passes, and flattening then sets the enclosing
+        parent. Anything else keeps the first pass's "value must be null".
+        """
+        assert rec.parent is not None and rec.parent_fk is not None
+        value, target = rec.named_parent, rec.parent.meta.plural
+        if isinstance(value, str):
+            ok = _names(rec.parent, value) or value in by_key[target] or value in by_id[target]
+        else:
+            ok = isinstance(value, dict) and is_uuid(value.get("id"))
+        if not ok:
+            self.issues.field((*rec.loc, rec.parent_fk), E.EQ_NULL)
 
     # -- 3. uniqueness ---------------------------------------------------------------------------
     def check_unique(self) -> None:

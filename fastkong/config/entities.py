@@ -95,29 +95,41 @@ def _one_of(*allowed: str) -> Callable[[Any], str | None]:
 
 
 # -- services --------------------------------------------------------------------------------
-_URL = re.compile(r"^(?:([A-Za-z0-9][A-Za-z0-9+\-.]*):)?(?://([^/?#]*))?([^?#]*)")
+_SCHEME = re.compile(r"^([A-Za-z0-9][A-Za-z0-9+\-.]*):")
+_URL_PORT = re.compile(r":([^:\]]*)$")
 
 
 def parse_url(url: str) -> dict[str, Any] | str:
-    """The service ``url`` shorthand: protocol, host, port and path (Kong's ``socket.url``)."""
-    m = _URL.match(url)
-    assert m is not None
-    scheme, authority, path = m.group(1), m.group(2), m.group(3)
-    if not authority:
-        return "missing host in url"
-    authority = authority.rpartition("@")[2]
+    """The service ``url`` shorthand: protocol, host, port and path, or an error message.
+
+    The URL is split as LuaSocket's ``socket.url.parse`` splits it (what Kong's shorthand
+    uses): the authority runs to the next ``/``; the path stops at the first ``#``, ``?`` or
+    ``;``; the user info ends at the first ``@``; the port follows the last ``:``.
+    """
+    rest, scheme = url, None
+    m = _SCHEME.match(rest)
+    if m:
+        scheme, rest = m.group(1), rest[m.end() :]
+    authority = None
+    if rest.startswith("//"):
+        slash = rest.find("/", 2)
+        authority, rest = (rest[2:], "") if slash == -1 else (rest[2:slash], rest[slash:])
+    path = re.split(r"[#?;]", rest, maxsplit=1)[0] or None
+    if authority is not None:
+        authority = authority.partition("@")[2] if "@" in authority else authority
     port: Any = None
-    pm = re.search(r":([^:\]]*)$", authority)
-    if pm:
+    pm = _URL_PORT.search(authority) if authority else None
+    if authority and pm:
         port = int(pm.group(1)) if pm.group(1).isascii() and pm.group(1).isdigit() else pm.group(1)
         authority = authority[: pm.start()]
-    host = authority[1:-1] if authority.startswith("[") and authority.endswith("]") else authority
-    if not host:
+    if not authority:
         return "missing host in url"
+    bracketed = len(authority) > 2 and authority[0] == "[" and authority[-1] == "]"
+    host = authority[1:-1] if bracketed else authority
     protocol = scheme or {80: "http", 443: "https"}.get(port) or "http"
     if port is None:
         port = {"http": 80, "https": 443}.get(protocol, 80)
-    return {"protocol": protocol, "host": host, "port": port, "path": path or None}
+    return {"protocol": protocol, "host": host, "port": port, "path": path}
 
 
 def _not_tls(protocol: Any) -> bool:
@@ -129,7 +141,10 @@ def process_service(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) 
     url_loc = (*loc, "url")
     derived: dict[str, Any] = {}
     optional: set[str] = set()
+    present = "url" in fields
     url = fields.pop("url", None)
+    if url is None and present:
+        url = "userdata: NULL"  # what Kong's shorthand parses for a null `url`: no host
     if url is not None:
         if not isinstance(url, str):
             issues.field(url_loc, E.STRING)
@@ -143,12 +158,9 @@ def process_service(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) 
                 issues.field(url_loc, parsed)
                 optional.add("host")
             else:
-                for key, value in parsed.items():
-                    if fields.get(key) is not None:
-                        issues.field((*loc, key), E.MUTUALLY_EXCLUSIVE.format(f"'url', '{key}'"))
-                    elif value is not None:
-                        derived[key] = value
-                fields.update(derived)
+                # Kong's shorthand overrides the fields it sets, even explicit ones.
+                derived = {key: value for key, value in parsed.items() if value is not None}
+                fields.update(parsed)
     walked = _walk(S.Service, fields, loc, issues, ctx, optional=optional)
     streamish = ("tcp", "tls", "udp", "grpc", "grpcs")
     _conditional(issues, loc, walked, fields, "protocol", streamish.__contains__, "path", _null)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from fastkong.config import ConfigError, load_config
+from fastkong.config.ids import generate
 from fastkong.config.schema import Config
 
 BASE = '_format_version: "3.0"\n'
@@ -83,3 +84,71 @@ def test_null_for_an_optional_field_with_a_default_is_accepted() -> None:
     )
     assert (config.services[0].retries, config.routes[0].regex_priority) == (5, 0)
     assert (config.upstreams[0].slots, config.upstreams[0].algorithm) == (10000, "round-robin")
+
+
+# -- the service `url` shorthand (kong:kong/db/schema/entities/services.lua `shorthand_fields`,
+# applied by kong:kong/db/schema/init.lua `process_auto_fields`; split by LuaSocket's url.parse)
+def test_url_overrides_the_fields_it_sets() -> None:
+    svc = load(
+        "services:\n- url: http://a.com:81\n  host: b.com\n  port: 82\n  protocol: https\n"
+        "  path: /x\n"
+    ).services[0]
+    assert (svc.protocol, svc.host, svc.port, svc.path) == ("http", "a.com", 81, None)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://a.com/p;v=1", ("http", "a.com", 80, "/p")),
+        ("http://a.com/p#f?q", ("http", "a.com", 80, "/p")),
+        ("https://a.com:8443", ("https", "a.com", 8443, None)),
+        ("grpcs://a.com", ("grpcs", "a.com", 80, None)),
+        ("//a.com:80/x", ("http", "a.com", 80, "/x")),
+    ],
+)
+def test_url_is_split_as_luasocket_splits_it(url: str, expected: tuple[object, ...]) -> None:
+    svc = load(f"services:\n- url: '{url}'\n").services[0]
+    assert (svc.protocol, svc.host, svc.port, svc.path) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        # the authority runs to the next "/": a query right after the host is part of it
+        ("'http://a.com?x=1'", "invalid value: a.com?x=1"),
+        # the user info ends at the first "@"
+        ("'http://u@v@a.com'", "invalid value: v@a.com"),
+        # Kong's shorthand parses a null url as a string with no host
+        ("null", "missing host in url"),
+    ],
+)
+def test_url_rejected_by_kong(url: str, message: str) -> None:
+    assert errors(f"services:\n- url: {url}\n  host: a.com\n") == [f"services[0].url: {message}"]
+
+
+# -- nested foreign keys (kong:kong/db/schema/others/declarative_config.lua `flatten`: a second
+# validation pass with references resolved, then `populate_references` sets the parent)
+def test_a_nested_entity_naming_another_existing_parent_gets_the_enclosing_one() -> None:
+    config = load(
+        "services:\n- name: a\n  host: a.svc\n  routes:\n  - {name: r, paths: [/a], service: b}\n"
+        "  plugins:\n  - {name: cors, service: {id: 2f0e2d7c-8d8e-4d8a-9d2b-1a2b3c4d5e6f}}\n"
+        "- name: b\n  host: b.svc\n"
+    )
+    assert config.routes[0].service == config.services[0].id
+    assert config.plugins[0].service == config.services[0].id
+
+
+def test_a_nested_entity_naming_its_parent_keeps_the_name_in_its_id() -> None:
+    # Kong's cache key takes the value as written when the nested entity gives one.
+    named = load("services:\n- name: s\n  host: h\n  plugins:\n  - {name: cors, service: s}\n")
+    plain = load("services:\n- name: s\n  host: h\n  plugins:\n  - {name: cors}\n")
+    svc = plain.services[0].id
+    assert named.plugins[0].id == generate("plugins", "plugins:*:cors::s:")
+    assert plain.plugins[0].id == generate("plugins", f"plugins:*:cors::{svc}:")
+    assert named.plugins[0].service == plain.plugins[0].service == svc
+
+
+@pytest.mark.parametrize("value", ["nope", "{id: not-a-uuid}"])
+def test_a_nested_entity_naming_a_missing_parent_is_rejected(value: str) -> None:
+    text = f"services:\n- name: s\n  host: h\n  routes:\n  - {{paths: [/], service: {value}}}\n"
+    assert errors(text) == ["services[0].routes[0].service: value must be null"]
