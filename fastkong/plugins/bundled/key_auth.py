@@ -5,9 +5,10 @@ then (``key_in_body``) a form, JSON or multipart body; the first name that gives
 and a name given twice is ``Duplicate API key found``. Failures are 401 with
 ``WWW-Authenticate: Key`` (``Key realm="..."`` when ``realm`` is set).
 
-``ttl``: a DB-less config has no ``created_at`` for a credential, so a key with a ``ttl`` lives
-``ttl`` seconds from the moment this worker first loaded a config holding it (reloads that keep
-the same credential do not extend it); ``ttl: 0`` is expired, as in Kong.
+``ttl``: as in Kong's DB-less and hybrid modes, a credential's ``ttl`` is the Unix time (s) at
+which it expires (Kong's export writes it so, and its LMDB reader drops a credential once
+``ttl - now <= 0``); a small number such as ``ttl: 3600`` is therefore long past, and a key
+with it is ``Unauthorized``, as in Kong.
 """
 
 from __future__ import annotations
@@ -78,27 +79,14 @@ def _one(values: list[Any] | None) -> Found:
 
 
 # -- credentials -------------------------------------------------------------------------------
-#: (credential id, key, ttl) -> when this worker first saw it (wall clock, seconds).
-_FIRST_SEEN: dict[tuple[str, str, int], float] = {}
-
-
 def _credentials(runtime: Runtime) -> dict[str, tuple[Any, float | None]]:
-    """Wire key -> (credential, expiry or None), once per snapshot."""
+    """Wire key -> (credential, expiry time or None), once per snapshot."""
     found: dict[str, tuple[Any, float | None]] = {}
     config = runtime.config
     if config is None:
         return found
-    now = time.time()
-    seen: dict[tuple[str, str, int], float] = {}
     for cred in config.keyauth_credentials:
-        expires = None
-        if cred.ttl is not None:
-            mark = (cred.id, cred.key, cred.ttl)
-            seen[mark] = _FIRST_SEEN.get(mark, now)
-            expires = seen[mark] + cred.ttl
-        found[wire(cred.key)] = (cred, expires)
-    _FIRST_SEEN.clear()
-    _FIRST_SEEN.update(seen)
+        found[wire(cred.key)] = (cred, cred.ttl)
     return found
 
 
