@@ -59,6 +59,7 @@ class UpstreamCheck:
             tuple((t.id, t.target, t.weight) for t in targets),
         )
         self.tasks: list[asyncio.Task[None]] = []
+        self.overflow_logged = False
 
     def __repr__(self) -> str:
         return f"<UpstreamCheck {self.upstream.name} targets={len(self.targets)} {self.policy!r}>"
@@ -201,6 +202,7 @@ class ActiveChecker:
         """Probe the addresses of ``check`` that are (mostly) healthy / unhealthy; how many."""
         work: list[tuple[Any, str, int, int]] = []
         uid = check.upstream.id
+        unslotted = 0
         for t in check.targets:
             if t.weight == 0:
                 continue
@@ -208,9 +210,19 @@ class ActiveChecker:
             for ip in await self._addresses(t):
                 slot = self._slot(uid, t.id, ip, port)
                 if slot < 0:
+                    unslotted += 1
                     continue
                 if H.available(self.table.state(slot)) == healthy:
                     work.append((t, ip, port, slot))
+        if unslotted and not check.overflow_logged:
+            check.overflow_logged = True
+            log.error(
+                "[healthchecks] the health table is full (%d slots): %d addresses of upstream %s"
+                " are not actively checked",
+                self.table.nslots,
+                unslotted,
+                check.upstream.name,
+            )
         if not work:
             return 0
         gate = asyncio.Semaphore(check.policy.active.concurrency)
@@ -285,11 +297,12 @@ class ActiveChecker:
             H.CTR_TCP: active.unhealthy.tcp_failures,
             H.CTR_TIMEOUT: active.unhealthy.timeouts,
         }[counter]
-        if self.table.fp_at(slot) != H.key_fp(check.upstream.id, target.id, ip, port)[0]:
+        fp = H.key_fp(check.upstream.id, target.id, ip, port)[0]
+        if self.table.fp_at(slot) != fp:
             slot = self._slot(check.upstream.id, target.id, ip, port)  # swept and reused
             if slot < 0:
                 return
-        changed = self.table.report(slot, counter, int(limit))
+        changed = self.table.report(slot, counter, int(limit), fp)
         if changed is not None and H.available(changed[0]) != H.available(changed[1]):
             log.warning(
                 "[healthchecks] %s %s:%d (upstream %s) is now %s (active)",
@@ -326,9 +339,8 @@ class ActiveChecker:
             if not is_ip(name):
                 pairs.append((name, port))  # workers that have not resolved it yet
         for ip, p in pairs:
-            slot = self._slot(check.upstream.id, found.id, ip, p)
-            if slot >= 0:
-                self.table.set(slot, healthy)
+            fp, tfp = H.key_fp(check.upstream.id, found.id, ip, p)
+            self.table.set(self.table.slot(fp, tfp), healthy, fp)
         log.warning(
             "[healthchecks] %s of upstream %s set %s through the admin API",
             address or found.target,

@@ -44,7 +44,18 @@ that keeps a target keeps its slot, so its state and counters survive. The super
 the slots of targets that left the config dead (tombstones that probing skips and inserts may
 reuse); a target that comes back starts healthy, as a new target does in Kong.
 
-Layout: a 64-byte header (magic, version, slot count, generation) then 32-byte slots::
+Capacity. Linear probing stops at the first never-used slot, so a table with none left would
+make every miss (a lookup of an address that has no slot) walk all of it, under the lock, on the
+proxy's path. Inserts therefore stop at :data:`MAX_LOAD` of the slots ever used (dead ones count:
+they still lengthen probes, and inserts reuse them first); past that, :meth:`HealthTable.slot`
+answers -1 at once. An address without a slot keeps working: it starts healthy, its worker counts
+its passive reports in private counters (per worker, as before a table existed), the prober
+skips it, and the registry logs an error naming how many addresses that leaves out. No other
+address's slot is touched: every write checks, under the slot's lock, that the slot still holds
+the writer's key (a sweep may have handed a dead slot to another address meanwhile).
+
+Layout: a 64-byte header (magic, version, slot count, generation, slots used) then 32-byte
+slots::
 
     fp u64 | target fp u64 | state u8 | dead u8 | successes u8 | http u8 | tcp u8 |
     timeouts u8 | pad u16 | changed_at f64
@@ -158,12 +169,15 @@ def target_fp(upstream_id: str, target_id: str) -> int:
 
 # -- the shared table --------------------------------------------------------------------------
 MAGIC: Final = b"FKHEALTH"
-VERSION: Final = 1
+VERSION: Final = 2
 HEADER_SIZE: Final = 64
 SLOT_SIZE: Final = 32
 DEFAULT_SLOTS: Final = 16384
+#: Inserts stop when this share of the slots has ever been used (see "Capacity" above).
+MAX_LOAD: Final = 0.75
 _HEADER = struct.Struct("=8sII")  # magic version nslots
 _GEN_AT: Final = 16
+_USED_AT: Final = 24
 _U64 = struct.Struct("=Q")
 _SLOT_KEYS = struct.Struct("=QQ")
 _SLOT_STATE = struct.Struct("=BBBBBBxxd")  # state dead succ http tcp timeout changed_at
@@ -197,6 +211,7 @@ class HealthTable:
             if size != HEADER_SIZE + self.nslots * SLOT_SIZE:
                 raise ValueError(f"{self.path}: truncated health table")
         self.mask = self.nslots - 1
+        self.capacity = int(self.nslots * MAX_LOAD)
 
     @classmethod
     def create(cls, path: Path | str, nslots: int = DEFAULT_SLOTS) -> HealthTable:
@@ -228,8 +243,8 @@ class HealthTable:
                 unhealthy += not is_dead and not available(state)
         where = self.path or "private"
         return (
-            f"<HealthTable {where} slots={self.nslots} used={used} dead={dead} "
-            f"unhealthy={unhealthy} gen={self.generation()}>"
+            f"<HealthTable {where} slots={self.nslots} capacity={self.capacity} used={used} "
+            f"dead={dead} unhealthy={unhealthy} gen={self.generation()}>"
         )
 
     def close(self) -> None:
@@ -273,6 +288,10 @@ class HealthTable:
             slot = (slot + 1) & mask
         return -1
 
+    def used(self) -> int:
+        """How many slots were ever used (live or dead)."""
+        return int(_U64.unpack_from(self.mm, _USED_AT)[0])
+
     def slot(self, fp: int, tfp: int) -> int:
         """The slot of ``fp``, inserted (healthy, zero counters) if absent; -1 when full."""
         found = self.find(fp)
@@ -296,9 +315,14 @@ class HealthTable:
                     reuse = slot
                 slot = (slot + 1) & mask
             else:
-                if reuse < 0:
-                    return -1
-            target = reuse if reuse >= 0 else slot
+                slot = -1
+            if reuse >= 0:
+                target = reuse
+            elif slot >= 0 and self.used() < self.capacity:
+                target = slot
+                _U64.pack_into(mm, _USED_AT, self.used() + 1)
+            else:
+                return -1  # full: see "Capacity" in the module docstring
             at = HEADER_SIZE + target * SLOT_SIZE
             self._lock(at, SLOT_SIZE)
             try:
@@ -323,15 +347,18 @@ class HealthTable:
         )
         return state, (s, h, t, o), changed
 
-    def report(self, slot: int, counter: int, limit: int) -> tuple[int, int] | None:
-        """Count one report in ``slot``; ``(old state, new state)`` when the state changed."""
-        if limit == 0:
+    def report(self, slot: int, counter: int, limit: int, fp: int) -> tuple[int, int] | None:
+        """Count one report of ``fp`` in ``slot``; ``(old state, new state)`` when it changed.
+
+        Nothing is counted when ``slot`` no longer holds ``fp`` (swept and reused meanwhile).
+        """
+        if limit == 0 or slot < 0:
             return None
         at = HEADER_SIZE + slot * SLOT_SIZE
         self._lock(at, SLOT_SIZE)
         try:
             state, dead, s, h, t, o, changed = _SLOT_STATE.unpack_from(self.mm, at + _STATE_AT)
-            if dead:
+            if dead or _U64.unpack_from(self.mm, at)[0] != fp:
                 return None
             new, c = transition(state, (s, h, t, o), counter, limit)
             if new == state and c == (s, h, t, o):
@@ -348,12 +375,17 @@ class HealthTable:
             return state, new
         return None
 
-    def set(self, slot: int, healthy: bool) -> bool:
-        """Force ``slot``'s state (clearing its counters); True when availability changed."""
+    def set(self, slot: int, healthy: bool, fp: int) -> bool:
+        """Force the state of ``fp`` in ``slot`` (clearing its counters); True when its
+        availability changed (False, and nothing written, when ``slot`` no longer holds ``fp``)."""
+        if slot < 0:
+            return False
         at = HEADER_SIZE + slot * SLOT_SIZE
         new = HEALTHY if healthy else UNHEALTHY
         self._lock(at, SLOT_SIZE)
         try:
+            if _U64.unpack_from(self.mm, at)[0] != fp:
+                return False
             state = self.mm[at + _STATE_AT]
             flipped = available(state) != healthy
             _SLOT_STATE.pack_into(self.mm, at + _STATE_AT, new, 0, 0, 0, 0, 0, time.time())

@@ -69,7 +69,7 @@ class Registry:
     def __init__(
         self, table: H.HealthTable | None = None, resolver: Resolver | None = None
     ) -> None:
-        self.table = table if table is not None else H.HealthTable(None, 1024)
+        self.table = table if table is not None else H.HealthTable(None)
         self.resolver = resolver if resolver is not None else Resolver()
         self.states: dict[int, PeerState] = {}
         self.balancers: list[Balancer] = []
@@ -105,6 +105,19 @@ class Registry:
             b.rebuild()
         self.states = states
         self.balancers = list(balancers.values())
+        self._check_capacity()
+
+    def _check_capacity(self) -> None:
+        """Log, once per snapshot, the addresses the shared table had no room for."""
+        unslotted = sum(1 for st in self.states.values() if st.slot < 0)
+        if unslotted:
+            log.error(
+                "[healthchecks] the health table is full (%d slots, %d usable): %d addresses"
+                " keep per-worker passive health only (no shared state, no active checks)",
+                self.table.nslots,
+                self.table.capacity,
+                unslotted,
+            )
 
     def _bind(self, peer: Peer, states: dict[int, PeerState]) -> None:
         st = peer.st
@@ -122,9 +135,11 @@ class Registry:
         st = peer.st
         if st.slot < 0 or self.table.fp_at(st.slot) != st.fp:
             st.slot = self.table.slot(st.fp, st.tfp)
-            if st.slot < 0:
-                return
-        changed = self.table.report(st.slot, counter, limit)
+        if st.slot >= 0:
+            changed = self.table.report(st.slot, counter, limit, st.fp)
+        else:  # no room in the shared table: this worker counts alone
+            state, st.counters = H.transition(st.state, st.counters, counter, limit)
+            changed = (st.state, state) if state != st.state else None
         if changed is None:
             return
         old, new = changed

@@ -128,7 +128,7 @@ def probe_once(text: str, recorder: Recorder) -> tuple[int, bytes]:
         port = server.sockets[0].getsockname()[1]
         fp, tfp = H.key_fp(u.id, target.id, "127.0.0.1", port)
         slot = c.table.slot(fp, tfp)
-        c.table.set(slot, False)  # one success must bring it back
+        c.table.set(slot, False, fp)  # one success must bring it back
         await c.probe(check, target, "127.0.0.1", port, slot)
         server.close()
         await server.wait_closed()

@@ -2,27 +2,33 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from fastkong.config import load_config
+from fastkong.runtime import compile_runtime
 from fastkong.upstreams import health as H
 from fastkong.upstreams.health import (
     CTR_HTTP,
     CTR_SUCCESS,
     CTR_TCP,
     CTR_TIMEOUT,
+    HEADER_SIZE,
     HEALTHY,
     MOSTLY_HEALTHY,
     MOSTLY_UNHEALTHY,
+    SLOT_SIZE,
     UNHEALTHY,
     UNSET,
     HealthPolicy,
     HealthTable,
     transition,
 )
+from fastkong.upstreams.registry import Registry
 from tests.helpers import ROOT
 from tests.upstreams._configs import passive
 
@@ -86,7 +92,7 @@ def test_table_slots_survive_and_sweep(tmp_path: Path) -> None:
     slot = table.slot(fp, tfp)
     assert slot >= 0 and table.find(fp) == slot and table.slot(fp, tfp) == slot
     gen = table.generation()
-    assert table.report(slot, CTR_HTTP, 1) == (UNSET, UNHEALTHY)
+    assert table.report(slot, CTR_HTTP, 1, fp) == (UNSET, UNHEALTHY)
     assert table.generation() == gen + 1
     # a second process (here: a second mapping) sees the same slot and state
     other = HealthTable(path)
@@ -107,12 +113,13 @@ def test_table_slots_survive_and_sweep(tmp_path: Path) -> None:
 
 def test_set_clears_counters(tmp_path: Path) -> None:
     table = HealthTable.create(tmp_path / "h", 16)
-    slot = table.slot(*H.key_fp("u", "t", "1.1.1.1", 1))
-    table.report(slot, CTR_TCP, 5)
+    fp, tfp = H.key_fp("u", "t", "1.1.1.1", 1)
+    slot = table.slot(fp, tfp)
+    table.report(slot, CTR_TCP, 5, fp)
     assert table.read(slot)[:2] == (MOSTLY_HEALTHY, (0, 0, 1, 0))
-    assert table.set(slot, False)
+    assert table.set(slot, False, fp)
     assert table.read(slot)[:2] == (UNHEALTHY, H.ZERO)
-    assert not table.set(slot, False)  # no availability change
+    assert not table.set(slot, False, fp)  # no availability change
     table.close()
 
 
@@ -132,17 +139,19 @@ WORKER = """
 import sys
 from fastkong.upstreams import health as H
 t = H.HealthTable(sys.argv[1])
-slot = t.slot(*H.key_fp("u", "t", "10.0.0.1", 80))
+fp, tfp = H.key_fp("u", "t", "10.0.0.1", 80)
+slot = t.slot(fp, tfp)
 for _ in range(int(sys.argv[2])):
-    t.report(slot, H.CTR_SUCCESS, 255)
+    t.report(slot, H.CTR_SUCCESS, 255, fp)
 """
 
 
 def test_concurrent_processes_never_lose_a_count(tmp_path: Path) -> None:
     path = tmp_path / "health"
     table = HealthTable.create(path, 256)
-    slot = table.slot(*H.key_fp("u", "t", "10.0.0.1", 80))
-    table.set(slot, False)  # unhealthy: successes are counted, up to 255
+    fp, tfp = H.key_fp("u", "t", "10.0.0.1", 80)
+    slot = table.slot(fp, tfp)
+    table.set(slot, False, fp)  # unhealthy: successes are counted, up to 255
     procs = [
         subprocess.Popen([sys.executable, "-c", WORKER, str(path), "60"], cwd=ROOT)
         for _ in range(4)
@@ -152,3 +161,66 @@ def test_concurrent_processes_never_lose_a_count(tmp_path: Path) -> None:
     state, counters, _ = table.read(slot)
     assert counters[CTR_SUCCESS] == 240 and state == MOSTLY_UNHEALTHY
     table.close()
+
+
+def test_more_addresses_than_the_table_holds_degrade_without_touching_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # 100 targets, a table of 64 slots (48 usable): the 52 left over get no shared slot, keep
+    # per-worker passive health, and no report of theirs (or of anyone) writes another's slot.
+    table = HealthTable(None, 64)
+    spec = ", ".join(f'{{target: "10.0.{i // 200}.{i % 200 + 1}:80"}}' for i in range(100))
+    text = f"""
+_format_version: "3.0"
+services: [{{name: s, host: pool.test, routes: [{{name: r, paths: ["/"]}}]}}]
+upstreams:
+- name: pool.test
+  healthchecks: {{passive: {{unhealthy: {{http_failures: 1}}}}}}
+  targets: [{spec}]
+"""
+    registry = Registry(table)
+    rt = compile_runtime(load_config(text.encode()).config, "h1")
+    with caplog.at_level(logging.ERROR, logger="fastkong.upstreams"):
+        registry.adopt(rt)
+    assert "the health table is full (64 slots, 48 usable): 52 addresses" in caplog.text
+    assert table.used() == table.capacity == 48
+    assert sum(1 for s in range(64) if table.fp_at(s) == 0) == 16  # misses stop early
+    b = rt.services[next(iter(rt.services))].balancer
+    assert b is not None and len(b.peers) == 100
+    spilled = [p for p in b.peers if p.st.slot < 0]
+    slotted = [p for p in b.peers if p.st.slot >= 0]
+    assert len(spilled) == 52 and len({p.st.slot for p in slotted}) == 48
+
+    before = bytes(table.mm)
+    b.report_status(spilled[0], 500)
+    assert spilled[0].st.state == UNHEALTHY and spilled[0] not in b.live
+    assert bytes(table.mm) == before  # counted in this worker only
+    registry.poll(now=1e9)  # a re-read of the table leaves the private state alone
+    assert spilled[0].st.state == UNHEALTHY and len(b.live) == 99
+
+    victim = slotted[0]
+    b.report_status(victim, 500)
+    after = bytes(table.mm)
+    changed = [
+        s
+        for s in range(64)
+        if before[HEADER_SIZE + s * SLOT_SIZE : HEADER_SIZE + (s + 1) * SLOT_SIZE]
+        != after[HEADER_SIZE + s * SLOT_SIZE : HEADER_SIZE + (s + 1) * SLOT_SIZE]
+    ]
+    assert changed == [victim.st.slot] and table.state(victim.st.slot) == UNHEALTHY
+    assert all(p.st.state == UNSET for p in b.peers if p not in (victim, spilled[0]))
+    assert "capacity=48 used=48" in repr(table)
+
+
+def test_a_stale_slot_never_counts_for_its_new_owner() -> None:
+    # A swept slot goes to the next address probing through it; a writer still holding the old
+    # index must not count into (or force) the new owner's state.
+    table = HealthTable(None, 16)
+    old, new = 0x10, 0x20  # both start probing at slot 0
+    assert table.slot(old, 1) == 0
+    assert table.sweep([]) == 1
+    assert table.slot(new, 2) == 0  # the dead slot is reused
+    assert table.report(0, CTR_HTTP, 1, old) is None
+    assert not table.set(0, False, old)
+    assert table.read(0)[:2] == (UNSET, H.ZERO)
+    assert table.report(0, CTR_HTTP, 1, new) == (UNSET, UNHEALTHY)
