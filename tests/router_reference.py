@@ -2,13 +2,15 @@
 
 Every route is split per path; each matcher is checked criterion by criterion; its priority is
 Kong's u64 (``kong/router/transform.lua`` get_priority) written as a sum of non-overlapping
-fields, so a negative regex_priority simply subtracts; the highest (priority, earlier route,
-earlier path) that matches wins.
+fields, so a negative regex_priority simply subtracts; the highest (priority, UUID, earlier
+route, earlier path) that matches wins. The UUID is the route's id, or for a route whose paths
+fall into several groups (regexes; each prefix length) the UUIDv5 Kong names each group by.
 """
 
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Mapping, Sequence
 
 from fastkong._core.routespec import RouteSpec
@@ -125,6 +127,25 @@ def priority(spec: RouteSpec, path: str | None) -> int:
     )
 
 
+def matcher_uuid(spec: RouteSpec, path: str | None) -> int:
+    """The UUID atc-router sorts the matcher holding ``path`` by (0 without an id)."""
+    if spec.id is None:
+        return 0
+
+    def group_key(p: str) -> object:
+        return "regex" if p.startswith("~") else len(p.encode())
+
+    keys: list[object] = []
+    for p in spec.paths:
+        if group_key(p) not in keys:
+            keys.append(group_key(p))
+    if path is None or len(keys) < 2:
+        return uuid.UUID(spec.id).int
+    number = keys.index(group_key(path)) + 1
+    namespace = uuid.UUID("7f145bf9-0dce-4f91-98eb-debbce4b9f6b")
+    return uuid.uuid5(namespace, f"{spec.id}#{number}").int
+
+
 def reference_match(
     specs: Sequence[RouteSpec],
     method: str,
@@ -139,7 +160,7 @@ def reference_match(
         path.encode("utf-8")
     except UnicodeEncodeError:
         return None
-    best: tuple[tuple[int, int, int], Result] | None = None
+    best: tuple[tuple[int, int, int, int], Result] | None = None
     for position, spec in enumerate(specs):
         if spec.methods and method not in spec.methods:
             continue
@@ -149,7 +170,12 @@ def reference_match(
             found = _path_match(configured, path)
             if found is None:
                 continue
-            rank = (priority(spec, configured), -position, -index)
+            rank = (
+                priority(spec, configured),
+                matcher_uuid(spec, configured),
+                -position,
+                -index,
+            )
             if best is None or rank > best[0]:
                 best = (rank, (spec.key, configured, found[0], found[1]))
     return None if best is None else best[1]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import re
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -121,7 +122,7 @@ class _Plan:
         headers: tuple[HeaderTest, ...],
         snis: SniTest | None,
         priority: int,
-        order: tuple[int, int],
+        order: tuple[int, int, int],
     ) -> None:
         self.rank = -1
         self.key = key
@@ -220,6 +221,40 @@ def route_priority(
     return value
 
 
+# Kong's namespace for the UUIDv5 of a split route's groups (transform.lua uuid_generator).
+_SPLIT_NAMESPACE = uuid.UUID("7f145bf9-0dce-4f91-98eb-debbce4b9f6b")
+
+
+def _uuid_int(value: str) -> int:
+    try:
+        return int(value.replace("-", ""), 16) if len(value) == 36 else uuid.UUID(value).int
+    except ValueError:
+        return 0  # not a UUID (ids are validated by the config loader): sorts last
+
+
+def tie_breakers(spec: RouteSpec) -> list[int]:
+    """Per path of ``spec``, the UUID (as an int) Kong ranks its matcher by on equal priority.
+
+    Kong gives atc-router one matcher per path group (all regexes; each prefix length, in bytes;
+    numbered by first appearance) and, when there are several groups, names group ``n`` by the
+    UUIDv5 of ``"<route id>#<n>"`` (transform.lua ``split_routes_and_services_by_path``).
+    Without an id every path gets 0 (ties then go by config order).
+    """
+    paths = spec.paths or (None,)
+    if spec.id is None:
+        return [0] * len(paths)
+    groups: dict[int, int] = {}
+    numbers = [
+        groups.setdefault(
+            0 if p.startswith("~") else len(p.encode("utf-8", "surrogateescape")), len(groups) + 1
+        )
+        for p in spec.paths
+    ]
+    if len(groups) < 2:
+        return [_uuid_int(spec.id)] * len(paths)
+    return [uuid.uuid5(_SPLIT_NAMESPACE, f"{spec.id}#{n}").int for n in numbers]
+
+
 def _plan(specs: Iterable[RouteSpec], lazy_regex: bool = False) -> tuple[list[_Plan], int]:
     """Split specs into per-path matchers and rank them; returns (plans by rank, spec count).
 
@@ -237,6 +272,7 @@ def _plan(specs: Iterable[RouteSpec], lazy_regex: bool = False) -> tuple[list[_P
         header_count = len({name for name, _, _ in headers})
         snis = _sni_test(spec.snis) if spec.snis else None
         paths: Sequence[str | None] = spec.paths or (None,)
+        ties = tie_breakers(spec)
         for index, path in enumerate(paths):
             regex: re.Pattern[str] | None = None
             source: str | None = None
@@ -273,14 +309,17 @@ def _plan(specs: Iterable[RouteSpec], lazy_regex: bool = False) -> tuple[list[_P
                     headers,
                     snis,
                     priority,
-                    (position, index),
+                    (ties[index], position, index),
                 )
             )
-    # Higher priority first; ties go to the earlier route, then the earlier path of that route
-    # (Kong breaks ties by route UUID, which no config author can see or control).
+    # Higher priority first; ties go to the larger UUID (atc-router tries its (priority, uuid)
+    # keys from the largest down), then the earlier route, then the earlier path of the route
+    # (the order of the paths in Kong's expression for their group).
     # One integer per plan: comparing ints inside the sort is several times cheaper than
     # comparing tuples, and the sort is one uninterruptible call.
-    plans.sort(key=lambda p: (-p.priority << 64) + (p.order[0] << 20) + p.order[1])
+    plans.sort(
+        key=lambda p: (-p.priority << 192) - (p.order[0] << 64) + (p.order[1] << 20) + p.order[2]
+    )
     for rank, plan in enumerate(plans):
         plan.rank = rank
     return plans, position + 1
@@ -424,7 +463,8 @@ class Router:
     Parameters
     ----------
     specs:
-        The routes, in config order (the order breaks priority ties: earlier wins).
+        The routes, in config order. Priority ties go to the larger ``RouteSpec.id`` (as Kong),
+        then to the earlier route.
     lazy_regex:
         Compile each regex path at its first use instead of here (a path another build compiled
         is reused at once). For validated configs: a worker rebuilding a 10,000-regex config then

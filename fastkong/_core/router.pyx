@@ -31,12 +31,16 @@ highest-priority route whose expression holds. We keep the semantics and drop th
   snis, path; plain-host-only means hosts are set and none has ``*``; regex_priority is only set
   for regex matchers and is stored biased by 2**31, so negative values sort below 0 instead of
   wrapping; prefix length is the UTF-8 length of a plain path, masked to 19 bits.
-* Ties: the earlier route in the input wins, then its earlier path (Kong uses the route UUID).
+* Ties: the larger UUID wins, as atc-router tries its ``(priority, uuid)`` keys from the
+  largest down. A route whose paths form several groups (all regexes; each prefix length) is
+  one matcher per group in Kong, named by the UUIDv5 of ``"<id>#<group>"``; ``tie_breakers``
+  gives each path its group's UUID. Then the earlier route in the input (routes without an
+  id), then the earlier path (the order of the paths in Kong's expression for a group).
 
 Data structures
 ---------------
-At build every matcher gets a *rank*: its index in (priority desc, route position, path
-index) order, so "higher priority" is just "smaller int". Matchers are then bucketed by host:
+At build every matcher gets a *rank*: its index in (priority desc, UUID desc, route position,
+path index) order, so "higher priority" is just "smaller int". Matchers are then bucketed by host:
 
 * ``_exact``: host -> bucket; ``_suffix`` (``*.x`` stored as ``.x``) and ``_prefix`` (``x.*``
   stored as ``x.``) -> bucket, probed at each ``.`` of the request host, and only for lengths
@@ -287,7 +291,8 @@ cdef class Router:
     Parameters
     ----------
     specs:
-        The routes, in config order (the order breaks priority ties: earlier wins).
+        The routes, in config order. Priority ties go to the larger ``RouteSpec.id`` (as Kong),
+        then to the earlier route.
     lazy_regex:
         Compile each regex path at its first use instead of here (a path another build compiled
         is reused at once). For validated configs: a worker rebuilding a 10,000-regex config then

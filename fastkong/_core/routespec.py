@@ -15,7 +15,8 @@ class RouteSpec:
 
     Values are already normalized by the caller: hosts lower-cased (may start with ``*.``, end
     with ``.*``, or carry ``:port``), methods upper-cased, header names lower-cased, paths as in
-    the config (``~`` prefix marks a regex).
+    the config (``~`` prefix marks a regex). ``id`` is the route's UUID: Kong breaks priority
+    ties by it (the larger wins); routes without one tie in config order (the earlier wins).
     """
 
     key: int
@@ -25,3 +26,4 @@ class RouteSpec:
     headers: tuple[tuple[str, tuple[str, ...]], ...] = ()
     snis: tuple[str, ...] = ()
     regex_priority: int = 0
+    id: str | None = None

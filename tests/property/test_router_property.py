@@ -79,6 +79,17 @@ SNIS = st.lists(st.sampled_from(["a.com", "*.a.com", "a.*", "b.com."]), min_size
 )
 
 
+# Few distinct ids, so that equal-priority routes tie on them and split routes' derived ids
+# interleave with them; an id may repeat across routes (then the earlier route wins).
+IDS = st.sampled_from(
+    [
+        "10000000-0000-4000-8000-000000000000",
+        "80000000-0000-4000-8000-000000000000",
+        "F0000000-0000-4000-8000-000000000000",
+    ]
+)
+
+
 def _sometimes(strategy: Any) -> Any:
     """Empty two times out of three, so that most drawn routes can still match."""
     return st.one_of(st.just(()), st.just(()), strategy)
@@ -100,6 +111,7 @@ def route_sets(draw: Any) -> list[RouteSpec]:
                 headers=draw(_sometimes(HEADERS)),
                 snis=draw(_sometimes(SNIS)),
                 regex_priority=draw(st.integers(min_value=-2, max_value=2)),
+                id=draw(st.one_of(st.none(), IDS)),
             )
         )
     return specs
@@ -146,6 +158,31 @@ def test_router_agrees_with_twin_and_reference(
         expected = reference.reference_match(specs, **request)
         for router in routers:
             assert _view(router.match(**request)) == expected, (router, request)
+
+
+TIE_PATHS = st.sampled_from(["/a", "/b", "/ab", "/aa", "~/a", "~/(?<x>a)b"])
+
+
+@st.composite
+def tied_route_sets(draw: Any) -> list[RouteSpec]:
+    """Paths only, from a handful: equal priorities everywhere, routes split into groups."""
+    count = draw(st.integers(min_value=1, max_value=6))
+    return [
+        RouteSpec(
+            key=key,
+            paths=tuple(draw(st.lists(TIE_PATHS, min_size=1, max_size=4, unique=True))),
+            id=draw(st.one_of(st.none(), IDS)),
+        )
+        for key in range(count)
+    ]
+
+
+@SETTINGS
+@given(specs=tied_route_sets(), path=st.sampled_from(["/a", "/ab", "/aab", "/b", "/ba"]))
+def test_priority_ties_agree_with_reference(specs: list[RouteSpec], path: str) -> None:
+    expected = reference.reference_match(specs, "GET", "", 80, path)
+    for mod in ROUTERS:
+        assert _view(mod.Router(specs).match("GET", "", 80, path)) == expected
 
 
 RAW_PATHS = st.text(alphabet="/.%2eEfF0a \xe9\u0101", max_size=12)
