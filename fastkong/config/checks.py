@@ -32,10 +32,10 @@ class Address(NamedTuple):
     port: int | None
 
 
-_IPV4 = re.compile(r"^([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})(?::([0-9]+))?$")
+_IPV4 = re.compile(r"^([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})(?::([0-9]+))?\Z")
 _HEX = r"([0-9A-Fa-f]{1,4})"
-_IPV6 = re.compile("^" + ":".join([_HEX] * 8) + "$")
-_HOSTNAME = re.compile(r"^[0-9A-Za-z\-._]+$")
+_IPV6 = re.compile("^" + ":".join([_HEX] * 8) + r"\Z")
+_HOSTNAME = re.compile(r"^[0-9A-Za-z\-._]+\Z")
 
 
 _DIGITS_DOTS = re.compile(r"[0-9.]+")
@@ -64,7 +64,7 @@ def _normalize_ipv4(address: str) -> tuple[str, int | None] | str:
 
 def _normalize_ipv6(address: str) -> tuple[str, int | None] | str:
     port: int | None = None
-    m = re.match(r"^\[([^\[\]]*)\](.*)$", address)
+    m = re.match(r"^\[([^\[\]]*)\](.*)\Z", address, re.S)
     if m:
         check, rest = m.group(1), m.group(2)
         if rest:
@@ -91,7 +91,7 @@ def _normalize_ipv6(address: str) -> tuple[str, int | None] | str:
 
 def _check_hostname(address: str) -> tuple[str, int | None] | str:
     name, port = address, None
-    m = re.search(r":([0-9]+)$", address)
+    m = re.search(r":([0-9]+)\Z", address)
     if m:
         name = address[: m.start()]
         port = int(m.group(1))
@@ -205,7 +205,7 @@ def check_ip_or_cidr(value: str) -> str | None:
     return None
 
 
-_RFC3986_PATH = re.compile(r"^/[A-Za-z0-9.\-_~/%:@!$&'()*+,;=]*$")
+_RFC3986_PATH = re.compile(r"^/[A-Za-z0-9.\-_~/%:@!$&'()*+,;=]*\Z")
 
 
 def _path_chars(path: str) -> tuple[str, str] | None:
@@ -260,7 +260,7 @@ def compile_path_regex(regex: str) -> re.Pattern[str]:
     return re.compile(_NAMED_GROUP.sub("(?P<", regex))
 
 
-_UTF8_NAME = re.compile(r"^[A-Za-z0-9.\-_~\u0080-\U0010ffff]+$")
+_UTF8_NAME = re.compile(r"^[A-Za-z0-9.\-_~\u0080-\U0010ffff]+\Z")
 
 
 def check_utf8_name(name: str) -> str | None:
@@ -272,7 +272,7 @@ def check_utf8_name(name: str) -> str | None:
     return None
 
 
-_TAG = re.compile(r"^[ !-+\-.0-~\u0080-\U0010ffff]+$")
+_TAG = re.compile(r"^[ !-+\-.0-~\u0080-\U0010ffff]+\Z")
 
 
 def check_tag(tag: str) -> str | None:
@@ -312,7 +312,7 @@ def check_cookie_name(name: str) -> str | None:
     return None
 
 
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z", re.I)
 
 
 def is_uuid(value: object) -> bool:
@@ -446,7 +446,7 @@ def _decode_octet(m: re.Match[bytes]) -> bytes:
     return bytes([num])
 
 
-_PLAIN_PATH = re.compile(r"^[a-zA-Z0-9.\-_~/%]*$")
+_PLAIN_PATH = re.compile(r"^[a-zA-Z0-9.\-_~/%]*\Z")
 
 
 def migrate_path(path: str) -> str:

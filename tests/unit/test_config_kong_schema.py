@@ -152,3 +152,54 @@ def test_a_nested_entity_naming_its_parent_keeps_the_name_in_its_id() -> None:
 def test_a_nested_entity_naming_a_missing_parent_is_rejected(value: str) -> None:
     text = f"services:\n- name: s\n  host: h\n  routes:\n  - {{paths: [/], service: {value}}}\n"
     assert errors(text) == ["services[0].routes[0].service: value must be null"]
+
+
+# -- a trailing newline (Lua patterns anchor `$` at the very end, so Kong rejects these)
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            'services:\n- {host: "h.com\\n"}\n',
+            "services[0].host: invalid value: h.com\n",
+        ),
+        (
+            'services:\n- {host: "1.2.3.4\\n"}\n',
+            "services[0].host: invalid value: 1.2.3.4\n",
+        ),
+        (
+            'services:\n- {host: h, name: "s\\n"}\n',
+            "services[0].name: invalid value 's\n': the only accepted ascii characters are "
+            "alphanumerics or ., -, _, and ~",
+        ),
+        (
+            'services:\n- {host: h, path: "/a\\n"}\n',
+            "services[0].path: invalid path: '/a\n' (characters outside of the reserved list "
+            "of RFC 3986 found)",
+        ),
+        (
+            'consumers:\n- {username: u, tags: ["t\\n"]}\n',
+            "consumers[0].tags[0]: invalid tag 't\n': expected printable ascii "
+            "(except `,` and `/`) or valid utf-8 sequences",
+        ),
+        (
+            'routes:\n- {hosts: ["a.com\\n"]}\n',
+            "routes[0].hosts[0]: invalid hostname: a.com\n",
+        ),
+        (
+            'upstreams:\n- {name: "u\\n"}\n',
+            "upstreams[0].name: Invalid name ('u\n'); must be a valid hostname",
+        ),
+        (
+            'upstreams:\n- {name: u, targets: [{target: "a:80\\n"}]}\n',
+            "upstreams[0].targets[0].target: Invalid target ('a:80\n'); "
+            "not a valid hostname or ip address",
+        ),
+        (
+            'upstreams:\n- {name: u, targets: [{target: "[::1]:80\\n"}]}\n',
+            "upstreams[0].targets[0].target: Invalid target ('[::1]:80\n'); "
+            "not a valid hostname or ip address",
+        ),
+    ],
+)
+def test_a_trailing_newline_is_not_the_end_of_a_value(text: str, expected: str) -> None:
+    assert errors(text) == [expected]
