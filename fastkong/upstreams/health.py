@@ -375,16 +375,18 @@ class HealthTable:
             return state, new
         return None
 
-    def set(self, slot: int, healthy: bool, fp: int) -> bool:
-        """Force the state of ``fp`` in ``slot`` (clearing its counters); True when its
-        availability changed (False, and nothing written, when ``slot`` no longer holds ``fp``)."""
+    def set(self, slot: int, healthy: bool, fp: int | None = None) -> bool:
+        """Force ``slot``'s state (clearing its counters); True when its availability changed.
+
+        With ``fp``, nothing is written (False) when ``slot`` no longer holds that key.
+        """
         if slot < 0:
             return False
         at = HEADER_SIZE + slot * SLOT_SIZE
         new = HEALTHY if healthy else UNHEALTHY
         self._lock(at, SLOT_SIZE)
         try:
-            if _U64.unpack_from(self.mm, at)[0] != fp:
+            if fp is not None and _U64.unpack_from(self.mm, at)[0] != fp:
                 return False
             state = self.mm[at + _STATE_AT]
             flipped = available(state) != healthy
