@@ -489,8 +489,10 @@ class ConsistentHashing(Balancer):
             elif mode == "query_arg":
                 value = _query_arg(query, getattr(u, f"hash_{suffix}_query_arg"))
             elif mode == "uri_capture" and captures:
-                group = getattr(u, f"hash_{suffix}_uri_capture")
-                value = captures.get(int(group) if group.isdigit() else group)
+                # The group is looked up by its name as written: Kong's router keys numbered
+                # groups by integer and the upstream field is a string, so "1" never matches
+                # there either (Kong falls back); only named groups hash.
+                value = captures.get(getattr(u, f"hash_{suffix}_uri_capture"))
             if value:
                 return value, None
             mode = self.hash_fallback

@@ -143,3 +143,20 @@ def test_ip_consumer_path_and_uri_capture() -> None:
         b = ConsistentHashing(upstream=u, targets=targets(u, ("10.0.0.1:80", 100)))
         value, _ = b.hash_value([], "9.9.9.9", "/orders/7", b"", Ctx(), {0: "/orders/7", "id": "7"})
         assert value == expect
+
+
+def test_a_numbered_uri_capture_never_hashes_as_in_kong() -> None:
+    # atc-router's context.lua turns numbered capture names into integer keys while
+    # hash_on_uri_capture is a string, so Kong's captures["1"] is nil: it uses the fallback.
+    u = upstream(
+        hash_on="uri_capture",
+        hash_on_uri_capture="1",
+        hash_fallback="header",
+        hash_fallback_header="x-user",
+        algorithm="consistent-hashing",
+    )
+    b = ConsistentHashing(upstream=u, targets=targets(u, ("10.0.0.1:80", 100)))
+    captures = {0: "/orders/7", 1: "7", "id": "7"}
+    headers = [(b"x-user", b"alice")]
+    assert b.hash_value(headers, "ip", "/orders/7", b"", None, captures) == ("alice", None)
+    assert b.hash_value([], "ip", "/orders/7", b"", None, captures) == ("", None)
