@@ -104,7 +104,32 @@ def _make_path_source(path: str) -> tuple[str, str]:
     while m := _LEADING_FLAGS.match(body):
         flags += m.group()
         body = body[m.end() :]
+    if "$" in body and _MULTI_LINE.search(path) is None:
+        body = _end_of_text(body)
     return flags + "^" + body, "" if flags else literal_prefix(body)
+
+
+# Any inline flag group that turns on multi-line mode: (?m), (?im), (?m:...), (?sm-i)...
+_MULTI_LINE = re.compile(r"\(\?[a-zA-Z]*m[a-zA-Z]*(?:-[a-zA-Z]*)?[:)]")
+
+
+def _end_of_text(body: str) -> str:
+    """Every unescaped ``$`` outside a character class as ``\\Z``.
+
+    Kong's regexes run in Rust's ``regex`` crate, where ``$`` is the end of the text; Python's
+    ``$`` also matches before a final newline (a request path can hold one: ``%0A``).
+    """
+    ends = [i for i, c in _structural(body) if c == "$"]
+    if not ends:
+        return body
+    parts: list[str] = []
+    start = 0
+    for i in ends:
+        parts.append(body[start:i])
+        parts.append("\\Z")
+        start = i + 1
+    parts.append(body[start:])
+    return "".join(parts)
 
 
 _path_sources = _GenerationCache(_make_path_source)

@@ -1,0 +1,54 @@
+"""Regex paths as Kong's ATC router runs them: the Rust ``regex`` crate, not Python's ``re``.
+
+Kong builds ``http.path ~ "^<regex>"`` (``kong/router/transform.lua`` ``path_val_transform``);
+atc-router compiles it with ``regex::Regex``. Where the two engines read one pattern
+differently, the router must answer as Rust does.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import pytest
+from _impls import impl_params, load
+
+from fastkong._core.routespec import RouteSpec
+
+
+@pytest.fixture(params=impl_params("router"))
+def mod(request: pytest.FixtureRequest) -> ModuleType:
+    return load(request.param)
+
+
+def key_of(router: object, path: str) -> int | None:
+    found = router.match("GET", "", 80, path, None, None)  # type: ignore[attr-defined]
+    return None if found is None else found.key
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_dollar_does_not_match_before_a_trailing_newline(mod: ModuleType, lazy: bool) -> None:
+    # Rust's `$` (no multi-line flag) is the end of the text; Python's also matches before a
+    # final "\n", which a request reaches as %0A (normalize_path decodes it).
+    router = mod.Router([RouteSpec(0, paths=("~/admin$",))], lazy_regex=lazy)
+    assert key_of(router, "/admin") == 0
+    assert key_of(router, "/admin\n") is None
+
+
+def test_dollar_inside_a_group_or_alternation_is_end_of_text(mod: ModuleType) -> None:
+    router = mod.Router([RouteSpec(0, paths=("~/(a$|b)",))])
+    assert key_of(router, "/a") == 0
+    assert key_of(router, "/a\n") is None
+    assert key_of(router, "/bc") == 0
+
+
+def test_escaped_and_bracketed_dollars_stay_literal(mod: ModuleType) -> None:
+    router = mod.Router([RouteSpec(0, paths=(r"~/p\$", "~/q[$]"))])
+    assert key_of(router, "/p$") == 0
+    assert key_of(router, "/q$") == 0
+    assert key_of(router, "/p") is None
+
+
+def test_multi_line_dollar_still_matches_at_a_line_end(mod: ModuleType) -> None:
+    # With (?m) both engines read `$` as end of line.
+    router = mod.Router([RouteSpec(0, paths=("~(?m)/a$",))])
+    assert key_of(router, "/a\nb") == 0
