@@ -64,7 +64,17 @@ services:
         + route("underscore", "{key_names: [api_key]}")
         + route("names", "{key_names: [first, second], key_in_header: false}")
         + route("header-only", "{key_in_query: false}")
+        + "".join(route(name, _sources(name)) for name in SOURCE_ROUTES)
     )
+
+
+#: Kong's spec matrix of key sources: a route per key_in_header/query/body combination.
+SOURCE_ROUTES = ("ttt", "ttf", "tff", "fff", "fft", "tft", "ftf")
+
+
+def _sources(name: str) -> str:
+    flags = ["true" if c == "t" else "false" for c in name]
+    return "{{key_in_header: {}, key_in_query: {}, key_in_body: {}}}".format(*flags)
 
 
 @pytest.fixture(scope="module")
@@ -253,6 +263,32 @@ def test_key_in_query_wins_over_body(gateway: Gateway) -> None:
     headers = {"content-type": "application/x-www-form-urlencoded"}
     r = httpx.post(gateway.url("/body?apikey=kong"), content=b"apikey=nope", headers=headers)
     assert upstream(r)["h"]["x-consumer-username"] == "bob"
+
+
+@pytest.mark.parametrize("route_name", SOURCE_ROUTES)
+def test_key_sources_combinations(gateway: Gateway, route_name: str) -> None:
+    """Kong's combination matrix: the first enabled source (header, query, body) that carries
+    the key decides, a right key there passes and a wrong one fails, whatever the others hold."""
+    enabled = [c == "t" for c in route_name]
+    choices = ("kong", "nope", None)
+    with httpx.Client() as client:
+        for header in choices:
+            for query in choices:
+                for body in choices:
+                    given = (header, query, body)
+                    decisive = next(
+                        (v for on, v in zip(enabled, given, strict=True) if on and v), None
+                    )
+                    headers = {"content-type": "application/x-www-form-urlencoded"}
+                    if header is not None:
+                        headers["apikey"] = header
+                    url = gateway.url(f"/{route_name}" + (f"?apikey={query}" if query else ""))
+                    content = f"apikey={body}".encode() if body is not None else b""
+                    r = client.post(url, content=content, headers=headers)
+                    expected = 200 if decisive == "kong" else 401
+                    assert r.status_code == expected, (route_name, given, r.text)
+                    if expected == 401:
+                        assert r.headers["www-authenticate"] == "Key"
 
 
 # -- consumer headers, hide_credentials --------------------------------------------------------
