@@ -249,6 +249,8 @@ def check_router_path(path: str) -> str | None:
         compile_path_regex(regex)
     except re.error as exc:
         return f"invalid regex: '{regex}' (PCRE returned: {exc})"
+    except OverflowError:  # a {n} count beyond Python's limit (PCRE2's is 65535)
+        return f"invalid regex: '{regex}' (PCRE returned: number too big in {{}} quantifier)"
     return None
 
 

@@ -203,3 +203,10 @@ def test_a_nested_entity_naming_a_missing_parent_is_rejected(value: str) -> None
 )
 def test_a_trailing_newline_is_not_the_end_of_a_value(text: str, expected: str) -> None:
     assert errors(text) == [expected]
+
+
+def test_a_repeat_count_python_cannot_hold_is_an_invalid_regex_not_a_crash() -> None:
+    assert errors("routes:\n- {paths: ['~/a{99999999999}']}\n") == [
+        "routes[0].paths[0]: invalid regex: '/a{99999999999}' "
+        "(PCRE returned: number too big in {} quantifier)"
+    ]
