@@ -349,8 +349,8 @@ class ActiveChecker:
         )
         return 204, None
 
-    def target_status(self, check: UpstreamCheck, target: Any) -> dict[str, Any]:
-        """Kong's ``getTargetStatus`` with each address's ``health``."""
+    def balancer_target_status(self, check: UpstreamCheck, target: Any) -> dict[str, Any]:
+        """Kong's ``getTargetStatus``: each address with its ``healthy`` flag."""
         name, port = split_target(target.target)
         ips = self.addresses(target)
         w = target.weight  # each address of an A record weighs the whole target (Kong)
@@ -359,15 +359,10 @@ class ActiveChecker:
         for ip in ips:
             fp, _ = H.key_fp(check.upstream.id, target.id, ip, port)
             slot = self.table.find(fp)
-            state = self.table.state(slot) if slot >= 0 else H.UNSET
-            ok = H.available(state)
-            if check.policy.using:
-                health = "HEALTHY" if ok else "UNHEALTHY"
-            else:
-                health = "HEALTHCHECKS_OFF" if ok else "UNHEALTHY"
+            ok = H.available(self.table.state(slot) if slot >= 0 else H.UNSET)
             total += w
             unavailable += 0 if ok else w
-            addresses.append({"ip": ip, "port": port, "weight": w, "health": health})
+            addresses.append({"ip": ip, "port": port, "weight": w, "healthy": ok})
         return {
             "host": name,
             "port": port,
@@ -380,6 +375,21 @@ class ActiveChecker:
             },
             "addresses": addresses,
         }
+
+    def target_status(self, check: UpstreamCheck, target: Any) -> dict[str, Any]:
+        """Kong's ``get_upstream_health`` entry: each address's ``health`` instead of the flag
+        (``HEALTHCHECKS_OFF`` when the upstream uses no checks or the target weighs 0). An
+        address of an upstream without checks that was marked down through the admin API (which
+        Kong refuses there) shows ``UNHEALTHY``: it takes no traffic."""
+        status = self.balancer_target_status(check, target)
+        on = check.policy.using and target.weight > 0
+        for address in status["addresses"]:
+            ok = address.pop("healthy")
+            if on:
+                address["health"] = "HEALTHY" if ok else "UNHEALTHY"
+            else:
+                address["health"] = "HEALTHCHECKS_OFF" if ok or not target.weight else "UNHEALTHY"
+        return status
 
     def upstream_health(self, upstream_id: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Kong's ``page_for_upstream_with_health``: each target row with ``health``/``data``."""
@@ -411,28 +421,31 @@ class ActiveChecker:
         return out
 
     def balancer_health(self, upstream_id: str) -> dict[str, Any] | None:
-        """``GET /upstreams/{u}/health?balancer_health=1``: Kong's ``get_balancer_health``."""
+        """``GET /upstreams/{u}/health?balancer_health=1``: Kong's ``get_balancer_health``
+        (``health`` is ``HEALTHCHECKS_OFF`` when no check is on; ``balancer_health`` and
+        ``details`` are always there)."""
         check = self.checks.get(upstream_id)
         if check is None:
             return None
-        body: dict[str, Any] = {"health": "HEALTHCHECKS_OFF", "id": upstream_id}
-        if not check.policy.using:
-            return body
-        hosts = [self.target_status(check, t) for t in check.targets]
+        hosts = [self.balancer_target_status(check, t) for t in check.targets]
         total = sum(h["weight"]["total"] for h in hosts)
         unavailable = sum(h["weight"]["unavailable"] for h in hosts)
         healthy = total > 0 and (total - unavailable) * 100.0 / total > check.policy.threshold
-        body["health"] = "HEALTHY" if healthy else "UNHEALTHY"
-        body["details"] = {
-            "healthy": healthy,
-            "weight": {
-                "total": total,
-                "unavailable": unavailable,
-                "available": total - unavailable,
+        balancer = "HEALTHY" if healthy else "UNHEALTHY"
+        return {
+            "health": balancer if check.policy.using else "HEALTHCHECKS_OFF",
+            "balancer_health": balancer,
+            "id": upstream_id,
+            "details": {
+                "healthy": healthy,
+                "weight": {
+                    "total": total,
+                    "unavailable": unavailable,
+                    "available": total - unavailable,
+                },
+                "hosts": hosts,
             },
-            "hosts": hosts,
         }
-        return body
 
 
 def _sni(host: str) -> str:

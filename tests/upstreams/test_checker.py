@@ -48,11 +48,74 @@ def test_health_report_gives_each_address_the_target_weight() -> None:
         "nodeWeight": 25,
         "weight": {"total": 50, "unavailable": 0, "available": 50},
         "addresses": [
-            {"ip": "1.2.3.4", "port": 8001, "weight": 25, "health": "HEALTHY"},
-            {"ip": "5.6.7.8", "port": 8001, "weight": 25, "health": "HEALTHY"},
+            {"ip": "1.2.3.4", "port": 8001, "weight": 25, "healthy": True},
+            {"ip": "5.6.7.8", "port": 8001, "weight": 25, "healthy": True},
         ],
     }
     assert body["details"]["weight"] == {"total": 150, "unavailable": 0, "available": 150}
+
+
+def test_balancer_health_has_kongs_shape_with_checks_off_too() -> None:
+    # healthcheckers.lua get_balancer_health: health, balancer_health, id and details (getStatus,
+    # addresses with a `healthy` flag) whether or not checks are on.
+    c, config = checker(
+        """
+_format_version: "3.0"
+upstreams:
+- name: pool.test
+  targets: [{target: "10.0.0.1:8000"}, {target: "10.0.0.2:8000", weight: 0}]
+"""
+    )
+    uid = config.upstreams[0].id
+    assert c.balancer_health(uid) == {
+        "health": "HEALTHCHECKS_OFF",
+        "balancer_health": "HEALTHY",
+        "id": uid,
+        "details": {
+            "healthy": True,
+            "weight": {"total": 100, "unavailable": 0, "available": 100},
+            "hosts": [
+                {
+                    "host": "10.0.0.1",
+                    "port": 8000,
+                    "dns": "A",
+                    "nodeWeight": 100,
+                    "weight": {"total": 100, "unavailable": 0, "available": 100},
+                    "addresses": [{"ip": "10.0.0.1", "port": 8000, "weight": 100, "healthy": True}],
+                },
+                {
+                    "host": "10.0.0.2",
+                    "port": 8000,
+                    "dns": "A",
+                    "nodeWeight": 0,
+                    "weight": {"total": 0, "unavailable": 0, "available": 0},
+                    "addresses": [{"ip": "10.0.0.2", "port": 8000, "weight": 0, "healthy": True}],
+                },
+            ],
+        },
+    }
+
+
+def test_a_weight_zero_target_reports_healthchecks_off() -> None:
+    # healthcheckers.lua get_upstream_health: HEALTHY/UNHEALTHY only when checks are on *and*
+    # the target weighs more than 0; a weight-0 target is HEALTHCHECKS_OFF even if forced down.
+    c, config = checker(
+        """
+_format_version: "3.0"
+upstreams:
+- name: pool.test
+  healthchecks: {passive: {unhealthy: {http_failures: 1}}}
+  targets: [{target: "10.0.0.1:8000"}, {target: "10.0.0.2:8000", weight: 0}]
+"""
+    )
+    uid = config.upstreams[0].id
+    assert c.set_health(uid, "10.0.0.2:8000", None, False) == (204, None)
+    rows = c.upstream_health(uid, [{"id": t.id, "target": t.target} for t in config.targets])
+    assert [(r["target"], r["health"]) for r in rows] == [
+        ("10.0.0.1:8000", "HEALTHY"),
+        ("10.0.0.2:8000", "HEALTHCHECKS_OFF"),
+    ]
+    assert rows[1]["data"]["addresses"][0]["health"] == "HEALTHCHECKS_OFF"
 
 
 def test_tcp_active_checks_never_probe_for_http_traffic() -> None:
