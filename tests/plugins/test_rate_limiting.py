@@ -201,6 +201,16 @@ def test_schema_redis_new_and_legacy_structures() -> None:
         "plugins[0].config.redis.host: must not have a port",
         "plugins[0].config.redis.server_name: must not be an IP",
     ]
+    # read back, each alias shows its redis field (Kong keeps them for backward compatibility)
+    assert (c["redis_host"], c["redis_port"], c["redis_timeout"], c["redis_ssl"]) == (
+        "r.test",
+        6380,
+        1100,
+        True,
+    )
+    c = loaded("{second: 10, policy: redis, redis: {host: r.test, database: 2}}")
+    assert (c["redis_host"], c["redis_port"], c["redis_database"]) == ("r.test", 6379, 2)
+    assert loaded("{second: 10}")["redis_host"] is None
     # the alias alone satisfies Kong's "redis.host required with policy redis"
     assert loaded("{second: 10, policy: redis, redis_host: r.test}")["redis"]["host"] == "r.test"
 

@@ -105,12 +105,16 @@ class RateLimitingConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unkno
     redis_database: int | None = None
 
     def __post_init__(self) -> None:
-        # Kong expands the shorthands into ``redis`` before storing the config, so the stored
-        # ``redis`` record is the one in effect (a conflicting alias stays out, for check()).
-        overrides, _ = folded_redis(self)
+        # Kong expands the shorthands into ``redis`` before storing the config, and shows each
+        # shorthand again, as the value of its ``redis`` field, when the config is read back.
+        # (A conflicting alias is left as it is, for check() to report.)
+        overrides, conflicts = folded_redis(self)
         if overrides:
             redis = msgspec.structs.replace(self.redis, **overrides)
             msgspec.structs.force_setattr(self, "redis", redis)
+        if not conflicts:
+            for name in _ALIASES:
+                msgspec.structs.force_setattr(self, f"redis_{name}", getattr(self.redis, name))
 
 
 def _lua_number(x: float) -> str:
