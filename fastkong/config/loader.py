@@ -10,6 +10,7 @@ decodes.
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any, Final
 
 import msgspec
@@ -23,7 +24,29 @@ from fastkong.config.schema import Config, LoadedConfig
 
 EMPTY_CONFIG_HASH: Final = "0" * 32
 
-_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _LyamlLoader(_SAFE_LOADER):  # type: ignore[misc]
+    """PyYAML's safe loader with the implicit types of lyaml, the YAML library Kong uses.
+
+    lyaml has no timestamp and no ``=`` (value) type, so ``2024-01-01`` and ``=`` stay strings;
+    and any number with an exponent is a float (``1e3``, ``1.5e3``; PyYAML wants a dot and a
+    signed exponent).
+    """
+
+
+_DROPPED_TAGS: Final = ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:value")
+_LyamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in _DROPPED_TAGS]
+    for first, resolvers in _SAFE_LOADER.yaml_implicit_resolvers.items()
+}
+_LyamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"),
+)
+_YAML_LOADER: Final = _LyamlLoader
 _STATE_ENCODER: Final = msgspec.msgpack.Encoder()
 _STATE_DECODER: Final = msgspec.msgpack.Decoder(Config)
 

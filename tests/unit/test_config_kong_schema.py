@@ -210,3 +210,20 @@ def test_a_repeat_count_python_cannot_hold_is_an_invalid_regex_not_a_crash() -> 
         "routes[0].paths[0]: invalid regex: '/a{99999999999}' "
         "(PCRE returned: number too big in {} quantifier)"
     ]
+
+
+# -- YAML as lyaml reads it (kong:kong/db/declarative/init.lua parses with lyaml.load)
+def test_yaml_dates_and_equals_signs_are_strings() -> None:
+    config = load(
+        "consumers:\n- username: =\n  custom_id: 2024-01-01\n"
+        "  tags: [2024-06-30, 2001-12-14t21:59:43.10-05:00]\n"
+    )
+    consumer = config.consumers[0]
+    assert (consumer.username, consumer.custom_id) == ("=", "2024-01-01")
+    assert consumer.tags == ["2024-06-30", "2001-12-14t21:59:43.10-05:00"]
+
+
+def test_yaml_numbers_with_an_exponent_are_numbers() -> None:
+    svc = load("services:\n- {host: h, port: 8e3, retries: 1.0e1}\n").services[0]
+    assert (svc.port, svc.retries) == (8000, 10)
+    assert errors("consumers:\n- {username: 1e3}\n") == ["consumers[0].username: expected a string"]
