@@ -170,6 +170,15 @@ class TargetEntry:
         self.dns = "AAAA" if all(":" in ip for ip in ordered) else "A"
         return True
 
+    def clear_addresses(self) -> bool:
+        """The name does not resolve: no addresses, so no weight (Kong drops them all, and an
+        upstream left with no weight answers 503 "failure to get a peer")."""
+        if self.resolved and not self.peers:
+            return False
+        self.peers = []
+        self.resolved = True
+        return True
+
 
 class Balancer:
     """The algorithm-independent part: peers, health, threshold, reports."""

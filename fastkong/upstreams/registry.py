@@ -198,6 +198,12 @@ class Registry:
                     addresses = await self.resolver.resolve(t.name)
                 except OSError as exc:
                     log.warning("cannot resolve target %s of %s: %s", t.target, b.name, exc)
+                    # Kong's queryDns: a failed lookup leaves the target no address. A name
+                    # never resolved loses its stand-in peer at once; one that resolved before
+                    # keeps its addresses through a passing resolver error (Kong's DNS client
+                    # serves stale records then) but not through "no such name".
+                    if (not t.resolved or _no_such_name(exc)) and t.clear_addresses():
+                        changed = True
                     continue
                 if t.set_addresses(addresses, b.upstream_id):
                     for peer in t.peers:
@@ -228,6 +234,15 @@ class Registry:
         if self.task is not None:
             self.task.cancel()
             self.task = None
+
+
+def _no_such_name(exc: OSError) -> bool:
+    if isinstance(exc, socket.gaierror):
+        return exc.errno in _NO_SUCH_NAME
+    return not isinstance(exc, ConnectionError | TimeoutError)  # Resolver's empty answer
+
+
+_NO_SUCH_NAME = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
 
 
 def open_table(path: str | None) -> H.HealthTable | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections import Counter
 
 from fastkong.config import load_config
@@ -17,7 +19,7 @@ from fastkong.upstreams.balancers import (
     build_balancer,
     split_target,
 )
-from fastkong.upstreams.registry import Registry
+from fastkong.upstreams.registry import Registry, Resolver
 from tests.upstreams._configs import passive, targets, upstream
 
 
@@ -188,3 +190,58 @@ def test_peer_repr_and_compat_constructor() -> None:
     rr.refresh()
     assert repr(rr) == "<RoundRobin peers=1 total_weight=5 live=0 unhealthy>"
     assert repr(p) == "<Peer 10.0.0.1:80 weight=5 unhealthy>"
+
+
+class FakeDns(Resolver):
+    """The registry's resolver with answers set by the test (no lookup leaves the process)."""
+
+    def __init__(self) -> None:
+        super().__init__(ttl=0.0)
+        self.answers: dict[str, list[str] | int] = {}
+
+    async def resolve(self, host: str) -> list[str]:
+        answer = self.answers[host]
+        if isinstance(answer, int):
+            raise socket.gaierror(answer, "lookup failed")
+        return answer
+
+
+def test_a_target_whose_name_does_not_resolve_gets_no_traffic() -> None:
+    # targets.lua queryDns: a failed lookup leaves the target no address, so it weighs nothing;
+    # the other target takes all the traffic, and an upstream left with no weight is unhealthy
+    # (503 "failure to get a peer from the ring-balancer", not "name resolution failed").
+    def config(*ts: str) -> str:
+        listed = ", ".join(f'{{target: "{t}"}}' for t in ts)
+        return f"""
+_format_version: "3.0"
+services: [{{name: s, host: pool.test, routes: [{{name: r, paths: ["/"]}}]}}]
+upstreams: [{{name: pool.test, targets: [{listed}]}}]
+"""
+
+    dns = FakeDns()
+    dns.answers["nowhere.test"] = socket.EAI_NONAME
+    registry = Registry(resolver=dns)
+    rt = compile_runtime(load_config(config("10.0.0.1:80", "nowhere.test:80").encode()).config, "1")
+    registry.adopt(rt)
+    asyncio.run(registry.resolve_targets())
+    b = rt.services[next(iter(rt.services))].balancer
+    assert b is not None and b.total_weight == 100
+    assert {p.host for _ in range(10) if (p := b.pick()) is not None} == {"10.0.0.1"}
+
+    alone = compile_runtime(load_config(config("nowhere.test:80").encode()).config, "2")
+    registry.adopt(alone)
+    asyncio.run(registry.resolve_targets())
+    b = alone.services[next(iter(alone.services))].balancer
+    assert b is not None and not b.healthy and b.pick() is None
+
+    # a name that resolved keeps its addresses through a passing resolver error, not through
+    # "no such name"
+    dns.answers["nowhere.test"] = ["10.0.0.7"]
+    asyncio.run(registry.resolve_targets())
+    assert [p.host for p in b.peers] == ["10.0.0.7"] and b.healthy
+    dns.answers["nowhere.test"] = socket.EAI_AGAIN
+    asyncio.run(registry.resolve_targets())
+    assert [p.host for p in b.peers] == ["10.0.0.7"]
+    dns.answers["nowhere.test"] = socket.EAI_NONAME
+    asyncio.run(registry.resolve_targets())
+    assert b.peers == [] and b.pick() is None
