@@ -502,7 +502,7 @@ class ConsistentHashing(Balancer):
                 # groups by integer and the upstream field is a string, so "1" never matches
                 # there either (Kong falls back); only named groups hash.
                 value = captures.get(getattr(u, f"hash_{suffix}_uri_capture"))
-            if value:
+            if value is not None:  # Lua truthiness: an empty header or "?arg=" still counts
                 return value, None
             mode = self.hash_fallback
             suffix = "fallback"

@@ -160,3 +160,21 @@ def test_a_numbered_uri_capture_never_hashes_as_in_kong() -> None:
     headers = [(b"x-user", b"alice")]
     assert b.hash_value(headers, "ip", "/orders/7", b"", None, captures) == ("alice", None)
     assert b.hash_value([], "ip", "/orders/7", b"", None, captures) == ("", None)
+
+
+def test_an_empty_value_is_hashed_not_skipped_for_the_fallback() -> None:
+    # get_value_to_hash returns any non-nil identifier, and "" is true in Lua: an empty header
+    # or "?arg=" is hashed as "" (03-consistent-hashing_spec "when the arg has an empty value");
+    # only a missing one moves to hash_fallback.
+    u = upstream(
+        hash_on="header",
+        hash_on_header="x-user",
+        hash_fallback="query_arg",
+        hash_fallback_query_arg="u",
+        algorithm="consistent-hashing",
+    )
+    b = ConsistentHashing(upstream=u, targets=targets(u, ("10.0.0.1:80", 100)))
+    assert b.hash_value([(b"x-user", b"")], "ip", "/", b"u=alice", None, None) == ("", None)
+    assert b.hash_value([], "ip", "/", b"u=", None, None) == ("", None)
+    assert b.hash_value([], "ip", "/", b"u=alice", None, None) == ("alice", None)
+    assert b.hash_value([], "ip", "/", b"u=s&u&u=1&u=", None, None) == (",1,s,true", None)
