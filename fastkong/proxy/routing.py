@@ -83,15 +83,20 @@ def decide(
     path = uri.normalize_path(raw_path)
     if path is not None:
         host = strip_port(host_header).lower()
-        # Kong compares `host:port` route hosts with the Host header's port, and falls back to
-        # the listener's port when the header has none.
-        if len(host) < len(host_header):
-            _, _, given = host_header.rpartition(":")
-            if given.isdigit():
+        route_host = host
+        if ":" in host_header:
+            # Kong splits the Host header at its first ':' and takes the rest as the port if it
+            # is a number (transform.lua split_host_port); if not (an IPv6 literal, an empty
+            # port) it routes on the whole header, with the listener's port. `host:port` route
+            # hosts compare with that port.
+            _, _, given = host_header.partition(":")
+            if given.isascii() and given.isdigit():
                 port = int(given)
+            else:
+                route_host = host_header.lower()
         # Granian does not expose the TLS server name; on TLS the Host stands in for it.
         sni = host if scheme == "https" else None
-        match = runtime.router.match(method, host, port, path, headers, sni)
+        match = runtime.router.match(method, route_host, port, path, headers, sni)
         if match is None:
             result = NO_ROUTE
         else:

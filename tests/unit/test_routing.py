@@ -104,3 +104,32 @@ def test_header_routing_is_never_served_from_the_cache() -> None:
     assert isinstance(v2, Decision) and v2.plan.name == "v2"
     assert isinstance(other, Decision) and other.plan.name == "plain"
     assert rt.decisions == {}
+
+
+IPV6_ROUTES = """
+_format_version: "3.0"
+routes:
+- {name: bare, hosts: ["[::1]"]}
+- {name: with-port, hosts: ["[::2]:8000"]}
+"""
+
+
+def test_ipv6_literal_host_is_matched_whole_as_kong_splits_at_the_first_colon() -> None:
+    # kong/router/transform.lua split_host_port cuts "host:port" at the *first* ':' and keeps
+    # the port only if the rest is a number; for "[::1]:8000" it is not, so the whole header is
+    # http.host and the listener's port is net.dst.port (kong/router/atc.lua matching()).
+    loaded = load_config(IPV6_ROUTES)
+    rt = compile_runtime(loaded.config, loaded.hash)
+    d = decide(rt, "GET", "[::1]", 8000, "/", "http", None)
+    assert isinstance(d, Decision) and d.plan.name == "bare"
+    assert d.host == "[::1]"
+    assert decide(rt, "GET", "[::1]:8000", 8000, "/", "http", None) == NO_ROUTE
+    d = decide(rt, "GET", "[::2]:8000", 9000, "/", "http", None)
+    assert isinstance(d, Decision) and d.plan.name == "with-port"
+    assert d.host == "[::2]"  # nginx's $host, for X-Forwarded-Host: the port is cut off
+    assert decide(rt, "GET", "[::2]", 8000, "/", "http", None) == NO_ROUTE
+
+
+def test_host_header_with_an_empty_port_is_matched_whole() -> None:
+    # "www.example.com:" has no numeric port: Kong's http.host is the whole header.
+    assert decide(runtime(), "GET", "www.example.com:", 80, "/x", "http", None) == NO_ROUTE
