@@ -429,6 +429,15 @@ class ConsistentHashing(Balancer):
         self.hash_fallback: str = u.hash_fallback if u is not None else "none"
         self.cookie_name: str | None = u.hash_on_cookie if u is not None else None
         self.cookie_path: str = u.hash_on_cookie_path if u is not None else "/"
+        # Kong reads ``ngx.var["http_" .. replace_dashes_lower(name)]``: nginx's variable
+        # matches the header with dashes, so "X_User" names the request header "x-user".
+        self.headers: dict[str, bytes] = {
+            suffix: (getattr(u, f"hash_{suffix}_header", None) or "")
+            .lower()
+            .replace("_", "-")
+            .encode()
+            for suffix in ("on", "fallback")
+        }
 
     def structure_changed(self) -> None:
         # Kong's order: targets by name then port, each target's addresses by "ip:port".
@@ -485,7 +494,7 @@ class ConsistentHashing(Balancer):
             elif mode == "ip":
                 value = client_ip
             elif mode == "header":
-                name = getattr(u, f"hash_{suffix}_header").lower().encode()
+                name = self.headers[suffix]
                 found = [v.decode("latin-1") for k, v in headers if k == name]
                 value = ", ".join(found) if found else None
             elif mode == "cookie":

@@ -178,3 +178,11 @@ def test_an_empty_value_is_hashed_not_skipped_for_the_fallback() -> None:
     assert b.hash_value([], "ip", "/", b"u=", None, None) == ("", None)
     assert b.hash_value([], "ip", "/", b"u=alice", None, None) == ("alice", None)
     assert b.hash_value([], "ip", "/", b"u=s&u&u=1&u=", None, None) == (",1,s,true", None)
+
+
+def test_a_header_name_with_underscores_names_the_dashed_header() -> None:
+    # Kong hashes on ngx.var["http_" .. replace_dashes_lower(hash_on_header)]: nginx's variable
+    # for "X_User" is the request header "X-User".
+    u = upstream(hash_on="header", hash_on_header="X_User", algorithm="consistent-hashing")
+    b = ConsistentHashing(upstream=u, targets=targets(u, ("10.0.0.1:80", 100)))
+    assert b.hash_value([(b"x-user", b"alice")], "ip", "/", b"", None, None) == ("alice", None)
