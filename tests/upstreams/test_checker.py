@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from fastkong.config import load_config
 from fastkong.upstreams import health as H
 from fastkong.upstreams.checker import ActiveChecker
@@ -238,3 +240,34 @@ def test_grpcs_probe_is_plain_http_like_kongs_checker() -> None:
     state, head = probe_once(HTTPS_CONFIG.format(kind="grpcs"), recorder)
     assert head.startswith(b"GET /status HTTP/1.0\r\n")
     assert state == H.HEALTHY
+
+
+@pytest.mark.parametrize("threshold", [0, 25, 75, 99, 100])
+def test_threshold_over_the_addresses_of_one_hostname(threshold: int) -> None:
+    # Port of 01-healthchecks_spec "threshold for health checks": one target of weight 25
+    # resolving to 4 addresses (total 100), marked down one by one through the admin API.
+    c, config = checker(
+        f"""
+_format_version: "3.0"
+upstreams:
+- name: pool.test
+  healthchecks: {{threshold: {threshold}, passive: {{unhealthy: {{tcp_failures: 1}}}}}}
+  targets: [{{target: "health-threshold.test:80", weight: 25}}]
+"""
+    )
+    ips = ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"]
+    c.dns["health-threshold.test"] = (math.inf, ips)
+    uid = config.upstreams[0].id
+    for down, ip in enumerate([None, *ips]):
+        if ip is not None:
+            assert c.set_health(uid, "health-threshold.test:80", f"{ip}:80", False)[0] == 204
+        body = c.balancer_health(uid)
+        assert body is not None
+        available = 100 - 25 * down
+        assert body["details"]["weight"] == {
+            "total": 100,
+            "unavailable": 100 - available,
+            "available": available,
+        }
+        expected = "HEALTHY" if threshold < available else "UNHEALTHY"
+        assert body["health"] == body["balancer_health"] == expected

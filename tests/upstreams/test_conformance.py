@@ -18,7 +18,12 @@ CONFIG = """
 _format_version: "3.0"
 services:
 - {{name: hashdead, host: hashdead.internal, routes: [{{name: hashdead, paths: ["/hashdead"]}}]}}
+- {{name: zero, host: zero.internal, routes: [{{name: zero, paths: ["/zero"]}}]}}
+- {{name: none, host: none.internal, routes: [{{name: none, paths: ["/none"]}}]}}
 upstreams:
+- name: zero.internal
+  targets: [{{target: "127.0.0.1:{echo}", weight: 0}}, {{target: "127.0.0.1:{dead}", weight: 0}}]
+- name: none.internal
 - name: hashdead.internal
   hash_on: header
   hash_on_header: x-user
@@ -65,3 +70,17 @@ def test_hashing_retries_stay_on_the_keys_peer(
                 assert r.status_code == 502, user
             else:
                 assert r.status_code == 200 and r.headers["x-echo-server"] == "echo-1", user
+
+
+@pytest.mark.parametrize("path", ["/zero/x", "/none/x"])
+def test_no_weight_or_no_target_is_a_503_from_the_ring_balancer(
+    gateway: Gateway, path: str
+) -> None:
+    # 04-round-robin_spec "failure due to targets all 0 weight #off" and "failure due to no
+    # targets": the balancer has no weight, so it is unhealthy, and balancer/init.lua answers
+    # kong.response.error(503, "failure to get a peer from the ring-balancer").
+    r = httpx.get(gateway.url(path))
+    assert r.status_code == 503
+    body = r.json()
+    assert body["message"] == "failure to get a peer from the ring-balancer"
+    assert body["request_id"] == r.headers["x-kong-request-id"]
