@@ -272,6 +272,7 @@ def gateway_config(echo: Echo) -> str:
             route("hide", "{minute: 6, hide_client_headers: true}"),
             route("custom", "{minute: 1, error_code: 404, error_message: Fake Not Found}"),
             route("fractional", "{minute: 2.5}"),
+            route("not-an-error-code", "{minute: 1, error_code: 200}"),
             route("by-ip", "{minute: 2, limit_by: ip}"),
             route("by-header", "{minute: 2, limit_by: header, header_name: X-Tenant}"),
             route("by-path", "{minute: 2, limit_by: path, path: /by-path/counted}"),
@@ -438,6 +439,16 @@ def test_blocks_with_a_custom_error_code_and_message(client: httpx.Client) -> No
     assert r.status_code == 404
     assert r.json()["message"] == "Fake Not Found"
     assert "retry-after" in r.headers
+
+
+def test_an_error_code_outside_4xx_5xx_ends_in_a_500(client: httpx.Client) -> None:
+    # Kong's schema takes any positive number, but kong.response.error raises on a code outside
+    # 400-599: the blocked request is answered 500, never with the configured code.
+    fresh_minute()
+    assert client.get("/not-an-error-code").status_code == 200
+    r = client.get("/not-an-error-code")
+    assert r.status_code == 500
+    assert r.json()["message"] == "An unexpected error occurred"
 
 
 def test_a_fractional_limit_blocks_like_kong(client: httpx.Client) -> None:

@@ -185,6 +185,10 @@ class RateLimiting(Plugin):
         )
         self.remaining_names = tuple(f"x-ratelimit-remaining-{p}".encode() for p in self.periods)
         self.status = int(config.error_code)
+        self.message = config.error_message
+        if not 400 <= config.error_code <= 599:
+            # kong.response.error raises on such a code: the blocked request ends in a 500.
+            self.status, self.message = 500, ERR_UNEXPECTED
         self.algorithm = config.algorithm
         self.batched = config.policy == "redis" and config.sync_rate != SYNC_RATE_REALTIME
         self.redis_options = redis_options(config.redis) if config.policy == "redis" else None
@@ -289,7 +293,7 @@ class RateLimiting(Plugin):
             self.add_headers(ctx, ok, remaining, resets)
         if ok:
             return None
-        return kong_error(self.status, self.config.error_message)
+        return kong_error(self.status, self.message)
 
     def add_headers(
         self, ctx: RequestContext, ok: bool, remaining: list[float], resets: list[int]
