@@ -84,7 +84,7 @@ def cached_pattern(source: str) -> re.Pattern[str] | None:
 
 
 def compile_path_regex(path: str) -> tuple[re.Pattern[str], str]:
-    """``~regex`` -> (compiled ``^regex``, literal prefix every match starts with)."""
+    """``~regex`` -> (compiled ``\\Aregex``, literal prefix every match starts with)."""
     source, index_key = path_regex_source(path)
     try:
         return compile_cached(source), index_key
@@ -93,7 +93,7 @@ def compile_path_regex(path: str) -> tuple[re.Pattern[str], str]:
 
 
 def path_regex_source(path: str) -> tuple[str, str]:
-    """``~regex`` -> (the pattern to compile, ``^regex``; literal prefix of every match)."""
+    """``~regex`` -> (the pattern to compile, ``\\Aregex``; literal prefix of every match)."""
     found: tuple[str, str] = _path_sources.get(path)
     return found
 
@@ -106,7 +106,9 @@ def _make_path_source(path: str) -> tuple[str, str]:
         body = body[m.end() :]
     if "$" in body and _MULTI_LINE.search(path) is None:
         body = _end_of_text(body)
-    return flags + "^" + body, "" if flags else literal_prefix(body)
+    # \A, not ^: Kong's "^" comes before any inline flag, so a leading (?m) (moved in front
+    # here, as Python requires) must not turn it into a start-of-line anchor.
+    return flags + "\\A" + body, "" if flags else literal_prefix(body)
 
 
 # Any inline flag group that turns on multi-line mode: (?m), (?im), (?m:...), (?sm-i)...

@@ -17,7 +17,9 @@ highest-priority route whose expression holds. We keep the semantics and drop th
   - hosts (ORed): ``h`` equals the host; ``*.x`` = host ends with ``.x``; ``x.*`` = host starts
     with ``x.``; ``h:port`` also needs ``port`` to equal the given port. No host, no match.
   - path: a plain path is a character prefix of the request path; ``~re`` is ``^re`` searched
-    with Python ``re`` (``(?<name>`` read as ``(?P<name>``).
+    with Python ``re`` (``(?<name>`` read as ``(?P<name>``), written so that it reads as Rust's
+    ``regex`` (Kong's ATC) does: ``\\A`` for the anchor and ``\\Z`` for ``$`` (the ends of
+    the text, even before a newline or after a leading ``(?m)``).
   - methods (ORed): exact.
   - headers: every configured name must match (AND); one of its configured values (OR) must
     equal one of the request's lower-cased values, or, for ``~*re``, ``re`` (lower-cased, as

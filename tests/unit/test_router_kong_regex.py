@@ -52,3 +52,11 @@ def test_multi_line_dollar_still_matches_at_a_line_end(mod: ModuleType) -> None:
     # With (?m) both engines read `$` as end of line.
     router = mod.Router([RouteSpec(0, paths=("~(?m)/a$",))])
     assert key_of(router, "/a\nb") == 0
+
+
+def test_multi_line_flag_does_not_move_the_start_anchor(mod: ModuleType) -> None:
+    # Kong writes "^(?m)/admin": the anchor precedes the flag, so it stays the start of the
+    # text; a path holding a newline (%0A) must not match from a later line.
+    router = mod.Router([RouteSpec(0, paths=("~(?m)/admin",))])
+    assert key_of(router, "/admin") == 0
+    assert key_of(router, "/x\n/admin") is None
