@@ -54,6 +54,10 @@ ROUTES: dict[str, list[dict[str, Any]]] = {
             "json_types": ["string", "string", "number"],
         }
     ),
+    "untyped": transform(remove={"headers": ["content-type"]}, add={"json": ["added:1"]}),
+    "retyped": transform(
+        replace={"headers": ["content-type:text/plain"]}, add={"json": ["added:1"]}
+    ),
     "bytes": transform(remove={"json": ["server"]}, add={"headers": ["x-added:1"]}),
     "terminated": [
         *transform(add={"headers": ["x-added:1"], "json": ["extra:1"]}),
@@ -151,6 +155,19 @@ def test_non_json_body_is_untouched(gateway: Gateway) -> None:
     assert r.headers["content-length"] == "1000"
     assert r.content == b"x" * 1000
     assert r.headers["x-added"] == "1"
+
+
+def test_body_is_transformed_by_the_content_type_sent(gateway: Gateway) -> None:
+    # Kong's body filter reads the Content-Type after the header edits: removed or replaced by
+    # a non-JSON type, the JSON body goes out as the upstream sent it.
+    for path in ("/untyped", "/retyped"):
+        r = httpx.get(gateway.url(path))
+        assert r.status_code == 200
+        body = transformed(r)
+        assert "added" not in body
+        assert list(body) == ECHO_KEYS
+    assert "content-type" not in httpx.get(gateway.url("/untyped")).headers
+    assert httpx.get(gateway.url("/retyped")).headers["content-type"] == "text/plain"
 
 
 def test_error_responses_from_upstream_are_transformed(gateway: Gateway) -> None:

@@ -8,12 +8,13 @@ Headers: rename, replace and add test the headers as they were when the hook sta
 moves every value; replace needs the header present, add needs it absent); append always adds
 another value.
 
-JSON bodies (``application/json`` or any ``+json`` type) are buffered to the end, decoded,
-edited and re-encoded, and ``Content-Length`` is removed. ``json_types`` gives, entry by entry,
-the type of the value written: ``string`` (default), ``number`` (a value that is not a number is
-skipped) or ``boolean`` (``true`` is true, anything else false). As in Kong, replace only
-touches a key whose value is not ``false``, and add writes a key that is missing or ``false``.
-A body that is not a JSON object goes out unchanged.
+JSON bodies (``application/json`` or any ``+json`` type, as the ``Content-Type`` stands after
+the header edits) are buffered to the end, decoded, edited and re-encoded, and
+``Content-Length`` is removed (also when only the upstream's type was JSON, as in Kong).
+``json_types`` gives, entry by entry, the type of the value written: ``string`` (default),
+``number`` (a value that is not a number is skipped) or ``boolean`` (``true`` is true, anything
+else false). As in Kong, replace only touches a key whose value is not ``false``, and add
+writes a key that is missing or ``false``. A body that is not a JSON object goes out unchanged.
 """
 
 from __future__ import annotations
@@ -220,9 +221,14 @@ class ResponseTransformer(Plugin):
             if value is not None:
                 headers.append((name, value))
         if self.transforms_body:
+            # Kong drops Content-Length when the upstream's type was JSON, then its body filter
+            # transforms when the type sent (after the edits above) is JSON.
             content_type = before.get(_CONTENT_TYPE)
             if content_type and is_json_body(content_type[0].decode("latin-1")):
                 _clear(headers, _CONTENT_LENGTH)
+            sent = next((v for n, v in headers if n == _CONTENT_TYPE), None)
+            if sent is not None and is_json_body(sent.decode("latin-1")):
+                _clear(headers, _CONTENT_LENGTH)  # a body that may change size: never stale
                 ctx.plugin_data[_BUFFER] = []
 
     def body(self, ctx: RequestContext, chunk: bytes, last: bool) -> bytes:
