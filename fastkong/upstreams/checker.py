@@ -20,7 +20,9 @@ the first round one interval after start (lua-resty-healthcheck's schedule). A p
 
 Results go into the node's :class:`~fastkong.upstreams.health.HealthTable`, which every worker
 follows. A config reload restarts only the tasks of upstreams whose settings or targets
-changed; states live in the table, keyed by target ids, so nothing is reset.
+changed; states live in the table, keyed by target ids, so nothing is reset. The state of a
+target that leaves the config is kept for 5 minutes (Kong's ``CLEAR_HEALTH_STATUS_DELAY``), so
+one that comes back within them is as healthy or unhealthy as it left.
 
 The same object answers ``GET /upstreams/{u}/health`` in Kong's shape and applies
 ``POST /upstreams/{u}/targets/{t}[/{address}]/healthy|unhealthy``: those work in DB-less mode
@@ -45,6 +47,7 @@ from fastkong.upstreams.balancers import is_ip, split_target
 log = logging.getLogger("fastkong.healthchecks")
 
 DNS_TTL = 30.0
+CLEAR_DELAY = 300.0  # Kong's CLEAR_HEALTH_STATUS_DELAY
 
 
 class UpstreamCheck:
@@ -75,6 +78,10 @@ class ActiveChecker:
         self.dns: dict[str, tuple[float, list[str]]] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.probes = 0
+        self.present: set[int] = set()
+        self.absent: dict[int, float] = {}  # target fp -> when it left the config
+        self.clear_delay = CLEAR_DELAY
+        self.forget_timer: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
         running = sum(len(c.tasks) for c in self.checks.values())
@@ -110,17 +117,44 @@ class ActiveChecker:
                 self._stop(old)
         self.checks = fresh
         self.by_name = {c.upstream.name: uid for uid, c in fresh.items()}
-        live = [H.target_fp(t.upstream, t.id) for t in config.targets]
-        self.table.sweep(live)
+        present = {H.target_fp(t.upstream, t.id) for t in config.targets}
+        now = time.monotonic()
+        for tfp in self.present - present:
+            self.absent.setdefault(tfp, now)
+        for tfp in present:
+            self.absent.pop(tfp, None)
+        self.present = present
+        self.forget()
+
+    def forget(self, now: float | None = None) -> int:
+        """Drop the health of targets absent from the config for :attr:`clear_delay` seconds.
+
+        Kong stops a replaced balancer's checker with ``delayed_clear(300)``: a target that
+        comes back within those 5 minutes finds its old health (an unhealthy one stays out).
+        """
+        now = time.monotonic() if now is None else now
+        self.absent = {tfp: at for tfp, at in self.absent.items() if now - at < self.clear_delay}
+        killed = self.table.sweep(self.present | self.absent.keys())
+        if self.forget_timer is not None:
+            self.forget_timer.cancel()
+            self.forget_timer = None
+        if self.absent and self.loop is not None:
+            wait = min(self.absent.values()) + self.clear_delay - now
+            self.forget_timer = self.loop.call_later(max(wait, 0.0) + 0.01, self.forget)
+        return killed
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         for check in self.checks.values():
             self._start(check)
+        self.forget()
 
     def stop(self) -> None:
         for check in self.checks.values():
             self._stop(check)
+        if self.forget_timer is not None:
+            self.forget_timer.cancel()
+            self.forget_timer = None
         self.loop = None
 
     def _start(self, check: UpstreamCheck) -> None:

@@ -271,3 +271,34 @@ upstreams:
         }
         expected = "HEALTHY" if threshold < available else "UNHEALTHY"
         assert body["health"] == body["balancer_health"] == expected
+
+
+def test_a_target_back_within_five_minutes_keeps_its_health() -> None:
+    # Kong stops a replaced checker with delayed_clear(CLEAR_HEALTH_STATUS_DELAY = 300): a
+    # target removed and added back meanwhile finds its state (01-healthchecks_spec "an
+    # upstream that is removed and readded keeps the health status"); after that, it is new.
+    both = """
+_format_version: "3.0"
+upstreams:
+- name: pool.test
+  healthchecks: {passive: {unhealthy: {tcp_failures: 1}}}
+  targets: [{target: "10.0.0.1:80"}, {target: "10.0.0.2:80"}]
+"""
+    one = both.replace(', {target: "10.0.0.2:80"}', "")
+    c, config = checker(both)
+    uid = config.upstreams[0].id
+    gone = next(t for t in config.targets if t.target == "10.0.0.2:80")
+    fp, _ = H.key_fp(uid, gone.id, "10.0.0.2", 80)
+    assert c.set_health(uid, "10.0.0.2:80", None, False)[0] == 204
+
+    c.update(load_config(one.encode()).config)
+    assert c.table.state(c.table.find(fp)) == H.UNHEALTHY  # kept while absent
+    c.update(load_config(both.encode()).config)
+    assert c.balancer_health(uid)["details"]["weight"]["unavailable"] == 100
+    assert c.forget() == 0 and not c.absent  # present again: nothing to forget
+
+    c.update(load_config(one.encode()).config)
+    assert c.forget(time.monotonic() + 299) == 0
+    assert c.forget(time.monotonic() + 301) == 1 and c.table.find(fp) == -1
+    c.update(load_config(both.encode()).config)
+    assert c.balancer_health(uid)["details"]["weight"]["unavailable"] == 0  # a new target
