@@ -10,11 +10,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
+import functools
 import hashlib
 import ipaddress
 import re
 from collections.abc import Callable
 from typing import Any, Final, NamedTuple
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from fastkong.config import errors as E
 
@@ -346,8 +355,10 @@ def check_protocol_subsets(protocols: list[str]) -> str | None:
     return E.MUTUALLY_EXCLUSIVE_SETS.format(listed)
 
 
-# -- PEM (a structural check; the TLS layer loads the real objects) ---------------------------
+# -- PEM and X.509 (kong:kong/db/schema/typedefs.lua `certificate`, `key`; the entities'
+# checks in certificates.lua and ca_certificates.lua), loaded with `cryptography` --------------
 _PEM = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----\s*([A-Za-z0-9+/=\s]+?)\s*-----END \1-----")
+_CERT_TAG: Final = "-----BEGIN CERTIFICATE-----"
 
 
 def pem_blocks(text: str) -> list[tuple[str, bytes]]:
@@ -362,14 +373,33 @@ def pem_blocks(text: str) -> list[tuple[str, bytes]]:
     return out
 
 
+@functools.lru_cache(maxsize=256)
+def load_certificate(pem: str) -> x509.Certificate | None:
+    """The first certificate of a PEM text (as OpenSSL reads it), or None."""
+    try:
+        return x509.load_pem_x509_certificate(pem.encode("utf-8", "surrogateescape"))
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return None
+
+
+@functools.lru_cache(maxsize=256)
+def load_private_key(pem: str) -> PrivateKeyTypes | None:
+    """The private key of a PEM text (unencrypted), or None."""
+    try:
+        data = pem.encode("utf-8", "surrogateescape")
+        return serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return None
+
+
 def check_certificate(cert: str) -> str | None:
-    if not any(label == "CERTIFICATE" for label, _ in pem_blocks(cert)):
+    if load_certificate(cert) is None:
         return "invalid certificate: expected a PEM-encoded X.509 certificate"
     return None
 
 
 def check_key(key: str) -> str | None:
-    if not any(label.endswith("PRIVATE KEY") for label, _ in pem_blocks(key)):
+    if load_private_key(key) is None:
         return "invalid key: expected a PEM-encoded private key"
     return None
 
@@ -380,19 +410,61 @@ def check_public_key(key: str) -> str | None:
     return None
 
 
-def check_ca_certificate(cert: str) -> str | None:
-    found = cert.find("-----BEGIN CERTIFICATE-----")
-    if found != -1 and cert.find("-----BEGIN CERTIFICATE-----", found + 28) != -1:
+def _spki(key: PublicKeyTypes) -> bytes:
+    return key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+
+
+def certificate_matches_key(cert: str, key: str) -> bool:
+    """Whether the certificate's public key is the private key's (both must load)."""
+    c, k = load_certificate(cert), load_private_key(key)
+    assert c is not None and k is not None
+    return _spki(c.public_key()) == _spki(k.public_key())
+
+
+def same_key_type(cert: str, other: str) -> bool:
+    """Whether two certificates hold keys of one type (RSA, EC, Ed25519...)."""
+    a, b = load_certificate(cert), load_certificate(other)
+    assert a is not None and b is not None
+    return _key_type(a.public_key()) == _key_type(b.public_key())
+
+
+_KEY_TYPES: Final = (
+    rsa.RSAPublicKey,
+    ec.EllipticCurvePublicKey,
+    ed25519.Ed25519PublicKey,
+    ed448.Ed448PublicKey,
+    dsa.DSAPublicKey,
+)
+
+
+def _key_type(key: PublicKeyTypes) -> int:
+    return next((i for i, kind in enumerate(_KEY_TYPES) if isinstance(key, kind)), -1)
+
+
+def ca_certificate_problem(cert: str, now: datetime.datetime | None = None) -> str | None:
+    """Kong's entity check of a CA certificate: one certificate, not expired, a CA."""
+    found = cert.find(_CERT_TAG)
+    if found != -1 and cert.find(_CERT_TAG, found + len(_CERT_TAG) + 1) != -1:
         return "please submit only one certificate at a time"
-    return check_certificate(cert)
+    loaded = load_certificate(cert)
+    assert loaded is not None
+    if loaded.not_valid_after_utc < (now or datetime.datetime.now(datetime.UTC)):
+        return 'certificate expired, "Not After" time is in the past'
+    try:
+        is_ca = loaded.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if not is_ca:
+        return (
+            'certificate does not appear to be a CA because it is missing the "CA" basic constraint'
+        )
+    return None
 
 
 def certificate_digest(cert: str) -> str:
     """Kong's ``cert_digest``: the SHA-256 of the certificate's DER bytes, in hex."""
-    for label, der in pem_blocks(cert):
-        if label == "CERTIFICATE":
-            return hashlib.sha256(der).hexdigest()
-    return ""
+    loaded = load_certificate(cert)
+    return "" if loaded is None else hashlib.sha256(loaded.public_bytes(Encoding.DER)).hexdigest()
 
 
 # -- URIs (kong:kong/tools/uri.lua `normalize`) ----------------------------------------------

@@ -368,10 +368,31 @@ def process_acl(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) -> W
 
 
 # -- TLS ---------------------------------------------------------------------------------------
+_CERT_KEY_MISMATCH: Final = "certificate does not match key"
+_ALT_KEY_MISMATCH: Final = "alternative certificate does not match key"
+_SAME_KEY_TYPES: Final = (
+    "certificate and alternative certificate need to have different type (e.g. RSA and "
+    "ECDSA), the provided certificates were both of the same type"
+)
+
+
 def process_certificate(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) -> Walked:
     walked = _walk(S.Certificate, fields, loc, issues, ctx)
     if _nonempty(fields.get("cert_alt")) != _nonempty(fields.get("key_alt")):
         issues.entity(loc, E.MUTUALLY_REQUIRED.format("'cert_alt', 'key_alt'"))
+
+    def good(*names: str) -> bool:
+        return all(walked.data.get(n) is not None and n not in walked.bad for n in names)
+
+    data = walked.data
+    if good("cert", "key") and not C.certificate_matches_key(data["cert"], data["key"]):
+        issues.entity(loc, _CERT_KEY_MISMATCH)
+    if good("cert_alt", "key_alt") and not C.certificate_matches_key(
+        data["cert_alt"], data["key_alt"]
+    ):
+        issues.entity(loc, _ALT_KEY_MISMATCH)
+    if good("cert", "cert_alt") and C.same_key_type(data["cert"], data["cert_alt"]):
+        issues.entity(loc, _SAME_KEY_TYPES)
     return walked
 
 
@@ -381,8 +402,12 @@ def process_sni(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) -> W
 
 def process_ca_certificate(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) -> Walked:
     walked = _walk(S.CACertificate, fields, loc, issues, ctx)
-    if walked.data.get("cert_digest") is None and "cert" in walked.data:
-        walked.data["cert_digest"] = C.certificate_digest(walked.data["cert"])
+    if walked.data.get("cert") is not None and "cert" not in walked.bad:
+        problem = C.ca_certificate_problem(walked.data["cert"])
+        if problem is not None:
+            issues.entity(loc, problem)
+        if walked.data.get("cert_digest") is None:
+            walked.data["cert_digest"] = C.certificate_digest(walked.data["cert"])
     return walked
 
 

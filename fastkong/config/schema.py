@@ -314,7 +314,7 @@ class Sni(Base, kw_only=True, frozen=True):
 
 class CACertificate(Base, kw_only=True, frozen=True):
     id: UUID
-    cert: Annotated[str, _check(C.check_ca_certificate)]
+    cert: Annotated[str, _check(C.check_certificate)]
     #: SHA-256 of the certificate (DER), hex; computed when not given.
     cert_digest: str | None = None
     tags: Tags | None = None

@@ -16,11 +16,21 @@ HTTPS_NEEDS = (
 CERT = (
     "-----BEGIN CERTIFICATE-----\\n"
     "MIIBgzCCASmgAwIBAgIUOnpGr+05ssfGDjJkaGE1uXljerIwCgYIKoZIzj0EAwIw\\n"
+    "FjEUMBIGA1UEAwwLZXhhbXBsZS5jb20wIBcNMjYxMTI1MTk0ODIzWhgPMjEyNjEx\\n"
+    "MDExOTQ4MjNaMBYxFDASBgNVBAMMC2V4YW1wbGUuY29tMFkwEwYHKoZIzj0CAQYI\\n"
+    "KoZIzj0DAQcDQgAE2Mxm1Ei+J1FDwUrd+24LJm6RzswfoGFmRpssLmwQyVIWD8Ip\\n"
+    "q8+BCq+IF2LE/0I7tuQbWDboOeItTXfNwkioIqNTMFEwHQYDVR0OBBYEFPDyH5vb\\n"
+    "1lUsGoRLZRrdJFoid4iPMB8GA1UdIwQYMBaAFPDyH5vb1lUsGoRLZRrdJFoid4iP\\n"
+    "MA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDSAAwRQIhAPiVfr9CVW/Lnf1T\\n"
+    "OL7YUJAO1f+31KXtOXb6tG8KZEXnAiA5kkqWuVfEnsvvTi0GxCFkdbX4CiGbCW0E\\n"
+    "1Cwwil1fAA==\\n"
     "-----END CERTIFICATE-----\\n"
 )
 KEY = (
     "-----BEGIN PRIVATE KEY-----\\n"
-    "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\\n"
+    "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgzGpoXzbMhobI/bat\\n"
+    "dFVcsKORQlpgy3TcoJ6lVz5kDAShRANCAATYzGbUSL4nUUPBSt37bgsmbpHOzB+g\\n"
+    "YWZGmywubBDJUhYPwimrz4EKr4gXYsT/Qju25BtYNug54i1Nd83CSKgi\\n"
     "-----END PRIVATE KEY-----\\n"
 )
 
@@ -536,7 +546,11 @@ def test_consumers_and_credentials(text: str, expected: list[str]) -> None:
         ),
         (
             f'certificates: [{{cert: "{CERT}", key: "{KEY}", cert_alt: "{CERT}"}}]\n',
-            ["certificates[0]: all or none of these fields must be set: 'cert_alt', 'key_alt'"],
+            [
+                "certificates[0]: all or none of these fields must be set: 'cert_alt', 'key_alt'",
+                "certificates[0]: certificate and alternative certificate need to have different "
+                "type (e.g. RSA and ECDSA), the provided certificates were both of the same type",
+            ],
         ),
         (
             f'certificates: [{{cert: "{CERT}", key: "{KEY}", snis: ["a.*.b", "*.a.*"]}}]\n',
@@ -557,7 +571,7 @@ def test_consumers_and_credentials(text: str, expected: list[str]) -> None:
         ),
         (
             f'ca_certificates: [{{cert: "{CERT}{CERT}"}}]\n',
-            ["ca_certificates[0].cert: please submit only one certificate at a time"],
+            ["ca_certificates[0]: please submit only one certificate at a time"],
         ),
     ],
 )
