@@ -405,7 +405,10 @@ def check_key(key: str) -> str | None:
 
 
 def check_public_key(key: str) -> str | None:
-    if not any(label.endswith("PUBLIC KEY") for label, _ in pem_blocks(key)):
+    """A jwt secret's ``rsa_public_key`` (Kong: any key OpenSSL loads; here, a public key)."""
+    try:
+        serialization.load_pem_public_key(key.encode("utf-8", "surrogateescape"))
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         return "invalid key"
     return None
 

@@ -145,3 +145,24 @@ def test_a_ca_certificate_must_be_a_current_ca() -> None:
         "basic constraint",
         "ca_certificates[4]: please submit only one certificate at a time",
     ]
+
+
+def test_a_jwt_rsa_public_key_must_load() -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    pem = key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+    lines = pem.splitlines()
+    broken = "\n".join([lines[0], lines[1][::-1], *lines[2:]])
+    consumer = {
+        "username": "u",
+        "jwt_secrets": [
+            {"key": "a", "algorithm": "RS256", "rsa_public_key": pem},
+            {"key": "b", "algorithm": "RS256", "rsa_public_key": broken},
+        ],
+    }
+    assert errors({"consumers": [consumer]}) == [
+        "consumers[0].jwt_secrets[1].rsa_public_key: invalid key",
+        "consumers[0].jwt_secrets[1]: failed conditional validation given value of field "
+        "'algorithm'",
+    ]
