@@ -138,6 +138,30 @@ def test_cache_ttl_expires_the_entry(gateway: Gateway) -> None:
     assert get(gateway, "/ttl/t").headers["x-cache-status"] == "Hit"
 
 
+def _at_fraction(low: float, high: float) -> None:
+    """Wait until the clock's fraction of a second is in [low, high)."""
+    while not low <= time.time() % 1 < high:
+        time.sleep(0.01)
+
+
+def test_age_and_staleness_count_whole_seconds(gateway: Gateway) -> None:
+    # Kong stamps entries with ngx.time() (whole seconds): an entry stored late in a second is
+    # one second old early in the next, and cache_ttl: 1 holds until the clock's second moves
+    # on twice.
+    _at_fraction(0.75, 0.85)
+    assert get(gateway, "/simple/whole-seconds").headers["x-cache-status"] == "Miss"
+    _at_fraction(0.1, 0.2)
+    hit = get(gateway, "/simple/whole-seconds")
+    assert (hit.headers["x-cache-status"], hit.headers["age"]) == ("Hit", "1")
+
+    _at_fraction(0.05, 0.15)
+    assert get(gateway, "/stale/whole-seconds").headers["x-cache-status"] == "Miss"
+    time.sleep(1)
+    _at_fraction(0.85, 0.95)  # 1.8 s later: one whole second by Kong's clock
+    hit = get(gateway, "/stale/whole-seconds")
+    assert (hit.headers["x-cache-status"], hit.headers["age"]) == ("Hit", "1")
+
+
 def test_storage_ttl_keeps_stale_entries_for_refresh(gateway: Gateway) -> None:
     assert get(gateway, "/stale/t").headers["x-cache-status"] == "Miss"
     assert get(gateway, "/stale/t").headers["x-cache-status"] == "Hit"

@@ -10,11 +10,12 @@ the ``vary_headers`` the same way (none when unset). ``ignore_uri_case`` lower-c
 
 **Flow.** ``access`` checks the method and (``cache_control``) the request's ``no-store`` /
 ``no-cache``, computes the key and looks it up: a fresh entry is answered from memory
-(``X-Cache-Status: Hit``, ``Age``); a stale one (older than ``cache_ttl``, or failing the
-request's ``max-age``/``max-stale``/``min-fresh``) is ``Refresh``, a missing one ``Miss``, and
-both go upstream; ``only-if-cached`` without an entry is 504. The ``response`` hook decides
-whether the upstream's answer may be stored (``response_code``, ``content_type`` compared as
-media types, and with ``cache_control`` the response's ``private``/``no-store``/``no-cache`` and
+(``X-Cache-Status: Hit``, ``Age``; ages count whole seconds, as Kong's ``ngx.time()``); a
+stale one (older than ``cache_ttl``, or failing the request's ``max-age``/``max-stale``/
+``min-fresh``) is ``Refresh``, a missing one ``Miss``, and both go upstream;
+``only-if-cached`` without an entry is 504. The ``response`` hook decides whether the
+upstream's answer may be stored (``response_code``, ``content_type`` compared as media types,
+and with ``cache_control`` the response's ``private``/``no-store``/``no-cache`` and
 its ``s-maxage``/``max-age``/``Expires`` TTL), else ``Bypass``; the ``body`` hook collects the
 body and stores it for ``storage_ttl`` (else the Cache-Control TTL, else ``cache_ttl``) seconds.
 ``X-Cache-Status``, ``X-Cache-Key`` and ``Age`` are sent when ``response_headers`` enables them
@@ -236,16 +237,17 @@ class Entry:
         status: int,
         headers: list[tuple[bytes, bytes]],
         body: bytes,
-        timestamp: float,
+        now: float,
         ttl: float,
         storage_ttl: float,
     ) -> None:
         self.status = status
         self.headers = headers
         self.body = body
-        self.timestamp = timestamp
+        #: Whole seconds, as Kong's ``ngx.time()``: ages and staleness count whole seconds.
+        self.timestamp = int(now)
         self.ttl = ttl
-        self.expires = timestamp + storage_ttl
+        self.expires = now + storage_ttl
         self.size = len(body) + sum(len(n) + len(v) for n, v in headers) + _ENTRY_OVERHEAD
         self.version = CACHE_VERSION
 
@@ -411,7 +413,7 @@ class ProxyCache(Plugin):
         if entry.version != CACHE_VERSION:
             self.store.purge(key)
             return self._signal(state, "Bypass")
-        age = now - entry.timestamp
+        age = int(now) - entry.timestamp  # Kong: ngx.time() - res.timestamp, whole seconds
         if self.cache_control:
             max_age, max_stale, min_fresh = (
                 _number(cc.get("max-age")),
@@ -431,7 +433,7 @@ class ProxyCache(Plugin):
         debug = ctx.header("kong-debug")
         headers = [(n, v) for n, v in entry.headers if _replayable(n)]
         for name, value in (
-            (b"age", str(int(age)).encode()),
+            (b"age", str(age).encode()),
             (b"x-cache-status", b"Hit"),
             (b"x-cache-key", key.encode()),
         ):
