@@ -104,6 +104,8 @@ def _make_path_source(path: str) -> tuple[str, str]:
     while m := _LEADING_FLAGS.match(body):
         flags += m.group()
         body = body[m.end() :]
+    if "[:" in body:
+        body = _posix_classes(body)
     if "$" in body and _MULTI_LINE.search(path) is None:
         body = _end_of_text(body)
     # \A, not ^: Kong's "^" comes before any inline flag, so a leading (?m) (moved in front
@@ -113,6 +115,68 @@ def _make_path_source(path: str) -> tuple[str, str]:
 
 # Any inline flag group that turns on multi-line mode: (?m), (?im), (?m:...), (?sm-i)...
 _MULTI_LINE = re.compile(r"\(\?[a-zA-Z]*m[a-zA-Z]*(?:-[a-zA-Z]*)?[:)]")
+
+
+# Rust's regex ASCII classes ([[:alpha:]] etc.), as Python set items.
+_POSIX = {
+    "alnum": "0-9A-Za-z",
+    "alpha": "A-Za-z",
+    "ascii": "\\x00-\\x7f",
+    "blank": "\\t ",
+    "cntrl": "\\x00-\\x1f\\x7f",
+    "digit": "0-9",
+    "graph": "!-~",
+    "lower": "a-z",
+    "print": " -~",
+    "punct": "!-/:-@\\[-`{-~",
+    "space": "\\t\\n\\v\\f\\r ",
+    "upper": "A-Z",
+    "word": "0-9A-Za-z_",
+    "xdigit": "0-9A-Fa-f",
+}
+_POSIX_ITEM = re.compile(r"\[:(\^?)([a-z]+):\]")
+
+
+def _posix_classes(body: str) -> str:
+    """Rewrite the ASCII classes Rust's regex reads inside a bracket expression
+    (``[[:digit:]_]``), which Python's ``re`` would take as a set of characters. A negated one
+    (``[:^digit:]``) is rewritten only when it is the whole expression."""
+    out: list[str] = []
+    i = 0
+    n = len(body)
+    while i < n:
+        c = body[i]
+        if c == "\\":
+            out.append(body[i : i + 2])
+            i += 2
+            continue
+        if c != "[":
+            out.append(c)
+            i += 1
+            continue
+        head = i + 1
+        if head < n and body[head] == "^":
+            head += 1
+        k = head + 1 if head < n and body[head] == "]" else head
+        items: list[str] = []
+        last = head
+        while k < n and body[k] != "]":
+            m = _POSIX_ITEM.match(body, k)
+            if m is not None and m.group(2) in _POSIX:
+                items.append(body[last:k])
+                # A negated class can only be written as a whole bracket expression.
+                items.append(m.group() if m.group(1) else _POSIX[m.group(2)])
+                k = last = m.end()
+                continue
+            k += 2 if body[k] == "\\" else 1
+        items.append(body[last:k])
+        only = _POSIX_ITEM.fullmatch(body, i + 1, k)
+        if only is not None and only.group(1) and only.group(2) in _POSIX:
+            out.append("[^" + _POSIX[only.group(2)] + "]")
+        else:
+            out.append(body[i:head] + "".join(items) + body[k : k + 1])
+        i = k + 1
+    return "".join(out)
 
 
 def _end_of_text(body: str) -> str:

@@ -60,3 +60,21 @@ def test_multi_line_flag_does_not_move_the_start_anchor(mod: ModuleType) -> None
     router = mod.Router([RouteSpec(0, paths=("~(?m)/admin",))])
     assert key_of(router, "/admin") == 0
     assert key_of(router, "/x\n/admin") is None
+
+
+def test_posix_character_classes_are_ascii_classes(mod: ModuleType) -> None:
+    # Rust's regex reads [[:digit:]] as an ASCII class; Python's re would read a set of the
+    # characters "[:digt" followed by a literal "]".
+    router = mod.Router(
+        [
+            RouteSpec(0, paths=("~/users/[[:digit:]]+$",)),
+            RouteSpec(1, paths=("~/tags/[[:alpha:]_-]+$",)),
+            RouteSpec(2, paths=("~/not/[[:^digit:]]+$",)),
+        ]
+    )
+    assert key_of(router, "/users/123") == 0
+    assert key_of(router, "/users/d]") is None
+    assert key_of(router, "/tags/a_b-C") == 1
+    assert key_of(router, "/tags/a1") is None
+    assert key_of(router, "/not/ab") == 2
+    assert key_of(router, "/not/a1") is None
