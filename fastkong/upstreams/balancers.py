@@ -22,7 +22,7 @@ Algorithms (Kong's names):
                        ``hash_on`` / ``hash_fallback``.
 ``latency``            Kong's EWMA (10 s decay) of time-to-first-byte; the available peer not
                        tried yet with the lowest ``ewma / weight`` (Kong scores them all); a
-                       new peer starts at the average.
+                       new or recovered peer starts at the average of the available ones.
 
 Per-worker, per-peer runtime numbers (in-flight count, EWMA, cached health state) live in a
 :class:`PeerState` shared by every snapshot's peer with the same key (upstream id, target id,
@@ -368,15 +368,24 @@ class Latency(Balancer):
     algorithm = "latency"
     tracks = True
 
-    def structure_changed(self) -> None:
-        # Slow start: a peer never measured gets the average of the measured ones.
-        measured = [p.st.ewma for p in self.peers if p.st.ewma >= 0]
-        if measured:
-            average = sum(measured) / len(measured)
-            now = time.monotonic()
-            for p in self.peers:
-                if p.st.ewma < 0:
-                    p.st.ewma, p.st.ewma_at = average, now
+    def refresh(self) -> None:
+        super().refresh()
+        # Kong's afterHostUpdate, run on every address or health change: an unavailable
+        # address forgets its EWMA; an available one without any (new, or back from unhealthy)
+        # starts at the average over the available addresses, counting the unmeasured as 0.
+        available = []
+        for p in self.peers:
+            if H.available(p.st.state):
+                available.append(p)
+            else:
+                p.st.ewma = -1.0
+        if not available:
+            return
+        average = sum(max(p.st.ewma, 0.0) for p in available) / len(available)
+        now = time.monotonic()
+        for p in available:
+            if p.st.ewma < 0:
+                p.st.ewma, p.st.ewma_at = average, now
 
     def score(self, peer: Peer, now: float) -> float:
         st = peer.st

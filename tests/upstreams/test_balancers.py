@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections import Counter
+
+import pytest
 
 from fastkong.config import load_config
 from fastkong.config.schema import Healthchecks
@@ -114,14 +117,36 @@ def test_latency_takes_the_lowest_score_among_all_peers() -> None:
         u, targets(u, ("10.0.0.1:80", 100), ("10.0.0.2:80", 100), ("10.0.0.3:80", 100))
     )
     slow, fast, middle = b.peers
-    for peer, rtt in ((slow, 0.3), (fast, 0.01), (middle, 0.1)):
-        peer.st.active += 1
-        b.done(peer, rtt)
+    now = time.monotonic()
+    for peer, ewma in ((slow, 0.3), (fast, 0.01), (middle, 0.1)):
+        peer.st.ewma, peer.st.ewma_at = ewma, now
     picks = Counter(p.host for _ in range(300) if (p := b.pick()) is not None)
     assert picks == {fast.host: 300}
     # a retry skips the tried peer and takes the best of the rest
     assert b.pick((fast,)) is middle
     assert b.pick((fast, middle)) is slow
+
+
+def test_latency_slow_start_for_a_peer_back_from_unhealthy() -> None:
+    # latency.lua afterHostUpdate (run on every health change): an unavailable address drops
+    # its EWMA; when it is back, it starts at the average over the available addresses, the
+    # unmeasured ones (itself included) counting 0, so it neither floods nor starves.
+    u = upstream(algorithm="latency", healthchecks=passive(http=1))
+    b = build_balancer(
+        u, targets(u, ("10.0.0.1:80", 100), ("10.0.0.2:80", 100), ("10.0.0.3:80", 100))
+    )
+    a, c, back = b.peers
+    assert [p.st.ewma for p in b.peers] == [0.0, 0.0, 0.0]  # all start at the average, 0
+    now = time.monotonic()
+    a.st.ewma, c.st.ewma = 0.6, 0.9
+    a.st.ewma_at = c.st.ewma_at = now
+    back.st.ewma = 0.05
+    b.report_status(back, 500)
+    assert back.st.state == H.UNHEALTHY and back.st.ewma == -1.0
+    back.st.state = H.HEALTHY  # e.g. the admin API marks it healthy again
+    b.refresh()
+    assert back.st.ewma == pytest.approx((0.6 + 0.9 + 0.0) / 3)
+    assert b.pick() is back  # 0.5 is below the others' scores
 
 
 def test_passive_failures_take_a_peer_out_and_the_threshold_fails_the_balancer() -> None:
