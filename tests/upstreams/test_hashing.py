@@ -186,3 +186,29 @@ def test_a_header_name_with_underscores_names_the_dashed_header() -> None:
     u = upstream(hash_on="header", hash_on_header="X_User", algorithm="consistent-hashing")
     b = ConsistentHashing(upstream=u, targets=targets(u, ("10.0.0.1:80", 100)))
     assert b.hash_value([(b"x-user", b"alice")], "ip", "/", b"", None, None) == ("alice", None)
+
+
+def test_two_addresses_of_one_name_fit_160_entries() -> None:
+    # 03-consistent_hashing_spec "equal weights and 'fitting' indices": one target, two A
+    # records: floor(100 / 200 * 1 target * 160) = 80 entries each.
+    u = upstream(
+        hash_on="header", hash_on_header="x-user", algorithm="consistent-hashing", slots=1000
+    )
+    b = ConsistentHashing(upstream=u, targets=targets(u, ("mashape.test:80", 100)))
+    b.targets[0].set_addresses(["1.2.3.4", "1.2.3.5"], b.upstream_id)
+    b.rebuild()
+    assert b.wheel is not None and b.wheel.entries == [80, 80]
+
+
+def test_weights_spread_keys_as_in_kongs_unit_spec() -> None:
+    # 03-consistent_hashing_spec "gets an IP address and port number; consistent hashing":
+    # weights 10 and 5 over a 1000-point wheel, 1500 keys: about 1000 and 500 (within 10%).
+    u = upstream(
+        hash_on="header", hash_on_header="x-user", algorithm="consistent-hashing", slots=1000
+    )
+    b = ConsistentHashing(upstream=u, targets=targets(u, ("1.2.3.4:123", 10), ("5.6.7.8:321", 5)))
+    counts = Counter(
+        f"{p.host}:{p.port}" for n in range(1, 1501) if (p := b.pick((), str(n))) is not None
+    )
+    assert 900 < counts["1.2.3.4:123"] < 1100 and 450 < counts["5.6.7.8:321"] < 550
+    assert len({b.pick((), "6") for _ in range(15)}) == 1
