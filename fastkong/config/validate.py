@@ -29,6 +29,9 @@ from fastkong.config import errors as E
 from fastkong.config.errors import FieldError
 from fastkong.config.meta import Loc
 
+#: The field Kong's schemas never validate (``unvalidated_fields`` in kong/db/schema/init.lua).
+UNVALIDATED = "updated_at"
+
 
 class Issues:
     """Collects :class:`FieldError` s; the same message at the same place is kept once."""
@@ -171,6 +174,13 @@ def walk_struct(
         if name in skip:
             continue
         f = plan.fields.get(name)
+        if name == UNVALIDATED:
+            # Kong never validates `updated_at` (any record, any value); kept only when valid
+            if f is not None and value is not None:
+                ok, normalized = walk_value(f.type, value, (*loc, name), Issues())
+                if ok:
+                    data[name] = normalized
+            continue
         if f is None:
             issues.field((*loc, name), E.UNKNOWN)
             out.bad.add(name)

@@ -227,3 +227,17 @@ def test_yaml_numbers_with_an_exponent_are_numbers() -> None:
     svc = load("services:\n- {host: h, port: 8e3, retries: 1.0e1}\n").services[0]
     assert (svc.port, svc.retries) == (8000, 10)
     assert errors("consumers:\n- {username: 1e3}\n") == ["consumers[0].username: expected a string"]
+
+
+# -- `updated_at` is never validated (kong:kong/db/schema/init.lua `unvalidated_fields`)
+def test_updated_at_is_accepted_anywhere_and_kept_only_when_valid() -> None:
+    config = load(
+        "services:\n- {host: h, updated_at: yesterday}\n"
+        "- {host: h, name: s, updated_at: 1700000001}\n"
+        "consumers:\n- username: u\n  updated_at: 1700000002\n"
+        "  keyauth_credentials: [{key: k, updated_at: 1700000003}]\n"
+        "upstreams:\n- {name: u, healthchecks: {active: {updated_at: x}}}\n"
+    )
+    assert [s.updated_at for s in config.services] == [None, 1700000001]
+    assert config.consumers[0].updated_at == 1700000002
+    assert config.keyauth_credentials[0].key == "k"
