@@ -3,9 +3,9 @@
 A :class:`Balancer` is built once per config snapshot from an upstream and its targets. It owns
 the :class:`Peer` objects (one per address of each target; an IP target has one address, a
 hostname target one per resolved IP, each with the target's whole weight, as Kong gives an A
-record's addresses) and answers
-``pick(tried, key)``: the next peer, or None when no peer is available (the proxy's 503
-``failure to get a peer from the ring-balancer``). Everything a pick needs is precomputed:
+record's addresses, and none while its name does not resolve) and answers ``pick(tried, key)``:
+the next peer, or None when no peer is available (the proxy's 503 ``failure to get a peer from
+the ring-balancer``). Everything a pick needs is precomputed:
 
 * ``live`` is the list of peers that take traffic (weight > 0 and available), rebuilt by
   :meth:`Balancer.refresh` only when a health state or an address set changes;
@@ -19,7 +19,8 @@ Algorithms (Kong's names):
 ``least-connections``  the available peer with the lowest ``(active + 1) / weight``, ties
                        broken by a rotating start so sequential traffic still spreads.
 ``consistent-hashing`` Kong's ketama wheel (:mod:`fastkong.upstreams.hashing`) on the value of
-                       ``hash_on`` / ``hash_fallback``.
+                       ``hash_on`` / ``hash_fallback``; a retry goes back to the key's peer
+                       unless it became unavailable (Kong keeps the hash point).
 ``latency``            Kong's EWMA (10 s decay) of time-to-first-byte; the available peer not
                        tried yet with the lowest ``ewma / weight`` (Kong scores them all); a
                        new or recovered peer starts at the average of the available ones.
