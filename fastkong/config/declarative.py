@@ -16,6 +16,7 @@ field errors, dangling references and duplicates together.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -218,16 +219,20 @@ class _Builder:
         Kong validates nested entities a second time with their references resolved
         (``populate_ids_for_validation``): a value naming any existing entity of the parent's
         type, or an ``{id = <uuid>}`` record, passes, and flattening then sets the enclosing
-        parent. Anything else keeps the first pass's "value must be null".
+        parent. Anything else keeps the first pass's "value must be null", except a record
+        whose id names no entity: that one fails Kong's reference check.
         """
         assert rec.parent is not None and rec.parent_fk is not None
         value, target = rec.named_parent, rec.parent.meta.plural
+        loc = (*rec.loc, rec.parent_fk)
         if isinstance(value, str):
-            ok = _names(rec.parent, value) or value in by_key[target] or value in by_id[target]
-        else:
-            ok = isinstance(value, dict) and is_uuid(value.get("id"))
-        if not ok:
-            self.issues.field((*rec.loc, rec.parent_fk), E.EQ_NULL)
+            if not (_names(rec.parent, value) or value in by_key[target] or value in by_id[target]):
+                self.issues.field(loc, E.EQ_NULL)
+        elif not (isinstance(value, dict) and is_uuid(value.get("id"))):
+            self.issues.field(loc, E.EQ_NULL)
+        elif value["id"] != rec.parent.id and value["id"] not in by_id[target]:
+            shown = json.dumps(value, separators=(",", ":"))
+            self.issues.field(loc, E.INVALID_REFERENCE.format(rec.parent_fk, shown, target))
 
     # -- 3. uniqueness ---------------------------------------------------------------------------
     def check_unique(self) -> None:

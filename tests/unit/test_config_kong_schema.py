@@ -132,7 +132,7 @@ def test_a_nested_entity_naming_another_existing_parent_gets_the_enclosing_one()
     config = load(
         "services:\n- name: a\n  host: a.svc\n  routes:\n  - {name: r, paths: [/a], service: b}\n"
         "  plugins:\n  - {name: cors, service: {id: 2f0e2d7c-8d8e-4d8a-9d2b-1a2b3c4d5e6f}}\n"
-        "- name: b\n  host: b.svc\n"
+        "- {name: b, host: b.svc, id: 2f0e2d7c-8d8e-4d8a-9d2b-1a2b3c4d5e6f}\n"
     )
     assert config.routes[0].service == config.services[0].id
     assert config.plugins[0].service == config.services[0].id
@@ -148,10 +148,22 @@ def test_a_nested_entity_naming_its_parent_keeps_the_name_in_its_id() -> None:
     assert named.plugins[0].service == plain.plugins[0].service == svc
 
 
-@pytest.mark.parametrize("value", ["nope", "{id: not-a-uuid}"])
-def test_a_nested_entity_naming_a_missing_parent_is_rejected(value: str) -> None:
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("nope", "value must be null"),
+        ("{id: not-a-uuid}", "value must be null"),
+        # kong:spec/01-unit/01-db/01-schema/11-declarative_config/03-flatten_spec.lua "#7696"
+        (
+            "{id: 769bdf51-16df-5476-9830-ef26800b5448}",
+            'invalid reference \'service: {"id":"769bdf51-16df-5476-9830-ef26800b5448"}\' '
+            "(no such entry in 'services')",
+        ),
+    ],
+)
+def test_a_nested_entity_naming_a_missing_parent_is_rejected(value: str, message: str) -> None:
     text = f"services:\n- name: s\n  host: h\n  routes:\n  - {{paths: [/], service: {value}}}\n"
-    assert errors(text) == ["services[0].routes[0].service: value must be null"]
+    assert errors(text) == [f"services[0].routes[0].service: {message}"]
 
 
 # -- a trailing newline (Lua patterns anchor `$` at the very end, so Kong rejects these)
