@@ -43,6 +43,7 @@ import msgspec
 
 from fastkong.upstreams import health as H
 from fastkong.upstreams.balancers import is_ip, split_target
+from fastkong.upstreams.registry import kong_addresses
 
 log = logging.getLogger("fastkong.healthchecks")
 
@@ -193,7 +194,7 @@ class ActiveChecker:
             infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
         except OSError:
             return hit[1] if hit is not None else []
-        found = sorted(dict.fromkeys(str(i[4][0]) for i in infos))
+        found = sorted(kong_addresses(infos))
         self.dns[name] = (now + DNS_TTL, found)
         return found
 
@@ -209,7 +210,7 @@ class ActiveChecker:
             infos = await loop.getaddrinfo(name, None, type=socket.SOCK_STREAM)
         except OSError:
             return hit[1] if hit is not None else []
-        found = sorted(dict.fromkeys(str(i[4][0]) for i in infos))
+        found = sorted(kong_addresses(infos))
         self.dns[name] = (time.monotonic() + DNS_TTL, found)
         return found
 

@@ -17,7 +17,7 @@ import logging
 import socket
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastkong.upstreams import health as H
 from fastkong.upstreams.balancers import Balancer, Peer, PeerState, is_ip
@@ -56,11 +56,23 @@ class Resolver:
             return hit
         loop = self.loop or asyncio.get_running_loop()
         infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        addresses = kong_addresses(infos)
         if not addresses:
             raise OSError(f"{host}: no address")
         self.cache[host] = (time.monotonic() + self.ttl, addresses)
         return addresses
+
+
+def kong_addresses(infos: list[tuple[Any, ...]]) -> list[str]:
+    """The addresses Kong's DNS client would use from a ``getaddrinfo`` answer.
+
+    Kong's default ``dns_order`` (``LAST,SRV,A,CNAME``) never asks for AAAA records, so a
+    name with both families gives its IPv4 addresses only (a dual-stack name must not weigh
+    twice). An IPv6-only name, which Kong cannot resolve, keeps its IPv6 addresses here.
+    """
+    v4 = [str(i[4][0]) for i in infos if i[0] == socket.AF_INET]
+    found = v4 or [str(i[4][0]) for i in infos]
+    return list(dict.fromkeys(found))
 
 
 class Registry:

@@ -270,3 +270,24 @@ upstreams: [{{name: pool.test, targets: [{listed}]}}]
     dns.answers["nowhere.test"] = socket.EAI_NONAME
     asyncio.run(registry.resolve_targets())
     assert b.peers == [] and b.pick() is None
+
+
+class DualStackLoop:
+    """A loop whose getaddrinfo answers like a name with A and AAAA records (or AAAA only)."""
+
+    def __init__(self, v4: bool) -> None:
+        self.v4 = v4
+
+    async def getaddrinfo(self, host: str, port: object, type: int = 0) -> list[tuple]:
+        answer = [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", 0, 0, 0))]
+        if self.v4:
+            answer.append((socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", 0)))
+        return answer
+
+
+def test_a_dual_stack_name_resolves_to_its_ipv4_addresses() -> None:
+    # Kong's default dns_order is LAST,SRV,A,CNAME: no AAAA query, so a name with both families
+    # has only its A addresses (each weighing the whole target, it must not count twice).
+    assert asyncio.run(Resolver(DualStackLoop(True)).resolve("dual.test")) == ["127.0.0.2"]
+    # an IPv6-only name (no address at all in Kong) keeps its AAAA addresses here
+    assert asyncio.run(Resolver(DualStackLoop(False)).resolve("v6.test")) == ["::1"]
