@@ -202,16 +202,18 @@ def check_target(target: str) -> str | None:
 
 
 def check_ip_or_cidr(value: str) -> str | None:
+    """Kong's ``is_valid_ip_or_cidr``: ``inet_pton`` forms (no zone), prefix ``0``..``32/128``."""
     ip, slash, prefix = value.partition("/")
     try:
         addr = ipaddress.ip_address(ip)
-        if slash and not (
-            prefix.isascii() and prefix.isdigit() and int(prefix) <= addr.max_prefixlen
-        ):
+        if "%" in ip or (slash and prefix not in _PREFIXES[: addr.max_prefixlen + 1]):
             raise ValueError(value)
     except ValueError:
         return f"invalid ip or cidr range: '{value}'"
     return None
+
+
+_PREFIXES: Final = tuple(str(n) for n in range(129))
 
 
 _RFC3986_PATH = re.compile(r"^/[A-Za-z0-9.\-_~/%:@!$&'()*+,;=]*\Z")

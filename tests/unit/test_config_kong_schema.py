@@ -253,3 +253,19 @@ def test_updated_at_is_accepted_anywhere_and_kept_only_when_valid() -> None:
     assert [s.updated_at for s in config.services] == [None, 1700000001]
     assert config.consumers[0].updated_at == 1700000002
     assert config.keyauth_credentials[0].key == "k"
+
+
+# -- sources/destinations (kong:kong/tools/ip.lua `is_valid_ip_or_cidr`: inet_pton, prefixes
+# written exactly as "0".."32" or "0".."128")
+@pytest.mark.parametrize("ip", ["10.0.0.0/08", "fe80::1%eth0", "10.0.0.0/+8", "::/129"])
+def test_sources_ip_forms_kong_rejects(ip: str) -> None:
+    text = f"routes:\n- {{protocols: [tcp], sources: [{{ip: '{ip}'}}]}}\n"
+    assert errors(text) == [f"routes[0].sources[0].ip: invalid ip or cidr range: '{ip}'"]
+
+
+def test_sources_ip_forms_kong_accepts() -> None:
+    route = load(
+        "routes:\n- protocols: [tcp]\n"
+        "  sources: [{ip: 10.0.0.1/8}, {ip: '::/0'}, {ip: '::1/128'}, {ip: 1.2.3.4, port: 0}]\n"
+    ).routes[0]
+    assert route.sources is not None and len(route.sources) == 4
