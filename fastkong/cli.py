@@ -49,6 +49,14 @@ def _env(name: str) -> str | None:
     return os.environ.get(f"FASTKONG_{name}") or os.environ.get(f"KONG_{name}")
 
 
+def _router_flavor(args: argparse.Namespace) -> str:
+    """``--router-flavor``, else ``KONG_ROUTER_FLAVOR``, else Kong 3.x's default; ValueError
+    naming the accepted values for one fastkong does not implement."""
+    from fastkong.runtime import DEFAULT_ROUTER_FLAVOR, check_router_flavor
+
+    return check_router_flavor(args.router_flavor or _env("ROUTER_FLAVOR") or DEFAULT_ROUTER_FLAVOR)
+
+
 def _is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -61,6 +69,11 @@ def cmd_start(args: argparse.Namespace) -> int:
     from fastkong.control.supervisor import Options, Supervisor
 
     config = args.config or _env("DECLARATIVE_CONFIG")
+    try:
+        flavor = _router_flavor(args)
+    except ValueError as exc:
+        print(f"fastkong: {exc}", file=sys.stderr)
+        return 1
     opts = Options(
         config_path=Path(config) if config else None,
         proxy=parse_listen(args.proxy_listen or _env("PROXY_LISTEN") or "0.0.0.0:8000")
@@ -69,6 +82,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         admin=parse_listen(args.admin_listen or _env("ADMIN_LISTEN") or "127.0.0.1:8001"),
         workers=int(args.workers or _env("NGINX_WORKER_PROCESSES") or 1),
         trusted_ips=args.trusted_ips or _env("TRUSTED_IPS") or "",
+        router_flavor=flavor,
         ssl_cert=args.ssl_cert or _env("SSL_CERT"),
         ssl_key=args.ssl_key or _env("SSL_CERT_KEY"),
         http=args.http,
@@ -144,12 +158,17 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from fastkong.runtime import compile_runtime
 
     try:
+        flavor = _router_flavor(args)
+    except ValueError as exc:
+        print(f"fastkong: {exc}", file=sys.stderr)
+        return 1
+    try:
         loaded = load_config(Path(args.path).read_bytes())
     except ConfigError as exc:
         for error in exc.errors:
             print(f"{error.path}: {error.message}", file=sys.stderr)
         return 1
-    runtime = compile_runtime(loaded.config, loaded.hash)
+    runtime = compile_runtime(loaded.config, loaded.hash, router_flavor=flavor)
     url = urlsplit(args.url)
     scheme = url.scheme or "http"
     port = url.port or (443 if scheme == "https" else 80)
@@ -230,6 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow a non-loopback admin listener without FASTKONG_ADMIN_TOKEN",
     )
+    start.add_argument(
+        "--router-flavor",
+        help="traditional_compatible (Kong 3.x's default) or traditional (KONG_ROUTER_FLAVOR)",
+    )
     start.add_argument("--log-level", default="warning")
     start.set_defaults(func=cmd_start)
 
@@ -244,6 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--url", required=True)
     explain.add_argument("--header", action="append", default=[], help="'Name: value'")
     explain.add_argument("--sni")
+    explain.add_argument(
+        "--router-flavor",
+        help="traditional_compatible (Kong 3.x's default) or traditional (KONG_ROUTER_FLAVOR)",
+    )
     explain.set_defaults(func=cmd_explain)
 
     demo = sub.add_parser("demo", help="run the gateway on the bundled example config")

@@ -32,6 +32,18 @@ T = TypeVar("T")
 HTTP_PROTOCOLS = frozenset({"http", "https", "grpc", "grpcs"})
 DEFAULT_PORTS = {"http": 80, "https": 443, "grpc": 80, "grpcs": 443}
 EMPTY_HASH = "0" * 32
+#: Kong's ``router_flavor`` values fastkong implements (``expressions`` is not one of them).
+ROUTER_FLAVORS = ("traditional_compatible", "traditional")
+DEFAULT_ROUTER_FLAVOR = "traditional_compatible"
+
+
+def check_router_flavor(flavor: str) -> str:
+    """``flavor`` if fastkong implements it, else ValueError with the accepted values."""
+    if flavor not in ROUTER_FLAVORS:
+        raise ValueError(
+            f"router_flavor {flavor!r} is not supported; use one of {', '.join(ROUTER_FLAVORS)}"
+        )
+    return flavor
 
 
 class ServicePlan:
@@ -114,13 +126,17 @@ class RoutePlan:
         "plugins",
     )
 
-    def __init__(self, route: Any, service: ServicePlan | None) -> None:
+    def __init__(
+        self, route: Any, service: ServicePlan | None, flavor: str = DEFAULT_ROUTER_FLAVOR
+    ) -> None:
         self.id: str = route.id
         self.name: str | None = route.name
         self.service = service
         self.strip_path: bool = route.strip_path
         self.preserve_host: bool = route.preserve_host
-        self.path_handling: str = route.path_handling
+        # Kong's traditional_compatible router joins every route's upstream path by the v0
+        # rule (kong/router/atc.lua, set_upstream_uri); only the traditional flavor reads v1.
+        self.path_handling: str = route.path_handling if flavor == "traditional" else "v0"
         self.protocols = frozenset(route.protocols)
         self.https_redirect_status_code: int = route.https_redirect_status_code
         self.request_buffering: bool = route.request_buffering
@@ -145,6 +161,7 @@ class Runtime:
         "plugins",
         "consumers",
         "router_key",
+        "router_flavor",
         "decisions",
         "_indexes",
         "__weakref__",
@@ -174,6 +191,7 @@ class Runtime:
         self.decisions: dict[tuple[str, str, int, str, str], Any] = {}
         #: Identifies the inputs of the router (services and routes); equal keys, equal routers.
         self.router_key: str | None = None
+        self.router_flavor = DEFAULT_ROUTER_FLAVOR
 
     def __repr__(self) -> str:
         return (
@@ -202,8 +220,13 @@ def compile_runtime(
     *,
     previous: Runtime | None = None,
     router_key: str | None = None,
+    router_flavor: str = DEFAULT_ROUTER_FLAVOR,
 ) -> Runtime:
     """Build the runtime snapshot of ``config`` (pure; runs off the request path).
+
+    ``router_flavor`` is Kong's setting of that name (:data:`ROUTER_FLAVORS`): the 3.x default
+    ``traditional_compatible`` breaks priority ties by route id and joins every upstream path by
+    the v0 rule; ``traditional`` breaks ties by config order and honours ``path_handling: v1``.
 
     When ``router_key`` (a digest of the services and routes) equals ``previous.router_key`` the
     previous router is reused: a reload that only changes targets, plugins or consumers (the
@@ -212,16 +235,16 @@ def compile_runtime(
     # The build allocates many long-lived, acyclic objects: cyclic collections during it find
     # nothing and cost about as much as the build.
     with gc_paused():
-        return _compile(config, hash, version, previous=previous, router_key=router_key)
+        return _compile(config, hash, version, previous, router_key, router_flavor)
 
 
 def _compile(
     config: Config,
     hash: str,
-    version: int = 0,
-    *,
-    previous: Runtime | None = None,
-    router_key: str | None = None,
+    version: int,
+    previous: Runtime | None,
+    router_key: str | None,
+    flavor: str,
 ) -> Runtime:
     """The body of :func:`compile_runtime`."""
     upstreams = {u.name: u for u in config.upstreams}
@@ -249,9 +272,14 @@ def _compile(
         service = services.get(r.service) if r.service else None
         if service is not None and not service.enabled:
             continue  # Kong leaves routes of a disabled service out of the router
-        specs.append(route_spec(len(routes), r))
-        routes.append(RoutePlan(r, service))
-    if router_key is not None and previous is not None and previous.router_key == router_key:
+        specs.append(route_spec(len(routes), r, flavor))
+        routes.append(RoutePlan(r, service, flavor))
+    if (
+        router_key is not None
+        and previous is not None
+        and previous.router_key == router_key
+        and previous.router_flavor == flavor
+    ):
         router = previous.router
     else:
         # The config was validated (every regex compiled once by the loader): the worker's
@@ -259,6 +287,7 @@ def _compile(
         router = router_mod.Router(specs, lazy_regex=True)
     runtime = Runtime(config, hash, router, routes, services, version)
     runtime.router_key = router_key
+    runtime.router_flavor = flavor
     runtime.plugins = build_plugins(config.plugins, runtime)
     if len(runtime.plugins):
         for plan in routes:
@@ -266,7 +295,7 @@ def _compile(
     return runtime
 
 
-def route_spec(key: int, route: Any) -> RouteSpec:
+def route_spec(key: int, route: Any, flavor: str = DEFAULT_ROUTER_FLAVOR) -> RouteSpec:
     headers = route.headers or {}
     return RouteSpec(
         key=key,
@@ -276,6 +305,9 @@ def route_spec(key: int, route: Any) -> RouteSpec:
         headers=tuple((name.lower(), tuple(values)) for name, values in headers.items()),
         snis=tuple(s.lower() for s in route.snis or ()),
         regex_priority=route.regex_priority,
+        # Equal priorities: Kong's ATC router tries the larger route id first; the traditional
+        # router keeps its sorted order, which for a declarative config is the config's.
+        id=route.id if flavor == "traditional_compatible" else None,
     )
 
 

@@ -151,6 +151,15 @@ def _v0(base: str, postfix: str, path: str, strip: bool) -> str:
     return base + "/" + postfix
 
 
+def _v1(base: str, postfix: str, path: str, strip: bool) -> str:
+    # kong/router/traditional.lua, path_handling == "v1"
+    if not strip:
+        return base + path[1:]
+    if base.endswith("/") and postfix.startswith("/"):
+        return base[:-1] + postfix
+    return base + postfix
+
+
 def _escape(uri: str) -> str:
     data = uri.encode("utf-8", "surrogateescape")
     if _UNSAFE.search(data) is None:
@@ -173,16 +182,17 @@ def upstream_path(
     request_path: the normalized request path (:func:`normalize_path`).
     matched_len: ``RouteMatch.matched_len``; 0 when the route has no paths.
     strip_path: the route's ``strip_path``.
-    path_handling: the route's ``path_handling``; not read. Under ``traditional_compatible``
-        (Kong 3.x's default flavor, the one fastkong implements) Kong joins every route by the
-        v0 rule (``kong/router/atc.lua`` ``set_upstream_uri``); ``v1`` is honoured only by the
-        deprecated ``traditional`` flavor.
+    path_handling: the route's ``path_handling``, ``"v0"`` or ``"v1"``.
 
     The matched prefix (``/`` without strip_path or without a path match) is cut off, a leading
-    ``./`` or ``../`` of the rest is dropped, the parts are joined by the v0 rule and the result
-    is escaped as Kong's ``kong.tools.uri.escape`` (always ASCII).
+    ``./`` or ``../`` of the rest is dropped, the parts are joined by the v0 or v1 rule and the
+    result is escaped as Kong's ``kong.tools.uri.escape`` (always ASCII).
     """
     base = "/" if service_path is None else service_path
     cut = matched_len if strip_path and matched_len > 0 else 1
     postfix = _sanitize_postfix(request_path[cut:])
-    return _escape(_v0(base, postfix, request_path, strip_path))
+    if path_handling == "v1":
+        joined = _v1(base, postfix, request_path, strip_path)
+    else:
+        joined = _v0(base, postfix, request_path, strip_path)
+    return _escape(joined)

@@ -254,8 +254,14 @@ def upstream_path(service_path, str request_path not None, Py_ssize_t matched_le
     cdef str postfix = _sanitize_postfix(request_path[cut:])
     cdef str joined
     cdef bint base_slash = base.endswith("/")
-    # path_handling is not read: see _uri_py.upstream_path.
-    if base_slash:
+    if path_handling == "v1":
+        if not strip_path:
+            joined = base + request_path[1:]
+        elif base_slash and postfix.startswith("/"):
+            joined = base[:len(base) - 1] + postfix
+        else:
+            joined = base + postfix
+    elif base_slash:
         if not strip_path:
             joined = base + request_path[1:]
         elif not postfix:

@@ -48,6 +48,7 @@ from fastkong.control.admin import AdminApi
 from fastkong.control.httpserver import Request, Response
 from fastkong.control.state import file_identity, read_reports, write_state
 from fastkong.metrics import render_node_metrics, reset_node_metrics, target_health_rows
+from fastkong.runtime import DEFAULT_ROUTER_FLAVOR
 from fastkong.upstreams.checker import ActiveChecker
 from fastkong.upstreams.health import HealthTable
 
@@ -84,6 +85,7 @@ class Options:
     admin: tuple[str, int] | None = ("127.0.0.1", 8001)
     workers: int = 1
     trusted_ips: str = ""
+    router_flavor: str = DEFAULT_ROUTER_FLAVOR
     ssl_cert: str | None = None
     ssl_key: str | None = None
     http: str = "auto"
@@ -348,7 +350,7 @@ class Supervisor:
             "tagline": "Welcome to fastkong",
             "configuration": {
                 "database": "off",
-                "router_flavor": "traditional_compatible",
+                "router_flavor": self.options.router_flavor,
                 "proxy_listeners": [{"ip": self.options.proxy[0], "port": self.options.proxy[1]}],
             },
         }
@@ -370,6 +372,7 @@ class Supervisor:
         env = dict(os.environ)
         env["FASTKONG_STATE_FILE"] = str(self.state_file)
         env["FASTKONG_TRUSTED_IPS"] = self.options.trusted_ips
+        env["FASTKONG_ROUTER_FLAVOR"] = self.options.router_flavor
         env["FASTKONG_COUNTERS"] = str(self.counters_file)
         env["FASTKONG_HEALTH"] = str(self.health_file)
         self.child = await asyncio.create_subprocess_exec(

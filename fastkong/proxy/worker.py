@@ -31,7 +31,12 @@ from fastkong.plugins.bundled import _queue as http_queue
 from fastkong.plugins.bundled import file_log
 from fastkong.proxy.app import Gateway
 from fastkong.proxy.trust import TrustedIps
-from fastkong.runtime import Runtime, compile_runtime
+from fastkong.runtime import (
+    DEFAULT_ROUTER_FLAVOR,
+    Runtime,
+    check_router_flavor,
+    compile_runtime,
+)
 from fastkong.store import redis as redis_store
 
 log = logging.getLogger("fastkong.worker")
@@ -47,9 +52,12 @@ TEARDOWN_SLICE = 256
 class StateFollower:
     """Keeps one worker's runtime in step with the state file."""
 
-    def __init__(self, gateway: Gateway, path: Path) -> None:
+    def __init__(
+        self, gateway: Gateway, path: Path, router_flavor: str = DEFAULT_ROUTER_FLAVOR
+    ) -> None:
         self.gateway = gateway
         self.path = path
+        self.router_flavor = router_flavor
         self.identity: tuple[int, int, int] | None = None
         self.version = 0
         self.task: asyncio.Task[None] | None = None
@@ -79,6 +87,7 @@ class StateFollower:
                 self.version + 1,
                 previous=self.gateway.runtime,
                 router_key=router_key,
+                router_flavor=self.router_flavor,
             )
             # Everything just built is long-lived: move it out of the young generations before
             # the collector is back on, or its first collection would scan all of it at once.
@@ -174,6 +183,11 @@ def create_app() -> Gateway:
     """Build one worker's ASGI app (Granian calls this in each worker process)."""
     state = os.environ.get("FASTKONG_STATE_FILE")
     trusted = TrustedIps.parse(os.environ.get("FASTKONG_TRUSTED_IPS", ""))
+    flavor = check_router_flavor(
+        os.environ.get("FASTKONG_ROUTER_FLAVOR")
+        or os.environ.get("KONG_ROUTER_FLAVOR")
+        or DEFAULT_ROUTER_FLAVOR
+    )
     follower: StateFollower | None = None
 
     async def startup(gateway: Gateway) -> None:
@@ -198,8 +212,8 @@ def create_app() -> Gateway:
     )
     if not state and declarative:
         loaded = load_config(Path(declarative).read_bytes())
-        runtime = compile_runtime(loaded.config, loaded.hash)
+        runtime = compile_runtime(loaded.config, loaded.hash, router_flavor=flavor)
     gateway = Gateway(runtime, trusted_ips=trusted, on_startup=startup, on_shutdown=shutdown)
     if state:
-        follower = StateFollower(gateway, Path(state))
+        follower = StateFollower(gateway, Path(state), flavor)
     return gateway

@@ -1,8 +1,10 @@
-"""``fastkong config explain`` agrees with the proxy: same route, upstream path and Host."""
+"""``fastkong config explain`` agrees with the proxy: same route, upstream path and Host, under
+each router flavor (``--router-flavor``)."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -36,7 +38,15 @@ services:
   - {{name: v0, paths: ["/fit"]}}
   - {{name: v1, paths: ["/v1fit"], path_handling: v1}}
   - {{name: v1-keep, paths: ["/v1keep"], path_handling: v1, strip_path: false}}
+  - {{name: tie-a, paths: ["/tie"]}}
+- name: unslashed
+  url: http://127.0.0.1:{port}/s
+  routes:
+  - {{name: v1-unslashed, paths: ["/v1s"], path_handling: v1}}
+  - {{name: v1-unslashed-keep, paths: ["/v1k"], path_handling: v1, strip_path: false}}
+  - {{name: tie-b, paths: ["/tie"]}}
 """
+FLAVORS = ("traditional_compatible", "traditional")
 
 REQUESTS = [
     ("GET", "/api/x?q=1", {}),
@@ -54,19 +64,28 @@ REQUESTS = [
     ("GET", "/fitfoo", {}),
     ("GET", "/v1fitfoo", {}),
     ("GET", "/v1keep/z", {}),
+    ("GET", "/v1sfoo", {}),
+    ("GET", "/v1s", {}),
+    ("GET", "/v1k/foo", {}),
+    ("GET", "/tie/x", {}),
     ("GET", "/nowhere", {}),
 ]
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory, echo: Echo) -> Iterator[tuple[Gateway, Path]]:
-    gw = Gateway(tmp_path_factory.mktemp("explain"), CONFIG.format(port=echo.port)).start()
-    yield gw, gw.config_path
+@pytest.fixture(scope="module", params=FLAVORS)
+def setup(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, echo: Echo
+) -> Iterator[tuple[Gateway, Path, str]]:
+    flavor = request.param
+    config = CONFIG.format(port=echo.port)
+    gw = Gateway(tmp_path_factory.mktemp("explain"), config, 1, "--router-flavor", flavor).start()
+    yield gw, gw.config_path, flavor
     gw.stop()
 
 
-def explain(config: Path, method: str, url: str, headers: dict[str, str]) -> dict:  # type: ignore[type-arg]
+def explain(config: Path, method: str, url: str, headers: dict[str, str], flavor: str) -> dict:  # type: ignore[type-arg]
     args = ["config", "explain", str(config), "--method", method, "--url", url]
+    args += ["--router-flavor", flavor]
     for name, value in headers.items():
         args += ["--header", f"{name}: {value}"]
     import contextlib
@@ -81,11 +100,11 @@ def explain(config: Path, method: str, url: str, headers: dict[str, str]) -> dic
 
 @pytest.mark.parametrize(("method", "target", "headers"), REQUESTS)
 def test_explain_matches_the_proxy(
-    setup: tuple[Gateway, Path], method: str, target: str, headers: dict[str, str]
+    setup: tuple[Gateway, Path, str], method: str, target: str, headers: dict[str, str]
 ) -> None:
-    gw, config = setup
+    gw, config, flavor = setup
     url = gw.url(target)
-    predicted = explain(config, method, url, headers)
+    predicted = explain(config, method, url, headers, flavor)
     r = httpx.request(method, url, headers=headers)
     if predicted["route"] is None:
         assert r.status_code == 404
@@ -97,8 +116,64 @@ def test_explain_matches_the_proxy(
     assert host == predicted["host_header"]
 
 
-def test_explain_command_line(setup: tuple[Gateway, Path]) -> None:
-    _, config = setup
+# Where the flavors differ: v1 joins (the traditional router's; Kong's default flavor joins every
+# route by v0) and the winner of a priority tie (the larger route id; the traditional router's
+# order, the config's).
+V1_PATHS = {
+    "/v1sfoo": ("/s/foo", "/sfoo"),
+    "/v1s": ("/s", "/s"),
+    "/v1k/foo": ("/s/v1k/foo", "/sv1k/foo"),
+}
+
+
+@pytest.mark.parametrize("target", sorted(V1_PATHS))
+def test_path_handling_v1_follows_the_flavor(setup: tuple[Gateway, Path, str], target: str) -> None:
+    gw, config, flavor = setup
+    compatible, traditional = V1_PATHS[target]
+    expected = traditional if flavor == "traditional" else compatible
+    assert explain(config, "GET", gw.url(target), {}, flavor)["upstream_path"] == expected
+    assert httpx.get(gw.url(target)).json()["url"] == expected
+
+
+def test_priority_tie_follows_the_flavor(setup: tuple[Gateway, Path, str]) -> None:
+    gw, config, flavor = setup
+    from fastkong.config import load_config
+
+    ids = {r.name: r.id for r in load_config(config.read_bytes()).config.routes}
+    larger = max(("tie-a", "tie-b"), key=lambda name: ids[name])
+    assert larger == "tie-b"  # so that the flavors disagree: tie-a comes first in the file
+    expected = larger if flavor == "traditional_compatible" else "tie-a"
+    assert explain(config, "GET", gw.url("/tie/x"), {}, flavor)["route"] == expected
+    upstream = {"tie-a": "/base/x", "tie-b": "/s/x"}[expected]
+    assert httpx.get(gw.url("/tie/x")).json()["url"] == upstream
+    info = httpx.get(f"http://127.0.0.1:{gw.admin_port}/").json()
+    assert info["configuration"]["router_flavor"] == flavor
+
+
+def test_unsupported_flavor_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "kong.yml"
+    config.write_text('_format_version: "3.0"\n')
+    for args, env in (
+        (
+            ["config", "explain", str(config), "--url", "http://x/"],
+            {"KONG_ROUTER_FLAVOR": "expressions"},
+        ),
+        (["start", "-c", str(config), "--router-flavor", "expressions"], {}),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "fastkong", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+            timeout=60,
+        )
+        assert done.returncode == 1
+        assert "router_flavor 'expressions' is not supported" in done.stderr
+
+
+def test_explain_command_line(setup: tuple[Gateway, Path, str]) -> None:
+    _, config, _ = setup
     out = subprocess.run(
         [
             sys.executable,
