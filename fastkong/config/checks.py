@@ -525,7 +525,8 @@ def _decode_octet(m: re.Match[bytes]) -> bytes:
     return bytes([num])
 
 
-_PLAIN_PATH = re.compile(r"^[a-zA-Z0-9.\-_~/%]*\Z")
+#: PCRE's ``$`` (as Kong's migration uses it) also matches before a final newline, like Python's.
+_PLAIN_PATH = re.compile(r"^[a-zA-Z0-9.\-_~/%]*$")
 
 
 def migrate_path(path: str) -> str:

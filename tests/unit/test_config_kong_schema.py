@@ -269,3 +269,9 @@ def test_sources_ip_forms_kong_accepts() -> None:
         "  sources: [{ip: 10.0.0.1/8}, {ip: '::/0'}, {ip: '::1/128'}, {ip: 1.2.3.4, port: 0}]\n"
     ).routes[0]
     assert route.sources is not None and len(route.sources) == 4
+
+
+def test_format_1_1_migration_tells_plain_paths_as_pcre_does() -> None:
+    # kong:kong/db/migrations/migrate_path_280_300.lua: PCRE's `$` matches before a final "\n"
+    doc = '_format_version: "1.1"\nroutes:\n- {paths: ["/a\\n", "/a.b", "/v1/(x)"]}\n'
+    assert load_config(doc).config.routes[0].paths == ["/a\n", "/a.b", "~/v1/(x)"]
