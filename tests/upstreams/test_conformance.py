@@ -20,7 +20,11 @@ services:
 - {{name: hashdead, host: hashdead.internal, routes: [{{name: hashdead, paths: ["/hashdead"]}}]}}
 - {{name: zero, host: zero.internal, routes: [{{name: zero, paths: ["/zero"]}}]}}
 - {{name: none, host: none.internal, routes: [{{name: none, paths: ["/none"]}}]}}
+- {{name: alldead, host: alldead.internal, routes: [{{name: alldead, paths: ["/alldead"]}}]}}
 upstreams:
+- name: alldead.internal
+  healthchecks: {{passive: {{unhealthy: {{tcp_failures: 1}}}}}}
+  targets: [{{target: "127.0.0.1:{dead}"}}, {{target: "127.0.0.2:{dead}"}}]
 - name: zero.internal
   targets: [{{target: "127.0.0.1:{echo}", weight: 0}}, {{target: "127.0.0.1:{dead}", weight: 0}}]
 - name: none.internal
@@ -84,3 +88,19 @@ def test_no_weight_or_no_target_is_a_503_from_the_ring_balancer(
     body = r.json()
     assert body["message"] == "failure to get a peer from the ring-balancer"
     assert body["request_id"] == r.headers["x-kong-request-id"]
+
+
+def test_once_every_target_is_down_requests_get_the_ring_balancer_503(gateway: Gateway) -> None:
+    # 01-healthchecks_spec "an upstream that is removed and readded keeps the health status":
+    # refused connections with passive tcp_failures = 1 take every address out, then each
+    # request is a 503 from the balancer (no connection is tried any more).
+    first = httpx.get(gateway.url("/alldead/x"))
+    assert first.status_code in (502, 503)  # the request that took both targets out
+    for _ in range(3):
+        r = httpx.get(gateway.url("/alldead/x"))
+        assert r.status_code == 503
+        assert r.json()["message"] == "failure to get a peer from the ring-balancer"
+    health = httpx.get(
+        f"http://127.0.0.1:{gateway.admin_port}/upstreams/alldead.internal/health"
+    ).json()
+    assert {row["health"] for row in health["data"]} == {"UNHEALTHY"}
