@@ -263,10 +263,18 @@ class Gateway:
         path = decision.path
         host = decision.host
         proto = scheme
-        if trusted and forwarded is not None and b"x-forwarded-proto" in forwarded:
-            proto = forwarded[b"x-forwarded-proto"].decode("latin-1").lower()
-        if proto == "http" and "https" in plan.protocols and "http" not in plan.protocols:
-            await self.https_required(scope, send, plan, host_text, raw_path, request_id, started)
+        if forwarded is not None and b"x-forwarded-proto" in forwarded:
+            # As Kong: a trusted peer's value is compared as sent; all but "https" is plain.
+            proto = forwarded[b"x-forwarded-proto"].decode("latin-1")
+        if proto != "https" and "https" in plan.protocols and "http" not in plan.protocols:
+            # Kong redirects to the trusted X-Forwarded-Host as sent, else to $host.
+            if forwarded is not None and b"x-forwarded-host" in forwarded:
+                redirect_host = forwarded[b"x-forwarded-host"].decode("latin-1")
+            else:
+                redirect_host = strip_port(host_text)
+            await self.https_required(
+                scope, send, plan, redirect_host, raw_path, request_id, started
+            )
             return
         ctx: RequestContext | None = None
         if plan.plugins:
@@ -655,7 +663,7 @@ class Gateway:
             await self.respond(send, 426, ctype, body, request_id, started, extra)
             return
         query: bytes = scope.get("query_string") or b""
-        location = b"https://" + strip_port(host).encode("latin-1") + raw_path
+        location = b"https://" + host.encode("latin-1") + raw_path
         if query:
             location += b"?" + query
         await self.respond(send, code, None, b"", request_id, started, [(b"location", location)])

@@ -34,11 +34,11 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from fastkong.plugins.base import Exit
+from fastkong.plugins.base import Exit, kong_error
 from fastkong.plugins.context import RequestContext
 from fastkong.plugins.runner import apply_header_edits, run_access, run_log
 from fastkong.proxy import errors
-from fastkong.proxy.routing import NO_ROUTE, Decision, decide
+from fastkong.proxy.routing import NO_ROUTE, Decision, decide, strip_port
 
 if TYPE_CHECKING:
     from fastkong.proxy.app import Gateway
@@ -212,6 +212,13 @@ async def proxy(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None
             await _refuse(scope, send, 400, "Bad request", request_id)
         return
     plan = decision.plan
+    if "https" in plan.protocols and "http" not in plan.protocols:
+        refusal = _https_refusal(plan, trusted, headers, scheme, host_value, raw_path, scope)
+        if refusal is not None:
+            await _refuse(
+                scope, send, refusal.status, "Please use HTTPS protocol", request_id, refusal
+            )
+            return
     ctx: RequestContext | None = None
     lines = [n + b": " + v + b"\r\n" for n, v in headers if n not in _SKIP]
     if plan.plugins:
@@ -489,6 +496,40 @@ def _parse_head(head: bytes) -> tuple[int, list[tuple[bytes, bytes]]]:
 
 def _nginx_message(status: int) -> str:
     return errors.NGINX_MESSAGES.get(status, f"The upstream server responded with {status}")
+
+
+def _https_refusal(
+    plan: Any,
+    trusted: bool,
+    headers: list[tuple[bytes, bytes]],
+    scheme: str,
+    host_value: bytes,
+    raw_path: bytes,
+    scope: Scope,
+) -> Exit | None:
+    """Kong's answer to a handshake over plain HTTP on an https-only route (the check of
+    ``Gateway.http``): 426, or the route's redirect; None when the request came over HTTPS."""
+    forwarded_proto: bytes | None = None
+    forwarded_host: bytes | None = None
+    if trusted:
+        for name, value in headers:
+            if name == b"x-forwarded-proto" and forwarded_proto is None:
+                forwarded_proto = value
+            elif name == b"x-forwarded-host" and forwarded_host is None:
+                forwarded_host = value
+    # As Kong: a trusted peer's X-Forwarded-Proto is compared as sent.
+    if (forwarded_proto.decode("latin-1") if forwarded_proto is not None else scheme) == "https":
+        return None
+    code = plan.https_redirect_status_code
+    if code == 426:
+        upgrade = [(b"connection", b"Upgrade"), (b"upgrade", b"TLS/1.2, HTTP/1.1")]
+        return kong_error(426, "Please use HTTPS protocol", upgrade)
+    host = forwarded_host or strip_port(host_value.decode("latin-1")).encode("latin-1")
+    location = b"https://" + host + raw_path
+    query: bytes = scope.get("query_string") or b""
+    if query:
+        location += b"?" + query
+    return Exit(code, headers=[(b"location", location)])
 
 
 async def _refuse(
