@@ -48,7 +48,8 @@ Capacity. Linear probing stops at the first never-used slot, so a table with non
 make every miss (a lookup of an address that has no slot) walk all of it, under the lock, on the
 proxy's path. Inserts therefore stop at :data:`MAX_LOAD` of the slots ever used (dead ones count:
 they still lengthen probes, and inserts reuse them first); past that, :meth:`HealthTable.slot`
-answers -1 at once. An address without a slot keeps working: it starts healthy, its worker counts
+answers -1. The default table has :data:`DEFAULT_SLOTS` (32,768 slots, 1 MiB: 24,576
+addresses per node). An address without a slot keeps working: it starts healthy, its worker counts
 its passive reports in private counters (per worker, as before a table existed), the prober
 skips it, and the registry logs an error naming how many addresses that leaves out. No other
 address's slot is touched: every write checks, under the slot's lock, that the slot still holds
@@ -172,7 +173,7 @@ MAGIC: Final = b"FKHEALTH"
 VERSION: Final = 2
 HEADER_SIZE: Final = 64
 SLOT_SIZE: Final = 32
-DEFAULT_SLOTS: Final = 16384
+DEFAULT_SLOTS: Final = 32768  # 1 MiB; 24576 addresses usable (MAX_LOAD)
 #: Inserts stop when this share of the slots has ever been used (see "Capacity" above).
 MAX_LOAD: Final = 0.75
 _HEADER = struct.Struct("=8sII")  # magic version nslots

@@ -224,3 +224,14 @@ def test_a_stale_slot_never_counts_for_its_new_owner() -> None:
     assert not table.set(0, False, old)
     assert table.read(0)[:2] == (UNSET, H.ZERO)
     assert table.report(0, CTR_HTTP, 1, new) == (UNSET, UNHEALTHY)
+
+
+def test_the_default_table_holds_more_than_the_old_16384_addresses() -> None:
+    # The load cap must not shrink what fitted before: 20,000 addresses all get a slot, and a
+    # lookup of an unknown one still ends at a never-used slot.
+    table = HealthTable(None)
+    fps = [H.key_fp("u", f"t{i}", "10.0.0.1", 80) for i in range(20000)]
+    slots = {table.slot(fp, tfp) for fp, tfp in fps}
+    assert -1 not in slots and len(slots) == 20000
+    assert table.find(H.key_fp("u", "absent", "10.0.0.1", 80)[0]) == -1
+    assert table.capacity == 24576
