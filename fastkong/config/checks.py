@@ -262,6 +262,8 @@ def check_router_path(path: str) -> str | None:
         return f"invalid regex: '{regex}' (PCRE returned: {exc})"
     except OverflowError:  # a {n} count beyond Python's limit (PCRE2's is 65535)
         return f"invalid regex: '{regex}' (PCRE returned: number too big in {{}} quantifier)"
+    except RecursionError:  # PCRE2 stops at 250 nested groups
+        return f"invalid regex: '{regex}' (PCRE returned: parentheses are too deeply nested)"
     return None
 
 

@@ -226,6 +226,7 @@ def process_route(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) ->
     prots: list[str] | None = data.get("protocols")
     if prots is not None:
         _route_entity_checks(fields, loc, issues, sub, prots, walked)
+        _header_regexes(walked, loc, issues)
     for name in ("sources", "destinations"):
         items = fields.get(name)
         if name not in skip and isinstance(items, list):
@@ -235,6 +236,31 @@ def process_route(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) ->
                 ):
                     issues.entity((*loc, name, i), E.AT_LEAST_ONE_OF.format("'ip', 'port'"))
     return walked
+
+
+_ASCII_LOWER: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _header_regexes(walked: Walked, loc: Loc, issues: Issues) -> None:
+    """A ``~*`` header value is a regex the router compiles (lower-cased, as Kong does).
+
+    Kong (``traditional_compatible``) compiles every route's match expression when it
+    validates the route and rejects the route with "Router Expression failed validation".
+    """
+    headers: dict[str, list[str]] | None = walked.data.get("headers")
+    for name, values in (headers or {}).items():
+        for value in values:
+            if not value.startswith("~*"):
+                continue
+            pattern = value[2:].translate(_ASCII_LOWER)
+            try:
+                re.compile(pattern)
+            except (re.error, OverflowError, RecursionError) as exc:
+                issues.entity(
+                    loc,
+                    f"Router Expression failed validation: invalid regex '{pattern}' "
+                    f"for header '{name}': {exc}",
+                )
 
 
 def _route_entity_checks(

@@ -275,3 +275,22 @@ def test_format_1_1_migration_tells_plain_paths_as_pcre_does() -> None:
     # kong:kong/db/migrations/migrate_path_280_300.lua: PCRE's `$` matches before a final "\n"
     doc = '_format_version: "1.1"\nroutes:\n- {paths: ["/a\\n", "/a.b", "/v1/(x)"]}\n'
     assert load_config(doc).config.routes[0].paths == ["/a\n", "/a.b", "~/v1/(x)"]
+
+
+def test_a_regex_nested_too_deeply_is_an_invalid_regex_not_a_crash() -> None:
+    regex = "/" + "(" * 3000 + "a" + ")" * 3000
+    assert errors(f'routes:\n- {{paths: ["~{regex}"]}}\n') == [
+        f"routes[0].paths[0]: invalid regex: '{regex}' "
+        "(PCRE returned: parentheses are too deeply nested)"
+    ]
+
+
+# -- header regexes (kong:kong/db/schema/entities/routes.lua `validate_route`: under
+# traditional_compatible the route's expression, "~*" header values included, must compile)
+def test_a_header_regex_must_compile() -> None:
+    assert errors("routes:\n- {headers: {x-a: ['~*fo(o', '~*ok+']}}\n") == [
+        "routes[0]: Router Expression failed validation: invalid regex 'fo(o' for header 'x-a': "
+        "missing ), unterminated subpattern at position 2"
+    ]
+    route = load("routes:\n- {headers: {x-a: ['~*V[0-9]+', plain(]}}\n").routes[0]
+    assert route.headers == {"x-a": ["~*V[0-9]+", "plain("]}
