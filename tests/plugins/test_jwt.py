@@ -335,18 +335,12 @@ def test_asymmetric_algorithms(gateway: Gateway, name: str) -> None:
     assert_401(r, "Invalid signature")
 
 
-@pytest.mark.parametrize("alg", ["ES256", "ES384", "ES512", "PS256", "PS384", "PS512"])
-def test_signature_of_wrong_length_is_a_server_error(gateway: Gateway, alg: str) -> None:
-    # Kong's parser asserts the length of ES (r || s) and PS (256 bytes) signatures before
-    # verifying them; the failed assert is a Lua error, answered 500.
+@pytest.mark.parametrize("alg", ["ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "RS256"])
+def test_signature_of_wrong_length(gateway: Gateway, alg: str) -> None:
+    # Kong's parser asserts the length of ES (r || s) and PS (always 256 bytes, so a PS token
+    # from a 4096-bit key fails too) signatures outside any error handler: a client's bad token
+    # becomes a 500. fastkong answers it as the bad signature it is.
     token = encode({"iss": alg}, ASYMMETRIC[alg], alg)
-    head, claims, signature = token.split(".")
-    short = b64url(base64.urlsafe_b64decode(signature + "==")[:-1])
-    r = httpx.get(gateway.url("/plain"), headers=bearer(f"{head}.{claims}.{short}"))
-    assert r.status_code == 500, r.text
-    assert r.json()["message"] == "An unexpected error occurred"
-    # RS signatures are not asserted: a short one just does not verify
-    token = encode({"iss": "RS256"}, ASYMMETRIC["RS256"], "RS256")
     head, claims, signature = token.split(".")
     short = b64url(base64.urlsafe_b64decode(signature + "==")[:-1])
     r = httpx.get(gateway.url("/plain"), headers=bearer(f"{head}.{claims}.{short}"))

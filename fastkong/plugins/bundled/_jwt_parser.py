@@ -93,24 +93,6 @@ def load_public_key(pem: str) -> PublicKeyTypes | None:
         return None
 
 
-#: The signature lengths Kong's parser asserts before verifying (ES: raw ``r || s``; PS: a
-#: 2048-bit RSA signature, whatever the key's size). A failed assert is a Lua error: a 500.
-_ASSERTED_SIZES: Final = {
-    "ES256": 64,
-    "ES384": 96,
-    "ES512": 132,
-    "PS256": 256,
-    "PS384": 256,
-    "PS512": 256,
-}
-
-
-def signature_size_asserted(token: Token) -> bool:
-    """False when Kong's parser would fail its assert on the signature's length."""
-    size = _ASSERTED_SIZES.get(token.header["alg"])
-    return size is None or len(token.signature) == size
-
-
 def verify_signature(token: Token, key: bytes | PublicKeyTypes) -> bool:
     """True when ``token``'s signature verifies with ``key`` (a secret for HS*, else a public
     key); a key of the wrong type for the algorithm does not verify."""

@@ -6,8 +6,7 @@ refused. The ``key_claim_name`` claim (or header field) names a ``jwt_secrets`` 
 ``algorithm`` the token's ``alg`` must equal; then the signature, ``claims_to_verify`` and
 ``maximum_expiration`` are checked. Failures are 401 sent with ``kong.response.exit`` (a JSON
 body without ``request_id``) and ``WWW-Authenticate: Bearer`` (``error="invalid_token"`` once
-a token was found). Where Kong's parser fails an assert (an unreadable public key, an ES or PS
-signature of the wrong length) the answer is Kong's 500 ``An unexpected error occurred``.
+a token was found).
 """
 
 from __future__ import annotations
@@ -187,8 +186,6 @@ class Jwt(AuthPlugin):
             material = secret.public_key
         if material is None:
             return self.invalid("Invalid key/secret")
-        if not parser.signature_size_asserted(token):
-            return kong_error(500, ERR_UNEXPECTED)  # Kong: "Signature must be <n> bytes"
         if not parser.verify_signature(token, material):
             return self.invalid("Invalid signature")
 
