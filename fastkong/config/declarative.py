@@ -127,7 +127,8 @@ class _Builder:
         if plural == "snis" and parent is not None and isinstance(item, str):
             item = {"name": item}  # `certificates[].snis` may list plain names
         if not isinstance(item, dict):
-            self.issues.field(loc, E.RECORD)
+            # Kong's array elements are required: a null one is missing, not a bad record
+            self.issues.field(loc, E.REQUIRED if item is None else E.RECORD)
             return
         fields = {(k if isinstance(k, str) else str(k)): v for k, v in item.items()}
         nested: list[tuple[str, str, list[Any]]] = []

@@ -294,3 +294,11 @@ def test_a_header_regex_must_compile() -> None:
     ]
     route = load("routes:\n- {headers: {x-a: ['~*V[0-9]+', plain(]}}\n").routes[0]
     assert route.headers == {"x-a": ["~*V[0-9]+", "plain("]}
+
+
+def test_a_null_entity_in_an_array_is_missing() -> None:
+    # kong:kong/db/schema/init.lua `validate_elements` makes every element required
+    assert errors("services:\n- null\n- host: h\n  routes: [~]\n") == [
+        "services[0]: required field missing",
+        "services[1].routes[0]: required field missing",
+    ]
