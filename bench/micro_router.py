@@ -83,11 +83,12 @@ def bench(
     from fastkong._core import is_compiled
 
     mod = importlib.import_module(module_name)
-    twin = importlib.import_module("fastkong._core._router_py")
-    # Each implementation starts cold: the compiled router takes its regexes from the twin's
-    # per-process cache too.
-    twin._regexes.current.clear()
-    twin._regexes.previous.clear()
+    regex_paths = importlib.import_module("fastkong._core._regex_paths")
+    # Each implementation starts cold: both routers take their regexes from one per-process
+    # cache (and the compiled one its path sources too).
+    for cache in (regex_paths._regexes, regex_paths._path_sources):
+        cache.current.clear()
+        cache.previous.clear()
     re.purge()
     builds = []
     router = None

@@ -130,3 +130,20 @@ def test_micro_request_runs_both_scenarios() -> None:
         assert float(row["us per request (best of 25)"]) > 0
         assert int(row["bytecodes per request"]) > 100
     assert "busiest lines" in result.stdout
+
+
+def test_micro_router_runs_both_implementations() -> None:
+    """``bench/micro_router.py``: both routers build and agree on every answer (it asserts
+    that), and the table names both."""
+    result = subprocess.run(
+        [sys.executable, "bench/micro_router.py", "--routes", "300", "--calls", "3000"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line.split()[0] for line in result.stdout.splitlines() if line.strip()]
+    assert "compiled" in rows and "twin" in rows
+    assert "speed-up" in result.stdout
