@@ -84,7 +84,7 @@ class _Builder:
                 continue
             if name not in ENTITIES:
                 self.issues.field((name,), E.UNKNOWN)
-            elif value is None:
+            elif value is None or value == {}:  # Lua's one empty table: an empty array
                 continue
             elif not isinstance(value, list):
                 self.issues.field((name,), E.ARRAY)
@@ -111,7 +111,7 @@ class _Builder:
         comment, ignore = item.get("_comment"), item.get("_ignore")
         if comment is not None and not isinstance(comment, str):
             self.issues.field((*loc, "_comment"), E.STRING)
-        if ignore is not None and not isinstance(ignore, list):
+        if ignore is not None and not isinstance(ignore, list) and ignore != {}:
             self.issues.field((*loc, "_ignore"), E.ARRAY)
 
     def visit(
@@ -137,6 +137,8 @@ class _Builder:
             value = fields.pop(child)
             if isinstance(value, list):
                 nested.append((child, children[child], value))
+            elif value == {}:  # Lua's one empty table: an empty array
+                continue
             elif value is not None:
                 self.issues.field((*loc, child), E.ARRAY)
         self._check_extras(fields, loc)

@@ -489,7 +489,7 @@ def _plugin_config(
     spec: registry.PluginSpec, raw: Any, loc: Loc, issues: Issues, walked: Walked
 ) -> None:
     cloc = (*loc, "config")
-    if raw is None:
+    if raw is None or raw == []:  # Lua's one empty table: `[]` is an empty record
         raw = {}
     if not isinstance(raw, dict):
         issues.field(cloc, E.RECORD)

@@ -271,9 +271,9 @@ def _kind_matches(tp: mi.Type, value: Any) -> bool:
     if isinstance(tp, mi.BoolType):
         return isinstance(value, bool)
     if isinstance(tp, (mi.ListType, mi.SetType, mi.FrozenSetType, mi.VarTupleType)):
-        return isinstance(value, list)
+        return isinstance(value, list) or value == {}
     if isinstance(tp, (mi.DictType, mi.StructType)):
-        return isinstance(value, dict)
+        return isinstance(value, dict) or value == []
     return isinstance(tp, mi.AnyType)
 
 
@@ -330,6 +330,8 @@ def _walk_typed(
     if isinstance(tp, mi.DictType):
         return _walk_map(tp, value, loc, issues)
     if isinstance(tp, mi.StructType):
+        if value == []:
+            value = {}  # Lua has one empty table: Kong takes `[]` for an empty record
         if not isinstance(value, dict):
             return _fail(issues, loc, E.RECORD)
         mark = len(issues)
@@ -385,6 +387,8 @@ def _walk_array(
     extra: dict[str, Any],
 ) -> tuple[bool, Any]:
     is_set = bool(extra.get("kong_set")) or isinstance(tp, (mi.SetType, mi.FrozenSetType))
+    if value == {}:
+        value = []  # Lua has one empty table: Kong takes `{}` for an empty array
     if not isinstance(value, list):
         return _fail(issues, loc, E.SET if is_set else E.ARRAY)
     out: list[Any] = []
@@ -407,6 +411,8 @@ def _walk_array(
 
 def _walk_map(tp: mi.DictType, value: Any, loc: Loc, issues: Issues) -> tuple[bool, Any]:
     """A map's errors are reported at the map itself, as Kong does."""
+    if value == []:
+        value = {}  # Lua has one empty table: Kong takes `[]` for an empty map
     if not isinstance(value, dict):
         return _fail(issues, loc, E.MAP)
     sub = Issues()

@@ -302,3 +302,18 @@ def test_a_null_entity_in_an_array_is_missing() -> None:
         "services[0]: required field missing",
         "services[1].routes[0]: required field missing",
     ]
+
+
+# -- `{}` and `[]` are one empty table to Kong (kong:kong/db/schema/init.lua `is_sequence`)
+def test_an_empty_map_is_an_empty_array_and_the_reverse() -> None:
+    config = load(
+        "services:\n- host: h\n  tags: {}\n  routes: {}\n"
+        "routes:\n- {paths: [/], headers: [], methods: {}}\n"
+        "plugins:\n- {name: cors, config: []}\n"
+        "upstreams:\n- {name: u, healthchecks: [], targets: {}}\n"
+        "consumers: {}\n_ignore: {}\n"
+    )
+    assert config.services[0].tags == [] and config.routes[0].headers == {}
+    assert config.plugins[0].config["origins"] is None
+    assert config.upstreams[0].healthchecks.active.concurrency == 10
+    assert errors("services:\n- {host: h, tags: {a: b}}\n") == ["services[0].tags: expected a set"]

@@ -58,7 +58,7 @@ def ok(text: str) -> None:
         ('_format_version: "3.0"\nfoo: 1\n', ["foo: unknown field"]),
         ('_format_version: "3.0"\n_transform: "yes"\n', ["_transform: expected a boolean"]),
         ('_format_version: "3.0"\n_comment: [1]\n', ["_comment: expected a string"]),
-        ('_format_version: "3.0"\nservices: {}\n', ["services: expected an array"]),
+        ('_format_version: "3.0"\nservices: {a: 1}\n', ["services: expected an array"]),
         ('_format_version: "3.0"\nservices: [1]\n', ["services[0]: expected a record"]),
         ('_format_version: "3.0"\nvaults: []\n', ["vaults: unknown field"]),
     ],
