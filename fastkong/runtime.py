@@ -104,9 +104,9 @@ class ServicePlan:
 
     def peer_host_header(self, peer: Peer) -> str:
         """The Host header for ``peer`` when the route does not preserve the client's."""
-        if self.upstream_host_header:
-            return self.upstream_host_header
-        return host_with_port(peer.host_header, peer.port, self.scheme)
+        # Kong (set_host_header): the upstream's host_header, else the target's name, with the
+        # peer's port unless it is the scheme's default.
+        return host_with_port(self.upstream_host_header or peer.host_header, peer.port, self.scheme)
 
 
 class RoutePlan:

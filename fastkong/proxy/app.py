@@ -456,11 +456,9 @@ class Gateway:
                 tried = (*tried, peer)
                 host, port = peer.host, peer.port
                 host_header = service.peer_host_header(peer)
-                sni = peer.hostname
             else:
                 host, port = service.host, service.port
                 host_header = service.host_header
-                sni = host
             if host_override is not None:
                 host_b = host_override
             elif plan.preserve_host and client_host:
@@ -470,7 +468,9 @@ class Gateway:
             head = b"".join(
                 (method, b" ", target, b" HTTP/1.1\r\nhost: ", host_b, b"\r\n", headers_block)
             )
-            key = (host, port, service.tls)
+            # Kong (nginx's proxy_ssl_name $upstream_host) names the TLS server by the Host
+            # header it sends, port cut off.
+            key = (host, port, strip_port(host_b.decode("latin-1")) if service.tls else None)
             upstream_started = time.monotonic()
             conn = pool.take_idle(key)
             reused = conn is not None
@@ -495,7 +495,6 @@ class Gateway:
                         key,
                         address,
                         service.connect_timeout,
-                        server_hostname=sni,
                         verify=service.tls_verify,
                     )
                 if body is not None:

@@ -33,6 +33,10 @@ import httptools
 _SEND_TIMEOUT = "timeout while sending to upstream"
 _READ_TIMEOUT = "timeout while reading from upstream"
 HIGH_WATER = 256 * 1024
+#: Which kept-alive connections a request may reuse: the address connected to, its port, and the
+#: TLS server name (None for plain HTTP). Connections with different SNI are not shared, as
+#: Kong names its TLS pools by the upstream Host too.
+PoolKey = tuple[str, int, str | None]
 LOW_WATER = 64 * 1024
 #: The shortest interval between two deadline checks of one pool, in seconds.
 WATCHDOG_TICK = 0.005
@@ -84,7 +88,7 @@ class UpstreamProtocolError(UpstreamError):
 class UpstreamConnection(asyncio.Protocol):
     """One upstream connection and the response currently being read from it."""
 
-    def __init__(self, pool: ConnectionPool, key: tuple[str, int, bool]) -> None:
+    def __init__(self, pool: ConnectionPool, key: PoolKey) -> None:
         self.pool = pool
         self.key = key
         self.transport: asyncio.Transport | None = None
@@ -116,10 +120,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.received_any = False
 
     def __repr__(self) -> str:
-        host, port, tls = self.key
+        host, port, tls_name = self.key
         state = "closed" if self.closed else ("idle" if self.idle_since else "busy")
+        scheme = "http" if tls_name is None else f"https[{tls_name}]"
         return (
-            f"<UpstreamConnection {'https' if tls else 'http'}://{host}:{port} {state} "
+            f"<UpstreamConnection {scheme}://{host}:{port} {state} "
             f"requests={self.requests} buffered={self.buffered}>"
         )
 
@@ -324,7 +329,7 @@ class ConnectionPool:
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self.max_requests = max_requests
-        self.idle: dict[tuple[str, int, bool], list[UpstreamConnection]] = {}
+        self.idle: dict[PoolKey, list[UpstreamConnection]] = {}
         #: Connections in a wait with a deadline, and the one timer that checks them.
         self.waiting: set[UpstreamConnection] = set()
         self._watchdog: asyncio.TimerHandle | None = None
@@ -369,7 +374,7 @@ class ConnectionPool:
             self._watch_at = at
             self._watchdog = self.loop.call_at(at, self._check_deadlines)
 
-    def take_idle(self, key: tuple[str, int, bool]) -> UpstreamConnection | None:
+    def take_idle(self, key: PoolKey) -> UpstreamConnection | None:
         stack = self.idle.get(key)
         if not stack:
             return None
@@ -386,15 +391,14 @@ class ConnectionPool:
 
     async def connect(
         self,
-        key: tuple[str, int, bool],
+        key: PoolKey,
         address: str,
         timeout: float,
         *,
-        server_hostname: str | None = None,
         verify: bool = False,
     ) -> UpstreamConnection:
-        host, port, tls = key
-        ctx: Any = self.ssl_context(verify) if tls else None
+        host, port, tls_name = key
+        ctx: Any = self.ssl_context(verify) if tls_name is not None else None
         try:
             _, conn = await asyncio.wait_for(
                 self.loop.create_connection(
@@ -402,7 +406,8 @@ class ConnectionPool:
                     address,
                     port,
                     ssl=ctx,
-                    server_hostname=(server_hostname or host) if tls else None,
+                    # An IP literal is verified against the certificate's IP names, no SNI sent.
+                    server_hostname=(tls_name or host) if ctx is not None else None,
                 ),
                 timeout,
             )

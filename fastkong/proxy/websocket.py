@@ -299,12 +299,13 @@ async def proxy(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None
                 await _refuse(scope, send, 503, errors.NO_PEER, request_id)
                 return
             tried = (*tried, peer)
-            host, peer_port, sni = peer.host, peer.port, peer.hostname
+            host, peer_port = peer.host, peer.port
             host_header = service.peer_host_header(peer)
         else:
-            host, peer_port, sni = service.host, service.port, service.host
+            host, peer_port = service.host, service.port
             host_header = service.host_header
         host_b = host_value if plan.preserve_host and host_value else host_header.encode()
+        sni = strip_port(host_b.decode("latin-1"))  # as the proxy's (Gateway.exchange)
         try:
             ctx_ssl: ssl.SSLContext | None = None
             if service.tls:

@@ -182,16 +182,14 @@ async def send(
     Raises :class:`UpstreamError` when the exchange fails.
     """
     pool = _POOLS.get(keepalive_ms)
-    key = (endpoint.host, endpoint.port, endpoint.tls)
+    key = (endpoint.host, endpoint.port, endpoint.host if endpoint.tls else None)
     request = endpoint.head + b"Content-Length: %d\r\n\r\n" % len(body) + body
     for attempt in range(2):
         conn: UpstreamConnection | None = pool.take_idle(key) if attempt == 0 else None
         reused = conn is not None
         try:
             if conn is None:
-                conn = await pool.connect(
-                    key, endpoint.host, timeout, server_hostname=endpoint.host
-                )
+                conn = await pool.connect(key, endpoint.host, timeout)
             conn.start(request, False)
             await conn.read_head(timeout)
             kept = b""

@@ -1,0 +1,178 @@
+"""HTTPS upstreams: the TLS server name and the Host header Kong sends, and ``tls_verify``.
+
+Kong names the TLS server by the Host header it sends upstream (nginx ``proxy_ssl_name
+$upstream_host``, port cut off): the target's name, the upstream's ``host_header``, or the
+client's Host under ``preserve_host``; that Host carries the port unless it is the scheme's
+default (``set_host_header``). Kept-alive connections are not shared between server names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers import Gateway, free_port
+from tests.integration.test_listeners import self_signed
+
+pytestmark = pytest.mark.integration
+
+
+class TlsPeer:
+    """An HTTPS server on loopback answering each request with its Host and the connection's
+    SNI as JSON; it also counts the TLS connections by server name."""
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        self.port = free_port()
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(cert, key)
+        self.context.sni_callback = self._on_sni
+        self.names: list[str | None] = []
+        self.by_object: dict[int, str | None] = {}
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.server: asyncio.base_events.Server | None = None
+
+    def _on_sni(self, sock: ssl.SSLObject, name: str | None, _: ssl.SSLContext) -> None:
+        self.names.append(name)
+        self.by_object[id(sock)] = name
+
+    def start(self) -> TlsPeer:
+        self.thread.start()
+
+        async def listen() -> None:
+            self.server = await asyncio.start_server(
+                self._serve, "127.0.0.1", self.port, ssl=self.context
+            )
+
+        asyncio.run_coroutine_threadsafe(listen(), self.loop).result(5)
+        return self
+
+    def stop(self) -> None:
+        async def close() -> None:
+            if self.server is not None:
+                self.server.close()
+
+        asyncio.run_coroutine_threadsafe(close(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sni = self.by_object.get(id(writer.get_extra_info("ssl_object")))
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                host = ""
+                for line in head.decode("latin-1").split("\r\n")[1:]:
+                    name, _, value = line.partition(":")
+                    if name.lower() == "host":
+                        host = value.strip()
+                body = json.dumps({"host": host, "sni": sni}).encode()
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    b"content-length: %d\r\n\r\n%s" % (len(body), body)
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    # A certificate for "localhost" only (tests/integration/test_listeners.py).
+    return self_signed(tmp_path_factory.mktemp("upstream-tls"))
+
+
+@pytest.fixture(scope="module")
+def peer(cert: tuple[Path, Path]) -> Iterator[TlsPeer]:
+    server = TlsPeer(*cert).start()
+    yield server
+    server.stop()
+
+
+CONFIG = """
+_format_version: "3.0"
+services:
+- name: by-ip
+  url: https://127.0.0.1:{port}
+  tls_verify: false
+  routes: [{{name: by-ip, paths: ["/by-ip"]}}]
+- name: named
+  host: named.internal
+  protocol: https
+  port: 443
+  tls_verify: true
+  routes:
+  - {{name: named, paths: ["/named"]}}
+  - {{name: preserved, paths: ["/preserved"], preserve_host: true}}
+- name: wrong-name
+  host: wrong.internal
+  protocol: https
+  port: 443
+  tls_verify: true
+  routes: [{{name: wrong-name, paths: ["/wrong-name"]}}]
+upstreams:
+- name: named.internal
+  host_header: localhost
+  targets: [{{target: "127.0.0.1:{port}"}}]
+- name: wrong.internal
+  host_header: not-localhost.test
+  targets: [{{target: "127.0.0.1:{port}"}}]
+"""
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory, peer: TlsPeer, cert: tuple[Path, Path]
+) -> Iterator[Gateway]:
+    gw = Gateway(tmp_path_factory.mktemp("gw"), CONFIG.format(port=peer.port))
+    # The gateway trusts the peer's self-signed certificate (OpenSSL's default verify file).
+    import os
+
+    os.environ["SSL_CERT_FILE"] = str(cert[0])
+    try:
+        gw.start()
+    finally:
+        del os.environ["SSL_CERT_FILE"]
+    yield gw
+    gw.stop()
+
+
+def test_ip_upstream_sends_no_server_name(gateway: Gateway, peer: TlsPeer) -> None:
+    r = httpx.get(gateway.url("/by-ip/x"))
+    assert r.status_code == 200, r.text
+    assert r.json() == {"host": f"127.0.0.1:{peer.port}", "sni": None}
+
+
+def test_host_header_names_the_tls_server_and_keeps_the_port(
+    gateway: Gateway, peer: TlsPeer
+) -> None:
+    r = httpx.get(gateway.url("/named/x"))
+    assert r.status_code == 200, r.text  # verified: the certificate names "localhost"
+    assert r.json() == {"host": f"localhost:{peer.port}", "sni": "localhost"}
+
+
+def test_preserved_host_names_the_tls_server(gateway: Gateway, peer: TlsPeer) -> None:
+    r = httpx.get(gateway.url("/preserved/x"), headers={"Host": "localhost:9999"})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"host": "localhost:9999", "sni": "localhost"}
+    # Another name on the same route and target gets its own connection, not localhost's,
+    # and the certificate does not name it.
+    before = len(peer.names)
+    r = httpx.get(gateway.url("/preserved/x"), headers={"Host": "elsewhere.test"})
+    assert r.status_code == 502
+    assert set(peer.names[before:]) == {"elsewhere.test"}  # each try (retries) a new handshake
+
+
+def test_tls_verify_checks_the_name_sent(gateway: Gateway) -> None:
+    r = httpx.get(gateway.url("/wrong-name/x"))
+    assert r.status_code == 502
