@@ -351,7 +351,9 @@ def process_target(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) -
 # -- consumers and credentials ---------------------------------------------------------------
 def process_consumer(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) -> Walked:
     walked = _walk(S.Consumer, fields, loc, issues, ctx)
-    if not (_nonempty(fields.get("custom_id")) or _nonempty(fields.get("username"))):
+    names = ("custom_id", "username")
+    # Kong runs an entity check only when none of its fields failed
+    if not any(_nonempty(fields.get(n)) or n in walked.bad for n in names):
         issues.entity(loc, E.AT_LEAST_ONE_OF.format("'custom_id', 'username'"))
     return walked
 
@@ -404,7 +406,8 @@ _SAME_KEY_TYPES: Final = (
 
 def process_certificate(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) -> Walked:
     walked = _walk(S.Certificate, fields, loc, issues, ctx)
-    if _nonempty(fields.get("cert_alt")) != _nonempty(fields.get("key_alt")):
+    alt_bad = "cert_alt" in walked.bad or "key_alt" in walked.bad
+    if not alt_bad and _nonempty(fields.get("cert_alt")) != _nonempty(fields.get("key_alt")):
         issues.entity(loc, E.MUTUALLY_REQUIRED.format("'cert_alt', 'key_alt'"))
 
     def good(*names: str) -> bool:

@@ -317,3 +317,17 @@ def test_an_empty_map_is_an_empty_array_and_the_reverse() -> None:
     assert config.plugins[0].config["origins"] is None
     assert config.upstreams[0].healthchecks.active.concurrency == 10
     assert errors("services:\n- {host: h, tags: {a: b}}\n") == ["services[0].tags: expected a set"]
+
+
+# -- an entity check does not run when one of its fields failed (kong:kong/db/schema/init.lua
+# `run_entity_check`)
+def test_an_entity_check_skips_an_entity_whose_fields_failed() -> None:
+    assert errors("consumers:\n- {username: ''}\n- {custom_id: 5}\n") == [
+        "consumers[0].username: length must be at least 1",
+        "consumers[1].custom_id: expected a string",
+    ]
+    assert errors("certificates:\n- {cert: x, key: y, cert_alt: z}\n") == [
+        "certificates[0].cert: invalid certificate: expected a PEM-encoded X.509 certificate",
+        "certificates[0].key: invalid key: expected a PEM-encoded private key",
+        "certificates[0].cert_alt: invalid certificate: expected a PEM-encoded X.509 certificate",
+    ]
