@@ -6,13 +6,16 @@ never a fixed sleep.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any, Self
 
 import httpx
 
@@ -48,6 +51,42 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> int:
             proc.kill()
             proc.wait()
     return proc.returncode
+
+
+class LoopServer:
+    """A test peer served by an asyncio loop in a thread the test starts and stops: subclasses
+    give ``_serve`` (an ``asyncio.start_server`` callback) and may pass ``ssl``."""
+
+    def __init__(self, ssl: Any = None) -> None:
+        self.port = free_port()
+        self.ssl = ssl
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.server: asyncio.base_events.Server | None = None
+
+    def start(self) -> Self:
+        self.thread.start()
+
+        async def listen() -> None:
+            self.server = await asyncio.start_server(
+                self._serve, "127.0.0.1", self.port, ssl=self.ssl
+            )
+
+        asyncio.run_coroutine_threadsafe(listen(), self.loop).result(5)
+        return self
+
+    def stop(self) -> None:
+        async def close() -> None:
+            if self.server is not None:
+                self.server.close()
+
+        asyncio.run_coroutine_threadsafe(close(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
 
 
 class Echo:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import threading
 
 from fastkong.proxy.websocket import (
     OP_BINARY,
@@ -27,36 +26,15 @@ from fastkong.proxy.websocket import (
     parse_close,
     read_frame,
 )
-from tests.helpers import free_port
+from tests.helpers import LoopServer
 
 
-class WsEcho:
+class WsEcho(LoopServer):
     def __init__(self) -> None:
-        self.port = free_port()
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.server: asyncio.base_events.Server | None = None
+        super().__init__()
         self.pongs = 0
         self.closes: list[int] = []
         self.handshakes: list[dict[str, str]] = []
-
-    def start(self) -> WsEcho:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self._listen(), self.loop).result(5)
-        return self
-
-    def stop(self) -> None:
-        async def close() -> None:
-            if self.server is not None:
-                self.server.close()
-
-        asyncio.run_coroutine_threadsafe(close(), self.loop).result(5)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
-
-    async def _listen(self) -> None:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

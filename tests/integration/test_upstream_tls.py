@@ -11,58 +11,33 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.helpers import Gateway, free_port
+from tests.helpers import Gateway, LoopServer
 from tests.integration.test_listeners import self_signed
 
 pytestmark = pytest.mark.integration
 
 
-class TlsPeer:
+class TlsPeer(LoopServer):
     """An HTTPS server on loopback answering each request with its Host and the connection's
     SNI as JSON; it also counts the TLS connections by server name."""
 
     def __init__(self, cert: Path, key: Path) -> None:
-        self.port = free_port()
-        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.context.load_cert_chain(cert, key)
-        self.context.sni_callback = self._on_sni
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        context.sni_callback = self._on_sni
+        super().__init__(ssl=context)
         self.names: list[str | None] = []
         self.by_object: dict[int, str | None] = {}
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.server: asyncio.base_events.Server | None = None
 
     def _on_sni(self, sock: ssl.SSLObject, name: str | None, _: ssl.SSLContext) -> None:
         self.names.append(name)
         self.by_object[id(sock)] = name
-
-    def start(self) -> TlsPeer:
-        self.thread.start()
-
-        async def listen() -> None:
-            self.server = await asyncio.start_server(
-                self._serve, "127.0.0.1", self.port, ssl=self.context
-            )
-
-        asyncio.run_coroutine_threadsafe(listen(), self.loop).result(5)
-        return self
-
-    def stop(self) -> None:
-        async def close() -> None:
-            if self.server is not None:
-                self.server.close()
-
-        asyncio.run_coroutine_threadsafe(close(), self.loop).result(5)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         sni = self.by_object.get(id(writer.get_extra_info("ssl_object")))
