@@ -202,7 +202,12 @@ def process_route(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) ->
         # Kong picks the subschema from `protocols` and stops when it cannot.
         issues.field((*loc, "protocols"), E.REQUIRED)
         return None
-    if isinstance(protocols, list) and protocols:
+    if isinstance(protocols, str):  # not a set, but Kong picks the subschema from it first
+        if protocols not in C.PROTOCOLS:
+            issues.field((*loc, "protocols"), E.SUBSCHEMA_UNKNOWN.format(protocols))
+            return None
+        first = protocols
+    elif isinstance(protocols, list) and protocols:
         known = [p for p in protocols if isinstance(p, str) and p in C.PROTOCOLS]
         if not known:
             issues.field((*loc, "protocols"), E.SUBSCHEMA_UNKNOWN.format(protocols[0]))

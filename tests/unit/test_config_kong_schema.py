@@ -331,3 +331,15 @@ def test_an_entity_check_skips_an_entity_whose_fields_failed() -> None:
         "certificates[0].key: invalid key: expected a PEM-encoded private key",
         "certificates[0].cert_alt: invalid certificate: expected a PEM-encoded X.509 certificate",
     ]
+
+
+def test_route_protocols_given_as_a_string() -> None:
+    # Kong picks the route subschema from a string `protocols` before checking it is a set
+    assert errors("routes:\n- {paths: [/], protocols: ftp}\n") == [
+        "routes[0].protocols: unknown type: ftp"
+    ]
+    assert errors("routes:\n- {paths: [/], protocols: tcp}\n") == [
+        "routes[0].paths: cannot set 'paths' when 'protocols' is 'tcp', 'tls', 'tls_passthrough' "
+        "or 'udp'",
+        "routes[0].protocols: expected a set",
+    ]
