@@ -113,17 +113,18 @@ def test_wrk_output_with_the_script_summary_is_parsed() -> None:
     assert result.errors == 7
 
 
-def test_micro_request_runs_both_scenarios() -> None:
-    """``bench/micro_request.py``: both scenarios answer 200 and give both figures."""
+def run_script(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python bench/<args>`` from the repository root; it must exit 0."""
     result = subprocess.run(
-        [sys.executable, "bench/micro_request.py", "--requests", "2000", "--lines", "3"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT
     )
     assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_micro_request_runs_both_scenarios() -> None:
+    """``bench/micro_request.py``: both scenarios answer 200 and give both figures."""
+    result = run_script("bench/micro_request.py", "--requests", "2000", "--lines", "3")
     (rows,) = tables(result.stdout)
     assert [row["scenario"] for row in rows] == ["plain", "auth-rl"]
     for row in rows:
@@ -135,15 +136,7 @@ def test_micro_request_runs_both_scenarios() -> None:
 def test_micro_router_runs_both_implementations() -> None:
     """``bench/micro_router.py``: both routers build and agree on every answer (it asserts
     that), and the table names both."""
-    result = subprocess.run(
-        [sys.executable, "bench/micro_router.py", "--routes", "300", "--calls", "3000"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    result = run_script("bench/micro_router.py", "--routes", "300", "--calls", "3000")
     rows = [line.split()[0] for line in result.stdout.splitlines() if line.strip()]
     assert "compiled" in rows and "twin" in rows
     assert "speed-up" in result.stdout
