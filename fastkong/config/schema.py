@@ -251,7 +251,9 @@ class KeyauthCredential(Base, kw_only=True, frozen=True):
     id: UUID
     consumer: str
     key: str
-    ttl: Annotated[int, Meta(ge=0, le=100_000_000)] | None = None
+    #: The Unix time (s) the credential expires at, as Kong's DB-less reader takes it. Kong
+    #: never validates it (``unvalidated_fields``): no bounds here either.
+    ttl: int | None = None
     tags: Tags | None = None
     created_at: TimestampS | None = None
 

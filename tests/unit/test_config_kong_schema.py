@@ -343,3 +343,13 @@ def test_route_protocols_given_as_a_string() -> None:
         "or 'udp'",
         "routes[0].protocols: expected a set",
     ]
+
+
+def test_a_keyauth_ttl_is_an_expiry_time_without_bounds() -> None:
+    # Kong never validates `ttl` (`unvalidated_fields`); its DB-less reader takes it as the Unix
+    # time the credential expires at, so an export's ttl is far above the DAO's 1e8 limit
+    creds = load(
+        "consumers:\n- username: a\n"
+        "  keyauth_credentials: [{key: k, ttl: 1900000000}, {key: j, ttl: -1}]\n"
+    ).keyauth_credentials
+    assert [c.ttl for c in creds] == [1900000000, -1]
