@@ -18,6 +18,7 @@ from urllib.parse import parse_qs
 import msgspec
 
 from fastkong.config import ConfigError, load_config
+from fastkong.config.loader import parse
 from fastkong.control.httpserver import Request, Response
 
 if TYPE_CHECKING:
@@ -266,11 +267,9 @@ def _find(rows: list[dict[str, Any]], key: str, kind: str) -> dict[str, Any] | N
 
 
 def load_raw(raw: bytes) -> Any:
-    """The posted document as plain data (for ``flattened_errors``' entity echo)."""
-    import yaml  # noqa: PLC0415  (only on the error path)
-
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    return yaml.load(raw, Loader=loader)  # noqa: S506 - a safe loader
+    """The posted document as plain data (for ``flattened_errors``' entity echo), decoded as
+    the loader decodes it (Kong's YAML types: a date stays a string)."""
+    return parse(raw)
 
 
 def _multipart_field(body: bytes, content_type: str, name: str) -> bytes | None:

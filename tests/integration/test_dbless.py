@@ -245,6 +245,13 @@ def test_admin_api_invalid_config_error_body(admin_gateway: Gateway, echo: Echo)
     )
     assert "route" in flat
     assert "flattened_errors" not in httpx.post(admin(gw, "/config"), content=bad).json()
+    # The echoed entity is decoded as the loader decodes YAML (Kong's types: no dates)
+    dated = '_format_version: "3.0"\nservices:\n- name: 2024-01-01\n  port: 99999\n'
+    r = httpx.post(admin(gw, "/config?flatten_errors=1"), content=dated)
+    assert r.status_code == 400
+    (entry,) = r.json()["flattened_errors"]
+    assert entry["entity_name"] == "2024-01-01"
+    assert entry["entity"] == {"name": "2024-01-01", "port": 99999}
     assert gw.status()["configuration_hash"] == "0" * 32
 
 
