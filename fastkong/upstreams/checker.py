@@ -274,6 +274,7 @@ class ActiveChecker:
         active = check.policy.active
         timeout = float(active.timeout) or 1.0
         self.probes += 1
+        started = time.time()
         name, _ = split_target(target.target)
         tls: ssl.SSLContext | None = None
         host = check.upstream.host_header or name
@@ -296,17 +297,17 @@ class ActiveChecker:
                 timeout,
             )
             if active.type == "tcp":
-                self._count(check, target, ip, port, slot, H.CTR_SUCCESS)
+                self._count(check, target, ip, port, slot, H.CTR_SUCCESS, started)
                 return
             extra = "".join(f"{k}: {v}\r\n" for k, vs in (active.headers or {}).items() for v in vs)
             assert writer is not None
             writer.write(f"GET {active.http_path} HTTP/1.0\r\n{extra}Host: {host}\r\n\r\n".encode())
             line = await asyncio.wait_for(reader.readline(), timeout)
         except TimeoutError:
-            self._count(check, target, ip, port, slot, H.CTR_TIMEOUT)
+            self._count(check, target, ip, port, slot, H.CTR_TIMEOUT, started)
             return
         except (OSError, ssl.SSLError):
-            self._count(check, target, ip, port, slot, H.CTR_TCP)
+            self._count(check, target, ip, port, slot, H.CTR_TCP, started)
             return
         finally:
             if writer is not None:
@@ -316,14 +317,21 @@ class ActiveChecker:
         if len(parts) >= 2 and parts[0].startswith(b"HTTP/") and parts[1].isdigit():
             status = int(parts[1])
         if not line:
-            self._count(check, target, ip, port, slot, H.CTR_TCP)
+            self._count(check, target, ip, port, slot, H.CTR_TCP, started)
         elif status in active.healthy.http_statuses:
-            self._count(check, target, ip, port, slot, H.CTR_SUCCESS)
+            self._count(check, target, ip, port, slot, H.CTR_SUCCESS, started)
         elif status in active.unhealthy.http_statuses or status == 0:
-            self._count(check, target, ip, port, slot, H.CTR_HTTP)
+            self._count(check, target, ip, port, slot, H.CTR_HTTP, started)
 
     def _count(
-        self, check: UpstreamCheck, target: Any, ip: str, port: int, slot: int, counter: int
+        self,
+        check: UpstreamCheck,
+        target: Any,
+        ip: str,
+        port: int,
+        slot: int,
+        counter: int,
+        started: float,
     ) -> None:
         active = check.policy.active
         limit = {
@@ -337,7 +345,7 @@ class ActiveChecker:
             slot = self._slot(check.upstream.id, target.id, ip, port)  # swept and reused
             if slot < 0:
                 return
-        changed = self.table.report(slot, counter, int(limit), fp)
+        changed = self.table.report(slot, counter, int(limit), fp, since=started)
         if changed is not None and H.available(changed[0]) != H.available(changed[1]):
             log.warning(
                 "[healthchecks] %s %s:%d (upstream %s) is now %s (active)",

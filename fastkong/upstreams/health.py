@@ -348,10 +348,15 @@ class HealthTable:
         )
         return state, (s, h, t, o), changed
 
-    def report(self, slot: int, counter: int, limit: int, fp: int) -> tuple[int, int] | None:
+    def report(
+        self, slot: int, counter: int, limit: int, fp: int, since: float | None = None
+    ) -> tuple[int, int] | None:
         """Count one report of ``fp`` in ``slot``; ``(old state, new state)`` when it changed.
 
-        Nothing is counted when ``slot`` no longer holds ``fp`` (swept and reused meanwhile).
+        Nothing is counted when ``slot`` no longer holds ``fp`` (swept and reused meanwhile),
+        nor, with ``since`` (a ``time.time()``), when the slot's availability changed after that
+        moment: the result of a probe that began before an admin override (or any other flip)
+        describes a state that no longer holds, and must not undo the override.
         """
         if limit == 0 or slot < 0:
             return None
@@ -360,6 +365,8 @@ class HealthTable:
         try:
             state, dead, s, h, t, o, changed = _SLOT_STATE.unpack_from(self.mm, at + _STATE_AT)
             if dead or _U64.unpack_from(self.mm, at)[0] != fp:
+                return None
+            if since is not None and changed > since:
                 return None
             new, c = transition(state, (s, h, t, o), counter, limit)
             if new == state and c == (s, h, t, o):

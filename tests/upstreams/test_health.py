@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -120,6 +121,22 @@ def test_set_clears_counters(tmp_path: Path) -> None:
     assert table.set(slot, False, fp)
     assert table.read(slot)[:2] == (UNHEALTHY, H.ZERO)
     assert not table.set(slot, False, fp)  # no availability change
+    table.close()
+
+
+def test_a_probe_begun_before_an_override_does_not_undo_it(tmp_path: Path) -> None:
+    """A probe result is counted only if the slot's availability did not change after the
+    probe began: an admin ``unhealthy`` stays, whatever the probe in flight then answers."""
+    table = HealthTable.create(tmp_path / "h", 16)
+    fp, tfp = H.key_fp("u", "t", "1.1.1.1", 1)
+    slot = table.slot(fp, tfp)
+    began = time.time()
+    time.sleep(0.01)
+    assert table.set(slot, False, fp)  # the admin API, while the probe runs
+    assert table.report(slot, CTR_SUCCESS, 1, fp, since=began) is None
+    assert table.state(slot) == UNHEALTHY
+    # a probe begun after the override counts as always
+    assert table.report(slot, CTR_SUCCESS, 1, fp, since=time.time()) == (UNHEALTHY, HEALTHY)
     table.close()
 
 
