@@ -27,7 +27,9 @@ def default_backend_route_name(namespace: str, ingress: str) -> str:
 
 def instance_name(base: str, scope: str, used: set[str]) -> str:
     """KIC's per-attachment ``instance_name``: ``<name>-<first 9 hex of sha256(scope)>``, the full
-    hash on a collision. ``scope`` is e.g. ``route-<route name>``."""
+    hash on a collision. ``scope`` is what KIC hashes (``kic:internal/dataplane/kongstate/
+    kongstate.go`` ``buildPlugins``): ``_service-<name>``, ``_route-<name>``, then
+    ``_consumer-<username or custom_id>``, concatenated, e.g. ``_route-<r>_consumer-<c>``."""
     digest = hashlib.sha256(scope.encode()).hexdigest()
     out = f"{base}-{digest[:9]}"
     if out in used:

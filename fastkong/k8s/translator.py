@@ -313,16 +313,16 @@ class _Translation:
                         (
                             consumer["plugins"],
                             {field_name: value},
-                            f"consumer-{cid}.{field_name}-{value}",
+                            f"_{field_name}-{value}_consumer-{cid}",
                         )
                     )
                 if not scoped:
-                    placements.append((consumer["plugins"], {}, f"consumer-{cid}"))
+                    placements.append((consumer["plugins"], {}, f"_consumer-{cid}"))
         else:
             for s in rel["services"]:
-                placements.append((s["plugins"], {}, f"service-{s['name']}"))
+                placements.append((s["plugins"], {}, f"_service-{s['name']}"))
             for r in rel["routes"]:
-                placements.append((r.setdefault("plugins", []), {}, f"route-{r['name']}"))
+                placements.append((r.setdefault("plugins", []), {}, f"_route-{r['name']}"))
         for holder, scope, scope_key in placements:
             plugin = copy.deepcopy(template)
             if "instance_name" in plugin:

@@ -1,0 +1,79 @@
+"""Cases ported from KIC's own tests and golden files (``kic:internal/dataplane/testdata/golden``,
+``kic:internal/dataplane/translator/*_test.go``): the input KIC's tests feed it, and what KIC's
+source gives for it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastkong.k8s import translate
+
+
+def service(name: str, ports: list[dict[str, Any]], **meta: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": "default", **meta},
+        "spec": {"ports": ports},
+    }
+
+
+def ingress(
+    name: str, paths: list[tuple[str, str, int]], host: str = "", **meta: Any
+) -> dict[str, Any]:
+    """``paths``: (path, service, port number), pathType ImplementationSpecific."""
+    rule: dict[str, Any] = {
+        "http": {
+            "paths": [
+                {
+                    "path": path,
+                    "pathType": "ImplementationSpecific",
+                    "backend": {"service": {"name": svc, "port": {"number": port}}},
+                }
+                for path, svc, port in paths
+            ]
+        }
+    }
+    if host:
+        rule["host"] = host
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": name, "namespace": "default", **meta},
+        "spec": {"ingressClassName": "kong", "rules": [rule]},
+    }
+
+
+def routes(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {r["name"]: r for s in config.get("services", []) for r in s.get("routes", [])}
+
+
+def test_instance_name_suffix_hashes_what_kic_hashes() -> None:
+    """KIC golden ``kongplugin-instance-name``: one KongPlugin with ``instance_name: example`` on
+    two Ingresses; KIC suffixes sha256 of ``_route-<route name>``."""
+    plugins = "konghq.com/plugins"
+    objs = [
+        service("httpbin", [{"name": "http", "port": 80, "targetPort": 80}]),
+        service("httpbin-other", [{"name": "http", "port": 80, "targetPort": 80}]),
+        ingress("httpbin", [("/httpbin", "httpbin", 80)], annotations={plugins: "kong-id"}),
+        ingress(
+            "httpbin-other",
+            [("/httpbin-diff", "httpbin", 80), ("/httpbin-other", "httpbin-other", 80)],
+            annotations={plugins: "kong-id"},
+        ),
+        {
+            "apiVersion": "configuration.konghq.com/v1",
+            "kind": "KongPlugin",
+            "metadata": {"name": "kong-id", "namespace": "default"},
+            "plugin": "correlation-id",
+            "instance_name": "example",
+            "config": {"header_name": "kong-id"},
+        },
+    ]
+    got = routes(translate(objs, ingress_class="kong", validate=False).config)
+    names = {name: [p["instance_name"] for p in r["plugins"]] for name, r in got.items()}
+    assert names == {
+        "default.httpbin.httpbin..80": ["example-21a1f5b5f"],
+        "default.httpbin-other.httpbin..80": ["example-2bc7f3de3"],
+        "default.httpbin-other.httpbin-other..80": ["example-6c322b5f5"],
+    }
