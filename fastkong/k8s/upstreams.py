@@ -2,8 +2,10 @@
 
 Ready endpoints (``conditions.ready`` true or unset) become targets at weight 100; with KIC's
 drain support, terminating endpoints stay at weight 0 so that Kong finishes their connections
-without sending new requests. Endpoints that are neither are left out. The same address from two
-slices is one target whose weights add up (KIC's ``updateTargetMap``).
+without sending new requests. Endpoints that are neither are left out. The same address listed
+twice (two slices, or a slice listing it twice) is one endpoint, as in KIC's ``getEndpoints``;
+only a ready and a terminating listing of one address are two, whose weights then add up
+(KIC's ``updateTargetMap``: 100 + 0).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def targets(index: Index, service: Obj, port: Mapping[str, Any]) -> list[dict[st
         host = str(spec.get("externalName") or "")
         return [_target(host, port.get("targetPort") or port.get("port"), DEFAULT_WEIGHT, service)]
     merged: dict[str, dict[str, Any]] = {}
+    seen: set[tuple[str, bool]] = set()
     port_name = port.get("name") or ""
     slices = sorted(index.slices.get((ns, o.name(service)), []), key=o.name)
     for eps in slices:
@@ -72,6 +75,9 @@ def targets(index: Index, service: Obj, port: Mapping[str, Any]) -> list[dict[st
                 if weight is None or not addresses:
                     continue
                 target = _target(str(addresses[0]), number, weight, eps)
+                if (target["target"], weight == 0) in seen:
+                    continue
+                seen.add((target["target"], weight == 0))
                 if target["target"] in merged:
                     old = merged[target["target"]]
                     old["weight"] = min(MAX_WEIGHT, old["weight"] + weight)

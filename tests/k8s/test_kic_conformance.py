@@ -77,3 +77,36 @@ def test_instance_name_suffix_hashes_what_kic_hashes() -> None:
         "default.httpbin-other.httpbin..80": ["example-2bc7f3de3"],
         "default.httpbin-other.httpbin-other..80": ["example-6c322b5f5"],
     }
+
+
+def endpoint_slice(name: str, endpoints: list[tuple[str, bool, bool]]) -> dict[str, Any]:
+    """``endpoints``: (address, ready, terminating), port ``http`` 8080."""
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": name,
+            "namespace": "default",
+            "labels": {"kubernetes.io/service-name": "httpbin"},
+        },
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": [
+            {"addresses": [a], "conditions": {"ready": r, "terminating": t}}
+            for a, r, t in endpoints
+        ],
+    }
+
+
+def test_an_address_in_two_slices_is_one_target_of_weight_100() -> None:
+    """KIC's ``getEndpoints`` (``translate_upstreams.go``) keeps one endpoint per address, port and
+    terminating flag for one Service port; weights only add up across backends."""
+    objs = [
+        service("httpbin", [{"name": "http", "port": 80, "targetPort": 8080}]),
+        ingress("httpbin", [("/", "httpbin", 80)]),
+        endpoint_slice("a", [("10.0.0.1", True, False), ("10.0.0.2", True, False)]),
+        endpoint_slice("b", [("10.0.0.1", True, False), ("10.0.0.2", False, True)]),
+    ]
+    (upstream,) = translate(objs, ingress_class="kong", validate=False).config["upstreams"]
+    got = {t["target"]: t["weight"] for t in upstream["targets"]}
+    assert got == {"10.0.0.1:8080": 100, "10.0.0.2:8080": 100}
