@@ -186,7 +186,9 @@ def _normalize_protocols(route: dict[str, Any]) -> None:
     http = any("http" in p for p in protocols)
     if grpc and http:
         route["protocols"] = ["http", "https"]
-    elif grpc:
+    if grpc:
+        # KIC unsets strip_path whenever a grpc protocol was named, with http too: Kong's default
+        # (true) then applies.
         route.pop("strip_path", None)
 
 

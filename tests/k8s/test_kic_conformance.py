@@ -110,3 +110,23 @@ def test_an_address_in_two_slices_is_one_target_of_weight_100() -> None:
     (upstream,) = translate(objs, ingress_class="kong", validate=False).config["upstreams"]
     got = {t["target"]: t["weight"] for t in upstream["targets"]}
     assert got == {"10.0.0.1:8080": 100, "10.0.0.2:8080": 100}
+
+
+def test_grpc_with_http_protocols_unsets_strip_path() -> None:
+    """KIC's ``normalizeProtocols`` (``kongstate/route.go``): grpc next to http makes the route
+    http+https and, like grpc alone, leaves strip_path unset."""
+    objs = [
+        service("httpbin", [{"name": "http", "port": 80}]),
+        ingress(
+            "mixed",
+            [("/", "httpbin", 80)],
+            annotations={"konghq.com/protocols": "grpc,http", "konghq.com/strip-path": "false"},
+        ),
+        ingress("grpc", [("/g", "httpbin", 80)], annotations={"konghq.com/protocols": "grpcs"}),
+        ingress("plain", [("/p", "httpbin", 80)]),
+    ]
+    got = routes(translate(objs, ingress_class="kong", validate=False).config)
+    mixed, grpc, plain = (got[f"default.{n}.httpbin..80"] for n in ("mixed", "grpc", "plain"))
+    assert mixed["protocols"] == ["http", "https"] and "strip_path" not in mixed
+    assert grpc["protocols"] == ["grpcs"] and "strip_path" not in grpc
+    assert plain["strip_path"] is False
