@@ -40,7 +40,6 @@ UNSUPPORTED: Final = {
     PREFIX + "client-cert": "client certificates from Secrets are not supported yet",
     PREFIX + "ca-certificates-secrets": "CA certificates from Secrets are not supported yet",
     PREFIX + "ca-certificates-configmaps": "CA certificates from ConfigMaps are not supported yet",
-    PREFIX + "upstream-policy": "KongUpstreamPolicy is not supported yet",
 }
 
 

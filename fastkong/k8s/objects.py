@@ -25,6 +25,7 @@ KNOWN_KINDS: Final[Mapping[str, str]] = {
     "KongPlugin": "configuration.konghq.com",
     "KongClusterPlugin": "configuration.konghq.com",
     "KongConsumer": "configuration.konghq.com",
+    "KongUpstreamPolicy": "configuration.konghq.com",
 }
 
 CLUSTER_SCOPED: Final = frozenset({"IngressClass", "KongClusterPlugin"})

@@ -44,6 +44,8 @@ from fastkong.k8s.ingress import (
 from fastkong.k8s.objects import Index, Obj, ObjectRef, Problem
 from fastkong.k8s.plugins import PluginError, build_plugin, global_plugins, resolve
 from fastkong.k8s.prune import Pruner, Validator, config_layer_validator
+from fastkong.k8s.upstream_policy import ANNOTATION as UPSTREAM_POLICY
+from fastkong.k8s.upstream_policy import policy_fields
 from fastkong.k8s.upstreams import find_port, targets
 
 DEFAULT_INGRESS_CLASS: Final = "fastkong"
@@ -207,6 +209,14 @@ class _Translation:
         )
         upstream = self.note({"name": host, "tags": o.tags(service)}, ref)
         ann.apply_service_annotations(record, upstream, o.anns(service), ref, self.problems)
+        if (policy_name := o.anns(service).get(UPSTREAM_POLICY)) is not None:
+            policy = self.index.get("KongUpstreamPolicy", ns, policy_name)
+            if policy is None:
+                self.problems.append(
+                    Problem(ref, f"KongUpstreamPolicy {ns}/{policy_name} not found; not applied")
+                )
+            else:
+                upstream.update(policy_fields(o.spec(policy)))
         record["routes"] = []
         record["plugins"] = []
         found = targets(self.index, service, port)

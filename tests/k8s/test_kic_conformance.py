@@ -130,3 +130,131 @@ def test_grpc_with_http_protocols_unsets_strip_path() -> None:
     assert mixed["protocols"] == ["http", "https"] and "strip_path" not in mixed
     assert grpc["protocols"] == ["grpcs"] and "strip_path" not in grpc
     assert plain["strip_path"] is False
+
+
+def upstream_policy(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "configuration.konghq.com/v1beta1",
+        "kind": "KongUpstreamPolicy",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": spec,
+    }
+
+
+def test_kong_upstream_policy_sets_upstream_fields() -> None:
+    """KIC golden ``kongupstreampolicy-ingress``: the policy's fields on the Service's upstream
+    (``kongstate/kongupstreampolicy.go`` ``TranslateKongUpstreamPolicy``)."""
+    policy = upstream_policy(
+        "httpbin",
+        {
+            "algorithm": "consistent-hashing",
+            "slots": 100,
+            "hashOn": {"header": "session-id"},
+            "hashOnFallback": {"input": "consumer"},
+            "healthchecks": {
+                "active": {
+                    "type": "http",
+                    "httpPath": "/status",
+                    "httpsSni": "example.com",
+                    "httpsVerifyCertificate": False,
+                    "concurrency": 20,
+                    "timeout": 15,
+                    "headers": {"X-Health-Check": ["kong", "dataplane"]},
+                    "healthy": {"httpStatuses": [200, 302], "interval": 5, "successes": 5},
+                    "unhealthy": {
+                        "httpStatuses": [400, 500],
+                        "httpFailures": 5,
+                        "timeouts": 5,
+                        "interval": 10,
+                    },
+                },
+                "passive": {
+                    "type": "tcp",
+                    "healthy": {"successes": 5},
+                    "unhealthy": {"tcpFailures": 5, "timeouts": 10},
+                },
+            },
+        },
+    )
+    anns = {"konghq.com/upstream-policy": "httpbin"}
+    objs = [
+        service("httpbin", [{"name": "http", "port": 80}], annotations=anns),
+        ingress("httpbin", [("/", "httpbin", 80)]),
+        policy,
+    ]
+    result = translate(objs, ingress_class="kong", validate=False)
+    (upstream,) = result.config["upstreams"]
+    assert {k: v for k, v in upstream.items() if k not in ("name", "tags", "targets")} == {
+        "algorithm": "consistent-hashing",
+        "hash_fallback": "consumer",
+        "hash_on": "header",
+        "hash_on_header": "session-id",
+        "slots": 100,
+        "healthchecks": {
+            "active": {
+                "type": "http",
+                "concurrency": 20,
+                "http_path": "/status",
+                "https_sni": "example.com",
+                "https_verify_certificate": False,
+                "timeout": 15,
+                "headers": {"X-Health-Check": ["kong", "dataplane"]},
+                "healthy": {"http_statuses": [200, 302], "interval": 5, "successes": 5},
+                "unhealthy": {
+                    "http_failures": 5,
+                    "http_statuses": [400, 500],
+                    "timeouts": 5,
+                    "interval": 10,
+                },
+            },
+            "passive": {
+                "type": "tcp",
+                "healthy": {"successes": 5},
+                "unhealthy": {"tcp_failures": 5, "timeouts": 10},
+            },
+        },
+    }
+    assert not [p for p in result.problems if "upstream-policy" in p.message]
+
+
+def test_kong_upstream_policy_hash_variants_and_missing_policy() -> None:
+    """``translateHashOn*`` in KIC: a cookie fallback fills ``hash_on_cookie(_path)``; query-arg
+    and uri-capture variants fill ``hash_on_*``/``hash_fallback_*``; a policy that does not exist
+    leaves the upstream as it was and is reported."""
+    objs = [
+        service("a", [{"port": 80}], annotations={"konghq.com/upstream-policy": "p"}),
+        service("b", [{"port": 80}], annotations={"konghq.com/upstream-policy": "q"}),
+        service("c", [{"port": 80}], annotations={"konghq.com/upstream-policy": "absent"}),
+        ingress("i", [("/a", "a", 80), ("/b", "b", 80), ("/c", "c", 80)]),
+        upstream_policy(
+            "p",
+            {
+                "algorithm": "consistent-hashing",
+                "hashOn": {"queryArg": "user"},
+                "hashOnFallback": {"cookie": "sess", "cookiePath": "/app"},
+            },
+        ),
+        upstream_policy(
+            "q",
+            {
+                "algorithm": "consistent-hashing",
+                "hashOn": {"uriCapture": "id"},
+                "hashOnFallback": {"queryArg": "x"},
+            },
+        ),
+    ]
+    result = translate(objs, ingress_class="kong", validate=False)
+    ups = {u["name"]: u for u in result.config["upstreams"]}
+    a, b, c = (ups[f"{n}.default.80.svc"] for n in "abc")
+    assert (a["hash_on"], a["hash_on_query_arg"]) == ("query_arg", "user")
+    assert (a["hash_fallback"], a["hash_on_cookie"], a["hash_on_cookie_path"]) == (
+        "cookie",
+        "sess",
+        "/app",
+    )
+    assert (b["hash_on"], b["hash_on_uri_capture"]) == ("uri_capture", "id")
+    assert (b["hash_fallback"], b["hash_fallback_query_arg"]) == ("query_arg", "x")
+    assert "algorithm" not in c and "hash_on" not in c
+    assert [p.message for p in result.problems if p.ref.name == "c"] == [
+        "KongUpstreamPolicy default/absent not found; not applied"
+    ]
