@@ -152,7 +152,10 @@ def secret_data(secret: Obj) -> dict[str, str]:
     if isinstance(data, Mapping):
         for key, value in data.items():
             try:
-                out[str(key)] = base64.b64decode(str(value), validate=True).decode()
+                # Go's base64 decoder (the API server's) skips line breaks: wrapped base64 in a
+                # manifest is valid.
+                text = str(value).replace("\r", "").replace("\n", "")
+                out[str(key)] = base64.b64decode(text, validate=True).decode()
             except (binascii.Error, UnicodeDecodeError) as exc:
                 raise ValueError(f"data.{key} is not base64-encoded UTF-8 text") from exc
     string_data = secret.get("stringData")

@@ -4,6 +4,7 @@ source gives for it."""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from fastkong.k8s import translate
@@ -258,3 +259,30 @@ def test_kong_upstream_policy_hash_variants_and_missing_policy() -> None:
     assert [p.message for p in result.problems if p.ref.name == "c"] == [
         "KongUpstreamPolicy default/absent not found; not applied"
     ]
+
+
+def test_tls_secret_with_line_wrapped_base64_is_read() -> None:
+    """KIC golden ``ingress-v1-rule-with-tls``: the Secret's ``data`` is base64 wrapped over lines,
+    which the API server (Go's base64 decoder skips line breaks) and KIC accept."""
+
+    def wrapped(text: str) -> str:
+        b64 = base64.b64encode(text.encode()).decode()
+        return "\n".join(b64[i : i + 76] for i in range(0, len(b64), 76)) + "\n"
+
+    crt = "-----BEGIN CERTIFICATE-----\n" + "A" * 120 + "\n-----END CERTIFICATE-----\n"
+    key = "-----BEGIN PRIVATE KEY-----\n" + "B" * 120 + "\n-----END PRIVATE KEY-----\n"
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "sooper-secret", "namespace": "default"},
+        "type": "kubernetes.io/tls",
+        "data": {"tls.crt": wrapped(crt), "tls.key": wrapped(key)},
+    }
+    ing = ingress("tls", [("/", "httpbin", 80)], host="example.com")
+    ing["spec"]["tls"] = [{"hosts": ["example.com"], "secretName": "sooper-secret"}]
+    objs = [service("httpbin", [{"port": 80}]), ing, secret]
+    result = translate(objs, ingress_class="kong", validate=False)
+    (cert,) = result.config["certificates"]
+    assert (cert["cert"], cert["key"]) == (crt, key)
+    assert [s["name"] for s in cert["snis"]] == ["example.com"]
+    assert result.problems == []
