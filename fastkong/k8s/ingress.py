@@ -61,19 +61,24 @@ class RouteGroup:
         return naming.route_name(ns, ing, self.backend.service, self.host, self.backend.port)
 
 
-def class_filter(index: Index, classes: Collection[str]) -> Callable[[Obj], bool]:
-    """Whether an Ingress is ours: ``spec.ingressClassName`` or the legacy
-    ``kubernetes.io/ingress.class`` annotation names one of ``classes``; a classless Ingress is
-    ours when one of our IngressClass objects is marked the cluster default."""
-    default = any(
+def is_default_class(index: Index, classes: Collection[str]) -> bool:
+    """Whether one of our IngressClass objects is marked the cluster default."""
+    return any(
         o.anns(ic).get(o.DEFAULT_CLASS_ANNOTATION) == "true"
         for ic in index.all("IngressClass")
         if o.name(ic) in classes
     )
 
+
+def class_filter(index: Index, classes: Collection[str]) -> Callable[[Obj], bool]:
+    """Whether an Ingress is ours: the legacy ``kubernetes.io/ingress.class`` annotation, when
+    set, else ``spec.ingressClassName`` names one of ``classes`` (KIC's ``ListIngressesV1``
+    reads the annotation first); a classless Ingress is ours when our class is the default."""
+    default = is_default_class(index, classes)
+
     def ours(ingress: Obj) -> bool:
-        cls = o.spec(ingress).get("ingressClassName") or o.anns(ingress).get(
-            o.INGRESS_CLASS_ANNOTATION
+        cls = o.anns(ingress).get(o.INGRESS_CLASS_ANNOTATION) or o.spec(ingress).get(
+            "ingressClassName"
         )
         return cls in classes if cls else default
 

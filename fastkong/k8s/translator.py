@@ -37,6 +37,7 @@ from fastkong.k8s.ingress import (
     RouteGroup,
     class_filter,
     default_backend_group,
+    is_default_class,
     route_groups,
     route_record,
     tls_hosts,
@@ -126,13 +127,18 @@ class _Translation:
         self.ingress_routes: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.consumers: dict[tuple[str, str], dict[str, Any]] = {}
         self.used_instance_names: set[str] = set()
+        self.default_class = is_default_class(index, classes)
 
     def note(self, record: dict[str, Any], ref: ObjectRef) -> dict[str, Any]:
         self.origin[id(record)] = ref
         return record
 
     def class_annotation_ok(self, obj: Obj) -> bool:
-        return o.anns(obj).get(o.INGRESS_CLASS_ANNOTATION) in self.classes
+        """KongConsumers and KongClusterPlugins: the ``kubernetes.io/ingress.class`` annotation
+        names our class, or is missing or empty while our IngressClass is the cluster default
+        (KIC's ``getIngressClassHandling``: ``ExactOrEmptyClassMatch``)."""
+        value = o.anns(obj).get(o.INGRESS_CLASS_ANNOTATION)
+        return value in self.classes if value else self.default_class
 
     # -- the whole config ----------------------------------------------------------------------
     def build(self) -> dict[str, Any]:
@@ -239,7 +245,7 @@ class _Translation:
         for obj in self.index.all("KongConsumer"):
             ref = ObjectRef.of(obj)
             if not self.class_annotation_ok(obj):
-                if o.INGRESS_CLASS_ANNOTATION not in o.anns(obj):
+                if not o.anns(obj).get(o.INGRESS_CLASS_ANNOTATION):
                     self.problems.append(
                         Problem(
                             ref,

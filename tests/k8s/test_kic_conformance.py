@@ -286,3 +286,52 @@ def test_tls_secret_with_line_wrapped_base64_is_read() -> None:
     assert (cert["cert"], cert["key"]) == (crt, key)
     assert [s["name"] for s in cert["snis"]] == ["example.com"]
     assert result.problems == []
+
+
+def ingress_class(default: bool) -> dict[str, Any]:
+    anns = {"ingressclass.kubernetes.io/is-default-class": "true"} if default else {}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "IngressClass",
+        "metadata": {"name": "kong", "annotations": anns},
+        "spec": {"controller": "ingress-controllers.konghq.com/kong"},
+    }
+
+
+def test_default_class_takes_consumers_and_cluster_plugins_without_class_annotation() -> None:
+    """KIC's store (``getIngressClassHandling``): when our IngressClass is the cluster default,
+    KongConsumers and global KongClusterPlugins without ``kubernetes.io/ingress.class`` are
+    ours (``ExactOrEmptyClassMatch``); otherwise they need the annotation."""
+    consumer = {
+        "apiVersion": "configuration.konghq.com/v1",
+        "kind": "KongConsumer",
+        "metadata": {"name": "alice", "namespace": "default"},
+        "username": "alice",
+    }
+    cluster_plugin = {
+        "apiVersion": "configuration.konghq.com/v1",
+        "kind": "KongClusterPlugin",
+        "metadata": {"name": "cid", "labels": {"global": "true"}},
+        "plugin": "correlation-id",
+    }
+    for default in (True, False):
+        objs = [ingress_class(default), consumer, cluster_plugin]
+        config = translate(objs, ingress_class="kong", validate=False).config
+        assert [c["username"] for c in config.get("consumers", [])] == (
+            ["alice"] if default else []
+        )
+        assert [p["name"] for p in config.get("plugins", [])] == (
+            ["correlation-id"] if default else []
+        )
+
+
+def test_ingress_class_annotation_wins_over_ingress_class_name() -> None:
+    """KIC's ``ListIngressesV1`` checks a non-empty ``kubernetes.io/ingress.class`` annotation
+    before ``spec.ingressClassName``."""
+    ann = "kubernetes.io/ingress.class"
+    ours = ingress("ours", [("/a", "httpbin", 80)], annotations={ann: "kong"})
+    ours["spec"]["ingressClassName"] = "other"
+    theirs = ingress("theirs", [("/b", "httpbin", 80)], annotations={ann: "other"})
+    objs = [service("httpbin", [{"port": 80}]), ours, theirs]
+    got = routes(translate(objs, ingress_class="kong", validate=False).config)
+    assert list(got) == ["default.ours.httpbin..80"]
