@@ -123,7 +123,8 @@ def group_version(obj: Obj) -> tuple[str, str]:
 
 def tags(obj: Obj) -> list[str]:
     """KIC's tags for an object: name, namespace, kind, uid, group, version, then
-    ``konghq.com/tags``. The core group is written ``core`` so that every entity has all six."""
+    ``konghq.com/tags``. Like KIC's ``GenerateTagsForObject``, a core object (Service, Secret)
+    has no ``k8s-group`` tag: its group is empty."""
     group, version = group_version(obj)
     out: list[str] = []
     if name(obj):
@@ -135,7 +136,8 @@ def tags(obj: Obj) -> list[str]:
     uid = meta(obj).get("uid")
     if uid:
         out.append(f"k8s-uid:{uid}")
-    out.append(f"k8s-group:{group or 'core'}")
+    if group:
+        out.append(f"k8s-group:{group}")
     if version:
         out.append(f"k8s-version:{version}")
     for tag in split_comma(anns(obj).get(TAGS_ANNOTATION, "")):

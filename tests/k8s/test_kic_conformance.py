@@ -335,3 +335,27 @@ def test_ingress_class_annotation_wins_over_ingress_class_name() -> None:
     objs = [service("httpbin", [{"port": 80}]), ours, theirs]
     got = routes(translate(objs, ingress_class="kong", validate=False).config)
     assert list(got) == ["default.ours.httpbin..80"]
+
+
+def test_core_objects_have_no_group_tag() -> None:
+    """KIC golden ``ingress-v1-with-default-backend``: a Service's entities are tagged
+    ``k8s-name``, ``k8s-namespace``, ``k8s-kind``, ``k8s-version`` (``GenerateTagsForObject``
+    writes ``k8s-group`` only for a non-empty group); an Ingress's carry its group."""
+    svc = service("foo-svc", [{"port": 80}])
+    objs = [svc, ingress("foo", [("/", "foo-svc", 80)], host="example.com")]
+    config = translate(objs, ingress_class="kong", validate=False).config
+    (kong_service,) = config["services"]
+    assert kong_service["tags"] == [
+        "k8s-name:foo-svc",
+        "k8s-namespace:default",
+        "k8s-kind:Service",
+        "k8s-version:v1",
+    ]
+    assert config["upstreams"][0]["tags"] == kong_service["tags"]
+    assert kong_service["routes"][0]["tags"] == [
+        "k8s-name:foo",
+        "k8s-namespace:default",
+        "k8s-kind:Ingress",
+        "k8s-group:networking.k8s.io",
+        "k8s-version:v1",
+    ]
