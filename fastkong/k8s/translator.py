@@ -379,7 +379,10 @@ class _Translation:
             uid = o.meta(secret).get("uid")
             if isinstance(uid, str) and _is_uuid(uid):
                 cert["id"] = uid
-            cert.update(cert=data["tls.crt"], key=data["tls.key"], tags=o.tags(secret))
+            # KIC's getCertFromSecret trims surrounding whitespace from both.
+            cert.update(
+                cert=data["tls.crt"].strip(), key=data["tls.key"].strip(), tags=o.tags(secret)
+            )
             cert["snis"] = [
                 self.note({"name": h, "tags": o.tags(secret)}, ObjectRef.of(secret))
                 for h in sorted(hosts)
