@@ -1,48 +1,104 @@
 """Kong's DB-less Admin API, served by the supervisor.
 
 ``GET /``, ``GET /status``, ``GET /config``, ``POST /config`` (raw YAML/JSON body, a
-``config=`` form field, or a JSON object; ``check_hash``; ``flatten_errors``), read-only ``GET``
-of services, routes, upstreams, targets, consumers and plugins in Kong's paged shape, and 405
-with Kong's message for every write. A config accepted here is persisted in the prefix so a
-restarted node comes back configured.
+``config=`` form field, or a JSON object; ``check_hash``; ``flatten_errors``), and read-only
+``GET`` of every entity Kong's API lists (collections, by id or endpoint key, nested and foreign
+endpoints) in Kong's paged shape, with Kong's ``size``/``offset``/``tags`` errors. Writes answer
+as Kong's off strategy does (``operation unsupported`` or ``Method not allowed``); ``OPTIONS``,
+CORS and ``X-Kong-Admin-Latency`` as Kong's admin filters do. A config accepted here is persisted
+in the prefix so a restarted node comes back configured.
 """
-
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
-from collections.abc import Callable
+import math
+import re
+import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote, unquote
 
 import msgspec
 
 from fastkong.config import ConfigError, load_config
 from fastkong.config.loader import parse
+from fastkong.config.schema import ENTITY_STRUCTS
 from fastkong.control.httpserver import Request, Response
 
 if TYPE_CHECKING:
     from fastkong.control.supervisor import Supervisor
 
-ENTITIES = ("services", "routes", "upstreams", "targets", "consumers", "plugins")
-SINGULAR = {
-    "services": "service",
-    "routes": "route",
-    "upstreams": "upstream",
+#: Admin API collection name -> the config's entity array (Kong's ``admin_api_name``).
+ENTITIES = {
+    "services": "services",
+    "routes": "routes",
+    "upstreams": "upstreams",
+    "targets": "targets",
+    "consumers": "consumers",
+    "plugins": "plugins",
+    "certificates": "certificates",
+    "snis": "snis",
+    "ca_certificates": "ca_certificates",
+    "key-auths": "keyauth_credentials",
+    "jwts": "jwt_secrets",
+    "acls": "acls",
+}
+#: Each entity's ``endpoint_key``: the field a non-UUID path segment is looked up by.
+ENDPOINT_KEY = {
+    "services": "name",
+    "routes": "name",
+    "upstreams": "name",
     "targets": "target",
-    "consumers": "consumer",
-    "plugins": "plugin",
+    "consumers": "username",
+    "certificates": None,
+    "snis": "name",
+    "ca_certificates": None,
+    "plugins": None,
+    "keyauth_credentials": "key",
+    "jwt_secrets": "key",
+    "acls": None,
 }
-#: Entities reachable under a parent: /services/{s}/routes, /upstreams/{u}/targets, ...
+#: (parent, nested admin name) -> (child entity array, foreign key): /services/{s}/routes, ...
 NESTED = {
-    ("services", "routes"): "service",
-    ("services", "plugins"): "service",
-    ("routes", "plugins"): "route",
-    ("consumers", "plugins"): "consumer",
-    ("upstreams", "targets"): "upstream",
+    ("services", "routes"): ("routes", "service"),
+    ("services", "plugins"): ("plugins", "service"),
+    ("routes", "plugins"): ("plugins", "route"),
+    ("consumers", "plugins"): ("plugins", "consumer"),
+    ("upstreams", "targets"): ("targets", "upstream"),
+    ("certificates", "snis"): ("snis", "certificate"),
+    ("consumers", "key-auth"): ("keyauth_credentials", "consumer"),
+    ("consumers", "jwt"): ("jwt_secrets", "consumer"),
+    ("consumers", "acls"): ("acls", "consumer"),
 }
+#: (collection, foreign key) -> the foreign entity array: /routes/{r}/service, ...
+FOREIGN = {
+    ("routes", "service"): "services",
+    ("plugins", "service"): "services",
+    ("plugins", "route"): "routes",
+    ("plugins", "consumer"): "consumers",
+    ("snis", "certificate"): "certificates",
+    ("key-auths", "consumer"): "consumers",
+    ("jwts", "consumer"): "consumers",
+    ("acls", "consumer"): "consumers",
+}
+FOREIGN_KEYS = ("service", "route", "consumer", "upstream", "certificate")
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
+#: The Kong release whose Admin API this one answers as (``kong/meta.lua``): decK and KIC
+#: gate features on ``GET /``'s ``version`` and refuse a version they do not know.
+KONG_VERSION = "3.10.0"
+#: ``Allow`` of each kind of endpoint (Kong sorts its methods and adds HEAD and OPTIONS).
+READ_ONLY = "GET, HEAD, OPTIONS"
+COLLECTION = "GET, HEAD, OPTIONS, POST"
+ENTITY = "DELETE, GET, HEAD, OPTIONS, PATCH, PUT"
+TAG = r"[\x20-\x2B\x2D\x2E\x30-\x7E\x80-\U0010FFFF]+"
+TAGS_AND = re.compile(rf"^(?:{TAG}(?:,|$))+$")
+TAGS_OR = re.compile(rf"^(?:{TAG}(?:/|$))+$")
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+
+
+TRUTHY = ("true", "1", "on", "yes")
 
 
 def lua_table(value: Any) -> str:
@@ -57,13 +113,6 @@ def lua_table(value: Any) -> str:
     return str(value)
 
 
-def _truthy(query: dict[str, list[str]], name: str) -> bool:
-    values = query.get(name)
-    if not values:
-        return False
-    return values[-1].lower() not in ("", "0", "false", "off", "no")
-
-
 class AdminApi:
     """Request handling of the admin listener (state lives in the :class:`Supervisor`)."""
 
@@ -72,32 +121,77 @@ class AdminApi:
         self.loading = asyncio.Lock()
 
     async def handle(self, request: Request) -> Response:
+        started = time.monotonic()
+        response = await self.route(request)
+        # Kong's cors_filter and admin header filter: on every admin answer.
+        response.headers["access-control-allow-origin"] = request.headers.get("origin", "*")
+        response.headers["access-control-allow-credentials"] = "true"
+        response.headers["x-kong-admin-latency"] = str(int((time.monotonic() - started) * 1000))
+        return response
+
+    async def route(self, request: Request) -> Response:
         path = request.path.rstrip("/") or "/"
-        if path in ("/", "/status", "/status/ready", "/metrics"):
+        method = request.method
+        if path in ("/status/ready", "/metrics"):
+            return await self.supervisor.handle_status(request)
+        allowed = self.allowed_methods(path)
+        if allowed is None:
+            return NOT_FOUND()
+        if method == "OPTIONS":
+            return Response(
+                204,
+                headers={
+                    "allow": allowed,
+                    "access-control-allow-methods": allowed,
+                    "access-control-allow-headers": request.headers.get(
+                        "access-control-request-headers", "Content-Type"
+                    ),
+                },
+            )
+        if method not in allowed.split(", "):
+            return Response.json(405, {"message": "Method not allowed"})
+        if method in ("POST", "PUT", "PATCH") and not _accepted_body(request, path):
+            return Response(415)
+        if path in ("/", "/status"):
             return await self.supervisor.handle_status(request)
         if path == "/config":
-            if request.method == "GET":
-                return self.get_config()
-            if request.method == "POST":
-                return await self.post_config(request)
-            return self.method_not_allowed()
+            return self.get_config() if method != "POST" else await self.post_config(request)
+        parts = [unquote(p) for p in path.split("/") if p]
+        if parts[-1] in ("healthy", "unhealthy") and len(parts) in (5, 6):
+            # Health is node state, not config: these work in DB-less mode (Kong #15001).
+            address = parts[4] if len(parts) == 6 else None
+            healthy = parts[-1] == "healthy"
+            return self.supervisor.set_target_health(parts[1], parts[3], address, healthy)
+        if method not in ("GET", "HEAD"):
+            return self.write_refused(method, parts)
+        return self.read_entities(parts, request.query)
+
+    def allowed_methods(self, path: str) -> str | None:
+        """The ``Allow`` of the endpoint at ``path``, None when there is no such endpoint."""
+        if path in ("/", "/status"):
+            return READ_ONLY
+        if path == "/config":
+            return COLLECTION
         parts = [p for p in path.split("/") if p]
-        if parts and parts[0] in ENTITIES:
-            if (
-                request.method == "POST"
-                and len(parts) in (5, 6)
-                and parts[0] == "upstreams"
-                and parts[2] == "targets"
-                and parts[-1] in ("healthy", "unhealthy")
-            ):
-                # Health is node state, not config: these work in DB-less mode (Kong #15001).
-                address = parts[4] if len(parts) == 6 else None
-                healthy = parts[-1] == "healthy"
-                return self.supervisor.set_target_health(parts[1], parts[3], address, healthy)
-            if request.method not in ("GET", "HEAD"):
-                return self.write_refused(request.method, parts)
-            return self.read_entities(parts, request.query)
-        return Response.json(404, {"message": "Not found"})
+        if not parts or parts[0] not in ENTITIES:
+            return None
+        n = len(parts)
+        if n == 1:
+            return COLLECTION
+        if n == 2:
+            return ENTITY
+        if parts[0] == "upstreams" and n >= 3:
+            if n == 3 and parts[2] == "health":
+                return READ_ONLY
+            if n == 4 and parts[2:] == ["targets", "all"]:
+                return READ_ONLY
+            if n in (5, 6) and parts[2] == "targets" and parts[-1] in ("healthy", "unhealthy"):
+                return "OPTIONS, POST, PUT"  # Kong: PUT; POST kept for fastkong's earlier API
+        if (parts[0], parts[2]) in NESTED:
+            return COLLECTION if n == 3 else ENTITY if n == 4 else None
+        if n == 3 and (parts[0], parts[2]) in FOREIGN:
+            return ENTITY
+        return None
 
     # -- /config -----------------------------------------------------------------------------
 
@@ -115,19 +209,22 @@ class AdminApi:
         raw = self._declarative_body(request)
         if raw is None or not raw.strip():
             return Response.json(400, {"message": "expected a declarative configuration"})
+        # Kong: flatten_errors takes true/1/on/yes; check_hash only "1" (config.lua:27-77).
+        flatten = (request.query.get("flatten_errors") or [""])[-1].lower() in TRUTHY
+        check_hash = (request.query.get("check_hash") or [""])[-1] == "1"
         async with self.loading:
             try:
                 loaded = await self.supervisor.in_loader(load_config, raw)
             except ConfigError as exc:
                 self.supervisor.config.reloads["failure"] += 1
                 self.supervisor.config.last_error = [f"{e.path}: {e.message}" for e in exc.errors]
-                return self.invalid(exc, raw, _truthy(request.query, "flatten_errors"))
-            if _truthy(request.query, "check_hash") and loaded.hash == self.supervisor.config.hash:
+                return self.invalid(exc, raw, flatten)
+            if check_hash and loaded.hash == self.supervisor.config.hash:
                 return Response(304)
             await self.supervisor.in_loader(self.supervisor.accept_posted, loaded, raw)
-            # Kong answers with the whole config: megabytes of JSON for a large one, encoded on
-            # the loader thread, not on the event loop that answers probes.
-            body = await self.supervisor.in_loader(_config_json, loaded.config)
+            # Kong answers with every entity loaded: megabytes of JSON for a large config,
+            # encoded on the loader thread, not on the event loop that answers probes.
+            body = await self.supervisor.in_loader(_entities_json, loaded.config)
         return Response(201, body, {"content-type": "application/json; charset=utf-8"})
 
     def _declarative_body(self, request: Request) -> bytes | None:
@@ -170,100 +267,230 @@ class AdminApi:
 
     # -- entities ----------------------------------------------------------------------------
 
-    def method_not_allowed(self) -> Response:
-        return Response.json(405, {"message": "Method not allowed"})
-
     def write_refused(self, method: str, parts: list[str]) -> Response:
-        entity = parts[-1] if len(parts) % 2 == 1 else parts[-2]
-        verb = {"POST": "create", "PUT": "create or update", "PATCH": "update", "DELETE": "delete"}
-        action = verb.get(method, "update")
-        return Response.json(
-            405,
-            {
-                "code": 12,
-                "name": "operation unsupported",
-                "message": f"cannot {action} '{entity}' entities when not using a database",
-            },
-        )
+        """A write in DB-less mode, answered as Kong's off strategy answers it."""
+        if len(parts) == 1 or (len(parts) == 3 and (parts[0], parts[2]) in NESTED):
+            # a collection: only POST gets here
+            kind = ENTITIES[parts[0]] if len(parts) == 1 else NESTED[(parts[0], parts[2])][0]
+            return _unsupported(f"cannot create '{kind}' entities when not using a database")
+        foreign = len(parts) == 3
+        if len(parts) == 2:
+            kind, key = ENTITIES[parts[0]], parts[1]
+        elif foreign:
+            kind, key = FOREIGN[(parts[0], parts[2])], ""
+        else:
+            kind, key = NESTED[(parts[0], parts[2])][0], parts[3]
+        by = ENDPOINT_KEY[kind] if key and not UUID.match(key) and ENDPOINT_KEY[kind] else ""
+        found = self.read_entities(parts, {})
+        if foreign and (method == "DELETE" or found.status == 404):
+            # Kong: the foreign-entity endpoint never deletes; a missing link is a 404
+            return (
+                Response.json(405, {"message": "Method not allowed"})
+                if found.status == 200
+                else found
+            )
+        if found.status == 404:
+            if method == "DELETE":
+                return Response(204)  # Kong's DAO: deleting nothing succeeds
+            if method == "PATCH":
+                filter_ = {by: key} if by else {"id": key}
+                what = f"'{lua_table(filter_)}'" if by else f"primary key '{lua_table(filter_)}'"
+                return Response.json(
+                    404,
+                    {
+                        "code": 6,
+                        "name": "not found",
+                        "message": f"could not find the entity with {what}",
+                        "fields": filter_,
+                    },
+                )
+        verb = {"PUT": "create or update", "PATCH": "update", "DELETE": "remove"}[method]
+        by_field = f" by '{by}'" if by else ""
+        return _unsupported(f"cannot {verb} '{kind}' entities{by_field} when not using a database")
 
-    def read_entities(self, parts: list[str], query: dict[str, list[str]]) -> Response:
+    def rows(self, kind: str) -> list[dict[str, Any]]:
         config = self.supervisor.current_config()
         if config is None:
-            rows: dict[str, list[dict[str, Any]]] = {name: [] for name in ENTITIES}
-        else:
-            rows = {name: [_kong_shape(e) for e in getattr(config, name)] for name in ENTITIES}
-        kind = parts[0]
+            return []
+        return [_kong_shape(e) for e in getattr(config, kind)]
+
+    def read_entities(self, parts: list[str], query: dict[str, list[str]]) -> Response:
+        kind = ENTITIES[parts[0]]
+        rows = self.rows(kind)
         if len(parts) == 1:
-            return self.page(rows[kind], query, f"/{kind}")
-        found = _find(rows[kind], parts[1], kind)
+            return self.page(rows, query, f"/{parts[0]}", top=True)
+        found = _find(rows, parts[1], kind)
         if found is None:
-            return Response.json(404, {"message": "Not found"})
+            return NOT_FOUND()
         if len(parts) == 2:
             return Response.json(200, found)
-        if len(parts) == 3 and kind == "upstreams" and parts[2] == "health":
-            targets = [
-                r for r in rows["targets"] if (r.get("upstream") or {}).get("id") == found["id"]
-            ]
-            balancer = (query.get("balancer_health") or [""])[-1] == "1"
-            return self.supervisor.upstream_health(found, targets, balancer)
-        if len(parts) >= 3 and (kind, parts[2]) in NESTED:
-            child = parts[2]
-            fk = NESTED[(kind, child)]
-            children = [r for r in rows[child] if (r.get(fk) or {}).get("id") == found["id"]]
-            if len(parts) == 3:
-                return self.page(children, query, f"/{kind}/{parts[1]}/{child}")
-            item = _find(children, parts[3], child)
-            return (
-                Response.json(200, item) if item else Response.json(404, {"message": "Not found"})
-            )
-        return Response.json(404, {"message": "Not found"})
+        child = parts[2]
+        if kind == "upstreams" and child in ("health", "targets"):
+            targets = [r for r in self.rows("targets") if r["upstream"]["id"] == found["id"]]
+            if child == "health":
+                balancer = (query.get("balancer_health") or [""])[-1] == "1"
+                return self.supervisor.upstream_health(found, targets, balancer)
+            if parts[3:] == ["all"]:
+                return self.page(targets, query, f"/upstreams/{parts[1]}/targets/all")
+        if (parts[0], child) in FOREIGN:
+            ref = found.get(child)
+            target_kind = FOREIGN[(parts[0], child)]
+            item = _find(self.rows(target_kind), ref["id"], target_kind) if ref else None
+            return Response.json(200, item) if item else NOT_FOUND()
+        child_kind, fk = NESTED[(parts[0], child)]
+        children = [r for r in self.rows(child_kind) if (r.get(fk) or {}).get("id") == found["id"]]
+        if len(parts) == 3:
+            return self.page(children, query, f"/{parts[0]}/{parts[1]}/{child}")
+        item = _find(children, parts[3], child_kind)
+        return Response.json(200, item) if item else NOT_FOUND()
 
-    def page(self, rows: list[dict[str, Any]], query: dict[str, list[str]], base: str) -> Response:
-        try:
-            size = int(query.get("size", [DEFAULT_PAGE])[-1])
-            offset = int(query.get("offset", ["0"])[-1] or 0)
-        except ValueError:
-            return Response.json(400, {"message": "size and offset must be numbers"})
-        if not 1 <= size <= MAX_PAGE:
-            return Response.json(400, {"message": f"size must be between 1 and {MAX_PAGE}"})
+    def page(
+        self, rows: list[dict[str, Any]], query: dict[str, list[str]], base: str, top: bool = False
+    ) -> Response:
+        """One page in Kong's shape (``data``, ``offset`` while more, ``next``)."""
+        size = DEFAULT_PAGE
+        raw_size = query.get("size")
+        if raw_size:
+            number = _lua_number(raw_size[-1])
+            if number is None:
+                return _invalid_size("size must be a number")
+            if number != int(number) or not 1 <= number <= MAX_PAGE:
+                return _invalid_size(f"size must be an integer between 1 and {MAX_PAGE}")
+            size = int(number)
+        start = 0
+        raw_offset = query.get("offset")
+        if raw_offset:
+            decoded = _decode_offset(raw_offset[-1])
+            if decoded is None:
+                return Response.json(
+                    400,
+                    {
+                        "code": 7,
+                        "name": "invalid offset",
+                        "message": f"'{raw_offset[-1]}' is not a valid offset: bad base64 encoding",
+                    },
+                )
+            start = decoded
         tags = query.get("tags")
-        if tags:
-            wanted = set(tags[-1].split(","))
-            rows = [r for r in rows if wanted.issubset(r.get("tags") or [])]
-        chunk = rows[offset : offset + size]
-        more = offset + size < len(rows)
-        return Response.json(
-            200,
-            {
-                "data": chunk,
-                "next": f"{base}?offset={offset + size}&size={size}" if more else None,
-                "offset": str(offset + size) if more else None,
-            },
-        )
+        if tags is not None:
+            try:
+                rows = _tagged(rows, tags[0])
+            except ValueError as exc:
+                message = str(exc)
+                return Response.json(
+                    400,
+                    {
+                        "code": 11,
+                        "name": "invalid options",
+                        "message": f"invalid option (tags: {message})",
+                        "options": {"tags": message},
+                    },
+                )
+        chunk = rows[start : start + size]
+        payload: dict[str, Any] = {"data": chunk, "next": None}
+        if start + size < len(rows):
+            offset = _encode_offset(start + size)
+            following = f"{base}?offset={quote(offset, safe='')}"
+            if top and tags is not None:
+                following += f"&tags={quote(tags[0], safe='')}"
+            if top and raw_size:
+                following += f"&size={raw_size[-1]}"
+            payload["offset"] = offset
+            payload["next"] = following
+        return Response.json(200, payload)
+
+
+def NOT_FOUND() -> Response:  # noqa: N802 - Kong's handle_404 body, built per answer
+    return Response.json(404, {"message": "Not found"})
+
+
+def _unsupported(message: str) -> Response:
+    return Response.json(405, {"code": 12, "name": "operation unsupported", "message": message})
+
+
+def _invalid_size(message: str) -> Response:
+    return Response.json(400, {"code": 9, "name": "invalid size", "message": message})
+
+
+def _lua_number(text: str) -> float | None:
+    """Lua's ``tonumber`` on a query value (decimal or hex), None when it is not a number."""
+    text = text.strip()
+    try:
+        value = float(int(text, 16)) if text.lower().lstrip("+-").startswith("0x") else float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _encode_offset(index: int) -> str:
+    """An opaque page token, base64 as Kong's DB-less offsets are."""
+    return base64.b64encode(f"fastkong|{index}".encode()).decode().rstrip("=")
+
+
+def _decode_offset(token: str) -> int | None:
+    try:
+        raw = base64.b64decode(token + "=" * (-len(token) % 4), validate=True).decode()
+        prefix, _, index = raw.partition("|")
+        return int(index) if prefix == "fastkong" and index.isdigit() else None
+    except ValueError:
+        return None
+
+
+def _tagged(rows: list[dict[str, Any]], tags: str) -> list[dict[str, Any]]:
+    """Kong's ``?tags=``: ``a,b`` all of them, ``a/b`` any of them (at most 5)."""
+    if not tags:
+        raise ValueError("cannot be null")
+    if TAGS_AND.match(tags):
+        wanted, every = tags.split(","), True
+    elif TAGS_OR.match(tags):
+        wanted, every = tags.split("/"), False
+    else:
+        raise ValueError("invalid filter syntax")
+    wanted = [t for t in wanted if t]
+    if len(wanted) > 5:
+        raise ValueError("cannot query more than 5 tags")
+    test = all if every else any
+    return [r for r in rows if test(t in (r.get("tags") or ()) for t in wanted)]
+
+
+def _accepted_body(request: Request, path: str) -> bool:
+    """Kong's admin ``before_filter``: a body must be JSON, a form, or (``/config``) YAML."""
+    ctype = request.headers.get("content-type")
+    if ctype is None:
+        return True
+    ctype = ctype.lower()
+    accepted: tuple[str, ...] = (
+        "application/json",
+        "multipart/form-data",
+        "application/x-www-form-urlencoded",
+    )
+    if path == "/config":
+        accepted += ("application/yaml", "text/yaml")
+    return ctype.startswith(accepted)
 
 
 def _kong_shape(entity: Any) -> dict[str, Any]:
     """An entity as Kong's Admin API prints it: foreign keys as ``{"id": ...}``."""
     data: dict[str, Any] = msgspec.to_builtins(entity)
-    for fk in ("service", "route", "consumer", "upstream", "certificate"):
+    for fk in FOREIGN_KEYS:
         if fk in data:
             data[fk] = {"id": data[fk]} if data[fk] is not None else None
     return data
 
 
 def _find(rows: list[dict[str, Any]], key: str, kind: str) -> dict[str, Any] | None:
-    by: Callable[[dict[str, Any]], Any]
-    for by in (
-        lambda r: r.get("id"),
-        lambda r: r.get("name"),
-        lambda r: r.get("username"),
-        lambda r: r.get("custom_id"),
-        lambda r: r.get("target"),
-    ):
-        for row in rows:
-            if by(row) == key:
-                return row
-    return None
+    """Kong's ``select_entity``: a UUID is an id, anything else the entity's endpoint key."""
+    field = "id" if UUID.match(key) else ENDPOINT_KEY.get(kind)
+    if field is None:
+        return None
+    return next((row for row in rows if row.get(field) == key), None)
+
+
+def _entities_json(config: Any) -> bytes:
+    """``POST /config``'s 201 body: each entity array as a map of id to entity (Kong's
+    ``load_into_cache`` result after ``sanitize_output``)."""
+    out = {name: {e.id: _kong_shape(e) for e in getattr(config, name)} for name in ENTITY_STRUCTS}
+    return json.dumps({k: v for k, v in out.items() if v}, separators=(",", ":")).encode()
 
 
 def load_raw(raw: bytes) -> Any:
@@ -281,8 +508,3 @@ def _multipart_field(body: bytes, content_type: str, name: str) -> bytes | None:
         if f'name="{name}"'.encode() in head:
             return value.rstrip(b"\r\n")
     return None
-
-
-def _config_json(config: Any) -> bytes:
-    """A config as ``POST /config`` answers it (the body ``Response.json`` would give)."""
-    return json.dumps(msgspec.to_builtins(config), separators=(",", ":")).encode()

@@ -32,6 +32,7 @@ REASONS = {
     404: "Not Found",
     405: "Method Not Allowed",
     413: "Payload Too Large",
+    415: "Unsupported Media Type",
     429: "Too Many Requests",
     500: "Internal Server Error",
     503: "Service Unavailable",
@@ -105,15 +106,15 @@ async def serve(host: str, port: int, handler: Handler) -> asyncio.Server:
                         response = Response.json(500, {"message": "An unexpected error occurred"})
                 keep = request is not None and request.headers.get("connection") != "close"
                 head = [f"HTTP/1.1 {response.status} {REASONS.get(response.status, 'Status')}"]
-                headers = {
-                    "server": SERVER,
-                    "content-length": str(len(response.body)),
-                    **response.headers,
-                }
+                headers = {"server": SERVER, **response.headers}
+                if response.status not in (204, 304):  # RFC 9110 8.6: no length on these
+                    headers["content-length"] = str(len(response.body))
                 if not keep:
                     headers["connection"] = "close"
                 head.extend(f"{k}: {v}" for k, v in headers.items())
-                writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + response.body)
+                # HEAD: the headers GET would send, no body (RFC 9110 9.3.2)
+                body = b"" if request is not None and request.method == "HEAD" else response.body
+                writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
                 await writer.drain()
                 if not keep:
                     return

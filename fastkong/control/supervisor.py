@@ -39,12 +39,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fastkong import __version__
+from fastkong import __version__, plugins
 from fastkong._core._router_py import gc_paused
 from fastkong.background import background_executor
-from fastkong.config import Config, ConfigError, LoadedConfig, load_config
+from fastkong.config import EMPTY_CONFIG_HASH, Config, ConfigError, LoadedConfig, load_config
 from fastkong.control import httpserver
-from fastkong.control.admin import AdminApi
+from fastkong.control.admin import KONG_VERSION, AdminApi
 from fastkong.control.httpserver import Request, Response
 from fastkong.control.state import file_identity, read_reports, write_state
 from fastkong.metrics import render_node_metrics, reset_node_metrics, target_health_rows
@@ -59,6 +59,7 @@ WATCH_INTERVAL = 0.5
 FULL_CHECK_EVERY = 20  # watch ticks between two content hashes of an unchanged-looking file
 POSTED_CONFIG = "posted-config"
 NO_CONFIG = "no configuration available (configuration hash is not initialized)"
+EMPTY_CONFIG = "no configuration available (empty configuration present)"
 # Net new objects after which a config job's results are frozen (a 10,000-route config: ~1.5M).
 FREEZE_AFTER = 100_000
 
@@ -277,6 +278,8 @@ class Supervisor:
                 return Response.json(503, {"message": "draining"})
             if self.config.hash is None:
                 return Response.json(503, {"message": NO_CONFIG})
+            if self.config.hash == EMPTY_CONFIG_HASH:
+                return Response.json(503, {"message": EMPTY_CONFIG})
             if not self.workers_in_step():
                 return Response.json(503, {"message": "workers are loading the configuration"})
             return Response.json(200, {"message": "ready"})
@@ -345,14 +348,37 @@ class Supervisor:
         return "\n".join(lines) + "\n"
 
     def node_info(self) -> dict[str, Any]:
+        """``GET /`` in the shape of Kong's (``kong/api/routes/kong.lua``): what decK and KIC
+        read (``version``, ``configuration.database``, ``router_flavor``, the plugins) and the
+        node's identity; ``fastkong`` says what really answers."""
+        config = self.current_config()
+        enabled = list(dict.fromkeys(p.name for p in config.plugins)) if config else []
+        available = {}
+        for name in plugins.registry.names():
+            spec = plugins.registry.lookup(name)
+            assert spec is not None
+            available[name] = {"version": __version__, "priority": spec.priority}
+        host, port = self.options.proxy
+        workers = sorted(read_reports(self.state_dir))
         return {
-            "version": __version__,
-            "tagline": "Welcome to fastkong",
+            "tagline": "Welcome to kong",
+            "version": KONG_VERSION,
+            "edition": "community",
+            "hostname": socket.gethostname(),
+            "node_id": self.node_id,
+            "timers": {"running": 0, "pending": 0},
+            "plugins": {"available_on_server": available, "enabled_in_cluster": enabled},
             "configuration": {
                 "database": "off",
+                "role": "traditional",
                 "router_flavor": self.options.router_flavor,
-                "proxy_listeners": [{"ip": self.options.proxy[0], "port": self.options.proxy[1]}],
+                "proxy_listen": [f"{host}:{port}"],
+                "proxy_listeners": [{"ip": host, "port": port}],
+                "loaded_plugins": dict.fromkeys(available, True),
+                "nginx_worker_processes": str(self.options.workers),
             },
+            "pids": {"master": os.getpid(), "workers": workers},
+            "fastkong": {"version": __version__},
         }
 
     # -- process management ------------------------------------------------------------------

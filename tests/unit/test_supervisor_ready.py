@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from fastkong.control.httpserver import Request
 from fastkong.control.state import write_report
 from fastkong.control.supervisor import Options, Supervisor
 
@@ -30,3 +33,24 @@ def test_ready_waits_for_every_worker(tmp_path: Path) -> None:
     supervisor.loader.shutdown()
     supervisor.counters_file.unlink(missing_ok=True)
     supervisor.health_file.unlink(missing_ok=True)
+
+
+def test_an_empty_config_is_not_ready(tmp_path: Path) -> None:
+    """Kong's ``is_dbless_ready``: the all-zero hash of an empty config answers 503."""
+    supervisor = Supervisor(Options(config_path=None, workers=1, prefix=tmp_path))
+    write_report(tmp_path, os.getpid(), "0" * 32)
+    supervisor.config.hash = "0" * 32
+    try:
+        request = Request("GET", "/status/ready", {}, {})
+        response = asyncio.run(supervisor.handle_status(request))
+        assert response.status == 503
+        assert json.loads(response.body) == {
+            "message": "no configuration available (empty configuration present)"
+        }
+        supervisor.config.hash = "a" * 32
+        write_report(tmp_path, os.getpid(), "a" * 32)
+        assert asyncio.run(supervisor.handle_status(request)).status == 200
+    finally:
+        supervisor.loader.shutdown()
+        supervisor.counters_file.unlink(missing_ok=True)
+        supervisor.health_file.unlink(missing_ok=True)
