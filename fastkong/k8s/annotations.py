@@ -22,8 +22,10 @@ DEFAULT_REGEX_PREFIX: Final = "/~"
 FORCE_SSL_REDIRECT: Final = "ingress.kubernetes.io/force-ssl-redirect"
 SERVICE_UPSTREAM: Final = "ingress.kubernetes.io/service-upstream"
 
-#: ``util.ValidateProtocol`` in KIC.
-PROTOCOLS: Final = frozenset({"http", "https", "grpc", "grpcs", "tcp", "tls", "udp", "ws", "wss"})
+#: ``util.ValidateProtocol`` in KIC (``kic:internal/util/protocol.go``): no ``udp``.
+PROTOCOLS: Final = frozenset(
+    {"http", "https", "grpc", "grpcs", "tcp", "tls", "tls_passthrough", "ws", "wss"}
+)
 REDIRECT_CODES: Final = frozenset({426, 301, 302, 307, 308})
 _TRUE: Final = frozenset({"1", "t", "T", "TRUE", "true", "True"})
 _FALSE: Final = frozenset({"0", "f", "F", "FALSE", "false", "False"})

@@ -360,3 +360,19 @@ def test_core_objects_have_no_group_tag() -> None:
         "k8s-group:networking.k8s.io",
         "k8s-version:v1",
     ]
+
+
+def test_udp_is_not_a_protocol_kic_takes_from_annotations() -> None:
+    """KIC's ``util.ValidateProtocol`` knows http, https, grpc(s), ws(s), tcp, tls and
+    tls_passthrough: ``konghq.com/protocols: udp`` on an Ingress and ``konghq.com/protocol: udp``
+    on a Service are ignored."""
+    objs = [
+        service("httpbin", [{"port": 80}], annotations={"konghq.com/protocol": "udp"}),
+        ingress("udp", [("/", "httpbin", 80)], annotations={"konghq.com/protocols": "udp"}),
+        ingress("tls", [("/t", "httpbin", 80)], annotations={"konghq.com/protocols": "tls"}),
+    ]
+    result = translate(objs, ingress_class="kong", validate=False)
+    (kong_service,) = result.config["services"]
+    assert kong_service["protocol"] == "http"
+    got = {r["name"]: r["protocols"] for r in kong_service["routes"]}
+    assert got == {"default.udp.httpbin..80": ["http", "https"], "default.tls.httpbin..80": ["tls"]}
