@@ -25,13 +25,18 @@ cost nothing.
 from __future__ import annotations
 
 import weakref
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import msgspec
 
 if TYPE_CHECKING:
     from fastkong.plugins.context import RequestContext
     from fastkong.runtime import Runtime
+
+
+#: Kong's ``required = true`` on a plugin config field that has a default: an absent field takes
+#: the default, an explicit ``null`` is "required field missing" (the config walker reads it).
+REQUIRED: Final = msgspec.Meta(extra={"kong_required": True})
 
 
 class Exit:

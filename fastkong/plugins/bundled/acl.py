@@ -13,11 +13,11 @@ upstream from a route that runs acl: the header the plugin does not set is clear
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import msgspec
 
-from fastkong.plugins.base import Exit, Plugin, kong_error
+from fastkong.plugins.base import REQUIRED, Exit, Plugin, kong_error
 from fastkong.plugins.bundled._consumer import AUTHENTICATED_GROUPS, CONSUMER_GROUPS, wire
 from fastkong.plugins.registry import register_plugin
 
@@ -33,8 +33,8 @@ _FIELDS: Final = "'config.allow', 'config.deny'"
 class AclConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     allow: list[str] | None = None
     deny: list[str] | None = None
-    hide_groups_header: bool = False
-    always_use_authenticated_groups: bool = False
+    hide_groups_header: Annotated[bool, REQUIRED] = False
+    always_use_authenticated_groups: Annotated[bool, REQUIRED] = False
 
 
 def _groups(runtime: Runtime) -> dict[str, tuple[str, ...]]:

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import msgspec
 
-from fastkong.plugins.base import Exit, kong_error
+from fastkong.plugins.base import REQUIRED, Exit, kong_error
 from fastkong.plugins.bundled._consumer import (
     AuthPlugin,
     decode_base64,
@@ -39,8 +39,8 @@ _USER_PASS: Final = re.compile(rb"([^:]+):(.*)")
 
 class BasicAuthConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     anonymous: str | None = None
-    hide_credentials: bool = False
-    realm: str = "service"
+    hide_credentials: Annotated[bool, REQUIRED] = False
+    realm: Annotated[str, REQUIRED] = "service"
 
 
 def password_digest(consumer_id: str, password: bytes) -> bytes:

@@ -20,11 +20,11 @@ import itertools
 import os
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 import msgspec
 
-from fastkong.plugins.base import Exit, Plugin
+from fastkong.plugins.base import REQUIRED, Exit, Plugin
 from fastkong.plugins.registry import register_plugin
 
 if TYPE_CHECKING:
@@ -39,8 +39,8 @@ KEY: Final = "correlation_id"
 
 class CorrelationIdConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     header_name: str = "Kong-Request-ID"
-    generator: Literal["uuid", "uuid#counter", "tracker"] = "uuid#counter"
-    echo_downstream: bool = False
+    generator: Annotated[Literal["uuid", "uuid#counter", "tracker"], REQUIRED] = "uuid#counter"
+    echo_downstream: Annotated[bool, REQUIRED] = False
 
 
 class _Worker:

@@ -28,7 +28,7 @@ import msgspec
 from msgspec import Meta
 
 from fastkong.config.checks import compile_path_regex
-from fastkong.plugins.base import Exit, Plugin
+from fastkong.plugins.base import REQUIRED, Exit, Plugin
 from fastkong.plugins.registry import register_plugin
 
 if TYPE_CHECKING:
@@ -73,10 +73,10 @@ class CorsConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_field
     exposed_headers: list[str] | None = None
     methods: list[Method] = msgspec.field(default_factory=lambda: list(METHODS))
     max_age: float | None = None
-    credentials: bool = False
-    private_network: bool = False
-    preflight_continue: bool = False
-    allow_origin_absent: bool = True
+    credentials: Annotated[bool, REQUIRED] = False
+    private_network: Annotated[bool, REQUIRED] = False
+    preflight_continue: Annotated[bool, REQUIRED] = False
+    allow_origin_absent: Annotated[bool, REQUIRED] = True
 
 
 @functools.lru_cache(maxsize=10_000)

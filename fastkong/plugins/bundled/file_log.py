@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final
 import msgspec
 from msgspec import Meta
 
-from fastkong.plugins.base import Plugin
+from fastkong.plugins.base import REQUIRED, Plugin
 from fastkong.plugins.bundled._serializer import remember_response_headers, serialize_json
 from fastkong.plugins.registry import register_plugin
 
@@ -60,7 +60,7 @@ LuaCode = Annotated[dict[str, str], Meta(extra={"kong_check": check_no_lua})]
 
 class FileLogConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     path: Annotated[str, Meta(extra={"kong_check": check_filename})]
-    reopen: bool = False
+    reopen: Annotated[bool, REQUIRED] = False
     custom_fields_by_lua: LuaCode | None = None
 
 

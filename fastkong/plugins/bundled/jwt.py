@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 import msgspec
 from msgspec import Meta
 
-from fastkong.plugins.base import Exit, kong_error, kong_exit
+from fastkong.plugins.base import REQUIRED, Exit, kong_error, kong_exit
 from fastkong.plugins.bundled import _jwt_parser as parser
 from fastkong.plugins.bundled._consumer import (
     ERR_UNEXPECTED,
@@ -45,10 +45,10 @@ class JwtConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields
     uri_param_names: Annotated[list[str], _SET] = msgspec.field(default_factory=lambda: ["jwt"])
     cookie_names: Annotated[list[str], _SET] = msgspec.field(default_factory=list)
     key_claim_name: str = "iss"
-    secret_is_base64: bool = False
+    secret_is_base64: Annotated[bool, REQUIRED] = False
     claims_to_verify: Annotated[list[Literal["exp", "nbf"]], _SET] | None = None
     anonymous: str | None = None
-    run_on_preflight: bool = True
+    run_on_preflight: Annotated[bool, REQUIRED] = True
     maximum_expiration: Annotated[float, Meta(ge=0, le=31536000)] = 0
     header_names: Annotated[list[str], _SET] = msgspec.field(
         default_factory=lambda: ["authorization"]

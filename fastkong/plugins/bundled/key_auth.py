@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import re
 import time
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import msgspec
 
 from fastkong.config.schema import HeaderName
-from fastkong.plugins.base import Exit, kong_error
+from fastkong.plugins.base import REQUIRED, Exit, kong_error
 from fastkong.plugins.bundled._consumer import (
     AuthPlugin,
     Flag,
@@ -42,13 +42,15 @@ ERR_INVALID_AUTH_CRED: Final = "Unauthorized"
 
 
 class KeyAuthConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
-    key_names: list[HeaderName] = msgspec.field(default_factory=lambda: ["apikey"])
-    hide_credentials: bool = False
+    key_names: Annotated[list[HeaderName], REQUIRED] = msgspec.field(
+        default_factory=lambda: ["apikey"]
+    )
+    hide_credentials: Annotated[bool, REQUIRED] = False
     anonymous: str | None = None
-    key_in_header: bool = True
-    key_in_query: bool = True
-    key_in_body: bool = False
-    run_on_preflight: bool = True
+    key_in_header: Annotated[bool, REQUIRED] = True
+    key_in_query: Annotated[bool, REQUIRED] = True
+    key_in_body: Annotated[bool, REQUIRED] = False
+    run_on_preflight: Annotated[bool, REQUIRED] = True
     realm: str | None = None
 
 

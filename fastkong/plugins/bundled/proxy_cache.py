@@ -41,7 +41,7 @@ import msgspec
 from msgspec import Meta
 
 from fastkong import __version__, metrics
-from fastkong.plugins.base import Exit, Plugin, kong_exit
+from fastkong.plugins.base import REQUIRED, Exit, Plugin, kong_exit
 from fastkong.plugins.bundled._serializer import kong_query
 from fastkong.plugins.registry import register_plugin
 
@@ -93,22 +93,22 @@ class ResponseHeaders(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
 
 
 class Memory(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
-    dictionary_name: str = "kong_db_cache"
+    dictionary_name: Annotated[str, REQUIRED] = "kong_db_cache"
 
 
 class ProxyCacheConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     strategy: Literal["memory"]
-    response_code: Annotated[list[Annotated[int, Meta(ge=100, le=900)]], Meta(min_length=1)] = (
-        msgspec.field(default_factory=lambda: [200, 301, 404])
+    response_code: Annotated[
+        list[Annotated[int, Meta(ge=100, le=900)]], Meta(min_length=1), REQUIRED
+    ] = msgspec.field(default_factory=lambda: [200, 301, 404])
+    request_method: Annotated[list[Literal["HEAD", "GET", "POST", "PATCH", "PUT"]], REQUIRED] = (
+        msgspec.field(default_factory=lambda: ["GET", "HEAD"])
     )
-    request_method: list[Literal["HEAD", "GET", "POST", "PATCH", "PUT"]] = msgspec.field(
-        default_factory=lambda: ["GET", "HEAD"]
-    )
-    content_type: list[str] = msgspec.field(
+    content_type: Annotated[list[str], REQUIRED] = msgspec.field(
         default_factory=lambda: ["text/plain", "application/json"]
     )
     cache_ttl: Annotated[int, Meta(gt=0)] = 300
-    cache_control: bool = False
+    cache_control: Annotated[bool, REQUIRED] = False
     ignore_uri_case: bool = False
     storage_ttl: int | None = None
     memory: Memory = msgspec.field(default_factory=Memory)

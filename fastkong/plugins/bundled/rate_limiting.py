@@ -36,7 +36,7 @@ from fastkong._core.windows import PERIOD_SECONDS, window_length, window_start
 from fastkong.config import checks as C
 from fastkong.config import errors as E
 from fastkong.config.schema import HeaderName, Path
-from fastkong.plugins.base import Exit, Plugin, kong_error
+from fastkong.plugins.base import REQUIRED, Exit, Plugin, kong_error
 from fastkong.plugins.bundled._redis_schema import RedisConfig, redis_checks, redis_options
 from fastkong.plugins.registry import register_plugin
 from fastkong.store import local as local_store
@@ -86,12 +86,12 @@ class RateLimitingConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unkno
     header_name: HeaderName | None = None
     path: Path | None = None
     policy: Literal["local", "redis"] = "local"
-    fault_tolerant: bool = True
+    fault_tolerant: Annotated[bool, REQUIRED] = True
     redis: RedisConfig = msgspec.field(default_factory=RedisConfig)
-    hide_client_headers: bool = False
+    hide_client_headers: Annotated[bool, REQUIRED] = False
     error_code: Limit = 429
     error_message: str = "API rate limit exceeded"
-    sync_rate: float | int = SYNC_RATE_REALTIME
+    sync_rate: Annotated[float | int, REQUIRED] = SYNC_RATE_REALTIME
     algorithm: Literal["fixed-window", "sliding-window", "token-bucket"] = "fixed-window"
     # Deprecated flat aliases of redis.* (Kong's shorthand fields, removal in Kong 4.0).
     redis_host: str | None = None

@@ -14,11 +14,11 @@ A body read here is kept and sent upstream whole (with its Content-Length).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 import msgspec
 
-from fastkong.plugins.base import Exit, Plugin, kong_error
+from fastkong.plugins.base import REQUIRED, Exit, Plugin, kong_error
 from fastkong.plugins.context import BodyTooLarge
 from fastkong.plugins.registry import register_plugin
 
@@ -36,8 +36,8 @@ class RequestSizeLimitingConfig(
     msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True
 ):
     allowed_payload_size: int = 128
-    size_unit: Literal["megabytes", "kilobytes", "bytes"] = "megabytes"
-    require_content_length: bool = False
+    size_unit: Annotated[Literal["megabytes", "kilobytes", "bytes"], REQUIRED] = "megabytes"
+    require_content_length: Annotated[bool, REQUIRED] = False
 
 
 def _content_length(value: str | None) -> float | None:

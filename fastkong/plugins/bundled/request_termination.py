@@ -21,7 +21,7 @@ import msgspec
 from msgspec import Meta
 
 from fastkong.config.checks import check_header_name
-from fastkong.plugins.base import Exit, Plugin, kong_exit
+from fastkong.plugins.base import REQUIRED, Exit, Plugin, kong_exit
 from fastkong.plugins.bundled._templates import decode_args, header_table
 from fastkong.plugins.registry import register_plugin
 
@@ -47,11 +47,11 @@ HeaderName = Annotated[str, Meta(extra={"kong_check": check_header_name})]
 class RequestTerminationConfig(
     msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True
 ):
-    status_code: Annotated[int, Meta(ge=100, le=599)] = 503
+    status_code: Annotated[int, Meta(ge=100, le=599), REQUIRED] = 503
     message: str | None = None
     content_type: str | None = None
     body: str | None = None
-    echo: bool = False
+    echo: Annotated[bool, REQUIRED] = False
     trigger: HeaderName | None = None
 
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 import msgspec
 from msgspec import Meta
 
-from fastkong.plugins.base import Plugin
+from fastkong.plugins.base import REQUIRED, Plugin
 from fastkong.plugins.registry import register_plugin
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ class Rename(_Record, kw_only=True, frozen=True):
 
 class Edit(_Record, kw_only=True, frozen=True):
     json: list[ColonEntry] = msgspec.field(default_factory=_empty)
-    json_types: list[JsonType] = msgspec.field(default_factory=_empty)
+    json_types: Annotated[list[JsonType], REQUIRED] = msgspec.field(default_factory=_empty)
     headers: list[ColonEntry] = msgspec.field(default_factory=_empty)
 
 
