@@ -20,6 +20,13 @@ CREDENTIALS: Final[dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]]] = {
     "jwt": ("jwt_secrets", ("key",), ("secret", "algorithm", "rsa_public_key")),
     "acl": ("acls", ("group",), ()),
 }
+#: Entity array -> the field that must be unique across all consumers (KIC's
+#: ``CredentialConflictsDetector``, ``kic:internal/dataplane/kongstate/credentials_conflicts.go``).
+UNIQUE_FIELD: Final = {
+    "keyauth_credentials": "key",
+    "basicauth_credentials": "username",
+    "jwt_secrets": "key",
+}
 #: Legacy (KIC 1.x) way of naming the type, inside the Secret's data.
 LEGACY_TYPE_KEY: Final = "kongCredType"
 
@@ -105,3 +112,26 @@ def _credential(
 
 def credential_sort_key(record: dict[str, Any]) -> tuple[str, ...]:
     return tuple(str(record.get(f, "")) for f in ("key", "username", "group", "secret"))
+
+
+def conflicts(
+    credentials: list[tuple[ObjectRef, ObjectRef, str, dict[str, Any]]],
+) -> dict[int, str]:
+    """Among ``(consumer ref, secret ref, entity array, record)``, the indexes of the credentials
+    that share their unique field with another one, and why. KIC leaves out every credential
+    (and consumer) in a conflict; no side of one is kept, so that a key never authenticates as
+    whichever consumer happens to sort first."""
+    by_value: dict[tuple[str, str], list[int]] = {}
+    for i, (_, _, plural, record) in enumerate(credentials):
+        field = UNIQUE_FIELD.get(plural)
+        if field is not None and field in record:
+            by_value.setdefault((plural, str(record[field])), []).append(i)
+    out: dict[int, str] = {}
+    for (plural, _), indexes in by_value.items():
+        if len(indexes) < 2:
+            continue
+        field = UNIQUE_FIELD[plural]
+        owners = sorted({str(credentials[i][0]) for i in indexes})
+        for i in indexes:
+            out[i] = f"{plural} {field!r} is also used by another credential ({', '.join(owners)})"
+    return out

@@ -32,7 +32,7 @@ import yaml
 from fastkong.k8s import annotations as ann
 from fastkong.k8s import naming
 from fastkong.k8s import objects as o
-from fastkong.k8s.consumers import build_consumer, credential_sort_key
+from fastkong.k8s.consumers import build_consumer, conflicts, credential_sort_key
 from fastkong.k8s.ingress import (
     RouteGroup,
     class_filter,
@@ -242,6 +242,7 @@ class _Translation:
 
     # -- consumers -----------------------------------------------------------------------------
     def add_consumers(self) -> None:
+        credentials: list[tuple[ObjectRef, ObjectRef, str, dict[str, Any]]] = []
         for obj in self.index.all("KongConsumer"):
             ref = ObjectRef.of(obj)
             if not self.class_annotation_ok(obj):
@@ -257,12 +258,22 @@ class _Translation:
             built = build_consumer(obj, self.index, self.problems)
             if built is None:
                 continue
-            consumer, credentials = built
+            consumer, found = built
             self.note(consumer, ref)
-            for secret_ref, plural, record in credentials:
-                consumer.setdefault(plural, []).append(self.note(record, secret_ref))
             consumer["plugins"] = []
             self.consumers[(o.namespace(obj), o.name(obj))] = consumer
+            credentials += [(ref, secret_ref, plural, rec) for secret_ref, plural, rec in found]
+        clashes = conflicts(credentials)
+        for i, (ref, secret_ref, plural, record) in enumerate(credentials):
+            if i in clashes:
+                self.problems.append(Problem(secret_ref, f"{clashes[i]}; left out"))
+                where = f"{secret_ref.namespace}/{secret_ref.name}"
+                self.problems.append(
+                    Problem(ref, f"credential secret {where} left out: {clashes[i]}")
+                )
+                continue
+            consumer = self.consumers[(ref.namespace, ref.name)]
+            consumer.setdefault(plural, []).append(self.note(record, secret_ref))
 
     def _sorted_consumer(self, consumer: dict[str, Any]) -> dict[str, Any]:
         for plural in _CREDENTIAL_ARRAYS:

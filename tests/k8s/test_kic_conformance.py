@@ -376,3 +376,57 @@ def test_udp_is_not_a_protocol_kic_takes_from_annotations() -> None:
     assert kong_service["protocol"] == "http"
     got = {r["name"]: r["protocols"] for r in kong_service["routes"]}
     assert got == {"default.udp.httpbin..80": ["http", "https"], "default.tls.httpbin..80": ["tls"]}
+
+
+def credential_secret(name: str, kind: str, **data: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "namespace": "default",
+            "labels": {"konghq.com/credential": kind},
+        },
+        "stringData": data,
+    }
+
+
+def consumer(name: str, credentials: list[str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "configuration.konghq.com/v1",
+        "kind": "KongConsumer",
+        "metadata": {
+            "name": name,
+            "namespace": "default",
+            "annotations": {"kubernetes.io/ingress.class": "kong"},
+        },
+        "username": name,
+        "credentials": credentials,
+    }
+
+
+def test_a_credential_key_two_consumers_share_authenticates_nobody() -> None:
+    """KIC's ``CredentialConflictsDetector``: a key-auth key (basic-auth username, jwt key) given
+    by two credentials is a conflict, and KIC keeps none of them (it drops the consumers too;
+    fastkong keeps the consumers and their other credentials). Before, the first consumer by
+    name kept the key."""
+    objs = [
+        credential_secret("a", "key-auth", key="shared"),
+        credential_secret("b", "key-auth", key="shared"),
+        credential_secret("c", "key-auth", key="own"),
+        credential_secret("d", "basic-auth", username="u", password="p1"),
+        credential_secret("e", "basic-auth", username="u", password="p2"),
+        consumer("alice", ["a", "c", "d"]),
+        consumer("bob", ["b", "e"]),
+    ]
+    result = translate(objs, ingress_class="kong", validate=False)
+    got = {
+        c["username"]: (
+            [k["key"] for k in c.get("keyauth_credentials", [])],
+            [b["username"] for b in c.get("basicauth_credentials", [])],
+        )
+        for c in result.config["consumers"]
+    }
+    assert got == {"alice": (["own"], []), "bob": ([], [])}
+    left_out = sorted(p.ref.name for p in result.problems if p.ref.kind == "Secret")
+    assert left_out == ["a", "b", "d", "e"]
