@@ -27,7 +27,8 @@ UNIQUE_FIELD: Final = {
     "basicauth_credentials": "username",
     "jwt_secrets": "key",
 }
-#: Legacy (KIC 1.x) way of naming the type, inside the Secret's data.
+#: How KIC 1.x named the type, inside the Secret's data. KIC 3 reads only the label
+#: (``util.ExtractKongCredentialType``): a Secret with just this key is no credential.
 LEGACY_TYPE_KEY: Final = "kongCredType"
 
 
@@ -81,9 +82,14 @@ def _credential(
     except ValueError as exc:
         report(f"{what}: {exc}")
         return None
-    kind = o.labels(secret).get(o.CREDENTIAL_LABEL) or data.get(LEGACY_TYPE_KEY)
+    kind = o.labels(secret).get(o.CREDENTIAL_LABEL)
     if not kind:
-        report(f"{what} has no label {o.CREDENTIAL_LABEL}")
+        legacy = (
+            f" ({LEGACY_TYPE_KEY} in data is KIC 1.x's, not read)"
+            if data.get(LEGACY_TYPE_KEY)
+            else ""
+        )
+        report(f"{what} has no label {o.CREDENTIAL_LABEL}{legacy}")
         return None
     if kind not in CREDENTIALS:
         report(f"{what}: unsupported credential type {kind!r}")

@@ -430,3 +430,18 @@ def test_a_credential_key_two_consumers_share_authenticates_nobody() -> None:
     assert got == {"alice": (["own"], []), "bob": ([], [])}
     left_out = sorted(p.ref.name for p in result.problems if p.ref.kind == "Secret")
     assert left_out == ["a", "b", "d", "e"]
+
+
+def test_credential_type_comes_from_the_label_only() -> None:
+    """KIC 3's ``util.ExtractKongCredentialType`` reads the ``konghq.com/credential`` label; the
+    ``kongCredType`` data key of KIC 1.x makes no credential."""
+    legacy = credential_secret("legacy", "key-auth", key="k", kongCredType="key-auth")
+    del legacy["metadata"]["labels"]
+    objs = [legacy, consumer("alice", ["legacy"])]
+    result = translate(objs, ingress_class="kong", validate=False)
+    (alice,) = result.config["consumers"]
+    assert "keyauth_credentials" not in alice
+    assert [p.message for p in result.problems] == [
+        "credential secret default/legacy has no label konghq.com/credential "
+        "(kongCredType in data is KIC 1.x's, not read)"
+    ]
