@@ -9,6 +9,7 @@ warning :class:`~fastkong.k8s.objects.Problem`.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -21,6 +22,7 @@ REGEX_PREFIX: Final = PREFIX + "regex-prefix"
 DEFAULT_REGEX_PREFIX: Final = "/~"
 FORCE_SSL_REDIRECT: Final = "ingress.kubernetes.io/force-ssl-redirect"
 SERVICE_UPSTREAM: Final = "ingress.kubernetes.io/service-upstream"
+REWRITE: Final = PREFIX + "rewrite"
 
 #: ``util.ValidateProtocol`` in KIC (``kic:internal/util/protocol.go``): no ``udp``.
 PROTOCOLS: Final = frozenset(
@@ -38,7 +40,6 @@ _HOST = re.compile(
 
 #: Annotations KIC reads that fastkong does not implement: ignored with a warning.
 UNSUPPORTED: Final = {
-    PREFIX + "rewrite": "needs KIC's RewriteURIs feature gate; not supported",
     PREFIX + "client-cert": "client certificates from Secrets are not supported yet",
     PREFIX + "ca-certificates-secrets": "CA certificates from Secrets are not supported yet",
     PREFIX + "ca-certificates-configmaps": "CA certificates from ConfigMaps are not supported yet",
@@ -233,3 +234,41 @@ def plugin_names(anns: Mapping[str, str]) -> list[str]:
         if item not in out:
             out.append(item)
     return out
+
+
+def rewrite_uri(value: str) -> str:
+    """``konghq.com/rewrite`` as a request-transformer ``replace.uri`` template (KIC's
+    ``generateRewriteURIConfig``, with its RewriteURIs feature gate on): ``$N`` is the route's
+    regex capture N, ``\\$`` a literal ``$``, an empty value ``/``. Raises ValueError."""
+    out: list[str] = []
+    state = "plain"
+    for pos, char in enumerate(value or "/"):
+        if state == "escape":
+            if char != "$":
+                raise ValueError(f"unexpected {char} at pos {pos}")
+            out.append(char)
+            state = "plain"
+            continue
+        if state == "mark":
+            if unicodedata.category(char) != "Nd":
+                raise ValueError(f"unexpected {char} at pos {pos}")
+            out.append(f"$(uri_captures[{char}")
+            state = "digit"
+            continue
+        if state == "digit":
+            if unicodedata.category(char) == "Nd":
+                out.append(char)
+                continue
+            out.append("])")
+        if char == "$":
+            state = "mark"
+        elif char == "\\":
+            state = "escape"
+        else:
+            out.append(char)
+            state = "plain"
+    if state == "digit":
+        out.append("])")
+    elif state != "plain":
+        raise ValueError("unexpected end of string")
+    return "".join(out)

@@ -185,11 +185,23 @@ class _Translation:
                 Problem(ref, f"route {group.name!r} left out: {ns}/{backend.service}: {port}")
             )
             return
+        rewrite = o.anns(ingress).get(ann.REWRITE)
+        try:
+            uri = ann.rewrite_uri(rewrite) if rewrite is not None else None
+        except ValueError as exc:
+            self.problems.append(
+                Problem(ref, f"route {group.name!r} left out: {ann.REWRITE}={rewrite!r}: {exc}")
+            )
+            return
         kong_name = naming.service_name(ns, backend.service, backend.port)
         if kong_name not in self.services:
             self.add_service(kong_name, service, backend.port, port)
         route = self.note(route_record(group), ref)
         ann.apply_route_annotations(route, o.anns(ingress), ref, self.problems)
+        if uri is not None:
+            # KIC's MaybeRewriteURI: a request-transformer on the route, untagged.
+            rewriter = {"name": "request-transformer", "config": {"replace": {"uri": uri}}}
+            route["plugins"] = [self.note(rewriter, ref)]
         self.services[kong_name]["routes"].append(route)
         self.ingress_routes.setdefault((ns, o.name(ingress)), []).append(route)
 

@@ -445,3 +445,30 @@ def test_credential_type_comes_from_the_label_only() -> None:
         "credential secret default/legacy has no label konghq.com/credential "
         "(kongCredType in data is KIC 1.x's, not read)"
     ]
+
+
+def test_rewrite_annotation_becomes_a_request_transformer() -> None:
+    """KIC's ``MaybeRewriteURI`` (``subtranslator/ingress.go``, RewriteURIs gate on, which a KIC
+    user of ``konghq.com/rewrite`` has): ``$N`` becomes ``$(uri_captures[N])``, ``\\$`` a
+    literal ``$``; a malformed value leaves the route out."""
+    rw = "konghq.com/rewrite"
+    objs = [
+        service("httpbin", [{"port": 80}]),
+        ingress("cap", [("/~/api/(.*)", "httpbin", 80)], annotations={rw: "/v2/$1\\$"}),
+        ingress("empty", [("/e", "httpbin", 80)], annotations={rw: ""}),
+        ingress("bad", [("/b", "httpbin", 80)], annotations={rw: "/$x"}),
+    ]
+    result = translate(objs, ingress_class="kong", validate=False)
+    got = {
+        name: [(p["name"], p["config"]) for p in r.get("plugins", [])]
+        for name, r in routes(result.config).items()
+    }
+    assert got == {
+        "default.cap.httpbin..80": [
+            ("request-transformer", {"replace": {"uri": "/v2/$(uri_captures[1])$"}})
+        ],
+        "default.empty.httpbin..80": [("request-transformer", {"replace": {"uri": "/"}})],
+    }
+    assert [p.message for p in result.problems] == [
+        "route 'default.bad.httpbin..80' left out: konghq.com/rewrite='/$x': unexpected x at pos 2"
+    ]
