@@ -8,6 +8,7 @@ as Kong's off strategy does (``operation unsupported`` or ``Method not allowed``
 CORS and ``X-Kong-Admin-Latency`` as Kong's admin filters do. A config accepted here is persisted
 in the prefix so a restarted node comes back configured.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -25,6 +26,7 @@ from fastkong.config import ConfigError, load_config
 from fastkong.config.loader import parse
 from fastkong.config.schema import ENTITY_STRUCTS
 from fastkong.control.httpserver import Request, Response
+from fastkong.plugins import registry
 
 if TYPE_CHECKING:
     from fastkong.control.supervisor import Supervisor
@@ -156,6 +158,8 @@ class AdminApi:
             return await self.supervisor.handle_status(request)
         if path == "/config":
             return self.get_config() if method != "POST" else await self.post_config(request)
+        if path == "/plugins/enabled":
+            return Response.json(200, {"enabled_plugins": registry.names()})
         parts = [unquote(p) for p in path.split("/") if p]
         if parts[-1] in ("healthy", "unhealthy") and len(parts) in (5, 6):
             # Health is node state, not config: these work in DB-less mode (Kong #15001).
@@ -166,9 +170,19 @@ class AdminApi:
             return self.write_refused(method, parts)
         return self.read_entities(parts, request.query)
 
+    def status_upstreams(self, request: Request) -> Response:
+        """The status listener's read-only ``/upstreams`` routes (no health writes there)."""
+        path = request.path.rstrip("/")
+        allowed = self.allowed_methods(path)
+        if allowed is None or "GET" not in allowed:
+            return NOT_FOUND()
+        if request.method not in ("GET", "HEAD"):
+            return Response.json(405, {"message": "Method not allowed"})
+        return self.read_entities([unquote(p) for p in path.split("/") if p], request.query)
+
     def allowed_methods(self, path: str) -> str | None:
         """The ``Allow`` of the endpoint at ``path``, None when there is no such endpoint."""
-        if path in ("/", "/status"):
+        if path in ("/", "/status", "/plugins/enabled"):
             return READ_ONLY
         if path == "/config":
             return COLLECTION

@@ -63,6 +63,10 @@ class Response:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+class BodyTooLarge(ValueError):
+    """A request announced a body over :data:`MAX_BODY` (nginx: 413, connection closed)."""
+
+
 async def _read_request(reader: asyncio.StreamReader) -> Request | None:
     try:
         head = await reader.readuntil(b"\r\n\r\n")
@@ -79,7 +83,7 @@ async def _read_request(reader: asyncio.StreamReader) -> Request | None:
             headers[name.strip().lower()] = value.strip()
     length = int(headers.get("content-length", "0") or "0")
     if length > MAX_BODY:
-        raise ValueError("request body too large")
+        raise BodyTooLarge(length)
     body = await reader.readexactly(length) if length else b""
     url = urlsplit(target)
     return Request(method.upper(), url.path or "/", parse_qs(url.query, True), headers, body)
@@ -93,6 +97,9 @@ async def serve(host: str, port: int, handler: Handler) -> asyncio.Server:
             while True:
                 try:
                     request = await _read_request(reader)
+                except BodyTooLarge:
+                    response = Response.json(413, {"message": "Payload too large"})
+                    request = None
                 except (ValueError, asyncio.IncompleteReadError):
                     response = Response.json(400, {"message": "Bad request"})
                     request = None

@@ -38,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import parse_qs
 
 from fastkong import __version__, plugins
 from fastkong._core._router_py import gc_paused
@@ -60,6 +61,16 @@ FULL_CHECK_EVERY = 20  # watch ticks between two content hashes of an unchanged-
 POSTED_CONFIG = "posted-config"
 NO_CONFIG = "no configuration available (configuration hash is not initialized)"
 EMPTY_CONFIG = "no configuration available (empty configuration present)"
+#: ``server`` of Kong's ``GET /status`` (kong.nginx.get_statistics()).
+SERVER_COUNTERS = (
+    "connections_active",
+    "connections_reading",
+    "connections_writing",
+    "connections_waiting",
+    "connections_accepted",
+    "connections_handled",
+    "total_requests",
+)
 # Net new objects after which a config job's results are frozen (a 10,000-route config: ~1.5M).
 FREEZE_AFTER = 100_000
 
@@ -117,6 +128,8 @@ class Supervisor:
         self.options = options
         self.config = ConfigState()
         self.draining = False
+        #: ``POST /status/ready`` ``status=draining``: readiness fails, nothing stops.
+        self.ready_draining = False
         self.child: asyncio.subprocess.Process | None = None
         if options.prefix is not None:
             options.prefix.mkdir(parents=True, exist_ok=True)
@@ -271,27 +284,60 @@ class Supervisor:
         )
 
     async def handle_status(self, request: Request) -> Response:
+        path = request.path.rstrip("/") or "/"
+        if path.startswith("/upstreams"):
+            # Kong's status API serves the upstreams' GET routes in DB-less mode
+            # (kong/status/init.lua): monitoring reads target health from here.
+            return self.admin.status_upstreams(request)
+        if path not in ("/", "/status", "/status/ready", "/metrics"):
+            return Response.json(404, {"message": "Not found"})
+        if path == "/status/ready" and request.method == "POST":
+            return self.post_ready(request)
         if request.method not in ("GET", "HEAD"):
             return Response.json(405, {"message": "Method not allowed"})
-        if request.path == "/status/ready":
-            if self.draining:
+        if path == "/status/ready":
+            if self.draining or self.ready_draining:
                 return Response.json(503, {"message": "draining"})
             if self.config.hash is None:
                 return Response.json(503, {"message": NO_CONFIG})
             if self.config.hash == EMPTY_CONFIG_HASH:
                 return Response.json(503, {"message": EMPTY_CONFIG})
             if not self.workers_in_step():
-                return Response.json(503, {"message": "workers are loading the configuration"})
+                reports = read_reports(self.state_dir).values()
+                done = sum(h == self.config.hash for h in reports)
+                message = (
+                    "router builds not yet complete, router ready"
+                    f" in {done} of {self.options.workers} workers"
+                )
+                return Response.json(503, {"message": message})
             return Response.json(200, {"message": "ready"})
-        if request.path == "/status":
+        if path == "/status":
             return Response.json(200, self.status_body())
-        if request.path == "/metrics":
+        if path == "/metrics":
             return Response(
                 200, self.node_metrics().encode(), {"content-type": "text/plain; version=0.0.4"}
             )
-        if request.path == "/":
-            return Response.json(200, self.node_info())
-        return Response.json(404, {"message": "Not found"})
+        return Response.json(200, self.node_info())
+
+    def post_ready(self, request: Request) -> Response:
+        """Kong's ``POST /status/ready`` with ``status=draining`` (what ``kong drain`` sends):
+        readiness answers 503 ``draining`` from now on; traffic is still served."""
+        params = dict(request.query)
+        ctype = request.headers.get("content-type", "")
+        if ctype.startswith("application/json"):
+            try:
+                body = json.loads(request.body or b"{}")
+            except ValueError:
+                return Response.json(400, {"message": "Cannot parse JSON body"})
+            if isinstance(body, dict) and isinstance(body.get("status"), str):
+                params["status"] = [body["status"]]
+        elif ctype.startswith("application/x-www-form-urlencoded"):
+            params.update(parse_qs(request.body.decode("utf-8", "replace")))
+        if (params.get("status") or [""])[-1] != "draining":
+            return Response.json(400, {"message": "Bad request"})
+        self.ready_draining = True
+        log.warning("readiness set to draining by POST /status/ready")
+        return Response(204)
 
     async def handle_admin(self, request: Request) -> Response:
         token = self.options.admin_token
@@ -306,7 +352,8 @@ class Supervisor:
     def status_body(self) -> dict[str, Any]:
         return {
             "configuration_hash": self.config.hash or "0" * 32,
-            "server": {"connections_active": None, "total_requests": None},
+            # Kong's nginx counters: not counted here (the proxy runs in Granian)
+            "server": dict.fromkeys(SERVER_COUNTERS),
             "memory": {"workers_lua_vms": [], "lua_shared_dicts": {}},
             "fastkong": {
                 "version": __version__,

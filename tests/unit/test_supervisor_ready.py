@@ -54,3 +54,19 @@ def test_an_empty_config_is_not_ready(tmp_path: Path) -> None:
         supervisor.loader.shutdown()
         supervisor.counters_file.unlink(missing_ok=True)
         supervisor.health_file.unlink(missing_ok=True)
+
+
+def test_not_ready_says_how_many_workers_are_in_step(tmp_path: Path) -> None:
+    supervisor = Supervisor(Options(config_path=None, workers=2, prefix=tmp_path))
+    supervisor.config.hash = "a" * 32
+    write_report(tmp_path, os.getpid(), "a" * 32)
+    try:
+        response = asyncio.run(supervisor.handle_status(Request("GET", "/status/ready", {}, {})))
+        assert response.status == 503
+        assert json.loads(response.body) == {
+            "message": "router builds not yet complete, router ready in 1 of 2 workers"
+        }
+    finally:
+        supervisor.loader.shutdown()
+        supervisor.counters_file.unlink(missing_ok=True)
+        supervisor.health_file.unlink(missing_ok=True)

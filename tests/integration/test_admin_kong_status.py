@@ -1,0 +1,99 @@
+"""The status listener and the admin API's edges against Kong's source
+(``kong/status/init.lua``, ``kong/status/ready.lua``, ``kong/api/routes/health.lua``,
+``kong/api/routes/plugins.lua``), on a real ``fastkong start``."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.helpers import Echo, Gateway
+
+pytestmark = pytest.mark.integration
+
+
+def config(echo: Echo) -> str:
+    return (
+        '_format_version: "3.0"\n'
+        f"services:\n- name: echo\n  url: http://127.0.0.1:{echo.port}\n"
+        "  routes:\n  - name: r\n    paths: [/r]\n"
+        "upstreams:\n- name: up\n  targets:\n  - target: 127.0.0.1:1\n"
+    )
+
+
+@pytest.fixture
+def gw(tmp_path_factory: pytest.TempPathFactory, echo: Echo) -> Iterator[Gateway]:
+    gateway = Gateway(tmp_path_factory.mktemp("status-kong"), config(echo)).start()
+    yield gateway
+    assert gateway.stop() == 0
+
+
+def admin(gw: Gateway, path: str) -> str:
+    return f"http://127.0.0.1:{gw.admin_port}{path}"
+
+
+def test_status_listener_serves_the_upstreams_reads(gw: Gateway) -> None:
+    health = httpx.get(gw.status_url("/upstreams/up/health"))
+    assert health.status_code == 200
+    assert health.json() == httpx.get(admin(gw, "/upstreams/up/health")).json()
+    assert [t["target"] for t in health.json()["data"]] == ["127.0.0.1:1"]
+    assert httpx.get(gw.status_url("/upstreams")).json()["data"][0]["name"] == "up"
+    assert httpx.get(gw.status_url("/upstreams/up/targets/all")).json()["data"]
+    assert httpx.get(gw.status_url("/upstreams/nope/health")).status_code == 404
+    # only reads: health writes and other entities are not on the status listener
+    assert httpx.put(gw.status_url("/upstreams/up/targets/127.0.0.1:1/healthy")).status_code == 404
+    assert httpx.get(gw.status_url("/services")).status_code == 404
+    assert httpx.post(gw.status_url("/nope")).status_code == 404
+    r = httpx.delete(gw.status_url("/upstreams/up"))
+    assert (r.status_code, r.json()) == (405, {"message": "Method not allowed"})
+
+
+def test_status_body_has_kongs_dbless_shape(gw: Gateway) -> None:
+    body = gw.status()
+    assert "database" not in body  # Kong drops it in DB-less mode
+    assert set(body["server"]) == {
+        "connections_active",
+        "connections_reading",
+        "connections_writing",
+        "connections_waiting",
+        "connections_accepted",
+        "connections_handled",
+        "total_requests",
+    }
+    assert set(body["memory"]) == {"workers_lua_vms", "lua_shared_dicts"}
+    assert len(body["configuration_hash"]) == 32
+
+
+def test_post_ready_draining_fails_readiness_only(gw: Gateway) -> None:
+    r = httpx.post(gw.status_url("/status/ready"), data={"status": "nope"})
+    assert r.status_code == 400
+    assert httpx.get(gw.status_url("/status/ready")).status_code == 200
+    r = httpx.post(gw.status_url("/status/ready"), json={"status": "draining"})
+    assert r.status_code == 204
+    ready = httpx.get(gw.status_url("/status/ready"))
+    assert (ready.status_code, ready.json()) == (503, {"message": "draining"})
+    assert httpx.get(gw.url("/r")).status_code == 200  # still serving traffic
+
+
+def test_plugins_enabled_lists_the_plugins_on_the_node(gw: Gateway) -> None:
+    body = httpx.get(admin(gw, "/plugins/enabled")).json()
+    assert {"key-auth", "rate-limiting", "cors"} <= set(body["enabled_plugins"])
+    assert body["enabled_plugins"] == sorted(
+        httpx.get(admin(gw, "/")).json()["plugins"]["available_on_server"]
+    )
+
+
+def test_oversized_body_is_413(gw: Gateway) -> None:
+    with socket.create_connection(("127.0.0.1", gw.admin_port)) as s:
+        s.sendall(
+            b"POST /config HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {64 * 1024 * 1024 + 1}\r\n\r\n".encode()
+        )
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+    assert raw.startswith(b"HTTP/1.1 413 ")
+    assert b"connection: close" in raw.lower()
