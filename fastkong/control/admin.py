@@ -36,7 +36,6 @@ ENTITIES = {
     "services": "services",
     "routes": "routes",
     "upstreams": "upstreams",
-    "targets": "targets",
     "consumers": "consumers",
     "plugins": "plugins",
     "certificates": "certificates",
@@ -79,7 +78,6 @@ FOREIGN = {
     ("plugins", "service"): "services",
     ("plugins", "route"): "routes",
     ("plugins", "consumer"): "consumers",
-    ("snis", "certificate"): "certificates",
     ("key-auths", "consumer"): "consumers",
     ("jwts", "consumer"): "consumers",
     ("acls", "consumer"): "consumers",
@@ -296,6 +294,8 @@ class AdminApi:
             kind, key = NESTED[(parts[0], parts[2])][0], parts[3]
         by = ENDPOINT_KEY[kind] if key and not UUID.match(key) and ENDPOINT_KEY[kind] else ""
         found = self.read_entities(parts, {})
+        if kind == "certificates" and found.status == 404 and method != "PUT":
+            return found  # Kong's prepare_params: "SNI not found" before any write
         if foreign and (method == "DELETE" or found.status == 404):
             # Kong: the foreign-entity endpoint never deletes; a missing link is a 404
             return (
@@ -332,11 +332,28 @@ class AdminApi:
         kind = ENTITIES[parts[0]]
         rows = self.rows(kind)
         if len(parts) == 1:
+            custom_id = query.get("custom_id")
+            if kind == "consumers" and custom_id is not None:
+                # kong/api/routes/consumers.lua: a lookup, not a filter of the page
+                if not custom_id[-1]:
+                    return Response.json(400, {"message": "custom_id must be an unempty string"})
+                data = [r for r in rows if r.get("custom_id") == custom_id[-1]][:1]
+                return Response.json(200, {"data": data, "next": None})
             return self.page(rows, query, f"/{parts[0]}", top=True)
-        found = _find(rows, parts[1], kind)
+        key = parts[1]
+        if kind == "certificates" and not UUID.match(key):
+            # kong/api/routes/certificates.lua: a name is an SNI, standing for its certificate
+            sni = _find(self.rows("snis"), key, "snis")
+            if sni is None:
+                return Response.json(404, {"message": "SNI not found"})
+            key = sni["certificate"]["id"]
+        found = _find(rows, key, kind)
         if found is None:
             return NOT_FOUND()
         if len(parts) == 2:
+            if kind == "certificates":  # select_with_name_list
+                snis = self.rows("snis")
+                found["snis"] = [r["name"] for r in snis if r["certificate"]["id"] == found["id"]]
             return Response.json(200, found)
         child = parts[2]
         if kind == "upstreams" and child in ("health", "targets"):

@@ -4,13 +4,16 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.helpers import Echo, Gateway
+from tests.unit.test_config_nesting import CERT, KEY
 
 pytestmark = pytest.mark.integration
 
@@ -97,3 +100,41 @@ def test_oversized_body_is_413(gw: Gateway) -> None:
             raw += chunk
     assert raw.startswith(b"HTTP/1.1 413 ")
     assert b"connection: close" in raw.lower()
+
+
+def test_kongs_custom_entity_routes(tmp_path: Path, echo: Echo) -> None:
+    """consumers.lua (``?custom_id=``), certificates.lua (an SNI name stands for its
+    certificate; ``snis`` listed), targets.lua and snis.lua (disabled endpoints)."""
+    document = {
+        "_format_version": "3.0",
+        "consumers": [{"username": "alice", "custom_id": "c-1"}, {"username": "bob"}],
+        "certificates": [{"cert": CERT, "key": KEY, "snis": [{"name": "a.test"}]}],
+        "upstreams": [{"name": "up", "targets": [{"target": "127.0.0.1:1"}]}],
+    }
+    gw = Gateway(tmp_path, json.dumps(document)).start()
+    try:
+        alice = httpx.get(admin(gw, "/consumers/alice")).json()
+        r = httpx.get(admin(gw, "/consumers"), params={"custom_id": "c-1"})
+        assert r.json() == {"data": [alice], "next": None}
+        r = httpx.get(admin(gw, "/consumers"), params={"custom_id": "nope"})
+        assert r.json() == {"data": [], "next": None}
+        r = httpx.get(admin(gw, "/consumers"), params={"custom_id": ""})
+        assert r.status_code == 400
+        assert r.json() == {"message": "custom_id must be an unempty string"}
+
+        cert = httpx.get(admin(gw, "/certificates/a.test"))
+        assert cert.status_code == 200 and cert.json()["snis"] == ["a.test"]
+        assert httpx.get(admin(gw, f"/certificates/{cert.json()['id']}")).json() == cert.json()
+        snis = httpx.get(admin(gw, "/certificates/a.test/snis")).json()["data"]
+        assert [s["name"] for s in snis] == ["a.test"]
+        r = httpx.get(admin(gw, "/certificates/b.test"))
+        assert (r.status_code, r.json()) == (404, {"message": "SNI not found"})
+        r = httpx.delete(admin(gw, "/certificates/b.test"))
+        assert (r.status_code, r.json()) == (404, {"message": "SNI not found"})
+
+        for path in ("/targets", "/snis/a.test/certificate"):
+            r = httpx.get(admin(gw, path))
+            assert (r.status_code, r.json()) == (404, {"message": "Not found"}), path
+        assert httpx.get(admin(gw, "/upstreams/up/targets")).json()["data"]
+    finally:
+        assert gw.stop() == 0
