@@ -162,7 +162,7 @@ def default_backend_group(ingresses: list[Obj], problems: list[Problem]) -> Rout
 
 def route_record(group: RouteGroup) -> dict[str, Any]:
     """The route before annotations, with KIC's defaults (which differ from Kong's)."""
-    route: dict[str, Any] = {"name": group.name}
+    route: dict[str, Any] = {"id": naming.entity_id("routes", group.name), "name": group.name}
     if group.host:
         route["hosts"] = [group.host]
     route["paths"] = list(group.paths)

@@ -212,6 +212,7 @@ class _Translation:
         host = naming.upstream_name(ns, name, port_key)
         record = self.note(
             {
+                "id": naming.entity_id("services", kong_name),
                 "name": kong_name,
                 "host": host,
                 "port": port.get("port", 80),
@@ -271,6 +272,9 @@ class _Translation:
             if built is None:
                 continue
             consumer, found = built
+            if consumer.get("username"):
+                # go-kong's FillID needs a username: a custom_id-only consumer gets no ID.
+                consumer["id"] = naming.entity_id("consumers", consumer["username"])
             self.note(consumer, ref)
             consumer["plugins"] = []
             self.consumers[(o.namespace(obj), o.name(obj))] = consumer
@@ -341,10 +345,12 @@ class _Translation:
                 )
             return
         self.problems.extend(Problem(ref, w, "warning") for w in warnings)
-        placements: list[tuple[list[Any], dict[str, Any], str]] = []
+        #: (where the plugin goes, its scope fields, KIC's instance_name hash input, its scope
+        #: for the ID)
+        placements: list[tuple[list[Any], dict[str, Any], str, dict[str, str]]] = []
         if rel["consumers"]:
             for consumer in rel["consumers"]:
-                cid = consumer.get("username") or consumer.get("custom_id")
+                cid = str(consumer.get("username") or consumer.get("custom_id"))
                 scoped = [("service", s["name"]) for s in rel["services"]]
                 scoped += [("route", r["name"]) for r in rel["routes"]]
                 for field_name, value in scoped:
@@ -353,17 +359,24 @@ class _Translation:
                             consumer["plugins"],
                             {field_name: value},
                             f"_{field_name}-{value}_consumer-{cid}",
+                            {field_name: value, "consumer": cid},
                         )
                     )
                 if not scoped:
-                    placements.append((consumer["plugins"], {}, f"_consumer-{cid}"))
+                    placements.append(
+                        (consumer["plugins"], {}, f"_consumer-{cid}", {"consumer": cid})
+                    )
         else:
             for s in rel["services"]:
-                placements.append((s["plugins"], {}, f"_service-{s['name']}"))
+                name = s["name"]
+                placements.append((s["plugins"], {}, f"_service-{name}", {"service": name}))
             for r in rel["routes"]:
-                placements.append((r.setdefault("plugins", []), {}, f"_route-{r['name']}"))
-        for holder, scope, scope_key in placements:
+                name = r["name"]
+                holder = r.setdefault("plugins", [])
+                placements.append((holder, {}, f"_route-{name}", {"route": name}))
+        for holder, scope, scope_key, id_scope in placements:
             plugin = copy.deepcopy(template)
+            plugin["id"] = naming.plugin_id(plugin["name"], id_scope)
             if "instance_name" in plugin:
                 plugin["instance_name"] = naming.instance_name(
                     plugin["instance_name"], scope_key, self.used_instance_names
@@ -375,6 +388,7 @@ class _Translation:
     def globals(self) -> list[dict[str, Any]]:
         out = []
         for ref, record in global_plugins(self.index, self.class_annotation_ok, self.problems):
+            record["id"] = naming.plugin_id(record["name"], {})
             out.append(self.note(record, ref))
         return sorted(out, key=_plugin_key)
 
@@ -455,6 +469,7 @@ def _drop_empty(record: dict[str, Any]) -> None:
 #: listed follow in name order, then nested entity arrays.
 _FIELD_ORDER: Final[dict[str, tuple[str, ...]]] = {
     "services": (
+        "id",
         "name",
         "host",
         "port",
@@ -466,6 +481,7 @@ _FIELD_ORDER: Final[dict[str, tuple[str, ...]]] = {
         "retries",
     ),
     "routes": (
+        "id",
         "name",
         "hosts",
         "paths",
@@ -483,8 +499,17 @@ _FIELD_ORDER: Final[dict[str, tuple[str, ...]]] = {
     ),
     "upstreams": ("name", "host_header"),
     "targets": ("target", "weight"),
-    "consumers": ("username", "custom_id"),
-    "plugins": ("name", "instance_name", "route", "service", "consumer", "config", "protocols"),
+    "consumers": ("id", "username", "custom_id"),
+    "plugins": (
+        "id",
+        "name",
+        "instance_name",
+        "route",
+        "service",
+        "consumer",
+        "config",
+        "protocols",
+    ),
     "certificates": ("id", "cert", "key"),
     "snis": ("name",),
     "keyauth_credentials": ("key", "ttl"),

@@ -472,3 +472,35 @@ def test_rewrite_annotation_becomes_a_request_transformer() -> None:
     assert [p.message for p in result.problems] == [
         "route 'default.bad.httpbin..80' left out: konghq.com/rewrite='/$x': unexpected x at pos 2"
     ]
+
+
+def test_entity_ids_are_kics() -> None:
+    """KIC (FillIDs, on by default in KIC 3) gives services, routes, consumers with a username and
+    plugins a UUIDv5 ID; the values here are those of KIC's goldens ``ingress-v1-with-default-
+    backend``, ``kongplugin-instance-name`` and ``credentials``."""
+    svc = service("foo-svc", [{"port": 80}])
+    svc["metadata"]["namespace"] = "foo-namespace"
+    rule = ingress("foo", [("/", "foo-svc", 80)], host="example.com")
+    rule["metadata"]["namespace"] = "foo-namespace"
+    rule["spec"]["rules"][0]["http"]["paths"][0]["pathType"] = "Exact"
+    config = translate([svc, rule], ingress_class="kong", validate=False).config
+    (kong_service,) = config["services"]
+    assert kong_service["id"] == "fe1e2edc-5479-52fe-b0f4-b90d8d5f83ba"
+    assert kong_service["routes"][0]["id"] == "3eee2c18-8fcc-5661-8f84-5c89adfa404f"
+
+    plugins = "konghq.com/plugins"
+    objs = [
+        service("httpbin", [{"port": 80}]),
+        ingress("httpbin", [("/httpbin", "httpbin", 80)], annotations={plugins: "kong-id"}),
+        {
+            "apiVersion": "configuration.konghq.com/v1",
+            "kind": "KongPlugin",
+            "metadata": {"name": "kong-id", "namespace": "default"},
+            "plugin": "correlation-id",
+        },
+        consumer("consumer", []),
+    ]
+    config = translate(objs, ingress_class="kong", validate=False).config
+    (route,) = routes(config).values()
+    assert [p["id"] for p in route["plugins"]] == ["61a22b86-f859-5c8a-a23c-97b92b14b635"]
+    assert config["consumers"][0]["id"] == "7deb6e70-60be-5dd2-b374-06551479ea5e"
