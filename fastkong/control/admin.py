@@ -158,6 +158,8 @@ class AdminApi:
             return self.get_config() if method != "POST" else await self.post_config(request)
         if path == "/plugins/enabled":
             return Response.json(200, {"enabled_plugins": registry.names()})
+        if path.startswith("/schemas/"):
+            return await self.validate_entity(request, path.split("/")[2])
         parts = [unquote(p) for p in path.split("/") if p]
         if parts[-1] in ("healthy", "unhealthy") and len(parts) in (5, 6):
             # Health is node state, not config: these work in DB-less mode (Kong #15001).
@@ -184,6 +186,8 @@ class AdminApi:
             return READ_ONLY
         if path == "/config":
             return COLLECTION
+        if re.fullmatch(r"/schemas/[^/]+/validate", path):
+            return "OPTIONS, POST"
         parts = [p for p in path.split("/") if p]
         if not parts or parts[0] not in ENTITIES:
             return None
@@ -276,6 +280,32 @@ class AdminApi:
                 parsed = None
             payload["flattened_errors"] = exc.flattened(parsed)
         return Response.json(400, payload)
+
+    async def validate_entity(self, request: Request, entity: str) -> Response:
+        """``POST /schemas/{entity}/validate`` (KIC's admission webhook asks it about plugins
+        and credentials): the entity checked as the loader checks it, nothing stored."""
+        if entity not in ENTITY_STRUCTS:
+            return Response.json(404, {"message": f"No entity named '{entity}'"})
+        params = _body_params(request)
+        if params is None:
+            return Response.json(400, {"message": "Cannot parse JSON body"})
+        # References are checked against the loaded config by the loader; Kong's schema
+        # check does not look them up, so they are left out here.
+        refs = {k for k in FOREIGN_KEYS if isinstance(params.get(k), dict)}
+        doc = {
+            "_format_version": "3.0",
+            entity: [{k: v for k, v in params.items() if k not in refs}],
+        }
+        try:
+            await self.supervisor.in_loader(load_config, json.dumps(doc).encode())
+        except ConfigError as exc:
+            fields = exc.fields()
+            found = fields.get(entity)
+            errors = found[0] if isinstance(found, list) and found and found[0] else fields
+            errors = {k: v for k, v in errors.items() if k not in refs}
+            if errors:
+                return Response.json(400, _schema_violation(errors))
+        return Response.json(200, {"message": "schema validation successful"})
 
     # -- entities ----------------------------------------------------------------------------
 
@@ -433,6 +463,44 @@ class AdminApi:
 
 def NOT_FOUND() -> Response:  # noqa: N802 - Kong's handle_404 body, built per answer
     return Response.json(404, {"message": "Not found"})
+
+
+def _schema_violation(errors: dict[str, Any]) -> dict[str, Any]:
+    """Kong's ``schema_violation`` error body (``kong/db/errors.lua``)."""
+    lines = [str(e) for e in errors.get("@entity") or ()]
+    for name in sorted(k for k in errors if k != "@entity"):
+        value = errors[name]
+        if isinstance(value, dict):
+            lines += [
+                f"{name}.{sub}: {v if isinstance(v, str) else lua_table(v)}"
+                for sub, v in sorted(value.items())
+            ]
+        else:
+            lines.append(f"{name}: {value if isinstance(value, str) else lua_table(value)}")
+    if len(lines) == 1:
+        message = f"schema violation ({lines[0]})"
+    else:
+        message = f"{len(lines)} schema violations ({'; '.join(lines)})"
+    return {"code": 2, "name": "schema violation", "message": message, "fields": errors}
+
+
+def _body_params(request: Request) -> dict[str, Any] | None:
+    """A request's JSON object or form fields (``a.b=`` keys nested), None when unreadable."""
+    ctype = request.headers.get("content-type", "").lower()
+    if ctype.startswith("application/x-www-form-urlencoded"):
+        params: dict[str, Any] = {}
+        for key, values in parse_qs(request.body.decode("utf-8", "replace")).items():
+            *path, last = key.split(".")
+            node = params
+            for part in path:
+                node = node.setdefault(part, {})
+            node[last] = values[-1]
+        return params
+    try:
+        parsed = json.loads(request.body or b"{}")
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
 
 
 def _unsupported(message: str) -> Response:

@@ -138,3 +138,35 @@ def test_kongs_custom_entity_routes(tmp_path: Path, echo: Echo) -> None:
         assert httpx.get(admin(gw, "/upstreams/up/targets")).json()["data"]
     finally:
         assert gw.stop() == 0
+
+
+def test_schema_validate_answers_as_kongs(gw: Gateway) -> None:
+    """kong/api/routes/kong.lua ``validate_schema`` (KIC's admission webhook calls it)."""
+
+    def validate(entity: str, body: dict[str, object]) -> httpx.Response:
+        return httpx.post(admin(gw, f"/schemas/{entity}/validate"), json=body)
+
+    ok = validate("plugins", {"name": "rate-limiting", "config": {"minute": 5}})
+    assert (ok.status_code, ok.json()) == (200, {"message": "schema validation successful"})
+    service = {"id": "6f1c6e0e-8d1f-4f55-9a51-8d3b1f1e2a11"}
+    assert validate("plugins", {"name": "key-auth", "service": service}).status_code == 200
+    r = validate("plugins", {"name": "rate-limiting", "config": {"minute": -1}})
+    assert r.status_code == 400
+    assert r.json() == {
+        "code": 2,
+        "name": "schema violation",
+        "message": "schema violation (config.minute: value must be greater than 0)",
+        "fields": {"config": {"minute": "value must be greater than 0"}},
+    }
+    r = validate("consumers", {"tags": "x"})
+    assert r.status_code == 400
+    assert r.json()["message"] == (
+        "2 schema violations (at least one of these fields must be non-empty: 'custom_id',"
+        " 'username'; tags: expected a set)"
+    )
+    consumer = {"id": "0c8e5f8e-4a7b-4f6f-9d39-3f1b2d1c7e22"}
+    assert validate("keyauth_credentials", {"key": "k", "consumer": consumer}).status_code == 200
+    r = validate("nope", {})
+    assert (r.status_code, r.json()) == (404, {"message": "No entity named 'nope'"})
+    r = httpx.get(admin(gw, "/schemas/plugins/validate"))
+    assert (r.status_code, r.json()) == (405, {"message": "Method not allowed"})
