@@ -150,8 +150,14 @@ class AdminApi:
             )
         if method not in allowed.split(", "):
             return Response.json(405, {"message": "Method not allowed"})
-        if method in ("POST", "PUT", "PATCH") and not _accepted_body(request, path):
-            return Response(415)
+        if method in ("POST", "PUT", "PATCH"):
+            if not _accepted_body(request, path):
+                return Response(415)
+            if "application/json" in request.headers.get("content-type", "").lower():
+                try:
+                    json.loads(request.body)
+                except ValueError:  # lapis' json_params, empty bodies included
+                    return Response.json(400, {"message": "Cannot parse JSON body"})
         if path in ("/", "/status"):
             return await self.supervisor.handle_status(request)
         if path == "/config":

@@ -170,3 +170,16 @@ def test_schema_validate_answers_as_kongs(gw: Gateway) -> None:
     assert (r.status_code, r.json()) == (404, {"message": "No entity named 'nope'"})
     r = httpx.get(admin(gw, "/schemas/plugins/validate"))
     assert (r.status_code, r.json()) == (405, {"message": "Method not allowed"})
+
+
+def test_a_json_body_that_does_not_parse_is_400(gw: Gateway) -> None:
+    """kong/api/api_helpers.lua ``parse_params``: before the endpoint runs."""
+    for path in ("/config", "/routes", "/routes/r"):
+        for body in (b"{nope", b""):
+            r = httpx.post(
+                admin(gw, path), content=body, headers={"content-type": "application/json"}
+            )
+            assert r.status_code == 400 if path != "/routes/r" else 405, (path, body)
+            if path != "/routes/r":
+                assert r.json() == {"message": "Cannot parse JSON body"}
+    assert httpx.get(gw.url("/r")).status_code == 200  # the config is still the one loaded
