@@ -195,7 +195,8 @@ class _Translation:
             return
         kong_name = naming.service_name(ns, backend.service, backend.port)
         if kong_name not in self.services:
-            self.add_service(kong_name, service, backend.port, port)
+            # KIC's translateIngressDefaultBackendService sets no path (rules' services: /).
+            self.add_service(kong_name, service, backend.port, port, not group.default_backend)
         route = self.note(route_record(group), ref)
         ann.apply_route_annotations(route, o.anns(ingress), ref, self.problems)
         if uri is not None:
@@ -206,7 +207,12 @@ class _Translation:
         self.ingress_routes.setdefault((ns, o.name(ingress)), []).append(route)
 
     def add_service(
-        self, kong_name: str, service: Obj, port_key: str, port: Mapping[str, Any]
+        self,
+        kong_name: str,
+        service: Obj,
+        port_key: str,
+        port: Mapping[str, Any],
+        root_path: bool = True,
     ) -> None:
         ns, name, ref = o.namespace(service), o.name(service), ObjectRef.of(service)
         host = naming.upstream_name(ns, name, port_key)
@@ -226,6 +232,8 @@ class _Translation:
             },
             ref,
         )
+        if not root_path:
+            del record["path"]
         upstream = self.note({"name": host, "tags": o.tags(service)}, ref)
         ann.apply_service_annotations(record, upstream, o.anns(service), ref, self.problems)
         if (policy_name := o.anns(service).get(UPSTREAM_POLICY)) is not None:

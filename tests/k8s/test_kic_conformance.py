@@ -504,3 +504,23 @@ def test_entity_ids_are_kics() -> None:
     (route,) = routes(config).values()
     assert [p["id"] for p in route["plugins"]] == ["61a22b86-f859-5c8a-a23c-97b92b14b635"]
     assert config["consumers"][0]["id"] == "7deb6e70-60be-5dd2-b374-06551479ea5e"
+
+
+def test_default_backend_service_has_no_path() -> None:
+    """KIC golden ``ingress-v1-with-default-backend``: the Kong service made for a default
+    backend has no ``path`` (``translateIngressDefaultBackendService``); a Service's
+    ``konghq.com/path`` still sets one."""
+    objs = [
+        service("default-svc", [{"port": 80}]),
+        service("pathed", [{"port": 80}], annotations={"konghq.com/path": "/base"}),
+    ]
+    for backend, expected in (("default-svc", None), ("pathed", "/base")):
+        ing = ingress("ing", [])
+        ing["spec"] = {
+            "ingressClassName": "kong",
+            "defaultBackend": {"service": {"name": backend, "port": {"number": 80}}},
+        }
+        config = translate([*objs, ing], ingress_class="kong", validate=False).config
+        (kong_service,) = config["services"]
+        assert kong_service.get("path") == expected
+        assert kong_service["routes"][0]["name"] == "default.ing"
