@@ -9,7 +9,9 @@ What it reads (kong.md section 6; ``kic:internal/dataplane/translator``):
 - Ingress (``networking.k8s.io/v1``) of our class -> routes, one per (ingress, host, backend);
   the backend Service port -> a Kong service ``<ns>.<svc>.<port>`` whose host is the upstream
   ``<svc>.<ns>.<port>.svc``; ``spec.tls`` + TLS Secrets -> certificates.
-- Service annotations -> service and upstream fields; EndpointSlices -> targets.
+- Service annotations -> service and upstream fields; KongUpstreamPolicy -> upstream fields;
+  EndpointSlices -> targets.
+- Services, routes, consumers and plugins get KIC's deterministic IDs (UUIDv5 of their names).
 - KongPlugin / KongClusterPlugin attached with ``konghq.com/plugins`` -> plugins; KongClusterPlugin
   labelled ``global: "true"`` -> global plugins.
 - KongConsumer + credential Secrets -> consumers with credentials.
