@@ -293,6 +293,16 @@ class Supervisor:
             return Response.json(404, {"message": "Not found"})
         if path == "/status/ready" and request.method == "POST":
             return self.post_ready(request)
+        if request.method == "OPTIONS":  # Kong's attach_routes adds OPTIONS to every route
+            allow = "GET, HEAD, OPTIONS, POST" if path == "/status/ready" else "GET, HEAD, OPTIONS"
+            return Response(
+                204,
+                headers={
+                    "allow": allow,
+                    "access-control-allow-methods": allow,
+                    "access-control-allow-headers": "Content-Type",
+                },
+            )
         if request.method not in ("GET", "HEAD"):
             return Response.json(405, {"message": "Method not allowed"})
         if path == "/status/ready":

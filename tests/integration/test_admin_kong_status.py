@@ -183,3 +183,15 @@ def test_a_json_body_that_does_not_parse_is_400(gw: Gateway) -> None:
             if path != "/routes/r":
                 assert r.json() == {"message": "Cannot parse JSON body"}
     assert httpx.get(gw.url("/r")).status_code == 200  # the config is still the one loaded
+
+
+def test_status_listener_answers_options(gw: Gateway) -> None:
+    for path, allow in (
+        ("/status", "GET, HEAD, OPTIONS"),
+        ("/status/ready", "GET, HEAD, OPTIONS, POST"),
+    ):
+        r = httpx.options(gw.status_url(path))
+        assert r.status_code == 204, path
+        assert r.headers["allow"] == allow
+        assert r.headers["access-control-allow-methods"] == allow
+    assert httpx.options(gw.status_url("/nope")).status_code == 404
