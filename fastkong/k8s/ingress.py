@@ -10,7 +10,7 @@ the literal part of a regex path is escaped (``Exact /v1.0`` -> ``~/v1\\.0$``, w
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,7 @@ from fastkong.k8s.objects import Index, Obj, ObjectRef, Problem
 IMPLICIT_PORT = "implicitPort"
 _SLASHES = re.compile(r"/{2,}")
 _REGEX_META = re.compile(r"([.^$*+?()\[\]{}|\\])")
+_LEGACY_PLAIN = re.compile(r"[a-zA-Z0-9.\-_~/%]*")
 
 
 def _escape(literal: str) -> str:
@@ -85,9 +86,11 @@ def class_filter(index: Index, classes: Collection[str]) -> Callable[[Obj], bool
     return ours
 
 
-def kong_paths(path: str, path_type: str, regex_prefix: str) -> list[str]:
+def kong_paths(path: str, path_type: str, regex_prefix: str, legacy: bool = False) -> list[str]:
     """An Ingress path as Kong route paths (KIC's ``PathsFromIngressPaths`` then
-    ``MaybePrependRegexPrefix``)."""
+    ``MaybePrependRegexPrefix``). ``legacy``: IngressClassParameters'
+    ``enableLegacyRegexDetection``, Kong 2's rule that a path with characters outside
+    ``[-a-zA-Z0-9._~/%]`` is a regex."""
     path = _SLASHES.sub("/", path) or "/"
     if path_type == "Prefix":
         base = path.strip("/")
@@ -96,7 +99,56 @@ def kong_paths(path: str, path_type: str, regex_prefix: str) -> list[str]:
         out = [f"~/{_escape(path.lstrip('/'))}$"]
     else:
         out = [path]
-    return [p.replace(regex_prefix, "~", 1) if p.startswith(regex_prefix) else p for p in out]
+    return [_regex_prefix(p, regex_prefix, legacy) for p in out]
+
+
+def _regex_prefix(path: str, prefix: str, legacy: bool) -> str:
+    if path.startswith(prefix):
+        return path.replace(prefix, "~", 1)
+    if legacy and not _LEGACY_PLAIN.fullmatch(path) and not path.startswith("~"):
+        return "~" + path
+    return path
+
+
+def class_parameters(
+    index: Index, classes: Collection[str], problems: list[Problem]
+) -> Mapping[str, Any]:
+    """The ``spec`` of the IngressClassParameters our IngressClass names in ``spec.parameters``
+    (KIC's ``getIngressClassParametersOrDefault``); empty when there are none."""
+    for ic in sorted(index.all("IngressClass"), key=o.name):
+        params = o.spec(ic).get("parameters")
+        if o.name(ic) not in classes or not isinstance(params, Mapping):
+            continue
+        ref = ObjectRef.of(ic)
+        if params.get("apiGroup") != "configuration.konghq.com" or (
+            params.get("kind") != "IngressClassParameters"
+        ):
+            problems.append(
+                Problem(
+                    ref,
+                    "spec.parameters is not a configuration.konghq.com "
+                    "IngressClassParameters; ignored",
+                    "warning",
+                )
+            )
+            continue
+        if not params.get("namespace") or not params.get("scope"):
+            problems.append(
+                Problem(ref, "spec.parameters must name a namespaced object; ignored", "warning")
+            )
+            continue
+        found = index.get("IngressClassParameters", str(params["namespace"]), str(params["name"]))
+        if found is None:
+            problems.append(
+                Problem(
+                    ref,
+                    f"IngressClassParameters {params['namespace']}/{params['name']} not found",
+                    "warning",
+                )
+            )
+            continue
+        return o.spec(found)
+    return {}
 
 
 def _backend(raw: Any) -> Backend | str:
@@ -120,7 +172,7 @@ def _backend(raw: Any) -> Backend | str:
     return Backend(str(service["name"]), port_name=str(port["name"]) if port.get("name") else None)
 
 
-def route_groups(ingress: Obj, problems: list[Problem]) -> list[RouteGroup]:
+def route_groups(ingress: Obj, problems: list[Problem], legacy: bool = False) -> list[RouteGroup]:
     """The route groups of one Ingress's rules, in rule order."""
     ref = ObjectRef.of(ingress)
     prefix = o.anns(ingress).get(REGEX_PREFIX, DEFAULT_REGEX_PREFIX) or DEFAULT_REGEX_PREFIX
@@ -140,7 +192,7 @@ def route_groups(ingress: Obj, problems: list[Problem]) -> list[RouteGroup]:
                 continue
             path_type = str(item.get("pathType") or "ImplementationSpecific")
             group = groups.setdefault((host, backend), RouteGroup(ingress, host, backend))
-            for kp in kong_paths(str(item.get("path") or ""), path_type, prefix):
+            for kp in kong_paths(str(item.get("path") or ""), path_type, prefix, legacy):
                 if kp not in group.paths:
                     group.paths.append(kp)
     return list(groups.values())

@@ -26,6 +26,7 @@ KNOWN_KINDS: Final[Mapping[str, str]] = {
     "KongClusterPlugin": "configuration.konghq.com",
     "KongConsumer": "configuration.konghq.com",
     "KongUpstreamPolicy": "configuration.konghq.com",
+    "IngressClassParameters": "configuration.konghq.com",
 }
 
 CLUSTER_SCOPED: Final = frozenset({"IngressClass", "KongClusterPlugin"})

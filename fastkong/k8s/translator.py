@@ -38,6 +38,7 @@ from fastkong.k8s.consumers import build_consumer, conflicts, credential_sort_ke
 from fastkong.k8s.ingress import (
     RouteGroup,
     class_filter,
+    class_parameters,
     default_backend_group,
     is_default_class,
     route_groups,
@@ -130,6 +131,7 @@ class _Translation:
         self.consumers: dict[tuple[str, str], dict[str, Any]] = {}
         self.used_instance_names: set[str] = set()
         self.default_class = is_default_class(index, classes)
+        self.params = class_parameters(index, classes, self.problems)
 
     def note(self, record: dict[str, Any], ref: ObjectRef) -> dict[str, Any]:
         self.origin[id(record)] = ref
@@ -150,7 +152,8 @@ class _Translation:
             key=lambda i: (o.created(i), o.namespace(i), o.name(i)),
         )
         for ingress in ingresses:
-            for group in route_groups(ingress, self.problems):
+            legacy = self.params.get("enableLegacyRegexDetection") is True
+            for group in route_groups(ingress, self.problems, legacy):
                 self.add_route(group)
         if (default := default_backend_group(ingresses, self.problems)) is not None:
             self.add_route(default)
@@ -248,7 +251,8 @@ class _Translation:
                 upstream.update(policy_fields(o.spec(policy)))
         record["routes"] = []
         record["plugins"] = []
-        found = targets(self.index, service, port)
+        upstream_dns = self.params.get("serviceUpstream") is True
+        found = targets(self.index, service, port, upstream_dns)
         for target in found:
             self.note(target, _tag_ref(target["tags"]) or ref)
         upstream["targets"] = found

@@ -47,10 +47,13 @@ def find_port(service: Obj, backend: Backend) -> Mapping[str, Any] | str:
     return ports[0]
 
 
-def targets(index: Index, service: Obj, port: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The upstream targets of one Service port, sorted by address."""
+def targets(
+    index: Index, service: Obj, port: Mapping[str, Any], service_upstream: bool = False
+) -> list[dict[str, Any]]:
+    """The upstream targets of one Service port, sorted by address. ``service_upstream``:
+    IngressClassParameters' ``serviceUpstream``, the annotation's effect on every Service."""
     ns = o.namespace(service)
-    if o.anns(service).get(SERVICE_UPSTREAM) == "true":
+    if service_upstream or o.anns(service).get(SERVICE_UPSTREAM) == "true":
         return [_target(f"{o.name(service)}.{ns}.svc", port.get("port"), DEFAULT_WEIGHT, service)]
     spec = o.spec(service)
     if spec.get("type") == "ExternalName":

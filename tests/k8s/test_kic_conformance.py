@@ -524,3 +524,40 @@ def test_default_backend_service_has_no_path() -> None:
         (kong_service,) = config["services"]
         assert kong_service.get("path") == expected
         assert kong_service["routes"][0]["name"] == "default.ing"
+
+
+def test_ingress_class_parameters() -> None:
+    """IngressClassParameters named by our IngressClass (KIC's
+    ``getIngressClassParametersOrDefault``): ``serviceUpstream`` makes every Service's target its
+    DNS name (``getEndpoints``); ``enableLegacyRegexDetection`` makes a path with characters
+    Kong 2 took for a regex one (``MaybePrependRegexPrefix``)."""
+    cls = ingress_class(False)
+    cls["spec"]["parameters"] = {
+        "apiGroup": "configuration.konghq.com",
+        "kind": "IngressClassParameters",
+        "name": "params",
+        "namespace": "kong",
+        "scope": "Namespace",
+    }
+    params = {
+        "apiVersion": "configuration.konghq.com/v1alpha1",
+        "kind": "IngressClassParameters",
+        "metadata": {"name": "params", "namespace": "kong"},
+        "spec": {"serviceUpstream": True, "enableLegacyRegexDetection": True},
+    }
+    objs = [
+        cls,
+        service("httpbin", [{"name": "http", "port": 80, "targetPort": 8080}]),
+        ingress("i", [("/v[0-9]+/users", "httpbin", 80), ("/plain-path_1.0", "httpbin", 80)]),
+        endpoint_slice("a", [("10.0.0.1", True, False)]),
+    ]
+    for given, paths, target in (
+        (True, ["~/v[0-9]+/users", "/plain-path_1.0"], "httpbin.default.svc:80"),
+        (False, ["/v[0-9]+/users", "/plain-path_1.0"], "10.0.0.1:8080"),
+    ):
+        config = translate(
+            objs + ([params] if given else []), ingress_class="kong", validate=False
+        ).config
+        (route,) = routes(config).values()
+        assert route["paths"] == paths
+        assert [t["target"] for t in config["upstreams"][0]["targets"]] == [target]
