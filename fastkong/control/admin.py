@@ -55,7 +55,7 @@ ENDPOINT_KEY = {
     "certificates": None,
     "snis": "name",
     "ca_certificates": None,
-    "plugins": None,
+    "plugins": "instance_name",
     "keyauth_credentials": "key",
     "jwt_secrets": "key",
     "acls": None,

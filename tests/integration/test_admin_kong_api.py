@@ -34,7 +34,7 @@ def config(echo: Echo) -> str:
         "consumers:\n"
         "- username: alice\n  custom_id: c-alice\n  keyauth_credentials:\n  - key: alice-key\n"
         "- username: bob\n"
-        "plugins:\n- name: cors\n"
+        "plugins:\n- name: cors\n  instance_name: cors-all\n"
         "upstreams:\n- name: up\n  targets:\n  - target: 127.0.0.1:1\n  - target: 127.0.0.1:2\n"
     )
 
@@ -165,6 +165,10 @@ def test_lookups_by_id_and_endpoint_key_only(gw: Gateway) -> None:
     assert get(gw, "/consumers/c-alice").status_code == 404
     assert get(gw, "/consumers/c-alice").json() == {"message": "Not found"}
     assert get(gw, "/routes/r0%2F").status_code == 404
+    # a plugin's endpoint key is its instance_name (plugins.lua), not its plugin name
+    cors = get(gw, "/plugins/cors-all")
+    assert cors.status_code == 200 and cors.json()["name"] == "cors"
+    assert get(gw, "/plugins/cors").status_code == 404
 
 
 def test_nested_and_foreign_entity_endpoints(gw: Gateway) -> None:
