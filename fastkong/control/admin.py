@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import math
 import re
@@ -22,7 +23,7 @@ from urllib.parse import parse_qs, quote, unquote
 
 import msgspec
 
-from fastkong.config import ConfigError, load_config
+from fastkong.config import Config, ConfigError, load_config
 from fastkong.config.loader import parse
 from fastkong.config.schema import ENTITY_STRUCTS
 from fastkong.control.httpserver import Request, Response
@@ -42,6 +43,7 @@ ENTITIES = {
     "snis": "snis",
     "ca_certificates": "ca_certificates",
     "key-auths": "keyauth_credentials",
+    "basic-auths": "basicauth_credentials",
     "jwts": "jwt_secrets",
     "acls": "acls",
 }
@@ -57,6 +59,7 @@ ENDPOINT_KEY = {
     "ca_certificates": None,
     "plugins": "instance_name",
     "keyauth_credentials": "key",
+    "basicauth_credentials": "username",
     "jwt_secrets": "key",
     "acls": None,
 }
@@ -69,6 +72,7 @@ NESTED = {
     ("upstreams", "targets"): ("targets", "upstream"),
     ("certificates", "snis"): ("snis", "certificate"),
     ("consumers", "key-auth"): ("keyauth_credentials", "consumer"),
+    ("consumers", "basic-auth"): ("basicauth_credentials", "consumer"),
     ("consumers", "jwt"): ("jwt_secrets", "consumer"),
     ("consumers", "acls"): ("acls", "consumer"),
 }
@@ -79,6 +83,7 @@ FOREIGN = {
     ("plugins", "route"): "routes",
     ("plugins", "consumer"): "consumers",
     ("key-auths", "consumer"): "consumers",
+    ("basic-auths", "consumer"): "consumers",
     ("jwts", "consumer"): "consumers",
     ("acls", "consumer"): "consumers",
 }
@@ -362,7 +367,7 @@ class AdminApi:
         config = self.supervisor.current_config()
         if config is None:
             return []
-        return [_kong_shape(e) for e in getattr(config, kind)]
+        return _admin_rows(config, kind)
 
     def read_entities(self, parts: list[str], query: dict[str, list[str]]) -> Response:
         kind = ENTITIES[parts[0]]
@@ -583,6 +588,17 @@ def _kong_shape(entity: Any) -> dict[str, Any]:
     return data
 
 
+def _admin_rows(config: Config, kind: str) -> list[dict[str, Any]]:
+    """An entity array as Kong stores it: a basic-auth password salted and hashed (the
+    basic-auth dao's transformation) unless the config says it already is."""
+    rows = [_kong_shape(e) for e in getattr(config, kind)]
+    if kind == "basicauth_credentials" and config.transform:
+        for row in rows:
+            salted = row["password"] + row["consumer"]["id"]
+            row["password"] = hashlib.sha1(salted.encode()).hexdigest()
+    return rows
+
+
 def _find(rows: list[dict[str, Any]], key: str, kind: str) -> dict[str, Any] | None:
     """Kong's ``select_entity``: a UUID is an id, anything else the entity's endpoint key."""
     field = "id" if UUID.match(key) else ENDPOINT_KEY.get(kind)
@@ -594,7 +610,7 @@ def _find(rows: list[dict[str, Any]], key: str, kind: str) -> dict[str, Any] | N
 def _entities_json(config: Any) -> bytes:
     """``POST /config``'s 201 body: each entity array as a map of id to entity (Kong's
     ``load_into_cache`` result after ``sanitize_output``)."""
-    out = {name: {e.id: _kong_shape(e) for e in getattr(config, name)} for name in ENTITY_STRUCTS}
+    out = {name: {r["id"]: r for r in _admin_rows(config, name)} for name in ENTITY_STRUCTS}
     return json.dumps({k: v for k, v in out.items() if v}, separators=(",", ":")).encode()
 
 

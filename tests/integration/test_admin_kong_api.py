@@ -4,6 +4,7 @@ and monitoring read, on a real ``fastkong start``."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ def config(echo: Echo) -> str:
         "  plugins:\n  - name: key-auth\n"
         "consumers:\n"
         "- username: alice\n  custom_id: c-alice\n  keyauth_credentials:\n  - key: alice-key\n"
+        "  basicauth_credentials:\n  - username: alice-ba\n    password: s3cret\n"
         "- username: bob\n"
         "plugins:\n- name: cors\n  instance_name: cors-all\n"
         "upstreams:\n- name: up\n  targets:\n  - target: 127.0.0.1:1\n  - target: 127.0.0.1:2\n"
@@ -187,6 +189,10 @@ def test_nested_and_foreign_entity_endpoints(gw: Gateway) -> None:
     alice = get(gw, "/consumers/alice").json()
     assert get(gw, f"/key-auths/{keys[0]['id']}/consumer").json() == alice
     assert get(gw, "/consumers/bob/key-auth").json()["data"] == []
+    # basic-auth passwords are shown as Kong stores them: sha1(password .. consumer id)
+    (basic,) = get(gw, "/consumers/alice/basic-auth").json()["data"]
+    assert basic["password"] == hashlib.sha1(("s3cret" + alice["id"]).encode()).hexdigest()
+    assert get(gw, "/basic-auths/alice-ba").json() == basic
     targets = get(gw, "/upstreams/up/targets/all").json()
     assert sorted(t["target"] for t in targets["data"]) == ["127.0.0.1:1", "127.0.0.1:2"]
     assert targets["next"] is None
@@ -280,6 +286,9 @@ def test_post_config_answers_entities_by_id_and_kongs_flags(tmp_path: Path, echo
         route = get(gw, "/routes/r3").json()
         assert entities["routes"][route["id"]] == route
         assert len(entities["keyauth_credentials"]) == 1
+        assert "s3cret" not in r.text
+        (basic,) = entities["basicauth_credentials"].values()
+        assert basic == get(gw, "/basic-auths/alice-ba").json()
         # check_hash is honoured only as "1" (config.lua), flatten_errors only when truthy
         again = httpx.post(admin(gw, "/config?check_hash=true"), content=text)
         assert again.status_code == 201
