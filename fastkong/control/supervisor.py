@@ -423,7 +423,6 @@ class Supervisor:
             "edition": "community",
             "hostname": socket.gethostname(),
             "node_id": self.node_id,
-            "timers": {"running": 0, "pending": 0},
             "plugins": {"available_on_server": available, "enabled_in_cluster": enabled},
             "configuration": {
                 "database": "off",
