@@ -229,16 +229,21 @@ class AdminApi:
     async def post_config(self, request: Request) -> Response:
         if self.supervisor.draining:
             return Response.json(503, {"message": "Kong currently exiting"})
+        raw, is_object = self._declarative_body(request)
+        if raw is None or not raw.strip():
+            return Response.json(400, {"message": "expected a declarative configuration"})
+        # Kong: flatten_errors takes true/1/on/yes; check_hash only "1" (config.lua:27-77),
+        # compared with the md5 of the posted text before it is parsed or waits for the lock;
+        # a body that is itself the config object has no text, so no hash to compare.
+        flatten = (request.query.get("flatten_errors") or [""])[-1].lower() in TRUTHY
+        check_hash = (request.query.get("check_hash") or [""])[-1] == "1"
+        current = self.supervisor.config.hash
+        if check_hash and not is_object and hashlib.md5(raw).hexdigest() == current:
+            return Response(304)
         if self.loading.locked():
             return Response.json(
                 429, {"message": "Currently loading previous configuration"}, **{"retry-after": "1"}
             )
-        raw = self._declarative_body(request)
-        if raw is None or not raw.strip():
-            return Response.json(400, {"message": "expected a declarative configuration"})
-        # Kong: flatten_errors takes true/1/on/yes; check_hash only "1" (config.lua:27-77).
-        flatten = (request.query.get("flatten_errors") or [""])[-1].lower() in TRUTHY
-        check_hash = (request.query.get("check_hash") or [""])[-1] == "1"
         async with self.loading:
             try:
                 loaded = await self.supervisor.in_loader(load_config, raw)
@@ -246,35 +251,37 @@ class AdminApi:
                 self.supervisor.config.reloads["failure"] += 1
                 self.supervisor.config.last_error = [f"{e.path}: {e.message}" for e in exc.errors]
                 return self.invalid(exc, raw, flatten)
-            if check_hash and loaded.hash == self.supervisor.config.hash:
-                return Response(304)
             await self.supervisor.in_loader(self.supervisor.accept_posted, loaded, raw)
             # Kong answers with every entity loaded: megabytes of JSON for a large config,
             # encoded on the loader thread, not on the event loop that answers probes.
             body = await self.supervisor.in_loader(_entities_json, loaded.config)
         return Response(201, body, {"content-type": "application/json; charset=utf-8"})
 
-    def _declarative_body(self, request: Request) -> bytes | None:
+    def _declarative_body(self, request: Request) -> tuple[bytes | None, bool]:
+        """The config text posted, and whether the body was the config object itself."""
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         body = request.body
         if ctype == "application/x-www-form-urlencoded":
             form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
             config = form.get("config")
-            return config[-1].encode() if config else None
+            return (config[-1].encode() if config else None), False
         if ctype == "multipart/form-data":
-            return _multipart_field(body, request.headers.get("content-type", ""), "config")
+            content_type = request.headers.get("content-type", "")
+            return _multipart_field(body, content_type, "config"), False
         if ctype == "application/json" and body.strip().startswith(b"{"):
             try:
                 parsed = json.loads(body)
             except ValueError:
-                return body
-            if isinstance(parsed, dict) and "_format_version" not in parsed:
+                return body, False
+            if isinstance(parsed, dict) and "_format_version" in parsed:
+                return body, True
+            if isinstance(parsed, dict):
                 inner = parsed.get("config")
                 if isinstance(inner, str):
-                    return inner.encode()
+                    return inner.encode(), False
                 if isinstance(inner, dict):
-                    return json.dumps(inner).encode()
-        return body
+                    return json.dumps(inner).encode(), True
+        return body, False
 
     def invalid(self, exc: ConfigError, raw: bytes, flatten: bool) -> Response:
         fields = exc.fields()
