@@ -344,6 +344,11 @@ class AdminApi:
         found = self.read_entities(parts, {})
         if kind == "certificates" and found.status == 404 and method != "PUT":
             return found  # Kong's prepare_params: "SNI not found" before any write
+        if kind == "targets":
+            # upstreams.lua target_endpoint: found first (404 if not), then written by id
+            if found.status == 404:
+                return found
+            by = ""
         if foreign and (method == "DELETE" or found.status == 404):
             # Kong: the foreign-entity endpoint never deletes; a missing link is a 404
             return (

@@ -220,6 +220,9 @@ def test_writes_answer_as_kongs_off_strategy(gw: Gateway) -> None:
         ("DELETE", f"/routes/{route_id}"): "cannot remove 'routes' entities",
         ("POST", "/services/echo/routes"): "cannot create 'routes' entities",
         ("POST", "/consumers/alice/key-auth"): "cannot create 'keyauth_credentials' entities",
+        ("DELETE", "/upstreams/up/targets/127.0.0.1:1"): "cannot remove 'targets' entities",
+        ("PATCH", "/upstreams/up/targets/127.0.0.1:1"): "cannot update 'targets' entities",
+        ("POST", "/upstreams/up/targets"): "cannot create 'targets' entities",
     }
     for (method, path), message in cases.items():
         r = send(method, path)
@@ -235,6 +238,8 @@ def test_writes_answer_as_kongs_off_strategy(gw: Gateway) -> None:
         "message": "could not find the entity with '{name=\"nope\"}'",
         "fields": {"name": "nope"},
     }
+    r = send("DELETE", "/upstreams/up/targets/127.0.0.1:9")
+    assert (r.status_code, r.json()) == (404, {"message": "Not found"})
     r = send("DELETE", "/routes/r0/service")
     assert (r.status_code, r.json()) == (405, {"message": "Method not allowed"})
     r = httpx.post(admin(gw, "/routes"), content=b"x", headers={"content-type": "text/plain"})
