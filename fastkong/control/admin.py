@@ -412,8 +412,13 @@ class AdminApi:
         if kind == "upstreams" and child in ("health", "targets"):
             targets = [r for r in self.rows("targets") if r["upstream"]["id"] == found["id"]]
             if child == "health":
-                balancer = (query.get("balancer_health") or [""])[-1] == "1"
-                return self.supervisor.upstream_health(found, targets, balancer)
+                if (query.get("balancer_health") or [""])[-1] == "1":
+                    return self.supervisor.upstream_health(found, targets, balancer=True)
+                page = self.paginate(targets, query, f"/upstreams/{parts[1]}/health", False)
+                if isinstance(page, Response):
+                    return page
+                links = {k: v for k, v in page.items() if k != "data"}
+                return self.supervisor.upstream_health(found, page["data"], links=links)
             if parts[3:] == ["all"]:
                 return self.page(targets, query, f"/upstreams/{parts[1]}/targets/all")
         if (parts[0], child) in FOREIGN:
@@ -432,6 +437,14 @@ class AdminApi:
         self, rows: list[dict[str, Any]], query: dict[str, list[str]], base: str, top: bool = False
     ) -> Response:
         """One page in Kong's shape (``data``, ``offset`` while more, ``next``)."""
+        payload = self.paginate(rows, query, base, top)
+        return payload if isinstance(payload, Response) else Response.json(200, payload)
+
+    def paginate(
+        self, rows: list[dict[str, Any]], query: dict[str, list[str]], base: str, top: bool
+    ) -> dict[str, Any] | Response:
+        """The page ``query`` asks for, or Kong's error for its ``size``/``offset``/``tags``
+        (``next`` repeats ``tags`` and ``size`` only on a top-level collection, as Kong's)."""
         size = DEFAULT_PAGE
         raw_size = query.get("size")
         if raw_size:
@@ -481,7 +494,7 @@ class AdminApi:
                 following += f"&size={raw_size[-1]}"
             payload["offset"] = offset
             payload["next"] = following
-        return Response.json(200, payload)
+        return payload
 
 
 def NOT_FOUND() -> Response:  # noqa: N802 - Kong's handle_404 body, built per answer

@@ -207,15 +207,21 @@ class Supervisor:
         return self.config.loaded.config if self.config.loaded is not None else None
 
     def upstream_health(
-        self, upstream: dict[str, Any], targets: list[dict[str, Any]], balancer: bool = False
+        self,
+        upstream: dict[str, Any],
+        targets: list[dict[str, Any]],
+        balancer: bool = False,
+        links: dict[str, Any] | None = None,
     ) -> Response:
         """``GET /upstreams/{u}/health`` in Kong's shape, from the node's health table
-        (``?balancer_health=1``: the balancer's health instead of each target's)."""
+        (``?balancer_health=1``: the balancer's health instead of each target's); ``links``:
+        the page's ``next`` (and ``offset``) when ``targets`` is one page of them."""
         if balancer:
             data = self.checker.balancer_health(upstream["id"])
             return Response.json(200, {"data": data, "next": None, "node_id": self.node_id})
         rows = self.checker.upstream_health(upstream["id"], targets)
-        return Response.json(200, {"data": rows, "next": None, "node_id": self.node_id})
+        page = {"next": None, **(links or {})}
+        return Response.json(200, {"data": rows, **page, "node_id": self.node_id})
 
     def set_target_health(
         self, upstream: str, target: str, address: str | None, healthy: bool

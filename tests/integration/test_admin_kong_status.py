@@ -195,3 +195,25 @@ def test_status_listener_answers_options(gw: Gateway) -> None:
         assert r.headers["allow"] == allow
         assert r.headers["access-control-allow-methods"] == allow
     assert httpx.options(gw.status_url("/nope")).status_code == 404
+
+
+def test_upstream_health_is_paged_as_kongs(tmp_path: Path) -> None:
+    """upstreams.lua ``/upstreams/{u}/health``: a page of targets with their health."""
+    targets = [{"target": f"127.0.0.1:{port}"} for port in range(1, 6)]
+    document = {"_format_version": "3.0", "upstreams": [{"name": "up", "targets": targets}]}
+    gw = Gateway(tmp_path, json.dumps(document)).start()
+    try:
+        seen: list[str] = []
+        url: str | None = "/upstreams/up/health?size=2"
+        while url is not None:
+            body = httpx.get(gw.status_url(url)).json()
+            assert len(body["node_id"]) == 36
+            seen += [row["target"] for row in body["data"]]
+            assert all(row["health"] == "HEALTHCHECKS_OFF" for row in body["data"])
+            url = body["next"]
+            assert url is None or url.startswith("/upstreams/up/health?offset=")
+        assert sorted(seen) == [t["target"] for t in targets]
+        r = httpx.get(gw.status_url("/upstreams/up/health"), params={"size": "0"})
+        assert r.status_code == 400 and r.json()["name"] == "invalid size"
+    finally:
+        assert gw.stop() == 0
