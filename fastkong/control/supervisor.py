@@ -350,7 +350,7 @@ class Supervisor:
         elif ctype.startswith("application/x-www-form-urlencoded"):
             params.update(parse_qs(request.body.decode("utf-8", "replace")))
         if (params.get("status") or [""])[-1] != "draining":
-            return Response.json(400, {"message": "Bad request"})
+            return Response(400)  # ready.lua: kong.response.exit(400), no body
         self.ready_draining = True
         log.warning("readiness set to draining by POST /status/ready")
         return Response(204)
