@@ -83,6 +83,8 @@ RESOURCES: Final = (
     Resource("KongPlugin", KONG_GROUP, "v1", "kongplugins"),
     Resource("KongClusterPlugin", KONG_GROUP, "v1", "kongclusterplugins", namespaced=False),
     Resource("KongConsumer", KONG_GROUP, "v1", "kongconsumers"),
+    Resource("KongUpstreamPolicy", KONG_GROUP, "v1beta1", "kongupstreampolicies"),
+    Resource("IngressClassParameters", KONG_GROUP, "v1alpha1", "ingressclassparameterses"),
 )
 
 

@@ -75,6 +75,8 @@ KINDS = [
     Kind("KongPlugin", KONG, "v1", "kongplugins"),
     Kind("KongClusterPlugin", KONG, "v1", "kongclusterplugins", namespaced=False),
     Kind("KongConsumer", KONG, "v1", "kongconsumers"),
+    Kind("KongUpstreamPolicy", KONG, "v1beta1", "kongupstreampolicies"),
+    Kind("IngressClassParameters", KONG, "v1alpha1", "ingressclassparameterses"),
 ]
 BY_KIND = {k.kind: k for k in KINDS}
 BY_PATH = {(k.group, k.version, k.plural): k for k in KINDS}

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 
 from fastkong.k8s.events import COMPONENT, REASON_TRANSLATION
+from fastkong.k8s.watch import RESOURCES
 from tests.k8s.fake_apiserver import FakeApiServer
 from tests.k8s.kube import NS, backend, controller, eventually, ingress, service
 
@@ -103,4 +104,4 @@ async def test_health_endpoints() -> None:
             assert (await http.get(f"{base}/readyz")).status_code == 200
             state = (await http.get(f"{base}/debug/state")).json()
             assert state["leader"] is True and state["config_hash"] == ctl.digest
-            assert len(state["reflectors"]) == 8
+            assert len(state["reflectors"]) == len(RESOURCES)  # one per watched kind

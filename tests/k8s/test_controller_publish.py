@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from aiohttp import web
 
 from fastkong.k8s.events import REASON_APPLY
@@ -72,6 +73,39 @@ async def test_the_configmap_gets_the_config_once_per_config() -> None:
             await eventually(lambda: "/two" in published(api)["data"]["kong.yml"])
             await eventually(lambda: ctl.configmap.writes == 2, what="the write counted")
             assert repr(ctl.configmap).endswith(f"hash={ctl.digest} writes=2>")
+
+
+async def test_a_kong_upstream_policy_is_watched_and_applied() -> None:
+    """The controller watches KongUpstreamPolicy (v1beta1): a policy created after the first
+    config, named by the Service's konghq.com/upstream-policy, reaches the published upstream."""
+    async with FakeApiServer() as api:
+        api.create(configmap("fastkong-config", BASE))
+        backend(api, "echo", 9001)
+        svc = api.get("Service", "default", "echo")
+        assert svc is not None
+        svc["metadata"]["annotations"] = {"konghq.com/upstream-policy": "sticky"}
+        api.update(svc)
+        api.create(ingress("one", "/one", "echo"))
+        async with controller(api, configmap="fastkong-config") as ctl:
+            await eventually(lambda: ctl.configmap is not None and ctl.configmap.writes >= 1)
+            assert "consistent-hashing" not in published(api)["data"]["kong.yml"]
+            api.create(
+                {
+                    "apiVersion": "configuration.konghq.com/v1beta1",
+                    "kind": "KongUpstreamPolicy",
+                    "metadata": {"name": "sticky", "namespace": "default"},
+                    "spec": {"algorithm": "consistent-hashing", "hashOn": {"header": "x-user"}},
+                }
+            )
+            await eventually(
+                lambda: "consistent-hashing" in published(api)["data"]["kong.yml"],
+                what="the policy in the published config",
+            )
+            config = yaml.safe_load(published(api)["data"]["kong.yml"])
+            (upstream,) = config["upstreams"]
+            assert upstream["algorithm"] == "consistent-hashing"
+            assert upstream["hash_on"] == "header"
+            assert upstream["hash_on_header"] == "x-user"
 
 
 async def test_a_burst_of_changes_is_one_translation_and_a_failed_write_is_retried() -> None:

@@ -141,9 +141,8 @@ def test_base_holds_the_data_plane() -> None:
     assert kinds == sorted(
         [
             "Namespace",
-            "CustomResourceDefinition",
-            "CustomResourceDefinition",
-            "CustomResourceDefinition",
+            *["CustomResourceDefinition"] * 5,  # KongPlugin, KongClusterPlugin, KongConsumer,
+            # KongUpstreamPolicy, IngressClassParameters
             "IngressClass",
             "ServiceAccount",
             "ClusterRole",
@@ -338,6 +337,42 @@ def test_crds_accept_kic_fields_and_reject_typos() -> None:
         "consumerGroups": ["g"],
     }
     assert not list(jsonschema.Draft7Validator(schemas["KongConsumer"]).iter_errors(consumer))
+    policy = {
+        "apiVersion": f"{CR_GROUP}/v1beta1",
+        "kind": "KongUpstreamPolicy",
+        "metadata": {"name": "u"},
+        "spec": {
+            "algorithm": "consistent-hashing",
+            "slots": 100,
+            "hashOn": {"header": "x-user"},
+            "hashOnFallback": {"input": "ip"},
+            "healthchecks": {
+                "active": {
+                    "type": "http",
+                    "httpPath": "/health",
+                    "healthy": {"interval": 5, "successes": 2, "httpStatuses": [200]},
+                    "unhealthy": {"interval": 5, "httpFailures": 3, "tcpFailures": 1},
+                    "headers": {"x-probe": ["1"]},
+                },
+                "passive": {"unhealthy": {"httpFailures": 5, "httpStatuses": [500, 503]}},
+                "threshold": 50,
+            },
+        },
+    }
+    assert not list(jsonschema.Draft7Validator(schemas["KongUpstreamPolicy"]).iter_errors(policy))
+    typo = copy.deepcopy(policy)
+    typo["spec"]["hashOn"] = {"hedaer": "x-user"}
+    assert list(jsonschema.Draft7Validator(schemas["KongUpstreamPolicy"]).iter_errors(typo))
+    params = {
+        "apiVersion": f"{CR_GROUP}/v1alpha1",
+        "kind": "IngressClassParameters",
+        "metadata": {"name": "p"},
+        "spec": {"serviceUpstream": True, "enableLegacyRegexDetection": False},
+    }
+    schema = schemas["IngressClassParameters"]
+    assert not list(jsonschema.Draft7Validator(schema).iter_errors(params))
+    params["spec"]["serviceUpstreams"] = True
+    assert list(jsonschema.Draft7Validator(schema).iter_errors(params))
 
 
 # -- the image ---------------------------------------------------------------------------------
