@@ -169,6 +169,8 @@ class AdminApi:
             return self.get_config() if method != "POST" else await self.post_config(request)
         if path == "/plugins/enabled":
             return Response.json(200, {"enabled_plugins": registry.names()})
+        if path == "/tags" or path.startswith("/tags/"):
+            return self.tags(unquote(path[len("/tags/") :]) if path != "/tags" else None, request)
         if path.startswith("/schemas/"):
             return await self.validate_entity(request, path.split("/")[2])
         parts = [unquote(p) for p in path.split("/") if p]
@@ -193,7 +195,9 @@ class AdminApi:
 
     def allowed_methods(self, path: str) -> str | None:
         """The ``Allow`` of the endpoint at ``path``, None when there is no such endpoint."""
-        if path in ("/", "/status", "/plugins/enabled"):
+        if path in ("/", "/status", "/plugins/enabled", "/tags"):
+            return READ_ONLY
+        if re.fullmatch(r"/tags/[^/]+", path):
             return READ_ONLY
         if path == "/config":
             return COLLECTION
@@ -326,6 +330,22 @@ class AdminApi:
         return Response.json(200, {"message": "schema validation successful"})
 
     # -- entities ----------------------------------------------------------------------------
+
+    def tags(self, tag: str | None, request: Request) -> Response:
+        """``GET /tags`` and ``/tags/{tag}``: one row per tag of each entity (Kong's off
+        strategy ``page_for_tags``)."""
+        config = self.supervisor.current_config()
+        rows = [
+            {"entity_name": kind, "entity_id": row["id"], "tag": t}
+            for kind in ENTITY_STRUCTS
+            for row in (_admin_rows(config, kind) if config is not None else ())
+            for t in row.get("tags") or ()
+            if tag is None or t == tag
+        ]
+        query = {k: v for k, v in request.query.items() if k != "tags"}
+        if tag is None:
+            return self.page(rows, query, "/tags", top=True)
+        return self.page(rows, query, f"/tags/{quote(tag, safe='')}")
 
     def write_refused(self, method: str, parts: list[str]) -> Response:
         """A write in DB-less mode, answered as Kong's off strategy answers it."""

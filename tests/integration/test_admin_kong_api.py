@@ -323,3 +323,32 @@ def test_target_health_is_set_with_put(gw: Gateway) -> None:
     assert r.status_code == 204
     r = httpx.get(admin(gw, "/upstreams/up/targets/127.0.0.1:1/unhealthy"))
     assert (r.status_code, r.json()) == (405, {"message": "Method not allowed"})
+
+
+def test_tags_endpoints(gw: Gateway) -> None:
+    """``/tags`` and ``/tags/{tag}`` (kong/api/routes/tags.lua, off strategy page_for_tags)."""
+    routes = {r["name"]: r["id"] for r in get(gw, "/routes").json()["data"]}
+    even = get(gw, "/tags/even").json()
+    assert even["next"] is None
+    assert sorted(even["data"], key=lambda row: row["entity_id"]) == sorted(
+        (
+            {"entity_name": "routes", "entity_id": routes[name], "tag": "even"}
+            for name in ("r0", "r2", "r4")
+        ),
+        key=lambda row: row["entity_id"],
+    )
+    service = get(gw, "/services/echo").json()
+    assert get(gw, "/tags/svc").json()["data"] == [
+        {"entity_name": "services", "entity_id": service["id"], "tag": "svc"}
+    ]
+    names, links = [], []
+    url: str | None = "/tags?size=4"
+    while url is not None:
+        body = httpx.get(admin(gw, url)).json()
+        names += [row["tag"] for row in body["data"]]
+        url = body["next"]
+        links.append(url)
+    # every route has two tags (parity and "all"), the service one
+    assert len(names) == 2 * ROUTES + 1
+    assert links[0] is not None and links[0].startswith("/tags?offset=")
+    assert get(gw, "/tags/nope").json() == {"data": [], "next": None}
