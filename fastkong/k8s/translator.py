@@ -36,6 +36,7 @@ from fastkong.k8s import naming
 from fastkong.k8s import objects as o
 from fastkong.k8s.consumers import build_consumer, conflicts, credential_sort_key
 from fastkong.k8s.ingress import (
+    Backend,
     RouteGroup,
     class_filter,
     class_parameters,
@@ -177,19 +178,24 @@ class _Translation:
         ingress, backend = group.ingress, group.backend
         ns, ref = o.namespace(ingress), ObjectRef.of(ingress)
         service = self.index.get("Service", ns, backend.service)
-        if service is None:
+        port: Mapping[str, Any] | None = None
+        missing = "not found"
+        if service is not None:
+            found = find_port(service, backend)
+            if isinstance(found, str):
+                missing = found
+            else:
+                port = found
+        if service is None or port is None:
+            # KIC keeps the route and its service with an upstream of no targets, so requests
+            # get 503 rather than falling through to a broader route (a catch-all).
             self.problems.append(
                 Problem(
-                    ref, f"route {group.name!r} left out: service {ns}/{backend.service} not found"
+                    ref,
+                    f"route {group.name!r} has no targets: service {ns}/{backend.service}: "
+                    f"{missing}; its requests get 503",
                 )
             )
-            return
-        port = find_port(service, backend)
-        if isinstance(port, str):
-            self.problems.append(
-                Problem(ref, f"route {group.name!r} left out: {ns}/{backend.service}: {port}")
-            )
-            return
         rewrite = o.anns(ingress).get(ann.REWRITE)
         try:
             uri = ann.rewrite_uri(rewrite) if rewrite is not None else None
@@ -201,7 +207,11 @@ class _Translation:
         kong_name = naming.service_name(ns, backend.service, backend.port)
         if kong_name not in self.services:
             # KIC's translateIngressDefaultBackendService sets no path (rules' services: /).
-            self.add_service(kong_name, service, backend.port, port, not group.default_backend)
+            root_path = not group.default_backend
+            if service is None or port is None:
+                self.add_unbacked_service(kong_name, ns, backend, ref, root_path)
+            else:
+                self.add_service(kong_name, service, backend.port, port, root_path)
         route = self.note(route_record(group), ref)
         ann.apply_route_annotations(route, o.anns(ingress), ref, self.problems)
         if uri is not None:
@@ -259,6 +269,34 @@ class _Translation:
         self.services[kong_name] = record
         self.upstreams[host] = upstream
         self.k8s_services.setdefault((ns, name), []).append(kong_name)
+
+    def add_unbacked_service(
+        self, kong_name: str, ns: str, backend: Backend, ref: ObjectRef, root_path: bool
+    ) -> None:
+        """The Kong service of a backend whose Service (or port) does not exist: KIC's
+        defaults and an upstream with no targets (tagged for the Ingress that names it)."""
+        host = naming.upstream_name(ns, backend.service, backend.port)
+        record = self.note(
+            {
+                "id": naming.entity_id("services", kong_name),
+                "name": kong_name,
+                "host": host,
+                "port": 80,  # KIC sets the port from the Service it did not find: its default
+                "protocol": "http",
+                "path": "/",
+                "connect_timeout": DEFAULT_TIMEOUT,
+                "read_timeout": DEFAULT_TIMEOUT,
+                "write_timeout": DEFAULT_TIMEOUT,
+                "retries": DEFAULT_RETRIES,
+                "routes": [],
+                "plugins": [],
+            },
+            ref,
+        )
+        if not root_path:
+            del record["path"]
+        self.services[kong_name] = record
+        self.upstreams[host] = self.note({"name": host, "targets": []}, ref)
 
     def _sorted_service(self, record: dict[str, Any]) -> dict[str, Any]:
         record["routes"].sort(key=lambda r: r["name"])

@@ -102,14 +102,21 @@ def test_legacy_class_annotation() -> None:
     assert translate([obj, SERVICE]).config["services"][0]["routes"]
 
 
-def test_missing_service_leaves_out_only_that_route() -> None:
+def test_missing_service_keeps_the_route_with_no_targets() -> None:
+    """As KIC: the route and its service stay, the upstream has no targets, so requests get
+    503 instead of falling through to a broader route; the Ingress is told."""
     result = translate([ingress()])
-    assert "services" not in result.config
+    (service,) = result.config["services"]
+    assert service["name"] == "default.echo.80"
+    assert service["host"] == "echo.default.80.svc" and service["port"] == 80
+    assert [r["name"] for r in service["routes"]] == ["default.echo.echo.echo.example.com.80"]
+    (upstream,) = result.config["upstreams"]
+    assert upstream["name"] == "echo.default.80.svc" and not upstream.get("targets")
     assert result.problems == [
         Problem(
             ObjectRef("Ingress", "default", "echo"),
-            "route 'default.echo.echo.echo.example.com.80' left out: "
-            "service default/echo not found",
+            "route 'default.echo.echo.echo.example.com.80' has no targets: "
+            "service default/echo: not found; its requests get 503",
         )
     ]
 
