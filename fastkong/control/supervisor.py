@@ -43,7 +43,7 @@ from urllib.parse import parse_qs
 from fastkong import __version__, plugins
 from fastkong._core._router_py import gc_paused
 from fastkong.background import background_executor
-from fastkong.config import EMPTY_CONFIG_HASH, Config, ConfigError, LoadedConfig, load_config
+from fastkong.config import Config, ConfigError, LoadedConfig, load_config
 from fastkong.control import httpserver
 from fastkong.control.admin import KONG_VERSION, AdminApi
 from fastkong.control.httpserver import Request, Response
@@ -60,7 +60,6 @@ WATCH_INTERVAL = 0.5
 FULL_CHECK_EVERY = 20  # watch ticks between two content hashes of an unchanged-looking file
 POSTED_CONFIG = "posted-config"
 NO_CONFIG = "no configuration available (configuration hash is not initialized)"
-EMPTY_CONFIG = "no configuration available (empty configuration present)"
 #: ``server`` of Kong's ``GET /status`` (kong.nginx.get_statistics()).
 SERVER_COUNTERS = (
     "connections_active",
@@ -316,8 +315,6 @@ class Supervisor:
                 return Response.json(503, {"message": "draining"})
             if self.config.hash is None:
                 return Response.json(503, {"message": NO_CONFIG})
-            if self.config.hash == EMPTY_CONFIG_HASH:
-                return Response.json(503, {"message": EMPTY_CONFIG})
             if not self.workers_in_step():
                 reports = read_reports(self.state_dir).values()
                 done = sum(h == self.config.hash for h in reports)

@@ -35,20 +35,21 @@ def test_ready_waits_for_every_worker(tmp_path: Path) -> None:
     supervisor.health_file.unlink(missing_ok=True)
 
 
-def test_an_empty_config_is_not_ready(tmp_path: Path) -> None:
-    """Kong's ``is_dbless_ready``: the all-zero hash of an empty config answers 503."""
+def test_an_empty_config_that_was_loaded_is_ready(tmp_path: Path) -> None:
+    """Kong answers 503 "empty configuration present" for the all-zero hash; fastkong answers
+    200 once every worker serves it: the operator gave that config (the shipped ConfigMap is
+    one, as is what the controller writes for a cluster without Ingresses), and a DaemonSet
+    whose pods never turn ready blocks every rollout. No config at all is still 503."""
     supervisor = Supervisor(Options(config_path=None, workers=1, prefix=tmp_path))
-    write_report(tmp_path, os.getpid(), "0" * 32)
-    supervisor.config.hash = "0" * 32
     try:
         request = Request("GET", "/status/ready", {}, {})
         response = asyncio.run(supervisor.handle_status(request))
         assert response.status == 503
         assert json.loads(response.body) == {
-            "message": "no configuration available (empty configuration present)"
+            "message": "no configuration available (configuration hash is not initialized)"
         }
-        supervisor.config.hash = "a" * 32
-        write_report(tmp_path, os.getpid(), "a" * 32)
+        write_report(tmp_path, os.getpid(), "0" * 32)
+        supervisor.config.hash = "0" * 32
         assert asyncio.run(supervisor.handle_status(request)).status == 200
     finally:
         supervisor.loader.shutdown()
