@@ -116,6 +116,27 @@ def translate(
     return TranslationResult(config, sorted(set(problems)))
 
 
+def service_record(kong_name: str, host: str, port: int, root_path: bool) -> dict[str, Any]:
+    """A Kong service as KIC writes one for a Service port: its defaults, and path ``/`` unless
+    it serves an Ingress's default backend (KIC's translateIngressDefaultBackendService)."""
+    record: dict[str, Any] = {
+        "id": naming.entity_id("services", kong_name),
+        "name": kong_name,
+        "host": host,
+        "port": port,
+        "protocol": "http",
+        "connect_timeout": DEFAULT_TIMEOUT,
+        "read_timeout": DEFAULT_TIMEOUT,
+        "write_timeout": DEFAULT_TIMEOUT,
+        "retries": DEFAULT_RETRIES,
+        "routes": [],
+        "plugins": [],
+    }
+    if root_path:
+        record["path"] = "/"
+    return record
+
+
 class _Translation:
     def __init__(self, index: Index, classes: set[str]) -> None:
         self.index = index
@@ -231,24 +252,8 @@ class _Translation:
     ) -> None:
         ns, name, ref = o.namespace(service), o.name(service), ObjectRef.of(service)
         host = naming.upstream_name(ns, name, port_key)
-        record = self.note(
-            {
-                "id": naming.entity_id("services", kong_name),
-                "name": kong_name,
-                "host": host,
-                "port": port.get("port", 80),
-                "protocol": "http",
-                "path": "/",
-                "connect_timeout": DEFAULT_TIMEOUT,
-                "read_timeout": DEFAULT_TIMEOUT,
-                "write_timeout": DEFAULT_TIMEOUT,
-                "retries": DEFAULT_RETRIES,
-                "tags": o.tags(service),
-            },
-            ref,
-        )
-        if not root_path:
-            del record["path"]
+        record = self.note(service_record(kong_name, host, port.get("port", 80), root_path), ref)
+        record["tags"] = o.tags(service)
         upstream = self.note({"name": host, "tags": o.tags(service)}, ref)
         ann.apply_service_annotations(record, upstream, o.anns(service), ref, self.problems)
         if (policy_name := o.anns(service).get(UPSTREAM_POLICY)) is not None:
@@ -259,8 +264,6 @@ class _Translation:
                 )
             else:
                 upstream.update(policy_fields(o.spec(policy)))
-        record["routes"] = []
-        record["plugins"] = []
         upstream_dns = self.params.get("serviceUpstream") is True
         found = targets(self.index, service, port, upstream_dns)
         for target in found:
@@ -276,25 +279,8 @@ class _Translation:
         """The Kong service of a backend whose Service (or port) does not exist: KIC's
         defaults and an upstream with no targets (tagged for the Ingress that names it)."""
         host = naming.upstream_name(ns, backend.service, backend.port)
-        record = self.note(
-            {
-                "id": naming.entity_id("services", kong_name),
-                "name": kong_name,
-                "host": host,
-                "port": 80,  # KIC sets the port from the Service it did not find: its default
-                "protocol": "http",
-                "path": "/",
-                "connect_timeout": DEFAULT_TIMEOUT,
-                "read_timeout": DEFAULT_TIMEOUT,
-                "write_timeout": DEFAULT_TIMEOUT,
-                "retries": DEFAULT_RETRIES,
-                "routes": [],
-                "plugins": [],
-            },
-            ref,
-        )
-        if not root_path:
-            del record["path"]
+        # KIC takes the port from the Service it did not find: the default stays.
+        record = self.note(service_record(kong_name, host, 80, root_path), ref)
         self.services[kong_name] = record
         self.upstreams[host] = self.note({"name": host, "targets": []}, ref)
 
