@@ -30,7 +30,7 @@ from fastkong.plugins.runner import (
     run_log,
     run_response,
 )
-from fastkong.proxy import errors, websocket
+from fastkong.proxy import errors, hop, websocket
 from fastkong.proxy.balancer import Peer, Resolver
 from fastkong.proxy.routing import NO_ROUTE, Decision, decide, strip_port
 from fastkong.proxy.trust import TrustedIps
@@ -53,11 +53,11 @@ log = logging.getLogger("fastkong.proxy")
 SERVER = f"fastkong/{__version__}".encode()
 VIA = b"1.1 " + SERVER
 
-# Request headers that are not copied verbatim: hop-by-hop ones (RFC 9110 7.6.1), the ones the
-# gateway sets itself, and the X-Forwarded-* family (kept only from trusted peers).
-_HOP_BY_HOP = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade"}
-)
+# Request headers that are not copied verbatim: hop-by-hop ones (RFC 9110 7.6.1) plus ``Proxy``
+# (httpoxy; Kong clears it), the ones the gateway sets itself, and the X-Forwarded-* family
+# (kept only from trusted peers). ``Connection`` and ``TE`` are read, then acted on.
+_HOP_BY_HOP = frozenset({b"keep-alive", b"proxy", b"proxy-connection", b"trailer", b"upgrade"})
+_SIGNALS = frozenset({b"connection", b"te"})
 _FORWARDED = frozenset(
     {
         b"x-forwarded-proto",
@@ -71,6 +71,7 @@ _FORWARDED = frozenset(
 _SPECIAL = (
     _HOP_BY_HOP
     | _FORWARDED
+    | _SIGNALS
     | {
         b"host",
         b"transfer-encoding",
@@ -210,6 +211,7 @@ class Gateway:
         chunked = False
         content_length = -1
         forwarded: dict[bytes, bytes] | None = None
+        signals: list[tuple[bytes, bytes]] | None = None
         for name, value in scope["headers"]:
             if name not in _SPECIAL:
                 if name == b"content-length":
@@ -221,15 +223,22 @@ class Gateway:
             elif name == b"host":
                 host_value = value
             elif name == b"x-forwarded-for":
-                xff = xff + b", " + value if xff else value
+                # Kong reads the first X-Forwarded-For (and Via) header, ignores the others.
+                if not xff:
+                    xff = value
             elif name == b"transfer-encoding":
                 chunked = b"chunked" in value.lower()
             elif name == b"via":
-                via = via + b", " + value if via else value
+                if not via:
+                    via = value
+            elif name in _SIGNALS:
+                if signals is None:
+                    signals = []
+                signals.append((name, value))
             elif trusted and name in _FORWARDED:
                 if forwarded is None:
                     forwarded = {}
-                forwarded[name] = value
+                forwarded.setdefault(name, value)
         if content_length < -1 or (content_length >= 0 and chunked):
             # Unparseable Content-Length, or both framings: nginx refuses the request.
             await self.nginx_error(scope, send, 400, request_id, started)
@@ -293,7 +302,9 @@ class Gateway:
             )
             if forwarded is not None and b"x-real-ip" in forwarded:
                 # Kong's real_ip_header (X-Real-IP) from a trusted peer names the client.
-                ctx.forwarded_ip = forwarded[b"x-real-ip"].decode("latin-1").strip()
+                real = hop.real_ip(forwarded)
+                if real is not None:
+                    ctx.forwarded_ip = real.decode("latin-1")
             try:
                 stop = await run_access(ctx, plan.plugins, runtime.plugins)
             except BodyTooLarge:
@@ -331,9 +342,13 @@ class Gateway:
             target = target + b"?" + query
         method_b = method.encode()
 
-        # The forwarding headers Kong sets (kong.md 2.5).
+        if signals is not None:
+            lines = hop.request_signals(lines, signals)
+        # The forwarding headers Kong sets (kong.md 2.5). nginx's $remote_addr (X-Real-IP, and
+        # X-Forwarded-For when the client sent none) is a trusted peer's valid X-Real-IP.
         client_b = client_ip.encode()
         fwd = forwarded or {}
+        real_b = client_b if forwarded is None else hop.real_ip(forwarded) or client_b
         prefix = b""
         if plan.strip_path and match.matched_len and match.path is not None:
             stripped = path[: match.matched_len]
@@ -343,7 +358,7 @@ class Gateway:
             b"".join(
                 (
                     b"x-forwarded-for: ",
-                    xff + b", " + client_b if xff else client_b,
+                    xff + b", " + client_b if xff else real_b,
                     b"\r\nx-forwarded-proto: ",
                     fwd.get(b"x-forwarded-proto") or scheme.encode(),
                     b"\r\nx-forwarded-host: ",
@@ -353,12 +368,12 @@ class Gateway:
                     b"\r\nx-forwarded-path: ",
                     fwd.get(b"x-forwarded-path") or raw_path,
                     b"\r\nx-real-ip: ",
-                    fwd.get(b"x-real-ip") or client_b,
+                    real_b,
                     b"\r\nx-kong-request-id: ",
                     request_id.encode(),
                     b"\r\nvia: ",
                     via + b", " + VIA if via else VIA,
-                    b"\r\n",
+                    b"\r\nconnection: keep-alive\r\n",
                 )
             )
         )

@@ -1,0 +1,54 @@
+"""The rare-path request header rules of Kong's access phase (``kong/runloop/handler.lua``).
+
+Kept out of the per-request loop in :mod:`fastkong.proxy.app`: these run only when the client
+sent a ``Connection`` or ``TE`` header, or a trusted peer sent ``X-Real-IP``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+# A Connection header of just one of these names no other header: nothing more to clear.
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"upgrade"})
+
+
+def _tokens(value: bytes) -> list[bytes]:
+    return [token for token in (part.strip() for part in value.split(b",")) if token]
+
+
+def request_signals(lines: list[bytes], signals: list[tuple[bytes, bytes]]) -> list[bytes]:
+    """Apply the client's ``Connection`` and ``TE`` headers (the first of each) to ``lines``.
+
+    As Kong: the headers a ``Connection`` header names are not forwarded, and ``TE: trailers``
+    goes upstream only when the client's ``TE`` lists ``trailers``.
+    """
+    connection: bytes | None = None
+    te: bytes | None = None
+    for name, value in signals:
+        if name == b"te":
+            if te is None:
+                te = value
+        elif connection is None:
+            connection = value
+    if connection is not None and connection not in _PLAIN_CONNECTION:
+        drop = {token.lower() for token in _tokens(connection)}
+        drop.discard(b"upgrade")
+        if drop:
+            lines = [line for line in lines if line.partition(b":")[0].lower() not in drop]
+    if te is not None and b"trailers" in _tokens(te):
+        lines.append(b"te: trailers\r\n")
+    return lines
+
+
+def real_ip(forwarded: dict[bytes, bytes]) -> bytes | None:
+    """A trusted peer's ``X-Real-IP`` when it is an address (nginx's realip module ignores
+    anything else), else None."""
+    value = forwarded.get(b"x-real-ip")
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        ipaddress.ip_address(value.decode("latin-1"))
+    except ValueError:
+        return None
+    return value

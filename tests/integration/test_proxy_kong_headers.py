@@ -1,0 +1,213 @@
+"""Headers on the way up and down, against Kong's runloop (``kong/runloop/handler.lua``) and its
+spec ``spec/02-integration/05-proxy/03-upstream_headers_spec.lua``: a real ``fastkong start``
+in front of the echo upstream and of a peer whose response head the test writes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.helpers import Echo, Gateway, LoopServer, free_port
+
+pytestmark = pytest.mark.integration
+
+CONFIG = """
+_format_version: "3.0"
+services:
+- name: echo
+  url: http://127.0.0.1:{echo}
+  routes:
+  - name: echo
+    paths: ["/echo"]
+- name: raw
+  url: http://127.0.0.1:{raw}
+  routes:
+  - name: raw
+    paths: ["/raw"]
+- name: dead
+  url: http://127.0.0.1:{dead}
+  retries: 0
+  routes:
+  - name: dead
+    paths: ["/dead"]
+"""
+
+#: What the raw peer answers: hop-by-hop and nginx-hidden headers around end-to-end ones.
+RAW_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\n"
+    b"Content-Length: 2\r\n"
+    b"Connection: keep-alive, X-Hop\r\n"
+    b"X-Hop: gone\r\n"
+    b"X-Kept: here\r\n"
+    b"Via: 1.1 edge, 1.0 inner\r\n"
+    b"Via: 1.1 third\r\n"
+    b"X-Accel-Buffering: no\r\n"
+    b"X-Pad: avoid browser bug\r\n"
+    b"\r\n"
+    b"ok"
+)
+
+
+class RawPeer(LoopServer):
+    """Answers every request with :data:`RAW_RESPONSE` on a kept-alive connection."""
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(RAW_RESPONSE)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+
+@pytest.fixture(scope="module")
+def raw_peer() -> Iterator[RawPeer]:
+    peer = RawPeer().start()
+    yield peer
+    peer.stop()
+
+
+def _config(echo: Echo, raw_peer: RawPeer) -> str:
+    return CONFIG.format(echo=echo.port, raw=raw_peer.port, dead=free_port())
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory, echo: Echo, raw_peer: RawPeer
+) -> Iterator[Gateway]:
+    gw = Gateway(tmp_path_factory.mktemp("kong-headers"), _config(echo, raw_peer)).start()
+    yield gw
+    assert gw.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def trusting(
+    tmp_path_factory: pytest.TempPathFactory, echo: Echo, raw_peer: RawPeer
+) -> Iterator[Gateway]:
+    config = _config(echo, raw_peer)
+    gw = Gateway(tmp_path_factory.mktemp("kong-trust"), config, 1, "--trusted-ips", "127.0.0.1")
+    gw.start()
+    yield gw
+    assert gw.stop() == 0
+
+
+def raw_request(gateway: Gateway, head: bytes) -> bytes:
+    """Send ``head`` as is (repeated headers kept apart) and return the whole response."""
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(head)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+def upstream_headers_raw(gateway: Gateway, lines: list[bytes]) -> dict[str, list[str]]:
+    head = b"GET /echo/x HTTP/1.1\r\nHost: kong.test\r\nConnection: close\r\n"
+    response = raw_request(gateway, head + b"".join(x + b"\r\n" for x in lines) + b"\r\n")
+    body = response.partition(b"\r\n\r\n")[2]
+    found: dict[str, list[str]] = {}
+    for name, value in json.loads(body)["headers"]:
+        found.setdefault(name, []).append(value)
+    return found
+
+
+def upstream_headers(gateway: Gateway, headers: dict[str, str]) -> dict[str, list[str]]:
+    r = httpx.get(gateway.url("/echo/x"), headers=headers)
+    assert r.status_code == 200
+    found: dict[str, list[str]] = {}
+    for name, value in r.json()["headers"]:
+        found.setdefault(name, []).append(value)
+    return found
+
+
+# -- request side -------------------------------------------------------------------------------
+
+
+def test_hop_by_hop_request_headers_as_kong_spec(gateway: Gateway) -> None:
+    # 03-upstream_headers_spec.lua "are removed from request".
+    h = upstream_headers(
+        gateway,
+        {
+            "Connection": "X-Foo, X-Bar",
+            "Keep-Alive": "timeout=5, max=1000",
+            "Proxy": "Remove-Me",
+            "Proxy-Connection": "close",
+            "Proxy-Authenticate": "Basic",
+            "Proxy-Authorization": "Basic YWxhZGRpbjpvcGVuc2VzYW1l",
+            "TE": "trailers, deflate;q=0.5",
+            "X-Foo": "Remove-Me",
+            "X-Bar": "Remove-Me",
+            "X-Foo-Bar": "Keep-Me",
+            "Close": "Keep-Me",
+        },
+    )
+    for gone in ("keep-alive", "proxy", "proxy-connection", "upgrade", "x-foo", "x-bar"):
+        assert gone not in h, gone
+    assert h["proxy-authenticate"] == ["Basic"]
+    assert h["proxy-authorization"] == ["Basic YWxhZGRpbjpvcGVuc2VzYW1l"]
+    assert h["te"] == ["trailers"]
+    assert h["x-foo-bar"] == ["Keep-Me"]
+    assert h["close"] == ["Keep-Me"]
+    # Kong's proxy_set_header Connection $upstream_connection: always keep-alive (no upgrade).
+    assert h["connection"] == ["keep-alive"]
+
+
+def test_te_without_trailers_is_not_forwarded(gateway: Gateway) -> None:
+    h = upstream_headers(gateway, {"TE": "deflate;q=0.5"})
+    assert "te" not in h
+
+
+def test_connection_tokens_do_not_clear_the_gateways_own_headers(gateway: Gateway) -> None:
+    # Kong clears the client's copies; the X-Forwarded-For it sets is its own variable.
+    h = upstream_headers(gateway, {"Connection": "X-Forwarded-For, Via", "X-Other": "1"})
+    assert h["x-forwarded-for"] == ["127.0.0.1"]
+    assert h["via"][0].startswith("1.1 fastkong/")
+    assert h["x-other"] == ["1"]
+
+
+def test_first_x_forwarded_for_and_via_headers_only(gateway: Gateway) -> None:
+    # Kong reads request headers through kong.tools.http.get_header: the first of repeated ones.
+    h = upstream_headers_raw(
+        gateway,
+        [
+            b"X-Forwarded-For: 203.0.113.1",
+            b"X-Forwarded-For: 203.0.113.2",
+            b"Via: 1.1 first",
+            b"Via: 1.1 second",
+        ],
+    )
+    assert h["x-forwarded-for"] == ["203.0.113.1, 127.0.0.1"]
+    assert len(h["via"]) == 1 and h["via"][0].startswith("1.1 first, 1.1 fastkong/")
+
+
+def test_trusted_first_forwarded_header_wins(trusting: Gateway) -> None:
+    h = upstream_headers_raw(
+        trusting,
+        [b"X-Forwarded-Proto: https", b"X-Forwarded-Proto: http", b"X-Forwarded-Host: a.test"],
+    )
+    assert h["x-forwarded-proto"] == ["https"]
+    assert h["x-forwarded-host"] == ["a.test"]
+
+
+def test_trusted_real_ip_is_remote_addr(trusting: Gateway) -> None:
+    # nginx's realip module makes a trusted peer's X-Real-IP the $remote_addr, which Kong sends
+    # as X-Real-IP and, when the client sent no X-Forwarded-For, as X-Forwarded-For.
+    h = upstream_headers(trusting, {"X-Real-IP": "10.0.0.2"})
+    assert h["x-real-ip"] == ["10.0.0.2"]
+    assert h["x-forwarded-for"] == ["10.0.0.2"]
+    # With an X-Forwarded-For, the connecting peer is appended ($realip_remote_addr).
+    h = upstream_headers(trusting, {"X-Real-IP": "10.0.0.2", "X-Forwarded-For": "10.0.0.9"})
+    assert h["x-forwarded-for"] == ["10.0.0.9, 127.0.0.1"]
+    assert h["x-real-ip"] == ["10.0.0.2"]
+
+
+def test_trusted_real_ip_that_is_no_address_is_ignored(trusting: Gateway) -> None:
+    h = upstream_headers(trusting, {"X-Real-IP": "not-an-ip"})
+    assert h["x-real-ip"] == ["127.0.0.1"]
+    assert h["x-forwarded-for"] == ["127.0.0.1"]
