@@ -19,7 +19,6 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from fastkong import __version__
 from fastkong.plugins.base import Exit, Plugin, kong_error
 from fastkong.plugins.context import BodyTooLarge, RequestContext
 from fastkong.plugins.runner import (
@@ -35,6 +34,8 @@ from fastkong.proxy.balancer import Peer, Resolver
 from fastkong.proxy.routing import NO_ROUTE, Decision, decide, strip_port
 from fastkong.proxy.trust import TrustedIps
 from fastkong.proxy.upstream import (
+    SERVER,
+    VIA,
     ConnectionPool,
     UpstreamConnection,
     UpstreamError,
@@ -50,8 +51,6 @@ Send = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger("fastkong.proxy")
 
-SERVER = f"fastkong/{__version__}".encode()
-VIA = b"1.1 " + SERVER
 
 # Request headers that are not copied verbatim: hop-by-hop ones (RFC 9110 7.6.1) plus ``Proxy``
 # (httpoxy; Kong clears it), the ones the gateway sets itself, and the X-Forwarded-* family
@@ -565,7 +564,8 @@ class Gateway:
         if not conn.has_server:
             # nginx (so Kong) names itself when the upstream does not; Granian would say its own.
             response_headers.append((b"server", SERVER))
-        response_headers.append((b"via", VIA))
+        # Kong appends its token to the upstream's Via, in one header.
+        response_headers.append((b"via", conn.via_header))
         response_headers.append(
             (b"x-kong-upstream-latency", b"%d" % ((now - upstream_started) * 1000))
         )

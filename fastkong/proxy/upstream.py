@@ -30,6 +30,11 @@ from typing import Any, cast
 
 import httptools
 
+from fastkong import __version__
+
+#: The gateway's product token (``Server``) and its ``Via`` token (Kong's ``1.1 kong/<version>``).
+SERVER = f"fastkong/{__version__}".encode()
+VIA = b"1.1 " + SERVER
 _SEND_TIMEOUT = "timeout while sending to upstream"
 _READ_TIMEOUT = "timeout while reading from upstream"
 HIGH_WATER = 256 * 1024
@@ -53,11 +58,27 @@ RESPONSE_HOP_BY_HOP = frozenset(
         b"upgrade",
     }
 )
+#: Response headers nginx's proxy module hides by default (Kong passes only Server and Date
+#: through): never forwarded to the client either.
+NGINX_HIDDEN = frozenset(
+    {
+        b"x-pad",
+        b"x-accel-expires",
+        b"x-accel-redirect",
+        b"x-accel-limit-rate",
+        b"x-accel-buffering",
+        b"x-accel-charset",
+    }
+)
+_DROPPED = RESPONSE_HOP_BY_HOP | NGINX_HIDDEN
 #: A response with neither of these has a body that ends when the connection does.
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
-# Only names of these lengths can be one of the above or ``server``: one len() spares a
-# lower() for most headers (content-type is 12 long, date 4...).
-_LOOK_LENGTHS = frozenset(len(name) for name in RESPONSE_HOP_BY_HOP | _FRAMING | {b"server"})
+# A Connection header of just one of these names no other header to drop (Kong's header_filter
+# compares the value as sent, then its comma-separated tokens).
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"upgrade"})
+# Only names of these lengths can be one of the above, ``server`` or ``via``: one len() spares
+# a lower() for most headers (content-type is 12 long, date 4...).
+_LOOK_LENGTHS = frozenset(len(name) for name in _DROPPED | _FRAMING | {b"server", b"via"})
 
 
 class UpstreamError(Exception):
@@ -100,6 +121,13 @@ class UpstreamConnection(asyncio.Protocol):
         self.framed = False
         #: Whether the response names its server (else the proxy names itself, as nginx does).
         self.has_server = False
+        #: The Via header for the client: the response's own Via values and the gateway's token.
+        self.via_header = VIA
+        #: The response's Via values and a Connection header naming headers to drop, if any:
+        #: the rare head, dealt with once the head is complete.
+        self.via_parts: list[bytes] = []
+        self.connection: bytes | None = None
+        self.rare = False
         self.chunks: deque[bytes] = deque()
         self.buffered = 0
         self.complete = False
@@ -167,11 +195,20 @@ class UpstreamConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if len(name) in _LOOK_LENGTHS:
             lower = name.lower()
-            if lower in _FRAMING:
+            if lower in _DROPPED:
+                if lower == b"transfer-encoding":
+                    self.framed = True
+                elif lower == b"connection" and value not in _PLAIN_CONNECTION:
+                    self.connection = value
+                    self.rare = True
+                return
+            if lower == b"content-length":
                 self.framed = True
             elif lower == b"server":
                 self.has_server = True
-            if lower in RESPONSE_HOP_BY_HOP:
+            elif lower == b"via":
+                self.via_parts.append(value)
+                self.rare = True
                 return
         self.headers.append((name, value))
 
@@ -182,7 +219,13 @@ class UpstreamConnection(asyncio.Protocol):
             self.headers = []
             self.framed = False
             self.has_server = False
+            if self.rare:
+                self.via_parts.clear()
+                self.connection = None
+                self.rare = False
             return
+        if self.rare:
+            self._rare_head()
         self.status = status
         self.keep_alive = self.parser.should_keep_alive()
         self.head_done = True
@@ -194,6 +237,24 @@ class UpstreamConnection(asyncio.Protocol):
         elif status != 204 and status != 304:
             self.until_eof = not self.framed
         self._wake()
+
+    def _rare_head(self) -> None:
+        """Kong's header_filter: the headers the upstream's Connection header names end here,
+        and the gateway's Via token joins the upstream's Via values in one header."""
+        self.rare = False
+        if self.via_parts:
+            self.via_header = b", ".join((*self.via_parts, VIA))
+            self.via_parts.clear()
+        connection = self.connection
+        if connection is not None:
+            self.connection = None
+            names = {token.strip().lower() for token in connection.split(b",")}
+            names -= _PLAIN_CONNECTION
+            names.discard(b"")
+            if names:
+                self.headers = [h for h in self.headers if h[0].lower() not in names]
+                if b"server" in names:
+                    self.has_server = False  # Kong then names itself
 
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
@@ -246,6 +307,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.headers = []
         self.framed = False
         self.has_server = False
+        self.via_header = VIA
         self.chunks.clear()
         self.buffered = 0
         self.complete = False

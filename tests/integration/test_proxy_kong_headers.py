@@ -211,3 +211,30 @@ def test_trusted_real_ip_that_is_no_address_is_ignored(trusting: Gateway) -> Non
     h = upstream_headers(trusting, {"X-Real-IP": "not-an-ip"})
     assert h["x-real-ip"] == ["127.0.0.1"]
     assert h["x-forwarded-for"] == ["127.0.0.1"]
+
+
+# -- response side ------------------------------------------------------------------------------
+
+
+def test_response_via_is_the_upstreams_plus_ours_in_one_header(gateway: Gateway) -> None:
+    # handler.lua header_filter: Via = $upstream_http_via .. ", " .. "1.1 <server token>".
+    r = httpx.get(gateway.url("/raw"))
+    assert r.status_code == 200 and r.content == b"ok"
+    vias = r.headers.get_list("via")
+    assert len(vias) == 1
+    head, _, token = vias[0].rpartition(", ")
+    assert head == "1.1 edge, 1.0 inner, 1.1 third"
+    assert token.startswith("1.1 fastkong/")
+
+
+def test_response_connection_listed_and_nginx_hidden_headers_are_dropped(
+    gateway: Gateway,
+) -> None:
+    r = httpx.get(gateway.url("/raw"))
+    assert r.status_code == 200
+    assert "x-hop" not in r.headers
+    assert r.headers["x-kept"] == "here"
+    assert "x-accel-buffering" not in r.headers
+    assert "x-pad" not in r.headers
+    # The kept-alive upstream connection still serves the next request.
+    assert httpx.get(gateway.url("/raw")).headers["x-kept"] == "here"

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from fastkong.proxy.upstream import (
     RESPONSE_HOP_BY_HOP,
+    VIA,
     ConnectionPool,
     UpstreamConnection,
     UpstreamTimeout,
@@ -237,3 +238,34 @@ def test_a_server_header_is_noted_in_any_case_and_forgotten_per_response(
     conn.start(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", no_body=False)
     conn.data_received(b"HTTP/1.1 200 OK\r\nX-Server: no\r\nContent-Length: 0\r\n\r\n")
     assert not conn.has_server
+
+
+def test_upstream_via_values_join_the_gateways_token_per_response(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    conn = _conn(loop)
+    conn.data_received(b"HTTP/1.1 100 Continue\r\nVia: 1.1 interim\r\n\r\n")
+    conn.data_received(
+        b"HTTP/1.1 200 OK\r\nVIA: 1.1 a\r\nContent-Length: 0\r\nvia: 1.0 b, 2 c\r\n\r\n"
+    )
+    assert conn.via_header == b"1.1 a, 1.0 b, 2 c, " + VIA
+    assert conn.headers == [(b"Content-Length", b"0")]
+    conn.start(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", no_body=False)
+    conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    assert conn.via_header == VIA
+
+
+def test_headers_the_connection_header_names_and_nginx_hidden_ones_are_dropped(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    conn = _conn(loop)
+    conn.data_received(
+        b"HTTP/1.1 200 OK\r\nServer: up\r\nX-Gone: 1\r\nConnection: Keep-Alive, x-gone ,Server\r\n"
+        b"X-Accel-Redirect: /internal\r\nX-Pad: x\r\nX-Kept: 1\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert conn.headers == [(b"X-Kept", b"1"), (b"Content-Length", b"0")]
+    assert not conn.has_server  # Kong names itself when the upstream's Server was dropped
+    assert conn.keep_alive
+    conn.start(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", no_body=False)
+    conn.data_received(b"HTTP/1.1 200 OK\r\nX-Gone: 2\r\nContent-Length: 0\r\n\r\n")
+    assert conn.headers == [(b"X-Gone", b"2"), (b"Content-Length", b"0")]
