@@ -546,8 +546,18 @@ class Gateway:
                     break  # nginx never resends a non-idempotent request that reached a peer
 
         if conn is None:
+            # Kong's error page after a failed proxy attempt: the request counts as proxied,
+            # so it carries the upstream and proxy latencies and Via, not a response latency.
             status = error.status if error is not None else 502
-            await self.nginx_error(scope, send, status, request_id, started, ctx)
+            latencies = [
+                (b"via", VIA),
+                (
+                    b"x-kong-upstream-latency",
+                    b"%d" % ((time.monotonic() - upstream_started) * 1000),
+                ),
+                (b"x-kong-proxy-latency", b"%d" % ((upstream_started - started) * 1000)),
+            ]
+            await self.nginx_error(scope, send, status, request_id, None, ctx, latencies)
             return
 
         now = time.monotonic()
@@ -630,14 +640,15 @@ class Gateway:
         send: Send,
         status: int,
         request_id: str,
-        started: float,
+        started: float | None,
         ctx: RequestContext | None = None,
+        extra: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         """nginx's error page path (400, 502, 504, ...)."""
         ctype, body = errors.for_nginx_error(
             status, _header(scope, b"accept"), _header(scope, b"content-type"), request_id
         )
-        await self.respond(send, status, ctype, body, request_id, started, ctx=ctx)
+        await self.respond(send, status, ctype, body, request_id, started, extra, ctx)
 
     async def plugin_exit(self, scope: Scope, send: Send, ctx: RequestContext, stop: Exit) -> None:
         """Answer with a plugin's :class:`Exit`; the response and log phases still run."""

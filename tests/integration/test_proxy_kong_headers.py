@@ -238,3 +238,21 @@ def test_response_connection_listed_and_nginx_hidden_headers_are_dropped(
     assert "x-pad" not in r.headers
     # The kept-alive upstream connection still serves the next request.
     assert httpx.get(gateway.url("/raw")).headers["x-kept"] == "here"
+
+
+def test_502_after_a_failed_proxy_attempt_has_proxied_latency_headers(gateway: Gateway) -> None:
+    # 14-server_tokens_spec.lua "should be returned with 502 errors (error_page executing)".
+    r = httpx.get(gateway.url("/dead/x"))
+    assert r.status_code == 502
+    assert int(r.headers["x-kong-upstream-latency"]) >= 0
+    assert int(r.headers["x-kong-proxy-latency"]) >= 0
+    assert "x-kong-response-latency" not in r.headers
+    assert r.headers["via"].startswith("1.1 fastkong/")
+    assert r.headers["server"].startswith("fastkong/")
+
+
+def test_404_is_not_proxied_and_has_a_response_latency(gateway: Gateway) -> None:
+    r = httpx.get(gateway.url("/nowhere"))
+    assert r.status_code == 404
+    assert int(r.headers["x-kong-response-latency"]) >= 0
+    assert "x-kong-upstream-latency" not in r.headers and "via" not in r.headers
