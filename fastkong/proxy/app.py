@@ -346,37 +346,50 @@ class Gateway:
         # The forwarding headers Kong sets (kong.md 2.5). nginx's $remote_addr (X-Real-IP, and
         # X-Forwarded-For when the client sent none) is a trusted peer's valid X-Real-IP.
         client_b = client_ip.encode()
-        fwd = forwarded or {}
-        real_b = client_b if forwarded is None else hop.real_ip(forwarded) or client_b
         prefix = b""
         if plan.strip_path and match.matched_len and match.path is not None:
             stripped = path[: match.matched_len]
             if stripped != "/":
                 prefix = stripped.encode("utf-8", "surrogateescape")
+        if forwarded is None:
+            real_b = client_b
+            xf_proto = scheme.encode()
+            xf_host = host.encode("latin-1")
+            xf_port = str(port).encode()
+            xf_path = raw_path
+        else:
+            real_b = hop.real_ip(forwarded) or client_b
+            xf_proto = forwarded.get(b"x-forwarded-proto") or scheme.encode()
+            xf_host = forwarded.get(b"x-forwarded-host") or host.encode("latin-1")
+            xf_port = forwarded.get(b"x-forwarded-port") or str(port).encode()
+            xf_path = forwarded.get(b"x-forwarded-path") or raw_path
+            prefix = forwarded.get(b"x-forwarded-prefix") or prefix
+        # Kong names the client's HTTP version in the Via it sends up (1.1, 2; "1" for 1.0).
+        version = scope["http_version"]
+        via_token = VIA if version == "1.1" else hop.inbound_via(version, SERVER)
         lines.append(
             b"".join(
                 (
                     b"x-forwarded-for: ",
                     xff + b", " + client_b if xff else real_b,
                     b"\r\nx-forwarded-proto: ",
-                    fwd.get(b"x-forwarded-proto") or scheme.encode(),
+                    xf_proto,
                     b"\r\nx-forwarded-host: ",
-                    fwd.get(b"x-forwarded-host") or host.encode("latin-1"),
+                    xf_host,
                     b"\r\nx-forwarded-port: ",
-                    fwd.get(b"x-forwarded-port") or str(port).encode(),
+                    xf_port,
                     b"\r\nx-forwarded-path: ",
-                    fwd.get(b"x-forwarded-path") or raw_path,
+                    xf_path,
                     b"\r\nx-real-ip: ",
                     real_b,
                     b"\r\nx-kong-request-id: ",
                     request_id.encode(),
                     b"\r\nvia: ",
-                    via + b", " + VIA if via else VIA,
+                    via + b", " + via_token if via else via_token,
                     b"\r\nconnection: keep-alive\r\n",
                 )
             )
         )
-        prefix = fwd.get(b"x-forwarded-prefix") or prefix
         if prefix:
             lines.append(b"x-forwarded-prefix: " + prefix + b"\r\n")
         if chunked:

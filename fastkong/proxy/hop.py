@@ -40,6 +40,13 @@ def request_signals(lines: list[bytes], signals: list[tuple[bytes, bytes]]) -> l
     return lines
 
 
+def inbound_via(http_version: str, server: bytes) -> bytes:
+    """The Via token for a request that is not HTTP/1.1: Kong writes the version as LuaJIT
+    prints ``ngx.req.http_version()`` (2.0 as "2", 1.0 as "1")."""
+    version = http_version.removesuffix(".0") or "1"
+    return version.encode("latin-1") + b" " + server
+
+
 def real_ip(forwarded: dict[bytes, bytes]) -> bytes | None:
     """A trusted peer's ``X-Real-IP`` when it is an address (nginx's realip module ignores
     anything else), else None."""

@@ -256,3 +256,19 @@ def test_404_is_not_proxied_and_has_a_response_latency(gateway: Gateway) -> None
     assert r.status_code == 404
     assert int(r.headers["x-kong-response-latency"]) >= 0
     assert "x-kong-upstream-latency" not in r.headers and "via" not in r.headers
+
+
+def test_via_sent_up_names_the_clients_http_version(gateway: Gateway) -> None:
+    # 35-via_spec.lua: "1.1 dev, 2 <tokens>" for an HTTP/2 client; Kong prints the version as
+    # LuaJIT prints ngx.req.http_version() (2.0 -> "2", 1.0 -> "1").
+    with httpx.Client(http1=False, http2=True) as h2:
+        r = h2.get(gateway.url("/echo/x"), headers={"Via": "1.1 dev"})
+    assert r.http_version == "HTTP/2"
+    via = [v for k, v in r.json()["headers"] if k == "via"]
+    assert len(via) == 1 and via[0].startswith("1.1 dev, 2 fastkong/")
+    response = raw_request(gateway, b"GET /echo/x HTTP/1.0\r\nHost: kong.test\r\n\r\n")
+    body = json.loads(response.partition(b"\r\n\r\n")[2])
+    via = [v for k, v in body["headers"] if k == "via"]
+    assert len(via) == 1 and via[0].startswith("1 fastkong/")
+    h = upstream_headers(gateway, {})
+    assert h["via"][0].startswith("1.1 fastkong/")
