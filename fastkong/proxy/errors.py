@@ -5,8 +5,9 @@ Kong has two paths (reference kong.md 3.4):
 * ``kong.response.error`` (no route, plugin 401/403/429, balancer 503) picks the format from
   ``Accept`` with q-values; no ``Accept`` or ``*/*`` gives JSON.
 * nginx's ``error_page`` path (502, 504 and friends) looks at ``Accept``, else ``Content-Type``,
-  else ``error_default_type`` (``text/plain``), and maps the whole header through
-  ``get_mime_type``, which only understands one media type.
+  else ``error_default_type`` (``text/plain``), and negotiates on that header the same way
+  (``kong/error_handlers.lua`` calls ``get_response_type`` since Kong 3.3; before, it mapped
+  the whole header through ``get_mime_type``, which understands one media type only).
 
 Both fill the same templates and carry the request id.
 """
@@ -114,8 +115,9 @@ def for_response_error(accept: str | None, message: str, request_id: str) -> tup
 def for_nginx_error(
     status: int, accept: str | None, content_type: str | None, request_id: str
 ) -> tuple[str, bytes]:
-    """nginx ``error_page`` errors (502, 504, ...): Accept, else Content-Type, else text/plain."""
+    """nginx ``error_page`` errors (502, 504, ...): Accept, else Content-Type, else text/plain,
+    negotiated as ``kong.response.error`` does (q-values, the first best entry wins)."""
     header = accept if accept is not None else content_type
-    ctype = mime_type(header) if header is not None else PLAIN
+    ctype = response_type(header) if header is not None else PLAIN
     message = NGINX_MESSAGES.get(status) or f"The upstream server responded with {status}"
     return ctype, render(ctype, message, request_id)

@@ -55,10 +55,17 @@ def test_nginx_error_falls_back_to_content_type() -> None:
     assert b'"message":"The upstream server is timing out"' in body
 
 
-def test_nginx_error_reads_only_one_media_type() -> None:
-    # get_mime_type does not split on ",": a browser's Accept falls back to JSON, as in Kong.
-    ctype, _ = errors.for_nginx_error(502, "text/html,application/xhtml+xml", None, RID)
-    assert ctype == errors.JSON
+def test_nginx_error_negotiates_accept_as_kong_3_3_and_later() -> None:
+    # kong/error_handlers.lua runs get_response_type on the header: a browser's Accept gets HTML.
+    ctype, body = errors.for_nginx_error(502, "text/html,application/xhtml+xml", None, RID)
+    assert ctype == errors.HTML
+    assert b"<p>An invalid response was received from the upstream server.</p>" in body
+    ctype, _ = errors.for_nginx_error(502, "text/plain;q=0.5, application/xml", None, RID)
+    assert ctype == errors.XML
+    ctype, _ = errors.for_nginx_error(502, None, "text/html; charset=utf-8, x", RID)
+    assert ctype == errors.HTML
+    ctype, _ = errors.for_nginx_error(502, "", None, RID)
+    assert ctype == errors.JSON  # an empty Accept is present: JSON, not the text/plain default
 
 
 def test_unknown_status_message() -> None:
