@@ -326,7 +326,10 @@ class Gateway:
                 chunked = False
         service = plan.service
         if service is None or decision.upstream_path is None:
-            await self.exit_json(send, 503, "no Service found with those values", request_id)
+            # Kong 3.3+: kong.response.error, so negotiated and with the request id.
+            await self.kong_error(scope, send, 503, errors.NO_SERVICE, request_id, started, ctx)
+            if ctx is not None:
+                run_log(ctx)
             return
 
         upstream_path = decision.upstream_path
@@ -676,11 +679,6 @@ class Gateway:
             send, stop.status, ctype, body, ctx.request_id, ctx.started, stop.headers, ctx
         )
         run_log(ctx)
-
-    async def exit_json(self, send: Send, status: int, message: str, request_id: str) -> None:
-        """``kong.response.exit(status, {message = ...})``: plain JSON, no request id."""
-        body = b'{"message":"' + message.encode() + b'"}'
-        await self.respond(send, status, errors.JSON, body, request_id, None)
 
     async def https_required(
         self,

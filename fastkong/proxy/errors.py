@@ -63,6 +63,7 @@ NGINX_MESSAGES = {
 }
 
 NO_ROUTE = "no Route matched with those values"
+NO_SERVICE = "no Service found with those values"
 NO_PEER = "failure to get a peer from the ring-balancer"
 NAME_RESOLUTION_FAILED = "name resolution failed"
 

@@ -234,7 +234,13 @@ def test_no_route_is_kongs_404(client: httpx.Client) -> None:
 def test_route_without_service_is_503(client: httpx.Client) -> None:
     r = client.get("/orphan")
     assert r.status_code == 503
-    assert r.json() == {"message": "no Service found with those values"}
+    # Kong 3.3+ (init.lua access.after): kong.response.error, with the request id.
+    rid = r.headers["x-kong-request-id"]
+    assert r.json() == {"message": "no Service found with those values", "request_id": rid}
+    assert int(r.headers["x-kong-response-latency"]) >= 0
+    html = client.get("/orphan", headers={"Accept": "text/html"})
+    assert html.headers["content-type"] == "text/html; charset=utf-8"
+    assert "<p>no Service found with those values.</p>" in html.text
 
 
 def test_dead_upstream_is_502_with_negotiated_body(gateway: Gateway) -> None:
