@@ -279,7 +279,7 @@ class Gateway:
             if forwarded is not None and b"x-forwarded-host" in forwarded:
                 redirect_host = forwarded[b"x-forwarded-host"].decode("latin-1")
             else:
-                redirect_host = strip_port(host_text)
+                redirect_host = host  # nginx's $host: lowercased, the port cut off
             await self.https_required(
                 scope, send, plan, redirect_host, raw_path, request_id, started
             )

@@ -272,3 +272,27 @@ def test_via_sent_up_names_the_clients_http_version(gateway: Gateway) -> None:
     assert len(via) == 1 and via[0].startswith("1 fastkong/")
     h = upstream_headers(gateway, {})
     assert h["via"][0].startswith("1.1 fastkong/")
+
+
+def test_https_redirect_location_uses_nginx_host(tmp_path_factory: pytest.TempPathFactory) -> None:
+    # handler.lua: Location = "https://" .. forwarded_host .. request_uri, where forwarded_host is
+    # ctx.host ($host: lowercased, no port) unless a trusted peer sent X-Forwarded-Host.
+    config = """
+_format_version: "3.0"
+services:
+- name: s
+  url: http://127.0.0.1:9
+  routes:
+  - name: r
+    paths: ["/redirect"]
+    protocols: ["https"]
+    https_redirect_status_code: 308
+"""
+    gw = Gateway(tmp_path_factory.mktemp("kong-redirect"), config).start()
+    try:
+        r = httpx.get(gw.url("/redirect/a?b=1"), headers={"Host": "Shop.Example.COM:8000"})
+        assert r.status_code == 308
+        assert r.headers["location"] == "https://shop.example.com/redirect/a?b=1"
+        assert r.content == b""
+    finally:
+        assert gw.stop() == 0
