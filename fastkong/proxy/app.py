@@ -53,9 +53,12 @@ log = logging.getLogger("fastkong.proxy")
 
 
 # Request headers that are not copied verbatim: hop-by-hop ones (RFC 9110 7.6.1) plus ``Proxy``
-# (httpoxy; Kong clears it), the ones the gateway sets itself, and the X-Forwarded-* family
-# (kept only from trusted peers). ``Connection`` and ``TE`` are read, then acted on.
-_HOP_BY_HOP = frozenset({b"keep-alive", b"proxy", b"proxy-connection", b"trailer", b"upgrade"})
+# (httpoxy; Kong clears it) and ``Expect`` (nginx's proxy module never sends it: the client was
+# answered 100 Continue at the gateway), the ones the gateway sets itself, and the X-Forwarded-*
+# family (kept only from trusted peers). ``Connection`` and ``TE`` are read, then acted on.
+_HOP_BY_HOP = frozenset(
+    {b"expect", b"keep-alive", b"proxy", b"proxy-connection", b"trailer", b"upgrade"}
+)
 _SIGNALS = frozenset({b"connection", b"te"})
 _FORWARDED = frozenset(
     {

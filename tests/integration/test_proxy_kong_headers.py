@@ -296,3 +296,19 @@ services:
         assert r.content == b""
     finally:
         assert gw.stop() == 0
+
+
+def test_expect_is_not_sent_upstream(gateway: Gateway) -> None:
+    # nginx's proxy module sets Expect to "" (ngx_http_proxy_headers): the upstream never sees it.
+    head = (
+        b"POST /echo/x HTTP/1.1\r\nHost: kong.test\r\nConnection: close\r\n"
+        b"Expect: 100-continue\r\nContent-Length: 5\r\n\r\nhello"
+    )
+    data = raw_request(gateway, head)
+    if data.startswith(b"HTTP/1.1 100"):
+        data = data.partition(b"\r\n\r\n")[2]
+    assert data.startswith(b"HTTP/1.1 200")
+    body = json.loads(data.partition(b"\r\n\r\n")[2])
+    names = [name for name, _ in body["headers"]]
+    assert "expect" not in names
+    assert body["body_length"] == 5
