@@ -31,6 +31,7 @@ from fastkong.plugins.runner import (
 )
 from fastkong.proxy import errors, hop, websocket
 from fastkong.proxy.balancer import Peer, Resolver
+from fastkong.proxy.body import frame_body, read_small_body, stream_body
 from fastkong.proxy.routing import NO_ROUTE, Decision, decide, strip_port
 from fastkong.proxy.trust import TrustedIps
 from fastkong.proxy.upstream import (
@@ -83,9 +84,6 @@ _SPECIAL = (
     }
 )
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
-#: Request bodies up to this size are read whole before the exchange, so a failed try can be
-#: replayed to the next peer; larger ones stream through with bounded memory.
-BUFFER_LIMIT = 1024 * 1024
 
 
 class RequestIds:
@@ -407,7 +405,7 @@ class Gateway:
         if ctx is not None and ctx.body_read:
             body = ctx.body
         elif chunked or content_length > 0:
-            body = await _read_small_body(receive, content_length)
+            body = await read_small_body(receive, content_length)
         hash_key: str | None = None
         set_cookie: bytes | None = None
         balancer = service.balancer
@@ -531,10 +529,10 @@ class Gateway:
                         verify=service.tls_verify,
                     )
                 if body is not None:
-                    conn.start(head + _frame(body, chunked) if body else head, no_body)
+                    conn.start(head + frame_body(body, chunked) if body else head, no_body)
                 else:
                     conn.start(head, no_body)
-                    await _stream_body(receive, conn, chunked, service.write_timeout)
+                    await stream_body(receive, conn, chunked, service.write_timeout)
                 await conn.read_head(service.read_timeout)
                 break
             except UpstreamError as exc:
@@ -757,48 +755,6 @@ def _router_headers(scope: Scope, names: frozenset[str]) -> dict[str, list[str]]
         if name in names:
             found.setdefault(name, []).append(value.decode("latin-1").lower())
     return found
-
-
-def _frame(body: bytes, chunked: bool) -> bytes:
-    if not chunked:
-        return body
-    return b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body)
-
-
-async def _read_small_body(receive: Receive, content_length: int) -> bytes | None:
-    """The whole body if it is known to fit in ``BUFFER_LIMIT``; else None (stream it)."""
-    if content_length < 0 or content_length > BUFFER_LIMIT:
-        return None
-    parts = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise ConnectionError("client went away while sending the body")
-        parts.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(parts)
-
-
-async def _stream_body(
-    receive: Receive, conn: UpstreamConnection, chunked: bool, timeout: float
-) -> None:
-    """Copy the client's body to the upstream chunk by chunk, bounded by socket backpressure."""
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise UpstreamError("client went away while sending the body", sent=True)
-        data: bytes = message.get("body", b"")
-        more = message.get("more_body", False)
-        if chunked:
-            frame = (b"%x\r\n%b\r\n" % (len(data), data)) if data else b""
-            if not more:
-                frame += b"0\r\n\r\n"
-            if frame:
-                await conn.write(frame, timeout)
-        elif data:
-            await conn.write(data, timeout)
-        if not more:
-            return
 
 
 __all__ = ["Gateway", "RequestIds", "UpstreamTimeout"]

@@ -1,0 +1,59 @@
+"""Request bodies on their way up: read whole when small (so a failed try can be replayed),
+else streamed chunk by chunk under socket backpressure; chunked framing when the client used it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from fastkong.proxy.upstream import UpstreamConnection, UpstreamError
+
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+
+#: Request bodies up to this size are read whole before the exchange, so a failed try can be
+#: replayed to the next peer; larger ones stream through with bounded memory.
+BUFFER_LIMIT = 1024 * 1024
+
+
+def frame_body(body: bytes, chunked: bool) -> bytes:
+    if not chunked:
+        return body
+    return b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body)
+
+
+async def read_small_body(receive: Receive, content_length: int) -> bytes | None:
+    """The whole body if it is known to fit in ``BUFFER_LIMIT``; else None (stream it)."""
+    if content_length < 0 or content_length > BUFFER_LIMIT:
+        return None
+    parts = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ConnectionError("client went away while sending the body")
+        parts.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+async def stream_body(
+    receive: Receive, conn: UpstreamConnection, chunked: bool, timeout: float
+) -> None:
+    """Copy the client's body to the upstream chunk by chunk, bounded by socket backpressure."""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise UpstreamError("client went away while sending the body", sent=True)
+        data: bytes = message.get("body", b"")
+        more = message.get("more_body", False)
+        if chunked:
+            frame = (b"%x\r\n%b\r\n" % (len(data), data)) if data else b""
+            if not more:
+                frame += b"0\r\n\r\n"
+            if frame:
+                await conn.write(frame, timeout)
+        elif data:
+            await conn.write(data, timeout)
+        if not more:
+            return
