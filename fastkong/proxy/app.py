@@ -31,7 +31,7 @@ from fastkong.plugins.runner import (
 )
 from fastkong.proxy import errors, hop, websocket
 from fastkong.proxy.balancer import Peer, Resolver
-from fastkong.proxy.body import frame_body, read_small_body, stream_body
+from fastkong.proxy.body import buffer_chunked, frame_body, read_small_body, stream_body
 from fastkong.proxy.routing import NO_ROUTE, Decision, decide, strip_port
 from fastkong.proxy.trust import TrustedIps
 from fastkong.proxy.upstream import (
@@ -396,16 +396,23 @@ class Gateway:
         )
         if prefix:
             lines.append(b"x-forwarded-prefix: " + prefix + b"\r\n")
+        body: bytes | None = b""
+        if ctx is not None and ctx.body_read:
+            body = ctx.body
+        elif chunked:
+            if plan.request_buffering:
+                body, receive = await buffer_chunked(receive)
+                if body is not None:
+                    chunked = False
+                    lines.append(b"content-length: %d\r\n" % len(body))
+            else:
+                body = None
+        elif content_length > 0:
+            body = await read_small_body(receive, content_length)
         if chunked:
             lines.append(b"transfer-encoding: chunked\r\n")
         lines.append(b"\r\n")
         headers_block = b"".join(lines)
-
-        body: bytes | None = b""
-        if ctx is not None and ctx.body_read:
-            body = ctx.body
-        elif chunked or content_length > 0:
-            body = await read_small_body(receive, content_length)
         hash_key: str | None = None
         set_cookie: bytes | None = None
         balancer = service.balancer

@@ -57,3 +57,30 @@ async def stream_body(
             await conn.write(data, timeout)
         if not more:
             return
+
+
+async def buffer_chunked(receive: Receive) -> tuple[bytes | None, Receive]:
+    """A chunked body read whole when it fits in ``BUFFER_LIMIT``, to be sent sized, as
+    nginx's request buffering (Kong's ``request_buffering``, on by default) sends it; else None
+    and a ``receive`` that gives back what was read, then reads on (the body streams)."""
+    parts: list[bytes] = []
+    size = 0
+    while size <= BUFFER_LIMIT:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ConnectionError("client went away while sending the body")
+        data: bytes = message.get("body", b"")
+        parts.append(data)
+        size += len(data)
+        if not message.get("more_body", False):
+            return b"".join(parts), receive
+    read: Message | None = {"type": "http.request", "body": b"".join(parts), "more_body": True}
+
+    async def replay() -> Message:
+        nonlocal read
+        if read is not None:
+            message, read = read, None
+            return message
+        return await receive()
+
+    return None, replay

@@ -5,6 +5,7 @@ in front of the echo upstream and of a peer whose response head the test writes.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import socket
 from collections.abc import Iterator
@@ -24,6 +25,9 @@ services:
   routes:
   - name: echo
     paths: ["/echo"]
+  - name: streamed
+    paths: ["/streamed"]
+    request_buffering: false
 - name: raw
   url: http://127.0.0.1:{raw}
   routes:
@@ -312,3 +316,46 @@ def test_expect_is_not_sent_upstream(gateway: Gateway) -> None:
     names = [name for name, _ in body["headers"]]
     assert "expect" not in names
     assert body["body_length"] == 5
+
+
+def _chunks(total: int, size: int = 65536) -> Iterator[bytes]:
+    sent = 0
+    while sent < total:
+        n = min(size, total - sent)
+        yield bytes([sent % 251]) * n
+        sent += n
+
+
+def _md5(total: int) -> str:
+    digest = hashlib.md5()
+    for chunk in _chunks(total):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+@pytest.mark.parametrize("size", [0, 10, 300_000])
+def test_a_chunked_body_goes_up_sized_with_request_buffering(gateway: Gateway, size: int) -> None:
+    # Kong's request_buffering (on by default): nginx reads the body, sends it with Content-Length.
+    r = httpx.post(gateway.url("/echo/up"), content=_chunks(size))
+    assert r.status_code == 200
+    seen = r.json()
+    names = dict(seen["headers"])
+    assert "transfer-encoding" not in names
+    assert names["content-length"] == str(size)
+    assert seen["body_length"] == size and seen["body_md5"] == _md5(size)
+
+
+def test_a_chunked_body_past_the_buffer_limit_streams_whole(gateway: Gateway) -> None:
+    size = 3 * 1024 * 1024 + 7
+    r = httpx.post(gateway.url("/echo/up"), content=_chunks(size), timeout=30)
+    assert r.status_code == 200
+    seen = r.json()
+    assert dict(seen["headers"])["transfer-encoding"] == "chunked"
+    assert seen["body_length"] == size and seen["body_md5"] == _md5(size)
+
+
+def test_a_chunked_body_streams_without_request_buffering(gateway: Gateway) -> None:
+    r = httpx.post(gateway.url("/streamed/up"), content=_chunks(10))
+    seen = r.json()
+    assert dict(seen["headers"])["transfer-encoding"] == "chunked"
+    assert seen["body_length"] == 10 and seen["body_md5"] == _md5(10)
