@@ -215,12 +215,16 @@ class Gateway:
         for name, value in scope["headers"]:
             if name not in _SPECIAL:
                 if name == b"content-length":
-                    try:
+                    # -2 marks a request nginx refuses: a Content-Length that is not all
+                    # digits or comes twice, or a second Host header.
+                    if value.isdigit() and content_length == -1:
                         content_length = int(value)
-                    except ValueError:
+                    else:
                         content_length = -2
                 lines.append(name + b": " + value + b"\r\n")
             elif name == b"host":
+                if host_value:
+                    content_length = -2
                 host_value = value
             elif name == b"x-forwarded-for":
                 # Kong reads the first X-Forwarded-For (and Via) header, ignores the others.
@@ -240,7 +244,8 @@ class Gateway:
                     forwarded = {}
                 forwarded.setdefault(name, value)
         if content_length < -1 or (content_length >= 0 and chunked):
-            # Unparseable Content-Length, or both framings: nginx refuses the request.
+            # A bad or repeated Content-Length, a repeated Host, or both framings: nginx
+            # refuses the request.
             await self.nginx_error(scope, send, 400, request_id, started)
             return
 

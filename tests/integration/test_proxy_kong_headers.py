@@ -13,6 +13,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from fastkong.config import load_config
+from fastkong.proxy.app import Gateway as App
+from fastkong.runtime import compile_runtime
 from tests.helpers import Echo, Gateway, LoopServer, free_port
 
 pytestmark = pytest.mark.integration
@@ -359,3 +362,55 @@ def test_a_chunked_body_streams_without_request_buffering(gateway: Gateway) -> N
     seen = r.json()
     assert dict(seen["headers"])["transfer-encoding"] == "chunked"
     assert seen["body_length"] == 10 and seen["body_md5"] == _md5(10)
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [b"Host: a.test", b"Host: b.test"],
+    ],
+    ids=["two-hosts"],
+)
+def test_a_repeated_host_is_refused_as_nginx_does(gateway: Gateway, lines: list[bytes]) -> None:
+    head = b"POST /echo/x HTTP/1.1\r\nConnection: close\r\n" + b"\r\n".join(lines)
+    response = raw_request(gateway, head + b"\r\n\r\nok")
+    assert response.startswith(b"HTTP/1.1 400"), response[:200]
+    assert b"Bad request" in response
+
+
+@pytest.mark.parametrize(
+    "lengths",
+    [[b"2", b"2"], [b"+2"], [b"1_0"]],
+    ids=["repeated", "signed", "underscore"],
+)
+def test_a_content_length_nginx_would_refuse_is_400_at_the_asgi_level(
+    lengths: list[bytes],
+) -> None:
+    # Granian refuses most of these itself; under any ASGI server the gateway must too, as nginx
+    # (ngx_atoof, duplicate header line) does, and never send two lengths upstream.
+    loaded = load_config(CONFIG.format(echo=9, raw=9, dead=9))
+    app = App(compile_runtime(loaded.config, loaded.hash))
+    headers = [(b"host", b"kong.test")] + [(b"content-length", v) for v in lengths]
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 40000),
+        "scheme": "http",
+        "method": "POST",
+        "path": "/echo/x",
+        "raw_path": b"/echo/x",
+        "query_string": b"",
+        "headers": headers,
+    }
+    sent: list[dict] = []  # type: ignore[type-arg]
+
+    async def receive() -> dict:  # type: ignore[type-arg]
+        return {"type": "http.request", "body": b"ok", "more_body": False}
+
+    async def send(message: dict) -> None:  # type: ignore[type-arg]
+        sent.append(message)
+
+    asyncio.run(app.http(scope, receive, send))
+    assert sent[0]["status"] == 400
+    assert b"Bad request" in sent[1]["body"]
