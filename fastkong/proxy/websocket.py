@@ -37,8 +37,9 @@ from typing import TYPE_CHECKING, Any
 from fastkong.plugins.base import Exit, kong_error
 from fastkong.plugins.context import RequestContext
 from fastkong.plugins.runner import apply_header_edits, run_access, run_log
-from fastkong.proxy import errors
+from fastkong.proxy import errors, hop
 from fastkong.proxy.routing import NO_ROUTE, Decision, decide, strip_port
+from fastkong.proxy.upstream import SERVER, VIA
 
 if TYPE_CHECKING:
     from fastkong.proxy.app import Gateway
@@ -258,22 +259,7 @@ async def proxy(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None
         target = ctx.upstream_path.encode("latin-1")
     if query:
         target += b"?" + query
-    xff = b", ".join(v for n, v in headers if n == b"x-forwarded-for") if trusted else b""
-    client_b = client_ip.encode()
-    lines.append(
-        b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\nx-forwarded-host: %s\r\n"
-        b"x-forwarded-port: %d\r\nx-forwarded-path: %s\r\nx-real-ip: %s\r\n"
-        b"x-kong-request-id: %s\r\n"
-        % (
-            xff + b", " + client_b if xff else client_b,
-            scheme.encode(),
-            decision.host.encode("latin-1"),
-            port,
-            raw_path,
-            client_b,
-            request_id.encode(),
-        )
-    )
+    lines.append(_forwarding_lines(scope, headers, trusted, client_ip, decision, port, request_id))
     subprotocols: list[str] = scope.get("subprotocols") or []
     if subprotocols:
         lines.append(b"sec-websocket-protocol: " + ", ".join(subprotocols).encode() + b"\r\n")
@@ -497,6 +483,66 @@ def _parse_head(head: bytes) -> tuple[int, list[tuple[bytes, bytes]]]:
 
 def _nginx_message(status: int) -> str:
     return errors.NGINX_MESSAGES.get(status, f"The upstream server responded with {status}")
+
+
+def _forwarding_lines(
+    scope: Scope,
+    headers: list[tuple[bytes, bytes]],
+    trusted: bool,
+    client_ip: str,
+    decision: Decision,
+    port: int,
+    request_id: str,
+) -> bytes:
+    """The headers Kong adds to a proxied request, as ``Gateway.http`` writes them: the
+    client's first X-Forwarded-For and Via extended, a trusted peer's X-Forwarded-* and valid
+    X-Real-IP kept (the first of each), X-Forwarded-Prefix for a matched prefix."""
+    first: dict[bytes, bytes] = {}
+    for name, value in headers:
+        if name in _FORWARDING and name not in first:
+            first[name] = value
+    client_b = client_ip.encode()
+    forwarded = first if trusted else {}
+    real_b = hop.real_ip(forwarded) or client_b
+    xff = first.get(b"x-forwarded-for")
+    scheme = b"https" if scope.get("scheme") == "wss" else b"http"
+    prefix = b""
+    if decision.match.matched_len:
+        stripped = decision.path[: decision.match.matched_len]
+        if stripped != "/":
+            prefix = stripped.encode("utf-8", "surrogateescape")
+    raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+    version = scope.get("http_version", "1.1")
+    via_token = VIA if version == "1.1" else hop.inbound_via(version, SERVER)
+    via = first.get(b"via")
+    out = [
+        b"x-forwarded-for: " + (xff + b", " + client_b if xff else real_b),
+        b"x-forwarded-proto: " + (forwarded.get(b"x-forwarded-proto") or scheme),
+        b"x-forwarded-host: "
+        + (forwarded.get(b"x-forwarded-host") or decision.host.encode("latin-1")),
+        b"x-forwarded-port: " + (forwarded.get(b"x-forwarded-port") or str(port).encode()),
+        b"x-forwarded-path: " + (forwarded.get(b"x-forwarded-path") or raw_path),
+        b"x-real-ip: " + real_b,
+        b"x-kong-request-id: " + request_id.encode(),
+        b"via: " + (via + b", " + via_token if via else via_token),
+    ]
+    if prefix := forwarded.get(b"x-forwarded-prefix") or prefix:
+        out.append(b"x-forwarded-prefix: " + prefix)
+    return b"\r\n".join(out) + b"\r\n"
+
+
+_FORWARDING = frozenset(
+    {
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-port",
+        b"x-forwarded-path",
+        b"x-forwarded-prefix",
+        b"x-real-ip",
+        b"via",
+    }
+)
 
 
 def _https_refusal(

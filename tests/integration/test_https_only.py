@@ -89,7 +89,12 @@ def test_websocket_handshake_is_checked_too(gateway: Gateway, ws_echo: WsEcho) -
         )
         assert moved.status == 301
         assert moved.headers["location"] == "https://edge.example/ws-redirect/x?y=1"
-        ok = await WsClient().connect(gateway.port, "/ws-secure/x", "X-Forwarded-Proto: https\r\n")
+        ok = await WsClient().connect(
+            gateway.port,
+            "/ws-secure/x",
+            "X-Forwarded-Proto: https\r\nX-Forwarded-Host: edge.example\r\n"
+            "X-Real-IP: 198.51.100.7\r\nX-Forwarded-Prefix: /api\r\n",
+        )
         assert ok.status == 101
         await ok.send("hello")
         assert await ok.recv() == (0x1, b"hello")
@@ -97,3 +102,10 @@ def test_websocket_handshake_is_checked_too(gateway: Gateway, ws_echo: WsEcho) -
 
     asyncio.run(scenario())
     assert len(ws_echo.handshakes) == 1  # the refused handshakes never reached the upstream
+    # a trusted peer's forwarding headers are kept, as for any request
+    (hs,) = ws_echo.handshakes
+    assert hs["x-forwarded-proto"] == "https"
+    assert hs["x-forwarded-host"] == "edge.example"
+    assert hs["x-real-ip"] == "198.51.100.7"
+    assert hs["x-forwarded-for"] == "198.51.100.7"
+    assert hs["x-forwarded-prefix"] == "/api"

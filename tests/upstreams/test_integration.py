@@ -292,7 +292,10 @@ def test_balancer_health_view(gateway: Gateway) -> None:
 def test_websocket_echo_through_the_gateway(gateway: Gateway, ws_echo: WsEcho) -> None:
     async def scenario() -> None:
         ws = await WsClient().connect(
-            gateway.port, "/ws/chat?room=1", "Sec-WebSocket-Protocol: chat, json\r\n"
+            gateway.port,
+            "/ws/chat?room=1",
+            "Sec-WebSocket-Protocol: chat, json\r\nX-Forwarded-For: 203.0.113.9\r\n"
+            "Via: 1.0 edge\r\nX-Forwarded-Host: evil.example\r\n",
         )
         assert ws.status == 101
         assert ws.headers.get("sec-websocket-protocol") == "chat"
@@ -322,6 +325,13 @@ def test_websocket_echo_through_the_gateway(gateway: Gateway, ws_echo: WsEcho) -
     hs = ws_echo.handshakes[0]
     assert hs["x-forwarded-path"] == "/ws/chat"
     assert "x-kong-request-id" in hs
+    # As for any request (Kong's access phase): the client's X-Forwarded-For and Via extended,
+    # an untrusted peer's X-Forwarded-Host replaced, the matched prefix named.
+    assert hs["x-forwarded-for"] == "203.0.113.9, 127.0.0.1"
+    assert hs["via"].startswith("1.0 edge, 1.1 fastkong/")
+    assert hs["x-forwarded-host"] != "evil.example"
+    assert hs["x-forwarded-prefix"] == "/ws"
+    assert hs["x-real-ip"] == "127.0.0.1"
 
 
 def test_websocket_handshake_runs_the_access_phase(gateway: Gateway) -> None:
