@@ -61,16 +61,7 @@ _HOP_BY_HOP = frozenset(
     {b"expect", b"keep-alive", b"proxy", b"proxy-connection", b"trailer", b"upgrade"}
 )
 _SIGNALS = frozenset({b"connection", b"te"})
-_FORWARDED = frozenset(
-    {
-        b"x-forwarded-proto",
-        b"x-forwarded-host",
-        b"x-forwarded-port",
-        b"x-forwarded-path",
-        b"x-forwarded-prefix",
-        b"x-real-ip",
-    }
-)
+_FORWARDED = hop.TRUSTED_FORWARDED
 _SPECIAL = (
     _HOP_BY_HOP
     | _FORWARDED

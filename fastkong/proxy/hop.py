@@ -12,6 +12,19 @@ import ipaddress
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"upgrade"})
 
 
+#: The X-Forwarded-* family Kong keeps only from trusted peers (``trusted_ips``).
+TRUSTED_FORWARDED = frozenset(
+    {
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-port",
+        b"x-forwarded-path",
+        b"x-forwarded-prefix",
+        b"x-real-ip",
+    }
+)
+
+
 def _tokens(value: bytes) -> list[bytes]:
     return [token for token in (part.strip() for part in value.split(b",")) if token]
 

@@ -531,18 +531,7 @@ def _forwarding_lines(
     return b"\r\n".join(out) + b"\r\n"
 
 
-_FORWARDING = frozenset(
-    {
-        b"x-forwarded-for",
-        b"x-forwarded-proto",
-        b"x-forwarded-host",
-        b"x-forwarded-port",
-        b"x-forwarded-path",
-        b"x-forwarded-prefix",
-        b"x-real-ip",
-        b"via",
-    }
-)
+_FORWARDING = hop.TRUSTED_FORWARDED | {b"x-forwarded-for", b"via"}
 
 
 def _https_refusal(
