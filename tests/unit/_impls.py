@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -25,3 +26,17 @@ def impl_params(name: str) -> list[object]:
 
 def load(module_name: str) -> ModuleType:
     return importlib.import_module(module_name)
+
+
+def key_of(
+    router: Any,
+    path: str = "/",
+    host: str = "",
+    method: str = "GET",
+    port: int = 80,
+    headers: dict[str, list[str]] | None = None,
+    sni: str | None = None,
+) -> int | None:
+    """The key of the route ``router`` picks for one request, or None."""
+    found = router.match(method, host, port, path, headers, sni)
+    return None if found is None else found.key

@@ -6,7 +6,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from _impls import impl_params, load
+from _impls import impl_params, key_of, load
 
 from fastkong._core import NO_EXTENSIONS, is_compiled
 from fastkong._core.routespec import RouteSpec
@@ -19,19 +19,6 @@ def mod(request: pytest.FixtureRequest) -> ModuleType:
 
 def R(key: int, **fields: Any) -> RouteSpec:
     return RouteSpec(key, **fields)
-
-
-def key_of(
-    router: Any,
-    path: str = "/",
-    host: str = "",
-    method: str = "GET",
-    port: int = 80,
-    headers: dict[str, list[str]] | None = None,
-    sni: str | None = None,
-) -> int | None:
-    found = router.match(method, host, port, path, headers, sni)
-    return None if found is None else found.key
 
 
 if not NO_EXTENSIONS:

@@ -15,7 +15,7 @@ import uuid
 from types import ModuleType
 
 import pytest
-from _impls import impl_params, load
+from _impls import impl_params, key_of, load
 
 from fastkong._core.routespec import RouteSpec
 
@@ -23,11 +23,6 @@ from fastkong._core.routespec import RouteSpec
 @pytest.fixture(params=impl_params("router"))
 def mod(request: pytest.FixtureRequest) -> ModuleType:
     return load(request.param)
-
-
-def key_of(router: object, path: str) -> int | None:
-    found = router.match("GET", "", 80, path, None, None)  # type: ignore[attr-defined]
-    return None if found is None else found.key
 
 
 LOW = "10000000-0000-4000-8000-000000000000"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from types import ModuleType
 
 import pytest
-from _impls import impl_params, load
+from _impls import impl_params, key_of, load
 
 from fastkong._core.routespec import RouteSpec
 
@@ -18,11 +18,6 @@ from fastkong._core.routespec import RouteSpec
 @pytest.fixture(params=impl_params("router"))
 def mod(request: pytest.FixtureRequest) -> ModuleType:
     return load(request.param)
-
-
-def key_of(router: object, path: str) -> int | None:
-    found = router.match("GET", "", 80, path, None, None)  # type: ignore[attr-defined]
-    return None if found is None else found.key
 
 
 @pytest.mark.parametrize("lazy", [False, True])
