@@ -36,13 +36,6 @@ services:
 
 
 @pytest.fixture(scope="module")
-def ws_echo() -> Iterator[WsEcho]:
-    server = WsEcho().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def gateway(
     tmp_path_factory: pytest.TempPathFactory, echo: Echo, ws_echo: WsEcho
 ) -> Iterator[Gateway]:
@@ -93,7 +86,7 @@ def test_websocket_handshake_is_checked_too(gateway: Gateway, ws_echo: WsEcho) -
             gateway.port,
             "/ws-secure/x",
             "X-Forwarded-Proto: https\r\nX-Forwarded-Host: edge.example\r\n"
-            "X-Real-IP: 198.51.100.7\r\nX-Forwarded-Prefix: /api\r\n",
+            "X-Real-IP: 198.51.100.7\r\nX-Forwarded-Prefix: /api\r\nProxy: http://evil\r\n",
         )
         assert ok.status == 101
         await ok.send("hello")
@@ -109,3 +102,4 @@ def test_websocket_handshake_is_checked_too(gateway: Gateway, ws_echo: WsEcho) -
     assert hs["x-real-ip"] == "198.51.100.7"
     assert hs["x-forwarded-for"] == "198.51.100.7"
     assert hs["x-forwarded-prefix"] == "/api"
+    assert "proxy" not in hs  # httpoxy: never forwarded

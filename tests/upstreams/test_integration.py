@@ -71,13 +71,6 @@ upstreams:
 
 
 @pytest.fixture(scope="module")
-def ws_echo() -> Iterator[WsEcho]:
-    server = WsEcho().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def fault(echo2: Echo) -> Iterator[FaultProxy]:
     proxy = FaultProxy(echo2.port).start()
     yield proxy
