@@ -38,6 +38,12 @@ def balancer(n: int, slots: int = 10000) -> ConsistentHashing:
     return ConsistentHashing(upstream=u, targets=targets(u, *specs))
 
 
+def one_target(**fields: object) -> ConsistentHashing:
+    """A consistent-hashing balancer over one target, with these upstream fields."""
+    u = upstream(algorithm="consistent-hashing", **fields)
+    return ConsistentHashing(upstream=u, targets=targets(u, ("10.0.0.1:80", 100)))
+
+
 def test_same_key_same_peer_whatever_the_order() -> None:
     u = upstream(hash_on="header", hash_on_header="x-user", algorithm="consistent-hashing")
     ts = targets(u, *[(f"10.0.0.{i}:80", 100) for i in range(1, 5)])
@@ -96,14 +102,12 @@ def test_a_retry_goes_back_to_the_same_peer() -> None:
 
 
 def test_hash_value_sources_and_fallback() -> None:
-    u = upstream(
+    b = one_target(
         hash_on="header",
         hash_on_header="X-User",
         hash_fallback="query_arg",
         hash_fallback_query_arg="u",
-        algorithm="consistent-hashing",
     )
-    b = ConsistentHashing(upstream=u, targets=targets(u, ("10.0.0.1:80", 100)))
     headers = [(b"x-user", b"alice"), (b"x-user", b"bob")]
     assert b.hash_value(headers, "1.2.3.4", "/p", b"", None, None) == ("alice, bob", None)
     assert b.hash_value([], "1.2.3.4", "/p", b"u=z&u=a&x=1", None, None) == ("a,z", None)
@@ -112,13 +116,7 @@ def test_hash_value_sources_and_fallback() -> None:
 
 
 def test_cookie_hash_sets_the_cookie_when_absent() -> None:
-    u = upstream(
-        hash_on="cookie",
-        hash_on_cookie="sticky",
-        hash_on_cookie_path="/app",
-        algorithm="consistent-hashing",
-    )
-    b = ConsistentHashing(upstream=u, targets=targets(u, ("10.0.0.1:80", 100)))
+    b = one_target(hash_on="cookie", hash_on_cookie="sticky", hash_on_cookie_path="/app")
     value, cookie = b.hash_value([(b"cookie", b"a=1; sticky=xyz")], "ip", "/", b"", None, None)
     assert (value, cookie) == ("xyz", None)
     value, cookie = b.hash_value([], "ip", "/", b"", None, None)
@@ -139,8 +137,7 @@ def test_ip_consumer_path_and_uri_capture() -> None:
         ("path", {}, "/orders/7"),
         ("uri_capture", {"hash_on_uri_capture": "id"}, "7"),
     ):
-        u = upstream(hash_on=hash_on, algorithm="consistent-hashing", **extra)
-        b = ConsistentHashing(upstream=u, targets=targets(u, ("10.0.0.1:80", 100)))
+        b = one_target(hash_on=hash_on, **extra)
         value, _ = b.hash_value([], "9.9.9.9", "/orders/7", b"", Ctx(), {0: "/orders/7", "id": "7"})
         assert value == expect
 
@@ -148,14 +145,12 @@ def test_ip_consumer_path_and_uri_capture() -> None:
 def test_a_numbered_uri_capture_never_hashes_as_in_kong() -> None:
     # atc-router's context.lua turns numbered capture names into integer keys while
     # hash_on_uri_capture is a string, so Kong's captures["1"] is nil: it uses the fallback.
-    u = upstream(
+    b = one_target(
         hash_on="uri_capture",
         hash_on_uri_capture="1",
         hash_fallback="header",
         hash_fallback_header="x-user",
-        algorithm="consistent-hashing",
     )
-    b = ConsistentHashing(upstream=u, targets=targets(u, ("10.0.0.1:80", 100)))
     captures = {0: "/orders/7", 1: "7", "id": "7"}
     headers = [(b"x-user", b"alice")]
     assert b.hash_value(headers, "ip", "/orders/7", b"", None, captures) == ("alice", None)
@@ -166,14 +161,12 @@ def test_an_empty_value_is_hashed_not_skipped_for_the_fallback() -> None:
     # get_value_to_hash returns any non-nil identifier, and "" is true in Lua: an empty header
     # or "?arg=" is hashed as "" (03-consistent-hashing_spec "when the arg has an empty value");
     # only a missing one moves to hash_fallback.
-    u = upstream(
+    b = one_target(
         hash_on="header",
         hash_on_header="x-user",
         hash_fallback="query_arg",
         hash_fallback_query_arg="u",
-        algorithm="consistent-hashing",
     )
-    b = ConsistentHashing(upstream=u, targets=targets(u, ("10.0.0.1:80", 100)))
     assert b.hash_value([(b"x-user", b"")], "ip", "/", b"u=alice", None, None) == ("", None)
     assert b.hash_value([], "ip", "/", b"u=", None, None) == ("", None)
     assert b.hash_value([], "ip", "/", b"u=alice", None, None) == ("alice", None)
@@ -183,8 +176,7 @@ def test_an_empty_value_is_hashed_not_skipped_for_the_fallback() -> None:
 def test_a_header_name_with_underscores_names_the_dashed_header() -> None:
     # Kong hashes on ngx.var["http_" .. replace_dashes_lower(hash_on_header)]: nginx's variable
     # for "X_User" is the request header "X-User".
-    u = upstream(hash_on="header", hash_on_header="X_User", algorithm="consistent-hashing")
-    b = ConsistentHashing(upstream=u, targets=targets(u, ("10.0.0.1:80", 100)))
+    b = one_target(hash_on="header", hash_on_header="X_User")
     assert b.hash_value([(b"x-user", b"alice")], "ip", "/", b"", None, None) == ("alice", None)
 
 
