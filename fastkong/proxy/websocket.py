@@ -55,34 +55,29 @@ OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x
 MAX_MESSAGE = 64 * 1024 * 1024
 HEAD_LIMIT = 64 * 1024
 
-# Client headers not copied to the upstream handshake (the gateway sets its own).
-_SKIP = frozenset(
-    {
-        b"host",
-        b"connection",
-        b"upgrade",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"content-length",
-        b"sec-websocket-key",
-        b"sec-websocket-version",
-        b"sec-websocket-extensions",
-        b"sec-websocket-protocol",
-        b"sec-websocket-accept",
-        b"x-forwarded-for",
-        b"x-forwarded-proto",
-        b"x-forwarded-host",
-        b"x-forwarded-port",
-        b"x-forwarded-path",
-        b"x-forwarded-prefix",
-        b"x-real-ip",
-        b"x-kong-request-id",
-        b"via",
-    }
-)
+# Client headers not copied to the upstream handshake: hop-by-hop ones (Proxy and Expect too, as
+# for any request), the handshake's own, and the forwarding ones the gateway sets itself.
+_SKIP = hop.TRUSTED_FORWARDED | {
+    b"host",
+    b"connection",
+    b"upgrade",
+    b"keep-alive",
+    b"proxy-connection",
+    b"proxy",
+    b"expect",
+    b"te",
+    b"trailer",
+    b"transfer-encoding",
+    b"content-length",
+    b"sec-websocket-key",
+    b"sec-websocket-version",
+    b"sec-websocket-extensions",
+    b"sec-websocket-protocol",
+    b"sec-websocket-accept",
+    b"x-forwarded-for",
+    b"x-kong-request-id",
+    b"via",
+}
 # Upstream 101 headers not passed to the client (Granian does the handshake itself).
 _SKIP_BACK = frozenset(
     {
