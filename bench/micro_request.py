@@ -98,7 +98,7 @@ async def _gateway(scenario: str) -> tuple[Gateway, Call]:
     assert pool is not None
 
     async def connect(
-        key: tuple[str, int, bool], address: str, timeout: float, **_: Any
+        key: upstream.PoolKey, address: str, timeout: float, **_: Any
     ) -> upstream.UpstreamConnection:
         conn = upstream.UpstreamConnection(pool, key)
         conn.connection_made(_AnsweringTransport(conn))  # type: ignore[arg-type]
