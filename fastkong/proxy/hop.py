@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import ipaddress
 
-# A Connection header of just one of these names no other header: nothing more to clear.
-_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"upgrade"})
+#: A Connection header (request or response) of just one of these names no other header:
+#: nothing more to drop.
+PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"upgrade"})
 
 
 #: The X-Forwarded-* family Kong keeps only from trusted peers (``trusted_ips``).
@@ -43,7 +44,7 @@ def request_signals(lines: list[bytes], signals: list[tuple[bytes, bytes]]) -> l
                 te = value
         elif connection is None:
             connection = value
-    if connection is not None and connection not in _PLAIN_CONNECTION:
+    if connection is not None and connection not in PLAIN_CONNECTION:
         drop = {token.lower() for token in _tokens(connection)}
         drop.discard(b"upgrade")
         if drop:

@@ -31,6 +31,7 @@ from typing import Any, cast
 import httptools
 
 from fastkong import __version__
+from fastkong.proxy.hop import PLAIN_CONNECTION
 
 #: The gateway's product token (``Server``) and its ``Via`` token (Kong's ``1.1 kong/<version>``).
 SERVER = f"fastkong/{__version__}".encode()
@@ -73,9 +74,6 @@ NGINX_HIDDEN = frozenset(
 _DROPPED = RESPONSE_HOP_BY_HOP | NGINX_HIDDEN
 #: A response with neither of these has a body that ends when the connection does.
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
-# A Connection header of just one of these names no other header to drop (Kong's header_filter
-# compares the value as sent, then its comma-separated tokens).
-_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"upgrade"})
 # Only names of these lengths can be one of the above, ``server`` or ``via``: one len() spares
 # a lower() for most headers (content-type is 12 long, date 4...).
 _LOOK_LENGTHS = frozenset(len(name) for name in _DROPPED | _FRAMING | {b"server", b"via"})
@@ -198,7 +196,7 @@ class UpstreamConnection(asyncio.Protocol):
             if lower in _DROPPED:
                 if lower == b"transfer-encoding":
                     self.framed = True
-                elif lower == b"connection" and value not in _PLAIN_CONNECTION:
+                elif lower == b"connection" and value not in PLAIN_CONNECTION:
                     self.connection = value
                     self.rare = True
                 return
@@ -249,7 +247,7 @@ class UpstreamConnection(asyncio.Protocol):
         if connection is not None:
             self.connection = None
             names = {token.strip().lower() for token in connection.split(b",")}
-            names -= _PLAIN_CONNECTION
+            names -= PLAIN_CONNECTION
             names.discard(b"")
             if names:
                 self.headers = [h for h in self.headers if h[0].lower() not in names]

@@ -244,7 +244,7 @@ async def proxy(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None
             lines = apply_header_edits(ctx, lines)
     service = plan.service
     if service is None or decision.upstream_path is None:
-        await _refuse(scope, send, 503, "no Service found with those values", request_id)
+        await _refuse(scope, send, 503, errors.NO_SERVICE, request_id)
         return
     target = decision.upstream_path.encode("latin-1")
     query: bytes = scope.get("query_string") or b""
