@@ -57,6 +57,38 @@ def _router_flavor(args: argparse.Namespace) -> str:
     return check_router_flavor(args.router_flavor or _env("ROUTER_FLAVOR") or DEFAULT_ROUTER_FLAVOR)
 
 
+def _nginx_setting(name: str) -> str | None:
+    """A Kong ``nginx_proxy_*`` setting, else its ``nginx_http_*`` one (the proxy server block
+    inherits the http block's value unless it sets its own)."""
+    return _env(f"NGINX_PROXY_{name}") or _env(f"NGINX_HTTP_{name}")
+
+
+def _request_limits(args: argparse.Namespace) -> tuple[str, str]:
+    """``large_client_header_buffers`` and ``client_max_body_size``, checked (ValueError)."""
+    from fastkong.proxy.limits import DEFAULT_HEADER_BUFFERS, DEFAULT_MAX_BODY, RequestLimits
+
+    buffers = (
+        args.large_client_header_buffers
+        or _nginx_setting("LARGE_CLIENT_HEADER_BUFFERS")
+        or DEFAULT_HEADER_BUFFERS
+    )
+    max_body = (
+        args.client_max_body_size or _nginx_setting("CLIENT_MAX_BODY_SIZE") or DEFAULT_MAX_BODY
+    )
+    RequestLimits.parse(buffers, max_body)
+    return buffers, max_body
+
+
+def _real_ip(args: argparse.Namespace) -> tuple[str, str]:
+    """``real_ip_header`` and ``real_ip_recursive``, checked (ValueError)."""
+    from fastkong.proxy.trust import RealIp
+
+    header = args.real_ip_header or _env("REAL_IP_HEADER") or "X-Real-IP"
+    recursive = args.real_ip_recursive or _env("REAL_IP_RECURSIVE") or "off"
+    RealIp.parse(header, recursive)
+    return header, recursive
+
+
 def _is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -71,6 +103,8 @@ def cmd_start(args: argparse.Namespace) -> int:
     config = args.config or _env("DECLARATIVE_CONFIG")
     try:
         flavor = _router_flavor(args)
+        header_buffers, max_body = _request_limits(args)
+        real_ip_header, real_ip_recursive = _real_ip(args)
     except ValueError as exc:
         print(f"fastkong: {exc}", file=sys.stderr)
         return 1
@@ -83,6 +117,10 @@ def cmd_start(args: argparse.Namespace) -> int:
         workers=int(args.workers or _env("NGINX_WORKER_PROCESSES") or 1),
         trusted_ips=args.trusted_ips or _env("TRUSTED_IPS") or "",
         router_flavor=flavor,
+        real_ip_header=real_ip_header,
+        real_ip_recursive=real_ip_recursive,
+        large_client_header_buffers=header_buffers,
+        client_max_body_size=max_body,
         ssl_cert=args.ssl_cert or _env("SSL_CERT"),
         ssl_key=args.ssl_key or _env("SSL_CERT_KEY"),
         http=args.http,
@@ -238,6 +276,16 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--status-listen", help="ip:port or off; default 127.0.0.1:8100")
     start.add_argument("--workers", type=int, help="Granian worker processes; default 1")
     start.add_argument("--trusted-ips", help="comma-separated peers whose X-Forwarded-* are kept")
+    start.add_argument(
+        "--real-ip-header",
+        help="header a trusted peer names the client in: X-Real-IP (default), X-Forwarded-For "
+        "or another (KONG_REAL_IP_HEADER)",
+    )
+    start.add_argument(
+        "--real-ip-recursive",
+        choices=("on", "off"),
+        help="skip trusted addresses in real_ip_header from the right (KONG_REAL_IP_RECURSIVE)",
+    )
     start.add_argument("--ssl-cert", help="PEM certificate for TLS on the proxy listener")
     start.add_argument("--ssl-key", help="PEM key for --ssl-cert")
     start.add_argument("--http", choices=("auto", "1", "2"), default="auto")
@@ -252,6 +300,16 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument(
         "--router-flavor",
         help="traditional_compatible (Kong 3.x's default) or traditional (KONG_ROUTER_FLAVOR)",
+    )
+    start.add_argument(
+        "--large-client-header-buffers",
+        help="nginx's 'number size' for request heads, default '4 8k' "
+        "(KONG_NGINX_PROXY_LARGE_CLIENT_HEADER_BUFFERS)",
+    )
+    start.add_argument(
+        "--client-max-body-size",
+        help="largest request body, e.g. 10m; default 0, no limit "
+        "(KONG_NGINX_PROXY_CLIENT_MAX_BODY_SIZE)",
     )
     start.add_argument("--log-level", default="warning")
     start.set_defaults(func=cmd_start)

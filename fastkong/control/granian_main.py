@@ -13,6 +13,7 @@ from pathlib import Path
 
 from granian import Granian
 from granian.constants import HTTPModes, Interfaces, Loops
+from granian.http import HTTP1Settings
 from granian.log import LogLevels
 
 
@@ -20,6 +21,11 @@ def main() -> None:
     opts = json.loads(sys.argv[1])
     ssl_cert = Path(opts["ssl_cert"]) if opts.get("ssl_cert") else None
     ssl_key = Path(opts["ssl_key"]) if opts.get("ssl_key") else None
+    # Granian's read buffer must hold any head nginx's buffers would (large_client_header_buffers
+    # raised past Granian's default), so that fastkong, not Granian, answers the oversized ones.
+    http1 = HTTP1Settings(
+        max_buffer_size=max(HTTP1Settings().max_buffer_size, opts.get("head_capacity", 0) + 4096)
+    )
     server = Granian(
         "fastkong.proxy.worker:create_app",
         address=opts["host"],
@@ -29,6 +35,7 @@ def main() -> None:
         workers=opts["workers"],
         loop=Loops.uvloop if sys.platform != "win32" else Loops.asyncio,
         http=HTTPModes(opts.get("http", "auto")),
+        http1_settings=http1,
         backlog=opts.get("backlog", 16384),
         log_access=False,
         log_level=LogLevels(opts.get("log_level", "warning")),

@@ -49,6 +49,7 @@ from fastkong.control.admin import KONG_VERSION, AdminApi
 from fastkong.control.httpserver import Request, Response
 from fastkong.control.state import file_identity, read_reports, write_state
 from fastkong.metrics import render_node_metrics, reset_node_metrics, target_health_rows
+from fastkong.proxy.limits import DEFAULT_HEADER_BUFFERS, DEFAULT_MAX_BODY, RequestLimits
 from fastkong.runtime import DEFAULT_ROUTER_FLAVOR
 from fastkong.upstreams.checker import ActiveChecker
 from fastkong.upstreams.health import HealthTable
@@ -97,6 +98,11 @@ class Options:
     workers: int = 1
     trusted_ips: str = ""
     router_flavor: str = DEFAULT_ROUTER_FLAVOR
+    real_ip_header: str = "X-Real-IP"
+    real_ip_recursive: str = "off"
+    #: nginx's request-size settings, as text (fastkong/proxy/limits.py parses them).
+    large_client_header_buffers: str = DEFAULT_HEADER_BUFFERS
+    client_max_body_size: str = DEFAULT_MAX_BODY
     ssl_cert: str | None = None
     ssl_key: str | None = None
     http: str = "auto"
@@ -431,6 +437,11 @@ class Supervisor:
                 "database": "off",
                 "role": "traditional",
                 "router_flavor": self.options.router_flavor,
+                "trusted_ips": [
+                    x.strip() for x in self.options.trusted_ips.split(",") if x.strip()
+                ],
+                "real_ip_header": self.options.real_ip_header,
+                "real_ip_recursive": self.options.real_ip_recursive,
                 "proxy_listen": [f"{host}:{port}"],
                 "proxy_listeners": [{"ip": host, "port": port}],
                 "loaded_plugins": dict.fromkeys(available, True),
@@ -453,11 +464,18 @@ class Supervisor:
             "http": self.options.http,
             "log_level": self.options.log_level,
             "kill_timeout": int(self.options.drain_timeout),
+            "head_capacity": RequestLimits.parse(
+                self.options.large_client_header_buffers, self.options.client_max_body_size
+            ).capacity,
         }
         env = dict(os.environ)
         env["FASTKONG_STATE_FILE"] = str(self.state_file)
         env["FASTKONG_TRUSTED_IPS"] = self.options.trusted_ips
         env["FASTKONG_ROUTER_FLAVOR"] = self.options.router_flavor
+        env["FASTKONG_REAL_IP_HEADER"] = self.options.real_ip_header
+        env["FASTKONG_REAL_IP_RECURSIVE"] = self.options.real_ip_recursive
+        env["FASTKONG_LARGE_CLIENT_HEADER_BUFFERS"] = self.options.large_client_header_buffers
+        env["FASTKONG_CLIENT_MAX_BODY_SIZE"] = self.options.client_max_body_size
         env["FASTKONG_COUNTERS"] = str(self.counters_file)
         env["FASTKONG_HEALTH"] = str(self.health_file)
         self.child = await asyncio.create_subprocess_exec(

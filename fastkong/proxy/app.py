@@ -32,8 +32,9 @@ from fastkong.plugins.runner import (
 from fastkong.proxy import errors, hop, websocket
 from fastkong.proxy.balancer import Peer, Resolver
 from fastkong.proxy.body import buffer_chunked, frame_body, read_small_body, stream_body
+from fastkong.proxy.limits import DEFAULT_LIMITS, HEADER_TOO_LARGE, BodyLimitExceeded, RequestLimits
 from fastkong.proxy.routing import NO_ROUTE, Decision, decide, strip_port
-from fastkong.proxy.trust import TrustedIps
+from fastkong.proxy.trust import DEFAULT_REAL_IP, RealIp, TrustedIps
 from fastkong.proxy.upstream import (
     SERVER,
     VIA,
@@ -100,11 +101,17 @@ class Gateway:
         runtime: Runtime | None = None,
         *,
         trusted_ips: TrustedIps | None = None,
+        real_ip: RealIp = DEFAULT_REAL_IP,
+        limits: RequestLimits = DEFAULT_LIMITS,
         on_startup: Callable[[Gateway], Awaitable[None]] | None = None,
         on_shutdown: Callable[[Gateway], Awaitable[None]] | None = None,
     ) -> None:
         self.runtime = runtime if runtime is not None else empty_runtime()
         self.trusted_ips = trusted_ips if trusted_ips is not None else TrustedIps()
+        #: Kong's real_ip_header and real_ip_recursive (proxy/trust.py).
+        self.real_ip = real_ip
+        #: nginx's large_client_header_buffers and client_max_body_size (proxy/limits.py).
+        self.limits = limits
         self.ids = RequestIds()
         self.pool: ConnectionPool | None = None
         self.resolver: Resolver | None = None
@@ -203,6 +210,8 @@ class Gateway:
         content_length = -1
         forwarded: dict[bytes, bytes] | None = None
         signals: list[tuple[bytes, bytes]] | None = None
+        # Bytes of the headers not copied into ``lines`` (an upper bound: names at most 24).
+        special = 0
         for name, value in scope["headers"]:
             if name not in _SPECIAL:
                 if name == b"content-length":
@@ -213,7 +222,9 @@ class Gateway:
                     else:
                         content_length = -2
                 lines.append(name + b": " + value + b"\r\n")
-            elif name == b"host":
+                continue
+            special += len(value) + 24
+            if name == b"host":
                 if host_value:
                     content_length = -2
                 host_value = value
@@ -234,13 +245,32 @@ class Gateway:
                 if forwarded is None:
                     forwarded = {}
                 forwarded.setdefault(name, value)
-        if content_length < -1 or (content_length >= 0 and chunked):
-            # A bad or repeated Content-Length, a repeated Host, or both framings: nginx
-            # refuses the request.
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        query: bytes = scope.get("query_string") or b""
+        limits = self.limits
+        if sum(map(len, lines)) + special + len(raw_path) + len(query) + len(
+            scope["method"]
+        ) + 16 > limits.fast_limit or (limits.max_body and content_length > limits.max_body):
+            # nginx's large_client_header_buffers (414, or 494 which Kong answers 400) and
+            # client_max_body_size (413), checked before anything is routed.
+            status = limits.refuse(
+                scope["method"], raw_path, query, scope["headers"], content_length
+            )
+            if status:
+                await self.nginx_error(scope, send, status, request_id, started)
+                return
+        if (
+            content_length < -1
+            or (content_length >= 0 and chunked)
+            or (not host_value and scope["http_version"] == "1.1")
+        ):
+            # A bad or repeated Content-Length, a repeated Host, both framings, or an HTTP/1.1
+            # request without a Host: nginx refuses the request.
             await self.nginx_error(scope, send, 400, request_id, started)
             return
+        if chunked and limits.max_body:
+            receive = limits.limit_body(receive)
 
-        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         host_text = host_value.decode("latin-1")
         server = scope.get("server")
         port = int(server[1]) if server else 0
@@ -281,6 +311,13 @@ class Gateway:
                 scope, send, plan, redirect_host, raw_path, request_id, started
             )
             return
+        # nginx's $remote_addr: the peer's address, or what a trusted peer's real_ip_header
+        # names (proxy/trust.py); client_ip stays the peer's (kong.client.get_ip()).
+        remote = (
+            self.real_ip.remote_addr(scope["headers"], client_ip, self.trusted_ips)
+            if trusted
+            else client_ip
+        )
         ctx: RequestContext | None = None
         if plan.plugins:
             ctx = RequestContext(
@@ -296,15 +333,15 @@ class Gateway:
                 request_id,
                 started,
             )
-            if forwarded is not None and b"x-real-ip" in forwarded:
-                # Kong's real_ip_header (X-Real-IP) from a trusted peer names the client.
-                real = hop.real_ip(forwarded)
-                if real is not None:
-                    ctx.forwarded_ip = real.decode("latin-1")
+            ctx.forwarded_ip = remote
             try:
                 stop = await run_access(ctx, plan.plugins, runtime.plugins)
             except BodyTooLarge:
                 stop = kong_error(413, "Request size limit exceeded")
+            except BodyLimitExceeded:
+                await self.nginx_error(scope, send, 413, request_id, started, ctx)
+                run_log(ctx)
+                return
             except ConnectionError:
                 return  # the client went away while a plugin read its body
             except Exception:
@@ -330,7 +367,6 @@ class Gateway:
             return
 
         upstream_path = decision.upstream_path
-        query: bytes = scope.get("query_string") or b""
         method: str = scope["method"]
         if ctx is not None:
             upstream_path = ctx.upstream_path or upstream_path
@@ -343,22 +379,21 @@ class Gateway:
 
         if signals is not None:
             lines = hop.request_signals(lines, signals)
-        # The forwarding headers Kong sets (kong.md 2.5). nginx's $remote_addr (X-Real-IP, and
-        # X-Forwarded-For when the client sent none) is a trusted peer's valid X-Real-IP.
+        # The forwarding headers Kong sets (kong.md 2.5): nginx's $remote_addr is X-Real-IP,
+        # and X-Forwarded-For when the client sent none; else the peer's address is appended.
         client_b = client_ip.encode()
+        real_b = client_b if remote is client_ip else remote.encode()
         prefix = b""
         if plan.strip_path and match.matched_len and match.path is not None:
             stripped = path[: match.matched_len]
             if stripped != "/":
                 prefix = stripped.encode("utf-8", "surrogateescape")
         if forwarded is None:
-            real_b = client_b
             xf_proto = scheme.encode()
             xf_host = host.encode("latin-1")
             xf_port = str(port).encode()
             xf_path = raw_path
         else:
-            real_b = hop.real_ip(forwarded) or client_b
             xf_proto = forwarded.get(b"x-forwarded-proto") or scheme.encode()
             xf_host = forwarded.get(b"x-forwarded-host") or host.encode("latin-1")
             xf_port = forwarded.get(b"x-forwarded-port") or str(port).encode()
@@ -397,7 +432,13 @@ class Gateway:
             body = ctx.body
         elif chunked:
             if plan.request_buffering:
-                body, receive = await buffer_chunked(receive)
+                try:
+                    body, receive = await buffer_chunked(receive)
+                except BodyLimitExceeded:
+                    await self.nginx_error(scope, send, 413, request_id, started, ctx)
+                    if ctx is not None:
+                        run_log(ctx)
+                    return
                 if body is not None:
                     chunked = False
                     lines.append(b"content-length: %d\r\n" % len(body))
@@ -414,7 +455,7 @@ class Gateway:
         balancer = service.balancer
         if balancer is not None and balancer.hashed:
             hash_key, cookie = balancer.hash_value(
-                scope["headers"], client_ip, path, query, ctx, match.captures
+                scope["headers"], remote, path, query, ctx, match.captures
             )
             if cookie is not None:
                 set_cookie = balancer.cookie_header(cookie)
@@ -535,7 +576,16 @@ class Gateway:
                     conn.start(head + frame_body(body, chunked) if body else head, no_body)
                 else:
                     conn.start(head, no_body)
-                    await stream_body(receive, conn, chunked, service.write_timeout)
+                    try:
+                        await stream_body(receive, conn, chunked, service.write_timeout)
+                    except BodyLimitExceeded:
+                        # Over client_max_body_size halfway up: the peer's request is cut off
+                        # (its connection closed) and the client gets nginx's 413.
+                        conn.close()
+                        if peer is not None and balancer is not None and balancer.tracks:
+                            balancer.done(peer, None)
+                        await self.nginx_error(scope, send, 413, request_id, started, ctx)
+                        return
                 await conn.read_head(service.read_timeout)
                 break
             except UpstreamError as exc:
@@ -668,6 +718,8 @@ class Gateway:
         ctype, body = errors.for_nginx_error(
             status, _header(scope, b"accept"), _header(scope, b"content-type"), request_id
         )
+        if status == HEADER_TOO_LARGE:
+            status = 400  # nginx's internal 494, which Kong's error handler answers as 400
         await self.respond(send, status, ctype, body, request_id, started, extra, ctx)
 
     async def plugin_exit(self, scope: Scope, send: Send, ctx: RequestContext, stop: Exit) -> None:

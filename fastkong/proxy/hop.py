@@ -1,12 +1,10 @@
 """The rare-path request header rules of Kong's access phase (``kong/runloop/handler.lua``).
 
 Kept out of the per-request loop in :mod:`fastkong.proxy.app`: these run only when the client
-sent a ``Connection`` or ``TE`` header, or a trusted peer sent ``X-Real-IP``.
+sent a ``Connection`` or ``TE`` header, or speaks another HTTP version than 1.1.
 """
 
 from __future__ import annotations
-
-import ipaddress
 
 #: A Connection header (request or response) of just one of these names no other header:
 #: nothing more to drop.
@@ -59,17 +57,3 @@ def inbound_via(http_version: str, server: bytes) -> bytes:
     prints ``ngx.req.http_version()`` (2.0 as "2", 1.0 as "1")."""
     version = http_version.removesuffix(".0") or "1"
     return version.encode("latin-1") + b" " + server
-
-
-def real_ip(forwarded: dict[bytes, bytes]) -> bytes | None:
-    """A trusted peer's ``X-Real-IP`` when it is an address (nginx's realip module ignores
-    anything else), else None."""
-    value = forwarded.get(b"x-real-ip")
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        ipaddress.ip_address(value.decode("latin-1"))
-    except ValueError:
-        return None
-    return value

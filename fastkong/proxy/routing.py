@@ -80,7 +80,8 @@ def decide(
             return found
 
     result: Decision | int = BAD_PATH
-    path = uri.normalize_path(raw_path)
+    # nginx takes only origin-form targets here (``OPTIONS *`` is its 400).
+    path = uri.normalize_path(raw_path) if raw_path.startswith("/") else None
     if path is not None:
         host = strip_port(host_header).lower()
         route_host = host

@@ -215,6 +215,8 @@ async def proxy(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None
                 scope, send, refusal.status, "Please use HTTPS protocol", request_id, refusal
             )
             return
+    # nginx's $remote_addr, as Gateway.http computes it.
+    remote = gw.real_ip.remote_addr(headers, client_ip, gw.trusted_ips) if trusted else client_ip
     ctx: RequestContext | None = None
     lines = [n + b": " + v + b"\r\n" for n, v in headers if n not in _SKIP]
     if plan.plugins:
@@ -235,6 +237,7 @@ async def proxy(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None
             request_id,
             started,
         )
+        ctx.forwarded_ip = remote
         stop: Exit | None = await run_access(ctx, plan.plugins, runtime.plugins)
         if stop is not None:
             await _refuse(scope, send, stop.status, stop.message or "", request_id, stop)
@@ -254,7 +257,9 @@ async def proxy(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None
         target = ctx.upstream_path.encode("latin-1")
     if query:
         target += b"?" + query
-    lines.append(_forwarding_lines(scope, headers, trusted, client_ip, decision, port, request_id))
+    lines.append(
+        _forwarding_lines(scope, headers, trusted, client_ip, remote, decision, port, request_id)
+    )
     subprotocols: list[str] = scope.get("subprotocols") or []
     if subprotocols:
         lines.append(b"sec-websocket-protocol: " + ", ".join(subprotocols).encode() + b"\r\n")
@@ -271,7 +276,7 @@ async def proxy(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None
             hash_key = None
             if balancer.hashed:
                 hash_key, _cookie = balancer.hash_value(
-                    headers, client_ip, decision.path, query, ctx, decision.match.captures
+                    headers, remote, decision.path, query, ctx, decision.match.captures
                 )
             peer = balancer.pick(tried, hash_key) or (
                 balancer.pick((), hash_key) if tried else None
@@ -485,20 +490,22 @@ def _forwarding_lines(
     headers: list[tuple[bytes, bytes]],
     trusted: bool,
     client_ip: str,
+    remote: str,
     decision: Decision,
     port: int,
     request_id: str,
 ) -> bytes:
     """The headers Kong adds to a proxied request, as ``Gateway.http`` writes them: the
-    client's first X-Forwarded-For and Via extended, a trusted peer's X-Forwarded-* and valid
-    X-Real-IP kept (the first of each), X-Forwarded-Prefix for a matched prefix."""
+    client's first X-Forwarded-For and Via extended, a trusted peer's X-Forwarded-* kept (the
+    first of each), X-Real-IP the client address (``remote``), X-Forwarded-Prefix for a matched
+    prefix."""
     first: dict[bytes, bytes] = {}
     for name, value in headers:
         if name in _FORWARDING and name not in first:
             first[name] = value
     client_b = client_ip.encode()
     forwarded = first if trusted else {}
-    real_b = hop.real_ip(forwarded) or client_b
+    real_b = remote.encode()
     xff = first.get(b"x-forwarded-for")
     scheme = b"https" if scope.get("scheme") == "wss" else b"http"
     prefix = b""

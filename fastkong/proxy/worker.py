@@ -30,7 +30,8 @@ from fastkong.control.state import file_identity, read_state, write_report
 from fastkong.plugins.bundled import _queue as http_queue
 from fastkong.plugins.bundled import file_log
 from fastkong.proxy.app import Gateway
-from fastkong.proxy.trust import TrustedIps
+from fastkong.proxy.limits import DEFAULT_HEADER_BUFFERS, DEFAULT_MAX_BODY, RequestLimits
+from fastkong.proxy.trust import RealIp, TrustedIps
 from fastkong.runtime import (
     DEFAULT_ROUTER_FLAVOR,
     Runtime,
@@ -188,6 +189,14 @@ def create_app() -> Gateway:
         or os.environ.get("KONG_ROUTER_FLAVOR")
         or DEFAULT_ROUTER_FLAVOR
     )
+    limits = RequestLimits.parse(
+        os.environ.get("FASTKONG_LARGE_CLIENT_HEADER_BUFFERS") or DEFAULT_HEADER_BUFFERS,
+        os.environ.get("FASTKONG_CLIENT_MAX_BODY_SIZE") or DEFAULT_MAX_BODY,
+    )
+    real_ip = RealIp.parse(
+        os.environ.get("FASTKONG_REAL_IP_HEADER") or "X-Real-IP",
+        os.environ.get("FASTKONG_REAL_IP_RECURSIVE") or "off",
+    )
     follower: StateFollower | None = None
 
     async def startup(gateway: Gateway) -> None:
@@ -213,7 +222,14 @@ def create_app() -> Gateway:
     if not state and declarative:
         loaded = load_config(Path(declarative).read_bytes())
         runtime = compile_runtime(loaded.config, loaded.hash, router_flavor=flavor)
-    gateway = Gateway(runtime, trusted_ips=trusted, on_startup=startup, on_shutdown=shutdown)
+    gateway = Gateway(
+        runtime,
+        trusted_ips=trusted,
+        real_ip=real_ip,
+        limits=limits,
+        on_startup=startup,
+        on_shutdown=shutdown,
+    )
     if state:
         follower = StateFollower(gateway, Path(state), flavor)
     return gateway
