@@ -79,6 +79,20 @@ def _request_limits(args: argparse.Namespace) -> tuple[str, str]:
     return buffers, max_body
 
 
+def _headers(args: argparse.Namespace) -> tuple[str, str]:
+    """Kong's ``headers`` and ``headers_upstream``, checked (ValueError)."""
+    from fastkong.proxy.kong_headers import (
+        DEFAULT_HEADERS,
+        DEFAULT_HEADERS_UPSTREAM,
+        HeaderSettings,
+    )
+
+    headers = args.headers or _env("HEADERS") or DEFAULT_HEADERS
+    upstream = args.headers_upstream or _env("HEADERS_UPSTREAM") or DEFAULT_HEADERS_UPSTREAM
+    HeaderSettings.parse(headers, upstream)
+    return headers, upstream
+
+
 def _real_ip(args: argparse.Namespace) -> tuple[str, str]:
     """``real_ip_header`` and ``real_ip_recursive``, checked (ValueError)."""
     from fastkong.proxy.trust import RealIp
@@ -105,6 +119,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         flavor = _router_flavor(args)
         header_buffers, max_body = _request_limits(args)
         real_ip_header, real_ip_recursive = _real_ip(args)
+        headers, headers_upstream = _headers(args)
     except ValueError as exc:
         print(f"fastkong: {exc}", file=sys.stderr)
         return 1
@@ -119,6 +134,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         router_flavor=flavor,
         real_ip_header=real_ip_header,
         real_ip_recursive=real_ip_recursive,
+        headers=headers,
+        headers_upstream=headers_upstream,
         large_client_header_buffers=header_buffers,
         client_max_body_size=max_body,
         ssl_cert=args.ssl_cert or _env("SSL_CERT"),
@@ -285,6 +302,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--real-ip-recursive",
         choices=("on", "off"),
         help="skip trusted addresses in real_ip_header from the right (KONG_REAL_IP_RECURSIVE)",
+    )
+    start.add_argument(
+        "--headers",
+        help="headers the gateway adds to responses, Kong's list or off; default "
+        "'server_tokens, latency_tokens, X-Kong-Request-Id' (KONG_HEADERS)",
+    )
+    start.add_argument(
+        "--headers-upstream",
+        help="X-Kong-Request-Id (default) or off (KONG_HEADERS_UPSTREAM)",
     )
     start.add_argument("--ssl-cert", help="PEM certificate for TLS on the proxy listener")
     start.add_argument("--ssl-key", help="PEM key for --ssl-cert")

@@ -131,7 +131,9 @@ class AdminApi:
         # Kong's cors_filter and admin header filter: on every admin answer.
         response.headers["access-control-allow-origin"] = request.headers.get("origin", "*")
         response.headers["access-control-allow-credentials"] = "true"
-        response.headers["x-kong-admin-latency"] = str(int((time.monotonic() - started) * 1000))
+        if self.supervisor.admin_latency:
+            latency = int((time.monotonic() - started) * 1000)
+            response.headers["x-kong-admin-latency"] = str(latency)
         return response
 
     async def route(self, request: Request) -> Response:

@@ -89,8 +89,11 @@ async def _read_request(reader: asyncio.StreamReader) -> Request | None:
     return Request(method.upper(), url.path or "/", parse_qs(url.query, True), headers, body)
 
 
-async def serve(host: str, port: int, handler: Handler) -> asyncio.Server:
-    """Listen on ``host:port`` and answer each request with ``handler``."""
+async def serve(
+    host: str, port: int, handler: Handler, server_header: str | None = SERVER
+) -> asyncio.Server:
+    """Listen on ``host:port`` and answer each request with ``handler``; ``server_header``
+    names the server on every answer (None: no Server header, Kong's ``headers`` without it)."""
 
     async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -113,7 +116,9 @@ async def serve(host: str, port: int, handler: Handler) -> asyncio.Server:
                         response = Response.json(500, {"message": "An unexpected error occurred"})
                 keep = request is not None and request.headers.get("connection") != "close"
                 head = [f"HTTP/1.1 {response.status} {REASONS.get(response.status, 'Status')}"]
-                headers = {"server": SERVER, **response.headers}
+                headers = dict(response.headers)
+                if server_header is not None:
+                    headers = {"server": server_header, **headers}
                 if response.status not in (204, 304):  # RFC 9110 8.6: no length on these
                     headers["content-length"] = str(len(response.body))
                 if not keep:

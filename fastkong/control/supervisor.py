@@ -49,6 +49,11 @@ from fastkong.control.admin import KONG_VERSION, AdminApi
 from fastkong.control.httpserver import Request, Response
 from fastkong.control.state import file_identity, read_reports, write_state
 from fastkong.metrics import render_node_metrics, reset_node_metrics, target_health_rows
+from fastkong.proxy.kong_headers import (
+    DEFAULT_HEADERS,
+    DEFAULT_HEADERS_UPSTREAM,
+    HeaderSettings,
+)
 from fastkong.proxy.limits import DEFAULT_HEADER_BUFFERS, DEFAULT_MAX_BODY, RequestLimits
 from fastkong.runtime import DEFAULT_ROUTER_FLAVOR
 from fastkong.upstreams.checker import ActiveChecker
@@ -98,6 +103,8 @@ class Options:
     workers: int = 1
     trusted_ips: str = ""
     router_flavor: str = DEFAULT_ROUTER_FLAVOR
+    headers: str = DEFAULT_HEADERS
+    headers_upstream: str = DEFAULT_HEADERS_UPSTREAM
     real_ip_header: str = "X-Real-IP"
     real_ip_recursive: str = "off"
     #: nginx's request-size settings, as text (fastkong/proxy/limits.py parses them).
@@ -142,6 +149,10 @@ class Supervisor:
         self.state_file = self.state_dir / "state"
         self.started = time.time()
         self.loader = background_executor("fastkong-config")
+        shown = HeaderSettings.parse(options.headers, options.headers_upstream)
+        #: Kong's `headers`: the admin and status listeners' Server and X-Kong-Admin-Latency.
+        self.server_header = httpserver.SERVER if "server" in shown.names else None
+        self.admin_latency = "x-kong-admin-latency" in shown.names
         self.admin = AdminApi(self)
         # The node's shared rate-limit counters (fastkong._core.ratelimit): in /dev/shm when the
         # system has it, so every worker maps the same pages; removed when the node stops.
@@ -440,6 +451,10 @@ class Supervisor:
                 "trusted_ips": [
                     x.strip() for x in self.options.trusted_ips.split(",") if x.strip()
                 ],
+                "headers": [x.strip() for x in self.options.headers.split(",") if x.strip()],
+                "headers_upstream": [
+                    x.strip() for x in self.options.headers_upstream.split(",") if x.strip()
+                ],
                 "real_ip_header": self.options.real_ip_header,
                 "real_ip_recursive": self.options.real_ip_recursive,
                 "proxy_listen": [f"{host}:{port}"],
@@ -472,6 +487,8 @@ class Supervisor:
         env["FASTKONG_STATE_FILE"] = str(self.state_file)
         env["FASTKONG_TRUSTED_IPS"] = self.options.trusted_ips
         env["FASTKONG_ROUTER_FLAVOR"] = self.options.router_flavor
+        env["FASTKONG_HEADERS"] = self.options.headers
+        env["FASTKONG_HEADERS_UPSTREAM"] = self.options.headers_upstream
         env["FASTKONG_REAL_IP_HEADER"] = self.options.real_ip_header
         env["FASTKONG_REAL_IP_RECURSIVE"] = self.options.real_ip_recursive
         env["FASTKONG_LARGE_CLIENT_HEADER_BUFFERS"] = self.options.large_client_header_buffers
@@ -511,10 +528,14 @@ class Supervisor:
         servers = []
         if self.options.status is not None:
             host, port = self.options.status
-            servers.append(await httpserver.serve(host, port, self.handle_status))
+            servers.append(
+                await httpserver.serve(host, port, self.handle_status, self.server_header)
+            )
         if self.options.admin is not None:
             host, port = self.options.admin
-            servers.append(await httpserver.serve(host, port, self.handle_admin))
+            servers.append(
+                await httpserver.serve(host, port, self.handle_admin, self.server_header)
+            )
         reset_node_metrics(self.state_dir)
         await self.start_child()
         assert self.child is not None

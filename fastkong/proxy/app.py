@@ -32,6 +32,7 @@ from fastkong.plugins.runner import (
 from fastkong.proxy import errors, hop, websocket
 from fastkong.proxy.balancer import Peer, Resolver
 from fastkong.proxy.body import buffer_chunked, frame_body, read_small_body, stream_body
+from fastkong.proxy.kong_headers import DEFAULT_SETTINGS, HeaderSettings
 from fastkong.proxy.limits import DEFAULT_LIMITS, HEADER_TOO_LARGE, BodyLimitExceeded, RequestLimits
 from fastkong.proxy.routing import NO_ROUTE, Decision, decide, strip_port
 from fastkong.proxy.trust import DEFAULT_REAL_IP, RealIp, TrustedIps
@@ -102,12 +103,16 @@ class Gateway:
         *,
         trusted_ips: TrustedIps | None = None,
         real_ip: RealIp = DEFAULT_REAL_IP,
+        headers: HeaderSettings = DEFAULT_SETTINGS,
         limits: RequestLimits = DEFAULT_LIMITS,
         on_startup: Callable[[Gateway], Awaitable[None]] | None = None,
         on_shutdown: Callable[[Gateway], Awaitable[None]] | None = None,
     ) -> None:
         self.runtime = runtime if runtime is not None else empty_runtime()
         self.trusted_ips = trusted_ips if trusted_ips is not None else TrustedIps()
+        #: Kong's `headers` and `headers_upstream` when not the defaults, which are written
+        #: inline (proxy/kong_headers.py).
+        self.shown = None if headers.is_default else headers
         #: Kong's real_ip_header and real_ip_recursive (proxy/trust.py).
         self.real_ip = real_ip
         #: nginx's large_client_header_buffers and client_max_body_size (proxy/limits.py).
@@ -425,6 +430,9 @@ class Gateway:
                 )
             )
         )
+        if self.shown is not None and not self.shown.request_id_upstream:
+            # headers_upstream = off: the block just written goes up without the request id.
+            lines[-1] = lines[-1].replace(b"\r\nx-kong-request-id: " + request_id.encode(), b"")
         if prefix:
             lines.append(b"x-forwarded-prefix: " + prefix + b"\r\n")
         body: bytes | None = b""
@@ -627,6 +635,8 @@ class Gateway:
                 ),
                 (b"x-kong-proxy-latency", b"%d" % ((upstream_started - started) * 1000)),
             ]
+            if self.shown is not None:
+                latencies = self.shown.produced(latencies)
             await self.nginx_error(scope, send, status, request_id, None, ctx, latencies)
             return
 
@@ -641,18 +651,33 @@ class Gateway:
         response_headers = conn.headers
         if set_cookie is not None:
             response_headers.append((b"set-cookie", set_cookie))
-        if not conn.has_server:
-            # nginx (so Kong) names itself when the upstream does not; Granian would say its own.
-            response_headers.append((b"server", SERVER))
-        # Kong appends its token to the upstream's Via, in one header.
-        response_headers.append((b"via", conn.via_header))
-        response_headers.append(
-            (b"x-kong-upstream-latency", b"%d" % ((now - upstream_started) * 1000))
-        )
-        response_headers.append(
-            (b"x-kong-proxy-latency", b"%d" % ((upstream_started - started) * 1000))
-        )
-        response_headers.append((b"x-kong-request-id", request_id.encode()))
+        shown = self.shown
+        if shown is None:  # Kong's default `headers`
+            if not conn.has_server:
+                # nginx (so Kong) names itself when the upstream does not; Granian would say
+                # its own.
+                response_headers.append((b"server", SERVER))
+            # Kong appends its token to the upstream's Via, in one header.
+            response_headers.append((b"via", conn.via_header))
+            response_headers.append(
+                (b"x-kong-upstream-latency", b"%d" % ((now - upstream_started) * 1000))
+            )
+            response_headers.append(
+                (b"x-kong-proxy-latency", b"%d" % ((upstream_started - started) * 1000))
+            )
+            response_headers.append((b"x-kong-request-id", request_id.encode()))
+        else:
+            via = conn.via_header
+            shown.add_proxied(
+                response_headers,
+                own_server=not conn.has_server,
+                via=via,
+                upstream_via=None if via is VIA else via[: -len(VIA) - 2],
+                upstream_latency=b"%d" % ((now - upstream_started) * 1000),
+                proxy_latency=b"%d" % ((upstream_started - started) * 1000),
+                request_id=request_id.encode(),
+                upstream_status=conn.status,
+            )
         filters: tuple[Plugin, ...] = ()
         if ctx is not None:
             ctx.proxied = True
@@ -781,6 +806,8 @@ class Gateway:
         if started is not None:
             latency = str(int((time.monotonic() - started) * 1000)).encode()
             headers.append((b"x-kong-response-latency", latency))
+        if self.shown is not None:
+            headers = self.shown.produced(headers)
         if extra:
             headers.extend(extra)
         if ctx is not None:

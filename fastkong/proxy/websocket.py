@@ -38,6 +38,7 @@ from fastkong.plugins.base import Exit, kong_error
 from fastkong.plugins.context import RequestContext
 from fastkong.plugins.runner import apply_header_edits, run_access, run_log
 from fastkong.proxy import errors, hop
+from fastkong.proxy.kong_headers import HeaderSettings
 from fastkong.proxy.routing import NO_ROUTE, Decision, decide, strip_port
 from fastkong.proxy.upstream import SERVER, VIA
 
@@ -203,16 +204,22 @@ async def proxy(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None
     )
     if not isinstance(decision, Decision):
         if decision == NO_ROUTE:
-            await _refuse(scope, send, 404, errors.NO_ROUTE, request_id)
+            await _refuse(gw.shown, scope, send, 404, errors.NO_ROUTE, request_id)
         else:
-            await _refuse(scope, send, 400, "Bad request", request_id)
+            await _refuse(gw.shown, scope, send, 400, "Bad request", request_id)
         return
     plan = decision.plan
     if "https" in plan.protocols and "http" not in plan.protocols:
         refusal = _https_refusal(plan, trusted, headers, scheme, host_value, raw_path, scope)
         if refusal is not None:
             await _refuse(
-                scope, send, refusal.status, "Please use HTTPS protocol", request_id, refusal
+                gw.shown,
+                scope,
+                send,
+                refusal.status,
+                "Please use HTTPS protocol",
+                request_id,
+                refusal,
             )
             return
     # nginx's $remote_addr, as Gateway.http computes it.
@@ -240,14 +247,14 @@ async def proxy(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None
         ctx.forwarded_ip = remote
         stop: Exit | None = await run_access(ctx, plan.plugins, runtime.plugins)
         if stop is not None:
-            await _refuse(scope, send, stop.status, stop.message or "", request_id, stop)
+            await _refuse(gw.shown, scope, send, stop.status, stop.message or "", request_id, stop)
             run_log(ctx)
             return
         if ctx.upstream_set or ctx.upstream_remove:
             lines = apply_header_edits(ctx, lines)
     service = plan.service
     if service is None or decision.upstream_path is None:
-        await _refuse(scope, send, 503, errors.NO_SERVICE, request_id)
+        await _refuse(gw.shown, scope, send, 503, errors.NO_SERVICE, request_id)
         return
     target = decision.upstream_path.encode("latin-1")
     query: bytes = scope.get("query_string") or b""
@@ -257,9 +264,12 @@ async def proxy(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None
         target = ctx.upstream_path.encode("latin-1")
     if query:
         target += b"?" + query
-    lines.append(
-        _forwarding_lines(scope, headers, trusted, client_ip, remote, decision, port, request_id)
+    forwarding = _forwarding_lines(
+        scope, headers, trusted, client_ip, remote, decision, port, request_id
     )
+    if gw.shown is not None and not gw.shown.request_id_upstream:
+        forwarding = forwarding.replace(b"x-kong-request-id: " + request_id.encode() + b"\r\n", b"")
+    lines.append(forwarding)
     subprotocols: list[str] = scope.get("subprotocols") or []
     if subprotocols:
         lines.append(b"sec-websocket-protocol: " + ", ".join(subprotocols).encode() + b"\r\n")
@@ -282,7 +292,7 @@ async def proxy(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None
                 balancer.pick((), hash_key) if tried else None
             )
             if peer is None:
-                await _refuse(scope, send, 503, errors.NO_PEER, request_id)
+                await _refuse(gw.shown, scope, send, 503, errors.NO_PEER, request_id)
                 return
             tried = (*tried, peer)
             host, peer_port = peer.host, peer.port
@@ -314,7 +324,7 @@ async def proxy(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None
             continue
         break
     if opened is None:
-        await _refuse(scope, send, status, _nginx_message(status), request_id)
+        await _refuse(gw.shown, scope, send, status, _nginx_message(status), request_id)
         return
     reader, writer = opened
     try:
@@ -330,7 +340,7 @@ async def proxy(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None
         if peer is not None and balancer is not None and balancer.passive:
             balancer.report_failure(peer, isinstance(exc, TimeoutError))
         code = 504 if isinstance(exc, TimeoutError) else 502
-        await _refuse(scope, send, code, _nginx_message(code), request_id)
+        await _refuse(gw.shown, scope, send, code, _nginx_message(code), request_id)
         return
     code, response_headers = _parse_head(head)
     if peer is not None and balancer is not None and balancer.passive:
@@ -347,15 +357,14 @@ async def proxy(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None
                 body = b""
         writer.close()
         if code == 101:  # a 101 with a wrong accept key is an invalid response
-            await _refuse(scope, send, 502, _nginx_message(502), request_id)
+            await _refuse(gw.shown, scope, send, 502, _nginx_message(502), request_id)
         else:
-            await _relay_refusal(scope, send, code, response_headers, body, request_id)
+            await _relay_refusal(gw.shown, scope, send, code, response_headers, body, request_id)
         return
-    accept: dict[str, Any] = {
-        "type": "websocket.accept",
-        "headers": [(n, v) for n, v in response_headers if n not in _SKIP_BACK]
-        + [(b"x-kong-request-id", request_id.encode())],
-    }
+    back = [(n, v) for n, v in response_headers if n not in _SKIP_BACK]
+    if gw.shown is None or "x-kong-request-id" in gw.shown.names:
+        back.append((b"x-kong-request-id", request_id.encode()))
+    accept: dict[str, Any] = {"type": "websocket.accept", "headers": back}
     chosen = got.get(b"sec-websocket-protocol")
     if chosen:
         accept["subprotocol"] = chosen.decode("latin-1")
@@ -571,6 +580,7 @@ def _https_refusal(
 
 
 async def _refuse(
+    shown: HeaderSettings | None,
     scope: Scope,
     send: Send,
     status: int,
@@ -595,6 +605,8 @@ async def _refuse(
         (b"content-length", str(len(body)).encode()),
         (b"x-kong-request-id", request_id.encode()),
     ]
+    if shown is not None:
+        out = shown.produced(out)
     if ctype:
         out.append((b"content-type", ctype.encode()))
     if stop is not None:
@@ -604,6 +616,7 @@ async def _refuse(
 
 
 async def _relay_refusal(
+    shown: HeaderSettings | None,
     scope: Scope,
     send: Send,
     status: int,
@@ -621,6 +634,7 @@ async def _relay_refusal(
         if n not in (b"content-length", b"transfer-encoding", b"connection")
     ]
     out.append((b"content-length", str(len(body)).encode()))
-    out.append((b"x-kong-request-id", request_id.encode()))
+    if shown is None or "x-kong-request-id" in shown.names:
+        out.append((b"x-kong-request-id", request_id.encode()))
     await send({"type": "websocket.http.response.start", "status": status, "headers": out})
     await send({"type": "websocket.http.response.body", "body": body})

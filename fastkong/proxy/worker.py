@@ -30,6 +30,11 @@ from fastkong.control.state import file_identity, read_state, write_report
 from fastkong.plugins.bundled import _queue as http_queue
 from fastkong.plugins.bundled import file_log
 from fastkong.proxy.app import Gateway
+from fastkong.proxy.kong_headers import (
+    DEFAULT_HEADERS,
+    DEFAULT_HEADERS_UPSTREAM,
+    HeaderSettings,
+)
 from fastkong.proxy.limits import DEFAULT_HEADER_BUFFERS, DEFAULT_MAX_BODY, RequestLimits
 from fastkong.proxy.trust import RealIp, TrustedIps
 from fastkong.runtime import (
@@ -197,6 +202,10 @@ def create_app() -> Gateway:
         os.environ.get("FASTKONG_REAL_IP_HEADER") or "X-Real-IP",
         os.environ.get("FASTKONG_REAL_IP_RECURSIVE") or "off",
     )
+    shown = HeaderSettings.parse(
+        os.environ.get("FASTKONG_HEADERS") or DEFAULT_HEADERS,
+        os.environ.get("FASTKONG_HEADERS_UPSTREAM") or DEFAULT_HEADERS_UPSTREAM,
+    )
     follower: StateFollower | None = None
 
     async def startup(gateway: Gateway) -> None:
@@ -226,6 +235,7 @@ def create_app() -> Gateway:
         runtime,
         trusted_ips=trusted,
         real_ip=real_ip,
+        headers=shown,
         limits=limits,
         on_startup=startup,
         on_shutdown=shutdown,
