@@ -17,6 +17,7 @@ from fastkong._core._router_py import gc_paused
 from fastkong._core.routespec import RouteSpec
 from fastkong.background import pace
 from fastkong.plugins.chain import PluginSet, build_plugins
+from fastkong.proxy.upstream_tls import NO_VERIFY, PLAIN_VERIFY, TlsProfile
 from fastkong.upstreams.balancers import Balancer, Peer, build_balancer
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ class ServicePlan:
         "write_timeout",
         "read_timeout",
         "tls_verify",
+        "tls_profile",
         "balancer",
         "host_header",
         "upstream_host_header",
@@ -74,6 +76,7 @@ class ServicePlan:
         upstream: Any | None,
         targets: list[Any],
         balancer: Balancer | None = None,
+        tls_profile: TlsProfile | None = None,
     ) -> None:
         self.id: str = service.id
         self.name: str | None = service.name
@@ -87,6 +90,10 @@ class ServicePlan:
         self.write_timeout = service.write_timeout / 1000.0
         self.read_timeout = service.read_timeout / 1000.0
         self.tls_verify = bool(service.tls_verify)
+        #: How TLS connections to this service are made (None for plain HTTP).
+        self.tls_profile = tls_profile or (
+            (PLAIN_VERIFY if self.tls_verify else NO_VERIFY) if self.tls else None
+        )
         self.enabled: bool = service.enabled
         self.balancer: Balancer | None = None
         self.upstream_host_header: str | None = None
@@ -213,6 +220,29 @@ def empty_runtime() -> Runtime:
     return Runtime(None, EMPTY_HASH, router_mod.Router([]), [], {})
 
 
+def tls_profile(
+    service: Any,
+    upstream: Any | None,
+    certificates: dict[str, Any],
+    ca_certificates: dict[str, Any],
+) -> TlsProfile:
+    """Kong's upstream_ssl.lua for ``service``: its client certificate, else its upstream's;
+    its CA certificates (ids that name none are skipped, as Kong logs and goes on)."""
+    cert_id = service.client_certificate or (upstream.client_certificate if upstream else None)
+    cert = certificates.get(str(cert_id)) if cert_id else None
+    cas = [
+        ca_certificates[str(i)].cert
+        for i in service.ca_certificates or ()
+        if str(i) in ca_certificates
+    ]
+    return TlsProfile(
+        bool(service.tls_verify),
+        cas,
+        cert.cert if cert is not None else None,
+        cert.key if cert is not None else None,
+    )
+
+
 def compile_runtime(
     config: Config,
     hash: str,
@@ -253,6 +283,8 @@ def _compile(
         targets_by_upstream.setdefault(t.upstream, []).append(t)
     services: dict[str, ServicePlan] = {}
     balancers: dict[str, Balancer] = {}
+    certificates = {str(c.id): c for c in config.certificates}
+    ca_certificates = {str(c.id): c for c in config.ca_certificates}
     for s in config.services:
         upstream = upstreams.get(s.host)
         targets = targets_by_upstream.get(upstream.id, []) if upstream is not None else []
@@ -261,7 +293,10 @@ def _compile(
             balancer = balancers.get(upstream.id)
             if balancer is None:
                 balancer = balancers[upstream.id] = build_balancer(upstream, targets)
-        services[s.id] = ServicePlan(s, upstream, targets, balancer)
+        profile = None
+        if s.protocol in ("https", "grpcs"):
+            profile = tls_profile(s, upstream, certificates, ca_certificates)
+        services[s.id] = ServicePlan(s, upstream, targets, balancer, profile)
 
     specs: list[RouteSpec] = []
     routes: list[RoutePlan] = []

@@ -40,6 +40,7 @@ from fastkong.proxy.upstream import (
     SERVER,
     VIA,
     ConnectionPool,
+    PoolKey,
     UpstreamConnection,
     UpstreamError,
     UpstreamTimeout,
@@ -552,8 +553,14 @@ class Gateway:
                 (method, b" ", target, b" HTTP/1.1\r\nhost: ", host_b, b"\r\n", headers_block)
             )
             # Kong (nginx's proxy_ssl_name $upstream_host) names the TLS server by the Host
-            # header it sends, port cut off.
-            key = (host, port, strip_port(host_b.decode("latin-1")) if service.tls else None)
+            # header it sends, port cut off; connections differ by name and TLS settings.
+            key: PoolKey = (
+                host,
+                port,
+                (strip_port(host_b.decode("latin-1")), service.tls_profile)
+                if service.tls_profile is not None
+                else None,
+            )
             upstream_started = time.monotonic()
             conn = pool.take_idle(key)
             reused = conn is not None
@@ -574,12 +581,7 @@ class Gateway:
                             ctx,
                         )
                         return
-                    conn = await pool.connect(
-                        key,
-                        address,
-                        service.connect_timeout,
-                        verify=service.tls_verify,
-                    )
+                    conn = await pool.connect(key, address, service.connect_timeout)
                 if body is not None:
                     conn.start(head + frame_body(body, chunked) if body else head, no_body)
                 else:

@@ -32,6 +32,7 @@ import httptools
 
 from fastkong import __version__
 from fastkong.proxy.hop import PLAIN_CONNECTION
+from fastkong.proxy.upstream_tls import ContextCache, TlsProfile
 
 #: The gateway's product token (``Server``) and its ``Via`` token (Kong's ``1.1 kong/<version>``).
 SERVER = f"fastkong/{__version__}".encode()
@@ -42,7 +43,9 @@ HIGH_WATER = 256 * 1024
 #: Which kept-alive connections a request may reuse: the address connected to, its port, and the
 #: TLS server name (None for plain HTTP). Connections with different SNI are not shared, as
 #: Kong names its TLS pools by the upstream Host too.
-PoolKey = tuple[str, int, str | None]
+#: (host, port, TLS): TLS is None for plain HTTP, else the server name and the service's
+#: :class:`TlsProfile` (connections differ by both).
+PoolKey = tuple[str, int, "tuple[str, TlsProfile] | None"]
 LOW_WATER = 64 * 1024
 #: The shortest interval between two deadline checks of one pool, in seconds.
 WATCHDOG_TICK = 0.005
@@ -394,25 +397,15 @@ class ConnectionPool:
         self.waiting: set[UpstreamConnection] = set()
         self._watchdog: asyncio.TimerHandle | None = None
         self._watch_at = math.inf
-        self._ssl_verify: ssl.SSLContext | None = None
-        self._ssl_noverify: ssl.SSLContext | None = None
+        self.contexts = ContextCache()
         self.opened = 0
 
     def __repr__(self) -> str:
         idle = sum(len(v) for v in self.idle.values())
         return f"<ConnectionPool peers={len(self.idle)} idle={idle} opened={self.opened}>"
 
-    def ssl_context(self, verify: bool) -> ssl.SSLContext:
-        if verify:
-            if self._ssl_verify is None:
-                self._ssl_verify = ssl.create_default_context()
-            return self._ssl_verify
-        if self._ssl_noverify is None:
-            ctx = ssl.create_default_context()
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-            self._ssl_noverify = ctx
-        return self._ssl_noverify
+    def ssl_context(self, profile: TlsProfile) -> ssl.SSLContext:
+        return self.contexts.get(profile)
 
     def watch(self, conn: UpstreamConnection) -> None:
         """Fail ``conn``'s wait if it is still waiting at ``conn.deadline``."""
@@ -454,11 +447,16 @@ class ConnectionPool:
         key: PoolKey,
         address: str,
         timeout: float,
-        *,
-        verify: bool = False,
     ) -> UpstreamConnection:
-        host, port, tls_name = key
-        ctx: Any = self.ssl_context(verify) if tls_name is not None else None
+        host, port, tls = key
+        ctx: Any = None
+        tls_name = None
+        if tls is not None:
+            tls_name, profile = tls
+            try:
+                ctx = self.ssl_context(profile)
+            except (ssl.SSLError, ValueError, OSError) as exc:
+                raise UpstreamConnectError(f"TLS setup for {host}:{port} failed: {exc}") from None
         try:
             _, conn = await asyncio.wait_for(
                 self.loop.create_connection(

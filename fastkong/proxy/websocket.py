@@ -304,9 +304,9 @@ async def proxy(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None
         sni = strip_port(host_b.decode("latin-1"))  # as the proxy's (Gateway.exchange)
         try:
             ctx_ssl: ssl.SSLContext | None = None
-            if service.tls:
+            if service.tls_profile is not None:
                 assert gw.pool is not None
-                ctx_ssl = gw.pool.ssl_context(service.tls_verify)
+                ctx_ssl = gw.pool.ssl_context(service.tls_profile)
             opened = await asyncio.wait_for(
                 asyncio.open_connection(
                     host,

@@ -41,6 +41,7 @@ from typing import Any
 
 import msgspec
 
+from fastkong.proxy.upstream_tls import ContextCache, TlsProfile
 from fastkong.upstreams import health as H
 from fastkong.upstreams.balancers import is_ip, split_target
 from fastkong.upstreams.registry import kong_addresses
@@ -54,13 +55,22 @@ CLEAR_DELAY = 300.0  # Kong's CLEAR_HEALTH_STATUS_DELAY
 class UpstreamCheck:
     """One upstream as the prober sees it: its settings, targets and probe tasks."""
 
-    def __init__(self, upstream: Any, targets: list[Any]) -> None:
+    def __init__(
+        self, upstream: Any, targets: list[Any], client_cert: tuple[str, str] | None = None
+    ) -> None:
         self.upstream = upstream
         self.targets = targets
         self.policy = H.HealthPolicy(upstream.healthchecks)
+        #: https probes present the upstream's client_certificate, as Kong's healthchecker.
+        self.tls = TlsProfile(
+            self.policy.active.https_verify_certificate,
+            (),
+            *(client_cert or (None, None)),
+        )
         self.identity = (
             msgspec.json.encode(upstream),
             tuple((t.id, t.target, t.weight) for t in targets),
+            self.tls,
         )
         self.tasks: list[asyncio.Task[None]] = []
         self.overflow_logged = False
@@ -83,6 +93,7 @@ class ActiveChecker:
         self.absent: dict[int, float] = {}  # target fp -> when it left the config
         self.clear_delay = CLEAR_DELAY
         self.forget_timer: asyncio.TimerHandle | None = None
+        self.contexts = ContextCache()
 
     def __repr__(self) -> str:
         running = sum(len(c.tasks) for c in self.checks.values())
@@ -98,12 +109,16 @@ class ActiveChecker:
             self._apply(config)
 
     def _apply(self, config: Any) -> None:
+        certificates = {str(c.id): c for c in config.certificates}
         targets: dict[str, list[Any]] = {}
         for t in config.targets:
             targets.setdefault(t.upstream, []).append(t)
         fresh: dict[str, UpstreamCheck] = {}
         for u in config.upstreams:
-            check = UpstreamCheck(u, targets.get(u.id, []))
+            cert = certificates.get(str(u.client_certificate)) if u.client_certificate else None
+            check = UpstreamCheck(
+                u, targets.get(u.id, []), (cert.cert, cert.key) if cert is not None else None
+            )
             old = self.checks.get(u.id)
             if old is not None and old.identity == check.identity:
                 fresh[u.id] = old
@@ -281,10 +296,7 @@ class ActiveChecker:
         # lua-resty-healthcheck 3.1 (Kong's) only handshakes for ``https``: a ``grpc``/``grpcs``
         # check is the same plain HTTP/1.0 GET. The SNI is ``https_sni``, else the Host it sends.
         if active.type == "https":
-            tls = ssl.create_default_context()
-            if not active.https_verify_certificate:
-                tls.check_hostname = False
-                tls.verify_mode = ssl.CERT_NONE
+            tls = self.contexts.get(check.tls)
         writer: asyncio.StreamWriter | None = None
         try:
             reader, writer = await asyncio.wait_for(

@@ -39,10 +39,12 @@ from fastkong.plugins.bundled._serializer import remember_response_headers, seri
 from fastkong.plugins.registry import register_plugin
 from fastkong.proxy.upstream import (
     ConnectionPool,
+    PoolKey,
     UpstreamConnection,
     UpstreamError,
     UpstreamTimeout,
 )
+from fastkong.proxy.upstream_tls import NO_VERIFY
 
 if TYPE_CHECKING:
     from fastkong.plugins.context import RequestContext
@@ -182,7 +184,12 @@ async def send(
     Raises :class:`UpstreamError` when the exchange fails.
     """
     pool = _POOLS.get(keepalive_ms)
-    key = (endpoint.host, endpoint.port, endpoint.host if endpoint.tls else None)
+    # As before the TLS profiles: the log endpoint's certificate is not verified.
+    key: PoolKey = (
+        endpoint.host,
+        endpoint.port,
+        (endpoint.host, NO_VERIFY) if endpoint.tls else None,
+    )
     request = endpoint.head + b"Content-Length: %d\r\n\r\n" % len(body) + body
     for attempt in range(2):
         conn: UpstreamConnection | None = pool.take_idle(key) if attempt == 0 else None
