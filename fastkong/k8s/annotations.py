@@ -40,8 +40,6 @@ _HOST = re.compile(
 
 #: Annotations KIC reads that fastkong does not implement: ignored with a warning.
 UNSUPPORTED: Final = {
-    PREFIX + "client-cert": "client certificates from Secrets are not supported yet",
-    PREFIX + "ca-certificates-secrets": "CA certificates from Secrets are not supported yet",
     PREFIX + "ca-certificates-configmaps": "CA certificates from ConfigMaps are not supported yet",
 }
 

@@ -39,6 +39,7 @@ SINGULAR: Final = {
     "upstreams": "upstream",
     "targets": "target",
     "certificates": "certificate",
+    "ca_certificates": "CA certificate",
     "snis": "sni",
     "keyauth_credentials": "key-auth credential",
     "basicauth_credentials": "basic-auth credential",

@@ -32,7 +32,7 @@ from typing import Any, Final
 import yaml
 
 from fastkong.k8s import annotations as ann
-from fastkong.k8s import naming
+from fastkong.k8s import naming, service_tls
 from fastkong.k8s import objects as o
 from fastkong.k8s.consumers import build_consumer, conflicts, credential_sort_key
 from fastkong.k8s.ingress import (
@@ -151,6 +151,8 @@ class _Translation:
         #: Ingress (ns, name) -> its route records.
         self.ingress_routes: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.consumers: dict[tuple[str, str], dict[str, Any]] = {}
+        #: TLS Secrets named by ``konghq.com/client-cert`` (ns, name) -> the Secret.
+        self.client_certs: dict[tuple[str, str], Obj] = {}
         self.used_instance_names: set[str] = set()
         self.default_class = is_default_class(index, classes)
         self.params = class_parameters(index, classes, self.problems)
@@ -190,6 +192,10 @@ class _Translation:
         )
         config["plugins"] = self.globals()
         config["certificates"] = self.certificates(ingresses)
+        config["ca_certificates"] = [
+            self.note(record, ObjectRef.of(secret))
+            for record, secret in service_tls.ca_certificates(self.index, self.problems)
+        ]
         _drop_empty(config)
         _order_keys(config)
         return config
@@ -256,6 +262,7 @@ class _Translation:
         record["tags"] = o.tags(service)
         upstream = self.note({"name": host, "tags": o.tags(service)}, ref)
         ann.apply_service_annotations(record, upstream, o.anns(service), ref, self.problems)
+        service_tls.apply(record, service, self.index, self.problems, self.client_certs)
         if (policy_name := o.anns(service).get(UPSTREAM_POLICY)) is not None:
             policy = self.index.get("KongUpstreamPolicy", ns, policy_name)
             if policy is None:
@@ -463,7 +470,15 @@ class _Translation:
                 for h in sorted(hosts)
             ]
             out.append(self.note(cert, ObjectRef.of(secret)))
-        return sorted(out, key=lambda c: (c["snis"][0]["name"], c.get("id", "")))
+        ids = {c.get("id") for c in out}
+        for _, secret in sorted(self.client_certs.items()):
+            record = service_tls.client_certificate(secret, self.problems)
+            if record is not None and record["id"] not in ids:  # else: also an Ingress's TLS
+                ids.add(record["id"])
+                out.append(self.note(record, ObjectRef.of(secret)))
+        return sorted(
+            out, key=lambda c: (c["snis"][0]["name"] if c.get("snis") else "", c.get("id", ""))
+        )
 
 
 def _plugin_key(plugin: dict[str, Any]) -> tuple[str, ...]:
@@ -549,6 +564,7 @@ _FIELD_ORDER: Final[dict[str, tuple[str, ...]]] = {
         "protocols",
     ),
     "certificates": ("id", "cert", "key"),
+    "ca_certificates": ("id", "cert"),
     "snis": ("name",),
     "keyauth_credentials": ("key", "ttl"),
     "basicauth_credentials": ("username", "password"),
@@ -578,6 +594,16 @@ def _order_keys(record: dict[str, Any], plural: str | None = None) -> None:
 
 
 _NESTABLE: Final = frozenset(
-    {"services", "routes", "plugins", "upstreams", "targets", "consumers", "certificates", "snis"}
+    {
+        "services",
+        "routes",
+        "plugins",
+        "upstreams",
+        "targets",
+        "consumers",
+        "certificates",
+        "ca_certificates",
+        "snis",
+    }
     | set(_CREDENTIAL_ARRAYS)
 )

@@ -1,0 +1,209 @@
+"""TLS towards a Service's pods, as KIC translates it: ``konghq.com/client-cert`` and
+``konghq.com/ca-certificates-secrets`` on the Service, and CA certificate Secrets.
+
+KIC (``internal/dataplane/translator/ingressrules.go`` and ``translate_cacerts.go``):
+
+- ``konghq.com/client-cert: <secret>`` names a TLS Secret in the Service's namespace; it becomes
+  a Kong certificate (id: the Secret's UID) and the service's ``client_certificate``. Refused on
+  a service whose protocol is not a TLS one.
+- ``konghq.com/ca-certificates-secrets: a,b`` names CA certificate Secrets in the namespace;
+  their ``id`` values become the service's ``ca_certificates``. Refused unless
+  ``konghq.com/tls-verify`` is ``true`` and the protocol is a TLS one.
+- Every Secret labelled ``konghq.com/ca-cert: "true"`` becomes a Kong CA certificate: ``id``
+  from its data, the PEM from ``cert`` (or ``ca.crt``); one certificate only, a CA, not
+  expired. Two Secrets with one ``id``: the oldest wins (then namespace, then name).
+
+CA certificates from ConfigMaps (``konghq.com/ca-certificates-configmaps``) are not read:
+fastkong's controller does not watch ConfigMaps; the annotation is reported.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from typing import Any, Final
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from fastkong.k8s import annotations as ann
+from fastkong.k8s import objects as o
+from fastkong.k8s.objects import Index, Obj, ObjectRef, Problem
+
+CLIENT_CERT: Final = ann.PREFIX + "client-cert"
+CA_SECRETS: Final = ann.PREFIX + "ca-certificates-secrets"
+CA_LABEL: Final = "konghq.com/ca-cert"
+TLS_PROTOCOLS: Final = frozenset({"https", "grpcs", "tls", "tls_passthrough"})
+#: Ids for Secrets without a UID (manifests translated offline): stable per namespace/name.
+_OFFLINE_IDS: Final = uuid.UUID("7c0a8f0e-5f46-4b8e-9a53-0d6c1e4c2f10")
+
+
+def secret_id(secret: Obj) -> str:
+    """A Secret's UID, which KIC uses as the certificate id (or a name-derived one offline)."""
+    uid = o.meta(secret).get("uid")
+    if isinstance(uid, str):
+        try:
+            return str(uuid.UUID(uid))
+        except ValueError:
+            pass
+    return str(uuid.uuid5(_OFFLINE_IDS, f"{o.namespace(secret)}/{o.name(secret)}"))
+
+
+def apply(
+    record: dict[str, Any],
+    service: Obj,
+    index: Index,
+    problems: list[Problem],
+    client_certs: dict[tuple[str, str], Obj],
+) -> None:
+    """Set ``client_certificate`` and ``ca_certificates`` on a Kong service ``record`` from the
+    Kubernetes ``service``'s annotations; the client certificate Secrets used go to
+    ``client_certs`` (to become certificates)."""
+    anns, ns, ref = o.anns(service), o.namespace(service), ObjectRef.of(service)
+    protocol = record.get("protocol", "http")
+    if name := anns.get(CLIENT_CERT):
+        secret = index.get("Secret", ns, name)
+        if secret is None:
+            problems.append(Problem(ref, f"Failed to fetch secret '{ns}/{name}'"))
+        elif protocol not in TLS_PROTOCOLS:
+            problems.append(
+                Problem(
+                    ref,
+                    f"Client certificate requested for incompatible service protocol '{protocol}'",
+                )
+            )
+        else:
+            client_certs[(ns, name)] = secret
+            record["client_certificate"] = secret_id(secret)
+    names = o.split_comma(anns.get(CA_SECRETS, ""))
+    if not names:
+        return
+    if record.get("tls_verify") is not True:
+        problems.append(
+            Problem(ref, "CA certificates requested for service without TLS verification enabled")
+        )
+        return
+    if protocol not in TLS_PROTOCOLS:
+        problems.append(
+            Problem(
+                ref, f"CA certificates requested for incompatible service protocol '{protocol}'"
+            )
+        )
+        return
+    ids = []
+    for name in names:
+        secret = index.get("Secret", ns, name)
+        if secret is None:
+            problems.append(
+                Problem(ref, f"Failed to fetch secret for CA Certificate '{ns}/{name}'")
+            )
+            continue
+        try:
+            found = o.secret_data(secret).get("id")
+        except ValueError as exc:
+            problems.append(Problem(ObjectRef.of(secret), str(exc)))
+            continue
+        if not found:
+            problems.append(
+                Problem(ref, f"Invalid CA certificate '{ns}/{name}': missing 'id' field in data")
+            )
+            continue
+        ids.append(found.strip())
+    if ids:
+        record["ca_certificates"] = ids
+
+
+def client_certificate(secret: Obj, problems: list[Problem]) -> dict[str, Any] | None:
+    """The Kong certificate of a client-cert TLS Secret (no SNIs), or None (reported)."""
+    ref = ObjectRef.of(secret)
+    try:
+        data = o.secret_data(secret)
+    except ValueError as exc:
+        problems.append(Problem(ref, str(exc)))
+        return None
+    if not data.get("tls.crt") or not data.get("tls.key"):
+        problems.append(Problem(ref, "TLS secret needs tls.crt and tls.key"))
+        return None
+    return {
+        "id": secret_id(secret),
+        "cert": data["tls.crt"].strip(),
+        "key": data["tls.key"].strip(),
+        "tags": o.tags(secret),
+    }
+
+
+def ca_certificates(index: Index, problems: list[Problem]) -> list[tuple[dict[str, Any], Obj]]:
+    """KIC's getCACerts over the Secrets labelled ``konghq.com/ca-cert: "true"``: each CA
+    certificate record with the Secret it came from, sorted by id."""
+    winners: dict[str, tuple[Obj, dict[str, str]]] = {}
+    candidates = sorted(
+        (s for s in index.all("Secret") if o.labels(s).get(CA_LABEL) == "true"),
+        key=lambda s: (o.created(s), o.namespace(s), o.name(s)),
+    )
+    for secret in candidates:
+        ref = ObjectRef.of(secret)
+        try:
+            data = o.secret_data(secret)
+        except ValueError as exc:
+            problems.append(Problem(ref, str(exc)))
+            continue
+        cert_id = data.get("id")
+        if cert_id is None:
+            problems.append(
+                Problem(ref, "invalid secret CA certificate: missing 'id' field in data")
+            )
+            continue
+        if cert_id in winners:  # candidates are in KIC's order of preference
+            problems.append(
+                Problem(
+                    ref, "invalid secret CA certificate: duplicate 'id' field in multiple objects"
+                )
+            )
+            continue
+        winners[cert_id] = (secret, data)
+    out = []
+    for cert_id in sorted(winners):
+        secret, data = winners[cert_id]
+        ref = ObjectRef.of(secret)
+        pem = data.get("cert", data.get("ca.crt"))
+        if pem is None:
+            problems.append(
+                Problem(
+                    ref,
+                    f"invalid secret CA certificate {o.namespace(secret)}/{o.name(secret)}, "
+                    'neither "cert" nor "ca.crt" key exist',
+                )
+            )
+            continue
+        try:
+            single = _one_ca(pem)
+        except ValueError as exc:
+            problems.append(Problem(ref, f"invalid secret CA certificate: {exc}"))
+            continue
+        out.append(({"id": cert_id, "cert": single, "tags": o.tags(secret)}, secret))
+    return out
+
+
+def _one_ca(pem: str) -> str:
+    """KIC's toKongCACertificate: exactly one PEM certificate, a CA, not expired; re-encoded."""
+    text = pem.strip()
+    if not text.startswith("-----BEGIN CERTIFICATE-----"):
+        raise ValueError(
+            "invalid PEM block type" if text.startswith("-----BEGIN") else "invalid PEM block"
+        )
+    try:
+        certs = x509.load_pem_x509_certificates(text.encode())
+    except ValueError:
+        raise ValueError("failed to parse certificate") from None
+    if len(certs) > 1:
+        raise ValueError("multiple PEM certificates found")
+    cert = certs[0]
+    try:
+        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if not is_ca:
+        raise ValueError("certificate is missing the 'CA' basic constraint")
+    if datetime.datetime.now(datetime.UTC) > cert.not_valid_after_utc:
+        raise ValueError("expired")
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
