@@ -113,6 +113,7 @@ def _is_loopback(host: str) -> bool:
 def cmd_start(args: argparse.Namespace) -> int:
     from fastkong.config import ConfigError
     from fastkong.control.supervisor import Options, Supervisor
+    from fastkong.proxy.errors import check_error_default_type
 
     config = args.config or _env("DECLARATIVE_CONFIG")
     try:
@@ -120,6 +121,9 @@ def cmd_start(args: argparse.Namespace) -> int:
         header_buffers, max_body = _request_limits(args)
         real_ip_header, real_ip_recursive = _real_ip(args)
         headers, headers_upstream = _headers(args)
+        error_type = check_error_default_type(
+            args.error_default_type or _env("ERROR_DEFAULT_TYPE") or "text/plain"
+        )
     except ValueError as exc:
         print(f"fastkong: {exc}", file=sys.stderr)
         return 1
@@ -136,6 +140,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         real_ip_recursive=real_ip_recursive,
         headers=headers,
         headers_upstream=headers_upstream,
+        error_default_type=error_type,
         large_client_header_buffers=header_buffers,
         client_max_body_size=max_body,
         ssl_cert=args.ssl_cert or _env("SSL_CERT"),
@@ -307,6 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--headers",
         help="headers the gateway adds to responses, Kong's list or off; default "
         "'server_tokens, latency_tokens, X-Kong-Request-Id' (KONG_HEADERS)",
+    )
+    start.add_argument(
+        "--error-default-type",
+        help="type of error pages for requests that ask for none: text/plain (default), "
+        "text/html, application/json, application/xml (KONG_ERROR_DEFAULT_TYPE)",
     )
     start.add_argument(
         "--headers-upstream",

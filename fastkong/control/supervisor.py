@@ -105,6 +105,7 @@ class Options:
     router_flavor: str = DEFAULT_ROUTER_FLAVOR
     headers: str = DEFAULT_HEADERS
     headers_upstream: str = DEFAULT_HEADERS_UPSTREAM
+    error_default_type: str = "text/plain"
     real_ip_header: str = "X-Real-IP"
     real_ip_recursive: str = "off"
     #: nginx's request-size settings, as text (fastkong/proxy/limits.py parses them).
@@ -455,6 +456,7 @@ class Supervisor:
                 "headers_upstream": [
                     x.strip() for x in self.options.headers_upstream.split(",") if x.strip()
                 ],
+                "error_default_type": self.options.error_default_type,
                 "real_ip_header": self.options.real_ip_header,
                 "real_ip_recursive": self.options.real_ip_recursive,
                 "proxy_listen": [f"{host}:{port}"],
@@ -488,6 +490,7 @@ class Supervisor:
         env["FASTKONG_TRUSTED_IPS"] = self.options.trusted_ips
         env["FASTKONG_ROUTER_FLAVOR"] = self.options.router_flavor
         env["FASTKONG_HEADERS"] = self.options.headers
+        env["FASTKONG_ERROR_DEFAULT_TYPE"] = self.options.error_default_type
         env["FASTKONG_HEADERS_UPSTREAM"] = self.options.headers_upstream
         env["FASTKONG_REAL_IP_HEADER"] = self.options.real_ip_header
         env["FASTKONG_REAL_IP_RECURSIVE"] = self.options.real_ip_recursive

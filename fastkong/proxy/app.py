@@ -105,6 +105,7 @@ class Gateway:
         trusted_ips: TrustedIps | None = None,
         real_ip: RealIp = DEFAULT_REAL_IP,
         headers: HeaderSettings = DEFAULT_SETTINGS,
+        error_default_type: str = "text/plain",
         limits: RequestLimits = DEFAULT_LIMITS,
         on_startup: Callable[[Gateway], Awaitable[None]] | None = None,
         on_shutdown: Callable[[Gateway], Awaitable[None]] | None = None,
@@ -114,6 +115,8 @@ class Gateway:
         #: Kong's `headers` and `headers_upstream` when not the defaults, which are written
         #: inline (proxy/kong_headers.py).
         self.shown = None if headers.is_default else headers
+        #: Kong's error_default_type: nginx error pages for requests that name no type.
+        self.error_default_type = errors.check_error_default_type(error_default_type)
         #: Kong's real_ip_header and real_ip_recursive (proxy/trust.py).
         self.real_ip = real_ip
         #: nginx's large_client_header_buffers and client_max_body_size (proxy/limits.py).
@@ -743,7 +746,11 @@ class Gateway:
     ) -> None:
         """nginx's error page path (400, 502, 504, ...)."""
         ctype, body = errors.for_nginx_error(
-            status, _header(scope, b"accept"), _header(scope, b"content-type"), request_id
+            status,
+            _header(scope, b"accept"),
+            _header(scope, b"content-type"),
+            request_id,
+            self.error_default_type,
         )
         if status == HEADER_TOO_LARGE:
             status = 400  # nginx's internal 494, which Kong's error handler answers as 400

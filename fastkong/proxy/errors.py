@@ -113,12 +113,30 @@ def for_response_error(accept: str | None, message: str, request_id: str) -> tup
     return ctype, render(ctype, message, request_id)
 
 
+#: Kong's ``error_default_type`` values (the type of nginx error pages for a request that
+#: names none).
+ERROR_DEFAULT_TYPES = ("text/plain", "text/html", "application/json", "application/xml")
+
+
+def check_error_default_type(value: str) -> str:
+    if value not in ERROR_DEFAULT_TYPES:
+        raise ValueError(
+            f"error_default_type: expected one of {', '.join(ERROR_DEFAULT_TYPES)}, got {value!r}"
+        )
+    return value
+
+
 def for_nginx_error(
-    status: int, accept: str | None, content_type: str | None, request_id: str
+    status: int,
+    accept: str | None,
+    content_type: str | None,
+    request_id: str,
+    default_type: str = "text/plain",
 ) -> tuple[str, bytes]:
-    """nginx ``error_page`` errors (502, 504, ...): Accept, else Content-Type, else text/plain,
-    negotiated as ``kong.response.error`` does (q-values, the first best entry wins)."""
+    """nginx ``error_page`` errors (502, 504, ...): Accept, else Content-Type, else Kong's
+    ``error_default_type``, negotiated as ``kong.response.error`` does (q-values, the first
+    best entry wins)."""
     header = accept if accept is not None else content_type
-    ctype = response_type(header) if header is not None else PLAIN
+    ctype = response_type(header if header is not None else default_type)
     message = NGINX_MESSAGES.get(status) or f"The upstream server responded with {status}"
     return ctype, render(ctype, message, request_id)

@@ -236,6 +236,7 @@ def create_app() -> Gateway:
         trusted_ips=trusted,
         real_ip=real_ip,
         headers=shown,
+        error_default_type=os.environ.get("FASTKONG_ERROR_DEFAULT_TYPE") or "text/plain",
         limits=limits,
         on_startup=startup,
         on_shutdown=shutdown,

@@ -49,6 +49,8 @@ def tuned(tmp_path_factory: pytest.TempPathFactory, echo: Echo) -> Iterator[Gate
         "2 600k",
         "--client-max-body-size",
         "1k",
+        "--error-default-type",
+        "application/json",
     ).start()
     yield gw
     assert gw.stop() == 0
@@ -165,6 +167,22 @@ def test_a_declared_body_over_client_max_body_size_is_413_before_routing(tuned: 
     assert r.status_code == 200 and r.json()["body_length"] == 1024
 
 
+def test_error_default_type_types_error_pages_that_ask_for_none(
+    tuned: Gateway, gateway: Gateway
+) -> None:
+    # Kong's error_default_type: nginx error pages without Accept or Content-Type.
+    head = b"POST /echo/x HTTP/1.1\r\nHost: kong.test\r\nContent-Length: 2000\r\n"
+    response = raw_request(tuned, head + b"Connection: close\r\n\r\n", b"x" * 2000)
+    assert status_of(response) == 413
+    assert b"\r\ncontent-type: application/json; charset=utf-8\r\n" in response
+    assert json.loads(response.partition(b"\r\n\r\n")[2])["message"] == "Payload too large"
+    r = httpx.post(tuned.url("/echo/x"), content=b"x" * 2000, headers={"Accept": "text/html"})
+    assert r.headers["content-type"] == "text/html; charset=utf-8"
+    # The default gateway answers the same request, asking for nothing, in text/plain.
+    long_uri = b"GET /echo/" + b"a" * 9000 + b" HTTP/1.1\r\nHost: k\r\nConnection: close\r\n\r\n"
+    assert b"\r\ncontent-type: text/plain; charset=utf-8\r\n" in raw_request(gateway, long_uri)
+
+
 def _chunks(total: int, size: int = 100) -> Iterator[bytes]:
     for start in range(0, total, size):
         yield b"y" * min(size, total - start)
@@ -201,6 +219,7 @@ def test_kong_environment_names_set_the_limits(
         ("--large-client-header-buffers", "4", "expected 'number size'"),
         ("--large-client-header-buffers", "4 8q", "invalid size '8q'"),
         ("--client-max-body-size", "ten", "client_max_body_size: invalid size 'ten'"),
+        ("--error-default-type", "text/csv", "error_default_type: expected one of text/plain"),
     ],
 )
 def test_a_bad_limit_setting_stops_the_start_with_its_name(
