@@ -114,6 +114,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     from fastkong.config import ConfigError
     from fastkong.control.supervisor import Options, Supervisor
     from fastkong.proxy.errors import check_error_default_type
+    from fastkong.proxy.upstream import keepalive_settings
 
     config = args.config or _env("DECLARATIVE_CONFIG")
     try:
@@ -124,6 +125,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         error_type = check_error_default_type(
             args.error_default_type or _env("ERROR_DEFAULT_TYPE") or "text/plain"
         )
+        keepalive_settings(os.environ)  # read by each worker; checked here
     except ValueError as exc:
         print(f"fastkong: {exc}", file=sys.stderr)
         return 1

@@ -55,6 +55,7 @@ from fastkong.proxy.kong_headers import (
     HeaderSettings,
 )
 from fastkong.proxy.limits import DEFAULT_HEADER_BUFFERS, DEFAULT_MAX_BODY, RequestLimits
+from fastkong.proxy.upstream import keepalive_settings
 from fastkong.runtime import DEFAULT_ROUTER_FLAVOR
 from fastkong.upstreams.checker import ActiveChecker
 from fastkong.upstreams.health import HealthTable
@@ -457,6 +458,7 @@ class Supervisor:
                     x.strip() for x in self.options.headers_upstream.split(",") if x.strip()
                 ],
                 "error_default_type": self.options.error_default_type,
+                **keepalive_settings(os.environ),
                 "real_ip_header": self.options.real_ip_header,
                 "real_ip_recursive": self.options.real_ip_recursive,
                 "proxy_listen": [f"{host}:{port}"],

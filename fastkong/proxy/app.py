@@ -16,7 +16,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from fastkong.plugins.base import Exit, Plugin, kong_error
@@ -37,6 +37,7 @@ from fastkong.proxy.limits import DEFAULT_LIMITS, HEADER_TOO_LARGE, BodyLimitExc
 from fastkong.proxy.routing import NO_ROUTE, Decision, decide, strip_port
 from fastkong.proxy.trust import DEFAULT_REAL_IP, RealIp, TrustedIps
 from fastkong.proxy.upstream import (
+    KEEPALIVE_SETTINGS,
     SERVER,
     VIA,
     ConnectionPool,
@@ -106,6 +107,7 @@ class Gateway:
         real_ip: RealIp = DEFAULT_REAL_IP,
         headers: HeaderSettings = DEFAULT_SETTINGS,
         error_default_type: str = "text/plain",
+        keepalive: Mapping[str, int] | None = None,
         limits: RequestLimits = DEFAULT_LIMITS,
         on_startup: Callable[[Gateway], Awaitable[None]] | None = None,
         on_shutdown: Callable[[Gateway], Awaitable[None]] | None = None,
@@ -115,6 +117,8 @@ class Gateway:
         #: Kong's `headers` and `headers_upstream` when not the defaults, which are written
         #: inline (proxy/kong_headers.py).
         self.shown = None if headers.is_default else headers
+        #: Kong's upstream_keepalive_* settings for the connection pool.
+        self.keepalive = dict(keepalive or KEEPALIVE_SETTINGS)
         #: Kong's error_default_type: nginx error pages for requests that name no type.
         self.error_default_type = errors.check_error_default_type(error_default_type)
         #: Kong's real_ip_header and real_ip_recursive (proxy/trust.py).
@@ -174,7 +178,12 @@ class Gateway:
         if self.pool is not None:
             return
         loop = asyncio.get_running_loop()
-        self.pool = ConnectionPool(loop)
+        self.pool = ConnectionPool(
+            loop,
+            max_idle=self.keepalive["upstream_keepalive_pool_size"],
+            max_requests=self.keepalive["upstream_keepalive_max_requests"],
+            idle_timeout=self.keepalive["upstream_keepalive_idle_timeout"],
+        )
         self.resolver = Resolver(loop)
         self.upstreams = Registry(open_table(os.environ.get("FASTKONG_HEALTH")), self.resolver)
         self.upstreams.adopt(self.runtime)

@@ -26,6 +26,7 @@ import math
 import ssl
 import time
 from collections import deque
+from collections.abc import Mapping
 from typing import Any, cast
 
 import httptools
@@ -363,7 +364,7 @@ class UpstreamConnection(asyncio.Protocol):
             and self.keep_alive
             and self.error is None
             and not self.closed
-            and self.requests < self.pool.max_requests
+            and (self.requests < self.pool.max_requests or not self.pool.max_requests)
         )
 
     def close(self) -> None:
@@ -371,6 +372,31 @@ class UpstreamConnection(asyncio.Protocol):
             self.closed = True
             if self.transport is not None:
                 self.transport.close()
+
+
+#: Kong's upstream keepalive settings and defaults (kong.conf): pool size per peer and worker
+#: (0: no keep-alive), requests per connection (0: no limit), idle seconds (0: no limit).
+KEEPALIVE_SETTINGS = {
+    "upstream_keepalive_pool_size": 512,
+    "upstream_keepalive_max_requests": 10000,
+    "upstream_keepalive_idle_timeout": 60,
+}
+
+
+def keepalive_settings(environ: Mapping[str, str]) -> dict[str, int]:
+    """Kong's ``upstream_keepalive_*`` from ``FASTKONG_``/``KONG_`` environment names;
+    ValueError naming a value that is not a whole number >= 0."""
+    out = {}
+    for name, default in KEEPALIVE_SETTINGS.items():
+        key = name.upper()
+        raw = environ.get(f"FASTKONG_{key}") or environ.get(f"KONG_{key}")
+        if raw is None or raw.strip() == "":
+            out[name] = default
+            continue
+        if not raw.strip().isdigit():
+            raise ValueError(f"{name}: expected a whole number >= 0, got {raw!r}")
+        out[name] = int(raw.strip())
+    return out
 
 
 class ConnectionPool:
@@ -431,7 +457,7 @@ class ConnectionPool:
         stack = self.idle.get(key)
         if not stack:
             return None
-        deadline = time.monotonic() - self.idle_timeout
+        deadline = time.monotonic() - self.idle_timeout if self.idle_timeout else -math.inf
         while stack:
             conn = stack.pop()
             if conn.closed:
@@ -492,6 +518,8 @@ class ConnectionPool:
 
     def sweep(self) -> int:
         """Close idle connections older than the idle timeout; returns how many were closed."""
+        if not self.idle_timeout:
+            return 0  # upstream_keepalive_idle_timeout = 0: idle connections stay open
         deadline = time.monotonic() - self.idle_timeout
         closed = 0
         for key, stack in list(self.idle.items()):

@@ -37,6 +37,7 @@ from fastkong.proxy.kong_headers import (
 )
 from fastkong.proxy.limits import DEFAULT_HEADER_BUFFERS, DEFAULT_MAX_BODY, RequestLimits
 from fastkong.proxy.trust import RealIp, TrustedIps
+from fastkong.proxy.upstream import keepalive_settings
 from fastkong.runtime import (
     DEFAULT_ROUTER_FLAVOR,
     Runtime,
@@ -237,6 +238,7 @@ def create_app() -> Gateway:
         real_ip=real_ip,
         headers=shown,
         error_default_type=os.environ.get("FASTKONG_ERROR_DEFAULT_TYPE") or "text/plain",
+        keepalive=keepalive_settings(os.environ),
         limits=limits,
         on_startup=startup,
         on_shutdown=shutdown,

@@ -1,0 +1,98 @@
+"""Kong's upstream keep-alive settings (``upstream_keepalive_pool_size``, ``_max_requests``,
+``_idle_timeout``), read from Kong's environment names by a real ``fastkong start``, seen from
+an upstream that counts the connections it gets."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.helpers import ROOT, Gateway, LoopServer, free_port
+
+pytestmark = pytest.mark.integration
+
+CONFIG = """
+_format_version: "3.0"
+services:
+- name: counted
+  url: http://127.0.0.1:{port}
+  routes: [{{name: counted, paths: ["/"]}}]
+"""
+
+
+class CountingPeer(LoopServer):
+    """Answers every request on a kept-alive connection; counts connections."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.connections = 0
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+
+@pytest.fixture
+def peer() -> Iterator[CountingPeer]:
+    server = CountingPeer().start()
+    yield server
+    server.stop()
+
+
+def connections_for(
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    peer: CountingPeer,
+    env: dict[str, str],
+    requests: int = 9,
+) -> int:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    gw = Gateway(tmp_path_factory.mktemp("keepalive"), CONFIG.format(port=peer.port)).start()
+    try:
+        with httpx.Client() as client:
+            for _ in range(requests):
+                assert client.get(gw.url("/x")).status_code == 200
+    finally:
+        assert gw.stop() == 0
+    return peer.connections
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, 1),  # Kong's defaults: one kept-alive connection carries them all
+        ({"KONG_UPSTREAM_KEEPALIVE_MAX_REQUESTS": "3"}, 3),
+        ({"KONG_UPSTREAM_KEEPALIVE_POOL_SIZE": "0"}, 9),  # 0: no keep-alive
+        ({"KONG_UPSTREAM_KEEPALIVE_MAX_REQUESTS": "0"}, 1),  # 0: no limit
+    ],
+    ids=["defaults", "max-requests", "pool-size-0", "max-requests-0"],
+)
+def test_keepalive_settings(
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    peer: CountingPeer,
+    env: dict[str, str],
+    expected: int,
+) -> None:
+    assert connections_for(tmp_path_factory, monkeypatch, peer, env) == expected
+
+
+def test_a_bad_value_stops_the_start() -> None:
+    cmd = [sys.executable, "-m", "fastkong", "start", "--proxy-listen", f"127.0.0.1:{free_port()}"]
+    env = {**os.environ, "KONG_UPSTREAM_KEEPALIVE_IDLE_TIMEOUT": "1.5"}
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 1
+    assert "upstream_keepalive_idle_timeout: expected a whole number >= 0, got '1.5'" in done.stderr
