@@ -89,6 +89,26 @@ class LoopServer:
         raise NotImplementedError
 
 
+class FixedPeer(LoopServer):
+    """An upstream that answers every request with the same ``response`` bytes on a kept-alive
+    connection, and counts the connections it accepts."""
+
+    def __init__(self, response: bytes) -> None:
+        super().__init__()
+        self.response = response
+        self.connections = 0
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(self.response)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+
 class Echo:
     """``python -m fastkong.echo`` on a free loopback port."""
 

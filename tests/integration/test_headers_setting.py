@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.helpers import ROOT, Echo, Gateway, LoopServer, free_port
+from tests.helpers import ROOT, Echo, FixedPeer, Gateway, free_port
 from tests.ws_peer import WsClient, WsEcho
 
 pytestmark = pytest.mark.integration
@@ -52,30 +52,20 @@ GATEWAY_HEADERS = {
 }
 
 
-class ViaPeer(LoopServer):
-    """Answers with its own Via and Server headers."""
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while await reader.readuntil(b"\r\n\r\n"):
-                writer.write(
-                    b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\nVia: 1.1 edge\r\n"
-                    b"Server: peer/1\r\n\r\nok"
-                )
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        writer.close()
+#: What the "via" upstream answers: its own Via and Server.
+VIA_RESPONSE = (
+    b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\nVia: 1.1 edge\r\nServer: peer/1\r\n\r\nok"
+)
 
 
 @pytest.fixture(scope="module")
-def via_peer() -> Iterator[ViaPeer]:
-    peer = ViaPeer().start()
+def via_peer() -> Iterator[FixedPeer]:
+    peer = FixedPeer(VIA_RESPONSE).start()
     yield peer
     peer.stop()
 
 
-def _start(workdir: object, peers: tuple[Echo, ViaPeer, WsEcho], *extra: str) -> Gateway:
+def _start(workdir: object, peers: tuple[Echo, FixedPeer, WsEcho], *extra: str) -> Gateway:
     echo, via, ws = peers
     config = CONFIG.format(echo=echo.port, via=via.port, ws=ws.port)
     return Gateway(workdir, config, 1, *extra).start()  # type: ignore[arg-type]
@@ -83,7 +73,7 @@ def _start(workdir: object, peers: tuple[Echo, ViaPeer, WsEcho], *extra: str) ->
 
 @pytest.fixture(scope="module")
 def off(
-    tmp_path_factory: pytest.TempPathFactory, echo: Echo, via_peer: ViaPeer, ws_echo: WsEcho
+    tmp_path_factory: pytest.TempPathFactory, echo: Echo, via_peer: FixedPeer, ws_echo: WsEcho
 ) -> Iterator[Gateway]:
     gw = _start(
         tmp_path_factory.mktemp("headers-off"),
@@ -150,7 +140,7 @@ def test_off_on_websocket_handshakes(off: Gateway, ws_echo: WsEcho) -> None:
 
 
 def test_a_chosen_list(
-    tmp_path_factory: pytest.TempPathFactory, echo: Echo, via_peer: ViaPeer, ws_echo: WsEcho
+    tmp_path_factory: pytest.TempPathFactory, echo: Echo, via_peer: FixedPeer, ws_echo: WsEcho
 ) -> None:
     gw = _start(
         tmp_path_factory.mktemp("headers-list"),
@@ -184,7 +174,7 @@ def test_a_chosen_list(
 def test_kong_environment_names(
     tmp_path_factory: pytest.TempPathFactory,
     echo: Echo,
-    via_peer: ViaPeer,
+    via_peer: FixedPeer,
     ws_echo: WsEcho,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

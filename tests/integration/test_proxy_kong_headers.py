@@ -16,7 +16,7 @@ import pytest
 from fastkong.config import load_config
 from fastkong.proxy.app import Gateway as App
 from fastkong.runtime import compile_runtime
-from tests.helpers import Echo, Gateway, LoopServer, free_port
+from tests.helpers import Echo, FixedPeer, Gateway, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -60,33 +60,20 @@ RAW_RESPONSE = (
 )
 
 
-class RawPeer(LoopServer):
-    """Answers every request with :data:`RAW_RESPONSE` on a kept-alive connection."""
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while await reader.readuntil(b"\r\n\r\n"):
-                writer.write(RAW_RESPONSE)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        writer.close()
-
-
 @pytest.fixture(scope="module")
-def raw_peer() -> Iterator[RawPeer]:
-    peer = RawPeer().start()
+def raw_peer() -> Iterator[FixedPeer]:
+    peer = FixedPeer(RAW_RESPONSE).start()
     yield peer
     peer.stop()
 
 
-def _config(echo: Echo, raw_peer: RawPeer) -> str:
+def _config(echo: Echo, raw_peer: FixedPeer) -> str:
     return CONFIG.format(echo=echo.port, raw=raw_peer.port, dead=free_port())
 
 
 @pytest.fixture(scope="module")
 def gateway(
-    tmp_path_factory: pytest.TempPathFactory, echo: Echo, raw_peer: RawPeer
+    tmp_path_factory: pytest.TempPathFactory, echo: Echo, raw_peer: FixedPeer
 ) -> Iterator[Gateway]:
     gw = Gateway(tmp_path_factory.mktemp("kong-headers"), _config(echo, raw_peer)).start()
     yield gw
@@ -95,7 +82,7 @@ def gateway(
 
 @pytest.fixture(scope="module")
 def trusting(
-    tmp_path_factory: pytest.TempPathFactory, echo: Echo, raw_peer: RawPeer
+    tmp_path_factory: pytest.TempPathFactory, echo: Echo, raw_peer: FixedPeer
 ) -> Iterator[Gateway]:
     config = _config(echo, raw_peer)
     gw = Gateway(tmp_path_factory.mktemp("kong-trust"), config, 1, "--trusted-ips", "127.0.0.1")

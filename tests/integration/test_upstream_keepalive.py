@@ -4,7 +4,6 @@ an upstream that counts the connections it gets."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.helpers import ROOT, Gateway, LoopServer, free_port
+from tests.helpers import ROOT, FixedPeer, Gateway, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -26,27 +25,9 @@ services:
 """
 
 
-class CountingPeer(LoopServer):
-    """Answers every request on a kept-alive connection; counts connections."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.connections = 0
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            while await reader.readuntil(b"\r\n\r\n"):
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        writer.close()
-
-
 @pytest.fixture
-def peer() -> Iterator[CountingPeer]:
-    server = CountingPeer().start()
+def peer() -> Iterator[FixedPeer]:
+    server = FixedPeer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").start()
     yield server
     server.stop()
 
@@ -54,7 +35,7 @@ def peer() -> Iterator[CountingPeer]:
 def connections_for(
     tmp_path_factory: pytest.TempPathFactory,
     monkeypatch: pytest.MonkeyPatch,
-    peer: CountingPeer,
+    peer: FixedPeer,
     env: dict[str, str],
     requests: int = 9,
 ) -> int:
@@ -83,7 +64,7 @@ def connections_for(
 def test_keepalive_settings(
     tmp_path_factory: pytest.TempPathFactory,
     monkeypatch: pytest.MonkeyPatch,
-    peer: CountingPeer,
+    peer: FixedPeer,
     env: dict[str, str],
     expected: int,
 ) -> None:

@@ -6,13 +6,7 @@ tests/integration/test_upstream_mtls.py)."""
 from __future__ import annotations
 
 import base64
-import datetime
 from typing import Any
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from fastkong.config import load_config
 from fastkong.k8s import translate
@@ -151,30 +145,13 @@ def test_kics_refusals() -> None:
     assert missing.config["services"][0]["ca_certificates"] == [CA_ID]
 
 
-def _leaf_pem() -> str:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "leaf")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
-
-
 def test_bad_ca_secrets_are_left_out_and_reported() -> None:
     pki = Pki("k8s CA")
     label = {"konghq.com/ca-cert": "true"}
     bad = [
         secret("no-id", {"cert": pki.pem}, labels=label),
         secret("no-cert", {"id": "a"}, labels=label),
-        secret("leaf", {"id": "b", "cert": _leaf_pem()}, labels=label),
+        secret("leaf", {"id": "b", "cert": pki.issue("leaf")[0]}, labels=label),
         secret("two", {"id": "c", "cert": pki.pem + Pki("x").pem}, labels=label),
         secret("junk", {"id": "d", "ca.crt": "not a pem"}, labels=label),
         secret(
