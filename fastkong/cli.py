@@ -93,6 +93,23 @@ def _headers(args: argparse.Namespace) -> tuple[str, str]:
     return headers, upstream
 
 
+def worker_count(value: str | int | None) -> int:
+    """``--workers`` / Kong's ``nginx_worker_processes``: a number >= 1, or ``auto`` (Kong's
+    default): one per CPU this process may run on (its affinity mask, which a container's
+    cpuset narrows; nginx counts the online CPUs)."""
+    if value is None:
+        return 1
+    text = str(value).strip()
+    if text == "auto":
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not on Linux
+            return max(1, os.cpu_count() or 1)
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"nginx_worker_processes: expected a number >= 1 or auto, got {text!r}")
+    return int(text)
+
+
 def _real_ip(args: argparse.Namespace) -> tuple[str, str]:
     """``real_ip_header`` and ``real_ip_recursive``, checked (ValueError)."""
     from fastkong.proxy.trust import RealIp
@@ -126,6 +143,7 @@ def cmd_start(args: argparse.Namespace) -> int:
             args.error_default_type or _env("ERROR_DEFAULT_TYPE") or "text/plain"
         )
         keepalive_settings(os.environ)  # read by each worker; checked here
+        workers = worker_count(args.workers or _env("NGINX_WORKER_PROCESSES"))
     except ValueError as exc:
         print(f"fastkong: {exc}", file=sys.stderr)
         return 1
@@ -135,7 +153,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         or ("0.0.0.0", 8000),
         status=parse_listen(args.status_listen or _env("STATUS_LISTEN") or "127.0.0.1:8100"),
         admin=parse_listen(args.admin_listen or _env("ADMIN_LISTEN") or "127.0.0.1:8001"),
-        workers=int(args.workers or _env("NGINX_WORKER_PROCESSES") or 1),
+        workers=workers,
         trusted_ips=args.trusted_ips or _env("TRUSTED_IPS") or "",
         router_flavor=flavor,
         real_ip_header=real_ip_header,
@@ -298,7 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     start.add_argument("--admin-listen", help="ip:port or off; default 127.0.0.1:8001")
     start.add_argument("--status-listen", help="ip:port or off; default 127.0.0.1:8100")
-    start.add_argument("--workers", type=int, help="Granian worker processes; default 1")
+    start.add_argument(
+        "--workers",
+        help="Granian worker processes, or auto (KONG_NGINX_WORKER_PROCESSES); default 1",
+    )
     start.add_argument("--trusted-ips", help="comma-separated peers whose X-Forwarded-* are kept")
     start.add_argument(
         "--real-ip-header",
