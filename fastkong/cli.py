@@ -26,23 +26,34 @@ from fastkong import __version__
 DEMO_CONFIG = Path(__file__).parent / "data" / "kong.yml"
 
 
-def parse_listen(value: str | None) -> tuple[str, int] | None:
-    """Kong's ``*_listen`` syntax: ``ip:port [flags], ...``; the first plain entry, or None for
-    ``off``."""
+def parse_listen(
+    value: str | None, setting: str = "listen", allow_ssl: bool = False
+) -> tuple[str, int] | None:
+    """Kong's ``*_listen`` syntax: ``ip:port [flags], ...``; None for ``off``. fastkong serves one
+    address per listener: the first plain entry, else (``allow_ssl``) the first ``ssl`` one,
+    which the caller serves with TLS. ValueError naming ``setting`` for anything else."""
     if value is None:
         return None
     value = value.strip()
     if value == "off":
         return None
+    found: list[tuple[bool, str, int]] = []
     for entry in value.split(","):
         words = entry.split()
-        if not words or "ssl" in words[1:]:
+        if not words:
             continue
-        address = words[0]
-        host, _, port = address.rpartition(":")
-        host = host.strip("[]") or "0.0.0.0"
-        return host, int(port)
-    raise ValueError(f"no plain listener in {value!r}")
+        host, colon, port = words[0].rpartition(":")
+        if not colon or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{setting}: invalid listener {entry.strip()!r} (expected ip:port)")
+        found.append(("ssl" in words[1:], host.strip("[]") or "0.0.0.0", int(port)))
+    for is_ssl, address, number in sorted(found, key=lambda x: x[0]):  # plain ones first
+        if not is_ssl or allow_ssl:
+            return address, number
+    if found:
+        raise ValueError(
+            f"{setting}: {value!r} has only ssl listeners, which need ssl_cert and ssl_cert_key"
+        )
+    raise ValueError(f"{setting}: no listener in {value!r}")
 
 
 def _env(name: str) -> str | None:
@@ -131,6 +142,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     from fastkong.config import ConfigError
     from fastkong.control.supervisor import Options, Supervisor
     from fastkong.proxy.errors import check_error_default_type
+    from fastkong.proxy.trust import TrustedIps
     from fastkong.proxy.upstream import keepalive_settings
 
     config = args.config or _env("DECLARATIVE_CONFIG")
@@ -147,12 +159,27 @@ def cmd_start(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"fastkong: {exc}", file=sys.stderr)
         return 1
+    ssl_cert = args.ssl_cert or _env("SSL_CERT")
+    ssl_key = args.ssl_key or _env("SSL_CERT_KEY")
+    try:
+        proxy_text = args.proxy_listen or _env("PROXY_LISTEN") or "0.0.0.0:8000"
+        # An ssl-only proxy_listen is served with TLS, which needs a certificate.
+        proxy = parse_listen(proxy_text, "proxy_listen", allow_ssl=bool(ssl_cert and ssl_key))
+        status = parse_listen(
+            args.status_listen or _env("STATUS_LISTEN") or "127.0.0.1:8100", "status_listen"
+        )
+        admin = parse_listen(
+            args.admin_listen or _env("ADMIN_LISTEN") or "127.0.0.1:8001", "admin_listen"
+        )
+        TrustedIps.parse(args.trusted_ips or _env("TRUSTED_IPS") or "")
+    except ValueError as exc:
+        print(f"fastkong: {exc}", file=sys.stderr)
+        return 1
     opts = Options(
         config_path=Path(config) if config else None,
-        proxy=parse_listen(args.proxy_listen or _env("PROXY_LISTEN") or "0.0.0.0:8000")
-        or ("0.0.0.0", 8000),
-        status=parse_listen(args.status_listen or _env("STATUS_LISTEN") or "127.0.0.1:8100"),
-        admin=parse_listen(args.admin_listen or _env("ADMIN_LISTEN") or "127.0.0.1:8001"),
+        proxy=proxy or ("0.0.0.0", 8000),
+        status=status,
+        admin=admin,
         workers=workers,
         trusted_ips=args.trusted_ips or _env("TRUSTED_IPS") or "",
         router_flavor=flavor,
@@ -163,8 +190,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         error_default_type=error_type,
         large_client_header_buffers=header_buffers,
         client_max_body_size=max_body,
-        ssl_cert=args.ssl_cert or _env("SSL_CERT"),
-        ssl_key=args.ssl_key or _env("SSL_CERT_KEY"),
+        ssl_cert=ssl_cert,
+        ssl_key=ssl_key,
         http=args.http,
         log_level=args.log_level,
         prefix=Path(prefix) if (prefix := args.prefix or _env("PREFIX")) else None,
@@ -193,7 +220,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         return 1
     host, port = opts.proxy
     print(
-        f"fastkong {__version__}: proxy on http://{host}:{port}"
+        f"fastkong {__version__}: proxy on {'https' if opts.ssl_cert else 'http'}://{host}:{port}"
         + (f", status on http://{opts.status[0]}:{opts.status[1]}" if opts.status else "")
         + (f", config hash {loaded.hash}" if loaded else ", no config loaded"),
         flush=True,

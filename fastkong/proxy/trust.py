@@ -30,9 +30,16 @@ class TrustedIps:
     __slots__ = ("networks", "cache", "empty")
 
     def __init__(self, entries: Iterable[str] = ()) -> None:
-        self.networks = tuple(
-            ipaddress.ip_network(e.strip(), strict=False) for e in entries if e.strip()
-        )
+        networks = []
+        for entry in (e.strip() for e in entries):
+            if entry:
+                try:
+                    networks.append(ipaddress.ip_network(entry, strict=False))
+                except ValueError:
+                    raise ValueError(
+                        f"trusted_ips: {entry!r} is not an IP address or CIDR block"
+                    ) from None
+        self.networks = tuple(networks)
         self.cache: dict[str, bool] = {}
         self.empty = not self.networks
 

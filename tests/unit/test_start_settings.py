@@ -42,3 +42,37 @@ def test_a_bad_worker_count_is_an_error_not_a_traceback() -> None:
     assert done.stderr.strip() == (
         "fastkong: nginx_worker_processes: expected a number >= 1 or auto, got 'many'"
     )
+
+
+def test_listeners() -> None:
+    assert parse_listen("off") is None
+    assert parse_listen("[::1]:8000") == ("::1", 8000)
+    assert parse_listen(":9000 reuseport") == ("0.0.0.0", 9000)
+    # fastkong serves one address: an ssl one only when there is no plain one and TLS is set.
+    assert parse_listen("0.0.0.0:8443 ssl, 127.0.0.1:8000") == ("127.0.0.1", 8000)
+    assert parse_listen("0.0.0.0:8443 http2 ssl", allow_ssl=True) == ("0.0.0.0", 8443)
+    with pytest.raises(ValueError, match="has only ssl listeners, which need ssl_cert"):
+        parse_listen("0.0.0.0:8443 ssl", "proxy_listen")
+    for bad in ("nonsense", "1.2.3.4:", "1.2.3.4:70000", "host:port"):
+        with pytest.raises(ValueError, match="proxy_listen: invalid listener"):
+            parse_listen(bad, "proxy_listen")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("KONG_PROXY_LISTEN", "nonsense", "proxy_listen: invalid listener 'nonsense'"),
+        ("KONG_TRUSTED_IPS", "10.0.0.0/33", "trusted_ips: '10.0.0.0/33' is not an IP address"),
+    ],
+)
+def test_bad_kong_settings_are_errors_not_tracebacks(name: str, value: str, message: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "fastkong", "start", "--status-listen", "off"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, name: value},
+    )
+    assert done.returncode == 1
+    assert message in done.stderr and "Traceback" not in done.stderr
