@@ -104,6 +104,16 @@ def _headers(args: argparse.Namespace) -> tuple[str, str]:
     return headers, upstream
 
 
+def on_off(value: str, setting: str) -> bool:
+    """A Kong boolean setting: ``on``/``off`` (also true/false, as Kong's conf loader)."""
+    text = value.strip().lower()
+    if text in ("on", "true"):
+        return True
+    if text in ("off", "false"):
+        return False
+    raise ValueError(f"{setting}: expected on or off, got {value!r}")
+
+
 def worker_count(value: str | int | None) -> int:
     """``--workers`` / Kong's ``nginx_worker_processes``: a number >= 1, or ``auto`` (Kong's
     default): one per CPU this process may run on (its affinity mask, which a container's
@@ -156,6 +166,9 @@ def cmd_start(args: argparse.Namespace) -> int:
         )
         keepalive_settings(os.environ)  # read by each worker; checked here
         workers = worker_count(args.workers or _env("NGINX_WORKER_PROCESSES"))
+        debug_header = on_off(
+            args.allow_debug_header or _env("ALLOW_DEBUG_HEADER") or "off", "allow_debug_header"
+        )
     except ValueError as exc:
         print(f"fastkong: {exc}", file=sys.stderr)
         return 1
@@ -188,6 +201,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         headers=headers,
         headers_upstream=headers_upstream,
         error_default_type=error_type,
+        allow_debug_header=debug_header,
         large_client_header_buffers=header_buffers,
         client_max_body_size=max_body,
         ssl_cert=ssl_cert,
@@ -367,6 +381,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--error-default-type",
         help="type of error pages for requests that ask for none: text/plain (default), "
         "text/html, application/json, application/xml (KONG_ERROR_DEFAULT_TYPE)",
+    )
+    start.add_argument(
+        "--allow-debug-header",
+        choices=("on", "off"),
+        help="answer a Kong-Debug request header with the route and service "
+        "(KONG_ALLOW_DEBUG_HEADER)",
     )
     start.add_argument(
         "--headers-upstream",

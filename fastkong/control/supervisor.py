@@ -107,6 +107,7 @@ class Options:
     headers: str = DEFAULT_HEADERS
     headers_upstream: str = DEFAULT_HEADERS_UPSTREAM
     error_default_type: str = "text/plain"
+    allow_debug_header: bool = False
     real_ip_header: str = "X-Real-IP"
     real_ip_recursive: str = "off"
     #: nginx's request-size settings, as text (fastkong/proxy/limits.py parses them).
@@ -458,6 +459,7 @@ class Supervisor:
                     x.strip() for x in self.options.headers_upstream.split(",") if x.strip()
                 ],
                 "error_default_type": self.options.error_default_type,
+                "allow_debug_header": self.options.allow_debug_header,
                 **keepalive_settings(os.environ),
                 "real_ip_header": self.options.real_ip_header,
                 "real_ip_recursive": self.options.real_ip_recursive,
@@ -493,6 +495,7 @@ class Supervisor:
         env["FASTKONG_ROUTER_FLAVOR"] = self.options.router_flavor
         env["FASTKONG_HEADERS"] = self.options.headers
         env["FASTKONG_ERROR_DEFAULT_TYPE"] = self.options.error_default_type
+        env["FASTKONG_ALLOW_DEBUG_HEADER"] = "on" if self.options.allow_debug_header else "off"
         env["FASTKONG_HEADERS_UPSTREAM"] = self.options.headers_upstream
         env["FASTKONG_REAL_IP_HEADER"] = self.options.real_ip_header
         env["FASTKONG_REAL_IP_RECURSIVE"] = self.options.real_ip_recursive

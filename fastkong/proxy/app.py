@@ -65,6 +65,8 @@ _HOP_BY_HOP = frozenset(
     {b"expect", b"keep-alive", b"proxy", b"proxy-connection", b"trailer", b"upgrade"}
 )
 _SIGNALS = frozenset({b"connection", b"te"})
+#: Kong's debug request header (``allow_debug_header``): forwarded, and noted.
+_DEBUG = b"kong-debug"
 _FORWARDED = hop.TRUSTED_FORWARDED
 _SPECIAL = (
     _HOP_BY_HOP
@@ -76,6 +78,7 @@ _SPECIAL = (
         b"x-forwarded-for",
         b"via",
         b"x-kong-request-id",
+        _DEBUG,
     }
 )
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
@@ -107,6 +110,7 @@ class Gateway:
         real_ip: RealIp = DEFAULT_REAL_IP,
         headers: HeaderSettings = DEFAULT_SETTINGS,
         error_default_type: str = "text/plain",
+        allow_debug_header: bool = False,
         keepalive: Mapping[str, int] | None = None,
         limits: RequestLimits = DEFAULT_LIMITS,
         on_startup: Callable[[Gateway], Awaitable[None]] | None = None,
@@ -119,6 +123,8 @@ class Gateway:
         self.shown = None if headers.is_default else headers
         #: Kong's upstream_keepalive_* settings for the connection pool.
         self.keepalive = dict(keepalive or KEEPALIVE_SETTINGS)
+        #: Kong's allow_debug_header: a request with ``Kong-Debug`` learns its route and service.
+        self.allow_debug_header = allow_debug_header
         #: Kong's error_default_type: nginx error pages for requests that name no type.
         self.error_default_type = errors.check_error_default_type(error_default_type)
         #: Kong's real_ip_header and real_ip_recursive (proxy/trust.py).
@@ -230,6 +236,7 @@ class Gateway:
         signals: list[tuple[bytes, bytes]] | None = None
         # Bytes of the headers not copied into ``lines`` (an upper bound: names at most 24).
         special = 0
+        debug = False
         for name, value in scope["headers"]:
             if name not in _SPECIAL:
                 if name == b"content-length":
@@ -255,6 +262,9 @@ class Gateway:
             elif name == b"via":
                 if not via:
                     via = value
+            elif name == _DEBUG:
+                lines.append(name + b": " + value + b"\r\n")
+                debug = True
             elif name in _SIGNALS:
                 if signals is None:
                     signals = []
@@ -312,6 +322,8 @@ class Gateway:
             return
         assert isinstance(decision, Decision)
         plan = decision.plan
+        if debug and self.allow_debug_header:
+            send = _with_debug_headers(send, plan)
         match = decision.match
         path = decision.path
         host = decision.host
@@ -839,6 +851,25 @@ class Gateway:
             ctx.response_size = len(body)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _with_debug_headers(send: Send, plan: RoutePlan) -> Send:
+    """``send`` adding Kong's debug headers (``kong/router/utils.lua`` add_debug_headers) to the
+    response that follows: the matched route's and service's id and name."""
+    extra = [(b"kong-route-id", plan.id.encode())]
+    if plan.name:
+        extra.append((b"kong-route-name", plan.name.encode()))
+    if plan.service is not None:
+        extra.append((b"kong-service-id", plan.service.id.encode()))
+        if plan.service.name:
+            extra.append((b"kong-service-name", plan.service.name.encode()))
+
+    async def send_with(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message["headers"], *extra]
+        await send(message)
+
+    return send_with
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

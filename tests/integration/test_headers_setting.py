@@ -201,3 +201,34 @@ def test_an_unknown_entry_stops_the_start(flag: str, value: str, message: str) -
     done = subprocess.run([*cmd, flag, value], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert message in done.stderr
+
+
+def test_kong_debug_names_the_route_and_service_when_allowed(
+    tmp_path_factory: pytest.TempPathFactory,
+    echo: Echo,
+    via_peer: FixedPeer,
+    ws_echo: WsEcho,
+    off: Gateway,
+) -> None:
+    # Kong's allow_debug_header (off by default: the same request learns nothing).
+    assert (
+        "kong-route-name" not in httpx.get(off.url("/echo/x"), headers={"Kong-Debug": "1"}).headers
+    )
+    gw = _start(
+        tmp_path_factory.mktemp("debug-header"),
+        (echo, via_peer, ws_echo),
+        "--allow-debug-header",
+        "on",
+    )
+    try:
+        r = httpx.get(gw.url("/echo/x"), headers={"Kong-Debug": "1"})
+        assert r.headers["kong-route-name"] == "echo"
+        assert r.headers["kong-service-name"] == "echo"
+        assert len(r.headers["kong-route-id"]) == 36 and len(r.headers["kong-service-id"]) == 36
+        assert dict(r.json()["headers"])["kong-debug"] == "1"  # still forwarded
+        # Responses the gateway makes itself after routing carry them too.
+        denied = httpx.get(gw.url("/denied"), headers={"Kong-Debug": "1"})
+        assert denied.status_code == 403 and denied.headers["kong-route-name"] == "denied"
+        assert "kong-route-id" not in httpx.get(gw.url("/echo/x")).headers
+    finally:
+        assert gw.stop() == 0
