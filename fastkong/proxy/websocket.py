@@ -182,6 +182,14 @@ async def proxy(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None
         if name == b"host":
             host_value = value
     raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+    # nginx reads a handshake's head as any request's: the same size limits, and an HTTP/1.1
+    # request needs a Host (Gateway.http).
+    refused = gw.limits.refuse("GET", raw_path, scope.get("query_string") or b"", headers, -1)
+    if refused or (not host_value and scope.get("http_version", "1.1") == "1.1"):
+        status = refused or 400
+        message = errors.NGINX_MESSAGES[status]
+        await _refuse(gw.shown, scope, send, 400 if status == 494 else status, message, request_id)
+        return
     server = scope.get("server")
     port = int(server[1]) if server else 0
     scheme = "https" if scope.get("scheme") == "wss" else "http"

@@ -4,6 +4,7 @@ without Host and a target that is not a path (400). A real ``fastkong start`` on
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import httpx
 import pytest
 
 from tests.helpers import ROOT, Echo, Gateway, free_port
+from tests.ws_peer import WsClient, WsEcho
 
 pytestmark = pytest.mark.integration
 
@@ -28,22 +30,32 @@ services:
   - name: streamed
     paths: ["/streamed"]
     request_buffering: false
+- name: ws
+  url: http://127.0.0.1:{ws}
+  routes:
+  - name: ws
+    paths: ["/ws"]
 """
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory, echo: Echo) -> Iterator[Gateway]:
-    gw = Gateway(tmp_path_factory.mktemp("limits"), CONFIG.format(echo=echo.port)).start()
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory, echo: Echo, ws_echo: WsEcho
+) -> Iterator[Gateway]:
+    config = CONFIG.format(echo=echo.port, ws=ws_echo.port)
+    gw = Gateway(tmp_path_factory.mktemp("limits"), config).start()
     yield gw
     assert gw.stop() == 0
 
 
 @pytest.fixture(scope="module")
-def tuned(tmp_path_factory: pytest.TempPathFactory, echo: Echo) -> Iterator[Gateway]:
+def tuned(
+    tmp_path_factory: pytest.TempPathFactory, echo: Echo, ws_echo: WsEcho
+) -> Iterator[Gateway]:
     """Buffers past Granian's own read buffer (417,792 bytes) and a 1k body limit."""
     gw = Gateway(
         tmp_path_factory.mktemp("limits-tuned"),
-        CONFIG.format(echo=echo.port),
+        CONFIG.format(echo=echo.port, ws=ws_echo.port),
         1,
         "--large-client-header-buffers",
         "2 600k",
@@ -150,6 +162,20 @@ def test_the_connection_serves_on_after_a_refused_head(gateway: Gateway) -> None
         assert client.get(gateway.url("/echo/x")).status_code == 200
 
 
+def test_websocket_handshakes_have_the_same_limits(gateway: Gateway, ws_echo: WsEcho) -> None:
+    async def scenario() -> tuple[WsClient, WsClient]:
+        big = await WsClient().connect(gateway.port, "/ws/x", "X-Big: " + "a" * 9000 + "\r\n")
+        ok = await WsClient().connect(gateway.port, "/ws/x", "X-Big: " + "a" * 7000 + "\r\n")
+        await ok.close()
+        return big, ok
+
+    before = len(ws_echo.handshakes)
+    big, ok = asyncio.run(scenario())
+    assert big.status == 400 and b"Request header or cookie too large" in big.body
+    assert ok.status == 101
+    assert len(ws_echo.handshakes) == before + 1
+
+
 def test_raised_buffers_pass_heads_granian_would_refuse(tuned: Gateway) -> None:
     # 500,000 bytes: past Granian's default read buffer, inside 2 x 600k.
     response = get(tuned, "/nowhere", header_line(500_000))
@@ -198,13 +224,17 @@ def test_a_chunked_body_over_client_max_body_size_is_413(tuned: Gateway, route: 
 
 
 def test_kong_environment_names_set_the_limits(
-    tmp_path_factory: pytest.TempPathFactory, echo: Echo, monkeypatch: pytest.MonkeyPatch
+    tmp_path_factory: pytest.TempPathFactory,
+    echo: Echo,
+    ws_echo: WsEcho,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The proxy server block's setting wins over the http block's, as in Kong's template.
     monkeypatch.setenv("KONG_NGINX_HTTP_LARGE_CLIENT_HEADER_BUFFERS", "4 2k")
     monkeypatch.setenv("KONG_NGINX_PROXY_LARGE_CLIENT_HEADER_BUFFERS", "4 16k")
     monkeypatch.setenv("KONG_NGINX_HTTP_CLIENT_MAX_BODY_SIZE", "10")
-    gw = Gateway(tmp_path_factory.mktemp("limits-env"), CONFIG.format(echo=echo.port)).start()
+    config = CONFIG.format(echo=echo.port, ws=ws_echo.port)
+    gw = Gateway(tmp_path_factory.mktemp("limits-env"), config).start()
     try:
         assert status_of(get(gw, "/echo/x", header_line(12000))) == 200
         assert status_of(get(gw, "/echo/x", header_line(17000))) == 400
