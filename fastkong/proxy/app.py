@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
-from fastkong.plugins.base import Exit, Plugin, kong_error
+from fastkong.plugins.base import Plugin, kong_error
 from fastkong.plugins.context import BodyTooLarge, RequestContext
 from fastkong.plugins.runner import (
     apply_header_edits,
@@ -33,7 +33,8 @@ from fastkong.proxy import errors, hop, websocket
 from fastkong.proxy.balancer import Peer, Resolver
 from fastkong.proxy.body import buffer_chunked, frame_body, read_small_body, stream_body
 from fastkong.proxy.kong_headers import DEFAULT_SETTINGS, HeaderSettings
-from fastkong.proxy.limits import DEFAULT_LIMITS, HEADER_TOO_LARGE, BodyLimitExceeded, RequestLimits
+from fastkong.proxy.limits import DEFAULT_LIMITS, BodyLimitExceeded, RequestLimits
+from fastkong.proxy.replies import Replies, with_debug_headers
 from fastkong.proxy.routing import NO_ROUTE, Decision, decide, strip_port
 from fastkong.proxy.trust import DEFAULT_REAL_IP, RealIp, TrustedIps
 from fastkong.proxy.upstream import (
@@ -99,7 +100,7 @@ class RequestIds:
         return "%032x" % self.n  # noqa: UP031 (2x faster than format() here)
 
 
-class Gateway:
+class Gateway(Replies):
     """The ASGI application of one worker."""
 
     def __init__(
@@ -323,7 +324,7 @@ class Gateway:
         assert isinstance(decision, Decision)
         plan = decision.plan
         if debug and self.allow_debug_header:
-            send = _with_debug_headers(send, plan)
+            send = with_debug_headers(send, plan)
         match = decision.match
         path = decision.path
         host = decision.host
@@ -740,143 +741,6 @@ class Gateway:
         pool.release(conn)
 
     # -- gateway-generated responses ---------------------------------------------------------
-
-    async def kong_error(
-        self,
-        scope: Scope,
-        send: Send,
-        status: int,
-        message: str,
-        request_id: str,
-        started: float,
-        ctx: RequestContext | None = None,
-    ) -> None:
-        """``kong.response.error``: negotiated on Accept, with the request id."""
-        ctype, body = errors.for_response_error(_header(scope, b"accept"), message, request_id)
-        await self.respond(send, status, ctype, body, request_id, started, ctx=ctx)
-
-    async def nginx_error(
-        self,
-        scope: Scope,
-        send: Send,
-        status: int,
-        request_id: str,
-        started: float | None,
-        ctx: RequestContext | None = None,
-        extra: list[tuple[bytes, bytes]] | None = None,
-    ) -> None:
-        """nginx's error page path (400, 502, 504, ...)."""
-        ctype, body = errors.for_nginx_error(
-            status,
-            _header(scope, b"accept"),
-            _header(scope, b"content-type"),
-            request_id,
-            self.error_default_type,
-        )
-        if status == HEADER_TOO_LARGE:
-            status = 400  # nginx's internal 494, which Kong's error handler answers as 400
-        await self.respond(send, status, ctype, body, request_id, started, extra, ctx)
-
-    async def plugin_exit(self, scope: Scope, send: Send, ctx: RequestContext, stop: Exit) -> None:
-        """Answer with a plugin's :class:`Exit`; the response and log phases still run."""
-        ctype: str | None
-        if stop.with_request_id:
-            ctype, body = errors.for_response_error(
-                _header(scope, b"accept"), stop.message or "", ctx.request_id
-            )
-        else:
-            ctype, body = stop.content_type, stop.body
-        await self.respond(
-            send, stop.status, ctype, body, ctx.request_id, ctx.started, stop.headers, ctx
-        )
-        run_log(ctx)
-
-    async def https_required(
-        self,
-        scope: Scope,
-        send: Send,
-        plan: RoutePlan,
-        host: str,
-        raw_path: bytes,
-        request_id: str,
-        started: float,
-    ) -> None:
-        code = plan.https_redirect_status_code
-        if code == 426:
-            ctype, body = errors.for_response_error(
-                _header(scope, b"accept"), "Please use HTTPS protocol", request_id
-            )
-            extra = [(b"connection", b"Upgrade"), (b"upgrade", b"TLS/1.2, HTTP/1.1")]
-            await self.respond(send, 426, ctype, body, request_id, started, extra)
-            return
-        query: bytes = scope.get("query_string") or b""
-        location = b"https://" + host.encode("latin-1") + raw_path
-        if query:
-            location += b"?" + query
-        await self.respond(send, code, None, b"", request_id, started, [(b"location", location)])
-
-    async def respond(
-        self,
-        send: Send,
-        status: int,
-        content_type: str | None,
-        body: bytes,
-        request_id: str,
-        started: float | None,
-        extra: list[tuple[bytes, bytes]] | None = None,
-        ctx: RequestContext | None = None,
-    ) -> None:
-        headers = [
-            (b"content-length", str(len(body)).encode()),
-            (b"server", SERVER),
-            (b"x-kong-request-id", request_id.encode()),
-        ]
-        if content_type is not None:
-            headers.append((b"content-type", content_type.encode()))
-        if started is not None:
-            latency = str(int((time.monotonic() - started) * 1000)).encode()
-            headers.append((b"x-kong-response-latency", latency))
-        if self.shown is not None:
-            headers = self.shown.produced(headers)
-        if extra:
-            headers.extend(extra)
-        if ctx is not None:
-            run_response(ctx, status, headers)
-            filters = body_filters(ctx)
-            if filters:
-                # Kong runs body_filter on gateway-generated responses too.
-                body = run_body(filters, ctx, body, True)
-                headers = [h for h in headers if h[0] != b"content-length"]
-                headers.append((b"content-length", str(len(body)).encode()))
-            ctx.response_size = len(body)
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-def _with_debug_headers(send: Send, plan: RoutePlan) -> Send:
-    """``send`` adding Kong's debug headers (``kong/router/utils.lua`` add_debug_headers) to the
-    response that follows: the matched route's and service's id and name."""
-    extra = [(b"kong-route-id", plan.id.encode())]
-    if plan.name:
-        extra.append((b"kong-route-name", plan.name.encode()))
-    if plan.service is not None:
-        extra.append((b"kong-service-id", plan.service.id.encode()))
-        if plan.service.name:
-            extra.append((b"kong-service-name", plan.service.name.encode()))
-
-    async def send_with(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            message["headers"] = [*message["headers"], *extra]
-        await send(message)
-
-    return send_with
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
 
 
 def _router_headers(scope: Scope, names: frozenset[str]) -> dict[str, list[str]]:
