@@ -196,6 +196,16 @@ class Gateway:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
+    def raw(self, data: bytes) -> bytes:
+        """Send ``data`` as is on a new connection (repeated headers kept apart, sizes no client
+        library allows) and return everything the gateway answers until it closes."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+            sock.sendall(data)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        return answer
+
     def status_url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.status_port}{path}"
 

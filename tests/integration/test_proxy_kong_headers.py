@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import socket
 from collections.abc import Iterator
 
 import httpx
@@ -91,19 +90,9 @@ def trusting(
     assert gw.stop() == 0
 
 
-def raw_request(gateway: Gateway, head: bytes) -> bytes:
-    """Send ``head`` as is (repeated headers kept apart) and return the whole response."""
-    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
-        sock.sendall(head)
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    return data
-
-
 def upstream_headers_raw(gateway: Gateway, lines: list[bytes]) -> dict[str, list[str]]:
     head = b"GET /echo/x HTTP/1.1\r\nHost: kong.test\r\nConnection: close\r\n"
-    response = raw_request(gateway, head + b"".join(x + b"\r\n" for x in lines) + b"\r\n")
+    response = gateway.raw(head + b"".join(x + b"\r\n" for x in lines) + b"\r\n")
     body = response.partition(b"\r\n\r\n")[2]
     found: dict[str, list[str]] = {}
     for name, value in json.loads(body)["headers"]:
@@ -260,7 +249,7 @@ def test_via_sent_up_names_the_clients_http_version(gateway: Gateway) -> None:
     assert r.http_version == "HTTP/2"
     via = [v for k, v in r.json()["headers"] if k == "via"]
     assert len(via) == 1 and via[0].startswith("1.1 dev, 2 fastkong/")
-    response = raw_request(gateway, b"GET /echo/x HTTP/1.0\r\nHost: kong.test\r\n\r\n")
+    response = gateway.raw(b"GET /echo/x HTTP/1.0\r\nHost: kong.test\r\n\r\n")
     body = json.loads(response.partition(b"\r\n\r\n")[2])
     via = [v for k, v in body["headers"] if k == "via"]
     assert len(via) == 1 and via[0].startswith("1 fastkong/")
@@ -298,7 +287,7 @@ def test_expect_is_not_sent_upstream(gateway: Gateway) -> None:
         b"POST /echo/x HTTP/1.1\r\nHost: kong.test\r\nConnection: close\r\n"
         b"Expect: 100-continue\r\nContent-Length: 5\r\n\r\nhello"
     )
-    data = raw_request(gateway, head)
+    data = gateway.raw(head)
     if data.startswith(b"HTTP/1.1 100"):
         data = data.partition(b"\r\n\r\n")[2]
     assert data.startswith(b"HTTP/1.1 200")
@@ -360,7 +349,7 @@ def test_a_chunked_body_streams_without_request_buffering(gateway: Gateway) -> N
 )
 def test_a_repeated_host_is_refused_as_nginx_does(gateway: Gateway, lines: list[bytes]) -> None:
     head = b"POST /echo/x HTTP/1.1\r\nConnection: close\r\n" + b"\r\n".join(lines)
-    response = raw_request(gateway, head + b"\r\n\r\nok")
+    response = gateway.raw(head + b"\r\n\r\nok")
     assert response.startswith(b"HTTP/1.1 400"), response[:200]
     assert b"Bad request" in response
 

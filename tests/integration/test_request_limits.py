@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -68,18 +67,9 @@ def tuned(
     assert gw.stop() == 0
 
 
-def raw_request(gateway: Gateway, head: bytes, body: bytes = b"") -> bytes:
-    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
-        sock.sendall(head + body)
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    return data
-
-
 def get(gateway: Gateway, target: str, *lines: bytes) -> bytes:
     head = f"GET {target} HTTP/1.1\r\nHost: kong.test\r\nConnection: close\r\n".encode()
-    return raw_request(gateway, head + b"".join(x + b"\r\n" for x in lines) + b"\r\n")
+    return gateway.raw(head + b"".join(x + b"\r\n" for x in lines) + b"\r\n")
 
 
 def status_of(response: bytes) -> int:
@@ -139,20 +129,18 @@ def test_the_414_is_negotiated_as_kong_error_pages_are(gateway: Gateway) -> None
 
 
 def test_an_http11_request_without_host_is_400(gateway: Gateway) -> None:
-    response = raw_request(gateway, b"GET /echo/x HTTP/1.1\r\nConnection: close\r\n\r\n")
+    response = gateway.raw(b"GET /echo/x HTTP/1.1\r\nConnection: close\r\n\r\n")
     assert status_of(response) == 400
     assert b"Bad request" in response
 
 
 def test_an_http10_request_without_host_is_routed(gateway: Gateway) -> None:
-    response = raw_request(gateway, b"GET /echo/x HTTP/1.0\r\n\r\n")
+    response = gateway.raw(b"GET /echo/x HTTP/1.0\r\n\r\n")
     assert status_of(response) == 200
 
 
 def test_a_target_that_is_not_a_path_is_400(gateway: Gateway) -> None:
-    response = raw_request(
-        gateway, b"OPTIONS * HTTP/1.1\r\nHost: kong.test\r\nConnection: close\r\n\r\n"
-    )
+    response = gateway.raw(b"OPTIONS * HTTP/1.1\r\nHost: kong.test\r\nConnection: close\r\n\r\n")
     assert status_of(response) == 400
 
 
@@ -198,7 +186,7 @@ def test_error_default_type_types_error_pages_that_ask_for_none(
 ) -> None:
     # Kong's error_default_type: nginx error pages without Accept or Content-Type.
     head = b"POST /echo/x HTTP/1.1\r\nHost: kong.test\r\nContent-Length: 2000\r\n"
-    response = raw_request(tuned, head + b"Connection: close\r\n\r\n", b"x" * 2000)
+    response = tuned.raw(head + b"Connection: close\r\n\r\n" + b"x" * 2000)
     assert status_of(response) == 413
     assert b"\r\ncontent-type: application/json; charset=utf-8\r\n" in response
     assert json.loads(response.partition(b"\r\n\r\n")[2])["message"] == "Payload too large"
@@ -206,7 +194,7 @@ def test_error_default_type_types_error_pages_that_ask_for_none(
     assert r.headers["content-type"] == "text/html; charset=utf-8"
     # The default gateway answers the same request, asking for nothing, in text/plain.
     long_uri = b"GET /echo/" + b"a" * 9000 + b" HTTP/1.1\r\nHost: k\r\nConnection: close\r\n\r\n"
-    assert b"\r\ncontent-type: text/plain; charset=utf-8\r\n" in raw_request(gateway, long_uri)
+    assert b"\r\ncontent-type: text/plain; charset=utf-8\r\n" in gateway.raw(long_uri)
 
 
 def _chunks(total: int, size: int = 100) -> Iterator[bytes]:
