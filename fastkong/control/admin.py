@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote
 
 import msgspec
+import yaml
 
 from fastkong.config import Config, ConfigError, load_config
 from fastkong.config.loader import parse
@@ -229,8 +230,10 @@ class AdminApi:
     # -- /config -----------------------------------------------------------------------------
 
     def get_config(self) -> Response:
-        raw = self.supervisor.config_text()
-        return Response.json(200, {"config": raw})
+        """Kong's ``GET /config``: the loaded config exported as YAML in ``{"config": ...}``."""
+        config = self.supervisor.current_config()
+        text = export_yaml(config) if config is not None else ""
+        return Response.json(200, {"config": text})
 
     async def post_config(self, request: Request) -> Response:
         if self.supervisor.draining:
@@ -644,6 +647,31 @@ def _admin_rows(config: Config, kind: str) -> list[dict[str, Any]]:
             salted = row["password"] + row["consumer"]["id"]
             row["password"] = hashlib.sha1(salted.encode()).hexdigest()
     return rows
+
+
+def export_yaml(config: Config) -> str:
+    """The loaded config as Kong exports it (``kong/db/declarative/export.lua``):
+    ``_format_version: "3.0"`` and ``_transform: false`` (basic-auth passwords are exported
+    hashed, as stored), each entity array at the top level with every entity's id, foreign keys
+    as ids. Fields without a value are left out, so the text loads back as it is."""
+    out: dict[str, Any] = {"_format_version": "3.0", "_transform": False}
+    for name in ENTITY_STRUCTS:
+        rows = [_exported(row) for row in _admin_rows(config, name)]
+        if rows:
+            out[name] = rows
+    text: str = yaml.safe_dump(out, sort_keys=False, allow_unicode=True)
+    return text
+
+
+def _exported(value: Any) -> Any:
+    """A row for the export: ``{"id": x}`` foreign keys as ``x``, no None values."""
+    if isinstance(value, dict):
+        if value.keys() == {"id"}:
+            return value["id"]
+        return {k: _exported(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_exported(v) for v in value]
+    return value
 
 
 def _find(rows: list[dict[str, Any]], key: str, kind: str) -> dict[str, Any] | None:

@@ -219,9 +219,6 @@ class Supervisor:
         os.replace(tmp, self.state_dir / POSTED_CONFIG)
         log.warning("config loaded from the admin API: hash %s", loaded.hash)
 
-    def config_text(self) -> str:
-        return self.config.raw.decode("utf-8", "replace")
-
     def current_config(self) -> Config | None:
         return self.config.loaded.config if self.config.loaded is not None else None
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from tests.helpers import Echo, Gateway
 
@@ -314,6 +315,36 @@ def test_post_config_answers_entities_by_id_and_kongs_flags(tmp_path: Path, echo
         empty = '_format_version: "3.0"\n'
         for _ in range(2):
             assert httpx.post(admin(gw, "/config?check_hash=1"), content=empty).status_code == 201
+    finally:
+        assert gw.stop() == 0
+
+
+def test_get_config_exports_what_loads_back(tmp_path: Path, echo: Echo) -> None:
+    # Kong's GET /config (export.lua): the loaded config, every entity with its id, foreign
+    # keys as ids, basic-auth passwords as stored (hashed, `_transform: false`).
+    text = config(echo).replace(
+        "plugins:\n  - name: key-auth\n", "plugins:\n  - name: basic-auth\n"
+    )
+    gw = Gateway(tmp_path, text).start()
+    try:
+        exported = httpx.get(admin(gw, "/config")).json()["config"]
+        assert "s3cret" not in exported
+        document = yaml.safe_load(exported)
+        assert document["_format_version"] == "3.0" and document["_transform"] is False
+        service = get(gw, "/services/echo").json()
+        assert document["services"][0]["id"] == service["id"]
+        assert {r["service"] for r in document["routes"]} == {service["id"]}
+        before = {kind: get(gw, f"/{kind}").json()["data"] for kind in ("routes", "consumers")}
+        # Posted back, it is the same config; the hashed password still authenticates.
+        r = httpx.post(
+            admin(gw, "/config"), content=exported, headers={"content-type": "text/yaml"}
+        )
+        assert r.status_code == 201, r.text
+        after = {kind: get(gw, f"/{kind}").json()["data"] for kind in ("routes", "consumers")}
+        assert after == before
+        gw.wait_ready()
+        assert httpx.get(gw.url("/r0"), auth=("alice-ba", "s3cret")).status_code == 200
+        assert httpx.get(gw.url("/r0"), auth=("alice-ba", "wrong")).status_code == 401
     finally:
         assert gw.stop() == 0
 
