@@ -146,6 +146,12 @@ class Replies:
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
+#: ASGI messages that start a response (HTTP, a WebSocket accept or refusal).
+_HEAD_MESSAGES = frozenset(
+    {"http.response.start", "websocket.accept", "websocket.http.response.start"}
+)
+
+
 def with_debug_headers(send: Send, plan: RoutePlan) -> Send:
     """``send`` adding Kong's debug headers (``kong/router/utils.lua`` add_debug_headers) to the
     response that follows: the matched route's and service's id and name."""
@@ -158,8 +164,8 @@ def with_debug_headers(send: Send, plan: RoutePlan) -> Send:
             extra.append((b"kong-service-name", plan.service.name.encode()))
 
     async def send_with(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            message["headers"] = [*message["headers"], *extra]
+        if message["type"] in _HEAD_MESSAGES:
+            message["headers"] = [*message.get("headers", ()), *extra]
         await send(message)
 
     return send_with

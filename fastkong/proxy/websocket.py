@@ -39,6 +39,7 @@ from fastkong.plugins.context import RequestContext
 from fastkong.plugins.runner import apply_header_edits, run_access, run_log
 from fastkong.proxy import errors, hop
 from fastkong.proxy.kong_headers import HeaderSettings
+from fastkong.proxy.replies import with_debug_headers
 from fastkong.proxy.routing import NO_ROUTE, Decision, decide, strip_port
 from fastkong.proxy.upstream import SERVER, VIA
 
@@ -217,6 +218,8 @@ async def proxy(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None
             await _refuse(gw.shown, scope, send, 400, "Bad request", request_id)
         return
     plan = decision.plan
+    if gw.allow_debug_header and any(name == b"kong-debug" for name, _ in headers):
+        send = with_debug_headers(send, plan)
     if "https" in plan.protocols and "http" not in plan.protocols:
         refusal = _https_refusal(plan, trusted, headers, scheme, host_value, raw_path, scope)
         if refusal is not None:
