@@ -104,6 +104,20 @@ def _headers(args: argparse.Namespace) -> tuple[str, str]:
     return headers, upstream
 
 
+def access_log_setting(value: str) -> str:
+    """Kong's ``proxy_access_log``: ``off``, or a path (a format name after it is Kong's custom
+    nginx log_format, which fastkong does not have: refused)."""
+    words = value.split()
+    if not words:
+        return "off"
+    if len(words) > 1:
+        raise ValueError(
+            f"proxy_access_log: custom log formats are not supported ({value!r}); "
+            "give a path or off"
+        )
+    return words[0]
+
+
 def on_off(value: str, setting: str) -> bool:
     """A Kong boolean setting: ``on``/``off`` (also true/false, as Kong's conf loader)."""
     text = value.strip().lower()
@@ -166,6 +180,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         )
         keepalive_settings(os.environ)  # read by each worker; checked here
         workers = worker_count(args.workers or _env("NGINX_WORKER_PROCESSES"))
+        access_log = access_log_setting(args.proxy_access_log or _env("PROXY_ACCESS_LOG") or "off")
         debug_header = on_off(
             args.allow_debug_header or _env("ALLOW_DEBUG_HEADER") or "off", "allow_debug_header"
         )
@@ -202,6 +217,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         headers_upstream=headers_upstream,
         error_default_type=error_type,
         allow_debug_header=debug_header,
+        proxy_access_log=access_log,
         large_client_header_buffers=header_buffers,
         client_max_body_size=max_body,
         ssl_cert=ssl_cert,
@@ -387,6 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("on", "off"),
         help="answer a Kong-Debug request header with the route and service "
         "(KONG_ALLOW_DEBUG_HEADER)",
+    )
+    start.add_argument(
+        "--proxy-access-log",
+        help="file for one line per request in Kong's format, e.g. /dev/stdout; default off "
+        "(KONG_PROXY_ACCESS_LOG)",
     )
     start.add_argument(
         "--headers-upstream",

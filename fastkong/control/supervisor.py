@@ -108,6 +108,7 @@ class Options:
     headers_upstream: str = DEFAULT_HEADERS_UPSTREAM
     error_default_type: str = "text/plain"
     allow_debug_header: bool = False
+    proxy_access_log: str = "off"
     real_ip_header: str = "X-Real-IP"
     real_ip_recursive: str = "off"
     #: nginx's request-size settings, as text (fastkong/proxy/limits.py parses them).
@@ -457,6 +458,7 @@ class Supervisor:
                 ],
                 "error_default_type": self.options.error_default_type,
                 "allow_debug_header": self.options.allow_debug_header,
+                "proxy_access_log": self.options.proxy_access_log,
                 **keepalive_settings(os.environ),
                 "real_ip_header": self.options.real_ip_header,
                 "real_ip_recursive": self.options.real_ip_recursive,
@@ -492,6 +494,7 @@ class Supervisor:
         env["FASTKONG_ROUTER_FLAVOR"] = self.options.router_flavor
         env["FASTKONG_HEADERS"] = self.options.headers
         env["FASTKONG_ERROR_DEFAULT_TYPE"] = self.options.error_default_type
+        env["FASTKONG_PROXY_ACCESS_LOG"] = self.options.proxy_access_log
         env["FASTKONG_ALLOW_DEBUG_HEADER"] = "on" if self.options.allow_debug_header else "off"
         env["FASTKONG_HEADERS_UPSTREAM"] = self.options.headers_upstream
         env["FASTKONG_REAL_IP_HEADER"] = self.options.real_ip_header

@@ -30,6 +30,7 @@ from fastkong.plugins.runner import (
     run_response,
 )
 from fastkong.proxy import errors, hop, websocket
+from fastkong.proxy.access_log import AccessLog
 from fastkong.proxy.balancer import Peer, Resolver
 from fastkong.proxy.body import buffer_chunked, frame_body, read_small_body, stream_body
 from fastkong.proxy.kong_headers import DEFAULT_SETTINGS, HeaderSettings
@@ -112,6 +113,7 @@ class Gateway(Replies):
         headers: HeaderSettings = DEFAULT_SETTINGS,
         error_default_type: str = "text/plain",
         allow_debug_header: bool = False,
+        access_log: str = "off",
         keepalive: Mapping[str, int] | None = None,
         limits: RequestLimits = DEFAULT_LIMITS,
         on_startup: Callable[[Gateway], Awaitable[None]] | None = None,
@@ -124,6 +126,8 @@ class Gateway(Replies):
         self.shown = None if headers.is_default else headers
         #: Kong's upstream_keepalive_* settings for the connection pool.
         self.keepalive = dict(keepalive or KEEPALIVE_SETTINGS)
+        #: Kong's proxy_access_log: a file, or None when off.
+        self.access_log = AccessLog(access_log) if access_log != "off" else None
         #: Kong's allow_debug_header: a request with ``Kong-Debug`` learns its route and service.
         self.allow_debug_header = allow_debug_header
         #: Kong's error_default_type: nginx error pages for requests that name no type.
@@ -158,7 +162,12 @@ class Gateway(Replies):
         if kind == "http":
             if self.pool is None:
                 await self.startup()
-            await self.http(scope, receive, send)
+            if self.access_log is None:
+                await self.http(scope, receive, send)
+            else:
+                await self.access_log.serve(
+                    self.http, scope, receive, send, self.ids.next(), self.remote_addr
+                )
         elif kind == "lifespan":
             await self.lifespan(receive, send)
         elif kind == "websocket":
@@ -196,6 +205,8 @@ class Gateway(Replies):
         self.upstreams.adopt(self.runtime)
         self.upstreams.start(loop)
         self._sweeper = loop.create_task(self._sweep())
+        if self.access_log is not None:
+            self.access_log.open()
         if self.on_startup is not None:
             await self.on_startup(self)
 
@@ -208,6 +219,17 @@ class Gateway(Replies):
             self.upstreams.stop()
         if self.pool is not None:
             self.pool.close()
+        if self.access_log is not None:
+            self.access_log.close()
+
+    def remote_addr(self, scope: Scope) -> str:
+        """nginx's ``$remote_addr`` for ``scope``: the peer, or what a trusted peer's
+        real_ip_header names (for the access log; the request path computes it inline)."""
+        client = scope.get("client")
+        peer = client[0] if client else "127.0.0.1"
+        if peer in self.trusted_ips:
+            return self.real_ip.remote_addr(scope["headers"], peer, self.trusted_ips)
+        return str(peer)
 
     async def _sweep(self) -> None:
         while True:
@@ -217,11 +239,14 @@ class Gateway(Replies):
 
     # -- the request -------------------------------------------------------------------------
 
-    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def http(
+        self, scope: Scope, receive: Receive, send: Send, request_id: str | None = None
+    ) -> None:
         started = time.monotonic()
         self.requests += 1
         runtime = self.runtime
-        request_id = self.ids.next()
+        if request_id is None:  # the access log makes it first, to write it
+            request_id = self.ids.next()
         client = scope.get("client")
         client_ip = client[0] if client else "127.0.0.1"
         trusted = client_ip in self.trusted_ips

@@ -240,6 +240,7 @@ def create_app() -> Gateway:
         error_default_type=os.environ.get("FASTKONG_ERROR_DEFAULT_TYPE") or "text/plain",
         keepalive=keepalive_settings(os.environ),
         allow_debug_header=os.environ.get("FASTKONG_ALLOW_DEBUG_HEADER") == "on",
+        access_log=os.environ.get("FASTKONG_PROXY_ACCESS_LOG") or "off",
         limits=limits,
         on_startup=startup,
         on_shutdown=shutdown,

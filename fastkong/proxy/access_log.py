@@ -1,0 +1,178 @@
+"""Kong's ``proxy_access_log``: one line per request in Kong's ``kong_log_format``.
+
+Kong's nginx writes, for every proxy request (``kong/templates/nginx_kong.lua``)::
+
+    $remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent
+    "$http_referer" "$http_user_agent" kong_request_id: "$kong_request_id"
+
+(on one line). ``$remote_addr`` is the client address after the real-IP rules, ``$remote_user``
+the user of a ``Basic`` Authorization header, ``$request`` the request line as received, a
+missing value ``-``, and values are escaped as nginx escapes them (``"``, ``\\`` and bytes
+outside printable ASCII as ``\\xHH``). A client that goes away before its response started is
+logged with nginx's 499.
+
+How it is written: the setting names a file (``/dev/stdout`` or ``/dev/stderr`` in a
+container, as Kong's images set it) or ``off``. Each worker appends whole lines with
+``O_APPEND`` writes, so workers never interleave inside a line; lines are batched, up to
+32 KiB or a quarter of a second, like nginx's ``access_log ... buffer= flush=``, so a request
+pays for formatting one line and not for a system call. Nothing of this runs when the setting
+is off (fastkong's default, see the README: Kong's own default is a file under its prefix).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Send = Callable[[Message], Awaitable[None]]
+Receive = Callable[[], Awaitable[Message]]
+Handler = Callable[[Scope, Receive, Send, str], Awaitable[None]]
+
+FLUSH_BYTES = 32 * 1024
+FLUSH_SECONDS = 0.25
+#: nginx's status for a request whose client closed the connection before the response.
+CLIENT_CLOSED = 499
+_STANDARD_STREAMS = {"/dev/stdout": 1, "/dev/stderr": 2}
+_NEEDS_ESCAPE = re.compile(rb'[^\x20-\x7e]|["\\]')
+
+
+def escape(value: bytes) -> str:
+    """nginx's default log escaping: ``"``, ``\\`` and bytes outside 0x20-0x7e as ``\\xHH``."""
+    if _NEEDS_ESCAPE.search(value) is None:
+        return value.decode("ascii")
+    return "".join(
+        chr(b) if 0x20 <= b < 0x7F and b not in (0x22, 0x5C) else f"\\x{b:02X}" for b in value
+    )
+
+
+def remote_user(authorization: bytes | None) -> str:
+    """``$remote_user``: the user name of a ``Basic`` Authorization header, else ``-``."""
+    if not authorization or not authorization[:6].lower() == b"basic ":
+        return "-"
+    try:
+        decoded = base64.b64decode(authorization[6:].strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return "-"
+    user, colon, _ = decoded.partition(b":")
+    return escape(user) if colon and user else "-"
+
+
+class AccessLog:
+    """One worker's access log (see the module docstring)."""
+
+    __slots__ = ("path", "fd", "lines", "size", "flush_handle", "stamp_second", "stamp")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = -1
+        self.lines: list[bytes] = []
+        self.size = 0
+        self.flush_handle: asyncio.TimerHandle | None = None
+        self.stamp_second = -1
+        self.stamp = ""
+
+    def __repr__(self) -> str:
+        return f"<AccessLog {self.path} buffered={self.size}>"
+
+    def open(self) -> None:
+        standard = _STANDARD_STREAMS.get(self.path)
+        if standard is not None:
+            self.fd = os.dup(standard)
+        else:
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def close(self) -> None:
+        self.flush()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def time_local(self, now: float) -> str:
+        """``$time_local``: ``26/Nov/2026:07:18:00 +0000``, formatted once per second."""
+        second = int(now)
+        if second != self.stamp_second:
+            self.stamp_second = second
+            self.stamp = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(second))
+        return self.stamp
+
+    def write(self, line: str) -> None:
+        data = line.encode("utf-8", "surrogateescape")
+        self.lines.append(data)
+        self.size += len(data)
+        if self.size >= FLUSH_BYTES:
+            self.flush()
+        elif self.flush_handle is None:
+            self.flush_handle = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
+
+    def flush(self) -> None:
+        if self.flush_handle is not None:
+            self.flush_handle.cancel()
+            self.flush_handle = None
+        if not self.lines or self.fd < 0:
+            return
+        data = b"".join(self.lines)
+        self.lines.clear()
+        self.size = 0
+        try:
+            while data:
+                written = os.write(self.fd, data)
+                data = data[written:]
+        except OSError:
+            pass  # a full disk or a closed pipe must not fail requests; the lines are lost
+
+    async def serve(
+        self,
+        handler: Handler,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        request_id: str,
+        remote: Callable[[Scope], str],
+    ) -> None:
+        """Run ``handler`` for one request, then log it."""
+        status = 0
+        sent = 0
+
+        async def observe(message: Message) -> None:
+            nonlocal status, sent
+            kind = message["type"]
+            if kind == "http.response.start":
+                status = message["status"]
+            elif kind == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await handler(scope, receive, observe, request_id)
+        finally:
+            self.write(self.line(scope, status or CLIENT_CLOSED, sent, request_id, remote(scope)))
+
+    def line(self, scope: Scope, status: int, sent: int, request_id: str, addr: str) -> str:
+        referer = agent = authorization = None
+        for name, value in scope["headers"]:
+            if name == b"referer":
+                referer = referer or value
+            elif name == b"user-agent":
+                agent = agent or value
+            elif name == b"authorization":
+                authorization = authorization or value
+        target: bytes = scope.get("raw_path") or scope["path"].encode()
+        query: bytes = scope.get("query_string") or b""
+        if query:
+            target += b"?" + query
+        version = scope.get("http_version", "1.1")
+        request = f"{scope['method']} {escape(target)} HTTP/{'2.0' if version == '2' else version}"
+        return (
+            f"{addr} - {remote_user(authorization)} [{self.time_local(time.time())}] "
+            f'"{request}" {status} {sent} '
+            f'"{escape(referer) if referer else "-"}" "{escape(agent) if agent else "-"}" '
+            f'kong_request_id: "{request_id}"\n'
+        )
