@@ -300,19 +300,32 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(f"fastkong: {exc}", file=sys.stderr)
         return 1
     try:
+        url = urlsplit(args.url)
+        port = url.port
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError("expected http://host/path or https://host/path")
+    except ValueError as exc:
+        print(f"fastkong: --url {args.url!r}: {exc}", file=sys.stderr)
+        return 2
+    headers: dict[str, list[str]] = {}
+    for h in args.header:
+        name, colon, value = h.partition(":")
+        if not colon or not name.strip():
+            print(f"fastkong: --header {h!r}: expected 'Name: value'", file=sys.stderr)
+            return 2
+        headers.setdefault(name.strip().lower(), []).append(value.strip().lower())
+    try:
         loaded = load_config(Path(args.path).read_bytes())
     except ConfigError as exc:
         for error in exc.errors:
             print(f"{error.path}: {error.message}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        print(f"fastkong: cannot read {args.path}: {exc}", file=sys.stderr)
+        return 1
     runtime = compile_runtime(loaded.config, loaded.hash, router_flavor=flavor)
-    url = urlsplit(args.url)
-    scheme = url.scheme or "http"
-    port = url.port or (443 if scheme == "https" else 80)
-    headers: dict[str, list[str]] = {}
-    for h in args.header:
-        name, _, value = h.partition(":")
-        headers.setdefault(name.strip().lower(), []).append(value.strip().lower())
+    scheme = url.scheme
+    port = port or (443 if scheme == "https" else 80)
     host_header = headers.get("host", [url.netloc])[0] if "host" in headers else url.netloc
     raw_path = url.path or "/"
     decision = decide(

@@ -195,3 +195,31 @@ def test_explain_command_line(setup: tuple[Gateway, Path, str]) -> None:
     assert result["service"] == "plain"
     assert result["upstream_path"] == "/"
     assert result["uri_captures"] == {"0": "/items/7", "1": "7", "id": "7"}
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--url", "notaurl"], 2, "--url 'notaurl': expected http://host/path"),
+        (["--url", "http://[::1/x"], 2, "--url 'http://[::1/x': Invalid IPv6 URL"),
+        (["--url", "http://a:99999/"], 2, "Port out of range"),
+        (["--url", "http://a/", "--header", "nocolon"], 2, "--header 'nocolon': expected"),
+        (["--url", "http://a/", "--missing-file"], 1, "cannot read"),
+    ],
+)
+def test_bad_explain_input_is_an_error_not_a_traceback(
+    tmp_path: Path, args: list[str], code: int, message: str
+) -> None:
+    config = tmp_path / "kong.yml"
+    config.write_text('_format_version: "3.0"\n')
+    path = str(tmp_path / "nope.yml") if "--missing-file" in args else str(config)
+    args = [a for a in args if a != "--missing-file"]
+    done = subprocess.run(
+        [sys.executable, "-m", "fastkong", "config", "explain", path, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == code
+    assert message in done.stderr and "Traceback" not in done.stderr
