@@ -375,6 +375,13 @@ def cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
+def _port(value: str) -> int:
+    """An argparse type: a TCP port number."""
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise argparse.ArgumentTypeError(f"expected a port number 1-65535, got {value!r}")
+    return int(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastkong", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -472,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.set_defaults(func=cmd_explain)
 
     demo = sub.add_parser("demo", help="run the gateway on the bundled example config")
-    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--port", type=_port, default=8000)
     demo.set_defaults(func=cmd_demo)
 
     from fastkong.k8s.cli import add_parser as add_k8s_parser

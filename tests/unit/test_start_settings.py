@@ -76,3 +76,15 @@ def test_bad_kong_settings_are_errors_not_tracebacks(name: str, value: str, mess
     )
     assert done.returncode == 1
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_demo_port_is_checked_by_the_parser() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "fastkong", "demo", "--port", "99999"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "expected a port number 1-65535, got '99999'" in done.stderr
