@@ -34,8 +34,8 @@ from typing import Any
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 
-#: nginx's ``client_header_buffer_size`` in Kong's template (not a Kong setting users change
-#: for the proxy): the first buffer a request head is read into.
+#: nginx's ``client_header_buffer_size`` (Kong's ``nginx_http_client_header_buffer_size``,
+#: 1k; fastkong keeps it fixed): the first buffer a request head is read into.
 CLIENT_HEADER_BUFFER = 1024
 DEFAULT_HEADER_BUFFERS = "4 8k"
 DEFAULT_MAX_BODY = "0"
