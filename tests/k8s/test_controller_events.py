@@ -99,7 +99,8 @@ async def test_health_endpoints() -> None:
             assert (await http.get(f"{base}/healthz")).status_code == 200
             first = await http.get(f"{base}/readyz")
             if first.status_code == 503:
-                assert first.json()["waiting"] == ["kongconsumers.configuration.konghq.com"]
+                # The failing kind is among those still syncing (others may be, this early).
+                assert "kongconsumers.configuration.konghq.com" in first.json()["waiting"]
             await eventually(lambda: ctl.ready.is_set())
             assert (await http.get(f"{base}/readyz")).status_code == 200
             state = (await http.get(f"{base}/debug/state")).json()
