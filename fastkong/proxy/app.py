@@ -83,6 +83,9 @@ _SPECIAL = (
         _DEBUG,
     }
 )
+#: nginx ends the connection after refusing a request head or an oversized body (the rest of
+#: the request is not read): Kong's answers to them say so.
+_CLOSE = [(b"connection", b"close")]
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 
 
@@ -311,7 +314,7 @@ class Gateway(Replies):
                 scope["method"], raw_path, query, scope["headers"], content_length
             )
             if status:
-                await self.nginx_error(scope, send, status, request_id, started)
+                await self.nginx_error(scope, send, status, request_id, started, None, _CLOSE)
                 return
         if (
             content_length < -1
@@ -320,7 +323,7 @@ class Gateway(Replies):
         ):
             # A bad or repeated Content-Length, a repeated Host, both framings, or an HTTP/1.1
             # request without a Host: nginx refuses the request.
-            await self.nginx_error(scope, send, 400, request_id, started)
+            await self.nginx_error(scope, send, 400, request_id, started, None, _CLOSE)
             return
         if chunked and limits.max_body:
             receive = limits.limit_body(receive)
@@ -344,7 +347,7 @@ class Gateway(Replies):
             if decision == NO_ROUTE:
                 await self.kong_error(scope, send, 404, errors.NO_ROUTE, request_id, started)
             else:
-                await self.nginx_error(scope, send, 400, request_id, started)
+                await self.nginx_error(scope, send, 400, request_id, started, None, _CLOSE)
             return
         assert isinstance(decision, Decision)
         plan = decision.plan
@@ -395,7 +398,7 @@ class Gateway(Replies):
             except BodyTooLarge:
                 stop = kong_error(413, "Request size limit exceeded")
             except BodyLimitExceeded:
-                await self.nginx_error(scope, send, 413, request_id, started, ctx)
+                await self.nginx_error(scope, send, 413, request_id, started, ctx, _CLOSE)
                 run_log(ctx)
                 return
             except ConnectionError:
@@ -494,7 +497,7 @@ class Gateway(Replies):
                 try:
                     body, receive = await buffer_chunked(receive)
                 except BodyLimitExceeded:
-                    await self.nginx_error(scope, send, 413, request_id, started, ctx)
+                    await self.nginx_error(scope, send, 413, request_id, started, ctx, _CLOSE)
                     if ctx is not None:
                         run_log(ctx)
                     return
@@ -644,7 +647,7 @@ class Gateway(Replies):
                         conn.close()
                         if peer is not None and balancer is not None and balancer.tracks:
                             balancer.done(peer, None)
-                        await self.nginx_error(scope, send, 413, request_id, started, ctx)
+                        await self.nginx_error(scope, send, 413, request_id, started, ctx, _CLOSE)
                         return
                 await conn.read_head(service.read_timeout)
                 break

@@ -144,6 +144,30 @@ def test_a_target_that_is_not_a_path_is_400(gateway: Gateway) -> None:
     assert status_of(response) == 400
 
 
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /echo/x HTTP/1.1\r\nHost: k\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n",
+        b"GET /echo/" + b"a" * 9000 + b" HTTP/1.1\r\nHost: k\r\n\r\n",
+        b"GET /echo/x HTTP/1.1\r\n\r\n",
+        b"OPTIONS * HTTP/1.1\r\nHost: k\r\n\r\n",
+    ],
+    ids=["header", "uri", "no-host", "asterisk"],
+)
+def test_a_refused_head_ends_the_connection_as_nginx_does(gateway: Gateway, head: bytes) -> None:
+    # No "Connection: close" from the client: the gateway closes (raw() reads to the end).
+    response = gateway.raw(head)
+    assert status_of(response) in (400, 414)
+    assert b"\r\nconnection: close\r\n" in response
+
+
+def test_an_oversized_body_ends_the_connection(tuned: Gateway) -> None:
+    head = b"POST /echo/x HTTP/1.1\r\nHost: k\r\nContent-Length: 5000\r\n\r\n"
+    response = tuned.raw(head + b"x" * 100)  # the rest of the body never comes
+    assert status_of(response) == 413
+    assert b"\r\nconnection: close\r\n" in response
+
+
 def test_the_connection_serves_on_after_a_refused_head(gateway: Gateway) -> None:
     with httpx.Client() as client:
         assert client.get(gateway.url("/echo/x"), headers={"X-Big": "a" * 9000}).status_code == 400
