@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from fastkong import __version__
+from fastkong.kong_conf import on_off
 
 DEMO_CONFIG = Path(__file__).parent / "data" / "kong.yml"
 
@@ -116,16 +117,6 @@ def access_log_setting(value: str) -> str:
             "give a path or off"
         )
     return words[0]
-
-
-def on_off(value: str, setting: str) -> bool:
-    """A Kong boolean setting: ``on``/``off`` (also true/false, as Kong's conf loader)."""
-    text = value.strip().lower()
-    if text in ("on", "true"):
-        return True
-    if text in ("off", "false"):
-        return False
-    raise ValueError(f"{setting}: expected on or off, got {value!r}")
 
 
 def worker_count(value: str | int | None) -> int:

@@ -53,6 +53,27 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> int:
     return proc.returncode
 
 
+def fastkong_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m fastkong <args>`` run to its end (for commands that stop at once: refused
+    settings, bad arguments); ``env`` is added to this process's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "fastkong", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def echoed_headers(body: Any) -> dict[str, list[str]]:
+    """The request headers the echo upstream saw (its JSON answer), by name."""
+    found: dict[str, list[str]] = {}
+    for name, value in body["headers"]:
+        found.setdefault(name, []).append(value)
+    return found
+
+
 class LoopServer:
     """A test peer served by an asyncio loop in a thread the test starts and stops: subclasses
     give ``_serve`` (an ``asyncio.start_server`` callback) and may pass ``ssl``."""

@@ -27,9 +27,10 @@ is counted as it is read (:func:`limit_body`), and answered 413 when it goes ove
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
+
+from fastkong.kong_conf import parse_size
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -44,20 +45,9 @@ URI_TOO_LONG = 414
 HEADER_TOO_LARGE = 494
 BODY_TOO_LARGE = 413
 
-_SIZE = re.compile(r"(\d+)([kKmMgG]?)")
-_UNITS = {"": 1, "k": 1024, "m": 1024 * 1024, "g": 1024 * 1024 * 1024}
-
 
 class BodyLimitExceeded(Exception):
     """The request body went over ``client_max_body_size`` while it was read."""
-
-
-def parse_size(value: str, setting: str) -> int:
-    """An nginx size (``8k``, ``24K``, ``1m``, ``512``) in bytes; ValueError naming the setting."""
-    match = _SIZE.fullmatch(value.strip())
-    if match is None:
-        raise ValueError(f"{setting}: invalid size {value!r} (expected e.g. 8k, 1m, 512)")
-    return int(match.group(1)) * _UNITS[match.group(2).lower()]
 
 
 class RequestLimits:

@@ -21,6 +21,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
+from fastkong.kong_conf import on_off
+
 _CACHE_LIMIT = 4096
 
 
@@ -157,10 +159,7 @@ class RealIp:
     @classmethod
     def parse(cls, header: str, recursive: str) -> RealIp:
         """From Kong's settings' text; ``recursive`` is ``on`` or ``off``."""
-        flag = recursive.strip().lower()
-        if flag not in ("on", "off"):
-            raise ValueError(f"real_ip_recursive: expected on or off, got {recursive!r}")
-        return cls(header, flag == "on")
+        return cls(header, on_off(recursive, "real_ip_recursive"))
 
     def remote_addr(
         self, headers: list[tuple[bytes, bytes]], peer: str, trusted: TrustedIps

@@ -4,7 +4,6 @@ each router flavor (``--router-flavor``)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ import httpx
 import pytest
 
 from fastkong.cli import main
-from tests.helpers import ROOT, Echo, Gateway
+from tests.helpers import ROOT, Echo, Gateway, fastkong_cli
 
 pytestmark = pytest.mark.integration
 
@@ -160,14 +159,7 @@ def test_unsupported_flavor_is_refused(tmp_path: Path) -> None:
         ),
         (["start", "-c", str(config), "--router-flavor", "expressions"], {}),
     ):
-        done = subprocess.run(
-            [sys.executable, "-m", "fastkong", *args],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            env={**os.environ, **env},
-            timeout=60,
-        )
+        done = fastkong_cli(*args, env=env)
         assert done.returncode == 1
         assert "router_flavor 'expressions' is not supported" in done.stderr
 
@@ -214,12 +206,6 @@ def test_bad_explain_input_is_an_error_not_a_traceback(
     config.write_text('_format_version: "3.0"\n')
     path = str(tmp_path / "nope.yml") if "--missing-file" in args else str(config)
     args = [a for a in args if a != "--missing-file"]
-    done = subprocess.run(
-        [sys.executable, "-m", "fastkong", "config", "explain", path, *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = fastkong_cli("config", "explain", path, *args)
     assert done.returncode == code
     assert message in done.stderr and "Traceback" not in done.stderr

@@ -5,14 +5,12 @@ responses, to its own responses, to the admin API's and upstream. A real ``fastk
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.helpers import ROOT, Echo, FixedPeer, Gateway, free_port
+from tests.helpers import Echo, FixedPeer, Gateway, fastkong_cli, free_port
 from tests.ws_peer import WsClient, WsEcho
 
 pytestmark = pytest.mark.integration
@@ -195,8 +193,7 @@ def test_kong_environment_names(
     ],
 )
 def test_an_unknown_entry_stops_the_start(flag: str, value: str, message: str) -> None:
-    cmd = [sys.executable, "-m", "fastkong", "start", "--proxy-listen", f"127.0.0.1:{free_port()}"]
-    done = subprocess.run([*cmd, flag, value], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    done = fastkong_cli("start", "--proxy-listen", f"127.0.0.1:{free_port()}", flag, value)
     assert done.returncode == 1
     assert message in done.stderr
 

@@ -15,7 +15,7 @@ import pytest
 from fastkong.config import load_config
 from fastkong.proxy.app import Gateway as App
 from fastkong.runtime import compile_runtime
-from tests.helpers import Echo, FixedPeer, Gateway, free_port
+from tests.helpers import Echo, FixedPeer, Gateway, echoed_headers, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -93,20 +93,13 @@ def trusting(
 def upstream_headers_raw(gateway: Gateway, lines: list[bytes]) -> dict[str, list[str]]:
     head = b"GET /echo/x HTTP/1.1\r\nHost: kong.test\r\nConnection: close\r\n"
     response = gateway.raw(head + b"".join(x + b"\r\n" for x in lines) + b"\r\n")
-    body = response.partition(b"\r\n\r\n")[2]
-    found: dict[str, list[str]] = {}
-    for name, value in json.loads(body)["headers"]:
-        found.setdefault(name, []).append(value)
-    return found
+    return echoed_headers(json.loads(response.partition(b"\r\n\r\n")[2]))
 
 
 def upstream_headers(gateway: Gateway, headers: dict[str, str]) -> dict[str, list[str]]:
     r = httpx.get(gateway.url("/echo/x"), headers=headers)
     assert r.status_code == 200
-    found: dict[str, list[str]] = {}
-    for name, value in r.json()["headers"]:
-        found.setdefault(name, []).append(value)
-    return found
+    return echoed_headers(r.json())
 
 
 # -- request side -------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.helpers import Echo, Gateway
+from tests.helpers import Echo, Gateway, echoed_headers
 from tests.ws_peer import WsClient, WsEcho
 
 pytestmark = pytest.mark.integration
@@ -78,10 +78,7 @@ def recursive(
 def sent_up(gateway: Gateway, headers: list[tuple[str, str]]) -> dict[str, list[str]]:
     r = httpx.get(gateway.url("/echo/x"), headers=headers)
     assert r.status_code == 200
-    found: dict[str, list[str]] = {}
-    for name, value in r.json()["headers"]:
-        found.setdefault(name, []).append(value)
-    return found
+    return echoed_headers(r.json())
 
 
 def test_recursive_takes_the_rightmost_untrusted_address(recursive: Gateway) -> None:

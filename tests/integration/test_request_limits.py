@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.helpers import ROOT, Echo, Gateway, free_port
+from tests.helpers import Echo, Gateway, fastkong_cli, free_port
 from tests.ws_peer import WsClient, WsEcho
 
 pytestmark = pytest.mark.integration
@@ -267,8 +265,7 @@ def test_kong_environment_names_set_the_limits(
 def test_a_bad_limit_setting_stops_the_start_with_its_name(
     flag: str, value: str, message: str
 ) -> None:
-    cmd = [sys.executable, "-m", "fastkong", "start", "--proxy-listen", f"127.0.0.1:{free_port()}"]
-    done = subprocess.run([*cmd, flag, value], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    done = fastkong_cli("start", "--proxy-listen", f"127.0.0.1:{free_port()}", flag, value)
     assert done.returncode == 1
     assert message in done.stderr
 

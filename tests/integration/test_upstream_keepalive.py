@@ -4,15 +4,12 @@ an upstream that counts the connections it gets."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.helpers import ROOT, FixedPeer, Gateway, free_port
+from tests.helpers import FixedPeer, Gateway, fastkong_cli, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -72,8 +69,7 @@ def test_keepalive_settings(
 
 
 def test_a_bad_value_stops_the_start() -> None:
-    cmd = [sys.executable, "-m", "fastkong", "start", "--proxy-listen", f"127.0.0.1:{free_port()}"]
-    env = {**os.environ, "KONG_UPSTREAM_KEEPALIVE_IDLE_TIMEOUT": "1.5"}
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
+    env = {"KONG_UPSTREAM_KEEPALIVE_IDLE_TIMEOUT": "1.5"}
+    done = fastkong_cli("start", "--proxy-listen", f"127.0.0.1:{free_port()}", env=env)
     assert done.returncode == 1
     assert "upstream_keepalive_idle_timeout: expected a whole number >= 0, got '1.5'" in done.stderr

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fastkong.kong_conf import parse_size
 from fastkong.proxy.limits import (
     BodyLimitExceeded,
     RequestLimits,
-    parse_size,
 )
 
 

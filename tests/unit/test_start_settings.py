@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
 from fastkong.cli import parse_listen, worker_count
-from tests.helpers import ROOT
+from fastkong.kong_conf import on_off
+from tests.helpers import fastkong_cli
 
 
 def test_worker_count() -> None:
@@ -29,14 +28,8 @@ def test_kongs_default_proxy_listen_takes_its_plain_listener() -> None:
 
 
 def test_a_bad_worker_count_is_an_error_not_a_traceback() -> None:
-    env = {**os.environ, "KONG_NGINX_WORKER_PROCESSES": "many"}
-    done = subprocess.run(
-        [sys.executable, "-m", "fastkong", "start", "--status-listen", "off"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
+    done = fastkong_cli(
+        "start", "--status-listen", "off", env={"KONG_NGINX_WORKER_PROCESSES": "many"}
     )
     assert done.returncode == 1
     assert done.stderr.strip() == (
@@ -66,25 +59,19 @@ def test_listeners() -> None:
     ],
 )
 def test_bad_kong_settings_are_errors_not_tracebacks(name: str, value: str, message: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "fastkong", "start", "--status-listen", "off"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, name: value},
-    )
+    done = fastkong_cli("start", "--status-listen", "off", env={name: value})
     assert done.returncode == 1
     assert message in done.stderr and "Traceback" not in done.stderr
 
 
 def test_demo_port_is_checked_by_the_parser() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "fastkong", "demo", "--port", "99999"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = fastkong_cli("demo", "--port", "99999")
     assert done.returncode == 2
     assert "expected a port number 1-65535, got '99999'" in done.stderr
+
+
+def test_kong_booleans() -> None:
+    for text, value in (("on", True), (" TRUE ", True), ("off", False), ("false", False)):
+        assert on_off(text, "x") is value
+    with pytest.raises(ValueError, match="^allow_debug_header: expected on or off, got 'yes'$"):
+        on_off("yes", "allow_debug_header")
