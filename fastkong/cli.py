@@ -17,44 +17,74 @@ import ipaddress
 import json
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from fastkong import __version__
-from fastkong.kong_conf import on_off
+from fastkong.kong_conf import Listener, on_off, parse_listeners
 
 DEMO_CONFIG = Path(__file__).parent / "data" / "kong.yml"
+#: Kong's default, both listeners: TLS on 8443 with the configured certificate, else a generated
+#: self-signed one, as Kong does.
+DEFAULT_PROXY_LISTEN = (
+    "0.0.0.0:8000 reuseport backlog=16384, 0.0.0.0:8443 http2 ssl reuseport backlog=16384"
+)
 
 
-def parse_listen(
-    value: str | None, setting: str = "listen", allow_ssl: bool = False
-) -> tuple[str, int] | None:
-    """Kong's ``*_listen`` syntax: ``ip:port [flags], ...``; None for ``off``. fastkong serves one
-    address per listener: the first plain entry, else (``allow_ssl``) the first ``ssl`` one,
-    which the caller serves with TLS. ValueError naming ``setting`` for anything else."""
+def parse_listen(value: str | None, setting: str = "listen") -> tuple[str, int] | None:
+    """The admin or status listener from Kong's ``*_listen`` syntax; None for ``off``. These are
+    served over plain HTTP at one address: the first plain entry (Kong's default admin_listen
+    also lists an ``ssl`` one, which fastkong leaves out). ValueError naming ``setting``."""
     if value is None:
         return None
-    value = value.strip()
-    if value == "off":
+    listeners = parse_listeners(value, setting)
+    if not listeners:
         return None
-    found: list[tuple[bool, str, int]] = []
-    for entry in value.split(","):
-        words = entry.split()
-        if not words:
+    for listener in listeners:
+        if not listener.ssl:
+            return listener.host, listener.port
+    raise ValueError(
+        f"{setting}: {value!r} has only ssl listeners; fastkong serves it over plain HTTP only"
+    )
+
+
+def proxy_listeners(value: str, cert: str | None, key: str | None) -> tuple[Listener, ...]:
+    """Every ``proxy_listen`` entry, each served; ValueError for ``off`` (fastkong is a data
+    plane), for PROXY protocol (Granian reads no PROXY header) and for half a certificate."""
+    listeners = parse_listeners(value, "proxy_listen")
+    if not listeners:
+        raise ValueError("proxy_listen: fastkong is a data plane and needs a proxy listener")
+    for listener in listeners:
+        if "proxy_protocol" in listener.flags:
+            raise ValueError(
+                f"proxy_listen: {str(listener)!r}: proxy_protocol is not supported "
+                "(the server under fastkong reads no PROXY protocol header)"
+            )
+    if cert and not key:
+        raise ValueError("ssl_cert_key must be set when ssl_cert is")
+    if key and not cert:
+        raise ValueError("ssl_cert must be set when ssl_cert_key is")
+    return tuple(listeners)
+
+
+def first_taken_address(listeners: list[tuple[str, tuple[str, int] | None]]) -> str | None:
+    """The first (setting, address) that cannot be bound now, as an error line; None if all
+    can. Bound the way the servers bind (SO_REUSEADDR), then released at once."""
+    for setting, address in listeners:
+        if address is None:
             continue
-        host, colon, port = words[0].rpartition(":")
-        if not colon or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"{setting}: invalid listener {entry.strip()!r} (expected ip:port)")
-        found.append(("ssl" in words[1:], host.strip("[]") or "0.0.0.0", int(port)))
-    for is_ssl, address, number in sorted(found, key=lambda x: x[0]):  # plain ones first
-        if not is_ssl or allow_ssl:
-            return address, number
-    if found:
-        raise ValueError(
-            f"{setting}: {value!r} has only ssl listeners, which need ssl_cert and ssl_cert_key"
-        )
-    raise ValueError(f"{setting}: no listener in {value!r}")
+        host, port = address
+        try:
+            family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind((host, port))
+        except OSError as exc:
+            shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            return f"{setting}: cannot listen on {shown}: {exc.strerror or exc}"
+    return None
 
 
 def _env(name: str) -> str | None:
@@ -181,9 +211,9 @@ def cmd_start(args: argparse.Namespace) -> int:
     ssl_cert = args.ssl_cert or _env("SSL_CERT")
     ssl_key = args.ssl_key or _env("SSL_CERT_KEY")
     try:
-        proxy_text = args.proxy_listen or _env("PROXY_LISTEN") or "0.0.0.0:8000"
-        # An ssl-only proxy_listen is served with TLS, which needs a certificate.
-        proxy = parse_listen(proxy_text, "proxy_listen", allow_ssl=bool(ssl_cert and ssl_key))
+        proxy = proxy_listeners(
+            args.proxy_listen or _env("PROXY_LISTEN") or DEFAULT_PROXY_LISTEN, ssl_cert, ssl_key
+        )
         status = parse_listen(
             args.status_listen or _env("STATUS_LISTEN") or "127.0.0.1:8100", "status_listen"
         )
@@ -196,7 +226,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         return 1
     opts = Options(
         config_path=Path(config) if config else None,
-        proxy=proxy or ("0.0.0.0", 8000),
+        proxy=proxy,
         status=status,
         admin=admin,
         workers=workers,
@@ -227,6 +257,15 @@ def cmd_start(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
+    taken = first_taken_address(
+        [("proxy_listen", (x.host, x.port)) for x in opts.proxy]
+        + [("status_listen", opts.status), ("admin_listen", opts.admin)]
+    )
+    if taken is not None:
+        # nginx refuses to start when a listen address cannot be bound; a Granian child would
+        # die after its siblings had started, and a starting worker ignores the stop signal.
+        print(f"fastkong: {taken}", file=sys.stderr)
+        return 1
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     supervisor = Supervisor(opts)
     try:
@@ -239,9 +278,8 @@ def cmd_start(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"fastkong: cannot read {opts.config_path}: {exc}", file=sys.stderr)
         return 1
-    host, port = opts.proxy
     print(
-        f"fastkong {__version__}: proxy on {'https' if opts.ssl_cert else 'http'}://{host}:{port}"
+        f"fastkong {__version__}: proxy on {', '.join(x.url for x in opts.proxy)}"
         + (f", status on http://{opts.status[0]}:{opts.status[1]}" if opts.status else "")
         + (f", config hash {loaded.hash}" if loaded else ", no config loaded"),
         flush=True,
@@ -380,7 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     start = sub.add_parser("start", help="serve a declarative config")
     start.add_argument("-c", "--config", help="kong.yml (or KONG_DECLARATIVE_CONFIG)")
     start.add_argument(
-        "--proxy-listen", help="ip:port (or KONG_PROXY_LISTEN); default 0.0.0.0:8000"
+        "--proxy-listen",
+        help="'ip:port [ssl] [http2] [backlog=N], ...' as Kong (or KONG_PROXY_LISTEN); "
+        "default Kong's: 0.0.0.0:8000 and 0.0.0.0:8443 ssl",
     )
     start.add_argument("--admin-listen", help="ip:port or off; default 127.0.0.1:8001")
     start.add_argument("--status-listen", help="ip:port or off; default 127.0.0.1:8100")
@@ -424,8 +464,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--headers-upstream",
         help="X-Kong-Request-Id (default) or off (KONG_HEADERS_UPSTREAM)",
     )
-    start.add_argument("--ssl-cert", help="PEM certificate for TLS on the proxy listener")
-    start.add_argument("--ssl-key", help="PEM key for --ssl-cert")
+    start.add_argument(
+        "--ssl-cert",
+        help="PEM certificate for the ssl proxy listeners (or KONG_SSL_CERT); default a "
+        "generated self-signed one, as Kong's",
+    )
+    start.add_argument("--ssl-key", help="PEM key for --ssl-cert (or KONG_SSL_CERT_KEY)")
     start.add_argument("--http", choices=("auto", "1", "2"), default="auto")
     start.add_argument(
         "--prefix", help="state directory (FASTKONG_PREFIX): posted configs persist here"

@@ -4,6 +4,7 @@ the CLI and the modules that take settings (one reading, one error text per type
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 _SIZE = re.compile(r"(\d+)([kKmMgG]?)")
 _UNITS = {"": 1, "k": 1024, "m": 1024 * 1024, "g": 1024 * 1024 * 1024}
@@ -25,3 +26,89 @@ def parse_size(value: str, setting: str) -> int:
     if match is None:
         raise ValueError(f"{setting}: invalid size {value!r} (expected e.g. 8k, 1m, 512)")
     return int(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+#: The flags Kong's conf loader accepts on an HTTP listener (``conf_loader/listeners.lua``), as
+#: patterns; anything else left beside the address makes the entry invalid, as in Kong.
+_LISTEN_FLAGS = (
+    "ssl",
+    "http2",
+    "proxy_protocol",
+    "deferred",
+    "bind",
+    "reuseport",
+    r"backlog=\d+",
+    "ipv6only=(?:on|off)",
+    r"so_keepalive=(?:on|off|\d*[smh]?:\d*[smh]?:\d*)",
+)
+_FLAG = re.compile("|".join(f"(?:{flag})" for flag in _LISTEN_FLAGS))
+
+
+class Listener(NamedTuple):
+    """One entry of a Kong ``*_listen`` setting: an address and the flags given with it."""
+
+    host: str
+    port: int
+    flags: tuple[str, ...] = ()
+
+    @property
+    def ssl(self) -> bool:
+        return "ssl" in self.flags
+
+    @property
+    def backlog(self) -> int | None:
+        for flag in self.flags:
+            if flag.startswith("backlog="):
+                return int(flag[8:])
+        return None
+
+    @property
+    def address(self) -> str:
+        """``ip:port`` with an IPv6 address in brackets, as nginx (and Kong's ``listener``)."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.ssl else 'http'}://{self.address}"
+
+    def __str__(self) -> str:
+        """Kong's ``listener`` text: the address and its flags, in the order Kong lists them."""
+        return " ".join((self.address, *self.flags))
+
+
+def parse_listeners(value: str, setting: str) -> list[Listener]:
+    """Kong's ``*_listen`` syntax: ``off`` (no listener) or ``ip:port [flags], ...``.
+
+    ValueError naming ``setting`` for an entry that is not an address with known flags, and for
+    two entries on one address (nginx would fail to bind the second).
+    """
+    found: list[Listener] = []
+    if value.strip() == "off":
+        return found
+    for entry in value.split(","):
+        words = entry.split()
+        if not words:
+            continue
+        host, colon, port = words[0].rpartition(":")
+        if not colon or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{setting}: invalid listener {entry.strip()!r} (expected ip:port)")
+        unknown = [word for word in words[1:] if not _FLAG.fullmatch(word)]
+        if unknown:
+            raise ValueError(
+                f"{setting}: invalid listener {entry.strip()!r}: unknown flag {unknown[0]!r}"
+            )
+        flags = tuple(sorted(set(words[1:]), key=_flag_rank))
+        listener = Listener(host.strip("[]") or "0.0.0.0", int(port), flags)
+        if any(other[:2] == listener[:2] for other in found):
+            raise ValueError(f"{setting}: {listener.address} is listed twice")
+        found.append(listener)
+    if not found:
+        raise ValueError(f"{setting}: no listener in {value!r}")
+    return found
+
+
+def _flag_rank(flag: str) -> int:
+    for rank, pattern in enumerate(_LISTEN_FLAGS):
+        if re.fullmatch(pattern, flag):
+            return rank
+    return len(_LISTEN_FLAGS)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self
 
@@ -51,6 +52,17 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> int:
             proc.kill()
             proc.wait()
     return proc.returncode
+
+
+def eventually(check: Callable[[], bool], timeout: float = 10.0) -> float:
+    """Poll ``check`` until it holds and return the seconds that took; AssertionError when it
+    never does within ``timeout``."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if check():
+            return time.monotonic() - start
+        time.sleep(0.05)
+    raise AssertionError(f"condition not reached in {timeout} s")
 
 
 def fastkong_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -167,6 +179,10 @@ class Gateway:
         self.workers = workers
         self.extra = extra
         self.port = free_port()
+        #: Kong's listener flags for the proxy port (``ssl``), set before ``start()``.
+        self.port_flags = ""
+        #: A second proxy listener, ``ssl http2``, when set before ``start()``.
+        self.ssl_port: int | None = None
         self.status_port = free_port()
         self.admin_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -177,7 +193,8 @@ class Gateway:
             cmd += ["-c", str(self.config_path)]
         cmd += [
             "--proxy-listen",
-            f"127.0.0.1:{self.port}",
+            f"127.0.0.1:{self.port} {self.port_flags}"
+            + (f", 127.0.0.1:{self.ssl_port} ssl http2" if self.ssl_port else ""),
             "--status-listen",
             f"127.0.0.1:{self.status_port}",
             "--admin-listen",
@@ -192,6 +209,8 @@ class Gateway:
         self.proc = subprocess.Popen(self.command(), cwd=ROOT, env=dict(os.environ))
         wait_port(self.status_port, proc=self.proc)
         wait_port(self.port, proc=self.proc)
+        if self.ssl_port:
+            wait_port(self.ssl_port, proc=self.proc)
         if wait_ready:
             self.wait_ready()
         return self

@@ -8,7 +8,9 @@ It owns everything that must exist once per node rather than once per worker:
   content hash every ten seconds as a safety net); a changed, valid config is published again,
   an invalid one is logged, counted and changes nothing. ``POST /config`` on the admin listener
   publishes too, and is persisted in the prefix so a restarted node comes back configured;
-* the **Granian child** (master + N workers), started with the state file's path;
+* the **Granian children**, one per ``proxy_listen`` entry (Granian serves one address), each a
+  master and N workers started with the state file's path: Kong's default ``proxy_listen`` is two
+  of them, 8000 and 8443 with TLS (the configured certificate, else Kong's generated default);
 * the **status listener** (``/status``, ``/status/ready``), answered from here so probes do not
   depend on a worker;
 * **signals**: SIGTERM/SIGINT drain (readiness turns 503, Granian stops accepting and finishes
@@ -46,8 +48,10 @@ from fastkong.background import background_executor
 from fastkong.config import Config, ConfigError, LoadedConfig, load_config
 from fastkong.control import httpserver
 from fastkong.control.admin import KONG_VERSION, AdminApi
+from fastkong.control.default_cert import default_certificate
 from fastkong.control.httpserver import Request, Response
 from fastkong.control.state import file_identity, read_reports, write_state
+from fastkong.kong_conf import Listener
 from fastkong.metrics import render_node_metrics, reset_node_metrics, target_health_rows
 from fastkong.proxy.kong_headers import (
     DEFAULT_HEADERS,
@@ -81,6 +85,20 @@ SERVER_COUNTERS = (
 FREEZE_AFTER = 100_000
 
 
+def _listener_info(listener: Listener) -> dict[str, Any]:
+    """A ``proxy_listeners`` entry of Kong's ``GET /``: the address, the ``listener`` text and a
+    boolean per flag (the named ones always present, a ``backlog=N`` one when given)."""
+    info: dict[str, Any] = {
+        "ip": listener.host,
+        "port": listener.port,
+        "listener": str(listener),
+    }
+    for flag in ("ssl", "http2", "proxy_protocol", "deferred", "bind", "reuseport"):
+        info[flag] = flag in listener.flags
+    info.update(dict.fromkeys((flag for flag in listener.flags if "=" in flag), True))
+    return info
+
+
 def _load_job(fn: Callable[..., T], args: tuple[Any, ...]) -> T:
     """Run a config job with the cyclic GC held off.
 
@@ -98,7 +116,7 @@ def _load_job(fn: Callable[..., T], args: tuple[Any, ...]) -> T:
 @dataclass
 class Options:
     config_path: Path | None
-    proxy: tuple[str, int] = ("0.0.0.0", 8000)
+    proxy: tuple[Listener, ...] = (Listener("0.0.0.0", 8000),)
     status: tuple[str, int] | None = ("127.0.0.1", 8100)
     admin: tuple[str, int] | None = ("127.0.0.1", 8001)
     workers: int = 1
@@ -146,7 +164,7 @@ class Supervisor:
         self.draining = False
         #: ``POST /status/ready`` ``status=draining``: readiness fails, nothing stops.
         self.ready_draining = False
-        self.child: asyncio.subprocess.Process | None = None
+        self.children: list[asyncio.subprocess.Process] = []
         if options.prefix is not None:
             options.prefix.mkdir(parents=True, exist_ok=True)
         self.state_dir = options.prefix or Path(tempfile.mkdtemp(prefix="fastkong-"))
@@ -177,7 +195,7 @@ class Supervisor:
     def __repr__(self) -> str:
         return (
             f"<Supervisor hash={self.config.hash} workers={self.options.workers} "
-            f"draining={self.draining} child={self.child.pid if self.child else None}>"
+            f"draining={self.draining} children={[child.pid for child in self.children]}>"
         )
 
     # -- config ------------------------------------------------------------------------------
@@ -436,7 +454,6 @@ class Supervisor:
             spec = plugins.registry.lookup(name)
             assert spec is not None
             available[name] = {"version": __version__, "priority": spec.priority}
-        host, port = self.options.proxy
         workers = sorted(read_reports(self.state_dir))
         return {
             "tagline": "Welcome to kong",
@@ -462,8 +479,8 @@ class Supervisor:
                 **keepalive_settings(os.environ),
                 "real_ip_header": self.options.real_ip_header,
                 "real_ip_recursive": self.options.real_ip_recursive,
-                "proxy_listen": [f"{host}:{port}"],
-                "proxy_listeners": [{"ip": host, "port": port}],
+                "proxy_listen": [str(listener) for listener in self.options.proxy],
+                "proxy_listeners": [_listener_info(x) for x in self.options.proxy],
                 "loaded_plugins": dict.fromkeys(available, True),
                 "nginx_worker_processes": str(self.options.workers),
             },
@@ -473,21 +490,9 @@ class Supervisor:
 
     # -- process management ------------------------------------------------------------------
 
-    async def start_child(self) -> None:
-        host, port = self.options.proxy
-        opts = {
-            "host": host,
-            "port": port,
-            "workers": self.options.workers,
-            "ssl_cert": self.options.ssl_cert,
-            "ssl_key": self.options.ssl_key,
-            "http": self.options.http,
-            "log_level": self.options.log_level,
-            "kill_timeout": int(self.options.drain_timeout),
-            "head_capacity": RequestLimits.parse(
-                self.options.large_client_header_buffers, self.options.client_max_body_size
-            ).capacity,
-        }
+    async def start_children(self) -> None:
+        """One Granian process per proxy listener, all on the same state, counters and health
+        tables (so one node's workers share limits and health whichever listener they serve)."""
         env = dict(os.environ)
         env["FASTKONG_STATE_FILE"] = str(self.state_file)
         env["FASTKONG_TRUSTED_IPS"] = self.options.trusted_ips
@@ -503,15 +508,46 @@ class Supervisor:
         env["FASTKONG_CLIENT_MAX_BODY_SIZE"] = self.options.client_max_body_size
         env["FASTKONG_COUNTERS"] = str(self.counters_file)
         env["FASTKONG_HEALTH"] = str(self.health_file)
-        self.child = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "fastkong.control.granian_main", json.dumps(opts), env=env
-        )
+        head_capacity = RequestLimits.parse(
+            self.options.large_client_header_buffers, self.options.client_max_body_size
+        ).capacity
+        for listener in self.options.proxy:
+            cert, key = self.certificate() if listener.ssl else (None, None)
+            opts = {
+                "host": listener.host,
+                "port": listener.port,
+                "workers": self.options.workers,
+                "ssl_cert": cert,
+                "ssl_key": key,
+                "http": self.options.http,
+                "backlog": listener.backlog or 16384,
+                "log_level": self.options.log_level,
+                "kill_timeout": int(self.options.drain_timeout),
+                "head_capacity": head_capacity,
+            }
+            self.children.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "fastkong.control.granian_main", json.dumps(opts), env=env
+                )
+            )
 
-    async def stop_child(self) -> int:
-        child = self.child
-        if child is None or child.returncode is not None:
-            return 0
-        child.send_signal(signal.SIGTERM)
+    def certificate(self) -> tuple[str, str]:
+        """The ssl listeners' certificate and key: ``ssl_cert``/``ssl_cert_key``, else Kong's
+        generated default under the state directory."""
+        if self.options.ssl_cert and self.options.ssl_key:
+            return self.options.ssl_cert, self.options.ssl_key
+        cert, key = default_certificate(self.state_dir)
+        return str(cert), str(key)
+
+    async def stop_children(self) -> int:
+        """SIGTERM every Granian process (each drains), then wait for all; the worst exit code."""
+        running = [child for child in self.children if child.returncode is None]
+        for child in running:
+            child.send_signal(signal.SIGTERM)
+        codes = await asyncio.gather(*(self._reap(child) for child in running))
+        return max(codes, default=0, key=abs)
+
+    async def _reap(self, child: asyncio.subprocess.Process) -> int:
         try:
             return await asyncio.wait_for(child.wait(), self.options.drain_timeout + 5)
         except TimeoutError:
@@ -545,22 +581,25 @@ class Supervisor:
                 await httpserver.serve(host, port, self.handle_admin, self.server_header)
             )
         reset_node_metrics(self.state_dir)
-        await self.start_child()
-        assert self.child is not None
+        await self.start_children()
         watcher = loop.create_task(self.watch())
         self.checker.start(loop)
-        child_exit = loop.create_task(self.child.wait())
+        exits = [loop.create_task(child.wait()) for child in self.children]
         stopping = loop.create_task(stop.wait())
-        done, _ = await asyncio.wait({child_exit, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({*exits, stopping}, return_when=asyncio.FIRST_COMPLETED)
         code = 0
-        if child_exit in done:
-            code = child_exit.result() or 1
-            log.error("the proxy process exited with %s", child_exit.result())
-        else:
-            # Drain: fail readiness first so load balancers stop sending, then stop Granian,
-            # which stops accepting and lets in-flight requests finish.
-            self.draining = True
-            await self.stop_child()
+        died = [task.result() for task in exits if task.done()]
+        if died and not stopping.done():
+            # A Granian process ended (its master gave up, e.g. its port was taken): the node
+            # no longer serves every listener it was asked to, so it stops as a whole.
+            code = died[0] or 1
+            log.error("a proxy process exited with %s", died[0])
+        # Drain: fail readiness first so load balancers stop sending, then stop Granian, which
+        # stops accepting and lets in-flight requests finish.
+        self.draining = True
+        await self.stop_children()
+        for task in exits:
+            task.cancel()
         watcher.cancel()
         self.checker.stop()
         stopping.cancel()

@@ -10,14 +10,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
-from tests.helpers import ROOT, Echo, Gateway, free_port
+from tests.helpers import ROOT, Echo, Gateway, eventually, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -32,16 +32,6 @@ def config_for(echo: Echo, *route_paths: str) -> str:
 
 def md5(text: str) -> str:
     return hashlib.md5(text.encode()).hexdigest()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> float:
-    """Poll until ``predicate`` holds; returns the seconds it took."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if predicate():
-            return time.monotonic() - start
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def all_workers_on(gw: Gateway, expected: str) -> bool:
@@ -95,7 +85,7 @@ def test_configmap_swap_reaches_every_worker_within_a_second_and_drops_nothing(
     two_workers: tuple[Gateway, ConfigMapVolume], echo: Echo
 ) -> None:
     gw, volume = two_workers
-    wait_for(lambda: all_workers_on(gw, md5(config_for(echo, "/one"))))
+    eventually(lambda: all_workers_on(gw, md5(config_for(echo, "/one"))))
     assert httpx.get(gw.url("/one")).status_code == 200
     assert httpx.get(gw.url("/two")).status_code == 404
 
@@ -117,7 +107,7 @@ def test_configmap_swap_reaches_every_worker_within_a_second_and_drops_nothing(
         for i in range(5):
             text = config_for(echo, "/one", f"/v{i}")
             volume.write(text)
-            took = wait_for(lambda t=text: all_workers_on(gw, md5(t)))
+            took = eventually(lambda t=text: all_workers_on(gw, md5(t)))
             # the watcher ticks every 0.5 s and workers poll every 0.25 s
             assert took < 1.5, f"reload {i} took {took:.2f}s"
             assert httpx.get(gw.url(f"/v{i}")).status_code == 200
@@ -133,9 +123,9 @@ def test_invalid_update_keeps_the_last_good_config(
 ) -> None:
     gw, volume = two_workers
     good = md5(config_for(echo, "/one"))
-    wait_for(lambda: all_workers_on(gw, good))
+    eventually(lambda: all_workers_on(gw, good))
     volume.write(config_for(echo, "/one", "no-slash") + "  - name: bad\n    paths: [42]\n")
-    wait_for(lambda: gw.status()["fastkong"]["last_error"] is not None)
+    eventually(lambda: gw.status()["fastkong"]["last_error"] is not None)
     status = gw.status()
     assert status["configuration_hash"] == good
     errors = status["fastkong"]["last_error"]
@@ -151,13 +141,13 @@ def test_plain_file_edit_and_sighup(tmp_path: Path, echo: Echo) -> None:
     try:
         text = config_for(echo, "/a", "/b")
         gw.config_path.write_text(text)
-        wait_for(lambda: all_workers_on(gw, md5(text)), timeout=3)
+        eventually(lambda: all_workers_on(gw, md5(text)), timeout=3)
         # SIGHUP re-reads at once (no wait for the watcher's content check)
         text2 = config_for(echo, "/c")
         gw.config_path.write_text(text2)
         assert gw.proc is not None
         gw.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: all_workers_on(gw, md5(text2)), timeout=3)
+        eventually(lambda: all_workers_on(gw, md5(text2)), timeout=3)
         assert httpx.get(gw.url("/c")).status_code == 200
         assert httpx.get(gw.url("/a")).status_code == 404
     finally:
@@ -199,7 +189,7 @@ def test_admin_api_post_config_and_read_back(admin_gateway: Gateway, echo: Echo)
     assert r.status_code == 304
     r = httpx.post(admin(gw, "/config"), data={"config": config_for(echo, "/form")})
     assert r.status_code == 201
-    wait_for(lambda: httpx.get(gw.url("/form")).status_code == 200)
+    eventually(lambda: httpx.get(gw.url("/form")).status_code == 200)
 
     exported = yaml.safe_load(httpx.get(admin(gw, "/config")).json()["config"])
     assert [r["paths"] for r in exported["routes"]] == [["/form"]]

@@ -8,15 +8,14 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.helpers import Gateway, LoopServer
+from tests.helpers import Gateway, LoopServer, eventually
 from tests.pki import Pki
 
 pytestmark = pytest.mark.integration
@@ -160,14 +159,6 @@ def gateway(
     gw = Gateway(tmp_path_factory.mktemp("mtls-gw"), config(pki, peer)).start()
     yield gw
     assert gw.stop() == 0
-
-
-def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition never held")
-        time.sleep(0.1)
 
 
 def test_the_client_certificate_is_presented_and_the_peer_verified(gateway: Gateway) -> None:

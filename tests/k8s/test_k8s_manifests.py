@@ -22,6 +22,7 @@ import pytest
 import yaml
 from helm_python import Chart, lint
 
+from fastkong.cli import proxy_listeners
 from tests.k8s.conftest import CASES, GOLDEN, REPO, load_objects
 
 KUBE_VERSIONS = ["1.25.0", "1.37.0"]
@@ -261,6 +262,14 @@ def test_chart_switches() -> None:
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
     assert env["KONG_SSL_CERT"] == "/etc/fastkong-tls/tls.crt"
     assert env["KONG_TRUSTED_IPS"] == "0.0.0.0/0"
+    # Every proxy port the pod declares is a listener, the TLS one with TLS (it was declared
+    # while the gateway listened on the plain port alone).
+    served = {
+        x.port: x.ssl
+        for x in proxy_listeners(env["KONG_PROXY_LISTEN"], env["KONG_SSL_CERT"], "key")
+    }
+    ports = {p["name"]: p["containerPort"] for p in pod["containers"][0]["ports"]}
+    assert served == {ports["proxy"]: False, ports["proxy-tls"]: True}
     objs = render_chart(CHART_VALUES["existing-configmap"])
     assert "ConfigMap" not in [o["kind"] for o in objs]
     pod = gateway_pod(objs)

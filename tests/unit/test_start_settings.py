@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import os
+import socket
+from pathlib import Path
 
 import pytest
 
-from fastkong.cli import parse_listen, worker_count
-from fastkong.kong_conf import on_off
-from tests.helpers import fastkong_cli
+from fastkong.cli import (
+    DEFAULT_PROXY_LISTEN,
+    first_taken_address,
+    parse_listen,
+    proxy_listeners,
+    worker_count,
+)
+from fastkong.kong_conf import on_off, parse_listeners
+from tests.helpers import fastkong_cli, free_port
 
 
 def test_worker_count() -> None:
@@ -22,9 +30,43 @@ def test_worker_count() -> None:
             worker_count(bad)
 
 
-def test_kongs_default_proxy_listen_takes_its_plain_listener() -> None:
-    kong_default = "0.0.0.0:8000 reuseport backlog=16384, 0.0.0.0:8443 http2 ssl reuseport"
-    assert parse_listen(kong_default) == ("0.0.0.0", 8000)
+def test_kongs_default_proxy_listen_is_both_listeners() -> None:
+    listeners = proxy_listeners(DEFAULT_PROXY_LISTEN, None, None)
+    assert [(x.host, x.port, x.ssl) for x in listeners] == [
+        ("0.0.0.0", 8000, False),
+        ("0.0.0.0", 8443, True),
+    ]
+    # Kong's `listener` text: the address, then the flags in the order Kong's loader lists them.
+    assert [str(x) for x in listeners] == [
+        "0.0.0.0:8000 reuseport backlog=16384",
+        "0.0.0.0:8443 ssl http2 reuseport backlog=16384",
+    ]
+    assert [x.url for x in listeners] == ["http://0.0.0.0:8000", "https://0.0.0.0:8443"]
+    assert listeners[0].backlog == 16384
+
+
+def test_listener_flags_are_kongs() -> None:
+    (v6,) = parse_listeners("[::1]:9443 ssl deferred bind ipv6only=on so_keepalive=on", "x")
+    assert (v6.host, v6.port, v6.ssl, v6.backlog) == ("::1", 9443, True, None)
+    assert str(v6) == "[::1]:9443 ssl deferred bind ipv6only=on so_keepalive=on"
+    assert parse_listeners("off", "x") == []
+    with pytest.raises(ValueError, match="^x: invalid listener '1.2.3.4:80 sll': unknown flag"):
+        parse_listeners("1.2.3.4:80 sll", "x")
+    with pytest.raises(ValueError, match="^proxy_listen: 127.0.0.1:80 is listed twice$"):
+        parse_listeners("127.0.0.1:80, 127.0.0.1:80 ssl", "proxy_listen")
+    # The same port on two addresses is two listeners, as in nginx.
+    assert len(parse_listeners("127.0.0.1:80, 127.0.0.2:80", "x")) == 2
+
+
+def test_proxy_listen_refusals() -> None:
+    with pytest.raises(ValueError, match="^proxy_listen: fastkong is a data plane"):
+        proxy_listeners("off", None, None)
+    with pytest.raises(ValueError, match="proxy_protocol is not supported"):
+        proxy_listeners("0.0.0.0:8000 proxy_protocol", None, None)
+    with pytest.raises(ValueError, match="^ssl_cert_key must be set when ssl_cert is$"):
+        proxy_listeners("0.0.0.0:8443 ssl", "cert.pem", None)
+    with pytest.raises(ValueError, match="^ssl_cert must be set when ssl_cert_key is$"):
+        proxy_listeners("0.0.0.0:8443 ssl", None, "key.pem")
 
 
 def test_a_bad_worker_count_is_an_error_not_a_traceback() -> None:
@@ -37,18 +79,41 @@ def test_a_bad_worker_count_is_an_error_not_a_traceback() -> None:
     )
 
 
-def test_listeners() -> None:
+def test_admin_and_status_listeners() -> None:
     assert parse_listen("off") is None
     assert parse_listen("[::1]:8000") == ("::1", 8000)
     assert parse_listen(":9000 reuseport") == ("0.0.0.0", 9000)
-    # fastkong serves one address: an ssl one only when there is no plain one and TLS is set.
-    assert parse_listen("0.0.0.0:8443 ssl, 127.0.0.1:8000") == ("127.0.0.1", 8000)
-    assert parse_listen("0.0.0.0:8443 http2 ssl", allow_ssl=True) == ("0.0.0.0", 8443)
-    with pytest.raises(ValueError, match="has only ssl listeners, which need ssl_cert"):
-        parse_listen("0.0.0.0:8443 ssl", "proxy_listen")
+    # These are served over plain HTTP at one address: the first plain entry (Kong's default
+    # admin_listen also lists an ssl one).
+    assert parse_listen("0.0.0.0:8444 ssl, 127.0.0.1:8001") == ("127.0.0.1", 8001)
+    with pytest.raises(ValueError, match="has only ssl listeners; fastkong serves it over plain"):
+        parse_listen("0.0.0.0:8444 http2 ssl", "admin_listen")
     for bad in ("nonsense", "1.2.3.4:", "1.2.3.4:70000", "host:port"):
-        with pytest.raises(ValueError, match="proxy_listen: invalid listener"):
-            parse_listen(bad, "proxy_listen")
+        with pytest.raises(ValueError, match="status_listen: invalid listener"):
+            parse_listen(bad, "status_listen")
+
+
+def test_a_taken_address_is_named_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = fastkong_cli(
+            "start",
+            "--proxy-listen",
+            f"127.0.0.1:{free_port()}, 127.0.0.1:{port} ssl",
+            "--status-listen",
+            "off",
+            "--admin-listen",
+            "off",
+            "--prefix",
+            str(tmp_path),
+        )
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        f"fastkong: proxy_listen: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
+    assert first_taken_address([("status_listen", None)]) is None
 
 
 @pytest.mark.parametrize(

@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from tests.fault_proxy import FaultProxy
-from tests.helpers import Echo, Gateway
+from tests.helpers import Echo, Gateway, eventually
 from tests.ws_peer import WsClient, WsEcho
 
 pytestmark = pytest.mark.integration
@@ -103,15 +103,6 @@ def gateway(
 
 def server(r: httpx.Response) -> str:
     return r.headers.get("x-echo-server", "")
-
-
-def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def admin(gw: Gateway, path: str) -> str:

@@ -1,0 +1,159 @@
+"""Every ``proxy_listen`` entry served, as Kong's: a plain and an ``ssl`` listener side by side
+(Kong's default), TLS with Kong's generated certificate when none is set, one node's state
+(config, rate-limit counters) shared by both, and a stop that ends both."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from tests.helpers import Echo, Gateway, echoed_headers, eventually, free_port
+from tests.pki import Pki
+
+pytestmark = pytest.mark.integration
+
+
+def config(echo: Echo, extra_route: str = "") -> str:
+    return f"""
+_format_version: "3.0"
+services:
+- name: echo
+  url: http://127.0.0.1:{echo.port}
+  routes:
+  - name: secure
+    paths: ["/secure"]
+    protocols: ["https"]
+  - name: both
+    paths: ["/both"]
+    plugins:
+    - name: rate-limiting
+      config: {{year: 2, policy: local}}
+{extra_route}"""
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, echo: Echo) -> Iterator[Gateway]:
+    workdir = tmp_path_factory.mktemp("listeners")
+    gw = Gateway(workdir, config(echo), 1, "--prefix", str(workdir / "prefix"))
+    gw.ssl_port = free_port()
+    gw.start()
+    yield gw
+    gw.stop()
+
+
+def served_certificate(port: int) -> x509.Certificate:
+    """The certificate the TLS listener on ``port`` presents (not verified: self-signed)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+def https(gw: Gateway, path: str) -> str:
+    return f"https://127.0.0.1:{gw.ssl_port}{path}"
+
+
+def test_the_ssl_listener_serves_kongs_generated_certificate(gateway: Gateway) -> None:
+    assert gateway.ssl_port is not None
+    cert = served_certificate(gateway.ssl_port)
+    subject = {a.oid: a.value for a in cert.subject}
+    assert subject[NameOID.COMMON_NAME] == "localhost"
+    assert subject[NameOID.ORGANIZATION_NAME] == "Kong"
+    assert cert.issuer == cert.subject  # self-signed
+    # Kept in the prefix, as Kong keeps kong-default.crt, so a restart serves the same one.
+    on_disk = (gateway.workdir / "prefix" / "ssl" / "kong-default.crt").read_bytes()
+    assert x509.load_pem_x509_certificate(on_disk) == cert
+    assert oct((gateway.workdir / "prefix" / "ssl" / "kong-default.key").stat().st_mode)[-3:] == (
+        "600"
+    )
+
+
+def test_an_https_route_is_426_on_plain_and_served_on_ssl(gateway: Gateway) -> None:
+    plain = httpx.get(gateway.url("/secure/x"))
+    assert plain.status_code == 426
+    assert plain.json()["message"] == "Please use HTTPS protocol"
+    with httpx.Client(verify=False, http2=True) as client:
+        r = client.get(https(gateway, "/secure/x?q=1"))
+    assert r.status_code == 200
+    assert r.http_version == "HTTP/2"  # the listener's http2 flag
+    seen = echoed_headers(r.json())
+    assert seen["x-forwarded-proto"] == ["https"]
+    assert seen["x-forwarded-port"] == [str(gateway.ssl_port)]
+    assert r.json()["url"] == "/x?q=1"
+
+
+def test_both_listeners_count_against_one_limit(gateway: Gateway) -> None:
+    first = httpx.get(gateway.url("/both/a"))
+    second = httpx.get(https(gateway, "/both/b"), verify=False)
+    third = httpx.get(gateway.url("/both/c"))
+    fourth = httpx.get(https(gateway, "/both/d"), verify=False)
+    assert [first.status_code, second.status_code] == [200, 200]
+    assert second.headers["x-ratelimit-remaining-year"] == "0"
+    assert [third.status_code, fourth.status_code] == [429, 429]
+
+
+def test_a_posted_config_reaches_both_listeners(gateway: Gateway, echo: Echo) -> None:
+    added = f"""- name: added
+  url: http://127.0.0.1:{echo.port}
+  routes:
+  - name: added
+    paths: ["/added"]
+"""
+    assert httpx.get(gateway.url("/added/x")).status_code == 404
+    admin = f"http://127.0.0.1:{gateway.admin_port}/config"
+    posted = httpx.post(admin, content=config(echo, added), headers={"content-type": "text/yaml"})
+    assert posted.status_code == 201, posted.text
+    posted_hash = gateway.status()["configuration_hash"]
+    # Both listeners' workers (one Granian process each) take the new config.
+    eventually(lambda: set(gateway.status()["fastkong"]["workers"].values()) == {posted_hash})
+    assert len(gateway.worker_pids()) == 2
+    for url in (gateway.url("/added/x"), https(gateway, "/added/x")):
+        assert httpx.get(url, verify=False).status_code == 200
+
+
+def test_the_node_reports_kongs_listener_shape(gateway: Gateway) -> None:
+    conf = httpx.get(f"http://127.0.0.1:{gateway.admin_port}/").json()["configuration"]
+    assert conf["proxy_listen"] == [
+        f"127.0.0.1:{gateway.port}",
+        f"127.0.0.1:{gateway.ssl_port} ssl http2",
+    ]
+    tls = conf["proxy_listeners"][1]
+    assert (tls["ip"], tls["port"], tls["ssl"], tls["http2"]) == (
+        "127.0.0.1",
+        gateway.ssl_port,
+        True,
+        True,
+    )
+    assert conf["proxy_listeners"][0]["ssl"] is False
+
+
+def test_a_given_certificate_is_served_and_stop_ends_both(tmp_path: Path, echo: Echo) -> None:
+    cert_pem, key_pem = Pki("listeners-ca").issue("edge.test", dns="edge.test")
+    cert_path, key_path = tmp_path / "edge.crt", tmp_path / "edge.key"
+    cert_path.write_text(cert_pem)
+    key_path.write_text(key_pem)
+    tls = ("--ssl-cert", str(cert_path), "--ssl-key", str(key_path))
+    gw = Gateway(tmp_path, config(echo), 1, *tls)
+    gw.ssl_port = free_port()
+    gw.start()
+    try:
+        served = served_certificate(gw.ssl_port)
+        assert served == x509.load_pem_x509_certificate(cert_pem.encode())
+        # The plain listener stays plain with a certificate set (Kong's rule: ssl is a flag).
+        assert httpx.get(gw.url("/both/x")).status_code == 200
+    finally:
+        assert gw.stop() == 0
+    for port in (gw.port, gw.ssl_port):
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
