@@ -379,6 +379,13 @@ def process_basicauth(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx
     return _walk(S.BasicauthCredential, fields, loc, issues, ctx)
 
 
+def process_hmacauth(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) -> Walked:
+    walked = _walk(S.HmacauthCredential, fields, loc, issues, ctx, optional=("secret",))
+    if fields.get("secret") is None:
+        walked.data["secret"] = _random_secret()
+    return walked
+
+
 _RSA_ALGORITHMS: Final = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA")
 
 
@@ -533,6 +540,7 @@ PROCESSORS: Final[dict[str, Processor]] = {
     "targets": process_target,
     "keyauth_credentials": process_keyauth,
     "basicauth_credentials": process_basicauth,
+    "hmacauth_credentials": process_hmacauth,
     "jwt_secrets": process_jwt,
     "acls": process_acl,
 }

@@ -268,6 +268,16 @@ class BasicauthCredential(Base, kw_only=True, frozen=True):
     created_at: TimestampS | None = None
 
 
+class HmacauthCredential(Base, kw_only=True, frozen=True):
+    id: UUID
+    consumer: str
+    username: str
+    #: Kong generates one when the config gives none (``auto = true``).
+    secret: str
+    tags: Tags | None = None
+    created_at: TimestampS | None = None
+
+
 JwtAlgorithm = Literal[
     "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512",
     "PS256", "PS384", "PS512", "EdDSA",
@@ -339,6 +349,7 @@ class Config(Base, kw_only=True, frozen=True):
     plugins: list[Plugin] = []
     keyauth_credentials: list[KeyauthCredential] = []
     basicauth_credentials: list[BasicauthCredential] = []
+    hmacauth_credentials: list[HmacauthCredential] = []
     jwt_secrets: list[JwtSecret] = []
     acls: list[Acl] = []
     certificates: list[Certificate] = []
@@ -368,6 +379,7 @@ ENTITY_STRUCTS: Final[dict[str, type[Base]]] = {
     "targets": Target,
     "keyauth_credentials": KeyauthCredential,
     "basicauth_credentials": BasicauthCredential,
+    "hmacauth_credentials": HmacauthCredential,
     "jwt_secrets": JwtSecret,
     "acls": Acl,
 }

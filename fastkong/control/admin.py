@@ -45,6 +45,7 @@ ENTITIES = {
     "ca_certificates": "ca_certificates",
     "key-auths": "keyauth_credentials",
     "basic-auths": "basicauth_credentials",
+    "hmac-auths": "hmacauth_credentials",
     "jwts": "jwt_secrets",
     "acls": "acls",
 }
@@ -61,6 +62,7 @@ ENDPOINT_KEY = {
     "plugins": "instance_name",
     "keyauth_credentials": "key",
     "basicauth_credentials": "username",
+    "hmacauth_credentials": "username",
     "jwt_secrets": "key",
     "acls": None,
 }
@@ -74,6 +76,7 @@ NESTED = {
     ("certificates", "snis"): ("snis", "certificate"),
     ("consumers", "key-auth"): ("keyauth_credentials", "consumer"),
     ("consumers", "basic-auth"): ("basicauth_credentials", "consumer"),
+    ("consumers", "hmac-auth"): ("hmacauth_credentials", "consumer"),
     ("consumers", "jwt"): ("jwt_secrets", "consumer"),
     ("consumers", "acls"): ("acls", "consumer"),
 }

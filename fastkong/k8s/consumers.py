@@ -1,9 +1,10 @@
 """KongConsumer + credential Secrets -> Kong consumers with nested credentials.
 
 A credential is a Secret in the consumer's namespace, named in the KongConsumer's
-``credentials`` list and labelled ``konghq.com/credential: key-auth|basic-auth|jwt|acl``; its
-data holds the credential's fields (KIC's ``FillConsumersAndCredentials``). A credential that
-cannot be used is left out and reported; the consumer keeps the others.
+``credentials`` list and labelled ``konghq.com/credential`` with ``key-auth``, ``basic-auth``,
+``hmac-auth``, ``jwt`` or ``acl``; its data holds the credential's fields (KIC's
+``FillConsumersAndCredentials``). A credential that cannot be used is left out and reported; the
+consumer keeps the others.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fastkong.k8s.objects import Index, Obj, ObjectRef, Problem
 CREDENTIALS: Final[dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]]] = {
     "key-auth": ("keyauth_credentials", ("key",), ("ttl",)),
     "basic-auth": ("basicauth_credentials", ("username", "password"), ()),
+    "hmac-auth": ("hmacauth_credentials", ("username",), ("secret",)),
     "jwt": ("jwt_secrets", ("key",), ("secret", "algorithm", "rsa_public_key")),
     "acl": ("acls", ("group",), ()),
 }
@@ -25,6 +27,7 @@ CREDENTIALS: Final[dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]]] = {
 UNIQUE_FIELD: Final = {
     "keyauth_credentials": "key",
     "basicauth_credentials": "username",
+    "hmacauth_credentials": "username",
     "jwt_secrets": "key",
 }
 #: How KIC 1.x named the type, inside the Secret's data. KIC 3 reads only the label

@@ -25,6 +25,7 @@ NESTED: Final[dict[str, tuple[str, ...]]] = {
         "plugins",
         "keyauth_credentials",
         "basicauth_credentials",
+        "hmacauth_credentials",
         "jwt_secrets",
         "acls",
     ),
@@ -43,6 +44,7 @@ SINGULAR: Final = {
     "snis": "sni",
     "keyauth_credentials": "key-auth credential",
     "basicauth_credentials": "basic-auth credential",
+    "hmacauth_credentials": "hmac-auth credential",
     "jwt_secrets": "jwt credential",
     "acls": "acl",
 }

@@ -57,7 +57,13 @@ DEFAULT_INGRESS_CLASS: Final = "fastkong"
 FORMAT_VERSION: Final = "3.0"
 DEFAULT_TIMEOUT: Final = 60000
 DEFAULT_RETRIES: Final = 5
-_CREDENTIAL_ARRAYS: Final = ("keyauth_credentials", "basicauth_credentials", "jwt_secrets", "acls")
+_CREDENTIAL_ARRAYS: Final = (
+    "keyauth_credentials",
+    "basicauth_credentials",
+    "hmacauth_credentials",
+    "jwt_secrets",
+    "acls",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -568,6 +574,7 @@ _FIELD_ORDER: Final[dict[str, tuple[str, ...]]] = {
     "snis": ("name",),
     "keyauth_credentials": ("key", "ttl"),
     "basicauth_credentials": ("username", "password"),
+    "hmacauth_credentials": ("username", "secret"),
     "jwt_secrets": ("key", "secret", "algorithm", "rsa_public_key"),
     "acls": ("group",),
 }

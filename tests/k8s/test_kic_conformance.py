@@ -432,6 +432,32 @@ def test_a_credential_key_two_consumers_share_authenticates_nobody() -> None:
     assert left_out == ["a", "b", "d", "e"]
 
 
+def test_hmac_auth_credentials() -> None:
+    """KIC's hmac-auth credential Secret: ``username`` required (``constraints.go``), ``secret``
+    optional (Kong generates one); a username two consumers give is a conflict, as for basic-auth.
+    They were reported as an unknown credential type."""
+    objs = [
+        credential_secret("h1", "hmac-auth", username="alice-h", secret="s1"),
+        credential_secret("h2", "hmac-auth", username="gen"),
+        credential_secret("h3", "hmac-auth", secret="no-user"),
+        credential_secret("h4", "hmac-auth", username="shared", secret="a"),
+        credential_secret("h5", "hmac-auth", username="shared", secret="b"),
+        consumer("alice", ["h1", "h2", "h3", "h4"]),
+        consumer("bob", ["h5"]),
+    ]
+    result = translate(objs, ingress_class="kong", validate=True)
+    got = {
+        c["username"]: [(h["username"], h.get("secret")) for h in c.get("hmacauth_credentials", [])]
+        for c in result.config["consumers"]
+    }
+    assert got == {"alice": [("alice-h", "s1"), ("gen", None)], "bob": []}
+    left_out = sorted(p.ref.name for p in result.problems if p.ref.kind == "Secret")
+    assert left_out == ["h4", "h5"]
+    assert "credential secret default/h3: hmac-auth credential needs 'username'" in [
+        p.message for p in result.problems
+    ]
+
+
 def test_credential_type_comes_from_the_label_only() -> None:
     """KIC 3's ``util.ExtractKongCredentialType`` reads the ``konghq.com/credential`` label; the
     ``kongCredType`` data key of KIC 1.x makes no credential."""
