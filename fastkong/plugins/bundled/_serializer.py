@@ -26,10 +26,11 @@ from __future__ import annotations
 import http
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 from urllib.parse import unquote_plus
 
 import msgspec
+from msgspec import Meta
 
 from fastkong._core import load
 from fastkong.config.ids import generate
@@ -50,6 +51,16 @@ _HEADERS_KEY: Final = "log.response_headers"
 _REASONS: Final = {s.value: s.phrase for s in http.HTTPStatus}
 
 Query = dict[str, str | bool | list[str | bool]]
+
+ERR_LUA: Final = "custom_fields_by_lua is not supported: fastkong does not run Lua code"
+
+
+def check_no_lua(value: dict[str, str]) -> str | None:
+    return ERR_LUA if value else None
+
+
+#: The logging plugins' ``custom_fields_by_lua``: refused at config load when not empty.
+LuaCode = Annotated[dict[str, str], Meta(extra={"kong_check": check_no_lua})]
 
 
 def remember_response_headers(ctx: RequestContext, headers: list[tuple[bytes, bytes]]) -> None:

@@ -29,7 +29,11 @@ import msgspec
 from msgspec import Meta
 
 from fastkong.plugins.base import REQUIRED, Plugin
-from fastkong.plugins.bundled._serializer import remember_response_headers, serialize_json
+from fastkong.plugins.bundled._serializer import (
+    LuaCode,
+    remember_response_headers,
+    serialize_json,
+)
 from fastkong.plugins.registry import register_plugin
 
 if TYPE_CHECKING:
@@ -39,7 +43,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("fastkong.plugins.file-log")
 
 ERR_FILENAME: Final = "not a valid filename"
-ERR_LUA: Final = "custom_fields_by_lua is not supported: fastkong does not run Lua code"
 MAX_PENDING_BYTES: Final = 64 * 1024 * 1024
 _FILENAME: Final = re.compile(r"^[^\s*&%\\`][^*&%\\`]*[^\s*&%\\`]$")
 _FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
@@ -49,13 +52,6 @@ _MODE: Final = 0o644
 def check_filename(path: str) -> str | None:
     """Kong's ``match`` for ``path``: no ``*&%\\``` anywhere, no blank at either end."""
     return None if _FILENAME.match(path) else ERR_FILENAME
-
-
-def check_no_lua(value: dict[str, str]) -> str | None:
-    return ERR_LUA if value else None
-
-
-LuaCode = Annotated[dict[str, str], Meta(extra={"kong_check": check_no_lua})]
 
 
 class FileLogConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):

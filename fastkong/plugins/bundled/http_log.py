@@ -35,7 +35,11 @@ from msgspec import Meta
 from fastkong import __version__
 from fastkong.plugins.base import Plugin
 from fastkong.plugins.bundled import _queue
-from fastkong.plugins.bundled._serializer import remember_response_headers, serialize_json
+from fastkong.plugins.bundled._serializer import (
+    LuaCode,
+    remember_response_headers,
+    serialize_json,
+)
 from fastkong.plugins.registry import register_plugin
 from fastkong.proxy.upstream import (
     ConnectionPool,
@@ -52,7 +56,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fastkong.plugins.http-log")
 
-ERR_LUA: Final = "custom_fields_by_lua is not supported: fastkong does not run Lua code"
 ERR_USERINFO_AND_AUTHORIZATION: Final = (
     "specifying both an 'Authorization' header and user info in 'http_endpoint' is not allowed"
 )
@@ -91,13 +94,8 @@ def check_header_name(name: str) -> str | None:
     return _FORBIDDEN_HEADERS.get(name.lower())
 
 
-def check_no_lua(value: dict[str, str]) -> str | None:
-    return ERR_LUA if value else None
-
-
 Url = Annotated[str, Meta(extra={"kong_check": check_url})]
 LogHeaderName = Annotated[str, Meta(extra={"kong_check": check_header_name})]
-LuaCode = Annotated[dict[str, str], Meta(extra={"kong_check": check_no_lua})]
 
 
 class HttpLogConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):

@@ -1,0 +1,136 @@
+"""udp-log: each request's log entry as one JSON datagram (``kong:kong/plugins/udp-log``).
+
+Priority 8. The datagram is Kong's basic serializer output (:mod:`._serializer`), no newline.
+The log phase only appends the entry to its destination's list; the entries gathered during one
+turn of the event loop are sent from one UDP socket opened for them (the host resolved again
+each time, as Kong does per entry) and closed after. An entry that cannot be sent (the name does
+not resolve, the datagram is too large, the network refuses it) is dropped with one error line,
+as in Kong; what waits is bounded (:data:`MAX_PENDING` entries per destination).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import TYPE_CHECKING, Any, Final
+
+import msgspec
+
+from fastkong.config.schema import Host, Port
+from fastkong.plugins.base import Plugin
+from fastkong.plugins.bundled._serializer import (
+    LuaCode,
+    remember_response_headers,
+    serialize_json,
+)
+from fastkong.plugins.registry import register_plugin
+
+if TYPE_CHECKING:
+    from fastkong.plugins.context import RequestContext
+    from fastkong.runtime import Runtime
+
+log = logging.getLogger("fastkong.plugins.udp-log")
+
+MAX_PENDING: Final = 10_000
+
+
+class UdpLogConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    host: Host
+    port: Port
+    timeout: float = 10000
+    custom_fields_by_lua: LuaCode | None = None
+
+
+class UdpSender:
+    """One destination's waiting datagrams, in one worker."""
+
+    def __init__(self, host: str, port: int, timeout_ms: float) -> None:
+        self.host = host
+        self.port = port
+        self.timeout = timeout_ms / 1000
+        self.pending: list[bytes] = []
+        self.sending = False
+        self.sent = 0
+        self.dropped = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<UdpSender {self.host}:{self.port} pending={len(self.pending)} sent={self.sent} "
+            f"dropped={self.dropped}>"
+        )
+
+    def append(self, datagram: bytes) -> None:
+        if len(self.pending) >= MAX_PENDING:
+            self.dropped += 1
+            return
+        self.pending.append(datagram)
+        if not self.sending:
+            self.sending = True
+            asyncio.get_running_loop().create_task(self.flush())
+
+    async def flush(self) -> None:
+        try:
+            while self.pending:
+                batch, self.pending = self.pending, []
+                await self.send(batch)
+        finally:
+            self.sending = False
+
+    async def send(self, batch: list[bytes]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await asyncio.wait_for(
+                loop.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM), self.timeout
+            )
+        except (OSError, TimeoutError) as exc:
+            self.dropped += len(batch)
+            log.error("[udp-log] could not connect to %s:%d: %s", self.host, self.port, exc)
+            return
+        family, _, _, _, address = infos[0]
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.setblocking(False)
+            for datagram in batch:
+                try:
+                    # A datagram is sent whole or not at all; a full buffer is an error too.
+                    sock.sendto(datagram, address)
+                except OSError as exc:
+                    self.dropped += 1
+                    log.error(
+                        "[udp-log] could not send data to %s:%d: %s", self.host, self.port, exc
+                    )
+                else:
+                    self.sent += 1
+
+
+_SENDERS: dict[tuple[str, int, float], UdpSender] = {}
+
+
+def sender(host: str, port: int, timeout: float) -> UdpSender:
+    found = _SENDERS.get((host, port, timeout))
+    if found is None:
+        found = _SENDERS[(host, port, timeout)] = UdpSender(host, port, timeout)
+    return found
+
+
+@register_plugin
+class UdpLog(Plugin):
+    name = "udp-log"
+    priority = 8
+    Config = UdpLogConfig
+
+    def __init__(self, config: UdpLogConfig, runtime: Runtime, entity: Any) -> None:
+        super().__init__(config, runtime, entity)
+        self.destination = (config.host, config.port, config.timeout)
+
+    def __repr__(self) -> str:
+        host, port, _ = self.destination
+        return f"<UdpLog priority={self.priority} id={self.id} {host}:{port}>"
+
+    def response(
+        self, ctx: RequestContext, status: int, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        remember_response_headers(ctx, headers)
+
+    def log(self, ctx: RequestContext) -> None:
+        sender(*self.destination).append(serialize_json(ctx))
