@@ -4,9 +4,10 @@ the CLI and the modules that take settings (one reading, one error text per type
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Final, NamedTuple
 
-_SIZE = re.compile(r"(\d+)([kKmMgG]?)")
+_SIZE: Final = re.compile(r"(\d+)([kKmMgG]?)")
 _UNITS = {"": 1, "k": 1024, "m": 1024 * 1024, "g": 1024 * 1024 * 1024}
 
 
@@ -112,3 +113,116 @@ def _flag_rank(flag: str) -> int:
         if re.fullmatch(pattern, flag):
             return rank
     return len(_LISTEN_FLAGS)
+
+
+#: The Kong settings ``fastkong start`` reads (names after ``KONG_``; docs/settings.md).
+READ_SETTINGS: Final = frozenset(
+    {
+        "DECLARATIVE_CONFIG",
+        "PROXY_LISTEN",
+        "ADMIN_LISTEN",
+        "STATUS_LISTEN",
+        "SSL_CERT",
+        "SSL_CERT_KEY",
+        "NGINX_WORKER_PROCESSES",
+        "ROUTER_FLAVOR",
+        "TRUSTED_IPS",
+        "REAL_IP_HEADER",
+        "REAL_IP_RECURSIVE",
+        "HEADERS",
+        "HEADERS_UPSTREAM",
+        "ERROR_DEFAULT_TYPE",
+        "ALLOW_DEBUG_HEADER",
+        "PROXY_ACCESS_LOG",
+        "NGINX_PROXY_LARGE_CLIENT_HEADER_BUFFERS",
+        "NGINX_HTTP_LARGE_CLIENT_HEADER_BUFFERS",
+        "NGINX_PROXY_CLIENT_MAX_BODY_SIZE",
+        "NGINX_HTTP_CLIENT_MAX_BODY_SIZE",
+        "UPSTREAM_KEEPALIVE_POOL_SIZE",
+        "UPSTREAM_KEEPALIVE_MAX_REQUESTS",
+        "UPSTREAM_KEEPALIVE_IDLE_TIMEOUT",
+        "LUA_SSL_TRUSTED_CERTIFICATE",
+        "LOG_LEVEL",
+        "PREFIX",
+        "DATABASE",
+        "ROLE",
+    }
+)
+#: Kong settings whose only meaning is nginx's or Kong's own housekeeping, or that say what
+#: fastkong does anyway: accepted without a word (errors go to stderr, no daemon, no reports,
+#: no Lua, no port maps behind a proxy fastkong does not front).
+HOUSEKEEPING_SETTINGS: Final = frozenset(
+    {
+        "NGINX_DAEMON",
+        "PROXY_ERROR_LOG",
+        "ADMIN_ACCESS_LOG",
+        "ADMIN_ERROR_LOG",
+        "ADMIN_GUI_ACCESS_LOG",
+        "ADMIN_GUI_ERROR_LOG",
+        "STATUS_ACCESS_LOG",
+        "STATUS_ERROR_LOG",
+        "PROXY_STREAM_ACCESS_LOG",
+        "PROXY_STREAM_ERROR_LOG",
+        "ANONYMOUS_REPORTS",
+        "LUA_PACKAGE_PATH",
+        "LUA_PACKAGE_CPATH",
+        "LUA_SSL_VERIFY_DEPTH",
+        "PORT_MAPS",
+        "KIC",
+        "STREAM_LISTEN",
+        "ADMIN_GUI_LISTEN",
+        "CLUSTER_LISTEN",
+        "PLUGINS",
+    }
+)
+#: The variables Kubernetes adds for a Service named ``kong`` (``KONG_PORT``,
+#: ``KONG_SERVICE_HOST``, ``KONG_PORT_8000_TCP_ADDR``, ...): not settings.
+_SERVICE_LINK = re.compile(r"(?:.*_)?(?:SERVICE_HOST|SERVICE_PORT(?:_\w+)?|PORT(?:_\d+_\w+)?)")
+
+
+def unread_settings(environ: Mapping[str, str]) -> list[str]:
+    """The ``KONG_*`` variables that name a setting fastkong neither reads nor can ignore."""
+    found = []
+    for key in environ:
+        if not key.startswith("KONG_"):
+            continue
+        name = key[5:]
+        if name in READ_SETTINGS or name in HOUSEKEEPING_SETTINGS:
+            continue
+        if _SERVICE_LINK.fullmatch(name):
+            continue
+        found.append(key)
+    return sorted(found)
+
+
+def check_deployment(environ: Mapping[str, str]) -> None:
+    """``database`` and ``role``: fastkong is a DB-less, traditional node; ValueError else."""
+    database = environ.get("KONG_DATABASE", "off").strip()
+    if database not in ("off", ""):
+        raise ValueError(f"database: fastkong runs DB-less only (off), got {database!r}")
+    role = environ.get("KONG_ROLE", "traditional").strip()
+    if role not in ("traditional", ""):
+        raise ValueError(f"role: fastkong runs as a traditional node only, got {role!r}")
+
+
+#: nginx's error log levels -> Python's (Kong's ``log_level``).
+LOG_LEVELS: Final = {
+    "debug": "DEBUG",
+    "info": "INFO",
+    "notice": "INFO",
+    "warn": "WARNING",
+    "warning": "WARNING",
+    "error": "ERROR",
+    "crit": "CRITICAL",
+    "alert": "CRITICAL",
+    "emerg": "CRITICAL",
+}
+
+
+def log_level(value: str) -> str:
+    """Kong's ``log_level`` (nginx's names; ``warning`` too) as a Python level; ValueError."""
+    level = LOG_LEVELS.get(value.strip().lower())
+    if level is None:
+        names = ", ".join(sorted(set(LOG_LEVELS) - {"warning"}))
+        raise ValueError(f"log_level: expected one of {names}, got {value!r}")
+    return level

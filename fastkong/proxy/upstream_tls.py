@@ -10,6 +10,10 @@ Kong. ``client_certificate`` (the service's, else its upstream's) is presented t
 that asks for one (mutual TLS). ``tls_verify_depth`` is accepted and not enforced: Python's
 ``ssl`` has no verify depth, so a chain is followed to a trusted root however long it is.
 
+Which roots "the system's" are is Kong's ``lua_ssl_trusted_certificate`` (``system`` by default;
+a comma-separated list of PEM files, with ``system`` among them to keep the system's roots too),
+read once per process (:func:`trust_store`); an unreadable file stops ``fastkong start``.
+
 A :class:`TlsProfile` is built per service at config load; it is compared and hashed by the
 digest of everything it contains (PEM text included), so a certificate rotated under the same
 entity id is a different profile: its connections are not reused and its SSL context is built
@@ -23,7 +27,7 @@ import hashlib
 import os
 import ssl
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 #: Contexts kept per worker; a node sees a handful of profiles, rotations add a few more.
 CONTEXT_CACHE_LIMIT = 256
@@ -67,6 +71,8 @@ class TlsProfile:
         if self.verify and self.ca_pems:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies, checks names; no roots
             ctx.load_verify_locations(cadata="\n".join(self.ca_pems))
+        elif self.verify:
+            ctx = verifying_context()
         else:
             ctx = ssl.create_default_context()
             if not self.verify:
@@ -75,6 +81,72 @@ class TlsProfile:
         if self.client_cert and self.client_key:
             _load_chain(ctx, self.client_cert, self.client_key)
         return ctx
+
+
+class TrustStore:
+    """Kong's ``lua_ssl_trusted_certificate``: the system's roots and/or the given PEM files."""
+
+    __slots__ = ("system", "pems", "files")
+
+    def __init__(self, setting: str | None) -> None:
+        entries = [x.strip() for x in (setting or "system").split(",") if x.strip()]
+        self.system = "system" in entries
+        self.files = tuple(x for x in entries if x != "system")
+        pems = []
+        for path in self.files:
+            try:
+                with open(path, encoding="latin-1") as f:
+                    text = f.read()
+            except OSError as exc:
+                raise ValueError(
+                    f"lua_ssl_trusted_certificate: cannot read {path}: {exc.strerror or exc}"
+                ) from None
+            if "-----BEGIN CERTIFICATE-----" not in text:
+                raise ValueError(f"lua_ssl_trusted_certificate: no PEM certificate in {path}")
+            pems.append(text)
+        self.pems = "\n".join(pems)
+        if self.pems:
+            try:
+                ssl.create_default_context(cadata=self.pems)
+            except ssl.SSLError as exc:
+                files = ", ".join(self.files)
+                raise ValueError(
+                    f"lua_ssl_trusted_certificate: unreadable certificate in {files}: "
+                    f"{exc.reason or exc}"
+                ) from None
+
+    def __repr__(self) -> str:
+        return f"<TrustStore system={self.system} files={list(self.files)}>"
+
+    def load_into(self, ctx: ssl.SSLContext) -> None:
+        if self.system:
+            ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+        if self.pems:
+            ctx.load_verify_locations(cadata=self.pems)
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> TrustStore:
+        return cls(
+            environ.get("FASTKONG_LUA_SSL_TRUSTED_CERTIFICATE")
+            or environ.get("KONG_LUA_SSL_TRUSTED_CERTIFICATE")
+        )
+
+
+_TRUST: list[TrustStore] = []
+
+
+def trust_store() -> TrustStore:
+    """This process's trusted roots for verified connections (read from the environment once)."""
+    if not _TRUST:
+        _TRUST.append(TrustStore.from_environ(os.environ))
+    return _TRUST[0]
+
+
+def verifying_context() -> ssl.SSLContext:
+    """A client context that verifies the peer against :func:`trust_store` and checks names."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    trust_store().load_into(ctx)
+    return ctx
 
 
 def _load_chain(ctx: ssl.SSLContext, cert: str, key: str) -> None:

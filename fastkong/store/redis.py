@@ -70,6 +70,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastkong.proxy.upstream_tls import verifying_context
 from fastkong.store import _resp
 from fastkong.store._resp import (  # noqa: F401  (re-exported: part of this module's API)
     _PROTOCOL_ERRORS,
@@ -242,11 +243,12 @@ async def _open(
 ) -> _Connection:
     """Connect, authenticate, select the database; everything within ``opts.timeout``."""
     context: ssl_mod.SSLContext | None = None
-    if opts.ssl:
+    if opts.ssl and opts.ssl_verify:
+        context = verifying_context()  # Kong's lua_ssl_trusted_certificate roots
+    elif opts.ssl:
         context = ssl_mod.create_default_context()
-        if not opts.ssl_verify:
-            context.check_hostname = False
-            context.verify_mode = ssl_mod.CERT_NONE
+        context.check_hostname = False
+        context.verify_mode = ssl_mod.CERT_NONE
     conn = _Connection(loop, opts.timeout)
     try:
         async with asyncio.timeout(opts.timeout):

@@ -110,16 +110,38 @@ def gateway(
     tmp_path_factory: pytest.TempPathFactory, peer: TlsPeer, cert: tuple[Path, Path]
 ) -> Iterator[Gateway]:
     gw = Gateway(tmp_path_factory.mktemp("gw"), CONFIG.format(port=peer.port))
-    # The gateway trusts the peer's self-signed certificate (OpenSSL's default verify file).
-    import os
-
-    os.environ["SSL_CERT_FILE"] = str(cert[0])
-    try:
+    # The gateway trusts the peer's self-signed certificate, as Kong would be told to.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KONG_LUA_SSL_TRUSTED_CERTIFICATE", f"system,{cert[0]}")
         gw.start()
-    finally:
-        del os.environ["SSL_CERT_FILE"]
     yield gw
     gw.stop()
+
+
+def test_verification_uses_only_the_trusted_roots_setting(
+    tmp_path: Path, peer: TlsPeer, cert: tuple[Path, Path]
+) -> None:
+    """Without the peer's CA in ``lua_ssl_trusted_certificate`` (the system's roots alone, as by
+    default) a verified service is Kong's 502; listed alone, the CA is enough."""
+    (tmp_path / "a").mkdir()
+    untrusting = Gateway(tmp_path / "a", CONFIG.format(port=peer.port))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("KONG_LUA_SSL_TRUSTED_CERTIFICATE", raising=False)
+        untrusting.start()
+    try:
+        assert httpx.get(untrusting.url("/named/x")).status_code == 502
+        assert httpx.get(untrusting.url("/by-ip/x")).status_code == 200  # tls_verify: false
+    finally:
+        untrusting.stop()
+    (tmp_path / "b").mkdir()
+    only_ca = Gateway(tmp_path / "b", CONFIG.format(port=peer.port))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KONG_LUA_SSL_TRUSTED_CERTIFICATE", str(cert[0]))
+        only_ca.start()
+    try:
+        assert httpx.get(only_ca.url("/named/x")).status_code == 200
+    finally:
+        only_ca.stop()
 
 
 def test_ip_upstream_sends_no_server_name(gateway: Gateway, peer: TlsPeer) -> None:

@@ -15,7 +15,14 @@ from fastkong.cli import (
     proxy_listeners,
     worker_count,
 )
-from fastkong.kong_conf import on_off, parse_listeners
+from fastkong.kong_conf import (
+    check_deployment,
+    log_level,
+    on_off,
+    parse_listeners,
+    unread_settings,
+)
+from fastkong.proxy.upstream_tls import TrustStore
 from tests.helpers import fastkong_cli, free_port
 
 
@@ -140,3 +147,85 @@ def test_kong_booleans() -> None:
         assert on_off(text, "x") is value
     with pytest.raises(ValueError, match="^allow_debug_header: expected on or off, got 'yes'$"):
         on_off("yes", "allow_debug_header")
+
+
+def test_unread_kong_settings_are_named_and_service_links_are_not() -> None:
+    environ = {
+        "KONG_PROXY_LISTEN": "x",  # read
+        "KONG_NGINX_DAEMON": "off",  # nothing to do
+        "KONG_PORT": "tcp://10.0.0.1:8000",  # Kubernetes' links for a Service named kong
+        "KONG_PORT_8000_TCP_ADDR": "10.0.0.1",
+        "KONG_SERVICE_HOST": "10.0.0.1",
+        "KONG_SERVICE_PORT_PROXY": "8000",
+        "KONG_NGINX_PROXY_PROXY_BUFFER_SIZE": "16k",  # not implemented
+        "KONG_DNS_RESOLVER": "10.0.0.10",
+        "OTHER": "x",
+    }
+    assert unread_settings(environ) == ["KONG_DNS_RESOLVER", "KONG_NGINX_PROXY_PROXY_BUFFER_SIZE"]
+
+
+def test_db_less_traditional_only() -> None:
+    check_deployment({"KONG_DATABASE": "off", "KONG_ROLE": "traditional"})
+    check_deployment({})
+    with pytest.raises(ValueError, match="^database: fastkong runs DB-less only"):
+        check_deployment({"KONG_DATABASE": "postgres"})
+    with pytest.raises(ValueError, match="^role: fastkong runs as a traditional node only"):
+        check_deployment({"KONG_ROLE": "data_plane"})
+
+
+def test_log_levels_are_nginx_names() -> None:
+    assert [log_level(x) for x in ("debug", "notice", "warn", "ERROR", "crit")] == [
+        "DEBUG",
+        "INFO",
+        "WARNING",
+        "ERROR",
+        "CRITICAL",
+    ]
+    with pytest.raises(ValueError, match="^log_level: expected one of alert, crit, debug"):
+        log_level("loud")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"KONG_DATABASE": "postgres"}, "fastkong: database: fastkong runs DB-less only (off)"),
+        ({"KONG_LOG_LEVEL": "loud"}, "fastkong: log_level: expected one of"),
+        (
+            {"KONG_LUA_SSL_TRUSTED_CERTIFICATE": "system,/nonexistent/ca.pem"},
+            "fastkong: lua_ssl_trusted_certificate: cannot read /nonexistent/ca.pem: "
+            "No such file or directory",
+        ),
+    ],
+)
+def test_deployment_settings_stop_the_start(env: dict[str, str], message: str) -> None:
+    done = fastkong_cli("start", "--proxy-listen", f"127.0.0.1:{free_port()}", env=env)
+    assert done.returncode == 1
+    assert done.stderr.startswith(message), done.stderr
+
+
+def test_a_file_without_certificates_is_refused(tmp_path: Path) -> None:
+    bogus = tmp_path / "ca.pem"
+    bogus.write_text("not a certificate\n")
+    with pytest.raises(ValueError, match="no PEM certificate in"):
+        TrustStore(f"system, {bogus}")
+    assert TrustStore(None).system and TrustStore("system").files == ()
+
+
+def test_the_ignored_settings_are_said_once_at_start(tmp_path: Path) -> None:
+    env = {"KONG_NGINX_PROXY_PROXY_BUFFER_SIZE": "16k", "KONG_PORT": "tcp://10.0.0.1:8000"}
+    done = fastkong_cli(
+        "start",
+        "-c",
+        str(tmp_path / "missing.yml"),  # stops right after the settings were read
+        "--proxy-listen",
+        f"127.0.0.1:{free_port()}",
+        "--status-listen",
+        "off",
+        "--admin-listen",
+        "off",
+        env=env,
+    )
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert "fastkong: not implemented, ignored: KONG_NGINX_PROXY_PROXY_BUFFER_SIZE" in lines
+    assert "KONG_PORT" not in done.stderr
