@@ -67,6 +67,7 @@ class RequestContext:
         "proxied",
         "chain",
         "response_head",
+        "replaced_status",
         "_headers",
         "_query",
     )
@@ -128,6 +129,8 @@ class RequestContext:
         self.chain: tuple[Plugin, ...] = ()
         #: The response headers as sent to the client (set after the response hooks ran).
         self.response_head: list[tuple[bytes, bytes]] | None = None
+        #: Set by a response hook that turns the upstream's answer down (0: not replaced).
+        self.replaced_status = 0
         self._headers: dict[str, list[str]] | None = None
         self._query: dict[str, list[str]] | None = None
 
@@ -223,6 +226,13 @@ class RequestContext:
         self.response_headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
 
     # -- kong.client -------------------------------------------------------------------------
+
+    def replace_response(self, status: int) -> None:
+        """From a response hook: answer ``status`` instead of the upstream, with the response's
+        headers as the hooks leave them and no body (Kong's ``kong.response.exit`` in
+        header_filter); the upstream's body is not read."""
+        self.replaced_status = status
+        self.status = status
 
     def authenticate(self, consumer: Any, credential: Any) -> None:
         """``kong.client.authenticate``: set the consumer and credential of this request."""

@@ -35,7 +35,7 @@ from fastkong.proxy.balancer import Peer, Resolver
 from fastkong.proxy.body import buffer_chunked, frame_body, read_small_body, stream_body
 from fastkong.proxy.kong_headers import DEFAULT_SETTINGS, HeaderSettings
 from fastkong.proxy.limits import DEFAULT_LIMITS, BodyLimitExceeded, RequestLimits
-from fastkong.proxy.replies import Replies, with_debug_headers
+from fastkong.proxy.replies import Replies, send_replaced, with_debug_headers
 from fastkong.proxy.routing import NO_ROUTE, Decision, decide, strip_port
 from fastkong.proxy.trust import DEFAULT_REAL_IP, RealIp, TrustedIps
 from fastkong.proxy.upstream import (
@@ -741,6 +741,13 @@ class Gateway(Replies):
             run_response(ctx, conn.status, response_headers)
             filters = body_filters(ctx)
         try:
+            if ctx is not None and ctx.replaced_status:
+                # A response hook turned the answer down (response-ratelimiting's 429): its
+                # status and the headers as edited, no body; the upstream's body stays unread,
+                # so its connection is not reused.
+                conn.close()
+                await send_replaced(send, ctx.replaced_status, response_headers)
+                return
             await send(
                 {"type": "http.response.start", "status": conn.status, "headers": response_headers}
             )

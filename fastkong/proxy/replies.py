@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Final
 
 from fastkong.plugins.base import Exit
 from fastkong.plugins.context import RequestContext
@@ -150,6 +150,18 @@ class Replies:
 _HEAD_MESSAGES = frozenset(
     {"http.response.start", "websocket.accept", "websocket.http.response.start"}
 )
+
+
+async def send_replaced(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    """A proxied response a response hook replaced: ``status``, the headers without the
+    upstream's framing, and no body."""
+    kept = [(k, v) for k, v in headers if k.lower() not in _FRAMING]
+    kept.append((b"content-length", b"0"))
+    await send({"type": "http.response.start", "status": status, "headers": kept})
+    await send({"type": "http.response.body", "body": b""})
+
+
+_FRAMING: Final = frozenset({b"content-length", b"transfer-encoding"})
 
 
 def with_debug_headers(send: Send, plan: RoutePlan) -> Send:

@@ -105,16 +105,20 @@ class RateLimitingConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unkno
     redis_database: int | None = None
 
     def __post_init__(self) -> None:
-        # Kong expands the shorthands into ``redis`` before storing the config, and shows each
-        # shorthand again, as the value of its ``redis`` field, when the config is read back.
-        # (A conflicting alias is left as it is, for check() to report.)
-        overrides, conflicts = folded_redis(self)
-        if overrides:
-            redis = msgspec.structs.replace(self.redis, **overrides)
-            msgspec.structs.force_setattr(self, "redis", redis)
-        if not conflicts:
-            for name in _ALIASES:
-                msgspec.structs.force_setattr(self, f"redis_{name}", getattr(self.redis, name))
+        fold_redis_aliases(self)
+
+
+def fold_redis_aliases(config: Any) -> None:
+    """Kong expands the ``redis_*`` shorthands into ``redis`` before storing the config, and
+    shows each shorthand again, as the value of its ``redis`` field, when the config is read
+    back. (A conflicting alias is left as it is, for the plugin's check to report.)"""
+    overrides, conflicts = folded_redis(config)
+    if overrides:
+        redis = msgspec.structs.replace(config.redis, **overrides)
+        msgspec.structs.force_setattr(config, "redis", redis)
+    if not conflicts:
+        for name in _ALIASES:
+            msgspec.structs.force_setattr(config, f"redis_{name}", getattr(config.redis, name))
 
 
 def _lua_number(x: float) -> str:
@@ -124,7 +128,7 @@ def _lua_number(x: float) -> str:
     return f"{x:.14g}"
 
 
-def folded_redis(config: RateLimitingConfig) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+def folded_redis(config: Any) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """The deprecated ``redis_*`` values to apply over ``config.redis``, and any conflicts.
 
     As in Kong, an alias fills its ``redis.*`` field; an explicit, different ``redis.*`` value
@@ -146,6 +150,21 @@ def folded_redis(config: RateLimitingConfig) -> tuple[dict[str, Any], list[tuple
         else:
             overrides[name] = value
     return overrides, errors
+
+
+def redis_policy_checks(config: Any) -> list[tuple[str, str]]:
+    """The ``redis_*`` shorthands' conflicts and values, and (``policy: redis``) the ``redis``
+    record's checks, for a plugin with Kong's rate-limiting Redis fields."""
+    out = folded_redis(config)[1]
+    # a folded alias is checked as the ``redis`` field it became (Kong: after expansion)
+    for name, check_value in (("host", C.check_host), ("server_name", C.check_sni)):
+        value = getattr(config, f"redis_{name}")
+        message = check_value(value) if value is not None else None
+        if message is not None:
+            out.append((f"redis.{name}", message))
+    if config.policy == "redis":
+        out += redis_checks(config.redis, "redis", "config.redis", "config.policy")
+    return out
 
 
 def _lua_value(value: Any) -> str:
@@ -227,15 +246,8 @@ class RateLimiting(Plugin):
             out += [("header_name", E.REQUIRED), ("", E.CONDITIONAL.format("config.limit_by"))]
         if config.limit_by == "path" and config.path is None:
             out += [("path", E.REQUIRED), ("", E.CONDITIONAL.format("config.limit_by"))]
-        out += folded_redis(config)[1]
-        # a folded alias is checked as the ``redis`` field it became (Kong: after expansion)
-        for name, check_value in (("host", C.check_host), ("server_name", C.check_sni)):
-            value = getattr(config, f"redis_{name}")
-            message = check_value(value) if value is not None else None
-            if message is not None:
-                out.append((f"redis.{name}", message))
+        out += redis_policy_checks(config)
         if config.policy == "redis":
-            out += redis_checks(config.redis, "redis", "config.redis", "config.policy")
             if config.sync_rate != -1 and config.algorithm != "fixed-window":
                 out.append(
                     ("sync_rate", "sync_rate > 0 works with the fixed-window algorithm only")
