@@ -17,6 +17,7 @@ import ipaddress
 import re
 from collections.abc import Callable
 from typing import Any, Final, NamedTuple
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -551,3 +552,17 @@ def _percent_decode_regex(regex: str) -> str:
         return _REGEX_META.get(num) or _REGEX_META2.get(num) or chr(num)
 
     return re.sub(r"%([0-9A-Fa-f]{2})", repl, regex) if "%" in regex else regex
+
+
+def check_url(value: str) -> str | None:
+    """Kong's ``typedefs.url``: a URL with a scheme and a host."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (raises on a bad port)
+    except ValueError as exc:
+        return f"could not parse url. {exc}"
+    if not parts.hostname:
+        return "missing host in url"
+    if not parts.scheme:
+        return "missing scheme in url"
+    return None

@@ -40,6 +40,8 @@ Protocol = Literal["grpc", "grpcs", "http", "https", "tcp", "tls", "tls_passthro
 Port = Annotated[int, Meta(ge=0, le=65535)]
 Timeout = Annotated[int, Meta(ge=1, le=2**31 - 2)]
 Host = Annotated[str, _check(C.check_host)]
+#: Kong's ``typedefs.url``: a URL with a scheme and a host.
+Url = Annotated[str, _check(C.check_url)]
 Path = Annotated[str, _check(C.check_path)]
 HeaderName = Annotated[str, _check(C.check_header_name)]
 WildcardHost = Annotated[str, _check(C.check_wildcard_host)]

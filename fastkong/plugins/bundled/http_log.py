@@ -33,6 +33,7 @@ import msgspec
 from msgspec import Meta
 
 from fastkong import __version__
+from fastkong.config.schema import Url
 from fastkong.plugins.base import Plugin
 from fastkong.plugins.bundled import _queue
 from fastkong.plugins.bundled._serializer import (
@@ -73,20 +74,6 @@ _ERROR_BODY_LIMIT: Final = 512
 _USER_AGENT: Final = f"fastkong/{__version__}".encode()
 
 
-def check_url(value: str) -> str | None:
-    """Kong's ``typedefs.url``: a URL with a scheme and a host."""
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018  (raises on a bad port)
-    except ValueError as exc:
-        return f"could not parse url. {exc}"
-    if not parts.hostname:
-        return "missing host in url"
-    if not parts.scheme:
-        return "missing scheme in url"
-    return None
-
-
 def check_header_name(name: str) -> str | None:
     """Kong's ``typedefs.header_name`` plus http-log's forbidden names."""
     if not set(name) <= _HEADER_NAME_CHARS:
@@ -94,7 +81,6 @@ def check_header_name(name: str) -> str | None:
     return _FORBIDDEN_HEADERS.get(name.lower())
 
 
-Url = Annotated[str, Meta(extra={"kong_check": check_url})]
 LogHeaderName = Annotated[str, Meta(extra={"kong_check": check_header_name})]
 
 
