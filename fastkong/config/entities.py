@@ -474,7 +474,8 @@ def process_plugin(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) -
         return None
     spec = registry.lookup(name)
     if spec is None:
-        issues.field((*loc, "name"), E.PLUGIN_NOT_ENABLED.format(name))
+        message = registry.missing_message(name) or E.PLUGIN_NOT_ENABLED.format(name)
+        issues.field((*loc, "name"), message)
         return None
     walked = _walk(S.Plugin, fields, loc, issues, ctx, skip=("config",))
     protocols = fields.get("protocols")

@@ -18,60 +18,7 @@ import yaml
 
 from fastkong.k8s import objects as o
 from fastkong.k8s.objects import Index, Obj, ObjectRef, Problem
-from fastkong.plugins.registry import lookup
-
-#: Kong 3.x's bundled plugins (``kong:kong/constants.lua`` ``BUNDLED_PLUGINS``). A name in
-#: neither this list nor fastkong's registry is unknown; anything else goes to the config layer.
-KONG_BUNDLED_PLUGINS: Final = frozenset(
-    {
-        "acl",
-        "acme",
-        "ai-azure-content-safety",
-        "ai-prompt-decorator",
-        "ai-prompt-guard",
-        "ai-prompt-template",
-        "ai-proxy",
-        "ai-request-transformer",
-        "ai-response-transformer",
-        "aws-lambda",
-        "azure-functions",
-        "basic-auth",
-        "bot-detection",
-        "correlation-id",
-        "cors",
-        "datadog",
-        "file-log",
-        "grpc-gateway",
-        "grpc-web",
-        "hmac-auth",
-        "http-log",
-        "ip-restriction",
-        "jwt",
-        "key-auth",
-        "ldap-auth",
-        "loggly",
-        "oauth2",
-        "opentelemetry",
-        "post-function",
-        "pre-function",
-        "prometheus",
-        "proxy-cache",
-        "rate-limiting",
-        "redirect",
-        "request-size-limiting",
-        "request-termination",
-        "request-transformer",
-        "response-ratelimiting",
-        "response-transformer",
-        "session",
-        "standard-webhooks",
-        "statsd",
-        "syslog",
-        "tcp-log",
-        "udp-log",
-        "zipkin",
-    }
-)
+from fastkong.plugins.registry import KONG_BUNDLED_PLUGINS, lookup
 
 GLOBAL_LABEL: Final = "global"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -33,6 +33,74 @@ class PluginSpec:
     protocols: tuple[str, ...] = ("grpc", "grpcs", "http", "https")
     check: ConfigCheck | None = None
     handler: type[Any] | None = field(default=None, compare=False)
+
+
+#: Kong 3.x's bundled plugins (``kong:kong/constants.lua`` ``BUNDLED_PLUGINS``): a config naming
+#: one fastkong lacks is told so, rather than Kong's "not enabled" (the controller also uses it to
+#: tell a known plugin from a misspelt one).
+KONG_BUNDLED_PLUGINS: Final = frozenset(
+    {
+        "acl",
+        "acme",
+        "ai-azure-content-safety",
+        "ai-prompt-decorator",
+        "ai-prompt-guard",
+        "ai-prompt-template",
+        "ai-proxy",
+        "ai-request-transformer",
+        "ai-response-transformer",
+        "aws-lambda",
+        "azure-functions",
+        "basic-auth",
+        "bot-detection",
+        "correlation-id",
+        "cors",
+        "datadog",
+        "file-log",
+        "grpc-gateway",
+        "grpc-web",
+        "hmac-auth",
+        "http-log",
+        "ip-restriction",
+        "jwt",
+        "key-auth",
+        "ldap-auth",
+        "loggly",
+        "oauth2",
+        "opentelemetry",
+        "post-function",
+        "pre-function",
+        "prometheus",
+        "proxy-cache",
+        "rate-limiting",
+        "redirect",
+        "request-size-limiting",
+        "request-termination",
+        "request-transformer",
+        "response-ratelimiting",
+        "response-transformer",
+        "session",
+        "standard-webhooks",
+        "statsd",
+        "syslog",
+        "tcp-log",
+        "udp-log",
+        "zipkin",
+    }
+)
+
+#: Bundled plugins that run Lua code: fastkong runs none.
+LUA_PLUGINS: Final = frozenset({"pre-function", "post-function"})
+
+
+def missing_message(name: str) -> str | None:
+    """Why a Kong plugin is not here, in a config error; None for a name Kong does not bundle
+    (Kong's own message then)."""
+    if name in LUA_PLUGINS:
+        return f"plugin '{name}' runs Lua code, which fastkong does not run"
+    if name in KONG_BUNDLED_PLUGINS:
+        return f"plugin '{name}' is one of Kong's bundled plugins that fastkong does not implement"
+    return None
 
 
 _REGISTRY: dict[str, PluginSpec] = {}

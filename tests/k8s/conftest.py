@@ -14,6 +14,12 @@ GOLDEN = HERE / "golden"
 REPO = HERE.parent.parent
 CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "in.yaml").exists())
 NOT_ENABLED = "not enabled; add it to the 'plugins' configuration property"
+MISSING = (NOT_ENABLED, "that fastkong does not implement", "which fastkong does not run")
+
+
+def names_a_missing_plugin(message: str) -> bool:
+    """A config error that only says a plugin is not (yet) in fastkong's registry."""
+    return message.endswith(MISSING)
 
 
 def load_objects(path: Path) -> list[dict[str, Any]]:
@@ -28,6 +34,6 @@ def golden_validator() -> Validator:
     assert validate is not None, "fastkong.config must be importable"
 
     def lenient(config: dict[str, Any]) -> list[tuple[Loc, str]]:
-        return [(loc, msg) for loc, msg in validate(config) if not msg.endswith(NOT_ENABLED)]
+        return [(loc, msg) for loc, msg in validate(config) if not names_a_missing_plugin(msg)]
 
     return lenient
