@@ -122,6 +122,32 @@ class LoopServer:
         raise NotImplementedError
 
 
+class DatagramCollector:
+    """A UDP server on loopback, in a thread: keeps every datagram it receives."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.packets: list[bytes] = []
+        self.running = True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while self.running:
+            try:
+                self.packets.append(self.sock.recv(65536))
+            except TimeoutError:
+                continue
+
+    def stop(self) -> None:
+        self.running = False
+        self.thread.join(5)
+        self.sock.close()
+
+
 class FixedPeer(LoopServer):
     """An upstream that answers every request with the same ``response`` bytes on a kept-alive
     connection, and counts the connections it accepts."""

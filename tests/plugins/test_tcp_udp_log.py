@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import ssl
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,7 @@ import httpx
 import pytest
 
 from fastkong.config import ConfigError, load_config
-from tests.helpers import Echo, Gateway, LoopServer, eventually, free_port
+from tests.helpers import DatagramCollector, Echo, Gateway, LoopServer, eventually, free_port
 from tests.pki import Pki
 
 pytestmark = pytest.mark.integration
@@ -46,33 +44,6 @@ class LineCollector(LoopServer):
         for writer in self.writers:
             self.loop.call_soon_threadsafe(writer.close)
         super().stop()
-
-
-class DatagramCollector:
-    """A UDP log server on a thread: keeps every datagram, decoded."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.datagrams: list[dict[str, Any]] = []
-        self.running = True
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while self.running:
-            try:
-                data = self.sock.recv(65536)
-            except TimeoutError:
-                continue
-            self.datagrams.append(json.loads(data))
-
-    def stop(self) -> None:
-        self.running = False
-        self.thread.join(5)
-        self.sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -174,8 +145,8 @@ def test_tls_with_the_server_name(gateway: Gateway, tls_server: LineCollector) -
 def test_udp_one_datagram_per_request(gateway: Gateway, udp_server: DatagramCollector) -> None:
     for n in range(3):
         assert httpx.get(gateway.url(f"/udp/{n}")).status_code == 200
-    eventually(lambda: len(udp_server.datagrams) == 3)
-    assert sorted(d["request"]["uri"] for d in udp_server.datagrams) == [
+    eventually(lambda: len(udp_server.packets) == 3)
+    assert sorted(json.loads(d)["request"]["uri"] for d in udp_server.packets) == [
         "/udp/0",
         "/udp/1",
         "/udp/2",
