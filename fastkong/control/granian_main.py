@@ -8,6 +8,7 @@ the config to itself; Granian's master spawns the workers, each running
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -16,8 +17,13 @@ from granian.constants import HTTPModes, Interfaces, Loops
 from granian.http import HTTP1Settings
 from granian.log import LogLevels
 
+from fastkong.control.lifeline import PARENT_ENV, die_with_parent, expected_parent
+
 
 def main() -> None:
+    # This master ends with the supervisor, and its workers with it (fastkong.control.lifeline).
+    die_with_parent(expected_parent())
+    os.environ[PARENT_ENV] = str(os.getpid())
     opts = json.loads(sys.argv[1])
     ssl_cert = Path(opts["ssl_cert"]) if opts.get("ssl_cert") else None
     ssl_key = Path(opts["ssl_key"]) if opts.get("ssl_key") else None

@@ -50,6 +50,7 @@ from fastkong.control import httpserver
 from fastkong.control.admin import KONG_VERSION, AdminApi
 from fastkong.control.default_cert import default_certificate
 from fastkong.control.httpserver import Request, Response
+from fastkong.control.lifeline import PARENT_ENV
 from fastkong.control.state import file_identity, read_reports, write_state
 from fastkong.kong_conf import Listener
 from fastkong.metrics import render_node_metrics, reset_node_metrics, target_health_rows
@@ -316,11 +317,16 @@ class Supervisor:
 
     # -- status ------------------------------------------------------------------------------
 
+    @property
+    def worker_total(self) -> int:
+        """Every listener's Granian process runs ``workers`` workers."""
+        return self.options.workers * len(self.options.proxy)
+
     def workers_in_step(self) -> bool:
         """Every worker serves the current config: as many live workers have reported as were
         started (one report alone is not enough: the others may still be loading)."""
         reports = read_reports(self.state_dir)
-        return len(reports) >= self.options.workers and all(
+        return len(reports) >= self.worker_total and all(
             h == self.config.hash for h in reports.values()
         )
 
@@ -356,7 +362,7 @@ class Supervisor:
                 done = sum(h == self.config.hash for h in reports)
                 message = (
                     "router builds not yet complete, router ready"
-                    f" in {done} of {self.options.workers} workers"
+                    f" in {done} of {self.worker_total} workers"
                 )
                 return Response.json(503, {"message": message})
             return Response.json(200, {"message": "ready"})
@@ -508,6 +514,7 @@ class Supervisor:
         env["FASTKONG_CLIENT_MAX_BODY_SIZE"] = self.options.client_max_body_size
         env["FASTKONG_COUNTERS"] = str(self.counters_file)
         env["FASTKONG_HEALTH"] = str(self.health_file)
+        env[PARENT_ENV] = str(os.getpid())
         head_capacity = RequestLimits.parse(
             self.options.large_client_header_buffers, self.options.client_max_body_size
         ).capacity
@@ -592,7 +599,7 @@ class Supervisor:
         if died and not stopping.done():
             # A Granian process ended (its master gave up, e.g. its port was taken): the node
             # no longer serves every listener it was asked to, so it stops as a whole.
-            code = died[0] or 1
+            code = died[0] if died[0] > 0 else 1  # a signal's negative code is no exit status
             log.error("a proxy process exited with %s", died[0])
         # Drain: fail readiness first so load balancers stop sending, then stop Granian, which
         # stops accepting and lets in-flight requests finish.

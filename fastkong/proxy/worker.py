@@ -26,6 +26,7 @@ from fastkong._core._router_py import gc_paused
 from fastkong.background import paced
 from fastkong.config import load_config
 from fastkong.config.schema import ENTITY_STRUCTS
+from fastkong.control.lifeline import die_with_parent, expected_parent
 from fastkong.control.state import file_identity, read_state, write_report
 from fastkong.plugins.bundled import _queue as http_queue
 from fastkong.plugins.bundled import file_log
@@ -188,6 +189,7 @@ class StateFollower:
 
 def create_app() -> Gateway:
     """Build one worker's ASGI app (Granian calls this in each worker process)."""
+    die_with_parent(expected_parent())  # an orphaned worker would go on serving the port
     state = os.environ.get("FASTKONG_STATE_FILE")
     trusted = TrustedIps.parse(os.environ.get("FASTKONG_TRUSTED_IPS", ""))
     flavor = check_router_flavor(

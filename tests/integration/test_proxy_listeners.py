@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import ssl
 from collections.abc import Iterator
@@ -154,6 +156,65 @@ def test_a_given_certificate_is_served_and_stop_ends_both(tmp_path: Path, echo: 
         assert httpx.get(gw.url("/both/x")).status_code == 200
     finally:
         assert gw.stop() == 0
+    for port in (gw.port, gw.ssl_port):
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def children(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of the processes whose parent is ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append((int(entry.name), cmdline))
+    return found
+
+
+def test_a_listener_that_dies_stops_the_node(tmp_path: Path, echo: Echo) -> None:
+    """The node serves every listener or none: when one Granian process dies, the supervisor
+    drains the others and exits non-zero, so the orchestrator restarts it whole."""
+    gw = Gateway(tmp_path, config(echo), 1)
+    gw.ssl_port = free_port()
+    gw.start()
+    assert gw.proc is not None
+    try:
+        masters = [(pid, cmd) for pid, cmd in children(gw.proc.pid) if "granian_main" in cmd]
+        assert len(masters) == 2
+        (tls_master,) = [pid for pid, cmd in masters if f'"port": {gw.ssl_port}' in cmd]
+        tls_workers = [pid for pid, _ in children(tls_master)]
+        os.kill(tls_master, signal.SIGKILL)
+        assert gw.proc.wait(timeout=60) == 1
+        # Its orphaned worker ends too (it would go on serving 8443): nothing listens anymore.
+        eventually(lambda: not any(Path(f"/proc/{pid}").exists() for pid in tls_workers))
+        for port in (gw.port, gw.ssl_port):
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        gw.stop()
+
+
+def test_a_killed_supervisor_takes_its_processes_along(tmp_path: Path, echo: Echo) -> None:
+    """SIGKILL (the OOM killer) leaves no Granian master or worker serving behind."""
+    gw = Gateway(tmp_path, config(echo), 2)
+    gw.ssl_port = free_port()
+    gw.start()
+    assert gw.proc is not None
+    masters = [pid for pid, cmd in children(gw.proc.pid) if "granian_main" in cmd]
+    workers = [pid for master in masters for pid, _ in children(master)]
+    assert len(masters) == 2 and len(workers) == 4
+    gw.proc.kill()
+    gw.proc.wait()
+    # Each master drains its workers first (at most the drain timeout, 30 s).
+    eventually(
+        lambda: not any(Path(f"/proc/{pid}").exists() for pid in masters + workers), timeout=45
+    )
     for port in (gw.port, gw.ssl_port):
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=2).close()

@@ -12,6 +12,7 @@ from pathlib import Path
 from fastkong.control.httpserver import Request
 from fastkong.control.state import write_report
 from fastkong.control.supervisor import Options, Supervisor
+from fastkong.kong_conf import Listener
 
 
 def test_ready_waits_for_every_worker(tmp_path: Path) -> None:
@@ -68,6 +69,28 @@ def test_not_ready_says_how_many_workers_are_in_step(tmp_path: Path) -> None:
             "message": "router builds not yet complete, router ready in 1 of 2 workers"
         }
     finally:
+        supervisor.loader.shutdown()
+        supervisor.counters_file.unlink(missing_ok=True)
+        supervisor.health_file.unlink(missing_ok=True)
+
+
+def test_every_listener_counts_its_workers(tmp_path: Path) -> None:
+    """Two proxy listeners are two Granian processes of ``workers`` each: one worker per
+    listener reporting is half of them."""
+    listeners = (Listener("127.0.0.1", 8000), Listener("127.0.0.1", 8443, ("ssl",)))
+    supervisor = Supervisor(Options(config_path=None, workers=1, proxy=listeners, prefix=tmp_path))
+    supervisor.config.hash = "a" * 32
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        write_report(tmp_path, os.getpid(), "a" * 32)
+        assert not supervisor.workers_in_step()
+        response = asyncio.run(supervisor.handle_status(Request("GET", "/status/ready", {}, {})))
+        assert json.loads(response.body)["message"].endswith("router ready in 1 of 2 workers")
+        write_report(tmp_path, other.pid, "a" * 32)
+        assert supervisor.workers_in_step()
+    finally:
+        other.kill()
+        other.wait()
         supervisor.loader.shutdown()
         supervisor.counters_file.unlink(missing_ok=True)
         supervisor.health_file.unlink(missing_ok=True)

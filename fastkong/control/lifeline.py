@@ -1,0 +1,45 @@
+"""Processes that end with their parent.
+
+A node is three generations: the supervisor (``fastkong start``), one Granian master per
+listener, and the master's workers. Granian's workers are plain child processes: when their
+master dies without stopping them (killed, out of memory), they go on serving its port, an
+orphan no probe watches, and a supervisor killed the same way leaves its masters behind. Linux
+can tell a child when its parent dies (``prctl(PR_SET_PDEATHSIG)``): each generation asks for
+SIGTERM, which Granian answers by draining and exiting. Elsewhere this does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import signal
+
+_PR_SET_PDEATHSIG = 1
+#: The environment variable through which a parent names itself to the children it starts.
+PARENT_ENV = "FASTKONG_PARENT_PID"
+
+
+def die_with_parent(expected_parent: int | None, sig: int = signal.SIGTERM) -> bool:
+    """Ask for ``sig`` when the parent process dies; True if the kernel took the request.
+
+    ``expected_parent`` closes the race with a parent that died before the request was made:
+    if the process already has another parent, it sends itself ``sig`` at once.
+    """
+    if not hasattr(os, "getppid") or not os.uname().sysname == "Linux":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    if expected_parent is not None and os.getppid() != expected_parent:
+        os.kill(os.getpid(), sig)
+    return True
+
+
+def expected_parent() -> int | None:
+    """The parent this process was started by, as that parent said (``PARENT_ENV``)."""
+    value = os.environ.get(PARENT_ENV)
+    return int(value) if value and value.isdigit() else None
