@@ -146,6 +146,8 @@ READ_SETTINGS: Final = frozenset(
         "PREFIX",
         "DATABASE",
         "ROLE",
+        "DATADOG_AGENT_HOST",  # the datadog plugin's agent when its host is null
+        "DATADOG_AGENT_PORT",
     }
 )
 #: Kong settings whose only meaning is nginx's or Kong's own housekeeping, or that say what
