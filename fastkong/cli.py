@@ -277,6 +277,12 @@ def cmd_start(args: argparse.Namespace) -> int:
         # die after its siblings had started, and a starting worker ignores the stop signal.
         print(f"fastkong: {taken}", file=sys.stderr)
         return 1
+    if opts.ssl_cert and not any(x.ssl for x in opts.proxy):
+        # Kong's rule: TLS is a listener flag, so a certificate alone is likely a mistake.
+        print(
+            "fastkong: ssl_cert is set but no proxy_listen entry has the ssl flag: unused",
+            file=sys.stderr,
+        )
     unread = unread_settings(os.environ)
     if unread:
         # Kong settings fastkong has no counterpart for: said once, so nobody believes them set.

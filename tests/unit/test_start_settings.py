@@ -229,3 +229,26 @@ def test_the_ignored_settings_are_said_once_at_start(tmp_path: Path) -> None:
     lines = done.stderr.splitlines()
     assert "fastkong: not implemented, ignored: KONG_NGINX_PROXY_PROXY_BUFFER_SIZE" in lines
     assert "KONG_PORT" not in done.stderr
+
+
+def test_a_certificate_without_an_ssl_listener_is_said_unused(tmp_path: Path) -> None:
+    done = fastkong_cli(
+        "start",
+        "-c",
+        str(tmp_path / "missing.yml"),  # stops right after the settings were read
+        "--proxy-listen",
+        f"127.0.0.1:{free_port()}",
+        "--ssl-cert",
+        "c.pem",
+        "--ssl-key",
+        "k.pem",
+        "--status-listen",
+        "off",
+        "--admin-listen",
+        "off",
+    )
+    assert done.returncode == 1
+    assert (
+        "fastkong: ssl_cert is set but no proxy_listen entry has the ssl flag: unused"
+        in done.stderr.splitlines()
+    )
