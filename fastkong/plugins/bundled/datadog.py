@@ -159,7 +159,7 @@ class Datadog(Plugin):
         remember_response_headers(ctx, headers)
 
     def log(self, ctx: RequestContext) -> None:
-        out = udp_sender(self.host, self.port, 10000)
+        out = udp_sender(self.host, self.port, 10000, "datadog")
         for text in self.lines(ctx):
             out.append(text.encode())
 

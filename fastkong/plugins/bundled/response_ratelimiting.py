@@ -57,6 +57,8 @@ log = logging.getLogger("fastkong.plugins.response-ratelimiting")
 
 #: A limit no counter reaches: a plain read (cost 0) or an unconditional count.
 _UNLIMITED: Final = 2**40
+#: Redis counts in flight (held here until done).
+_COUNTING: set[asyncio.Task[None]] = set()
 
 
 class PeriodLimits(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -321,7 +323,9 @@ class ResponseRateLimiting(Plugin):
             for n, cost in costs.items():
                 after[n] = [left - cost for left in usage.remaining[n]]
             if spend and not stop:
-                asyncio.get_running_loop().create_task(self.spend_redis(usage.ident, spend))
+                task = asyncio.get_running_loop().create_task(self.spend_redis(usage.ident, spend))
+                _COUNTING.add(task)  # the loop keeps only a weak reference to a task
+                task.add_done_callback(_COUNTING.discard)
         if not self.config.hide_client_headers:
             out = ctx.response_headers
             for counter in self.counters.values():

@@ -290,9 +290,9 @@ class Statsd(Plugin):
                 _TCP_TIMEOUT_MS,
                 _TCP_KEEPALIVE_MS,
             )
-            tcp_sender(destination).append("".join(x + "\n" for x in lines).encode())
+            tcp_sender(destination, "statsd").append("".join(x + "\n" for x in lines).encode())
             return
-        out = udp_sender(config.host, config.port, 10000)
+        out = udp_sender(config.host, config.port, 10000, "statsd")
         for datagram in pack(lines, self.packet_size):
             out.append(datagram)
 

@@ -56,8 +56,9 @@ Destination = tuple[str, int, bool, str | None, float, float]
 class TcpSender:
     """One destination's buffered lines and its connection, in one worker."""
 
-    def __init__(self, destination: Destination) -> None:
+    def __init__(self, destination: Destination, label: str = "tcp-log") -> None:
         self.host, self.port, self.tls, self.sni, timeout_ms, keepalive_ms = destination
+        self.label = label
         self.timeout = timeout_ms / 1000
         self.keepalive = keepalive_ms / 1000
         self.pending: list[bytes] = []
@@ -105,7 +106,7 @@ class TcpSender:
                 self.sent += count
             else:
                 self.dropped += count
-                log.error("[tcp-log] %s %s:%d: %s", *error)
+                log.error("[%s] %s %s:%d: %s", self.label, *error)
                 self.close()
 
     async def deliver(self, data: bytes) -> tuple[str, str, int, str] | None:
@@ -156,14 +157,15 @@ def _reason(exc: BaseException) -> str:
     return "timeout" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
 
 
-_SENDERS: dict[Destination, TcpSender] = {}
+_SENDERS: dict[tuple[Destination, str], TcpSender] = {}
 
 
-def sender(destination: Destination) -> TcpSender:
-    """The worker's sender for a destination (shared by every instance that names it)."""
-    found = _SENDERS.get(destination)
+def sender(destination: Destination, label: str = "tcp-log") -> TcpSender:
+    """The worker's sender for a destination (shared by every instance of one plugin that
+    names it; ``label`` names it in log lines)."""
+    found = _SENDERS.get((destination, label))
     if found is None:
-        found = _SENDERS[destination] = TcpSender(destination)
+        found = _SENDERS[(destination, label)] = TcpSender(destination, label)
     return found
 
 

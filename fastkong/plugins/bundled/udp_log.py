@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("fastkong.plugins.udp-log")
 
 MAX_PENDING: Final = 10_000
+#: Seconds a resolved address is used before the name is resolved again.
+RESOLVE_EVERY: Final = 10.0
 
 
 class UdpLogConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -43,16 +45,20 @@ class UdpLogConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
 
 
 class UdpSender:
-    """One destination's waiting datagrams, in one worker."""
+    """One destination's waiting datagrams, in one worker (``label`` names it in log lines)."""
 
-    def __init__(self, host: str, port: int, timeout_ms: float) -> None:
+    def __init__(self, host: str, port: int, timeout_ms: float, label: str = "udp-log") -> None:
         self.host = host
         self.port = port
         self.timeout = timeout_ms / 1000
+        self.label = label
         self.pending: list[bytes] = []
-        self.sending = False
+        self.task: asyncio.Task[None] | None = None
         self.sent = 0
         self.dropped = 0
+        #: The resolved address and when to resolve again (the name may move; not per batch).
+        self.address: tuple[int, Any] | None = None
+        self.resolved_until = 0.0
 
     def __repr__(self) -> str:
         return (
@@ -65,29 +71,33 @@ class UdpSender:
             self.dropped += 1
             return
         self.pending.append(datagram)
-        if not self.sending:
-            self.sending = True
-            asyncio.get_running_loop().create_task(self.flush())
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self.flush())
 
     async def flush(self) -> None:
-        try:
-            while self.pending:
-                batch, self.pending = self.pending, []
-                await self.send(batch)
-        finally:
-            self.sending = False
+        while self.pending:
+            batch, self.pending = self.pending, []
+            await self.send(batch)
 
-    async def send(self, batch: list[bytes]) -> None:
+    async def resolve(self) -> tuple[int, Any]:
         loop = asyncio.get_running_loop()
-        try:
+        if self.address is None or loop.time() >= self.resolved_until:
             infos = await asyncio.wait_for(
                 loop.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM), self.timeout
             )
+            self.address = (infos[0][0], infos[0][4])
+            self.resolved_until = loop.time() + RESOLVE_EVERY
+        return self.address
+
+    async def send(self, batch: list[bytes]) -> None:
+        try:
+            family, address = await self.resolve()
         except (OSError, TimeoutError) as exc:
             self.dropped += len(batch)
-            log.error("[udp-log] could not connect to %s:%d: %s", self.host, self.port, exc)
+            log.error("[%s] could not connect to %s:%d: %s", self.label, self.host, self.port, exc)
             return
-        family, _, _, _, address = infos[0]
+        failed: OSError | None = None
+        lost = 0
         with socket.socket(family, socket.SOCK_DGRAM) as sock:
             sock.setblocking(False)
             for datagram in batch:
@@ -95,21 +105,31 @@ class UdpSender:
                     # A datagram is sent whole or not at all; a full buffer is an error too.
                     sock.sendto(datagram, address)
                 except OSError as exc:
-                    self.dropped += 1
-                    log.error(
-                        "[udp-log] could not send data to %s:%d: %s", self.host, self.port, exc
-                    )
+                    failed = exc
+                    lost += 1
                 else:
                     self.sent += 1
+        if failed is not None:
+            self.dropped += lost
+            log.error(
+                "[%s] could not send %d datagram(s) to %s:%d: %s",
+                self.label,
+                lost,
+                self.host,
+                self.port,
+                failed,
+            )
 
 
-_SENDERS: dict[tuple[str, int, float], UdpSender] = {}
+_SENDERS: dict[tuple[str, int, float, str], UdpSender] = {}
 
 
-def sender(host: str, port: int, timeout: float) -> UdpSender:
-    found = _SENDERS.get((host, port, timeout))
+def sender(host: str, port: int, timeout: float, label: str = "udp-log") -> UdpSender:
+    """The worker's sender for a destination (shared by every instance of one plugin)."""
+    key = (host, port, timeout, label)
+    found = _SENDERS.get(key)
     if found is None:
-        found = _SENDERS[(host, port, timeout)] = UdpSender(host, port, timeout)
+        found = _SENDERS[key] = UdpSender(host, port, timeout, label)
     return found
 
 
