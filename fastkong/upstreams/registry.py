@@ -89,6 +89,8 @@ class Registry:
         self.full_at = 0.0
         self.dns_at = 0.0
         self.task: asyncio.Task[None] | None = None
+        #: The first DNS resolution, started with the loop (held: the loop keeps weak references).
+        self.first_resolve: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -240,7 +242,7 @@ class Registry:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         if self.task is None:
             self.task = loop.create_task(self.run())
-            loop.create_task(self.resolve_targets())
+            self.first_resolve = loop.create_task(self.resolve_targets())
 
     def stop(self) -> None:
         if self.task is not None:
