@@ -149,6 +149,13 @@ def _check_windows(n: int, lengths: Sequence[int], cost: int) -> None:
         raise ValueError("cost must not be negative")
 
 
+def _check_many(n: int, lengths: Sequence[int]) -> None:
+    if not 1 <= n <= MAX_KEYS:
+        raise ValueError(f"between 1 and {MAX_KEYS} keys are needed, got {n}")
+    if any(length != n for length in lengths):
+        raise ValueError("one value per key is needed")
+
+
 def _duplicate() -> ValueError:
     return ValueError(
         "the same counter appears twice in one hit_windows call; "
@@ -459,6 +466,117 @@ class CounterTable:
             # Full again at `expires`: from then on the slot is as good as absent.
             self._store(mm, idx, last - ((tokens - cap) // rate), last, tokens, 0)
             return allowed, tokens // MICRO, retry
+        finally:
+            self._unlock()
+
+    # -- several periods at once
+    def sliding_windows(
+        self,
+        keys: Sequence[str],
+        now_ms: int,
+        windows_ms: Sequence[int],
+        limits: Sequence[int],
+        cost: int = 1,
+    ) -> tuple[bool, list[int], list[int]]:
+        """:meth:`sliding_window` for several keys (one per period) as one step: the request
+        is admitted, and counted, in every window or in none. Returns ``(allowed, remaining per
+        key, reset_ms per key)``."""
+        n = len(keys)
+        _check_many(n, (len(windows_ms), len(limits)))
+        for window_ms, limit in zip(windows_ms, limits, strict=True):
+            _check_sliding(window_ms, limit, cost)
+        fps = [_fingerprint(keys[i], KIND_SLIDING, windows_ms[i]) for i in range(n)]
+        if len(set(fps)) != n:
+            raise _duplicate()
+        mm = self._lock()
+        try:
+            idxs: list[int] = []
+            states: list[tuple[int, int, int, int]] = []  # start, cur, prev, now
+            rooms: list[int] = []
+            for i in range(n):
+                w_ms = windows_ms[i]
+                idx, fresh = self._acquire(mm, fps[i], KIND_SLIDING, now_ms, idxs)
+                idxs.append(idx)
+                if fresh:
+                    start, cur, prev = now_ms - now_ms % w_ms, 0, 0
+                else:
+                    _, start, cur, prev = self._state(mm, idx)
+                now = max(now_ms, start)  # a late clock never moves a window back
+                w = now - now % w_ms
+                if w == start + w_ms:
+                    start, cur, prev = w, 0, cur
+                elif w > start:
+                    start, cur, prev = w, 0, 0
+                states.append((start, cur, prev, now))
+                rooms.append((limits[i] * w_ms - prev * (w_ms - (now - start))) // w_ms - cur)
+            allowed = all(cost <= room for room in rooms)
+            resets: list[int] = []
+            for i in range(n):
+                start, cur, prev, now = states[i]
+                if allowed:
+                    cur += cost
+                    rooms[i] -= cost
+                self._store(mm, idxs[i], start + 2 * windows_ms[i], start, cur, prev)
+                resets.append(start + windows_ms[i] - now)
+            return allowed, [max(room, 0) for room in rooms], resets
+        finally:
+            self._unlock()
+
+    def token_buckets(
+        self,
+        keys: Sequence[str],
+        now_ms: int,
+        rates_per_sec: Sequence[float],
+        bursts: Sequence[int],
+        cost: int = 1,
+    ) -> tuple[bool, list[int], list[int]]:
+        """:meth:`token_bucket` for several keys (one per period) as one step: the request
+        takes its tokens from every bucket or from none. Returns ``(allowed, whole tokens left
+        per key, retry_after_ms per key)``."""
+        n = len(keys)
+        _check_many(n, (len(rates_per_sec), len(bursts)))
+        rates = [_micro_per_ms(r) for r in rates_per_sec]
+        for burst in bursts:
+            _check_bucket(burst, cost)
+        fps = [_fingerprint(keys[i], KIND_BUCKET, 0) for i in range(n)]
+        if len(set(fps)) != n:
+            raise _duplicate()
+        need = cost * MICRO
+        mm = self._lock()
+        try:
+            idxs: list[int] = []
+            tokens: list[int] = []
+            lasts: list[int] = []
+            for i in range(n):
+                cap, rate = bursts[i] * MICRO, rates[i]
+                idx, fresh = self._acquire(mm, fps[i], KIND_BUCKET, now_ms, idxs)
+                idxs.append(idx)
+                if fresh:
+                    have, last = cap, now_ms
+                else:
+                    _, last, have, _ = self._state(mm, idx)
+                    have = min(have, cap)
+                    if now_ms > last:
+                        have = min(cap, have + (now_ms - last) * rate)
+                        last = now_ms
+                tokens.append(have)
+                lasts.append(last)
+            allowed = all(need <= have for have in tokens)
+            retries: list[int] = []
+            for i in range(n):
+                cap, rate = bursts[i] * MICRO, rates[i]
+                if allowed:
+                    tokens[i] -= need
+                    retries.append(0)
+                elif need > cap:
+                    retries.append(-1)
+                elif need > tokens[i]:
+                    retries.append(-((tokens[i] - need) // rate))
+                else:
+                    retries.append(0)  # this bucket had the tokens; another one did not
+                expires = lasts[i] - ((tokens[i] - cap) // rate)
+                self._store(mm, idxs[i], expires, lasts[i], tokens[i], 0)
+            return allowed, [t // MICRO for t in tokens], retries
         finally:
             self._unlock()
 

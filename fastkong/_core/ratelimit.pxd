@@ -191,3 +191,10 @@ cdef class CounterTable:
         self, uint64_t fp, uint32_t kind, int64_t now, const Py_ssize_t* excl, Py_ssize_t nexcl,
         bint* fresh
     ) noexcept nogil
+    cdef int _lock_all(
+        self, const uint64_t* fps, uint32_t kind, Py_ssize_t n, int64_t now,
+        const int64_t* init_a, const int64_t* init_b, Py_ssize_t* idx, Py_ssize_t* order
+    ) except -1
+    cdef void _unlock_all(
+        self, const Py_ssize_t* idx, const Py_ssize_t* order, Py_ssize_t n
+    ) noexcept nogil

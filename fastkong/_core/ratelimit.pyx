@@ -64,10 +64,11 @@ killed mid-operation cannot wedge the table):
   (else starts over), writes ``kind`` then ``fp`` (release store) and drops ``ilock``.
 
 Single-slot operations (one window, sliding window, token bucket) acquire the slot locked and
-finish under that one lock. ``hit_windows`` with several windows first resolves each key to a
-slot (finding it, or claiming it with a zero count, never evicting a slot of the same call), then
-locks the slots *in ascending index order*, re-checks every fingerprint, and only then checks
-every limit and counts in all or none. A mismatch (a slot reused in between) releases everything
+finish under that one lock. The several-key operations (``hit_windows``, ``sliding_windows``,
+``token_buckets``: one key per period) first resolve each key to a slot (finding it, or claiming
+it with its initial state, never evicting a slot of the same call), then lock the slots *in
+ascending index order*, re-check every fingerprint, and only then check every limit and count
+in all or none (``_lock_all``). A mismatch (a slot reused in between) releases everything
 and starts over, up to 1000 times (then ``RuntimeError``: a table thrashing this hard is far too
 small). No deadlock: at most one ``ilock`` is held, always before a slot lock and never while
 waiting for anything but that one slot lock; slot locks are taken in index order. No Python
@@ -95,6 +96,7 @@ import os
 from fastkong._core import _ratelimit_py as _py
 from fastkong._core._ratelimit_py import (
     _check_bucket,
+    _check_many,
     _check_sliding,
     _check_windows,
     _duplicate,
@@ -270,6 +272,61 @@ cdef class CounterTable:
                 return idx
             fk_unlock(&s.lock)
 
+    cdef int _lock_all(
+        self, const uint64_t* fps, uint32_t kind, Py_ssize_t n, int64_t now,
+        const int64_t* init_a, const int64_t* init_b, Py_ssize_t* idx, Py_ssize_t* order
+    ) except -1:
+        # Returns with the slots of n distinct keys of one kind LOCKED (idx[i] is key i's slot).
+        # Absent keys are claimed and given their initial state under their own lock first
+        # (_init_state), so no other process ever sees a claimed slot without state; then all
+        # are locked in slot order, so two callers never wait on each other in a cycle, and
+        # checked to still hold their keys (a slot reused in between sends us round again).
+        cdef Py_ssize_t i, j, k
+        cdef bint fresh, valid
+        cdef fk_slot* s
+        cdef int rounds = 0
+        while True:
+            for i in range(n):
+                k = self._find(fps[i], kind)
+                if k < 0:
+                    k = self._acquire(fps[i], kind, now, idx, i, &fresh)
+                    if fresh:
+                        _init_state(&self._slots[k], kind, init_a[i], init_b[i], now)
+                    fk_unlock(&self._slots[k].lock)
+                idx[i] = k
+            for i in range(n):  # insertion sort of the slot indices
+                j = i
+                while j > 0 and idx[order[j - 1]] > idx[i]:
+                    order[j] = order[j - 1]
+                    j -= 1
+                order[j] = i
+            valid = True
+            for j in range(1, n):
+                if idx[order[j]] == idx[order[j - 1]]:
+                    valid = False  # a slot was reused for another key of this call: again
+            if valid:
+                for j in range(n):
+                    fk_lock(&self._slots[idx[order[j]]].lock)
+                for i in range(n):
+                    s = &self._slots[idx[i]]
+                    if s.fp != fps[i] or s.kind != kind:
+                        valid = False
+                if valid:
+                    return 0
+                self._unlock_all(idx, order, n)
+            rounds += 1
+            if rounds >= MAX_ROUNDS:
+                raise RuntimeError(
+                    "counter slots were reused 1000 times in a row; the table is far too small"
+                )
+
+    cdef void _unlock_all(
+        self, const Py_ssize_t* idx, const Py_ssize_t* order, Py_ssize_t n
+    ) noexcept nogil:
+        cdef Py_ssize_t j
+        for j in range(n):
+            fk_unlock(&self._slots[idx[order[j]]].lock)
+
     # -- fixed windows --------------------------------------------------------------------------
     def hit_windows(self, keys, window_starts, limits, ttls, int64_t cost=1, now_s=None):
         """Count one request in several fixed windows at once, or in none.
@@ -301,9 +358,8 @@ cdef class CounterTable:
         cdef Py_ssize_t idx[MAX_KEYS]
         cdef Py_ssize_t order[MAX_KEYS]
         cdef int64_t now = 0
-        cdef bint fresh, ok = False, valid
+        cdef bint fresh, ok = False
         cdef fk_slot* s
-        cdef int rounds = 0
         self._check_open()
         if (
             n < 1 or n > MAX_KEYS or cost < 0 or len(window_starts) != n or len(limits) != n
@@ -334,54 +390,18 @@ cdef class CounterTable:
             fk_unlock(&s.lock)
             return ok, [cnt[0]]
 
-        while True:
-            # 1. resolve every key to a slot (claiming absent ones), holding no lock after
+        self._lock_all(fps, KIND_WINDOW, n, now, ws, ttl, idx, order)
+        ok = True
+        for i in range(n):
+            cnt[i] = self._slots[idx[i]].count
+            if cost > lim[i] - cnt[i]:
+                ok = False
+        if ok:
             for i in range(n):
-                k = self._find(fps[i], KIND_WINDOW)
-                if k < 0:
-                    k = self._acquire(fps[i], KIND_WINDOW, now, idx, i, &fresh)
-                    if fresh:
-                        _init_window(&self._slots[k], ws[i], ttl[i])
-                    fk_unlock(&self._slots[k].lock)
-                idx[i] = k
-            for i in range(n):  # insertion sort of the slot indices
-                j = i
-                while j > 0 and idx[order[j - 1]] > idx[i]:
-                    order[j] = order[j - 1]
-                    j -= 1
-                order[j] = i
-            valid = True
-            for j in range(1, n):
-                if idx[order[j]] == idx[order[j - 1]]:
-                    valid = False  # a slot was reused for another key of this call: again
-            if valid:
-                # 2. lock in index order, re-check, then all or nothing
-                for j in range(n):
-                    fk_lock(&self._slots[idx[order[j]]].lock)
-                for i in range(n):
-                    s = &self._slots[idx[i]]
-                    if s.fp != fps[i] or s.kind != KIND_WINDOW:
-                        valid = False
-                if valid:
-                    ok = True
-                    for i in range(n):
-                        cnt[i] = self._slots[idx[i]].count
-                        if cost > lim[i] - cnt[i]:
-                            ok = False
-                    if ok:
-                        for i in range(n):
-                            cnt[i] += cost
-                            self._slots[idx[i]].count = cnt[i]
-                for j in range(n):
-                    fk_unlock(&self._slots[idx[order[j]]].lock)
-                if valid:
-                    return ok, [cnt[i] for i in range(n)]
-            rounds += 1
-            if rounds >= MAX_ROUNDS:
-                raise RuntimeError(
-                    "hit_windows: counter slots were reused 1000 times in a row; "
-                    "the table is far too small"
-                )
+                cnt[i] += cost
+                self._slots[idx[i]].count = cnt[i]
+        self._unlock_all(idx, order, n)
+        return ok, [cnt[i] for i in range(n)]
 
     def usage(self, key, int64_t window_start):
         """What ``key`` has counted in the fixed window starting at ``window_start`` (0 if none)."""
@@ -512,6 +532,142 @@ cdef class CounterTable:
         fk_unlock(&s.lock)
         return ok, tokens / MICRO, retry
 
+    # -- several periods at once ----------------------------------------------------------------
+    def sliding_windows(self, keys, int64_t now_ms, windows_ms, limits, int64_t cost=1):
+        """:meth:`sliding_window` for several keys (one per period) as one step: the request is
+        admitted, and counted, in every window or in none. Returns ``(allowed, remaining per
+        key, reset_ms per key)``."""
+        cdef Py_ssize_t n = len(keys), i, j
+        cdef uint64_t fps[MAX_KEYS]
+        cdef int64_t win[MAX_KEYS]
+        cdef int64_t lim[MAX_KEYS]
+        cdef int64_t unused[MAX_KEYS]
+        cdef int64_t start[MAX_KEYS]
+        cdef int64_t cur[MAX_KEYS]
+        cdef int64_t prev[MAX_KEYS]
+        cdef int64_t at[MAX_KEYS]
+        cdef int64_t room[MAX_KEYS]
+        cdef Py_ssize_t idx[MAX_KEYS]
+        cdef Py_ssize_t order[MAX_KEYS]
+        cdef int64_t w
+        cdef bint ok = True
+        cdef fk_slot* s
+        self._check_open()
+        if n < 1 or n > MAX_KEYS or len(windows_ms) != n or len(limits) != n:
+            _check_many(n, (len(windows_ms), len(limits)))
+        for i in range(n):
+            win[i] = windows_ms[i]
+            lim[i] = limits[i]
+            if win[i] <= 0 or win[i] > MAX_WINDOW_MS or lim[i] < 0 or cost < 0:
+                _check_sliding(win[i], lim[i], cost)
+            fps[i] = fk_fingerprint(_hash(keys[i]), KIND_SLIDING, win[i])
+            for j in range(i):
+                if fps[j] == fps[i]:
+                    raise _duplicate()
+        self._lock_all(fps, KIND_SLIDING, n, now_ms, win, unused, idx, order)
+        for i in range(n):
+            s = &self._slots[idx[i]]
+            start[i] = s.start
+            cur[i] = s.count
+            prev[i] = s.prev
+            at[i] = now_ms if now_ms > start[i] else start[i]  # a late clock stays in its window
+            w = at[i] - _floormod(at[i], win[i])
+            if w == start[i] + win[i]:
+                prev[i] = cur[i]
+                cur[i] = 0
+                start[i] = w
+            elif w > start[i]:
+                prev[i] = 0
+                cur[i] = 0
+                start[i] = w
+            room[i] = fk_sliding_room(lim[i], win[i], prev[i], at[i] - start[i], cur[i])
+            if cost > room[i]:
+                ok = False
+        for i in range(n):
+            if ok:
+                cur[i] += cost
+                room[i] -= cost
+            s = &self._slots[idx[i]]
+            s.start = start[i]
+            s.count = cur[i]
+            s.prev = prev[i]
+            s.expires = start[i] + 2 * win[i]
+        self._unlock_all(idx, order, n)
+        return (
+            ok,
+            [(room[i] if room[i] > 0 else 0) for i in range(n)],
+            [start[i] + win[i] - at[i] for i in range(n)],
+        )
+
+    def token_buckets(self, keys, int64_t now_ms, rates_per_sec, bursts, int64_t cost=1):
+        """:meth:`token_bucket` for several keys (one per period) as one step: the request
+        takes its tokens from every bucket or from none. Returns ``(allowed, whole tokens left
+        per key, retry_after_ms per key)``."""
+        cdef Py_ssize_t n = len(keys), i, j
+        cdef uint64_t fps[MAX_KEYS]
+        cdef int64_t rate[MAX_KEYS]
+        cdef int64_t cap[MAX_KEYS]
+        cdef int64_t unused[MAX_KEYS]
+        cdef int64_t tokens[MAX_KEYS]
+        cdef int64_t last[MAX_KEYS]
+        cdef int64_t retry[MAX_KEYS]
+        cdef Py_ssize_t idx[MAX_KEYS]
+        cdef Py_ssize_t order[MAX_KEYS]
+        cdef int64_t need, gap, elapsed, burst
+        cdef bint ok = True
+        cdef fk_slot* s
+        self._check_open()
+        if n < 1 or n > MAX_KEYS or len(rates_per_sec) != n or len(bursts) != n:
+            _check_many(n, (len(rates_per_sec), len(bursts)))
+        if cost < 0 or cost > MAX_TOKENS:
+            _check_bucket(0, cost)
+        need = cost * MICRO
+        for i in range(n):
+            rate[i] = fk_micro_per_ms(rates_per_sec[i])
+            if rate[i] < 0:
+                _micro_per_ms(rates_per_sec[i])
+            burst = bursts[i]
+            if burst < 0 or burst > MAX_TOKENS:
+                _check_bucket(burst, cost)
+            cap[i] = burst * MICRO
+            fps[i] = fk_fingerprint(_hash(keys[i]), KIND_BUCKET, 0)
+            for j in range(i):
+                if fps[j] == fps[i]:
+                    raise _duplicate()
+        self._lock_all(fps, KIND_BUCKET, n, now_ms, cap, unused, idx, order)
+        for i in range(n):
+            s = &self._slots[idx[i]]
+            tokens[i] = s.count if s.count < cap[i] else cap[i]
+            last[i] = s.start
+            if now_ms > last[i]:
+                gap = cap[i] - tokens[i]
+                elapsed = now_ms - last[i]
+                if gap > 0:
+                    if elapsed >= (gap + rate[i] - 1) / rate[i]:
+                        tokens[i] = cap[i]
+                    else:
+                        tokens[i] += elapsed * rate[i]
+                last[i] = now_ms
+            if need > tokens[i]:
+                ok = False
+        for i in range(n):
+            if ok:
+                tokens[i] -= need
+                retry[i] = 0
+            elif need > cap[i]:
+                retry[i] = -1
+            elif need > tokens[i]:
+                retry[i] = (need - tokens[i] + rate[i] - 1) / rate[i]
+            else:
+                retry[i] = 0  # this bucket had the tokens; another one did not
+            s = &self._slots[idx[i]]
+            s.start = last[i]
+            s.count = tokens[i]
+            s.prev = 0
+            s.expires = last[i] + (cap[i] - tokens[i] + rate[i] - 1) / rate[i]
+        self._unlock_all(idx, order, n)
+        return ok, [tokens[i] / MICRO for i in range(n)], [retry[i] for i in range(n)]
+
     # -- lifecycle and state --------------------------------------------------------------------
     def close(self):
         """Unmap the table (the file stays for the other processes). Idempotent."""
@@ -559,3 +715,23 @@ cdef inline void _init_window(fk_slot* s, int64_t start, int64_t ttl) noexcept n
     s.count = 0
     s.prev = 0
     s.expires = (start + ttl) * 1000 + LATE_MS
+
+
+cdef inline void _init_state(
+    fk_slot* s, uint32_t kind, int64_t a, int64_t b, int64_t now
+) noexcept nogil:
+    # A claimed slot's first state, as each operation would start from it: a fixed window (a =
+    # its start in s, b = its ttl), a sliding window aligned on now (a = window ms), or a full
+    # bucket (a = capacity in micro-tokens; "as good as absent" from the next ms).
+    if kind == KIND_WINDOW:
+        _init_window(s, a, b)
+    elif kind == KIND_SLIDING:
+        s.start = now - _floormod(now, a)
+        s.count = 0
+        s.prev = 0
+        s.expires = s.start + 2 * a
+    else:
+        s.start = now
+        s.count = a
+        s.prev = 0
+        s.expires = now + 1

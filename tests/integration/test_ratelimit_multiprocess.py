@@ -60,12 +60,30 @@ def sliding(t: Any, worker: int) -> int:
     return sum(t.sliding_window("sw", 5_000, 1000, 120)[0] for _ in range(300))
 
 
+def sliding_periods(t: Any, worker: int) -> int:
+    """Two sliding windows at one instant, ``1 s: 90`` and ``60 s: 60``: the longer one decides,
+    and each admitted request is counted in both or in neither."""
+    return sum(
+        t.sliding_windows(["sp:1s", "sp:60s"], 5_000, [1000, 60_000], [90, 60])[0]
+        for _ in range(300)
+    )
+
+
+def bucket_periods(t: Any, worker: int) -> int:
+    """Two buckets at a frozen clock, bursts 80 and 50: 50 requests take from both."""
+    return sum(
+        t.token_buckets(["bp:a", "bp:b"], 5_000, [1.0, 0.5], [80, 50])[0] for _ in range(300)
+    )
+
+
 SCENARIOS: dict[str, Callable[[Any, int], int]] = {
     "one_window": one_window,
     "two_periods": two_periods,
     "new_keys": new_keys,
     "token_bucket": token_bucket,
     "sliding": sliding,
+    "sliding_periods": sliding_periods,
+    "bucket_periods": bucket_periods,
 }
 
 
@@ -116,10 +134,19 @@ def test_workers_admit_exactly_the_limit(impl: str, tmp_path: Path) -> None:
             "new_keys": 400,
             "token_bucket": 250,
             "sliding": 120,
+            "sliding_periods": 60,
+            "bucket_periods": 50,
         }
         assert t.usage("k:minute", T0) == 300
         per_second = [t.usage("m:second", s) for s in (T0, T0 + 1)]
         assert sum(per_second) == 100 and max(per_second) <= 70, per_second
         assert t.usage("m:minute", T0) == 100
         assert all(t.usage(f"new:{i}", T0) == 1 for i in range(400))
+        # Counted in both periods or in neither: the shorter window spent exactly 60 of its 90,
+        # and the larger bucket gave exactly the 50 tokens the smaller one had.
+        assert t.sliding_windows(["sp:1s", "sp:60s"], 5_000, [1000, 60_000], [90, 60], 0)[1] == [
+            30,
+            0,
+        ]
+        assert t.token_buckets(["bp:a", "bp:b"], 5_000, [1.0, 0.5], [80, 50], 0)[1] == [30, 0]
         assert t.evictions == 0

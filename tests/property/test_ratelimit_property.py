@@ -55,9 +55,28 @@ bucket_op = st.tuples(
     st.integers(0, 6),
     st.integers(0, 3),
 )
+sliding_many_op = st.tuples(
+    st.just("slidings"),
+    steps,
+    KEYS,
+    st.lists(st.sampled_from([100, 1000, 60_000]), min_size=1, max_size=3, unique=True),
+    st.integers(0, 6),
+    st.integers(0, 3),
+)
+bucket_many_op = st.tuples(
+    st.just("buckets"),
+    steps,
+    KEYS,
+    st.lists(st.sampled_from(RATES), min_size=1, max_size=3, unique=True),
+    st.integers(0, 6),
+    st.integers(0, 3),
+)
 # many live counters at once: a 16-slot table has to evict
 fill_op = st.tuples(st.just("fill"), steps, st.integers(0, 40), st.integers(1, 24))
-operations = st.lists(hit_op | usage_op | sliding_op | bucket_op | fill_op, max_size=80)
+operations = st.lists(
+    hit_op | usage_op | sliding_op | bucket_op | sliding_many_op | bucket_many_op | fill_op,
+    max_size=80,
+)
 
 
 def run(mod: ModuleType, table: Any, ops: list[tuple[Any, ...]]) -> list[object]:
@@ -89,6 +108,14 @@ def run(mod: ModuleType, table: Any, ops: list[tuple[Any, ...]]) -> list[object]
         elif op[0] == "sliding":
             _, _, key, window, limit, cost = op
             out.append(table.sliding_window(f"s{key}", now, window, limit, cost))
+        elif op[0] == "slidings":
+            _, _, key, windows, limit, cost = op
+            keys = [f"s{key}:{w}" for w in windows]
+            out.append(table.sliding_windows(keys, now, windows, [limit] * len(keys), cost))
+        elif op[0] == "buckets":
+            _, _, key, rates, burst, cost = op
+            keys = [f"b{key}:{r}" for r in rates]
+            out.append(table.token_buckets(keys, now, rates, [burst] * len(keys), cost))
         else:
             _, _, key, rate, burst, cost = op
             out.append(table.token_bucket(f"b{key}", now, rate, burst, cost))
@@ -222,3 +249,25 @@ def test_sliding_window_never_admits_more_than_the_limit_per_window(
                 per_window[now // window] += 1
             assert 0 <= remaining <= limit and 0 < reset <= window
         assert all(n <= limit for n in per_window.values())
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@settings(max_examples=100, deadline=None)
+@given(calls=st.lists(st.tuples(st.integers(0, 1500), st.integers(0, 3)), max_size=40))
+def test_several_periods_count_in_all_or_none(impl: str, calls: list[tuple[int, int]]) -> None:
+    """A request over several periods is counted in every one or in none: a refused call
+    leaves every window and bucket as a look (cost 0) found it, an admitted one takes its cost
+    from each."""
+    mod = importlib.import_module(impl)
+    with mod.CounterTable(slots=64) as t:
+        now = T0_MS
+        for step, cost in calls:
+            now += step
+            windows = (["w:1s", "w:5s"], now, [1000, 5000], [3, 5])
+            before = t.sliding_windows(*windows, 0)[1]
+            ok, after, _ = t.sliding_windows(*windows, cost)
+            assert after == ([b - cost for b in before] if ok else before)
+            buckets = (["b:fast", "b:slow"], now, [2.0, 0.5], [3, 5])
+            before = t.token_buckets(*buckets, 0)[1]
+            ok, after, _ = t.token_buckets(*buckets, cost)
+            assert after == ([b - cost for b in before] if ok else before)

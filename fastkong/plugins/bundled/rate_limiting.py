@@ -198,6 +198,9 @@ class RateLimiting(Plugin):
         )
         self.ints = [math.ceil(limit) for limit in self.limits]
         self.lengths = tuple(PERIOD_SECONDS[p] for p in self.periods)
+        self.windows_ms = [n * 1000 for n in self.lengths]
+        #: Token-bucket refill rates per second (the limit over the period).
+        self.rates = [lim / n for lim, n in zip(self.limits, self.lengths, strict=True)]
         self.limit_headers = tuple(
             (f"x-ratelimit-limit-{p}".encode(), _lua_number(lim).encode())
             for p, lim in zip(self.periods, self.limits, strict=True)
@@ -366,39 +369,18 @@ class RateLimiting(Plugin):
             return ok, [lim - u for lim, u in zip(self.limits, usages, strict=True)], w.resets
         prefix = f"ratelimit:{self.scope}:{ident}:"
         now_ms = int(now * 1000)
-        n = len(self.periods)
-        # Several periods: peek first (cost 0), so a rejected request usually counts nowhere;
-        # only a race lost between the peek and the count can leave a shorter period counted.
-        cost = 0 if n > 1 else 1
-        while True:
-            ok = True
-            remaining: list[float] = []
-            resets: list[int] = []
-            for i, p in enumerate(self.periods):
-                key = f"{prefix}{self.algorithm}:{p}"
-                this_cost = cost if ok else 0
-                if self.algorithm == "sliding-window":
-                    admitted, left, reset_ms = table.sliding_window(
-                        key, now_ms, self.lengths[i] * 1000, self.ints[i], this_cost
-                    )
-                    reset = max(1, -(-reset_ms // 1000))
-                else:
-                    rate = self.limits[i] / self.lengths[i]
-                    admitted, left, retry_ms = table.token_bucket(
-                        key, now_ms, rate, self.ints[i], this_cost
-                    )
-                    reset = _bucket_reset(admitted, left, retry_ms, self.ints[i], rate)
-                    if this_cost == 0 and left < 1:
-                        reset = max(1, math.ceil(1 / rate))  # a peek: until one token is back
-                if this_cost == 0 and left < 1:
-                    admitted = False
-                ok = ok and admitted
-                remaining.append(float(left))
-                resets.append(reset)
-            if ok and cost == 0:
-                cost = 1
-                continue
-            return ok, remaining, resets
+        # Every period in one atomic step: counted in all of them or in none, whatever another
+        # worker does meanwhile.
+        keys = [f"{prefix}{self.algorithm}:{p}" for p in self.periods]
+        if self.algorithm == "sliding-window":
+            ok, left, reset_ms = table.sliding_windows(keys, now_ms, self.windows_ms, self.ints, 1)
+            return ok, [float(x) for x in left], [max(1, -(-ms // 1000)) for ms in reset_ms]
+        ok, left, retries = table.token_buckets(keys, now_ms, self.rates, self.ints, 1)
+        resets = [
+            _bucket_reset(ok, tokens, retry, cap, rate)
+            for tokens, retry, cap, rate in zip(left, retries, self.ints, self.rates, strict=True)
+        ]
+        return ok, [float(x) for x in left], resets
 
     # -- Redis ------------------------------------------------------------------------------------
     def client(self) -> redis_store.RedisClient:
