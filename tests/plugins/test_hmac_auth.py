@@ -273,6 +273,16 @@ consumers:
     assert {"plugins[0].config.clock_skew", "plugins[0].config.algorithms[0]"} <= paths
 
 
+def test_an_asctime_date_is_gmt_whatever_the_local_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert date_within("Wed Nov 25 10:00:00 2026", 1, 1795600800)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
 def test_signing_rules() -> None:
     parsed = parse_authorization(
         ' Hmac username="a", algorithm="hmac-sha256", headers="date  x", signature="c2ln"'

@@ -21,6 +21,7 @@ a wrong signature or digest "HMAC signature does not match".
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import hmac
 import re
@@ -132,9 +133,12 @@ def date_within(value: str | None, skew: float, now: float) -> bool:
     if value is None:
         return False
     try:
-        sent = parsedate_to_datetime(value).timestamp()
+        parsed = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return False
+    if parsed.tzinfo is None:  # asctime carries no zone: HTTP dates are GMT, not local time
+        parsed = parsed.replace(tzinfo=datetime.UTC)
+    sent = parsed.timestamp()
     return abs(int(now) - sent) <= skew
 
 
