@@ -406,30 +406,8 @@ class CounterTable:
         how many more unit requests would be admitted now, and the ms until the current window
         ends. A rejected request counts nothing.
         """
-        _check_sliding(window_ms, limit, cost)
-        fp = _fingerprint(key, KIND_SLIDING, window_ms)
-        mm = self._lock()
-        try:
-            idx, fresh = self._acquire(mm, fp, KIND_SLIDING, now_ms)
-            if fresh:
-                start, cur, prev = now_ms - now_ms % window_ms, 0, 0
-            else:
-                _, start, cur, prev = self._state(mm, idx)
-            now = max(now_ms, start)  # a late clock never moves a window back
-            w = now - now % window_ms
-            if w == start + window_ms:
-                start, cur, prev = w, 0, cur
-            elif w > start:
-                start, cur, prev = w, 0, 0
-            room = (limit * window_ms - prev * (window_ms - (now - start))) // window_ms - cur
-            allowed = cost <= room
-            if allowed:
-                cur += cost
-                room -= cost
-            self._store(mm, idx, start + 2 * window_ms, start, cur, prev)
-            return allowed, max(room, 0), start + window_ms - now
-        finally:
-            self._unlock()
+        allowed, remaining, resets = self.sliding_windows([key], now_ms, [window_ms], [limit], cost)
+        return allowed, remaining[0], resets[0]
 
     # -- token bucket
     def token_bucket(
@@ -442,32 +420,8 @@ class CounterTable:
         ``(allowed, remaining whole tokens, retry_after_ms)``: 0 when allowed, else the ms until
         ``cost`` tokens are there, or -1 if ``cost`` exceeds ``burst`` (never admitted).
         """
-        rate = _micro_per_ms(rate_per_sec)
-        _check_bucket(burst, cost)
-        cap, need = burst * MICRO, cost * MICRO
-        fp = _fingerprint(key, KIND_BUCKET, 0)
-        mm = self._lock()
-        try:
-            idx, fresh = self._acquire(mm, fp, KIND_BUCKET, now_ms)
-            if fresh:
-                tokens, last = cap, now_ms
-            else:
-                _, last, tokens, _ = self._state(mm, idx)
-                tokens = min(tokens, cap)
-                if now_ms > last:
-                    tokens = min(cap, tokens + (now_ms - last) * rate)
-                    last = now_ms
-            allowed = need <= tokens
-            if allowed:
-                tokens -= need
-                retry = 0
-            else:
-                retry = -((tokens - need) // rate) if need <= cap else -1
-            # Full again at `expires`: from then on the slot is as good as absent.
-            self._store(mm, idx, last - ((tokens - cap) // rate), last, tokens, 0)
-            return allowed, tokens // MICRO, retry
-        finally:
-            self._unlock()
+        allowed, tokens, retries = self.token_buckets([key], now_ms, [rate_per_sec], [burst], cost)
+        return allowed, tokens[0], retries[0]
 
     # -- several periods at once
     def sliding_windows(

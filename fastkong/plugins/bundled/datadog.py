@@ -18,22 +18,16 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 import msgspec
 from msgspec import Meta
 
-from fastkong.config import errors as E
 from fastkong.config.schema import Host, Port
 from fastkong.plugins.base import Plugin
 from fastkong.plugins.bundled import _queue
-from fastkong.plugins.bundled._serializer import (
-    Latencies,
-    remember_response_headers,
-    request_size,
-    response_size,
-)
+from fastkong.plugins.bundled._serializer import remember_response_headers
+from fastkong.plugins.bundled._statsd_common import KINDS, STATS, measured, sample_rate_checks
 from fastkong.plugins.bundled.rate_limiting import _lua_number
 from fastkong.plugins.bundled.udp_log import sender as udp_sender
 from fastkong.plugins.registry import register_plugin
@@ -48,23 +42,6 @@ StatName = Literal[
 StatType = Literal["counter", "gauge", "histogram", "meter", "set", "timer", "distribution"]
 ConsumerIdentifier = Literal["consumer_id", "custom_id", "username"]
 
-_KINDS: Final = {
-    "gauge": "g",
-    "counter": "c",
-    "timer": "ms",
-    "histogram": "h",
-    "meter": "m",
-    "set": "s",
-    "distribution": "d",
-}
-_STATS: Final = {
-    "request_count": "request.count",
-    "latency": "latency",
-    "request_size": "request.size",
-    "response_size": "response.size",
-    "upstream_latency": "upstream_latency",
-    "kong_latency": "kong_latency",
-}
 _TAG: Final = re.compile(r".*[^:]", re.DOTALL)
 
 
@@ -146,12 +123,7 @@ class Datadog(Plugin):
 
     @classmethod
     def check(cls, config: Any) -> list[tuple[str, str]]:
-        out: list[tuple[str, str]] = []
-        for i, metric in enumerate(config.metrics):
-            if metric.stat_type in ("counter", "gauge") and metric.sample_rate is None:
-                out.append((f"metrics[{i}].sample_rate", E.REQUIRED))
-                out.append((f"metrics[{i}]", E.CONDITIONAL.format("stat_type")))
-        return out
+        return sample_rate_checks(config.metrics)
 
     def response(
         self, ctx: RequestContext, status: int, headers: list[tuple[bytes, bytes]]
@@ -165,15 +137,7 @@ class Datadog(Plugin):
 
     def lines(self, ctx: RequestContext) -> list[str]:
         config = self.config
-        latencies = Latencies(ctx, time.monotonic())
-        values = {
-            "request_count": 1,
-            "latency": latencies.request,
-            "request_size": request_size(ctx),
-            "response_size": response_size(ctx),
-            "upstream_latency": latencies.proxy,
-            "kong_latency": latencies.kong,
-        }
+        values = measured(ctx)
         service = ctx.service
         service_name = ""
         if service is not None:
@@ -194,7 +158,7 @@ class Datadog(Plugin):
             rate = metric.sample_rate
             sampled = f"|@{_lua_number(rate)}" if rate is not None and rate != 1 else ""
             found.append(
-                f"{config.prefix}.{_STATS[metric.name]}:{value}|{_KINDS[metric.stat_type]}"
+                f"{config.prefix}.{STATS[metric.name]}:{value}|{KINDS[metric.stat_type]}"
                 f"{sampled}|#{','.join(tags)}"
             )
         return found

@@ -25,24 +25,20 @@ from __future__ import annotations
 
 import re
 import socket
-import time
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 import msgspec
 from msgspec import Meta
 
-from fastkong.config import errors as E
 from fastkong.config.schema import Host, Port
 from fastkong.plugins.base import REQUIRED, Plugin
 from fastkong.plugins.bundled import _queue
 from fastkong.plugins.bundled._serializer import (
     WORKSPACE_ID,
     WORKSPACE_NAME,
-    Latencies,
     remember_response_headers,
-    request_size,
-    response_size,
 )
+from fastkong.plugins.bundled._statsd_common import KINDS, STATS, measured, sample_rate_checks
 from fastkong.plugins.bundled.rate_limiting import _lua_number
 from fastkong.plugins.bundled.tcp_log import sender as tcp_sender
 from fastkong.plugins.bundled.udp_log import sender as udp_sender
@@ -74,23 +70,6 @@ WorkspaceIdentifier = Literal["workspace_id", "workspace_name"]
 
 _STATUS_RANGE: Final = re.compile(r"[0-9]+-[0-9]+")
 _RANGE_PARTS: Final = re.compile(r"(\d\d\d)-(\d\d\d)")
-_KINDS: Final = {
-    "gauge": "g",
-    "counter": "c",
-    "timer": "ms",
-    "histogram": "h",
-    "meter": "m",
-    "set": "s",
-}
-#: The metrics that are one line of a measured value, by name: (stat, value's getter).
-_PLAIN: Final = {
-    "request_count": "request.count",
-    "latency": "latency",
-    "request_size": "request.size",
-    "response_size": "response.size",
-    "upstream_latency": "upstream_latency",
-    "kong_latency": "kong_latency",
-}
 #: TCP: Kong's connect timeout; keep-alive as tcp-log's default.
 _TCP_TIMEOUT_MS: Final = 1000
 _TCP_KEEPALIVE_MS: Final = 60000
@@ -263,12 +242,7 @@ class Statsd(Plugin):
 
     @classmethod
     def check(cls, config: Any) -> list[tuple[str, str]]:
-        out: list[tuple[str, str]] = []
-        for i, metric in enumerate(config.metrics):
-            if metric.stat_type in ("counter", "gauge") and metric.sample_rate is None:
-                out.append((f"metrics[{i}].sample_rate", E.REQUIRED))
-                out.append((f"metrics[{i}]", E.CONDITIONAL.format("stat_type")))
-        return out
+        return sample_rate_checks(config.metrics)
 
     def response(
         self, ctx: RequestContext, status: int, headers: list[tuple[bytes, bytes]]
@@ -299,25 +273,17 @@ class Statsd(Plugin):
     def lines(self, ctx: RequestContext, status: int) -> list[str]:
         """Every configured metric of this request, as StatsD lines."""
         config = self.config
-        latencies = Latencies(ctx, time.monotonic())
-        values = {
-            "request_count": 1,
-            "latency": latencies.request,
-            "request_size": request_size(ctx),
-            "response_size": response_size(ctx),
-            "upstream_latency": latencies.proxy,
-            "kong_latency": latencies.kong,
-        }
+        values = measured(ctx)
         service, route = ctx.service, ctx.route  # plans: id, name (and host) as the entities
         style = config.tag_style
         out: list[str] = []
         for metric in config.metrics:
-            kind = _KINDS[metric.stat_type]
+            kind = KINDS[metric.stat_type]
             rate = metric.sample_rate
             consumer = _consumer_id(
                 ctx.consumer, metric.consumer_identifier or config.consumer_identifier_default
             )
-            stat = _PLAIN.get(metric.name)
+            stat = STATS.get(metric.name)
             if stat is not None:
                 value = values[metric.name]
                 if value == -1:

@@ -1,0 +1,57 @@
+"""What the statsd and datadog plugins share: the measured values of a request, StatsD's type
+letters and Kong's stat names, and the metrics' sample-rate rule."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Final
+
+from fastkong.config import errors as E
+from fastkong.plugins.bundled._serializer import Latencies, request_size, response_size
+
+if TYPE_CHECKING:
+    from fastkong.plugins.context import RequestContext
+
+#: StatsD's type letters, by Kong's ``stat_type``.
+KINDS: Final = {
+    "gauge": "g",
+    "counter": "c",
+    "timer": "ms",
+    "histogram": "h",
+    "meter": "m",
+    "set": "s",
+    "distribution": "d",
+}
+#: Kong's stat names of the metrics that are one measured value each.
+STATS: Final = {
+    "request_count": "request.count",
+    "latency": "latency",
+    "request_size": "request.size",
+    "response_size": "response.size",
+    "upstream_latency": "upstream_latency",
+    "kong_latency": "kong_latency",
+}
+
+
+def measured(ctx: RequestContext) -> dict[str, int]:
+    """The request's values for :data:`STATS` (ms and bytes; ``upstream_latency`` is -1 when
+    nothing was proxied)."""
+    latencies = Latencies(ctx, time.monotonic())
+    return {
+        "request_count": 1,
+        "latency": latencies.request,
+        "request_size": request_size(ctx),
+        "response_size": response_size(ctx),
+        "upstream_latency": latencies.proxy,
+        "kong_latency": latencies.kong,
+    }
+
+
+def sample_rate_checks(metrics: Any) -> list[tuple[str, str]]:
+    """Kong's conditional on each metric: counters and gauges need a ``sample_rate``."""
+    out: list[tuple[str, str]] = []
+    for i, metric in enumerate(metrics):
+        if metric.stat_type in ("counter", "gauge") and metric.sample_rate is None:
+            out.append((f"metrics[{i}].sample_rate", E.REQUIRED))
+            out.append((f"metrics[{i}]", E.CONDITIONAL.format("stat_type")))
+    return out
