@@ -7,6 +7,7 @@ never a fixed sleep.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -120,6 +121,60 @@ class LoopServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         raise NotImplementedError
+
+
+class JsonPeer(LoopServer):
+    """An upstream answering each request on a kept-alive connection (request bodies are not
+    read) with a JSON body and extra header lines from :meth:`respond`, given the request's
+    headers (names lower-cased) and the connection."""
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                headers = {}
+                for line in head.decode("latin-1").split("\r\n")[1:]:
+                    name, _, value = line.partition(":")
+                    if name:
+                        headers[name.lower()] = value.strip()
+                payload, extra = self.respond(headers, writer)
+                body = json.dumps(payload).encode()
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    + extra
+                    + b"content-length: %d\r\n\r\n%s" % (len(body), body)
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def respond(self, headers: dict[str, str], writer: asyncio.StreamWriter) -> tuple[Any, bytes]:
+        raise NotImplementedError
+
+
+class LineServer(LoopServer):
+    """A TCP (or, with ``ssl``, TLS) server on loopback that keeps every line it receives,
+    without its newline, and counts the connections; stopping closes the kept ones too."""
+
+    def __init__(self, ssl: Any = None) -> None:
+        super().__init__(ssl)
+        self.lines: list[str] = []
+        self.connections = 0
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.writers.append(writer)
+        while raw := await reader.readline():
+            self.lines.append(raw.decode().rstrip("\n"))
+        writer.close()
+
+    def stop(self) -> None:
+        for writer in self.writers:
+            self.loop.call_soon_threadsafe(writer.close)
+        super().stop()
 
 
 class DatagramCollector:

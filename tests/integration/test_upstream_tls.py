@@ -9,21 +9,21 @@ default (``set_host_header``). Kept-alive connections are not shared between ser
 from __future__ import annotations
 
 import asyncio
-import json
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.helpers import Gateway, LoopServer
+from tests.helpers import Gateway, JsonPeer
 from tests.integration.test_listeners import self_signed
 
 pytestmark = pytest.mark.integration
 
 
-class TlsPeer(LoopServer):
+class TlsPeer(JsonPeer):
     """An HTTPS server on loopback answering each request with its Host and the connection's
     SNI as JSON; it also counts the TLS connections by server name."""
 
@@ -39,26 +39,9 @@ class TlsPeer(LoopServer):
         self.names.append(name)
         self.by_object[id(sock)] = name
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def respond(self, headers: dict[str, str], writer: asyncio.StreamWriter) -> tuple[Any, bytes]:
         sni = self.by_object.get(id(writer.get_extra_info("ssl_object")))
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                host = ""
-                for line in head.decode("latin-1").split("\r\n")[1:]:
-                    name, _, value = line.partition(":")
-                    if name.lower() == "host":
-                        host = value.strip()
-                body = json.dumps({"host": host, "sni": sni}).encode()
-                writer.write(
-                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                    b"content-length: %d\r\n\r\n%s" % (len(body), body)
-                )
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+        return {"host": headers.get("host", ""), "sni": sni}, b""
 
 
 @pytest.fixture(scope="module")

@@ -5,22 +5,22 @@ two workers, and the Redis policy on a real ``redis-server``."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from fastkong.config import ConfigError, load_config
-from tests.helpers import Gateway, LoopServer
+from tests.helpers import Gateway, JsonPeer
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 
 
-class PricingPeer(LoopServer):
+class PricingPeer(JsonPeer):
     """An upstream that answers with ``X-Kong-Limit: <the request's x-price>`` and, as JSON,
     the request headers it got; it counts the requests it answers."""
 
@@ -28,28 +28,10 @@ class PricingPeer(LoopServer):
         super().__init__()
         self.answered = 0
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                headers = {}
-                for line in head.decode("latin-1").split("\r\n")[1:]:
-                    name, _, value = line.partition(":")
-                    if name:
-                        headers[name.lower()] = value.strip()
-                price = headers.get("x-price")
-                body = json.dumps(headers).encode()
-                self.answered += 1
-                writer.write(
-                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                    + (f"X-Kong-Limit: {price}\r\n".encode() if price else b"")
-                    + b"content-length: %d\r\n\r\n%s" % (len(body), body)
-                )
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+    def respond(self, headers: dict[str, str], writer: asyncio.StreamWriter) -> tuple[Any, bytes]:
+        self.answered += 1
+        price = headers.get("x-price")
+        return headers, (f"X-Kong-Limit: {price}\r\n".encode() if price else b"")
 
 
 @pytest.fixture(scope="module")

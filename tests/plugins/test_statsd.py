@@ -3,7 +3,6 @@ TCP) StatsD server on loopback receives, in Kong's plain and tagged shapes."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import socket
 from collections.abc import Callable, Iterator
@@ -14,32 +13,12 @@ import pytest
 from fastkong.config import ConfigError, load_config
 from fastkong.plugins.bundled._serializer import WORKSPACE_ID
 from fastkong.plugins.bundled.statsd import line, pack
-from tests.helpers import DatagramCollector, Echo, Gateway, LoopServer, eventually
+from tests.helpers import DatagramCollector, Echo, Gateway, LineServer, eventually
 
 pytestmark = pytest.mark.integration
 
 CONSUMER_ID = "c0000000-0000-4000-8000-000000000001"
 HOST = socket.gethostname().replace(".", "_")
-
-
-class TcpLines(LoopServer):
-    """A TCP StatsD server: keeps every line."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[str] = []
-        self.writers: list[asyncio.StreamWriter] = []
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.writers.append(writer)
-        while raw := await reader.readline():
-            self.lines.append(raw.decode().rstrip("\n"))
-        writer.close()
-
-    def stop(self) -> None:
-        for writer in self.writers:
-            self.loop.call_soon_threadsafe(writer.close)
-        super().stop()
 
 
 @pytest.fixture(scope="module")
@@ -50,15 +29,15 @@ def udp() -> Iterator[DatagramCollector]:
 
 
 @pytest.fixture(scope="module")
-def tcp() -> Iterator[TcpLines]:
-    server = TcpLines().start()
+def tcp() -> Iterator[LineServer]:
+    server = LineServer().start()
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
 def gateway(
-    gateway_with: Callable[[str], Gateway], echo: Echo, udp: DatagramCollector, tcp: TcpLines
+    gateway_with: Callable[[str], Gateway], echo: Echo, udp: DatagramCollector, tcp: LineServer
 ) -> Gateway:
     def route(name: str, plugins: str) -> str:
         return f"  - name: {name}\n    paths: [/{name}]\n    plugins: [{plugins}]\n"
@@ -178,7 +157,7 @@ def test_rates_ranges_packing_and_hostname(gateway: Gateway, udp: DatagramCollec
     )
 
 
-def test_over_tcp(gateway: Gateway, tcp: TcpLines) -> None:
+def test_over_tcp(gateway: Gateway, tcp: LineServer) -> None:
     for _ in range(3):
         assert httpx.get(gateway.url("/tcp")).status_code == 200
     eventually(lambda: len(tcp.lines) == 3)

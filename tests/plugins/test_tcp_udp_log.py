@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import ssl
 from collections.abc import Callable, Iterator
@@ -14,36 +13,23 @@ import httpx
 import pytest
 
 from fastkong.config import ConfigError, load_config
-from tests.helpers import DatagramCollector, Echo, Gateway, LoopServer, eventually, free_port
+from tests.helpers import DatagramCollector, Echo, Gateway, LineServer, eventually, free_port
 from tests.pki import Pki
 
 pytestmark = pytest.mark.integration
 
 
-class LineCollector(LoopServer):
-    """A TCP (or TLS) log server: keeps every line and counts the connections."""
+class LineCollector(LineServer):
+    """A log server: its lines as JSON entries, and the TLS server names clients asked for
+    (filled by the context's SNI callback)."""
 
     def __init__(self, ssl: Any = None) -> None:
         super().__init__(ssl)
-        self.lines: list[dict[str, Any]] = []
-        self.connections = 0
-        #: The TLS server names clients asked for (filled by the context's SNI callback).
         self.server_names: list[str | None] = []
-        self.writers: list[asyncio.StreamWriter] = []
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        self.writers.append(writer)
-        while line := await reader.readline():
-            assert line.endswith(b"\n")
-            self.lines.append(json.loads(line))
-        writer.close()
-
-    def stop(self) -> None:
-        # The gateway keeps its log connection open: close this side before the loop goes.
-        for writer in self.writers:
-            self.loop.call_soon_threadsafe(writer.close)
-        super().stop()
+    @property
+    def entries(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.lines]
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +112,7 @@ def test_each_request_is_one_json_line_over_one_kept_connection(
     for n in range(5):
         assert httpx.get(gateway.url(f"/tcp/{n}?q={n}")).status_code == 200
     eventually(lambda: len(tcp_server.lines) == 5)
-    entry = tcp_server.lines[-1]
+    entry = tcp_server.entries[-1]
     assert entry["request"]["uri"] == "/tcp/4?q=4"
     assert entry["request"]["method"] == "GET"
     assert entry["response"]["status"] == 200
@@ -138,7 +124,7 @@ def test_each_request_is_one_json_line_over_one_kept_connection(
 def test_tls_with_the_server_name(gateway: Gateway, tls_server: LineCollector) -> None:
     assert httpx.get(gateway.url("/tls/x"), headers={"authorization": "secret"}).status_code == 200
     eventually(lambda: len(tls_server.lines) == 1)
-    assert tls_server.lines[0]["request"]["headers"]["authorization"] == "REDACTED"
+    assert tls_server.entries[0]["request"]["headers"]["authorization"] == "REDACTED"
     assert tls_server.server_names == ["logs.test"]
 
 

@@ -211,44 +211,33 @@ def test_a_file_without_certificates_is_refused(tmp_path: Path) -> None:
     assert TrustStore(None).system and TrustStore("system").files == ()
 
 
-def test_the_ignored_settings_are_said_once_at_start(tmp_path: Path) -> None:
-    env = {"KONG_NGINX_PROXY_PROXY_BUFFER_SIZE": "16k", "KONG_PORT": "tcp://10.0.0.1:8000"}
+def start_warnings(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> list[str]:
+    """``fastkong start`` on a config file that is not there: it reads and reports its
+    settings, then stops (exit 1) before serving; its stderr lines."""
     done = fastkong_cli(
         "start",
         "-c",
-        str(tmp_path / "missing.yml"),  # stops right after the settings were read
+        str(tmp_path / "missing.yml"),
         "--proxy-listen",
         f"127.0.0.1:{free_port()}",
         "--status-listen",
         "off",
         "--admin-listen",
         "off",
+        *args,
         env=env,
     )
     assert done.returncode == 1
-    lines = done.stderr.splitlines()
+    return done.stderr.splitlines()
+
+
+def test_the_ignored_settings_are_said_once_at_start(tmp_path: Path) -> None:
+    env = {"KONG_NGINX_PROXY_PROXY_BUFFER_SIZE": "16k", "KONG_PORT": "tcp://10.0.0.1:8000"}
+    lines = start_warnings(tmp_path, env=env)
     assert "fastkong: not implemented, ignored: KONG_NGINX_PROXY_PROXY_BUFFER_SIZE" in lines
-    assert "KONG_PORT" not in done.stderr
+    assert not [line for line in lines if "KONG_PORT" in line]
 
 
 def test_a_certificate_without_an_ssl_listener_is_said_unused(tmp_path: Path) -> None:
-    done = fastkong_cli(
-        "start",
-        "-c",
-        str(tmp_path / "missing.yml"),  # stops right after the settings were read
-        "--proxy-listen",
-        f"127.0.0.1:{free_port()}",
-        "--ssl-cert",
-        "c.pem",
-        "--ssl-key",
-        "k.pem",
-        "--status-listen",
-        "off",
-        "--admin-listen",
-        "off",
-    )
-    assert done.returncode == 1
-    assert (
-        "fastkong: ssl_cert is set but no proxy_listen entry has the ssl flag: unused"
-        in done.stderr.splitlines()
-    )
+    lines = start_warnings(tmp_path, "--ssl-cert", "c.pem", "--ssl-key", "k.pem")
+    assert "fastkong: ssl_cert is set but no proxy_listen entry has the ssl flag: unused" in lines
