@@ -73,7 +73,26 @@ _ALIASES: Final = (
 _REDIS_DEFAULTS: Final = RedisConfig()
 
 
-class RateLimitingConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+class RedisShorthands(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Kong's deprecated flat aliases of ``redis.*`` (shorthand fields, removal in Kong 4.0)
+    for a plugin config with Kong's rate-limiting Redis record: folded into ``redis`` once
+    decoded (:func:`fold_redis_aliases`)."""
+
+    redis_host: str | None = None
+    redis_port: Annotated[int, Meta(ge=0, le=65535)] | None = None
+    redis_password: LooseString | None = None
+    redis_username: str | None = None
+    redis_ssl: bool | None = None
+    redis_ssl_verify: bool | None = None
+    redis_server_name: str | None = None
+    redis_timeout: Annotated[int, Meta(ge=0, le=2**31 - 2)] | None = None
+    redis_database: int | None = None
+
+    def __post_init__(self) -> None:
+        fold_redis_aliases(self)
+
+
+class RateLimitingConfig(RedisShorthands, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """Kong's schema (DB-less: ``policy`` is ``local`` or ``redis``) plus ``algorithm``."""
 
     second: Limit | None = None
@@ -93,19 +112,6 @@ class RateLimitingConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unkno
     error_message: str = "API rate limit exceeded"
     sync_rate: Annotated[float | int, REQUIRED] = SYNC_RATE_REALTIME
     algorithm: Literal["fixed-window", "sliding-window", "token-bucket"] = "fixed-window"
-    # Deprecated flat aliases of redis.* (Kong's shorthand fields, removal in Kong 4.0).
-    redis_host: str | None = None
-    redis_port: Annotated[int, Meta(ge=0, le=65535)] | None = None
-    redis_password: LooseString | None = None
-    redis_username: str | None = None
-    redis_ssl: bool | None = None
-    redis_ssl_verify: bool | None = None
-    redis_server_name: str | None = None
-    redis_timeout: Annotated[int, Meta(ge=0, le=2**31 - 2)] | None = None
-    redis_database: int | None = None
-
-    def __post_init__(self) -> None:
-        fold_redis_aliases(self)
 
 
 def fold_redis_aliases(config: Any) -> None:

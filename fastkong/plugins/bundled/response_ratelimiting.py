@@ -40,9 +40,8 @@ from fastkong.plugins.bundled.rate_limiting import (
     PERIODS,
     ZERO_UUID,
     Limit,
-    LooseString,
+    RedisShorthands,
     _lua_number,
-    fold_redis_aliases,
     redis_policy_checks,
 )
 from fastkong.plugins.registry import register_plugin
@@ -71,7 +70,7 @@ class PeriodLimits(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
 
 
 class ResponseRateLimitingConfig(
-    msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True
+    RedisShorthands, kw_only=True, frozen=True, forbid_unknown_fields=True
 ):
     header_name: str = "x-kong-limit"
     limit_by: Literal["consumer", "credential", "ip"] = "consumer"
@@ -81,19 +80,6 @@ class ResponseRateLimitingConfig(
     block_on_first_violation: Annotated[bool, REQUIRED] = False
     hide_client_headers: Annotated[bool, REQUIRED] = False
     limits: Annotated[dict[str, PeriodLimits], REQUIRED, Meta(min_length=1)]
-    # Deprecated flat aliases of redis.* (Kong's shorthand fields, removal in Kong 4.0).
-    redis_host: str | None = None
-    redis_port: Annotated[int, Meta(ge=0, le=65535)] | None = None
-    redis_password: LooseString | None = None
-    redis_username: str | None = None
-    redis_ssl: bool | None = None
-    redis_ssl_verify: bool | None = None
-    redis_server_name: str | None = None
-    redis_timeout: Annotated[int, Meta(ge=0, le=2**31 - 2)] | None = None
-    redis_database: int | None = None
-
-    def __post_init__(self) -> None:
-        fold_redis_aliases(self)
 
 
 class Counter:
