@@ -177,6 +177,19 @@ def children(pid: int) -> list[tuple[int, str]]:
     return found
 
 
+def process_state(pid: int) -> list[str] | None:
+    """``[state, parent pid]`` from ``/proc``, None once the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:2]
+    except OSError:
+        return None
+
+
+def running(pid: int) -> bool:
+    state = process_state(pid)
+    return state is not None and state[0] != "Z"
+
+
 def test_a_listener_that_dies_stops_the_node(tmp_path: Path, echo: Echo) -> None:
     """The node serves every listener or none: when one Granian process dies, the supervisor
     drains the others and exits non-zero, so the orchestrator restarts it whole."""
@@ -192,7 +205,7 @@ def test_a_listener_that_dies_stops_the_node(tmp_path: Path, echo: Echo) -> None
         os.kill(tls_master, signal.SIGKILL)
         assert gw.proc.wait(timeout=60) == 1
         # Its orphaned worker ends too (it would go on serving 8443): nothing listens anymore.
-        eventually(lambda: not any(Path(f"/proc/{pid}").exists() for pid in tls_workers))
+        eventually(lambda: not any(running(pid) for pid in tls_workers))
         for port in (gw.port, gw.ssl_port):
             with pytest.raises(OSError):
                 socket.create_connection(("127.0.0.1", port), timeout=2).close()
@@ -211,10 +224,13 @@ def test_a_killed_supervisor_takes_its_processes_along(tmp_path: Path, echo: Ech
     assert len(masters) == 2 and len(workers) == 4
     gw.proc.kill()
     gw.proc.wait()
-    # Each master drains its workers first (at most the drain timeout, 30 s).
-    eventually(
-        lambda: not any(Path(f"/proc/{pid}").exists() for pid in masters + workers), timeout=45
-    )
+    # Each master drains its workers first (at most the drain timeout, 30 s). A zombie no
+    # longer runs: who reaps orphans (init, or a subreaper above the test) is not ours to wait.
+    try:
+        eventually(lambda: not any(running(pid) for pid in masters + workers), timeout=45)
+    except AssertionError:
+        left = {pid: process_state(pid) for pid in masters + workers if running(pid)}
+        raise AssertionError(f"still running (pid: state, parent): {left}") from None
     for port in (gw.port, gw.ssl_port):
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
