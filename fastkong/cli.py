@@ -20,6 +20,7 @@ import os
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from fastkong import __version__
@@ -31,6 +32,9 @@ from fastkong.kong_conf import (
     parse_listeners,
     unread_settings,
 )
+
+if TYPE_CHECKING:
+    from fastkong.control.supervisor import Supervisor
 
 DEMO_CONFIG = Path(__file__).parent / "data" / "kong.yml"
 #: Kong's default, both listeners: TLS on 8443 with the configured certificate, else a generated
@@ -191,7 +195,6 @@ def _is_loopback(host: str) -> bool:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    from fastkong.config import ConfigError
     from fastkong.control.supervisor import Options, Supervisor
     from fastkong.proxy.errors import check_error_default_type
     from fastkong.proxy.trust import TrustedIps
@@ -289,16 +292,12 @@ def cmd_start(args: argparse.Namespace) -> int:
         print(f"fastkong: not implemented, ignored: {', '.join(unread)}", file=sys.stderr)
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(message)s")
     supervisor = Supervisor(opts)
-    try:
-        loaded = supervisor.load_initial()
-    except ConfigError as exc:
-        print(f"fastkong: invalid config {opts.config_path}:", file=sys.stderr)
-        for error in exc.errors:
-            print(f"  {error.path}: {error.message}", file=sys.stderr)
+    problem = _prepare(supervisor)
+    if problem is not None:
+        supervisor.close()  # nothing started: the shared tables must not outlive this process
+        print(problem, file=sys.stderr)
         return 1
-    except OSError as exc:
-        print(f"fastkong: cannot read {opts.config_path}: {exc}", file=sys.stderr)
-        return 1
+    loaded = supervisor.config.loaded
     print(
         f"fastkong {__version__}: proxy on {', '.join(x.url for x in opts.proxy)}"
         + (f", status on http://{opts.status[0]}:{opts.status[1]}" if opts.status else "")
@@ -306,6 +305,28 @@ def cmd_start(args: argparse.Namespace) -> int:
         flush=True,
     )
     return _run(supervisor.run())
+
+
+def _prepare(supervisor: Supervisor) -> str | None:
+    """Load the config and make sure the TLS certificate is there; what stops the start (one
+    line, or several for a config's errors), else None."""
+    from fastkong.config import ConfigError
+
+    opts = supervisor.options
+    try:
+        supervisor.load_initial()
+    except ConfigError as exc:
+        lines = [f"fastkong: invalid config {opts.config_path}:"]
+        lines += [f"  {error.path}: {error.message}" for error in exc.errors]
+        return "\n".join(lines)
+    except OSError as exc:
+        return f"fastkong: cannot read {opts.config_path}: {exc}"
+    if any(x.ssl for x in opts.proxy):
+        try:
+            supervisor.certificate()  # generated now, if it must be, so a failure is one line
+        except (OSError, ValueError) as exc:
+            return f"fastkong: ssl_cert: cannot use the TLS certificate: {exc}"
+    return None
 
 
 def _run(coro: object) -> int:

@@ -30,6 +30,7 @@ import hmac
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -615,7 +616,15 @@ class Supervisor:
         for entry in self.state_dir.glob("worker-*"):
             entry.unlink(missing_ok=True)
         reset_node_metrics(self.state_dir)
+        self.close()
+        return code
+
+    def close(self) -> None:
+        """Release what the node holds outside its processes: the shared counter and health
+        tables (in /dev/shm: they outlive a process that forgets them), the loader thread, and a
+        state directory of its own making (a prefix stays, with what it persists)."""
         self.counters_file.unlink(missing_ok=True)
         self.health_file.unlink(missing_ok=True)
         self.loader.shutdown(wait=False, cancel_futures=True)
-        return code
+        if self.options.prefix is None:
+            shutil.rmtree(self.state_dir, ignore_errors=True)

@@ -231,6 +231,17 @@ def start_warnings(tmp_path: Path, *args: str, env: dict[str, str] | None = None
     return done.stderr.splitlines()
 
 
+def test_a_start_that_stops_early_leaves_no_shared_tables(tmp_path: Path) -> None:
+    """The node's counter and health tables live in /dev/shm, where nothing removes them: a
+    start refused after they were made (here, an unreadable config) removes them."""
+    shm = Path("/dev/shm")
+    before = set(shm.glob("fastkong-*")) if shm.is_dir() else set()
+    lines = start_warnings(tmp_path)
+    assert lines[-1].startswith("fastkong: cannot read ")
+    after = set(shm.glob("fastkong-*")) if shm.is_dir() else set()
+    assert after <= before
+
+
 def test_the_ignored_settings_are_said_once_at_start(tmp_path: Path) -> None:
     env = {"KONG_NGINX_PROXY_PROXY_BUFFER_SIZE": "16k", "KONG_PORT": "tcp://10.0.0.1:8000"}
     lines = start_warnings(tmp_path, env=env)
@@ -241,3 +252,28 @@ def test_the_ignored_settings_are_said_once_at_start(tmp_path: Path) -> None:
 def test_a_certificate_without_an_ssl_listener_is_said_unused(tmp_path: Path) -> None:
     lines = start_warnings(tmp_path, "--ssl-cert", "c.pem", "--ssl-key", "k.pem")
     assert "fastkong: ssl_cert is set but no proxy_listen entry has the ssl flag: unused" in lines
+
+
+def test_a_prefix_where_no_certificate_can_be_written_is_one_line(tmp_path: Path) -> None:
+    """An ssl listener without ssl_cert needs Kong's generated certificate in the prefix."""
+    config = tmp_path / "kong.yml"
+    config.write_text('_format_version: "3.0"\n')
+    prefix = tmp_path / "prefix"
+    prefix.mkdir()
+    (prefix / "ssl").write_text("a file where the ssl directory would be")
+    done = fastkong_cli(
+        "start",
+        "-c",
+        str(config),
+        "--proxy-listen",
+        f"127.0.0.1:{free_port()} ssl",
+        "--status-listen",
+        "off",
+        "--admin-listen",
+        "off",
+        "--prefix",
+        str(prefix),
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("fastkong: ssl_cert: cannot use the TLS certificate: ")
+    assert "Traceback" not in done.stderr
