@@ -165,6 +165,10 @@ HOUSEKEEPING_SETTINGS: Final = frozenset(
         "STATUS_ERROR_LOG",
         "PROXY_STREAM_ACCESS_LOG",
         "PROXY_STREAM_ERROR_LOG",
+        "PORTAL_API_ACCESS_LOG",  # Kong's Helm chart sets these four for every node
+        "PORTAL_API_ERROR_LOG",
+        "PORTAL_GUI_ACCESS_LOG",
+        "PORTAL_GUI_ERROR_LOG",
         "ANONYMOUS_REPORTS",
         "LUA_PACKAGE_PATH",
         "LUA_PACKAGE_CPATH",
