@@ -71,6 +71,9 @@ class Scenario:
     routes: int = 0
     plugins: tuple[str, ...] = ()
     needs: tuple[str, ...] = ()  # tools beyond the targets' own
+    tls: bool = (
+        False  # the proxies terminate TLS (wrk keeps its connections: records, not handshakes)
+    )
 
 
 SCENARIOS = (
@@ -78,6 +81,7 @@ SCENARIOS = (
     Scenario("1kb", "1 KB response", PROXIES, path="/1k"),
     Scenario("100kb", "100 KB response", PROXIES, path="/100k"),
     Scenario("2workers", "plain route, 2 workers each", PROXIES, workers=2),
+    Scenario("tls", "plain route over TLS, 1 worker", ("nginx", "fastkong"), tls=True),
     Scenario(
         "routes100", "100 routes, requests spread over all", ("nginx", "fastkong"), routes=100
     ),
@@ -275,10 +279,12 @@ def build_legs(
             w, n = scenario.workers, scenario.routes
             if target == "direct":
                 run = upstream
+            elif target == "fastkong" and scenario.tls:
+                run = fleet.fastkong(w, n, tls=True)
             elif target == "fastkong":
                 run = fleet.fastkong(w, n, auth=auth and not n and w == 1, redis=redis and w == 1)
             elif target == "nginx":
-                run = fleet.nginx(w, n)
+                run = fleet.nginx(w, n, tls=scenario.tls)
             else:
                 run = getattr(fleet, target)(w)
             charged = [run.server]

@@ -77,9 +77,10 @@ class Running:
     server: Server
     port: int
     ready_url: str
+    scheme: str = "http"
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
 
 def route_paths(n: int) -> list[str]:
@@ -172,8 +173,18 @@ class Fleet:
         cmd = [nginx, "-p", str(self.workdir), "-e", str(log), "-c", str(conf)]
         return spawn(name, cmd, self.workdir)
 
-    def nginx(self, workers: int, routes: int = 0) -> Running:
+    def certificate(self) -> tuple[Path, Path]:
+        """The TLS scenario's certificate and key (fastkong's generated default: ECDSA P-256,
+        self-signed), one pair for every TLS server of the run."""
+        if str(ROOT) not in sys.path:  # the harness runs from bench/, fastkong from the checkout
+            sys.path.insert(0, str(ROOT))
+        from fastkong.control.default_cert import default_certificate
+
+        return default_certificate(self.workdir)
+
+    def nginx(self, workers: int, routes: int = 0, tls: bool = False) -> Running:
         key = f"nginx-{workers}w" + (f"-{routes}routes" if routes else "")
+        key += "-tls" if tls else ""
         if key in self.running:
             return self.running[key]
         if routes:
@@ -184,6 +195,14 @@ class Fleet:
         else:
             locations = "        location / { proxy_pass http://bench_upstream; }"
         port = free_port()
+        listen_flags, tls_lines = "", ""
+        if tls:
+            cert, cert_key = self.certificate()
+            listen_flags = " ssl"
+            tls_lines = (
+                f"        ssl_certificate {cert};\n        ssl_certificate_key {cert_key};\n"
+                "        ssl_protocols TLSv1.2 TLSv1.3;"
+            )
         server = self._nginx(
             str(self.tools["nginx"]),
             key,
@@ -192,9 +211,12 @@ class Fleet:
             workers=workers,
             upstream_port=self.upstream_port,
             locations=locations,
+            listen_flags=listen_flags,
+            tls=tls_lines,
         )
-        ready = f"http://127.0.0.1:{port}" + ("/r0/item" if routes else "/static")
-        return self._add(Running(key, server, port, ready))
+        scheme = "https" if tls else "http"
+        ready = f"{scheme}://127.0.0.1:{port}" + ("/r0/item" if routes else "/static")
+        return self._add(Running(key, server, port, ready, scheme))
 
     def _peer(self, key: str, start: Callable[[int], Server]) -> Running:
         """Start a peer once (by key): ``start(port)`` launches it on a free port."""
@@ -280,12 +302,21 @@ class Fleet:
         )
 
     def fastkong(
-        self, workers: int, routes: int = 0, auth: bool = False, redis: bool = False
+        self,
+        workers: int,
+        routes: int = 0,
+        auth: bool = False,
+        redis: bool = False,
+        tls: bool = False,
     ) -> Running:
         """fastkong with ``routes`` prefix routes, or (0) the main config: /static, /1k, /100k,
         with ``auth`` /auth (key-auth + rate-limiting local), with ``redis`` /rl-redis
         (rate-limiting, redis policy, against a redis-server started here)."""
-        key = f"fastkong-{workers}w" + (f"-{routes}routes" if routes else "")
+        key = (
+            f"fastkong-{workers}w"
+            + (f"-{routes}routes" if routes else "")
+            + ("-tls" if tls else "")
+        )
         if key in self.running:
             return self.running[key]
         if routes:
@@ -349,7 +380,7 @@ class Fleet:
             "-c",
             str(conf),
             "--proxy-listen",
-            f"127.0.0.1:{port}",
+            f"127.0.0.1:{port}" + (" ssl" if tls else ""),
             "--status-listen",
             f"127.0.0.1:{status_port}",
             "--admin-listen",
@@ -359,6 +390,9 @@ class Fleet:
             "--prefix",
             str(self.workdir / key),
         ]
+        if tls:
+            cert, cert_key = self.certificate()
+            cmd += ["--ssl-cert", str(cert), "--ssl-key", str(cert_key)]
         server = spawn(key, cmd, self.workdir, cwd=ROOT)
         ready = f"http://127.0.0.1:{status_port}/status/ready"
-        return self._add(Running(key, server, port, ready))
+        return self._add(Running(key, server, port, ready, "https" if tls else "http"))
