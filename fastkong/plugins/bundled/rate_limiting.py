@@ -183,8 +183,30 @@ def _lua_value(value: Any) -> str:
 _KEYS_PER_SECOND = 4096
 
 
+class CounterScope:
+    """What Kong's two rate-limiting plugins share: the scope in their counter keys, and the
+    worker's Redis client for their ``redis`` record (one per event loop)."""
+
+    scope: str
+    redis_options: redis_store.RedisOptions | None
+    _client: redis_store.RedisClient | None
+
+    def set_scope(self, entity: Any) -> None:
+        """``<route_id>:<service_id>`` (the zero UUID for what the plugin is not scoped to)."""
+        route = getattr(entity, "route", None) or ZERO_UUID
+        service = getattr(entity, "service", None) or ZERO_UUID
+        self.scope = f"{route}:{service}"
+
+    def client(self) -> redis_store.RedisClient:
+        client = self._client
+        if client is None or client.loop is not asyncio.get_running_loop():
+            assert self.redis_options is not None
+            client = self._client = redis_store.client_for(self.redis_options)
+        return client
+
+
 @register_plugin
-class RateLimiting(Plugin):
+class RateLimiting(CounterScope, Plugin):
     """The handler: one instance per plugin entity and config snapshot."""
 
     name = "rate-limiting"
@@ -193,10 +215,7 @@ class RateLimiting(Plugin):
 
     def __init__(self, config: RateLimitingConfig, runtime: Runtime, entity: Any) -> None:
         super().__init__(config, runtime, entity)
-        route = getattr(entity, "route", None) or ZERO_UUID
-        service = getattr(entity, "service", None) or ZERO_UUID
-        #: ``<route_id>:<service_id>``: the plugin's scope, as in Kong's counter keys.
-        self.scope = f"{route}:{service}"
+        self.set_scope(entity)
         self.periods = tuple(p for p in PERIODS if getattr(config, p) is not None)
         # integral limits stay ints, so remaining counts are ints (cheap to print)
         self.limits: tuple[float, ...] = tuple(
@@ -389,13 +408,6 @@ class RateLimiting(Plugin):
         return ok, [float(x) for x in left], resets
 
     # -- Redis ------------------------------------------------------------------------------------
-    def client(self) -> redis_store.RedisClient:
-        client = self._client
-        if client is None or client.loop is not asyncio.get_running_loop():
-            assert self.redis_options is not None
-            client = self._client = redis_store.client_for(self.redis_options)
-        return client
-
     async def hit_redis(self, ident: str) -> tuple[bool, list[float], list[int]]:
         """Check and count in Redis: one script call, or the worker's batch (``sync_rate``)."""
         client = self.client()

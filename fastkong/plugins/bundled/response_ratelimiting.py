@@ -38,7 +38,7 @@ from fastkong.plugins.bundled._redis_schema import RedisConfig, redis_options
 from fastkong.plugins.bundled.rate_limiting import (
     ERR_UNEXPECTED,
     PERIODS,
-    ZERO_UUID,
+    CounterScope,
     Limit,
     RedisShorthands,
     _lua_number,
@@ -133,16 +133,14 @@ def parse_costs(values: list[str], known: dict[str, Counter]) -> dict[str, int]:
 
 
 @register_plugin
-class ResponseRateLimiting(Plugin):
+class ResponseRateLimiting(CounterScope, Plugin):
     name = "response-ratelimiting"
     priority = 900
     Config = ResponseRateLimitingConfig
 
     def __init__(self, config: ResponseRateLimitingConfig, runtime: Runtime, entity: Any) -> None:
         super().__init__(config, runtime, entity)
-        route = getattr(entity, "route", None) or ZERO_UUID
-        service = getattr(entity, "service", None) or ZERO_UUID
-        self.scope = f"{route}:{service}"
+        self.set_scope(entity)
         self.counters = {name: Counter(name, limits) for name, limits in config.limits.items()}
         self.header_name = config.header_name.lower().encode("latin-1")
         self.redis_options = redis_options(config.redis) if config.policy == "redis" else None
@@ -207,13 +205,6 @@ class ResponseRateLimiting(Plugin):
         if not ok:
             return None
         return [lim - u for lim, u in zip(counter.limits, used, strict=True)]
-
-    def client(self) -> redis_store.RedisClient:
-        client = self._client
-        if client is None or client.loop is not asyncio.get_running_loop():
-            assert self.redis_options is not None
-            client = self._client = redis_store.client_for(self.redis_options)
-        return client
 
     async def redis_call(self, ident: str, cost: int, costs: dict[str, int] | None) -> list[int]:
         """One script call over every counter's windows (or those in ``costs``): a read with
