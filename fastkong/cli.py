@@ -512,7 +512,12 @@ def build_parser() -> argparse.ArgumentParser:
         "generated self-signed one, as Kong's",
     )
     start.add_argument("--ssl-key", help="PEM key for --ssl-cert (or KONG_SSL_CERT_KEY)")
-    start.add_argument("--http", choices=("auto", "1", "2"), default="auto")
+    start.add_argument(
+        "--http",
+        choices=("auto", "1", "2"),
+        help="HTTP versions on every proxy listener; default each listener's own: HTTP/1.1, and "
+        "HTTP/2 too with Kong's http2 flag",
+    )
     start.add_argument(
         "--prefix", help="state directory (FASTKONG_PREFIX): posted configs persist here"
     )

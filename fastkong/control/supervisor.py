@@ -136,7 +136,9 @@ class Options:
     client_max_body_size: str = DEFAULT_MAX_BODY
     ssl_cert: str | None = None
     ssl_key: str | None = None
-    http: str = "auto"
+    #: ``--http``: one HTTP mode for every listener; None follows each listener's ``http2``
+    #: flag, as Kong does (HTTP/2 and HTTP/1.1 with it, HTTP/1.1 alone without).
+    http: str | None = None
     prefix: Path | None = None
     drain_timeout: float = 30.0
     log_level: str = "warning"
@@ -527,7 +529,7 @@ class Supervisor:
                 "workers": self.options.workers,
                 "ssl_cert": cert,
                 "ssl_key": key,
-                "http": self.options.http,
+                "http": self.options.http or ("auto" if "http2" in listener.flags else "1"),
                 "backlog": listener.backlog or 16384,
                 "log_level": self.options.log_level,
                 "kill_timeout": int(self.options.drain_timeout),

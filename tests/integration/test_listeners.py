@@ -41,7 +41,7 @@ def tls_gateway(tmp_path_factory: pytest.TempPathFactory, echo: Echo) -> Iterato
     workdir = tmp_path_factory.mktemp("tls")
     cert, key = self_signed(workdir)
     gw = Gateway(workdir, config(echo), 1, "--ssl-cert", str(cert), "--ssl-key", str(key))
-    gw.port_flags = "ssl"  # TLS on the gateway's one listener
+    gw.port_flags = "ssl http2"  # TLS and HTTP/2 on the gateway's one listener
     gw.start()
     yield gw
     gw.stop()

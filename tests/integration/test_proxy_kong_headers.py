@@ -74,7 +74,9 @@ def _config(echo: Echo, raw_peer: FixedPeer) -> str:
 def gateway(
     tmp_path_factory: pytest.TempPathFactory, echo: Echo, raw_peer: FixedPeer
 ) -> Iterator[Gateway]:
-    gw = Gateway(tmp_path_factory.mktemp("kong-headers"), _config(echo, raw_peer)).start()
+    gw = Gateway(tmp_path_factory.mktemp("kong-headers"), _config(echo, raw_peer))
+    gw.port_flags = "http2"  # HTTP/2 (prior knowledge) beside HTTP/1.1, for the Via test
+    gw.start()
     yield gw
     assert gw.stop() == 0
 

@@ -234,3 +234,29 @@ def test_a_killed_supervisor_takes_its_processes_along(tmp_path: Path, echo: Ech
     for port in (gw.port, gw.ssl_port):
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_http2_only_where_the_listener_says_so(tmp_path: Path, echo: Echo) -> None:
+    """Kong's ``http2`` flag: without it a listener speaks HTTP/1.1 alone (TLS offers no h2 in
+    ALPN; a plain one refuses HTTP/2's preface); with it, both."""
+    gw = Gateway(tmp_path, config(echo), 1)
+    gw.port_flags = "ssl"
+    gw.ssl_port = free_port()  # "ssl http2"
+    gw.start()
+    try:
+        with httpx.Client(verify=False, http2=True) as client:
+            r = client.get(f"https://127.0.0.1:{gw.port}/both/x")
+            assert (r.status_code, r.http_version) == (200, "HTTP/1.1")
+            r = client.get(https(gw, "/both/x"))
+            assert (r.status_code, r.http_version) == (200, "HTTP/2")
+    finally:
+        gw.stop()
+    (tmp_path / "plain").mkdir()
+    plain = Gateway(tmp_path / "plain", config(echo), 1).start()
+    try:
+        assert httpx.get(plain.url("/both/x")).status_code == 200
+        with httpx.Client(http1=False, http2=True) as h2c:
+            with pytest.raises(httpx.HTTPError):
+                h2c.get(plain.url("/both/x"))
+    finally:
+        plain.stop()
