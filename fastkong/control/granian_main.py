@@ -17,12 +17,20 @@ from granian.constants import HTTPModes, Interfaces, Loops
 from granian.http import HTTP1Settings
 from granian.log import LogLevels
 
-from fastkong.control.lifeline import PARENT_ENV, die_with_parent, expected_parent
+from fastkong.control.lifeline import (
+    PARENT_ENV,
+    RELAY_SIGNAL,
+    die_with_parent,
+    expected_parent,
+    relay_once,
+)
 
 
 def main() -> None:
-    # This master ends with the supervisor, and its workers with it (fastkong.control.lifeline).
-    die_with_parent(expected_parent())
+    # This master ends with the supervisor, and its workers with it (fastkong.control.lifeline):
+    # the kernel's signal comes as often as supervisor threads exit, so it is relayed once.
+    relay_once()
+    die_with_parent(expected_parent(), RELAY_SIGNAL)
     os.environ[PARENT_ENV] = str(os.getpid())
     opts = json.loads(sys.argv[1])
     ssl_cert = Path(opts["ssl_cert"]) if opts.get("ssl_cert") else None

@@ -6,6 +6,15 @@ master dies without stopping them (killed, out of memory), they go on serving it
 orphan no probe watches, and a supervisor killed the same way leaves its masters behind. Linux
 can tell a child when its parent dies (``prctl(PR_SET_PDEATHSIG)``): each generation asks for
 SIGTERM, which Granian answers by draining and exiting. Elsewhere this does nothing.
+
+The kernel sends that signal each time the child's parent *thread* goes: a multi-threaded
+supervisor killed outright hands its children from thread to thread as they exit, so a master
+can get the signal several times in a row. Granian's master handles SIGTERM in Python with a
+``threading.Event.set`` that a second signal, arriving inside the first handler, deadlocks on
+(seen once in CI: a master stuck in its shutdown for good). The master therefore asks for a
+relay signal instead (:func:`relay_once`), whose handler sends it SIGTERM the first time only.
+Workers keep SIGTERM itself: Granian handles it in Rust, where repeats are harmless, and a
+Python handler would not run while the worker's main thread serves.
 """
 
 from __future__ import annotations
@@ -37,6 +46,23 @@ def die_with_parent(expected_parent: int | None, sig: int = signal.SIGTERM) -> b
     if expected_parent is not None and os.getppid() != expected_parent:
         os.kill(os.getpid(), sig)
     return True
+
+
+#: What a master asks for when its parent goes, relayed once as SIGTERM (:func:`relay_once`).
+RELAY_SIGNAL = signal.SIGUSR2
+
+
+def relay_once(sig: int = signal.SIGTERM) -> None:
+    """Turn every :data:`RELAY_SIGNAL` into one ``sig`` sent to this process, the first time."""
+    sent = False
+
+    def relay(signum: int, frame: object) -> None:
+        nonlocal sent
+        if not sent:
+            sent = True
+            os.kill(os.getpid(), sig)
+
+    signal.signal(RELAY_SIGNAL, relay)
 
 
 def expected_parent() -> int | None:
