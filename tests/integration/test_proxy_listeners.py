@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
@@ -215,9 +216,12 @@ def test_a_listener_that_dies_stops_the_node(tmp_path: Path, echo: Echo) -> None
 
 def test_a_killed_supervisor_takes_its_processes_along(tmp_path: Path, echo: Echo) -> None:
     """SIGKILL (the OOM killer) leaves no Granian master or worker serving behind."""
-    gw = Gateway(tmp_path, config(echo), 2)
+    prefix = tmp_path / "prefix"
+    gw = Gateway(tmp_path, config(echo), 2, "--prefix", str(prefix))
     gw.ssl_port = free_port()
     gw.start()
+    # A killed supervisor cannot remove its node's tables from /dev/shm: the test does, below.
+    tag = hashlib.md5(str(prefix.resolve()).encode()).hexdigest()[:12]
     assert gw.proc is not None
     masters = [pid for pid, cmd in children(gw.proc.pid) if "granian_main" in cmd]
     workers = [pid for master in masters for pid, _ in children(master)]
@@ -234,6 +238,8 @@ def test_a_killed_supervisor_takes_its_processes_along(tmp_path: Path, echo: Ech
     for port in (gw.port, gw.ssl_port):
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    for table in Path("/dev/shm").glob(f"fastkong-{tag}.*"):
+        table.unlink()
 
 
 def test_http2_only_where_the_listener_says_so(tmp_path: Path, echo: Echo) -> None:
