@@ -66,6 +66,21 @@ def eventually(check: Callable[[], bool], timeout: float = 10.0) -> float:
     raise AssertionError(f"condition not reached in {timeout} s")
 
 
+def echo_config(echo: Echo, routes: dict[str, str], head: str = "", service: str = "echo") -> str:
+    """A kong.yml: ``head`` (consumers, ...), then one service on ``echo`` with a route per
+    entry, path ``/<name>``, its ``plugins`` list given as YAML flow text (``{name: cors}``)."""
+    text = f"""
+_format_version: "3.0"
+{head}services:
+- name: {service}
+  url: http://127.0.0.1:{echo.port}
+  routes:
+"""
+    for name, plugins in routes.items():
+        text += f"  - name: {name}\n    paths: [/{name}]\n    plugins: [{plugins}]\n"
+    return text
+
+
 def fastkong_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``python -m fastkong <args>`` run to its end (for commands that stop at once: refused
     settings, bad arguments); ``env`` is added to this process's environment."""

@@ -10,11 +10,10 @@ import httpx
 import pytest
 
 from fastkong.config import ConfigError, load_config
-from tests.helpers import DatagramCollector, Echo, Gateway, eventually
+from tests.helpers import DatagramCollector, Echo, Gateway, echo_config, eventually
+from tests.plugins.test_statsd import CONSUMER_ID, CONSUMERS
 
 pytestmark = pytest.mark.integration
-
-CONSUMER_ID = "c0000000-0000-4000-8000-000000000001"
 
 
 @pytest.fixture(scope="module")
@@ -28,37 +27,17 @@ def agent() -> Iterator[DatagramCollector]:
 def gateway(
     gateway_with: Callable[[str], Gateway], echo: Echo, agent: DatagramCollector
 ) -> Gateway:
-    def route(name: str, plugins: str) -> str:
-        return f"  - name: {name}\n    paths: [/{name}]\n    plugins: [{plugins}]\n"
-
     at = f"host: 127.0.0.1, port: {agent.port}"
-    return gateway_with(
-        f"""
-_format_version: "3.0"
-consumers:
-- id: {CONSUMER_ID}
-  username: bob
-  custom_id: bob-custom
-  keyauth_credentials: [{{key: bob-key}}]
-services:
-- name: my.service
-  url: http://127.0.0.1:{echo.port}
-  routes:
-"""
-        + route("defaults", f"{{name: key-auth}}, {{name: datadog, config: {{{at}}}}}")
-        + route(
-            "custom",
-            f"{{name: key-auth}}, {{name: datadog, config: {{{at}, prefix: dd, "
-            "service_name_tag: svc, status_tag: code, consumer_tag: who, metrics: ["
-            "{name: request_count, stat_type: distribution, sample_rate: 0.5, "
-            "consumer_identifier: consumer_id, tags: ['team:edge', 'tier:1']}]}}",
-        )
-        + route(
-            "unproxied",
-            f"{{name: request-termination, config: {{status_code: 418}}}}, "
-            f"{{name: datadog, config: {{{at}, prefix: un}}}}",
-        )
-    )
+    routes = {
+        "defaults": f"{{name: key-auth}}, {{name: datadog, config: {{{at}}}}}",
+        "custom": f"{{name: key-auth}}, {{name: datadog, config: {{{at}, prefix: dd, "
+        "service_name_tag: svc, status_tag: code, consumer_tag: who, metrics: ["
+        "{name: request_count, stat_type: distribution, sample_rate: 0.5, "
+        "consumer_identifier: consumer_id, tags: ['team:edge', 'tier:1']}]}}",
+        "unproxied": "{name: request-termination, config: {status_code: 418}}, "
+        f"{{name: datadog, config: {{{at}, prefix: un}}}}",
+    }
+    return gateway_with(echo_config(echo, routes, CONSUMERS, service="my.service"))
 
 
 def lines(agent: DatagramCollector, prefix: str, count: int) -> list[str]:

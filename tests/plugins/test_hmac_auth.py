@@ -16,7 +16,7 @@ import pytest
 
 from fastkong.config import ConfigError, load_config
 from fastkong.plugins.bundled.hmac_auth import date_within, parse_authorization
-from tests.helpers import Echo, Gateway, echoed_headers
+from tests.helpers import Echo, Gateway, echo_config, echoed_headers
 
 pytestmark = pytest.mark.integration
 
@@ -27,16 +27,7 @@ DIGESTS = {"hmac-sha1": "sha1", "hmac-sha256": "sha256", "hmac-sha384": "sha384"
 
 
 def config(echo: Echo) -> str:
-    def route(name: str, plugin_config: str = "{}") -> str:
-        return (
-            f"  - name: {name}\n    paths: [/{name}]\n"
-            f"    plugins: [{{name: hmac-auth, config: {plugin_config}}}]\n"
-        )
-
-    return (
-        f"""
-_format_version: "3.0"
-consumers:
+    consumers = f"""consumers:
 - {{id: {ANONYMOUS_ID}, username: no-body}}
 - id: {BOB_ID}
   username: bob
@@ -44,20 +35,19 @@ consumers:
   hmacauth_credentials:
   - {{username: bob, secret: {SECRET}}}
   - {{username: "q\\"uote", secret: other}}
-services:
-- name: echo
-  url: http://127.0.0.1:{echo.port}
-  routes:
 """
-        + route("plain")
-        + route("realm", "{realm: test-realm}")
-        + route("hide", "{hide_credentials: true}")
-        + route("anon", f"{{anonymous: {ANONYMOUS_ID}}}")
-        + route("enforce", "{enforce_headers: [date, '@request-target']}")
-        + route("sha256-only", "{algorithms: [hmac-sha256]}")
-        + route("body", "{validate_request_body: true}")
-        + route("skew", "{clock_skew: 10}")
-    )
+    configs = {
+        "plain": "{}",
+        "realm": "{realm: test-realm}",
+        "hide": "{hide_credentials: true}",
+        "anon": f"{{anonymous: {ANONYMOUS_ID}}}",
+        "enforce": "{enforce_headers: [date, '@request-target']}",
+        "sha256-only": "{algorithms: [hmac-sha256]}",
+        "body": "{validate_request_body: true}",
+        "skew": "{clock_skew: 10}",
+    }
+    routes = {name: f"{{name: hmac-auth, config: {c}}}" for name, c in configs.items()}
+    return echo_config(echo, routes, consumers)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from fastkong.config import ConfigError, load_config
-from tests.helpers import DatagramCollector, Echo, Gateway, eventually
+from tests.helpers import DatagramCollector, Echo, Gateway, echo_config, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -34,28 +34,16 @@ def gateway(
     gateway_with: Callable[[str], Gateway], echo: Echo, loggly: DatagramCollector
 ) -> Gateway:
     at = f"host: 127.0.0.1, port: {loggly.port}"
-
-    def route(name: str, extra: str) -> str:
-        return (
-            f"  - name: {name}\n    paths: [/{name}]\n"
-            f"    plugins: [{{name: loggly, config: {{{at}, key: k-{name}{extra}}}}}]\n"
-        )
-
-    return gateway_with(
-        f"""
-_format_version: "3.0"
-services:
-- name: echo
-  url: http://127.0.0.1:{echo.port}
-  routes:
-"""
-        + route("defaults", "")
-        + route(
-            "severities",
-            ", tags: [a, b], log_level: err, successful_severity: info, "
-            "client_errors_severity: err, server_errors_severity: crit",
-        )
-    )
+    extras = {
+        "defaults": "",
+        "severities": ", tags: [a, b], log_level: err, successful_severity: info, "
+        "client_errors_severity: err, server_errors_severity: crit",
+    }
+    routes = {
+        name: f"{{name: loggly, config: {{{at}, key: k-{name}{extra}}}}}"
+        for name, extra in extras.items()
+    }
+    return gateway_with(echo_config(echo, routes))
 
 
 def received(loggly: DatagramCollector, key: str, count: int) -> list[re.Match[str]]:

@@ -8,35 +8,21 @@ import httpx
 import pytest
 
 from fastkong.config import ConfigError, load_config
-from tests.helpers import Echo, Gateway
+from tests.helpers import Echo, Gateway, echo_config
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def gateway(gateway_with: Callable[[str], Gateway], echo: Echo) -> Gateway:
-    def route(name: str, plugin_config: str) -> str:
-        return (
-            f"  - name: {name}\n    paths: [/{name}]\n"
-            f"    plugins: [{{name: redirect, config: {plugin_config}}}]\n"
-        )
-
-    return gateway_with(
-        f"""
-_format_version: "3.0"
-services:
-- name: echo
-  url: http://127.0.0.1:{echo.port}
-  routes:
-"""
-        + route("moved", "{location: 'https://example.test/new?x=1#top'}")
-        + route("found", "{status_code: 302, location: 'http://example.test:8080/base'}")
-        + route(
-            "keep",
-            "{location: 'https://example.test:8443/ignored?dropped=1#frag', "
-            "keep_incoming_path: true}",
-        )
-    )
+    locations = {
+        "moved": "{location: 'https://example.test/new?x=1#top'}",
+        "found": "{status_code: 302, location: 'http://example.test:8080/base'}",
+        "keep": "{location: 'https://example.test:8443/ignored?dropped=1#frag', "
+        "keep_incoming_path: true}",
+    }
+    routes = {name: f"{{name: redirect, config: {c}}}" for name, c in locations.items()}
+    return gateway_with(echo_config(echo, routes))
 
 
 def test_the_location_as_configured(gateway: Gateway) -> None:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from fastkong.config import ConfigError, load_config
-from tests.helpers import Echo, Gateway
+from tests.helpers import Echo, Gateway, echo_config
 
 pytestmark = pytest.mark.integration
 
@@ -21,18 +21,8 @@ SECRET = "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 @pytest.fixture(scope="module")
 def gateway(gateway_with: Callable[[str], Gateway], echo: Echo) -> Gateway:
-    return gateway_with(
-        f"""
-_format_version: "3.0"
-services:
-- name: echo
-  url: http://127.0.0.1:{echo.port}
-  routes:
-  - name: hooks
-    paths: [/hooks]
-    plugins: [{{name: standard-webhooks, config: {{secret_v1: {SECRET}, tolerance_second: 60}}}}]
-"""
-    )
+    plugin = f"{{name: standard-webhooks, config: {{secret_v1: {SECRET}, tolerance_second: 60}}}}"
+    return gateway_with(echo_config(echo, {"hooks": plugin}))
 
 
 def signed(body: bytes, msg_id: str = "msg_1", ts: int | None = None) -> dict[str, str]:

@@ -13,12 +13,21 @@ import pytest
 from fastkong.config import ConfigError, load_config
 from fastkong.plugins.bundled._serializer import WORKSPACE_ID
 from fastkong.plugins.bundled.statsd import line, pack
-from tests.helpers import DatagramCollector, Echo, Gateway, LineServer, eventually
+from tests.helpers import DatagramCollector, Echo, Gateway, LineServer, echo_config, eventually
 
 pytestmark = pytest.mark.integration
 
 CONSUMER_ID = "c0000000-0000-4000-8000-000000000001"
 HOST = socket.gethostname().replace(".", "_")
+
+
+#: Bob, whom key-auth knows by his key: the consumer the metrics name.
+CONSUMERS = f"""consumers:
+- id: {CONSUMER_ID}
+  username: bob
+  custom_id: bob-custom
+  keyauth_credentials: [{{key: bob-key}}]
+"""
 
 
 @pytest.fixture(scope="module")
@@ -39,44 +48,21 @@ def tcp() -> Iterator[LineServer]:
 def gateway(
     gateway_with: Callable[[str], Gateway], echo: Echo, udp: DatagramCollector, tcp: LineServer
 ) -> Gateway:
-    def route(name: str, plugins: str) -> str:
-        return f"  - name: {name}\n    paths: [/{name}]\n    plugins: [{plugins}]\n"
-
     at = f"host: 127.0.0.1, port: {udp.port}"
-    return gateway_with(
-        f"""
-_format_version: "3.0"
-consumers:
-- id: {CONSUMER_ID}
-  username: bob
-  custom_id: bob-custom
-  keyauth_credentials: [{{key: bob-key}}]
-services:
-- name: my.service
-  url: http://127.0.0.1:{echo.port}
-  routes:
-"""
-        + route("all", f"{{name: key-auth}}, {{name: statsd, config: {{{at}}}}}")
-        + route(
-            "tagged",
-            f"{{name: key-auth}}, {{name: statsd, config: {{{at}, prefix: tg, "
-            "tag_style: dogstatsd, metrics: [{name: request_count, stat_type: counter, "
-            "sample_rate: 1}, {name: status_count, stat_type: counter, sample_rate: 1}]}}",
-        )
-        + route(
-            "some",
-            f"{{name: statsd, config: {{{at}, prefix: sm, hostname_in_prefix: true, "
-            "allow_status_codes: ['200-299'], udp_packet_size: 1000, metrics: ["
-            "{name: latency, stat_type: timer}, "
-            "{name: request_count, stat_type: counter, sample_rate: 0.5}, "
-            "{name: upstream_latency, stat_type: timer, service_identifier: service_id}]}}",
-        )
-        + route(
-            "tcp",
-            f"{{name: statsd, config: {{host: 127.0.0.1, port: {tcp.port}, use_tcp: true, "
-            "prefix: tc, metrics: [{name: request_count, stat_type: counter, sample_rate: 1}]}}",
-        )
-    )
+    routes = {
+        "all": f"{{name: key-auth}}, {{name: statsd, config: {{{at}}}}}",
+        "tagged": f"{{name: key-auth}}, {{name: statsd, config: {{{at}, prefix: tg, "
+        "tag_style: dogstatsd, metrics: [{name: request_count, stat_type: counter, "
+        "sample_rate: 1}, {name: status_count, stat_type: counter, sample_rate: 1}]}}",
+        "some": f"{{name: statsd, config: {{{at}, prefix: sm, hostname_in_prefix: true, "
+        "allow_status_codes: ['200-299'], udp_packet_size: 1000, metrics: ["
+        "{name: latency, stat_type: timer}, "
+        "{name: request_count, stat_type: counter, sample_rate: 0.5}, "
+        "{name: upstream_latency, stat_type: timer, service_identifier: service_id}]}}",
+        "tcp": f"{{name: statsd, config: {{host: 127.0.0.1, port: {tcp.port}, use_tcp: true, "
+        "prefix: tc, metrics: [{name: request_count, stat_type: counter, sample_rate: 1}]}}",
+    }
+    return gateway_with(echo_config(echo, routes, CONSUMERS, service="my.service"))
 
 
 def received(udp: DatagramCollector, prefix: str, count: int) -> list[str]:

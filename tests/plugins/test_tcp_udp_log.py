@@ -13,7 +13,15 @@ import httpx
 import pytest
 
 from fastkong.config import ConfigError, load_config
-from tests.helpers import DatagramCollector, Echo, Gateway, LineServer, eventually, free_port
+from tests.helpers import (
+    DatagramCollector,
+    Echo,
+    Gateway,
+    LineServer,
+    echo_config,
+    eventually,
+    free_port,
+)
 from tests.pki import Pki
 
 pytestmark = pytest.mark.integration
@@ -79,31 +87,16 @@ def gateway(
     udp_server: DatagramCollector,
     dead_port: int,
 ) -> Gateway:
-    def route(name: str, plugin: str) -> str:
-        return f"  - name: {name}\n    paths: [/{name}]\n    plugins: [{plugin}]\n"
-
-    text = (
-        f"""
-_format_version: "3.0"
-services:
-- name: echo
-  url: http://127.0.0.1:{echo.port}
-  routes:
-"""
-        + route("tcp", f"{{name: tcp-log, config: {{host: 127.0.0.1, port: {tcp_server.port}}}}}")
-        + route(
-            "tls",
-            f"{{name: tcp-log, config: {{host: 127.0.0.1, port: {tls_server.port}, tls: true, "
-            "tls_sni: logs.test}}",
-        )
-        + route("udp", f"{{name: udp-log, config: {{host: 127.0.0.1, port: {udp_server.port}}}}}")
-        + route(
-            "tcp-dead",
-            f"{{name: tcp-log, config: {{host: 127.0.0.1, port: {dead_port}, timeout: 500}}}}",
-        )
-        + route("udp-dead", "{name: udp-log, config: {host: no-such-host.invalid, port: 9}}")
-    )
-    return gateway_with(text)
+    routes = {
+        "tcp": f"{{name: tcp-log, config: {{host: 127.0.0.1, port: {tcp_server.port}}}}}",
+        "tls": f"{{name: tcp-log, config: {{host: 127.0.0.1, port: {tls_server.port}, "
+        "tls: true, tls_sni: logs.test}}",
+        "udp": f"{{name: udp-log, config: {{host: 127.0.0.1, port: {udp_server.port}}}}}",
+        "tcp-dead": f"{{name: tcp-log, config: {{host: 127.0.0.1, port: {dead_port}, "
+        "timeout: 500}}",
+        "udp-dead": "{name: udp-log, config: {host: no-such-host.invalid, port: 9}}",
+    }
+    return gateway_with(echo_config(echo, routes))
 
 
 def test_each_request_is_one_json_line_over_one_kept_connection(

@@ -34,6 +34,7 @@ from msgspec import Meta
 
 from fastkong._core import load
 from fastkong.config.ids import generate
+from fastkong.plugins.base import Plugin
 
 if TYPE_CHECKING:
     from fastkong._core import _uri_py as uri
@@ -66,6 +67,16 @@ LuaCode = Annotated[dict[str, str], Meta(extra={"kong_check": check_no_lua})]
 def remember_response_headers(ctx: RequestContext, headers: list[tuple[bytes, bytes]]) -> None:
     """Keep the list the proxy is about to send (it is edited in place, then sent as is)."""
     ctx.shared[_HEADERS_KEY] = headers
+
+
+class LogPlugin(Plugin):
+    """A plugin of the log phase: its response hook keeps the headers the proxy sends, which
+    the serializer reports as ``response.headers`` and sizes."""
+
+    def response(
+        self, ctx: RequestContext, status: int, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        remember_response_headers(ctx, headers)
 
 
 def response_headers(ctx: RequestContext) -> list[tuple[bytes, bytes]]:

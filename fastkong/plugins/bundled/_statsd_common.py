@@ -1,5 +1,5 @@
 """What the statsd and datadog plugins share: the measured values of a request, StatsD's type
-letters and Kong's stat names, and the metrics' sample-rate rule."""
+letters and Kong's stat names, and the metrics' sample-rate rule (:class:`MetricsPlugin`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,12 @@ import time
 from typing import TYPE_CHECKING, Any, Final
 
 from fastkong.config import errors as E
-from fastkong.plugins.bundled._serializer import Latencies, request_size, response_size
+from fastkong.plugins.bundled._serializer import (
+    Latencies,
+    LogPlugin,
+    request_size,
+    response_size,
+)
 
 if TYPE_CHECKING:
     from fastkong.plugins.context import RequestContext
@@ -55,3 +60,11 @@ def sample_rate_checks(metrics: Any) -> list[tuple[str, str]]:
             out.append((f"metrics[{i}].sample_rate", E.REQUIRED))
             out.append((f"metrics[{i}]", E.CONDITIONAL.format("stat_type")))
     return out
+
+
+class MetricsPlugin(LogPlugin):
+    """statsd and datadog: a log-phase plugin whose metrics follow Kong's sample-rate rule."""
+
+    @classmethod
+    def check(cls, config: Any) -> list[tuple[str, str]]:
+        return sample_rate_checks(config.metrics)

@@ -24,10 +24,8 @@ import msgspec
 from msgspec import Meta
 
 from fastkong.config.schema import Host, Port
-from fastkong.plugins.base import Plugin
 from fastkong.plugins.bundled import _queue
-from fastkong.plugins.bundled._serializer import remember_response_headers
-from fastkong.plugins.bundled._statsd_common import KINDS, STATS, measured, sample_rate_checks
+from fastkong.plugins.bundled._statsd_common import KINDS, STATS, MetricsPlugin, measured
 from fastkong.plugins.bundled.rate_limiting import _lua_number
 from fastkong.plugins.bundled.udp_log import sender as udp_sender
 from fastkong.plugins.registry import register_plugin
@@ -107,7 +105,7 @@ def _consumer_value(consumer: Any, how: str | None) -> str | None:
 
 
 @register_plugin
-class Datadog(Plugin):
+class Datadog(MetricsPlugin):
     name = "datadog"
     priority = 10
     Config = DatadogConfig
@@ -120,15 +118,6 @@ class Datadog(Plugin):
 
     def __repr__(self) -> str:
         return f"<Datadog {self.host}:{self.port} prefix={self.config.prefix}>"
-
-    @classmethod
-    def check(cls, config: Any) -> list[tuple[str, str]]:
-        return sample_rate_checks(config.metrics)
-
-    def response(
-        self, ctx: RequestContext, status: int, headers: list[tuple[bytes, bytes]]
-    ) -> None:
-        remember_response_headers(ctx, headers)
 
     def log(self, ctx: RequestContext) -> None:
         out = udp_sender(self.host, self.port, 10000, "datadog")

@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Final
 import msgspec
 from msgspec import Meta
 
-from fastkong.plugins.base import REQUIRED, Plugin
+from fastkong.plugins.base import REQUIRED
 from fastkong.plugins.bundled._serializer import (
+    LogPlugin,
     LuaCode,
-    remember_response_headers,
     serialize_json,
 )
 from fastkong.plugins.registry import register_plugin
@@ -184,7 +184,7 @@ def close_all() -> None:
 
 
 @register_plugin
-class FileLog(Plugin):
+class FileLog(LogPlugin):
     name = "file-log"
     priority = 9
     Config = FileLogConfig
@@ -196,11 +196,6 @@ class FileLog(Plugin):
 
     def __repr__(self) -> str:
         return f"<FileLog priority={self.priority} id={self.id} path={self.path}>"
-
-    def response(
-        self, ctx: RequestContext, status: int, headers: list[tuple[bytes, bytes]]
-    ) -> None:
-        remember_response_headers(ctx, headers)
 
     def log(self, ctx: RequestContext) -> None:
         sink(self.path).append(serialize_json(ctx) + b"\n", self.reopen)

@@ -34,11 +34,10 @@ from msgspec import Meta
 
 from fastkong import __version__
 from fastkong.config.schema import Url
-from fastkong.plugins.base import Plugin
 from fastkong.plugins.bundled import _queue
 from fastkong.plugins.bundled._serializer import (
+    LogPlugin,
     LuaCode,
-    remember_response_headers,
     serialize_json,
 )
 from fastkong.plugins.registry import register_plugin
@@ -200,7 +199,7 @@ async def send(
 
 
 @register_plugin
-class HttpLog(Plugin):
+class HttpLog(LogPlugin):
     name = "http-log"
     priority = 12
     Config = HttpLogConfig
@@ -260,11 +259,6 @@ class HttpLog(Plugin):
         ):
             return [(".", ERR_USERINFO_AND_AUTHORIZATION)]  # "." is the config record itself
         return []
-
-    def response(
-        self, ctx: RequestContext, status: int, headers: list[tuple[bytes, bytes]]
-    ) -> None:
-        remember_response_headers(ctx, headers)
 
     def log(self, ctx: RequestContext) -> None:
         error = _queue.enqueue(self.params, self.deliver, serialize_json(ctx))

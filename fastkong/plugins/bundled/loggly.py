@@ -19,10 +19,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 import msgspec
 
 from fastkong.config.schema import Host, Port
-from fastkong.plugins.base import Plugin
 from fastkong.plugins.bundled._serializer import (
+    LogPlugin,
     LuaCode,
-    remember_response_headers,
     serialize_json,
 )
 from fastkong.plugins.bundled.udp_log import sender as udp_sender
@@ -61,7 +60,7 @@ class LogglyConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
 
 
 @register_plugin
-class Loggly(Plugin):
+class Loggly(LogPlugin):
     name = "loggly"
     priority = 6
     Config = LogglyConfig
@@ -75,11 +74,6 @@ class Loggly(Plugin):
 
     def __repr__(self) -> str:  # never the key
         return f"<Loggly {self.config.host}:{self.config.port} level={self.config.log_level}>"
-
-    def response(
-        self, ctx: RequestContext, status: int, headers: list[tuple[bytes, bytes]]
-    ) -> None:
-        remember_response_headers(ctx, headers)
 
     def log(self, ctx: RequestContext) -> None:
         config = self.config

@@ -25,10 +25,9 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from fastkong import metrics
-from fastkong.plugins.base import Plugin
 from fastkong.plugins.bundled._serializer import (
     Latencies,
-    remember_response_headers,
+    LogPlugin,
     request_size,
     response_size,
 )
@@ -55,7 +54,7 @@ _WORKSPACE = metrics.WORKSPACE
 
 
 @register_plugin
-class Prometheus(Plugin):
+class Prometheus(LogPlugin):
     name = "prometheus"
     priority = 13
     Config = PrometheusConfig
@@ -82,11 +81,6 @@ class Prometheus(Plugin):
             if on
         ]
         return f"<Prometheus priority={self.priority} id={self.id} metrics={flags}>"
-
-    def response(
-        self, ctx: RequestContext, status: int, headers: list[tuple[bytes, bytes]]
-    ) -> None:
-        remember_response_headers(ctx, headers)
 
     def _route_labels(self, route: RoutePlan) -> tuple[str, str]:
         found = self._names.get(route.id)

@@ -31,14 +31,13 @@ import msgspec
 from msgspec import Meta
 
 from fastkong.config.schema import Host, Port
-from fastkong.plugins.base import REQUIRED, Plugin
+from fastkong.plugins.base import REQUIRED
 from fastkong.plugins.bundled import _queue
 from fastkong.plugins.bundled._serializer import (
     WORKSPACE_ID,
     WORKSPACE_NAME,
-    remember_response_headers,
 )
-from fastkong.plugins.bundled._statsd_common import KINDS, STATS, measured, sample_rate_checks
+from fastkong.plugins.bundled._statsd_common import KINDS, STATS, MetricsPlugin, measured
 from fastkong.plugins.bundled.rate_limiting import _lua_number
 from fastkong.plugins.bundled.tcp_log import sender as tcp_sender
 from fastkong.plugins.bundled.udp_log import sender as udp_sender
@@ -221,7 +220,7 @@ def _hostname() -> str:
 
 
 @register_plugin
-class Statsd(Plugin):
+class Statsd(MetricsPlugin):
     name = "statsd"
     priority = 11
     Config = StatsdConfig
@@ -239,15 +238,6 @@ class Statsd(Plugin):
     def __repr__(self) -> str:
         transport = "tcp" if self.config.use_tcp else "udp"
         return f"<Statsd {transport}://{self.config.host}:{self.config.port} prefix={self.prefix}>"
-
-    @classmethod
-    def check(cls, config: Any) -> list[tuple[str, str]]:
-        return sample_rate_checks(config.metrics)
-
-    def response(
-        self, ctx: RequestContext, status: int, headers: list[tuple[bytes, bytes]]
-    ) -> None:
-        remember_response_headers(ctx, headers)
 
     def log(self, ctx: RequestContext) -> None:
         status = ctx.status

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Final
 import msgspec
 
 from fastkong.config.schema import Host, Port
-from fastkong.plugins.base import REQUIRED, Plugin
+from fastkong.plugins.base import REQUIRED
 from fastkong.plugins.bundled._serializer import (
+    LogPlugin,
     LuaCode,
-    remember_response_headers,
     serialize_json,
 )
 from fastkong.plugins.registry import register_plugin
@@ -170,7 +170,7 @@ def sender(destination: Destination, label: str = "tcp-log") -> TcpSender:
 
 
 @register_plugin
-class TcpLog(Plugin):
+class TcpLog(LogPlugin):
     name = "tcp-log"
     priority = 7
     Config = TcpLogConfig
@@ -189,11 +189,6 @@ class TcpLog(Plugin):
     def __repr__(self) -> str:
         host, port, tls = self.destination[:3]
         return f"<TcpLog priority={self.priority} id={self.id} {host}:{port} tls={tls}>"
-
-    def response(
-        self, ctx: RequestContext, status: int, headers: list[tuple[bytes, bytes]]
-    ) -> None:
-        remember_response_headers(ctx, headers)
 
     def log(self, ctx: RequestContext) -> None:
         sender(self.destination).append(serialize_json(ctx) + b"\n")

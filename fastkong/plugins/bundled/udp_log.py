@@ -18,10 +18,9 @@ from typing import TYPE_CHECKING, Any, Final
 import msgspec
 
 from fastkong.config.schema import Host, Port
-from fastkong.plugins.base import Plugin
 from fastkong.plugins.bundled._serializer import (
+    LogPlugin,
     LuaCode,
-    remember_response_headers,
     serialize_json,
 )
 from fastkong.plugins.registry import register_plugin
@@ -134,7 +133,7 @@ def sender(host: str, port: int, timeout: float, label: str = "udp-log") -> UdpS
 
 
 @register_plugin
-class UdpLog(Plugin):
+class UdpLog(LogPlugin):
     name = "udp-log"
     priority = 8
     Config = UdpLogConfig
@@ -146,11 +145,6 @@ class UdpLog(Plugin):
     def __repr__(self) -> str:
         host, port, _ = self.destination
         return f"<UdpLog priority={self.priority} id={self.id} {host}:{port}>"
-
-    def response(
-        self, ctx: RequestContext, status: int, headers: list[tuple[bytes, bytes]]
-    ) -> None:
-        remember_response_headers(ctx, headers)
 
     def log(self, ctx: RequestContext) -> None:
         sender(*self.destination).append(serialize_json(ctx))
