@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -24,10 +25,31 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 
 
+#: Ports handed out by free_port in this process (never twice).
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nothing listens on, below the kernel's ephemeral range: a port the
+    kernel picked (port 0) can be given to a client's outgoing connection before the server
+    under test binds it, which made tests fail now and then on "address already in use"."""
+    low = 10_000
+    try:
+        low_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low_ephemeral = 32_768
+    for _ in range(1000):
+        port = random.randrange(low, max(low + 1000, low_ephemeral))
+        if port in _GIVEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
+    raise RuntimeError("no free loopback port below the ephemeral range")
 
 
 def wait_port(

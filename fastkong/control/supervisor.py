@@ -580,16 +580,26 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGHUP, on_sighup)
 
         servers = []
-        if self.options.status is not None:
-            host, port = self.options.status
-            servers.append(
-                await httpserver.serve(host, port, self.handle_status, self.server_header)
-            )
-        if self.options.admin is not None:
-            host, port = self.options.admin
-            servers.append(
-                await httpserver.serve(host, port, self.handle_admin, self.server_header)
-            )
+        listeners = (
+            ("status_listen", self.options.status, self.handle_status),
+            ("admin_listen", self.options.admin, self.handle_admin),
+        )
+        for setting, address, handler in listeners:
+            if address is None:
+                continue
+            try:
+                servers.append(await httpserver.serve(*address, handler, self.server_header))
+            except OSError as exc:
+                # Free when `fastkong start` checked it, taken since: one line, as for the others.
+                print(
+                    f"fastkong: {setting}: cannot listen on {address[0]}:{address[1]}: "
+                    f"{os.strerror(exc.errno) if exc.errno else exc}",
+                    file=sys.stderr,
+                )
+                for server in servers:
+                    server.close()
+                self.close()
+                return 1
         reset_node_metrics(self.state_dir)
         await self.start_children()
         watcher = loop.create_task(self.watch())

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from fastkong.control.httpserver import Request
 from fastkong.control.state import write_report
@@ -94,3 +97,24 @@ def test_every_listener_counts_its_workers(tmp_path: Path) -> None:
         supervisor.loader.shutdown()
         supervisor.counters_file.unlink(missing_ok=True)
         supervisor.health_file.unlink(missing_ok=True)
+
+
+def test_a_status_port_taken_after_the_start_check_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`fastkong start` checks its addresses first; one taken between that check and the bind
+    (another process got there) stops the node with a line, not a traceback, before any
+    Granian process starts."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        supervisor = Supervisor(
+            Options(config_path=None, status=("127.0.0.1", port), admin=None, prefix=tmp_path)
+        )
+        assert asyncio.run(supervisor.run()) == 1
+    assert supervisor.children == []
+    assert capsys.readouterr().err.strip() == (
+        f"fastkong: status_listen: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
+    assert not supervisor.health_file.exists()
