@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
+from fastkong._core import load
 from fastkong.plugins.base import Plugin, kong_error
 from fastkong.plugins.context import BodyTooLarge, RequestContext
 from fastkong.plugins.runner import (
@@ -51,6 +52,8 @@ from fastkong.proxy.upstream import (
 from fastkong.runtime import RoutePlan, Runtime, ServicePlan, empty_runtime
 from fastkong.upstreams.registry import Registry, open_table
 
+_h1 = load("h1")
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -59,30 +62,6 @@ Send = Callable[[Message], Awaitable[None]]
 log = logging.getLogger("fastkong.proxy")
 
 
-# Request headers that are not copied verbatim: hop-by-hop ones (RFC 9110 7.6.1) plus ``Proxy``
-# (httpoxy; Kong clears it) and ``Expect`` (nginx's proxy module never sends it: the client was
-# answered 100 Continue at the gateway), the ones the gateway sets itself, and the X-Forwarded-*
-# family (kept only from trusted peers). ``Connection`` and ``TE`` are read, then acted on.
-_HOP_BY_HOP = frozenset(
-    {b"expect", b"keep-alive", b"proxy", b"proxy-connection", b"trailer", b"upgrade"}
-)
-_SIGNALS = frozenset({b"connection", b"te"})
-#: Kong's debug request header (``allow_debug_header``): forwarded, and noted.
-_DEBUG = b"kong-debug"
-_FORWARDED = hop.TRUSTED_FORWARDED
-_SPECIAL = (
-    _HOP_BY_HOP
-    | _FORWARDED
-    | _SIGNALS
-    | {
-        b"host",
-        b"transfer-encoding",
-        b"x-forwarded-for",
-        b"via",
-        b"x-kong-request-id",
-        _DEBUG,
-    }
-)
 #: nginx ends the connection after refusing a request head or an oversized body (the rest of
 #: the request is not read): Kong's answers to them say so.
 _CLOSE = [(b"connection", b"close")]
@@ -255,59 +234,24 @@ class Gateway(Replies):
         trusted = client_ip in self.trusted_ips
 
         # One pass over the headers: copy what goes upstream, keep what the gateway needs.
-        lines: list[bytes] = []
-        host_value = b""
-        xff = b""
-        via = b""
-        chunked = False
-        content_length = -1
-        forwarded: dict[bytes, bytes] | None = None
-        signals: list[tuple[bytes, bytes]] | None = None
-        # Bytes of the headers not copied into ``lines`` (an upper bound: names at most 24).
-        special = 0
-        debug = False
-        for name, value in scope["headers"]:
-            if name not in _SPECIAL:
-                if name == b"content-length":
-                    # -2 marks a request nginx refuses: a Content-Length that is not all
-                    # digits or comes twice, or a second Host header.
-                    if value.isdigit() and content_length == -1:
-                        content_length = int(value)
-                    else:
-                        content_length = -2
-                lines.append(name + b": " + value + b"\r\n")
-                continue
-            special += len(value) + 24
-            if name == b"host":
-                if host_value:
-                    content_length = -2
-                host_value = value
-            elif name == b"x-forwarded-for":
-                # Kong reads the first X-Forwarded-For (and Via) header, ignores the others.
-                if not xff:
-                    xff = value
-            elif name == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-            elif name == b"via":
-                if not via:
-                    via = value
-            elif name == _DEBUG:
-                lines.append(name + b": " + value + b"\r\n")
-                debug = True
-            elif name in _SIGNALS:
-                if signals is None:
-                    signals = []
-                signals.append((name, value))
-            elif trusted and name in _FORWARDED:
-                if forwarded is None:
-                    forwarded = {}
-                forwarded.setdefault(name, value)
+        (
+            lines,
+            host_value,
+            xff,
+            via,
+            chunked,
+            content_length,
+            forwarded,
+            signals,
+            head_size,
+            debug,
+        ) = _h1.scan_request_headers(scope["headers"], trusted)
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         query: bytes = scope.get("query_string") or b""
         limits = self.limits
-        if sum(map(len, lines)) + special + len(raw_path) + len(query) + len(
-            scope["method"]
-        ) + 16 > limits.fast_limit or (limits.max_body and content_length > limits.max_body):
+        if head_size + len(raw_path) + len(query) + len(scope["method"]) + 16 > (
+            limits.fast_limit
+        ) or (limits.max_body and content_length > limits.max_body):
             # nginx's large_client_header_buffers (414, or 494 which Kong answers 400) and
             # client_max_body_size (413), checked before anything is routed.
             status = limits.refuse(
@@ -713,14 +657,12 @@ class Gateway(Replies):
                 # its own.
                 response_headers.append((b"server", SERVER))
             # Kong appends its token to the upstream's Via, in one header.
-            response_headers.append((b"via", conn.via_header))
-            response_headers.append(
-                (b"x-kong-upstream-latency", b"%d" % ((now - upstream_started) * 1000))
+            response_headers += (
+                (b"via", conn.via_header),
+                (b"x-kong-upstream-latency", b"%d" % ((now - upstream_started) * 1000)),
+                (b"x-kong-proxy-latency", b"%d" % ((upstream_started - started) * 1000)),
+                (b"x-kong-request-id", request_id.encode()),
             )
-            response_headers.append(
-                (b"x-kong-proxy-latency", b"%d" % ((upstream_started - started) * 1000))
-            )
-            response_headers.append((b"x-kong-request-id", request_id.encode()))
         else:
             via = conn.via_header
             shown.add_proxied(

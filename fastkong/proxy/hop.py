@@ -6,22 +6,15 @@ sent a ``Connection`` or ``TE`` header, or speaks another HTTP version than 1.1.
 
 from __future__ import annotations
 
+from fastkong._core import _h1_py
+
 #: A Connection header (request or response) of just one of these names no other header:
 #: nothing more to drop.
 PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"upgrade"})
 
 
 #: The X-Forwarded-* family Kong keeps only from trusted peers (``trusted_ips``).
-TRUSTED_FORWARDED = frozenset(
-    {
-        b"x-forwarded-proto",
-        b"x-forwarded-host",
-        b"x-forwarded-port",
-        b"x-forwarded-path",
-        b"x-forwarded-prefix",
-        b"x-real-ip",
-    }
-)
+TRUSTED_FORWARDED = _h1_py.TRUSTED_FORWARDED
 
 
 def _tokens(value: bytes) -> list[bytes]:

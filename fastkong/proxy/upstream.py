@@ -32,6 +32,7 @@ from typing import Any, cast
 import httptools
 
 from fastkong import __version__
+from fastkong._core import load
 from fastkong.proxy.hop import PLAIN_CONNECTION
 from fastkong.proxy.upstream_tls import ContextCache, TlsProfile
 
@@ -50,6 +51,8 @@ PoolKey = tuple[str, int, "tuple[str, TlsProfile] | None"]
 LOW_WATER = 64 * 1024
 #: The shortest interval between two deadline checks of one pool, in seconds.
 WATCHDOG_TICK = 0.005
+
+_h1 = load("h1")
 
 #: Response headers that end at the gateway (RFC 9110 7.6.1): never forwarded to the client.
 RESPONSE_HOP_BY_HOP = frozenset(
@@ -148,6 +151,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.requests = 0
         self.idle_since = 0.0
         self.received_any = False
+        #: Nothing of the current response was fed to the parser yet: a whole small response
+        #: may still be read in one step (``_core.h1``) instead.
+        self.fresh = False
 
     def __repr__(self) -> str:
         host, port, tls_name = self.key
@@ -167,6 +173,17 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received_any = True
+        if self.fresh:
+            self.fresh = False
+            whole = _h1.parse_response(data, self.expect_no_body)
+            if whole is not None:
+                self.status, self.headers, self.has_server, self.keep_alive, body = whole
+                self.framed = self.head_done = self.complete = True
+                if body:
+                    self.chunks.append(body)
+                    self.buffered = len(body)
+                self._wake()
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -317,6 +334,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.until_eof = False
         self.expect_no_body = no_body
         self.received_any = False
+        self.fresh = True
         self.idle_since = 0.0
         self.requests += 1
         assert self.transport is not None
