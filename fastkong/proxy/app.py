@@ -696,7 +696,13 @@ class Gateway(Replies):
             read_timeout = service.read_timeout
             size = 0
             while True:
-                chunk = await conn.read_body(read_timeout)
+                # What has arrived is taken without a coroutine (a small answer is all here).
+                if conn.chunks:
+                    chunk = conn.take_chunks()
+                elif conn.complete:
+                    chunk = None
+                else:
+                    chunk = await conn.read_body(read_timeout)
                 last = chunk is None or (conn.complete and not conn.chunks)
                 if filters:
                     assert ctx is not None

@@ -306,17 +306,19 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool.waiting.discard(self)
         self._fail(UpstreamTimeout(self.deadline_error))
 
-    async def _wait(self, timeout: float, message: str) -> None:
+    def _arm(self, timeout: float, message: str) -> asyncio.Future[None]:
+        """Begin a wait: a future the protocol completes, and a deadline the pool's watchdog
+        enforces. The caller awaits it and always ends with :meth:`_disarm`. (A plain method
+        and a future, not a coroutine: one object less per wait on every request.)"""
         self.waiter = waiter = self.loop.create_future()
         self.deadline = self.loop.time() + timeout
         self.deadline_error = message
-        pool = self.pool
-        pool.watch(self)
-        try:
-            await waiter
-        finally:
-            self.waiter = None
-            pool.waiting.discard(self)
+        self.pool.watch(self)
+        return waiter
+
+    def _disarm(self) -> None:
+        self.waiter = None
+        self.pool.waiting.discard(self)
 
     # -- the exchange -----------------------------------------------------------------------
 
@@ -347,34 +349,50 @@ class UpstreamConnection(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(data)
         while self.write_paused and self.error is None:
-            await self._wait(timeout, _SEND_TIMEOUT)
+            waiter = self._arm(timeout, _SEND_TIMEOUT)
+            try:
+                await waiter
+            finally:
+                self._disarm()
         if self.error is not None:
             raise self.error
 
     async def read_head(self, timeout: float) -> None:
         """Wait until the response status and headers have arrived."""
         while not self.head_done and self.error is None:
-            await self._wait(timeout, _READ_TIMEOUT)
+            waiter = self._arm(timeout, _READ_TIMEOUT)
+            try:
+                await waiter
+            finally:
+                self._disarm()
         if self.error is not None and not self.head_done:
             raise self.error
+
+    def take_chunks(self) -> bytes:
+        """The body bytes received and not yet read (call only when ``chunks`` is not empty)."""
+        chunks = self.chunks
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self.buffered = 0
+        if self.read_paused and self.transport is not None and not self.closed:
+            self.read_paused = False
+            self.transport.resume_reading()
+        return data
 
     async def read_body(self, timeout: float) -> bytes | None:
         """The next body chunk (possibly several joined), or None at the end of the body."""
         while True:
-            chunks = self.chunks
-            if chunks:
-                data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
-                chunks.clear()
-                self.buffered = 0
-                if self.read_paused and self.transport is not None and not self.closed:
-                    self.read_paused = False
-                    self.transport.resume_reading()
-                return data
+            if self.chunks:
+                return self.take_chunks()
             if self.complete:
                 return None
             if self.error is not None:
                 raise self.error
-            await self._wait(timeout, _READ_TIMEOUT)
+            waiter = self._arm(timeout, _READ_TIMEOUT)
+            try:
+                await waiter
+            finally:
+                self._disarm()
 
     def reusable(self) -> bool:
         return (
