@@ -308,14 +308,17 @@ class Fleet:
         auth: bool = False,
         redis: bool = False,
         tls: bool = False,
+        root: Path = ROOT,
     ) -> Running:
         """fastkong with ``routes`` prefix routes, or (0) the main config: /static, /1k, /100k,
         with ``auth`` /auth (key-auth + rate-limiting local), with ``redis`` /rl-redis
-        (rate-limiting, redis policy, against a redis-server started here)."""
+        (rate-limiting, redis policy, against a redis-server started here); from the checkout
+        ``root`` (this one unless told)."""
         key = (
             f"fastkong-{workers}w"
             + (f"-{routes}routes" if routes else "")
             + ("-tls" if tls else "")
+            + (f"-{root.name}-{abs(hash(root)) % 10_000}" if root != ROOT else "")
         )
         if key in self.running:
             return self.running[key]
@@ -393,6 +396,7 @@ class Fleet:
         if tls:
             cert, cert_key = self.certificate()
             cmd += ["--ssl-cert", str(cert), "--ssl-key", str(cert_key)]
-        server = spawn(key, cmd, self.workdir, cwd=ROOT)
+        env = {"PYTHONPATH": str(root)} if root != ROOT else None
+        server = spawn(key, cmd, self.workdir, cwd=root, env=env)
         ready = f"http://127.0.0.1:{status_port}/status/ready"
         return self._add(Running(key, server, port, ready, "https" if tls else "http"))
