@@ -29,6 +29,24 @@ ROOT = Path(__file__).resolve().parent.parent
 _GIVEN: set[int] = set()
 
 
+class RecordingTransport:
+    """What an :class:`~fastkong.proxy.upstream.UpstreamConnection` writes to, for tests that
+    feed it bytes directly (no socket): keeps the writes, notes the close."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def set_write_buffer_limits(self, **_: int) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
 def free_port() -> int:
     """A loopback port nothing listens on, below the kernel's ephemeral range: a port the
     kernel picked (port 0) can be given to a client's outgoing connection before the server

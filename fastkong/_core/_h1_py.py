@@ -37,18 +37,32 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["parse_response", "scan_request_headers", "DROPPED", "SPECIAL", "TRUSTED_FORWARDED"]
+__all__ = [
+    "parse_response",
+    "scan_request_headers",
+    "DROPPED",
+    "NGINX_HIDDEN",
+    "RESPONSE_HOP_BY_HOP",
+    "SPECIAL",
+    "TRUSTED_FORWARDED",
+]
 
-#: Response headers that end at the gateway: hop-by-hop (RFC 9110 7.6.1), and those nginx's
-#: proxy module hides by default. (``transfer-encoding`` and ``connection`` are also hop-by-hop;
-#: the parser reads those itself.)
-DROPPED = frozenset(
+#: Response headers that end at the gateway (RFC 9110 7.6.1): never forwarded to the client.
+RESPONSE_HOP_BY_HOP = frozenset(
     {
+        b"connection",
         b"keep-alive",
         b"proxy-connection",
         b"te",
         b"trailer",
+        b"transfer-encoding",
         b"upgrade",
+    }
+)
+#: Response headers nginx's proxy module hides by default (Kong passes only Server and Date
+#: through): never forwarded to the client either.
+NGINX_HIDDEN = frozenset(
+    {
         b"x-pad",
         b"x-accel-expires",
         b"x-accel-redirect",
@@ -57,6 +71,9 @@ DROPPED = frozenset(
         b"x-accel-charset",
     }
 )
+#: The ones :func:`parse_response` drops unread (``connection`` and ``transfer-encoding`` it
+#: reads first).
+DROPPED = (RESPONSE_HOP_BY_HOP | NGINX_HIDDEN) - {b"connection", b"transfer-encoding"}
 _MAX_DIGITS = 18
 
 # Request headers that are not copied verbatim: hop-by-hop ones (RFC 9110 7.6.1) plus ``Proxy``

@@ -16,9 +16,25 @@ the result tuple.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.string cimport memcmp, memcpy
 
-from fastkong._core._h1_py import DEBUG, DROPPED, SIGNALS, SPECIAL, TRUSTED_FORWARDED
+from fastkong._core._h1_py import (
+    DEBUG,
+    DROPPED,
+    NGINX_HIDDEN,
+    RESPONSE_HOP_BY_HOP,
+    SIGNALS,
+    SPECIAL,
+    TRUSTED_FORWARDED,
+)
 
-__all__ = ["parse_response", "scan_request_headers", "DROPPED", "SPECIAL", "TRUSTED_FORWARDED"]
+__all__ = [
+    "parse_response",
+    "scan_request_headers",
+    "DROPPED",
+    "NGINX_HIDDEN",
+    "RESPONSE_HOP_BY_HOP",
+    "SPECIAL",
+    "TRUSTED_FORWARDED",
+]
 
 cdef frozenset _SPECIAL = SPECIAL
 cdef frozenset _SIGNALS = SIGNALS

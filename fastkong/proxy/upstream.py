@@ -33,6 +33,7 @@ import httptools
 
 from fastkong import __version__
 from fastkong._core import load
+from fastkong._core._h1_py import NGINX_HIDDEN, RESPONSE_HOP_BY_HOP
 from fastkong.proxy.hop import PLAIN_CONNECTION
 from fastkong.proxy.upstream_tls import ContextCache, TlsProfile
 
@@ -54,30 +55,6 @@ WATCHDOG_TICK = 0.005
 
 _h1 = load("h1")
 
-#: Response headers that end at the gateway (RFC 9110 7.6.1): never forwarded to the client.
-RESPONSE_HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-    }
-)
-#: Response headers nginx's proxy module hides by default (Kong passes only Server and Date
-#: through): never forwarded to the client either.
-NGINX_HIDDEN = frozenset(
-    {
-        b"x-pad",
-        b"x-accel-expires",
-        b"x-accel-redirect",
-        b"x-accel-limit-rate",
-        b"x-accel-buffering",
-        b"x-accel-charset",
-    }
-)
 _DROPPED = RESPONSE_HOP_BY_HOP | NGINX_HIDDEN
 #: A response with neither of these has a body that ends when the connection does.
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from fastkong._core import NO_EXTENSIONS, _h1_py
 from fastkong.proxy.upstream import ConnectionPool, UpstreamConnection
+from tests.helpers import RecordingTransport
 
 GOOD_NAMES = st.sampled_from(
     [
@@ -91,20 +92,9 @@ if not NO_EXTENSIONS:  # under the twins alone there is nothing to compare
         assert compiled.parse_response(raw, no_body) == _h1_py.parse_response(raw, no_body)
 
 
-class _Transport:
-    def write(self, data: bytes) -> None:
-        pass
-
-    def set_write_buffer_limits(self, **_: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def _read(loop: asyncio.AbstractEventLoop, pieces: list[bytes], no_body: bool) -> tuple:
     conn = UpstreamConnection(ConnectionPool(loop), ("127.0.0.1", 80, None))
-    conn.connection_made(_Transport())  # type: ignore[arg-type]
+    conn.connection_made(RecordingTransport())  # type: ignore[arg-type]
     conn.start(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", no_body=no_body)
     for piece in pieces:
         conn.data_received(piece)

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from fastkong.proxy.upstream import ConnectionPool, UpstreamConnection, keepalive_settings
+from tests.helpers import RecordingTransport
 
 
 @pytest.fixture
@@ -17,21 +18,10 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop.close()
 
 
-class _Transport:
-    def write(self, data: bytes) -> None:
-        pass
-
-    def set_write_buffer_limits(self, **_: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def _served(pool: ConnectionPool, requests: int) -> UpstreamConnection:
     """A connection that has carried ``requests`` complete keep-alive exchanges."""
     conn = UpstreamConnection(pool, ("127.0.0.1", 80, None))
-    conn.connection_made(_Transport())  # type: ignore[arg-type]
+    conn.connection_made(RecordingTransport())  # type: ignore[arg-type]
     for _ in range(requests):
         conn.start(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", no_body=False)
         conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")

@@ -16,21 +16,7 @@ from fastkong.proxy.upstream import (
     UpstreamConnection,
     UpstreamTimeout,
 )
-
-
-class _Transport:
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-    def set_write_buffer_limits(self, **_: int) -> None:
-        pass
-
-    def close(self) -> None:
-        self.closed = True
+from tests.helpers import RecordingTransport
 
 
 @pytest.fixture
@@ -42,7 +28,7 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 def _conn(loop: asyncio.AbstractEventLoop) -> UpstreamConnection:
     conn = UpstreamConnection(ConnectionPool(loop), ("127.0.0.1", 80, False))
-    conn.connection_made(_Transport())  # type: ignore[arg-type]
+    conn.connection_made(RecordingTransport())  # type: ignore[arg-type]
     conn.start(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", no_body=False)
     return conn
 
