@@ -91,10 +91,16 @@ def run_log(ctx: RequestContext) -> None:
 
 def apply_header_edits(ctx: RequestContext, lines: list[bytes]) -> list[bytes]:
     """The upstream header lines after the plugins' set/clear edits."""
-    drop = ctx.upstream_remove | ctx.upstream_set.keys()
-    kept = [line for line in lines if line.split(b":", 1)[0] not in drop]
+    edits = ctx.upstream_set
+    remove = ctx.upstream_remove
+    # A copied line is ``name: value\r\n`` with the name lower-cased: the name ends at ':'.
+    kept = [
+        line
+        for line in lines
+        if (name := line[: line.find(b":")]) not in remove and name not in edits
+    ]
     # Host is not a copied line: the proxy writes it itself (and honours a plugin's value).
-    for name, value in ctx.upstream_set.items():
+    for name, value in edits.items():
         if name == b"host":
             continue
         for one in value if isinstance(value, list) else (value,):
