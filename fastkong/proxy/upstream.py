@@ -5,8 +5,10 @@ an ``asyncio.Protocol`` with the C parser of ``httptools`` 15-35 us (shared/DESI
 
 A connection serves one exchange at a time. The request side writes bytes to the transport and,
 for a streamed request body, waits for ``resume_writing`` when the kernel buffer is full. The
-response side is fed by ``data_received`` through the parser into three pieces of state the
-proxy awaits: the head (status + headers), a list of body chunks and a completion flag. When
+response side is fed by ``data_received`` into three pieces of state the proxy awaits: the head
+(status + headers), a list of body chunks and a completion flag. A small response that arrives
+whole in one read is taken in one compiled step (``_core.h1.parse_response``); any other (cut
+across reads, chunked, unusual) goes through ``httptools``' callbacks from its first byte. When
 the unread body grows past ``HIGH_WATER`` bytes the socket stops being read, so a slow client
 never makes the gateway buffer a large response (bounded memory, in both directions).
 
