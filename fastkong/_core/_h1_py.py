@@ -38,6 +38,7 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "edit_header_lines",
     "parse_response",
     "scan_request_headers",
     "DROPPED",
@@ -239,3 +240,22 @@ def parse_response(data: bytes, no_body: bool) -> Parsed | None:
     if length < 0 or size - at != length:
         return None
     return status, headers, has_server, keep_alive, data[at:]
+
+
+def edit_header_lines(
+    lines: list[bytes], remove: set[bytes], edits: dict[bytes, bytes | list[bytes]]
+) -> list[bytes]:
+    """The copied header ``lines`` (``name: value\\r\\n``, lower-case names) without the names
+    in ``remove`` or ``edits``, then each of ``edits`` as lines (a list value: one line per value).
+    ``host`` in ``edits`` is left out: the proxy writes Host itself."""
+    kept = [
+        line
+        for line in lines
+        if (name := line[: line.find(b":")]) not in remove and name not in edits
+    ]
+    for name, value in edits.items():
+        if name == b"host":
+            continue
+        for one in value if isinstance(value, list) else (value,):
+            kept.append(name + b": " + one + b"\r\n")
+    return kept

@@ -14,7 +14,7 @@ the result tuple.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memchr, memcmp, memcpy
 
 from fastkong._core._h1_py import (
     DEBUG,
@@ -27,6 +27,7 @@ from fastkong._core._h1_py import (
 )
 
 __all__ = [
+    "edit_header_lines",
     "parse_response",
     "scan_request_headers",
     "DROPPED",
@@ -281,3 +282,31 @@ def scan_request_headers(headers, bint trusted):
                 forwarded = {}
             forwarded.setdefault(name, value)
     return lines, host, xff, via, chunked, content_length, forwarded, signals, head_size, debug
+
+
+def edit_header_lines(list lines, remove, dict edits):
+    cdef list kept = []
+    cdef bytes line, name
+    cdef const char* p
+    cdef const char* colon
+    for item in lines:
+        line = <bytes?>item
+        p = PyBytes_AS_STRING(line)
+        colon = <const char*>memchr(p, c':', PyBytes_GET_SIZE(line))
+        if colon == NULL:  # not a copied line (never made here): its name is the whole line
+            name = line[:-1]
+        else:
+            name = PyBytes_FromStringAndSize(p, colon - p)
+        if name in remove or name in edits:
+            continue
+        kept.append(line)
+    for key, value in edits.items():
+        name = <bytes?>key
+        if name == b"host":
+            continue
+        if isinstance(value, list):
+            for one in value:
+                kept.append(_line(name, <bytes?>one))
+        else:
+            kept.append(_line(name, <bytes?>value))
+    return kept

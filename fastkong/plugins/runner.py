@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from fastkong._core import load
 from fastkong.plugins.base import Exit, Plugin
 from fastkong.plugins.chain import PluginSet, order_key
 
@@ -18,6 +19,10 @@ if TYPE_CHECKING:
     from fastkong.plugins.context import RequestContext
 
 log = logging.getLogger("fastkong.plugins")
+if TYPE_CHECKING:
+    from fastkong._core import _h1_py as _h1
+else:
+    _h1 = load("h1")
 
 
 async def run_access(
@@ -91,18 +96,4 @@ def run_log(ctx: RequestContext) -> None:
 
 def apply_header_edits(ctx: RequestContext, lines: list[bytes]) -> list[bytes]:
     """The upstream header lines after the plugins' set/clear edits."""
-    edits = ctx.upstream_set
-    remove = ctx.upstream_remove
-    # A copied line is ``name: value\r\n`` with the name lower-cased: the name ends at ':'.
-    kept = [
-        line
-        for line in lines
-        if (name := line[: line.find(b":")]) not in remove and name not in edits
-    ]
-    # Host is not a copied line: the proxy writes it itself (and honours a plugin's value).
-    for name, value in edits.items():
-        if name == b"host":
-            continue
-        for one in value if isinstance(value, list) else (value,):
-            kept.append(name + b": " + one + b"\r\n")
-    return kept
+    return _h1.edit_header_lines(lines, ctx.upstream_remove, ctx.upstream_set)

@@ -17,7 +17,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastkong._core import load
 from fastkong.plugins.base import Plugin, kong_error
@@ -52,7 +52,10 @@ from fastkong.proxy.upstream import (
 from fastkong.runtime import RoutePlan, Runtime, ServicePlan, empty_runtime
 from fastkong.upstreams.registry import Registry, open_table
 
-_h1 = load("h1")
+if TYPE_CHECKING:
+    from fastkong._core import _h1_py as _h1
+else:
+    _h1 = load("h1")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

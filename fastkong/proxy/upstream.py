@@ -29,7 +29,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 
@@ -55,7 +55,10 @@ LOW_WATER = 64 * 1024
 #: The shortest interval between two deadline checks of one pool, in seconds.
 WATCHDOG_TICK = 0.005
 
-_h1 = load("h1")
+if TYPE_CHECKING:
+    from fastkong._core import _h1_py as _h1
+else:
+    _h1 = load("h1")
 
 _DROPPED = RESPONSE_HOP_BY_HOP | NGINX_HIDDEN
 #: A response with neither of these has a body that ends when the connection does.

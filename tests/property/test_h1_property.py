@@ -141,3 +141,30 @@ if not NO_EXTENSIONS:
         assert compiled.scan_request_headers(headers, trusted) == _h1_py.scan_request_headers(
             headers, trusted
         )
+
+
+LINE_NAMES = st.sampled_from([b"accept", b"x-a", b"host", b"x-consumer-id", b""]) | st.binary(
+    max_size=4
+)
+
+if not NO_EXTENSIONS:
+
+    @settings(max_examples=1500, deadline=None)
+    @given(
+        st.lists(
+            st.tuples(LINE_NAMES, st.binary(max_size=6)).map(lambda nv: nv[0] + b": " + nv[1])
+            | st.binary(max_size=8),
+            max_size=6,
+        ),
+        st.sets(LINE_NAMES, max_size=3),
+        st.dictionaries(
+            LINE_NAMES, st.binary(max_size=4) | st.lists(st.binary(max_size=3), max_size=3)
+        ),
+    )
+    def test_compiled_and_twin_edit_header_lines_alike(
+        lines: list[bytes], remove: set[bytes], edits: dict[bytes, bytes | list[bytes]]
+    ) -> None:
+        compiled = importlib.import_module("fastkong._core.h1")
+        assert compiled.edit_header_lines(lines, remove, edits) == _h1_py.edit_header_lines(
+            lines, remove, edits
+        )

@@ -175,3 +175,19 @@ def test_the_request_scan_reads_chunked_in_any_case(h1: Any) -> None:
 def test_the_request_scan_refuses_headers_that_are_not_bytes(h1: Any) -> None:
     with pytest.raises(TypeError):
         h1.scan_request_headers([("host", "x")], False)
+
+
+def test_header_edits_drop_set_and_cleared_names_then_add_the_set_ones(h1: Any) -> None:
+    lines = [b"user-agent: wrk\r\n", b"x-consumer-id: forged\r\n", b"accept: */*\r\n"]
+    edits: dict[bytes, bytes | list[bytes]] = {
+        b"x-consumer-id": b"42",
+        b"x-multi": [b"a", b"b"],
+        b"host": b"ignored.example",
+    }
+    assert h1.edit_header_lines(lines, {b"accept"}, edits) == [
+        b"user-agent: wrk\r\n",
+        b"x-consumer-id: 42\r\n",
+        b"x-multi: a\r\n",
+        b"x-multi: b\r\n",
+    ]
+    assert h1.edit_header_lines(lines, set(), {}) == lines
