@@ -16,11 +16,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Self
 
 import httpx
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -256,6 +257,19 @@ class DatagramCollector:
         self.running = False
         self.thread.join(5)
         self.sock.close()
+
+    @staticmethod
+    def module_fixture() -> Any:
+        """A module-scoped pytest fixture yielding a collector, stopped after the module:
+        ``agent = DatagramCollector.module_fixture()``."""
+
+        @pytest.fixture(scope="module")
+        def collector() -> Iterator[DatagramCollector]:
+            server = DatagramCollector()
+            yield server
+            server.stop()
+
+        return collector
 
 
 class FixedPeer(LoopServer):

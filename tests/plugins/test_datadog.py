@@ -4,7 +4,7 @@ real UDP server on loopback."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -16,11 +16,7 @@ from tests.plugins.test_statsd import CONSUMER_ID, CONSUMERS
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def agent() -> Iterator[DatagramCollector]:
-    server = DatagramCollector()
-    yield server
-    server.stop()
+agent = DatagramCollector.module_fixture()
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -22,11 +22,7 @@ LINE = re.compile(
 )
 
 
-@pytest.fixture(scope="module")
-def loggly() -> Iterator[DatagramCollector]:
-    server = DatagramCollector()
-    yield server
-    server.stop()
+loggly = DatagramCollector.module_fixture()
 
 
 @pytest.fixture(scope="module")

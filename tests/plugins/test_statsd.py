@@ -30,11 +30,7 @@ CONSUMERS = f"""consumers:
 """
 
 
-@pytest.fixture(scope="module")
-def udp() -> Iterator[DatagramCollector]:
-    server = DatagramCollector()
-    yield server
-    server.stop()
+udp = DatagramCollector.module_fixture()
 
 
 @pytest.fixture(scope="module")

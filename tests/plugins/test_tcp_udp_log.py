@@ -66,11 +66,7 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LineCollect
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def udp_server() -> Iterator[DatagramCollector]:
-    server = DatagramCollector()
-    yield server
-    server.stop()
+udp_server = DatagramCollector.module_fixture()
 
 
 @pytest.fixture(scope="module")
