@@ -302,6 +302,14 @@ class UpstreamConnection(asyncio.Protocol):
         self.waiter = None
         self.pool.waiting.discard(self)
 
+    async def _wait(self, timeout: float, message: str) -> None:
+        """One wait, for the paths off the common one (a full socket, a body still coming)."""
+        waiter = self._arm(timeout, message)
+        try:
+            await waiter
+        finally:
+            self._disarm()
+
     # -- the exchange -----------------------------------------------------------------------
 
     def start(self, head: bytes, no_body: bool) -> None:
@@ -331,17 +339,14 @@ class UpstreamConnection(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(data)
         while self.write_paused and self.error is None:
-            waiter = self._arm(timeout, _SEND_TIMEOUT)
-            try:
-                await waiter
-            finally:
-                self._disarm()
+            await self._wait(timeout, _SEND_TIMEOUT)
         if self.error is not None:
             raise self.error
 
     async def read_head(self, timeout: float) -> None:
         """Wait until the response status and headers have arrived."""
         while not self.head_done and self.error is None:
+            # Every proxied request waits here once: the wait is inlined (no coroutine).
             waiter = self._arm(timeout, _READ_TIMEOUT)
             try:
                 await waiter
@@ -370,11 +375,7 @@ class UpstreamConnection(asyncio.Protocol):
                 return None
             if self.error is not None:
                 raise self.error
-            waiter = self._arm(timeout, _READ_TIMEOUT)
-            try:
-                await waiter
-            finally:
-                self._disarm()
+            await self._wait(timeout, _READ_TIMEOUT)
 
     def reusable(self) -> bool:
         return (
