@@ -25,11 +25,14 @@ from urllib.parse import urlsplit
 
 from fastkong import __version__
 from fastkong.kong_conf import (
+    DEFAULT_CIPHER_SUITE,
+    DEFAULT_SSL_PROTOCOLS,
     Listener,
     check_deployment,
     log_level,
     on_off,
     parse_listeners,
+    tls_minimum,
     unread_settings,
 )
 
@@ -225,6 +228,10 @@ def cmd_start(args: argparse.Namespace) -> int:
     ssl_cert = args.ssl_cert or _env("SSL_CERT")
     ssl_key = args.ssl_key or _env("SSL_CERT_KEY")
     try:
+        tls_floor = tls_minimum(
+            args.ssl_cipher_suite or _env("SSL_CIPHER_SUITE") or DEFAULT_CIPHER_SUITE,
+            args.ssl_protocols or _env("SSL_PROTOCOLS") or DEFAULT_SSL_PROTOCOLS,
+        )
         proxy = proxy_listeners(
             args.proxy_listen or _env("PROXY_LISTEN") or DEFAULT_PROXY_LISTEN, ssl_cert, ssl_key
         )
@@ -257,6 +264,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         client_max_body_size=max_body,
         ssl_cert=ssl_cert,
         ssl_key=ssl_key,
+        ssl_protocol_min=tls_floor,
         http=args.http,
         log_level=level.lower(),
         prefix=Path(prefix) if (prefix := args.prefix or _env("PREFIX")) else None,
@@ -512,6 +520,17 @@ def build_parser() -> argparse.ArgumentParser:
         "generated self-signed one, as Kong's",
     )
     start.add_argument("--ssl-key", help="PEM key for --ssl-cert (or KONG_SSL_CERT_KEY)")
+    start.add_argument(
+        "--ssl-cipher-suite",
+        help="Kong's named TLS suite for the ssl listeners: modern (TLS 1.3), intermediate "
+        "(default: TLS 1.2 and 1.3), old, fips, or custom to follow --ssl-protocols "
+        "(KONG_SSL_CIPHER_SUITE)",
+    )
+    start.add_argument(
+        "--ssl-protocols",
+        help="TLS versions with --ssl-cipher-suite custom, e.g. 'TLSv1.2 TLSv1.3' "
+        "(KONG_SSL_PROTOCOLS)",
+    )
     start.add_argument(
         "--http",
         choices=("auto", "1", "2"),

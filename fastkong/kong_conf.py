@@ -124,6 +124,8 @@ READ_SETTINGS: Final = frozenset(
         "STATUS_LISTEN",
         "SSL_CERT",
         "SSL_CERT_KEY",
+        "SSL_CIPHER_SUITE",
+        "SSL_PROTOCOLS",
         "NGINX_WORKER_PROCESSES",
         "ROUTER_FLAVOR",
         "TRUSTED_IPS",
@@ -232,3 +234,46 @@ def log_level(value: str) -> str:
         names = ", ".join(sorted(set(LOG_LEVELS) - {"warning"}))
         raise ValueError(f"log_level: expected one of {names}, got {value!r}")
     return level
+
+
+#: The TLS versions of Kong's named cipher suites (``ssl_cipher_suite``; its conf loader puts a
+#: suite's versions in nginx's ``ssl_protocols``, and reads ``ssl_protocols`` only for
+#: ``custom``), and Kong's defaults for the two settings.
+CIPHER_SUITE_PROTOCOLS: Final = {
+    "modern": "TLSv1.3",
+    "intermediate": "TLSv1.2 TLSv1.3",
+    "old": "TLSv1 TLSv1.1 TLSv1.2 TLSv1.3",
+    "fips": "TLSv1.2",
+}
+DEFAULT_CIPHER_SUITE: Final = "intermediate"
+DEFAULT_SSL_PROTOCOLS: Final = "TLSv1.1 TLSv1.2 TLSv1.3"
+_TLS_VERSIONS: Final = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+
+
+def tls_minimum(cipher_suite: str, protocols: str) -> str:
+    """The oldest TLS version the ``ssl`` listeners accept, as Granian names it (``tls1.2`` or
+    ``tls1.3``), for Kong's ``ssl_cipher_suite`` and ``ssl_protocols``; ValueError else.
+
+    Granian's TLS speaks 1.2 and 1.3 only and takes a floor, not a list: TLSv1 and TLSv1.1 (the
+    ``old`` suite, a custom list) come down to 1.2, and a list without 1.3 (``fips``) still
+    accepts 1.3.
+    """
+    suite = cipher_suite.strip()
+    if suite == "custom":
+        listed = protocols.split()
+        for version in listed:
+            if version not in _TLS_VERSIONS:
+                raise ValueError(
+                    f"ssl_protocols: invalid entry {version!r} "
+                    f"(expected some of {', '.join(_TLS_VERSIONS)})"
+                )
+        if not listed:
+            raise ValueError("ssl_protocols: no TLS version listed")
+    elif suite in CIPHER_SUITE_PROTOCOLS:
+        listed = CIPHER_SUITE_PROTOCOLS[suite].split()
+    else:
+        raise ValueError(
+            f"ssl_cipher_suite: Undefined cipher suite {suite!r} "
+            f"(expected one of {', '.join(CIPHER_SUITE_PROTOCOLS)}, custom)"
+        )
+    return "tls1.3" if listed == ["TLSv1.3"] else "tls1.2"

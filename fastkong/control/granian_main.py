@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from granian import Granian
-from granian.constants import HTTPModes, Interfaces, Loops
+from granian.constants import HTTPModes, Interfaces, Loops, SSLProtocols
 from granian.http import HTTP1Settings
 from granian.log import LogLevels
 
@@ -55,6 +55,8 @@ def main() -> None:
         log_level=LogLevels(opts.get("log_level", "warning")),
         ssl_cert=ssl_cert,
         ssl_key=ssl_key,
+        # Granian's own floor is TLS 1.3; Kong's default suite accepts 1.2 as well.
+        ssl_protocol_min=SSLProtocols(opts.get("ssl_protocol_min", "tls1.2")),
         respawn_failed_workers=True,
         workers_kill_timeout=opts.get("kill_timeout"),
     )

@@ -136,6 +136,9 @@ class Options:
     client_max_body_size: str = DEFAULT_MAX_BODY
     ssl_cert: str | None = None
     ssl_key: str | None = None
+    #: The oldest TLS version the ssl listeners accept (``kong_conf.tls_minimum``): Kong's
+    #: default suite, ``intermediate``, accepts TLS 1.2, which Granian alone would refuse.
+    ssl_protocol_min: str = "tls1.2"
     #: ``--http``: one HTTP mode for every listener; None follows each listener's ``http2``
     #: flag, as Kong does (HTTP/2 and HTTP/1.1 with it, HTTP/1.1 alone without).
     http: str | None = None
@@ -529,6 +532,7 @@ class Supervisor:
                 "workers": self.options.workers,
                 "ssl_cert": cert,
                 "ssl_key": key,
+                "ssl_protocol_min": self.options.ssl_protocol_min,
                 "http": self.options.http or ("auto" if "http2" in listener.flags else "1"),
                 "backlog": listener.backlog or 16384,
                 "log_level": self.options.log_level,

@@ -162,6 +162,37 @@ def test_a_given_certificate_is_served_and_stop_ends_both(tmp_path: Path, echo: 
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
 
+def handshake(port: int, version: ssl.TLSVersion) -> str | None:
+    """The TLS version a client limited to ``version`` agrees on, None if it is refused."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = context.maximum_version = version
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        try:
+            with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                return tls.version()
+        except ssl.SSLError:
+            return None
+
+
+def test_tls_12_clients_are_served_as_by_kongs_default_suite(gateway: Gateway) -> None:
+    assert gateway.ssl_port is not None
+    assert handshake(gateway.ssl_port, ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
+    assert handshake(gateway.ssl_port, ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
+
+
+def test_the_modern_suite_accepts_tls_13_only(tmp_path: Path, echo: Echo) -> None:
+    gw = Gateway(tmp_path, config(echo), 1, "--ssl-cipher-suite", "modern")
+    gw.ssl_port = free_port()
+    gw.start()
+    try:
+        assert handshake(gw.ssl_port, ssl.TLSVersion.TLSv1_2) is None
+        assert handshake(gw.ssl_port, ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
+    finally:
+        assert gw.stop() == 0
+
+
 def children(pid: int) -> list[tuple[int, str]]:
     """(pid, command line) of the processes whose parent is ``pid``."""
     found = []

@@ -16,10 +16,13 @@ from fastkong.cli import (
     worker_count,
 )
 from fastkong.kong_conf import (
+    DEFAULT_CIPHER_SUITE,
+    DEFAULT_SSL_PROTOCOLS,
     check_deployment,
     log_level,
     on_off,
     parse_listeners,
+    tls_minimum,
     unread_settings,
 )
 from fastkong.proxy.upstream_tls import TrustStore
@@ -128,12 +131,32 @@ def test_a_taken_address_is_named_before_anything_starts(tmp_path: Path) -> None
     [
         ("KONG_PROXY_LISTEN", "nonsense", "proxy_listen: invalid listener 'nonsense'"),
         ("KONG_TRUSTED_IPS", "10.0.0.0/33", "trusted_ips: '10.0.0.0/33' is not an IP address"),
+        ("KONG_SSL_CIPHER_SUITE", "strong", "ssl_cipher_suite: Undefined cipher suite 'strong'"),
     ],
 )
 def test_bad_kong_settings_are_errors_not_tracebacks(name: str, value: str, message: str) -> None:
     done = fastkong_cli("start", "--status-listen", "off", env={name: value})
     assert done.returncode == 1
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_tls_versions_follow_kongs_cipher_suites() -> None:
+    # Kong's default suite, intermediate, accepts TLS 1.2 (Granian's own floor is 1.3).
+    assert tls_minimum(DEFAULT_CIPHER_SUITE, DEFAULT_SSL_PROTOCOLS) == "tls1.2"
+    assert tls_minimum("modern", DEFAULT_SSL_PROTOCOLS) == "tls1.3"
+    # Versions below 1.2 are not spoken (1.2 is the floor); a list without 1.3 cannot cap it.
+    assert tls_minimum("old", DEFAULT_SSL_PROTOCOLS) == "tls1.2"
+    assert tls_minimum("fips", DEFAULT_SSL_PROTOCOLS) == "tls1.2"
+    # ssl_protocols counts only with the custom suite, as in Kong's conf loader.
+    assert tls_minimum("intermediate", "TLSv1.3") == "tls1.2"
+    assert tls_minimum("custom", "TLSv1.3") == "tls1.3"
+    assert tls_minimum("custom", "TLSv1.1 TLSv1.2") == "tls1.2"
+    with pytest.raises(ValueError, match="ssl_protocols: invalid entry 'SSLv3'"):
+        tls_minimum("custom", "SSLv3 TLSv1.2")
+    with pytest.raises(ValueError, match="ssl_protocols: no TLS version listed"):
+        tls_minimum("custom", " ")
+    with pytest.raises(ValueError, match="ssl_cipher_suite: Undefined cipher suite 'Modern'"):
+        tls_minimum("Modern", DEFAULT_SSL_PROTOCOLS)
 
 
 def test_demo_port_is_checked_by_the_parser() -> None:
