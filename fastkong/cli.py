@@ -330,6 +330,19 @@ def _prepare(supervisor: Supervisor) -> str | None:
     except OSError as exc:
         return f"fastkong: cannot read {opts.config_path}: {exc}"
     if any(x.ssl for x in opts.proxy):
+        if opts.ssl_cert and opts.ssl_key:
+            try:
+                supervisor.certificate()  # checked now: a bad pair would kill a listener later
+            except ValueError as exc:
+                return "\n".join(f"fastkong: {line}" for line in str(exc).splitlines())
+            given = supervisor.given_certificates or []
+            if len(given) > 1:
+                print(
+                    f"fastkong: ssl_cert: {len(given)} certificates given, the first is served "
+                    "(Granian serves one certificate per listener)",
+                    file=sys.stderr,
+                )
+            return None
         try:
             supervisor.certificate()  # generated now, if it must be, so a failure is one line
         except (OSError, ValueError) as exc:

@@ -52,6 +52,7 @@ from fastkong.control.admin import KONG_VERSION, AdminApi
 from fastkong.control.default_cert import default_certificate
 from fastkong.control.httpserver import Request, Response
 from fastkong.control.lifeline import PARENT_ENV
+from fastkong.control.server_cert import server_certificates
 from fastkong.control.state import file_identity, read_reports, write_state
 from fastkong.kong_conf import Listener
 from fastkong.metrics import render_node_metrics, reset_node_metrics, target_health_rows
@@ -176,6 +177,8 @@ class Supervisor:
             options.prefix.mkdir(parents=True, exist_ok=True)
         self.state_dir = options.prefix or Path(tempfile.mkdtemp(prefix="fastkong-"))
         self.state_file = self.state_dir / "state"
+        #: The ``ssl_cert``/``ssl_cert_key`` pairs as checked files (``certificate()``).
+        self.given_certificates: list[tuple[str, str]] | None = None
         self.started = time.time()
         self.loader = background_executor("fastkong-config")
         shown = HeaderSettings.parse(options.headers, options.headers_upstream)
@@ -547,9 +550,14 @@ class Supervisor:
 
     def certificate(self) -> tuple[str, str]:
         """The ssl listeners' certificate and key: ``ssl_cert``/``ssl_cert_key``, else Kong's
-        generated default under the state directory."""
+        generated default under the state directory. Given pairs are checked once (ValueError,
+        one line per problem) and the first is served: Granian has one per listener."""
         if self.options.ssl_cert and self.options.ssl_key:
-            return self.options.ssl_cert, self.options.ssl_key
+            if self.given_certificates is None:
+                self.given_certificates = server_certificates(
+                    self.options.ssl_cert, self.options.ssl_key, self.state_dir
+                )
+            return self.given_certificates[0]
         cert, key = default_certificate(self.state_dir)
         return str(cert), str(key)
 

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import signal
@@ -160,6 +161,31 @@ def test_a_given_certificate_is_served_and_stop_ends_both(tmp_path: Path, echo: 
     for port in (gw.port, gw.ssl_port):
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_certificates_given_as_base64_text_serve_the_first(tmp_path: Path, echo: Echo) -> None:
+    """Kong's ssl_cert is a list, each entry a path or the PEM text (or base64 of it, as
+    Secrets reach environment variables); Granian serves one pair: the first."""
+    pki = Pki("listeners-b64-ca")
+    pairs = [pki.issue("first.test", dns="first.test"), pki.issue("second.test", dns="second.test")]
+    (tmp_path / "second.crt").write_text(pairs[1][0])
+    (tmp_path / "second.key").write_text(pairs[1][1])
+    b64 = [base64.b64encode(pem.encode()).decode() for pem in pairs[0]]
+    tls = (
+        "--ssl-cert",
+        f"{b64[0]},{tmp_path / 'second.crt'}",
+        "--ssl-key",
+        f"{b64[1]},{tmp_path / 'second.key'}",
+    )
+    gw = Gateway(tmp_path, config(echo), 1, *tls)
+    gw.ssl_port = free_port()
+    gw.start()
+    try:
+        assert served_certificate(gw.ssl_port) == x509.load_pem_x509_certificate(
+            pairs[0][0].encode()
+        )
+    finally:
+        assert gw.stop() == 0
 
 
 def handshake(port: int, version: ssl.TLSVersion) -> str | None:

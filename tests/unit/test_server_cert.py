@@ -1,0 +1,84 @@
+"""``ssl_cert``/``ssl_cert_key`` read as Kong reads them (fastkong/control/server_cert.py):
+lists, paths or PEM text or base64, every problem named at once, each pair loaded as a server
+pair would be."""
+
+from __future__ import annotations
+
+import base64
+import ssl
+from pathlib import Path
+
+import pytest
+
+from fastkong.control.server_cert import server_certificates
+from tests.helpers import fastkong_cli, free_port
+from tests.pki import Pki
+
+
+@pytest.fixture(scope="module")
+def pairs() -> list[tuple[str, str]]:
+    pki = Pki("server-cert-ca")
+    return [pki.issue("one.test", dns="one.test"), pki.issue("two.test", dns="two.test")]
+
+
+def loaded_certificate(cert_path: str, key_path: str) -> str:
+    """The certificate's text, after the pair loaded as the TLS server will load it."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    return Path(cert_path).read_text()
+
+
+def test_paths_text_and_base64_each_become_a_checked_file(
+    tmp_path: Path, pairs: list[tuple[str, str]]
+) -> None:
+    (cert_one, key_one), (cert_two, key_two) = pairs
+    (tmp_path / "one.crt").write_text(cert_one)
+    (tmp_path / "one.key").write_text(key_one)
+    b64 = base64.b64encode(cert_two.encode()).decode()
+    found = server_certificates(
+        f"{tmp_path / 'one.crt'}, {b64}", f"{tmp_path / 'one.key'},{key_two}", tmp_path / "state"
+    )
+    assert found[0] == (str(tmp_path / "one.crt"), str(tmp_path / "one.key"))
+    assert loaded_certificate(*found[1]) == cert_two
+    assert Path(found[1][1]).read_text() == key_two.strip()
+    assert oct(Path(found[1][1]).stat().st_mode)[-3:] == "600"
+
+
+def test_every_problem_is_named_at_once(tmp_path: Path, pairs: list[tuple[str, str]]) -> None:
+    (cert_one, _), (_, key_two) = pairs
+    with pytest.raises(ValueError) as raised:
+        server_certificates("/nowhere/cert.pem", "/nowhere/key.pem", tmp_path)
+    # Kong's conf loader's own words.
+    assert str(raised.value).splitlines() == [
+        "ssl_cert: failed loading certificate from /nowhere/cert.pem",
+        "ssl_cert_key: failed loading key from /nowhere/key.pem",
+    ]
+    with pytest.raises(ValueError, match="^ssl_cert was specified 2 times while ssl_cert_key "):
+        server_certificates("a.pem, b.pem", "a.key", tmp_path)
+    # A key that is not the certificate's: refused here, not by a listener that dies later.
+    with pytest.raises(ValueError, match="^ssl_cert: cannot use -----BEGIN CERTIFICATE"):
+        server_certificates(cert_one, key_two, tmp_path)
+
+
+def test_a_bad_certificate_stops_the_start_in_kongs_words(tmp_path: Path) -> None:
+    config = tmp_path / "kong.yml"
+    config.write_text('_format_version: "3.0"\n')
+    done = fastkong_cli(
+        "start",
+        "-c",
+        str(config),
+        "--proxy-listen",
+        f"127.0.0.1:{free_port()} ssl",
+        "--status-listen",
+        "off",
+        "--admin-listen",
+        "off",
+        "--prefix",
+        str(tmp_path / "prefix"),
+        env={"KONG_SSL_CERT": "/nowhere/cert.pem", "KONG_SSL_CERT_KEY": "/nowhere/key.pem"},
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "fastkong: ssl_cert: failed loading certificate from /nowhere/cert.pem",
+        "fastkong: ssl_cert_key: failed loading key from /nowhere/key.pem",
+    ]
