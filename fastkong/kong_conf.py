@@ -3,6 +3,8 @@ the CLI and the modules that take settings (one reading, one error text per type
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Mapping
 from typing import Final, NamedTuple
@@ -277,3 +279,16 @@ def tls_minimum(cipher_suite: str, protocols: str) -> str:
             f"(expected one of {', '.join(CIPHER_SUITE_PROTOCOLS)}, custom)"
         )
     return "tls1.3" if listed == ["TLSv1.3"] else "tls1.2"
+
+
+def pem_text(entry: str) -> bytes | None:
+    """The PEM text a certificate setting's entry carries when it is not a file: the text as
+    given, or base64 of it (how Secrets reach environment variables); None if neither. Kong
+    reads ``ssl_cert``, ``ssl_cert_key`` and ``lua_ssl_trusted_certificate`` entries so."""
+    if "-----BEGIN" in entry:
+        return entry.encode("latin-1")
+    try:
+        decoded = base64.b64decode(entry, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return decoded if b"-----BEGIN" in decoded else None

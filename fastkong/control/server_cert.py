@@ -14,26 +14,15 @@ since the server takes paths.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 import ssl
 from pathlib import Path
 
+from fastkong.kong_conf import pem_text
+
 
 def _entries(value: str) -> list[str]:
     return [entry.strip() for entry in value.split(",") if entry.strip()]
-
-
-def _pem(entry: str) -> bytes | None:
-    """The PEM text an entry that is not a file carries (as is, or base64), None if neither."""
-    if "-----BEGIN" in entry:
-        return entry.encode()
-    try:
-        decoded = base64.b64decode(entry, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return decoded if b"-----BEGIN" in decoded else None
 
 
 def server_certificates(cert: str, key: str, directory: Path) -> list[tuple[str, str]]:
@@ -77,7 +66,7 @@ def _as_file(entry: str, spill: Path) -> str | None:
     ``spill``; None when it is neither."""
     if os.path.isfile(entry):
         return entry
-    pem = _pem(entry)
+    pem = pem_text(entry)
     if pem is None:
         return None
     spill.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

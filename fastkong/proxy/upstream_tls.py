@@ -29,6 +29,8 @@ import ssl
 import tempfile
 from collections.abc import Iterable, Mapping
 
+from fastkong.kong_conf import pem_text
+
 #: Contexts kept per worker; a node sees a handful of profiles, rotations add a few more.
 CONTEXT_CACHE_LIMIT = 256
 
@@ -91,9 +93,16 @@ class TrustStore:
     def __init__(self, setting: str | None) -> None:
         entries = [x.strip() for x in (setting or "system").split(",") if x.strip()]
         self.system = "system" in entries
-        self.files = tuple(x for x in entries if x != "system")
         pems = []
-        for path in self.files:
+        files = []
+        for path in entries:
+            if path == "system":
+                continue
+            given = None if os.path.isfile(path) else pem_text(path)
+            if given is not None:  # the PEM text itself, or base64 of it, as Kong reads it
+                pems.append(given.decode("latin-1"))
+                continue
+            files.append(path)
             try:
                 with open(path, encoding="latin-1") as f:
                     text = f.read()
@@ -104,14 +113,16 @@ class TrustStore:
             if "-----BEGIN CERTIFICATE-----" not in text:
                 raise ValueError(f"lua_ssl_trusted_certificate: no PEM certificate in {path}")
             pems.append(text)
+        #: The files read (entries given as PEM text are not named in messages).
+        self.files = tuple(files)
         self.pems = "\n".join(pems)
         if self.pems:
             try:
                 ssl.create_default_context(cadata=self.pems)
             except ssl.SSLError as exc:
-                files = ", ".join(self.files)
+                named = ", ".join(self.files) or "the PEM text given"
                 raise ValueError(
-                    f"lua_ssl_trusted_certificate: unreadable certificate in {files}: "
+                    f"lua_ssl_trusted_certificate: unreadable certificate in {named}: "
                     f"{exc.reason or exc}"
                 ) from None
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
+import ssl
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,7 @@ from fastkong.kong_conf import (
 )
 from fastkong.proxy.upstream_tls import TrustStore
 from tests.helpers import fastkong_cli, free_port
+from tests.pki import Pki
 
 
 def test_worker_count() -> None:
@@ -232,6 +235,17 @@ def test_a_file_without_certificates_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no PEM certificate in"):
         TrustStore(f"system, {bogus}")
     assert TrustStore(None).system and TrustStore("system").files == ()
+
+
+def test_trusted_certificates_may_be_given_as_pem_text_or_base64() -> None:
+    """As Kong reads lua_ssl_trusted_certificate: an entry that is no file is the PEM itself."""
+    cert, _ = Pki("trust-text-ca").issue("peer.test")
+    for entry in (cert, base64.b64encode(cert.encode()).decode()):
+        store = TrustStore(f"system, {entry}")
+        assert store.system and store.files == ()
+        assert store.pems.strip() == cert.strip()
+        context = ssl.create_default_context(cadata=store.pems)  # loads as a verifier will
+        assert context.cert_store_stats()["x509"] == 1
 
 
 def start_warnings(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> list[str]:
