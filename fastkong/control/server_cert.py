@@ -51,8 +51,8 @@ def server_certificates(cert: str, key: str, directory: Path) -> list[tuple[str,
             ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_path, key_path)
         except (ssl.SSLError, OSError) as exc:
             errors.append(
-                f"ssl_cert: cannot use {cert_entry} with the key {key_entry}: "
-                f"{getattr(exc, 'reason', None) or exc}"
+                f"ssl_cert: cannot use {_label(cert_entry, index)} with the key "
+                f"{_label(key_entry, index)}: {getattr(exc, 'reason', None) or exc}"
             )
             continue
         pairs.append((cert_path, key_path))
@@ -74,3 +74,8 @@ def _as_file(entry: str, spill: Path) -> str | None:
     with os.fdopen(fd, "wb") as out:
         out.write(pem)
     return str(spill)
+
+
+def _label(entry: str, index: int) -> str:
+    """How a message names an entry: its path, or its place in the list when it is PEM text."""
+    return entry if os.path.isfile(entry) else f"entry {index + 1} (PEM text)"
