@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from fastkong.control.server_cert import server_certificates
-from tests.helpers import fastkong_cli, free_port
 from tests.pki import Pki
 
 
@@ -61,27 +60,3 @@ def test_every_problem_is_named_at_once(tmp_path: Path, pairs: list[tuple[str, s
     assert str(raised.value).startswith(
         "ssl_cert: cannot use entry 1 (PEM text) with the key entry 1 (PEM text): "
     )
-
-
-def test_a_bad_certificate_stops_the_start_in_kongs_words(tmp_path: Path) -> None:
-    config = tmp_path / "kong.yml"
-    config.write_text('_format_version: "3.0"\n')
-    done = fastkong_cli(
-        "start",
-        "-c",
-        str(config),
-        "--proxy-listen",
-        f"127.0.0.1:{free_port()} ssl",
-        "--status-listen",
-        "off",
-        "--admin-listen",
-        "off",
-        "--prefix",
-        str(tmp_path / "prefix"),
-        env={"KONG_SSL_CERT": "/nowhere/cert.pem", "KONG_SSL_CERT_KEY": "/nowhere/key.pem"},
-    )
-    assert done.returncode == 1
-    assert done.stderr.splitlines() == [
-        "fastkong: ssl_cert: failed loading certificate from /nowhere/cert.pem",
-        "fastkong: ssl_cert_key: failed loading key from /nowhere/key.pem",
-    ]

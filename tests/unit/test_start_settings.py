@@ -6,6 +6,7 @@ import base64
 import os
 import socket
 import ssl
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -291,14 +292,14 @@ def test_a_certificate_without_an_ssl_listener_is_said_unused(tmp_path: Path) ->
     assert "fastkong: ssl_cert is set but no proxy_listen entry has the ssl flag: unused" in lines
 
 
-def test_a_prefix_where_no_certificate_can_be_written_is_one_line(tmp_path: Path) -> None:
-    """An ssl listener without ssl_cert needs Kong's generated certificate in the prefix."""
+def ssl_start(
+    tmp_path: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``fastkong start`` with one ssl proxy listener on an empty config, prefix
+    ``tmp_path/prefix``: for the certificate checks that stop it before it serves."""
     config = tmp_path / "kong.yml"
     config.write_text('_format_version: "3.0"\n')
-    prefix = tmp_path / "prefix"
-    prefix.mkdir()
-    (prefix / "ssl").write_text("a file where the ssl directory would be")
-    done = fastkong_cli(
+    return fastkong_cli(
         "start",
         "-c",
         str(config),
@@ -309,8 +310,28 @@ def test_a_prefix_where_no_certificate_can_be_written_is_one_line(tmp_path: Path
         "--admin-listen",
         "off",
         "--prefix",
-        str(prefix),
+        str(tmp_path / "prefix"),
+        env=env,
     )
+
+
+def test_a_bad_certificate_stops_the_start_in_kongs_words(tmp_path: Path) -> None:
+    done = ssl_start(
+        tmp_path, {"KONG_SSL_CERT": "/nowhere/cert.pem", "KONG_SSL_CERT_KEY": "/nowhere/key.pem"}
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "fastkong: ssl_cert: failed loading certificate from /nowhere/cert.pem",
+        "fastkong: ssl_cert_key: failed loading key from /nowhere/key.pem",
+    ]
+
+
+def test_a_prefix_where_no_certificate_can_be_written_is_one_line(tmp_path: Path) -> None:
+    """An ssl listener without ssl_cert needs Kong's generated certificate in the prefix."""
+    prefix = tmp_path / "prefix"
+    prefix.mkdir()
+    (prefix / "ssl").write_text("a file where the ssl directory would be")
+    done = ssl_start(tmp_path)
     assert done.returncode == 1
     assert done.stderr.startswith("fastkong: ssl_cert: cannot use the TLS certificate: ")
     assert "Traceback" not in done.stderr
