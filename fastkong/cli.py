@@ -333,12 +333,12 @@ def _prepare(supervisor: Supervisor) -> str | None:
         if opts.ssl_cert and opts.ssl_key:
             try:
                 supervisor.certificate()  # checked now: a bad pair would kill a listener later
-            except ValueError as exc:
+            except (ValueError, OSError) as exc:
                 return "\n".join(f"fastkong: {line}" for line in str(exc).splitlines())
-            given = supervisor.given_certificates or []
-            if len(given) > 1:
+            given = supervisor.served.count if supervisor.served is not None else 0
+            if given > 1:
                 print(
-                    f"fastkong: ssl_cert: {len(given)} certificates given, the first is served "
+                    f"fastkong: ssl_cert: {given} certificates given, the first is served "
                     "(Granian serves one certificate per listener)",
                     file=sys.stderr,
                 )

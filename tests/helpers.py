@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -405,3 +406,44 @@ def rss_kb(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise LookupError(pid)
+
+
+class KubeletVolume:
+    """A directory laid out and updated the way kubelet updates a ConfigMap or Secret volume:
+    ``name -> ..data/name`` for each file, ``..data -> ..<timestamp>``; an update writes a new
+    timestamped directory, renames a new ``..data`` link over the old one, then deletes the
+    old directory (so a path resolved before the update no longer exists)."""
+
+    def __init__(self, root: Path, name: str = "kong.yml") -> None:
+        self.root = root
+        self.name = name
+        root.mkdir(parents=True, exist_ok=True)
+        self.n = 0
+
+    def write(self, text: str) -> None:
+        self.write_files({self.name: text})
+
+    def write_files(self, files: dict[str, str]) -> None:
+        self.n += 1
+        version = self.root / f"..2026_11_25_00_00_{self.n:02d}.000000001"
+        version.mkdir()
+        for name, text in files.items():
+            (version / name).write_text(text)
+        data = self.root / "..data"
+        previous = os.readlink(data) if data.is_symlink() else None
+        tmp = self.root / "..data_tmp"
+        tmp.symlink_to(version.name)
+        os.replace(tmp, data)
+        for name in files:
+            link = self.root / name
+            if not link.is_symlink():
+                link.symlink_to(f"..data/{name}")
+        if previous is not None:
+            shutil.rmtree(self.root / previous)
+
+    @property
+    def path(self) -> Path:
+        return self.root / self.name
+
+    def file(self, name: str) -> Path:
+        return self.root / name

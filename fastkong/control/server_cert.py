@@ -10,15 +10,27 @@ certificate stops the start here instead of killing the listener's process later
 Granian serves one certificate per listener: the first pair is served, and the start says so
 when more were given. Entries given as text are written under the state directory (mode 0600),
 since the server takes paths.
+
+:class:`ServedCertificate` keeps the served pair as fastkong's own files. Granian resolves the
+paths it is given once, at start; in Kubernetes those are symlinks into a Secret volume whose
+``..data`` swap (a renewed certificate) deletes the directory they resolved to, so a worker
+respawned after it would find no files and the listener would die. From fastkong's copies a
+respawn always starts; and when the given files change, the new pair is checked, copied over,
+and the workers are replaced one by one (Kong needs a ``kong reload`` for that).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
+import time
 from pathlib import Path
 
+from fastkong.control.state import file_identity
 from fastkong.kong_conf import pem_text
+
+log = logging.getLogger("fastkong")
 
 
 def _entries(value: str) -> list[str]:
@@ -79,3 +91,92 @@ def _as_file(entry: str, spill: Path) -> str | None:
 def _label(entry: str, index: int) -> str:
     """How a message names an entry: its path, or its place in the list when it is PEM text."""
     return entry if os.path.isfile(entry) else f"entry {index + 1} (PEM text)"
+
+
+class ServedCertificate:
+    """The pair the ssl listeners serve, as stable files of fastkong's, following the given
+    files (see the module docstring)."""
+
+    def __init__(self, cert: str, key: str, directory: Path) -> None:
+        self.settings = (cert, key)
+        self.directory = directory
+        ssl_dir = directory / "ssl"
+        self.cert_path, self.key_path = ssl_dir / "served.crt", ssl_dir / "served.key"
+        #: The files of the served pair as given (an entry that is PEM text never changes).
+        self.sources = [
+            Path(e) for e in (_entries(cert)[:1] + _entries(key)[:1]) if os.path.isfile(e)
+        ]
+        self.identities: list[tuple[int, int, int] | None] = []
+        self.count = 0
+        self.loaded_at: float | None = None
+        self.reloads = {"success": 0, "failure": 0}
+        self.last_error: list[str] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<ServedCertificate {self.cert_path} pairs={self.count} reloads={self.reloads} "
+            f"error={bool(self.last_error)}>"
+        )
+
+    def load(self) -> bool:
+        """Check every given pair (ValueError as :func:`server_certificates`) and copy the first
+        over the served files; True if what is served changed."""
+        self.identities = [file_identity(path) for path in self.sources]
+        pairs = server_certificates(*self.settings, self.directory)
+        self.count = len(pairs)
+        cert, key = (Path(path).read_bytes() for path in pairs[0])
+        if (
+            self.loaded_at is not None
+            and _read(self.cert_path) == cert
+            and (_read(self.key_path) == key)
+        ):
+            return False
+        # The key first: a pair read between the two replacements is the old certificate with
+        # the new key, which fails to load, rather than an accepted mismatched pair.
+        _replace(self.key_path, key)
+        _replace(self.cert_path, cert)
+        self.loaded_at = time.time()
+        return True
+
+    def refresh(self) -> bool:
+        """Reload when a given file changed; True if the served pair changed (the workers must
+        be replaced). A pair that does not load is reported and the served one kept."""
+        if [file_identity(path) for path in self.sources] == self.identities:
+            return False
+        try:
+            changed = self.load()
+        except (ValueError, OSError) as exc:
+            self.last_error = str(exc).splitlines()
+            self.reloads["failure"] += 1
+            log.error(
+                "ssl certificate change rejected, still serving the previous pair: %s",
+                "; ".join(self.last_error),
+            )
+            return False
+        self.last_error = None
+        if changed:
+            self.reloads["success"] += 1
+        return changed
+
+    def status(self) -> dict[str, object]:
+        return {
+            "loaded_at": self.loaded_at,
+            "reloads": self.reloads,
+            "last_error": self.last_error,
+        }
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _replace(path: Path, data: bytes) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    os.replace(tmp, path)

@@ -52,7 +52,7 @@ from fastkong.control.admin import KONG_VERSION, AdminApi
 from fastkong.control.default_cert import default_certificate
 from fastkong.control.httpserver import Request, Response
 from fastkong.control.lifeline import PARENT_ENV
-from fastkong.control.server_cert import server_certificates
+from fastkong.control.server_cert import ServedCertificate
 from fastkong.control.state import file_identity, read_reports, write_state
 from fastkong.kong_conf import Listener
 from fastkong.metrics import render_node_metrics, reset_node_metrics, target_health_rows
@@ -177,8 +177,11 @@ class Supervisor:
             options.prefix.mkdir(parents=True, exist_ok=True)
         self.state_dir = options.prefix or Path(tempfile.mkdtemp(prefix="fastkong-"))
         self.state_file = self.state_dir / "state"
-        #: The ``ssl_cert``/``ssl_cert_key`` pairs as checked files (``certificate()``).
-        self.given_certificates: list[tuple[str, str]] | None = None
+        #: The given ``ssl_cert``/``ssl_cert_key`` pair the ssl listeners serve, followed as its
+        #: files change (``certificate()``); None with Kong's generated default.
+        self.served: ServedCertificate | None = None
+        #: The Granian processes of ssl listeners (replaced worker by worker on a new pair).
+        self.ssl_children: list[asyncio.subprocess.Process] = []
         self.started = time.time()
         self.loader = background_executor("fastkong-config")
         shown = HeaderSettings.parse(options.headers, options.headers_upstream)
@@ -323,6 +326,16 @@ class Supervisor:
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
             await self.in_loader(self.reload)
+            if self.served is not None and await self.in_loader(self.served.refresh):
+                self.replace_ssl_workers()
+
+    def replace_ssl_workers(self) -> None:
+        """Have the ssl listeners' workers start over on the served pair: Granian replaces them
+        one by one on SIGHUP (a new worker, then the old one drained), so nothing is refused."""
+        log.warning("ssl certificate changed: replacing the ssl listeners' workers")
+        for child in self.ssl_children:
+            if child.returncode is None:
+                child.send_signal(signal.SIGHUP)
 
     # -- status ------------------------------------------------------------------------------
 
@@ -427,6 +440,7 @@ class Supervisor:
                 "config_source": self.config.source,
                 "last_error": self.config.last_error,
                 "reloads": self.config.reloads,
+                "certificate": self.served.status() if self.served is not None else None,
             },
         }
 
@@ -447,6 +461,14 @@ class Supervisor:
         ]
         for result, n in sorted(self.config.reloads.items()):
             lines.append(f'fastkong_config_reloads_total{{result="{result}"}} {n}')
+        if self.served is not None:
+            lines += [
+                "# HELP fastkong_certificate_reloads_total Changes of the given ssl_cert files "
+                "after start, by result.",
+                "# TYPE fastkong_certificate_reloads_total counter",
+            ]
+            for result, n in sorted(self.served.reloads.items()):
+                lines.append(f'fastkong_certificate_reloads_total{{result="{result}"}} {n}')
         lines += [
             "# HELP fastkong_config_loaded 1 when a configuration is loaded.",
             "# TYPE fastkong_config_loaded gauge",
@@ -542,22 +564,25 @@ class Supervisor:
                 "kill_timeout": int(self.options.drain_timeout),
                 "head_capacity": head_capacity,
             }
-            self.children.append(
-                await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "fastkong.control.granian_main", json.dumps(opts), env=env
-                )
+            child = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "fastkong.control.granian_main", json.dumps(opts), env=env
             )
+            self.children.append(child)
+            if listener.ssl:
+                self.ssl_children.append(child)
 
     def certificate(self) -> tuple[str, str]:
         """The ssl listeners' certificate and key: ``ssl_cert``/``ssl_cert_key``, else Kong's
-        generated default under the state directory. Given pairs are checked once (ValueError,
-        one line per problem) and the first is served: Granian has one per listener."""
+        generated default under the state directory. Given pairs are checked (ValueError, one
+        line per problem) and the first is served from fastkong's copy (server_cert.py)."""
         if self.options.ssl_cert and self.options.ssl_key:
-            if self.given_certificates is None:
-                self.given_certificates = server_certificates(
+            if self.served is None:
+                served = ServedCertificate(
                     self.options.ssl_cert, self.options.ssl_key, self.state_dir
                 )
-            return self.given_certificates[0]
+                served.load()
+                self.served = served
+            return str(self.served.cert_path), str(self.served.key_path)
         cert, key = default_certificate(self.state_dir)
         return str(cert), str(key)
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.helpers import ROOT, Echo, Gateway, eventually, free_port
+from tests.helpers import ROOT, Echo, Gateway, KubeletVolume, eventually, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -44,36 +44,9 @@ def all_workers_on(gw: Gateway, expected: str) -> bool:
     )
 
 
-class ConfigMapVolume:
-    """A directory laid out and updated the way kubelet updates a ConfigMap volume:
-    ``kong.yml -> ..data/kong.yml``, ``..data -> ..<timestamp>``; an update writes a new
-    timestamped directory and renames a new ``..data`` link over the old one."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        self.n = 0
-
-    def write(self, text: str) -> None:
-        self.n += 1
-        version = self.root / f"..2026_11_25_00_00_{self.n:02d}.000000001"
-        version.mkdir()
-        (version / "kong.yml").write_text(text)
-        tmp = self.root / "..data_tmp"
-        tmp.symlink_to(version.name)
-        os.replace(tmp, self.root / "..data")
-        link = self.root / "kong.yml"
-        if not link.is_symlink():
-            link.symlink_to("..data/kong.yml")
-
-    @property
-    def path(self) -> Path:
-        return self.root / "kong.yml"
-
-
 @pytest.fixture
-def two_workers(tmp_path: Path, echo: Echo) -> Iterator[tuple[Gateway, ConfigMapVolume]]:
-    volume = ConfigMapVolume(tmp_path / "configmap")
+def two_workers(tmp_path: Path, echo: Echo) -> Iterator[tuple[Gateway, KubeletVolume]]:
+    volume = KubeletVolume(tmp_path / "configmap")
     volume.write(config_for(echo, "/one"))
     gw = Gateway(tmp_path, None, 2, "-c", str(volume.path), "--prefix", str(tmp_path / "prefix"))
     gw.start()
@@ -82,7 +55,7 @@ def two_workers(tmp_path: Path, echo: Echo) -> Iterator[tuple[Gateway, ConfigMap
 
 
 def test_configmap_swap_reaches_every_worker_within_a_second_and_drops_nothing(
-    two_workers: tuple[Gateway, ConfigMapVolume], echo: Echo
+    two_workers: tuple[Gateway, KubeletVolume], echo: Echo
 ) -> None:
     gw, volume = two_workers
     eventually(lambda: all_workers_on(gw, md5(config_for(echo, "/one"))))
@@ -119,7 +92,7 @@ def test_configmap_swap_reaches_every_worker_within_a_second_and_drops_nothing(
 
 
 def test_invalid_update_keeps_the_last_good_config(
-    two_workers: tuple[Gateway, ConfigMapVolume], echo: Echo
+    two_workers: tuple[Gateway, KubeletVolume], echo: Echo
 ) -> None:
     gw, volume = two_workers
     good = md5(config_for(echo, "/one"))

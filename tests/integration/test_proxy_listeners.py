@@ -10,6 +10,8 @@ import os
 import signal
 import socket
 import ssl
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from tests.helpers import Echo, Gateway, echoed_headers, eventually, free_port
+from tests.helpers import Echo, Gateway, KubeletVolume, echoed_headers, eventually, free_port
 from tests.pki import Pki
 
 pytestmark = pytest.mark.integration
@@ -185,6 +187,64 @@ def test_certificates_given_as_base64_text_serve_the_first(tmp_path: Path, echo:
             pairs[0][0].encode()
         )
     finally:
+        assert gw.stop() == 0
+
+
+def test_a_renewed_secret_is_served_without_a_refused_request(tmp_path: Path, echo: Echo) -> None:
+    """cert-manager renews the Secret mounted at ssl_cert: the new pair is served within
+    seconds, every request meanwhile is answered, and a worker that dies after the renewal is
+    respawned (Granian resolved the first paths, which kubelet has since deleted)."""
+    pki = Pki("listeners-renewal-ca")
+    first, second = pki.issue("first.test"), pki.issue("second.test")
+    volume = KubeletVolume(tmp_path / "secret", "tls.crt")
+    volume.write_files({"tls.crt": first[0], "tls.key": first[1]})
+    tls = ("--ssl-cert", str(volume.file("tls.crt")), "--ssl-key", str(volume.file("tls.key")))
+    route = "  - name: plain\n    paths: [/plain]\n"
+    gw = Gateway(tmp_path, config(echo, route), 1, "--prefix", str(tmp_path / "prefix"), *tls)
+    gw.ssl_port = free_port()
+    gw.start()
+    port = gw.ssl_port
+    statuses: list[int | str] = []
+    done = threading.Event()
+
+    def load() -> None:  # a new connection per request: each one meets whichever worker is up
+        while not done.is_set():
+            try:
+                r = httpx.get(https(gw, "/plain/x"), verify=False, timeout=10)
+                statuses.append(r.status_code)
+            except httpx.HTTPError as exc:
+                statuses.append(repr(exc))
+
+    client = threading.Thread(target=load)
+    try:
+        assert served_certificate(port) == x509.load_pem_x509_certificate(first[0].encode())
+        client.start()
+        before = set(gw.worker_pids())  # the plain listener's worker and the ssl one's
+        volume.write_files({"tls.crt": second[0], "tls.key": second[1]})
+        renewed = x509.load_pem_x509_certificate(second[0].encode())
+        eventually(lambda: served_certificate(port) == renewed, timeout=20)
+
+        def replaced() -> bool:  # the ssl worker replaced and the old one drained; no other
+            now = set(gw.worker_pids())
+            return len(now) == 2 and len(now - before) == 1
+
+        eventually(replaced, timeout=20)
+        (ssl_worker,) = set(gw.worker_pids()) - before
+        done.set()
+        client.join(timeout=15)
+        assert len(statuses) >= 10 and set(statuses) == {200}, [x for x in statuses if x != 200][:5]
+        status = gw.status()["fastkong"]["certificate"]
+        assert status["reloads"] == {"success": 1, "failure": 0}
+        # A worker that dies now is respawned from fastkong's copy of the pair. (Granian takes
+        # a worker dying within 5.5 s of its start for a crash loop and gives up: wait that out.)
+        time.sleep(3)
+        os.kill(ssl_worker, signal.SIGKILL)
+        eventually(lambda: len(set(gw.worker_pids()) - before - {ssl_worker}) == 1, timeout=20)
+        assert served_certificate(port) == renewed
+    finally:
+        done.set()
+        if client.is_alive():
+            client.join(timeout=15)
         assert gw.stop() == 0
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from fastkong.control.server_cert import server_certificates
+from fastkong.control.server_cert import ServedCertificate, server_certificates
+from tests.helpers import KubeletVolume
 from tests.pki import Pki
 
 
@@ -60,3 +61,39 @@ def test_every_problem_is_named_at_once(tmp_path: Path, pairs: list[tuple[str, s
     assert str(raised.value).startswith(
         "ssl_cert: cannot use entry 1 (PEM text) with the key entry 1 (PEM text): "
     )
+
+
+def test_the_served_pair_is_a_stable_copy_that_follows_a_secret_volume(
+    tmp_path: Path, pairs: list[tuple[str, str]]
+) -> None:
+    (cert_one, key_one), (cert_two, key_two) = pairs
+    volume = KubeletVolume(tmp_path / "secret", "tls.crt")
+    volume.write_files({"tls.crt": cert_one, "tls.key": key_one})
+    served = ServedCertificate(
+        str(volume.file("tls.crt")), str(volume.file("tls.key")), tmp_path / "state"
+    )
+    assert served.load() is True
+    # Granian is given these: plain files of fastkong's, so a path it resolved stays valid.
+    assert not served.cert_path.is_symlink() and served.cert_path.resolve() == served.cert_path
+    assert loaded_certificate(str(served.cert_path), str(served.key_path)) == cert_one
+    assert oct(served.key_path.stat().st_mode)[-3:] == "600"
+    assert served.refresh() is False  # nothing changed: the workers stay
+
+    volume.write_files({"tls.crt": cert_two, "tls.key": key_two})  # a renewal
+    assert served.refresh() is True
+    assert loaded_certificate(str(served.cert_path), str(served.key_path)) == cert_two
+    assert served.reloads == {"success": 1, "failure": 0}
+
+    volume.write_files({"tls.crt": cert_two, "tls.key": key_two})  # another key of the Secret
+    assert served.refresh() is False  # the same pair: no need to replace the workers
+
+    volume.write_files({"tls.crt": cert_one, "tls.key": key_two})  # a pair that does not load
+    assert served.refresh() is False
+    assert served.last_error is not None and "KEY_VALUES_MISMATCH" in served.last_error[0]
+    assert served.reloads == {"success": 1, "failure": 1}
+    assert loaded_certificate(str(served.cert_path), str(served.key_path)) == cert_two  # kept
+    assert served.refresh() is False  # reported once, not on every look
+
+    volume.write_files({"tls.crt": cert_one, "tls.key": key_one})  # fixed
+    assert served.refresh() is True and served.last_error is None
+    assert loaded_certificate(str(served.cert_path), str(served.key_path)) == cert_one
