@@ -26,12 +26,14 @@ from urllib.parse import urlsplit
 from fastkong import __version__
 from fastkong.kong_conf import (
     DEFAULT_CIPHER_SUITE,
+    DEFAULT_KEEPALIVE_TIMEOUT,
     DEFAULT_SSL_PROTOCOLS,
     Listener,
     check_deployment,
     log_level,
     on_off,
     parse_listeners,
+    parse_nginx_time,
     tls_minimum,
     unread_settings,
 )
@@ -217,6 +219,12 @@ def cmd_start(args: argparse.Namespace) -> int:
             args.error_default_type or _env("ERROR_DEFAULT_TYPE") or "text/plain"
         )
         keepalive_settings(os.environ)  # read by each worker; checked here
+        keepalive_timeout = parse_nginx_time(
+            args.keepalive_timeout
+            or _nginx_setting("KEEPALIVE_TIMEOUT")
+            or DEFAULT_KEEPALIVE_TIMEOUT,
+            "keepalive_timeout",
+        )
         workers = worker_count(args.workers or _env("NGINX_WORKER_PROCESSES"))
         access_log = access_log_setting(args.proxy_access_log or _env("PROXY_ACCESS_LOG") or "off")
         debug_header = on_off(
@@ -265,6 +273,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         ssl_cert=ssl_cert,
         ssl_key=ssl_key,
         ssl_protocol_min=tls_floor,
+        keepalive_timeout=keepalive_timeout,
         http=args.http,
         log_level=level.lower(),
         prefix=Path(prefix) if (prefix := args.prefix or _env("PREFIX")) else None,
@@ -533,6 +542,12 @@ def build_parser() -> argparse.ArgumentParser:
         "generated self-signed one, as Kong's",
     )
     start.add_argument("--ssl-key", help="PEM key for --ssl-cert (or KONG_SSL_CERT_KEY)")
+    start.add_argument(
+        "--keepalive-timeout",
+        help="how long an idle client connection is kept, in nginx's time syntax (75s, the "
+        "default, 1m, 500ms); 0 closes each connection after its response "
+        "(KONG_NGINX_HTTP_KEEPALIVE_TIMEOUT)",
+    )
     start.add_argument(
         "--ssl-cipher-suite",
         help="Kong's named TLS suite for the ssl listeners: modern (TLS 1.3), intermediate "

@@ -31,6 +31,43 @@ def parse_size(value: str, setting: str) -> int:
     return int(match.group(1)) * _UNITS[match.group(2).lower()]
 
 
+_TIME_PART: Final = re.compile(r"(\d+)(ms|s|m|h|d|w|M|y)?")
+_TIME_UNITS: Final = {
+    "ms": 0.001,
+    "s": 1,
+    None: 1,
+    "m": 60,
+    "h": 3600,
+    "d": 86400,
+    "w": 7 * 86400,
+    "M": 30 * 86400,
+    "y": 365 * 86400,
+}
+
+
+def parse_nginx_time(value: str, setting: str) -> float:
+    """An nginx time (``75s``, ``75``, ``1m30s``, ``500ms``) in seconds; ValueError naming the
+    setting. A bare number is seconds, as nginx reads it."""
+    text = value.strip()
+    total = 0.0
+    at = 0
+    while at < len(text):
+        part = _TIME_PART.match(text, at)
+        if part is None or (part.group(2) is None and part.end() != len(text)):
+            raise ValueError(f"{setting}: invalid time {value!r} (expected e.g. 75s, 1m, 500ms)")
+        total += int(part.group(1)) * _TIME_UNITS[part.group(2)]
+        at = part.end()
+    if not text:
+        raise ValueError(f"{setting}: invalid time {value!r} (expected e.g. 75s, 1m, 500ms)")
+    return total
+
+
+#: nginx's ``keepalive_timeout`` (Kong leaves nginx's default): how long an idle client
+#: connection is kept. Longer than the 60 s idle timeout of common load balancers on purpose,
+#: so that they never send a request down a connection the gateway is closing.
+DEFAULT_KEEPALIVE_TIMEOUT: Final = "75s"
+
+
 #: The flags Kong's conf loader accepts on an HTTP listener (``conf_loader/listeners.lua``), as
 #: patterns; anything else left beside the address makes the entry invalid, as in Kong.
 _LISTEN_FLAGS = (
@@ -142,6 +179,8 @@ READ_SETTINGS: Final = frozenset(
         "NGINX_HTTP_LARGE_CLIENT_HEADER_BUFFERS",
         "NGINX_PROXY_CLIENT_MAX_BODY_SIZE",
         "NGINX_HTTP_CLIENT_MAX_BODY_SIZE",
+        "NGINX_PROXY_KEEPALIVE_TIMEOUT",
+        "NGINX_HTTP_KEEPALIVE_TIMEOUT",
         "UPSTREAM_KEEPALIVE_POOL_SIZE",
         "UPSTREAM_KEEPALIVE_MAX_REQUESTS",
         "UPSTREAM_KEEPALIVE_IDLE_TIMEOUT",

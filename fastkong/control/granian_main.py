@@ -35,10 +35,17 @@ def main() -> None:
     opts = json.loads(sys.argv[1])
     ssl_cert = Path(opts["ssl_cert"]) if opts.get("ssl_cert") else None
     ssl_key = Path(opts["ssl_key"]) if opts.get("ssl_key") else None
-    # Granian's read buffer must hold any head nginx's buffers would (large_client_header_buffers
-    # raised past Granian's default), so that fastkong, not Granian, answers the oversized ones.
+    # Granian closes a connection that sends no request head for header_read_timeout, idle
+    # keep-alive ones included: that is nginx's keepalive_timeout here (Granian's own 30 s is
+    # shorter than the idle timeout of the load balancers in front, which then meet closed
+    # connections).
+    keepalive_ms = opts.get("keepalive_timeout_ms", 75_000)
     http1 = HTTP1Settings(
-        max_buffer_size=max(HTTP1Settings().max_buffer_size, opts.get("head_capacity", 0) + 4096)
+        header_read_timeout=keepalive_ms or HTTP1Settings().header_read_timeout,
+        keep_alive=keepalive_ms > 0,
+        # Granian's read buffer must hold any head nginx's buffers would (a raised
+        # large_client_header_buffers), so that fastkong, not Granian, answers oversized ones.
+        max_buffer_size=max(HTTP1Settings().max_buffer_size, opts.get("head_capacity", 0) + 4096),
     )
     server = Granian(
         "fastkong.proxy.worker:create_app",

@@ -140,6 +140,8 @@ class Options:
     #: The oldest TLS version the ssl listeners accept (``kong_conf.tls_minimum``): Kong's
     #: default suite, ``intermediate``, accepts TLS 1.2, which Granian alone would refuse.
     ssl_protocol_min: str = "tls1.2"
+    #: nginx's ``keepalive_timeout`` in seconds (0: no keep-alive).
+    keepalive_timeout: float = 75.0
     #: ``--http``: one HTTP mode for every listener; None follows each listener's ``http2``
     #: flag, as Kong does (HTTP/2 and HTTP/1.1 with it, HTTP/1.1 alone without).
     http: str | None = None
@@ -558,6 +560,7 @@ class Supervisor:
                 "ssl_cert": cert,
                 "ssl_key": key,
                 "ssl_protocol_min": self.options.ssl_protocol_min,
+                "keepalive_timeout_ms": int(self.options.keepalive_timeout * 1000),
                 "http": self.options.http or ("auto" if "http2" in listener.flags else "1"),
                 "backlog": listener.backlog or 16384,
                 "log_level": self.options.log_level,

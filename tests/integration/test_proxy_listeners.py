@@ -248,6 +248,46 @@ def test_a_renewed_secret_is_served_without_a_refused_request(tmp_path: Path, ec
         assert gw.stop() == 0
 
 
+def idle_lifetime(port: int, limit: float) -> float:
+    """Seconds an HTTP/1.1 connection stays open after one answered request (``limit`` if it
+    outlives it); the connection is used again after a short idle time first."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        for _ in range(2):
+            sock.sendall(b"GET /both/none HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 ")
+            time.sleep(0.5)
+        start = time.monotonic()
+        sock.settimeout(limit)
+        try:
+            assert sock.recv(1) == b""  # closed by the gateway
+        except TimeoutError:
+            return limit
+        return time.monotonic() - start
+
+
+def test_idle_client_connections_follow_keepalive_timeout(tmp_path: Path, echo: Echo) -> None:
+    # Kong leaves nginx's keepalive_timeout, 75 s; Granian alone would close idle
+    # connections after 30 s, under the 60 s idle timeout of the load balancers in front.
+    gw = Gateway(tmp_path, config(echo), 1, "--keepalive-timeout", "2s")
+    gw.start()
+    try:
+        assert 1.0 <= idle_lifetime(gw.port, 15) < 15
+    finally:
+        assert gw.stop() == 0
+    # 0: no keep-alive, as nginx's keepalive_timeout 0.
+    gw = Gateway(tmp_path, config(echo), 1, "--keepalive-timeout", "0")
+    gw.start()
+    try:
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+            sock.sendall(b"GET /both/none HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 ") and b"\r\nconnection: close\r\n" in answer.lower()
+    finally:
+        assert gw.stop() == 0
+
+
 def handshake(port: int, version: ssl.TLSVersion) -> str | None:
     """The TLS version a client limited to ``version`` agrees on, None if it is refused."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)

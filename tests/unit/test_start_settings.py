@@ -25,6 +25,7 @@ from fastkong.kong_conf import (
     log_level,
     on_off,
     parse_listeners,
+    parse_nginx_time,
     tls_minimum,
     unread_settings,
 )
@@ -136,12 +137,22 @@ def test_a_taken_address_is_named_before_anything_starts(tmp_path: Path) -> None
         ("KONG_PROXY_LISTEN", "nonsense", "proxy_listen: invalid listener 'nonsense'"),
         ("KONG_TRUSTED_IPS", "10.0.0.0/33", "trusted_ips: '10.0.0.0/33' is not an IP address"),
         ("KONG_SSL_CIPHER_SUITE", "strong", "ssl_cipher_suite: Undefined cipher suite 'strong'"),
+        ("KONG_NGINX_HTTP_KEEPALIVE_TIMEOUT", "soon", "keepalive_timeout: invalid time 'soon'"),
     ],
 )
 def test_bad_kong_settings_are_errors_not_tracebacks(name: str, value: str, message: str) -> None:
     done = fastkong_cli("start", "--status-listen", "off", env={name: value})
     assert done.returncode == 1
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_nginx_times() -> None:
+    for text, seconds in [("75s", 75), ("75", 75), ("1m30s", 90), ("500ms", 0.5), ("0", 0)]:
+        assert parse_nginx_time(text, "keepalive_timeout") == seconds
+    assert parse_nginx_time("1h", "x") == 3600 and parse_nginx_time("1d", "x") == 86400
+    for bad in ("", "soon", "5x", "1.5s", "s", "10 s", "-1"):
+        with pytest.raises(ValueError, match="keepalive_timeout: invalid time"):
+            parse_nginx_time(bad, "keepalive_timeout")
 
 
 def test_tls_versions_follow_kongs_cipher_suites() -> None:
