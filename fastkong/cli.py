@@ -409,11 +409,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(f"fastkong: --url {args.url!r}: {exc}", file=sys.stderr)
         return 2
     headers: dict[str, list[str]] = {}
+    host_header = url.netloc
     for h in args.header:
         name, colon, value = h.partition(":")
         if not colon or not name.strip():
             print(f"fastkong: --header {h!r}: expected 'Name: value'", file=sys.stderr)
             return 2
+        if name.strip().lower() == "host" and "host" not in headers:
+            host_header = value.strip()  # as sent: preserve_host passes it on unchanged
         headers.setdefault(name.strip().lower(), []).append(value.strip().lower())
     try:
         loaded = load_config(Path(args.path).read_bytes())
@@ -427,8 +430,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     runtime = compile_runtime(loaded.config, loaded.hash, router_flavor=flavor)
     scheme = url.scheme
     port = port or (443 if scheme == "https" else 80)
-    host_header = headers.get("host", [url.netloc])[0] if "host" in headers else url.netloc
-    raw_path = url.path or "/"
+    # The proxy reads the path's bytes as one character each (latin-1). A path typed on the
+    # command line goes on the wire as UTF-8, as curl sends it: "/é" is the bytes C3 A9.
+    raw_path = (url.path or "/").encode("utf-8", "surrogateescape").decode("latin-1")
     decision = decide(
         runtime, args.method.upper(), host_header, port, raw_path, scheme, headers or None
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
@@ -69,6 +70,12 @@ log = logging.getLogger("fastkong.proxy")
 #: the request is not read): Kong's answers to them say so.
 _CLOSE = [(b"connection", b"close")]
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+#: nginx's request-line parser takes a method of ``A-Z``, ``_`` and ``-`` only ("client sent
+#: invalid method", 400), and refuses CONNECT and TRACE (405); Granian takes any token
+#: (``get``, ``wA#0``). The usual methods skip the checks.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
+_NGINX_METHOD = re.compile(r"[A-Z_-]+")
+_NOT_ALLOWED = frozenset({"CONNECT", "TRACE"})
 
 
 class RequestIds:
@@ -251,15 +258,19 @@ class Gateway(Replies):
         ) = _h1.scan_request_headers(scope["headers"], trusted)
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         query: bytes = scope.get("query_string") or b""
+        method: str = scope["method"]
+        unusual = method not in _METHODS
+        if unusual and _NGINX_METHOD.fullmatch(method) is None:
+            # nginx parses the method first: "client sent invalid method".
+            await self.nginx_error(scope, send, 400, request_id, started, None, _CLOSE)
+            return
         limits = self.limits
-        if head_size + len(raw_path) + len(query) + len(scope["method"]) + 16 > (
-            limits.fast_limit
-        ) or (limits.max_body and content_length > limits.max_body):
+        if head_size + len(raw_path) + len(query) + len(method) + 16 > limits.fast_limit or (
+            limits.max_body and content_length > limits.max_body
+        ):
             # nginx's large_client_header_buffers (414, or 494 which Kong answers 400) and
             # client_max_body_size (413), checked before anything is routed.
-            status = limits.refuse(
-                scope["method"], raw_path, query, scope["headers"], content_length
-            )
+            status = limits.refuse(method, raw_path, query, scope["headers"], content_length)
             if status:
                 await self.nginx_error(scope, send, status, request_id, started, None, _CLOSE)
                 return
@@ -269,8 +280,14 @@ class Gateway(Replies):
             or (not host_value and scope["http_version"] == "1.1")
         ):
             # A bad or repeated Content-Length, a repeated Host, both framings, or an HTTP/1.1
-            # request without a Host: nginx refuses the request.
+            # request without a Host: nginx refuses the request. (Granian itself drops a
+            # Content-Length sent with chunked framing, so the app sees a chunked body where
+            # nginx would refuse the pair.)
             await self.nginx_error(scope, send, 400, request_id, started, None, _CLOSE)
+            return
+        if unusual and method in _NOT_ALLOWED:
+            # Then, with the head read: "client sent CONNECT method" / "... TRACE method".
+            await self.nginx_error(scope, send, 405, request_id, started, None, _CLOSE)
             return
         if chunked and limits.max_body:
             receive = limits.limit_body(receive)
@@ -283,7 +300,7 @@ class Gateway(Replies):
         route_headers = _router_headers(scope, router.header_names) if router.header_names else None
         decision = decide(
             runtime,
-            scope["method"],
+            method,
             host_text,
             port,
             raw_path.decode("latin-1"),
@@ -348,8 +365,9 @@ class Gateway(Replies):
                 await self.nginx_error(scope, send, 413, request_id, started, ctx, _CLOSE)
                 run_log(ctx)
                 return
-            except ConnectionError:
-                return  # the client went away while a plugin read its body
+            except ConnectionError:  # the client went away while a plugin read its body
+                await self.body_cut_short(scope, send, request_id, started, ctx)
+                return
             except Exception:
                 # Kong answers a failing plugin with its generic 500, never a dropped connection.
                 log.exception("plugin failed in the access phase of %r", plan)
@@ -373,7 +391,6 @@ class Gateway(Replies):
             return
 
         upstream_path = decision.upstream_path
-        method: str = scope["method"]
         if ctx is not None:
             upstream_path = ctx.upstream_path or upstream_path
             query = ctx.upstream_query if ctx.upstream_query is not None else query
@@ -448,13 +465,20 @@ class Gateway(Replies):
                     if ctx is not None:
                         run_log(ctx)
                     return
+                except ConnectionError:
+                    await self.body_cut_short(scope, send, request_id, started, ctx)
+                    return
                 if body is not None:
                     chunked = False
                     lines.append(b"content-length: %d\r\n" % len(body))
             else:
                 body = None
         elif content_length > 0:
-            body = await read_small_body(receive, content_length)
+            try:
+                body = await read_small_body(receive, content_length)
+            except ConnectionError:
+                await self.body_cut_short(scope, send, request_id, started, ctx)
+                return
         if chunked:
             lines.append(b"transfer-encoding: chunked\r\n")
         lines.append(b"\r\n")
@@ -486,6 +510,22 @@ class Gateway(Replies):
             hash_key,
             set_cookie,
         )
+        if ctx is not None:
+            run_log(ctx)
+
+    async def body_cut_short(
+        self,
+        scope: Scope,
+        send: Send,
+        request_id: str,
+        started: float,
+        ctx: RequestContext | None,
+    ) -> None:
+        """The client ended its side before its body was whole: nothing goes up. nginx logs
+        "client prematurely closed connection" with 400 and closes; an ASGI app cannot close
+        without answering (Granian writes its own 500 for an app that returns without a
+        response, or raises), so the client that still reads gets nginx's 400, and the close."""
+        await self.nginx_error(scope, send, 400, request_id, started, ctx, _CLOSE)
         if ctx is not None:
             run_log(ctx)
 
@@ -588,12 +628,16 @@ class Gateway(Replies):
                     conn.start(head, no_body)
                     try:
                         await stream_body(receive, conn, chunked, service.write_timeout)
-                    except BodyLimitExceeded:
-                        # Over client_max_body_size halfway up: the peer's request is cut off
-                        # (its connection closed) and the client gets nginx's 413.
+                    except (BodyLimitExceeded, ConnectionError) as exc:
+                        # Over client_max_body_size halfway up (nginx's 413), or the client
+                        # went away mid-body: the peer's request is cut off (its connection
+                        # closed); the peer did nothing wrong, so no failure is counted.
                         conn.close()
                         if peer is not None and balancer is not None and balancer.tracks:
                             balancer.done(peer, None)
+                        if isinstance(exc, ConnectionError):
+                            await self.body_cut_short(scope, send, request_id, started, ctx)
+                            return
                         await self.nginx_error(scope, send, 413, request_id, started, ctx, _CLOSE)
                         return
                 await conn.read_head(service.read_timeout)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from fastkong.proxy.upstream import UpstreamConnection, UpstreamError
+from fastkong.proxy.upstream import UpstreamConnection
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -40,11 +40,12 @@ async def read_small_body(receive: Receive, content_length: int) -> bytes | None
 async def stream_body(
     receive: Receive, conn: UpstreamConnection, chunked: bool, timeout: float
 ) -> None:
-    """Copy the client's body to the upstream chunk by chunk, bounded by socket backpressure."""
+    """Copy the client's body to the upstream chunk by chunk, bounded by socket backpressure;
+    ConnectionError when the client goes away first (not the upstream's failure)."""
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            raise UpstreamError("client went away while sending the body", sent=True)
+            raise ConnectionError("client went away while sending the body")
         data: bytes = message.get("body", b"")
         more = message.get("more_body", False)
         if chunked:

@@ -58,6 +58,10 @@ REQUESTS = [
     ("GET", "/api/h", {"X-Env": "Canary"}),
     ("DELETE", "/api/d", {}),
     ("GET", "/anything", {"Host": "keep.example.org"}),
+    # preserve_host sends the Host as the client wrote it.
+    ("GET", "/anything", {"Host": "Keep.Example.ORG"}),
+    # A path typed as text goes on the wire as UTF-8 (httpx sends /api/%C3%A9).
+    ("GET", "/api/é", {}),
     ("GET", "/fit", {}),
     ("GET", "/fit/", {}),
     ("GET", "/fitfoo", {}),

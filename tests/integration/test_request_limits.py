@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import Iterator
 
 import httpx
@@ -164,6 +165,56 @@ def test_an_oversized_body_ends_the_connection(tuned: Gateway) -> None:
     response = tuned.raw(head + b"x" * 100)  # the rest of the body never comes
     assert status_of(response) == 413
     assert b"\r\nconnection: close\r\n" in response
+
+
+@pytest.mark.parametrize("method", [b"get", b"Put", b"wA#0", b"GET1"])
+def test_a_method_nginx_cannot_parse_is_400(gateway: Gateway, method: bytes) -> None:
+    # nginx takes A-Z, "_" and "-" in a method ("client sent invalid method"); Granian takes
+    # any token (a non-token, G(T, is its own bare 400), and the gateway used to send it up.
+    response = gateway.raw(method + b" /echo/x HTTP/1.1\r\nHost: k\r\n\r\n")
+    assert status_of(response) == 400
+    assert b"\r\n\r\nBad request\nrequest_id: " in response
+    assert b"\r\nconnection: close\r\n" in response
+
+
+@pytest.mark.parametrize("method", [b"CONNECT", b"TRACE"])
+def test_connect_and_trace_are_405_as_nginx_answers(gateway: Gateway, method: bytes) -> None:
+    response = gateway.raw(method + b" /echo/x HTTP/1.1\r\nHost: k\r\n\r\n")
+    assert status_of(response) == 405
+    assert b"\r\n\r\nMethod not allowed\nrequest_id: " in response
+
+
+def test_a_method_of_capitals_is_sent_up_as_it_came(gateway: Gateway) -> None:
+    r = httpx.request("PURGE", gateway.url("/echo/x"))
+    assert r.status_code == 200 and r.json()["method"] == "PURGE"
+
+
+@pytest.mark.parametrize(
+    ("route", "framing", "sent"),
+    [
+        ("/echo/x", b"Content-Length: 10", b"abc"),
+        ("/echo/x", b"Content-Length: 2000000", b"x" * 100_000),  # streamed up
+        ("/echo/x", b"Transfer-Encoding: chunked", b"3\r\nabc\r\n"),
+        ("/streamed/x", b"Transfer-Encoding: chunked", b"3\r\nabc\r\n"),
+    ],
+    ids=["sized", "sized-streamed", "chunked", "chunked-streamed"],
+)
+def test_a_body_cut_short_by_the_client_is_400_not_500_or_502(
+    gateway: Gateway, route: str, framing: bytes, sent: bytes
+) -> None:
+    # The client ends its side halfway through its body. nginx logs 400 ("client prematurely
+    # closed connection"); the gateway used to let Granian answer 500 (a body read whole) or
+    # answer 502 and blame the upstream (a body streamed up).
+    head = b"POST %s HTTP/1.1\r\nHost: k\r\n%s\r\n\r\n" % (route.encode(), framing)
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(head + sent)
+        sock.shutdown(socket.SHUT_WR)
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
+    assert status_of(response) == 400
+    assert b"\r\n\r\nBad request\nrequest_id: " in response
+    assert httpx.get(gateway.url("/echo/x")).status_code == 200
 
 
 def test_the_connection_serves_on_after_a_refused_head(gateway: Gateway) -> None:
