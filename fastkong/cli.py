@@ -33,6 +33,7 @@ from fastkong.kong_conf import (
     on_off,
     parse_listeners,
     tls_minimum,
+    tracing_settings,
     unread_settings,
 )
 
@@ -217,6 +218,7 @@ def cmd_start(args: argparse.Namespace) -> int:
             args.error_default_type or _env("ERROR_DEFAULT_TYPE") or "text/plain"
         )
         keepalive_settings(os.environ)  # read by each worker; checked here
+        tracing_settings(os.environ)  # read by each worker; checked here
         workers = worker_count(args.workers or _env("NGINX_WORKER_PROCESSES"))
         access_log = access_log_setting(args.proxy_access_log or _env("PROXY_ACCESS_LOG") or "off")
         debug_header = on_off(
