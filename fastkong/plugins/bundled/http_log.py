@@ -160,11 +160,16 @@ _POOLS: Final = _Pools()
 
 
 async def send(
-    endpoint: Endpoint, body: bytes, timeout: float, keepalive_ms: float
+    endpoint: Endpoint,
+    body: bytes,
+    timeout: float,
+    keepalive_ms: float,
+    connect_timeout: float | None = None,
 ) -> tuple[int, bytes]:
     """POST ``body`` to ``endpoint``; ``(status, start of the response body)``.
 
-    Raises :class:`UpstreamError` when the exchange fails.
+    ``timeout`` bounds each read, and connecting unless ``connect_timeout`` is given. Raises
+    :class:`UpstreamError` when the exchange fails.
     """
     pool = _POOLS.get(keepalive_ms)
     # As before the TLS profiles: the log endpoint's certificate is not verified.
@@ -179,7 +184,7 @@ async def send(
         reused = conn is not None
         try:
             if conn is None:
-                conn = await pool.connect(key, endpoint.host, timeout)
+                conn = await pool.connect(key, endpoint.host, connect_timeout or timeout)
             conn.start(request, False)
             await conn.read_head(timeout)
             kept = b""
