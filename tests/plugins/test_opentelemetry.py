@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import ssl
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 
 from fastkong.config import ConfigError, load_config
+from fastkong.control.default_cert import default_certificate
 from fastkong.kong_conf import TracingSettings, tracing_settings
 from fastkong.plugins.bundled import _otlp
 from fastkong.plugins.bundled._propagation import (
@@ -503,8 +505,8 @@ class Export:
 class Collector(LoopServer):
     """An OTLP/HTTP collector on loopback: keeps every POST, answers 200."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, ssl: Any = None) -> None:
+        super().__init__(ssl)
         self.exports: list[Export] = []
 
     def stop(self) -> None:
@@ -562,11 +564,48 @@ def collector() -> Iterator[Collector]:
     server.stop()
 
 
-def _routes(collector: Collector) -> dict[str, dict[str, Any]]:
+@dataclass
+class TlsCollectors:
+    trusted: Collector
+    untrusted: Collector
+    #: The trusted collector's certificate, which the gateway is told to trust.
+    cert: Path
+
+
+def _tls_context(directory: Path) -> tuple[ssl.SSLContext, Path]:
+    cert, key = default_certificate(directory)  # self-signed, for "localhost"
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context, cert
+
+
+@pytest.fixture(scope="module")
+def tls_collectors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsCollectors]:
+    trusted_context, cert = _tls_context(tmp_path_factory.mktemp("trusted"))
+    untrusted_context, _ = _tls_context(tmp_path_factory.mktemp("untrusted"))
+    servers = TlsCollectors(
+        Collector(trusted_context).start(), Collector(untrusted_context).start(), cert
+    )
+    yield servers
+    servers.trusted.stop()
+    servers.untrusted.stop()
+
+
+def _routes(collector: Collector, tls: TlsCollectors | None = None) -> dict[str, dict[str, Any]]:
     url = f"http://127.0.0.1:{collector.port}/v1/traces"
     dead = f"http://127.0.0.1:{free_port()}/v1/traces"
     fast = {"max_coalescing_delay": 0.1, "initial_retry_delay": 0.05, "max_retry_time": 0.5}
+    secure: dict[str, dict[str, Any]] = {}
+    if tls is not None:
+        for name, server in (("tls-trusted", tls.trusted), ("tls-untrusted", tls.untrusted)):
+            secure[name] = {
+                "traces_endpoint": f"https://localhost:{server.port}/v1/traces",
+                "sampling_rate": 1,
+                "queue": fast,
+                "http_response_header_for_traceid": "X-Trace-Id",
+            }
     return {
+        **secure,
         "traced": {
             "traces_endpoint": url,
             "sampling_rate": 1,
@@ -624,8 +663,15 @@ def _config(
     )
 
 
-def _start(gateway_with: Callable[[str], Gateway], config: str, instrumentations: str) -> Gateway:
+def _start(
+    gateway_with: Callable[[str], Gateway],
+    config: str,
+    instrumentations: str,
+    trust: Path | None = None,
+) -> Gateway:
     with pytest.MonkeyPatch.context() as patch:
+        if trust is not None:
+            patch.setenv("KONG_LUA_SSL_TRUSTED_CERTIFICATE", f"system,{trust}")
         patch.setenv("KONG_TRACING_INSTRUMENTATIONS", instrumentations)
         patch.setenv("KONG_TRACING_SAMPLING_RATE", "1")
         return gateway_with(config)
@@ -638,10 +684,15 @@ def access_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def traced(
-    gateway_with: Callable[[str], Gateway], echo: Echo, collector: Collector, access_log: Path
+    gateway_with: Callable[[str], Gateway],
+    echo: Echo,
+    collector: Collector,
+    access_log: Path,
+    tls_collectors: TlsCollectors,
 ) -> Gateway:
     file_log = {"name": "file-log", "config": {"path": str(access_log)}}
-    return _start(gateway_with, _config(echo, _routes(collector), file_log), "request")
+    config = _config(echo, _routes(collector, tls_collectors), file_log)
+    return _start(gateway_with, config, "request", tls_collectors.cert)
 
 
 @pytest.fixture(scope="module")
@@ -818,3 +869,15 @@ def test_a_request_stopped_before_the_plugin_still_gets_its_span(
     attributes = {a.key: a.value for a in span.attributes}
     assert attributes["http.status_code"].int_value == 401
     assert span.parent_span_id == b""
+
+
+@pytest.mark.integration
+def test_an_https_collector_is_verified_against_the_trusted_roots(
+    traced: Gateway, tls_collectors: TlsCollectors
+) -> None:
+    untrusted = httpx.get(traced.url("/tls-untrusted")).headers["x-trace-id"]
+    trusted = httpx.get(traced.url("/tls-trusted")).headers["x-trace-id"]
+    tls_collectors.trusted.wait_span(trusted)
+    time.sleep(0.3)
+    assert tls_collectors.untrusted.exports == []  # its certificate is not trusted
+    assert untrusted != trusted

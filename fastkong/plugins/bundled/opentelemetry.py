@@ -27,7 +27,9 @@ client's response.
 
 ``logs_endpoint`` is accepted and checked as in Kong, but fastkong does not export its own log
 lines over OTLP (Kong's ``observability.logs``); a config that sets it says so once in the log.
-Secrets: the endpoint and the ``headers`` values never appear in the gateway's log lines.
+An ``https`` collector's certificate is verified against the node's trusted roots
+(``lua_ssl_trusted_certificate``), as Kong's HTTP client does by default. Secrets: the endpoint
+and the ``headers`` values never appear in the gateway's log lines.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from fastkong.plugins.bundled._serializer import request_uri
 from fastkong.plugins.bundled.http_log import Endpoint, send
 from fastkong.plugins.registry import register_plugin
 from fastkong.proxy.upstream import UpstreamError, UpstreamTimeout
+from fastkong.proxy.upstream_tls import PLAIN_VERIFY
 
 if TYPE_CHECKING:
     from fastkong.plugins.context import RequestContext
@@ -417,7 +420,12 @@ class OpenTelemetry(Plugin):
         body = self.envelope.request(spans)
         try:
             status, text = await send(
-                endpoint, body, self.read_timeout, _KEEPALIVE_MS, self.connect_timeout
+                endpoint,
+                body,
+                self.read_timeout,
+                _KEEPALIVE_MS,
+                self.connect_timeout,
+                PLAIN_VERIFY,  # lua-resty-http's request_uri verifies by default
             )
         except UpstreamTimeout:
             return f"failed to send request to {endpoint.address}: timeout"
