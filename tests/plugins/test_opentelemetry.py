@@ -136,7 +136,10 @@ def test_schema_resource_attributes_are_non_empty_strings() -> None:
 
 def test_schema_endpoint_is_the_deprecated_traces_endpoint() -> None:
     loaded = load_config(document({"endpoint": "http://old:4318/v1/traces"}))
-    assert loaded.config.plugins[0].config["endpoint"] == "http://old:4318/v1/traces"
+    config = loaded.config.plugins[0].config
+    assert (config["traces_endpoint"], config["endpoint"]) == ("http://old:4318/v1/traces", None)
+    both = {"endpoint": "http://old/", "traces_endpoint": "http://new/"}
+    assert load_config(document(both)).config.plugins[0].config["traces_endpoint"] == "http://new/"
     assert errors_of({"endpoint": "x"}) == ["plugins[0].config.endpoint: missing host in url"]
 
 

@@ -129,6 +129,13 @@ class OpenTelemetryConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unkn
     #: Kong's deprecated shorthand for ``traces_endpoint`` (which wins when both are given).
     endpoint: Url | None = None
 
+    def __post_init__(self) -> None:
+        # Kong expands the shorthand before storing the config and never shows it again.
+        if self.endpoint is not None:
+            if self.traces_endpoint is None:
+                msgspec.structs.force_setattr(self, "traces_endpoint", self.endpoint)
+            msgspec.structs.force_setattr(self, "endpoint", None)
+
 
 # -- the node's settings and identity (once per worker) ------------------------------------------
 _SETTINGS: TracingSettings | None = None
@@ -247,7 +254,7 @@ class OpenTelemetry(Plugin):
 
     def __init__(self, config: OpenTelemetryConfig, runtime: Runtime, entity: Any) -> None:
         super().__init__(config, runtime, entity)
-        self.traces_endpoint = config.traces_endpoint or config.endpoint
+        self.traces_endpoint = config.traces_endpoint
         settings = node_settings()
         self.recording = settings.enabled
         self.sampling_rate = (
@@ -308,7 +315,7 @@ class OpenTelemetry(Plugin):
 
     @classmethod
     def check(cls, config: Any) -> list[tuple[str, str]]:
-        if config.traces_endpoint is None and config.logs_endpoint is None and not config.endpoint:
+        if config.traces_endpoint is None and config.logs_endpoint is None:
             return [
                 (
                     ".",
