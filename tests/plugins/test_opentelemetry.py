@@ -318,6 +318,15 @@ def test_b3_single_invalid_ids_are_dropped(value: str) -> None:
     assert found is not None and found.trace_id is None and found.span_id is None
 
 
+def test_headers_are_read_from_the_request_contexts_lists() -> None:
+    one = extract_one(
+        "jaeger", {"uber-trace-id": [f"{TRACE_16}:{SPAN_1}:0:01"], "uberctx-k": ["v"]}
+    )
+    assert one is not None and one.span_id == bytes.fromhex(SPAN_1) and one.baggage == {"k": "v"}
+    twice = extract_one("b3", {"x-b3-sampled": ["1", "1"], "x-b3-traceid": [TRACE_16]})
+    assert twice is not None and twice.should_sample is None  # repeated: invalid, as in Kong
+
+
 def test_b3_invalid_multi_header_id_drops_all_ids() -> None:
     found = extract_one("b3", {"x-b3-traceid": "x", "x-b3-spanid": SPAN_1, "x-b3-sampled": "0"})
     assert found is not None

@@ -17,8 +17,9 @@ Three steps, in Kong's order, all plain code on the request headers:
 extractor, which always reports ``reuse_span_id``, wins as soon as one of its headers is
 present, including a ``tracestate`` without a ``b3=`` entry (as in Kong 3.9).
 
-Header values come as Kong's ``ngx.req.get_headers()`` gives them: a string, or a list when the
-header was repeated, which every extractor treats as invalid.
+Header values are read as Kong's ``ngx.req.get_headers()`` gives them: a string, or a list when
+the header was repeated, which every extractor treats as invalid (the request context's lists
+are read in place, no per-request copy).
 """
 
 from __future__ import annotations
@@ -182,17 +183,26 @@ def _is_hex(text: str) -> bool:
     return _HEX.fullmatch(text) is not None
 
 
+def _value(headers: Headers, name: str) -> str | list[str] | None:
+    """A header as ``ngx.req.get_headers()`` gives it: its value, or the list of its values
+    when it was sent more than once (the request context keeps lists throughout)."""
+    value = headers.get(name)
+    if isinstance(value, list) and len(value) == 1:
+        return value[0]
+    return value
+
+
 def _one(headers: Headers, name: str) -> str | None:
     """A header's value when it was sent once (Kong's ``type(v) == "string"``)."""
-    value = headers.get(name)
+    value = _value(headers, name)
     return value if isinstance(value, str) else None
 
 
 def _baggage(headers: Headers, prefix: str) -> dict[str, str] | None:
     found = {
         name[len(prefix) :]: unquote(value)
-        for name, value in headers.items()
-        if name.startswith(prefix) and isinstance(value, str)
+        for name in headers
+        if name.startswith(prefix) and isinstance(value := _value(headers, name), str)
     }
     return found or None
 
@@ -242,9 +252,9 @@ _B3Single = tuple[str | None, str | None, str | None, bool | None, str | None, b
 def _b3_single(headers: Headers) -> _B3Single | None:
     """The b3 single header (or ``tracestate: b3=...``): ``(trace, span, parent, sampled,
     flags, invalid)``; None when there is none."""
-    value = headers.get("b3")
+    value = _value(headers, "b3")
     if value is None:
-        tracestate = headers.get("tracestate")
+        tracestate = _value(headers, "tracestate")
         for state in [tracestate] if isinstance(tracestate, str) else tracestate or ():
             if state.startswith("b3=") and len(state) > 3:
                 value = state[3:]
@@ -286,17 +296,17 @@ def _b3(headers: Headers) -> TraceContext:
         if not invalid:
             trace_id, span_id, parent_id = s_trace, s_span, s_parent
     # the multi headers fill what the single header left unset
-    multi_sample = _flag(headers.get("x-b3-sampled"))
-    debug = headers.get("x-b3-flags")
+    multi_sample = _flag(_value(headers, "x-b3-sampled"))
+    debug = _value(headers, "x-b3-flags")
     if debug == "1":
         multi_sample = True
     if should_sample is None:
         should_sample = multi_sample
     if flags is None and isinstance(debug, str):
         flags = debug
-    m_trace, bad_trace = _b3_id(headers.get("x-b3-traceid"), (16, 32))
-    m_span, bad_span = _b3_id(headers.get("x-b3-spanid"), (16,))
-    m_parent, bad_parent = _b3_id(headers.get("x-b3-parentspanid"), (16,))
+    m_trace, bad_trace = _b3_id(_value(headers, "x-b3-traceid"), (16, 32))
+    m_span, bad_span = _b3_id(_value(headers, "x-b3-spanid"), (16,))
+    m_parent, bad_parent = _b3_id(_value(headers, "x-b3-parentspanid"), (16,))
     if not (bad_trace or bad_span or bad_parent):
         trace_id = trace_id or m_trace
         span_id = span_id or m_span
@@ -343,9 +353,9 @@ def _jaeger(headers: Headers) -> TraceContext | None:
 
 
 def _ot(headers: Headers) -> TraceContext:
-    should_sample = _flag(headers.get("ot-tracer-sampled"))
-    trace_id, bad_trace = _b3_id(headers.get("ot-tracer-traceid"), (16, 32))
-    span_id, bad_span = _b3_id(headers.get("ot-tracer-spanid"), (16,))
+    should_sample = _flag(_value(headers, "ot-tracer-sampled"))
+    trace_id, bad_trace = _b3_id(_value(headers, "ot-tracer-traceid"), (16, 32))
+    span_id, bad_span = _b3_id(_value(headers, "ot-tracer-spanid"), (16,))
     if trace_id is None or bad_trace or bad_span:
         trace_id = span_id = None
     return TraceContext(
@@ -368,7 +378,7 @@ def _decimal(value: str | list[str] | None) -> str | None:
 
 
 def _datadog(headers: Headers) -> TraceContext | None:
-    priority = headers.get("x-datadog-sampling-priority")
+    priority = _value(headers, "x-datadog-sampling-priority")
     should_sample: bool | None
     if priority in ("1", "2"):
         should_sample = True
@@ -378,8 +388,8 @@ def _datadog(headers: Headers) -> TraceContext | None:
         return None
     else:
         should_sample = None
-    trace_id = _decimal(headers.get("x-datadog-trace-id"))
-    parent_id = _decimal(headers.get("x-datadog-parent-id")) if trace_id else None
+    trace_id = _decimal(_value(headers, "x-datadog-trace-id"))
+    parent_id = _decimal(_value(headers, "x-datadog-parent-id")) if trace_id else None
     return TraceContext(
         from_dec(trace_id) if trace_id else None,
         from_dec(parent_id) if parent_id else None,

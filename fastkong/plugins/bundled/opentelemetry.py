@@ -241,11 +241,6 @@ def _route_paths(runtime: Runtime) -> dict[str, str]:
     return found
 
 
-def _request_headers(ctx: RequestContext) -> dict[str, str | list[str]]:
-    """The request headers as ``ngx.req.get_headers()`` gives them to Kong's extractors."""
-    return {name: values[0] if len(values) == 1 else values for name, values in ctx.headers.items()}
-
-
 @register_plugin
 class OpenTelemetry(Plugin):
     name = "opentelemetry"
@@ -341,7 +336,7 @@ class OpenTelemetry(Plugin):
             return None
         plan = self.plan
         if plan.extract:
-            extracted, source = extract(_request_headers(ctx), plan.extract)
+            extracted, source = extract(ctx.headers, plan.extract)
         else:
             extracted, source = TraceContext(), None
         trace_id = extracted.trace_id or os.urandom(16)
