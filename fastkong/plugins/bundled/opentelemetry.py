@@ -347,6 +347,8 @@ class OpenTelemetry(Plugin):
             sampled = False  # Kong's propagation-only root span is never sampled
         span = Span(trace_id, os.urandom(8), parent_id, sampled)
         ctx.plugin_data[KEY] = span
+        # Kong's get_inject_ctx: the extracted context, with this span as the parent, is what
+        # the injectors write (its original trace id size, b3 flags and baggage carry over).
         out = extracted
         out.trace_id = span.trace_id
         out.span_id = span.span_id
