@@ -35,6 +35,7 @@ from fastkong.kong_conf import (
     parse_listeners,
     parse_nginx_time,
     tls_minimum,
+    tracing_settings,
     unread_settings,
 )
 
@@ -225,6 +226,7 @@ def cmd_start(args: argparse.Namespace) -> int:
             or DEFAULT_KEEPALIVE_TIMEOUT,
             "keepalive_timeout",
         )
+        tracing_settings(os.environ)  # read by each worker; checked here
         workers = worker_count(args.workers or _env("NGINX_WORKER_PROCESSES"))
         access_log = access_log_setting(args.proxy_access_log or _env("PROXY_ACCESS_LOG") or "off")
         debug_header = on_off(

@@ -191,6 +191,10 @@ READ_SETTINGS: Final = frozenset(
         "ROLE",
         "DATADOG_AGENT_HOST",  # the datadog plugin's agent when its host is null
         "DATADOG_AGENT_PORT",
+        "TRACING_INSTRUMENTATIONS",  # the opentelemetry plugin's spans
+        "TRACING_SAMPLING_RATE",
+        "OPENTELEMETRY_TRACING",  # Kong's deprecated aliases of the two above
+        "OPENTELEMETRY_TRACING_SAMPLING_RATE",
     }
 )
 #: Kong settings whose only meaning is nginx's or Kong's own housekeeping, or that say what
@@ -331,3 +335,59 @@ def pem_text(entry: str) -> bytes | None:
     except (binascii.Error, ValueError):
         return None
     return decoded if b"-----BEGIN" in decoded else None
+
+
+#: Kong 3.9's ``tracing_instrumentations`` values (``instrumentation.available_types`` plus
+#: ``off``, ``all`` and ``request``).
+TRACING_TYPES: Final = frozenset(
+    {
+        "off",
+        "all",
+        "request",
+        "db_query",
+        "dns_query",
+        "router",
+        "http_client",
+        "balancer",
+        "plugin_rewrite",
+        "plugin_access",
+        "plugin_header_filter",
+        "create_span",
+    }
+)
+
+
+class TracingSettings(NamedTuple):
+    """Kong's ``tracing_instrumentations`` and ``tracing_sampling_rate``."""
+
+    instrumentations: tuple[str, ...] = ("off",)
+    sampling_rate: float = 0.01
+
+    @property
+    def enabled(self) -> bool:
+        """Whether Kong would record its request span (any value but ``off``)."""
+        return self.instrumentations[0] != "off"
+
+
+def tracing_settings(environ: Mapping[str, str]) -> TracingSettings:
+    """The two settings from ``KONG_*`` variables (or Kong's deprecated ``opentelemetry_*``
+    names), checked as Kong's conf loader checks them; ValueError in Kong's words."""
+    raw = environ.get("KONG_TRACING_INSTRUMENTATIONS") or environ.get(
+        "KONG_OPENTELEMETRY_TRACING", "off"
+    )
+    types = tuple(t.strip() for t in raw.split(",") if t.strip()) or ("off",)
+    for kind in types:
+        if kind not in TRACING_TYPES:
+            raise ValueError(f"invalid tracing type: {kind}")
+    if len(types) > 1 and "off" in types:
+        raise ValueError("invalid tracing types: off, other types are mutually exclusive")
+    rate_text = environ.get("KONG_TRACING_SAMPLING_RATE") or environ.get(
+        "KONG_OPENTELEMETRY_TRACING_SAMPLING_RATE", "0.01"
+    )
+    try:
+        rate = float(rate_text)
+    except ValueError:
+        raise ValueError(f"tracing_sampling_rate is not a number: {rate_text!r}") from None
+    if not 0 <= rate <= 1:
+        raise ValueError("tracing_sampling_rate must be between 0 and 1")
+    return TracingSettings(types, rate)

@@ -138,6 +138,8 @@ def test_a_taken_address_is_named_before_anything_starts(tmp_path: Path) -> None
         ("KONG_TRUSTED_IPS", "10.0.0.0/33", "trusted_ips: '10.0.0.0/33' is not an IP address"),
         ("KONG_SSL_CIPHER_SUITE", "strong", "ssl_cipher_suite: Undefined cipher suite 'strong'"),
         ("KONG_NGINX_HTTP_KEEPALIVE_TIMEOUT", "soon", "keepalive_timeout: invalid time 'soon'"),
+        ("KONG_TRACING_INSTRUMENTATIONS", "request,bogus", "invalid tracing type: bogus"),
+        ("KONG_TRACING_SAMPLING_RATE", "2", "tracing_sampling_rate must be between 0 and 1"),
     ],
 )
 def test_bad_kong_settings_are_errors_not_tracebacks(name: str, value: str, message: str) -> None:

@@ -359,6 +359,9 @@ def serialize(ctx: RequestContext, now: float | None = None) -> dict[str, Any]:
             message["service"] = found
     if consumer is not None:
         message["consumer"] = entities.consumer(consumer)
+    trace_id = ctx.plugin_data.get("trace_id")  # set by the tracing plugins' propagation
+    if trace_id is not None:
+        message["trace_id"] = trace_id
     return message
 
 

@@ -48,7 +48,7 @@ from fastkong.proxy.upstream import (
     UpstreamError,
     UpstreamTimeout,
 )
-from fastkong.proxy.upstream_tls import NO_VERIFY
+from fastkong.proxy.upstream_tls import NO_VERIFY, TlsProfile
 
 if TYPE_CHECKING:
     from fastkong.plugins.context import RequestContext
@@ -160,18 +160,24 @@ _POOLS: Final = _Pools()
 
 
 async def send(
-    endpoint: Endpoint, body: bytes, timeout: float, keepalive_ms: float
+    endpoint: Endpoint,
+    body: bytes,
+    timeout: float,
+    keepalive_ms: float,
+    connect_timeout: float | None = None,
+    tls: TlsProfile = NO_VERIFY,
 ) -> tuple[int, bytes]:
     """POST ``body`` to ``endpoint``; ``(status, start of the response body)``.
 
+    ``timeout`` bounds each read, and connecting unless ``connect_timeout`` is given; ``tls``
+    is how an ``https`` endpoint is met (http-log's: not verified, as before the TLS profiles).
     Raises :class:`UpstreamError` when the exchange fails.
     """
     pool = _POOLS.get(keepalive_ms)
-    # As before the TLS profiles: the log endpoint's certificate is not verified.
     key: PoolKey = (
         endpoint.host,
         endpoint.port,
-        (endpoint.host, NO_VERIFY) if endpoint.tls else None,
+        (endpoint.host, tls) if endpoint.tls else None,
     )
     request = endpoint.head + b"Content-Length: %d\r\n\r\n" % len(body) + body
     for attempt in range(2):
@@ -179,7 +185,7 @@ async def send(
         reused = conn is not None
         try:
             if conn is None:
-                conn = await pool.connect(key, endpoint.host, timeout)
+                conn = await pool.connect(key, endpoint.host, connect_timeout or timeout)
             conn.start(request, False)
             await conn.read_head(timeout)
             kept = b""
