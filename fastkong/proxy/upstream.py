@@ -44,6 +44,15 @@ SERVER = f"fastkong/{__version__}".encode()
 VIA = b"1.1 " + SERVER
 _SEND_TIMEOUT = "timeout while sending to upstream"
 _READ_TIMEOUT = "timeout while reading from upstream"
+_TOO_BIG = "upstream sent too big header"
+_AFTER_RESPONSE = "upstream sent more data than specified"
+#: The most bytes a response head (interim 1xx heads included) may take. nginx reads the head
+#: into one ``proxy_buffer_size`` buffer and answers 502 "upstream sent too big header" when it
+#: fills before the head ends. Kong leaves that buffer at nginx's default, one memory page (4 KB),
+#: and its users raise it (``nginx_proxy_proxy_buffer_size``, often to 160k) for large cookies;
+#: fastkong reads no such setting yet, so its one fixed limit is generous. What it buys is a
+#: bound: without one, an upstream that never ends its head grows the worker's memory.
+MAX_RESPONSE_HEAD = 64 * 1024
 HIGH_WATER = 256 * 1024
 #: Which kept-alive connections a request may reuse: the address connected to, its port, and the
 #: TLS server name (None for plain HTTP). Connections with different SNI are not shared, as
@@ -136,6 +145,9 @@ class UpstreamConnection(asyncio.Protocol):
         #: Nothing of the current response was fed to the parser yet: a whole small response
         #: may still be read in one step (``_core.h1``) instead.
         self.fresh = False
+        #: How many more bytes the response head may take (:data:`MAX_RESPONSE_HEAD`), reset by
+        #: the first read of each response that the one-step read does not take.
+        self.head_room = MAX_RESPONSE_HEAD
 
     def __repr__(self) -> str:
         host, port, tls_name = self.key
@@ -158,7 +170,10 @@ class UpstreamConnection(asyncio.Protocol):
         if self.fresh:
             self.fresh = False
             whole = _h1.parse_response(data, self.expect_no_body)
-            if whole is not None:
+            # (A read no longer than the head limit holds no head past it: one test, mostly.)
+            if whole is not None and (
+                len(data) <= MAX_RESPONSE_HEAD or len(data) - len(whole[4]) <= MAX_RESPONSE_HEAD
+            ):
                 self.status, self.headers, self.has_server, self.keep_alive, body = whole
                 self.framed = self.head_done = self.complete = True
                 if body:
@@ -166,13 +181,42 @@ class UpstreamConnection(asyncio.Protocol):
                     self.buffered = len(body)
                 self._wake()
                 return
+            self.head_room = MAX_RESPONSE_HEAD  # (here: a whole response never needs it)
+        if self.complete:
+            # Bytes after the whole response, or on an idle connection: they answer no request.
+            # nginx drops them and does not keep the connection; read on, they would become the
+            # next request's response.
+            self._fail(UpstreamProtocolError(_AFTER_RESPONSE))
+        elif self.head_done or len(data) <= self.head_room:
+            if not self.head_done:
+                self.head_room -= len(data)
+            self._feed(data)
+        else:
+            self._feed_past_head_room(data)
+
+    def _feed(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             # 101 Switching Protocols: the rest is the upgraded stream (WebSocket issue).
             self._fail(UpstreamProtocolError("unexpected protocol upgrade"))
         except httptools.HttpParserError as exc:
-            self._fail(UpstreamProtocolError(f"invalid response from upstream: {exc}"))
+            # A callback's own refusal (raised as UpstreamError) is the reason; else llhttp's.
+            cause = exc.__context__
+            if isinstance(cause, UpstreamError):
+                self._fail(cause)
+            else:
+                self._fail(UpstreamProtocolError(f"invalid response from upstream: {exc}"))
+
+    def _feed_past_head_room(self, data: bytes) -> None:
+        """``data`` goes past :data:`MAX_RESPONSE_HEAD`: the head must end within the room left."""
+        room = self.head_room
+        self.head_room = 0
+        self._feed(data[:room])
+        if not self.head_done:
+            self._fail(UpstreamProtocolError(_TOO_BIG))
+        elif self.error is None:
+            self._feed(data[room:])
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -192,12 +236,23 @@ class UpstreamConnection(asyncio.Protocol):
         self._wake()
 
     # -- httptools callbacks ----------------------------------------------------------------
+    # A callback refuses the response by raising an UpstreamError; the parser stops there.
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            # A second response in the same read as the first (see data_received).
+            raise UpstreamProtocolError(_AFTER_RESPONSE)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if len(name) in _LOOK_LENGTHS:
             lower = name.lower()
             if lower in _DROPPED:
                 if lower == b"transfer-encoding":
+                    # nginx knows only chunked (llhttp would read any other coding until the
+                    # connection closes, while this connection counted the body as framed).
+                    # Trailer fields come here too, after the head: they frame nothing.
+                    if value.strip().lower() != b"chunked" and not self.head_done:
+                        raise UpstreamProtocolError("upstream sent unknown Transfer-Encoding")
                     self.framed = True
                 elif lower == b"connection" and value not in PLAIN_CONNECTION:
                     self.connection = value
@@ -215,6 +270,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
+        if status < 100:
+            # llhttp reads any three digits; Granian's worker dies on a status under 100.
+            raise UpstreamProtocolError(f"upstream sent an invalid status {status}")
         if 100 <= status < 200 and status != 101:
             # Interim response (100 Continue, 103 Early Hints): not forwarded; wait for the next.
             self.headers = []
@@ -258,6 +316,9 @@ class UpstreamConnection(asyncio.Protocol):
                     self.has_server = False  # Kong then names itself
 
     def on_body(self, body: bytes) -> None:
+        if self.complete:
+            # A body to HEAD, read by the parser on_headers_complete replaced (see data_received).
+            raise UpstreamProtocolError(_AFTER_RESPONSE)
         self.chunks.append(body)
         self.buffered += len(body)
         if self.buffered > HIGH_WATER and not self.read_paused and self.transport is not None:

@@ -10,10 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastkong.proxy.upstream import (
+    MAX_RESPONSE_HEAD,
     RESPONSE_HOP_BY_HOP,
     VIA,
     ConnectionPool,
     UpstreamConnection,
+    UpstreamProtocolError,
     UpstreamTimeout,
 )
 from tests.helpers import RecordingTransport
@@ -255,3 +257,118 @@ def test_headers_the_connection_header_names_and_nginx_hidden_ones_are_dropped(
     conn.start(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", no_body=False)
     conn.data_received(b"HTTP/1.1 200 OK\r\nX-Gone: 2\r\nContent-Length: 0\r\n\r\n")
     assert conn.headers == [(b"X-Gone", b"2"), (b"Content-Length", b"0")]
+
+
+# -- a hostile upstream (tests/integration/test_upstream_hostile.py end to end) -------------
+
+_OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+_SMUGGLED = b"HTTP/1.1 404 Smuggled\r\nX-Smuggled: 1\r\nContent-Length: 3\r\n\r\nabc"
+
+
+def _refused(conn: UpstreamConnection) -> bool:
+    return isinstance(conn.error, UpstreamProtocolError) and conn.closed and not conn.head_done
+
+
+def test_a_second_response_in_the_same_read_is_dropped_with_the_connection(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    # Read on, it replaced the first response's status, headers and body (response splitting).
+    conn = _conn(loop)
+    conn.data_received(_OK + _SMUGGLED)
+    assert (conn.status, conn.headers) == (200, [(b"Content-Length", b"2")])
+    assert b"".join(conn.chunks) == b"ok" and conn.complete
+    assert conn.closed and not conn.reusable()
+
+
+@pytest.mark.parametrize("later", [_SMUGGLED, b"HTTP/1.1 200 OK\r\nX-Half: ", b"\x00junk"])
+def test_bytes_after_the_response_close_the_connection(
+    loop: asyncio.AbstractEventLoop, later: bytes
+) -> None:
+    # Kept, they would be read as (the start of) the next request's response.
+    conn = _conn(loop)
+    conn.data_received(_OK)
+    assert conn.reusable()
+    conn.data_received(later)
+    assert conn.closed and not conn.reusable()
+    assert (conn.status, b"".join(conn.chunks)) == (200, b"ok")
+
+
+def test_a_body_to_head_is_not_read_and_the_connection_not_kept(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    conn = _conn(loop)
+    conn.start(b"HEAD / HTTP/1.1\r\nhost: x\r\n\r\n", no_body=True)
+    conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+    assert conn.status == 200 and conn.complete and not conn.chunks
+    assert conn.closed and not conn.reusable()
+
+
+@pytest.mark.parametrize("status", [b"000", b"099"])
+def test_a_status_under_100_is_refused(loop: asyncio.AbstractEventLoop, status: bytes) -> None:
+    # llhttp reads any three digits; passed on, the status made Granian's worker panic.
+    conn = _conn(loop)
+    conn.data_received(b"HTTP/1.1 " + status + b" Low\r\nContent-Length: 0\r\n\r\n")
+    assert _refused(conn)
+
+
+@pytest.mark.parametrize("coding", [b"gzip", b"gzip, chunked", b"identity", b"chunked, gzip"])
+def test_a_transfer_coding_other_than_chunked_is_refused(
+    loop: asyncio.AbstractEventLoop, coding: bytes
+) -> None:
+    # As nginx ("upstream sent unknown Transfer-Encoding"); llhttp would read some of them until
+    # the connection closes, which the connection took for a cut body.
+    conn = _conn(loop)
+    conn.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + coding + b"\r\n\r\n")
+    assert _refused(conn)
+
+
+def test_chunked_is_known_in_any_case(loop: asyncio.AbstractEventLoop) -> None:
+    conn = _conn(loop)
+    conn.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+    assert conn.complete and b"".join(conn.chunks) == b"ok"
+
+
+def test_a_trailer_field_named_transfer_encoding_frames_nothing(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    conn = _conn(loop)
+    conn.data_received(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n"
+        b"Transfer-Encoding: gzip\r\n\r\n"
+    )
+    assert conn.complete and conn.error is None and b"".join(conn.chunks) == b"ok"
+
+
+def _head_of(size: int) -> bytes:
+    """A response whose head (status line to blank line) is ``size`` bytes, then its body."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Pad: \r\n\r\n"
+    return head.replace(b"X-Pad: ", b"X-Pad: " + b"p" * (size - len(head))) + b"ok"
+
+
+@pytest.mark.parametrize("cut", [None, 1, 1000, MAX_RESPONSE_HEAD - 1, MAX_RESPONSE_HEAD + 1])
+def test_the_head_must_end_within_the_limit(
+    loop: asyncio.AbstractEventLoop, cut: int | None
+) -> None:
+    for size, fits in ((MAX_RESPONSE_HEAD, True), (MAX_RESPONSE_HEAD + 1, False)):
+        conn = _conn(loop)
+        raw = _head_of(size)
+        for piece in (raw,) if cut is None else (raw[:cut], raw[cut:]):
+            conn.data_received(piece)
+        if fits:
+            assert conn.complete and b"".join(conn.chunks) == b"ok"
+        else:
+            assert _refused(conn) and str(conn.error) == "upstream sent too big header"
+
+
+def test_a_head_that_never_ends_is_refused_once_past_the_limit(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    conn = _conn(loop)
+    conn.data_received(b"HTTP/1.1 200 OK\r\n")
+    line = b"X-More: " + b"m" * 1000 + b"\r\n"
+    sent = 0
+    while not conn.closed:
+        conn.data_received(line)
+        sent += len(line)
+        assert sent < MAX_RESPONSE_HEAD + len(line)
+    assert _refused(conn)
