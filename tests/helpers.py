@@ -336,6 +336,8 @@ class Gateway:
         self.ssl_port: int | None = None
         self.status_port = free_port()
         self.admin_port = free_port()
+        #: A file for the gateway's stderr, set before ``start()`` (else it is this process's).
+        self.stderr_path: Path | None = None
         self.proc: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
@@ -357,7 +359,10 @@ class Gateway:
         return cmd
 
     def start(self, wait_ready: bool = True) -> Gateway:
-        self.proc = subprocess.Popen(self.command(), cwd=ROOT, env=dict(os.environ))
+        stderr = None if self.stderr_path is None else self.stderr_path.open("ab")
+        self.proc = subprocess.Popen(self.command(), cwd=ROOT, env=dict(os.environ), stderr=stderr)
+        if stderr is not None:
+            stderr.close()  # the child has its own copy
         wait_port(self.status_port, proc=self.proc)
         wait_port(self.port, proc=self.proc)
         if self.ssl_port:

@@ -48,6 +48,7 @@ from fastkong.proxy.upstream import (
     PoolKey,
     UpstreamConnection,
     UpstreamError,
+    UpstreamProtocolError,
     UpstreamTimeout,
 )
 from fastkong.runtime import RoutePlan, Runtime, ServicePlan, empty_runtime
@@ -663,6 +664,8 @@ class Gateway(Replies):
                         balancer.report_failure(peer, isinstance(exc, UpstreamTimeout))
                 if exc.sent and body is None:
                     break  # a streamed body is gone: it cannot be replayed
+                if isinstance(exc, UpstreamProtocolError):
+                    break  # nginx's proxy_next_upstream (error timeout) lacks invalid_header
                 if stale and idempotent:
                     tries_left += 1
                     continue
@@ -762,8 +765,11 @@ class Gateway(Replies):
                     break
             if ctx is not None:
                 ctx.response_size = size
-        except (UpstreamError, OSError):
-            conn.close()  # the response is cut short; the client sees the connection end
+        except UpstreamError as exc:
+            await _cut_short(send, conn, exc)
+            return
+        except OSError:
+            conn.close()
             raise
         finally:
             if tracked is not None and balancer is not None:
@@ -771,6 +777,17 @@ class Gateway(Replies):
         pool.release(conn)
 
     # -- gateway-generated responses ---------------------------------------------------------
+
+
+async def _cut_short(send: Send, conn: UpstreamConnection, exc: UpstreamError) -> None:
+    """The upstream failed after its head went to the client: as nginx does, the client gets
+    what came and then the connection ends, the body unfinished. An empty body part first,
+    for Granian answers 500 to a response that ends before it sent anything but its start;
+    ending without the last body part (no exception: Granian would log a traceback) makes
+    it close the connection."""
+    conn.close()
+    log.error("%s while reading the response body from upstream", exc)
+    await send({"type": "http.response.body", "body": b"", "more_body": True})
 
 
 def _router_headers(scope: Scope, names: frozenset[str]) -> dict[str, list[str]]:
