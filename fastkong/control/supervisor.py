@@ -333,7 +333,9 @@ class Supervisor:
 
     def replace_ssl_workers(self) -> None:
         """Have the ssl listeners' workers start over on the served pair: Granian replaces them
-        one by one on SIGHUP (a new worker, then the old one drained), so nothing is refused."""
+        one by one on SIGHUP (a new worker, then the old one drained: its requests finish; as
+        on an nginx reload, a connection it accepted just before stopping and whose request it
+        had not read yet is closed unanswered)."""
         log.warning("ssl certificate changed: replacing the ssl listeners' workers")
         for child in self.ssl_children:
             if child.returncode is None:
