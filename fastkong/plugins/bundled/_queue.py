@@ -92,6 +92,22 @@ class QueueParams:
     def with_changes(self, **changes: Any) -> QueueParams:
         return replace(self, **changes)
 
+    def with_deprecated(
+        self, label: str, old: str, value: float | None, default: float, new: str
+    ) -> QueueParams:
+        """A plugin's deprecated batching field (``queue_size``, ``batch_span_count``, ...): a
+        value other than its old default becomes ``queue.<new>``, with Kong's warning."""
+        if value is None or value == default:
+            return self
+        log.warning(
+            "[%s] the %s parameter is deprecated, please update your configuration to use "
+            "queue.%s instead",
+            label,
+            old,
+            new,
+        )
+        return self.with_changes(**{new: value})
+
 
 class Queue:
     """One named queue of one worker (see the module docstring)."""

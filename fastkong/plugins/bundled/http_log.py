@@ -238,21 +238,9 @@ class HttpLog(LogPlugin):
                 "configuration to use initial_retry_delay and max_retry_time instead",
                 label,
             )
-        if config.queue_size is not None and config.queue_size != 1:
-            params = params.with_changes(max_batch_size=config.queue_size)
-            log.warning(
-                "[%s] the queue_size parameter is deprecated, please update your "
-                "configuration to use queue.max_batch_size instead",
-                label,
-            )
-        if config.flush_timeout is not None and config.flush_timeout != 2:
-            params = params.with_changes(max_coalescing_delay=config.flush_timeout)
-            log.warning(
-                "[%s] the flush_timeout parameter is deprecated, please update your "
-                "configuration to use queue.max_coalescing_delay instead",
-                label,
-            )
-        self.params = params
+        self.params = params.with_deprecated(
+            label, "queue_size", config.queue_size, 1, "max_batch_size"
+        ).with_deprecated(label, "flush_timeout", config.flush_timeout, 2, "max_coalescing_delay")
 
     def __repr__(self) -> str:
         return f"<HttpLog priority={self.priority} id={self.id} endpoint={self.endpoint!r}>"

@@ -269,21 +269,11 @@ class OpenTelemetry(Plugin):
         if instance_name:
             label += f" ({instance_name})"
         params = _queue.QueueParams.from_config(config.queue, f"{self.id}:traces", label)
-        if config.batch_span_count is not None and config.batch_span_count != 200:
-            params = params.with_changes(max_batch_size=config.batch_span_count)
-            log.warning(
-                "[%s] the batch_span_count parameter is deprecated, please update your "
-                "configuration to use queue.max_batch_size instead",
-                label,
-            )
-        if config.batch_flush_delay is not None and config.batch_flush_delay != 3:
-            params = params.with_changes(max_coalescing_delay=config.batch_flush_delay)
-            log.warning(
-                "[%s] the batch_flush_delay parameter is deprecated, please update your "
-                "configuration to use queue.max_coalescing_delay instead",
-                label,
-            )
-        self.params = params
+        self.params = params.with_deprecated(
+            label, "batch_span_count", config.batch_span_count, 200, "max_batch_size"
+        ).with_deprecated(
+            label, "batch_flush_delay", config.batch_flush_delay, 3, "max_coalescing_delay"
+        )
         self.endpoint = (
             OtlpEndpoint(self.traces_endpoint, config.headers) if self.traces_endpoint else None
         )
