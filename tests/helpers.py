@@ -154,14 +154,18 @@ class LoopServer:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.server: asyncio.base_events.Server | None = None
+        #: Every connection's writer, so that ``stop`` can end those a client still holds.
+        self.writers: list[asyncio.StreamWriter] = []
 
     def start(self) -> Self:
         self.thread.start()
 
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.writers.append(writer)
+            await self._serve(reader, writer)
+
         async def listen() -> None:
-            self.server = await asyncio.start_server(
-                self._serve, "127.0.0.1", self.port, ssl=self.ssl
-            )
+            self.server = await asyncio.start_server(serve, "127.0.0.1", self.port, ssl=self.ssl)
 
         asyncio.run_coroutine_threadsafe(listen(), self.loop).result(5)
         return self
@@ -170,6 +174,17 @@ class LoopServer:
         async def close() -> None:
             if self.server is not None:
                 self.server.close()
+            # Connections a client (the gateway's pool) still holds: end their tasks, then
+            # their transports at once (a TLS one would wait for the peer's close_notify); one
+            # left open is a ResourceWarning in whichever later test collects it.
+            tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for writer in self.writers:
+                writer.transport.abort()
+            for _ in range(2):  # an aborted transport lets go of its socket a loop turn later
+                await asyncio.sleep(0)
 
         asyncio.run_coroutine_threadsafe(close(), self.loop).result(5)
         self.loop.call_soon_threadsafe(self.loop.stop)

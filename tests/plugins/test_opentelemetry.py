@@ -521,15 +521,6 @@ class Collector(LoopServer):
         super().__init__(ssl)
         self.exports: list[Export] = []
 
-    def stop(self) -> None:
-        async def cancel() -> None:  # the gateway keeps its connection: end its server task
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
-
-        asyncio.run_coroutine_threadsafe(cancel(), self.loop).result(5)
-        super().stop()
-
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
