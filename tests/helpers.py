@@ -155,13 +155,13 @@ class LoopServer:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.server: asyncio.base_events.Server | None = None
         #: Every connection's writer, so that ``stop`` can end those a client still holds.
-        self.writers: list[asyncio.StreamWriter] = []
+        self._held: list[asyncio.StreamWriter] = []
 
     def start(self) -> Self:
         self.thread.start()
 
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            self.writers.append(writer)
+            self._held.append(writer)
             await self._serve(reader, writer)
 
         async def listen() -> None:
@@ -181,7 +181,7 @@ class LoopServer:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            for writer in self.writers:
+            for writer in self._held:
                 writer.transport.abort()
             for _ in range(2):  # an aborted transport lets go of its socket a loop turn later
                 await asyncio.sleep(0)

@@ -9,7 +9,6 @@ import json
 import os
 import statistics
 import subprocess
-import threading
 import time
 import uuid
 from collections import deque
@@ -23,7 +22,7 @@ import pytest
 
 from fastkong.config import ConfigError, load_config
 from fastkong.plugins.bundled import _queue
-from tests.helpers import ROOT, Echo, Gateway, free_port, wait_port
+from tests.helpers import ROOT, Echo, Gateway, LoopServer, free_port, wait_port
 
 pytestmark = pytest.mark.integration
 
@@ -43,40 +42,16 @@ class Received:
         return data if isinstance(data, list) else [data]
 
 
-class Collector:
+class Collector(LoopServer):
     """A loopback HTTP/1.1 log server in its own thread: records every request and answers
     with the next status of ``statuses`` (200 once they run out), or never (``hang``)."""
 
     def __init__(self, hang: bool = False) -> None:
-        self.port = free_port()
+        super().__init__()
         self.hang = hang
         self.received: list[Received] = []
         self.statuses: deque[int] = deque()
         self.connections = 0
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._server: asyncio.Server | None = None
-
-    def start(self) -> Collector:
-        self._thread.start()
-        future = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._serve, "127.0.0.1", self.port), self._loop
-        )
-        self._server = future.result(10)
-        return self
-
-    def stop(self) -> None:
-        async def close() -> None:
-            assert self._server is not None
-            self._server.close()
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
-
-        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
 
     @property
     def url(self) -> str:
