@@ -3,7 +3,8 @@
 Per request the work is: one pass over the client's headers (copying the ones that go upstream
 as ready-made ``name: value`` lines), one compiled router match, one compiled upstream-path
 computation, one ``bytes.join`` for the request head, and the exchange on a pooled keep-alive
-connection. Everything that depends only on config was computed into the :class:`Runtime`.
+connection (:mod:`fastkong.proxy.exchange`). Everything that depends only on config was
+computed into the :class:`Runtime`.
 
 The app runs under Granian (``fastkong start``) and under any ASGI server. Per-worker state
 (the connection pool, the resolver, the config watcher) is created at lifespan startup, or on
@@ -21,37 +22,31 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from fastkong._core import load
-from fastkong.plugins.base import Plugin, kong_error
+from fastkong.plugins.base import kong_error
 from fastkong.plugins.context import BodyTooLarge, RequestContext
 from fastkong.plugins.runner import (
     apply_header_edits,
-    body_filters,
     run_access,
-    run_body,
     run_log,
-    run_response,
 )
 from fastkong.proxy import errors, hop, websocket
 from fastkong.proxy.access_log import AccessLog
-from fastkong.proxy.balancer import Peer, Resolver
-from fastkong.proxy.body import buffer_chunked, frame_body, read_small_body, stream_body
+from fastkong.proxy.balancer import Resolver
+from fastkong.proxy.body import buffer_chunked, read_small_body
+from fastkong.proxy.exchange import Exchange
 from fastkong.proxy.kong_headers import DEFAULT_SETTINGS, HeaderSettings
 from fastkong.proxy.limits import DEFAULT_LIMITS, BodyLimitExceeded, RequestLimits
-from fastkong.proxy.replies import Replies, send_replaced, with_debug_headers
-from fastkong.proxy.routing import NO_ROUTE, Decision, decide, strip_port
+from fastkong.proxy.replies import CLOSE, with_debug_headers
+from fastkong.proxy.routing import NO_ROUTE, Decision, decide
 from fastkong.proxy.trust import DEFAULT_REAL_IP, RealIp, TrustedIps
 from fastkong.proxy.upstream import (
     KEEPALIVE_SETTINGS,
     SERVER,
     VIA,
     ConnectionPool,
-    PoolKey,
-    UpstreamConnection,
-    UpstreamError,
-    UpstreamProtocolError,
     UpstreamTimeout,
 )
-from fastkong.runtime import RoutePlan, Runtime, ServicePlan, empty_runtime
+from fastkong.runtime import Runtime, empty_runtime
 from fastkong.upstreams.registry import Registry, open_table
 
 if TYPE_CHECKING:
@@ -67,10 +62,6 @@ Send = Callable[[Message], Awaitable[None]]
 log = logging.getLogger("fastkong.proxy")
 
 
-#: nginx ends the connection after refusing a request head or an oversized body (the rest of
-#: the request is not read): Kong's answers to them say so.
-_CLOSE = [(b"connection", b"close")]
-_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 #: nginx's request-line parser takes a method of ``A-Z``, ``_`` and ``-`` only ("client sent
 #: invalid method", 400), and refuses CONNECT and TRACE (405); Granian takes any token
 #: (``get``, ``wA#0``). The usual methods skip the checks.
@@ -94,7 +85,7 @@ class RequestIds:
         return "%032x" % self.n  # noqa: UP031 (2x faster than format() here)
 
 
-class Gateway(Replies):
+class Gateway(Exchange):
     """The ASGI application of one worker."""
 
     def __init__(
@@ -263,7 +254,7 @@ class Gateway(Replies):
         unusual = method not in _METHODS
         if unusual and _NGINX_METHOD.fullmatch(method) is None:
             # nginx parses the method first: "client sent invalid method".
-            await self.nginx_error(scope, send, 400, request_id, started, None, _CLOSE)
+            await self.nginx_error(scope, send, 400, request_id, started, None, CLOSE)
             return
         limits = self.limits
         if head_size + len(raw_path) + len(query) + len(method) + 16 > limits.fast_limit or (
@@ -273,7 +264,7 @@ class Gateway(Replies):
             # client_max_body_size (413), checked before anything is routed.
             status = limits.refuse(method, raw_path, query, scope["headers"], content_length)
             if status:
-                await self.nginx_error(scope, send, status, request_id, started, None, _CLOSE)
+                await self.nginx_error(scope, send, status, request_id, started, None, CLOSE)
                 return
         if (
             content_length < -1
@@ -284,11 +275,11 @@ class Gateway(Replies):
             # request without a Host: nginx refuses the request. (Granian itself drops a
             # Content-Length sent with chunked framing, so the app sees a chunked body where
             # nginx would refuse the pair.)
-            await self.nginx_error(scope, send, 400, request_id, started, None, _CLOSE)
+            await self.nginx_error(scope, send, 400, request_id, started, None, CLOSE)
             return
         if unusual and method in _NOT_ALLOWED:
             # Then, with the head read: "client sent CONNECT method" / "... TRACE method".
-            await self.nginx_error(scope, send, 405, request_id, started, None, _CLOSE)
+            await self.nginx_error(scope, send, 405, request_id, started, None, CLOSE)
             return
         if chunked and limits.max_body:
             receive = limits.limit_body(receive)
@@ -312,7 +303,7 @@ class Gateway(Replies):
             if decision == NO_ROUTE:
                 await self.kong_error(scope, send, 404, errors.NO_ROUTE, request_id, started)
             else:
-                await self.nginx_error(scope, send, 400, request_id, started, None, _CLOSE)
+                await self.nginx_error(scope, send, 400, request_id, started, None, CLOSE)
             return
         assert isinstance(decision, Decision)
         plan = decision.plan
@@ -363,7 +354,7 @@ class Gateway(Replies):
             except BodyTooLarge:
                 stop = kong_error(413, "Request size limit exceeded")
             except BodyLimitExceeded:
-                await self.nginx_error(scope, send, 413, request_id, started, ctx, _CLOSE)
+                await self.nginx_error(scope, send, 413, request_id, started, ctx, CLOSE)
                 run_log(ctx)
                 return
             except ConnectionError:  # the client went away while a plugin read its body
@@ -462,7 +453,7 @@ class Gateway(Replies):
                 try:
                     body, receive = await buffer_chunked(receive)
                 except BodyLimitExceeded:
-                    await self.nginx_error(scope, send, 413, request_id, started, ctx, _CLOSE)
+                    await self.nginx_error(scope, send, 413, request_id, started, ctx, CLOSE)
                     if ctx is not None:
                         run_log(ctx)
                     return
@@ -513,281 +504,6 @@ class Gateway(Replies):
         )
         if ctx is not None:
             run_log(ctx)
-
-    async def body_cut_short(
-        self,
-        scope: Scope,
-        send: Send,
-        request_id: str,
-        started: float,
-        ctx: RequestContext | None,
-    ) -> None:
-        """The client ended its side before its body was whole: nothing goes up. nginx logs
-        "client prematurely closed connection" with 400 and closes; an ASGI app cannot close
-        without answering (Granian writes its own 500 for an app that returns without a
-        response, or raises), so the client that still reads gets nginx's 400, and the close."""
-        await self.nginx_error(scope, send, 400, request_id, started, ctx, _CLOSE)
-        if ctx is not None:
-            run_log(ctx)
-
-    async def exchange(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        plan: RoutePlan,
-        service: ServicePlan,
-        method: bytes,
-        target: bytes,
-        client_host: bytes,
-        headers_block: bytes,
-        body: bytes | None,
-        chunked: bool,
-        request_id: str,
-        started: float,
-        ctx: RequestContext | None = None,
-        hash_key: str | None = None,
-        set_cookie: bytes | None = None,
-    ) -> None:
-        """Send the request to a peer (retrying per Kong's rules) and stream the response back.
-
-        ``body`` is the whole request body when it was small enough to hold (so a failed try can
-        be replayed), or None when it must be streamed from ``receive``.
-        """
-        assert self.pool is not None and self.resolver is not None
-        pool = self.pool
-        tries_left = service.retries + 1
-        tried: tuple[Peer, ...] = ()
-        idempotent = method in _IDEMPOTENT
-        no_body = method == b"HEAD"
-        error: UpstreamError | None = None
-        conn: UpstreamConnection | None = None
-        upstream_started = 0.0
-        balancer = service.balancer
-        peer: Peer | None = None
-        # A plugin that set the Host header (request-transformer) decides it, as in Kong.
-        host_override = ctx.upstream_host() if ctx is not None else None
-        while tries_left > 0:
-            tries_left -= 1
-            if balancer is not None:
-                peer = balancer.pick(tried, hash_key)
-                if peer is None and tried:
-                    peer = balancer.pick((), hash_key)  # every peer failed once: go round again
-                if peer is None:
-                    await self.kong_error(
-                        scope, send, 503, errors.NO_PEER, request_id, started, ctx
-                    )
-                    return
-                tried = (*tried, peer)
-                host, port = peer.host, peer.port
-                host_header = service.peer_host_header(peer)
-            else:
-                host, port = service.host, service.port
-                host_header = service.host_header
-            if host_override is not None:
-                host_b = host_override
-            elif plan.preserve_host and client_host:
-                host_b = client_host
-            else:
-                host_b = host_header.encode("latin-1")
-            head = b"".join(
-                (method, b" ", target, b" HTTP/1.1\r\nhost: ", host_b, b"\r\n", headers_block)
-            )
-            # Kong (nginx's proxy_ssl_name $upstream_host) names the TLS server by the Host
-            # header it sends, port cut off; connections differ by name and TLS settings.
-            key: PoolKey = (
-                host,
-                port,
-                (strip_port(host_b.decode("latin-1")), service.tls_profile)
-                if service.tls_profile is not None
-                else None,
-            )
-            upstream_started = time.monotonic()
-            conn = pool.take_idle(key)
-            reused = conn is not None
-            try:
-                if conn is None:
-                    try:
-                        address = (await self.resolver.resolve(host))[0]
-                    except OSError:
-                        if peer is not None and balancer is not None and balancer.tracks:
-                            balancer.done(peer, None)
-                        await self.kong_error(
-                            scope,
-                            send,
-                            503,
-                            errors.NAME_RESOLUTION_FAILED,
-                            request_id,
-                            started,
-                            ctx,
-                        )
-                        return
-                    conn = await pool.connect(key, address, service.connect_timeout)
-                if body is not None:
-                    conn.start(head + frame_body(body, chunked) if body else head, no_body)
-                else:
-                    conn.start(head, no_body)
-                    try:
-                        await stream_body(receive, conn, chunked, service.write_timeout)
-                    except (BodyLimitExceeded, ConnectionError) as exc:
-                        # Over client_max_body_size halfway up (nginx's 413), or the client
-                        # went away mid-body: the peer's request is cut off (its connection
-                        # closed); the peer did nothing wrong, so no failure is counted.
-                        conn.close()
-                        if peer is not None and balancer is not None and balancer.tracks:
-                            balancer.done(peer, None)
-                        if isinstance(exc, ConnectionError):
-                            await self.body_cut_short(scope, send, request_id, started, ctx)
-                            return
-                        await self.nginx_error(scope, send, 413, request_id, started, ctx, _CLOSE)
-                        return
-                await conn.read_head(service.read_timeout)
-                break
-            except UpstreamError as exc:
-                error = exc
-                # A kept-alive socket the peer closed before answering anything is stale, not a
-                # failed try: replay on a fresh connection without spending a retry. A timeout
-                # is a real failure (a stale socket fails at once), so it is never replayed free.
-                stale = (
-                    reused
-                    and conn is not None
-                    and not conn.received_any
-                    and not isinstance(exc, UpstreamTimeout)
-                )
-                if conn is not None:
-                    conn.close()
-                    conn = None
-                if peer is not None and balancer is not None:
-                    if balancer.tracks:
-                        balancer.done(peer, None)
-                    if balancer.passive and not stale:
-                        balancer.report_failure(peer, isinstance(exc, UpstreamTimeout))
-                if exc.sent and body is None:
-                    break  # a streamed body is gone: it cannot be replayed
-                if isinstance(exc, UpstreamProtocolError):
-                    break  # nginx's proxy_next_upstream (error timeout) lacks invalid_header
-                if stale and idempotent:
-                    tries_left += 1
-                    continue
-                if exc.sent and not idempotent:
-                    break  # nginx never resends a non-idempotent request that reached a peer
-
-        if conn is None:
-            # Kong's error page after a failed proxy attempt: the request counts as proxied,
-            # so it carries the upstream and proxy latencies and Via, not a response latency.
-            status = error.status if error is not None else 502
-            latencies = [
-                (b"via", VIA),
-                (
-                    b"x-kong-upstream-latency",
-                    b"%d" % ((time.monotonic() - upstream_started) * 1000),
-                ),
-                (b"x-kong-proxy-latency", b"%d" % ((upstream_started - started) * 1000)),
-            ]
-            if self.shown is not None:
-                latencies = self.shown.produced(latencies)
-            await self.nginx_error(scope, send, status, request_id, None, ctx, latencies)
-            return
-
-        now = time.monotonic()
-        tracked: Peer | None = None
-        if peer is not None and balancer is not None:
-            if balancer.passive:
-                balancer.report_status(peer, conn.status)
-            if balancer.tracks:
-                tracked = peer
-        # The connection leaves hop-by-hop headers out, and starts a new list per response.
-        response_headers = conn.headers
-        if set_cookie is not None:
-            response_headers.append((b"set-cookie", set_cookie))
-        shown = self.shown
-        if shown is None:  # Kong's default `headers`
-            if not conn.has_server:
-                # nginx (so Kong) names itself when the upstream does not; Granian would say
-                # its own.
-                response_headers.append((b"server", SERVER))
-            # Kong appends its token to the upstream's Via, in one header.
-            response_headers += (
-                (b"via", conn.via_header),
-                (b"x-kong-upstream-latency", b"%d" % ((now - upstream_started) * 1000)),
-                (b"x-kong-proxy-latency", b"%d" % ((upstream_started - started) * 1000)),
-                (b"x-kong-request-id", request_id.encode()),
-            )
-        else:
-            via = conn.via_header
-            shown.add_proxied(
-                response_headers,
-                own_server=not conn.has_server,
-                via=via,
-                upstream_via=None if via is VIA else via[: -len(VIA) - 2],
-                upstream_latency=b"%d" % ((now - upstream_started) * 1000),
-                proxy_latency=b"%d" % ((upstream_started - started) * 1000),
-                request_id=request_id.encode(),
-                upstream_status=conn.status,
-            )
-        filters: tuple[Plugin, ...] = ()
-        if ctx is not None:
-            ctx.proxied = True
-            ctx.upstream_started = upstream_started
-            ctx.upstream_latency = now - upstream_started
-            run_response(ctx, conn.status, response_headers)
-            filters = body_filters(ctx)
-        try:
-            if ctx is not None and ctx.replaced_status:
-                # A response hook turned the answer down (response-ratelimiting's 429): its
-                # status and the headers as edited, no body; the upstream's body stays unread,
-                # so its connection is not reused.
-                conn.close()
-                await send_replaced(send, ctx.replaced_status, response_headers)
-                return
-            await send(
-                {"type": "http.response.start", "status": conn.status, "headers": response_headers}
-            )
-            read_timeout = service.read_timeout
-            size = 0
-            while True:
-                # What has arrived is taken without a coroutine (a small answer is all here).
-                if conn.chunks:
-                    chunk = conn.take_chunks()
-                elif conn.complete:
-                    chunk = None
-                else:
-                    chunk = await conn.read_body(read_timeout)
-                last = chunk is None or (conn.complete and not conn.chunks)
-                if filters:
-                    assert ctx is not None
-                    chunk = run_body(filters, ctx, chunk or b"", last)
-                elif chunk is None:
-                    chunk = b""
-                size += len(chunk)
-                await send({"type": "http.response.body", "body": chunk, "more_body": not last})
-                if last:
-                    break
-            if ctx is not None:
-                ctx.response_size = size
-        except UpstreamError as exc:
-            await _cut_short(send, conn, exc)
-            return
-        except OSError:
-            conn.close()
-            raise
-        finally:
-            if tracked is not None and balancer is not None:
-                balancer.done(tracked, now - upstream_started)
-        pool.release(conn)
-
-    # -- gateway-generated responses ---------------------------------------------------------
-
-
-async def _cut_short(send: Send, conn: UpstreamConnection, exc: UpstreamError) -> None:
-    """The upstream failed after its head went to the client: as nginx does, the client gets
-    what came and then the connection ends, the body unfinished. An empty body part first,
-    for Granian answers 500 to a response that ends before it sent anything but its start;
-    ending without the last body part (no exception: Granian would log a traceback) makes
-    it close the connection."""
-    conn.close()
-    log.error("%s while reading the response body from upstream", exc)
-    await send({"type": "http.response.body", "body": b"", "more_body": True})
 
 
 def _router_headers(scope: Scope, names: frozenset[str]) -> dict[str, list[str]]:

@@ -25,6 +25,10 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Send = Callable[[Message], Awaitable[None]]
 
+#: nginx ends the connection after refusing a request head or an oversized body (the rest of
+#: the request is not read): Kong's answers to them say so.
+CLOSE: Final = [(b"connection", b"close")]
+
 
 class Replies:
     """Answers the gateway makes itself (see the module docstring)."""
