@@ -206,6 +206,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     from fastkong.proxy.trust import TrustedIps
     from fastkong.proxy.upstream import keepalive_settings
     from fastkong.proxy.upstream_tls import TrustStore
+    from fastkong.upstreams.dns import dns_settings
 
     config = args.config or _env("DECLARATIVE_CONFIG")
     try:
@@ -220,6 +221,7 @@ def cmd_start(args: argparse.Namespace) -> int:
             args.error_default_type or _env("ERROR_DEFAULT_TYPE") or "text/plain"
         )
         keepalive_settings(os.environ)  # read by each worker; checked here
+        dns_settings(os.environ)  # read by each worker; checked here
         keepalive_timeout = parse_nginx_time(
             args.keepalive_timeout
             or _nginx_setting("KEEPALIVE_TIMEOUT")

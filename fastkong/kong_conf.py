@@ -184,6 +184,12 @@ READ_SETTINGS: Final = frozenset(
         "UPSTREAM_KEEPALIVE_POOL_SIZE",
         "UPSTREAM_KEEPALIVE_MAX_REQUESTS",
         "UPSTREAM_KEEPALIVE_IDLE_TIMEOUT",
+        "DNS_VALID_TTL",  # the name cache (upstreams/dns.py)
+        "DNS_STALE_TTL",
+        "DNS_NOT_FOUND_TTL",
+        "DNS_ERROR_TTL",
+        "DNS_NO_SYNC",
+        "DNS_CACHE_SIZE",
         "LUA_SSL_TRUSTED_CERTIFICATE",
         "LOG_LEVEL",
         "PREFIX",

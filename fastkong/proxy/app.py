@@ -47,6 +47,7 @@ from fastkong.proxy.upstream import (
     UpstreamTimeout,
 )
 from fastkong.runtime import Runtime, empty_runtime
+from fastkong.upstreams.dns import DnsSettings
 from fastkong.upstreams.registry import Registry, open_table
 
 if TYPE_CHECKING:
@@ -100,6 +101,7 @@ class Gateway(Exchange):
         access_log: str = "off",
         keepalive: Mapping[str, int] | None = None,
         limits: RequestLimits = DEFAULT_LIMITS,
+        dns: DnsSettings = DnsSettings(),
         on_startup: Callable[[Gateway], Awaitable[None]] | None = None,
         on_shutdown: Callable[[Gateway], Awaitable[None]] | None = None,
     ) -> None:
@@ -120,6 +122,8 @@ class Gateway(Exchange):
         self.real_ip = real_ip
         #: nginx's large_client_header_buffers and client_max_body_size (proxy/limits.py).
         self.limits = limits
+        #: Kong's dns_* settings for the worker's name cache (upstreams/dns.py).
+        self.dns = dns
         self.ids = RequestIds()
         self.pool: ConnectionPool | None = None
         self.resolver: Resolver | None = None
@@ -184,7 +188,7 @@ class Gateway(Exchange):
             max_requests=self.keepalive["upstream_keepalive_max_requests"],
             idle_timeout=self.keepalive["upstream_keepalive_idle_timeout"],
         )
-        self.resolver = Resolver(loop)
+        self.resolver = Resolver(loop, self.dns)
         self.upstreams = Registry(open_table(os.environ.get("FASTKONG_HEALTH")), self.resolver)
         self.upstreams.adopt(self.runtime)
         self.upstreams.start(loop)

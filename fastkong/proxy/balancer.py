@@ -15,7 +15,7 @@ from fastkong.upstreams.balancers import (
     RoundRobin,
     is_ip,
 )
-from fastkong.upstreams.registry import Resolver
+from fastkong.upstreams.dns import Resolver
 
 __all__ = [
     "Balancer",

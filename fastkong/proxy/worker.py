@@ -46,6 +46,7 @@ from fastkong.runtime import (
     compile_runtime,
 )
 from fastkong.store import redis as redis_store
+from fastkong.upstreams.dns import dns_settings
 
 log = logging.getLogger("fastkong.worker")
 
@@ -244,6 +245,7 @@ def create_app() -> Gateway:
         allow_debug_header=os.environ.get("FASTKONG_ALLOW_DEBUG_HEADER") == "on",
         access_log=os.environ.get("FASTKONG_PROXY_ACCESS_LOG") or "off",
         limits=limits,
+        dns=dns_settings(os.environ),
         on_startup=startup,
         on_shutdown=shutdown,
     )

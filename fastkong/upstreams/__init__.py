@@ -3,7 +3,8 @@
 ``balancers``  the algorithms (pure ``pick`` / ``done`` / ``report``), built per snapshot
 ``hashing``    Kong's ketama wheel over xxHash32 (consistent-hashing)
 ``health``     Kong's health state machine and the node-wide shared health table
-``registry``   one worker's binding of snapshots to shared state; the DNS cache
+``registry``   one worker's binding of snapshots to shared state
+``dns``        the name cache (Kong's dns_* settings: stale answers, cached failures)
 ``checker``    the supervisor's active prober (once per node) and the health report
 
 This package may import ``fastkong.config``; the proxy imports it, never the reverse.
@@ -18,11 +19,13 @@ from fastkong.upstreams.balancers import (
     RoundRobin,
     build_balancer,
 )
+from fastkong.upstreams.dns import DnsSettings, Resolver
 from fastkong.upstreams.health import HealthPolicy, HealthTable
-from fastkong.upstreams.registry import Registry, Resolver
+from fastkong.upstreams.registry import Registry
 
 __all__ = [
     "Balancer",
+    "DnsSettings",
     "ConsistentHashing",
     "HealthPolicy",
     "HealthTable",

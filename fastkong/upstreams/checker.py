@@ -44,7 +44,7 @@ import msgspec
 from fastkong.proxy.upstream_tls import ContextCache, TlsProfile
 from fastkong.upstreams import health as H
 from fastkong.upstreams.balancers import is_ip, split_target
-from fastkong.upstreams.registry import kong_addresses
+from fastkong.upstreams.dns import kong_addresses
 
 log = logging.getLogger("fastkong.healthchecks")
 

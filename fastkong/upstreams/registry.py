@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fastkong.upstreams import health as H
-from fastkong.upstreams.balancers import Balancer, Peer, PeerState, is_ip
+from fastkong.upstreams.balancers import Balancer, Peer, PeerState
+from fastkong.upstreams.dns import Resolver, no_such_name
 
 if TYPE_CHECKING:
     from fastkong.runtime import Runtime
@@ -29,50 +29,6 @@ log = logging.getLogger("fastkong.upstreams")
 
 FULL_REREAD = 5.0  # seconds between two unconditional re-reads (a safety net)
 DNS_CHECK = 1.0
-
-
-class Resolver:
-    """Caches name lookups for ``ttl`` seconds (asyncio exposes no record TTLs)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop | None = None, ttl: float = 30.0) -> None:
-        self.loop = loop
-        self.ttl = ttl
-        self.cache: dict[str, tuple[float, list[str]]] = {}
-
-    def __repr__(self) -> str:
-        return f"<Resolver names={len(self.cache)} ttl={self.ttl}>"
-
-    def cached(self, host: str) -> list[str] | None:
-        hit = self.cache.get(host)
-        if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
-        return None
-
-    async def resolve(self, host: str) -> list[str]:
-        if is_ip(host):
-            return [host]
-        hit = self.cached(host)
-        if hit is not None:
-            return hit
-        loop = self.loop or asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        addresses = kong_addresses(infos)
-        if not addresses:
-            raise OSError(f"{host}: no address")
-        self.cache[host] = (time.monotonic() + self.ttl, addresses)
-        return addresses
-
-
-def kong_addresses(infos: list[tuple[Any, ...]]) -> list[str]:
-    """The addresses Kong's DNS client would use from a ``getaddrinfo`` answer.
-
-    Kong's default ``dns_order`` (``LAST,SRV,A,CNAME``) never asks for AAAA records, so a
-    name with both families gives its IPv4 addresses only (a dual-stack name must not weigh
-    twice). An IPv6-only name, which Kong cannot resolve, keeps its IPv6 addresses here.
-    """
-    v4 = [str(i[4][0]) for i in infos if i[0] == socket.AF_INET]
-    found = v4 or [str(i[4][0]) for i in infos]
-    return list(dict.fromkeys(found))
 
 
 class Registry:
@@ -111,7 +67,7 @@ class Registry:
             b.registry = self
             for t in b.targets:
                 if not t.is_ip:
-                    cached = self.resolver.cached(t.name)
+                    cached = self.resolver.usable(t.name)
                     if cached:
                         t.set_addresses(cached, b.upstream_id)
             for peer in b.all_peers():
@@ -209,14 +165,14 @@ class Registry:
                 if t.is_ip or (t.resolved and self.resolver.cached(t.name) is not None):
                     continue
                 try:
-                    addresses = await self.resolver.resolve(t.name)
+                    addresses = await self.resolver.resolve(t.name, stale_ok=False)
                 except OSError as exc:
                     log.warning("cannot resolve target %s of %s: %s", t.target, b.name, exc)
                     # Kong's queryDns: a failed lookup leaves the target no address. A name
                     # never resolved loses its stand-in peer at once; one that resolved before
                     # keeps its addresses through a passing resolver error (Kong's DNS client
                     # serves stale records then) but not through "no such name".
-                    if (not t.resolved or _no_such_name(exc)) and t.clear_addresses():
+                    if (not t.resolved or no_such_name(exc)) and t.clear_addresses():
                         changed = True
                     continue
                 if t.set_addresses(addresses, b.upstream_id):
@@ -248,15 +204,6 @@ class Registry:
         if self.task is not None:
             self.task.cancel()
             self.task = None
-
-
-def _no_such_name(exc: OSError) -> bool:
-    if isinstance(exc, socket.gaierror):
-        return exc.errno in _NO_SUCH_NAME
-    return not isinstance(exc, ConnectionError | TimeoutError)  # Resolver's empty answer
-
-
-_NO_SUCH_NAME = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
 
 
 def open_table(path: str | None) -> H.HealthTable | None:

@@ -22,7 +22,8 @@ from fastkong.upstreams.balancers import (
     build_balancer,
     split_target,
 )
-from fastkong.upstreams.registry import Registry, Resolver
+from fastkong.upstreams.dns import DnsSettings, Resolver
+from fastkong.upstreams.registry import Registry
 from tests.upstreams._configs import passive, targets, upstream
 
 
@@ -221,10 +222,10 @@ class FakeDns(Resolver):
     """The registry's resolver with answers set by the test (no lookup leaves the process)."""
 
     def __init__(self) -> None:
-        super().__init__(ttl=0.0)
+        super().__init__(settings=DnsSettings(valid_ttl=0.0))
         self.answers: dict[str, list[str] | int] = {}
 
-    async def resolve(self, host: str) -> list[str]:
+    async def resolve(self, host: str, *, stale_ok: bool = True) -> list[str]:
         answer = self.answers[host]
         if isinstance(answer, int):
             raise socket.gaierror(answer, "lookup failed")
