@@ -51,9 +51,10 @@ from harness.wrk import Load, WrkResult, parse_wrk, run_wrk
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
-TARGETS = ("direct", "nginx", "haproxy", "caddy", "aiohttp", "floor", "fastkong")
-# The floor (bench/floor_proxy.py) is a plain-route-only measuring stick, not a proxy to compare.
-PROXIES = tuple(t for t in TARGETS[1:] if t != "floor")
+TARGETS = ("direct", "nginx", "haproxy", "caddy", "aiohttp", "floor", "floor-asgi", "fastkong")
+# The floors (bench/floor_proxy.py, over RSGI and over ASGI) are plain-route-only measuring
+# sticks, not proxies to compare.
+PROXIES = tuple(t for t in TARGETS[1:] if not t.startswith("floor"))
 # The tool each target needs (fastkong needs none beyond this checkout).
 NEEDS = {"nginx": "nginx", "haproxy": "haproxy", "caddy": "caddy", "aiohttp": "aiohttp"}
 # Other processes using more than this share of a core during a measured run flag the run.
@@ -285,6 +286,8 @@ def build_legs(
                 run = fleet.fastkong(w, n, auth=auth and not n and w == 1, redis=redis and w == 1)
             elif target == "nginx":
                 run = fleet.nginx(w, n, tls=scenario.tls)
+            elif target == "floor-asgi":
+                run = fleet.floor(w, interface="asgi")
             else:
                 run = getattr(fleet, target)(w)
             charged = [run.server]

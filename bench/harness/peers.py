@@ -275,16 +275,18 @@ class Fleet:
 
         return self._peer(key, start)
 
-    def floor(self, workers: int) -> Running:
-        """The least a Python proxy on Granian does per request (bench/floor_proxy.py)."""
-        granian = ["-c", "from granian.cli import cli; cli()", "--interface", "rsgi"]
+    def floor(self, workers: int, interface: str = "rsgi") -> Running:
+        """The least a Python proxy on Granian does per request (bench/floor_proxy.py), over
+        RSGI or (``interface="asgi"``) ASGI."""
+        granian = ["-c", "from granian.cli import cli; cli()", "--interface", interface]
         granian += ["--runtime-mode", "st", "--loop", "uvloop", "--http", "1"]
+        app = "floor_proxy:app" if interface == "rsgi" else "floor_proxy:asgi_app"
         return self._python_peer(
-            f"floor-{workers}w",
+            f"floor-{workers}w" if interface == "rsgi" else f"floor-{interface}-{workers}w",
             lambda port: [
                 *granian,
                 *("--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)),
-                *("--log-level", "warning", "floor_proxy:app"),
+                *("--log-level", "warning", app),
             ],
             BENCH,
             {"FLOOR_UPSTREAM": f"127.0.0.1:{self.upstream_port}"},

@@ -18,7 +18,11 @@ if TYPE_CHECKING:
     from e2e import Leg
 
 ROOT = Path(__file__).resolve().parents[2]
-NAMES = {"aiohttp": "python (aiohttp)", "floor": "python floor (bare RSGI)"}
+NAMES = {
+    "aiohttp": "python (aiohttp)",
+    "floor": "python floor (bare RSGI)",
+    "floor-asgi": "python floor (bare ASGI)",
+}
 
 # (label, scenario of the fastkong leg, the reference target, goal, aim): the reference is in
 # the same scenario, else in plain (see reference()).
