@@ -180,6 +180,8 @@ class AdminApi:
         if path.startswith("/schemas/"):
             return await self.validate_entity(request, path.split("/")[2])
         parts = [unquote(p) for p in path.split("/") if p]
+        if parts[0] == "upstreams" and len(parts) >= 3:
+            await self.supervisor.checker.warm(parts[1])  # health reads target addresses
         if parts[-1] in ("healthy", "unhealthy") and len(parts) in (5, 6):
             # Health is node state, not config: these work in DB-less mode (Kong #15001).
             address = parts[4] if len(parts) == 6 else None
@@ -189,7 +191,7 @@ class AdminApi:
             return self.write_refused(method, parts)
         return self.read_entities(parts, request.query)
 
-    def status_upstreams(self, request: Request) -> Response:
+    async def status_upstreams(self, request: Request) -> Response:
         """The status listener's read-only ``/upstreams`` routes (no health writes there)."""
         path = request.path.rstrip("/")
         allowed = self.allowed_methods(path)
@@ -197,7 +199,10 @@ class AdminApi:
             return NOT_FOUND()
         if request.method not in ("GET", "HEAD"):
             return Response.json(405, {"message": "Method not allowed"})
-        return self.read_entities([unquote(p) for p in path.split("/") if p], request.query)
+        parts = [unquote(p) for p in path.split("/") if p]
+        if len(parts) >= 3:
+            await self.supervisor.checker.warm(parts[1])
+        return self.read_entities(parts, request.query)
 
     def allowed_methods(self, path: str) -> str | None:
         """The ``Allow`` of the endpoint at ``path``, None when there is no such endpoint."""

@@ -65,6 +65,7 @@ from fastkong.proxy.limits import DEFAULT_HEADER_BUFFERS, DEFAULT_MAX_BODY, Requ
 from fastkong.proxy.upstream import keepalive_settings
 from fastkong.runtime import DEFAULT_ROUTER_FLAVOR
 from fastkong.upstreams.checker import ActiveChecker
+from fastkong.upstreams.dns import Resolver, dns_settings
 from fastkong.upstreams.health import HealthTable
 
 log = logging.getLogger("fastkong")
@@ -203,7 +204,9 @@ class Supervisor:
         self.health_file = (
             shm / f"fastkong-{tag}.health" if shm.is_dir() else self.state_dir / "health"
         )
-        self.checker = ActiveChecker(HealthTable.create(self.health_file))
+        self.checker = ActiveChecker(
+            HealthTable.create(self.health_file), Resolver(settings=dns_settings(os.environ))
+        )
         self._file_identity: tuple[int, int, int] | None = None
         self._ticks = 0
 
@@ -361,7 +364,7 @@ class Supervisor:
         if path.startswith("/upstreams"):
             # Kong's status API serves the upstreams' GET routes in DB-less mode
             # (kong/status/init.lua): monitoring reads target health from here.
-            return self.admin.status_upstreams(request)
+            return await self.admin.status_upstreams(request)
         if path not in ("/", "/status", "/status/ready", "/metrics"):
             return Response.json(404, {"message": "Not found"})
         if path == "/status/ready" and request.method == "POST":
@@ -395,6 +398,7 @@ class Supervisor:
         if path == "/status":
             return Response.json(200, self.status_body())
         if path == "/metrics":
+            await self.checker.warm_all()  # the targets' health rows read their addresses
             return Response(
                 200, self.node_metrics().encode(), {"content-type": "text/plain; version=0.0.4"}
             )

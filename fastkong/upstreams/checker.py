@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import ssl
 import time
 from typing import Any
@@ -44,11 +43,10 @@ import msgspec
 from fastkong.proxy.upstream_tls import ContextCache, TlsProfile
 from fastkong.upstreams import health as H
 from fastkong.upstreams.balancers import is_ip, split_target
-from fastkong.upstreams.dns import kong_addresses
+from fastkong.upstreams.dns import Resolver
 
 log = logging.getLogger("fastkong.healthchecks")
 
-DNS_TTL = 30.0
 CLEAR_DELAY = 300.0  # Kong's CLEAR_HEALTH_STATUS_DELAY
 
 
@@ -82,11 +80,12 @@ class UpstreamCheck:
 class ActiveChecker:
     """The node's active health checks and health report (see the module docstring)."""
 
-    def __init__(self, table: H.HealthTable) -> None:
+    def __init__(self, table: H.HealthTable, resolver: Resolver | None = None) -> None:
         self.table = table
         self.checks: dict[str, UpstreamCheck] = {}
         self.by_name: dict[str, str] = {}
-        self.dns: dict[str, tuple[float, list[str]]] = {}
+        #: Hostname targets' addresses, cached as the workers cache them (upstreams/dns.py).
+        self.resolver = resolver if resolver is not None else Resolver()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.probes = 0
         self.present: set[int] = set()
@@ -197,37 +196,36 @@ class ActiveChecker:
 
     # -- addresses -----------------------------------------------------------------------------
     def addresses(self, target: Any) -> list[str]:
-        """The target's IPs (a cached lookup for a hostname; [] if it does not resolve)."""
+        """The target's IPs as last resolved ([] for a hostname never resolved, or one that
+        does not resolve). Never a lookup: the admin API's handlers call this on the
+        supervisor's event loop, where a blocking lookup would stall the config watcher and the
+        readiness probe; they :meth:`warm` the upstream first."""
         name, _ = split_target(target.target)
         if is_ip(name):
             return [name]
-        hit = self.dns.get(name)
-        now = time.monotonic()
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        try:
-            infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
-        except OSError:
-            return hit[1] if hit is not None else []
-        found = sorted(kong_addresses(infos))
-        self.dns[name] = (now + DNS_TTL, found)
-        return found
+        return sorted(self.resolver.usable(name) or ())
 
     async def _addresses(self, target: Any) -> list[str]:
         name, _ = split_target(target.target)
         if is_ip(name):
             return [name]
-        hit = self.dns.get(name)
-        if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
-        loop = asyncio.get_running_loop()
         try:
-            infos = await loop.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+            return sorted(await self.resolver.resolve(name))
         except OSError:
-            return hit[1] if hit is not None else []
-        found = sorted(kong_addresses(infos))
-        self.dns[name] = (time.monotonic() + DNS_TTL, found)
-        return found
+            return []
+
+    async def warm(self, upstream: str) -> None:
+        """Resolve, without blocking the loop, the hostname targets of ``upstream`` (its name
+        or id) before a health report or write reads their addresses."""
+        check = self.find_upstream(upstream)
+        if check is not None:
+            for target in check.targets:
+                await self._addresses(target)
+
+    async def warm_all(self) -> None:
+        """:meth:`warm` every upstream (before ``/metrics`` reports the targets' health)."""
+        for upstream_id in list(self.checks):
+            await self.warm(upstream_id)
 
     def _slot(self, upstream_id: str, target_id: str, ip: str, port: int) -> int:
         fp, tfp = H.key_fp(upstream_id, target_id, ip, port)

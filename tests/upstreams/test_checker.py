@@ -4,7 +4,7 @@ the health report's weights and which probes run."""
 from __future__ import annotations
 
 import asyncio
-import math
+import socket
 import ssl
 import time
 from pathlib import Path
@@ -15,6 +15,7 @@ import pytest
 from fastkong.config import load_config
 from fastkong.upstreams import health as H
 from fastkong.upstreams.checker import ActiveChecker
+from fastkong.upstreams.dns import Resolver
 from tests.helpers import free_port
 from tests.integration.test_listeners import self_signed
 
@@ -27,9 +28,25 @@ upstreams:
 """
 
 
-def checker(text: str = CONFIG) -> tuple[ActiveChecker, Any]:
+class NamedDns:
+    """A loop stand-in whose ``getaddrinfo`` answers from ``answers`` (no lookup leaves the
+    process); an unknown name does not exist."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, list[str]] = {}
+        self.asked = 0
+
+    async def getaddrinfo(self, host: str, port: object, type: int = 0) -> list[tuple]:
+        self.asked += 1
+        if host not in self.answers:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, 0)) for a in self.answers[host]]
+
+
+def checker(text: str = CONFIG, dns: NamedDns | None = None) -> tuple[ActiveChecker, Any]:
     config = load_config(text.encode()).config
-    c = ActiveChecker(H.HealthTable(None, 1024))
+    resolver = Resolver(dns) if dns is not None else None  # type: ignore[arg-type]
+    c = ActiveChecker(H.HealthTable(None, 1024), resolver)
     c.update(config)
     return c, config
 
@@ -37,9 +54,15 @@ def checker(text: str = CONFIG) -> tuple[ActiveChecker, Any]:
 def test_health_report_gives_each_address_the_target_weight() -> None:
     # Kong's getTargetStatus for an A record of two addresses and weight 25 (01-generic_spec
     # "adding a host"): each address weighs 25, the target 50, next to an IP target of 100.
-    c, config = checker()
-    c.dns["svc.test"] = (math.inf, ["1.2.3.4", "5.6.7.8"])
+    dns = NamedDns()
+    dns.answers["svc.test"] = ["5.6.7.8", "1.2.3.4"]
+    c, config = checker(dns=dns)
     uid = config.upstreams[0].id
+    # the report itself never looks a name up (it runs on the supervisor's loop): an upstream
+    # is warmed first, without blocking the loop
+    assert c.balancer_health(uid)["details"]["hosts"][0]["addresses"] == []  # type: ignore[index]
+    asyncio.run(c.warm(config.upstreams[0].name))
+    assert dns.asked == 1
     body = c.balancer_health(uid)
     assert body is not None and body["health"] == "HEALTHY"
     named = body["details"]["hosts"][0]
@@ -246,6 +269,7 @@ def test_grpcs_probe_is_plain_http_like_kongs_checker() -> None:
 def test_threshold_over_the_addresses_of_one_hostname(threshold: int) -> None:
     # Port of 01-healthchecks_spec "threshold for health checks": one target of weight 25
     # resolving to 4 addresses (total 100), marked down one by one through the admin API.
+    dns = NamedDns()
     c, config = checker(
         f"""
 _format_version: "3.0"
@@ -253,10 +277,12 @@ upstreams:
 - name: pool.test
   healthchecks: {{threshold: {threshold}, passive: {{unhealthy: {{tcp_failures: 1}}}}}}
   targets: [{{target: "health-threshold.test:80", weight: 25}}]
-"""
+""",
+        dns,
     )
     ips = ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"]
-    c.dns["health-threshold.test"] = (math.inf, ips)
+    dns.answers["health-threshold.test"] = ips
+    asyncio.run(c.warm_all())
     uid = config.upstreams[0].id
     for down, ip in enumerate([None, *ips]):
         if ip is not None:

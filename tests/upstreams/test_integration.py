@@ -67,6 +67,8 @@ upstreams:
   targets: [{{target: "127.0.0.1:{echo}"}}, {{target: "127.0.0.1:{manual}"}}]
 - name: ws.internal
   targets: [{{target: "127.0.0.1:{ws}"}}]
+- name: named.internal
+  targets: [{{target: "localhost:{echo}"}}]
 """
 
 
@@ -270,6 +272,19 @@ def test_balancer_health_view(gateway: Gateway) -> None:
     assert r["data"]["details"]["weight"]["total"] == 200
     off = httpx.get(admin(gateway, "/upstreams/lc.internal/health?balancer_health=1")).json()
     assert off["data"]["health"] == "HEALTHCHECKS_OFF"
+
+
+def test_a_hostname_target_is_resolved_for_the_health_report(gateway: Gateway) -> None:
+    # The report runs on the supervisor's event loop: the name is looked up without blocking it
+    # (the supervisor's resolver, upstreams/dns.py), before the report reads the addresses.
+    for path in ("/upstreams/named.internal/health", "/upstreams/named.internal/health/"):
+        (row,) = httpx.get(admin(gateway, path)).json()["data"]
+        assert row["health"] == "HEALTHCHECKS_OFF", row
+        assert {a["ip"] for a in row["data"]["addresses"]} <= {"127.0.0.1", "::1"}
+        assert row["data"]["addresses"], row
+    status = f"http://127.0.0.1:{gateway.status_port}/upstreams/named.internal/health"
+    (row,) = httpx.get(status).json()["data"]
+    assert row["health"] == "HEALTHCHECKS_OFF"
 
 
 # -- WebSocket -------------------------------------------------------------------------------------
