@@ -204,7 +204,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     from fastkong.control.supervisor import Options, Supervisor
     from fastkong.proxy.errors import check_error_default_type
     from fastkong.proxy.trust import TrustedIps
-    from fastkong.proxy.upstream import keepalive_settings
+    from fastkong.proxy.upstream import keepalive_settings, max_response_head
     from fastkong.proxy.upstream_tls import TrustStore
     from fastkong.upstreams.dns import dns_settings
 
@@ -222,6 +222,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         )
         keepalive_settings(os.environ)  # read by each worker; checked here
         dns_settings(os.environ)  # read by each worker; checked here
+        max_response_head(os.environ)  # read by each worker; checked here
         keepalive_timeout = parse_nginx_time(
             args.keepalive_timeout
             or _nginx_setting("KEEPALIVE_TIMEOUT")

@@ -62,7 +62,7 @@ from fastkong.proxy.kong_headers import (
     HeaderSettings,
 )
 from fastkong.proxy.limits import DEFAULT_HEADER_BUFFERS, DEFAULT_MAX_BODY, RequestLimits
-from fastkong.proxy.upstream import keepalive_settings
+from fastkong.proxy.upstream import keepalive_settings, proxy_buffer_size_settings
 from fastkong.runtime import DEFAULT_ROUTER_FLAVOR
 from fastkong.upstreams.checker import ActiveChecker
 from fastkong.upstreams.dns import Resolver, dns_settings
@@ -522,6 +522,7 @@ class Supervisor:
                 "allow_debug_header": self.options.allow_debug_header,
                 "proxy_access_log": self.options.proxy_access_log,
                 **keepalive_settings(os.environ),
+                **proxy_buffer_size_settings(os.environ),  # as given, as Kong reports them
                 "real_ip_header": self.options.real_ip_header,
                 "real_ip_recursive": self.options.real_ip_recursive,
                 "proxy_listen": [str(listener) for listener in self.options.proxy],

@@ -41,6 +41,7 @@ from fastkong.proxy.routing import NO_ROUTE, Decision, decide
 from fastkong.proxy.trust import DEFAULT_REAL_IP, RealIp, TrustedIps
 from fastkong.proxy.upstream import (
     KEEPALIVE_SETTINGS,
+    MAX_RESPONSE_HEAD,
     SERVER,
     VIA,
     ConnectionPool,
@@ -102,6 +103,7 @@ class Gateway(Exchange):
         keepalive: Mapping[str, int] | None = None,
         limits: RequestLimits = DEFAULT_LIMITS,
         dns: DnsSettings = DnsSettings(),
+        max_response_head: int = MAX_RESPONSE_HEAD,
         on_startup: Callable[[Gateway], Awaitable[None]] | None = None,
         on_shutdown: Callable[[Gateway], Awaitable[None]] | None = None,
     ) -> None:
@@ -124,6 +126,8 @@ class Gateway(Exchange):
         self.limits = limits
         #: Kong's dns_* settings for the worker's name cache (upstreams/dns.py).
         self.dns = dns
+        #: nginx's proxy_buffer_size: the most bytes an upstream's response head may take.
+        self.max_response_head = max_response_head
         self.ids = RequestIds()
         self.pool: ConnectionPool | None = None
         self.resolver: Resolver | None = None
@@ -187,6 +191,7 @@ class Gateway(Exchange):
             max_idle=self.keepalive["upstream_keepalive_pool_size"],
             max_requests=self.keepalive["upstream_keepalive_max_requests"],
             idle_timeout=self.keepalive["upstream_keepalive_idle_timeout"],
+            max_response_head=self.max_response_head,
         )
         self.resolver = Resolver(loop, self.dns)
         self.upstreams = Registry(open_table(os.environ.get("FASTKONG_HEALTH")), self.resolver)

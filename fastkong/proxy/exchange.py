@@ -203,10 +203,19 @@ class Exchange(Replies):
                         balancer.done(peer, None)
                     if balancer.passive and not stale:
                         balancer.report_failure(peer, isinstance(exc, UpstreamTimeout))
+                if isinstance(exc, UpstreamProtocolError):
+                    # nginx logs why it refused the answer (the one clue to a 502 from a head
+                    # over proxy_buffer_size, "upstream sent too big header"), and does not try
+                    # another peer: its proxy_next_upstream (error timeout) lacks invalid_header.
+                    log.error(
+                        "%s while reading response header from upstream, upstream: %s:%d",
+                        exc,
+                        host,
+                        port,
+                    )
+                    break
                 if exc.sent and body is None:
                     break  # a streamed body is gone: it cannot be replayed
-                if isinstance(exc, UpstreamProtocolError):
-                    break  # nginx's proxy_next_upstream (error timeout) lacks invalid_header
                 if stale and idempotent:
                     tries_left += 1
                     continue

@@ -36,6 +36,7 @@ import httptools
 from fastkong import __version__
 from fastkong._core import load
 from fastkong._core._h1_py import NGINX_HIDDEN, RESPONSE_HOP_BY_HOP
+from fastkong.kong_conf import parse_size
 from fastkong.proxy.hop import PLAIN_CONNECTION
 from fastkong.proxy.upstream_tls import ContextCache, TlsProfile
 
@@ -46,12 +47,14 @@ _SEND_TIMEOUT = "timeout while sending to upstream"
 _READ_TIMEOUT = "timeout while reading from upstream"
 _TOO_BIG = "upstream sent too big header"
 _AFTER_RESPONSE = "upstream sent more data than specified"
-#: The most bytes a response head (interim 1xx heads included) may take. nginx reads the head
-#: into one ``proxy_buffer_size`` buffer and answers 502 "upstream sent too big header" when it
-#: fills before the head ends. Kong leaves that buffer at nginx's default, one memory page (4 KB),
-#: and its users raise it (``nginx_proxy_proxy_buffer_size``, often to 160k) for large cookies;
-#: fastkong reads no such setting yet, so its one fixed limit is generous. What it buys is a
-#: bound: without one, an upstream that never ends its head grows the worker's memory.
+#: The most bytes a response head (interim 1xx heads included) may take when Kong's
+#: ``nginx_proxy_proxy_buffer_size`` is not given (:func:`max_response_head`). nginx reads the
+#: head into one ``proxy_buffer_size`` buffer and answers 502 "upstream sent too big header" when
+#: it fills before the head ends. Kong leaves that buffer at nginx's default, one memory page
+#: (4 KB), and its users raise it (often to 160k) for large cookies; fastkong's default is more
+#: generous than the page, so that a node moved from Kong without the setting refuses no head Kong
+#: passed. What the limit buys is a bound: without one, an upstream that never ends its head
+#: grows the worker's memory.
 MAX_RESPONSE_HEAD = 64 * 1024
 HIGH_WATER = 256 * 1024
 #: Which kept-alive connections a request may reuse: the address connected to, its port, and the
@@ -145,9 +148,11 @@ class UpstreamConnection(asyncio.Protocol):
         #: Nothing of the current response was fed to the parser yet: a whole small response
         #: may still be read in one step (``_core.h1``) instead.
         self.fresh = False
-        #: How many more bytes the response head may take (:data:`MAX_RESPONSE_HEAD`), reset by
-        #: the first read of each response that the one-step read does not take.
-        self.head_room = MAX_RESPONSE_HEAD
+        #: The pool's response head limit, held here so that a read looks it up in one step.
+        self.head_limit = pool.max_response_head
+        #: How many more bytes the response head may take (of :attr:`head_limit`), reset by the
+        #: first read of each response that the one-step read does not take.
+        self.head_room = self.head_limit
 
     def __repr__(self) -> str:
         host, port, tls_name = self.key
@@ -172,7 +177,7 @@ class UpstreamConnection(asyncio.Protocol):
             whole = _h1.parse_response(data, self.expect_no_body)
             # (A read no longer than the head limit holds no head past it: one test, mostly.)
             if whole is not None and (
-                len(data) <= MAX_RESPONSE_HEAD or len(data) - len(whole[4]) <= MAX_RESPONSE_HEAD
+                len(data) <= self.head_limit or len(data) - len(whole[4]) <= self.head_limit
             ):
                 self.status, self.headers, self.has_server, self.keep_alive, body = whole
                 self.framed = self.head_done = self.complete = True
@@ -181,7 +186,7 @@ class UpstreamConnection(asyncio.Protocol):
                     self.buffered = len(body)
                 self._wake()
                 return
-            self.head_room = MAX_RESPONSE_HEAD  # (here: a whole response never needs it)
+            self.head_room = self.head_limit  # (here: a whole response never needs it)
         if self.complete:
             # Bytes after the whole response, or on an idle connection: they answer no request.
             # nginx drops them and does not keep the connection; read on, they would become the
@@ -209,7 +214,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self._fail(UpstreamProtocolError(f"invalid response from upstream: {exc}"))
 
     def _feed_past_head_room(self, data: bytes) -> None:
-        """``data`` goes past :data:`MAX_RESPONSE_HEAD`: the head must end within the room left."""
+        """``data`` goes past :attr:`head_limit`: the head must end within the room left."""
         room = self.head_room
         self.head_room = 0
         self._feed(data[:room])
@@ -479,11 +484,43 @@ def keepalive_settings(environ: Mapping[str, str]) -> dict[str, int]:
     return out
 
 
+#: Kong's names for nginx's ``proxy_buffer_size``: the proxy server block's, then the http
+#: block's, which the server block inherits unless it sets its own.
+PROXY_BUFFER_SIZE_SETTINGS = ("nginx_proxy_proxy_buffer_size", "nginx_http_proxy_buffer_size")
+
+
+def proxy_buffer_size_settings(environ: Mapping[str, str]) -> dict[str, str]:
+    """The ones of :data:`PROXY_BUFFER_SIZE_SETTINGS` given in ``FASTKONG_``/``KONG_``
+    environment names, as given (the proxy block's first)."""
+    given = {}
+    for name in PROXY_BUFFER_SIZE_SETTINGS:
+        key = name.upper()
+        raw = environ.get(f"FASTKONG_{key}") or environ.get(f"KONG_{key}")
+        if raw is not None and raw.strip():
+            given[name] = raw.strip()
+    return given
+
+
+def max_response_head(environ: Mapping[str, str]) -> int:
+    """The response head limit: Kong's ``nginx_proxy_proxy_buffer_size``, else
+    ``nginx_http_proxy_buffer_size`` (nginx's size syntax), else :data:`MAX_RESPONSE_HEAD`;
+    ValueError naming the setting when one is not a size above 0 (nginx refuses to start on a
+    bad value in either block, even one the other overrides)."""
+    sizes = []
+    for name, raw in proxy_buffer_size_settings(environ).items():
+        size = parse_size(raw, name)
+        if size < 1:
+            raise ValueError(f"{name}: expected a size above 0, got {raw!r}")
+        sizes.append(size)
+    return sizes[0] if sizes else MAX_RESPONSE_HEAD
+
+
 class ConnectionPool:
     """Keep-alive connections per ``(host, port, tls)``, Kong's defaults (512 idle, 60 s, 10000).
 
     Idle connections are a LIFO stack per peer, so the warmest socket is reused first and
-    surplus ones age out by the idle timeout.
+    surplus ones age out by the idle timeout. ``max_response_head`` is the most bytes a
+    response head may take on its connections (502 "upstream sent too big header" past it).
     """
 
     def __init__(
@@ -493,11 +530,13 @@ class ConnectionPool:
         max_idle: int = 512,
         idle_timeout: float = 60.0,
         max_requests: int = 10000,
+        max_response_head: int = MAX_RESPONSE_HEAD,
     ) -> None:
         self.loop = loop
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self.max_requests = max_requests
+        self.max_response_head = max_response_head
         self.idle: dict[PoolKey, list[UpstreamConnection]] = {}
         #: Connections in a wait with a deadline, and the one timer that checks them.
         self.waiting: set[UpstreamConnection] = set()

@@ -38,7 +38,7 @@ from fastkong.proxy.kong_headers import (
 )
 from fastkong.proxy.limits import DEFAULT_HEADER_BUFFERS, DEFAULT_MAX_BODY, RequestLimits
 from fastkong.proxy.trust import RealIp, TrustedIps
-from fastkong.proxy.upstream import keepalive_settings
+from fastkong.proxy.upstream import keepalive_settings, max_response_head
 from fastkong.runtime import (
     DEFAULT_ROUTER_FLAVOR,
     Runtime,
@@ -246,6 +246,7 @@ def create_app() -> Gateway:
         access_log=os.environ.get("FASTKONG_PROXY_ACCESS_LOG") or "off",
         limits=limits,
         dns=dns_settings(os.environ),
+        max_response_head=max_response_head(os.environ),
         on_startup=startup,
         on_shutdown=shutdown,
     )

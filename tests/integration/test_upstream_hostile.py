@@ -335,6 +335,10 @@ def test_the_502_is_negotiated_as_kongs_error_pages_are(
 
 
 def test_a_huge_head_is_a_502(gateway: Gateway, hostile: HostilePeer) -> None:
+    assert gateway.stderr_path is not None
+    log = gateway.stderr_path
+    said = "upstream sent too big header while reading response header from upstream"
+    before = log.read_text(errors="replace").count(said)
     big = b"x" * MAX_RESPONSE_HEAD
     hostile.plan(
         Answer.of(b"HTTP/1.1 200 OK\r\nX-Big: " + big + b"\r\nContent-Length: 2\r\n\r\nok")
@@ -344,6 +348,8 @@ def test_a_huge_head_is_a_502(gateway: Gateway, hostile: HostilePeer) -> None:
     # A head that never ends, as it trickles in: refused once past the limit, not held.
     hostile.plan(Answer.of(b"HTTP/1.1 200 OK\r\n", *[b"X-More: " + b"y" * 8000 + b"\r\n"] * 10))
     assert_kong_502(ask(gateway))
+    # The reason is in the log, once per refused answer, as nginx writes it.
+    eventually(lambda: log.read_text(errors="replace").count(said) == before + 2)
 
 
 def test_a_head_just_within_the_limit_passes(gateway: Gateway, hostile: HostilePeer) -> None:

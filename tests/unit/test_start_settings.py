@@ -141,6 +141,12 @@ def test_a_taken_address_is_named_before_anything_starts(tmp_path: Path) -> None
         ("KONG_TRACING_INSTRUMENTATIONS", "request,bogus", "invalid tracing type: bogus"),
         ("KONG_TRACING_SAMPLING_RATE", "2", "tracing_sampling_rate must be between 0 and 1"),
         ("KONG_DNS_STALE_TTL", "-1", "dns_stale_ttl: expected a number of seconds >= 0"),
+        (
+            "KONG_NGINX_PROXY_PROXY_BUFFER_SIZE",
+            "16kb",
+            "nginx_proxy_proxy_buffer_size: invalid size '16kb'",
+        ),
+        ("KONG_NGINX_HTTP_PROXY_BUFFER_SIZE", "0", "nginx_http_proxy_buffer_size: expected a size"),
     ],
 )
 def test_bad_kong_settings_are_errors_not_tracebacks(name: str, value: str, message: str) -> None:
@@ -198,11 +204,12 @@ def test_unread_kong_settings_are_named_and_service_links_are_not() -> None:
         "KONG_PORT_8000_TCP_ADDR": "10.0.0.1",
         "KONG_SERVICE_HOST": "10.0.0.1",
         "KONG_SERVICE_PORT_PROXY": "8000",
-        "KONG_NGINX_PROXY_PROXY_BUFFER_SIZE": "16k",  # not implemented
+        "KONG_NGINX_PROXY_PROXY_BUFFER_SIZE": "16k",  # read: the response head limit
+        "KONG_NGINX_PROXY_PROXY_BUFFERS": "8 16k",  # not implemented
         "KONG_DNS_RESOLVER": "10.0.0.10",
         "OTHER": "x",
     }
-    assert unread_settings(environ) == ["KONG_DNS_RESOLVER", "KONG_NGINX_PROXY_PROXY_BUFFER_SIZE"]
+    assert unread_settings(environ) == ["KONG_DNS_RESOLVER", "KONG_NGINX_PROXY_PROXY_BUFFERS"]
 
 
 def test_db_less_traditional_only() -> None:
@@ -295,9 +302,9 @@ def test_a_start_that_stops_early_leaves_no_shared_tables(tmp_path: Path) -> Non
 
 
 def test_the_ignored_settings_are_said_once_at_start(tmp_path: Path) -> None:
-    env = {"KONG_NGINX_PROXY_PROXY_BUFFER_SIZE": "16k", "KONG_PORT": "tcp://10.0.0.1:8000"}
+    env = {"KONG_NGINX_PROXY_PROXY_BUFFERS": "8 16k", "KONG_PORT": "tcp://10.0.0.1:8000"}
     lines = start_warnings(tmp_path, env=env)
-    assert "fastkong: not implemented, ignored: KONG_NGINX_PROXY_PROXY_BUFFER_SIZE" in lines
+    assert "fastkong: not implemented, ignored: KONG_NGINX_PROXY_PROXY_BUFFERS" in lines
     assert not [line for line in lines if "KONG_PORT" in line]
 
 

@@ -17,6 +17,8 @@ from fastkong.proxy.upstream import (
     UpstreamConnection,
     UpstreamProtocolError,
     UpstreamTimeout,
+    max_response_head,
+    proxy_buffer_size_settings,
 )
 from tests.helpers import RecordingTransport
 
@@ -28,8 +30,11 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop.close()
 
 
-def _conn(loop: asyncio.AbstractEventLoop) -> UpstreamConnection:
-    conn = UpstreamConnection(ConnectionPool(loop), ("127.0.0.1", 80, False))
+def _conn(
+    loop: asyncio.AbstractEventLoop, max_response_head: int = MAX_RESPONSE_HEAD
+) -> UpstreamConnection:
+    pool = ConnectionPool(loop, max_response_head=max_response_head)
+    conn = UpstreamConnection(pool, ("127.0.0.1", 80, False))
     conn.connection_made(RecordingTransport())  # type: ignore[arg-type]
     conn.start(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", no_body=False)
     return conn
@@ -345,14 +350,52 @@ def _head_of(size: int) -> bytes:
     return head.replace(b"X-Pad: ", b"X-Pad: " + b"p" * (size - len(head))) + b"ok"
 
 
-@pytest.mark.parametrize("cut", [None, 1, 1000, MAX_RESPONSE_HEAD - 1, MAX_RESPONSE_HEAD + 1])
+def test_the_limit_is_kongs_nginx_proxy_buffer_size() -> None:
+    assert max_response_head({}) == MAX_RESPONSE_HEAD  # fastkong's default, over Kong's 4k
+    assert max_response_head({"KONG_NGINX_PROXY_PROXY_BUFFER_SIZE": "160k"}) == 160 * 1024
+    assert max_response_head({"KONG_NGINX_HTTP_PROXY_BUFFER_SIZE": "1m"}) == 1024 * 1024
+    # Under the default too: the user's choice, as Kong would honour it.
+    assert max_response_head({"FASTKONG_NGINX_PROXY_PROXY_BUFFER_SIZE": "4096"}) == 4096
+    # The proxy server block's own wins over the http block's it would inherit, as in nginx.
+    both = {
+        "KONG_NGINX_HTTP_PROXY_BUFFER_SIZE": "8k",
+        "KONG_NGINX_PROXY_PROXY_BUFFER_SIZE": " 16K ",
+    }
+    assert max_response_head(both) == 16 * 1024
+    assert proxy_buffer_size_settings(both) == {
+        "nginx_proxy_proxy_buffer_size": "16K",
+        "nginx_http_proxy_buffer_size": "8k",
+    }
+    assert max_response_head({"KONG_NGINX_PROXY_PROXY_BUFFER_SIZE": " "}) == MAX_RESPONSE_HEAD
+    for name, value, message in [
+        ("KONG_NGINX_PROXY_PROXY_BUFFER_SIZE", "16kb", "nginx_proxy_proxy_buffer_size: invalid"),
+        ("KONG_NGINX_PROXY_PROXY_BUFFER_SIZE", "0", "nginx_proxy_proxy_buffer_size: expected a"),
+        ("KONG_NGINX_HTTP_PROXY_BUFFER_SIZE", "-1", "nginx_http_proxy_buffer_size: invalid"),
+    ]:
+        with pytest.raises(ValueError, match=f"^{message}"):
+            max_response_head({name: value})
+    # nginx refuses a bad value in the http block even where the proxy block overrides it.
+    with pytest.raises(ValueError, match="^nginx_http_proxy_buffer_size: invalid size 'x'"):
+        max_response_head(
+            {"KONG_NGINX_PROXY_PROXY_BUFFER_SIZE": "8k", "KONG_NGINX_HTTP_PROXY_BUFFER_SIZE": "x"}
+        )
+
+
+#: The default, nginx's own 4k page (Kong's), and a limit under any usual head: the pool's
+#: limit (nginx_proxy_proxy_buffer_size) is honoured whatever it is.
+LIMITS = [MAX_RESPONSE_HEAD, 4096, 100]
+
+
+@pytest.mark.parametrize("limit", LIMITS)
+@pytest.mark.parametrize("cut", [None, "1", "half", "limit - 1", "limit + 1"])
 def test_the_head_must_end_within_the_limit(
-    loop: asyncio.AbstractEventLoop, cut: int | None
+    loop: asyncio.AbstractEventLoop, limit: int, cut: str | None
 ) -> None:
-    for size, fits in ((MAX_RESPONSE_HEAD, True), (MAX_RESPONSE_HEAD + 1, False)):
-        conn = _conn(loop)
+    at = {"1": 1, "half": limit // 2, "limit - 1": limit - 1, "limit + 1": limit + 1}
+    for size, fits in ((limit, True), (limit + 1, False)):
+        conn = _conn(loop, limit)
         raw = _head_of(size)
-        for piece in (raw,) if cut is None else (raw[:cut], raw[cut:]):
+        for piece in (raw,) if cut is None else (raw[: at[cut]], raw[at[cut] :]):
             conn.data_received(piece)
         if fits:
             assert conn.complete and b"".join(conn.chunks) == b"ok"
@@ -360,15 +403,32 @@ def test_the_head_must_end_within_the_limit(
             assert _refused(conn) and str(conn.error) == "upstream sent too big header"
 
 
-def test_a_head_that_never_ends_is_refused_once_past_the_limit(
-    loop: asyncio.AbstractEventLoop,
+@pytest.mark.parametrize("limit", LIMITS)
+def test_the_body_does_not_count_against_the_head_limit(
+    loop: asyncio.AbstractEventLoop, limit: int
 ) -> None:
-    conn = _conn(loop)
+    body = b"b" * (2 * limit)
+    # The whole response in one read (the one-step read), or the head with a little or more
+    # than the limit's worth of body, then the rest.
+    for pieces in ((body,), (body[:1], body[1:]), (body[:limit], body[limit:])):
+        conn = _conn(loop, limit)
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
+        conn.data_received(head + pieces[0])
+        for piece in pieces[1:]:
+            conn.data_received(piece)
+        assert conn.complete and conn.error is None and b"".join(conn.chunks) == body
+
+
+@pytest.mark.parametrize("limit", LIMITS)
+def test_a_head_that_never_ends_is_refused_once_past_the_limit(
+    loop: asyncio.AbstractEventLoop, limit: int
+) -> None:
+    conn = _conn(loop, limit)
     conn.data_received(b"HTTP/1.1 200 OK\r\n")
-    line = b"X-More: " + b"m" * 1000 + b"\r\n"
+    line = b"X-More: " + b"m" * 50 + b"\r\n"
     sent = 0
     while not conn.closed:
         conn.data_received(line)
         sent += len(line)
-        assert sent < MAX_RESPONSE_HEAD + len(line)
+        assert sent < limit + len(line)
     assert _refused(conn)
