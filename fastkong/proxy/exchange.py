@@ -203,17 +203,13 @@ class Exchange(Replies):
                         balancer.done(peer, None)
                     if balancer.passive and not stale:
                         balancer.report_failure(peer, isinstance(exc, UpstreamTimeout))
+                if not stale:
+                    # nginx logs every failed try ("connect() failed", "upstream timed out",
+                    # "upstream prematurely closed connection", "upstream sent too big
+                    # header"...): the only place a 502 or 504 says why.
+                    _log_failed_try(exc, host, port, method, target)
                 if isinstance(exc, UpstreamProtocolError):
-                    # nginx logs why it refused the answer (the one clue to a 502 from a head
-                    # over proxy_buffer_size, "upstream sent too big header"), and does not try
-                    # another peer: its proxy_next_upstream (error timeout) lacks invalid_header.
-                    log.error(
-                        "%s while reading response header from upstream, upstream: %s:%d",
-                        exc,
-                        host,
-                        port,
-                    )
-                    break
+                    break  # nginx's proxy_next_upstream (error timeout) lacks invalid_header
                 if exc.sent and body is None:
                     break  # a streamed body is gone: it cannot be replayed
                 if stale and idempotent:
@@ -325,6 +321,19 @@ class Exchange(Replies):
             if tracked is not None and balancer is not None:
                 balancer.done(tracked, now - upstream_started)
         pool.release(conn)
+
+
+def _log_failed_try(exc: UpstreamError, host: str, port: int, method: bytes, target: bytes) -> None:
+    where = " while reading response header from upstream"
+    log.error(
+        '%s%s, upstream: %s:%d, request: "%s %s"',
+        exc,
+        where if isinstance(exc, UpstreamProtocolError) else "",
+        host,
+        port,
+        method.decode("latin-1"),
+        target.decode("latin-1"),
+    )
 
 
 async def _cut_short(send: Send, conn: UpstreamConnection, exc: UpstreamError) -> None:

@@ -376,19 +376,30 @@ CUT_HEADS = {
 def test_a_head_cut_short_is_a_502_after_the_retries(
     gateway: Gateway, hostile: HostilePeer, pieces: tuple[bytes, ...]
 ) -> None:
+    assert gateway.stderr_path is not None
+    said = f'upstream: 127.0.0.1:{hostile.port}, request: "GET /"'
+    before = gateway.stderr_path.read_text(errors="replace").count(said)
     hostile.plan(Answer(pieces))
     assert_kong_502(ask(gateway))
     assert hostile.answered == RETRIES + 1  # "upstream prematurely closed": an error, retried
+    # each failed try has its line in the log, as nginx writes one per try
+    log = gateway.stderr_path
+    eventually(lambda: log.read_text(errors="replace").count(said) == before + RETRIES + 1)
 
 
 def test_no_answer_at_all_is_a_504_after_the_retries(
     gateway: Gateway, hostile: HostilePeer
 ) -> None:
     hostile.plan(Answer.of(b"", then="hold"))
+    assert gateway.stderr_path is not None
+    log = gateway.stderr_path
+    said = "timeout while reading from upstream, upstream: 127.0.0.1:"
+    before = log.read_text(errors="replace").count(said)
     reply = ask(gateway, b"/quiet")
     assert reply.status == 504
     assert reply.body.startswith(b"The upstream server is timing out\n")
     assert hostile.answered == 2  # nginx retries a timeout too
+    eventually(lambda: log.read_text(errors="replace").count(said) == before + 2)
 
 
 CUT_BODIES = {
