@@ -4,6 +4,7 @@ as PEM text (EC P-256, valid for a day)."""
 from __future__ import annotations
 
 import datetime
+import ipaddress
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -21,7 +22,12 @@ class Pki:
         self.pem = self.cert.public_bytes(serialization.Encoding.PEM).decode()
 
     def _build(
-        self, subject: x509.Name, key: ec.EllipticCurvePrivateKey, ca: bool, dns: str | None = None
+        self,
+        subject: x509.Name,
+        key: ec.EllipticCurvePrivateKey,
+        ca: bool,
+        dns: str | None = None,
+        ip: str | None = None,
     ) -> x509.Certificate:
         now = datetime.datetime.now(datetime.UTC)
         builder = (
@@ -49,17 +55,22 @@ class Pki:
                 ),
                 critical=True,
             )
+        names: list[x509.GeneralName] = []
         if dns is not None:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.DNSName(dns)]), critical=False
-            )
+            names.append(x509.DNSName(dns))
+        if ip is not None:
+            names.append(x509.IPAddress(ipaddress.ip_address(ip)))
+        if names:
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         return builder.sign(self.key, hashes.SHA256())
 
-    def issue(self, common_name: str, dns: str | None = None) -> tuple[str, str]:
-        """A leaf certificate and its key (PEM)."""
+    def issue(
+        self, common_name: str, dns: str | None = None, ip: str | None = None
+    ) -> tuple[str, str]:
+        """A leaf certificate and its key (PEM), naming ``dns`` and/or the address ``ip``."""
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        cert = self._build(subject, key, ca=False, dns=dns)
+        cert = self._build(subject, key, ca=False, dns=dns, ip=ip)
         key_pem = key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,

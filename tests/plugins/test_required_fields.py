@@ -44,6 +44,7 @@ REQUIRED: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     ),
     "file-log": ({"path": "/tmp/fastkong-test.log"}, ("reopen",)),
     "response-transformer": ({}, ("add.json_types", "append.json_types", "replace.json_types")),
+    "azure-functions": ({"appname": "a", "functionname": "f"}, ("hostdomain",)),
 }
 CASES = [(name, field) for name, (_, fields) in REQUIRED.items() for field in fields]
 
