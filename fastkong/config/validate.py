@@ -76,6 +76,10 @@ class Issues:
 
 #: Literal values in declaration order (msgspec's inspect sorts them; Kong's messages don't).
 _LITERAL_ORDER: dict[frozenset[Any], tuple[Any, ...]] = {}
+#: The same, per inspected Literal of a field (by id, the object kept alive with it): two
+#: plugins may list the same values in different orders (opentelemetry's and zipkin's
+#: ``header_type``), and each message follows its own schema.
+_LITERAL_AT: dict[int, tuple[mi.LiteralType, tuple[Any, ...]]] = {}
 
 
 @functools.cache
@@ -86,19 +90,47 @@ def struct_info(cls: type[msgspec.Struct]) -> mi.StructType:
         hints = typing.get_type_hints(cls, include_extras=True)
     except Exception:  # unresolvable annotations: messages fall back to msgspec's order
         hints = {}
-    for hint in hints.values():
-        _collect_literals(hint)
+    for f in info.fields:
+        hint = hints.get(f.name)
+        if hint is None:
+            continue
+        literals: list[tuple[Any, ...]] = []
+        _collect_literals(hint, literals)
+        for node in _literal_nodes(f.type):
+            for args in literals:
+                if frozenset(args) == frozenset(node.values):
+                    _LITERAL_AT[id(node)] = (node, args)
+                    break
     return info
 
 
-def _collect_literals(hint: Any) -> None:
+def _collect_literals(hint: Any, found: list[tuple[Any, ...]]) -> None:
     if typing.get_origin(hint) is typing.Literal:
         args = typing.get_args(hint)
         _LITERAL_ORDER.setdefault(frozenset(args), args)
+        found.append(args)
         return
     for arg in typing.get_args(hint):
         if not isinstance(arg, msgspec.Meta):
-            _collect_literals(arg)
+            _collect_literals(arg, found)
+
+
+def _literal_nodes(tp: mi.Type) -> list[mi.LiteralType]:
+    """The Literal types in a field's inspected type (not in nested Structs: they have their
+    own :func:`struct_info`)."""
+    if isinstance(tp, mi.LiteralType):
+        return [tp]
+    if isinstance(tp, mi.Metadata):
+        return _literal_nodes(tp.type)
+    if isinstance(tp, mi.UnionType):
+        return [node for member in tp.types for node in _literal_nodes(member)]
+    if isinstance(tp, (mi.ListType, mi.SetType, mi.FrozenSetType, mi.VarTupleType)):
+        return _literal_nodes(tp.item_type)
+    if isinstance(tp, mi.DictType):
+        return _literal_nodes(tp.key_type) + _literal_nodes(tp.value_type)
+    if isinstance(tp, mi.TupleType):
+        return [node for item in tp.item_types for node in _literal_nodes(item)]
+    return []
 
 
 class _Plan:
@@ -367,7 +399,11 @@ def _pattern(pattern: str) -> re.Pattern[str]:
 
 
 def _walk_literal(tp: mi.LiteralType, value: Any, loc: Loc, issues: Issues) -> tuple[bool, Any]:
-    values = _LITERAL_ORDER.get(frozenset(tp.values), tp.values)
+    known = _LITERAL_AT.get(id(tp))
+    if known is not None and known[0] is tp:
+        values = known[1]
+    else:
+        values = _LITERAL_ORDER.get(frozenset(tp.values), tp.values)
     if all(isinstance(v, str) for v in values) and not isinstance(value, str):
         return _fail(issues, loc, E.STRING)
     if all(isinstance(v, int) for v in values):

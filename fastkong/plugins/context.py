@@ -61,8 +61,10 @@ class RequestContext:
         "body_read",
         "status",
         "started",
+        "access_ended",
         "upstream_started",
         "upstream_latency",
+        "upstream_peer",
         "response_size",
         "proxied",
         "chain",
@@ -121,8 +123,13 @@ class RequestContext:
         self.body_read = False
         self.status = 0
         self.started = started
+        #: When the access phase ended (``time.monotonic()``; 0: not yet), for tracing plugins.
+        self.access_ended = 0.0
         self.upstream_started = 0.0
         self.upstream_latency = 0.0
+        #: The peer the last upstream try went to, Kong's ``balancer_data``: ``(ip, port,
+        #: hostname)``, the hostname being the target's name or the service's host.
+        self.upstream_peer: tuple[str, int, str] | None = None
         self.response_size = 0
         self.proxied = False
         #: The plugins this request runs in the response and log phases.

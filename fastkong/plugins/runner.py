@@ -9,6 +9,7 @@ the current priority on.
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from fastkong._core import load
@@ -49,6 +50,7 @@ async def run_access(
                 # that answered: metrics and logs see short-circuited requests too.
                 effective.extend(p for p in chain[i:] if scheme in p.protocols)
                 ctx.chain = tuple(effective)
+                ctx.access_ended = time.monotonic()
                 return result
         consumer = ctx.consumer
         if plugins.consumer_scoped and consumer is not None and consumer.id != consumer_id:
@@ -61,6 +63,7 @@ async def run_access(
             chain = tuple(p for p in full if order_key(p) > after)
             i = 0
     ctx.chain = tuple(effective)
+    ctx.access_ended = time.monotonic()
     return None
 
 

@@ -163,7 +163,11 @@ class Exchange(Replies):
                             ctx,
                         )
                         return
+                    if ctx is not None:
+                        ctx.upstream_peer = (address, port, _peer_name(peer, host))
                     conn = await pool.connect(key, address, service.connect_timeout)
+                elif ctx is not None:
+                    ctx.upstream_peer = (conn.address, port, _peer_name(peer, host))
                 if body is not None:
                     conn.start(head + frame_body(body, chunked) if body else head, no_body)
                 else:
@@ -334,6 +338,11 @@ def _log_failed_try(exc: UpstreamError, host: str, port: int, method: bytes, tar
         method.decode("latin-1"),
         target.decode("latin-1"),
     )
+
+
+def _peer_name(peer: Peer | None, host: str) -> str:
+    """Kong's ``balancer_data.hostname``: the target's name, else the service's host."""
+    return peer.hostname if peer is not None else host
 
 
 async def _cut_short(send: Send, conn: UpstreamConnection, exc: UpstreamError) -> None:

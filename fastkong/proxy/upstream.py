@@ -108,9 +108,11 @@ class UpstreamProtocolError(UpstreamError):
 class UpstreamConnection(asyncio.Protocol):
     """One upstream connection and the response currently being read from it."""
 
-    def __init__(self, pool: ConnectionPool, key: PoolKey) -> None:
+    def __init__(self, pool: ConnectionPool, key: PoolKey, address: str | None = None) -> None:
         self.pool = pool
         self.key = key
+        #: The address connected to (the key's host once resolved).
+        self.address: str = address or key[0]
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.loop = pool.loop
@@ -605,7 +607,7 @@ class ConnectionPool:
         try:
             _, conn = await asyncio.wait_for(
                 self.loop.create_connection(
-                    lambda: UpstreamConnection(self, key),
+                    lambda: UpstreamConnection(self, key, address),
                     address,
                     port,
                     ssl=ctx,

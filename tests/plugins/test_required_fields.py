@@ -45,6 +45,19 @@ REQUIRED: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     "file-log": ({"path": "/tmp/fastkong-test.log"}, ("reopen",)),
     "response-transformer": ({}, ("add.json_types", "append.json_types", "replace.json_types")),
     "azure-functions": ({"appname": "a", "functionname": "f"}, ("hostdomain",)),
+    "zipkin": (
+        {},
+        (
+            "local_service_name",
+            "include_credential",
+            "traceid_byte_count",
+            "header_type",
+            "default_header_type",
+            "tags_header",
+            "http_span_name",
+            "phase_duration_flavor",
+        ),
+    ),
 }
 CASES = [(name, field) for name, (_, fields) in REQUIRED.items() for field in fields]
 

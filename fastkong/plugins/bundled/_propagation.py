@@ -26,12 +26,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 from urllib.parse import quote, unquote
 
 import msgspec
 
 from fastkong.config.schema import HeaderName
+
+if TYPE_CHECKING:
+    from fastkong.plugins.context import RequestContext
 
 Headers = Mapping[str, str | list[str]]
 
@@ -643,6 +646,38 @@ def inject_formats(plan: Plan, extracted_from: str | None, single_header: bool) 
     return names
 
 
+#: Where the injected trace ids are kept for the log serializer (Kong's serialized ``trace_id``).
+TRACE_ID_KEY: Final = "trace_id"
+
+
+def propagate(
+    ctx: RequestContext,
+    plan: Plan,
+    clear: Sequence[bytes],
+    extracted_from: str | None,
+    out: TraceContext,
+) -> None:
+    """Kong's ``propagate`` once the plugin made its inject context ``out``: clear the
+    configured headers (lower-cased bytes), inject every format, and add the trace id each
+    format wrote to the log serializer's ``trace_id`` (merged with what another tracing plugin
+    wrote, as Kong's ``add_trace_id_formats`` merges)."""
+    for key in clear:
+        ctx.clear_upstream_raw(key)
+    formatted: dict[str, str] = {}
+    for name in inject_formats(plan, extracted_from, bool(out.single_header)):
+        headers, trace_text = inject_one(name, out)
+        for header, value in headers:
+            ctx.set_upstream_header(header, value)
+        if trace_text is not None:
+            formatted["b3" if name == "b3-single" else name] = trace_text
+    if formatted:
+        known = ctx.plugin_data.get(TRACE_ID_KEY)
+        if known:
+            known.update(formatted)
+        else:
+            ctx.plugin_data[TRACE_ID_KEY] = formatted
+
+
 __all__ = [
     "EXTRACTORS",
     "FORMATS",
@@ -651,11 +686,13 @@ __all__ = [
     "Headers",
     "Plan",
     "PropagationConfig",
+    "TRACE_ID_KEY",
     "TraceContext",
     "extract",
     "extract_one",
     "inject_formats",
     "inject_one",
     "plugin_plan",
+    "propagate",
     "to_id_size",
 ]

@@ -55,9 +55,8 @@ from fastkong.plugins.bundled._propagation import (
     PropagationConfig,
     TraceContext,
     extract,
-    inject_formats,
-    inject_one,
     plugin_plan,
+    propagate,
 )
 from fastkong.plugins.bundled._serializer import request_uri
 from fastkong.plugins.bundled.http_log import Endpoint, send
@@ -73,8 +72,6 @@ log = logging.getLogger("fastkong.plugins.opentelemetry")
 
 #: Where a request's span is kept (``ctx.plugin_data``).
 KEY: Final = "opentelemetry"
-#: Where the injected trace ids are kept for the log serializer (Kong's serialized ``trace_id``).
-TRACE_ID_KEY: Final = "trace_id"
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _ERROR_BODY_LIMIT: Final = 512
 _KEEPALIVE_MS: Final = 60000
@@ -344,17 +341,7 @@ class OpenTelemetry(Plugin):
         out.span_id = span.span_id
         out.parent_id = span.parent_id
         out.should_sample = sampled
-        for key in self.clear:
-            ctx.clear_upstream_raw(key)
-        formatted: dict[str, str] = {}
-        for name in inject_formats(plan, source, bool(extracted.single_header)):
-            headers, trace_text = inject_one(name, out)
-            for header, value in headers:
-                ctx.set_upstream_header(header, value)
-            if trace_text is not None:
-                formatted["b3" if name == "b3-single" else name] = trace_text
-        if formatted:
-            ctx.plugin_data[TRACE_ID_KEY] = formatted
+        propagate(ctx, plan, self.clear, source, out)
         return None
 
     def response(
