@@ -35,6 +35,7 @@ from fastkong.proxy.upstream import (
     UpstreamError,
     UpstreamProtocolError,
     UpstreamTimeout,
+    found_stale,
 )
 from fastkong.runtime import RoutePlan, ServicePlan
 
@@ -190,15 +191,9 @@ class Exchange(Replies):
                 break
             except UpstreamError as exc:
                 error = exc
-                # A kept-alive socket the peer closed before answering anything is stale, not a
-                # failed try: replay on a fresh connection without spending a retry. A timeout
-                # is a real failure (a stale socket fails at once), so it is never replayed free.
-                stale = (
-                    reused
-                    and conn is not None
-                    and not conn.received_any
-                    and not isinstance(exc, UpstreamTimeout)
-                )
+                # A stale kept-alive socket is not a failed try: replayed on a fresh connection
+                # without spending a retry.
+                stale = found_stale(conn, reused, exc)
                 if conn is not None:
                     conn.close()
                     conn = None

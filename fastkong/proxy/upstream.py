@@ -461,6 +461,18 @@ class UpstreamConnection(asyncio.Protocol):
                 self.transport.close()
 
 
+def found_stale(conn: UpstreamConnection | None, reused: bool, exc: UpstreamError) -> bool:
+    """Whether ``exc`` says the kept-alive (``reused``) connection ``conn`` was stale: the peer
+    closed it before answering anything (between requests, as peers do), so the request may go
+    again on a fresh connection. A timeout is a real failure (a stale socket fails at once)."""
+    return (
+        reused
+        and conn is not None
+        and not conn.received_any
+        and not isinstance(exc, UpstreamTimeout)
+    )
+
+
 #: Kong's upstream keepalive settings and defaults (kong.conf): pool size per peer and worker
 #: (0: no keep-alive), requests per connection (0: no limit), idle seconds (0: no limit).
 KEEPALIVE_SETTINGS = {

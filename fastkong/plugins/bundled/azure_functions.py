@@ -57,6 +57,7 @@ from urllib.parse import quote
 import msgspec
 
 from fastkong import __version__
+from fastkong._core._h1_py import RESPONSE_HOP_BY_HOP
 from fastkong.plugins.base import REQUIRED, Exit, Plugin, kong_exit
 from fastkong.plugins.registry import register_plugin
 from fastkong.plugins.runner import apply_header_edits
@@ -67,7 +68,7 @@ from fastkong.proxy.upstream import (
     PoolKey,
     UpstreamConnection,
     UpstreamError,
-    UpstreamTimeout,
+    found_stale,
 )
 from fastkong.proxy.upstream_tls import NO_VERIFY, PLAIN_VERIFY, TlsProfile
 from fastkong.upstreams.dns import DnsSettings, Resolver, dns_settings
@@ -92,20 +93,8 @@ _PATH_SAFE: Final = "/:@!$&'()*+,;=%"
 #: Client request headers that are not forwarded: ``Host`` (Kong's handler drops it), the
 #: hop-by-hop ones of the client's connection (RFC 9110 7.6.1), ``Expect`` (answered by the
 #: gateway), ``Proxy`` (httpoxy) and the framing, which is the gateway's for the body it sends.
-_NOT_FORWARDED: Final = frozenset(
-    {
-        b"host",
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"expect",
-        b"proxy",
-        b"content-length",
-    }
+_NOT_FORWARDED: Final = RESPONSE_HOP_BY_HOP | frozenset(
+    {b"host", b"expect", b"proxy", b"content-length"}
 )
 _KEY: Final = b"x-functions-key"
 _CLIENT_ID: Final = b"x-functions-clientid"
@@ -278,13 +267,8 @@ async def call(
                 parts.append(chunk)
         except UpstreamError as exc:
             # A kept-alive connection the function closed before this request: one new try, for
-            # a method that may be sent twice (the proxy's rule; a timeout is a real failure).
-            stale = (
-                reused
-                and conn is not None
-                and not conn.received_any
-                and not isinstance(exc, UpstreamTimeout)
-            )
+            # a method that may be sent twice (the proxy's rule).
+            stale = found_stale(conn, reused, exc)
             if conn is not None:
                 conn.close()
             if stale and idempotent:
