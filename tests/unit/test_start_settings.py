@@ -141,6 +141,11 @@ def test_a_taken_address_is_named_before_anything_starts(tmp_path: Path) -> None
         ("KONG_TRACING_INSTRUMENTATIONS", "request,bogus", "invalid tracing type: bogus"),
         ("KONG_TRACING_SAMPLING_RATE", "2", "tracing_sampling_rate must be between 0 and 1"),
         ("KONG_DNS_STALE_TTL", "-1", "dns_stale_ttl: expected a number of seconds >= 0"),
+        (
+            "KONG_NGINX_HTTP_CLIENT_BODY_BUFFER_SIZE",
+            "big",
+            "nginx_http_client_body_buffer_size: invalid size 'big'",
+        ),
     ],
 )
 def test_bad_kong_settings_are_errors_not_tracebacks(name: str, value: str, message: str) -> None:
