@@ -30,6 +30,7 @@ from fastkong.kong_conf import (
     DEFAULT_SSL_PROTOCOLS,
     Listener,
     check_deployment,
+    client_body_buffer_size,
     log_level,
     on_off,
     parse_listeners,
@@ -230,6 +231,7 @@ def cmd_start(args: argparse.Namespace) -> int:
             "keepalive_timeout",
         )
         tracing_settings(os.environ)  # read by each worker; checked here
+        client_body_buffer_size(os.environ)  # read by each worker; checked here
         workers = worker_count(args.workers or _env("NGINX_WORKER_PROCESSES"))
         access_log = access_log_setting(args.proxy_access_log or _env("PROXY_ACCESS_LOG") or "off")
         debug_header = on_off(

@@ -31,6 +31,25 @@ def parse_size(value: str, setting: str) -> int:
     return int(match.group(1)) * _UNITS[match.group(2).lower()]
 
 
+#: nginx's ``client_body_buffer_size`` in Kong's proxy (``nginx_http_client_body_buffer_size``).
+DEFAULT_CLIENT_BODY_BUFFER: Final = "8k"
+
+
+def client_body_buffer_size(environ: Mapping[str, str]) -> int:
+    """Kong's ``nginx_proxy_client_body_buffer_size``, else ``nginx_http_...``, else its
+    ``client_body_buffer_size``, in bytes: the size above which nginx would keep a request
+    body in a temporary file (which Kong's body readers then skip). ValueError."""
+    for name in (
+        "NGINX_PROXY_CLIENT_BODY_BUFFER_SIZE",
+        "NGINX_HTTP_CLIENT_BODY_BUFFER_SIZE",
+        "CLIENT_BODY_BUFFER_SIZE",
+    ):
+        value = environ.get(f"FASTKONG_{name}") or environ.get(f"KONG_{name}")
+        if value:
+            return parse_size(value, name.lower())
+    return parse_size(DEFAULT_CLIENT_BODY_BUFFER, "client_body_buffer_size")
+
+
 _TIME_PART: Final = re.compile(r"(\d+)(ms|s|m|h|d|w|M|y)?")
 _TIME_UNITS: Final = {
     "ms": 0.001,
@@ -179,6 +198,9 @@ READ_SETTINGS: Final = frozenset(
         "NGINX_HTTP_LARGE_CLIENT_HEADER_BUFFERS",
         "NGINX_PROXY_CLIENT_MAX_BODY_SIZE",
         "NGINX_HTTP_CLIENT_MAX_BODY_SIZE",
+        "NGINX_PROXY_CLIENT_BODY_BUFFER_SIZE",  # the aws-lambda plugin's skip_large_bodies
+        "NGINX_HTTP_CLIENT_BODY_BUFFER_SIZE",
+        "CLIENT_BODY_BUFFER_SIZE",
         "NGINX_PROXY_KEEPALIVE_TIMEOUT",
         "NGINX_HTTP_KEEPALIVE_TIMEOUT",
         "NGINX_PROXY_PROXY_BUFFER_SIZE",  # the upstream response head limit (proxy/upstream.py)

@@ -44,6 +44,17 @@ REQUIRED: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     ),
     "file-log": ({"path": "/tmp/fastkong-test.log"}, ("reopen",)),
     "response-transformer": ({}, ("add.json_types", "append.json_types", "replace.json_types")),
+    "aws-lambda": (
+        {},
+        (
+            "timeout",
+            "keepalive",
+            "invocation_type",
+            "log_type",
+            "aws_imds_protocol_version",
+            "empty_arrays_mode",
+        ),
+    ),
     "azure-functions": ({"appname": "a", "functionname": "f"}, ("hostdomain",)),
     "zipkin": (
         {},

@@ -148,6 +148,11 @@ def test_a_taken_address_is_named_before_anything_starts(tmp_path: Path) -> None
             "nginx_proxy_proxy_buffer_size: invalid size '16kb'",
         ),
         ("KONG_NGINX_HTTP_PROXY_BUFFER_SIZE", "0", "nginx_http_proxy_buffer_size: expected a size"),
+        (
+            "KONG_NGINX_HTTP_CLIENT_BODY_BUFFER_SIZE",
+            "big",
+            "nginx_http_client_body_buffer_size: invalid size 'big'",
+        ),
     ],
 )
 def test_bad_kong_settings_are_errors_not_tracebacks(name: str, value: str, message: str) -> None:

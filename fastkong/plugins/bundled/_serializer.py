@@ -288,7 +288,9 @@ def _tries(ctx: RequestContext, started_ms: int) -> list[dict[str, Any]] | None:
     if known is not None:
         return list(known)
     service = ctx.route.service
-    if not ctx.upstream_started or service is None or service.balancer is not None:
+    # (A plugin that answers from another endpoint, aws-lambda, sets upstream_started for the
+    # latencies without the service being tried.)
+    if not ctx.proxied or service is None or service.balancer is not None:
         return None
     return [
         {
