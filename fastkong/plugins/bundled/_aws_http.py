@@ -28,6 +28,7 @@ from fastkong.proxy.upstream import (
     UpstreamError,
     UpstreamProtocolError,
     UpstreamTimeout,
+    found_stale,
 )
 from fastkong.proxy.upstream_tls import PLAIN_VERIFY, TlsProfile
 
@@ -265,7 +266,7 @@ async def request(
                 conn.close()  # mid-exchange: the connection cannot serve another request
             raise
         except UpstreamError as exc:
-            stale = reused and conn is not None and not conn.received_any
+            stale = found_stale(conn, reused, exc)
             if conn is not None:
                 conn.close()
             if stale:

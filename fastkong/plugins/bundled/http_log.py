@@ -47,6 +47,7 @@ from fastkong.proxy.upstream import (
     UpstreamConnection,
     UpstreamError,
     UpstreamTimeout,
+    found_stale,
 )
 from fastkong.proxy.upstream_tls import NO_VERIFY, TlsProfile
 
@@ -192,8 +193,8 @@ async def send(
             while (chunk := await conn.read_body(timeout)) is not None:
                 if len(kept) < _ERROR_BODY_LIMIT:
                     kept += chunk
-        except UpstreamError:
-            stale = reused and conn is not None and not conn.received_any
+        except UpstreamError as exc:
+            stale = found_stale(conn, reused, exc)
             if conn is not None:
                 conn.close()
             if stale:
