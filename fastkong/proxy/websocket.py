@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import logging
 import os
 import ssl
 import struct
@@ -51,11 +52,14 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+log = logging.getLogger("fastkong.proxy")
+
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 #: The largest message relayed from the upstream (Granian's own limit guards the client side).
 MAX_MESSAGE = 64 * 1024 * 1024
-HEAD_LIMIT = 64 * 1024
+#: The largest refusal body relayed from the upstream's handshake answer.
+REFUSAL_BODY_LIMIT = 64 * 1024
 
 # Client headers not copied to the upstream handshake: hop-by-hop ones (Proxy and Expect too, as
 # for any request), the handshake's own, and the forwarding ones the gateway sets itself.
@@ -324,7 +328,9 @@ async def proxy(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None
                     peer_port,
                     ssl=ctx_ssl,
                     server_hostname=sni if ctx_ssl is not None else None,
-                    limit=HEAD_LIMIT,
+                    # The handshake answer's head is bounded as a response head is
+                    # (proxy_buffer_size); readuntil counts up to where the blank line starts.
+                    limit=max(gw.max_response_head - 4, 1),
                 ),
                 service.connect_timeout,
             )
@@ -348,6 +354,13 @@ async def proxy(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None
             head = await reader.readuntil(b"\r\n\r\n")
     except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError) as exc:
         writer.close()
+        if isinstance(exc, asyncio.LimitOverrunError):
+            log.error(
+                "upstream sent too big header while reading response header from upstream, "
+                "upstream: %s:%d",
+                host,
+                peer_port,
+            )
         if peer is not None and balancer is not None and balancer.passive:
             balancer.report_failure(peer, isinstance(exc, TimeoutError))
         code = 504 if isinstance(exc, TimeoutError) else 502
@@ -360,7 +373,7 @@ async def proxy(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None
     if code != 101 or got.get(b"sec-websocket-accept") != accept_key(key):
         body = b""
         length = got.get(b"content-length", b"0")
-        if code != 101 and length.isdigit() and 0 < int(length) <= HEAD_LIMIT:
+        if code != 101 and length.isdigit() and 0 < int(length) <= REFUSAL_BODY_LIMIT:
             try:
                 async with asyncio.timeout(service.read_timeout):
                     body = await reader.readexactly(int(length))
