@@ -295,7 +295,7 @@ class Gateway(Exchange):
 
         host_text = host_value.decode("latin-1")
         server = scope.get("server")
-        port = int(server[1]) if server else 0
+        port = int(server[1]) if server and server[1] else 0  # (None: a Unix socket)
         scheme: str = scope.get("scheme", "http")
         router = runtime.router
         route_headers = _router_headers(scope, router.header_names) if router.header_names else None

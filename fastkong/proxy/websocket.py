@@ -196,7 +196,7 @@ async def proxy(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None
         await _refuse(gw.shown, scope, send, 400 if status == 494 else status, message, request_id)
         return
     server = scope.get("server")
-    port = int(server[1]) if server else 0
+    port = int(server[1]) if server and server[1] else 0  # (None: a Unix socket)
     scheme = "https" if scope.get("scheme") == "wss" else "http"
     router = runtime.router
     route_headers: dict[str, list[str]] | None = None
@@ -317,6 +317,13 @@ async def proxy(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None
             host_header = service.host_header
         host_b = host_value if plan.preserve_host and host_value else host_header.encode()
         sni = strip_port(host_b.decode("latin-1"))  # as the proxy's (Gateway.exchange)
+        assert gw.resolver is not None
+        try:
+            # The worker's name cache, as the proxy's exchange uses it (stale answers served).
+            address = (await gw.resolver.resolve(host))[0]
+        except OSError:
+            await _refuse(gw.shown, scope, send, 503, errors.NAME_RESOLUTION_FAILED, request_id)
+            return
         try:
             ctx_ssl: ssl.SSLContext | None = None
             if service.tls_profile is not None:
@@ -324,7 +331,7 @@ async def proxy(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None
                 ctx_ssl = gw.pool.ssl_context(service.tls_profile)
             opened = await asyncio.wait_for(
                 asyncio.open_connection(
-                    host,
+                    address,
                     peer_port,
                     ssl=ctx_ssl,
                     server_hostname=sni if ctx_ssl is not None else None,
