@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from fastkong.control.default_cert import default_certificate
-from tests.helpers import ROOT, Echo, Gateway, free_port, stop, wait_port
+from tests.helpers import ROOT, Echo, Gateway, eventually, free_port, stop, wait_port
 
 pytestmark = pytest.mark.integration
 
@@ -91,5 +91,37 @@ def test_the_app_runs_under_uvicorn(tmp_path: Path, echo: Echo) -> None:
         assert r.status_code == 200
         assert r.json()["url"] == "/u?q=1"
         assert httpx.get(f"http://127.0.0.1:{port}/none").status_code == 404
+    finally:
+        stop(proc)
+
+
+def test_the_app_runs_under_uvicorn_on_a_unix_socket(tmp_path: Path, echo: Echo) -> None:
+    # An ASGI server on a Unix socket reports the server as (path, None): no port.
+    path = tmp_path / "kong.yml"
+    path.write_text(config(echo).replace('["https"]', '["http", "https"]'))
+    sock = tmp_path / "fastkong.sock"
+    env = dict(os.environ, KONG_DECLARATIVE_CONFIG=str(path))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "fastkong.proxy.worker:create_app",
+            "--uds",
+            str(sock),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+    try:
+        eventually(sock.exists, 10)
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(sock))) as client:
+            r = client.get("http://gw.test/secure/u?q=1")
+            assert r.status_code == 200
+            assert r.json()["url"] == "/u?q=1"
+            assert client.get("http://gw.test/none").status_code == 404
     finally:
         stop(proc)
