@@ -30,6 +30,7 @@ from fastkong.control.lifeline import die_with_parent, expected_parent
 from fastkong.control.state import file_identity, read_state, write_report
 from fastkong.plugins.bundled import _queue as http_queue
 from fastkong.plugins.bundled import file_log
+from fastkong.plugins.bundled import syslog as syslog_plugin
 from fastkong.proxy.app import Gateway
 from fastkong.proxy.kong_headers import (
     DEFAULT_HEADERS,
@@ -226,6 +227,7 @@ def create_app() -> Gateway:
         await http_queue.drain(5.0)
         await redis_store.close_all()  # flushes batched rate-limit counts not yet sent
         file_log.close_all()
+        syslog_plugin.close_all()
         metrics.WORKER.close()
 
     runtime = None

@@ -43,6 +43,16 @@ REQUIRED: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
         ),
     ),
     "file-log": ({"path": "/tmp/fastkong-test.log"}, ("reopen",)),
+    "syslog": (
+        {},
+        (
+            "log_level",
+            "successful_severity",
+            "client_errors_severity",
+            "server_errors_severity",
+            "facility",
+        ),
+    ),
     "response-transformer": ({}, ("add.json_types", "append.json_types", "replace.json_types")),
     "aws-lambda": (
         {},
