@@ -30,6 +30,7 @@ services:
     - {name: cors}
     - {name: ip-restriction, config: {allow: ["10.0.0.0/8"]}}
     - {name: bot-detection, config: {allow: ["^curl/"], deny: ["(?i)evil"]}}
+    - {name: session, config: {secret: s, response_headers: [id]}}
     - {name: request-size-limiting}
     - {name: request-transformer, config: {add: {headers: ["x:$(headers.y)"]}}}
     - {name: response-transformer, config: {add: {json: ["a:1"]}}}
