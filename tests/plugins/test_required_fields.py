@@ -29,6 +29,10 @@ REQUIRED: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     "acl": ({"allow": ["a"]}, ("hide_groups_header", "always_use_authenticated_groups")),
     "cors": ({}, ("credentials", "private_network", "preflight_continue", "allow_origin_absent")),
     "basic-auth": ({}, ("hide_credentials", "realm")),
+    "ldap-auth": (
+        {"ldap_host": "ldap.example.com", "base_dn": "dc=example,dc=com", "attribute": "uid"},
+        ("ldap_port", "ldaps", "start_tls", "verify_ldap_host", "cache_ttl", "hide_credentials"),
+    ),
     "request-termination": ({}, ("echo", "status_code")),
     "request-size-limiting": ({}, ("require_content_length", "size_unit")),
     "correlation-id": ({}, ("echo_downstream", "generator")),

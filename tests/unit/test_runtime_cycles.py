@@ -26,6 +26,7 @@ services:
     - {name: key-auth}
     - {name: basic-auth}
     - {name: jwt}
+    - {name: ldap-auth, config: {ldap_host: 127.0.0.1, base_dn: "dc=x", attribute: uid}}
     - {name: acl, config: {allow: ["gold"]}}
     - {name: cors}
     - {name: ip-restriction, config: {allow: ["10.0.0.0/8"]}}

@@ -186,6 +186,19 @@ class Credential(msgspec.Struct):
     consumer: dict[str, str]
 
 
+class BareCredential(msgspec.Struct):
+    id: str
+
+
+def test_a_credential_without_consumer(runtime: Runtime) -> None:
+    # ldap-auth authenticates a credential and no consumer: Kong's entity has no consumer_id.
+    ctx = proxied(request(runtime))
+    ctx.authenticate(None, BareCredential(id="cred-2"))
+    message = S.serialize(ctx, now=100.040)
+    assert message["authenticated_entity"] == {"id": "cred-2"}
+    assert "consumer" not in message
+
+
 def test_proxy_authorization_is_redacted_too(runtime: Runtime) -> None:
     ctx = request(runtime, headers=[(b"proxy-authorization", b"Basic eDp5"), (b"apikey", b"k")])
     headers = S.serialize(ctx, now=100.001)["request"]["headers"]

@@ -347,10 +347,10 @@ def serialize(ctx: RequestContext, now: float | None = None) -> dict[str, Any]:
             consumer_id = consumer_id.get("id")
         if consumer_id is None and consumer is not None:
             consumer_id = getattr(consumer, "id", None)
-        message["authenticated_entity"] = {
-            "id": getattr(credential, "id", None),
-            "consumer_id": consumer_id,
-        }
+        entity = {"id": getattr(credential, "id", None)}
+        if consumer_id is not None:  # a credential without consumer (ldap-auth's): Kong omits it
+            entity["consumer_id"] = consumer_id
+        message["authenticated_entity"] = entity
     route = entities.routes.get(ctx.route.id)
     if route is not None:
         message["route"] = route
