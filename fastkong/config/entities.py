@@ -522,7 +522,9 @@ def _plugin_config(
         return
     if spec.check is not None:
         for sub, message in spec.check(struct):
-            if sub:
+            if sub == "@entity":  # an entity check of the config record itself
+                issues.entity(cloc, message)
+            elif sub:
                 issues.field((*cloc, *_subpath(sub)), message)
             else:
                 issues.entity(loc, message)

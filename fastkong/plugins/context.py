@@ -54,6 +54,9 @@ class RequestContext:
         "upstream_path",
         "upstream_query",
         "upstream_method",
+        "upstream_target",
+        "buffer_response",
+        "response_body",
         "response_headers",
         "shared",
         "plugin_data",
@@ -115,6 +118,15 @@ class RequestContext:
         self.upstream_path: str | None = None
         self.upstream_query: bytes | None = None
         self.upstream_method: str | None = None
+        #: ``kong.service.set_target`` with the scheme (``kong.service.request.set_scheme``):
+        #: ``(scheme, host, port)`` replacing the service's (and its upstream's balancer).
+        self.upstream_target: tuple[str, str, int] | None = None
+        #: ``kong.service.request.enable_buffering``: the upstream's whole response body is
+        #: read before the response hooks run, which find it in :attr:`response_body`.
+        self.buffer_response = False
+        #: The buffered response body (see :attr:`buffer_response`); a response hook may
+        #: replace it (``kong.response.set_raw_body``), fixing ``content-length`` itself.
+        self.response_body: bytes | None = None
         #: Headers added to the client response (after the plugins' response hooks).
         self.response_headers: list[tuple[bytes, bytes]] = []
         self.shared: dict[str, Any] = {}
@@ -211,6 +223,14 @@ class RequestContext:
         that precompute their header names)."""
         self.upstream_remove.discard(key)
         self.upstream_set[key] = value
+
+    def set_upstream_target(self, scheme: str, host: str, port: int) -> None:
+        """``kong.service.set_target`` and ``kong.service.request.set_scheme``: send this request
+        to ``scheme://host:port`` instead of the service's host or upstream. The ``Host`` header
+        and the TLS server name become ``host``; the service's timeouts, retries and TLS
+        verification settings still apply; the name is resolved through the worker's DNS
+        cache."""
+        self.upstream_target = (scheme, host, port)
 
     def upstream_host(self) -> bytes | None:
         """The Host a plugin set for the upstream request, if any."""

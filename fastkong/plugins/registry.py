@@ -14,7 +14,8 @@ from typing import Any, Final
 import msgspec
 
 #: A plugin's extra config check: returns ``(sub_path, message)`` pairs, e.g.
-#: ``("minute", "must be greater than 0")``; an empty list means valid.
+#: ``("minute", "must be greater than 0")``; ``""`` for the plugin entity, ``"@entity"`` for an
+#: entity check of ``config`` itself (Kong's ``config["@entity"]``); an empty list means valid.
 ConfigCheck = Callable[[Any], list[tuple[str, str]]]
 
 

@@ -37,6 +37,7 @@ from fastkong.proxy.upstream import (
     UpstreamTimeout,
     found_stale,
 )
+from fastkong.proxy.upstream_tls import NO_VERIFY, PLAIN_VERIFY, TlsProfile
 from fastkong.runtime import RoutePlan, ServicePlan
 
 Scope = MutableMapping[str, Any]
@@ -109,6 +110,13 @@ class Exchange(Replies):
         peer: Peer | None = None
         # A plugin that set the Host header (request-transformer) decides it, as in Kong.
         host_override = ctx.upstream_host() if ctx is not None else None
+        service_host, service_port, tls_profile = service.host, service.port, service.tls_profile
+        if ctx is not None and ctx.upstream_target is not None:
+            # kong.service.set_target (ai-proxy): another host for this request, no balancer.
+            scheme, service_host, service_port = ctx.upstream_target
+            balancer = None
+            host_override = service_host.encode("latin-1")
+            tls_profile = _target_tls(service) if scheme == "https" else None
         while tries_left > 0:
             tries_left -= 1
             if balancer is not None:
@@ -124,7 +132,7 @@ class Exchange(Replies):
                 host, port = peer.host, peer.port
                 host_header = service.peer_host_header(peer)
             else:
-                host, port = service.host, service.port
+                host, port = service_host, service_port
                 host_header = service.host_header
             if host_override is not None:
                 host_b = host_override
@@ -140,8 +148,8 @@ class Exchange(Replies):
             key: PoolKey = (
                 host,
                 port,
-                (strip_port(host_b.decode("latin-1")), service.tls_profile)
-                if service.tls_profile is not None
+                (strip_port(host_b.decode("latin-1")), tls_profile)
+                if tls_profile is not None
                 else None,
             )
             upstream_started = time.monotonic()
@@ -271,12 +279,34 @@ class Exchange(Replies):
                 upstream_status=conn.status,
             )
         filters: tuple[Plugin, ...] = ()
+        status = conn.status
         if ctx is not None:
             ctx.proxied = True
             ctx.upstream_started = upstream_started
             ctx.upstream_latency = now - upstream_started
-            run_response(ctx, conn.status, response_headers)
+            if ctx.buffer_response:
+                # kong.service.request.enable_buffering: the whole body before the hooks.
+                try:
+                    ctx.response_body = await _read_all(conn, service.read_timeout)
+                except UpstreamError as exc:
+                    conn.close()
+                    if tracked is not None and balancer is not None:
+                        balancer.done(tracked, now - upstream_started)
+                    log.error("%s while reading the response body from upstream", exc)
+                    await self.nginx_error(scope, send, exc.status, request_id, None, ctx)
+                    return
+            run_response(ctx, status, response_headers)
             filters = body_filters(ctx)
+            if ctx.response_body is not None:
+                # The upstream is done with: its connection goes back before the client's turn.
+                if tracked is not None and balancer is not None:
+                    balancer.done(tracked, now - upstream_started)
+                pool.release(conn)
+                if ctx.replaced_status:
+                    await send_replaced(send, ctx.replaced_status, response_headers)
+                else:
+                    await _send_buffered(send, ctx, filters, response_headers)
+                return
         try:
             if ctx is not None and ctx.replaced_status:
                 # A response hook turned the answer down (response-ratelimiting's 429): its
@@ -286,7 +316,7 @@ class Exchange(Replies):
                 await send_replaced(send, ctx.replaced_status, response_headers)
                 return
             await send(
-                {"type": "http.response.start", "status": conn.status, "headers": response_headers}
+                {"type": "http.response.start", "status": status, "headers": response_headers}
             )
             read_timeout = service.read_timeout
             size = 0
@@ -320,6 +350,35 @@ class Exchange(Replies):
             if tracked is not None and balancer is not None:
                 balancer.done(tracked, now - upstream_started)
         pool.release(conn)
+
+
+def _target_tls(service: ServicePlan) -> TlsProfile:
+    """TLS to a plugin's target: the service's settings (Kong's ``tls_verify`` and
+    certificates), not verifying unless the service asks for it."""
+    if service.tls_profile is not None:
+        return service.tls_profile
+    return PLAIN_VERIFY if service.tls_verify else NO_VERIFY
+
+
+async def _read_all(conn: UpstreamConnection, timeout: float) -> bytes:
+    """The rest of the response body, whole."""
+    parts = []
+    while (chunk := await conn.read_body(timeout)) is not None:
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def _send_buffered(
+    send: Send, ctx: RequestContext, filters: tuple[Plugin, ...], headers: list[tuple[bytes, bytes]]
+) -> None:
+    """A buffered response: the status the hooks left (``ctx.status``) and the body, through
+    the body hooks in one last chunk."""
+    body = ctx.response_body or b""
+    if filters:
+        body = run_body(filters, ctx, body, True)
+    await send({"type": "http.response.start", "status": ctx.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+    ctx.response_size = len(body)
 
 
 def _log_failed_try(exc: UpstreamError, host: str, port: int, method: bytes, target: bytes) -> None:

@@ -49,6 +49,9 @@ WORKSPACE_NAME: Final = "default"
 REDACTED: Final = "REDACTED"
 _REDACT: Final = frozenset({"authorization", "proxy-authorization"})
 _HEADERS_KEY: Final = "log.response_headers"
+#: ``ctx.plugin_data`` key of Kong's ``ai`` log section (``kong.log.set_serialize_value("ai.*")``
+#: of the AI plugins): a dict, serialized as it stands.
+AI_LOG_KEY: Final = "log.ai"
 _REASONS: Final = {s.value: s.phrase for s in http.HTTPStatus}
 
 Query = dict[str, str | bool | list[str | bool]]
@@ -292,12 +295,13 @@ def _tries(ctx: RequestContext, started_ms: int) -> list[dict[str, Any]] | None:
     # latencies without the service being tried.)
     if not ctx.proxied or service is None or service.balancer is not None:
         return None
+    target = ctx.upstream_target  # kong.service.set_target (ai-proxy)
     return [
         {
             "balancer_start": started_ms + round((ctx.upstream_started - ctx.started) * 1000),
             "balancer_latency": 0,
-            "ip": service.host,
-            "port": service.port,
+            "ip": service.host if target is None else target[1],
+            "port": service.port if target is None else target[2],
         }
     ]
 
@@ -361,6 +365,9 @@ def serialize(ctx: RequestContext, now: float | None = None) -> dict[str, Any]:
             message["service"] = found
     if consumer is not None:
         message["consumer"] = entities.consumer(consumer)
+    ai = ctx.plugin_data.get(AI_LOG_KEY)
+    if ai is not None:
+        message["ai"] = ai
     trace_id = ctx.plugin_data.get("trace_id")  # set by the tracing plugins' propagation
     if trace_id is not None:
         message["trace_id"] = trace_id
@@ -376,6 +383,7 @@ def serialize_json(ctx: RequestContext, now: float | None = None) -> bytes:
 
 
 __all__ = [
+    "AI_LOG_KEY",
     "REDACTED",
     "WORKSPACE_ID",
     "WORKSPACE_NAME",
