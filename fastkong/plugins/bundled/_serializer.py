@@ -49,6 +49,7 @@ WORKSPACE_NAME: Final = "default"
 REDACTED: Final = "REDACTED"
 _REDACT: Final = frozenset({"authorization", "proxy-authorization"})
 _HEADERS_KEY: Final = "log.response_headers"
+_EXTRA_KEY: Final = "log.serialize_values"
 _REASONS: Final = {s.value: s.phrase for s in http.HTTPStatus}
 
 Query = dict[str, str | bool | list[str | bool]]
@@ -62,6 +63,24 @@ def check_no_lua(value: dict[str, str]) -> str | None:
 
 #: The logging plugins' ``custom_fields_by_lua``: refused at config load when not empty.
 LuaCode = Annotated[dict[str, str], Meta(extra={"kong_check": check_no_lua})]
+
+
+def set_serialize_value(ctx: RequestContext, key: str, value: Any) -> None:
+    """``kong.log.set_serialize_value(key, value)``: ``value`` at ``key`` (dots make nested
+    objects, ``ai.payload.x``) in every entry :func:`serialize` makes for this request."""
+    ctx.plugin_data.setdefault(_EXTRA_KEY, {})[key] = value
+
+
+def _apply_extra(message: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        *parents, last = key.split(".")
+        node = message
+        for part in parents:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[last] = value
 
 
 def remember_response_headers(ctx: RequestContext, headers: list[tuple[bytes, bytes]]) -> None:
@@ -364,6 +383,9 @@ def serialize(ctx: RequestContext, now: float | None = None) -> dict[str, Any]:
     trace_id = ctx.plugin_data.get("trace_id")  # set by the tracing plugins' propagation
     if trace_id is not None:
         message["trace_id"] = trace_id
+    extra = ctx.plugin_data.get(_EXTRA_KEY)
+    if extra:
+        _apply_extra(message, extra)
     return message
 
 
@@ -386,4 +408,5 @@ __all__ = [
     "response_size",
     "serialize",
     "serialize_json",
+    "set_serialize_value",
 ]
