@@ -83,6 +83,14 @@ REQUIRED: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
             "phase_duration_flavor",
         ),
     ),
+    "ai-prompt-guard": (
+        {"deny_patterns": ["a"]},
+        ("allow_all_conversation_history", "match_all_roles"),
+    ),
+    "ai-prompt-template": (
+        {"templates": []},
+        ("allow_untemplated_requests", "log_original_request"),
+    ),
 }
 CASES = [(name, field) for name, (_, fields) in REQUIRED.items() for field in fields]
 

@@ -52,6 +52,8 @@ _HEADERS_KEY: Final = "log.response_headers"
 #: ``ctx.plugin_data`` key of Kong's ``ai`` log section (``kong.log.set_serialize_value("ai.*")``
 #: of the AI plugins): a dict, serialized as it stands.
 AI_LOG_KEY: Final = "log.ai"
+#: ``ctx.plugin_data`` key of the values plugins set with :func:`set_serialize_value`.
+_EXTRA_KEY: Final = "log.serialize_values"
 _REASONS: Final = {s.value: s.phrase for s in http.HTTPStatus}
 
 Query = dict[str, str | bool | list[str | bool]]
@@ -65,6 +67,25 @@ def check_no_lua(value: dict[str, str]) -> str | None:
 
 #: The logging plugins' ``custom_fields_by_lua``: refused at config load when not empty.
 LuaCode = Annotated[dict[str, str], Meta(extra={"kong_check": check_no_lua})]
+
+
+def set_serialize_value(ctx: RequestContext, key: str, value: Any) -> None:
+    """``kong.log.set_serialize_value(key, value)``: ``value`` at ``key`` (dots make nested
+    objects, ``ai.payload.x``) in every entry :func:`serialize` makes for this request."""
+    ctx.plugin_data.setdefault(_EXTRA_KEY, {})[key] = value
+
+
+def _apply_extra(message: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        *parents, last = key.split(".")
+        node = message
+        for part in parents:
+            child = node.get(part)
+            # copied on the way down: a section another plugin keeps (ai-proxy's ``ai``) is
+            # the entry's to extend, never that plugin's to see changed
+            child = node[part] = dict(child) if isinstance(child, dict) else {}
+            node = child
+        node[last] = value
 
 
 def remember_response_headers(ctx: RequestContext, headers: list[tuple[bytes, bytes]]) -> None:
@@ -371,6 +392,9 @@ def serialize(ctx: RequestContext, now: float | None = None) -> dict[str, Any]:
     trace_id = ctx.plugin_data.get("trace_id")  # set by the tracing plugins' propagation
     if trace_id is not None:
         message["trace_id"] = trace_id
+    extra = ctx.plugin_data.get(_EXTRA_KEY)
+    if extra:
+        _apply_extra(message, extra)
     return message
 
 
@@ -394,4 +418,5 @@ __all__ = [
     "response_size",
     "serialize",
     "serialize_json",
+    "set_serialize_value",
 ]
