@@ -62,6 +62,8 @@ class RequestContext:
         "plugin_data",
         "body",
         "body_read",
+        "held",
+        "held_more",
         "status",
         "started",
         "access_ended",
@@ -133,6 +135,12 @@ class RequestContext:
         self.plugin_data: dict[str, Any] = {}
         self.body: bytes | None = None
         self.body_read = False
+        #: Body chunks a read over its limit took from the client (:meth:`read_body`), and
+        #: whether more are to come: kept for a later read with a larger limit, and for the
+        #: proxy (:meth:`receive_rest`), so that a body too large for one plugin still goes
+        #: upstream whole.
+        self.held: list[bytes] = []
+        self.held_more = True
         self.status = 0
         self.started = started
         #: When the access phase ended (``time.monotonic()``; 0: not yet), for tracing plugins.
@@ -190,22 +198,34 @@ class RequestContext:
         """The whole request body (read once, then kept for the upstream request)."""
         if self.body_read:
             return self.body or b""
-        parts: list[bytes] = []
-        size = 0
-        while True:
+        parts = self.held
+        size = sum(map(len, parts))
+        more = self.held_more
+        while more and size <= limit:
             message = await self.receive()
             if message["type"] != "http.request":
                 raise ConnectionError("client went away while sending the body")
             chunk: bytes = message.get("body", b"")
             size += len(chunk)
-            if size > limit:
-                raise BodyTooLarge(size)
             parts.append(chunk)
-            if not message.get("more_body", False):
-                break
+            more = message.get("more_body", False)
+        self.held_more = more
+        if size > limit:
+            # What was read stays held: the rest of the client's body is not the body.
+            raise BodyTooLarge(size)
+        self.held = []
         self.body = b"".join(parts)
         self.body_read = True
         return self.body
+
+    async def receive_rest(self) -> MutableMapping[str, Any]:
+        """The ASGI ``receive`` for whoever reads the body after the plugins: the chunks a
+        too-large :meth:`read_body` held first, then the client's."""
+        if self.held:
+            body = b"".join(self.held)
+            self.held = []
+            return {"type": "http.request", "body": body, "more_body": self.held_more}
+        return await self.receive()
 
     # -- kong.service.request ----------------------------------------------------------------
 

@@ -378,6 +378,9 @@ class Gateway(Exchange):
                 return
             if ctx.upstream_set or ctx.upstream_remove:
                 lines = apply_header_edits(ctx, lines)
+            if ctx.held:
+                # A plugin's read stopped at its limit: the body goes up from its first byte.
+                receive = ctx.receive_rest
             if ctx.body_read:
                 # A plugin read (and maybe rewrote) the body: send it whole, sized.
                 lines = [x for x in lines if not x.startswith(b"content-length:")]

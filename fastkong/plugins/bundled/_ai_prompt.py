@@ -44,8 +44,6 @@ if TYPE_CHECKING:
 #: not to be a JSON object. Absent: not parsed yet.
 REQUEST_TABLE: Final = "ai.request_body_table"
 
-#: ``ctx.plugin_data`` key: a read stopped at a limit, the body's start is gone.
-_CUT: Final = "ai.body_cut"
 _JSON: Final = "application/json"
 # cjson's escapes (lua-cjson ``char2escape``): control characters as \\u00XX except the five
 # short ones, '"', '\\', '/' and DEL; every other character (UTF-8 included) as it is.
@@ -90,13 +88,12 @@ async def read_limited(ctx: RequestContext, limit: int) -> bytes | None:
     """The request body, or None when it is larger than ``limit`` bytes."""
     if ctx.body_read:
         body = ctx.body or b""
-    elif _CUT in ctx.plugin_data:
-        return None  # what is left of the body must never be read as the body
     else:
         try:
+            # (a read over the limit keeps what it took: a later one never takes the rest of
+            # the body for the body)
             body = await ctx.read_body(limit=limit)
         except BodyTooLarge:
-            ctx.plugin_data[_CUT] = True
             return None
     return body if len(body) <= limit else None
 
