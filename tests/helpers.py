@@ -467,3 +467,20 @@ class KubeletVolume:
 
     def file(self, name: str) -> Path:
         return self.root / name
+
+
+def plugin_config(name: str, config: dict[str, Any]) -> Any:
+    """The config of plugin ``name`` as a declarative config holding only it loads it."""
+    from fastkong.config import load_config  # noqa: PLC0415 (most helpers need no config)
+
+    doc = {"_format_version": "3.0", "plugins": [{"name": name, "config": config}]}
+    return load_config(json.dumps(doc)).config.plugins[0].config
+
+
+def plugin_config_errors(name: str, config: dict[str, Any]) -> list[str]:
+    """The ``path: message`` errors loading plugin ``name`` with ``config`` gives."""
+    from fastkong.config import ConfigError  # noqa: PLC0415
+
+    with pytest.raises(ConfigError) as info:
+        plugin_config(name, config)
+    return [f"{e.path}: {e.message}" for e in info.value.errors]

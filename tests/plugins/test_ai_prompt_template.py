@@ -5,25 +5,21 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastkong.config import ConfigError, load_config
 from fastkong.plugins.bundled._ai_prompt import cjson_escape
 from fastkong.plugins.bundled.ai_prompt_template import render, template_name
+from tests.helpers import plugin_config, plugin_config_errors
 
 
 def load(config: dict[str, Any]) -> dict[str, Any]:
-    doc = {"_format_version": "3.0", "plugins": [{"name": "ai-prompt-template", "config": config}]}
-    loaded: dict[str, Any] = load_config(json.dumps(doc)).config.plugins[0].config
+    loaded: dict[str, Any] = plugin_config("ai-prompt-template", config)
     return loaded
 
 
 def errors(config: dict[str, Any]) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load(config)
-    return [f"{e.path}: {e.message}" for e in info.value.errors]
+    return plugin_config_errors("ai-prompt-template", config)
 
 
 def test_schema() -> None:
