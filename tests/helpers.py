@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 import httpx
 import pytest
@@ -142,6 +142,37 @@ def echoed_headers(body: Any) -> dict[str, list[str]]:
     for name, value in body["headers"]:
         found.setdefault(name, []).append(value)
     return found
+
+
+class HttpRequest(NamedTuple):
+    """One HTTP/1.1 request as a loopback fake read it (:func:`read_request`)."""
+
+    method: str
+    target: str
+    #: The header lines in order, names as sent.
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    @property
+    def lowered(self) -> dict[str, str]:
+        """Lower-case name -> value (the last one of a repeated header)."""
+        return {name.lower(): value for name, value in self.headers}
+
+
+async def read_request(reader: asyncio.StreamReader) -> HttpRequest:
+    """Read one request (head, then a ``Content-Length`` body) from a kept-alive connection;
+    ``asyncio.IncompleteReadError`` when the client closes between requests."""
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+    line, *lines = head.split("\r\n")
+    method, target, _ = line.split(" ", 2)
+    headers = []
+    for text in lines:
+        name, sep, value = text.partition(":")
+        if sep:
+            headers.append((name.strip(), value.strip()))
+    length = int(next((v for n, v in headers if n.lower() == "content-length"), "0"))
+    body = await reader.readexactly(length) if length else b""
+    return HttpRequest(method, target, headers, body)
 
 
 class LoopServer:

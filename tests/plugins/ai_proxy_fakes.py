@@ -10,7 +10,7 @@ import threading
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.helpers import LoopServer
+from tests.helpers import LoopServer, read_request
 
 # Kong's spec/fixtures/ai-proxy/openai/llm-v1-chat/responses/good.json
 OPENAI_CHAT = {
@@ -120,21 +120,18 @@ class FakeProvider(LoopServer):
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-                line, *lines = head.split("\r\n")
-                method, target, _ = line.split(" ")
-                headers: dict[str, str] = {}
-                for item in lines:
-                    name, _, value = item.partition(":")
-                    if name:
-                        headers[name.lower()] = value.strip()
-                size = int(headers.get("content-length", "0"))
-                raw = await reader.readexactly(size) if size else b""
+                got = await read_request(reader)
+                raw = got.body
                 try:
                     body = json.loads(raw) if raw else None
                 except ValueError:
                     body = raw.decode()
-                request = {"method": method, "target": target, "headers": headers, "body": body}
+                request = {
+                    "method": got.method,
+                    "target": got.target,
+                    "headers": got.lowered,
+                    "body": body,
+                }
                 self.requests.append(request)
                 await self._answer(request, writer)
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus
 
-from tests.helpers import LoopServer
+from tests.helpers import LoopServer, read_request
 
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
 
@@ -204,17 +204,8 @@ class HttpFake(LoopServer):
         self.connections += 1
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                line, *lines = head.decode("latin-1").split("\r\n")
-                method, target, _ = line.split(" ", 2)
-                headers = []
-                for h in lines:
-                    if h:
-                        name, _, value = h.partition(":")
-                        headers.append((name.strip(), value.strip()))
-                request = Received(method, target, headers, b"")
-                length = int(request.header("content-length") or "0")
-                request.body = await reader.readexactly(length)
+                got = await read_request(reader)
+                request = Received(got.method, got.target, got.headers, got.body)
                 self.received.append(request)
                 result = self.answer(request)
                 if not isinstance(result, tuple):

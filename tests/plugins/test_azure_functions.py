@@ -31,7 +31,7 @@ from fastkong.plugins.context import RequestContext
 from fastkong.proxy.upstream import UpstreamError
 from fastkong.proxy.upstream_tls import TlsProfile
 from fastkong.runtime import compile_runtime
-from tests.helpers import Gateway, LoopServer, free_port
+from tests.helpers import Gateway, LoopServer, free_port, read_request
 from tests.pki import Pki
 
 FASTKONG_VIA = f"1.1 fastkong/{__version__}"
@@ -53,21 +53,13 @@ class FunctionHost(LoopServer):
         self.connections += 1
         try:
             while True:
-                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-                request_line, *lines = head.split("\r\n")
-                method, target, _ = request_line.split(" ")
-                headers = []
-                for line in lines:
-                    name, sep, value = line.partition(":")
-                    if sep:
-                        headers.append([name.lower(), value.strip()])
-                length = int(dict(headers).get("content-length", "0"))
-                body = await reader.readexactly(length)
+                got = await read_request(reader)
+                target = got.target
                 seen = {
-                    "method": method,
+                    "method": got.method,
                     "target": target,
-                    "headers": headers,
-                    "body": body.decode(),
+                    "headers": [[name.lower(), value] for name, value in got.headers],
+                    "body": got.body.decode(),
                 }
                 self.requests.append(seen)
                 if "mode=slow" in target:

@@ -22,7 +22,7 @@ import pytest
 
 from fastkong.config import ConfigError, load_config
 from fastkong.plugins.bundled import _queue
-from tests.helpers import ROOT, Echo, Gateway, LoopServer, free_port, wait_port
+from tests.helpers import ROOT, Echo, Gateway, LoopServer, free_port, read_request, wait_port
 
 pytestmark = pytest.mark.integration
 
@@ -61,16 +61,10 @@ class Collector(LoopServer):
         self.connections += 1
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                line, *lines = head.decode("latin-1").split("\r\n")
-                method, target, _ = line.split(" ", 2)
-                headers = {}
-                for h in lines:
-                    if h:
-                        name, _, value = h.partition(":")
-                        headers[name.strip().lower()] = value.strip()
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
-                self.received.append(Received(method, target, headers, body))
+                request = await read_request(reader)
+                self.received.append(
+                    Received(request.method, request.target, request.lowered, request.body)
+                )
                 if self.hang:
                     await asyncio.Event().wait()
                 status = self.statuses.popleft() if self.statuses else 200

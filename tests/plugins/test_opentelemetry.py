@@ -41,7 +41,15 @@ from fastkong.plugins.bundled._propagation import (
     to_id_size,
 )
 from fastkong.plugins.bundled.opentelemetry import sampling_decision, should_sample
-from tests.helpers import Echo, Gateway, LoopServer, echoed_headers, eventually, free_port
+from tests.helpers import (
+    Echo,
+    Gateway,
+    LoopServer,
+    echoed_headers,
+    eventually,
+    free_port,
+    read_request,
+)
 
 TRACE_16 = "0af7651916cd43dd8448eb211c80319c"
 TRACE_8 = "8448eb211c80319c"
@@ -524,15 +532,8 @@ class Collector(LoopServer):
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                line, *lines = head.decode("latin-1").split("\r\n")
-                headers = {}
-                for text in lines:
-                    if text:
-                        name, _, value = text.partition(":")
-                        headers[name.strip().lower()] = value.strip()
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
-                self.exports.append(Export(line.split(" ")[1], headers, body))
+                request = await read_request(reader)
+                self.exports.append(Export(request.target, request.lowered, request.body))
                 writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):

@@ -33,7 +33,15 @@ from fastkong.plugins.context import RequestContext
 from fastkong.plugins.registry import lookup, missing_message
 from fastkong.proxy.routing import Decision, decide
 from fastkong.runtime import compile_runtime
-from tests.helpers import Echo, Gateway, LoopServer, echoed_headers, eventually, free_port
+from tests.helpers import (
+    Echo,
+    Gateway,
+    LoopServer,
+    echoed_headers,
+    eventually,
+    free_port,
+    read_request,
+)
 
 TRACE_16 = "0af7651916cd43dd8448eb211c80319c"
 TRACE_8 = "8448eb211c80319c"
@@ -595,15 +603,8 @@ class Collector(LoopServer):
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                line, *lines = head.decode("latin-1").split("\r\n")
-                headers = {}
-                for text in lines:
-                    if text:
-                        name, _, value = text.partition(":")
-                        headers[name.strip().lower()] = value.strip()
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
-                target = line.split(" ")[1]
+                request = await read_request(reader)
+                headers, body, target = request.lowered, request.body, request.target
                 if target == "/hang":  # read, never answer: the gateway's read timeout ends it
                     await reader.read()
                     return
