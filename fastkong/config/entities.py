@@ -480,7 +480,7 @@ def process_plugin(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) -
     walked = _walk(S.Plugin, fields, loc, issues, ctx, skip=("config",))
     protocols = fields.get("protocols")
     if "protocols" not in fields:
-        walked.data["protocols"] = list(spec.protocols)
+        walked.data["protocols"] = list(spec.protocols_default())
     elif protocols is not None and "protocols" in walked.data:
         allowed = E.ONE_OF.format(", ".join(spec.protocols))
         for i, p in enumerate(protocols):

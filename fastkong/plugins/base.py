@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import msgspec
 
+from fastkong.plugins.registry import HTTP_PROTOCOLS
+
 if TYPE_CHECKING:
     from fastkong.plugins.context import RequestContext
     from fastkong.runtime import Runtime
@@ -95,6 +97,13 @@ class Plugin:
     no_consumer: ClassVar[bool] = False
     no_route: ClassVar[bool] = False
     no_service: ClassVar[bool] = False
+    #: Kong's schema for the plugin's ``protocols`` field: ``typedefs.protocols_http`` (the
+    #: HTTP subsystem's protocols) for most plugins, ``typedefs.protocols`` (every protocol,
+    #: stream ones too) for the logging plugins and a few others. A ``deck dump`` writes the
+    #: field out for every plugin, so the set Kong accepts must load here too.
+    allowed_protocols: ClassVar[tuple[str, ...]] = HTTP_PROTOCOLS
+    #: The field's default when the config leaves it out (None: ``allowed_protocols``).
+    default_protocols: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, config: Any, runtime: Runtime, entity: Any) -> None:
         self.config = config
@@ -106,7 +115,7 @@ class Plugin:
         self.entity = entity
         self.id: str = entity.id if entity is not None else ""
         #: Request protocols the plugin runs on (Kong's ``protocols`` field).
-        self.protocols: frozenset[str] = frozenset(("http", "https", "grpc", "grpcs"))
+        self.protocols: frozenset[str] = frozenset(HTTP_PROTOCOLS)
         cls = type(self)
         self.has_access = cls.defines("access")
         self.has_response = cls.defines("response")

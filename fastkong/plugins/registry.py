@@ -18,6 +18,12 @@ import msgspec
 #: entity check of ``config`` itself (Kong's ``config["@entity"]``); an empty list means valid.
 ConfigCheck = Callable[[Any], list[tuple[str, str]]]
 
+#: Kong's protocols of the HTTP subsystem (``typedefs.protocols_http``), sorted as Kong sorts them.
+HTTP_PROTOCOLS: Final = ("grpc", "grpcs", "http", "https")
+#: Every protocol Kong knows (``typedefs.protocols``): a plugin taking these loads with stream
+#: protocols in its ``protocols``; fastkong proxies no stream routes, so those never run.
+ALL_PROTOCOLS: Final = ("grpc", "grpcs", "http", "https", "tcp", "tls", "tls_passthrough", "udp")
+
 
 @dataclass(frozen=True, slots=True)
 class PluginSpec:
@@ -31,9 +37,19 @@ class PluginSpec:
     #: Kong's ``typedefs.no_route`` / ``no_service`` equivalents.
     no_route: bool = False
     no_service: bool = False
-    protocols: tuple[str, ...] = ("grpc", "grpcs", "http", "https")
+    #: What the plugin's ``protocols`` may hold, and its default when the config leaves it out.
+    protocols: tuple[str, ...] = HTTP_PROTOCOLS
+    default_protocols: tuple[str, ...] | None = None
     check: ConfigCheck | None = None
     handler: type[Any] | None = field(default=None, compare=False)
+
+    def protocols_default(self) -> tuple[str, ...]:
+        """``protocols`` when the config leaves it out: the given default, else the allowed
+        HTTP protocols (Kong's ``typedefs.protocols`` allows stream protocols too but defaults to
+        the HTTP ones)."""
+        if self.default_protocols is not None:
+            return self.default_protocols
+        return tuple(p for p in self.protocols if p in HTTP_PROTOCOLS)
 
 
 #: Kong 3.x's bundled plugins (``kong:kong/constants.lua`` ``BUNDLED_PLUGINS``): a config naming
@@ -123,6 +139,8 @@ def register_plugin(cls: type[Any]) -> type[Any]:
             no_consumer=cls.no_consumer,
             no_route=cls.no_route,
             no_service=cls.no_service,
+            protocols=cls.allowed_protocols,
+            default_protocols=cls.default_protocols,
             check=cls.check,
             handler=cls,
         )

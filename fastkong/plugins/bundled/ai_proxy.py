@@ -28,7 +28,6 @@ body and answer through, only the target and auth being set.
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import math
 import re
@@ -56,7 +55,7 @@ from fastkong.plugins.bundled._llm_shared import (
     normalized_path,
 )
 from fastkong.plugins.bundled._serializer import AI_LOG_KEY
-from fastkong.plugins.registry import lookup, register, register_plugin
+from fastkong.plugins.registry import register_plugin
 
 if TYPE_CHECKING:
     from fastkong.plugins.context import RequestContext
@@ -454,12 +453,6 @@ class AiProxy(Plugin):
                 "response": (state.response_body or b"").decode("utf-8", "replace"),
             }
         ctx.plugin_data.setdefault(AI_LOG_KEY, {})["proxy"] = section
-
-
-# Kong's typedefs.protocols_http: the plugin runs on HTTP(S) routes only.
-_spec = lookup(AiProxy.name)
-assert _spec is not None
-register(dataclasses.replace(_spec, protocols=("http", "https")))
 
 
 def _resolve(value: Any, ctx: RequestContext) -> Any:

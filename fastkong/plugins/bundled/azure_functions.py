@@ -59,7 +59,7 @@ import msgspec
 from fastkong import __version__
 from fastkong._core._h1_py import RESPONSE_HOP_BY_HOP
 from fastkong.plugins.base import REQUIRED, Exit, Plugin, kong_exit
-from fastkong.plugins.registry import register_plugin
+from fastkong.plugins.registry import ALL_PROTOCOLS, register_plugin
 from fastkong.plugins.runner import apply_header_edits
 from fastkong.proxy.kong_headers import DEFAULT_HEADERS, HeaderSettings
 from fastkong.proxy.upstream import (
@@ -290,6 +290,7 @@ async def call(
 class AzureFunctions(Plugin):
     name = "azure-functions"
     priority = 749
+    allowed_protocols = ALL_PROTOCOLS
     Config = AzureFunctionsConfig
 
     def __init__(self, config: AzureFunctionsConfig, runtime: Runtime, entity: Any) -> None:

@@ -28,7 +28,7 @@ from fastkong.plugins.bundled import _queue
 from fastkong.plugins.bundled._statsd_common import KINDS, STATS, MetricsPlugin, measured
 from fastkong.plugins.bundled.rate_limiting import _lua_number
 from fastkong.plugins.bundled.udp_log import sender as udp_sender
-from fastkong.plugins.registry import register_plugin
+from fastkong.plugins.registry import ALL_PROTOCOLS, register_plugin
 
 if TYPE_CHECKING:
     from fastkong.plugins.context import RequestContext
@@ -108,6 +108,7 @@ def _consumer_value(consumer: Any, how: str | None) -> str | None:
 class Datadog(MetricsPlugin):
     name = "datadog"
     priority = 10
+    allowed_protocols = ALL_PROTOCOLS
     Config = DatadogConfig
 
     def __init__(self, config: DatadogConfig, runtime: Runtime, entity: Any) -> None:

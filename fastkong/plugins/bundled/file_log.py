@@ -34,7 +34,7 @@ from fastkong.plugins.bundled._serializer import (
     LuaCode,
     serialize_json,
 )
-from fastkong.plugins.registry import register_plugin
+from fastkong.plugins.registry import ALL_PROTOCOLS, register_plugin
 
 if TYPE_CHECKING:
     from fastkong.plugins.context import RequestContext
@@ -187,6 +187,7 @@ def close_all() -> None:
 class FileLog(LogPlugin):
     name = "file-log"
     priority = 9
+    allowed_protocols = ALL_PROTOCOLS
     Config = FileLogConfig
 
     def __init__(self, config: FileLogConfig, runtime: Runtime, entity: Any) -> None:

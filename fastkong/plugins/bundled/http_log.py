@@ -40,7 +40,7 @@ from fastkong.plugins.bundled._serializer import (
     LuaCode,
     serialize_json,
 )
-from fastkong.plugins.registry import register_plugin
+from fastkong.plugins.registry import ALL_PROTOCOLS, register_plugin
 from fastkong.proxy.upstream import (
     ConnectionPool,
     PoolKey,
@@ -209,6 +209,7 @@ async def send(
 class HttpLog(LogPlugin):
     name = "http-log"
     priority = 12
+    allowed_protocols = ALL_PROTOCOLS
     Config = HttpLogConfig
 
     def __init__(self, config: HttpLogConfig, runtime: Runtime, entity: Any) -> None:

@@ -22,7 +22,7 @@ from msgspec import Meta
 
 from fastkong.config.checks import check_ip_or_cidr
 from fastkong.plugins.base import Exit, Plugin, kong_error
-from fastkong.plugins.registry import register_plugin
+from fastkong.plugins.registry import ALL_PROTOCOLS, register_plugin
 
 if TYPE_CHECKING:
     from fastkong.plugins.context import RequestContext
@@ -95,6 +95,8 @@ def parse_client_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address 
 class IpRestriction(Plugin):
     name = "ip-restriction"
     priority = 990
+    allowed_protocols = ALL_PROTOCOLS
+    default_protocols = ("http", "https", "tcp", "tls", "grpc", "grpcs")
     Config = IpRestrictionConfig
 
     def __init__(self, config: IpRestrictionConfig, runtime: Runtime, entity: Any) -> None:

@@ -25,7 +25,7 @@ from fastkong.plugins.bundled._serializer import (
     serialize_json,
 )
 from fastkong.plugins.bundled.udp_log import sender as udp_sender
-from fastkong.plugins.registry import register_plugin
+from fastkong.plugins.registry import ALL_PROTOCOLS, register_plugin
 
 if TYPE_CHECKING:
     from fastkong.plugins.context import RequestContext
@@ -63,6 +63,7 @@ class LogglyConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
 class Loggly(LogPlugin):
     name = "loggly"
     priority = 6
+    allowed_protocols = ALL_PROTOCOLS
     Config = LogglyConfig
 
     def __init__(self, config: LogglyConfig, runtime: Runtime, entity: Any) -> None:

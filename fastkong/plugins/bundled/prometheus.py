@@ -31,7 +31,7 @@ from fastkong.plugins.bundled._serializer import (
     request_size,
     response_size,
 )
-from fastkong.plugins.registry import register_plugin
+from fastkong.plugins.registry import ALL_PROTOCOLS, register_plugin
 
 if TYPE_CHECKING:
     from fastkong.plugins.context import RequestContext
@@ -57,6 +57,7 @@ _WORKSPACE = metrics.WORKSPACE
 class Prometheus(LogPlugin):
     name = "prometheus"
     priority = 13
+    allowed_protocols = ALL_PROTOCOLS
     Config = PrometheusConfig
 
     def __init__(self, config: PrometheusConfig, runtime: Runtime, entity: Any) -> None:

@@ -43,7 +43,7 @@ from msgspec import Meta
 from fastkong import __version__, metrics
 from fastkong.plugins.base import REQUIRED, Exit, Plugin, kong_exit
 from fastkong.plugins.bundled._serializer import kong_query
-from fastkong.plugins.registry import register_plugin
+from fastkong.plugins.registry import ALL_PROTOCOLS, register_plugin
 
 if TYPE_CHECKING:
     from fastkong.plugins.context import RequestContext
@@ -344,6 +344,7 @@ class _State:
 class ProxyCache(Plugin):
     name = "proxy-cache"
     priority = 100
+    allowed_protocols = ALL_PROTOCOLS
     Config = ProxyCacheConfig
 
     def __init__(self, config: ProxyCacheConfig, runtime: Runtime, entity: Any) -> None:

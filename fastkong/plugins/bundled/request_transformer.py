@@ -43,7 +43,7 @@ from fastkong.plugins.bundled._templates import (
     TemplateError,
     decode_args,
 )
-from fastkong.plugins.registry import register_plugin
+from fastkong.plugins.registry import ALL_PROTOCOLS, register_plugin
 
 if TYPE_CHECKING:
     from fastkong.plugins.context import RequestContext
@@ -333,6 +333,7 @@ class Multipart:
 class RequestTransformer(Plugin):
     name = "request-transformer"
     priority = 801
+    allowed_protocols = ALL_PROTOCOLS
     Config = RequestTransformerConfig
 
     def __init__(self, config: RequestTransformerConfig, runtime: Runtime, entity: Any) -> None:

@@ -60,7 +60,7 @@ from fastkong.plugins.bundled._session_cookie import (
     cookie_lookup,
 )
 from fastkong.plugins.bundled.key_auth import parse_body
-from fastkong.plugins.registry import register_plugin
+from fastkong.plugins.registry import ALL_PROTOCOLS, register_plugin
 
 if TYPE_CHECKING:
     from fastkong.plugins.context import RequestContext
@@ -226,6 +226,7 @@ def _session_data(session: CookieSession) -> tuple[Any, Any, Any]:
 class SessionPlugin(Plugin):
     name = "session"
     priority = 1900
+    allowed_protocols = ALL_PROTOCOLS
     Config = SessionConfig
     no_consumer = True
 

@@ -41,7 +41,7 @@ from fastkong.plugins.bundled._statsd_common import KINDS, STATS, MetricsPlugin,
 from fastkong.plugins.bundled.rate_limiting import _lua_number
 from fastkong.plugins.bundled.tcp_log import sender as tcp_sender
 from fastkong.plugins.bundled.udp_log import sender as udp_sender
-from fastkong.plugins.registry import register_plugin
+from fastkong.plugins.registry import ALL_PROTOCOLS, register_plugin
 
 if TYPE_CHECKING:
     from fastkong.plugins.context import RequestContext
@@ -223,6 +223,7 @@ def _hostname() -> str:
 class Statsd(MetricsPlugin):
     name = "statsd"
     priority = 11
+    allowed_protocols = ALL_PROTOCOLS
     Config = StatsdConfig
 
     def __init__(self, config: StatsdConfig, runtime: Runtime, entity: Any) -> None:

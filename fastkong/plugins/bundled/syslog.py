@@ -52,7 +52,7 @@ from fastkong.plugins.bundled._serializer import (
     serialize_json,
 )
 from fastkong.plugins.bundled.loggly import LEVELS, Severity
-from fastkong.plugins.registry import register_plugin
+from fastkong.plugins.registry import ALL_PROTOCOLS, register_plugin
 
 if TYPE_CHECKING:
     from fastkong.plugins.context import RequestContext
@@ -413,6 +413,7 @@ def close_all() -> None:
 class Syslog(LogPlugin):
     name = "syslog"
     priority = 4
+    allowed_protocols = ALL_PROTOCOLS
     Config = SyslogConfig
 
     def __init__(self, config: SyslogConfig, runtime: Runtime, entity: Any) -> None:

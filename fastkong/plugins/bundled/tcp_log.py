@@ -29,7 +29,7 @@ from fastkong.plugins.bundled._serializer import (
     LuaCode,
     serialize_json,
 )
-from fastkong.plugins.registry import register_plugin
+from fastkong.plugins.registry import ALL_PROTOCOLS, register_plugin
 
 if TYPE_CHECKING:
     from fastkong.plugins.context import RequestContext
@@ -173,6 +173,7 @@ def sender(destination: Destination, label: str = "tcp-log") -> TcpSender:
 class TcpLog(LogPlugin):
     name = "tcp-log"
     priority = 7
+    allowed_protocols = ALL_PROTOCOLS
     Config = TcpLogConfig
 
     def __init__(self, config: TcpLogConfig, runtime: Runtime, entity: Any) -> None:

@@ -23,7 +23,7 @@ from fastkong.plugins.bundled._serializer import (
     LuaCode,
     serialize_json,
 )
-from fastkong.plugins.registry import register_plugin
+from fastkong.plugins.registry import ALL_PROTOCOLS, register_plugin
 
 if TYPE_CHECKING:
     from fastkong.plugins.context import RequestContext
@@ -136,6 +136,7 @@ def sender(host: str, port: int, timeout: float, label: str = "udp-log") -> UdpS
 class UdpLog(LogPlugin):
     name = "udp-log"
     priority = 8
+    allowed_protocols = ALL_PROTOCOLS
     Config = UdpLogConfig
 
     def __init__(self, config: UdpLogConfig, runtime: Runtime, entity: Any) -> None:

@@ -76,7 +76,7 @@ from fastkong.plugins.bundled._zipkin import (
 )
 from fastkong.plugins.bundled.http_log import send
 from fastkong.plugins.bundled.opentelemetry import OtlpEndpoint, Timeout, node_id
-from fastkong.plugins.registry import register_plugin
+from fastkong.plugins.registry import ALL_PROTOCOLS, register_plugin
 from fastkong.proxy.upstream import UpstreamError, UpstreamTimeout
 from fastkong.proxy.upstream_tls import PLAIN_VERIFY
 
@@ -198,6 +198,7 @@ def _ms(seconds: float) -> int:
 class Zipkin(Plugin):
     name = "zipkin"
     priority = 100000
+    allowed_protocols = ALL_PROTOCOLS
     Config = ZipkinConfig
 
     def __init__(self, config: ZipkinConfig, runtime: Runtime, entity: Any) -> None:
