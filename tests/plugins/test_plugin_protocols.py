@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 from fastkong.config import ConfigError, load_config
@@ -154,3 +155,19 @@ def test_a_deck_dumped_ip_restriction_still_guards_http_requests(echo: Echo) -> 
     reply = asyncio.run(main())
     assert reply.status_code == 403
     assert reply.json()["message"] == "IP address not allowed: 127.0.0.1"
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_a_plugin_written_out_in_full_loads_back_the_same(name: str) -> None:
+    """A dump (``deck gateway dump``, the admin API's ``GET /config``) writes every config field
+    of a plugin out, unset ones as null and shorthand fields beside the records they fill: that
+    text loads back to the same config."""
+    plugin = load_plugin(name)
+    full = msgspec.to_builtins(plugin.config)
+    doc = {
+        "_format_version": "3.0",
+        "plugins": [{"name": name, "config": full, "protocols": plugin.protocols, "enabled": True}],
+    }
+    again = load_config(json.dumps(doc)).config.plugins[0]
+    assert msgspec.to_builtins(again.config) == full
+    assert again.protocols == plugin.protocols
