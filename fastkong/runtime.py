@@ -16,6 +16,7 @@ from fastkong._core import load
 from fastkong._core._router_py import gc_paused
 from fastkong._core.routespec import RouteSpec
 from fastkong.background import pace
+from fastkong.config import vault
 from fastkong.plugins.chain import PluginSet, build_plugins
 from fastkong.proxy.upstream_tls import NO_VERIFY, PLAIN_VERIFY, TlsProfile
 from fastkong.upstreams.balancers import Balancer, Peer, build_balancer
@@ -238,8 +239,8 @@ def tls_profile(
     return TlsProfile(
         bool(service.tls_verify),
         cas,
-        cert.cert if cert is not None else None,
-        cert.key if cert is not None else None,
+        vault.resolve_fields(cert.cert, True) if cert is not None else None,
+        vault.resolve_fields(cert.key, True) if cert is not None else None,
     )
 
 

@@ -20,6 +20,7 @@ import msgspec
 from fastkong.config import checks as C
 from fastkong.config import errors as E
 from fastkong.config import schema as S
+from fastkong.config import vault
 from fastkong.config.meta import Loc
 from fastkong.config.validate import Issues, Walked, convert, walk_struct
 from fastkong.plugins import registry
@@ -425,7 +426,9 @@ def process_certificate(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: C
     def good(*names: str) -> bool:
         return all(walked.data.get(n) is not None and n not in walked.bad for n in names)
 
-    data = walked.data
+    # A reference resolved when its field was walked: the pair is checked on the secrets
+    # (Kong skips these checks for references; a mismatched pair would fail every handshake).
+    data = {n: vault.resolve(v) if vault.is_reference(v) else v for n, v in walked.data.items()}
     if good("cert", "key") and not C.certificate_matches_key(data["cert"], data["key"]):
         issues.entity(loc, _CERT_KEY_MISMATCH)
     if good("cert_alt", "key_alt") and not C.certificate_matches_key(

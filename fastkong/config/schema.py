@@ -31,6 +31,9 @@ def _check(fn: C.Check, **kw: Any) -> Meta:
 
 _SET: Final = Meta(extra={"kong_set": True})
 _REQUIRED: Final = Meta(extra={"kong_required": True})
+#: Kong's ``referenceable = true``: the field may hold a ``{vault://...}`` reference instead of
+#: its value (see :mod:`fastkong.config.vault`).
+REFERENCEABLE: Final = Meta(extra={"kong_referenceable": True})
 
 UUID = Annotated[str, _check(C.check_uuid)]
 Name = Annotated[str, _check(C.check_utf8_name)]
@@ -308,10 +311,10 @@ class Acl(Base, kw_only=True, frozen=True):
 # -- TLS ----------------------------------------------------------------------------------------
 class Certificate(Base, kw_only=True, frozen=True):
     id: UUID
-    cert: Annotated[str, _check(C.check_certificate)]
-    key: Annotated[str, _check(C.check_key)]
-    cert_alt: Annotated[str, _check(C.check_certificate)] | None = None
-    key_alt: Annotated[str, _check(C.check_key)] | None = None
+    cert: Annotated[str, _check(C.check_certificate), REFERENCEABLE]
+    key: Annotated[str, _check(C.check_key), REFERENCEABLE]
+    cert_alt: Annotated[str, _check(C.check_certificate), REFERENCEABLE] | None = None
+    key_alt: Annotated[str, _check(C.check_key), REFERENCEABLE] | None = None
     tags: Tags | None = None
     created_at: TimestampS | None = None
     updated_at: TimestampS | None = None

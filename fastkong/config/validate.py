@@ -26,6 +26,7 @@ import msgspec
 import msgspec.inspect as mi
 
 from fastkong.config import errors as E
+from fastkong.config import vault
 from fastkong.config.errors import FieldError
 from fastkong.config.meta import Loc
 
@@ -322,6 +323,8 @@ def walk_value(tp: mi.Type, value: Any, loc: Loc, issues: Issues) -> tuple[bool,
         chosen = next((t for t in members if _kind_matches(t, value)), members[0])
         tp, more = _unwrap(chosen)
         extra = {**more, **extra}
+    if extra.get("kong_referenceable") and vault.is_reference(value):
+        return _walk_reference(tp, value, loc, issues, extra)
     ok, normalized = _walk_typed(tp, value, loc, issues, extra)
     if ok and "kong_check" in extra:
         message = extra["kong_check"](normalized)
@@ -329,6 +332,64 @@ def walk_value(tp: mi.Type, value: Any, loc: Loc, issues: Issues) -> tuple[bool,
             issues.field(loc, message)
             return False, None
     return ok, normalized
+
+
+def _walk_reference(
+    tp: mi.Type, reference: str, loc: Loc, issues: Issues, extra: dict[str, Any]
+) -> tuple[bool, Any]:
+    """A secret reference in a referenceable field: it must resolve here and now, and its
+    value must pass the field's own checks; the reference itself is what the config keeps."""
+    try:
+        secret = vault.resolve(reference)
+    except vault.VaultError as exc:
+        return _fail(issues, loc, vault.unresolved(reference, exc))
+    scratch = Issues()
+    ok, normalized = _walk_typed(tp, secret, loc, scratch, extra)
+    if ok and "kong_check" in extra:
+        message = extra["kong_check"](normalized)
+        if message:
+            scratch.field(loc, message)
+    if scratch.errors:
+        detail = scratch.errors[0].message
+        if secret in detail:
+            detail = "it does not pass the field's checks"  # never a secret in a message
+        return _fail(issues, loc, f"the value of {reference} is invalid: {detail}")
+    return True, reference
+
+
+def referenceable_shape(cls: type[msgspec.Struct]) -> dict[str, Any] | None:
+    """Where ``cls`` has referenceable strings (for :func:`fastkong.config.vault.resolve_fields`):
+    field name -> ``True``, a nested shape, or ``("*", shape)`` for a map's or list's values;
+    None when it has none."""
+    return _shape_of_struct(cls)
+
+
+@functools.cache
+def _shape_of_struct(cls: type[msgspec.Struct]) -> dict[str, Any] | None:
+    shape = {}
+    for f in struct_info(cls).fields:
+        found = _shape_of(f.type)
+        if found is not None:
+            shape[f.encode_name] = found
+    return shape or None
+
+
+def _shape_of(tp: mi.Type) -> Any:
+    inner, extra = _unwrap(tp)
+    if extra.get("kong_referenceable"):
+        return True
+    if isinstance(inner, mi.UnionType):
+        shapes = [s for t in inner.types if (s := _shape_of(t)) is not None]
+        return shapes[0] if shapes else None
+    if isinstance(inner, mi.StructType):
+        return _shape_of_struct(inner.cls)
+    if isinstance(inner, (mi.ListType, mi.SetType, mi.FrozenSetType, mi.VarTupleType)):
+        item = _shape_of(inner.item_type)
+        return None if item is None else ("*", item)
+    if isinstance(inner, mi.DictType):
+        item = _shape_of(inner.value_type)
+        return None if item is None else ("*", item)
+    return None
 
 
 def _fail(issues: Issues, loc: Loc, message: str) -> tuple[bool, Any]:

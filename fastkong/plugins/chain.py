@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from fastkong.config import vault
+from fastkong.config.validate import referenceable_shape
 from fastkong.plugins.base import Plugin
 from fastkong.plugins.registry import lookup
 
@@ -146,7 +148,11 @@ def build_plugins(entities: Iterable[Any], runtime: Runtime) -> PluginSet:
         spec = lookup(entity.name)
         if spec is None or spec.handler is None:
             continue  # validated config: a spec without handler is schema-only
-        config = _typed_config(spec.config_type, entity.config)
+        config = entity.config
+        shape = referenceable_shape(spec.config_type)
+        if shape is not None and config:
+            config = vault.resolve_fields(config, shape)  # the secrets, fetched per worker
+        config = _typed_config(spec.config_type, config)
         plugin = spec.handler(config, runtime, entity)
         plugin.protocols = frozenset(entity.protocols or ())
         instances.append(plugin)

@@ -388,15 +388,25 @@ def test_schema_validation() -> None:
     assert (found["request_headers"], found["rolling_timeout"]) == (["id", "timeout"], 10.5)
 
 
-def test_kong_storage_vault_references_and_infinities_are_refused() -> None:
-    assert config_errors(
-        "{storage: kong, secret: '{vault://env/session-secret}', idling_timeout: .inf}"
-    ) == [
+def test_kong_storage_and_infinities_are_refused() -> None:
+    assert config_errors("{storage: kong, idling_timeout: .inf}") == [
         "plugins[0].config.storage: 'kong' keeps sessions in Kong's database, which fastkong "
         "does not have (DB-less); use 'cookie'",
-        "plugins[0].config.secret: fastkong resolves no vault references: give the secret",
         "plugins[0].config.idling_timeout: expected a finite number",
     ]
+
+
+def test_a_secret_reference_resolves_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SESSION_SECRET", raising=False)
+    assert config_errors("{secret: '{vault://env/session-secret}'}") == [
+        "plugins[0].config.secret: unable to resolve reference {vault://env/session-secret} "
+        "(could not get value from external vault (no value found))",
+    ]
+    monkeypatch.setenv("SESSION_SECRET", "from-a-kubernetes-secret")
+    # the config keeps the reference; the worker's plugin gets the secret
+    assert plugin_config("{secret: '{vault://env/session-secret}'}")["secret"] == (
+        "{vault://env/session-secret}"
+    )
 
 
 def test_deprecated_shorthands_set_their_fields() -> None:

@@ -15,7 +15,7 @@ import msgspec
 from msgspec import Meta
 
 from fastkong.config import errors as E
-from fastkong.config.schema import Url
+from fastkong.config.schema import REFERENCEABLE, Url
 from fastkong.plugins.base import REQUIRED
 
 Provider = Literal[
@@ -62,15 +62,15 @@ class HuggingfaceOptions(_Record, kw_only=True, frozen=True):
 
 
 class Auth(_Record, kw_only=True, frozen=True):
-    header_name: str | None = None
-    header_value: str | None = None
-    param_name: str | None = None
-    param_value: str | None = None
+    header_name: Annotated[str, REFERENCEABLE] | None = None
+    header_value: Annotated[str, REFERENCEABLE] | None = None
+    param_name: Annotated[str, REFERENCEABLE] | None = None
+    param_value: Annotated[str, REFERENCEABLE] | None = None
     param_location: Literal["query", "body"] | None = None
     gcp_use_service_account: bool = False
-    gcp_service_account_json: str | None = None
-    aws_access_key_id: str | None = None
-    aws_secret_access_key: str | None = None
+    gcp_service_account_json: Annotated[str, REFERENCEABLE] | None = None
+    aws_access_key_id: Annotated[str, REFERENCEABLE] | None = None
+    aws_secret_access_key: Annotated[str, REFERENCEABLE] | None = None
     allow_override: bool = False
 
 

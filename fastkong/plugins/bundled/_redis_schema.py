@@ -18,7 +18,7 @@ from msgspec import Meta
 
 from fastkong.config import checks as C
 from fastkong.config import errors as E
-from fastkong.config.schema import Host, Port
+from fastkong.config.schema import REFERENCEABLE, Host, Port
 from fastkong.store.redis import RedisOptions
 
 __all__ = ["ClusterNode", "RedisConfig", "SentinelNode", "redis_checks", "redis_options"]
@@ -42,8 +42,8 @@ class RedisConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     host: Host | None = None
     port: Port = 6379
     timeout: TimeoutMs = 2000
-    username: str | None = None
-    password: LooseString | None = None
+    username: Annotated[str, REFERENCEABLE] | None = None
+    password: Annotated[LooseString, REFERENCEABLE] | None = None
     database: int = 0
     ssl: bool = False
     ssl_verify: bool = False

@@ -46,7 +46,7 @@ from urllib.parse import quote
 import msgspec
 
 from fastkong._core import load
-from fastkong.config.schema import Host, Port, Url
+from fastkong.config.schema import REFERENCEABLE, Host, Port, Url
 from fastkong.kong_conf import DEFAULT_CLIENT_BODY_BUFFER, client_body_buffer_size, parse_size
 from fastkong.plugins.base import REQUIRED, Exit, Plugin, kong_error
 from fastkong.plugins.bundled import _aws_credentials as creds
@@ -84,9 +84,9 @@ WAIT_KEY: Final = "aws-lambda:wait"
 class AwsLambdaConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     timeout: Annotated[float, REQUIRED] = 60000
     keepalive: Annotated[float, REQUIRED] = 60000
-    aws_key: str | None = None
-    aws_secret: str | None = None
-    aws_assume_role_arn: str | None = None
+    aws_key: Annotated[str, REFERENCEABLE] | None = None
+    aws_secret: Annotated[str, REFERENCEABLE] | None = None
+    aws_assume_role_arn: Annotated[str, REFERENCEABLE] | None = None
     aws_role_session_name: str = "kong"
     aws_sts_endpoint_url: Url | None = None
     aws_region: Host | None = None

@@ -58,6 +58,7 @@ import msgspec
 
 from fastkong import __version__
 from fastkong._core._h1_py import RESPONSE_HOP_BY_HOP
+from fastkong.config.schema import REFERENCEABLE
 from fastkong.plugins.base import REQUIRED, Exit, Plugin, kong_exit
 from fastkong.plugins.registry import ALL_PROTOCOLS, register_plugin
 from fastkong.plugins.runner import apply_header_edits
@@ -113,8 +114,8 @@ class AzureFunctionsConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unk
     keepalive: float = 60000
     https: bool = True
     https_verify: bool = False
-    apikey: str | None = None
-    clientid: str | None = None
+    apikey: Annotated[str, REFERENCEABLE] | None = None
+    clientid: Annotated[str, REFERENCEABLE] | None = None
     appname: str
     hostdomain: Annotated[str, REQUIRED] = "azurewebsites.net"
     routeprefix: str = "api"

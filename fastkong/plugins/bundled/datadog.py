@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 import msgspec
 from msgspec import Meta
 
-from fastkong.config.schema import Host, Port
+from fastkong.config.schema import REFERENCEABLE, Host, Port
 from fastkong.plugins.bundled import _queue
 from fastkong.plugins.bundled._statsd_common import KINDS, STATS, MetricsPlugin, measured
 from fastkong.plugins.bundled.rate_limiting import _lua_number
@@ -82,7 +82,7 @@ def _default_metrics() -> list[DatadogMetric]:
 
 
 class DatadogConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
-    host: Host | None = "localhost"
+    host: Annotated[Host, REFERENCEABLE] | None = "localhost"
     port: Port | None = 8125
     prefix: str = "kong"
     service_name_tag: str = "name"

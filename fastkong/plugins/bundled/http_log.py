@@ -33,7 +33,7 @@ import msgspec
 from msgspec import Meta
 
 from fastkong import __version__
-from fastkong.config.schema import Url
+from fastkong.config.schema import REFERENCEABLE, Url
 from fastkong.plugins.bundled import _queue
 from fastkong.plugins.bundled._serializer import (
     LogPlugin,
@@ -85,7 +85,7 @@ LogHeaderName = Annotated[str, Meta(extra={"kong_check": check_header_name})]
 
 
 class HttpLogConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
-    http_endpoint: Url
+    http_endpoint: Annotated[Url, REFERENCEABLE]
     method: Literal["POST", "PUT", "PATCH"] = "POST"
     content_type: Literal["application/json", "application/json; charset=utf-8"] = (
         "application/json"
@@ -95,7 +95,7 @@ class HttpLogConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fi
     retry_count: int | None = None
     queue_size: int | None = None
     flush_timeout: float | None = None
-    headers: dict[LogHeaderName, str] | None = None
+    headers: dict[LogHeaderName, Annotated[str, REFERENCEABLE]] | None = None
     queue: _queue.QueueConfig = msgspec.field(default_factory=_queue.QueueConfig)
     custom_fields_by_lua: LuaCode | None = None
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 import msgspec
 
-from fastkong.config.schema import Host, Port
+from fastkong.config.schema import REFERENCEABLE, Host, Port
 from fastkong.plugins.bundled._serializer import (
     LogPlugin,
     LuaCode,
@@ -49,7 +49,7 @@ _SET: Final = msgspec.Meta(extra={"kong_set": True})
 class LogglyConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     host: Host = "logs-01.loggly.com"
     port: Port = 514
-    key: str
+    key: Annotated[str, REFERENCEABLE]
     tags: Annotated[list[str], _SET] = msgspec.field(default_factory=lambda: ["kong"])
     log_level: Severity = "info"
     successful_severity: Severity = "info"

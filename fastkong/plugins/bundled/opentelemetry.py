@@ -46,7 +46,7 @@ import msgspec
 from msgspec import Meta
 
 from fastkong import __version__
-from fastkong.config.schema import HeaderName, Url
+from fastkong.config.schema import REFERENCEABLE, HeaderName, Url
 from fastkong.kong_conf import TracingSettings, tracing_settings
 from fastkong.metrics import node_id_for
 from fastkong.plugins.base import Exit, Plugin
@@ -104,9 +104,9 @@ def _default_propagation() -> PropagationConfig:
 
 
 class OpenTelemetryConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
-    traces_endpoint: Url | None = None
-    logs_endpoint: Url | None = None
-    headers: dict[HeaderName, str] | None = None
+    traces_endpoint: Annotated[Url, REFERENCEABLE] | None = None
+    logs_endpoint: Annotated[Url, REFERENCEABLE] | None = None
+    headers: dict[HeaderName, Annotated[str, REFERENCEABLE]] | None = None
     resource_attributes: ResourceAttributes | None = None
     queue: OtelQueueConfig = msgspec.field(default_factory=OtelQueueConfig)
     batch_span_count: int | None = None
@@ -124,7 +124,7 @@ class OpenTelemetryConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unkn
     sampling_rate: Annotated[float, Meta(ge=0, le=1)] | None = None
     propagation: PropagationConfig = msgspec.field(default_factory=_default_propagation)
     #: Kong's deprecated shorthand for ``traces_endpoint`` (which wins when both are given).
-    endpoint: Url | None = None
+    endpoint: Annotated[Url, REFERENCEABLE] | None = None
 
     def __post_init__(self) -> None:
         # Kong expands the shorthand before storing the config and never shows it again.

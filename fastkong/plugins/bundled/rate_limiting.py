@@ -35,7 +35,7 @@ from msgspec import Meta
 from fastkong._core.windows import PERIOD_SECONDS, window_length, window_start
 from fastkong.config import checks as C
 from fastkong.config import errors as E
-from fastkong.config.schema import HeaderName, Path
+from fastkong.config.schema import REFERENCEABLE, HeaderName, Path
 from fastkong.plugins.base import REQUIRED, Exit, Plugin, kong_error
 from fastkong.plugins.bundled._redis_schema import RedisConfig, redis_checks, redis_options
 from fastkong.plugins.registry import register_plugin
@@ -80,8 +80,8 @@ class RedisShorthands(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
 
     redis_host: str | None = None
     redis_port: Annotated[int, Meta(ge=0, le=65535)] | None = None
-    redis_password: LooseString | None = None
-    redis_username: str | None = None
+    redis_password: Annotated[LooseString, REFERENCEABLE] | None = None
+    redis_username: Annotated[str, REFERENCEABLE] | None = None
     redis_ssl: bool | None = None
     redis_ssl_verify: bool | None = None
     redis_server_name: str | None = None

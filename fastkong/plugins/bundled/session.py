@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 import msgspec
 
+from fastkong.config.schema import REFERENCEABLE
 from fastkong.plugins.base import Exit, Plugin, kong_exit
 from fastkong.plugins.bundled._consumer import (
     AUTHENTICATED_GROUPS,
@@ -115,7 +116,7 @@ class SessionConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fi
     """Kong 3.9's schema, plus ``hash_subject`` and ``store_metadata`` (added after 3.9; they
     concern server-side storage and do nothing with cookies, in Kong too)."""
 
-    secret: str = msgspec.field(default_factory=_node_secret)
+    secret: Annotated[str, REFERENCEABLE] = msgspec.field(default_factory=_node_secret)
     storage: Literal["cookie", "kong"] = "cookie"
     audience: str = "default"
     idling_timeout: Number = 900
@@ -180,10 +181,6 @@ _NUMBERS: Final = (
     "remember_rolling_timeout",
     "remember_absolute_timeout",
 )
-
-
-def _is_reference(value: str) -> bool:
-    return value.startswith("{vault://") and value.endswith("}")
 
 
 class _Credential(msgspec.Struct, frozen=True, gc=False):
@@ -275,9 +272,6 @@ class SessionPlugin(Plugin):
         for field in _NUMBERS:
             if not math.isfinite(getattr(config, field)):
                 out.append((field, "expected a finite number"))  # YAML's .inf and .nan
-        if _is_reference(config.secret):
-            # Taken as written, a reference would be a secret anyone reading the config knows.
-            out.append(("secret", "fastkong resolves no vault references: give the secret"))
         return out
 
     def _lookup(self, ctx: RequestContext) -> Callable[[str], str | None] | None:

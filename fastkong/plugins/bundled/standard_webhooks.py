@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final
 import msgspec
 from msgspec import Meta
 
+from fastkong.config.schema import REFERENCEABLE
 from fastkong.plugins.base import REQUIRED, Exit, Plugin, kong_error
 from fastkong.plugins.bundled.rate_limiting import _lua_number
 from fastkong.plugins.registry import register_plugin
@@ -36,7 +37,7 @@ BAD_REQUEST: Final = NGINX_MESSAGES[400]
 
 
 class StandardWebhooksConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
-    secret_v1: str
+    secret_v1: Annotated[str, REFERENCEABLE]
     tolerance_second: Annotated[int, REQUIRED, Meta(gt=-1)] = 300
 
 
