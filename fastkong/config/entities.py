@@ -428,7 +428,13 @@ def process_certificate(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: C
 
     # A reference resolved when its field was walked: the pair is checked on the secrets
     # (Kong skips these checks for references; a mismatched pair would fail every handshake).
-    data = {n: vault.resolve(v) if vault.is_reference(v) else v for n, v in walked.data.items()}
+    # Where references are not resolved (the controller), they are skipped, as in Kong.
+    data = walked.data
+    if any(vault.is_reference(v) for v in data.values()):
+        if not vault.resolving():
+            return walked
+        data = {n: vault.resolve(v) if vault.is_reference(v) else v for n, v in data.items()}
+        # (a reference that failed to resolve is not in ``data``: its field was refused)
     if good("cert", "key") and not C.certificate_matches_key(data["cert"], data["key"]):
         issues.entity(loc, _CERT_KEY_MISMATCH)
     if good("cert_alt", "key_alt") and not C.certificate_matches_key(

@@ -340,6 +340,9 @@ def _walk_reference(
     """A secret reference in a referenceable field: it must resolve here and now, and its
     value must pass the field's own checks; the reference itself is what the config keeps."""
     try:
+        if not vault.resolving():
+            vault.check(reference)
+            return True, reference
         secret = vault.resolve(reference)
     except vault.VaultError as exc:
         return _fail(issues, loc, vault.unresolved(reference, exc))

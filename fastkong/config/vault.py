@@ -20,16 +20,21 @@ loads the config, and one that does not resolve, or whose value fails the field'
 is a config error at the field's path, the last good config kept (the secret's value is never
 put in a message).
 
+A Kubernetes controller validating the config it will send is not where the secrets live:
+under :func:`references_unresolved`, a reference is only parsed and its vault looked up.
+
 Only the bundled ``env`` vault exists here (Kong's other vaults are Enterprise); ``vaults``
 entities (named prefixes) are not read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote
@@ -97,11 +102,37 @@ def parse_reference(text: str) -> Reference:
     return Reference(name, resource, key, config, version)
 
 
-def resolve(text: str, environ: Mapping[str, str] | None = None) -> str:
-    """The secret ``text`` refers to; :class:`VaultError` with Kong's message otherwise."""
+_RESOLVING: ContextVar[bool] = ContextVar("fastkong_vault_resolving", default=True)
+
+
+@contextlib.contextmanager
+def references_unresolved() -> Iterator[None]:
+    """Validate references without fetching their values (in a process that is not the
+    gateway, such as the controller: the gateway's environment holds the secrets)."""
+    token = _RESOLVING.set(False)
+    try:
+        yield
+    finally:
+        _RESOLVING.reset(token)
+
+
+def resolving() -> bool:
+    """Whether references are resolved while a config is validated (see
+    :func:`references_unresolved`)."""
+    return _RESOLVING.get()
+
+
+def check(text: str) -> Reference:
+    """``text`` parsed, its vault known; :class:`VaultError` otherwise (nothing fetched)."""
     ref = parse_reference(text)
     if ref.name not in BUNDLED_VAULTS:
         raise VaultError(f"could not find vault ({ref.name})")
+    return ref
+
+
+def resolve(text: str, environ: Mapping[str, str] | None = None) -> str:
+    """The secret ``text`` refers to; :class:`VaultError` with Kong's message otherwise."""
+    ref = check(text)
     prefix = ref.config.get("prefix")
     unknown = sorted(set(ref.config) - {"prefix"})
     if unknown:

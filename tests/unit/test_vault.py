@@ -215,3 +215,29 @@ def test_a_worker_plugin_uses_the_secret(echo: Echo, monkeypatch: pytest.MonkeyP
     assert request.target == "/secret-path"
     assert request.lowered["authorization"] == "Bearer t0ken"
     assert json.loads(request.body)["request"]["uri"] == "/x"
+
+
+def test_the_controller_checks_references_without_the_gateways_secrets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The controller validates what it sends, where the gateway's environment is not: a
+    reference must parse and name a vault there, and is not fetched."""
+    from fastkong.k8s.prune import config_layer_validator  # noqa: PLC0415
+
+    validate = config_layer_validator()
+    assert validate is not None
+    monkeypatch.delenv("REDIS_PASSWORD", raising=False)
+    limit = {"minute": 5, "policy": "redis", "redis": {"host": "redis", "password": ""}}
+    config = {"_format_version": "3.0", "plugins": [{"name": "rate-limiting", "config": limit}]}
+    limit["redis"]["password"] = "{vault://env/redis-password}"
+    assert validate(config) == []
+    limit["redis"]["password"] = "{vault://hcv/redis-password}"
+    assert validate(config) == [
+        (
+            ("plugins", 0, "config", "redis", "password"),
+            "unable to resolve reference {vault://hcv/redis-password} (could not find vault (hcv))",
+        )
+    ]
+    # outside the controller the same reference is fetched, and must resolve
+    limit["redis"]["password"] = "{vault://env/redis-password}"
+    assert errors(json.dumps(config))[0].endswith("(no value found))")
