@@ -265,7 +265,8 @@ def compile_runtime(
     """
     # The build allocates many long-lived, acyclic objects: cyclic collections during it find
     # nothing and cost about as much as the build.
-    with gc_paused():
+    # References to named vaults (the config's ``vaults``) resolve while its plugins are built.
+    with gc_paused(), vault.named_vaults(vault.vaults_by_prefix(config.vaults)):
         return _compile(config, hash, version, previous, router_key, router_flavor)
 
 

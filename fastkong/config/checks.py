@@ -566,3 +566,25 @@ def check_url(value: str) -> str | None:
     if not parts.scheme:
         return "missing scheme in url"
     return None
+
+
+# -- vaults (kong/db/schema/entities/vaults.lua, kong/vaults/env/schema.lua) -----------------
+#: Lua's ``^[a-z][a-z%d-]-[a-z%d]+$``: a letter, then letters, digits and dashes, ending in a
+#: letter or digit (it is a host in ``{vault://<prefix>/...}``).
+_VAULT_PREFIX: Final = re.compile(r"[a-z][a-z0-9-]*[a-z0-9]\Z")
+#: Lua's ``^[%a_-][%a%d_-]*$`` (the env vault's variable prefix).
+_ENV_VAULT_PREFIX: Final = re.compile(r"[A-Za-z_-][A-Za-z0-9_-]*\Z")
+#: Vaults installed (Kong's ``BUNDLED_VAULTS`` in OSS): a prefix may not take their names.
+INSTALLED_VAULTS: Final = ("env",)
+
+
+def check_vault_prefix(prefix: str) -> str | None:
+    if not _VAULT_PREFIX.match(prefix):
+        return E.MATCH.format(prefix)
+    if prefix in INSTALLED_VAULTS:
+        return "must not be one of: " + ", ".join(INSTALLED_VAULTS)
+    return None
+
+
+def check_env_vault_prefix(prefix: str) -> str | None:
+    return None if _ENV_VAULT_PREFIX.match(prefix) else E.MATCH.format(prefix)

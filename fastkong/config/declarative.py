@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from fastkong.config import errors as E
-from fastkong.config import ids
+from fastkong.config import ids, vault
 from fastkong.config.checks import is_uuid
 from fastkong.config.entities import PROCESSORS, Ctx
 from fastkong.config.errors import ConfigError, FieldError, format_path
@@ -331,7 +331,11 @@ def build_config(doc: Any) -> Config:
         message = E.PARSE.format(E.EXPECTED_OBJECT)
         raise ConfigError([FieldError("", message)], document=doc)
     builder = _Builder(doc)
-    builder.visit_document()
+    # Secret references may name the document's own vault prefixes, wherever those stand.
+    vaults = doc.get("vaults")
+    named = vault.vaults_by_prefix(vaults if isinstance(vaults, list) else ())
+    with vault.named_vaults(named):
+        builder.visit_document()
     builder.resolve()
     builder.check_unique()
     if builder.issues.errors:

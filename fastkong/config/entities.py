@@ -540,7 +540,35 @@ def _plugin_config(
     walked.data["config"] = msgspec.to_builtins(struct)
 
 
+def process_vault(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) -> Walked:
+    """Kong's vaults entity: its ``config`` is checked against the named vault's schema
+    (``subschema_key = "name"``; a vault not installed is ``vault '<name>' is not installed``)."""
+    walked = _walk(S.Vault, fields, loc, issues, ctx, skip=("config",))
+    name = walked.data.get("name")
+    if name is None or "name" in walked.bad:
+        return walked
+    if name not in C.INSTALLED_VAULTS:
+        issues.field((*loc, "name"), f"vault '{name}' is not installed")
+        walked.bad.add("name")
+        return walked
+    config = fields.get("config")
+    if config is None or config == []:
+        config = {}
+    if not isinstance(config, dict):
+        issues.field((*loc, "config"), E.RECORD)
+        walked.bad.add("config")
+        return walked
+    mark = len(issues)
+    checked = walk_struct(S.EnvVaultConfig, config, (*loc, "config"), issues)
+    if len(issues) > mark:
+        walked.bad.add("config")
+    else:
+        walked.data["config"] = checked.data
+    return walked
+
+
 PROCESSORS: Final[dict[str, Processor]] = {
+    "vaults": process_vault,
     "certificates": process_certificate,
     "ca_certificates": process_ca_certificate,
     "snis": process_sni,

@@ -43,6 +43,14 @@ ENTITIES: Final[MappingProxyType[str, EntityMeta]] = MappingProxyType(
     {
         m.plural: m
         for m in (
+            EntityMeta(
+                "vaults",
+                "vault",
+                endpoint_key="prefix",
+                endpoint_unique=True,
+                cache_key=("prefix",),
+                required=frozenset({"prefix"}),
+            ),
             EntityMeta("certificates", "certificate"),
             EntityMeta("ca_certificates", "ca_certificate", unique=("cert_digest",)),
             EntityMeta(

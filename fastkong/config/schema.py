@@ -339,6 +339,27 @@ class CACertificate(Base, kw_only=True, frozen=True):
     updated_at: TimestampS | None = None
 
 
+class EnvVaultConfig(Base, kw_only=True, frozen=True):
+    """The ``env`` vault's config (``kong/vaults/env/schema.lua``)."""
+
+    prefix: Annotated[str, _check(C.check_env_vault_prefix)] | None = None
+
+
+class Vault(Base, kw_only=True, frozen=True):
+    """A named vault (``kong/db/schema/entities/vaults.lua``): references may use its
+    ``prefix`` as their host, ``{vault://<prefix>/<name>}``, with its ``config``."""
+
+    id: UUID
+    prefix: Annotated[str, _check(C.check_vault_prefix)]
+    name: str
+    description: str | None = None
+    #: The vault's own config, checked against its schema (only ``env`` is installed).
+    config: dict[str, Any] = {}
+    tags: Tags | None = None
+    created_at: TimestampS | None = None
+    updated_at: TimestampS | None = None
+
+
 # -- the whole config ------------------------------------------------------------------------
 class Config(Base, kw_only=True, frozen=True):
     """A validated, normalized declarative config: flat entity lists, references as ids."""
@@ -360,6 +381,7 @@ class Config(Base, kw_only=True, frozen=True):
     certificates: list[Certificate] = []
     snis: list[Sni] = []
     ca_certificates: list[CACertificate] = []
+    vaults: list[Vault] = []
 
     def __repr__(self) -> str:
         parts = [f"<Config {self.format_version}"]
@@ -373,6 +395,7 @@ class Config(Base, kw_only=True, frozen=True):
 
 #: Entity array name -> its Struct, in Kong's dependency order.
 ENTITY_STRUCTS: Final[dict[str, type[Base]]] = {
+    "vaults": Vault,
     "certificates": Certificate,
     "ca_certificates": CACertificate,
     "snis": Sni,

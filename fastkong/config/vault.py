@@ -23,8 +23,10 @@ put in a message).
 A Kubernetes controller validating the config it will send is not where the secrets live:
 under :func:`references_unresolved`, a reference is only parsed and its vault looked up.
 
-Only the bundled ``env`` vault exists here (Kong's other vaults are Enterprise); ``vaults``
-entities (named prefixes) are not read.
+Only the bundled ``env`` vault exists here (Kong's other vaults are Enterprise). A ``vaults``
+entity names a prefix for it with its own config (``{vault://my-env/x}`` with ``prefix:
+my-env``, ``name: env``, ``config: {prefix: APP_}`` reads ``APP_X``); a reference's query
+overrides that config.
 """
 
 from __future__ import annotations
@@ -32,18 +34,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote
 
+from fastkong.config import checks as C
+
 _START: Final = "{vault://"
-#: Kong's env vault schema: ``prefix`` must match ``^[%a_-][%a%d_-]*$``.
-_ENV_PREFIX: Final = re.compile(r"[A-Za-z_-][A-Za-z0-9_-]*\Z")
-#: Vaults fastkong has (Kong's ``BUNDLED_VAULTS`` in OSS).
-BUNDLED_VAULTS: Final = frozenset({"env"})
 
 
 class VaultError(ValueError):
@@ -122,24 +122,77 @@ def resolving() -> bool:
     return _RESOLVING.get()
 
 
-def check(text: str) -> Reference:
-    """``text`` parsed, its vault known; :class:`VaultError` otherwise (nothing fetched)."""
+@dataclass(frozen=True, slots=True)
+class NamedVault:
+    """A ``vaults`` entity as references use it: an installed vault and its config."""
+
+    name: str
+    config: Mapping[str, Any]
+
+
+#: The config's ``vaults`` by prefix, while that config is validated (:func:`named_vaults`).
+_NAMED: ContextVar[Mapping[str, NamedVault]] = ContextVar(
+    "fastkong_named_vaults", default=MappingProxyType({})
+)
+
+
+@contextlib.contextmanager
+def named_vaults(vaults: Mapping[str, NamedVault]) -> Iterator[None]:
+    """References checked inside may name these vault prefixes."""
+    token = _NAMED.set(vaults)
+    try:
+        yield
+    finally:
+        _NAMED.reset(token)
+
+
+def vaults_by_prefix(entities: Iterable[Any]) -> dict[str, NamedVault]:
+    """Prefix -> :class:`NamedVault` of ``vaults`` entities (Structs or dicts as written;
+    malformed ones are left out: their own checks report them)."""
+    out: dict[str, NamedVault] = {}
+    for entity in entities:
+        get = entity.get if isinstance(entity, dict) else lambda k, e=entity: getattr(e, k, None)
+        prefix, name, config = get("prefix"), get("name"), get("config") or {}
+        if isinstance(prefix, str) and isinstance(name, str) and isinstance(config, dict):
+            out[prefix] = NamedVault(name, config)
+    return out
+
+
+def check(
+    text: str, vaults: Mapping[str, NamedVault] | None = None
+) -> tuple[Reference, str, dict[str, Any]]:
+    """``text`` parsed, and the vault it names with the config it gets (the vault entity's,
+    then the reference's query); :class:`VaultError` otherwise. Nothing is fetched."""
     ref = parse_reference(text)
-    if ref.name not in BUNDLED_VAULTS:
-        raise VaultError(f"could not find vault ({ref.name})")
-    return ref
-
-
-def resolve(text: str, environ: Mapping[str, str] | None = None) -> str:
-    """The secret ``text`` refers to; :class:`VaultError` with Kong's message otherwise."""
-    ref = check(text)
-    prefix = ref.config.get("prefix")
-    unknown = sorted(set(ref.config) - {"prefix"})
+    if ref.name in C.INSTALLED_VAULTS:
+        name, config = ref.name, dict(ref.config)
+    else:
+        named = (_NAMED.get() if vaults is None else vaults).get(ref.name)
+        if named is None:
+            raise VaultError(f"could not find vault ({ref.name})")
+        name, config = (
+            named.name,
+            {**{k: v for k, v in named.config.items() if v is not None}, **ref.config},
+        )
+    if name not in C.INSTALLED_VAULTS:
+        raise VaultError(f"could not find vault ({name})")
+    unknown = sorted(set(config) - {"prefix"})
     if unknown:
-        raise VaultError(f"vault env has no config field {unknown[0]!r}")
-    if prefix is not None and not _ENV_PREFIX.match(prefix):
-        raise VaultError(f"vault env: invalid prefix {prefix!r}")
-    name = ((prefix or "") + ref.resource).replace("-", "_").upper()
+        raise VaultError(f"vault {name} has no config field {unknown[0]!r}")
+    prefix = config.get("prefix")
+    if prefix is not None and (not isinstance(prefix, str) or C.check_env_vault_prefix(prefix)):
+        raise VaultError(f"vault {name}: invalid prefix {prefix!r}")
+    return ref, name, config
+
+
+def resolve(
+    text: str,
+    environ: Mapping[str, str] | None = None,
+    vaults: Mapping[str, NamedVault] | None = None,
+) -> str:
+    """The secret ``text`` refers to; :class:`VaultError` with Kong's message otherwise."""
+    ref, _, config = check(text, vaults)
+    name = (config.get("prefix", "") + ref.resource).replace("-", "_").upper()
     if ref.version == 2:
         name += "_PREVIOUS"
     value = (os.environ if environ is None else environ).get(name)

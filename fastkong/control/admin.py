@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 #: Admin API collection name -> the config's entity array (Kong's ``admin_api_name``).
 ENTITIES = {
+    "vaults": "vaults",
     "services": "services",
     "routes": "routes",
     "upstreams": "upstreams",
@@ -51,6 +52,7 @@ ENTITIES = {
 }
 #: Each entity's ``endpoint_key``: the field a non-UUID path segment is looked up by.
 ENDPOINT_KEY = {
+    "vaults": "prefix",
     "services": "name",
     "routes": "name",
     "upstreams": "name",

@@ -60,7 +60,7 @@ def ok(text: str) -> None:
         ('_format_version: "3.0"\n_comment: [1]\n', ["_comment: expected a string"]),
         ('_format_version: "3.0"\nservices: {a: 1}\n', ["services: expected an array"]),
         ('_format_version: "3.0"\nservices: [1]\n', ["services[0]: expected a record"]),
-        ('_format_version: "3.0"\nvaults: []\n', ["vaults: unknown field"]),
+        ('_format_version: "3.0"\nwidgets: []\n', ["widgets: unknown field"]),
     ],
 )
 def test_document(text: str, expected: list[str]) -> None:

@@ -16,6 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from fastkong.config import ConfigError, load_config
+from fastkong.config.ids import generate
 from fastkong.config.vault import Reference, VaultError, parse_reference, resolve
 from fastkong.control.admin import export_yaml
 from fastkong.proxy.app import Gateway
@@ -241,3 +242,64 @@ def test_the_controller_checks_references_without_the_gateways_secrets(
     # outside the controller the same reference is fetched, and must resolve
     limit["redis"]["password"] = "{vault://env/redis-password}"
     assert errors(json.dumps(config))[0].endswith("(no value found))")
+
+
+def vaults_document(vaults: list[dict[str, Any]], password: str) -> str:
+    limit = {"minute": 5, "policy": "redis", "redis": {"host": "redis", "password": password}}
+    return json.dumps(
+        {
+            "_format_version": "3.0",
+            "plugins": [{"name": "rate-limiting", "config": limit}],
+            # after the plugin: a reference may name a vault written anywhere in the document
+            "vaults": vaults,
+        }
+    )
+
+
+def test_a_named_vault_gives_its_prefix_and_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_REDIS_PASSWORD", "from-app")
+    monkeypatch.setenv("OTHER_REDIS_PASSWORD", "from-other")
+    named = [{"name": "env", "prefix": "my-env", "config": {"prefix": "APP_"}}]
+    loaded = load_config(vaults_document(named, "{vault://my-env/redis-password}")).config
+    vault_entity = loaded.vaults[0]
+    # Kong's id: its cache key, the prefix
+    assert vault_entity.id == generate("vaults", "vaults:*:my-env")
+    assert "my-env" in export_yaml(loaded)
+    plugin = compile_runtime(loaded, "1").plugins.by_name["rate-limiting"][(None, None, None)]
+    assert plugin.config.redis.password == "from-app"
+    # the reference's query overrides the vault's config
+    text = vaults_document(named, "{vault://my-env/redis-password?prefix=OTHER_}")
+    plugin = compile_runtime(load_config(text).config, "1").plugins.by_name["rate-limiting"]
+    assert plugin[(None, None, None)].config.redis.password == "from-other"
+
+
+@pytest.mark.parametrize(
+    ("vault", "message"),
+    [
+        ({"name": "env", "prefix": "Env-1"}, "vaults[0].prefix: invalid value: Env-1"),
+        ({"name": "env", "prefix": "x"}, "vaults[0].prefix: invalid value: x"),
+        ({"name": "env", "prefix": "env"}, "vaults[0].prefix: must not be one of: env"),
+        ({"name": "aws", "prefix": "my-aws"}, "vaults[0].name: vault 'aws' is not installed"),
+        (
+            {"name": "env", "prefix": "my-env", "config": {"prefix": "1X"}},
+            "vaults[0].config.prefix: invalid value: 1X",
+        ),
+        (
+            {"name": "env", "prefix": "my-env", "config": {"region": "x"}},
+            "vaults[0].config.region: unknown field",
+        ),
+        ({"prefix": "my-env"}, "vaults[0].name: required field missing"),
+    ],
+)
+def test_vault_entities_kong_refuses(vault: dict[str, Any], message: str) -> None:
+    text = json.dumps({"_format_version": "3.0", "vaults": [vault]})
+    assert errors(text) == [message]
+
+
+def test_a_reference_to_a_vault_that_is_not_there(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_PASSWORD", "x")
+    found = errors(vaults_document([], "{vault://my-env/redis-password}"))
+    assert found == [
+        "plugins[0].config.redis.password: unable to resolve reference "
+        "{vault://my-env/redis-password} (could not find vault (my-env))"
+    ]
