@@ -10,7 +10,9 @@ is rewritten into the provider's format, and the request is sent to the provider
 ``upstream_url``) instead of the service's host (:meth:`RequestContext.set_upstream_target`, the
 service's timeouts, retries and TLS settings still applying), with the configured auth header or
 query parameter (the client's own kept when ``allow_override``), Anthropic's
-``anthropic-version`` and Azure's ``api-version``.
+``anthropic-version`` and Azure's ``api-version``; a driver may then prove the request itself,
+over its final body, path and query (Bedrock's SigV4 signature, a Gemini service account's
+token: :meth:`Driver.authorize`).
 
 A non-streamed answer is read whole (Kong's ``enable_buffering``); a 200 is translated back to
 llm/v1 (an answer that cannot be is Kong's ``500 {"error":{"message":...}}``), its
@@ -18,7 +20,8 @@ llm/v1 (an answer that cannot be is Kong's ``500 {"error":{"message":...}}``), i
 Other statuses go back as they came. A streamed answer (``"stream": true`` or
 ``response_streaming: always``) goes out as Server-Sent Events chunk by chunk as it arrives,
 each provider event translated to an OpenAI ``chat.completion.chunk`` (OpenAI-format events
-pass unchanged, Anthropic's and Ollama's are translated).
+pass unchanged, the others are translated); events come as SSE, JSON lines, one JSON array
+(Gemini) or AWS's binary event stream (Bedrock, :class:`EventStreamParser`).
 
 ``logging.log_statistics`` adds Kong's ``ai.proxy`` section (``meta``: provider, request and
 response model, latency; ``usage``: tokens, time per token, cost; ``payload`` with
