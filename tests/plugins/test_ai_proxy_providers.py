@@ -215,6 +215,7 @@ def _routes(fake: FakeAi, log_path: Path) -> dict[str, list[dict[str, Any]]]:
                 options={"upstream_url": f"{base}/models/loading"},
             )
         ],
+        "hf-preserve": [ai("preserve", "huggingface", None)],
         "bedrock-chat": [
             ai(
                 "llm/v1/chat",
@@ -589,6 +590,14 @@ def test_huggingface_completions_and_errors(gateway: Gateway, fake: FakeAi) -> N
     }
     r = post(gateway, "/hf-loading", {"prompt": "Who are you?"})
     assert (r.status_code, r.json()) == (503, HF_LOADING)
+    # No model and no upstream_url: no URL to send to (Kong's exit with a bare message).
+    asked = len(fake.requests)
+    r = post(gateway, "/hf-preserve", {"anything": 1})
+    assert (r.status_code, r.json()) == (
+        400,
+        {"message": "Could not parse the Hugging Face model endponit"},
+    )
+    assert len(fake.requests) == asked
 
 
 def test_huggingface_stream(gateway: Gateway, fake: FakeAi, log_path: Path) -> None:

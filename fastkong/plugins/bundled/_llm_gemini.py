@@ -163,7 +163,9 @@ def to_gemini(request: dict[str, Any], model: ModelInfo) -> dict[str, Any]:
                     )
                 contents.append({"role": "function", "parts": parts})
             else:
-                contents.append({"role": _ROLES.get(role or "user"), "parts": _parts(message, i)})
+                # An unknown role is left out (Kong's nil), Gemini then reading it as the user's.
+                turn = {"role": _ROLES.get(role or "user"), "parts": _parts(message, i)}
+                contents.append(_without_none(turn))
         if system is not None and (model.name or "")[:10] == "gemini-1.0":
             raise LlmError("system prompts aren't supported on gemini-1.0 models")
         if contents:
