@@ -679,6 +679,12 @@ def test_bedrock_credentials_and_errors(gateway: Gateway, fake: FakeAi) -> None:
     assert r.status_code == 200, r.text
     assert fake.requests[-1].signed_by == "ASIATEMP"
     assert fake.requests[-1].header("x-amz-security-token") == "session-token"
+    # The signature covers the method and query as they go (the client's).
+    r = httpx.put(
+        gateway.url("/bedrock-chat?a=b%20c&z="), json={"messages": SYSTEM_AND_USER}, timeout=10
+    )
+    assert r.status_code == 200, r.text
+    assert (fake.requests[-1].method, fake.signature_errors[-1]) == ("PUT", None)
     r = post(gateway, "/bedrock-wrong-secret", {"messages": SYSTEM_AND_USER})
     assert r.status_code == 403
     assert fake.signature_errors[-1] == "signature mismatch"

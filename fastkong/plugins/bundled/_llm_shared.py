@@ -26,6 +26,9 @@ STREAM_CONTENT_TYPES: Final = frozenset(
 )
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _WORD = re.compile(r"\S+")
+#: What the JSON array splitter stops at inside a string, and outside one.
+_IN_STRING = re.compile(r'["\\]')
+_STRUCTURE = re.compile(r'["{}\[\],]')
 
 
 class LlmError(Exception):
@@ -225,28 +228,46 @@ class JsonArraySplitter:
 
     def feed(self, text: str) -> list[str]:
         out: list[str] = []
-        for char in text:
-            if self.done:
-                break
-            if not self.started:
-                self.started = char == "["
-                continue
+        pos = 0
+        if not self.started:
+            opening = text.find("[")
+            if opening < 0:
+                return out
+            self.started = True
+            pos = opening + 1
+        size = len(text)
+        # From one character that matters to the next (a quote or backslash inside a string,
+        # a bracket, brace, quote or comma outside): the text between is copied whole.
+        while pos < size and not self.done:
             if self.in_string:
-                self.current.append(char)
                 if self.escaped:
+                    self.current.append(text[pos])
                     self.escaped = False
-                elif char == "\\":
+                    pos += 1
+                    continue
+                found = _IN_STRING.search(text, pos)
+                if found is None:
+                    self.current.append(text[pos:])
+                    break
+                self.current.append(text[pos : found.end()])
+                if found.group() == "\\":
                     self.escaped = True
-                elif char == '"':
+                else:
                     self.in_string = False
+                pos = found.end()
                 continue
-            if char == "," and self.depth == 0:
+            found = _STRUCTURE.search(text, pos)
+            if found is None:
+                self.current.append(text[pos:])
+                break
+            char = found.group()
+            self.current.append(text[pos : found.start()])
+            pos = found.end()
+            if self.depth == 0 and char in ",]":
                 self._flush(out)
-                continue
-            if char == "]" and self.depth == 0:
-                self._flush(out)
-                self.done = True
-                out.append(SSE_TERMINATOR)
+                if char == "]":
+                    self.done = True
+                    out.append(SSE_TERMINATOR)
                 continue
             if char == '"':
                 self.in_string = True

@@ -236,7 +236,9 @@ class AiProxy(Plugin):
         query = ctx.upstream_query if ctx.upstream_query is not None else ctx.query_string
         pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
         body = ctx.body if ctx.body is not None else raw
-        return SignedRequest("POST", target, ctx.upstream_path or "/", pairs, body)
+        # The method as sent: the client's (Kong signs POST whatever goes).
+        method = ctx.upstream_method or ctx.method
+        return SignedRequest(method, target, ctx.upstream_path or "/", pairs, body)
 
     def _parse(self, ctx: RequestContext, raw: bytes) -> dict[str, Any] | None:
         """Kong's ``kong.request.get_body``: JSON (the default type) within the size limit."""
