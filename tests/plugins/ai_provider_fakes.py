@@ -353,6 +353,12 @@ class FakeAi(LoopServer):
             await _send(
                 writer, 403, BEDROCK_DENIED, (("x-amzn-ErrorType", "InvalidSignatureException"),)
             )
+        elif request.path.endswith("/converse-stream") and "whole" in request.query:
+            # The same stream sent with a length, not chunked.
+            data = b"".join(BEDROCK_STREAM)
+            head = "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.amazon.eventstream\r\n"
+            writer.write(f"{head}Content-Length: {len(data)}\r\n\r\n".encode() + data)
+            await writer.drain()
         elif request.path.endswith("/converse-stream"):
             await _stream(writer, "application/vnd.amazon.eventstream", BEDROCK_STREAM)
         else:

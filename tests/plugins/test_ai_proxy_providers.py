@@ -671,6 +671,10 @@ def test_bedrock_stream(gateway: Gateway, fake: FakeAi, log_path: Path) -> None:
     assert fake.requests[-1].path == f"/model/{CLAUDE}/converse-stream"
     usage = next_log(log_path, "bedrock-stream", before)["ai"]["proxy"]["usage"]
     assert (usage["prompt_tokens"], usage["completion_tokens"]) == (15, 6)
+    # A stream the provider sends with a length: the translation goes out without it.
+    body = {"messages": SYSTEM_AND_USER, "stream": True}
+    assert stream(gateway, "/bedrock-stream?whole=1", body) == events
+    assert fake.signature_errors[-1] is None
 
 
 def test_bedrock_credentials_and_errors(gateway: Gateway, fake: FakeAi) -> None:

@@ -315,11 +315,9 @@ class AiProxy(Plugin):
             _set(headers, b"content-type", b"text/event-stream")
             if status == 200 and not state.preserve:
                 media = content_type_of(upstream_type)
-                if media == EVENT_STREAM:
-                    state.parser = EventStreamParser()
-                elif media in STREAM_CONTENT_TYPES:
-                    state.parser = StreamParser()
-                    _clear(headers, b"content-length")
+                if media in STREAM_CONTENT_TYPES:
+                    state.parser = EventStreamParser() if media == EVENT_STREAM else StreamParser()
+                    _clear(headers, b"content-length")  # the body is rewritten
         else:
             body = ctx.response_body or b""
             if (_header(headers, b"content-encoding") or "").lower() == "gzip":
