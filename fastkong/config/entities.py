@@ -533,6 +533,8 @@ def _plugin_config(
         for sub, message in spec.check(struct):
             if sub == "@entity":  # an entity check of the config record itself
                 issues.entity(cloc, message)
+            elif sub.endswith(".@entity"):  # ... or of a record inside it
+                issues.entity((*cloc, *_subpath(sub[: -len(".@entity")])), message)
             elif sub:
                 issues.field((*cloc, *_subpath(sub)), message)
             else:

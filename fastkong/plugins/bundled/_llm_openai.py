@@ -19,6 +19,7 @@ from fastkong.plugins.bundled._llm_shared import (
     JsonObject,
     LlmError,
     ModelInfo,
+    SignedRequest,
     StreamEvent,
     StreamResult,
     Target,
@@ -48,6 +49,26 @@ class Driver:
     counts_stream_tokens: ClassVar[bool] = False
     #: Kong's ``pre_request`` asks for ``Accept-Encoding: gzip, identity`` (no brotli).
     asks_gzip: ClassVar[bool] = True
+    #: The config's ``auth`` header and query parameter are sent (Bedrock signs instead).
+    plain_auth: ClassVar[bool] = True
+    #: ``preserve`` sends the client's path (Kong's ``override_upstream_url``; Hugging Face's
+    #: driver does not call it).
+    preserve_client_path: ClassVar[bool] = True
+    #: A streamed event's token counts are totals so far, not increments (Gemini's).
+    cumulative_stream_counts: ClassVar[bool] = False
+
+    def setup(self, config: Any) -> None:
+        """Per plugin instance state from the whole config (credentials, region)."""
+
+    def accept_encoding(self, stream: bool) -> str:
+        """What the provider is asked to encode with: a stream is translated chunk by chunk,
+        so it comes uncompressed."""
+        return "identity" if stream else "gzip, identity"
+
+    async def authorize(self, request: SignedRequest) -> list[tuple[str, str]]:
+        """Headers proving who is asking, computed over the final request (Bedrock's SigV4,
+        Gemini's service account token); none by default. Raises :class:`LlmError`."""
+        return []
 
     def format_name(self, model: ModelInfo) -> str | None:
         """The upstream format option (mistral_format, llama2_format), None for fixed ones."""
@@ -85,7 +106,7 @@ class Driver:
         """An OpenAI stream event goes out as it came."""
         return StreamResult(event.data)
 
-    def target(self, model: ModelInfo, route_type: str) -> Target:
+    def target(self, model: ModelInfo, route_type: str, stream: bool = False) -> Target:
         """Kong's ``configure_request``: ``upstream_url`` whole, else the provider's URL with
         ``upstream_path`` or the operation's path."""
         url = model.options.get("upstream_url")
@@ -120,7 +141,7 @@ class Azure(Driver):
     base_url = "https://{}.openai.azure.com:443/openai/deployments/{}"
     paths = {"llm/v1/completions": "/completions", "llm/v1/chat": "/chat/completions"}
 
-    def target(self, model: ModelInfo, route_type: str) -> Target:
+    def target(self, model: ModelInfo, route_type: str, stream: bool = False) -> Target:
         options = model.options
         if options.get("upstream_url") is not None:
             return parse_url(options["upstream_url"])
@@ -209,7 +230,7 @@ class Llama2(_OllamaCapable):
     clears_cookies = False
     counts_stream_tokens = True
 
-    def target(self, model: ModelInfo, route_type: str) -> Target:
+    def target(self, model: ModelInfo, route_type: str, stream: bool = False) -> Target:
         return parse_url(model.options.get("upstream_url") or "")
 
     def to_format(

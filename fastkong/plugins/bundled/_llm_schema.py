@@ -2,9 +2,9 @@
 plugin shares) plus ai-proxy's own fields (``kong/plugins/ai-proxy/schema.lua``), with their
 entity checks.
 
-Every field Kong accepts is accepted (the GCP and AWS identity fields included); providers and
-formats fastkong does not translate (:data:`UNIMPLEMENTED_PROVIDERS`, a native ``llm_format``)
-are refused at load, naming what is missing, rather than proxied wrongly.
+Every field Kong accepts is accepted (the GCP and AWS identity fields included); the native
+``llm_format``s (Kong's ``kong/llm/adapters``), which fastkong does not translate, are refused at
+load rather than proxied wrongly. A service account key given for Gemini is checked at load.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from msgspec import Meta
 from fastkong.config import errors as E
 from fastkong.config.schema import REFERENCEABLE, Url
 from fastkong.plugins.base import REQUIRED
+from fastkong.plugins.bundled._gcp_token import AccountError, parse_key
 
 Provider = Literal[
     "openai",
@@ -31,8 +32,6 @@ Provider = Literal[
 ]
 RouteType = Literal["llm/v1/chat", "llm/v1/completions", "preserve"]
 
-#: Providers Kong 3.9 has and fastkong's ai-proxy does not translate (yet).
-UNIMPLEMENTED_PROVIDERS: Final = frozenset({"cohere", "gemini", "bedrock", "huggingface"})
 #: Kong's ``UNSUPPORTED_LOG_STATISTICS``.
 _NO_STATISTICS: Final = {"llm/v1/completions": frozenset({"anthropic"})}
 #: Sub-path of a plugin check's message that is an entity error of ``config`` itself (Kong's
@@ -158,6 +157,25 @@ def check(config: AiProxyConfig) -> list[tuple[str, str]]:
             ("azure_deployment_id", "must set {} for azure provider"),
         ),
     }
+    gemini = options.gemini if options is not None else None
+    if gemini is not None:
+        vertex = (gemini.api_endpoint, gemini.project_id, gemini.location_id)
+        if any(v is None for v in vertex) and any(v is not None for v in vertex):
+            out.append(
+                (
+                    "model.options.gemini.@entity",
+                    E.MUTUALLY_REQUIRED.format(
+                        _quoted("api_endpoint", "project_id", "location_id")
+                    ),
+                )
+            )
+    if auth.gcp_use_service_account and auth.gcp_service_account_json is not None:
+        try:
+            parse_key(auth.gcp_service_account_json)
+        except AccountError as exc:
+            out.append(
+                ("auth.gcp_service_account_json", f"not a usable service account key: {exc}")
+            )
     for option, message in needed.get(provider, ()):
         if options is None or getattr(options, option) is None:
             out.append((CONFIG_ENTITY, message.format(_quoted(f"model.options.{option}"))))
@@ -197,17 +215,9 @@ def check(config: AiProxyConfig) -> list[tuple[str, str]]:
             )
     if out:
         return out
-    # What fastkong does not implement: refused, never proxied untranslated.
-    if provider in UNIMPLEMENTED_PROVIDERS:
-        out.append(
-            (
-                "model.provider",
-                f"provider '{provider}' is not implemented by "
-                "fastkong's ai-proxy (implemented: openai, azure, anthropic, mistral, "
-                "llama2)",
-            )
-        )
-    elif config.llm_format != "openai":
+    # What fastkong does not implement (Kong's native formats): refused, never proxied
+    # untranslated.
+    if config.llm_format != "openai":
         out.append(
             (
                 "llm_format",

@@ -26,6 +26,9 @@ STREAM_CONTENT_TYPES: Final = frozenset(
 )
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _WORD = re.compile(r"\S+")
+#: What the JSON array splitter stops at inside a string, and outside one.
+_IN_STRING = re.compile(r'["\\]')
+_STRUCTURE = re.compile(r'["{}\[\],]')
 
 
 class LlmError(Exception):
@@ -161,20 +164,30 @@ def _prompt_cost(prompt: Any, factor: float) -> float:
 
 class StreamParser:
     """Splits a response stream, chunk by chunk, into events: SSE (``event:``/``data:`` lines,
-    an event ending at a blank line) or, for a stream of JSON objects one per line (Ollama,
-    Cohere), one event per line. A part that has not ended yet waits for the next chunk."""
+    an event ending at a blank line); a stream of JSON objects one per line (Ollama, Cohere):
+    one event per line; or one JSON array sent element by element (Gemini's
+    ``streamGenerateContent``, Kong's ``json_array_iterator``): one event per element, and
+    ``[DONE]`` at the array's end. A part that has not ended yet waits for the next chunk."""
 
-    __slots__ = ("pending", "json_lines")
+    __slots__ = ("pending", "mode", "array")
 
     def __init__(self) -> None:
         self.pending = ""
-        self.json_lines: bool | None = None
+        #: "sse", "lines" or "array", from the stream's first character.
+        self.mode: str | None = None
+        self.array: JsonArraySplitter | None = None
 
     def feed(self, chunk: bytes, last: bool = False) -> list[StreamEvent]:
         text = self.pending + chunk.decode("utf-8", "replace")
-        if self.json_lines is None and text.strip():
-            self.json_lines = text.lstrip().startswith("{")
-        if self.json_lines:
+        if self.mode is None and text.strip():
+            first = text.lstrip()[0]
+            self.mode = "lines" if first == "{" else "array" if first == "[" else "sse"
+        if self.mode == "array":
+            self.pending = ""
+            if self.array is None:
+                self.array = JsonArraySplitter()
+            return [StreamEvent(data=element) for element in self.array.feed(text)]
+        if self.mode == "lines":
             lines = text.replace("\r\n", "\n").split("\n")
             self.pending = "" if last else lines.pop()
             return [StreamEvent(data=line) for line in lines if line.strip()]
@@ -196,6 +209,80 @@ class StreamParser:
             if event.event is not None or event.data is not None:
                 events.append(event)
         return events
+
+
+class JsonArraySplitter:
+    """The elements of a JSON array arriving in pieces, each as its own JSON text, and
+    ``[DONE]`` after the closing bracket (what follows it is ignored). Brackets and braces
+    inside strings do not count."""
+
+    __slots__ = ("started", "done", "depth", "in_string", "escaped", "current")
+
+    def __init__(self) -> None:
+        self.started = False
+        self.done = False
+        self.depth = 0
+        self.in_string = False
+        self.escaped = False
+        self.current: list[str] = []
+
+    def feed(self, text: str) -> list[str]:
+        out: list[str] = []
+        pos = 0
+        if not self.started:
+            opening = text.find("[")
+            if opening < 0:
+                return out
+            self.started = True
+            pos = opening + 1
+        size = len(text)
+        # From one character that matters to the next (a quote or backslash inside a string,
+        # a bracket, brace, quote or comma outside): the text between is copied whole.
+        while pos < size and not self.done:
+            if self.in_string:
+                if self.escaped:
+                    self.current.append(text[pos])
+                    self.escaped = False
+                    pos += 1
+                    continue
+                found = _IN_STRING.search(text, pos)
+                if found is None:
+                    self.current.append(text[pos:])
+                    break
+                self.current.append(text[pos : found.end()])
+                if found.group() == "\\":
+                    self.escaped = True
+                else:
+                    self.in_string = False
+                pos = found.end()
+                continue
+            found = _STRUCTURE.search(text, pos)
+            if found is None:
+                self.current.append(text[pos:])
+                break
+            char = found.group()
+            self.current.append(text[pos : found.start()])
+            pos = found.end()
+            if self.depth == 0 and char in ",]":
+                self._flush(out)
+                if char == "]":
+                    self.done = True
+                    out.append(SSE_TERMINATOR)
+                continue
+            if char == '"':
+                self.in_string = True
+            elif char in "{[":
+                self.depth += 1
+            elif char in "}]":
+                self.depth -= 1
+            self.current.append(char)
+        return out
+
+    def _flush(self, out: list[str]) -> None:
+        element = "".join(self.current).strip()
+        self.current = []
+        if element:
+            out.append(element)
 
 
 def content_type_of(value: str | None) -> str | None:
@@ -313,6 +400,18 @@ class Target:
     host: str
     port: int
     path: str
+
+
+@dataclass
+class SignedRequest:
+    """The request as it goes to the provider, for a driver that signs it."""
+
+    method: str
+    target: Target
+    #: The path and the decoded query arguments as sent.
+    path: str
+    query: list[tuple[str, str]]
+    body: bytes
 
 
 def parse_url(url: str) -> Target:

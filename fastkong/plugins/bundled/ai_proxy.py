@@ -10,7 +10,9 @@ is rewritten into the provider's format, and the request is sent to the provider
 ``upstream_url``) instead of the service's host (:meth:`RequestContext.set_upstream_target`, the
 service's timeouts, retries and TLS settings still applying), with the configured auth header or
 query parameter (the client's own kept when ``allow_override``), Anthropic's
-``anthropic-version`` and Azure's ``api-version``.
+``anthropic-version`` and Azure's ``api-version``; a driver may then prove the request itself,
+over its final body, path and query (Bedrock's SigV4 signature, a Gemini service account's
+token: :meth:`Driver.authorize`).
 
 A non-streamed answer is read whole (Kong's ``enable_buffering``); a 200 is translated back to
 llm/v1 (an answer that cannot be is Kong's ``500 {"error":{"message":...}}``), its
@@ -18,7 +20,8 @@ llm/v1 (an answer that cannot be is Kong's ``500 {"error":{"message":...}}``), i
 Other statuses go back as they came. A streamed answer (``"stream": true`` or
 ``response_streaming: always``) goes out as Server-Sent Events chunk by chunk as it arrives,
 each provider event translated to an OpenAI ``chat.completion.chunk`` (OpenAI-format events
-pass unchanged, Anthropic's and Ollama's are translated).
+pass unchanged, the others are translated); events come as SSE, JSON lines, one JSON array
+(Gemini) or AWS's binary event stream (Bedrock, :class:`EventStreamParser`).
 
 ``logging.log_statistics`` adds Kong's ``ai.proxy`` section (``meta``: provider, request and
 response model, latency; ``usage``: tokens, time per token, cost; ``payload`` with
@@ -34,12 +37,16 @@ import re
 import time
 import zlib
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import msgspec
 
 from fastkong.plugins.base import Exit, Plugin, kong_exit
 from fastkong.plugins.bundled._llm_anthropic import Anthropic
+from fastkong.plugins.bundled._llm_bedrock import EVENT_STREAM, Bedrock, EventStreamParser
+from fastkong.plugins.bundled._llm_cohere import Cohere
+from fastkong.plugins.bundled._llm_gemini import Gemini
+from fastkong.plugins.bundled._llm_huggingface import Huggingface
 from fastkong.plugins.bundled._llm_openai import DRIVERS, Driver
 from fastkong.plugins.bundled._llm_schema import AiProxyConfig, check, model_options
 from fastkong.plugins.bundled._llm_shared import (
@@ -47,7 +54,10 @@ from fastkong.plugins.bundled._llm_shared import (
     STREAM_CONTENT_TYPES,
     LlmError,
     ModelInfo,
+    SignedRequest,
     StreamParser,
+    StreamResult,
+    Target,
     compatibility_error,
     content_type_of,
     estimate_tokens,
@@ -68,7 +78,14 @@ _TEMPLATE = re.compile(r"\$\((.*?)\)")
 #: nginx's client_body_buffer_size default: Kong parses a body this size whatever
 #: ``max_request_body_size`` says (a larger one only up to ``max_request_body_size``).
 _BODY_BUFFER: Final = 8192
-_ALL_DRIVERS: Final[dict[str, type[Driver]]] = {**DRIVERS, "anthropic": Anthropic}
+_ALL_DRIVERS: Final[dict[str, type[Driver]]] = {
+    **DRIVERS,
+    "anthropic": Anthropic,
+    "gemini": Gemini,
+    "cohere": Cohere,
+    "huggingface": Huggingface,
+    "bedrock": Bedrock,
+}
 
 
 class _State:
@@ -103,7 +120,7 @@ class _State:
         self.completion_tokens = 0
         self.cost: float = 0
         #: Set when a streamed 200 is translated event by event.
-        self.parser: StreamParser | None = None
+        self.parser: StreamParser | EventStreamParser | None = None
         self.text: list[str] = []
         self.finish_reason: Any = None
         self.stream_state: dict[str, Any] = {}
@@ -125,6 +142,7 @@ class AiProxy(Plugin):
     def __init__(self, config: AiProxyConfig, runtime: Runtime, entity: Any) -> None:
         super().__init__(config, runtime, entity)
         self.driver = _ALL_DRIVERS[config.model.provider]()
+        self.driver.setup(config)
         self.options = model_options(config)
         self.templated = (
             "$("
@@ -198,9 +216,28 @@ class AiProxy(Plugin):
                 state.prompt_tokens = estimate_tokens(request, 1.8 if state.stream else 1.0)
             except LlmError:
                 return _bail(500)
-        self._configure(ctx, state)
+        try:
+            target = self._configure(ctx, state)
+        except LlmError as exc:  # Hugging Face without a model URL: Kong's exit with a text
+            return kong_exit(400, {"message": str(exc)})
+        try:
+            proof = await driver.authorize(self._signed(ctx, target, raw))
+        except LlmError as exc:
+            return _bail(500, str(exc) or None)
+        for name, value in proof:
+            ctx.set_upstream_header(name, value)
         ctx.buffer_response = not state.stream
         return None
+
+    @staticmethod
+    def _signed(ctx: RequestContext, target: Target, raw: bytes) -> SignedRequest:
+        """The request as the provider gets it (its body, path and query as sent)."""
+        query = ctx.upstream_query if ctx.upstream_query is not None else ctx.query_string
+        pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+        body = ctx.body if ctx.body is not None else raw
+        # The method as sent: the client's (Kong signs POST whatever goes).
+        method = ctx.upstream_method or ctx.method
+        return SignedRequest(method, target, ctx.upstream_path or "/", pairs, body)
 
     def _parse(self, ctx: RequestContext, raw: bytes) -> dict[str, Any] | None:
         """Kong's ``kong.request.get_body``: JSON (the default type) within the size limit."""
@@ -223,20 +260,24 @@ class AiProxy(Plugin):
             name = _resolve(name, ctx)
         return ModelInfo(model.provider, name, dict(options))
 
-    def _configure(self, ctx: RequestContext, state: _State) -> None:
+    def _configure(self, ctx: RequestContext, state: _State) -> Target:
         """Kong's ``configure_request``: target, path, query, auth and provider headers."""
         config = self.config
         driver = state.driver
         model = state.model
-        target = driver.target(model, config.route_type)
-        if state.preserve and model.options.get("upstream_path") is None:
+        target = driver.target(model, config.route_type, state.stream)
+        if (
+            state.preserve
+            and driver.preserve_client_path
+            and model.options.get("upstream_path") is None
+        ):
             target.path = ctx.raw_path.decode("latin-1")
         ctx.upstream_path = normalized_path(target.path)
         ctx.set_upstream_target(target.scheme, target.host, target.port)
         for name, value in driver.headers(model):
             ctx.set_upstream_header(name, value)
-        ctx.set_upstream_header("accept-encoding", "identity" if state.stream else "gzip, identity")
-        auth = self.auth
+        ctx.set_upstream_header("accept-encoding", driver.accept_encoding(state.stream))
+        auth = self.auth if driver.plain_auth else None
         args: dict[str, str] = {}
         provider_args = driver.query(model, ctx.query)
         if provider_args:
@@ -257,6 +298,7 @@ class AiProxy(Plugin):
             for key, value in args.items():
                 query[key] = [value]
             ctx.upstream_query = urlencode(sorted(query.items()), doseq=True).encode("latin-1")
+        return target
 
     # -- response ------------------------------------------------------------------------------
 
@@ -271,9 +313,10 @@ class AiProxy(Plugin):
             upstream_type = _header(headers, b"content-type")
             _set(headers, b"content-type", b"text/event-stream")
             if status == 200 and not state.preserve:
-                if content_type_of(upstream_type) in STREAM_CONTENT_TYPES:
-                    state.parser = StreamParser()
-                    _clear(headers, b"content-length")
+                media = content_type_of(upstream_type)
+                if media in STREAM_CONTENT_TYPES:
+                    state.parser = EventStreamParser() if media == EVENT_STREAM else StreamParser()
+                    _clear(headers, b"content-length")  # the body is rewritten
         else:
             body = ctx.response_body or b""
             if (_header(headers, b"content-encoding") or "").lower() == "gzip":
@@ -353,10 +396,7 @@ class AiProxy(Plugin):
                 )
             except LlmError:
                 continue  # as Kong: the client has its 200 already; the event is skipped
-            if result.prompt_tokens:
-                state.prompt_tokens += result.prompt_tokens
-            if result.completion_tokens:
-                state.completion_tokens += result.completion_tokens
+            self._add_counts(state, result)
             data = result.data
             if data is None:
                 continue
@@ -366,6 +406,20 @@ class AiProxy(Plugin):
         if last:
             self._finish(state)
         return "".join(out).encode()
+
+    @staticmethod
+    def _add_counts(state: _State, result: StreamResult) -> None:
+        """A streamed event's token counts: increments, or (Gemini) the totals so far."""
+        if state.driver.cumulative_stream_counts:
+            if result.prompt_tokens is not None:
+                state.prompt_tokens = result.prompt_tokens
+            if result.completion_tokens is not None:
+                state.completion_tokens = result.completion_tokens
+            return
+        if result.prompt_tokens:
+            state.prompt_tokens += result.prompt_tokens
+        if result.completion_tokens:
+            state.completion_tokens += result.completion_tokens
 
     @staticmethod
     def _collect(state: _State, data: str) -> None:
