@@ -15,6 +15,7 @@ import msgspec
 from msgspec import Meta
 
 from fastkong.config import errors as E
+from fastkong.config import vault
 from fastkong.config.schema import REFERENCEABLE, Url
 from fastkong.plugins.base import REQUIRED
 from fastkong.plugins.bundled._gcp_token import AccountError, parse_key
@@ -169,9 +170,14 @@ def check(config: AiProxyConfig) -> list[tuple[str, str]]:
                     ),
                 )
             )
-    if auth.gcp_use_service_account and auth.gcp_service_account_json is not None:
+    key = auth.gcp_service_account_json
+    if key is not None and vault.is_reference(key):
+        # the secret is checked, not the reference's text (it resolved when its field was
+        # walked; where references are not resolved, as in the controller, it is not checked)
+        key = vault.resolve(key) if vault.resolving() else None
+    if auth.gcp_use_service_account and key is not None:
         try:
-            parse_key(auth.gcp_service_account_json)
+            parse_key(key)
         except AccountError as exc:
             out.append(
                 ("auth.gcp_service_account_json", f"not a usable service account key: {exc}")
