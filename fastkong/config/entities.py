@@ -531,8 +531,9 @@ def _plugin_config(
         return
     if spec.check is not None:
         for sub, message in spec.check(struct):
-            if sub == "@entity":  # an entity check of the config record itself
-                issues.entity(cloc, message)
+            if sub == "@entity" or sub.endswith(".@entity"):
+                # an entity check of the config record itself, or of a record in it
+                issues.entity((*cloc, *_subpath(sub[: -len("@entity")].rstrip("."))), message)
             elif sub:
                 issues.field((*cloc, *_subpath(sub)), message)
             else:

@@ -15,7 +15,8 @@ import msgspec
 
 #: A plugin's extra config check: returns ``(sub_path, message)`` pairs, e.g.
 #: ``("minute", "must be greater than 0")``; ``""`` for the plugin entity, ``"@entity"`` for an
-#: entity check of ``config`` itself (Kong's ``config["@entity"]``); an empty list means valid.
+#: entity check of ``config`` itself (Kong's ``config["@entity"]``), ``"llm.@entity"`` for one of
+#: a record in it; an empty list means valid.
 ConfigCheck = Callable[[Any], list[tuple[str, str]]]
 
 #: Kong's protocols of the HTTP subsystem (``typedefs.protocols_http``), sorted as Kong sorts them.
