@@ -226,7 +226,8 @@ class Introspector:
             and auth.param_value is not None
         ):
             body[auth.param_name] = auth.param_value
-        return msgspec.json.encode(body)
+        # A Lua table holds no nil: a field without a value (no model name) is left out.
+        return msgspec.json.encode({k: v for k, v in body.items() if v is not None})
 
     async def introspect(self, ctx: RequestContext, body: bytes) -> bytes:
         """Kong's ``ai_introspect_body``: the LLM's rewrite of ``body``; IntrospectionError."""
