@@ -9,6 +9,7 @@ request's ``user`` message so that a test sees what the plugin sent:
 ``/llm/object``         JSON instructions whose body is an object
 ``/llm/bare``           a JSON object without ``body`` (the whole object is the body)
 ``/llm/prose``          text that is not JSON
+``/llm/badstatus``      JSON instructions whose status is not a number
 ``/llm/status500``      a 500 with OpenAI's error shape
 ``/llm/bad``            a 200 whose JSON has no ``choices``
 ``/llm/slow``           answers after 2 s
@@ -95,6 +96,8 @@ class FakeLlm(FakeProvider):
             await self._json(writer, 200, chat_answer(json.dumps(instructions)))
         elif case == "bare":
             await self._json(writer, 200, chat_answer(json.dumps({"length": len(text)})))
+        elif case == "badstatus":
+            await self._json(writer, 200, chat_answer(json.dumps({"status": "teapot"})))
         elif case == "prose":
             await self._json(writer, 200, chat_answer("I would rather not."))
         else:

@@ -75,6 +75,7 @@ def routes(llm: FakeLlm, log_path: Path) -> dict[str, list[dict[str, Any]]]:
         "resp-object": [instructed(url("object"))],
         "resp-bare": [instructed(url("bare"))],
         "resp-prose": [instructed(url("prose"))],
+        "resp-badstatus": [instructed(url("badstatus"))],
         "resp-500": [transformer(NAME, url("status500"))],
         "resp-down": [transformer(NAME, f"http://127.0.0.1:{free_port()}/v1/chat/completions")],
         "resp-limit": [transformer(NAME, url("upper"), max_request_body_size=10_000)],
@@ -195,6 +196,13 @@ def test_json_instructions(gateway: Gateway, llm: FakeLlm) -> None:
             "message": "failed to parse JSON response instructions from AI backend: "
             "Expected value but found invalid token at character 1"
         }
+    }
+    # instructions kong.response.exit refuses: the plugin fails, Kong's generic 500
+    r = get(gateway, "/resp-badstatus")
+    assert r.status_code == 500
+    assert r.json() == {
+        "message": "An unexpected error occurred",
+        "request_id": r.headers["x-kong-request-id"],
     }
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import logging
 import zlib
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
@@ -58,6 +59,8 @@ if TYPE_CHECKING:
     from fastkong.runtime import Runtime
 
 Headers = list[tuple[bytes, bytes]]
+
+log = logging.getLogger("fastkong.plugins.ai-response-transformer")
 
 #: Dropped from the upstream's headers before the exit (Kong's three; ``Server`` is Kong's own
 #: on an exit, set by the gateway).
@@ -117,8 +120,11 @@ class AiResponseTransformer(Plugin):
         try:
             return instructed(content, kept)
         except NotInstructions as exc:
+            log.error("%s%s", _INSTRUCTIONS, exc)  # Kong's internal_server_error logs it
             return internal_error(_INSTRUCTIONS + str(exc))
-        except InstructionError:
+        except InstructionError as exc:
+            # Kong's kong.response.exit raises: the plugin fails with Kong's generic 500.
+            log.error("the LLM's JSON instructions cannot be sent: %s", exc)
             return kong_error(500, _UNEXPECTED)
 
 
