@@ -36,6 +36,7 @@ transformers leave it out); an invalid ``transformation_extract_pattern`` is a c
 from __future__ import annotations
 
 import os
+import re
 import time
 from typing import TYPE_CHECKING, Annotated, Any, Final
 from urllib.parse import urlencode, urlsplit
@@ -63,8 +64,6 @@ from fastkong.plugins.bundled._serializer import set_serialize_value
 from fastkong.proxy.upstream_tls import NO_VERIFY, PLAIN_VERIFY
 
 if TYPE_CHECKING:
-    import re
-
     from fastkong.plugins.context import RequestContext
 
 ROUTE_TYPE: Final = "llm/v1/chat"
@@ -356,8 +355,6 @@ def request_model(ctx: RequestContext) -> str:
 
 
 def _compile(pattern: str) -> re.Pattern[str]:
-    import re  # noqa: PLC0415  (only at config load)
-
     return re.compile(translate(pattern), re.ASCII)
 
 
