@@ -278,3 +278,25 @@ def test_content_that_is_not_instructions(content: bytes, reason: str) -> None:
 def test_instructions_kong_cannot_send(content: bytes) -> None:
     with pytest.raises(InstructionError):
         instructed(content, [])
+
+
+def test_the_auth_secret_comes_from_a_vault_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The llm record's auth fields are referenceable (Kong's): the worker's plugin sends the
+    secret; the config keeps the reference."""
+    from fastkong.config import load_config  # noqa: PLC0415
+    from fastkong.runtime import compile_runtime  # noqa: PLC0415
+
+    monkeypatch.setenv("LLM_KEY", "Bearer s3cret")
+    llm = {
+        **OPENAI,
+        "auth": {"header_name": "Authorization", "header_value": "{vault://env/llm-key}"},
+    }
+    doc = {
+        "_format_version": "3.0",
+        "plugins": [{"name": "ai-response-transformer", "config": {"prompt": "p", "llm": llm}}],
+    }
+    loaded = load_config(json.dumps(doc)).config
+    assert "s3cret" not in json.dumps(loaded.plugins[0].config)
+    runtime = compile_runtime(loaded, "1")
+    (plugin,) = runtime.plugins.by_name["ai-response-transformer"].values()
+    assert ("Authorization", "Bearer s3cret") in plugin.llm.headers  # type: ignore[attr-defined]

@@ -1,7 +1,7 @@
 """ai-request-transformer: an LLM rewrites the request body before it goes upstream (Kong 3.9's
 ``kong/plugins/ai-request-transformer``, over ``kong/llm``).
 
-Priority 777, HTTP(S) routes, not on consumers. In the access phase the client's body is read
+Priority 777, not on consumers. In the access phase the client's body is read
 (up to ``max_request_body_size``, or nginx's 8k client body buffer when that is larger, as Kong
 reads it; a larger body is a 413), sent to the configured LLM with ``prompt`` as the system
 message (:class:`~._ai_transformer.Introspector`), and the answer's content, cut to the first
@@ -14,7 +14,6 @@ before it goes back.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from fastkong.plugins.base import Exit, Plugin
@@ -28,7 +27,7 @@ from fastkong.plugins.bundled._ai_transformer import (
     check,
     too_large,
 )
-from fastkong.plugins.registry import lookup, register, register_plugin
+from fastkong.plugins.registry import register_plugin
 
 if TYPE_CHECKING:
     from fastkong.plugins.context import RequestContext
@@ -65,9 +64,3 @@ class AiRequestTransformer(Plugin):
         except IntrospectionError as exc:
             return bad_request(str(exc))
         return None
-
-
-# Kong's typedefs.protocols_http: the plugin runs on HTTP(S) routes only.
-_spec = lookup(AiRequestTransformer.name)
-assert _spec is not None
-register(dataclasses.replace(_spec, protocols=("http", "https")))

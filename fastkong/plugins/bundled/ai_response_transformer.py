@@ -1,7 +1,7 @@
 """ai-response-transformer: an LLM rewrites the upstream's response before the client gets it
 (Kong 3.9's ``kong/plugins/ai-response-transformer``, over ``kong/llm``).
 
-Priority 768, HTTP(S) routes. The access phase checks the request body's size (the limit
+Priority 768. The access phase checks the request body's size (the limit
 ai-request-transformer has: a larger body is a 413) and asks for the upstream's whole answer
 (``ctx.buffer_response``). The proxy then makes the upstream request as it makes any (peers,
 retries, TLS) and hands the buffered answer to :meth:`AiResponseTransformer.buffered`: the body
@@ -32,7 +32,6 @@ where fastkong's proxy answers 502/504 as for any request; and plugins of a lowe
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import logging
 import zlib
@@ -52,7 +51,7 @@ from fastkong.plugins.bundled._ai_transformer import (
     internal_error,
     too_large,
 )
-from fastkong.plugins.registry import lookup, register, register_plugin
+from fastkong.plugins.registry import register_plugin
 
 if TYPE_CHECKING:
     from fastkong.plugins.context import RequestContext
@@ -210,9 +209,3 @@ def _gunzip(body: bytes) -> bytes:
         return gzip.decompress(body)
     except (OSError, EOFError, zlib.error):
         return body
-
-
-# Kong's typedefs.protocols_http: the plugin runs on HTTP(S) routes only.
-_spec = lookup(AiResponseTransformer.name)
-assert _spec is not None
-register(dataclasses.replace(_spec, protocols=("http", "https")))
