@@ -13,6 +13,14 @@ defines any of three hooks:
     Kong's ``body_filter``: sees every response body chunk (``last`` on the final one) and
     returns what to send instead; buffer by returning ``b""`` until ``last``. A plugin that
     changes the body's size removes ``content-length`` in its ``response`` hook.
+``async buffered(ctx, status, headers) -> Exit | None``
+    for a request whose plugins asked for the upstream's whole answer
+    (``ctx.buffer_response``): runs once that body was read (``ctx.response_body``), before the
+    response hooks, and may await I/O; an :class:`Exit` answers the client instead of the
+    upstream's response (its response and log phases still run). Kong has no such phase: its
+    ai-response-transformer makes the upstream request itself in the access phase, then calls
+    ``kong.response.exit``; here the proxy makes that request (balancer, retries, TLS) and the
+    plugin answers from this hook.
 ``log(ctx) -> None``
     after the response went out; must not block (queue work for a background task).
 
@@ -120,6 +128,7 @@ class Plugin:
         self.has_access = cls.defines("access")
         self.has_response = cls.defines("response")
         self.has_body = cls.defines("body")
+        self.has_buffered = cls.defines("buffered")
         self.has_log = cls.defines("log")
 
     def __repr__(self) -> str:
@@ -142,6 +151,11 @@ class Plugin:
         self, ctx: RequestContext, chunk: bytes, last: bool
     ) -> bytes:  # pragma: no cover - optional
         return chunk
+
+    async def buffered(
+        self, ctx: RequestContext, status: int, headers: list[tuple[bytes, bytes]]
+    ) -> Exit | None:  # pragma: no cover - optional
+        return None
 
     def log(self, ctx: RequestContext) -> None:  # pragma: no cover - optional
         return None

@@ -128,15 +128,19 @@ class Phases:
     """The plugins of one effective chain that have each later hook, in order (computed once
     per chain and snapshot, not per request)."""
 
-    __slots__ = ("response", "body", "log")
+    __slots__ = ("buffered", "response", "body", "log")
 
     def __init__(self, chain: tuple[Plugin, ...]) -> None:
+        self.buffered = tuple(p for p in chain if p.has_buffered)
         self.response = tuple(p for p in chain if p.has_response)
         self.body = tuple(p for p in chain if p.has_body)
         self.log = tuple(p for p in chain if p.has_log)
 
     def __repr__(self) -> str:
-        return f"<Phases response={len(self.response)} body={len(self.body)} log={len(self.log)}>"
+        return (
+            f"<Phases buffered={len(self.buffered)} response={len(self.response)} "
+            f"body={len(self.body)} log={len(self.log)}>"
+        )
 
 
 def build_plugins(entities: Iterable[Any], runtime: Runtime) -> PluginSet:

@@ -67,6 +67,18 @@ async def run_access(
     return None
 
 
+async def run_buffered(
+    ctx: RequestContext, status: int, headers: list[tuple[bytes, bytes]]
+) -> Exit | None:
+    """The buffered-answer hooks (see :class:`~fastkong.plugins.base.Plugin`) in priority
+    order; the first :class:`Exit` stops them and replaces the upstream's response."""
+    for plugin in ctx.runtime.plugins.phases(ctx.chain).buffered:
+        result = await plugin.buffered(ctx, status, headers)
+        if result is not None:
+            return result
+    return None
+
+
 def run_response(ctx: RequestContext, status: int, headers: list[tuple[bytes, bytes]]) -> None:
     """Kong's header_filter: every plugin of the effective chain may edit ``headers``."""
     ctx.status = status

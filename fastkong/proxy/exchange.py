@@ -17,9 +17,9 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from fastkong.plugins.base import Plugin
+from fastkong.plugins.base import Exit, Plugin, kong_error
 from fastkong.plugins.context import RequestContext
-from fastkong.plugins.runner import body_filters, run_body, run_log, run_response
+from fastkong.plugins.runner import body_filters, run_body, run_buffered, run_log, run_response
 from fastkong.proxy import errors
 from fastkong.proxy.balancer import Peer, Resolver
 from fastkong.proxy.body import frame_body, stream_body
@@ -253,33 +253,11 @@ class Exchange(Replies):
         response_headers = conn.headers
         if set_cookie is not None:
             response_headers.append((b"set-cookie", set_cookie))
-        shown = self.shown
-        if shown is None:  # Kong's default `headers`
-            if not conn.has_server:
-                # nginx (so Kong) names itself when the upstream does not; Granian would say
-                # its own.
-                response_headers.append((b"server", SERVER))
-            # Kong appends its token to the upstream's Via, in one header.
-            response_headers += (
-                (b"via", conn.via_header),
-                (b"x-kong-upstream-latency", b"%d" % ((now - upstream_started) * 1000)),
-                (b"x-kong-proxy-latency", b"%d" % ((upstream_started - started) * 1000)),
-                (b"x-kong-request-id", request_id.encode()),
-            )
-        else:
-            via = conn.via_header
-            shown.add_proxied(
-                response_headers,
-                own_server=not conn.has_server,
-                via=via,
-                upstream_via=None if via is VIA else via[: -len(VIA) - 2],
-                upstream_latency=b"%d" % ((now - upstream_started) * 1000),
-                proxy_latency=b"%d" % ((upstream_started - started) * 1000),
-                request_id=request_id.encode(),
-                upstream_status=conn.status,
-            )
-        filters: tuple[Plugin, ...] = ()
+        # Read before a buffered answer gives the connection back (another request may then
+        # take it while a plugin awaits).
         status = conn.status
+        via = conn.via_header
+        own_server = not conn.has_server
         if ctx is not None:
             ctx.proxied = True
             ctx.upstream_started = upstream_started
@@ -295,13 +273,47 @@ class Exchange(Replies):
                     log.error("%s while reading the response body from upstream", exc)
                     await self.nginx_error(scope, send, exc.status, request_id, None, ctx)
                     return
+                # The upstream is done with before a plugin awaits anything (an LLM call).
+                if tracked is not None and balancer is not None:
+                    balancer.done(tracked, now - upstream_started)
+                    tracked = None
+                pool.release(conn)
+                # Before Kong's proxy headers join the upstream's: a plugin answering instead
+                # (ai-response-transformer) starts from the upstream's own headers.
+                stop = await _run_buffered(ctx, status, response_headers)
+                if stop is not None:
+                    await self.plugin_answer(scope, send, ctx, stop)
+                    return
+        shown = self.shown
+        if shown is None:  # Kong's default `headers`
+            if own_server:
+                # nginx (so Kong) names itself when the upstream does not; Granian would say
+                # its own.
+                response_headers.append((b"server", SERVER))
+            # Kong appends its token to the upstream's Via, in one header.
+            response_headers += (
+                (b"via", via),
+                (b"x-kong-upstream-latency", b"%d" % ((now - upstream_started) * 1000)),
+                (b"x-kong-proxy-latency", b"%d" % ((upstream_started - started) * 1000)),
+                (b"x-kong-request-id", request_id.encode()),
+            )
+        else:
+            shown.add_proxied(
+                response_headers,
+                own_server=own_server,
+                via=via,
+                upstream_via=None if via is VIA else via[: -len(VIA) - 2],
+                upstream_latency=b"%d" % ((now - upstream_started) * 1000),
+                proxy_latency=b"%d" % ((upstream_started - started) * 1000),
+                request_id=request_id.encode(),
+                upstream_status=status,
+            )
+        filters: tuple[Plugin, ...] = ()
+        if ctx is not None:
             run_response(ctx, status, response_headers)
             filters = body_filters(ctx)
             if ctx.response_body is not None:
-                # The upstream is done with: its connection goes back before the client's turn.
-                if tracked is not None and balancer is not None:
-                    balancer.done(tracked, now - upstream_started)
-                pool.release(conn)
+                # (the upstream's connection went back once its body was read)
                 if ctx.replaced_status:
                     await send_replaced(send, ctx.replaced_status, response_headers)
                 else:
@@ -350,6 +362,17 @@ class Exchange(Replies):
             if tracked is not None and balancer is not None:
                 balancer.done(tracked, now - upstream_started)
         pool.release(conn)
+
+
+async def _run_buffered(
+    ctx: RequestContext, status: int, headers: list[tuple[bytes, bytes]]
+) -> Exit | None:
+    """The plugins' buffered-answer hooks; one that fails is Kong's 500 for a failing plugin."""
+    try:
+        return await run_buffered(ctx, status, headers)
+    except Exception:
+        log.exception("plugin failed on the buffered response of %r", ctx)
+        return kong_error(500, "An unexpected error occurred")
 
 
 def _target_tls(service: ServicePlan) -> TlsProfile:

@@ -76,6 +76,13 @@ class Replies:
 
     async def plugin_exit(self, scope: Scope, send: Send, ctx: RequestContext, stop: Exit) -> None:
         """Answer with a plugin's :class:`Exit`; the response and log phases still run."""
+        await self.plugin_answer(scope, send, ctx, stop)
+        run_log(ctx)
+
+    async def plugin_answer(
+        self, scope: Scope, send: Send, ctx: RequestContext, stop: Exit
+    ) -> None:
+        """:meth:`plugin_exit` without the log phase (for a caller that runs it after)."""
         ctype: str | None
         if stop.with_request_id:
             ctype, body = errors.for_response_error(
@@ -86,7 +93,6 @@ class Replies:
         await self.respond(
             send, stop.status, ctype, body, ctx.request_id, ctx.started, stop.headers, ctx
         )
-        run_log(ctx)
 
     async def https_required(
         self,

@@ -91,6 +91,14 @@ REQUIRED: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
         {"templates": []},
         ("allow_untemplated_requests", "log_original_request"),
     ),
+    "ai-request-transformer": (
+        {"prompt": "p", "llm": {"route_type": "llm/v1/chat", "model": {"provider": "openai"}}},
+        ("http_timeout", "https_verify", "llm.logging", "llm.logging.log_statistics"),
+    ),
+    "ai-response-transformer": (
+        {"prompt": "p", "llm": {"route_type": "llm/v1/chat", "model": {"provider": "openai"}}},
+        ("http_timeout", "https_verify", "parse_llm_response_json_instructions", "llm.logging"),
+    ),
 }
 CASES = [(name, field) for name, (_, fields) in REQUIRED.items() for field in fields]
 

@@ -1,6 +1,7 @@
-"""One HTTP/1.1 exchange with an AWS endpoint (Lambda, STS, instance metadata) for the
-``aws-lambda`` plugin, on the gateway's own upstream connections (:mod:`fastkong.proxy.upstream`:
-the httptools parser, nginx-style timeouts, bounded buffers), not a general-purpose client.
+"""One HTTP/1.1 exchange a plugin makes itself: with an AWS endpoint (Lambda, STS, instance
+metadata) for ``aws-lambda``, with an LLM provider for the AI transformers; on the gateway's own
+upstream connections (:mod:`fastkong.proxy.upstream`: the httptools parser, nginx-style
+timeouts, bounded buffers), not a general-purpose client.
 
 As Kong's AWS library (``lua-resty-aws`` over ``lua-resty-http``): one ``timeout`` bounds
 connecting, sending and each read; a connection is kept for ``keepalive`` milliseconds when a
@@ -8,7 +9,8 @@ caller asks for keep-alive (the Lambda calls do, the credential calls do not), 3
 and worker (``lua_socket_pool_size``); a forward proxy (the plugin's ``proxy_url``) carries an
 ``https`` exchange through an HTTP ``CONNECT`` tunnel and a plain one as an absolute-form
 request. ``https`` peers are verified against the node's trusted roots
-(``lua_ssl_trusted_certificate``) and must name the host asked for.
+(``lua_ssl_trusted_certificate``) and must name the host asked for, unless the caller passes a
+non-verifying ``tls`` profile (the transformers' ``https_verify: false``).
 """
 
 from __future__ import annotations

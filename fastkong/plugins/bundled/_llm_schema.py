@@ -1,6 +1,6 @@
-"""ai-proxy's configuration: Kong 3.9's ``kong/llm/schemas/init.lua`` (the record every AI
-plugin shares) plus ai-proxy's own fields (``kong/plugins/ai-proxy/schema.lua``), with their
-entity checks.
+"""The AI plugins' configuration: Kong 3.9's ``kong/llm/schemas/init.lua`` (the record every AI
+plugin shares, :class:`LlmConfig`: ai-proxy's config, the transformers' ``llm``) plus ai-proxy's
+own fields (``kong/plugins/ai-proxy/schema.lua``), with their entity checks.
 
 Every field Kong accepts is accepted (the GCP and AWS identity fields included); the native
 ``llm_format``s (Kong's ``kong/llm/adapters``), which fastkong does not translate, are refused at
@@ -105,11 +105,16 @@ class Logging(_Record, kw_only=True, frozen=True):
     log_payloads: Annotated[bool, REQUIRED] = False
 
 
-class AiProxyConfig(_Record, kw_only=True, frozen=True):
+class LlmConfig(_Record, kw_only=True, frozen=True):
+    """Kong's shared ``llm.config_schema``: ai-proxy's config, the transformers' ``llm``."""
+
     route_type: RouteType
     auth: Auth | None = None
     model: Model
     logging: Annotated[Logging, REQUIRED] = msgspec.field(default_factory=Logging)
+
+
+class AiProxyConfig(LlmConfig, kw_only=True, frozen=True):
     response_streaming: Literal["allow", "deny", "always"] = "allow"
     max_request_body_size: Annotated[int, Meta(gt=0)] = 8 * 1024
     model_name_header: bool = True
@@ -123,6 +128,45 @@ def _quoted(*names: str) -> str:
 def check(config: AiProxyConfig) -> list[tuple[str, str]]:
     """Kong's entity checks of the shared LLM record and of ai-proxy, then fastkong's own
     refusal of what it does not implement. ``(sub_path, message)`` pairs."""
+    out = check_llm(config)
+    # ai-proxy's own checks, on the plugin entity.
+    if config.llm_format in ("bedrock", "gemini"):
+        if config.route_type != "llm/v1/chat":
+            out.append(("route_type", "value must be llm/v1/chat"))
+            out.append(
+                (
+                    PLUGIN_ENTITY,
+                    "native provider options in llm_format can only be "
+                    "used with the 'llm/v1/chat' route_type",
+                )
+            )
+        if config.model.provider != config.llm_format:
+            out.append(("model.provider", f"value must be {config.llm_format}"))
+            out.append(
+                (
+                    PLUGIN_ENTITY,
+                    f"native llm_format '{config.llm_format}' can only be "
+                    f"used with the '{config.llm_format}' model.provider",
+                )
+            )
+    if out:
+        return out
+    # What fastkong does not implement (Kong's native formats): refused, never proxied
+    # untranslated.
+    if config.llm_format != "openai":
+        out.append(
+            (
+                "llm_format",
+                f"llm_format '{config.llm_format}' is not implemented by "
+                "fastkong's ai-proxy (implemented: openai)",
+            )
+        )
+    return out
+
+
+def check_llm(config: LlmConfig) -> list[tuple[str, str]]:
+    """The entity checks of Kong's shared LLM record, paths relative to the record
+    (:data:`CONFIG_ENTITY` for the record itself)."""
     out: list[tuple[str, str]] = []
     auth = config.auth or Auth()
     model = config.model
@@ -130,7 +174,7 @@ def check(config: AiProxyConfig) -> list[tuple[str, str]]:
     provider = model.provider
     if provider in ("bedrock", "gemini") and auth.allow_override:
         out.append(("auth.allow_override", "value must be false"))
-        out.append((CONFIG_ENTITY, E.CONDITIONAL.format("model.provider")))
+        out.append((CONFIG_ENTITY, "bedrock and gemini only support auth.allow_override = false"))
     if (auth.header_name is None) != (auth.header_value is None):
         out.append(
             (
@@ -199,42 +243,29 @@ def check(config: AiProxyConfig) -> list[tuple[str, str]]:
                 f"{provider} does not support statistics when route_type is {config.route_type}",
             )
         )
-    # ai-proxy's own checks, on the plugin entity.
-    if config.llm_format in ("bedrock", "gemini"):
-        if config.route_type != "llm/v1/chat":
-            out.append(("route_type", "value must be llm/v1/chat"))
-            out.append(
-                (
-                    PLUGIN_ENTITY,
-                    "native provider options in llm_format can only be "
-                    "used with the 'llm/v1/chat' route_type",
-                )
-            )
-        if provider != config.llm_format:
-            out.append(("model.provider", f"value must be {config.llm_format}"))
-            out.append(
-                (
-                    PLUGIN_ENTITY,
-                    f"native llm_format '{config.llm_format}' can only be "
-                    f"used with the '{config.llm_format}' model.provider",
-                )
-            )
-    if out:
-        return out
-    # What fastkong does not implement (Kong's native formats): refused, never proxied
-    # untranslated.
-    if config.llm_format != "openai":
-        out.append(
-            (
-                "llm_format",
-                f"llm_format '{config.llm_format}' is not implemented by "
-                "fastkong's ai-proxy (implemented: openai)",
-            )
-        )
     return out
 
 
-def model_options(config: AiProxyConfig) -> dict[str, Any]:
+#: Providers ai-proxy translates and the AI transformer plugins' own LLM calls do not (yet):
+#: those calls need the drivers' request signing and token steps, which only ai-proxy runs.
+TRANSFORMER_UNIMPLEMENTED: Final = frozenset({"cohere", "gemini", "bedrock", "huggingface"})
+
+
+def refuse_unimplemented(config: LlmConfig, who: str) -> list[tuple[str, str]]:
+    """What the transformers do not implement: refused at load, never sent untranslated."""
+    provider = config.model.provider
+    if provider not in TRANSFORMER_UNIMPLEMENTED:
+        return []
+    return [
+        (
+            "model.provider",
+            f"provider '{provider}' is not implemented by {who} "
+            "(implemented: openai, azure, anthropic, mistral, llama2)",
+        )
+    ]
+
+
+def model_options(config: LlmConfig) -> dict[str, Any]:
     """``model.options`` as a plain dict (empty when not given)."""
     options = config.model.options
     return msgspec.to_builtins(options) if options is not None else {}
