@@ -29,6 +29,7 @@ from fastkong.plugins.bundled._llm_shared import (
     StreamEvent,
     StreamResult,
     merge_config_defaults,
+    no_transformer,
 )
 
 _STREAM_ID = "anthropic_stream_id"
@@ -116,17 +117,12 @@ class Anthropic(Driver):
         self._common(request, model, body)
         return _without_none(body)
 
-    def from_format(self, body: bytes, model: ModelInfo, route_type: str) -> bytes:
-        try:
-            if route_type == "llm/v1/chat":
-                return _from_messages(body)
-            if route_type == "llm/v1/completions":
-                return _from_complete(body)
-            raise LlmError(f"no transformer available from format {model.provider}://{route_type}")
-        except LlmError as exc:
-            raise LlmError(
-                f"transformation failed from type {model.provider}://{route_type}: {exc}"
-            ) from None
+    def answer(self, body: bytes, model: ModelInfo, route_type: str) -> bytes:
+        if route_type == "llm/v1/chat":
+            return _from_messages(body)
+        if route_type == "llm/v1/completions":
+            return _from_complete(body)
+        raise no_transformer(model, route_type)
 
     def stream_event(
         self, event: StreamEvent, model: ModelInfo, route_type: str, state: dict[str, Any]

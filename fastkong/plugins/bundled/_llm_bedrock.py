@@ -51,6 +51,7 @@ from fastkong.plugins.bundled._llm_shared import (
     StreamResult,
     Target,
     merge_config_defaults,
+    no_transformer,
     parse_url,
 )
 
@@ -157,17 +158,10 @@ class Bedrock(Driver):
         except (AttributeError, KeyError, TypeError, IndexError):
             raise LlmError(f"error transforming to {model.provider}://{route_type}: nil") from None
 
-    def from_format(self, body: bytes, model: ModelInfo, route_type: str) -> bytes:
-        try:
-            if route_type != "llm/v1/chat":
-                raise LlmError(
-                    f"no transformer available from format {model.provider}://{route_type}"
-                )
-            return from_bedrock(body, model)
-        except LlmError as exc:
-            raise LlmError(
-                f"transformation failed from type {model.provider}://{route_type}: {exc}"
-            ) from None
+    def answer(self, body: bytes, model: ModelInfo, route_type: str) -> bytes:
+        if route_type != "llm/v1/chat":
+            raise no_transformer(model, route_type)
+        return from_bedrock(body, model)
 
     def stream_event(
         self, event: StreamEvent, model: ModelInfo, route_type: str, state: dict[str, Any]

@@ -31,6 +31,7 @@ from fastkong.plugins.bundled._llm_shared import (
     StreamEvent,
     StreamResult,
     merge_config_defaults,
+    no_transformer,
 )
 
 _STREAM_ID = "cohere_stream_id"
@@ -56,17 +57,12 @@ class Cohere(Driver):
         except (AttributeError, KeyError, TypeError, IndexError):
             raise LlmError(f"error transforming to {model.provider}://{route_type}") from None
 
-    def from_format(self, body: bytes, model: ModelInfo, route_type: str) -> bytes:
-        try:
-            if route_type == "llm/v1/chat":
-                return _from_chat(body, model)
-            if route_type == "llm/v1/completions":
-                return _from_completions(body, model)
-            raise LlmError(f"no transformer available from format {model.provider}://{route_type}")
-        except LlmError as exc:
-            raise LlmError(
-                f"transformation failed from type {model.provider}://{route_type}: {exc}"
-            ) from None
+    def answer(self, body: bytes, model: ModelInfo, route_type: str) -> bytes:
+        if route_type == "llm/v1/chat":
+            return _from_chat(body, model)
+        if route_type == "llm/v1/completions":
+            return _from_completions(body, model)
+        raise no_transformer(model, route_type)
 
     def stream_event(
         self, event: StreamEvent, model: ModelInfo, route_type: str, state: dict[str, Any]

@@ -40,6 +40,7 @@ from fastkong.plugins.bundled._llm_shared import (
     StreamResult,
     Target,
     merge_config_defaults,
+    no_transformer,
     parse_url,
 )
 
@@ -104,17 +105,10 @@ class Gemini(Driver):
         except (AttributeError, KeyError, TypeError, IndexError, msgspec.DecodeError):
             raise LlmError(f"error transforming to {model.provider}://{route_type}: nil") from None
 
-    def from_format(self, body: bytes, model: ModelInfo, route_type: str) -> bytes:
-        try:
-            if route_type != "llm/v1/chat":
-                raise LlmError(
-                    f"no transformer available from format {model.provider}://{route_type}"
-                )
-            return from_gemini(body, model)
-        except LlmError as exc:
-            raise LlmError(
-                f"transformation failed from type {model.provider}://{route_type}: {exc}"
-            ) from None
+    def answer(self, body: bytes, model: ModelInfo, route_type: str) -> bytes:
+        if route_type != "llm/v1/chat":
+            raise no_transformer(model, route_type)
+        return from_gemini(body, model)
 
     def stream_event(
         self, event: StreamEvent, model: ModelInfo, route_type: str, state: dict[str, Any]

@@ -70,13 +70,8 @@ class Huggingface(Driver):
         except (AttributeError, KeyError, TypeError):
             raise LlmError(f"error transforming to {model.provider}://{route_type}") from None
 
-    def from_format(self, body: bytes, model: ModelInfo, route_type: str) -> bytes:
-        try:
-            return from_huggingface(body, model, route_type)
-        except LlmError as exc:
-            raise LlmError(
-                f"transformation failed from type {model.provider}://{route_type}: {exc}"
-            ) from None
+    def answer(self, body: bytes, model: ModelInfo, route_type: str) -> bytes:
+        return from_huggingface(body, model, route_type)
 
     def stream_event(
         self, event: StreamEvent, model: ModelInfo, route_type: str, state: dict[str, Any]

@@ -86,12 +86,17 @@ class Driver:
         return request
 
     def from_format(self, body: bytes, model: ModelInfo, route_type: str) -> bytes:
+        """The provider's answer as llm/v1 (:meth:`answer`), a failure in Kong's words."""
         try:
-            return self._from_openai(body, route_type)
+            return self.answer(body, model, route_type)
         except LlmError as exc:
             raise LlmError(
                 f"transformation failed from type {model.provider}://{route_type}: {exc}"
             ) from None
+
+    def answer(self, body: bytes, model: ModelInfo, route_type: str) -> bytes:
+        """The provider's answer translated (the drivers' own part of :meth:`from_format`)."""
+        return self._from_openai(body, route_type)
 
     @staticmethod
     def _from_openai(body: bytes, route_type: str) -> bytes:
@@ -187,18 +192,13 @@ class _OllamaCapable(Driver):
             return to_ollama(request, model)
         raise LlmError(f"no transformer available to format {model.provider}://{route_type}/{kind}")
 
-    def from_format(self, body: bytes, model: ModelInfo, route_type: str) -> bytes:
+    def answer(self, body: bytes, model: ModelInfo, route_type: str) -> bytes:
         kind = self.format_name(model)
         if kind == "openai":
-            return super().from_format(body, model, route_type)
-        try:
-            if kind == "ollama":
-                return from_ollama(body, model, route_type)
-            return self.from_other(body, kind, route_type)
-        except LlmError as exc:
-            raise LlmError(
-                f"transformation failed from type {model.provider}://{route_type}: {exc}"
-            ) from None
+            return super().answer(body, model, route_type)
+        if kind == "ollama":
+            return from_ollama(body, model, route_type)
+        return self.from_other(body, kind, route_type)
 
     def from_other(self, body: bytes, kind: str | None, route_type: str) -> bytes:
         raise LlmError(f"no transformer available from format {route_type}/{kind}")

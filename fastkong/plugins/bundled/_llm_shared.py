@@ -45,6 +45,11 @@ class ModelInfo:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+def no_transformer(model: ModelInfo, route_type: str) -> LlmError:
+    """Kong's error for a route type a driver does not translate answers of."""
+    return LlmError(f"no transformer available from format {model.provider}://{route_type}")
+
+
 @dataclass
 class StreamEvent:
     event: str | None = None
