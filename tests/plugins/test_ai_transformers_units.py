@@ -107,17 +107,6 @@ def test_entity_checks(name: str) -> None:
     ]
 
 
-@pytest.mark.parametrize("name", TRANSFORMERS)
-@pytest.mark.parametrize("provider", ["cohere", "gemini", "bedrock", "huggingface"])
-def test_providers_fastkong_does_not_translate_are_refused(name: str, provider: str) -> None:
-    llm = {"route_type": "llm/v1/chat", "model": {"provider": provider}}
-    assert plugin_config_errors(name, {"prompt": "p", "llm": llm}) == [
-        f"plugins[0].config.llm.model.provider: provider '{provider}' is not implemented by "
-        "fastkong's AI transformer plugins (implemented: openai, azure, anthropic, mistral, "
-        "llama2)"
-    ]
-
-
 def test_scopes() -> None:
     doc: dict[str, Any] = {
         "_format_version": "3.0",

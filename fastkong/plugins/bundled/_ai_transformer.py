@@ -39,7 +39,7 @@ import os
 import re
 import time
 from typing import TYPE_CHECKING, Annotated, Any, Final
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import msgspec
 from msgspec import Meta
@@ -49,16 +49,21 @@ from fastkong.kong_conf import DEFAULT_CLIENT_BODY_BUFFER, client_body_buffer_si
 from fastkong.plugins.base import REQUIRED, Exit, kong_exit
 from fastkong.plugins.bundled import _aws_http
 from fastkong.plugins.bundled._ai_prompt import REQUEST_TABLE
-from fastkong.plugins.bundled._llm_anthropic import Anthropic
-from fastkong.plugins.bundled._llm_openai import DRIVERS, Driver
+from fastkong.plugins.bundled._llm_drivers import ALL_DRIVERS
+from fastkong.plugins.bundled._llm_openai import Driver
 from fastkong.plugins.bundled._llm_schema import (
     PLUGIN_ENTITY,
     LlmConfig,
     check_llm,
     model_options,
-    refuse_unimplemented,
 )
-from fastkong.plugins.bundled._llm_shared import LlmError, ModelInfo, normalized_path
+from fastkong.plugins.bundled._llm_shared import (
+    LlmError,
+    ModelInfo,
+    SignedRequest,
+    Target,
+    normalized_path,
+)
 from fastkong.plugins.bundled._pcre import check_regex, translate
 from fastkong.plugins.bundled._serializer import set_serialize_value
 from fastkong.proxy.upstream_tls import NO_VERIFY, PLAIN_VERIFY
@@ -69,7 +74,8 @@ if TYPE_CHECKING:
 ROUTE_TYPE: Final = "llm/v1/chat"
 #: Kong's entity check of both transformers (on the plugin entity).
 ROUTE_TYPE_ERROR: Final = "'config.llm.route_type' must be 'llm/v1/chat' for AI transformer plugins"
-_ALL_DRIVERS: Final[dict[str, type[Driver]]] = {**DRIVERS, "anthropic": Anthropic}
+#: Providers whose LLM call goes to the driver's own target (the others: :func:`provider_url`).
+_TARGETED: Final = frozenset({"gemini", "cohere", "huggingface", "bedrock"})
 #: lua-resty-http's ``request_uri`` keeps its connection for nginx's
 #: ``lua_socket_keepalive_timeout`` (60 s).
 _KEEPALIVE_MS: Final = 60_000
@@ -100,8 +106,8 @@ def _quoted(*names: str) -> str:
 
 
 def check(config: TransformerConfig) -> list[tuple[str, str]]:
-    """Kong's checks of the ``llm`` record and of the plugin entity, then fastkong's refusal of
-    the providers it does not translate. ``(sub_path, message)`` pairs."""
+    """Kong's checks of the ``llm`` record and of the plugin entity. ``(sub_path, message)``
+    pairs."""
     out = [(f"llm.{sub}", message) for sub, message in check_llm(config.llm)]
     if config.llm.route_type != ROUTE_TYPE:
         out.append(("llm.route_type", f"value must be {ROUTE_TYPE}"))
@@ -112,12 +118,7 @@ def check(config: TransformerConfig) -> list[tuple[str, str]]:
         if (host is None) != (port is None):
             fields = _quoted(f"config.{scheme}_proxy_host", f"config.{scheme}_proxy_port")
             out.append((PLUGIN_ENTITY, f"all or none of these fields must be set: {fields}"))
-    if out:
-        return out
-    return [
-        (f"llm.{sub}", message)
-        for sub, message in refuse_unimplemented(config.llm, "fastkong's AI transformer plugins")
-    ]
+    return out
 
 
 def body_limit(config: TransformerConfig) -> int:
@@ -160,26 +161,36 @@ class Introspector:
         self.prompt = config.prompt
         self.logging = llm.logging
         self.auth = llm.auth
-        self.driver = _ALL_DRIVERS[llm.model.provider]()
+        driver = self.driver = ALL_DRIVERS[llm.model.provider]()
+        driver.setup(llm)
         self.model = ModelInfo(llm.model.provider, llm.model.name, model_options(llm))
-        url = urlsplit(provider_url(self.driver, self.model))
+        if llm.model.provider in _TARGETED:
+            # These drivers' subrequests go where their proxied requests go (Kong's drivers).
+            target = driver.target(self.model, ROUTE_TYPE)
+            url = urlsplit(f"{target.scheme}://{target.host}:{target.port}{target.path}")
+            pairs = list((driver.query(self.model, {}) or {}).items())
+        else:
+            url = urlsplit(provider_url(driver, self.model))
+            pairs = parse_qsl(url.query, keep_blank_values=True)
         self.scheme = url.scheme.lower()
         self.host = url.hostname or ""
         self.port = url.port or (443 if self.scheme == "https" else 80)
-        query = url.query
-        auth = self.auth
+        self.path = url.path or "/"
+        # Bedrock signs its requests and a Gemini service account brings a token: neither sends
+        # the configured auth fields as they are (:meth:`Driver.authorize`).
+        auth = self.auth if driver.plain_auth else None
         if (
             auth is not None
             and auth.param_location == "query"
             and auth.param_name is not None
             and auth.param_value is not None
         ):
-            extra = urlencode({auth.param_name: auth.param_value})
-            query = f"{query}&{extra}" if query else extra
-        self.target = (url.path or "/") + (f"?{query}" if query else "")
+            pairs.append((auth.param_name, auth.param_value))
+        self.query = pairs
+        self.target = self.path + (f"?{urlencode(pairs)}" if pairs else "")
         headers = [("Host", _aws_http.host_header(self.host, self.port, self.scheme))]
         headers += _JSON_HEADERS
-        headers += self.driver.headers(self.model)
+        headers += driver.headers(self.model)
         if auth is not None and auth.header_name is not None and auth.header_value is not None:
             headers.append((auth.header_name, auth.header_value))
         self.headers = headers
@@ -235,6 +246,14 @@ class Introspector:
         if self.logging.log_payloads:
             set_serialize_value(ctx, f"{prefix}.payload.request", _text(ctx.body or b""))
         started = time.monotonic()
+        # A signature covers the Host header as this request sends it (with a port that is not
+        # the scheme's), so that is the host the driver signs.
+        target = Target(self.scheme, self.headers[0][1], self.port, self.path)
+        signed = SignedRequest("POST", target, self.path, self.query, request)
+        try:
+            proof = await self.driver.authorize(signed)
+        except LlmError as exc:
+            raise IntrospectionError(f"{_INTROSPECT}request to ai service failed: {exc}") from None
         try:
             res = await _aws_http.request(
                 "POST",
@@ -242,7 +261,7 @@ class Introspector:
                 self.host,
                 self.port,
                 self.target,
-                self.headers,
+                self.headers + proof,
                 request,
                 timeout=self.timeout,
                 keepalive_ms=_KEEPALIVE_MS,

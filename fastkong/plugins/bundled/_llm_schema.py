@@ -246,25 +246,6 @@ def check_llm(config: LlmConfig) -> list[tuple[str, str]]:
     return out
 
 
-#: Providers ai-proxy translates and the AI transformer plugins' own LLM calls do not (yet):
-#: those calls need the drivers' request signing and token steps, which only ai-proxy runs.
-TRANSFORMER_UNIMPLEMENTED: Final = frozenset({"cohere", "gemini", "bedrock", "huggingface"})
-
-
-def refuse_unimplemented(config: LlmConfig, who: str) -> list[tuple[str, str]]:
-    """What the transformers do not implement: refused at load, never sent untranslated."""
-    provider = config.model.provider
-    if provider not in TRANSFORMER_UNIMPLEMENTED:
-        return []
-    return [
-        (
-            "model.provider",
-            f"provider '{provider}' is not implemented by {who} "
-            "(implemented: openai, azure, anthropic, mistral, llama2)",
-        )
-    ]
-
-
 def model_options(config: LlmConfig) -> dict[str, Any]:
     """``model.options`` as a plain dict (empty when not given)."""
     options = config.model.options

@@ -42,12 +42,9 @@ from urllib.parse import parse_qsl, urlencode
 import msgspec
 
 from fastkong.plugins.base import Exit, Plugin, kong_exit
-from fastkong.plugins.bundled._llm_anthropic import Anthropic
-from fastkong.plugins.bundled._llm_bedrock import EVENT_STREAM, Bedrock, EventStreamParser
-from fastkong.plugins.bundled._llm_cohere import Cohere
-from fastkong.plugins.bundled._llm_gemini import Gemini
-from fastkong.plugins.bundled._llm_huggingface import Huggingface
-from fastkong.plugins.bundled._llm_openai import DRIVERS, Driver
+from fastkong.plugins.bundled._llm_bedrock import EVENT_STREAM, EventStreamParser
+from fastkong.plugins.bundled._llm_drivers import ALL_DRIVERS
+from fastkong.plugins.bundled._llm_openai import Driver
 from fastkong.plugins.bundled._llm_schema import AiProxyConfig, check, model_options
 from fastkong.plugins.bundled._llm_shared import (
     SSE_TERMINATOR,
@@ -78,14 +75,6 @@ _TEMPLATE = re.compile(r"\$\((.*?)\)")
 #: nginx's client_body_buffer_size default: Kong parses a body this size whatever
 #: ``max_request_body_size`` says (a larger one only up to ``max_request_body_size``).
 _BODY_BUFFER: Final = 8192
-_ALL_DRIVERS: Final[dict[str, type[Driver]]] = {
-    **DRIVERS,
-    "anthropic": Anthropic,
-    "gemini": Gemini,
-    "cohere": Cohere,
-    "huggingface": Huggingface,
-    "bedrock": Bedrock,
-}
 
 
 class _State:
@@ -141,7 +130,7 @@ class AiProxy(Plugin):
 
     def __init__(self, config: AiProxyConfig, runtime: Runtime, entity: Any) -> None:
         super().__init__(config, runtime, entity)
-        self.driver = _ALL_DRIVERS[config.model.provider]()
+        self.driver = ALL_DRIVERS[config.model.provider]()
         self.driver.setup(config)
         self.options = model_options(config)
         self.templated = (
