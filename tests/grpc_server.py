@@ -27,9 +27,15 @@ from tests.helpers import free_port
 
 
 class GrpcServer:
-    def __init__(self, credentials: grpc.ServerCredentials | None = None) -> None:
+    def __init__(
+        self,
+        credentials: grpc.ServerCredentials | None = None,
+        extra: dict[str, grpc.RpcMethodHandler] | None = None,
+    ) -> None:
         self.port = free_port()
         self.credentials = credentials
+        #: More methods, by path (the JSON tests' service).
+        self.extra = extra or {}
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.server: grpc.aio.Server | None = None
@@ -76,6 +82,8 @@ class _Handlers(grpc.GenericRpcHandler):
 
     def service(self, details: grpc.HandlerCallDetails) -> Any:
         method = details.method  # type: ignore[attr-defined]
+        if method in self.server.extra:
+            return self.server.extra[method]
         name = method.rsplit("/", 1)[-1] if method.startswith("/test.Echo/") else ""
         server = self.server
 

@@ -438,6 +438,10 @@ class H2Pool:
                 break
             try:
                 await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not pending.cancelled() or (task is not None and task.cancelling()):
+                    raise  # this request was cancelled, not the opening it waited for
             except UpstreamError:
                 pass  # that opening failed: this request opens its own
         future: asyncio.Future[H2Connection] = self.loop.create_future()

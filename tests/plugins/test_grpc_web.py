@@ -199,14 +199,6 @@ def test_schema_defaults_as_kong() -> None:
     assert conf == {"allow_origin_header": "*", "pass_stripped_path": None, "proto": None}
 
 
-def test_proto_is_refused_at_load_with_its_path() -> None:
-    errors = plugin_config_errors("grpc-web", {"proto": "/etc/kong/hello.proto"})
-    assert len(errors) == 1
-    assert errors[0].startswith(
-        "plugins[0].config.proto: JSON transcoding (proto) is not supported"
-    )
-
-
 def test_unknown_field_is_refused() -> None:
     errors = plugin_config_errors("grpc-web", {"allow_origin": "x"})
     assert errors and errors[0].startswith("plugins[0].config.allow_origin")
@@ -255,6 +247,16 @@ def test_text_mode_base64_both_ways_request_in_pieces(server: GrpcServer) -> Non
         # its own padded segment at the end
         trailer = base64.b64encode(frame(b"grpc-status:0\r\ngrpc-message:\r\n", 0x80))
         assert raw.endswith(trailer)
+
+    run(config(server.port), test)
+
+
+def test_large_request_body_sent_as_windows_allow(server: GrpcServer) -> None:
+    async def test(gw: Gateway) -> None:
+        payload = bytes(range(256)) * 8192  # 2 MiB: many times a stream window
+        answer = await call(gw, "/test.Echo/Unary", frame(payload), pieces=5)
+        assert answer.status == 200
+        assert unframe(answer.body)[0] == (0, b"echo:" + payload)
 
     run(config(server.port), test)
 
