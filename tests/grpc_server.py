@@ -31,7 +31,10 @@ class GrpcServer:
         self,
         credentials: grpc.ServerCredentials | None = None,
         extra: dict[str, grpc.RpcMethodHandler] | None = None,
+        options: list[tuple[str, Any]] | None = None,
     ) -> None:
+        #: grpc server options (``grpc.max_concurrent_streams``, ...).
+        self.options = options or []
         self.port = free_port()
         self.credentials = credentials
         #: More methods, by path (the JSON tests' service).
@@ -53,7 +56,7 @@ class GrpcServer:
         return self
 
     async def _start(self) -> None:
-        server = grpc.aio.server()
+        server = grpc.aio.server(options=self.options)
         server.add_generic_rpc_handlers((_Handlers(self),))
         address = f"127.0.0.1:{self.port}"
         if self.credentials is None:

@@ -180,6 +180,8 @@ class H2Connection(asyncio.Protocol):
         self.write_paused = False
         self.served = 0
         self._idle: asyncio.TimerHandle | None = None
+        #: Set when the peer's first SETTINGS came: its stream limit is known from then on.
+        self.ready: asyncio.Future[None] = self.loop.create_future()
 
     def __repr__(self) -> str:
         host, port, _ = self.key
@@ -219,6 +221,9 @@ class H2Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = self.draining = True
+        if not self.ready.done():
+            self.ready.set_exception(UpstreamConnectError("upstream closed the connection"))
+            self.ready.exception()  # (retrieved: nobody may be waiting)
         self._fail_all(UpstreamError("upstream prematurely closed connection"))
         self.pool.dropped(self)
 
@@ -274,6 +279,9 @@ class H2Connection(asyncio.Protocol):
                     s.wake()
         elif isinstance(event, h2.events.ConnectionTerminated):
             self._goaway(event.last_stream_id or 0, event.error_code)
+        elif isinstance(event, h2.events.RemoteSettingsChanged):
+            if not self.ready.done():
+                self.ready.set_result(None)
 
     def _goaway(self, last_stream_id: int, code: Any) -> None:
         """GOAWAY: no new stream here; streams above ``last_stream_id`` were not processed."""
@@ -308,7 +316,12 @@ class H2Connection(asyncio.Protocol):
             self._idle = None
         stream_id = self.h2.get_next_available_stream_id()
         stream = self.streams[stream_id] = H2Stream(self, stream_id)
-        self.h2.send_headers(stream_id, headers, end_stream=end)
+        try:
+            self.h2.send_headers(stream_id, headers, end_stream=end)
+        except h2.exceptions.ProtocolError as exc:
+            # The peer's stream limit, or a connection closing: nothing went out.
+            del self.streams[stream_id]
+            raise UpstreamError(f"cannot open a stream: {exc}", sent=False) from None
         self._flush()
         self.served += 1
         return stream
@@ -501,6 +514,19 @@ class H2Pool:
             if ssl_object is None or ssl_object.selected_alpn_protocol() != "h2":
                 conn.close()
                 raise UpstreamConnectError(f"{host}:{port} did not agree to HTTP/2 (ALPN h2)")
+        # The peer's SETTINGS (its stream limit) before any stream: requests that waited for
+        # this connection all start on it at once.
+        try:
+            await asyncio.wait_for(asyncio.shield(conn.ready), timeout)
+        except TimeoutError:
+            conn.close(abort=True)
+            raise UpstreamTimeout(
+                f"upstream timed out while waiting for the HTTP/2 settings of {host}:{port}",
+                sent=False,
+            ) from None
+        except UpstreamError:
+            conn.close(abort=True)
+            raise
         self.opened += 1
         return conn
 

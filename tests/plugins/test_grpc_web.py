@@ -418,6 +418,49 @@ def test_connection_reused_across_requests(server: GrpcServer) -> None:
     run(config(server.port), test)
 
 
+def test_stream_limit_opens_another_connection() -> None:
+    """The server takes 2 streams per connection: 6 calls at once need 3 connections, and a
+    later call reuses one of them."""
+    limited = GrpcServer(options=[("grpc.max_concurrent_streams", 2)]).start()
+
+    async def test(gw: Gateway) -> None:
+        await call(gw, "/test.Echo/Peer", frame(b""))  # one connection, its settings known
+        answers = await asyncio.gather(
+            *(call(gw, "/test.Echo/Stream", frame(b"2,200,10")) for _ in range(6))
+        )
+        assert [a.status for a in answers] == [200] * 6
+        assert all(unframe(a.body)[-1][1] == b"grpc-status:0\r\ngrpc-message:\r\n" for a in answers)
+        assert gw.h2_pool is not None and gw.h2_pool.opened == 3
+        assert len(limited.peers) == 3
+        await call(gw, "/test.Echo/Peer", frame(b""))
+        assert gw.h2_pool.opened == 3
+
+    try:
+        run(config(limited.port), test)
+    finally:
+        limited.stop()
+
+
+def test_goaway_moves_to_a_new_connection() -> None:
+    """The server ends each connection after 300 ms (GOAWAY): later calls go on a new one."""
+    aging = GrpcServer(
+        options=[("grpc.max_connection_age_ms", 300), ("grpc.max_connection_age_grace_ms", 100)]
+    ).start()
+
+    async def test(gw: Gateway) -> None:
+        first = await call(gw, "/test.Echo/Peer", frame(b""))
+        await asyncio.sleep(1.0)
+        second = await call(gw, "/test.Echo/Peer", frame(b""))
+        assert first.status == second.status == 200
+        assert unframe(first.body)[0][1] != unframe(second.body)[0][1]
+        assert gw.h2_pool is not None and gw.h2_pool.opened == 2
+
+    try:
+        run(config(aging.port), test)
+    finally:
+        aging.stop()
+
+
 def test_upstream_down_is_kongs_502() -> None:
     port = free_port()
 
