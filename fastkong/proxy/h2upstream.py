@@ -9,8 +9,9 @@ trailers, the end), which one consumer per stream awaits.
 
 Flow control is what bounds memory: the gateway advertises a stream window of
 ``STREAM_WINDOW`` bytes and acknowledges received data only when the consumer takes it
-(:meth:`H2Stream.take`), after it went on to the client. A slow client therefore stops the
-upstream after one window, whatever the size of the answer. The request body is sent as the
+(:meth:`H2Stream.take`) to pass it on to the client. A slow client therefore stops the
+upstream after a window or two (the one taken and being sent, the next one arriving), whatever
+the size of the answer. The request body is sent as the
 peer's windows allow, waiting for its WINDOW_UPDATE frames.
 
 :class:`H2Pool` keeps one connection per ``(host, port, TLS)`` and opens streams on it; a second

@@ -32,6 +32,7 @@ from tests.helpers import Gateway as GatewayProcess
 from tests.helpers import (
     HttpRequest,
     LoopServer,
+    eventually,
     free_port,
     plugin_config,
     plugin_config_errors,
@@ -748,6 +749,46 @@ def test_process_preflight(process: GatewayProcess) -> None:
     assert r.status_code == 200
     assert r.text == "OK"
     assert r.headers["access-control-allow-methods"] == "POST"
+
+
+def test_process_logging_sees_a_proxied_request(
+    server: GrpcServer, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """file-log on a grpc-web route: the entry names the upstream, its status and latencies."""
+    workdir = tmp_path_factory.mktemp("grpc-web-log")
+    log_path = workdir / "requests.log"
+    text = f"""
+_format_version: "3.0"
+services:
+- name: grpc
+  url: grpc://127.0.0.1:{server.port}
+  routes:
+  - name: web
+    paths: [/]
+    plugins:
+    - name: grpc-web
+    - name: file-log
+      config: {{path: "{log_path}"}}
+"""
+    gw = GatewayProcess(workdir, text).start()
+    try:
+        r = httpx.post(
+            gw.url("/test.Echo/Unary"),
+            content=frame(b"logged"),
+            headers={"content-type": GRPC_WEB},
+            timeout=10,
+        )
+        assert r.status_code == 200
+        eventually(lambda: log_path.exists() and log_path.read_text().strip() != "")
+    finally:
+        gw.stop()
+    entry = json.loads(log_path.read_text().splitlines()[-1])
+    assert entry["response"]["status"] == 200
+    assert entry["upstream_uri"] == "/test.Echo/Unary"
+    assert entry["upstream_status"] == "200"
+    assert entry["latencies"]["proxy"] >= 0
+    assert entry["service"]["protocol"] == "grpc"
+    assert entry["request"]["headers"]["content-type"] == GRPC_WEB
 
 
 def test_trailer_frame_helpers_match_kong_format() -> None:
