@@ -55,6 +55,8 @@ class RequestContext:
         "upstream_query",
         "upstream_method",
         "upstream_target",
+        "upstream_http2",
+        "upstream_trailers",
         "buffer_response",
         "response_body",
         "response_headers",
@@ -123,6 +125,11 @@ class RequestContext:
         #: ``kong.service.set_target`` with the scheme (``kong.service.request.set_scheme``):
         #: ``(scheme, host, port)`` replacing the service's (and its upstream's balancer).
         self.upstream_target: tuple[str, str, int] | None = None
+        #: Send this request to a ``grpc``/``grpcs`` service over HTTP/2 (nginx's
+        #: ``grpc_pass``), as grpc-web asks (:mod:`fastkong.proxy.h2exchange`).
+        self.upstream_http2 = False
+        #: The upstream's HTTP/2 trailers, set before the body hooks see the last chunk.
+        self.upstream_trailers: list[tuple[bytes, bytes]] | None = None
         #: ``kong.service.request.enable_buffering``: the upstream's whole response body is
         #: read before the response hooks run, which find it in :attr:`response_body`.
         self.buffer_response = False

@@ -212,6 +212,8 @@ class Gateway(Exchange):
             self.upstreams.stop()
         if self.pool is not None:
             self.pool.close()
+        if self.h2_pool is not None:
+            self.h2_pool.close()
         if self.access_log is not None:
             self.access_log.close()
 

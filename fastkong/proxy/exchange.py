@@ -20,9 +20,10 @@ from typing import Any
 from fastkong.plugins.base import Exit, Plugin, kong_error
 from fastkong.plugins.context import RequestContext
 from fastkong.plugins.runner import body_filters, run_body, run_buffered, run_log, run_response
-from fastkong.proxy import errors
+from fastkong.proxy import errors, h2exchange
 from fastkong.proxy.balancer import Peer, Resolver
 from fastkong.proxy.body import frame_body, stream_body
+from fastkong.proxy.h2upstream import H2Pool
 from fastkong.proxy.limits import BodyLimitExceeded
 from fastkong.proxy.replies import CLOSE, Replies, send_replaced
 from fastkong.proxy.routing import strip_port
@@ -56,6 +57,8 @@ class Exchange(Replies):
     #: The worker's keep-alive connection pool and resolver (made at lifespan startup).
     pool: ConnectionPool | None
     resolver: Resolver | None
+    #: The worker's HTTP/2 connections to grpc/grpcs services (made on first use).
+    h2_pool: H2Pool | None = None
 
     async def body_cut_short(
         self,
@@ -108,15 +111,39 @@ class Exchange(Replies):
         upstream_started = 0.0
         balancer = service.balancer
         peer: Peer | None = None
-        # A plugin that set the Host header (request-transformer) decides it, as in Kong.
-        host_override = ctx.upstream_host() if ctx is not None else None
         service_host, service_port, tls_profile = service.host, service.port, service.tls_profile
-        if ctx is not None and ctx.upstream_target is not None:
-            # kong.service.set_target (ai-proxy): another host for this request, no balancer.
-            scheme, service_host, service_port = ctx.upstream_target
-            balancer = None
-            host_override = service_host.encode("latin-1")
-            tls_profile = _target_tls(service) if scheme == "https" else None
+        host_override = None
+        if ctx is not None:
+            if ctx.upstream_http2:
+                # grpc-web to a grpc/grpcs service: nginx's grpc_pass, over HTTP/2.
+                await h2exchange.exchange(
+                    self,
+                    scope,
+                    receive,
+                    send,
+                    plan,
+                    service,
+                    method,
+                    target,
+                    client_host,
+                    headers_block,
+                    body,
+                    request_id,
+                    started,
+                    ctx,
+                    hash_key,
+                    set_cookie,
+                )
+                return
+            # A plugin that set the Host header (request-transformer) decides it, as in Kong.
+            host_override = ctx.upstream_host()
+            if ctx.upstream_target is not None:
+                # kong.service.set_target (ai-proxy): another host for this request, no
+                # balancer.
+                scheme, service_host, service_port = ctx.upstream_target
+                balancer = None
+                host_override = service_host.encode("latin-1")
+                tls_profile = _target_tls(service) if scheme == "https" else None
         while tries_left > 0:
             tries_left -= 1
             if balancer is not None:
