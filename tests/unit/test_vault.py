@@ -303,3 +303,45 @@ def test_a_reference_to_a_vault_that_is_not_there(monkeypatch: pytest.MonkeyPatc
         "plugins[0].config.redis.password: unable to resolve reference "
         "{vault://my-env/redis-password} (could not find vault (my-env))"
     ]
+
+
+def test_config_validate_fetches_secrets_unless_told_not_to(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``fastkong config validate`` resolves references as the gateway will; with
+    ``--no-secrets`` (a CI job without the gateway's environment) it only checks them."""
+    import contextlib  # noqa: PLC0415
+    import io  # noqa: PLC0415
+
+    from fastkong.cli import main  # noqa: PLC0415
+
+    monkeypatch.delenv("LOG_TOKEN", raising=False)
+    plugin = {
+        "name": "http-log",
+        "config": {
+            "http_endpoint": "http://127.0.0.1:9/log",
+            "headers": {"authorization": "{vault://env/log-token}"},
+        },
+    }
+    path = tmp_path / "kong.yml"
+    path.write_text(document([plugin]))
+
+    def run(*args: str) -> tuple[int, str]:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as done:
+            main(["config", "validate", str(path), *args])
+        return int(done.value.code or 0), out.getvalue()
+
+    code, out = run()
+    assert code == 1
+    assert out.startswith(
+        "plugins[0].config.headers: unable to resolve reference {vault://env/log-token}"
+    )
+    code, out = run("--no-secrets")
+    assert code == 0 and "valid" in out
+    path.write_text(
+        document(
+            [{**plugin, "config": {**plugin["config"], "headers": {"a": "{vault://nowhere/x}"}}}]
+        )
+    )
+    assert run("--no-secrets")[0] == 1
