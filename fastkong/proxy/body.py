@@ -27,6 +27,12 @@ async def read_small_body(receive: Receive, content_length: int) -> bytes | None
     """The whole body if it is known to fit in ``BUFFER_LIMIT``; else None (stream it)."""
     if content_length < 0 or content_length > BUFFER_LIMIT:
         return None
+    return await read_whole_body(receive)
+
+
+async def read_whole_body(receive: Receive) -> bytes:
+    """Every chunk of the client's body, joined (the caller knows it is bounded);
+    ``ConnectionError`` when the client goes away first."""
     parts = []
     while True:
         message = await receive()

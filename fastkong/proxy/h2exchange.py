@@ -28,6 +28,7 @@ from fastkong.plugins.context import RequestContext
 from fastkong.plugins.runner import body_filters, run_body, run_response
 from fastkong.proxy import errors
 from fastkong.proxy.balancer import Peer
+from fastkong.proxy.body import read_whole_body
 from fastkong.proxy.h2upstream import H2Connection, H2Pool, H2Stream
 from fastkong.proxy.replies import send_replaced
 from fastkong.proxy.routing import strip_port
@@ -88,17 +89,6 @@ def h2_headers(
     return headers
 
 
-async def _whole_body(receive: Receive) -> bytes:
-    parts = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise ConnectionError("client went away while sending the body")
-        parts.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(parts)
-
-
 def _target_tls(service: ServicePlan) -> TlsProfile:
     if service.tls_profile is not None:
         return service.tls_profile
@@ -131,7 +121,7 @@ async def exchange(
         pool = gw.h2_pool = H2Pool(gw.pool.loop, gw.pool.idle_timeout)
     if body is None:
         try:
-            body = await _whole_body(receive)
+            body = await read_whole_body(receive)
         except ConnectionError:
             await gw.body_cut_short(scope, send, request_id, started, ctx)
             return
