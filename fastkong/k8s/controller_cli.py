@@ -56,6 +56,13 @@ def add_parser(subparsers: Any) -> None:
         "default fastkong-proxy; empty: leave status alone)",
     )
     p.add_argument(
+        "--gateway-controller-name",
+        default=_env("FASTKONG_GATEWAY_CONTROLLER_NAME", "fastkong.io/gateway-controller"),
+        metavar="NAME",
+        help="Gateway API: serve the GatewayClasses whose spec.controllerName is this (env "
+        "FASTKONG_GATEWAY_CONTROLLER_NAME; default fastkong.io/gateway-controller)",
+    )
+    p.add_argument(
         "--namespace",
         default=_env("POD_NAMESPACE", "default"),
         help="namespace of the controller, its Lease and unqualified names (env POD_NAMESPACE)",
@@ -100,6 +107,7 @@ def options_from_args(args: argparse.Namespace) -> Any:
         admin_port_name=args.admin_port_name,
         admin_token=_env("FASTKONG_ADMIN_TOKEN") or None,
         proxy_service=args.proxy_service,
+        gateway_controller=args.gateway_controller_name,
         leader_election=not args.no_leader_election,
         lease_name=args.lease_name,
         lease_duration=args.lease_duration,

@@ -15,6 +15,9 @@ What it reads (kong.md section 6; ``kic:internal/dataplane/translator``):
 - KongPlugin / KongClusterPlugin attached with ``konghq.com/plugins`` -> plugins; KongClusterPlugin
   labelled ``global: "true"`` -> global plugins.
 - KongConsumer + credential Secrets -> consumers with credentials.
+- Gateway API: HTTPRoutes attached to Gateways of our GatewayClass -> services, routes,
+  upstreams and plugins (:mod:`fastkong.k8s.gatewayapi` decides what is ours,
+  :mod:`fastkong.k8s.httproute` translates).
 
 Unlike KIC, one broken object never blocks the rest: an object that cannot be translated, or
 whose entities do not pass the config layer's validation, is left out and reported as a
@@ -32,9 +35,11 @@ from typing import Any, Final
 import yaml
 
 from fastkong.k8s import annotations as ann
-from fastkong.k8s import naming, service_tls
+from fastkong.k8s import httproute, naming, service_tls
 from fastkong.k8s import objects as o
 from fastkong.k8s.consumers import build_consumer, conflicts, credential_sort_key
+from fastkong.k8s.gatewayapi import DEFAULT_CONTROLLER
+from fastkong.k8s.gatewayapi import view as gateway_view
 from fastkong.k8s.ingress import (
     Backend,
     RouteGroup,
@@ -95,6 +100,7 @@ def translate(
     *,
     ingress_class: str | Collection[str] = DEFAULT_INGRESS_CLASS,
     validate: bool | Validator = True,
+    gateway_controller: str = DEFAULT_CONTROLLER,
 ) -> TranslationResult:
     """Translate Kubernetes objects into a Kong declarative config.
 
@@ -108,9 +114,11 @@ def translate(
     validate:
         Check the result with :mod:`fastkong.config` and leave out entities that do not pass
         (skipped while that layer is not installed); or a validator function, for tests.
+    gateway_controller:
+        The ``spec.controllerName`` of our GatewayClasses (Gateway API).
     """
     classes = {ingress_class} if isinstance(ingress_class, str) else set(ingress_class)
-    run = _Translation(Index(objects), classes)
+    run = _Translation(Index(objects), classes, gateway_controller)
     config = run.build()
     problems = run.problems
     validator = config_layer_validator() if validate is True else (validate or None)
@@ -144,9 +152,12 @@ def service_record(kong_name: str, host: str, port: int, root_path: bool) -> dic
 
 
 class _Translation:
-    def __init__(self, index: Index, classes: set[str]) -> None:
+    def __init__(
+        self, index: Index, classes: set[str], gateway_controller: str = DEFAULT_CONTROLLER
+    ) -> None:
         self.index = index
         self.classes = classes
+        self.gateway_controller = gateway_controller
         self.problems: list[Problem] = list(index.problems)
         #: ``id(record)`` -> the object each emitted entity record came from (for pruning).
         self.origin: dict[int, ObjectRef] = {}
@@ -156,6 +167,8 @@ class _Translation:
         self.k8s_services: dict[tuple[str, str], list[str]] = {}
         #: Ingress (ns, name) -> its route records.
         self.ingress_routes: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        #: HTTPRoute (ns, name) -> its route records, with their ExtensionRef KongPlugins.
+        self.httproute_routes: dict[tuple[str, str], list[tuple[dict[str, Any], list[str]]]] = {}
         self.consumers: dict[tuple[str, str], dict[str, Any]] = {}
         #: TLS Secrets named by ``konghq.com/client-cert`` (ns, name) -> the Secret.
         self.client_certs: dict[tuple[str, str], Obj] = {}
@@ -187,6 +200,7 @@ class _Translation:
                 self.add_route(group)
         if (default := default_backend_group(ingresses, self.problems)) is not None:
             self.add_route(default)
+        self.add_httproutes()
         self.add_consumers()
         self.attach_plugins()
         config: dict[str, Any] = {"_format_version": FORMAT_VERSION}
@@ -253,6 +267,20 @@ class _Translation:
             route["plugins"] = [self.note(rewriter, ref)]
         self.services[kong_name]["routes"].append(route)
         self.ingress_routes.setdefault((ns, o.name(ingress)), []).append(route)
+
+    def add_httproutes(self) -> None:
+        gv = gateway_view(self.index, self.gateway_controller)
+        for rv in gv.routes:
+            if not rv.accepted:
+                reasons = "; ".join(f"{p.reason}: {p.message}" for p in rv.parents)
+                self.problems.append(
+                    Problem(ObjectRef.of(rv.route), f"not accepted by any Gateway ({reasons})")
+                )
+        done = httproute.translate(self.index, gv, self.problems, self.note, service_record)
+        for record, upstream in zip(done.services, done.upstreams, strict=True):
+            self.services[record["name"]] = record
+            self.upstreams[upstream["name"]] = upstream
+        self.httproute_routes = done.routes
 
     def add_service(
         self,
@@ -357,8 +385,9 @@ class _Translation:
         relations: dict[tuple[str, str], dict[str, list[Any]]] = {}
         referrers: dict[tuple[str, str], list[ObjectRef]] = {}
 
-        def relate(obj: Obj, kind: str, target: dict[str, Any]) -> None:
-            for plugin in ann.plugin_names(o.anns(obj)):
+        def relate(obj: Obj, kind: str, target: dict[str, Any], more: Iterable[str] = ()) -> None:
+            names = ann.plugin_names(o.anns(obj))
+            for plugin in names + [n for n in more if n not in names]:
                 key = (o.namespace(obj), plugin)
                 relations.setdefault(key, {"services": [], "routes": [], "consumers": []})
                 relations[key][kind].append(target)
@@ -372,6 +401,10 @@ class _Translation:
             ingress = self.index.get("Ingress", ns, name) or {}
             for route in routes:
                 relate(ingress, "routes", route)
+        for (ns, name), pairs in sorted(self.httproute_routes.items()):
+            parent = self.index.get("HTTPRoute", ns, name) or {}
+            for route, extension in pairs:
+                relate(parent, "routes", route, extension)
         for (ns, name), consumer in sorted(self.consumers.items()):
             relate(self.index.get("KongConsumer", ns, name) or {}, "consumers", consumer)
         for key in sorted(relations):

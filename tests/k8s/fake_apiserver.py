@@ -59,10 +59,11 @@ class Kind:
 
     @property
     def builtin(self) -> bool:
-        return self.group != "configuration.konghq.com"
+        return self.group not in (KONG, GATEWAY)
 
 
 KONG = "configuration.konghq.com"
+GATEWAY = "gateway.networking.k8s.io"
 KINDS = [
     Kind("Ingress", "networking.k8s.io", "v1", "ingresses"),
     Kind("IngressClass", "networking.k8s.io", "v1", "ingressclasses", namespaced=False),
@@ -77,6 +78,11 @@ KINDS = [
     Kind("KongConsumer", KONG, "v1", "kongconsumers"),
     Kind("KongUpstreamPolicy", KONG, "v1beta1", "kongupstreampolicies"),
     Kind("IngressClassParameters", KONG, "v1alpha1", "ingressclassparameterses"),
+    Kind("GatewayClass", GATEWAY, "v1", "gatewayclasses", namespaced=False),
+    Kind("Gateway", GATEWAY, "v1", "gateways"),
+    Kind("HTTPRoute", GATEWAY, "v1", "httproutes"),
+    Kind("ReferenceGrant", GATEWAY, "v1beta1", "referencegrants"),
+    Kind("Namespace", "", "v1", "namespaces", namespaced=False),
 ]
 BY_KIND = {k.kind: k for k in KINDS}
 BY_PATH = {(k.group, k.version, k.plural): k for k in KINDS}

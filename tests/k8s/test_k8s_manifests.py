@@ -30,6 +30,9 @@ BASE = REPO / "configs" / "kubernetes" / "base"
 OVERLAY = REPO / "configs" / "kubernetes" / "overlays" / "with-controller"
 CHART = REPO / "configs" / "helm" / "fastkong"
 CR_GROUP = "configuration.konghq.com"
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+#: The Gateway API CRDs (not shipped: installed from upstream), for the golden inputs.
+GATEWAY_CRDS = Path(__file__).parent / "crds" / "gateway-api"
 IMAGE = "fastkong:0.1.0"
 
 CHART_VALUES: dict[str, dict[str, Any]] = {
@@ -94,6 +97,16 @@ def check_builtin(obj: dict[str, Any]) -> None:
 def crd_schemas() -> dict[str, dict[str, Any]]:
     out = {}
     for path in sorted((BASE / "crds").glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        (version,) = crd["spec"]["versions"]
+        out[crd["spec"]["names"]["kind"]] = _strict(version["schema"]["openAPIV3Schema"])
+    return out
+
+
+def gateway_api_schemas() -> dict[str, dict[str, Any]]:
+    """``kind`` -> strict schema, from the vendored Gateway API CRDs (one version each)."""
+    out = {}
+    for path in sorted(GATEWAY_CRDS.glob("*.yaml")):
         crd = yaml.safe_load(path.read_text())
         (version,) = crd["spec"]["versions"]
         out[crd["spec"]["names"]["kind"]] = _strict(version["schema"]["openAPIV3Schema"])
@@ -295,12 +308,12 @@ def test_chart_crds_are_the_base_crds() -> None:
 
 # -- CRDs and the custom resources in the golden inputs ----------------------------------------
 def test_golden_inputs_are_valid_kubernetes_objects() -> None:
-    schemas = crd_schemas()
+    schemas = {**crd_schemas(), **gateway_api_schemas()}
     seen = set()
     for case in CASES:
         for obj in load_objects(GOLDEN / case / "in.yaml"):
             seen.add(obj["kind"])
-            if obj["apiVersion"].startswith(CR_GROUP):
+            if obj["apiVersion"].startswith((CR_GROUP, GATEWAY_GROUP)):
                 errors = sorted(
                     jsonschema.Draft7Validator(schemas[obj["kind"]]).iter_errors(obj), key=str
                 )
@@ -308,6 +321,23 @@ def test_golden_inputs_are_valid_kubernetes_objects() -> None:
             else:
                 check_builtin(obj)
     assert {"KongPlugin", "KongClusterPlugin", "KongConsumer", "EndpointSlice"} <= seen
+    assert {"GatewayClass", "Gateway", "HTTPRoute", "ReferenceGrant"} <= seen
+
+
+def test_gateway_api_schemas_reject_typos() -> None:
+    schemas = gateway_api_schemas()
+    route = {
+        "apiVersion": f"{GATEWAY_GROUP}/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "r"},
+        "spec": {
+            "parentRefs": [{"name": "gw"}],
+            "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}]}],
+        },
+    }
+    assert not list(jsonschema.Draft7Validator(schemas["HTTPRoute"]).iter_errors(route))
+    route["spec"]["rules"][0]["matchs"] = []
+    assert list(jsonschema.Draft7Validator(schemas["HTTPRoute"]).iter_errors(route))
 
 
 def test_crds_accept_kic_fields_and_reject_typos() -> None:
