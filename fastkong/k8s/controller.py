@@ -334,8 +334,8 @@ class Controller:
         await self.events.record(result.problems, REASON_TRANSLATION)
 
     async def _update_gateway_status(self) -> None:
-        """Gateway API status (gateway_status.py), when there is any GatewayClass at all."""
-        if not self.store.objects("GatewayClass"):
+        """Gateway API status (gateway_status.py), when there is any Gateway API object."""
+        if not self.store.keys("GatewayClass") and not self.store.keys("HTTPRoute"):
             return
         objects = self.store.objects()
         index = Index(objects)

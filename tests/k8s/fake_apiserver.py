@@ -23,7 +23,8 @@ What it implements, as the API server does (kubernetes.io "API Concepts"):
   the next matching requests fail with a status (and ``Retry-After``).
 - Writes: create (POST), replace (PUT, with the resourceVersion precondition), patch (JSON
   merge patch; a strategic merge patch is applied as one, which is exact for what the
-  controller sends), delete; the ``status`` subresource. Each write is a watch event.
+  controller sends), delete; the ``status`` subresource. Each write is a watch event; a
+  change outside ``metadata`` and ``status`` bumps ``metadata.generation``.
 
 The test side changes objects directly (:meth:`create`, :meth:`update`, :meth:`delete`),
 which also produces watch events.
@@ -290,6 +291,13 @@ class FakeApiServer:
         meta["resourceVersion"] = str(self.rv)
         if typ == "ADDED":
             meta.setdefault("generation", 1)
+        else:
+            # As the API server does for kinds with a status subresource: a change of
+            # anything but status and metadata bumps metadata.generation.
+            old = self.objects.get(key) or {}
+            gen = (old.get("metadata") or {}).get("generation", 1)
+            changed = _content(old) != _content(obj)
+            meta["generation"] = gen + 1 if changed else gen
         self.objects[key] = obj
         self._record(typ, kind, obj)
         return copy.deepcopy(obj)
@@ -532,6 +540,10 @@ class FakeApiServer:
         if new == old:
             return _json(200, old)  # a no-op write gets no new resourceVersion
         return _json(200, self._store(kind, key, new, "MODIFIED"))
+
+
+def _content(obj: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
 
 
 def _invalid(kind: Kind, obj: dict[str, Any]) -> web.Response | None:
