@@ -23,12 +23,15 @@ import yaml
 from helm_python import Chart, lint
 
 from fastkong.cli import proxy_listeners
+from fastkong.k8s import translate
+from fastkong.k8s.watch import RESOURCES
 from tests.k8s.conftest import CASES, GOLDEN, REPO, load_objects
 
 KUBE_VERSIONS = ["1.25.0", "1.37.0"]
 BASE = REPO / "configs" / "kubernetes" / "base"
 OVERLAY = REPO / "configs" / "kubernetes" / "overlays" / "with-controller"
 CHART = REPO / "configs" / "helm" / "fastkong"
+GATEWAY_EXAMPLE = REPO / "configs" / "kubernetes" / "examples" / "gateway-api.yaml"
 CR_GROUP = "configuration.konghq.com"
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 #: The Gateway API CRDs (not shipped: installed from upstream), for the golden inputs.
@@ -412,6 +415,53 @@ def test_crds_accept_kic_fields_and_reject_typos() -> None:
     assert not list(jsonschema.Draft7Validator(schema).iter_errors(params))
     params["spec"]["serviceUpstreams"] = True
     assert list(jsonschema.Draft7Validator(schema).iter_errors(params))
+
+
+def test_the_gateway_api_example_is_valid_and_translates() -> None:
+    schemas = gateway_api_schemas()
+    objs = load_objects(GATEWAY_EXAMPLE)
+    assert sorted(o["kind"] for o in objs) == ["Gateway", "GatewayClass", "HTTPRoute"]
+    for obj in objs:
+        errors = list(jsonschema.Draft7Validator(schemas[obj["kind"]]).iter_errors(obj))
+        assert not errors, errors[0]
+    services = [
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": n, "namespace": "default"}}
+        | {"spec": {"ports": [{"port": 80}]}}
+        for n in ("echo", "echo-canary")
+    ]
+    result = translate(objs + services)
+    assert result.problems == []
+    routes = [r for s in result.config["services"] for r in s["routes"]]
+    assert {r["name"] for r in routes} == {
+        "httproute.default.echo.0.0",
+        "httproute.default.echo.1.0",
+    }
+    assert all(r["hosts"] == ["echo.example.com"] for r in routes)
+
+
+def _rules(objs: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    (role,) = [o for o in objs if o["kind"] == "ClusterRole"]
+    return [
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    ]
+
+
+def test_cluster_role_covers_what_the_controller_reads_and_writes(
+    renderings: list[tuple[str, list[dict[str, Any]]]],
+) -> None:
+    for label, objs in renderings:
+        if not any(o["kind"] == "ClusterRole" for o in objs):
+            continue  # rbac.create: false
+        granted = set(_rules(objs))
+        for res in RESOURCES:
+            for verb in ("list", "watch"):
+                assert (res.group, res.plural, verb) in granted, (label, res, verb)
+        for plural in ("gatewayclasses", "gateways", "httproutes"):
+            assert ("gateway.networking.k8s.io", f"{plural}/status", "update") in granted, label
 
 
 # -- the image ---------------------------------------------------------------------------------
