@@ -9,7 +9,9 @@ translator used, it computes
   (``status.addresses``, as Ingress status takes it: load-balancer IPs/hostnames, else
   external IPs, else the cluster IP), else False AddressNotAssigned; one ``listeners[]`` entry
   per listener with ``supportedKinds`` (HTTPRoute for HTTP/HTTPS, nothing else: Accepted False
-  UnsupportedProtocol), ``attachedRoutes`` and its conditions.
+  UnsupportedProtocol), ``attachedRoutes`` and its conditions (an HTTPS listener whose
+  certificate Secret is missing or not granted: ResolvedRefs False InvalidCertificateRef or
+  RefNotPermitted, Programmed False).
 - **HTTPRoute**: one ``status.parents[]`` entry per ``parentRefs`` entry naming one of our
   Gateways, with our ``controllerName``: ``Accepted`` (Accepted, NoMatchingParent,
   NotAllowedByListeners, NoMatchingListenerHostname, or UnsupportedValue when the route cannot
@@ -92,7 +94,7 @@ def desired(
         out[("GatewayClass", "", name)] = {**o_status(gc), "conditions": [cond]}
     found = addresses(proxy)
     for key, gateway in view.gateways.items():
-        out[("Gateway", *key)] = _gateway(view, key, gateway, found)
+        out[("Gateway", *key)] = _gateway(index, view, key, gateway, found)
     by_key = {rv.key: rv for rv in view.routes}
     for route in index.all("HTTPRoute"):
         key = (o.namespace(route), o.name(route))
@@ -120,7 +122,11 @@ def o_status(obj: Obj) -> dict[str, Any]:
 
 
 def _gateway(
-    view: GatewayView, key: tuple[str, str], gateway: Obj, found: list[dict[str, str]]
+    index: Index,
+    view: GatewayView,
+    key: tuple[str, str],
+    gateway: Obj,
+    found: list[dict[str, str]],
 ) -> dict[str, Any]:
     gen = _generation(gateway)
     conditions = [condition("Accepted", True, "Accepted", gen)]
@@ -143,6 +149,11 @@ def _gateway(
             why = f"protocol {listener.get('protocol')} is not supported"
             accepted = condition("Accepted", False, "UnsupportedProtocol", gen, why)
             programmed = condition("Programmed", False, "Invalid", gen, why)
+        resolved = condition("ResolvedRefs", True, "ResolvedRefs", gen)
+        cert = gw.listener_certificate(index, gateway, listener)
+        if isinstance(cert, gw.RefFailure):
+            resolved = condition("ResolvedRefs", False, cert.reason, gen, cert.message)
+            programmed = condition("Programmed", False, "Invalid", gen, cert.message)
         entries.append(
             {
                 "name": name,
@@ -152,7 +163,7 @@ def _gateway(
                     accepted,
                     condition("Conflicted", False, "NoConflicts", gen),
                     programmed,
-                    condition("ResolvedRefs", True, "ResolvedRefs", gen),
+                    resolved,
                 ],
             }
         )

@@ -24,6 +24,9 @@ status says is what the config does.
 - A **backendRef** is a core ``Service`` with a port. One in another namespace needs a
   ``v1beta1`` ReferenceGrant there whose ``from`` names HTTPRoutes of the route's namespace
   and whose ``to`` names the Service (or all Services).
+- An **HTTPS listener**'s first ``certificateRefs`` Secret (another namespace: with a
+  ReferenceGrant from Gateways) becomes a certificate whose SNI is the listener's hostname
+  (``*`` without one), as in KIC.
 
 Unlike KIC, a listener's acceptance is decided from the Gateway's spec, not from the status
 we wrote for it (KIC reads ``status.listeners`` back), so one translation suffices.
@@ -434,31 +437,75 @@ def resolve_backend(
     return ResolvedBackend(service, port, weight if isinstance(weight, int) else 1)
 
 
-def granted(index: Index, route: Obj, namespace: str, name: str) -> bool:
-    """A ReferenceGrant in ``namespace`` lets HTTPRoutes of the route's namespace use Service
-    ``name`` (KIC's ``isHTTPReferenceGranted``)."""
+def granted(index: Index, source: Obj, namespace: str, name: str, to_kind: str = "Service") -> bool:
+    """A ReferenceGrant in ``namespace`` lets objects of ``source``'s kind (an HTTPRoute, a
+    Gateway) in its namespace use the core ``to_kind`` ``name`` (KIC's
+    ``isHTTPReferenceGranted``)."""
     for grant in index.all("ReferenceGrant"):
         if o.namespace(grant) != namespace:
             continue
         spec = o.spec(grant)
-        if not any(_grant_from(f, o.namespace(route)) for f in spec.get("from") or []):
+        if not any(_grant_from(f, source) for f in spec.get("from") or []):
             continue
         for to in spec.get("to") or []:
             if not isinstance(to, Mapping):
                 continue
-            if (to.get("group") or "") == "" and to.get("kind") == "Service":
+            if (to.get("group") or "") == "" and to.get("kind") == to_kind:
                 if not to.get("name") or to.get("name") == name:
                     return True
     return False
 
 
-def _grant_from(entry: Any, namespace: str) -> bool:
+def _grant_from(entry: Any, source: Obj) -> bool:
     return (
         isinstance(entry, Mapping)
         and entry.get("group") == GROUP
-        and entry.get("kind") == ROUTE_KIND
-        and entry.get("namespace") == namespace
+        and entry.get("kind") == source.get("kind")
+        and entry.get("namespace") == o.namespace(source)
     )
+
+
+# -- listener certificates ---------------------------------------------------------------------
+
+
+def listener_certificate(
+    index: Index, gateway: Obj, listener: Mapping[str, Any]
+) -> Obj | RefFailure | None:
+    """The TLS Secret an HTTPS listener terminates with (its first ``certificateRefs`` entry,
+    as KIC reads it), why it cannot be used, or None when the listener has none."""
+    tls = listener.get("tls")
+    refs = tls.get("certificateRefs") if isinstance(tls, Mapping) else None
+    if listener.get("protocol") != "HTTPS" or not isinstance(refs, list) or not refs:
+        return None
+    ref = refs[0] if isinstance(refs[0], Mapping) else {}
+    ns, name = str(ref.get("namespace") or o.namespace(gateway)), str(ref.get("name") or "")
+    where = f"{ns}/{name}"
+    if (ref.get("group") or "") != "" or (ref.get("kind") or "Secret") != "Secret":
+        return RefFailure("InvalidCertificateRef", f"certificateRef {where}: not a Secret")
+    if ns != o.namespace(gateway) and not granted(index, gateway, ns, name, "Secret"):
+        return RefFailure(
+            REF_NOT_PERMITTED,
+            f"certificateRef {where}: no ReferenceGrant in {ns} allows Gateways from "
+            f"{o.namespace(gateway)} to use it",
+        )
+    secret = index.get("Secret", ns, name)
+    if secret is None:
+        return RefFailure("InvalidCertificateRef", f"certificateRef {where}: Secret not found")
+    return secret
+
+
+def listener_tls_hosts(index: Index, v: GatewayView) -> list[tuple[Obj, Obj, str]]:
+    """(Gateway, TLS Secret, SNI) for every HTTPS listener of our Gateways with a usable
+    certificate; the SNI is the listener's hostname, ``*`` without one (KIC's
+    ``getGatewayCerts``)."""
+    out = []
+    for _, gateway in sorted(v.gateways.items()):
+        for listener in listeners(gateway):
+            found = listener_certificate(index, gateway, listener)
+            if found is None or isinstance(found, RefFailure):
+                continue
+            out.append((gateway, found, str(listener.get("hostname") or "*")))
+    return out
 
 
 def rule_backends(

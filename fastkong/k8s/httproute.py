@@ -20,7 +20,9 @@ the same method, headers and query parameters become one route named after the f
 literal part of a generated regex is escaped (KIC writes ``Exact /v1.0`` as ``~/v1.0$``, which
 also matches ``/v1x0``). Headers: Exact -> the value, RegularExpression -> ``~*`` + value.
 Route defaults: ``preserve_host`` true, ``strip_path`` false, the protocols of the accepting
-listeners; hosts are the route's effective hostnames (:mod:`fastkong.k8s.gatewayapi`).
+listeners; hosts are the route's effective hostnames (:mod:`fastkong.k8s.gatewayapi`). The
+HTTPRoute's ``konghq.com/*`` route annotations (``strip-path``, ``protocols``, ...) apply as on
+an Ingress (KIC's ``Route.Override``).
 
 **Filters.** RequestHeaderModifier / ResponseHeaderModifier -> request-/response-transformer
 (``set`` -> ``replace`` + ``add``, ``add`` -> ``append``, ``remove`` -> ``remove``);
@@ -46,6 +48,7 @@ from typing import Any, Final
 
 from fastkong.k8s import naming
 from fastkong.k8s import objects as o
+from fastkong.k8s.annotations import apply_route_annotations
 from fastkong.k8s.gatewayapi import GatewayView, ResolvedBackend, RouteView, rule_backends
 from fastkong.k8s.ingress import _escape
 from fastkong.k8s.objects import Index, ObjectRef, Problem
@@ -287,7 +290,7 @@ def _service(
     for target in found:
         note(target, _slice_ref(target) or ref)
     upstream["targets"] = found
-    for route, extension, key in _routes(rules, note):
+    for route, extension, key in _routes(rules, note, problems):
         record["routes"].append(route)
         out.routes.setdefault(key, []).append((route, extension))
     out.services.append(record)
@@ -319,7 +322,7 @@ def _match_key(rv: RouteView, match: Mapping[str, Any]) -> str:
 _Built = tuple[dict[str, Any], list[str], tuple[str, str]]
 
 
-def _routes(rules: list[_Rule], note: Note) -> list[_Built]:
+def _routes(rules: list[_Rule], note: Note, problems: list[Problem]) -> list[_Built]:
     by_filters: dict[str, list[_Rule]] = {}
     for meta in rules:
         filters = sorted(o.canonical(f) for f in meta.rule.get("filters") or [])
@@ -333,7 +336,7 @@ def _routes(rules: list[_Rule], note: Note) -> list[_Built]:
                     matches.setdefault(_match_key(meta.rv, match), []).append((meta, m, match))
         filters = list(group[0].rule.get("filters") or [])
         for items in matches.values():
-            built.append(_route(items, filters, note))
+            built.append(_route(items, filters, note, problems))
     return sorted(built, key=lambda b: b[0]["name"])
 
 
@@ -354,6 +357,7 @@ def _route(
     items: list[tuple[_Rule, int, Mapping[str, Any]]],
     filters: list[Any],
     note: Note,
+    problems: list[Problem],
 ) -> _Built:
     meta, first_match, match = items[0]
     rv = meta.rv
@@ -387,6 +391,8 @@ def _route(
     plugins, extension, new_paths = filter_plugins(filters, str(path or "/"), rv, route_name)
     if new_paths is not None:
         record["paths"] = new_paths
+    # KIC applies an HTTPRoute's konghq.com/* route annotations as it does an Ingress's.
+    apply_route_annotations(record, o.anns(rv.route), ref, problems)
     record["plugins"] = [note({**p, "tags": o.tags(rv.route)}, ref) for p in plugins]
     return record, extension, rv.key
 

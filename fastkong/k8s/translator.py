@@ -35,7 +35,7 @@ from typing import Any, Final
 import yaml
 
 from fastkong.k8s import annotations as ann
-from fastkong.k8s import httproute, naming, service_tls
+from fastkong.k8s import gatewayapi, httproute, naming, service_tls
 from fastkong.k8s import objects as o
 from fastkong.k8s.consumers import build_consumer, conflicts, credential_sort_key
 from fastkong.k8s.gatewayapi import DEFAULT_CONTROLLER
@@ -173,6 +173,7 @@ class _Translation:
         #: TLS Secrets named by ``konghq.com/client-cert`` (ns, name) -> the Secret.
         self.client_certs: dict[tuple[str, str], Obj] = {}
         self.used_instance_names: set[str] = set()
+        self.gateways = gatewayapi.GatewayView(gateway_controller)
         self.default_class = is_default_class(index, classes)
         self.params = class_parameters(index, classes, self.problems)
 
@@ -269,7 +270,17 @@ class _Translation:
         self.ingress_routes.setdefault((ns, o.name(ingress)), []).append(route)
 
     def add_httproutes(self) -> None:
-        gv = gateway_view(self.index, self.gateway_controller)
+        gv = self.gateways = gateway_view(self.index, self.gateway_controller)
+        for _, gateway in sorted(gv.gateways.items()):
+            for listener in gatewayapi.listeners(gateway):
+                found = gatewayapi.listener_certificate(self.index, gateway, listener)
+                if isinstance(found, gatewayapi.RefFailure):
+                    self.problems.append(
+                        Problem(
+                            ObjectRef.of(gateway),
+                            f"listener {listener.get('name')!r}: {found.message}; no certificate",
+                        )
+                    )
         for rv in gv.routes:
             if not rv.accepted:
                 reasons = "; ".join(f"{p.reason}: {p.message}" for p in rv.parents)
@@ -479,7 +490,15 @@ class _Translation:
     # -- TLS -----------------------------------------------------------------------------------
     def certificates(self, ingresses: list[Obj]) -> list[dict[str, Any]]:
         out = []
-        for (ns, name), (ref, hosts) in sorted(tls_hosts(ingresses).items()):
+        by_secret = tls_hosts(ingresses)
+        seen = {h for _, hosts in by_secret.values() for h in hosts}
+        for gateway, tls_secret, sni in gatewayapi.listener_tls_hosts(self.index, self.gateways):
+            key = (o.namespace(tls_secret), o.name(tls_secret))
+            _, hosts = by_secret.setdefault(key, (ObjectRef.of(gateway), []))
+            if sni not in seen:  # as for Ingresses: a host belongs to the first Secret
+                seen.add(sni)
+                hosts.append(sni)
+        for (ns, name), (ref, hosts) in sorted(by_secret.items()):
             if not hosts:
                 continue
             secret = self.index.get("Secret", ns, name)

@@ -107,3 +107,13 @@ def test_times_are_kept_while_a_condition_holds() -> None:
     assert [c["lastTransitionTime"] for c in out["conditions"]] == ["T0", "T1"]
     assert same(out, {"conditions": [dict(c, lastTransitionTime="T9") for c in out["conditions"]]})
     assert not same(old, out)
+
+
+def test_a_listener_without_its_certificate_is_not_programmed() -> None:
+    tls = {"certificateRefs": [{"name": "missing"}]}
+    gw = gateway("main", listener("tls", "HTTPS", 443, tls=tls))
+    status = status_of([gateway_class(), gw], [{"ip": "10.0.0.1"}])[("Gateway", "default", "main")]
+    (entry,) = status["listeners"]
+    assert conds(entry)["ResolvedRefs"] == ("False", "InvalidCertificateRef")
+    assert conds(entry)["Programmed"] == ("False", "Invalid")
+    assert conds(entry)["Accepted"] == ("True", "Accepted")

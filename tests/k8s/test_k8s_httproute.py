@@ -11,7 +11,7 @@ from fastkong.k8s import translate
 from fastkong.k8s.gatewayapi import covers, intersection, selects, view
 from fastkong.k8s.httproute import backend_request_timeout, match_paths, prefix_uri
 from fastkong.k8s.objects import Index
-from tests.k8s.conftest import golden_validator
+from tests.k8s.conftest import GOLDEN, golden_validator, load_objects
 from tests.k8s.kube import (
     backend_ref,
     endpoint_slice,
@@ -574,3 +574,57 @@ def test_unaccepted_routes_are_reported() -> None:
     lost = httproute("lost", parents=[{"name": "main", "sectionName": "nope"}])
     (message,) = problems(*BASE, lost)
     assert "HTTPRoute default/lost: not accepted by any Gateway (NoMatchingParent" in message
+
+
+def test_route_annotations_apply_to_httproute_routes() -> None:
+    anns = {"konghq.com/strip-path": "true", "konghq.com/protocols": "https"}
+    cfg = config(*BASE, httproute("r", annotations=anns))
+    route = routes(cfg)["httproute.default.r.0.0"]
+    assert (route["strip_path"], route["protocols"]) == (True, ["https"])
+
+
+TLS_SECRET = {
+    "apiVersion": "v1",
+    "kind": "Secret",
+    "metadata": {"name": "cert", "namespace": "certs"},
+    "type": "kubernetes.io/tls",
+}
+
+
+@pytest.mark.parametrize("with_grant", [False, True])
+def test_https_listener_certificate_from_another_namespace(with_grant: bool) -> None:
+    tls_golden = load_objects(GOLDEN / "tls" / "in.yaml")
+    data = next(o["data"] for o in tls_golden if o["kind"] == "Secret")
+    secret = {**TLS_SECRET, "data": data}
+    https = listener(
+        "tls",
+        "HTTPS",
+        443,
+        hostname="secure.example.com",
+        tls={"certificateRefs": [{"name": "cert", "namespace": "certs"}]},
+    )
+    objs = [gateway_class(), gateway("main", https), secret]
+    if with_grant:
+        objs.append(
+            _grant(
+                namespace="certs",
+                spec={
+                    "from": [
+                        {
+                            "group": "gateway.networking.k8s.io",
+                            "kind": "Gateway",
+                            "namespace": "default",
+                        }
+                    ],
+                    "to": [{"group": "", "kind": "Secret"}],
+                },
+            )
+        )
+    result = translate(objs, validate=golden_validator())
+    certs = result.config.get("certificates", [])
+    if with_grant:
+        assert [s["name"] for c in certs for s in c["snis"]] == ["secure.example.com"]
+        assert result.problems == []
+    else:
+        assert certs == []
+        assert "no ReferenceGrant in certs allows Gateways from default" in str(result.problems)
