@@ -54,6 +54,12 @@ def add_parser(subparsers: Any) -> None:
         "KIC's: konghq.com/kic-gateway-controller)",
     )
     tr.add_argument(
+        "--combined-services-from-different-httproutes",
+        action="store_true",
+        help="Gateway API: rules with the same backends in HTTPRoutes of one namespace share a "
+        "Kong service (KIC's flag, off by default)",
+    )
+    tr.add_argument(
         "--no-validate",
         action="store_true",
         help="do not check the result with the config layer (keep entities that would not load)",
@@ -84,6 +90,7 @@ def cmd_translate(args: argparse.Namespace, *, stdin: TextIO | None = None) -> i
         ingress_class=args.ingress_class or DEFAULT_INGRESS_CLASS,
         validate=not args.no_validate,
         gateway_controller=args.gateway_controller_name,
+        combined_services=args.combined_services_from_different_httproutes,
     )
     for problem in result.problems:
         print(problem, file=sys.stderr)

@@ -98,6 +98,8 @@ class ControllerOptions:
     proxy_service: str = ""
     #: Gateway API: the ``spec.controllerName`` of the GatewayClasses we serve.
     gateway_controller: str = DEFAULT_CONTROLLER
+    #: KIC's ``--combined-services-from-different-httproutes``.
+    combined_services: bool = False
     leader_election: bool = True
     lease_name: str = "fastkong-controller"
     lease_duration: float = 15.0
@@ -323,6 +325,7 @@ class Controller:
             objects,
             ingress_class=classes,
             gateway_controller=self.options.gateway_controller,
+            combined_services=self.options.combined_services,
         )
         text = result.to_yaml()
         digest = hashlib.md5(text.encode()).hexdigest()
@@ -409,6 +412,7 @@ class Controller:
             "problems": [str(p) for p in (self.result.problems if self.result else [])],
             "reflectors": [repr(r) for r in self.reflectors],
             "configmap": repr(self.configmap),
+            "gateway_status": repr(self.gateway_status),
             "gateways": gateways,
             "last_sync_error": self.last_sync_error,
         }

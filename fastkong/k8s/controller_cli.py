@@ -63,6 +63,13 @@ def add_parser(subparsers: Any) -> None:
         "FASTKONG_GATEWAY_CONTROLLER_NAME; default fastkong.io/gateway-controller)",
     )
     p.add_argument(
+        "--combined-services-from-different-httproutes",
+        action="store_true",
+        default=_env("FASTKONG_COMBINED_SERVICES") == "true",
+        help="Gateway API: rules with the same backends in HTTPRoutes of one namespace share a "
+        "Kong service (KIC's flag; env FASTKONG_COMBINED_SERVICES=true)",
+    )
+    p.add_argument(
         "--namespace",
         default=_env("POD_NAMESPACE", "default"),
         help="namespace of the controller, its Lease and unqualified names (env POD_NAMESPACE)",
@@ -108,6 +115,7 @@ def options_from_args(args: argparse.Namespace) -> Any:
         admin_token=_env("FASTKONG_ADMIN_TOKEN") or None,
         proxy_service=args.proxy_service,
         gateway_controller=args.gateway_controller_name,
+        combined_services=args.combined_services_from_different_httproutes,
         leader_election=not args.no_leader_election,
         lease_name=args.lease_name,
         lease_duration=args.lease_duration,

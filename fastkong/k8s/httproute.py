@@ -2,11 +2,15 @@
 as KIC 3 translates them for Kong's traditional(-compatible) router
 (``kic:internal/dataplane/translator/subtranslator/httproute.go``, ``translate_httproute.go``).
 
-**Services.** Rules that name the same backends, in HTTPRoutes of one namespace, share one Kong
-service (KIC's ``CombinedServicesFromDifferentHTTPRoutes``, on by default in KIC 3.0-3.4):
-``httproute.<ns>.svc.<ns>.<svc>.<port>.<weight>[_<next backend>...]`` (backends sorted;
-``httproute.<ns>.svc._`` for a rule without backends), whose host is an upstream of the same
-name. The upstream's targets are the backends' ready EndpointSlice endpoints; a backend's
+**Services.** The rules of one HTTPRoute that name the same backends share one Kong service,
+``httproute.<ns>.<name>.<first rule's index>`` (KIC's default). With ``combined`` (KIC's
+``--combined-services-from-different-httproutes``, off by default in every KIC 3 release),
+rules with the same backends in all HTTPRoutes of a namespace share one, named after the
+backends: ``httproute.<ns>.svc.<ns>.<svc>.<port>.<weight>[_<next backend>...]`` (sorted;
+``httproute.<ns>.svc._`` without backends). The service's host is an upstream of the same
+name, its port the last usable backend's Service port, its tags the backend Service's when
+there is one, else the HTTPRoute's (KIC's ``populateServices``, ``getUpstreams``). The
+upstream's targets are the backends' ready EndpointSlice endpoints; a backend's
 weight is split evenly over its endpoints that are not terminating (at least 1 each; a weight
 of 0 keeps them all at 0), as KIC's ``getUpstreams`` does. Backends that cannot be used
 (another namespace without a ReferenceGrant, no such Service or port, not a Service) are left
@@ -24,7 +28,8 @@ listeners; hosts are the route's effective hostnames (:mod:`fastkong.k8s.gateway
 HTTPRoute's ``konghq.com/*`` route annotations (``strip-path``, ``protocols``, ...) apply as on
 an Ingress (KIC's ``Route.Override``).
 
-**Filters.** RequestHeaderModifier / ResponseHeaderModifier -> request-/response-transformer
+**Filters.** Like KIC's, the plugins made from filters carry the HTTPRoute's tags and no ID.
+RequestHeaderModifier / ResponseHeaderModifier -> request-/response-transformer
 (``set`` -> ``replace`` + ``add``, ``add`` -> ``append``, ``remove`` -> ``remove``);
 URLRewrite -> request-transformer (``replace.uri``; ``ReplacePrefixMatch`` rewrites the route's
 paths into ``~/p$`` and ``~/p(/.*)`` and the URI from the capture; ``hostname`` -> the ``host``
@@ -177,7 +182,30 @@ def _single_host(rv: RouteView) -> str | None:
 # -- services ----------------------------------------------------------------------------------
 
 
-def service_name(rule: _Rule) -> str:
+def _backends_key(rule: _Rule) -> str:
+    """KIC's ``getHTTPBackendRefsKey``: the backendRefs, in any order."""
+    return ";".join(sorted(o.canonical(ref) for ref in rule.rule.get("backendRefs") or []))
+
+
+def group_rules(routes: list[RouteView], combined: bool = False) -> dict[str, list[_Rule]]:
+    """Kong service name -> the rules it serves (KIC's
+    ``groupRulesFromHTTPRoutesByKongServiceName``)."""
+    groups: dict[str, list[_Rule]] = {}
+    for rv in routes:
+        by_backends: dict[str, list[_Rule]] = {}
+        for number, rule in enumerate(rv.spec.get("rules") or []):
+            meta = _Rule(rv, number, rule)
+            if combined:
+                groups.setdefault(combined_service_name(meta), []).append(meta)
+            else:
+                by_backends.setdefault(_backends_key(meta), []).append(meta)
+        ns, name = rv.key
+        for rules in by_backends.values():
+            groups[f"httproute.{ns}.{name}.{rules[0].number}"] = rules
+    return groups
+
+
+def combined_service_name(rule: _Rule) -> str:
     """KIC's ``getKongServiceNameByBackendRefs``: the namespace and sorted backends."""
     ns = rule.rv.key[0]
     names = []
@@ -235,22 +263,22 @@ def translate(
     problems: list[Problem],
     note: Note,
     make_service: ServiceFactory,
+    combined: bool = False,
 ) -> Translated:
     """Our accepted HTTPRoutes -> Kong entities (see the module docstring)."""
     out = Translated()
-    groups: dict[str, list[_Rule]] = {}
+    usable: list[RouteView] = []
     for rv in gv.routes:
         if not rv.accepted:
             continue
-        ref = ObjectRef.of(rv.route)
         errors = route_errors(rv)
-        if errors:
-            for why in errors:
-                problems.append(Problem(ref, f"HTTPRoute can't be routed: {why}; left out"))
-            continue
-        for number, rule in enumerate(rv.spec.get("rules") or []):
-            meta = _Rule(rv, number, rule)
-            groups.setdefault(service_name(meta), []).append(meta)
+        for why in errors:
+            problems.append(
+                Problem(ObjectRef.of(rv.route), f"HTTPRoute can't be routed: {why}; left out")
+            )
+        if not errors:
+            usable.append(rv)
+    groups = group_rules(usable, combined)
     for name in sorted(groups):
         rules = sorted(groups[name], key=lambda r: r.key)
         _service(index, name, rules, out, problems, note, make_service)
@@ -268,24 +296,26 @@ def _service(
 ) -> None:
     first = rules[0]
     ref = ObjectRef.of(first.rv.route)
-    record = note(make_service(name, name, 80, False), ref)
-    record["tags"] = o.tags(first.rv.route)
+    backends, failures = rule_backends(index, first.rv.route, first.rule)
+    port = backends[-1].port.get("port", 80) if backends else 80
+    record = note(make_service(name, name, port, False), ref)
+    services = {b.key: b.service for b in backends}
+    tags = o.tags(next(iter(services.values()))) if len(services) == 1 else o.tags(first.rv.route)
+    record["tags"] = tags
     for meta in rules:
         if (ms := backend_request_timeout(meta.rule)) is not None:
             record.update(connect_timeout=ms, read_timeout=ms, write_timeout=ms)
-    backends, failures = rule_backends(index, first.rv.route, first.rule)
     for meta in rules:
         for failure in rule_backends(index, meta.rv.route, meta.rule)[1]:
             problems.append(Problem(ObjectRef.of(meta.rv.route), f"{failure.message}; not used"))
     if failures and not backends:
         termination = {
-            "id": naming.plugin_id("request-termination", {"service": name}),
             "name": "request-termination",
             "config": {"status_code": 500, "message": NO_BACKEND_MESSAGE},
             "tags": o.tags(first.rv.route),
         }
         record["plugins"].append(note(termination, ref))
-    upstream = note({"name": name, "tags": o.tags(first.rv.route)}, ref)
+    upstream = note({"name": name, "tags": list(tags)}, ref)
     found = weighted_targets(index, backends)
     for target in found:
         note(target, _slice_ref(target) or ref)
@@ -388,7 +418,7 @@ def _route(
     note(record, ref)
     first_path = match.get("path")
     path = first_path.get("value") if isinstance(first_path, Mapping) else None
-    plugins, extension, new_paths = filter_plugins(filters, str(path or "/"), rv, route_name)
+    plugins, extension, new_paths = filter_plugins(filters, str(path or "/"), rv)
     if new_paths is not None:
         record["paths"] = new_paths
     # KIC applies an HTTPRoute's konghq.com/* route annotations as it does an Ingress's.
@@ -417,7 +447,7 @@ def _headers(match: Mapping[str, Any]) -> dict[str, list[str]]:
 
 
 def filter_plugins(
-    filters: list[Any], path: str, rv: RouteView, route_name: str
+    filters: list[Any], path: str, rv: RouteView
 ) -> tuple[list[dict[str, Any]], list[str], list[str] | None]:
     """A rule's filters -> (plugins for its routes, KongPlugin names from ExtensionRefs, the
     route's paths when URLRewrite ReplacePrefixMatch replaces them)."""
@@ -471,8 +501,6 @@ def filter_plugins(
             if values:
                 config[section] = values
         plugins.append({"name": plugin_name, "config": config})
-    for record in plugins:
-        record["id"] = naming.plugin_id(record["name"], {"route": route_name})
     return plugins, extension, new_paths
 
 

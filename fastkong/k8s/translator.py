@@ -101,6 +101,7 @@ def translate(
     ingress_class: str | Collection[str] = DEFAULT_INGRESS_CLASS,
     validate: bool | Validator = True,
     gateway_controller: str = DEFAULT_CONTROLLER,
+    combined_services: bool = False,
 ) -> TranslationResult:
     """Translate Kubernetes objects into a Kong declarative config.
 
@@ -116,9 +117,12 @@ def translate(
         (skipped while that layer is not installed); or a validator function, for tests.
     gateway_controller:
         The ``spec.controllerName`` of our GatewayClasses (Gateway API).
+    combined_services:
+        KIC's ``--combined-services-from-different-httproutes``: rules with the same backends
+        in HTTPRoutes of one namespace share a Kong service.
     """
     classes = {ingress_class} if isinstance(ingress_class, str) else set(ingress_class)
-    run = _Translation(Index(objects), classes, gateway_controller)
+    run = _Translation(Index(objects), classes, gateway_controller, combined_services)
     config = run.build()
     problems = run.problems
     validator = config_layer_validator() if validate is True else (validate or None)
@@ -153,11 +157,16 @@ def service_record(kong_name: str, host: str, port: int, root_path: bool) -> dic
 
 class _Translation:
     def __init__(
-        self, index: Index, classes: set[str], gateway_controller: str = DEFAULT_CONTROLLER
+        self,
+        index: Index,
+        classes: set[str],
+        gateway_controller: str = DEFAULT_CONTROLLER,
+        combined_services: bool = False,
     ) -> None:
         self.index = index
         self.classes = classes
         self.gateway_controller = gateway_controller
+        self.combined_services = combined_services
         self.problems: list[Problem] = list(index.problems)
         #: ``id(record)`` -> the object each emitted entity record came from (for pruning).
         self.origin: dict[int, ObjectRef] = {}
@@ -287,7 +296,9 @@ class _Translation:
                 self.problems.append(
                     Problem(ObjectRef.of(rv.route), f"not accepted by any Gateway ({reasons})")
                 )
-        done = httproute.translate(self.index, gv, self.problems, self.note, service_record)
+        done = httproute.translate(
+            self.index, gv, self.problems, self.note, service_record, self.combined_services
+        )
         for record, upstream in zip(done.services, done.upstreams, strict=True):
             self.services[record["name"]] = record
             self.upstreams[upstream["name"]] = upstream

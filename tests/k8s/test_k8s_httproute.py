@@ -24,8 +24,11 @@ from tests.k8s.kube import (
 )
 
 
-def config(*objects: dict[str, Any], controller: str | None = None) -> dict[str, Any]:
-    extra = {"gateway_controller": controller} if controller else {}
+def config(
+    *objects: dict[str, Any], controller: str | None = None, combined: bool = False
+) -> dict[str, Any]:
+    extra: dict[str, Any] = {"gateway_controller": controller} if controller else {}
+    extra["combined_services"] = combined
     return translate(list(objects), validate=golden_validator(), **extra).config
 
 
@@ -263,22 +266,37 @@ def test_matches_of_rules_with_the_same_backends_and_filters_share_a_route() -> 
     assert list(routes(cfg)) == ["httproute.default.r.0.0", "httproute.default.r.2.0"]
     assert routes(cfg)["httproute.default.r.0.0"]["paths"] == ["~/a$", "/a/", "~/b$", "/b/"]
     (svc,) = cfg["services"]
-    assert svc["name"] == svc["host"] == "httproute.default.svc.default.echo.80.1"
+    assert svc["name"] == svc["host"] == "httproute.default.r.0"
     assert "path" not in svc  # KIC sets none for HTTPRoute services
+    # One backend Service: the Kong service carries its tags (KIC's generateKongServiceTags).
+    assert "k8s-kind:Service" in svc["tags"] and cfg["upstreams"][0]["tags"] == svc["tags"]
 
 
-def test_rules_with_the_same_backends_in_two_httproutes_share_a_service() -> None:
-    cfg = config(*BASE, httproute("a"), httproute("b", rule("/b", backend_ref("echo"))))
-    (svc,) = cfg["services"]
+def test_rules_with_the_same_backends_in_two_httproutes_share_a_service_when_combined() -> None:
+    objs = (*BASE, httproute("a"), httproute("b", rule("/b", backend_ref("echo"))))
+    assert [s["name"] for s in config(*objs)["services"]] == [
+        "httproute.default.a.0",
+        "httproute.default.b.0",
+    ]
+    (svc,) = config(*objs, combined=True)["services"]
+    assert svc["name"] == "httproute.default.svc.default.echo.80.1"
     assert [r["name"] for r in svc["routes"]] == [
         "httproute.default.a.0.0",
         "httproute.default.b.0.0",
     ]
 
 
+def test_the_service_port_is_the_last_usable_backends() -> None:
+    objs = (*BASE, service("alt", 8080))
+    r = httproute("r", rule("/", backend_ref("echo"), backend_ref("alt", 8080), backend_ref("x")))
+    (svc,) = config(*objs, r)["services"]
+    assert svc["port"] == 8080
+    assert "k8s-kind:HTTPRoute" in svc["tags"]  # two Services: the HTTPRoute's tags
+
+
 def test_a_long_service_name_is_trimmed_with_a_hash() -> None:
     backends = [backend_ref("b" * 60 + str(i), weight=1) for i in range(10)]
-    cfg = config(*BASE, httproute("r", rule("/", *backends)))
+    cfg = config(*BASE, httproute("r", rule("/", *backends)), combined=True)
     (svc,) = cfg["services"]
     assert len(svc["name"]) < 200 and "_combined." in svc["name"]
     assert svc["name"].startswith(f"httproute.default.svc.default.{'b' * 60}0.80.1_combined.")
@@ -316,7 +334,7 @@ def test_backend_weights_are_split_over_serving_endpoints() -> None:
     ]
     targets = upstream_targets(config(*objs))
     assert targets == {
-        "httproute.default.svc.default.blue.80.80_default.green.80.20": {
+        "httproute.default.r.0": {
             "10.0.0.1:8080": 26,
             "10.0.0.2:8080": 26,
             "10.0.0.3:8080": 26,
