@@ -23,8 +23,8 @@ def add_parser(subparsers: Any) -> None:
     """Register ``ingress-controller`` on the ``fastkong`` command's subparsers."""
     p = subparsers.add_parser(
         "ingress-controller",
-        help="watch Ingresses, Services and Kong CRDs; write the config ConfigMap and/or "
-        "push it to every gateway",
+        help="watch Ingresses, the Gateway API, Services and Kong CRDs; write the config "
+        "ConfigMap and/or push it to every gateway",
     )
     p.add_argument(
         "--ingress-class",

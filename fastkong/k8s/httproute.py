@@ -56,7 +56,7 @@ from fastkong.k8s import objects as o
 from fastkong.k8s.annotations import apply_route_annotations
 from fastkong.k8s.gatewayapi import GatewayView, ResolvedBackend, RouteView, rule_backends
 from fastkong.k8s.ingress import _escape
-from fastkong.k8s.objects import Index, ObjectRef, Problem
+from fastkong.k8s.objects import Index, Obj, ObjectRef, Problem
 from fastkong.k8s.upstreams import MAX_WEIGHT, targets
 
 #: Kong caps names at 512 bytes; KIC trims longer service names (``maxKongServiceNameLength``).
@@ -93,6 +93,9 @@ class Translated:
     routes: dict[tuple[str, str], list[tuple[dict[str, Any], list[str]]]] = field(
         default_factory=dict
     )
+    #: Kong service name -> the Kubernetes Services behind it (distinct, in backendRef order),
+    #: whose annotations and KongUpstreamPolicy the translator applies.
+    backends: dict[str, list[Obj]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +303,7 @@ def _service(
     port = backends[-1].port.get("port", 80) if backends else 80
     record = note(make_service(name, name, port, False), ref)
     services = {b.key: b.service for b in backends}
+    out.backends[name] = list(services.values())
     tags = o.tags(next(iter(services.values()))) if len(services) == 1 else o.tags(first.rv.route)
     record["tags"] = tags
     for meta in rules:

@@ -17,7 +17,9 @@ What it reads (kong.md section 6; ``kic:internal/dataplane/translator``):
 - KongConsumer + credential Secrets -> consumers with credentials.
 - Gateway API: HTTPRoutes attached to Gateways of our GatewayClass -> services, routes,
   upstreams and plugins (:mod:`fastkong.k8s.gatewayapi` decides what is ours,
-  :mod:`fastkong.k8s.httproute` translates).
+  :mod:`fastkong.k8s.httproute` translates); the backend Services' annotations and
+  KongUpstreamPolicy apply to them as to an Ingress's; HTTPS listeners' Secrets ->
+  certificates.
 
 Unlike KIC, one broken object never blocks the rest: an object that cannot be translated, or
 whose entities do not pass the config layer's validation, is left out and reported as a
@@ -299,10 +301,63 @@ class _Translation:
         done = httproute.translate(
             self.index, gv, self.problems, self.note, service_record, self.combined_services
         )
+        dropped: set[int] = set()
         for record, upstream in zip(done.services, done.upstreams, strict=True):
+            backends = done.backends[record["name"]]
+            if not self.consistent_annotations(record, backends):
+                dropped.update(id(r) for r in record["routes"])
+                continue
+            if backends:
+                self.apply_backend_service(record, upstream, backends[0])
+            for service in backends:
+                key = (o.namespace(service), o.name(service))
+                self.k8s_services.setdefault(key, []).append(record["name"])
             self.services[record["name"]] = record
             self.upstreams[upstream["name"]] = upstream
-        self.httproute_routes = done.routes
+        self.httproute_routes = {
+            key: [(r, ext) for r, ext in pairs if id(r) not in dropped]
+            for key, pairs in done.routes.items()
+        }
+
+    def consistent_annotations(self, record: dict[str, Any], services: list[Obj]) -> bool:
+        """KIC's ``collectInconsistentAnnotations``: the Services behind one Kong service must
+        carry the same ``konghq.com/*`` annotations, or the Kong service (with its routes) is
+        left out; each Service and the HTTPRoute are told which annotation differs."""
+        seen: dict[str, str] = {}
+        for service in services:
+            seen.update({k: v for k, v in o.anns(service).items() if k.startswith(ann.PREFIX)})
+        bad = sorted(k for k, v in seen.items() if any(o.anns(s).get(k) != v for s in services))
+        if not bad:
+            return True
+        name = record["name"]
+        for service in services:
+            for key in bad:
+                self.problems.append(
+                    Problem(
+                        ObjectRef.of(service),
+                        f"Service has inconsistent {key} annotation and is used in "
+                        f"multi-Service backend {name}; {name} left out",
+                    )
+                )
+        return False
+
+    def apply_backend_service(
+        self, record: dict[str, Any], upstream: dict[str, Any], service: Obj
+    ) -> None:
+        """A Kubernetes Service's annotations (service and upstream fields, TLS to the pods) and
+        KongUpstreamPolicy on the Kong service and upstream made for it."""
+        ref = ObjectRef.of(service)
+        ann.apply_service_annotations(record, upstream, o.anns(service), ref, self.problems)
+        service_tls.apply(record, service, self.index, self.problems, self.client_certs)
+        if (policy_name := o.anns(service).get(UPSTREAM_POLICY)) is not None:
+            ns = o.namespace(service)
+            policy = self.index.get("KongUpstreamPolicy", ns, policy_name)
+            if policy is None:
+                self.problems.append(
+                    Problem(ref, f"KongUpstreamPolicy {ns}/{policy_name} not found; not applied")
+                )
+            else:
+                upstream.update(policy_fields(o.spec(policy)))
 
     def add_service(
         self,
@@ -317,16 +372,7 @@ class _Translation:
         record = self.note(service_record(kong_name, host, port.get("port", 80), root_path), ref)
         record["tags"] = o.tags(service)
         upstream = self.note({"name": host, "tags": o.tags(service)}, ref)
-        ann.apply_service_annotations(record, upstream, o.anns(service), ref, self.problems)
-        service_tls.apply(record, service, self.index, self.problems, self.client_certs)
-        if (policy_name := o.anns(service).get(UPSTREAM_POLICY)) is not None:
-            policy = self.index.get("KongUpstreamPolicy", ns, policy_name)
-            if policy is None:
-                self.problems.append(
-                    Problem(ref, f"KongUpstreamPolicy {ns}/{policy_name} not found; not applied")
-                )
-            else:
-                upstream.update(policy_fields(o.spec(policy)))
+        self.apply_backend_service(record, upstream, service)
         upstream_dns = self.params.get("serviceUpstream") is True
         found = targets(self.index, service, port, upstream_dns)
         for target in found:

@@ -646,3 +646,36 @@ def test_https_listener_certificate_from_another_namespace(with_grant: bool) -> 
     else:
         assert certs == []
         assert "no ReferenceGrant in certs allows Gateways from default" in str(result.problems)
+
+
+def test_backend_service_annotations_apply_and_must_agree() -> None:
+    def annotated(name: str, **anns: str) -> dict[str, Any]:
+        svc = service(name)
+        svc["metadata"]["annotations"] = anns
+        return svc
+
+    plugin = {
+        "apiVersion": "configuration.konghq.com/v1",
+        "kind": "KongPlugin",
+        "metadata": {"name": "tid", "namespace": "default"},
+        "plugin": "correlation-id",
+        "config": {},
+    }
+    same = {"konghq.com/read-timeout": "5000", "konghq.com/plugins": "tid"}
+    objs = [
+        gateway_class(),
+        gateway(),
+        plugin,
+        annotated("a", **same),
+        annotated("b", **same),
+        annotated("c", **{"konghq.com/read-timeout": "9000"}),
+        httproute("agree", rule("/ok", backend_ref("a"), backend_ref("b"))),
+        httproute("differ", rule("/no", backend_ref("a"), backend_ref("c"))),
+    ]
+    result = translate(objs, validate=golden_validator())
+    (svc,) = result.config["services"]
+    assert svc["name"] == "httproute.default.agree.0" and svc["read_timeout"] == 5000
+    assert [p["name"] for p in svc["plugins"]] == ["correlation-id"]
+    text = "\n".join(str(p) for p in result.problems)
+    assert "Service default/c: Service has inconsistent konghq.com/plugins annotation" in text
+    assert "httproute.default.differ.0 left out" in text

@@ -759,3 +759,63 @@ def test_httproute_url_rewrite_path_prefix_golden() -> None:
             "tags": ROUTE_TAGS,
         }
     ]
+
+
+def test_kongupstreampolicy_httproute_golden() -> None:
+    """KIC golden ``kongupstreampolicy-httproute``: a KongUpstreamPolicy named by both backend
+    Services (the same annotation on each) shapes the upstreams of both rules' services."""
+    policy_ann = {"konghq.com/upstream-policy": "httpbin-httproute"}
+    objs = [
+        service("httpbin-prod", [{"port": 80, "protocol": "TCP", "targetPort": 80}]),
+        service("httpbin-test", [{"port": 80, "protocol": "TCP", "targetPort": 80}]),
+        *_kic_httproute([], annotations={"konghq.com/strip-path": "true"})[2:],
+        {
+            "apiVersion": "configuration.konghq.com/v1beta1",
+            "kind": "KongUpstreamPolicy",
+            "metadata": {"name": "httpbin-httproute", "namespace": "default"},
+            "spec": {
+                "algorithm": "consistent-hashing",
+                "slots": 100,
+                "hashOn": {"header": "session-id"},
+                "hashOnFallback": {"input": "consumer"},
+            },
+        },
+    ]
+    for obj in objs[:2]:
+        obj["metadata"]["annotations"] = policy_ann
+    route = objs[-2]
+    route["metadata"]["name"] = "httpbin"
+    route["spec"]["rules"] = [
+        {
+            "matches": [_path("PathPrefix", "/httpbin-with-test")],
+            "backendRefs": [
+                {"name": "httpbin-prod", "kind": "Service", "port": 80, "weight": 75},
+                {"name": "httpbin-test", "kind": "Service", "port": 80, "weight": 25},
+            ],
+        },
+        {
+            "matches": [_path("PathPrefix", "/httpbin-prod-only")],
+            "backendRefs": [{"name": "httpbin-prod", "kind": "Service", "port": 80}],
+        },
+    ]
+    config = _kic_translate(objs)
+    ids = {s["name"]: (s["id"], s["routes"][0]["id"]) for s in config["services"]}
+    assert ids == {
+        "httproute.default.httpbin.1": (
+            "bbf738ea-19e7-5277-8a48-36d555e5ae94",
+            "e148326c-f112-5b0d-9644-4219ccb43cb6",
+        ),
+        "httproute.default.httpbin.0": (
+            "de4fffcc-97bc-59c6-9ccd-f1fb29b93beb",
+            "668cce91-3da3-590f-82c9-8296c5bb28e5",
+        ),
+    }
+    for upstream in config["upstreams"]:
+        fields = {k: upstream.get(k) for k in ("algorithm", "slots", "hash_on", "hash_fallback")}
+        assert fields == {
+            "algorithm": "consistent-hashing",
+            "slots": 100,
+            "hash_on": "header",
+            "hash_fallback": "consumer",
+        }
+        assert upstream["hash_on_header"] == "session-id"
