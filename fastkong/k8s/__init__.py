@@ -1,6 +1,6 @@
-"""The Kubernetes side: translate Ingress, Service, EndpointSlice, Secret and Kong's CRDs into a
-Kong declarative config (:func:`translate`), offline (``fastkong k8s translate``) or, later, from a
-list/watch controller.
+"""The Kubernetes side: translate Ingress, the Gateway API, Service, EndpointSlice, Secret and
+Kong's CRDs into a Kong declarative config (:func:`translate`), offline (``fastkong k8s
+translate``) or from the list/watch controller (``fastkong ingress-controller``).
 """
 
 from fastkong.k8s.objects import ObjectRef, Problem

@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 import yaml
 
+from fastkong.k8s.gatewayapi import DEFAULT_CONTROLLER
 from fastkong.k8s.translator import DEFAULT_INGRESS_CLASS, translate
 
 SUFFIXES = (".yaml", ".yml", ".json")
@@ -26,7 +27,8 @@ def add_parser(subparsers: Any) -> None:
     k8s_sub = k8s.add_subparsers(dest="k8s_command", required=True)
     tr = k8s_sub.add_parser(
         "translate",
-        help="translate Ingress/Service/EndpointSlice/Secret/Kong CRD manifests into a kong.yml",
+        help="translate Ingress/Gateway API/Service/EndpointSlice/Secret/Kong CRD manifests "
+        "into a kong.yml",
     )
     tr.add_argument(
         "-f",
@@ -42,6 +44,20 @@ def add_parser(subparsers: Any) -> None:
         action="append",
         metavar="NAME",
         help=f"ingress class to translate (repeatable; default {DEFAULT_INGRESS_CLASS})",
+    )
+    tr.add_argument(
+        "--gateway-controller-name",
+        default=DEFAULT_CONTROLLER,
+        metavar="NAME",
+        help="Gateway API: translate the HTTPRoutes of GatewayClasses with this "
+        f"spec.controllerName (default {DEFAULT_CONTROLLER}; "
+        "KIC's: konghq.com/kic-gateway-controller)",
+    )
+    tr.add_argument(
+        "--combined-services-from-different-httproutes",
+        action="store_true",
+        help="Gateway API: rules with the same backends in HTTPRoutes of one namespace share a "
+        "Kong service (KIC's flag, off by default)",
     )
     tr.add_argument(
         "--no-validate",
@@ -73,6 +89,8 @@ def cmd_translate(args: argparse.Namespace, *, stdin: TextIO | None = None) -> i
         objects,
         ingress_class=args.ingress_class or DEFAULT_INGRESS_CLASS,
         validate=not args.no_validate,
+        gateway_controller=args.gateway_controller_name,
+        combined_services=args.combined_services_from_different_httproutes,
     )
     for problem in result.problems:
         print(problem, file=sys.stderr)

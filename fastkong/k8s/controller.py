@@ -5,7 +5,8 @@ The pieces, each in its own module::
     reflectors (watch.py) --events--> Store (store.py) --changed--> debounce
         --> translate() (translator.py, in a thread) --> md5 of the YAML
         --> leader only: ConfigMap + POST /config to each gateway (publish.py),
-                         problems -> Events, Ingress status (events.py)
+                         problems -> Events, Ingress status (events.py),
+                         Gateway API status (gateway_status.py)
 
 - Every replica lists and watches (a standby has a warm cache); only the Lease holder
   (leader.py) writes. A new leader publishes once whatever its predecessor did.
@@ -52,7 +53,11 @@ from fastkong.k8s.events import (
     REASON_TRANSLATION,
     EventRecorder,
     IngressStatusUpdater,
+    proxy_addresses,
 )
+from fastkong.k8s.gateway_status import GatewayStatusUpdater, desired
+from fastkong.k8s.gatewayapi import DEFAULT_CONTROLLER
+from fastkong.k8s.gatewayapi import view as gateway_view
 from fastkong.k8s.ingress import class_filter
 from fastkong.k8s.leader import LeaderElector
 from fastkong.k8s.objects import Index
@@ -91,6 +96,10 @@ class ControllerOptions:
     admin_token: str | None = None
     #: The proxy Service whose address goes into Ingress status; empty: leave status alone.
     proxy_service: str = ""
+    #: Gateway API: the ``spec.controllerName`` of the GatewayClasses we serve.
+    gateway_controller: str = DEFAULT_CONTROLLER
+    #: KIC's ``--combined-services-from-different-httproutes``.
+    combined_services: bool = False
     leader_election: bool = True
     lease_name: str = "fastkong-controller"
     lease_duration: float = 15.0
@@ -162,6 +171,7 @@ class Controller:
         if opts.proxy_service:
             ns, name = split_ref(opts.proxy_service, opts.namespace)
             self.ingress_status = IngressStatusUpdater(NetworkingV1Api(api), self.store, ns, name)
+        self.gateway_status = GatewayStatusUpdater(api)
         self.result: TranslationResult | None = None
         self.text = ""
         self.digest: str | None = None
@@ -301,6 +311,7 @@ class Controller:
                 retry.append(max(0.05, at - time.monotonic()))
         if self.ingress_status is not None:
             await self.ingress_status.update(self._our_ingresses())
+        await self._update_gateway_status()
         self.last_sync_error = ""
         if retry:
             self._later(min(retry))
@@ -309,7 +320,13 @@ class Controller:
         generation = self.store.generation
         objects = self.store.objects()
         classes = list(self.options.ingress_classes)
-        result = await asyncio.to_thread(translate, objects, ingress_class=classes)
+        result = await asyncio.to_thread(
+            translate,
+            objects,
+            ingress_class=classes,
+            gateway_controller=self.options.gateway_controller,
+            combined_services=self.options.combined_services,
+        )
         text = result.to_yaml()
         digest = hashlib.md5(text.encode()).hexdigest()
         self._translated_gen = generation
@@ -318,6 +335,21 @@ class Controller:
             log.info("config %s from %r: %r", digest, self.store, result)
         self.result, self.text, self.digest = result, text, digest
         await self.events.record(result.problems, REASON_TRANSLATION)
+
+    async def _update_gateway_status(self) -> None:
+        """Gateway API status (gateway_status.py), when there is any Gateway API object."""
+        if not self.store.keys("GatewayClass") and not self.store.keys("HTTPRoute"):
+            return
+        objects = self.store.objects()
+        index = Index(objects)
+        gv = gateway_view(index, self.options.gateway_controller)
+        proxy: list[dict[str, str]] = []
+        if self.options.proxy_service:
+            ns, name = split_ref(self.options.proxy_service, self.options.namespace)
+            proxy = proxy_addresses(self.store, ns, name)
+        want = desired(index, gv, proxy)
+        by_key = {key: obj for key in want if (obj := self.store.get(*key)) is not None}
+        await self.gateway_status.update(by_key, want)
 
     def _our_ingresses(self) -> list[Obj]:
         ours = class_filter(Index(self.store.objects("IngressClass")), self.options.ingress_classes)
@@ -380,6 +412,7 @@ class Controller:
             "problems": [str(p) for p in (self.result.problems if self.result else [])],
             "reflectors": [repr(r) for r in self.reflectors],
             "configmap": repr(self.configmap),
+            "gateway_status": repr(self.gateway_status),
             "gateways": gateways,
             "last_sync_error": self.last_sync_error,
         }

@@ -23,8 +23,8 @@ def add_parser(subparsers: Any) -> None:
     """Register ``ingress-controller`` on the ``fastkong`` command's subparsers."""
     p = subparsers.add_parser(
         "ingress-controller",
-        help="watch Ingresses, Services and Kong CRDs; write the config ConfigMap and/or "
-        "push it to every gateway",
+        help="watch Ingresses, the Gateway API, Services and Kong CRDs; write the config "
+        "ConfigMap and/or push it to every gateway",
     )
     p.add_argument(
         "--ingress-class",
@@ -54,6 +54,20 @@ def add_parser(subparsers: Any) -> None:
         metavar="[NS/]NAME",
         help="Service whose address goes into Ingress status (env FASTKONG_PROXY_SERVICE; "
         "default fastkong-proxy; empty: leave status alone)",
+    )
+    p.add_argument(
+        "--gateway-controller-name",
+        default=_env("FASTKONG_GATEWAY_CONTROLLER_NAME", "fastkong.io/gateway-controller"),
+        metavar="NAME",
+        help="Gateway API: serve the GatewayClasses whose spec.controllerName is this (env "
+        "FASTKONG_GATEWAY_CONTROLLER_NAME; default fastkong.io/gateway-controller)",
+    )
+    p.add_argument(
+        "--combined-services-from-different-httproutes",
+        action="store_true",
+        default=_env("FASTKONG_COMBINED_SERVICES") == "true",
+        help="Gateway API: rules with the same backends in HTTPRoutes of one namespace share a "
+        "Kong service (KIC's flag; env FASTKONG_COMBINED_SERVICES=true)",
     )
     p.add_argument(
         "--namespace",
@@ -100,6 +114,8 @@ def options_from_args(args: argparse.Namespace) -> Any:
         admin_port_name=args.admin_port_name,
         admin_token=_env("FASTKONG_ADMIN_TOKEN") or None,
         proxy_service=args.proxy_service,
+        gateway_controller=args.gateway_controller_name,
+        combined_services=args.combined_services_from_different_httproutes,
         leader_election=not args.no_leader_election,
         lease_name=args.lease_name,
         lease_duration=args.lease_duration,

@@ -27,9 +27,16 @@ KNOWN_KINDS: Final[Mapping[str, str]] = {
     "KongConsumer": "configuration.konghq.com",
     "KongUpstreamPolicy": "configuration.konghq.com",
     "IngressClassParameters": "configuration.konghq.com",
+    "GatewayClass": "gateway.networking.k8s.io",
+    "Gateway": "gateway.networking.k8s.io",
+    "HTTPRoute": "gateway.networking.k8s.io",
+    "ReferenceGrant": "gateway.networking.k8s.io",
+    "Namespace": "",
 }
 
-CLUSTER_SCOPED: Final = frozenset({"IngressClass", "KongClusterPlugin"})
+CLUSTER_SCOPED: Final = frozenset(
+    {"IngressClass", "KongClusterPlugin", "GatewayClass", "Namespace"}
+)
 
 INGRESS_CLASS_ANNOTATION: Final = "kubernetes.io/ingress.class"
 DEFAULT_CLASS_ANNOTATION: Final = "ingressclass.kubernetes.io/is-default-class"

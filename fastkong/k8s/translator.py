@@ -15,6 +15,11 @@ What it reads (kong.md section 6; ``kic:internal/dataplane/translator``):
 - KongPlugin / KongClusterPlugin attached with ``konghq.com/plugins`` -> plugins; KongClusterPlugin
   labelled ``global: "true"`` -> global plugins.
 - KongConsumer + credential Secrets -> consumers with credentials.
+- Gateway API: HTTPRoutes attached to Gateways of our GatewayClass -> services, routes,
+  upstreams and plugins (:mod:`fastkong.k8s.gatewayapi` decides what is ours,
+  :mod:`fastkong.k8s.httproute` translates); the backend Services' annotations and
+  KongUpstreamPolicy apply to them as to an Ingress's; HTTPS listeners' Secrets ->
+  certificates.
 
 Unlike KIC, one broken object never blocks the rest: an object that cannot be translated, or
 whose entities do not pass the config layer's validation, is left out and reported as a
@@ -32,9 +37,11 @@ from typing import Any, Final
 import yaml
 
 from fastkong.k8s import annotations as ann
-from fastkong.k8s import naming, service_tls
+from fastkong.k8s import gatewayapi, httproute, naming, service_tls
 from fastkong.k8s import objects as o
 from fastkong.k8s.consumers import build_consumer, conflicts, credential_sort_key
+from fastkong.k8s.gatewayapi import DEFAULT_CONTROLLER
+from fastkong.k8s.gatewayapi import view as gateway_view
 from fastkong.k8s.ingress import (
     Backend,
     RouteGroup,
@@ -95,6 +102,8 @@ def translate(
     *,
     ingress_class: str | Collection[str] = DEFAULT_INGRESS_CLASS,
     validate: bool | Validator = True,
+    gateway_controller: str = DEFAULT_CONTROLLER,
+    combined_services: bool = False,
 ) -> TranslationResult:
     """Translate Kubernetes objects into a Kong declarative config.
 
@@ -108,9 +117,14 @@ def translate(
     validate:
         Check the result with :mod:`fastkong.config` and leave out entities that do not pass
         (skipped while that layer is not installed); or a validator function, for tests.
+    gateway_controller:
+        The ``spec.controllerName`` of our GatewayClasses (Gateway API).
+    combined_services:
+        KIC's ``--combined-services-from-different-httproutes``: rules with the same backends
+        in HTTPRoutes of one namespace share a Kong service.
     """
     classes = {ingress_class} if isinstance(ingress_class, str) else set(ingress_class)
-    run = _Translation(Index(objects), classes)
+    run = _Translation(Index(objects), classes, gateway_controller, combined_services)
     config = run.build()
     problems = run.problems
     validator = config_layer_validator() if validate is True else (validate or None)
@@ -144,9 +158,17 @@ def service_record(kong_name: str, host: str, port: int, root_path: bool) -> dic
 
 
 class _Translation:
-    def __init__(self, index: Index, classes: set[str]) -> None:
+    def __init__(
+        self,
+        index: Index,
+        classes: set[str],
+        gateway_controller: str = DEFAULT_CONTROLLER,
+        combined_services: bool = False,
+    ) -> None:
         self.index = index
         self.classes = classes
+        self.gateway_controller = gateway_controller
+        self.combined_services = combined_services
         self.problems: list[Problem] = list(index.problems)
         #: ``id(record)`` -> the object each emitted entity record came from (for pruning).
         self.origin: dict[int, ObjectRef] = {}
@@ -156,10 +178,13 @@ class _Translation:
         self.k8s_services: dict[tuple[str, str], list[str]] = {}
         #: Ingress (ns, name) -> its route records.
         self.ingress_routes: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        #: HTTPRoute (ns, name) -> its route records, with their ExtensionRef KongPlugins.
+        self.httproute_routes: dict[tuple[str, str], list[tuple[dict[str, Any], list[str]]]] = {}
         self.consumers: dict[tuple[str, str], dict[str, Any]] = {}
         #: TLS Secrets named by ``konghq.com/client-cert`` (ns, name) -> the Secret.
         self.client_certs: dict[tuple[str, str], Obj] = {}
         self.used_instance_names: set[str] = set()
+        self.gateways = gatewayapi.GatewayView(gateway_controller)
         self.default_class = is_default_class(index, classes)
         self.params = class_parameters(index, classes, self.problems)
 
@@ -187,6 +212,7 @@ class _Translation:
                 self.add_route(group)
         if (default := default_backend_group(ingresses, self.problems)) is not None:
             self.add_route(default)
+        self.add_httproutes()
         self.add_consumers()
         self.attach_plugins()
         config: dict[str, Any] = {"_format_version": FORMAT_VERSION}
@@ -254,6 +280,85 @@ class _Translation:
         self.services[kong_name]["routes"].append(route)
         self.ingress_routes.setdefault((ns, o.name(ingress)), []).append(route)
 
+    def add_httproutes(self) -> None:
+        gv = self.gateways = gateway_view(self.index, self.gateway_controller)
+        for _, gateway in sorted(gv.gateways.items()):
+            for listener in gatewayapi.listeners(gateway):
+                found = gatewayapi.listener_certificate(self.index, gateway, listener)
+                if isinstance(found, gatewayapi.RefFailure):
+                    self.problems.append(
+                        Problem(
+                            ObjectRef.of(gateway),
+                            f"listener {listener.get('name')!r}: {found.message}; no certificate",
+                        )
+                    )
+        for rv in gv.routes:
+            if not rv.accepted:
+                reasons = "; ".join(f"{p.reason}: {p.message}" for p in rv.parents)
+                self.problems.append(
+                    Problem(ObjectRef.of(rv.route), f"not accepted by any Gateway ({reasons})")
+                )
+        done = httproute.translate(
+            self.index, gv, self.problems, self.note, service_record, self.combined_services
+        )
+        dropped: set[int] = set()
+        for record, upstream in zip(done.services, done.upstreams, strict=True):
+            backends = done.backends[record["name"]]
+            if not self.consistent_annotations(record, backends):
+                dropped.update(id(r) for r in record["routes"])
+                continue
+            if backends:
+                self.apply_backend_service(record, upstream, backends[0])
+            for service in backends:
+                key = (o.namespace(service), o.name(service))
+                self.k8s_services.setdefault(key, []).append(record["name"])
+            self.services[record["name"]] = record
+            self.upstreams[upstream["name"]] = upstream
+        self.httproute_routes = {
+            key: [(r, ext) for r, ext in pairs if id(r) not in dropped]
+            for key, pairs in done.routes.items()
+        }
+
+    def consistent_annotations(self, record: dict[str, Any], services: list[Obj]) -> bool:
+        """KIC's ``collectInconsistentAnnotations``: the Services behind one Kong service must
+        carry the same ``konghq.com/*`` annotations, or the Kong service (with its routes) is
+        left out; each Service and the HTTPRoute are told which annotation differs."""
+        seen: dict[str, str] = {}
+        for service in services:
+            seen.update({k: v for k, v in o.anns(service).items() if k.startswith(ann.PREFIX)})
+        bad = sorted(k for k, v in seen.items() if any(o.anns(s).get(k) != v for s in services))
+        if not bad:
+            return True
+        name = record["name"]
+        for service in services:
+            for key in bad:
+                self.problems.append(
+                    Problem(
+                        ObjectRef.of(service),
+                        f"Service has inconsistent {key} annotation and is used in "
+                        f"multi-Service backend {name}; {name} left out",
+                    )
+                )
+        return False
+
+    def apply_backend_service(
+        self, record: dict[str, Any], upstream: dict[str, Any], service: Obj
+    ) -> None:
+        """A Kubernetes Service's annotations (service and upstream fields, TLS to the pods) and
+        KongUpstreamPolicy on the Kong service and upstream made for it."""
+        ref = ObjectRef.of(service)
+        ann.apply_service_annotations(record, upstream, o.anns(service), ref, self.problems)
+        service_tls.apply(record, service, self.index, self.problems, self.client_certs)
+        if (policy_name := o.anns(service).get(UPSTREAM_POLICY)) is not None:
+            ns = o.namespace(service)
+            policy = self.index.get("KongUpstreamPolicy", ns, policy_name)
+            if policy is None:
+                self.problems.append(
+                    Problem(ref, f"KongUpstreamPolicy {ns}/{policy_name} not found; not applied")
+                )
+            else:
+                upstream.update(policy_fields(o.spec(policy)))
+
     def add_service(
         self,
         kong_name: str,
@@ -267,16 +372,7 @@ class _Translation:
         record = self.note(service_record(kong_name, host, port.get("port", 80), root_path), ref)
         record["tags"] = o.tags(service)
         upstream = self.note({"name": host, "tags": o.tags(service)}, ref)
-        ann.apply_service_annotations(record, upstream, o.anns(service), ref, self.problems)
-        service_tls.apply(record, service, self.index, self.problems, self.client_certs)
-        if (policy_name := o.anns(service).get(UPSTREAM_POLICY)) is not None:
-            policy = self.index.get("KongUpstreamPolicy", ns, policy_name)
-            if policy is None:
-                self.problems.append(
-                    Problem(ref, f"KongUpstreamPolicy {ns}/{policy_name} not found; not applied")
-                )
-            else:
-                upstream.update(policy_fields(o.spec(policy)))
+        self.apply_backend_service(record, upstream, service)
         upstream_dns = self.params.get("serviceUpstream") is True
         found = targets(self.index, service, port, upstream_dns)
         for target in found:
@@ -357,8 +453,9 @@ class _Translation:
         relations: dict[tuple[str, str], dict[str, list[Any]]] = {}
         referrers: dict[tuple[str, str], list[ObjectRef]] = {}
 
-        def relate(obj: Obj, kind: str, target: dict[str, Any]) -> None:
-            for plugin in ann.plugin_names(o.anns(obj)):
+        def relate(obj: Obj, kind: str, target: dict[str, Any], more: Iterable[str] = ()) -> None:
+            names = ann.plugin_names(o.anns(obj))
+            for plugin in names + [n for n in more if n not in names]:
                 key = (o.namespace(obj), plugin)
                 relations.setdefault(key, {"services": [], "routes": [], "consumers": []})
                 relations[key][kind].append(target)
@@ -372,6 +469,10 @@ class _Translation:
             ingress = self.index.get("Ingress", ns, name) or {}
             for route in routes:
                 relate(ingress, "routes", route)
+        for (ns, name), pairs in sorted(self.httproute_routes.items()):
+            parent = self.index.get("HTTPRoute", ns, name) or {}
+            for route, extension in pairs:
+                relate(parent, "routes", route, extension)
         for (ns, name), consumer in sorted(self.consumers.items()):
             relate(self.index.get("KongConsumer", ns, name) or {}, "consumers", consumer)
         for key in sorted(relations):
@@ -446,7 +547,15 @@ class _Translation:
     # -- TLS -----------------------------------------------------------------------------------
     def certificates(self, ingresses: list[Obj]) -> list[dict[str, Any]]:
         out = []
-        for (ns, name), (ref, hosts) in sorted(tls_hosts(ingresses).items()):
+        by_secret = tls_hosts(ingresses)
+        seen = {h for _, hosts in by_secret.values() for h in hosts}
+        for gateway, tls_secret, sni in gatewayapi.listener_tls_hosts(self.index, self.gateways):
+            key = (o.namespace(tls_secret), o.name(tls_secret))
+            _, hosts = by_secret.setdefault(key, (ObjectRef.of(gateway), []))
+            if sni not in seen:  # as for Ingresses: a host belongs to the first Secret
+                seen.add(sni)
+                hosts.append(sni)
+        for (ns, name), (ref, hosts) in sorted(by_secret.items()):
             if not hosts:
                 continue
             secret = self.index.get("Secret", ns, name)

@@ -70,10 +70,12 @@ class Resource:
 
 
 KONG_GROUP: Final = "configuration.konghq.com"
+GATEWAY_GROUP: Final = "gateway.networking.k8s.io"
 
 #: What the translator reads (``fastkong.k8s.objects.KNOWN_KINDS``), plus nothing else: the
-#: admin Service's EndpointSlices (gateway discovery) and the proxy Service (Ingress status)
-#: are among the Services and EndpointSlices.
+#: admin Service's EndpointSlices (gateway discovery) and the proxy Service (Ingress and
+#: Gateway status) are among the Services and EndpointSlices. Gateway API kinds whose CRDs are
+#: not installed are answered 404 and count as empty.
 RESOURCES: Final = (
     Resource("Ingress", "networking.k8s.io", "v1", "ingresses"),
     Resource("IngressClass", "networking.k8s.io", "v1", "ingressclasses", namespaced=False),
@@ -85,6 +87,12 @@ RESOURCES: Final = (
     Resource("KongConsumer", KONG_GROUP, "v1", "kongconsumers"),
     Resource("KongUpstreamPolicy", KONG_GROUP, "v1beta1", "kongupstreampolicies"),
     Resource("IngressClassParameters", KONG_GROUP, "v1alpha1", "ingressclassparameterses"),
+    Resource("GatewayClass", GATEWAY_GROUP, "v1", "gatewayclasses", namespaced=False),
+    Resource("Gateway", GATEWAY_GROUP, "v1", "gateways"),
+    Resource("HTTPRoute", GATEWAY_GROUP, "v1", "httproutes"),
+    Resource("ReferenceGrant", GATEWAY_GROUP, "v1beta1", "referencegrants"),
+    # For listeners' allowedRoutes.namespaces.selector.
+    Resource("Namespace", "", "v1", "namespaces", namespaced=False),
 )
 
 
@@ -98,6 +106,7 @@ def list_call(api: ApiClient, resource: Resource) -> ListCall:
             api
         ).list_endpoint_slice_for_all_namespaces_without_preload_content,
         "Secret": CoreV1Api(api).list_secret_for_all_namespaces_without_preload_content,
+        "Namespace": CoreV1Api(api).list_namespace_without_preload_content,
     }
     if resource.kind in builtin:
         return builtin[resource.kind]

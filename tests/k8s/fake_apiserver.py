@@ -23,7 +23,8 @@ What it implements, as the API server does (kubernetes.io "API Concepts"):
   the next matching requests fail with a status (and ``Retry-After``).
 - Writes: create (POST), replace (PUT, with the resourceVersion precondition), patch (JSON
   merge patch; a strategic merge patch is applied as one, which is exact for what the
-  controller sends), delete; the ``status`` subresource. Each write is a watch event.
+  controller sends), delete; the ``status`` subresource. Each write is a watch event; a
+  change outside ``metadata`` and ``status`` bumps ``metadata.generation``.
 
 The test side changes objects directly (:meth:`create`, :meth:`update`, :meth:`delete`),
 which also produces watch events.
@@ -59,10 +60,11 @@ class Kind:
 
     @property
     def builtin(self) -> bool:
-        return self.group != "configuration.konghq.com"
+        return self.group not in (KONG, GATEWAY)
 
 
 KONG = "configuration.konghq.com"
+GATEWAY = "gateway.networking.k8s.io"
 KINDS = [
     Kind("Ingress", "networking.k8s.io", "v1", "ingresses"),
     Kind("IngressClass", "networking.k8s.io", "v1", "ingressclasses", namespaced=False),
@@ -77,6 +79,11 @@ KINDS = [
     Kind("KongConsumer", KONG, "v1", "kongconsumers"),
     Kind("KongUpstreamPolicy", KONG, "v1beta1", "kongupstreampolicies"),
     Kind("IngressClassParameters", KONG, "v1alpha1", "ingressclassparameterses"),
+    Kind("GatewayClass", GATEWAY, "v1", "gatewayclasses", namespaced=False),
+    Kind("Gateway", GATEWAY, "v1", "gateways"),
+    Kind("HTTPRoute", GATEWAY, "v1", "httproutes"),
+    Kind("ReferenceGrant", GATEWAY, "v1beta1", "referencegrants"),
+    Kind("Namespace", "", "v1", "namespaces", namespaced=False),
 ]
 BY_KIND = {k.kind: k for k in KINDS}
 BY_PATH = {(k.group, k.version, k.plural): k for k in KINDS}
@@ -284,6 +291,13 @@ class FakeApiServer:
         meta["resourceVersion"] = str(self.rv)
         if typ == "ADDED":
             meta.setdefault("generation", 1)
+        else:
+            # As the API server does for kinds with a status subresource: a change of
+            # anything but status and metadata bumps metadata.generation.
+            old = self.objects.get(key) or {}
+            gen = (old.get("metadata") or {}).get("generation", 1)
+            changed = _content(old) != _content(obj)
+            meta["generation"] = gen + 1 if changed else gen
         self.objects[key] = obj
         self._record(typ, kind, obj)
         return copy.deepcopy(obj)
@@ -526,6 +540,10 @@ class FakeApiServer:
         if new == old:
             return _json(200, old)  # a no-op write gets no new resourceVersion
         return _json(200, self._store(kind, key, new, "MODIFIED"))
+
+
+def _content(obj: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
 
 
 def _invalid(kind: Kind, obj: dict[str, Any]) -> web.Response | None:

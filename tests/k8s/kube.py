@@ -212,3 +212,79 @@ class Kubelet:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+
+# -- Gateway API -----------------------------------------------------------------------------
+
+GATEWAY_API = "gateway.networking.k8s.io/v1"
+CONTROLLER = "fastkong.io/gateway-controller"
+
+
+def gateway_class(name: str = "fastkong", controller: str = CONTROLLER) -> dict[str, Any]:
+    return {
+        "apiVersion": GATEWAY_API,
+        "kind": "GatewayClass",
+        "metadata": {"name": name},
+        "spec": {"controllerName": controller},
+    }
+
+
+def listener(
+    name: str = "http", protocol: str = "HTTP", port: int = 80, **extra: Any
+) -> dict[str, Any]:
+    return {"name": name, "protocol": protocol, "port": port, **extra}
+
+
+def gateway(
+    name: str = "main",
+    *listeners: dict[str, Any],
+    ns: str = "default",
+    cls: str = "fastkong",
+) -> dict[str, Any]:
+    return {
+        "apiVersion": GATEWAY_API,
+        "kind": "Gateway",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"gatewayClassName": cls, "listeners": list(listeners) or [listener()]},
+    }
+
+
+def httproute(
+    name: str = "r",
+    *rules: dict[str, Any],
+    ns: str = "default",
+    parents: list[dict[str, Any]] | None = None,
+    hostnames: list[str] | None = None,
+    **meta: Any,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"parentRefs": parents if parents is not None else [{"name": "main"}]}
+    if hostnames is not None:
+        spec["hostnames"] = hostnames
+    spec["rules"] = list(rules) or [rule("/", backend_ref("echo"))]
+    return {
+        "apiVersion": GATEWAY_API,
+        "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": ns, **meta},
+        "spec": spec,
+    }
+
+
+def rule(
+    path: str | None = "/",
+    *backends: dict[str, Any],
+    kind: str = "PathPrefix",
+    filters: list[dict[str, Any]] | None = None,
+    **match: Any,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if path is not None:
+        out["matches"] = [{"path": {"type": kind, "value": path}, **match}]
+    if backends:
+        out["backendRefs"] = list(backends)
+    if filters:
+        out["filters"] = filters
+    return out
+
+
+def backend_ref(name: str, port: int = 80, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "port": port, **extra}

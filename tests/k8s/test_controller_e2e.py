@@ -83,6 +83,8 @@ def test_options_come_from_the_manifests_environment(monkeypatch: pytest.MonkeyP
         "POD_NAME": "fastkong-controller-abc",
         "POD_NAMESPACE": "fastkong",
         "FASTKONG_ADMIN_TOKEN": "t0k",
+        "FASTKONG_GATEWAY_CONTROLLER_NAME": "konghq.com/kic-gateway-controller",
+        "FASTKONG_COMBINED_SERVICES": "true",
     }.items():
         monkeypatch.setenv(name, value)
     opts = options_from_args(parse(["ingress-controller"]))
@@ -95,9 +97,16 @@ def test_options_come_from_the_manifests_environment(monkeypatch: pytest.MonkeyP
     )
     assert opts.health_listen == "0.0.0.0:10254" and opts.leader_election
     assert opts.proxy_service == "fastkong-proxy"
+    assert opts.gateway_controller == "konghq.com/kic-gateway-controller"
+    assert opts.combined_services is True
     flags = parse(["ingress-controller", "--ingress-class", "x", "--no-leader-election"])
     assert list(options_from_args(flags).ingress_classes) == ["x"]
     assert not options_from_args(flags).leader_election
+    monkeypatch.delenv("FASTKONG_GATEWAY_CONTROLLER_NAME")
+    monkeypatch.delenv("FASTKONG_COMBINED_SERVICES")
+    defaults = options_from_args(parse(["ingress-controller"]))
+    assert defaults.gateway_controller == "fastkong.io/gateway-controller"
+    assert defaults.combined_services is False
 
 
 async def test_the_command_runs_against_a_kubeconfig_and_stops_on_sigterm(tmp_path: Path) -> None:

@@ -14,7 +14,18 @@ from kubernetes.aio.client import CoordinationV1Api
 
 from fastkong.k8s.leader import LeaderElector, micro
 from tests.k8s.fake_apiserver import MICRO_TIME, FakeApiServer
-from tests.k8s.kube import NS, backend, client, configmap, controller, eventually, ingress
+from tests.k8s.kube import (
+    NS,
+    backend,
+    client,
+    configmap,
+    controller,
+    eventually,
+    gateway,
+    gateway_class,
+    httproute,
+    ingress,
+)
 
 LEASE = "fastkong-controller"
 TIMING = {"lease_duration": 1.5, "renew_deadline": 1.0, "retry_period": 0.1}
@@ -138,14 +149,21 @@ async def test_only_the_leader_publishes_and_the_follower_takes_over() -> None:
         api.create(configmap("fastkong-config", '_format_version: "3.0"\n'))
         backend(api, "echo", 9)
         api.create(ingress("one", "/one", "echo"))
+        api.create(gateway_class())
+        api.create(gateway())
+        api.create(httproute("route-one"))
         opts = {"leader_election": True, "configmap": "fastkong-config", **TIMING}
         async with controller(api, pod_name="c-1", **opts) as c1:
             await eventually(lambda: c1.is_leader and c1.configmap and c1.configmap.writes == 1)
+            await eventually(lambda: c1.gateway_status.updates == 3, what="c-1 wrote status")
             async with controller(api, pod_name="c-2", **opts) as c2:
                 await eventually(lambda: c2.ready.is_set())
+                api.create(httproute("route-two"))  # a status to write, for the leader only
+                await eventually(lambda: c1.gateway_status.updates == 5, what="c-1 again")
                 await asyncio.sleep(0.3)
                 assert not c2.is_leader and c2.configmap is not None
                 assert c2.configmap.writes == 0 and c2.translations == 0
+                assert c2.gateway_status.updates == 0
                 await c1.stop()  # releases the Lease
                 await eventually(lambda: c2.is_leader, timeout=3, what="c-2 leads")
                 api.create(ingress("two", "/two", "echo"))
@@ -155,3 +173,5 @@ async def test_only_the_leader_publishes_and_the_follower_takes_over() -> None:
                     )
                 )
                 assert holder(api) == "c-2"
+                api.create(httproute("route-three"))
+                await eventually(lambda: c2.gateway_status.updates >= 2, what="c-2 writes")

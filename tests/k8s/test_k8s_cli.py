@@ -111,3 +111,36 @@ def test_runs_as_a_process() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == subprocess_free_translate(CASE.read_text())
+
+
+def test_gateway_controller_name_picks_the_gateway_classes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    case = str(GOLDEN / "httproute-basic" / "in.yaml")
+    assert main(["k8s", "translate", "-f", case]) == 0
+    ours = yaml.safe_load(capsys.readouterr().out)
+    assert any(s["name"].startswith("httproute.default.") for s in ours["services"])
+    # The other GatewayClass in the case: its Gateway's only HTTPRoute is translated instead.
+    argv = [
+        "k8s",
+        "translate",
+        "-f",
+        case,
+        "--gateway-controller-name",
+        "example.com/other-controller",
+    ]
+    assert main(argv) == 0
+    theirs = yaml.safe_load(capsys.readouterr().out)
+    routes = [r["name"] for s in theirs["services"] for r in s["routes"]]
+    assert routes == ["httproute.default.not-ours.0.0"]
+
+
+def test_combined_services_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    case = str(GOLDEN / "httproute-combined" / "in.yaml")
+    assert main(["k8s", "translate", "-f", case]) == 0
+    names = [s["name"] for s in yaml.safe_load(capsys.readouterr().out)["services"]]
+    assert "httproute.default.a.0" in names
+    argv = ["k8s", "translate", "-f", case, "--combined-services-from-different-httproutes"]
+    assert main(argv) == 0
+    names = [s["name"] for s in yaml.safe_load(capsys.readouterr().out)["services"]]
+    assert "httproute.default.svc.default.echo.80.1_default.other.8080.3" in names

@@ -1,4 +1,5 @@
-"""Golden cases: ``golden/<case>/in.yaml`` -> ``expected.yaml`` (problems as leading comments).
+"""Golden cases: ``golden/<case>/in.yaml`` -> ``expected.yaml`` (problems as leading comments);
+``settings.yaml``, when there, holds keyword arguments for ``translate``.
 
 Regenerate after an intended change with ``FASTKONG_UPDATE_GOLDEN=1 python -m pytest tests/k8s``
 and review the diff.
@@ -32,7 +33,9 @@ def render(result: TranslationResult) -> str:
 
 def run(case: str, objects: list[dict] | None = None) -> str:
     objs = objects if objects is not None else load_objects(GOLDEN / case / "in.yaml")
-    return render(translate(objs, validate=golden_validator()))
+    settings_file = GOLDEN / case / "settings.yaml"
+    settings = yaml.safe_load(settings_file.read_text()) if settings_file.exists() else {}
+    return render(translate(objs, validate=golden_validator(), **settings))
 
 
 def test_every_case_is_here() -> None:

@@ -23,13 +23,19 @@ import yaml
 from helm_python import Chart, lint
 
 from fastkong.cli import proxy_listeners
+from fastkong.k8s import translate
+from fastkong.k8s.watch import RESOURCES
 from tests.k8s.conftest import CASES, GOLDEN, REPO, load_objects
 
 KUBE_VERSIONS = ["1.25.0", "1.37.0"]
 BASE = REPO / "configs" / "kubernetes" / "base"
 OVERLAY = REPO / "configs" / "kubernetes" / "overlays" / "with-controller"
 CHART = REPO / "configs" / "helm" / "fastkong"
+GATEWAY_EXAMPLE = REPO / "configs" / "kubernetes" / "examples" / "gateway-api.yaml"
 CR_GROUP = "configuration.konghq.com"
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+#: The Gateway API CRDs (not shipped: installed from upstream), for the golden inputs.
+GATEWAY_CRDS = Path(__file__).parent / "crds" / "gateway-api"
 IMAGE = "fastkong:0.1.0"
 
 CHART_VALUES: dict[str, dict[str, Any]] = {
@@ -94,6 +100,16 @@ def check_builtin(obj: dict[str, Any]) -> None:
 def crd_schemas() -> dict[str, dict[str, Any]]:
     out = {}
     for path in sorted((BASE / "crds").glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        (version,) = crd["spec"]["versions"]
+        out[crd["spec"]["names"]["kind"]] = _strict(version["schema"]["openAPIV3Schema"])
+    return out
+
+
+def gateway_api_schemas() -> dict[str, dict[str, Any]]:
+    """``kind`` -> strict schema, from the vendored Gateway API CRDs (one version each)."""
+    out = {}
+    for path in sorted(GATEWAY_CRDS.glob("*.yaml")):
         crd = yaml.safe_load(path.read_text())
         (version,) = crd["spec"]["versions"]
         out[crd["spec"]["names"]["kind"]] = _strict(version["schema"]["openAPIV3Schema"])
@@ -295,12 +311,12 @@ def test_chart_crds_are_the_base_crds() -> None:
 
 # -- CRDs and the custom resources in the golden inputs ----------------------------------------
 def test_golden_inputs_are_valid_kubernetes_objects() -> None:
-    schemas = crd_schemas()
+    schemas = {**crd_schemas(), **gateway_api_schemas()}
     seen = set()
     for case in CASES:
         for obj in load_objects(GOLDEN / case / "in.yaml"):
             seen.add(obj["kind"])
-            if obj["apiVersion"].startswith(CR_GROUP):
+            if obj["apiVersion"].startswith((CR_GROUP, GATEWAY_GROUP)):
                 errors = sorted(
                     jsonschema.Draft7Validator(schemas[obj["kind"]]).iter_errors(obj), key=str
                 )
@@ -308,6 +324,23 @@ def test_golden_inputs_are_valid_kubernetes_objects() -> None:
             else:
                 check_builtin(obj)
     assert {"KongPlugin", "KongClusterPlugin", "KongConsumer", "EndpointSlice"} <= seen
+    assert {"GatewayClass", "Gateway", "HTTPRoute", "ReferenceGrant"} <= seen
+
+
+def test_gateway_api_schemas_reject_typos() -> None:
+    schemas = gateway_api_schemas()
+    route = {
+        "apiVersion": f"{GATEWAY_GROUP}/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "r"},
+        "spec": {
+            "parentRefs": [{"name": "gw"}],
+            "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}]}],
+        },
+    }
+    assert not list(jsonschema.Draft7Validator(schemas["HTTPRoute"]).iter_errors(route))
+    route["spec"]["rules"][0]["matchs"] = []
+    assert list(jsonschema.Draft7Validator(schemas["HTTPRoute"]).iter_errors(route))
 
 
 def test_crds_accept_kic_fields_and_reject_typos() -> None:
@@ -382,6 +415,53 @@ def test_crds_accept_kic_fields_and_reject_typos() -> None:
     assert not list(jsonschema.Draft7Validator(schema).iter_errors(params))
     params["spec"]["serviceUpstreams"] = True
     assert list(jsonschema.Draft7Validator(schema).iter_errors(params))
+
+
+def test_the_gateway_api_example_is_valid_and_translates() -> None:
+    schemas = gateway_api_schemas()
+    objs = load_objects(GATEWAY_EXAMPLE)
+    assert sorted(o["kind"] for o in objs) == ["Gateway", "GatewayClass", "HTTPRoute"]
+    for obj in objs:
+        errors = list(jsonschema.Draft7Validator(schemas[obj["kind"]]).iter_errors(obj))
+        assert not errors, errors[0]
+    services = [
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": n, "namespace": "default"}}
+        | {"spec": {"ports": [{"port": 80}]}}
+        for n in ("echo", "echo-canary")
+    ]
+    result = translate(objs + services)
+    assert result.problems == []
+    routes = [r for s in result.config["services"] for r in s["routes"]]
+    assert {r["name"] for r in routes} == {
+        "httproute.default.echo.0.0",
+        "httproute.default.echo.1.0",
+    }
+    assert all(r["hosts"] == ["echo.example.com"] for r in routes)
+
+
+def _rules(objs: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    (role,) = [o for o in objs if o["kind"] == "ClusterRole"]
+    return [
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    ]
+
+
+def test_cluster_role_covers_what_the_controller_reads_and_writes(
+    renderings: list[tuple[str, list[dict[str, Any]]]],
+) -> None:
+    for label, objs in renderings:
+        if not any(o["kind"] == "ClusterRole" for o in objs):
+            continue  # rbac.create: false
+        granted = set(_rules(objs))
+        for res in RESOURCES:
+            for verb in ("list", "watch"):
+                assert (res.group, res.plural, verb) in granted, (label, res, verb)
+        for plural in ("gatewayclasses", "gateways", "httproutes"):
+            assert ("gateway.networking.k8s.io", f"{plural}/status", "update") in granted, label
 
 
 # -- the image ---------------------------------------------------------------------------------

@@ -587,3 +587,235 @@ def test_ingress_class_parameters() -> None:
         (route,) = routes(config).values()
         assert route["paths"] == paths
         assert [t["target"] for t in config["upstreams"][0]["targets"]] == [target]
+
+
+# -- Gateway API: KIC's golden cases (``kic:internal/dataplane/testdata/golden/httproute-*``) --
+
+
+def _kic_httproute(rules: list[dict[str, Any]], **meta: Any) -> list[dict[str, Any]]:
+    """KIC's ``httproute-*`` golden inputs: Services httpbin (80 -> 80) and nginx (8080 -> 80),
+    an HTTPRoute ``httproute-testing`` on Gateway ``kong``; plus that Gateway (HTTP) and a
+    GatewayClass of ours, which KIC's translator does not need (its controller filters)."""
+    return [
+        service("httpbin", [{"port": 80, "protocol": "TCP", "targetPort": 80}]),
+        service("nginx", [{"port": 8080, "protocol": "TCP", "targetPort": 80}]),
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "GatewayClass",
+            "metadata": {"name": "kong"},
+            "spec": {"controllerName": "konghq.com/kic-gateway-controller"},
+        },
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "Gateway",
+            "metadata": {"name": "kong", "namespace": "default"},
+            "spec": {
+                "gatewayClassName": "kong",
+                "listeners": [{"name": "http", "protocol": "HTTP", "port": 80}],
+            },
+        },
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": "httproute-testing", "namespace": "default", **meta},
+            "spec": {"parentRefs": [{"name": "kong"}], "rules": rules},
+        },
+    ]
+
+
+def _kic_translate(objs: list[dict[str, Any]]) -> dict[str, Any]:
+    controller = "konghq.com/kic-gateway-controller"
+    return translate(objs, validate=False, gateway_controller=controller).config
+
+
+ROUTE_TAGS = [
+    "k8s-name:httproute-testing",
+    "k8s-namespace:default",
+    "k8s-kind:HTTPRoute",
+    "k8s-group:gateway.networking.k8s.io",
+    "k8s-version:v1",
+]
+
+
+def _service_tags(name: str) -> list[str]:
+    return [f"k8s-name:{name}", "k8s-namespace:default", "k8s-kind:Service", "k8s-version:v1"]
+
+
+def _path(kind: str, value: str) -> dict[str, Any]:
+    return {"path": {"type": kind, "value": value}}
+
+
+def test_httproute_example_golden() -> None:
+    """KIC golden ``httproute-example``: rules with the same backends share a service named
+    after the first; a single-Service service carries that Service's tags; the port is the last
+    backend's; named rules tag their routes; ``konghq.com/strip-path`` applies."""
+    rules = [
+        {
+            "name": "httproute-testing",
+            "matches": [_path("PathPrefix", "/httproute-testing")],
+            "backendRefs": [
+                {"name": "httpbin", "kind": "Service", "port": 80, "weight": 75},
+                {"name": "nginx", "kind": "Service", "port": 8080, "weight": 25},
+            ],
+        },
+        {
+            "name": "echo",
+            "matches": [_path("PathPrefix", "/echo")],
+            "backendRefs": [{"name": "httpbin", "kind": "Service", "port": 80}],
+        },
+        {
+            "name": "content",
+            "matches": [_path("PathPrefix", "/content")],
+            "backendRefs": [{"name": "httpbin", "kind": "Service", "port": 80}],
+        },
+        {
+            "matches": [_path("PathPrefix", "/nginx")],
+            "backendRefs": [{"name": "nginx", "kind": "Service", "port": 8080}],
+        },
+    ]
+    objs = _kic_httproute(rules, annotations={"konghq.com/strip-path": "true"})
+    config = _kic_translate(objs)
+    got = {
+        s["name"]: (s["id"], s["host"], s["port"], s["tags"], s["routes"])
+        for s in config["services"]
+    }
+    expected = {
+        "httproute.default.httproute-testing.3": (
+            "efb4a7d7-791f-504e-b005-0bd38bf1435e",
+            8080,
+            _service_tags("nginx"),
+            [("80ab997f-3534-58af-a969-300888c6058a", "3.0", ["~/nginx$", "/nginx/"], [])],
+        ),
+        "httproute.default.httproute-testing.1": (
+            "672dc964-a7f8-5a80-a518-96fc39500cc8",
+            80,
+            _service_tags("httpbin"),
+            [
+                (
+                    "4deff45c-4095-55d2-80ab-aea40c0ac7bd",
+                    "1.0",
+                    ["~/echo$", "/echo/", "~/content$", "/content/"],
+                    ["k8s-named-route-rule:echo", "k8s-named-route-rule:content"],
+                )
+            ],
+        ),
+        "httproute.default.httproute-testing.0": (
+            "4e3cb785-a8d0-5866-aa05-117f7c64f24d",
+            8080,
+            ROUTE_TAGS,
+            [
+                (
+                    "073fc413-1c03-50b4-8f44-43367c13daba",
+                    "0.0",
+                    ["~/httproute-testing$", "/httproute-testing/"],
+                    ["k8s-named-route-rule:httproute-testing"],
+                )
+            ],
+        ),
+    }
+    assert set(got) == set(expected)
+    for name, (sid, port, tags, routes_) in expected.items():
+        gid, host, gport, gtags, groutes = got[name]
+        assert (gid, host, gport, gtags) == (sid, name, port, tags), name
+        assert [
+            (r["id"], r["name"].removeprefix("httproute.default.httproute-testing."), r["paths"])
+            for r in groutes
+        ] == [(rid, rname, paths) for rid, rname, paths, _ in routes_]
+        for r, (_, _, _, extra) in zip(groutes, routes_, strict=True):
+            assert r["tags"] == ROUTE_TAGS + extra
+            assert (r["strip_path"], r["preserve_host"]) == (True, True)
+    upstreams = {u["name"]: u["tags"] for u in config["upstreams"]}
+    assert upstreams == {name: e[2] for name, e in expected.items()}
+
+
+def test_httproute_url_rewrite_path_prefix_golden() -> None:
+    """KIC golden ``httproute-url-rewrite-path-prefix``: ReplacePrefixMatch rewrites the
+    route's paths into a capture and the URI from it; the plugin has the route's tags, no ID."""
+    rewrite = {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/new-prefix"}
+    rules = [
+        {
+            "matches": [_path("PathPrefix", "/prefix")],
+            "filters": [{"type": "URLRewrite", "urlRewrite": {"path": rewrite}}],
+            "backendRefs": [
+                {"name": "httpbin", "kind": "Service", "port": 80, "weight": 75},
+                {"name": "nginx", "kind": "Service", "port": 8080, "weight": 25},
+            ],
+        }
+    ]
+    (svc,) = _kic_translate(_kic_httproute(rules))["services"]
+    assert (svc["id"], svc["name"], svc["port"]) == (
+        "4e3cb785-a8d0-5866-aa05-117f7c64f24d",
+        "httproute.default.httproute-testing.0",
+        8080,
+    )
+    (route,) = svc["routes"]
+    assert route["id"] == "073fc413-1c03-50b4-8f44-43367c13daba"
+    assert route["paths"] == ["~/prefix$", "~/prefix(/.*)"]
+    assert (route["strip_path"], route["preserve_host"]) == (False, True)
+    assert route["plugins"] == [
+        {
+            "name": "request-transformer",
+            "config": {"replace": {"uri": "/new-prefix$(uri_captures[1])"}},
+            "tags": ROUTE_TAGS,
+        }
+    ]
+
+
+def test_kongupstreampolicy_httproute_golden() -> None:
+    """KIC golden ``kongupstreampolicy-httproute``: a KongUpstreamPolicy named by both backend
+    Services (the same annotation on each) shapes the upstreams of both rules' services."""
+    policy_ann = {"konghq.com/upstream-policy": "httpbin-httproute"}
+    objs = [
+        service("httpbin-prod", [{"port": 80, "protocol": "TCP", "targetPort": 80}]),
+        service("httpbin-test", [{"port": 80, "protocol": "TCP", "targetPort": 80}]),
+        *_kic_httproute([], annotations={"konghq.com/strip-path": "true"})[2:],
+        {
+            "apiVersion": "configuration.konghq.com/v1beta1",
+            "kind": "KongUpstreamPolicy",
+            "metadata": {"name": "httpbin-httproute", "namespace": "default"},
+            "spec": {
+                "algorithm": "consistent-hashing",
+                "slots": 100,
+                "hashOn": {"header": "session-id"},
+                "hashOnFallback": {"input": "consumer"},
+            },
+        },
+    ]
+    for obj in objs[:2]:
+        obj["metadata"]["annotations"] = policy_ann
+    route = objs[-2]
+    route["metadata"]["name"] = "httpbin"
+    route["spec"]["rules"] = [
+        {
+            "matches": [_path("PathPrefix", "/httpbin-with-test")],
+            "backendRefs": [
+                {"name": "httpbin-prod", "kind": "Service", "port": 80, "weight": 75},
+                {"name": "httpbin-test", "kind": "Service", "port": 80, "weight": 25},
+            ],
+        },
+        {
+            "matches": [_path("PathPrefix", "/httpbin-prod-only")],
+            "backendRefs": [{"name": "httpbin-prod", "kind": "Service", "port": 80}],
+        },
+    ]
+    config = _kic_translate(objs)
+    ids = {s["name"]: (s["id"], s["routes"][0]["id"]) for s in config["services"]}
+    assert ids == {
+        "httproute.default.httpbin.1": (
+            "bbf738ea-19e7-5277-8a48-36d555e5ae94",
+            "e148326c-f112-5b0d-9644-4219ccb43cb6",
+        ),
+        "httproute.default.httpbin.0": (
+            "de4fffcc-97bc-59c6-9ccd-f1fb29b93beb",
+            "668cce91-3da3-590f-82c9-8296c5bb28e5",
+        ),
+    }
+    for upstream in config["upstreams"]:
+        fields = {k: upstream.get(k) for k in ("algorithm", "slots", "hash_on", "hash_fallback")}
+        assert fields == {
+            "algorithm": "consistent-hashing",
+            "slots": 100,
+            "hash_on": "header",
+            "hash_fallback": "consumer",
+        }
+        assert upstream["hash_on_header"] == "session-id"
