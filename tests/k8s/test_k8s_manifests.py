@@ -25,6 +25,7 @@ from helm_python import Chart, lint
 from fastkong.cli import proxy_listeners
 from fastkong.k8s import translate
 from fastkong.k8s.watch import RESOURCES
+from tests.k8s import gateway_api_schema
 from tests.k8s.conftest import CASES, GOLDEN, REPO, load_objects
 
 KUBE_VERSIONS = ["1.25.0", "1.37.0"]
@@ -34,8 +35,6 @@ CHART = REPO / "configs" / "helm" / "fastkong"
 GATEWAY_EXAMPLE = REPO / "configs" / "kubernetes" / "examples" / "gateway-api.yaml"
 CR_GROUP = "configuration.konghq.com"
 GATEWAY_GROUP = "gateway.networking.k8s.io"
-#: The Gateway API CRDs (not shipped: installed from upstream), for the golden inputs.
-GATEWAY_CRDS = Path(__file__).parent / "crds" / "gateway-api"
 IMAGE = "fastkong:0.1.0"
 
 CHART_VALUES: dict[str, dict[str, Any]] = {
@@ -107,13 +106,9 @@ def crd_schemas() -> dict[str, dict[str, Any]]:
 
 
 def gateway_api_schemas() -> dict[str, dict[str, Any]]:
-    """``kind`` -> strict schema, from the vendored Gateway API CRDs (one version each)."""
-    out = {}
-    for path in sorted(GATEWAY_CRDS.glob("*.yaml")):
-        crd = yaml.safe_load(path.read_text())
-        (version,) = crd["spec"]["versions"]
-        out[crd["spec"]["names"]["kind"]] = _strict(version["schema"]["openAPIV3Schema"])
-    return out
+    """``kind`` -> strict schema of the Gateway API kinds (fastkong's own, see
+    :mod:`tests.k8s.gateway_api_schema`)."""
+    return gateway_api_schema.schemas()
 
 
 def _strict(schema: Any) -> Any:
