@@ -113,6 +113,34 @@ def test_reader_keeps_rules_and_includes(protos: _proto.ProtoSet) -> None:
     assert rpcs["/shop.v1.Shop/DeleteItem"].output.full_name == "google.protobuf.Empty"
 
 
+def test_reader_takes_text_format_literals(tmp_path: Path) -> None:
+    path = tmp_path / "lit.proto"
+    path.write_text(
+        _HEAD
+        + "service S {\n  rpc M (R) returns (R) {\n    option deprecated = true;\n"
+        + '    option (.google.api.http) = { post: "/v1/" "join"; body: \'*\',\n'
+        + '      additional_bindings: [{ get: "/a" }, < put: "/b" >]\n'
+        + '      additional_bindings { custom: { kind: "HEAD" path: "/c" } } };\n  }\n}\n'
+    )
+    (rpc,) = _proto.load(str(path)).rpcs
+    assert rpc.http == {
+        "post": ["/v1/join"],
+        "body": ["*"],
+        "additional_bindings": [
+            {"get": ["/a"]},
+            {"put": ["/b"]},
+            {"custom": [{"kind": ["HEAD"], "path": ["/c"]}]},
+        ],
+    }
+    bindings = _http_rule.compile_bindings(_proto.load(str(path)))
+    # custom is not bound (Kong reads get/put/post/delete/patch only)
+    assert {v: [b.template for b in bs] for v, bs in bindings.by_verb.items()} == {
+        "post": ["/v1/join"],
+        "get": ["/a"],
+        "put": ["/b"],
+    }
+
+
 # -- templates ---------------------------------------------------------------------------------
 
 
@@ -177,6 +205,14 @@ def test_known_types_canonical_json_both_ways(
         _proto_json.encode(protos.messages["shop.v1.Item"], ours)
     )
     assert back == item
+    # 0, 3, 6 or 9 digits, as the reference prints them
+    for ttl in ("0.000000120s", "7.000120s", "1.100s", "0s"):
+        small = classes["shop.v1.Item"](name="x")
+        small.ttl.FromJsonString(ttl)
+        small.created.FromJsonString("1999-12-31T23:59:59.000000005Z")
+        printed = _proto_json.decode(protos.messages["shop.v1.Item"], small.SerializeToString())
+        assert printed == json_format.MessageToDict(small)
+        assert printed["ttl"] == ttl
     # an offset is converted to UTC; a zone-less time is read as UTC
     for text, seconds in (("1970-01-01T01:00:00+01:00", 0), ("1970-01-01T00:00:05", 5)):
         got = classes["shop.v1.Item"].FromString(
@@ -343,7 +379,7 @@ GET_ANSWER = {
 def test_get_with_path_variables_and_query_arguments(server: GrpcServer, seen: Recorder) -> None:
     async def test(client: httpx.AsyncClient) -> None:
         r = await client.get(
-            "/v1/shelves/s1/items/pen%20cil",
+            "/v1/shelves/s1/items/pen%2Fcil%20x",
             params=[
                 ("revision", "7"),
                 ("verbose", "yes"),
@@ -359,12 +395,12 @@ def test_get_with_path_variables_and_query_arguments(server: GrpcServer, seen: R
         assert r.status_code == 200, r.text
         assert r.headers["content-type"] == "application/json"
         assert r.headers["access-control-allow-origin"] == "*"
-        assert r.json() == {"name": "pen cil", "owner": {"id": "", "region": ""}, **GET_ANSWER}
+        assert r.json() == {"name": "pen/cil x", "owner": {"id": "", "region": ""}, **GET_ANSWER}
         assert last(seen) == (
             "GetItem",
             {
                 "shelf": "s1",
-                "name": "pen cil",
+                "name": "pen/cil x",
                 "revision": "7",
                 "verbose": True,
                 "tags": [1, 2],
