@@ -113,6 +113,17 @@ def test_reader_keeps_rules_and_includes(protos: _proto.ProtoSet) -> None:
     assert rpcs["/shop.v1.Shop/DeleteItem"].output.full_name == "google.protobuf.Empty"
 
 
+def test_reader_takes_the_option_field_by_field(tmp_path: Path) -> None:
+    path = tmp_path / "fields.proto"
+    path.write_text(
+        _HEAD + "service S {\n  rpc M (R) returns (R) {\n"
+        '    option (google.api.http).post = "/v1/m";\n'
+        '    option (google.api.http).body = "*";\n  }\n}\n'
+    )
+    (rpc,) = _proto.load(str(path)).rpcs
+    assert rpc.http == {"post": ["/v1/m"], "body": ["*"]}
+
+
 def test_reader_takes_text_format_literals(tmp_path: Path) -> None:
     path = tmp_path / "lit.proto"
     path.write_text(

@@ -204,13 +204,14 @@ def _plain(seg: str) -> str:
 def _field_at(message: Message, path: str) -> Field | None:
     """The field a dotted path names from ``message`` (through singular message fields)."""
     field = None
+    current: Message | None = message
     for part in path.split("."):
-        if message is None:
+        if current is None:
             return None
-        field = message.by_json.get(part)
+        field = current.by_json.get(part)
         if field is None:
             return None
-        message = field.message if field.kind == "message" and not field.repeated else None  # type: ignore[assignment]
+        current = field.message if field.kind == "message" and not field.repeated else None
     return field
 
 

@@ -525,8 +525,9 @@ class _Reader:
             self.services.append(pending)
 
     def rpc_options(self, toks: _Tokens) -> dict[str, Any] | None:
-        """An rpc's ``{ option ...; }`` block after its ``{``: the ``(google.api.http)`` value
-        (the last one, as protoc keeps), the other options skipped."""
+        """An rpc's ``{ option ...; }`` block after its ``{``: the ``(google.api.http)`` value,
+        whole (``= {...}``) or field by field (``(google.api.http).get = "/x"``); the other
+        options skipped."""
         http: dict[str, Any] | None = None
         while not toks.accept("}"):
             if toks.accept(";"):
@@ -537,9 +538,14 @@ class _Reader:
             if toks.peek() == "(" and toks.items[toks.i + 1][0].lstrip(".") == "google.api.http":
                 toks.i += 2
                 toks.expect(")")
+                member = toks.next()[1:] if toks.peek().startswith(".") else None
                 toks.expect("=")
-                toks.expect("{")
-                http = toks.literal()
+                if member is None:
+                    toks.expect("{")
+                    http = toks.literal()
+                else:
+                    http = http or {}
+                    http.setdefault(member, []).append(toks.value())
                 toks.expect(";")
             else:
                 toks.skip_statement()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import weakref
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
@@ -123,13 +124,18 @@ def grpc_to_http(value: bytes) -> int:
         return 500
 
 
+#: Compiled bindings per read .proto (grpc-web's cache keeps the ProtoSet per file version).
+_BINDINGS: weakref.WeakKeyDictionary[_proto.ProtoSet, _http_rule.Bindings] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def load_bindings(path: str) -> _http_rule.Bindings:
     """The .proto at ``path`` (cached by version) and its compiled bindings."""
     protos = load_proto(path)
-    found: _http_rule.Bindings | None = getattr(protos, "_gateway_bindings", None)
+    found = _BINDINGS.get(protos)
     if found is None:
-        found = _http_rule.compile_bindings(protos)
-        protos._gateway_bindings = found  # type: ignore[attr-defined]
+        found = _BINDINGS[protos] = _http_rule.compile_bindings(protos)
     return found
 
 
