@@ -354,9 +354,9 @@ class Exchange(Replies):
                 conn.close()
                 await send_replaced(send, ctx.replaced_status, response_headers)
                 return
-            await send(
-                {"type": "http.response.start", "status": status, "headers": response_headers}
-            )
+            # A response hook may set the status (grpc-gateway's, from grpc-status).
+            sent = ctx.status if ctx is not None else status
+            await send({"type": "http.response.start", "status": sent, "headers": response_headers})
             read_timeout = service.read_timeout
             size = 0
             while True:

@@ -347,7 +347,8 @@ async def _respond(
         await send({"type": "http.response.body", "body": body, "more_body": False})
         ctx.response_size = len(body)
         return
-    await send({"type": "http.response.start", "status": stream.status, "headers": headers})
+    # ctx.status: a response hook may set it (grpc-gateway's, from grpc-status).
+    await send({"type": "http.response.start", "status": ctx.status, "headers": headers})
     await _relay(send, stream, ctx, filters, read_timeout)
 
 

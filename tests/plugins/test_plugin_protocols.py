@@ -32,6 +32,7 @@ TAKE_EVERY_PROTOCOL = {
     "azure-functions",
     "datadog",
     "file-log",
+    "grpc-gateway",
     "grpc-web",
     "http-log",
     "ip-restriction",

@@ -5,10 +5,17 @@ What it reads: ``syntax``, ``package``, ``import`` (files next to the importing 
 its directory), ``option`` statements and field options (skipped, but ``[packed = false]`` and
 ``[json_name = "..."]`` are kept), messages (nested), enums, fields (scalars, messages, enums,
 ``repeated``, ``optional``, ``map<K, V>``, ``oneof``), ``reserved``/``extensions`` (skipped),
-and services with their ``rpc`` methods (streaming or not). What it refuses, with the file
-and line: anything else (proto2 ``group``s and ``required``, ``extend``), a type name that does
-not resolve, a file that cannot be read. Imports of ``google/protobuf/*`` (the well-known
-types) are not bundled, so they are refused as files that are not there.
+and services with their ``rpc`` methods (streaming or not), whose ``option (google.api.http) =
+{...}`` (a message literal in protobuf's text format) is kept for grpc-gateway
+(:attr:`Rpc.http`). Top-level ``extend`` blocks are skipped (extensions have no JSON form
+here). What it refuses, with the file and line: anything else (proto2 ``group``s and
+``required``), a type name that does not resolve, a file that cannot be read.
+
+Imports resolve next to the importing file, then under the first file's directory, then in
+fastkong's own include files (``protos/`` beside this module): ``google/api/annotations.proto``
+and ``google/api/http.proto`` (grpc-gateway's annotations) and the well-known types
+``google/protobuf/{empty,timestamp,duration,wrappers}.proto`` (their JSON forms are in
+:mod:`._proto_json`). Any other ``google/protobuf/*`` import is refused by name.
 
 Names resolve as protoc resolves them: a relative name is looked up from the innermost scope
 outwards (``pkg.Outer.Inner``, ``pkg.Outer``, ``pkg``, the root), a leading dot is absolute.
@@ -20,7 +27,10 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Final
+from typing import Any, Final
+
+#: fastkong's include files (google/api annotations, the supported well-known types).
+INCLUDE: Final = os.path.join(os.path.dirname(os.path.abspath(__file__)), "protos")
 
 #: Scalar types: name -> wire type (0 varint, 1 64-bit, 2 length-delimited, 5 32-bit).
 SCALARS: Final = {
@@ -123,6 +133,26 @@ class Enum:
         return f"<Enum {self.full_name} values={len(self.numbers)}>"
 
 
+class Rpc:
+    """One rpc method: its gRPC path, types, and its ``google.api.http`` option (the message
+    literal as a dict of field name -> list of values; nested literals are dicts too)."""
+
+    __slots__ = ("path", "input", "output", "http", "where")
+
+    def __init__(
+        self, path: str, input: Message, output: Message, http: dict[str, Any] | None, where: str
+    ) -> None:
+        self.path = path
+        self.input = input
+        self.output = output
+        self.http = http
+        #: ``file:line`` of the rpc, for errors about its option.
+        self.where = where
+
+    def __repr__(self) -> str:
+        return f"<Rpc {self.path} http={self.http is not None}>"
+
+
 class ProtoSet:
     """The types of a .proto file and its imports, and its methods by gRPC path."""
 
@@ -131,6 +161,8 @@ class ProtoSet:
         self.enums: dict[str, Enum] = {}
         #: ``/pkg.Service/Method`` -> (input, output)
         self.methods: dict[str, tuple[Message, Message]] = {}
+        #: Every rpc of the file (and of files it imports), in the order they were read.
+        self.rpcs: list[Rpc] = []
 
     def __repr__(self) -> str:
         return f"<ProtoSet messages={len(self.messages)} methods={len(self.methods)}>"
@@ -228,6 +260,43 @@ class _Tokens:
             elif tok == ";" and depth <= 0:
                 return
 
+    def literal(self) -> dict[str, Any]:
+        """A text-format message literal after its ``{`` (or ``<``): ``name: value``, ``name
+        {...}``, ``name: [v, ...]``, separators ``,``/``;`` optional. Adjacent strings join."""
+        out: dict[str, list[Any]] = {}
+        while not (self.accept("}") or self.accept(">")):
+            if self.accept(",") or self.accept(";"):
+                continue
+            key = self.name()
+            colon = self.accept(":")
+            values = out.setdefault(key, [])
+            if self.accept("["):
+                while not self.accept("]"):
+                    if not self.accept(","):
+                        values.append(self.value())
+            elif self.accept("{") or self.accept("<"):
+                values.append(self.literal())
+            elif colon:
+                values.append(self.value())
+            else:
+                raise self.error(f"expected ':' or '{{' after {key!r}")
+        return out
+
+    def value(self) -> Any:
+        """A text-format value: a message literal, a string (adjacent ones joined), a name or
+        a number (kept as its token)."""
+        if self.accept("{") or self.accept("<"):
+            return self.literal()
+        tok = self.peek()
+        if tok[:1] in ("'", '"'):
+            text = self.string()
+            while self.peek()[:1] in ("'", '"'):
+                text += self.string()
+            return text
+        if tok in ("", "}", "]", ",", ";", ":", "{", "[", ">"):
+            raise self.error(f"expected a value, found {tok!r}")
+        return self.next()
+
     def skip_block(self) -> None:
         self.expect("{")
         depth = 1
@@ -239,13 +308,14 @@ class _Tokens:
 class _Pending:
     """A type reference to resolve once every file is read: where it was and from what scope."""
 
-    __slots__ = ("field", "scope", "where", "method")
+    __slots__ = ("field", "scope", "where", "method", "http")
 
     def __init__(self, field: Field | None, scope: str, where: str, method: tuple[str, ...] = ()):
         self.field = field
         self.scope = scope
         self.where = where
         self.method = method
+        self.http: dict[str, Any] | None = None
 
 
 class _Reader:
@@ -284,8 +354,7 @@ class _Reader:
                     toks.next()
                 name = toks.string()
                 toks.expect(";")
-                here = os.path.join(os.path.dirname(path), name)
-                self.read_file(here if os.path.exists(here) else os.path.join(root, name), root)
+                self.read_file(self.locate(toks, name, path, root), root)
             elif word == "option":
                 toks.skip_statement()
             elif word == "message":
@@ -294,11 +363,30 @@ class _Reader:
                 self.enum(toks, package)
             elif word == "service":
                 self.service(toks, package)
+            elif word == "extend":
+                toks.next()
+                toks.skip_block()
             elif word == ";":
                 continue
             else:
                 toks.i -= 1
                 raise toks.error(f"unsupported {word!r}")
+
+    def locate(self, toks: _Tokens, name: str, path: str, root: str) -> str:
+        """An import's file: next to the importer, under the root, in fastkong's includes."""
+        for base in (os.path.dirname(path), root):
+            here = os.path.join(base, name)
+            if os.path.exists(here):
+                return here
+        bundled = os.path.join(INCLUDE, name)
+        if os.path.exists(bundled):
+            return bundled
+        if name.startswith("google/protobuf/"):
+            raise toks.error(
+                f"import {name!r}: this well-known type is not supported (supported: "
+                "google/protobuf/empty.proto, timestamp.proto, duration.proto, wrappers.proto)"
+            )
+        return os.path.join(root, name)
 
     def message(self, toks: _Tokens, scope: str) -> None:
         name = toks.name()
@@ -418,6 +506,7 @@ class _Reader:
             if word != "rpc":
                 toks.i -= 1
                 raise toks.error(f"unsupported {word!r} in a service")
+            line = toks.items[toks.i][1] if toks.i < len(toks.items) else 0
             method = toks.name()
             types = []
             for keyword in ("", "returns"):
@@ -427,12 +516,40 @@ class _Reader:
                 toks.accept("stream")
                 types.append(toks.next())
                 toks.expect(")")
-            if toks.peek() == "{":
-                toks.skip_block()
-            else:
-                toks.expect(";")
+            http = self.rpc_options(toks) if toks.accept("{") else None
+            if http is None:
+                toks.accept(";")
             path = f"/{prefix}/{method}"
-            self.services.append(_Pending(None, package, toks.path, (path, *types)))
+            pending = _Pending(None, package, f"{toks.path}:{line}", (path, *types))
+            pending.http = http
+            self.services.append(pending)
+
+    def rpc_options(self, toks: _Tokens) -> dict[str, Any] | None:
+        """An rpc's ``{ option ...; }`` block after its ``{``: the ``(google.api.http)`` value,
+        whole (``= {...}``) or field by field (``(google.api.http).get = "/x"``); the other
+        options skipped."""
+        http: dict[str, Any] | None = None
+        while not toks.accept("}"):
+            if toks.accept(";"):
+                continue
+            if toks.peek() != "option":
+                raise toks.error(f"unsupported {toks.peek()!r} in an rpc")
+            toks.next()
+            if toks.peek() == "(" and toks.items[toks.i + 1][0].lstrip(".") == "google.api.http":
+                toks.i += 2
+                toks.expect(")")
+                member = toks.next()[1:] if toks.peek().startswith(".") else None
+                toks.expect("=")
+                if member is None:
+                    toks.expect("{")
+                    http = toks.literal()
+                else:
+                    http = http or {}
+                    http.setdefault(member, []).append(toks.value())
+                toks.expect(";")
+            else:
+                toks.skip_statement()
+        return http
 
     def resolve(self, name: str, scope: str, where: str) -> Message | Enum:
         if name.startswith("."):
@@ -469,6 +586,7 @@ class _Reader:
                     raise ProtoError(f"{ref.where}: {type_name!r} of {path} is not a message")
                 types.append(found)
             self.protos.methods[path] = (types[0], types[1])
+            self.protos.rpcs.append(Rpc(path, types[0], types[1], ref.http, ref.where))
 
 
 def load(path: str) -> ProtoSet:
@@ -479,4 +597,14 @@ def load(path: str) -> ProtoSet:
     return reader.protos
 
 
-__all__ = ["Enum", "Field", "Message", "ProtoError", "ProtoSet", "SCALARS", "load"]
+__all__ = [
+    "Enum",
+    "Field",
+    "INCLUDE",
+    "Message",
+    "ProtoError",
+    "ProtoSet",
+    "Rpc",
+    "SCALARS",
+    "load",
+]

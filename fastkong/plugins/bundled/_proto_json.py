@@ -13,14 +13,25 @@ Binary -> JSON (:func:`decode`): the same mapping back, with JSON names, fields 
 left out (those with presence are kept when set), 64-bit integers as strings, bytes as padded
 base64, enums by name (a number the enum does not name stays a number), unknown fields
 skipped, packed and unpacked repeated fields both read. Anything malformed raises
-:class:`TranscodeError` naming the message and field.
+:class:`TranscodeError` naming the message and field. :data:`KONG_GATEWAY` is the other output
+style, Kong's grpc-gateway's (lua-protobuf's tables through cjson): proto field names, every
+field without presence printed even at its default (repeated ones as ``[]``), 64-bit integers
+as numbers.
+
+The well-known types fastkong includes (:data:`fastkong.plugins.bundled._proto.INCLUDE`) take
+their canonical JSON forms both ways: ``Timestamp`` an RFC 3339 string (``Z`` or an offset on
+input; a zone-less time read as UTC, as Kong's date library does; ``Z`` on output, with 0, 3, 6
+or 9 fraction digits), ``Duration`` ``"1.5s"``, the wrappers their value, ``Empty`` ``{}``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import calendar
+import datetime
 import math
+import re
 import struct
 from typing import Any, Final
 
@@ -53,6 +64,43 @@ _SPECIAL_FLOATS: Final = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -m
 
 class TranscodeError(ValueError):
     """A JSON value or a protobuf message that does not fit its type."""
+
+
+class Style:
+    """How :func:`decode` prints: field names, defaults, 64-bit integers."""
+
+    __slots__ = ("proto_names", "defaults", "int64_strings")
+
+    def __init__(self, proto_names: bool, defaults: bool, int64_strings: bool) -> None:
+        self.proto_names = proto_names
+        self.defaults = defaults
+        self.int64_strings = int64_strings
+
+    def __repr__(self) -> str:
+        return (
+            f"<Style proto_names={self.proto_names} defaults={self.defaults} "
+            f"int64_strings={self.int64_strings}>"
+        )
+
+
+#: protobuf's canonical JSON mapping (grpc-web's output).
+CANONICAL: Final = Style(proto_names=False, defaults=False, int64_strings=True)
+#: Kong's grpc-gateway output (see the module docstring).
+KONG_GATEWAY: Final = Style(proto_names=True, defaults=True, int64_strings=False)
+_WRAPPERS: Final = frozenset(
+    f"google.protobuf.{n}Value"
+    for n in ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool", "String", "Bytes")
+)
+_TIMESTAMP: Final = "google.protobuf.Timestamp"
+_DURATION: Final = "google.protobuf.Duration"
+_RFC3339: Final = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?([Zz]|[+-]\d\d:\d\d)?"
+)
+_DURATION_TEXT: Final = re.compile(r"(-)?(\d+)(?:\.(\d{1,9}))?s")
+#: Timestamp's range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+_MIN_SECONDS: Final = -62135596800
+_MAX_SECONDS: Final = 253402300799
+_EPOCH: Final = datetime.datetime(1970, 1, 1)
 
 
 def _wire(field: Field) -> int:
@@ -176,9 +224,92 @@ def _tag(field: Field, wire: int) -> bytes:
 def _value_bytes(field: Field, value: Any, where: str) -> tuple[bytes, bool]:
     if field.kind == "message":
         assert field.message is not None
-        data = encode(field.message, value)
+        data = _encode_known(field.message, value, where)
         return _varint(len(data)) + data, False
     return _scalar_bytes(field, value, where)
+
+
+def _fraction(digits: str | None) -> int:
+    return int((digits or "").ljust(9, "0"))
+
+
+def _encode_known(message: Message, value: Any, where: str) -> bytes:
+    """A message field's value: a well-known type from its JSON form, else an object."""
+    name = message.full_name
+    if name == _TIMESTAMP:
+        seconds, nanos = _parse_timestamp(value, where)
+        return encode(message, {"seconds": seconds, "nanos": nanos})
+    if name == _DURATION:
+        seconds, nanos = _parse_duration(value, where)
+        return encode(message, {"seconds": seconds, "nanos": nanos})
+    if name in _WRAPPERS:
+        return encode(message, {"value": value})
+    return encode(message, value)
+
+
+def _parse_timestamp(value: Any, where: str) -> tuple[int, int]:
+    m = _RFC3339.fullmatch(value) if isinstance(value, str) else None
+    if m is None:
+        raise TranscodeError(f"{where}: expected an RFC 3339 time, got {value!r}")
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    try:
+        datetime.datetime(year, month, day, hour, minute, second)
+    except ValueError:
+        raise TranscodeError(f"{where}: {value!r} is not a valid time") from None
+    seconds = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
+    zone = m.group(8)
+    if zone and zone not in ("Z", "z"):
+        offset = int(zone[1:3]) * 3600 + int(zone[4:6]) * 60
+        seconds -= offset if zone[0] == "+" else -offset
+    if not _MIN_SECONDS <= seconds <= _MAX_SECONDS:
+        raise TranscodeError(f"{where}: {value!r} is out of the Timestamp range")
+    return seconds, _fraction(m.group(7))
+
+
+def _parse_duration(value: Any, where: str) -> tuple[int, int]:
+    m = _DURATION_TEXT.fullmatch(value) if isinstance(value, str) else None
+    if m is None:
+        raise TranscodeError(f'{where}: expected a duration like "1.5s", got {value!r}')
+    seconds, nanos = int(m.group(2)), _fraction(m.group(3))
+    if seconds > 315576000000:
+        raise TranscodeError(f"{where}: {value!r} is out of the Duration range")
+    return (-seconds, -nanos) if m.group(1) else (seconds, nanos)
+
+
+def _fraction_text(nanos: int) -> str:
+    """0, 3, 6 or 9 digits, as protobuf's printers write a fraction of a second."""
+    if nanos == 0:
+        return ""
+    if nanos % 1_000_000 == 0:
+        return f".{nanos // 1_000_000:03d}"
+    if nanos % 1000 == 0:
+        return f".{nanos // 1000:06d}"
+    return f".{nanos:09d}"
+
+
+def _decode_known(message: Message, data: bytes, style: Style) -> Any:
+    """A message field's JSON: a well-known type's form, else an object."""
+    name = message.full_name
+    if name in _WRAPPERS:
+        return decode(message, data, KONG_GATEWAY if not style.int64_strings else _ALL)["value"]
+    if name not in (_TIMESTAMP, _DURATION):
+        return decode(message, data, style)
+    parts = decode(message, data, _NUMBERS)
+    seconds, nanos = int(parts["seconds"]), int(parts["nanos"])
+    where = message.full_name
+    if name == _DURATION:
+        if seconds < 0 or nanos < 0:
+            return f"-{-seconds}{_fraction_text(-nanos)}s"
+        return f"{seconds}{_fraction_text(nanos)}s"
+    if not _MIN_SECONDS <= seconds <= _MAX_SECONDS or not 0 <= nanos <= 999_999_999:
+        raise TranscodeError(f"{where}: seconds {seconds} nanos {nanos} is not a valid time")
+    when = _EPOCH + datetime.timedelta(seconds=seconds)
+    return when.strftime("%Y-%m-%dT%H:%M:%S").rjust(19, "0") + _fraction_text(nanos) + "Z"
+
+
+#: Inner styles for well-known types: every field, proto names (numbers / canonical strings).
+_NUMBERS: Final = Style(proto_names=True, defaults=True, int64_strings=False)
+_ALL: Final = Style(proto_names=True, defaults=True, int64_strings=True)
 
 
 def encode(message: Message, value: Any) -> bytes:
@@ -327,10 +458,10 @@ def _scalar_value(field: Field, raw: Any, where: str) -> Any:
     return value
 
 
-def _json_scalar(field: Field, value: Any) -> Any:
+def _json_scalar(field: Field, value: Any, style: Style) -> Any:
     kind = field.kind
     if kind in _AS_STRING:
-        return str(value)
+        return str(value) if style.int64_strings else value
     if kind == "bytes":
         return base64.b64encode(value).decode("ascii")
     if isinstance(value, float) and not math.isfinite(value):
@@ -344,20 +475,20 @@ def _is_default(field: Field, value: Any) -> bool:
     if field.kind == "enum":
         return value == 0 or (field.enum is not None and field.enum.numbers.get(value) == 0)
     if field.kind in _AS_STRING:
-        return bool(value == "0")
+        return bool(value == "0" or value == 0)
     return not value and not (isinstance(value, float) and math.copysign(1, value) < 0)
 
 
-def _field_value(field: Field, raw: Any, wire: int, where: str) -> Any:
+def _field_value(field: Field, raw: Any, wire: int, where: str, style: Style) -> Any:
     if wire != _wire(field):
         raise TranscodeError(f"{where}: wire type {wire} for a {field.kind or field.type_name}")
     if field.kind == "message":
         assert field.message is not None
-        return decode(field.message, bytes(raw))
-    return _json_scalar(field, _scalar_value(field, raw, where))
+        return _decode_known(field.message, bytes(raw), style)
+    return _json_scalar(field, _scalar_value(field, raw, where), style)
 
 
-def _map_entry(field: Field, raw: bytes, where: str) -> tuple[str, Any]:
+def _map_entry(field: Field, raw: bytes, where: str, style: Style) -> tuple[str, Any]:
     assert field.map is not None
     key_field, value_field = field.map
     key: Any = None
@@ -367,27 +498,28 @@ def _map_entry(field: Field, raw: bytes, where: str) -> tuple[str, Any]:
         tag, pos = _read_varint(raw, pos, where)
         item, pos = _read(raw, pos, tag & 7, where)
         if tag >> 3 == 1:
-            key = _field_value(key_field, item, tag & 7, where)
+            key = _field_value(key_field, item, tag & 7, where, style)
         elif tag >> 3 == 2:
-            value = _field_value(value_field, item, tag & 7, where)
+            value = _field_value(value_field, item, tag & 7, where, style)
     if key is None:
-        key = _default_json(key_field)
+        key = _default_json(key_field, style)
     if value is None:
-        value = _default_json(value_field)
+        value = _default_json(value_field, style)
     if isinstance(key, bool):
         return ("true" if key else "false"), value
     return str(key), value
 
 
-def _default_json(field: Field) -> Any:
+def _default_json(field: Field, style: Style) -> Any:
     kind = field.kind
     if kind == "message":
-        return {}
+        assert field.message is not None
+        return _decode_known(field.message, b"", style)
     if kind == "enum":
         assert field.enum is not None
         return field.enum.names.get(0, 0)
     if kind in _AS_STRING:
-        return "0"
+        return "0" if style.int64_strings else 0
     if kind in ("string", "bytes"):
         return ""
     if kind == "bool":
@@ -397,7 +529,7 @@ def _default_json(field: Field) -> Any:
     return 0
 
 
-def decode(message: Message, data: bytes) -> dict[str, Any]:
+def decode(message: Message, data: bytes, style: Style = CANONICAL) -> dict[str, Any]:
     """The JSON object (to be serialized) of the protobuf bytes ``data`` as ``message``."""
     values: dict[int, Any] = {}
     pos = 0
@@ -410,7 +542,7 @@ def decode(message: Message, data: bytes) -> dict[str, Any]:
             continue  # an unknown field: skipped, as JSON printers do
         where = _where(message, field)
         if field.map is not None:
-            key, value = _map_entry(field, raw, where)
+            key, value = _map_entry(field, raw, where, style)
             values.setdefault(number, {})[key] = value
         elif field.repeated:
             items = values.setdefault(number, [])
@@ -419,26 +551,35 @@ def decode(message: Message, data: bytes) -> dict[str, Any]:
                 item_wire = _wire(field)
                 while inner < len(raw):
                     item, inner = _read(raw, inner, item_wire, where)
-                    items.append(_json_scalar(field, _scalar_value(field, item, where)))
+                    items.append(_json_scalar(field, _scalar_value(field, item, where), style))
             else:
-                items.append(_field_value(field, raw, wire, where))
+                items.append(_field_value(field, raw, wire, where, style))
         else:
             if field.oneof is not None:
                 for other in message.fields:
                     if other.oneof == field.oneof:
                         values.pop(other.number, None)
-            values[number] = _field_value(field, raw, wire, where)
+            values[number] = _field_value(field, raw, wire, where, style)
     out: dict[str, Any] = {}
     for field in message.fields:
+        name = field.name if style.proto_names else field.json_name
         if field.number not in values:
+            if style.defaults and not field.presence:
+                if field.map is not None:
+                    out[name] = {}
+                elif field.repeated:
+                    out[name] = []
+                elif field.kind != "message":
+                    out[name] = _default_json(field, style)
             continue
         value = values[field.number]
-        if (field.repeated or field.map is not None) and not value:
-            continue
-        if not field.repeated and not field.presence and _is_default(field, value):
-            continue
-        out[field.json_name] = value
+        if not style.defaults:
+            if (field.repeated or field.map is not None) and not value:
+                continue
+            if not field.repeated and not field.presence and _is_default(field, value):
+                continue
+        out[name] = value
     return out
 
 
-__all__ = ["TranscodeError", "decode", "encode"]
+__all__ = ["CANONICAL", "KONG_GATEWAY", "Style", "TranscodeError", "decode", "encode"]
