@@ -23,7 +23,6 @@ bindings (:mod:`._http_rule`). Per request, as Kong's ``handler.lua`` and ``deco
 from __future__ import annotations
 
 import logging
-import struct
 import weakref
 from typing import TYPE_CHECKING, Any, Final
 
@@ -31,7 +30,7 @@ import msgspec
 
 from fastkong.plugins.base import Exit, Plugin
 from fastkong.plugins.bundled import _http_rule, _proto, _proto_json
-from fastkong.plugins.bundled.grpc_web import frame, load_proto
+from fastkong.plugins.bundled.grpc_web import frame, load_proto, whole_messages
 from fastkong.plugins.registry import ALL_PROTOCOLS, register_plugin
 
 if TYPE_CHECKING:
@@ -97,13 +96,9 @@ class Transcoding:
         """The whole messages received so far as JSON, one after the other (Kong concatenates
         a stream's); at the end, bytes that are no whole message go out as they are (Kong's
         ``get_raw_downstream_body``)."""
-        body = self.pending + chunk
+        messages, body = whole_messages(self.pending + chunk)
         out = []
-        while len(body) >= 5:
-            (size,) = struct.unpack_from(">I", body, 1)
-            if len(body) < 5 + size:
-                break
-            message, body = body[5 : 5 + size], body[5 + size :]
+        for message in messages:
             try:
                 value = _proto_json.decode(self.output, message, _proto_json.KONG_GATEWAY)
             except _proto_json.TranscodeError as exc:

@@ -110,13 +110,9 @@ class Translation:
     def to_json(self, chunk: bytes) -> bytes:
         """The whole messages received so far, as JSON (framed for grpc-web+json)."""
         assert self.output is not None
-        body = self.pending + chunk
+        messages, self.pending = whole_messages(self.pending + chunk)
         out = []
-        while len(body) >= 5:
-            (size,) = struct.unpack_from(">I", body, 1)
-            if len(body) < 5 + size:
-                break
-            message, body = body[5 : 5 + size], body[5 + size :]
+        for message in messages:
             try:
                 data = _json_encode(_proto_json.decode(self.output, message))
             except _proto_json.TranscodeError as exc:
@@ -126,8 +122,20 @@ class Translation:
                 self.failed = True
                 continue
             out.append(frame(0, data) if self.framing else data)
-        self.pending = body
         return b"".join(out)
+
+
+def whole_messages(body: bytes) -> tuple[list[bytes], bytes]:
+    """The payloads of the whole length-prefixed messages ``body`` starts with, and the bytes
+    after them (the start of a message still arriving)."""
+    messages = []
+    while len(body) >= 5:
+        (size,) = struct.unpack_from(">I", body, 1)
+        if len(body) < 5 + size:
+            break
+        messages.append(body[5 : 5 + size])
+        body = body[5 + size :]
+    return messages, body
 
 
 def frame(flags: int, payload: bytes) -> bytes:
