@@ -35,6 +35,7 @@ import re
 import struct
 from typing import Any, Final
 
+from fastkong.plugins.bundled._otlp import varint as _varint  # protobuf's base-128 varint
 from fastkong.plugins.bundled._proto import SCALARS, Field, Message
 
 _INT_RANGES: Final = {
@@ -114,17 +115,6 @@ def _packable(field: Field) -> bool:
 
 
 # -- JSON -> protobuf --------------------------------------------------------------------------
-
-
-def _varint(value: int) -> bytes:
-    if value < 0:
-        value += 1 << 64
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _where(message: Message, field: Field) -> str:
