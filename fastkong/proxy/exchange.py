@@ -147,9 +147,7 @@ class Exchange(Replies):
         while tries_left > 0:
             tries_left -= 1
             if balancer is not None:
-                peer = balancer.pick(tried, hash_key)
-                if peer is None and tried:
-                    peer = balancer.pick((), hash_key)  # every peer failed once: go round again
+                peer = balancer.next_peer(tried, hash_key)
                 if peer is None:
                     await self.kong_error(
                         scope, send, 503, errors.NO_PEER, request_id, started, ctx

@@ -144,9 +144,7 @@ async def exchange(
     while tries_left > 0:
         tries_left -= 1
         if balancer is not None:
-            peer = balancer.pick(tried, hash_key)
-            if peer is None and tried:
-                peer = balancer.pick((), hash_key)
+            peer = balancer.next_peer(tried, hash_key)
             if peer is None:
                 await gw.kong_error(scope, send, 503, errors.NO_PEER, request_id, started, ctx)
                 return

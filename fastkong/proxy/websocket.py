@@ -303,9 +303,7 @@ async def proxy(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None
                 hash_key, _cookie = balancer.hash_value(
                     headers, remote, decision.path, query, ctx, decision.match.captures
                 )
-            peer = balancer.pick(tried, hash_key) or (
-                balancer.pick((), hash_key) if tried else None
-            )
+            peer = balancer.next_peer(tried, hash_key)
             if peer is None:
                 await _refuse(gw.shown, scope, send, 503, errors.NO_PEER, request_id)
                 return

@@ -257,6 +257,14 @@ class Balancer:
     def pick(self, exclude: tuple[Peer, ...] = (), key: str | None = None) -> Peer | None:
         raise NotImplementedError
 
+    def next_peer(self, tried: tuple[Peer, ...], key: str | None = None) -> Peer | None:
+        """The peer of a request's next try: one it has not tried, else (every live peer failed
+        once) any live one, as nginx goes round the peers again; None when none is live."""
+        peer = self.pick(tried, key)
+        if peer is None and tried:
+            peer = self.pick((), key)
+        return peer
+
     def done(self, peer: Peer, elapsed: float | None) -> None:
         """A try on ``peer`` ended (``elapsed``: seconds to the response head, None on error)."""
         peer.st.active -= 1
