@@ -46,6 +46,7 @@ from fastkong.proxy.upstream import (
     UpstreamError,
     UpstreamProtocolError,
     UpstreamTimeout,
+    open_connection,
 )
 from fastkong.proxy.upstream_tls import TlsProfile
 
@@ -485,32 +486,10 @@ class H2Pool:
 
     async def _connect(self, key: PoolKey, address: str, timeout: float) -> H2Connection:
         host, port, tls = key
-        ctx: ssl.SSLContext | None = None
-        tls_name = None
+        transport, conn = await open_connection(
+            self.loop, lambda: H2Connection(self, key), key, address, timeout, self.ssl_context
+        )
         if tls is not None:
-            tls_name, profile = tls
-            try:
-                ctx = self.ssl_context(profile)
-            except (ssl.SSLError, ValueError, OSError) as exc:
-                raise UpstreamConnectError(f"TLS setup for {host}:{port} failed: {exc}") from None
-        try:
-            transport, conn = await asyncio.wait_for(
-                self.loop.create_connection(
-                    lambda: H2Connection(self, key),
-                    address,
-                    port,
-                    ssl=ctx,
-                    server_hostname=(tls_name or host) if ctx is not None else None,
-                ),
-                timeout,
-            )
-        except TimeoutError:
-            raise UpstreamTimeout(
-                f"upstream timed out while connecting to {host}:{port}", sent=False
-            ) from None
-        except OSError as exc:
-            raise UpstreamConnectError(f"connect to {host}:{port} failed: {exc}") from None
-        if ctx is not None:
             ssl_object = transport.get_extra_info("ssl_object")
             if ssl_object is None or ssl_object.selected_alpn_protocol() != "h2":
                 conn.close()

@@ -28,8 +28,8 @@ import math
 import ssl
 import time
 from collections import deque
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import httptools
 
@@ -529,6 +529,47 @@ def max_response_head(environ: Mapping[str, str]) -> int:
     return sizes[0] if sizes else MAX_RESPONSE_HEAD
 
 
+_P = TypeVar("_P", bound=asyncio.BaseProtocol)
+
+
+async def open_connection(
+    loop: asyncio.AbstractEventLoop,
+    factory: Callable[[], _P],
+    key: PoolKey,
+    address: str,
+    timeout: float,
+    ssl_context: Callable[[TlsProfile], ssl.SSLContext],
+) -> tuple[asyncio.BaseTransport, _P]:
+    """A connection to the peer of ``key`` at ``address``, over TLS when the key says so (the
+    server named as the key names it), within ``timeout``; a failure is an
+    :class:`UpstreamTimeout` or :class:`UpstreamConnectError` (HTTP/1.1 and HTTP/2 pools)."""
+    host, port, tls = key
+    ctx: ssl.SSLContext | None = None
+    tls_name = None
+    if tls is not None:
+        tls_name, profile = tls
+        try:
+            ctx = ssl_context(profile)
+        except (ssl.SSLError, ValueError, OSError) as exc:
+            raise UpstreamConnectError(f"TLS setup for {host}:{port} failed: {exc}") from None
+    try:
+        return await asyncio.wait_for(
+            loop.create_connection(
+                factory,
+                address,
+                port,
+                ssl=ctx,
+                # An IP literal is verified against the certificate's IP names, no SNI sent.
+                server_hostname=(tls_name or host) if ctx is not None else None,
+            ),
+            timeout,
+        )
+    except TimeoutError:
+        raise UpstreamTimeout(f"timeout while connecting to {host}:{port}", sent=False) from None
+    except OSError as exc:
+        raise UpstreamConnectError(f"connect to {host}:{port} failed: {exc}") from None
+
+
 class ConnectionPool:
     """Keep-alive connections per ``(host, port, tls)``, Kong's defaults (512 idle, 60 s, 10000).
 
@@ -607,33 +648,14 @@ class ConnectionPool:
         address: str,
         timeout: float,
     ) -> UpstreamConnection:
-        host, port, tls = key
-        ctx: Any = None
-        tls_name = None
-        if tls is not None:
-            tls_name, profile = tls
-            try:
-                ctx = self.ssl_context(profile)
-            except (ssl.SSLError, ValueError, OSError) as exc:
-                raise UpstreamConnectError(f"TLS setup for {host}:{port} failed: {exc}") from None
-        try:
-            _, conn = await asyncio.wait_for(
-                self.loop.create_connection(
-                    lambda: UpstreamConnection(self, key, address),
-                    address,
-                    port,
-                    ssl=ctx,
-                    # An IP literal is verified against the certificate's IP names, no SNI sent.
-                    server_hostname=(tls_name or host) if ctx is not None else None,
-                ),
-                timeout,
-            )
-        except TimeoutError:
-            raise UpstreamTimeout(
-                f"timeout while connecting to {host}:{port}", sent=False
-            ) from None
-        except OSError as exc:
-            raise UpstreamConnectError(f"connect to {host}:{port} failed: {exc}") from None
+        _, conn = await open_connection(
+            self.loop,
+            lambda: UpstreamConnection(self, key, address),
+            key,
+            address,
+            timeout,
+            self.ssl_context,
+        )
         self.opened += 1
         return conn
 
