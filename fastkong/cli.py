@@ -29,6 +29,7 @@ from fastkong.kong_conf import (
     DEFAULT_CIPHER_SUITE,
     DEFAULT_KEEPALIVE_TIMEOUT,
     DEFAULT_SSL_PROTOCOLS,
+    STREAM_LISTEN_FLAGS,
     Listener,
     check_deployment,
     client_body_buffer_size,
@@ -85,6 +86,20 @@ def proxy_listeners(value: str, cert: str | None, key: str | None) -> tuple[List
         raise ValueError("ssl_cert_key must be set when ssl_cert is")
     if key and not cert:
         raise ValueError("ssl_cert must be set when ssl_cert_key is")
+    return tuple(listeners)
+
+
+def stream_listeners(value: str) -> tuple[Listener, ...]:
+    """Every ``stream_listen`` entry (Kong's default ``off``: none); ValueError for ``udp``
+    (fastkong proxies no datagrams) and for PROXY protocol, which it does not read."""
+    listeners = parse_listeners(value, "stream_listen", STREAM_LISTEN_FLAGS)
+    for listener in listeners:
+        for flag in ("udp", "proxy_protocol"):
+            if flag in listener.flags:
+                raise ValueError(
+                    f"stream_listen: {str(listener)!r}: {flag} is not supported "
+                    "(fastkong's stream proxy serves tcp, tls and tls_passthrough routes)"
+                )
     return tuple(listeners)
 
 
@@ -251,6 +266,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         proxy = proxy_listeners(
             args.proxy_listen or _env("PROXY_LISTEN") or DEFAULT_PROXY_LISTEN, ssl_cert, ssl_key
         )
+        stream = stream_listeners(args.stream_listen or _env("STREAM_LISTEN") or "off")
         status = parse_listen(
             args.status_listen or _env("STATUS_LISTEN") or "127.0.0.1:8100", "status_listen"
         )
@@ -264,6 +280,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     opts = Options(
         config_path=Path(config) if config else None,
         proxy=proxy,
+        stream=stream,
         status=status,
         admin=admin,
         workers=workers,
@@ -298,6 +315,7 @@ def cmd_start(args: argparse.Namespace) -> int:
             return 1
     taken = first_taken_address(
         [("proxy_listen", (x.host, x.port)) for x in opts.proxy]
+        + [("stream_listen", (x.host, x.port)) for x in opts.stream]
         + [("status_listen", opts.status), ("admin_listen", opts.admin)]
     )
     if taken is not None:
@@ -305,7 +323,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         # die after its siblings had started, and a starting worker ignores the stop signal.
         print(f"fastkong: {taken}", file=sys.stderr)
         return 1
-    if opts.ssl_cert and not any(x.ssl for x in opts.proxy):
+    if opts.ssl_cert and not any(x.ssl for x in (*opts.proxy, *opts.stream)):
         # Kong's rule: TLS is a listener flag, so a certificate alone is likely a mistake.
         print(
             "fastkong: ssl_cert is set but no proxy_listen entry has the ssl flag: unused",
@@ -510,6 +528,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--proxy-listen",
         help="'ip:port [ssl] [http2] [backlog=N], ...' as Kong (or KONG_PROXY_LISTEN); "
         "default Kong's: 0.0.0.0:8000 and 0.0.0.0:8443 ssl",
+    )
+    start.add_argument(
+        "--stream-listen",
+        help="'ip:port [ssl] [backlog=N], ...' or off, as Kong (or KONG_STREAM_LISTEN): the "
+        "listeners of tcp, tls and tls_passthrough routes; default off",
     )
     start.add_argument("--admin-listen", help="ip:port or off; default 127.0.0.1:8001")
     start.add_argument("--status-listen", help="ip:port or off; default 127.0.0.1:8100")

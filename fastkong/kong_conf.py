@@ -101,6 +101,17 @@ _LISTEN_FLAGS = (
     r"so_keepalive=(?:on|off|\d*[smh]?:\d*[smh]?:\d*)",
 )
 _FLAG = re.compile("|".join(f"(?:{flag})" for flag in _LISTEN_FLAGS))
+#: The flags Kong accepts on a ``stream_listen`` entry (no ``http2``/``deferred``; ``udp``).
+STREAM_LISTEN_FLAGS: Final = (
+    "udp",
+    "ssl",
+    "proxy_protocol",
+    "bind",
+    "reuseport",
+    r"backlog=\d+",
+    "ipv6only=(?:on|off)",
+    r"so_keepalive=(?:on|off|\d*[smh]?:\d*[smh]?:\d*)",
+)
 
 
 class Listener(NamedTuple):
@@ -135,7 +146,9 @@ class Listener(NamedTuple):
         return " ".join((self.address, *self.flags))
 
 
-def parse_listeners(value: str, setting: str) -> list[Listener]:
+def parse_listeners(
+    value: str, setting: str, known_flags: tuple[str, ...] = _LISTEN_FLAGS
+) -> list[Listener]:
     """Kong's ``*_listen`` syntax: ``off`` (no listener) or ``ip:port [flags], ...``.
 
     ValueError naming ``setting`` for an entry that is not an address with known flags, and for
@@ -151,7 +164,12 @@ def parse_listeners(value: str, setting: str) -> list[Listener]:
         host, colon, port = words[0].rpartition(":")
         if not colon or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"{setting}: invalid listener {entry.strip()!r} (expected ip:port)")
-        unknown = [word for word in words[1:] if not _FLAG.fullmatch(word)]
+        flag_pattern = (
+            _FLAG
+            if known_flags is _LISTEN_FLAGS
+            else re.compile("|".join(f"(?:{flag})" for flag in known_flags))
+        )
+        unknown = [word for word in words[1:] if not flag_pattern.fullmatch(word)]
         if unknown:
             raise ValueError(
                 f"{setting}: invalid listener {entry.strip()!r}: unknown flag {unknown[0]!r}"
@@ -178,6 +196,7 @@ READ_SETTINGS: Final = frozenset(
     {
         "DECLARATIVE_CONFIG",
         "PROXY_LISTEN",
+        "STREAM_LISTEN",
         "ADMIN_LISTEN",
         "STATUS_LISTEN",
         "SSL_CERT",
@@ -252,7 +271,6 @@ HOUSEKEEPING_SETTINGS: Final = frozenset(
         "LUA_SSL_VERIFY_DEPTH",
         "PORT_MAPS",
         "KIC",
-        "STREAM_LISTEN",
         "ADMIN_GUI_LISTEN",
         "CLUSTER_LISTEN",
         "PLUGINS",

@@ -121,6 +121,8 @@ def _load_job(fn: Callable[..., T], args: tuple[Any, ...]) -> T:
 class Options:
     config_path: Path | None
     proxy: tuple[Listener, ...] = (Listener("0.0.0.0", 8000),)
+    #: ``stream_listen``: the stream proxy's listeners (none: no stream process).
+    stream: tuple[Listener, ...] = ()
     status: tuple[str, int] | None = ("127.0.0.1", 8100)
     admin: tuple[str, int] | None = ("127.0.0.1", 8001)
     workers: int = 1
@@ -527,6 +529,8 @@ class Supervisor:
                 "real_ip_recursive": self.options.real_ip_recursive,
                 "proxy_listen": [str(listener) for listener in self.options.proxy],
                 "proxy_listeners": [_listener_info(x) for x in self.options.proxy],
+                "stream_listen": [str(x) for x in self.options.stream] or ["off"],
+                "stream_listeners": [_listener_info(x) for x in self.options.stream],
                 "loaded_plugins": dict.fromkeys(available, True),
                 "nginx_worker_processes": str(self.options.workers),
             },
@@ -580,6 +584,27 @@ class Supervisor:
             self.children.append(child)
             if listener.ssl:
                 self.ssl_children.append(child)
+        if self.options.stream:
+            await self.start_stream(env)
+
+    async def start_stream(self, env: dict[str, str]) -> None:
+        """The stream process (fastkong/stream): every ``stream_listen`` entry, one event loop,
+        the same state file and health table as the HTTP workers."""
+        cert, key = self.certificate() if any(x.ssl for x in self.options.stream) else (None, None)
+        backlogs = [x.backlog for x in self.options.stream if x.backlog]
+        opts = {
+            "listen": [(x.host, x.port, x.ssl) for x in self.options.stream],
+            "ssl_cert": cert,
+            "ssl_key": key,
+            "ssl_protocol_min": self.options.ssl_protocol_min,
+            "backlog": max(backlogs, default=16384),
+            "drain_timeout": self.options.drain_timeout,
+            "log_level": self.options.log_level,
+        }
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "fastkong.stream.main", json.dumps(opts), env=env
+        )
+        self.children.append(child)
 
     def certificate(self) -> tuple[str, str]:
         """The ssl listeners' certificate and key: ``ssl_cert``/``ssl_cert_key``, else Kong's

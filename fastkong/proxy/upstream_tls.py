@@ -81,7 +81,7 @@ class TlsProfile:
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
         if self.client_cert and self.client_key:
-            _load_chain(ctx, self.client_cert, self.client_key)
+            load_chain(ctx, self.client_cert, self.client_key)
         return ctx
 
 
@@ -160,7 +160,7 @@ def verifying_context() -> ssl.SSLContext:
     return ctx
 
 
-def _load_chain(ctx: ssl.SSLContext, cert: str, key: str) -> None:
+def load_chain(ctx: ssl.SSLContext, cert: str, key: str) -> None:
     """``load_cert_chain`` from PEM text: Python's ssl reads chains only from files, so they go
     through a private temporary directory, removed at once."""
     with tempfile.TemporaryDirectory(prefix="fastkong-tls-") as directory:

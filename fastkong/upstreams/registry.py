@@ -15,15 +15,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Protocol
 
 from fastkong.upstreams import health as H
 from fastkong.upstreams.balancers import Balancer, Peer, PeerState
 from fastkong.upstreams.dns import Resolver, no_such_name
 
 if TYPE_CHECKING:
-    from fastkong.runtime import Runtime
+    from fastkong.runtime import ServicePlan
+
+
+class Snapshot(Protocol):
+    """What :meth:`Registry.adopt` reads of a config snapshot (the HTTP workers' runtime, the
+    stream process's snapshot): its services, whose balancers it binds."""
+
+    @property
+    def services(self) -> Mapping[str, ServicePlan]: ...
+
 
 log = logging.getLogger("fastkong.upstreams")
 
@@ -55,7 +64,7 @@ class Registry:
         )
 
     # -- snapshots ---------------------------------------------------------------------------
-    def adopt(self, runtime: Runtime) -> None:
+    def adopt(self, runtime: Snapshot) -> None:
         """Bind the balancers of ``runtime`` (a new snapshot) to this worker's state."""
         balancers: dict[int, Balancer] = {}
         for service in runtime.services.values():

@@ -116,11 +116,24 @@ class IpRestriction(Plugin):
         address = parse_client_ip(ctx.forwarded_ip)
         if address is None:
             return self._refuse(403, NO_CLIENT_IP)
-        if self.deny is not None and address in self.deny:
-            return self._refuse(self.status, self.message or NOT_ALLOWED.format(ctx.forwarded_ip))
-        if self.allow is not None and address not in self.allow:
+        if self.refused(address):
             return self._refuse(self.status, self.message or NOT_ALLOWED.format(ctx.forwarded_ip))
         return None
+
+    def refused(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        """The deny list first, then the allow list (when set, an address outside it)."""
+        if self.deny is not None and address in self.deny:
+            return True
+        return self.allow is not None and address not in self.allow
+
+    def admits(self, client_ip: str) -> bool:
+        """Kong's ``preread`` handler, for a stream connection from ``client_ip``: a refusal
+        is logged, and in the stream subsystem Kong's exit closes the connection unanswered."""
+        address = parse_client_ip(client_ip)
+        if address is not None and not self.refused(address):
+            return True
+        log.warning("%s", self.message or NOT_ALLOWED.format(client_ip))
+        return False
 
     def _refuse(self, status: int, message: str) -> Exit:
         log.warning("%s", message)

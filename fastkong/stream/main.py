@@ -1,0 +1,125 @@
+"""The stream process: ``python -m fastkong.stream.main '<options as JSON>'``.
+
+The supervisor starts one when ``stream_listen`` names listeners, with the same environment as
+its Granian children (the state file, the node's health table, its own pid). The process serves
+every stream listener on one event loop, follows the state file as the HTTP workers do (a file
+that fails to load changes nothing), and on SIGTERM stops accepting and gives open connections
+up to the drain timeout before closing them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import ssl
+import sys
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from fastkong.control.lifeline import die_with_parent, expected_parent
+from fastkong.control.state import file_identity, read_state
+from fastkong.stream.server import StreamListener, StreamProxy
+from fastkong.stream.snapshot import DefaultCertificate, StreamSnapshot, build_snapshot
+from fastkong.upstreams.dns import Resolver, dns_settings
+from fastkong.upstreams.registry import Registry, open_table
+
+log = logging.getLogger("fastkong.stream")
+
+POLL_INTERVAL = 0.25
+_TLS_VERSIONS = {"tls1.2": ssl.TLSVersion.TLSv1_2, "tls1.3": ssl.TLSVersion.TLSv1_3,
+                 "tls1.1": ssl.TLSVersion.TLSv1_1}  # fmt: skip
+
+
+class Follower:
+    """Keeps the stream proxy's snapshot in step with the state file."""
+
+    def __init__(
+        self, proxy: StreamProxy, path: Path, default_cert: DefaultCertificate | None
+    ) -> None:
+        self.proxy = proxy
+        self.path = path
+        self.default_cert = default_cert
+        self.identity: tuple[int, int, int] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Follower {self.path} {self.proxy.snapshot!r}>"
+
+    def build(self) -> StreamSnapshot:
+        config_hash, config, _ = read_state(self.path)
+        return build_snapshot(config, config_hash, self.default_cert)
+
+    async def follow(self, registry: Registry) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            identity = file_identity(self.path)
+            if identity is not None and identity != self.identity:
+                self.identity = identity
+                try:
+                    snapshot = await loop.run_in_executor(None, self.build)
+                except Exception:
+                    log.exception("stream: cannot load %s; keeping the current config", self.path)
+                else:
+                    self.proxy.snapshot = snapshot
+                    registry.adopt(snapshot)
+            await asyncio.sleep(POLL_INTERVAL)
+
+
+async def serve(options: dict[str, Any]) -> int:
+    loop = asyncio.get_running_loop()
+    listeners = [StreamListener(host, port, ssl_flag) for host, port, ssl_flag in options["listen"]]
+    resolver = Resolver(loop, dns_settings(os.environ))
+    proxy = StreamProxy(listeners, resolver)
+    default_cert = None
+    if any(x.ssl for x in listeners):
+        default_cert = DefaultCertificate(
+            options["ssl_cert"],
+            options["ssl_key"],
+            _TLS_VERSIONS.get(options.get("ssl_protocol_min", "tls1.2"), ssl.TLSVersion.TLSv1_2),
+        )
+    registry = Registry(open_table(os.environ.get("FASTKONG_HEALTH")), resolver)
+    follower = Follower(proxy, Path(os.environ["FASTKONG_STATE_FILE"]), default_cert)
+    try:
+        for listener in listeners:
+            listener.bind(options.get("backlog", 16384))
+    except OSError as exc:
+        print(f"fastkong: stream_listen: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    # The first snapshot before the first connection: a new node serves its config at once.
+    if follower.path.exists():
+        follower.identity = file_identity(follower.path)
+        try:
+            proxy.snapshot = await loop.run_in_executor(None, follower.build)
+            registry.adopt(proxy.snapshot)
+        except Exception:
+            log.exception("stream: cannot load %s", follower.path)
+    registry.start(loop)
+    proxy.start(loop)
+    following = loop.create_task(follower.follow(registry))
+    await stop.wait()
+    following.cancel()
+    await proxy.drain(float(options.get("drain_timeout", 30.0)))
+    registry.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    options = json.loads(args[0])
+    die_with_parent(expected_parent())
+    logging.basicConfig(
+        level=str(options.get("log_level", "warning")).upper(),
+        format="%(asctime)s %(name)s %(message)s",
+    )
+    return int(uvloop.run(serve(options)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

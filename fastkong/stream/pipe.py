@@ -1,0 +1,156 @@
+"""The two halves of a proxied stream connection, as asyncio protocols.
+
+Each side writes what it receives to the other. Flow control is end to end: when one side's
+write buffer passes its high-water mark (the peer reads slowly), the other side stops reading
+until it drains, so a fast sender never fills the proxy's memory. Bytes that arrive before the
+other side exists (the client's first bytes while the upstream connects) are held, bounded by
+the same rule: reading pauses at :data:`HOLD_LIMIT`.
+
+Closing follows nginx's stream proxy with ``proxy_half_close off`` (Kong's default): when either
+side ends (EOF, error), what the other side still has to write is flushed and both close.
+``proxy_timeout`` (Kong sets it from the service's ``read_timeout``) closes a connection on which
+no byte moved either way for that long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Final, cast
+
+HOLD_LIMIT: Final = 256 * 1024
+
+
+class Side(asyncio.Protocol):
+    """One socket of a proxied connection (the client's or the upstream's)."""
+
+    __slots__ = ("name", "transport", "peer", "held", "held_size", "closed", "received",
+                 "session", "paused")  # fmt: skip
+
+    def __init__(self, name: str, session: Session) -> None:
+        self.name = name
+        self.session = session
+        self.transport: asyncio.Transport | None = None
+        self.peer: Side | None = None
+        self.held: list[bytes] = []
+        self.held_size = 0
+        self.closed = False
+        self.paused = False
+        self.received = 0
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "paused" if self.paused else "open"
+        return f"<Side {self.name} {state} received={self.received}>"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # (uvloop's transports do not subclass asyncio's; they have the same methods)
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.received += len(data)
+        self.session.touch()
+        peer = self.peer
+        if peer is not None and peer.transport is not None:
+            peer.transport.write(data)
+            return
+        self.held.append(data)
+        self.held_size += len(data)
+        if self.held_size >= HOLD_LIMIT:
+            self.pause()
+
+    def eof_received(self) -> bool:
+        self.session.end()
+        return False  # the transport closes this side; the session closes the other
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.session.end()
+
+    def pause_writing(self) -> None:
+        if self.peer is not None:
+            self.peer.pause()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None:
+            self.peer.resume()
+
+    def pause(self) -> None:
+        if not self.paused and self.transport is not None and not self.closed:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self.paused and self.transport is not None and not self.closed:
+            self.paused = False
+            self.transport.resume_reading()
+
+    def link(self, peer: Side) -> None:
+        """Start writing to ``peer``: first what was held, then everything as it comes."""
+        self.peer = peer
+        if self.held and peer.transport is not None:
+            peer.transport.write(b"".join(self.held))
+        self.held.clear()
+        self.held_size = 0
+        self.resume()
+
+    def close(self) -> None:
+        """Close after flushing what is buffered for writing (``abort`` would drop it)."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+
+class Session:
+    """One proxied connection: its two sides, its idle deadline, and when it ended."""
+
+    __slots__ = ("client", "upstream", "idle_timeout", "last", "done", "timer", "loop",
+                 "started")  # fmt: skip
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, idle_timeout: float) -> None:
+        self.loop = loop
+        self.idle_timeout = idle_timeout
+        self.client = Side("client", self)
+        self.upstream = Side("upstream", self)
+        self.last = loop.time()
+        self.started = time.monotonic()
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.timer: asyncio.TimerHandle | None = None
+
+    def __repr__(self) -> str:
+        return f"<Session {self.client!r} {self.upstream!r} done={self.done.done()}>"
+
+    def touch(self) -> None:
+        self.last = self.loop.time()
+
+    def start_timer(self) -> None:
+        if self.idle_timeout > 0:
+            self.timer = self.loop.call_at(self.last + self.idle_timeout, self._check_idle)
+
+    def _check_idle(self) -> None:
+        deadline = self.last + self.idle_timeout
+        if self.loop.time() >= deadline:
+            self.end()
+        else:
+            self.timer = self.loop.call_at(deadline, self._check_idle)
+
+    def join(self) -> None:
+        """Both sides are connected: bytes flow both ways from now on."""
+        self.client.link(self.upstream)
+        self.upstream.link(self.client)
+        self.start_timer()
+
+    def end(self) -> None:
+        # Bytes one side received before the other was linked still go out before closing.
+        for side, other in ((self.client, self.upstream), (self.upstream, self.client)):
+            if side.held and other.transport is not None and not other.transport.is_closing():
+                other.transport.write(b"".join(side.held))
+                side.held.clear()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.client.close()
+        self.upstream.close()
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+__all__ = ["HOLD_LIMIT", "Session", "Side"]

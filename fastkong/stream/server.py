@@ -1,0 +1,344 @@
+"""The stream proxy: Kong's ``stream_listen`` (``tcp``, ``tls`` and ``tls_passthrough`` routes).
+
+For each accepted connection (Kong's ``preread`` phase, ``kong/runloop/handler.lua``):
+
+1. On an ``ssl`` listener, the client's ClientHello is *peeked* at (left in the socket) for its
+   server name (:mod:`.clienthello`); the connection is ``tls`` when it sent one, else ``tcp``.
+2. The stream router picks the route from the SNI and the source and destination addresses;
+   none matched: Kong logs "no Route found with those values" and closes the connection.
+3. On an ``ssl`` listener the route decides what happens to the TLS: a ``tls`` route's
+   connection is terminated here (the certificate chosen by SNI, :mod:`.certs`), a
+   ``tls_passthrough`` route's is passed on untouched; any other route's is closed.
+4. The route's ip-restriction runs (a refused client is closed, as Kong's stream exit does).
+5. The service's peer is chosen (its upstream's balancer, else its host through the DNS cache)
+   and connected within ``connect_timeout``; a failed connect tries the next peer, up to the
+   service's ``retries``, with passive health counted as for HTTP. A ``tls`` service is reached
+   over TLS, named by the client's SNI when the route preserves the host, else by the peer's
+   host (Kong's ``proxy_ssl_name $upstream_host``), verified when ``tls_verify`` says so.
+6. Bytes then flow both ways (:mod:`.pipe`) until either side ends or ``read_timeout`` passes
+   with nothing moving.
+
+Decisions are plain functions of the snapshot (:mod:`.router`, :mod:`.snapshot`); this module
+does the I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import time
+from functools import partial
+from typing import Final
+
+from fastkong.proxy.routing import strip_port
+from fastkong.proxy.upstream_tls import ContextCache
+from fastkong.stream.clienthello import NOT_TLS, Peek, peek_client_hello
+from fastkong.stream.pipe import Session
+from fastkong.stream.router import StreamRoute
+from fastkong.stream.snapshot import StreamSnapshot, empty_snapshot
+from fastkong.upstreams.balancers import Balancer, Peer
+from fastkong.upstreams.dns import Resolver
+
+log = logging.getLogger("fastkong.stream")
+
+#: nginx's ``preread_timeout``: how long a client may take to send its ClientHello.
+PREREAD_TIMEOUT: Final = 30.0
+PREREAD_POLL: Final = 0.005
+HANDSHAKE_TIMEOUT: Final = 60.0
+
+
+class StreamListener:
+    """One ``stream_listen`` entry: its socket and whether it takes TLS."""
+
+    __slots__ = ("host", "port", "ssl", "sock", "task")
+
+    def __init__(self, host: str, port: int, ssl: bool = False) -> None:
+        self.host = host
+        self.port = port
+        self.ssl = ssl
+        self.sock: socket.socket | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<StreamListener {self.host}:{self.port}{' ssl' if self.ssl else ''}>"
+
+    def bind(self, backlog: int = 16384) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+        self.sock = sock
+        return sock
+
+
+class StreamProxy:
+    """One process's stream proxy (see the module docstring)."""
+
+    def __init__(self, listeners: list[StreamListener], resolver: Resolver | None = None) -> None:
+        self.listeners = listeners
+        self.snapshot: StreamSnapshot = empty_snapshot()
+        self.resolver = resolver or Resolver()
+        self.contexts = ContextCache()
+        self.sessions: set[Session] = set()
+        self.handlers: set[asyncio.Task[None]] = set()
+        self.connections = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<StreamProxy listeners={self.listeners} {self.snapshot!r} "
+            f"open={len(self.sessions)} total={self.connections}>"
+        )
+
+    # -- listening -----------------------------------------------------------------------------
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        for listener in self.listeners:
+            if listener.sock is None:
+                listener.bind()
+            listener.task = loop.create_task(self._accept(listener))
+
+    def stop_accepting(self) -> None:
+        for listener in self.listeners:
+            if listener.task is not None:
+                listener.task.cancel()
+            if listener.sock is not None:
+                listener.sock.close()
+                listener.sock = None
+
+    async def drain(self, timeout: float) -> None:
+        """Stop accepting, let open connections finish for up to ``timeout``, then close them."""
+        self.stop_accepting()
+        pending = [s.done for s in self.sessions] + list(self.handlers)
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+        for session in list(self.sessions):
+            session.end()
+        for task in list(self.handlers):
+            task.cancel()
+
+    async def _accept(self, listener: StreamListener) -> None:
+        loop = asyncio.get_running_loop()
+        assert listener.sock is not None
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(listener.sock)
+            except OSError as exc:
+                # EMFILE and the like: wait a little rather than spin, as nginx does.
+                log.error("stream %s: accept failed: %s", listener, exc)
+                await asyncio.sleep(0.1)
+                continue
+            self.connections += 1
+            task = loop.create_task(self.handle(conn, listener))
+            self.handlers.add(task)
+            task.add_done_callback(self.handlers.discard)
+
+    # -- one connection --------------------------------------------------------------------------
+    async def handle(self, conn: socket.socket, listener: StreamListener) -> None:
+        try:
+            await self._handle(conn, listener)
+        except asyncio.CancelledError:
+            conn.close()
+            raise
+        except Exception:
+            log.exception("stream %s: connection failed", listener)
+            conn.close()
+
+    async def _handle(self, conn: socket.socket, listener: StreamListener) -> None:
+        loop = asyncio.get_running_loop()
+        conn.setblocking(False)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        snapshot = self.snapshot
+        src_ip, src_port = conn.getpeername()[:2]
+        dst_ip, dst_port = conn.getsockname()[:2]
+        hello = NOT_TLS
+        if listener.ssl:
+            hello = await preread(loop, conn, PREREAD_TIMEOUT)
+        route = snapshot.router.match(hello.sni, src_ip, src_port, dst_ip, dst_port)
+        if route is None:
+            log.error(
+                "no Route found with those values (client %s:%s, server %s:%s, sni %s)",
+                src_ip, src_port, dst_ip, dst_port, hello.sni,
+            )  # fmt: skip
+            conn.close()
+            return
+        terminate = False
+        if listener.ssl:
+            if "tls" in route.protocols:
+                terminate = True
+            elif "tls_passthrough" not in route.protocols:
+                log.error("unexpected protocols in matched Route %s", route.name or route.id)
+                conn.close()
+                return
+        if not admitted(snapshot, route, src_ip):
+            conn.close()
+            return
+        service = snapshot.service(route)
+        if service is None:
+            log.error("stream route %s has no service", route.name or route.id)
+            conn.close()
+            return
+        session = Session(loop, service.read_timeout)
+        self.sessions.add(session)
+        session.done.add_done_callback(lambda _: self.sessions.discard(session))
+        ssl_ctx = None
+        if terminate:
+            assert snapshot.certificates is not None
+            ssl_ctx = snapshot.certificates.find(hello.sni)
+        try:
+            await loop.connect_accepted_socket(
+                lambda: session.client,
+                conn,
+                ssl=ssl_ctx,
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT if ssl_ctx is not None else None,
+            )
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
+            log.info("stream: client %s:%s went away before proxying: %s", src_ip, src_port, exc)
+            conn.close()
+            session.end()
+            return
+        # The client's bytes wait (held, bounded) while the upstream connects.
+        connected = await self.connect_upstream(session, snapshot, route, hello.sni, src_ip)
+        if not connected:
+            session.end()
+            return
+        session.join()
+        await session.done
+
+    async def connect_upstream(
+        self,
+        session: Session,
+        snapshot: StreamSnapshot,
+        route: StreamRoute,
+        sni: str | None,
+        client_ip: str,
+    ) -> bool:
+        """Connect the session's upstream side to a peer of the route's service, retrying."""
+        loop = asyncio.get_running_loop()
+        service = snapshot.service(route)
+        assert service is not None
+        balancer = service.balancer
+        profile = snapshot.tls.get(service.id)
+        tried: tuple[Peer, ...] = ()
+        hash_key = None
+        if balancer is not None and balancer.hashed:
+            hash_key, _ = balancer.hash_value((), client_ip, "", b"", None, None)
+        for _ in range(service.retries + 1):
+            peer: Peer | None = None
+            if balancer is not None:
+                peer = balancer.next_peer(tried, hash_key)
+                if peer is None:
+                    log.error("stream: no peer available for service %s", service.name)
+                    return False
+                tried = (*tried, peer)
+                host, port = peer.host, peer.port
+                name = service.peer_host_header(peer)
+            else:
+                host, port = service.host, service.port
+                name = service.host_header
+            try:
+                address = (await self.resolver.resolve(host))[0]
+            except OSError as exc:
+                log.error("stream: cannot resolve %s: %s", host, exc)
+                if peer is not None and balancer is not None and balancer.tracks:
+                    balancer.done(peer, None)
+                return False
+            ctx = None
+            server_name = None
+            if profile is not None:
+                ctx = self.contexts.get(profile)
+                # An IP address names no server (no SNI sent; verified against its IP names).
+                server_name = (
+                    sni if route.route.preserve_host and sni else strip_port(name).strip("[]")
+                )
+            started = time.monotonic()
+            try:
+                await asyncio.wait_for(
+                    loop.create_connection(
+                        lambda: session.upstream,
+                        address,
+                        port,
+                        ssl=ctx,
+                        server_hostname=server_name,
+                    ),
+                    service.connect_timeout,
+                )
+            except (OSError, ssl.SSLError, TimeoutError) as exc:
+                timed_out = isinstance(exc, TimeoutError)
+                log.error(
+                    "stream: connect to %s:%d (service %s) failed: %s",
+                    address, port, service.name, "timeout" if timed_out else exc,
+                )  # fmt: skip
+                if peer is not None and balancer is not None:
+                    if balancer.tracks:
+                        balancer.done(peer, None)
+                    if balancer.passive:
+                        balancer.report_failure(peer, timed_out)
+                if session.done.done():
+                    return False  # the client left meanwhile
+                continue
+            if peer is not None and balancer is not None and balancer.tracks:
+                elapsed = time.monotonic() - started
+                session.done.add_done_callback(partial(_release, balancer, peer, elapsed))
+            return not session.done.done()
+        return False
+
+
+async def preread(loop: asyncio.AbstractEventLoop, conn: socket.socket, timeout: float) -> Peek:
+    """Peek at the client's first bytes until they hold a whole ClientHello (or show there is
+    none), leaving them in the socket for whoever reads it next."""
+    deadline = loop.time() + timeout
+    seen = -1
+    while True:
+        if loop.time() >= deadline:
+            return NOT_TLS  # nginx's preread timeout: routed as a connection without SNI
+        await _readable(loop, conn, deadline)
+        try:
+            data = conn.recv(65536, socket.MSG_PEEK)
+        except BlockingIOError:
+            continue
+        except OSError:
+            return NOT_TLS
+        if not data:
+            return NOT_TLS  # closed before saying anything
+        verdict = peek_client_hello(data)
+        if verdict.done:
+            return verdict
+        if len(data) == seen:
+            # Nothing new: the unread bytes keep the socket readable, so wait a moment.
+            await asyncio.sleep(PREREAD_POLL)
+        seen = len(data)
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, conn: socket.socket, deadline: float) -> None:
+    ready: asyncio.Future[None] = loop.create_future()
+    fd = conn.fileno()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
+    try:
+        await asyncio.wait_for(ready, max(0.0, deadline - loop.time()))
+    except TimeoutError:
+        pass
+    finally:
+        loop.remove_reader(fd)
+
+
+def _release(balancer: Balancer, peer: Peer, elapsed: float, _: object) -> None:
+    balancer.done(peer, elapsed)  # least-connections counts the connection until it ends
+
+
+def admitted(snapshot: StreamSnapshot, route: StreamRoute, client_ip: str) -> bool:
+    """Whether the route's ip-restriction (if any) lets ``client_ip`` through."""
+    for plugin in snapshot.guards.get(route.id, ()):
+        if not plugin.admits(client_ip):
+            return False
+    return True
+
+
+__all__ = ["StreamListener", "StreamProxy", "admitted", "preread"]

@@ -1,0 +1,159 @@
+"""One config snapshot as the stream proxy uses it: routes, services, guards and certificates.
+
+Built off the event loop from a decoded config (the same state file the HTTP workers follow);
+a connection keeps the snapshot it was routed with until it closes, as nginx keeps a session's
+upstream across reloads.
+
+**Plugins.** Kong runs a plugin on stream routes when its ``protocols`` name a stream protocol
+(``tcp``, ``tls``, ``tls_passthrough``, ``udp``). Of fastkong's bundled plugins only
+``ip-restriction`` acts on a stream connection (Kong's ``preread`` handler); it is resolved per
+route with Kong's precedence (route and service, route, service, global). Any other plugin whose
+``protocols`` take in stream routes is named once per snapshot in a warning: it loads and does
+not run on them.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import Any
+
+from fastkong.config import Config
+from fastkong.plugins.chain import build_plugins
+from fastkong.proxy.upstream_tls import TlsProfile
+from fastkong.runtime import ServicePlan, tls_profile
+from fastkong.stream.certs import CertificateSet, server_context
+from fastkong.stream.router import STREAM_PROTOCOLS, StreamRoute, StreamRouter
+from fastkong.upstreams.balancers import Balancer, build_balancer
+
+log = logging.getLogger("fastkong.stream")
+
+#: The stream plugins fastkong runs (Kong's bundled plugins with a ``preread`` handler).
+STREAM_PLUGINS = frozenset({"ip-restriction"})
+_STREAM_AND_UDP = STREAM_PROTOCOLS | {"udp"}
+
+
+class DefaultCertificate:
+    """The node's default certificate files (``ssl_cert``/``ssl_cert_key`` or Kong's own)."""
+
+    __slots__ = ("cert", "key", "minimum")
+
+    def __init__(
+        self, cert: str, key: str, minimum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2
+    ) -> None:
+        self.cert = cert
+        self.key = key
+        self.minimum = minimum
+
+    def __repr__(self) -> str:
+        return f"<DefaultCertificate {self.cert}>"
+
+    def context(self) -> ssl.SSLContext:
+        ctx = server_context(self.minimum)
+        ctx.load_cert_chain(self.cert, self.key)
+        return ctx
+
+
+class StreamSnapshot:
+    """See the module docstring; ``services`` is what the upstream registry adopts."""
+
+    __slots__ = ("hash", "router", "services", "tls", "guards", "certificates", "__weakref__")
+
+    def __init__(
+        self,
+        config_hash: str,
+        router: StreamRouter,
+        services: dict[str, ServicePlan],
+        tls: dict[str, TlsProfile],
+        guards: dict[str, tuple[Any, ...]],
+        certificates: CertificateSet | None,
+    ) -> None:
+        self.hash = config_hash
+        self.router = router
+        self.services = services
+        #: How ``tls`` services are connected to, by service id.
+        self.tls = tls
+        #: The ip-restriction instances each route runs, by route id.
+        self.guards = guards
+        #: None when the process has no ssl listener (nothing is terminated).
+        self.certificates = certificates
+
+    def __repr__(self) -> str:
+        return (
+            f"<StreamSnapshot hash={self.hash[:8]} routes={len(self.router)} "
+            f"services={len(self.services)}>"
+        )
+
+    def service(self, route: StreamRoute) -> ServicePlan | None:
+        return self.services.get(str(route.route.service)) if route.route.service else None
+
+
+def empty_snapshot() -> StreamSnapshot:
+    return StreamSnapshot("0" * 32, StreamRouter(()), {}, {}, {}, None)
+
+
+def build_snapshot(
+    config: Config, config_hash: str, default_cert: DefaultCertificate | None
+) -> StreamSnapshot:
+    """The snapshot of ``config`` (pure apart from loading certificates; runs off the loop)."""
+    upstreams = {u.name: u for u in config.upstreams}
+    targets: dict[str, list[Any]] = {}
+    for t in config.targets:
+        targets.setdefault(t.upstream, []).append(t)
+    certificates = {str(c.id): c for c in config.certificates}
+    ca_certificates = {str(c.id): c for c in config.ca_certificates}
+    balancers: dict[str, Balancer] = {}
+    services: dict[str, ServicePlan] = {}
+    tls: dict[str, TlsProfile] = {}
+    for s in config.services:
+        upstream = upstreams.get(s.host)
+        balancer = None
+        upstream_targets = targets.get(upstream.id, []) if upstream is not None else []
+        if upstream is not None:
+            balancer = balancers.get(upstream.id)
+            if balancer is None:
+                balancer = balancers[upstream.id] = build_balancer(upstream, upstream_targets)
+        services[str(s.id)] = ServicePlan(s, upstream, upstream_targets, balancer)
+        if s.protocol == "tls":
+            tls[str(s.id)] = tls_profile(s, upstream, certificates, ca_certificates)
+    enabled_routes = [
+        r
+        for r in config.routes
+        if not r.service or services.get(str(r.service)) is None or services[str(r.service)].enabled
+    ]
+    router = StreamRouter(enabled_routes)
+    guards = _guards(config, router)
+    certs = None
+    if default_cert is not None:
+        certs = CertificateSet(
+            default_cert.context(), config.certificates, config.snis, default_cert.minimum
+        )
+    return StreamSnapshot(config_hash, router, services, tls, guards, certs)
+
+
+def _guards(config: Config, router: StreamRouter) -> dict[str, tuple[Any, ...]]:
+    """Each stream route's ip-restriction chain; warns about stream plugins that do not run."""
+    stream_scoped = [
+        p for p in config.plugins if p.enabled and _STREAM_AND_UDP & set(p.protocols or ())
+    ]
+    ignored = sorted({p.name for p in stream_scoped if p.name not in STREAM_PLUGINS})
+    if ignored and len(router):
+        log.warning(
+            "stream routes: %s configured for stream protocols: not run by fastkong's stream proxy",
+            ", ".join(ignored),
+        )
+    runnable = [p for p in stream_scoped if p.name in STREAM_PLUGINS]
+    if not runnable:
+        return {}
+    plugins = build_plugins(runnable, None)  # type: ignore[arg-type]
+    guards: dict[str, tuple[Any, ...]] = {}
+    for route in router.routes:
+        service = str(route.route.service) if route.route.service else None
+        chain = plugins.chain(route.id, service)
+        if chain:
+            guards[route.id] = chain
+    return guards
+
+
+__all__ = ["DefaultCertificate", "STREAM_PLUGINS", "StreamSnapshot", "build_snapshot",
+           "empty_snapshot"]  # fmt: skip
