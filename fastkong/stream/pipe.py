@@ -128,7 +128,8 @@ class Session:
     def _check_idle(self) -> None:
         deadline = self.last + self.idle_timeout
         if self.loop.time() >= deadline:
-            self.end()
+            # Nothing moved: a side that stopped reading would never take a flush either.
+            self.abort()
         else:
             self.timer = self.loop.call_at(deadline, self._check_idle)
 
@@ -137,6 +138,13 @@ class Session:
         self.client.link(self.upstream)
         self.upstream.link(self.client)
         self.start_timer()
+
+    def abort(self) -> None:
+        """Close both sides at once, dropping what is still buffered (the idle timeout, the
+        end of a drain)."""
+        _abort(self.client)
+        _abort(self.upstream)
+        self.end()
 
     def end(self) -> None:
         # Bytes one side received before the other was linked still go out before closing.
@@ -151,6 +159,11 @@ class Session:
         self.upstream.close()
         if not self.done.done():
             self.done.set_result(None)
+
+
+def _abort(side: Side) -> None:
+    if side.transport is not None:
+        side.transport.abort()
 
 
 __all__ = ["HOLD_LIMIT", "Session", "Side"]

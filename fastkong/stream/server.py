@@ -115,7 +115,7 @@ class StreamProxy:
         if pending:
             await asyncio.wait(pending, timeout=timeout)
         for session in list(self.sessions):
-            session.end()
+            session.abort()
         for task in list(self.handlers):
             task.cancel()
 

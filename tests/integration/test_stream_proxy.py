@@ -14,7 +14,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import Gateway, LoopServer, eventually, fastkong_cli, free_port, wait_port
+from tests.helpers import (
+    Gateway,
+    LoopServer,
+    eventually,
+    fastkong_cli,
+    free_port,
+    rss_kb,
+    wait_port,
+)
 from tests.pki import Pki
 
 
@@ -31,6 +39,14 @@ class TaggedEcho(LoopServer):
             writer.write(data)
             await writer.drain()
         writer.close()
+
+
+class Sink(LoopServer):
+    """Accepts a connection and never reads from it (a stalled upstream)."""
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.transport.pause_reading()
+        await asyncio.sleep(3600)
 
 
 def _server_ctx(cert: str, key: str, tmp: Path) -> ssl.SSLContext:
@@ -55,8 +71,9 @@ class Node:
         up_cert, up_key = self.pki.issue("pass.example.test", dns="pass.example.test")
         self.a, self.b, self.c, self.d = (TaggedEcho(t).start() for t in "ABCD")
         self.tls_up = TaggedEcho("T", _server_ctx(up_cert, up_key, tmp)).start()
-        self.plain, self.balanced, self.denied, self.tls, self.idle = (
-            free_port() for _ in range(5)
+        self.sink = Sink().start()
+        self.plain, self.balanced, self.denied, self.tls, self.idle, self.slow = (
+            free_port() for _ in range(6)
         )
         self.closed = free_port()  # nothing listens there
         self.tmp = tmp
@@ -67,7 +84,7 @@ class Node:
             1,
             "--stream-listen",
             f"127.0.0.1:{self.plain}, 127.0.0.1:{self.balanced}, 127.0.0.1:{self.denied}, "
-            f"127.0.0.1:{self.tls} ssl, 127.0.0.1:{self.idle}",
+            f"127.0.0.1:{self.tls} ssl, 127.0.0.1:{self.idle}, 127.0.0.1:{self.slow}",
         )
 
     def config(self, plain_port: int) -> str:
@@ -124,6 +141,15 @@ services:
   - name: idle
     protocols: [tcp]
     destinations: [{{port: {self.idle}}}]
+- name: sink
+  protocol: tcp
+  host: 127.0.0.1
+  port: {self.sink.port}
+  read_timeout: 6000
+  routes:
+  - name: sink
+    protocols: [tcp]
+    destinations: [{{port: {self.slow}}}]
 - name: terminated
   protocol: tcp
   host: 127.0.0.1
@@ -155,12 +181,12 @@ services:
 
     def start(self) -> None:
         self.gateway.start()
-        for port in (self.plain, self.balanced, self.denied, self.tls, self.idle):
+        for port in (self.plain, self.balanced, self.denied, self.tls, self.idle, self.slow):
             wait_port(port, proc=self.gateway.proc)
 
     def stop(self) -> None:
         self.gateway.stop()
-        for server in (self.a, self.b, self.c, self.d, self.tls_up):
+        for server in (self.a, self.b, self.c, self.d, self.tls_up, self.sink):
             server.stop()
 
     def client_ctx(self) -> ssl.SSLContext:
@@ -285,7 +311,7 @@ def test_the_node_reports_its_stream_listeners(node: Node) -> None:
     conf = httpx.get(f"http://127.0.0.1:{node.gateway.admin_port}/").json()["configuration"]
     assert conf["stream_listen"][3] == f"127.0.0.1:{node.tls} ssl"
     assert [x["port"] for x in conf["stream_listeners"]] == [
-        node.plain, node.balanced, node.denied, node.tls, node.idle
+        node.plain, node.balanced, node.denied, node.tls, node.idle, node.slow
     ]  # fmt: skip
 
 
@@ -307,3 +333,32 @@ def test_stream_listeners_fastkong_cannot_serve_stop_the_start(
     )
     assert done.returncode == 1
     assert "stream_listen: " in done.stderr and message in done.stderr
+
+
+def test_a_stalled_upstream_stops_the_client_not_the_gateway_memory(node: Node) -> None:
+    """End-to-end flow control: pushing 64 MB at an upstream that reads nothing stalls the
+    client after the socket buffers and the proxy's high-water marks, a few MB."""
+    stream_pid = _stream_pid(node)
+    before = rss_kb(stream_pid)
+    chunk = b"x" * 65536
+    sent = 0
+    with _connect(node.slow) as sock:
+        sock.settimeout(0.5)
+        deadline = time.monotonic() + 4
+        while sent < 64 * 1024 * 1024 and time.monotonic() < deadline:
+            try:
+                sent += sock.send(chunk)
+            except TimeoutError:
+                pass  # stalled: the gateway stopped reading
+        grown_mb = (rss_kb(stream_pid) - before) / 1024
+    assert sent < 24 * 1024 * 1024, sent
+    assert grown_mb < 30, grown_mb
+
+
+def _stream_pid(node: Node) -> int:
+    assert node.gateway.proc is not None
+    for child in Path(f"/proc/{node.gateway.proc.pid}/task").glob("*/children"):
+        for pid in child.read_text().split():
+            if b"fastkong.stream.main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return int(pid)
+    raise LookupError("no stream process")
