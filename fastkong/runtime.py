@@ -110,6 +110,13 @@ class ServicePlan:
         where = repr(self.balancer) if self.balancer is not None else f"{self.host}:{self.port}"
         return f"<ServicePlan {self.name or self.id} {self.scheme}://{where}>"
 
+    def try_target(self, peer: Peer | None) -> tuple[str, int, str]:
+        """``(host, port, Host header)`` of one try: the peer's when the service balances over
+        an upstream, else the service's own."""
+        if peer is None:
+            return self.host, self.port, self.host_header
+        return peer.host, peer.port, self.peer_host_header(peer)
+
     def peer_host_header(self, peer: Peer) -> str:
         """The Host header for ``peer`` when the route does not preserve the client's."""
         # Kong (set_host_header): the upstream's host_header, else the target's name, with the
@@ -244,6 +251,33 @@ def tls_profile(
     )
 
 
+def compile_services(config: Config) -> dict[str, ServicePlan]:
+    """Every service of ``config`` as the proxies use it, by id: one balancer per upstream
+    (shared by the services naming it), and how TLS services (``https``, ``grpcs``, and the
+    stream proxy's ``tls``) are connected to."""
+    upstreams = {u.name: u for u in config.upstreams}
+    targets_by_upstream: dict[str, list[Any]] = {}
+    for t in config.targets:
+        targets_by_upstream.setdefault(t.upstream, []).append(t)
+    services: dict[str, ServicePlan] = {}
+    balancers: dict[str, Balancer] = {}
+    certificates = {str(c.id): c for c in config.certificates}
+    ca_certificates = {str(c.id): c for c in config.ca_certificates}
+    for s in config.services:
+        upstream = upstreams.get(s.host)
+        targets = targets_by_upstream.get(upstream.id, []) if upstream is not None else []
+        balancer = None
+        if upstream is not None:
+            balancer = balancers.get(upstream.id)
+            if balancer is None:
+                balancer = balancers[upstream.id] = build_balancer(upstream, targets)
+        profile = None
+        if s.protocol in ("https", "grpcs", "tls"):
+            profile = tls_profile(s, upstream, certificates, ca_certificates)
+        services[s.id] = ServicePlan(s, upstream, targets, balancer, profile)
+    return services
+
+
 def compile_runtime(
     config: Config,
     hash: str,
@@ -279,27 +313,7 @@ def _compile(
     flavor: str,
 ) -> Runtime:
     """The body of :func:`compile_runtime`."""
-    upstreams = {u.name: u for u in config.upstreams}
-    targets_by_upstream: dict[str, list[Any]] = {}
-    for t in config.targets:
-        targets_by_upstream.setdefault(t.upstream, []).append(t)
-    services: dict[str, ServicePlan] = {}
-    balancers: dict[str, Balancer] = {}
-    certificates = {str(c.id): c for c in config.certificates}
-    ca_certificates = {str(c.id): c for c in config.ca_certificates}
-    for s in config.services:
-        upstream = upstreams.get(s.host)
-        targets = targets_by_upstream.get(upstream.id, []) if upstream is not None else []
-        balancer = None
-        if upstream is not None:
-            balancer = balancers.get(upstream.id)
-            if balancer is None:
-                balancer = balancers[upstream.id] = build_balancer(upstream, targets)
-        profile = None
-        if s.protocol in ("https", "grpcs"):
-            profile = tls_profile(s, upstream, certificates, ca_certificates)
-        services[s.id] = ServicePlan(s, upstream, targets, balancer, profile)
-
+    services = compile_services(config)
     specs: list[RouteSpec] = []
     routes: list[RoutePlan] = []
     for r in config.routes:

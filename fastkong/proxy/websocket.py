@@ -308,11 +308,7 @@ async def proxy(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None
                 await _refuse(gw.shown, scope, send, 503, errors.NO_PEER, request_id)
                 return
             tried = (*tried, peer)
-            host, peer_port = peer.host, peer.port
-            host_header = service.peer_host_header(peer)
-        else:
-            host, peer_port = service.host, service.port
-            host_header = service.host_header
+        host, peer_port, host_header = service.try_target(peer)
         host_b = host_value if plan.preserve_host and host_value else host_header.encode()
         sni = strip_port(host_b.decode("latin-1"))  # as the proxy's (Gateway.exchange)
         assert gw.resolver is not None

@@ -220,7 +220,7 @@ class StreamProxy:
         service = snapshot.service(route)
         assert service is not None
         balancer = service.balancer
-        profile = snapshot.tls.get(service.id)
+        profile = service.tls_profile if service.scheme == "tls" else None
         tried: tuple[Peer, ...] = ()
         hash_key = None
         if balancer is not None and balancer.hashed:
@@ -233,11 +233,7 @@ class StreamProxy:
                     log.error("stream: no peer available for service %s", service.name)
                     return False
                 tried = (*tried, peer)
-                host, port = peer.host, peer.port
-                name = service.peer_host_header(peer)
-            else:
-                host, port = service.host, service.port
-                name = service.host_header
+            host, port, name = service.try_target(peer)
             try:
                 address = (await self.resolver.resolve(host))[0]
             except OSError as exc:

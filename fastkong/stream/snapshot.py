@@ -20,11 +20,9 @@ from typing import Any
 
 from fastkong.config import Config
 from fastkong.plugins.chain import build_plugins
-from fastkong.proxy.upstream_tls import TlsProfile
-from fastkong.runtime import ServicePlan, tls_profile
+from fastkong.runtime import ServicePlan, compile_services
 from fastkong.stream.certs import CertificateSet, server_context
 from fastkong.stream.router import STREAM_PROTOCOLS, StreamRoute, StreamRouter
-from fastkong.upstreams.balancers import Balancer, build_balancer
 
 log = logging.getLogger("fastkong.stream")
 
@@ -57,22 +55,19 @@ class DefaultCertificate:
 class StreamSnapshot:
     """See the module docstring; ``services`` is what the upstream registry adopts."""
 
-    __slots__ = ("hash", "router", "services", "tls", "guards", "certificates", "__weakref__")
+    __slots__ = ("hash", "router", "services", "guards", "certificates", "__weakref__")
 
     def __init__(
         self,
         config_hash: str,
         router: StreamRouter,
         services: dict[str, ServicePlan],
-        tls: dict[str, TlsProfile],
         guards: dict[str, tuple[Any, ...]],
         certificates: CertificateSet | None,
     ) -> None:
         self.hash = config_hash
         self.router = router
         self.services = services
-        #: How ``tls`` services are connected to, by service id.
-        self.tls = tls
         #: The ip-restriction instances each route runs, by route id.
         self.guards = guards
         #: None when the process has no ssl listener (nothing is terminated).
@@ -85,41 +80,22 @@ class StreamSnapshot:
         )
 
     def service(self, route: StreamRoute) -> ServicePlan | None:
-        return self.services.get(str(route.route.service)) if route.route.service else None
+        return self.services.get(route.route.service) if route.route.service else None
 
 
 def empty_snapshot() -> StreamSnapshot:
-    return StreamSnapshot("0" * 32, StreamRouter(()), {}, {}, {}, None)
+    return StreamSnapshot("0" * 32, StreamRouter(()), {}, {}, None)
 
 
 def build_snapshot(
     config: Config, config_hash: str, default_cert: DefaultCertificate | None
 ) -> StreamSnapshot:
     """The snapshot of ``config`` (pure apart from loading certificates; runs off the loop)."""
-    upstreams = {u.name: u for u in config.upstreams}
-    targets: dict[str, list[Any]] = {}
-    for t in config.targets:
-        targets.setdefault(t.upstream, []).append(t)
-    certificates = {str(c.id): c for c in config.certificates}
-    ca_certificates = {str(c.id): c for c in config.ca_certificates}
-    balancers: dict[str, Balancer] = {}
-    services: dict[str, ServicePlan] = {}
-    tls: dict[str, TlsProfile] = {}
-    for s in config.services:
-        upstream = upstreams.get(s.host)
-        balancer = None
-        upstream_targets = targets.get(upstream.id, []) if upstream is not None else []
-        if upstream is not None:
-            balancer = balancers.get(upstream.id)
-            if balancer is None:
-                balancer = balancers[upstream.id] = build_balancer(upstream, upstream_targets)
-        services[str(s.id)] = ServicePlan(s, upstream, upstream_targets, balancer)
-        if s.protocol == "tls":
-            tls[str(s.id)] = tls_profile(s, upstream, certificates, ca_certificates)
+    services = compile_services(config)
     enabled_routes = [
         r
         for r in config.routes
-        if not r.service or services.get(str(r.service)) is None or services[str(r.service)].enabled
+        if not r.service or r.service not in services or services[r.service].enabled
     ]
     router = StreamRouter(enabled_routes)
     guards = _guards(config, router)
@@ -128,7 +104,7 @@ def build_snapshot(
         certs = CertificateSet(
             default_cert.context(), config.certificates, config.snis, default_cert.minimum
         )
-    return StreamSnapshot(config_hash, router, services, tls, guards, certs)
+    return StreamSnapshot(config_hash, router, services, guards, certs)
 
 
 def _guards(config: Config, router: StreamRouter) -> dict[str, tuple[Any, ...]]:

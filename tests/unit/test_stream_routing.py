@@ -109,31 +109,21 @@ def test_ties_go_to_the_larger_route_id() -> None:
 
 
 def test_http_and_udp_routes_are_left_out_and_disabled_services_too() -> None:
-    router = _router(
-        """
-  - name: web
-    paths: [/]
-  - name: dgram
-    protocols: [udp]
-    destinations: [{port: 7000}]
-""",
-        """
-- name: disabled-svc
-  protocol: tcp
-  host: 127.0.0.1
-  port: 9
-  enabled: false
-  routes:
-  - name: of-disabled
-    protocols: [tcp]
-    destinations: [{port: 7000}]
-""",
-    )
-    assert len(router) == 1  # only of-disabled is a stream route...
     config = load_config(
         b"""
 _format_version: "3.0"
 services:
+- name: s
+  protocol: tcp
+  host: 127.0.0.1
+  port: 9
+  routes:
+  - name: web
+    protocols: [http]
+    paths: [/]
+  - name: dgram
+    protocols: [udp]
+    destinations: [{port: 7000}]
 - name: disabled-svc
   protocol: tcp
   host: 127.0.0.1
@@ -145,7 +135,8 @@ services:
     destinations: [{port: 7000}]
 """
     ).config
-    # ...and the snapshot drops it, as Kong leaves a disabled service's routes out
+    assert [r.name for r in StreamRouter(config.routes).routes] == ["of-disabled"]
+    # the snapshot drops it too, as Kong leaves a disabled service's routes out
     assert len(build_snapshot(config, "h", None).router) == 0
 
 
