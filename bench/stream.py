@@ -1,0 +1,172 @@
+"""The stream proxy side by side: a tcp route through fastkong, nginx's stream proxy, and none.
+
+Starts, on loopback, an echo upstream (uvloop, one process), nginx with a one-line ``stream``
+proxy to it (``worker_processes 1``; needs Debian's ``libnginx-mod-stream``), and ``fastkong
+start --stream-listen`` with one tcp route to it. Then, for each target in turn, interleaved
+over ``--rounds``:
+
+* **connections/s**: ``--clients`` concurrent loops, each opening a connection, sending 64
+  bytes, reading them back and closing (a new TCP connection and upstream connection each time);
+* **bulk MB/s**: one connection echoing ``--megabytes`` MB through in 64 KiB writes.
+
+    python bench/stream.py [--rounds 3] [--seconds 5] [--clients 20] [--megabytes 200]
+
+Prints one line per target and round, then the medians and the ratios to nginx.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import uvloop
+
+ROOT = Path(__file__).resolve().parent.parent
+MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
+
+ECHO = """
+import asyncio, sys, uvloop
+class Echo(asyncio.Protocol):
+    def connection_made(self, t): self.t = t
+    def data_received(self, d): self.t.write(d)
+async def main():
+    server = await asyncio.get_running_loop().create_server(Echo, "127.0.0.1", int(sys.argv[1]))
+    await server.serve_forever()
+uvloop.run(main())
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(port)
+
+
+async def _one(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"x" * 64)
+    await reader.readexactly(64)
+    writer.close()
+    await writer.wait_closed()
+
+
+async def connections_per_second(port: int, clients: int, seconds: float) -> float:
+    done = 0
+    stop = time.monotonic() + seconds
+
+    async def loop() -> None:
+        nonlocal done
+        while time.monotonic() < stop:
+            await _one(port)
+            done += 1
+
+    started = time.monotonic()
+    await asyncio.gather(*(loop() for _ in range(clients)))
+    return done / (time.monotonic() - started)
+
+
+async def bulk(port: int, megabytes: int) -> float:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    chunk = b"y" * 65536
+    total = megabytes * 1024 * 1024
+
+    async def send() -> None:
+        for _ in range(total // len(chunk)):
+            writer.write(chunk)
+            await writer.drain()
+
+    started = time.monotonic()
+    sender = asyncio.create_task(send())
+    got = 0
+    while got < total:
+        got += len(await reader.read(1 << 20))
+    await sender
+    writer.close()
+    return megabytes / (time.monotonic() - started)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--megabytes", type=int, default=200)
+    args = parser.parse_args()
+    if not MODULE.exists() or shutil.which("nginx") is None:
+        print("needs nginx and its stream module: apt-get install nginx libnginx-mod-stream")
+        return 1
+    work = Path(tempfile.mkdtemp(prefix="fastkong-bench-stream-"))
+    up, via_nginx, via_fastkong = free_port(), free_port(), free_port()
+    (work / "nginx.conf").write_text(
+        f"load_module {MODULE};\nworker_processes 1;\ndaemon off;\npid {work}/nginx.pid;\n"
+        f"error_log {work}/error.log;\nevents {{ worker_connections 4096; }}\n"
+        f"stream {{ server {{ listen 127.0.0.1:{via_nginx}; "
+        f"proxy_pass 127.0.0.1:{up}; }} }}\n"
+    )
+    (work / "kong.yml").write_text(
+        '_format_version: "3.0"\nservices:\n- name: echo\n  protocol: tcp\n'
+        f"  host: 127.0.0.1\n  port: {up}\n  routes:\n  - name: echo\n    protocols: [tcp]\n"
+        f"    destinations: [{{port: {via_fastkong}}}]\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", ECHO, str(up)]),
+        subprocess.Popen(["nginx", "-c", str(work / "nginx.conf"), "-p", str(work)]),
+        subprocess.Popen(
+            [sys.executable, "-m", "fastkong", "start", "-c", str(work / "kong.yml"),
+             "--proxy-listen", f"127.0.0.1:{free_port()}", "--admin-listen", "off",
+             "--status-listen", "off", "--stream-listen", f"127.0.0.1:{via_fastkong}"],
+            cwd=ROOT,
+        ),
+    ]  # fmt: skip
+    targets = {"direct": up, "nginx": via_nginx, "fastkong": via_fastkong}
+    results: dict[str, dict[str, list[float]]] = {t: {"conn": [], "bulk": []} for t in targets}
+    try:
+        for port in targets.values():
+            wait_port(port)
+        time.sleep(1)
+        for r in range(args.rounds):
+            for name, port in targets.items():
+                conn = uvloop.run(connections_per_second(port, args.clients, args.seconds))
+                mbs = uvloop.run(bulk(port, args.megabytes))
+                results[name]["conn"].append(conn)
+                results[name]["bulk"].append(mbs)
+                print(f"round {r + 1} {name:9} {conn:9.0f} conn/s {mbs:8.0f} MB/s", flush=True)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(30)
+        shutil.rmtree(work, ignore_errors=True)
+    base = {k: statistics.median(v) for k, v in results["nginx"].items()}
+    print("\nmedians:")
+    for name in targets:
+        conn = statistics.median(results[name]["conn"])
+        mbs = statistics.median(results[name]["bulk"])
+        print(
+            f"{name:9} {conn:9.0f} conn/s ({conn / base['conn']:.2f} of nginx)  "
+            f"{mbs:8.0f} MB/s ({mbs / base['bulk']:.2f} of nginx)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
