@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 import uuid
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,7 +16,8 @@ from fastkong.stream.router import StreamRouter
 from fastkong.stream.snapshot import build_snapshot
 
 
-def _router(routes: str, services: str = "") -> StreamRouter:
+def _config(routes: str, services: str = "", rest: str = "") -> Any:
+    """A config whose service ``s`` (tcp) has ``routes``; ``services``: more of them."""
     text = f"""
 _format_version: "3.0"
 services:
@@ -26,8 +28,13 @@ services:
   routes:
 {routes}
 {services}
+{rest}
 """
-    return StreamRouter(load_config(text.encode()).config.routes)
+    return load_config(text.encode()).config
+
+
+def _router(routes: str, services: str = "") -> StreamRouter:
+    return StreamRouter(_config(routes, services).routes)
 
 
 def _name(router: StreamRouter, sni: str | None, src: str = "10.0.0.1", sport: int = 5000,
@@ -109,21 +116,16 @@ def test_ties_go_to_the_larger_route_id() -> None:
 
 
 def test_http_and_udp_routes_are_left_out_and_disabled_services_too() -> None:
-    config = load_config(
-        b"""
-_format_version: "3.0"
-services:
-- name: s
-  protocol: tcp
-  host: 127.0.0.1
-  port: 9
-  routes:
+    config = _config(
+        """
   - name: web
     protocols: [http]
     paths: [/]
   - name: dgram
     protocols: [udp]
     destinations: [{port: 7000}]
+""",
+        """
 - name: disabled-svc
   protocol: tcp
   host: 127.0.0.1
@@ -133,23 +135,16 @@ services:
   - name: of-disabled
     protocols: [tcp]
     destinations: [{port: 7000}]
-"""
-    ).config
+""",
+    )
     assert [r.name for r in StreamRouter(config.routes).routes] == ["of-disabled"]
     # the snapshot drops it too, as Kong leaves a disabled service's routes out
     assert len(build_snapshot(config, "h", None).router) == 0
 
 
 def test_ip_restriction_guards_stream_routes() -> None:
-    config = load_config(
-        b"""
-_format_version: "3.0"
-services:
-- name: s
-  protocol: tcp
-  host: 127.0.0.1
-  port: 9
-  routes:
+    config = _config(
+        """
   - name: guarded
     protocols: [tcp]
     destinations: [{port: 7000}]
@@ -159,12 +154,14 @@ services:
   - name: open
     protocols: [tcp]
     destinations: [{port: 7001}]
+""",
+        rest="""
 plugins:
 - name: ip-restriction
   protocols: [http, https]
   config: {deny: [0.0.0.0/0]}
-"""
-    ).config
+""",
+    )
     snap = build_snapshot(config, "h", None)
     guarded = snap.router.match(None, "10.0.0.1", 1, "127.0.0.1", 7000)
     assert guarded is not None
