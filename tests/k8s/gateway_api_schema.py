@@ -1,7 +1,8 @@
 """Strict JSON schemas of the Gateway API kinds the controller reads (``gateway.networking.k8s.io``
-standard channel: GatewayClass, Gateway, HTTPRoute v1; ReferenceGrant v1beta1), written for the
-offline manifest tests: every field of the API's specs by name and type, unknown fields errors
-(as ``kubectl apply --validate=strict`` refuses them). A cluster gets the CRDs from the Gateway
+standard channel: GatewayClass, Gateway, HTTPRoute v1; ReferenceGrant v1beta1; experimental
+channel: TCPRoute, TLSRoute v1alpha2), written for the offline manifest tests: every field of the
+API's specs by name and type, unknown fields errors (as ``kubectl apply --validate=strict``
+refuses them). A cluster gets the CRDs from the Gateway
 API project itself; these only catch a misspelt or misplaced field in fastkong's examples and
 test inputs."""
 
@@ -69,6 +70,8 @@ _RULE = _obj(
     ),
     timeouts=_obj(request=STR, backendRequest=STR),
 )
+# TCPRoute and TLSRoute rules (at least one): backends only, no matches or filters.
+_STREAM_RULES = {**_list(_obj(name=STR, backendRefs=_list(_BACKEND_REF))), "minItems": 1}
 _LISTENER = _obj(
     ("name", "port", "protocol"),
     name=STR,
@@ -101,6 +104,10 @@ SPECS: dict[str, dict[str, Any]] = {
         hostnames=_list(STR),
         rules=_list(_RULE),
     ),
+    "TCPRoute": _obj(("rules",), parentRefs=_list(_PARENT_REF), rules=_STREAM_RULES),
+    "TLSRoute": _obj(
+        ("rules",), parentRefs=_list(_PARENT_REF), hostnames=_list(STR), rules=_STREAM_RULES
+    ),
     "ReferenceGrant": _obj(
         ("from", "to"),
         **{
@@ -111,12 +118,18 @@ SPECS: dict[str, dict[str, Any]] = {
 }
 
 
+# The API versions a kind is written in (the served ones of the channel the kind is in).
+VERSIONS: dict[str, tuple[str, ...]] = {
+    kind: ("v1alpha2",) if kind in ("TCPRoute", "TLSRoute") else ("v1", "v1beta1") for kind in SPECS
+}
+
+
 def schemas() -> dict[str, dict[str, Any]]:
     """``kind`` -> the schema of a whole object of that kind."""
     return {
         kind: _obj(
             ("apiVersion", "kind", "metadata", "spec"),
-            apiVersion={"enum": [f"gateway.networking.k8s.io/{v}" for v in ("v1", "v1beta1")]},
+            apiVersion={"enum": [f"gateway.networking.k8s.io/{v}" for v in VERSIONS[kind]]},
             kind={"const": kind},
             metadata=ANY_OBJECT,
             spec=spec,

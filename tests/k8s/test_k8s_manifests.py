@@ -22,7 +22,7 @@ import pytest
 import yaml
 from helm_python import Chart, lint
 
-from fastkong.cli import proxy_listeners
+from fastkong.cli import proxy_listeners, stream_listeners
 from fastkong.k8s import translate
 from fastkong.k8s.watch import RESOURCES
 from tests.k8s import gateway_api_schema
@@ -33,6 +33,7 @@ BASE = REPO / "configs" / "kubernetes" / "base"
 OVERLAY = REPO / "configs" / "kubernetes" / "overlays" / "with-controller"
 CHART = REPO / "configs" / "helm" / "fastkong"
 GATEWAY_EXAMPLE = REPO / "configs" / "kubernetes" / "examples" / "gateway-api.yaml"
+STREAM_EXAMPLE = REPO / "configs" / "kubernetes" / "examples" / "stream"
 CR_GROUP = "configuration.konghq.com"
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 IMAGE = "fastkong:0.1.0"
@@ -54,6 +55,15 @@ CHART_VALUES: dict[str, dict[str, Any]] = {
         "rbac": {"create": False},
         "serviceAccount": {"create": False, "name": "gateway"},
         "proxy": {"type": "ClusterIP"},
+    },
+    "stream": {
+        "proxy": {"type": "NodePort", "tls": {"enabled": True, "secretName": "edge-tls"}},
+        "stream": {
+            "listeners": [
+                {"name": "postgres", "containerPort": 5432, "nodePort": 30432},
+                {"name": "tls", "containerPort": 9443, "servicePort": 9000, "ssl": True},
+            ]
+        },
     },
 }
 
@@ -129,6 +139,17 @@ def _strict(schema: Any) -> Any:
     return out
 
 
+def stream_ports(container: dict[str, Any]) -> dict[str, tuple[int, bool]]:
+    """Port name -> (container port, ssl) of each KONG_STREAM_LISTEN listener; each listener
+    must have its own container port."""
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    listeners = stream_listeners(env.get("KONG_STREAM_LISTEN") or "off")
+    names = {p["containerPort"]: p["name"] for p in container["ports"]}
+    assert all(x.host == "0.0.0.0" and x.port in names for x in listeners), listeners
+    assert len({x.port for x in listeners}) == len(listeners)
+    return {names[x.port]: (x.port, x.ssl) for x in listeners}
+
+
 def gateway_pod(objs: list[dict[str, Any]]) -> dict[str, Any]:
     (workload,) = [
         o
@@ -140,7 +161,9 @@ def gateway_pod(objs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # -- kustomize ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("path", [BASE, OVERLAY], ids=["base", "with-controller"])
+@pytest.mark.parametrize(
+    "path", [BASE, OVERLAY, STREAM_EXAMPLE], ids=["base", "with-controller", "stream"]
+)
 def test_kustomization_objects_are_valid(path: Path) -> None:
     objs = kustomize(path)
     for obj in objs:
@@ -153,8 +176,8 @@ def test_base_holds_the_data_plane() -> None:
     assert kinds == sorted(
         [
             "Namespace",
-            *["CustomResourceDefinition"] * 5,  # KongPlugin, KongClusterPlugin, KongConsumer,
-            # KongUpstreamPolicy, IngressClassParameters
+            *["CustomResourceDefinition"] * 6,  # KongPlugin, KongClusterPlugin, KongConsumer,
+            # KongUpstreamPolicy, IngressClassParameters, TCPIngress
             "IngressClass",
             "ServiceAccount",
             "ClusterRole",
@@ -180,6 +203,7 @@ def test_overlay_adds_the_controller() -> None:
 # -- policy: what every rendering of the data plane must keep -----------------------------------
 def _renderings() -> list[tuple[str, list[dict[str, Any]]]]:
     out = [("kustomize-base", kustomize(BASE)), ("kustomize-overlay", kustomize(OVERLAY))]
+    out += [("kustomize-stream", kustomize(STREAM_EXAMPLE))]
     out += [(f"chart-{k}", render_chart(v)) for k, v in CHART_VALUES.items()]
     return out
 
@@ -196,7 +220,9 @@ def test_data_plane_policy(renderings: list[tuple[str, list[dict[str, Any]]]]) -
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert env["KONG_DECLARATIVE_CONFIG"] == "/etc/fastkong/kong.yml", label
         assert env["KONG_STATUS_LISTEN"] == "0.0.0.0:8100", label
-        assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
+        stream = stream_ports(container)
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert {k: v for k, v in ports.items() if k not in stream} == {
             "proxy": 8000,
             "proxy-tls": 8443,
             "admin": 8001,
@@ -229,6 +255,48 @@ def test_admin_service_is_headless(renderings: list[tuple[str, list[dict[str, An
             o for o in objs if o["kind"] == "Service" and o["metadata"]["name"].endswith("-admin")
         ]
         assert admin and admin[0]["spec"]["clusterIP"] == "None", label
+
+
+def test_stream_listeners_are_exposed(
+    renderings: list[tuple[str, list[dict[str, Any]]]],
+) -> None:
+    """Each KONG_STREAM_LISTEN listener is a container port, a port of the proxy Service
+    (targeting it by name) and a port the NetworkPolicy opens."""
+    seen = {}
+    for label, objs in renderings:
+        stream = stream_ports(gateway_pod(objs)["containers"][0])
+        seen[label] = stream
+        proxy = [
+            o for o in objs if o["kind"] == "Service" and o["metadata"]["name"].endswith("-proxy")
+        ]
+        for service in proxy:
+            targets = {p["targetPort"] for p in service["spec"]["ports"]}
+            assert set(stream) <= targets, label
+            assert len({p["port"] for p in service["spec"]["ports"]}) == len(targets), label
+        for policy in [o for o in objs if o["kind"] == "NetworkPolicy"]:
+            opened = {p["port"] for p in policy["spec"]["ingress"][0]["ports"]}
+            assert set(stream) <= opened, label
+    assert seen["kustomize-stream"] == {"postgres": (5432, False), "tls-passthru": (9443, True)}
+    assert seen["chart-stream"] == {"postgres": (5432, False), "tls": (9443, True)}
+    assert all(not v for k, v in seen.items() if not k.endswith("-stream"))
+
+
+def test_chart_stream_service_ports() -> None:
+    objs = render_chart(CHART_VALUES["stream"])
+    (proxy,) = [o for o in objs if o["metadata"]["name"] == "fastkong-proxy"]
+    ports = {p["name"]: p for p in proxy["spec"]["ports"]}
+    assert ports["postgres"] == {
+        "name": "postgres",
+        "port": 5432,
+        "targetPort": "postgres",
+        "protocol": "TCP",
+        "nodePort": 30432,
+    }
+    assert ports["tls"]["port"] == 9000 and "nodePort" not in ports["tls"]
+    values = copy.deepcopy(CHART_VALUES["stream"])
+    values["proxy"] = {"type": "ClusterIP"}
+    (proxy,) = [o for o in render_chart(values) if o["metadata"]["name"] == "fastkong-proxy"]
+    assert all("nodePort" not in p for p in proxy["spec"]["ports"])
 
 
 # -- the chart ---------------------------------------------------------------------------------
@@ -297,6 +365,38 @@ def test_chart_lints_and_its_schema_rejects_bad_values() -> None:
     for bad in ({"proxy": {"type": "Ingress"}}, {"deployment": {"daemonset": "yes"}}, {"typo": 1}):
         with pytest.raises(Exception, match="fastkong"):
             chart.validate_schema(bad)
+    for listener in (
+        {"name": "status", "containerPort": 9000},  # a name the chart uses
+        {"name": "a-very-long-name", "containerPort": 9000},  # over 15 characters
+        {"name": "Pg", "containerPort": 9000},
+        {"name": "5432", "containerPort": 9000},  # no letter
+        {"name": "pg"},
+        {"name": "pg", "containerPort": 70000},
+        {"name": "pg", "containerPort": 9000, "udp": True},
+        {"name": "pg", "containerPort": 9000, "nodePort": 80},
+    ):
+        with pytest.raises(Exception, match="fastkong"):
+            chart.validate_schema({"stream": {"listeners": [listener]}})
+
+
+@pytest.mark.parametrize(
+    "listeners",
+    [
+        [{"name": "pg", "containerPort": 8000}],  # proxy's container port
+        [{"name": "pg", "containerPort": 9000, "servicePort": 80}],  # proxy's service port
+        [{"name": "pg", "containerPort": 9000}, {"name": "pg", "containerPort": 9001}],
+        [{"name": "a", "containerPort": 9000}, {"name": "b", "containerPort": 9000}],
+        [
+            {"name": "a", "containerPort": 9000},
+            {"name": "b", "containerPort": 9001, "servicePort": 9000},
+        ],
+    ],
+)
+def test_chart_refuses_stream_listeners_that_collide(listeners: list[dict[str, Any]]) -> None:
+    values = {"stream": {"listeners": listeners}}
+    Chart.load(str(CHART)).validate_schema(values)
+    with pytest.raises(Exception, match="is taken"):
+        render_chart(values)
 
 
 def test_chart_crds_are_the_base_crds() -> None:
@@ -336,6 +436,57 @@ def test_gateway_api_schemas_reject_typos() -> None:
     assert not list(jsonschema.Draft7Validator(schemas["HTTPRoute"]).iter_errors(route))
     route["spec"]["rules"][0]["matchs"] = []
     assert list(jsonschema.Draft7Validator(schemas["HTTPRoute"]).iter_errors(route))
+
+
+def test_gateway_api_stream_route_schemas() -> None:
+    schemas = gateway_api_schemas()
+    gateway = {
+        "apiVersion": f"{GATEWAY_GROUP}/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "gw"},
+        "spec": {
+            "gatewayClassName": "fastkong",
+            "listeners": [
+                {"name": "pg", "port": 5432, "protocol": "TCP"},
+                {
+                    "name": "vault",
+                    "port": 9443,
+                    "protocol": "TLS",
+                    "hostname": "vault.example.com",
+                    "tls": {"mode": "Passthrough"},
+                    "allowedRoutes": {"kinds": [{"kind": "TLSRoute"}]},
+                },
+            ],
+        },
+    }
+    assert not list(jsonschema.Draft7Validator(schemas["Gateway"]).iter_errors(gateway))
+    backend = {"name": "pg", "port": 5432, "weight": 1}
+    tcp = {
+        "apiVersion": f"{GATEWAY_GROUP}/v1alpha2",
+        "kind": "TCPRoute",
+        "metadata": {"name": "pg"},
+        "spec": {
+            "parentRefs": [{"name": "gw", "sectionName": "pg", "port": 5432}],
+            "rules": [{"name": "all", "backendRefs": [backend]}],
+        },
+    }
+    tls = copy.deepcopy(tcp) | {"kind": "TLSRoute"}
+    tls["spec"]["hostnames"] = ["vault.example.com"]
+    for route in (tcp, tls):
+        validator = jsonschema.Draft7Validator(schemas[route["kind"]])
+        assert not list(validator.iter_errors(route)), route["kind"]
+        for typo in (
+            {"rules": [{"backendRef": [backend]}]},
+            {"rules": [{"matches": [], "backendRefs": [backend]}]},  # no matches on streams
+            {"rules": []},
+            {"parentRefs": [{"name": "gw", "sectionname": "pg"}]},
+        ):
+            bad = copy.deepcopy(route)
+            bad["spec"].update(typo)
+            assert list(validator.iter_errors(bad)), (route["kind"], typo)
+        assert list(validator.iter_errors({**route, "apiVersion": f"{GATEWAY_GROUP}/v1"}))
+    tcp["spec"]["hostnames"] = ["vault.example.com"]  # TLSRoute only
+    assert list(jsonschema.Draft7Validator(schemas["TCPRoute"]).iter_errors(tcp))
 
 
 def test_crds_accept_kic_fields_and_reject_typos() -> None:
@@ -412,6 +563,43 @@ def test_crds_accept_kic_fields_and_reject_typos() -> None:
     assert list(jsonschema.Draft7Validator(schema).iter_errors(params))
 
 
+def test_tcpingress_crd_accepts_kic_fields_and_rejects_typos() -> None:
+    schema = crd_schemas()["TCPIngress"]
+    ingress = {
+        "apiVersion": f"{CR_GROUP}/v1beta1",
+        "kind": "TCPIngress",
+        "metadata": {"name": "t", "annotations": {"kubernetes.io/ingress.class": "kong"}},
+        "spec": {
+            "rules": [
+                {"port": 5432, "backend": {"serviceName": "pg", "servicePort": 5432}},
+                {
+                    "host": "vault.example.com",
+                    "port": 9443,
+                    "backend": {"serviceName": "vault", "servicePort": 8200},
+                },
+            ],
+            "tls": [{"hosts": ["vault.example.com"], "secretName": "vault-tls"}],
+        },
+        "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}},
+    }
+    assert not list(jsonschema.Draft7Validator(schema).iter_errors(ingress))
+    for path, value in [
+        (("spec", "rules", 0, "backend"), {"serviceName": "pg", "serivcePort": 5432}),
+        (("spec", "rules", 0, "backend"), {"serviceName": "pg"}),
+        (("spec", "rules", 0, "backend"), {"serviceName": "Pg_1", "servicePort": 5432}),
+        (("spec", "rules", 0, "port"), 0),
+        (("spec", "rules", 1), {"host": "a", "backend": {"serviceName": "a", "servicePort": 1}}),
+        (("spec", "tls", 0), {"host": ["vault.example.com"], "secretName": "s"}),
+        (("spec",), {"rule": []}),
+    ]:
+        typo = copy.deepcopy(ingress)
+        parent = typo
+        for key in path[:-1]:
+            parent = parent[key]
+        parent[path[-1]] = value
+        assert list(jsonschema.Draft7Validator(schema).iter_errors(typo)), (path, value)
+
+
 def test_the_gateway_api_example_is_valid_and_translates() -> None:
     schemas = gateway_api_schemas()
     objs = load_objects(GATEWAY_EXAMPLE)
@@ -455,8 +643,18 @@ def test_cluster_role_covers_what_the_controller_reads_and_writes(
         for res in RESOURCES:
             for verb in ("list", "watch"):
                 assert (res.group, res.plural, verb) in granted, (label, res, verb)
-        for plural in ("gatewayclasses", "gateways", "httproutes"):
+        for plural in ("gatewayclasses", "gateways", "httproutes", "tcproutes", "tlsroutes"):
             assert ("gateway.networking.k8s.io", f"{plural}/status", "update") in granted, label
+        # The stream routes, named here as well until fastkong.k8s.watch.RESOURCES has them.
+        for group, plural in [
+            (GATEWAY_GROUP, "tcproutes"),
+            (GATEWAY_GROUP, "tlsroutes"),
+            (CR_GROUP, "tcpingresses"),
+        ]:
+            for verb in ("get", "list", "watch"):
+                assert (group, plural, verb) in granted, (label, plural, verb)
+        # KIC's TCPIngress status (loadBalancer) is not written.
+        assert not any(g == CR_GROUP and r == "tcpingresses/status" for g, r, _ in granted)
 
 
 # -- the image ---------------------------------------------------------------------------------

@@ -45,3 +45,43 @@ app.kubernetes.io/component: controller
 {{- define "fastkong.image" -}}
 {{- printf "%s:%s" .repository (toString .tag) -}}
 {{- end -}}
+
+{{- /*
+KONG_STREAM_LISTEN from stream.listeners: "0.0.0.0:<containerPort>[ ssl]", comma-joined. Fails
+the render when a listener's name or port is taken (by another listener or by the proxy, admin
+or status ports): the pod and the Service would be refused, or silently serve the wrong port.
+*/}}
+{{- define "fastkong.streamListen" -}}
+{{- $names := dict "proxy" "proxy" "proxy-tls" "proxy-tls" "admin" "admin" "status" "status" -}}
+{{- $containerPorts := dict -}}
+{{- $_ := set $containerPorts (toString .Values.proxy.http.containerPort) "proxy" -}}
+{{- $_ := set $containerPorts (toString .Values.proxy.tls.containerPort) "proxy-tls" -}}
+{{- $_ := set $containerPorts (toString .Values.admin.http.containerPort) "admin" -}}
+{{- $_ := set $containerPorts (toString .Values.status.http.containerPort) "status" -}}
+{{- $servicePorts := dict -}}
+{{- if .Values.proxy.http.enabled -}}
+{{- $_ := set $servicePorts (toString .Values.proxy.http.servicePort) "proxy" -}}
+{{- end -}}
+{{- if .Values.proxy.tls.enabled -}}
+{{- $_ := set $servicePorts (toString .Values.proxy.tls.servicePort) "proxy-tls" -}}
+{{- end -}}
+{{- $entries := list -}}
+{{- range .Values.stream.listeners -}}
+{{- if hasKey $names .name -}}
+{{- fail (printf "stream.listeners: the port name %s is taken" .name) -}}
+{{- end -}}
+{{- $_ := set $names .name .name -}}
+{{- $port := toString .containerPort -}}
+{{- if hasKey $containerPorts $port -}}
+{{- fail (printf "stream.listeners: %s: containerPort %s is taken by %s" .name $port (get $containerPorts $port)) -}}
+{{- end -}}
+{{- $_ := set $containerPorts $port .name -}}
+{{- $servicePort := toString (.servicePort | default .containerPort) -}}
+{{- if hasKey $servicePorts $servicePort -}}
+{{- fail (printf "stream.listeners: %s: servicePort %s is taken by %s" .name $servicePort (get $servicePorts $servicePort)) -}}
+{{- end -}}
+{{- $_ := set $servicePorts $servicePort .name -}}
+{{- $entries = append $entries (printf "0.0.0.0:%s%s" $port (ternary " ssl" "" (.ssl | default false))) -}}
+{{- end -}}
+{{- join ", " $entries -}}
+{{- end -}}
