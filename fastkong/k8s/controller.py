@@ -56,7 +56,7 @@ from fastkong.k8s.events import (
     proxy_addresses,
 )
 from fastkong.k8s.gateway_status import GatewayStatusUpdater, desired
-from fastkong.k8s.gatewayapi import DEFAULT_CONTROLLER
+from fastkong.k8s.gatewayapi import DEFAULT_CONTROLLER, ROUTE_KINDS
 from fastkong.k8s.gatewayapi import view as gateway_view
 from fastkong.k8s.ingress import class_filter
 from fastkong.k8s.leader import LeaderElector
@@ -338,7 +338,9 @@ class Controller:
 
     async def _update_gateway_status(self) -> None:
         """Gateway API status (gateway_status.py), when there is any Gateway API object."""
-        if not self.store.keys("GatewayClass") and not self.store.keys("HTTPRoute"):
+        if not self.store.keys("GatewayClass") and not any(
+            self.store.keys(kind) for kind in ROUTE_KINDS
+        ):
             return
         objects = self.store.objects()
         index = Index(objects)

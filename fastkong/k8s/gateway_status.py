@@ -1,4 +1,4 @@
-"""Gateway API status: what our GatewayClasses, Gateways and HTTPRoutes report, written by the
+"""Gateway API status: what our GatewayClasses, Gateways and routes report, written by the
 leader through the ``status`` subresource, only when it changed.
 
 :func:`desired` is pure: from the same :class:`~fastkong.k8s.gatewayapi.GatewayView` the
@@ -8,11 +8,12 @@ translator used, it computes
 - **Gateway**: ``Accepted`` True; ``Programmed`` True when the proxy Service has an address
   (``status.addresses``, as Ingress status takes it: load-balancer IPs/hostnames, else
   external IPs, else the cluster IP), else False AddressNotAssigned; one ``listeners[]`` entry
-  per listener with ``supportedKinds`` (HTTPRoute for HTTP/HTTPS, nothing else: Accepted False
-  UnsupportedProtocol), ``attachedRoutes`` and its conditions (an HTTPS listener whose
-  certificate Secret is missing or not granted: ResolvedRefs False InvalidCertificateRef or
-  RefNotPermitted, Programmed False).
-- **HTTPRoute**: one ``status.parents[]`` entry per ``parentRefs`` entry naming one of our
+  per listener with ``supportedKinds`` (HTTPRoute for HTTP/HTTPS, TCPRoute for TCP, TLSRoute
+  for TLS, nothing else: Accepted False UnsupportedProtocol), ``attachedRoutes`` and its
+  conditions (a terminating listener whose certificate Secret is missing or not granted:
+  ResolvedRefs False InvalidCertificateRef or RefNotPermitted, Programmed False).
+- **HTTPRoute, TCPRoute, TLSRoute**: one ``status.parents[]`` entry per ``parentRefs`` entry
+  naming one of our
   Gateways, with our ``controllerName``: ``Accepted`` (Accepted, NoMatchingParent,
   NotAllowedByListeners, NoMatchingListenerHostname, or UnsupportedValue when the route cannot
   be translated) and ``ResolvedRefs`` (ResolvedRefs, or the first failing backendRef's
@@ -39,6 +40,7 @@ from kubernetes.aio.client import ApiClient, CustomObjectsApi
 from kubernetes.aio.client.exceptions import ApiException
 
 from fastkong.k8s import gatewayapi as gw
+from fastkong.k8s import l4route
 from fastkong.k8s import objects as o
 from fastkong.k8s.gatewayapi import GatewayView, RouteView
 from fastkong.k8s.httproute import route_errors
@@ -52,8 +54,9 @@ PLURALS: Final = {
     "GatewayClass": "gatewayclasses",
     "Gateway": "gateways",
     "HTTPRoute": "httproutes",
+    "TCPRoute": "tcproutes",
+    "TLSRoute": "tlsroutes",
 }
-ROUTE_KINDS: Final = [{"group": gw.GROUP, "kind": gw.ROUTE_KIND}]
 
 
 def condition(
@@ -95,10 +98,10 @@ def desired(
     found = addresses(proxy)
     for key, gateway in view.gateways.items():
         out[("Gateway", *key)] = _gateway(index, view, key, gateway, found)
-    by_key = {rv.key: rv for rv in view.routes}
-    for route in index.all("HTTPRoute"):
+    by_key = {(rv.kind, *rv.key): rv for rv in view.routes}
+    for route in (r for kind in gw.ROUTE_KINDS for r in index.all(kind)):
         key = (o.namespace(route), o.name(route))
-        rv = by_key.get(key)
+        rv = by_key.get((str(route.get("kind")), *key))
         mine = _route_parents(index, view, rv) if rv is not None else []
         kept = [
             p
@@ -112,7 +115,7 @@ def desired(
         ]
         if rv is None and not current:
             continue  # never ours: leave it alone
-        out[("HTTPRoute", *key)] = {**o_status(route), "parents": kept + mine}
+        out[(str(route.get("kind")), *key)] = {**o_status(route), "parents": kept + mine}
     return out
 
 
@@ -141,7 +144,8 @@ def _gateway(
     entries = []
     for listener in gw.listeners(gateway):
         name = str(listener.get("name") or "")
-        ok = gw.listener_supports_routes(listener)
+        kind = gw.listener_route_kind(listener)
+        ok = kind is not None
         if ok:
             accepted = condition("Accepted", True, "Accepted", gen)
             programmed = condition("Programmed", True, "Programmed", gen)
@@ -157,7 +161,7 @@ def _gateway(
         entries.append(
             {
                 "name": name,
-                "supportedKinds": copy.deepcopy(ROUTE_KINDS) if ok else [],
+                "supportedKinds": [{"group": gw.GROUP, "kind": kind}] if kind else [],
                 "attachedRoutes": view.attached(key, name),
                 "conditions": [
                     accepted,
@@ -177,7 +181,7 @@ def _gateway(
 
 def _route_parents(index: Index, view: GatewayView, rv: RouteView) -> list[dict[str, Any]]:
     gen = _generation(rv.route)
-    errors = route_errors(rv)
+    errors = route_errors(rv) if rv.kind == gw.ROUTE_KIND else l4route.route_errors(rv)
     failures = gw.route_ref_failures(index, rv)
     resolved = (
         condition("ResolvedRefs", True, "ResolvedRefs", gen)

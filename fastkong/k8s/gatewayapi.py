@@ -1,5 +1,6 @@
-"""Gateway API (``gateway.networking.k8s.io``): which GatewayClasses, Gateways and HTTPRoutes are
-ours, which listeners accept which route, and which backends a route may use.
+"""Gateway API (``gateway.networking.k8s.io``): which GatewayClasses, Gateways and routes
+(HTTPRoute; TCPRoute and TLSRoute from the experimental channel) are ours, which listeners accept
+which route, and which backends a route may use.
 
 Pure, like the translator: an :class:`~fastkong.k8s.objects.Index` in, plain data out. Both the
 translator (:mod:`fastkong.k8s.httproute`) and the status writer
@@ -9,13 +10,14 @@ status says is what the config does.
 - A **GatewayClass** is ours when ``spec.controllerName`` is our controller name (a controller
   setting, ``fastkong.io/gateway-controller`` by default; KIC's is
   ``konghq.com/kic-gateway-controller``). A **Gateway** is ours when its class is.
-- An **HTTPRoute** is ours when a ``parentRefs`` entry names one of our Gateways. That entry is
+- A **route** is ours when a ``parentRefs`` entry names one of our Gateways. That entry is
   *accepted* when some listener of the Gateway matches it: the ``sectionName`` and ``port`` it
-  names (if any), protocol HTTP or HTTPS (TLS mode Terminate), ``allowedRoutes`` (``kinds``,
-  and ``namespaces.from`` Same/All/Selector against the route's Namespace labels), and a
-  hostname that intersects the route's. Otherwise its reason is the spec's (KIC's
-  ``getSupportedGatewayForRoute``): NoMatchingParent, NotAllowedByListeners or
-  NoMatchingListenerHostname.
+  names (if any), a protocol for the route's kind (HTTPRoute: HTTP, or HTTPS with TLS mode
+  Terminate; TCPRoute: TCP; TLSRoute: TLS, Passthrough or Terminate), ``allowedRoutes``
+  (``kinds``, and ``namespaces.from`` Same/All/Selector against the route's Namespace labels),
+  and a hostname that intersects the route's (TCPRoutes have none). Otherwise its reason is
+  the spec's (KIC's ``getSupportedGatewayForRoute``): NoMatchingParent, NotAllowedByListeners
+  or NoMatchingListenerHostname.
 - The route's **effective hostnames** are its hostnames intersected with the accepting
   listeners' (a route ``*.example.com`` under a listener ``foo.example.com`` serves
   ``foo.example.com``); with no route hostnames, the listeners' hostnames; none at all when a
@@ -24,9 +26,9 @@ status says is what the config does.
 - A **backendRef** is a core ``Service`` with a port. One in another namespace needs a
   ``v1beta1`` ReferenceGrant there whose ``from`` names HTTPRoutes of the route's namespace
   and whose ``to`` names the Service (or all Services).
-- An **HTTPS listener**'s first ``certificateRefs`` Secret (another namespace: with a
-  ReferenceGrant from Gateways) becomes a certificate whose SNI is the listener's hostname
-  (``*`` without one), as in KIC.
+- An **HTTPS listener**'s (or a terminating TLS listener's) first ``certificateRefs`` Secret
+  (another namespace: with a ReferenceGrant from Gateways) becomes a certificate whose SNI is
+  the listener's hostname (``*`` without one), as in KIC.
 
 Unlike KIC, a listener's acceptance is decided from the Gateway's spec, not from the status
 we wrote for it (KIC reads ``status.listeners`` back), so one translation suffices.
@@ -52,6 +54,15 @@ DEFAULT_CONTROLLER: Final = "fastkong.io/gateway-controller"
 #: Listener protocols an HTTPRoute can attach to, as Kong route protocols.
 HTTP_PROTOCOLS: Final[Mapping[str, str]] = {"HTTP": "http", "HTTPS": "https"}
 ROUTE_KIND: Final = "HTTPRoute"
+#: Listener protocol -> the route kind it takes (its ``supportedKinds``).
+LISTENER_ROUTE_KINDS: Final[Mapping[str, str]] = {
+    "HTTP": "HTTPRoute",
+    "HTTPS": "HTTPRoute",
+    "TCP": "TCPRoute",
+    "TLS": "TLSRoute",
+}
+#: The route kinds we translate, in the order they are read.
+ROUTE_KINDS: Final = ("HTTPRoute", "TLSRoute", "TCPRoute")
 NAMESPACE_NAME_LABEL: Final = "kubernetes.io/metadata.name"
 
 # Route parent reasons (gateway-api ``RouteConditionReason``).
@@ -83,7 +94,7 @@ class ParentResult:
 
 @dataclass(slots=True)
 class RouteView:
-    """One of our HTTPRoutes (with CRD defaults) and where it attaches."""
+    """One of our routes (with CRD defaults) and where it attaches."""
 
     route: Obj
     spec: Mapping[str, Any]
@@ -92,10 +103,16 @@ class RouteView:
     hostnames: list[str] = field(default_factory=list)
     #: Kong route protocols of the accepting listeners.
     protocols: list[str] = field(default_factory=list)
+    #: Ports of the accepting listeners (a TCPRoute's or TLSRoute's Kong ``destinations``).
+    ports: list[int] = field(default_factory=list)
 
     @property
     def accepted(self) -> bool:
         return any(p.accepted for p in self.parents)
+
+    @property
+    def kind(self) -> str:
+        return str(self.route.get("kind") or ROUTE_KIND)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -104,7 +121,7 @@ class RouteView:
 
 @dataclass(slots=True)
 class GatewayView:
-    """Our GatewayClasses, Gateways, and the HTTPRoutes that name them."""
+    """Our GatewayClasses, Gateways, and the routes that name them."""
 
     controller: str
     classes: dict[str, Obj] = field(default_factory=dict)
@@ -139,7 +156,13 @@ def view(index: Index, controller: str = DEFAULT_CONTROLLER) -> GatewayView:
             out.gateways[(o.namespace(gw), o.name(gw))] = gw
     if not out.gateways:
         return out
-    routes = sorted(index.all("HTTPRoute"), key=lambda r: (o.created(r), o.namespace(r), o.name(r)))
+    routes = [
+        route
+        for kind in ROUTE_KINDS
+        for route in sorted(
+            index.all(kind), key=lambda r: (o.created(r), o.namespace(r), o.name(r))
+        )
+    ]
     for route in routes:
         spec = route_spec(route)
         parents = [
@@ -151,6 +174,7 @@ def view(index: Index, controller: str = DEFAULT_CONTROLLER) -> GatewayView:
             rv = RouteView(route, spec, parents)
             rv.hostnames = effective_hostnames(out, rv)
             rv.protocols = _protocols(out, rv)
+            rv.ports = _ports(out, rv)
             out.routes.append(rv)
     return out
 
@@ -159,12 +183,21 @@ def view(index: Index, controller: str = DEFAULT_CONTROLLER) -> GatewayView:
 
 
 def route_spec(route: Obj) -> dict[str, Any]:
-    """The HTTPRoute's spec with the defaults of its CRD filled in (what the API server stores)."""
+    """The route's spec with the defaults of its CRD filled in (what the API server stores)."""
     spec = copy.deepcopy(dict(o.spec(route)))
     for ref in spec.get("parentRefs") or []:
         if isinstance(ref, dict):
             ref.setdefault("group", GROUP)
             ref.setdefault("kind", "Gateway")
+    if route.get("kind", ROUTE_KIND) != ROUTE_KIND:
+        # TCPRoute and TLSRoute rules have no matches or filters, and no default rule.
+        for rule in spec.get("rules") or []:
+            for ref in (rule.get("backendRefs") if isinstance(rule, dict) else None) or []:
+                if isinstance(ref, dict):
+                    ref.setdefault("group", "")
+                    ref.setdefault("kind", "Service")
+                    ref.setdefault("weight", 1)
+        return spec
     rules = spec.get("rules")
     if not isinstance(rules, list):
         rules = spec["rules"] = [{}]
@@ -216,12 +249,22 @@ def listeners(gateway: Obj) -> list[Mapping[str, Any]]:
     return [x for x in o.spec(gateway).get("listeners") or [] if isinstance(x, Mapping)]
 
 
-def listener_supports_routes(listener: Mapping[str, Any]) -> bool:
-    """HTTP or HTTPS, and TLS (if any) terminated here (KIC's ``routeTypeMatchesListenerType``)."""
-    if listener.get("protocol") not in HTTP_PROTOCOLS:
-        return False
+def listener_route_kind(listener: Mapping[str, Any]) -> str | None:
+    """The route kind a listener takes, None for a protocol we do not serve (UDP, an HTTPS
+    listener that passes TLS through: KIC's ``routeTypeMatchesListenerType``)."""
+    kind = LISTENER_ROUTE_KINDS.get(str(listener.get("protocol")))
+    if kind == ROUTE_KIND and tls_mode(listener) != "Terminate":
+        return None
+    return kind
+
+
+def tls_mode(listener: Mapping[str, Any]) -> str:
     tls = listener.get("tls")
-    return not isinstance(tls, Mapping) or tls.get("mode", "Terminate") == "Terminate"
+    return str(tls.get("mode") or "Terminate") if isinstance(tls, Mapping) else "Terminate"
+
+
+def listener_supports_routes(listener: Mapping[str, Any]) -> bool:
+    return listener_route_kind(listener) is not None
 
 
 def _parent(
@@ -241,11 +284,13 @@ def _parent(
             return ParentResult(
                 ref, key, False, NO_MATCHING_PARENT, f"no listener on port {ref['port']}"
             )
-    candidates = [x for x in candidates if listener_supports_routes(x)]
+    kind = route.get("kind", ROUTE_KIND)
+    candidates = [x for x in candidates if listener_route_kind(x) == kind]
     candidates = [x for x in candidates if allows(index, x, route, key[0])]
     if not candidates:
+        protocols = " or ".join(p for p, k in LISTENER_ROUTE_KINDS.items() if k == kind)
         return ParentResult(
-            ref, key, False, NOT_ALLOWED, "no HTTP or HTTPS listener allows this route"
+            ref, key, False, NOT_ALLOWED, f"no {protocols} listener allows this route"
         )
     hostnames = [str(h) for h in spec.get("hostnames") or []]
     candidates = [x for x in candidates if _listener_hostname_fits(x, hostnames)]
@@ -262,14 +307,13 @@ def _parent(
 
 
 def allows(index: Index, listener: Mapping[str, Any], route: Obj, gateway_ns: str) -> bool:
-    """The listener's ``allowedRoutes``: ``kinds`` (default: HTTPRoute for HTTP/HTTPS) and
+    """The listener's ``allowedRoutes``: ``kinds`` (default: the kind of its protocol) and
     ``namespaces.from`` (default Same)."""
     allowed = listener.get("allowedRoutes")
     allowed = allowed if isinstance(allowed, Mapping) else {}
     kinds = [k for k in allowed.get("kinds") or [] if isinstance(k, Mapping)]
-    if kinds and not any(
-        k.get("kind") == ROUTE_KIND and k.get("group", GROUP) == GROUP for k in kinds
-    ):
+    kind = route.get("kind", ROUTE_KIND)
+    if kinds and not any(k.get("kind") == kind and k.get("group", GROUP) == GROUP for k in kinds):
         return False
     namespaces = allowed.get("namespaces")
     namespaces = namespaces if isinstance(namespaces, Mapping) else {}
@@ -376,8 +420,18 @@ def effective_hostnames(v: GatewayView, rv: RouteView) -> list[str]:
 
 
 def _protocols(v: GatewayView, rv: RouteView) -> list[str]:
+    if rv.kind == "TCPRoute":
+        return ["tcp"]
+    if rv.kind == "TLSRoute":
+        # One route cannot both terminate and pass through: Passthrough wins, as in KIC.
+        modes = {tls_mode(x) for x in _accepting(v, rv)}
+        return ["tls_passthrough"] if "Passthrough" in modes or not modes else ["tls"]
     found = {HTTP_PROTOCOLS[str(x.get("protocol"))] for x in _accepting(v, rv)}
     return sorted(found) or ["http", "https"]
+
+
+def _ports(v: GatewayView, rv: RouteView) -> list[int]:
+    return sorted({p for x in _accepting(v, rv) if isinstance(p := x.get("port"), int)})
 
 
 # -- backends ----------------------------------------------------------------------------------
@@ -421,7 +475,7 @@ def resolve_backend(
     if ns != o.namespace(route) and not granted(index, route, ns, str(name)):
         return RefFailure(
             REF_NOT_PERMITTED,
-            f"backendRef {where}: no ReferenceGrant in {ns} allows HTTPRoutes from "
+            f"backendRef {where}: no ReferenceGrant in {ns} allows {route.get('kind')}s from "
             f"{o.namespace(route)} to use it",
         )
     service = index.get("Service", ns, str(name))
@@ -471,11 +525,14 @@ def _grant_from(entry: Any, source: Obj) -> bool:
 def listener_certificate(
     index: Index, gateway: Obj, listener: Mapping[str, Any]
 ) -> Obj | RefFailure | None:
-    """The TLS Secret an HTTPS listener terminates with (its first ``certificateRefs`` entry,
-    as KIC reads it), why it cannot be used, or None when the listener has none."""
+    """The TLS Secret an HTTPS (or terminating TLS) listener terminates with (its first
+    ``certificateRefs`` entry, as KIC reads it), why it cannot be used, or None when the
+    listener has none."""
     tls = listener.get("tls")
     refs = tls.get("certificateRefs") if isinstance(tls, Mapping) else None
-    if listener.get("protocol") != "HTTPS" or not isinstance(refs, list) or not refs:
+    if listener.get("protocol") not in ("HTTPS", "TLS") or tls_mode(listener) != "Terminate":
+        return None
+    if not isinstance(refs, list) or not refs:
         return None
     ref = refs[0] if isinstance(refs[0], Mapping) else {}
     ns, name = str(ref.get("namespace") or o.namespace(gateway)), str(ref.get("name") or "")
@@ -495,7 +552,7 @@ def listener_certificate(
 
 
 def listener_tls_hosts(index: Index, v: GatewayView) -> list[tuple[Obj, Obj, str]]:
-    """(Gateway, TLS Secret, SNI) for every HTTPS listener of our Gateways with a usable
+    """(Gateway, TLS Secret, SNI) for every terminating listener of our Gateways with a usable
     certificate; the SNI is the listener's hostname, ``*`` without one (KIC's
     ``getGatewayCerts``)."""
     out = []

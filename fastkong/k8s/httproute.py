@@ -54,7 +54,13 @@ from typing import Any, Final
 from fastkong.k8s import naming
 from fastkong.k8s import objects as o
 from fastkong.k8s.annotations import apply_route_annotations
-from fastkong.k8s.gatewayapi import GatewayView, ResolvedBackend, RouteView, rule_backends
+from fastkong.k8s.gatewayapi import (
+    ROUTE_KIND,
+    GatewayView,
+    ResolvedBackend,
+    RouteView,
+    rule_backends,
+)
 from fastkong.k8s.ingress import _escape
 from fastkong.k8s.objects import Index, Obj, ObjectRef, Problem
 from fastkong.k8s.upstreams import MAX_WEIGHT, targets
@@ -272,7 +278,7 @@ def translate(
     out = Translated()
     usable: list[RouteView] = []
     for rv in gv.routes:
-        if not rv.accepted:
+        if rv.kind != ROUTE_KIND or not rv.accepted:
             continue
         errors = route_errors(rv)
         for why in errors:
@@ -322,7 +328,7 @@ def _service(
     upstream = note({"name": name, "tags": list(tags)}, ref)
     found = weighted_targets(index, backends)
     for target in found:
-        note(target, _slice_ref(target) or ref)
+        note(target, slice_ref(target) or ref)
     upstream["targets"] = found
     for route, extension, key in _routes(rules, note, problems):
         record["routes"].append(route)
@@ -331,7 +337,7 @@ def _service(
     out.upstreams.append(upstream)
 
 
-def _slice_ref(target: Mapping[str, Any]) -> ObjectRef | None:
+def slice_ref(target: Mapping[str, Any]) -> ObjectRef | None:
     values = dict(t.split(":", 1) for t in target.get("tags") or [] if ":" in t)
     if "k8s-kind" not in values or "k8s-name" not in values:
         return None

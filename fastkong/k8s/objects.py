@@ -30,6 +30,9 @@ KNOWN_KINDS: Final[Mapping[str, str]] = {
     "GatewayClass": "gateway.networking.k8s.io",
     "Gateway": "gateway.networking.k8s.io",
     "HTTPRoute": "gateway.networking.k8s.io",
+    "TCPRoute": "gateway.networking.k8s.io",
+    "TLSRoute": "gateway.networking.k8s.io",
+    "TCPIngress": "configuration.konghq.com",
     "ReferenceGrant": "gateway.networking.k8s.io",
     "Namespace": "",
 }

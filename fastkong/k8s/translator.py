@@ -15,11 +15,12 @@ What it reads (kong.md section 6; ``kic:internal/dataplane/translator``):
 - KongPlugin / KongClusterPlugin attached with ``konghq.com/plugins`` -> plugins; KongClusterPlugin
   labelled ``global: "true"`` -> global plugins.
 - KongConsumer + credential Secrets -> consumers with credentials.
-- Gateway API: HTTPRoutes attached to Gateways of our GatewayClass -> services, routes,
-  upstreams and plugins (:mod:`fastkong.k8s.gatewayapi` decides what is ours,
-  :mod:`fastkong.k8s.httproute` translates); the backend Services' annotations and
-  KongUpstreamPolicy apply to them as to an Ingress's; HTTPS listeners' Secrets ->
-  certificates.
+- TCPIngress of our class -> stream routes (:mod:`fastkong.k8s.tcpingress`).
+- Gateway API: HTTPRoutes, TCPRoutes and TLSRoutes attached to Gateways of our GatewayClass ->
+  services, routes, upstreams and plugins (:mod:`fastkong.k8s.gatewayapi` decides what is ours,
+  :mod:`fastkong.k8s.httproute` and :mod:`fastkong.k8s.l4route` translate); the backend
+  Services' annotations and KongUpstreamPolicy apply to them as to an Ingress's; HTTPS and
+  terminating TLS listeners' Secrets -> certificates.
 
 Unlike KIC, one broken object never blocks the rest: an object that cannot be translated, or
 whose entities do not pass the config layer's validation, is left out and reported as a
@@ -37,7 +38,7 @@ from typing import Any, Final
 import yaml
 
 from fastkong.k8s import annotations as ann
-from fastkong.k8s import gatewayapi, httproute, naming, service_tls
+from fastkong.k8s import gatewayapi, httproute, l4route, naming, service_tls, tcpingress
 from fastkong.k8s import objects as o
 from fastkong.k8s.consumers import build_consumer, conflicts, credential_sort_key
 from fastkong.k8s.gatewayapi import DEFAULT_CONTROLLER
@@ -178,8 +179,9 @@ class _Translation:
         self.k8s_services: dict[tuple[str, str], list[str]] = {}
         #: Ingress (ns, name) -> its route records.
         self.ingress_routes: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        #: HTTPRoute (ns, name) -> its route records, with their ExtensionRef KongPlugins.
-        self.httproute_routes: dict[tuple[str, str], list[tuple[dict[str, Any], list[str]]]] = {}
+        #: Route object (kind, ns, name) -> its route records, with the KongPlugins its
+        #: ExtensionRefs name (HTTPRoute, TCPRoute, TLSRoute, TCPIngress).
+        self.object_routes: dict[tuple[str, str, str], list[tuple[dict[str, Any], list[str]]]] = {}
         self.consumers: dict[tuple[str, str], dict[str, Any]] = {}
         #: TLS Secrets named by ``konghq.com/client-cert`` (ns, name) -> the Secret.
         self.client_certs: dict[tuple[str, str], Obj] = {}
@@ -212,7 +214,14 @@ class _Translation:
                 self.add_route(group)
         if (default := default_backend_group(ingresses, self.problems)) is not None:
             self.add_route(default)
-        self.add_httproutes()
+        tcp_ingresses = sorted(
+            (i for i in self.index.all(tcpingress.KIND) if ours(i)),
+            key=lambda i: (o.created(i), o.namespace(i), o.name(i)),
+        )
+        for ingress in tcp_ingresses:
+            for rule in tcpingress.rules(ingress, self.problems):
+                self.add_tcp_rule(rule)
+        self.add_gateway_routes()
         self.add_consumers()
         self.attach_plugins()
         config: dict[str, Any] = {"_format_version": FORMAT_VERSION}
@@ -223,7 +232,8 @@ class _Translation:
             key=lambda c: (c.get("username", ""), c.get("custom_id", "")),
         )
         config["plugins"] = self.globals()
-        config["certificates"] = self.certificates(ingresses)
+        tls_objects = sorted(ingresses + tcp_ingresses, key=lambda i: o.created(i))
+        config["certificates"] = self.certificates(tls_objects)
         config["ca_certificates"] = [
             self.note(record, ObjectRef.of(secret))
             for record, secret in service_tls.ca_certificates(self.index, self.problems)
@@ -280,7 +290,34 @@ class _Translation:
         self.services[kong_name]["routes"].append(route)
         self.ingress_routes.setdefault((ns, o.name(ingress)), []).append(route)
 
-    def add_httproutes(self) -> None:
+    def add_tcp_rule(self, rule: tcpingress.TcpRule) -> None:
+        ingress, backend, kong_name = rule.ingress, rule.backend, rule.service_name
+        ns, ref = o.namespace(ingress), ObjectRef.of(ingress)
+        existing = self.services.get(kong_name)
+        if existing is not None and existing["protocol"] != "tcp":
+            why = f"{kong_name} also serves HTTP routes (an Ingress); left out"
+            self.problems.append(Problem(ref, f"route {rule.route['name']!r}: {why}"))
+            return
+        if existing is None:
+            service = self.index.get("Service", ns, backend.service)
+            port = find_port(service, backend) if service is not None else "not found"
+            if service is None or isinstance(port, str):
+                self.problems.append(
+                    Problem(
+                        ref,
+                        f"route {rule.route['name']!r} has no targets: service "
+                        f"{ns}/{backend.service}: {port}; its connections are closed",
+                    )
+                )
+                self.add_unbacked_service(kong_name, ns, backend, ref, False)
+            else:
+                self.add_service(kong_name, service, backend.port, port, False)
+            self.services[kong_name]["protocol"] = "tcp"
+        self.services[kong_name]["routes"].append(self.note(rule.route, ref))
+        key = (tcpingress.KIND, ns, o.name(ingress))
+        self.object_routes.setdefault(key, []).append((rule.route, []))
+
+    def add_gateway_routes(self) -> None:
         gv = self.gateways = gateway_view(self.index, self.gateway_controller)
         for _, gateway in sorted(gv.gateways.items()):
             for listener in gatewayapi.listeners(gateway):
@@ -301,6 +338,14 @@ class _Translation:
         done = httproute.translate(
             self.index, gv, self.problems, self.note, service_record, self.combined_services
         )
+        self.add_translated(done, "HTTPRoute")
+        for kind in l4route.STREAM_KINDS:
+            done = l4route.translate(self.index, gv, kind, self.problems, self.note, service_record)
+            self.add_translated(done, kind)
+
+    def add_translated(self, done: httproute.Translated, kind: str) -> None:
+        """Gateway API routes' services and upstreams, with their backend Services' annotations
+        (a Kong service whose Services disagree on them is left out, with its routes)."""
         dropped: set[int] = set()
         for record, upstream in zip(done.services, done.upstreams, strict=True):
             backends = done.backends[record["name"]]
@@ -314,10 +359,9 @@ class _Translation:
                 self.k8s_services.setdefault(key, []).append(record["name"])
             self.services[record["name"]] = record
             self.upstreams[upstream["name"]] = upstream
-        self.httproute_routes = {
-            key: [(r, ext) for r, ext in pairs if id(r) not in dropped]
-            for key, pairs in done.routes.items()
-        }
+        for (ns, name), pairs in done.routes.items():
+            kept = [(r, ext) for r, ext in pairs if id(r) not in dropped]
+            self.object_routes[(kind, ns, name)] = kept
 
     def consistent_annotations(self, record: dict[str, Any], services: list[Obj]) -> bool:
         """KIC's ``collectInconsistentAnnotations``: the Services behind one Kong service must
@@ -469,8 +513,8 @@ class _Translation:
             ingress = self.index.get("Ingress", ns, name) or {}
             for route in routes:
                 relate(ingress, "routes", route)
-        for (ns, name), pairs in sorted(self.httproute_routes.items()):
-            parent = self.index.get("HTTPRoute", ns, name) or {}
+        for (kind, ns, name), pairs in sorted(self.object_routes.items()):
+            parent = self.index.get(kind, ns, name) or {}
             for route, extension in pairs:
                 relate(parent, "routes", route, extension)
         for (ns, name), consumer in sorted(self.consumers.items()):
@@ -656,6 +700,8 @@ _FIELD_ORDER: Final[dict[str, tuple[str, ...]]] = {
         "methods",
         "headers",
         "snis",
+        "sources",
+        "destinations",
         "protocols",
         "https_redirect_status_code",
         "strip_path",

@@ -29,7 +29,13 @@ def conds(entry: dict[str, Any]) -> dict[str, tuple[str, str]]:
 
 
 def test_gateway_listeners_and_addresses() -> None:
-    gw = gateway("main", listener(), listener("raw", "TCP", 9000), listener("tls", "HTTPS", 443))
+    gw = gateway(
+        "main",
+        listener(),
+        listener("raw", "UDP", 9000),
+        listener("tls", "HTTPS", 443),
+        listener("db", "TCP", 5432),
+    )
     gw["metadata"]["generation"] = 3
     objs = [gateway_class(), gw, service("echo"), httproute("a"), httproute("b")]
     got = status_of(objs, [{"ip": "10.0.0.1"}, {"hostname": "lb.example.com"}])
@@ -44,6 +50,11 @@ def test_gateway_listeners_and_addresses() -> None:
     assert by_name["http"]["attachedRoutes"] == 2 and by_name["tls"]["attachedRoutes"] == 2
     assert by_name["raw"]["attachedRoutes"] == 0 and by_name["raw"]["supportedKinds"] == []
     assert conds(by_name["raw"])["Accepted"] == ("False", "UnsupportedProtocol")
+    assert by_name["db"]["supportedKinds"] == [
+        {"group": "gateway.networking.k8s.io", "kind": "TCPRoute"}
+    ]
+    assert by_name["db"]["attachedRoutes"] == 0
+    assert conds(by_name["db"])["Accepted"] == ("True", "Accepted")
     no_address = status_of(objs)[("Gateway", "default", "main")]
     assert conds(no_address)["Programmed"] == ("False", "AddressNotAssigned")
 
