@@ -13,6 +13,7 @@ import random
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -224,6 +225,30 @@ class LoopServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         raise NotImplementedError
+
+
+class TaggedEcho(LoopServer):
+    """Says its tag on a line, then echoes every byte back."""
+
+    def __init__(self, tag: str, ssl: Any = None) -> None:
+        super().__init__(ssl)
+        self.tag = tag
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(self.tag.encode() + b"\n")
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+
+def tls_server_context(cert: str, key: str, tmp: Path) -> ssl.SSLContext:
+    """A server TLS context for ``cert`` and ``key`` (PEM), written under ``tmp``."""
+    (tmp / "up.crt").write_text(cert)
+    (tmp / "up.key").write_text(key)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tmp / "up.crt", tmp / "up.key")
+    return ctx
 
 
 class JsonPeer(LoopServer):

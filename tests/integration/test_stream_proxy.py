@@ -17,28 +17,15 @@ import pytest
 from tests.helpers import (
     Gateway,
     LoopServer,
+    TaggedEcho,
     eventually,
     fastkong_cli,
     free_port,
     rss_kb,
+    tls_server_context,
     wait_port,
 )
 from tests.pki import Pki
-
-
-class TaggedEcho(LoopServer):
-    """Says its tag on a line, then echoes every byte back."""
-
-    def __init__(self, tag: str, ssl: ssl.SSLContext | None = None) -> None:
-        super().__init__(ssl)
-        self.tag = tag
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(self.tag.encode() + b"\n")
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-        writer.close()
 
 
 class Sink(LoopServer):
@@ -47,14 +34,6 @@ class Sink(LoopServer):
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.transport.pause_reading()
         await asyncio.sleep(3600)
-
-
-def _server_ctx(cert: str, key: str, tmp: Path) -> ssl.SSLContext:
-    (tmp / "up.crt").write_text(cert)
-    (tmp / "up.key").write_text(key)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(tmp / "up.crt", tmp / "up.key")
-    return ctx
 
 
 def _indent(pem: str, spaces: int) -> str:
@@ -70,7 +49,7 @@ class Node:
         wild_cert, wild_key = self.pki.issue("*.example.test", dns="*.example.test")
         up_cert, up_key = self.pki.issue("pass.example.test", dns="pass.example.test")
         self.a, self.b, self.c, self.d = (TaggedEcho(t).start() for t in "ABCD")
-        self.tls_up = TaggedEcho("T", _server_ctx(up_cert, up_key, tmp)).start()
+        self.tls_up = TaggedEcho("T", tls_server_context(up_cert, up_key, tmp)).start()
         self.sink = Sink().start()
         self.plain, self.balanced, self.denied, self.tls, self.idle, self.slow = (
             free_port() for _ in range(6)
