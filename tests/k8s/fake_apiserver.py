@@ -83,6 +83,9 @@ KINDS = [
     Kind("Gateway", GATEWAY, "v1", "gateways"),
     Kind("HTTPRoute", GATEWAY, "v1", "httproutes"),
     Kind("ReferenceGrant", GATEWAY, "v1beta1", "referencegrants"),
+    Kind("TCPRoute", GATEWAY, "v1alpha2", "tcproutes"),
+    Kind("TLSRoute", GATEWAY, "v1alpha2", "tlsroutes"),
+    Kind("TCPIngress", KONG, "v1beta1", "tcpingresses"),
     Kind("Namespace", "", "v1", "namespaces", namespaced=False),
 ]
 BY_KIND = {k.kind: k for k in KINDS}
