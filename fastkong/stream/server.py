@@ -19,7 +19,10 @@ For each accepted connection (Kong's ``preread`` phase, ``kong/runloop/handler.l
    with nothing moving.
 
 Decisions are plain functions of the snapshot (:mod:`.router`, :mod:`.snapshot`); this module
-does the I/O.
+does the I/O. A plain listener is served by the loop's own server (accepting, and making the
+client's transport, stays in uvloop's C code; the route is chosen in ``connection_made``); an
+``ssl`` listener accepts bare sockets, because its ClientHello must be peeked at before any
+transport reads from them.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import Final
 
 from fastkong.proxy.routing import strip_port
 from fastkong.proxy.upstream_tls import ContextCache
+from fastkong.runtime import ServicePlan
 from fastkong.stream.clienthello import NOT_TLS, Peek, peek_client_hello
 from fastkong.stream.pipe import Session
 from fastkong.stream.router import StreamRoute
@@ -98,15 +102,27 @@ class StreamProxy:
         for listener in self.listeners:
             if listener.sock is None:
                 listener.bind()
-            listener.task = loop.create_task(self._accept(listener))
+            serve = self._accept if listener.ssl else self._serve_plain
+            listener.task = loop.create_task(serve(listener))
 
     def stop_accepting(self) -> None:
         for listener in self.listeners:
             if listener.task is not None:
                 listener.task.cancel()
-            if listener.sock is not None:
-                listener.sock.close()
-                listener.sock = None
+            if listener.sock is not None and listener.ssl:
+                listener.sock.close()  # a plain listener's server closes its own socket
+            listener.sock = None
+
+    async def _serve_plain(self, listener: StreamListener) -> None:
+        loop = asyncio.get_running_loop()
+        assert listener.sock is not None
+        server = await loop.create_server(
+            partial(_Accepted, self, listener), sock=listener.sock, backlog=16384
+        )
+        try:
+            await asyncio.Future()  # until cancelled
+        finally:
+            server.close()
 
     async def drain(self, timeout: float) -> None:
         """Stop accepting, let open connections finish for up to ``timeout``, then close them."""
@@ -136,6 +152,75 @@ class StreamProxy:
             task.add_done_callback(self.handlers.discard)
 
     # -- one connection --------------------------------------------------------------------------
+    def accepted(self, transport: asyncio.BaseTransport, listener: StreamListener) -> None:
+        """A plain listener's new connection (called from ``connection_made``): route it, hand
+        its transport to the session's client side, and start connecting the upstream."""
+        self.connections += 1
+        snapshot = self.snapshot
+        src_ip, src_port = transport.get_extra_info("peername")[:2]
+        dst_ip, dst_port = transport.get_extra_info("sockname")[:2]
+        decided = self.decide(snapshot, listener, None, src_ip, src_port, dst_ip, dst_port)
+        if decided is None:
+            transport.close()
+            return
+        route, service, _ = decided
+        loop = asyncio.get_running_loop()
+        session = Session(loop, service.read_timeout)
+        self.sessions.add(session)
+        session.done.add_done_callback(lambda _: self.sessions.discard(session))
+        transport.set_protocol(session.client)
+        session.client.connection_made(transport)
+        task = loop.create_task(self._proxy(session, snapshot, route, None, src_ip))
+        self.handlers.add(task)
+        task.add_done_callback(self.handlers.discard)
+
+    def decide(
+        self,
+        snapshot: StreamSnapshot,
+        listener: StreamListener,
+        sni: str | None,
+        src_ip: str,
+        src_port: int,
+        dst_ip: str,
+        dst_port: int,
+    ) -> tuple[StreamRoute, ServicePlan, bool] | None:
+        """The route, its service and whether to terminate TLS; None: close the connection."""
+        route = snapshot.router.match(sni, src_ip, src_port, dst_ip, dst_port)
+        if route is None:
+            log.error(
+                "no Route found with those values (client %s:%s, server %s:%s, sni %s)",
+                src_ip, src_port, dst_ip, dst_port, sni,
+            )  # fmt: skip
+            return None
+        terminate = False
+        if listener.ssl:
+            if "tls" in route.protocols:
+                terminate = True
+            elif "tls_passthrough" not in route.protocols:
+                log.error("unexpected protocols in matched Route %s", route.name or route.id)
+                return None
+        if not admitted(snapshot, route, src_ip):
+            return None
+        service = snapshot.service(route)
+        if service is None:
+            log.error("stream route %s has no service", route.name or route.id)
+            return None
+        return route, service, terminate
+
+    async def _proxy(
+        self,
+        session: Session,
+        snapshot: StreamSnapshot,
+        route: StreamRoute,
+        sni: str | None,
+        src_ip: str,
+    ) -> None:
+        # The client's bytes wait (held, bounded) while the upstream connects.
+        if await self.connect_upstream(session, snapshot, route, sni, src_ip):
+            session.join()
+        else:
+            session.end()
+
     async def handle(self, conn: socket.socket, listener: StreamListener) -> None:
         try:
             await self._handle(conn, listener)
@@ -156,30 +241,11 @@ class StreamProxy:
         hello = NOT_TLS
         if listener.ssl:
             hello = await preread(loop, conn, PREREAD_TIMEOUT)
-        route = snapshot.router.match(hello.sni, src_ip, src_port, dst_ip, dst_port)
-        if route is None:
-            log.error(
-                "no Route found with those values (client %s:%s, server %s:%s, sni %s)",
-                src_ip, src_port, dst_ip, dst_port, hello.sni,
-            )  # fmt: skip
+        decided = self.decide(snapshot, listener, hello.sni, src_ip, src_port, dst_ip, dst_port)
+        if decided is None:
             conn.close()
             return
-        terminate = False
-        if listener.ssl:
-            if "tls" in route.protocols:
-                terminate = True
-            elif "tls_passthrough" not in route.protocols:
-                log.error("unexpected protocols in matched Route %s", route.name or route.id)
-                conn.close()
-                return
-        if not admitted(snapshot, route, src_ip):
-            conn.close()
-            return
-        service = snapshot.service(route)
-        if service is None:
-            log.error("stream route %s has no service", route.name or route.id)
-            conn.close()
-            return
+        route, service, terminate = decided
         session = Session(loop, service.read_timeout)
         self.sessions.add(session)
         session.done.add_done_callback(lambda _: self.sessions.discard(session))
@@ -199,12 +265,7 @@ class StreamProxy:
             conn.close()
             session.end()
             return
-        # The client's bytes wait (held, bounded) while the upstream connects.
-        connected = await self.connect_upstream(session, snapshot, route, hello.sni, src_ip)
-        if not connected:
-            session.end()
-            return
-        session.join()
+        await self._proxy(session, snapshot, route, hello.sni, src_ip)
         await session.done
 
     async def connect_upstream(
@@ -323,6 +384,24 @@ async def _readable(loop: asyncio.AbstractEventLoop, conn: socket.socket, deadli
         pass
     finally:
         loop.remove_reader(fd)
+
+
+class _Accepted(asyncio.Protocol):
+    """A plain listener's connection until it is routed (in ``connection_made`` itself, so no
+    byte can arrive before the session's client side takes the transport over)."""
+
+    __slots__ = ("proxy", "listener")
+
+    def __init__(self, proxy: StreamProxy, listener: StreamListener) -> None:
+        self.proxy = proxy
+        self.listener = listener
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        try:
+            self.proxy.accepted(transport, self.listener)
+        except Exception:
+            log.exception("stream %s: connection failed", self.listener)
+            transport.close()
 
 
 def _release(balancer: Balancer, peer: Peer, elapsed: float, _: object) -> None:
