@@ -4,6 +4,7 @@ fake API server, a kubelet that projects a ConfigMap into a volume, and polling.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -288,3 +289,33 @@ def rule(
 
 def backend_ref(name: str, port: int = 80, **extra: Any) -> dict[str, Any]:
     return {"name": name, "port": port, **extra}
+
+
+def tls_secret(name: str, cert: str, key: str, ns: str = "default") -> dict[str, Any]:
+    """A ``kubernetes.io/tls`` Secret holding ``cert`` and ``key`` (PEM)."""
+    data = {"tls.crt": cert, "tls.key": key}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {"name": name, "namespace": ns},
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+    }
+
+
+def tcp_ingress(name: str, *rules: dict[str, Any], cls: str = "fastkong", **spec: Any) -> Any:
+    """KIC's TCPIngress in ``default``, of class ``cls`` (by annotation, as KIC reads it)."""
+    return {
+        "apiVersion": "configuration.konghq.com/v1beta1",
+        "kind": "TCPIngress",
+        "metadata": {
+            "name": name,
+            "namespace": "default",
+            "annotations": {"kubernetes.io/ingress.class": cls},
+        },
+        "spec": {"rules": list(rules), **spec},
+    }
+
+
+def tcp_rule(port: int, service: str, service_port: int = 80, **extra: Any) -> dict[str, Any]:
+    return {"port": port, "backend": {"serviceName": service, "servicePort": service_port}, **extra}

@@ -28,6 +28,8 @@ from tests.k8s.kube import (
     gateway_class,
     listener,
     service,
+    tcp_ingress,
+    tcp_rule,
 )
 
 pytestmark = pytest.mark.integration
@@ -42,19 +44,6 @@ def tcproute(backend: str) -> dict[str, Any]:
             "parentRefs": [{"name": "main"}],
             "rules": [{"backendRefs": [backend_ref(backend, 80)]}],
         },
-    }
-
-
-def tcp_ingress(port: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "configuration.konghq.com/v1beta1",
-        "kind": "TCPIngress",
-        "metadata": {
-            "name": "legacy",
-            "namespace": "default",
-            "annotations": {"kubernetes.io/ingress.class": "fastkong"},
-        },
-        "spec": {"rules": [{"port": port, "backend": {"serviceName": "one", "servicePort": 80}}]},
     }
 
 
@@ -95,7 +84,7 @@ async def test_tcproute_and_tcp_ingress_are_proxied_and_follow_changes(tmp_path:
             await asyncio.to_thread(wait_port, route_port, proc=gw.proc)
             async with controller(api, configmap="fastkong-config"):
                 api.create(tcproute("one"))
-                api.create(tcp_ingress(ingress_port))
+                api.create(tcp_ingress("legacy", tcp_rule(ingress_port, "one")))
 
                 async def reaches(port: int, tag: bytes) -> bool:
                     return await asyncio.to_thread(tag_at, port) == tag

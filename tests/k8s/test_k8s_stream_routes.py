@@ -4,7 +4,6 @@ rules, status, plugins, and the config the stream router loads."""
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 from fastkong.config import load_config
@@ -13,6 +12,7 @@ from fastkong.k8s.gateway_status import desired
 from fastkong.k8s.gatewayapi import view
 from fastkong.k8s.objects import Index
 from fastkong.stream.router import StreamRouter
+from tests.k8s import kube
 from tests.k8s.conftest import golden_validator
 from tests.k8s.kube import (
     backend_ref,
@@ -23,6 +23,8 @@ from tests.k8s.kube import (
     ingress,
     listener,
     service,
+    tcp_ingress,
+    tcp_rule,
 )
 from tests.pki import Pki
 
@@ -53,29 +55,9 @@ def tlsroute(name: str, hostnames: list[str] | None, backend: str = "web", **spe
     }
 
 
-def tcp_ingress(name: str, *rules: dict[str, Any], cls: str = "fastkong", **spec: Any) -> Any:
-    return {
-        "apiVersion": "configuration.konghq.com/v1beta1",
-        "kind": "TCPIngress",
-        "metadata": {
-            "name": name,
-            "namespace": "default",
-            "annotations": {"kubernetes.io/ingress.class": cls},
-        },
-        "spec": {"rules": list(rules), **spec},
-    }
-
-
 def tls_secret(name: str, host: str) -> dict[str, Any]:
     cert, key = Pki("k8s stream CA").issue(host, dns=host)
-    data = {"tls.crt": cert, "tls.key": key}
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "kubernetes.io/tls",
-        "metadata": {"name": name, "namespace": "default"},
-        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
-    }
+    return kube.tls_secret(name, cert, key)
 
 
 def backends() -> list[dict[str, Any]]:
@@ -253,18 +235,12 @@ def test_tlsroute_with_no_hostname_anywhere_is_left_out() -> None:
 def test_tcp_ingress_rules_tls_and_class() -> None:
     ours = tcp_ingress(
         "pg",
-        {"port": 5432, "backend": {"serviceName": "db", "servicePort": 5432}},
-        {
-            "port": 9443,
-            "host": "db.example.test",
-            "backend": {"serviceName": "db", "servicePort": 5432},
-        },
-        {"port": 0, "backend": {"serviceName": "db", "servicePort": 5432}},
+        tcp_rule(5432, "db", 5432),
+        tcp_rule(9443, "db", 5432, host="db.example.test"),
+        tcp_rule(0, "db", 5432),
         tls=[{"hosts": ["db.example.test"], "secretName": "db-cert"}],
     )
-    theirs = tcp_ingress(
-        "other", {"port": 7000, "backend": {"serviceName": "db", "servicePort": 5432}}, cls="nginx"
-    )
+    theirs = tcp_ingress("other", tcp_rule(7000, "db", 5432), cls="nginx")
     result = run(*backends(), tls_secret("db-cert", "db.example.test"), ours, theirs)
     assert [str(p) for p in result.problems] == [
         "error: TCPIngress default/pg: rules[2]: port must be a number from 1 to 65535; left out"
@@ -290,7 +266,7 @@ def test_tcp_ingress_rules_tls_and_class() -> None:
 
 def test_tcp_ingress_that_shares_an_http_service_is_left_out() -> None:
     http = ingress("web", "/", "db", 5432)
-    tcp = tcp_ingress("pg", {"port": 5432, "backend": {"serviceName": "db", "servicePort": 5432}})
+    tcp = tcp_ingress("pg", tcp_rule(5432, "db", 5432))
     result = run(*backends(), http, tcp)
     assert [r for r in routes(result.config) if r.startswith("default.pg")] == []
     assert any("also serves HTTP routes" in str(p) for p in result.problems)
@@ -306,7 +282,7 @@ def test_plugins_annotation_attaches_to_stream_routes() -> None:
     }
     route = tcproute("pg")
     route["metadata"]["annotations"] = {"konghq.com/plugins": "only-local"}
-    tcp = tcp_ingress("ti", {"port": 6000, "backend": {"serviceName": "db", "servicePort": 5432}})
+    tcp = tcp_ingress("ti", tcp_rule(6000, "db", 5432))
     tcp["metadata"]["annotations"]["konghq.com/plugins"] = "only-local"
     gw = gateway("main", listener("db", "TCP", 5432))
     result = run(gateway_class(), gw, *backends(), plugin, route, tcp)

@@ -5,7 +5,6 @@ EndpointSlices point there). Each connection must reach the backend its route na
 
 from __future__ import annotations
 
-import base64
 import socket
 import ssl
 from collections.abc import Iterator
@@ -16,7 +15,17 @@ import pytest
 
 from fastkong.k8s import translate
 from tests.helpers import Gateway, TaggedEcho, free_port, tls_server_context, wait_port
-from tests.k8s.kube import backend_ref, endpoint_slice, gateway, gateway_class, listener, service
+from tests.k8s.kube import (
+    backend_ref,
+    endpoint_slice,
+    gateway,
+    gateway_class,
+    listener,
+    service,
+    tcp_ingress,
+    tcp_rule,
+    tls_secret,
+)
 from tests.pki import Pki
 
 ALPHA = "gateway.networking.k8s.io/v1alpha2"
@@ -32,17 +41,6 @@ def _route(kind: str, name: str, section: str, backend: str, **spec: Any) -> dic
             "rules": [{"backendRefs": [backend_ref(backend, 80)]}],
             **spec,
         },
-    }
-
-
-def _secret(name: str, cert: str, key: str) -> dict[str, Any]:
-    data = {"tls.crt": cert, "tls.key": key}
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "kubernetes.io/tls",
-        "metadata": {"name": name, "namespace": "default"},
-        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
     }
 
 
@@ -78,27 +76,11 @@ class Cluster:
                     tls={"mode": "Terminate", "certificateRefs": [{"name": "term"}]},
                 ),
             ),
-            _secret("term", term_cert, term_key),
+            tls_secret("term", term_cert, term_key),
             _route("TCPRoute", "db", "db", "tcp-backend"),
             _route("TLSRoute", "pass", "pass", "pass-backend"),
             _route("TLSRoute", "term", "term", "term-backend"),
-            {
-                "apiVersion": "configuration.konghq.com/v1beta1",
-                "kind": "TCPIngress",
-                "metadata": {
-                    "name": "legacy",
-                    "namespace": "default",
-                    "annotations": {"kubernetes.io/ingress.class": "fastkong"},
-                },
-                "spec": {
-                    "rules": [
-                        {
-                            "port": self.ingress_port,
-                            "backend": {"serviceName": "ingress-backend", "servicePort": 80},
-                        }
-                    ]
-                },
-            },
+            tcp_ingress("legacy", tcp_rule(self.ingress_port, "ingress-backend")),
         ]
         for name, server in (
             ("tcp-backend", self.tcp_backend),
