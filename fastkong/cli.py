@@ -41,6 +41,7 @@ from fastkong.kong_conf import (
     tracing_settings,
     unread_settings,
 )
+from fastkong.stream.access_log import stream_access_log_setting
 
 if TYPE_CHECKING:
     from fastkong.control.supervisor import Supervisor
@@ -91,15 +92,14 @@ def proxy_listeners(value: str, cert: str | None, key: str | None) -> tuple[List
 
 def stream_listeners(value: str) -> tuple[Listener, ...]:
     """Every ``stream_listen`` entry (Kong's default ``off``: none); ValueError for ``udp``
-    (fastkong proxies no datagrams) and for PROXY protocol, which it does not read."""
+    (fastkong proxies no datagrams). ``proxy_protocol`` ones read a PROXY protocol header."""
     listeners = parse_listeners(value, "stream_listen", STREAM_LISTEN_FLAGS)
     for listener in listeners:
-        for flag in ("udp", "proxy_protocol"):
-            if flag in listener.flags:
-                raise ValueError(
-                    f"stream_listen: {str(listener)!r}: {flag} is not supported "
-                    "(fastkong's stream proxy serves tcp, tls and tls_passthrough routes)"
-                )
+        if "udp" in listener.flags:
+            raise ValueError(
+                f"stream_listen: {str(listener)!r}: udp is not supported "
+                "(fastkong's stream proxy serves tcp, tls and tls_passthrough routes)"
+            )
     return tuple(listeners)
 
 
@@ -250,6 +250,9 @@ def cmd_start(args: argparse.Namespace) -> int:
         client_body_buffer_size(os.environ)  # read by each worker; checked here
         workers = worker_count(args.workers or _env("NGINX_WORKER_PROCESSES"))
         access_log = access_log_setting(args.proxy_access_log or _env("PROXY_ACCESS_LOG") or "off")
+        stream_access_log = stream_access_log_setting(
+            args.proxy_stream_access_log or _env("PROXY_STREAM_ACCESS_LOG") or "off"
+        )
         debug_header = on_off(
             args.allow_debug_header or _env("ALLOW_DEBUG_HEADER") or "off", "allow_debug_header"
         )
@@ -293,6 +296,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         error_default_type=error_type,
         allow_debug_header=debug_header,
         proxy_access_log=access_log,
+        proxy_stream_access_log=stream_access_log,
         large_client_header_buffers=header_buffers,
         client_max_body_size=max_body,
         ssl_cert=ssl_cert,
@@ -540,7 +544,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         help="Granian worker processes, or auto (KONG_NGINX_WORKER_PROCESSES); default 1",
     )
-    start.add_argument("--trusted-ips", help="comma-separated peers whose X-Forwarded-* are kept")
+    start.add_argument(
+        "--trusted-ips",
+        help="comma-separated peers whose X-Forwarded-* (and stream PROXY protocol headers) "
+        "are believed (KONG_TRUSTED_IPS)",
+    )
     start.add_argument(
         "--real-ip-header",
         help="header a trusted peer names the client in: X-Real-IP (default), X-Forwarded-For "
@@ -571,6 +579,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--proxy-access-log",
         help="file for one line per request in Kong's format, e.g. /dev/stdout; default off "
         "(KONG_PROXY_ACCESS_LOG)",
+    )
+    start.add_argument(
+        "--proxy-stream-access-log",
+        help="file for one line per stream connection in Kong's basic format; default off "
+        "(KONG_PROXY_STREAM_ACCESS_LOG)",
     )
     start.add_argument(
         "--headers-upstream",

@@ -213,6 +213,7 @@ READ_SETTINGS: Final = frozenset(
         "ERROR_DEFAULT_TYPE",
         "ALLOW_DEBUG_HEADER",
         "PROXY_ACCESS_LOG",
+        "PROXY_STREAM_ACCESS_LOG",
         "NGINX_PROXY_LARGE_CLIENT_HEADER_BUFFERS",
         "NGINX_HTTP_LARGE_CLIENT_HEADER_BUFFERS",
         "NGINX_PROXY_CLIENT_MAX_BODY_SIZE",
@@ -259,7 +260,6 @@ HOUSEKEEPING_SETTINGS: Final = frozenset(
         "ADMIN_GUI_ERROR_LOG",
         "STATUS_ACCESS_LOG",
         "STATUS_ERROR_LOG",
-        "PROXY_STREAM_ACCESS_LOG",
         "PROXY_STREAM_ERROR_LOG",
         "PORTAL_API_ACCESS_LOG",  # Kong's Helm chart sets these four for every node
         "PORTAL_API_ERROR_LOG",

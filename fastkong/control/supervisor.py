@@ -133,6 +133,8 @@ class Options:
     error_default_type: str = "text/plain"
     allow_debug_header: bool = False
     proxy_access_log: str = "off"
+    #: ``proxy_stream_access_log``: the stream proxy's session log (fastkong.stream.access_log).
+    proxy_stream_access_log: str = "off"
     real_ip_header: str = "X-Real-IP"
     real_ip_recursive: str = "off"
     #: nginx's request-size settings, as text (fastkong/proxy/limits.py parses them).
@@ -523,6 +525,7 @@ class Supervisor:
                 "error_default_type": self.options.error_default_type,
                 "allow_debug_header": self.options.allow_debug_header,
                 "proxy_access_log": self.options.proxy_access_log,
+                "proxy_stream_access_log": self.options.proxy_stream_access_log,
                 **keepalive_settings(os.environ),
                 **proxy_buffer_size_settings(os.environ),  # as given, as Kong reports them
                 "real_ip_header": self.options.real_ip_header,
@@ -593,7 +596,11 @@ class Supervisor:
         cert, key = self.certificate() if any(x.ssl for x in self.options.stream) else (None, None)
         backlogs = [x.backlog for x in self.options.stream if x.backlog]
         opts = {
-            "listen": [(x.host, x.port, x.ssl) for x in self.options.stream],
+            "listen": [
+                (x.host, x.port, x.ssl, "proxy_protocol" in x.flags) for x in self.options.stream
+            ],
+            "trusted_ips": self.options.trusted_ips,
+            "access_log": self.options.proxy_stream_access_log,
             "ssl_cert": cert,
             "ssl_key": key,
             "ssl_protocol_min": self.options.ssl_protocol_min,

@@ -23,6 +23,8 @@ import uvloop
 
 from fastkong.control.lifeline import die_with_parent, expected_parent
 from fastkong.control.state import file_identity, read_state
+from fastkong.proxy.trust import TrustedIps
+from fastkong.stream.access_log import StreamAccessLog
 from fastkong.stream.server import StreamListener, StreamProxy
 from fastkong.stream.snapshot import DefaultCertificate, StreamSnapshot, build_snapshot
 from fastkong.upstreams.dns import Resolver, dns_settings
@@ -71,9 +73,12 @@ class Follower:
 
 async def serve(options: dict[str, Any]) -> int:
     loop = asyncio.get_running_loop()
-    listeners = [StreamListener(host, port, ssl_flag) for host, port, ssl_flag in options["listen"]]
+    listeners = [StreamListener(*entry) for entry in options["listen"]]
     resolver = Resolver(loop, dns_settings(os.environ))
-    proxy = StreamProxy(listeners, resolver)
+    access_path = options.get("access_log", "off")
+    access_log = StreamAccessLog(access_path) if access_path != "off" else None
+    trusted = TrustedIps.parse(options.get("trusted_ips", ""))
+    proxy = StreamProxy(listeners, resolver, trusted, access_log)
     default_cert = None
     if any(x.ssl for x in listeners):
         default_cert = DefaultCertificate(
@@ -89,6 +94,13 @@ async def serve(options: dict[str, Any]) -> int:
     except OSError as exc:
         print(f"fastkong: stream_listen: cannot listen: {exc}", file=sys.stderr)
         return 1
+    if access_log is not None:
+        try:
+            access_log.open()
+        except OSError as exc:
+            print(f"fastkong: proxy_stream_access_log: cannot open {access_path}: {exc}",
+                  file=sys.stderr)  # fmt: skip
+            return 1
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -107,6 +119,9 @@ async def serve(options: dict[str, Any]) -> int:
     following.cancel()
     await proxy.drain(float(options.get("drain_timeout", 30.0)))
     registry.stop()
+    if access_log is not None:
+        await asyncio.sleep(0)  # the sessions' last lines (their done callbacks) are queued
+        access_log.close()
     return 0
 
 

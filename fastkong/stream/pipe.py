@@ -103,10 +103,16 @@ class Session:
     """One proxied connection: its two sides, its idle deadline, and when it ended."""
 
     __slots__ = ("client", "upstream", "idle_timeout", "last", "done", "timer", "loop",
-                 "started")  # fmt: skip
+                 "started", "status", "client_addr")  # fmt: skip
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, idle_timeout: float) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, idle_timeout: float, client_addr: str = ""
+    ) -> None:
         self.loop = loop
+        #: The client's address as logged (after the PROXY protocol rule), and the session's
+        #: status for the access log (nginx's: 200 unless the upstream could not be reached).
+        self.client_addr = client_addr
+        self.status = 200
         self.idle_timeout = idle_timeout
         self.client = Side("client", self)
         self.upstream = Side("upstream", self)
@@ -116,7 +122,10 @@ class Session:
         self.timer: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
-        return f"<Session {self.client!r} {self.upstream!r} done={self.done.done()}>"
+        return (
+            f"<Session {self.client_addr} {self.client!r} {self.upstream!r} "
+            f"status={self.status} done={self.done.done()}>"
+        )
 
     def touch(self) -> None:
         self.last = self.loop.time()

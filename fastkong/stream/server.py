@@ -2,6 +2,9 @@
 
 For each accepted connection (Kong's ``preread`` phase, ``kong/runloop/handler.lua``):
 
+0. On a ``proxy_protocol`` listener, the PROXY protocol header is read first
+   (:mod:`.proxy_protocol`); from a ``trusted_ips`` peer its source becomes the client address
+   for everything below. A connection without a valid header is closed (status 400).
 1. On an ``ssl`` listener, the client's ClientHello is *peeked* at (left in the socket) for its
    server name (:mod:`.clienthello`); the connection is ``tls`` when it sent one, else ``tcp``.
 2. The stream router picks the route from the SNI and the source and destination addresses;
@@ -17,6 +20,8 @@ For each accepted connection (Kong's ``preread`` phase, ``kong/runloop/handler.l
    host (Kong's ``proxy_ssl_name $upstream_host``), verified when ``tls_verify`` says so.
 6. Bytes then flow both ways (:mod:`.pipe`) until either side ends or ``read_timeout`` passes
    with nothing moving.
+7. The session is logged with nginx's stream status (:mod:`.access_log`), when the
+   ``proxy_stream_access_log`` is on.
 
 Decisions are plain functions of the snapshot (:mod:`.router`, :mod:`.snapshot`); this module
 does the I/O. A plain listener is served by the loop's own server (accepting, and making the
@@ -36,10 +41,14 @@ from functools import partial
 from typing import Final
 
 from fastkong.proxy.routing import strip_port
+from fastkong.proxy.trust import TrustedIps
 from fastkong.proxy.upstream_tls import ContextCache
 from fastkong.runtime import ServicePlan
+from fastkong.stream import access_log as status
+from fastkong.stream.access_log import StreamAccessLog
 from fastkong.stream.clienthello import NOT_TLS, Peek, peek_client_hello
 from fastkong.stream.pipe import Session
+from fastkong.stream.proxy_protocol import BrokenHeader, ProxyHeader, parse_proxy_header
 from fastkong.stream.router import StreamRoute
 from fastkong.stream.snapshot import StreamSnapshot, empty_snapshot
 from fastkong.upstreams.balancers import Balancer, Peer
@@ -54,19 +63,24 @@ HANDSHAKE_TIMEOUT: Final = 60.0
 
 
 class StreamListener:
-    """One ``stream_listen`` entry: its socket and whether it takes TLS."""
+    """One ``stream_listen`` entry: its socket, whether it takes TLS and whether its
+    connections open with a PROXY protocol header."""
 
-    __slots__ = ("host", "port", "ssl", "sock", "task")
+    __slots__ = ("host", "port", "ssl", "proxy_protocol", "sock", "task")
 
-    def __init__(self, host: str, port: int, ssl: bool = False) -> None:
+    def __init__(
+        self, host: str, port: int, ssl: bool = False, proxy_protocol: bool = False
+    ) -> None:
         self.host = host
         self.port = port
         self.ssl = ssl
+        self.proxy_protocol = proxy_protocol
         self.sock: socket.socket | None = None
         self.task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
-        return f"<StreamListener {self.host}:{self.port}{' ssl' if self.ssl else ''}>"
+        flags = (" ssl" if self.ssl else "") + (" proxy_protocol" if self.proxy_protocol else "")
+        return f"<StreamListener {self.host}:{self.port}{flags}>"
 
     def bind(self, backlog: int = 16384) -> socket.socket:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -82,8 +96,17 @@ class StreamListener:
 class StreamProxy:
     """One process's stream proxy (see the module docstring)."""
 
-    def __init__(self, listeners: list[StreamListener], resolver: Resolver | None = None) -> None:
+    def __init__(
+        self,
+        listeners: list[StreamListener],
+        resolver: Resolver | None = None,
+        trusted_ips: TrustedIps | None = None,
+        access_log: StreamAccessLog | None = None,
+    ) -> None:
         self.listeners = listeners
+        #: Whose PROXY protocol header is believed (Kong's ``set_real_ip_from``).
+        self.trusted_ips = trusted_ips or TrustedIps()
+        self.access_log = access_log
         self.snapshot: StreamSnapshot = empty_snapshot()
         self.resolver = resolver or Resolver()
         self.contexts = ContextCache()
@@ -152,27 +175,74 @@ class StreamProxy:
             task.add_done_callback(self.handlers.discard)
 
     # -- one connection --------------------------------------------------------------------------
-    def accepted(self, transport: asyncio.BaseTransport, listener: StreamListener) -> None:
-        """A plain listener's new connection (called from ``connection_made``): route it, hand
-        its transport to the session's client side, and start connecting the upstream."""
+    def client_address(self, peer: tuple[str, int], header: ProxyHeader | None) -> tuple[str, int]:
+        """The client as routed and logged: a trusted peer's PROXY header source, else the
+        peer itself (nginx's stream realip with Kong's ``set_real_ip_from``)."""
+        if header is not None and header.source is not None and peer[0] in self.trusted_ips:
+            return header.source
+        return peer
+
+    def accepted(
+        self,
+        transport: asyncio.BaseTransport,
+        listener: StreamListener,
+        header: ProxyHeader | None = None,
+        first: bytes = b"",
+        started: float | None = None,
+    ) -> None:
+        """A plain listener's new connection, from the accepting protocol (at once, or once a
+        ``proxy_protocol`` listener's header is read; ``first``: client bytes that came after
+        it): route it, hand its transport to the session's client side, and start connecting
+        the upstream."""
         self.connections += 1
+        started = time.monotonic() if started is None else started
         snapshot = self.snapshot
-        src_ip, src_port = transport.get_extra_info("peername")[:2]
+        src_ip, src_port = self.client_address(transport.get_extra_info("peername")[:2], header)
         dst_ip, dst_port = transport.get_extra_info("sockname")[:2]
         decided = self.decide(snapshot, listener, None, src_ip, src_port, dst_ip, dst_port)
-        if decided is None:
+        if isinstance(decided, int):
             transport.close()
+            self.log_refused(src_ip, decided, started)
             return
         route, service, _ = decided
         loop = asyncio.get_running_loop()
-        session = Session(loop, service.read_timeout)
-        self.sessions.add(session)
-        session.done.add_done_callback(lambda _: self.sessions.discard(session))
+        session = self.open_session(loop, service, src_ip, started)
         transport.set_protocol(session.client)
         session.client.connection_made(transport)
+        if first:
+            session.client.data_received(first)
         task = loop.create_task(self._proxy(session, snapshot, route, None, src_ip))
         self.handlers.add(task)
         task.add_done_callback(self.handlers.discard)
+
+    def open_session(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        service: ServicePlan,
+        client_ip: str,
+        started: float,
+    ) -> Session:
+        session = Session(loop, service.read_timeout, client_ip)
+        session.started = started
+        self.sessions.add(session)
+        session.done.add_done_callback(partial(self._ended, session))
+        return session
+
+    def _ended(self, session: Session, _: object) -> None:
+        self.sessions.discard(session)
+        if self.access_log is not None:
+            self.access_log.session(
+                session.client_addr,
+                session.status,
+                session.upstream.received,
+                session.client.received,
+                time.monotonic() - session.started,
+            )
+
+    def log_refused(self, client_ip: str, code: int, started: float) -> None:
+        """The access log's line for a connection closed before it was proxied."""
+        if self.access_log is not None:
+            self.access_log.session(client_ip, code, 0, 0, time.monotonic() - started)
 
     def decide(
         self,
@@ -183,28 +253,30 @@ class StreamProxy:
         src_port: int,
         dst_ip: str,
         dst_port: int,
-    ) -> tuple[StreamRoute, ServicePlan, bool] | None:
-        """The route, its service and whether to terminate TLS; None: close the connection."""
+    ) -> tuple[StreamRoute, ServicePlan, bool] | int:
+        """The route, its service and whether to terminate TLS; else the status the connection
+        is closed with (Kong's stream exits: :mod:`.access_log`)."""
         route = snapshot.router.match(sni, src_ip, src_port, dst_ip, dst_port)
         if route is None:
             log.error(
                 "no Route found with those values (client %s:%s, server %s:%s, sni %s)",
                 src_ip, src_port, dst_ip, dst_port, sni,
             )  # fmt: skip
-            return None
+            return status.INTERNAL_ERROR
         terminate = False
         if listener.ssl:
             if "tls" in route.protocols:
                 terminate = True
             elif "tls_passthrough" not in route.protocols:
                 log.error("unexpected protocols in matched Route %s", route.name or route.id)
-                return None
-        if not admitted(snapshot, route, src_ip):
-            return None
+                return status.INTERNAL_ERROR
+        refused = refusal(snapshot, route, src_ip)
+        if refused:
+            return refused
         service = snapshot.service(route)
         if service is None:
             log.error("stream route %s has no service", route.name or route.id)
-            return None
+            return status.INTERNAL_ERROR
         return route, service, terminate
 
     async def _proxy(
@@ -216,9 +288,12 @@ class StreamProxy:
         src_ip: str,
     ) -> None:
         # The client's bytes wait (held, bounded) while the upstream connects.
-        if await self.connect_upstream(session, snapshot, route, sni, src_ip):
+        outcome = await self.connect_upstream(session, snapshot, route, sni, src_ip)
+        if outcome == status.OK and not session.done.done():
             session.join()
         else:
+            if not session.done.done():
+                session.status = outcome
             session.end()
 
     async def handle(self, conn: socket.socket, listener: StreamListener) -> None:
@@ -233,22 +308,33 @@ class StreamProxy:
 
     async def _handle(self, conn: socket.socket, listener: StreamListener) -> None:
         loop = asyncio.get_running_loop()
+        started = time.monotonic()
         conn.setblocking(False)
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         snapshot = self.snapshot
-        src_ip, src_port = conn.getpeername()[:2]
+        peer = conn.getpeername()[:2]
+        header = None
+        if listener.proxy_protocol:
+            try:
+                header = await read_proxy_header(loop, conn, PREREAD_TIMEOUT)
+            except BrokenHeader as exc:
+                log.error("stream %s: broken PROXY protocol header from %s: %s", listener,
+                          peer[0], exc)  # fmt: skip
+                conn.close()
+                self.log_refused(peer[0], status.BAD_REQUEST, started)
+                return
+        src_ip, src_port = self.client_address(peer, header)
         dst_ip, dst_port = conn.getsockname()[:2]
         hello = NOT_TLS
         if listener.ssl:
             hello = await preread(loop, conn, PREREAD_TIMEOUT)
         decided = self.decide(snapshot, listener, hello.sni, src_ip, src_port, dst_ip, dst_port)
-        if decided is None:
+        if isinstance(decided, int):
             conn.close()
+            self.log_refused(src_ip, decided, started)
             return
         route, service, terminate = decided
-        session = Session(loop, service.read_timeout)
-        self.sessions.add(session)
-        session.done.add_done_callback(lambda _: self.sessions.discard(session))
+        session = self.open_session(loop, service, src_ip, started)
         ssl_ctx = None
         if terminate:
             assert snapshot.certificates is not None
@@ -263,6 +349,8 @@ class StreamProxy:
         except (OSError, ssl.SSLError, TimeoutError) as exc:
             log.info("stream: client %s:%s went away before proxying: %s", src_ip, src_port, exc)
             conn.close()
+            # nginx ends a session whose TLS handshake failed with its 500.
+            session.status = status.INTERNAL_ERROR if ssl_ctx is not None else status.OK
             session.end()
             return
         await self._proxy(session, snapshot, route, hello.sni, src_ip)
@@ -275,8 +363,10 @@ class StreamProxy:
         route: StreamRoute,
         sni: str | None,
         client_ip: str,
-    ) -> bool:
-        """Connect the session's upstream side to a peer of the route's service, retrying."""
+    ) -> int:
+        """Connect the session's upstream side to a peer of the route's service, retrying:
+        200 once connected, 503 with no peer to try (none healthy, or a name that does not
+        resolve), 502 when every try failed."""
         loop = asyncio.get_running_loop()
         service = snapshot.service(route)
         assert service is not None
@@ -292,7 +382,7 @@ class StreamProxy:
                 peer = balancer.next_peer(tried, hash_key)
                 if peer is None:
                     log.error("stream: no peer available for service %s", service.name)
-                    return False
+                    return status.UNAVAILABLE
                 tried = (*tried, peer)
             host, port, name = service.try_target(peer)
             try:
@@ -301,7 +391,7 @@ class StreamProxy:
                 log.error("stream: cannot resolve %s: %s", host, exc)
                 if peer is not None and balancer is not None and balancer.tracks:
                     balancer.done(peer, None)
-                return False
+                return status.UNAVAILABLE
             ctx = None
             server_name = None
             if profile is not None:
@@ -334,13 +424,13 @@ class StreamProxy:
                     if balancer.passive:
                         balancer.report_failure(peer, timed_out)
                 if session.done.done():
-                    return False  # the client left meanwhile
+                    return status.BAD_GATEWAY  # the client left meanwhile
                 continue
             if peer is not None and balancer is not None and balancer.tracks:
                 elapsed = time.monotonic() - started
                 session.done.add_done_callback(partial(_release, balancer, peer, elapsed))
-            return not session.done.done()
-        return False
+            return status.OK
+        return status.BAD_GATEWAY
 
 
 async def preread(loop: asyncio.AbstractEventLoop, conn: socket.socket, timeout: float) -> Peek:
@@ -386,19 +476,105 @@ async def _readable(loop: asyncio.AbstractEventLoop, conn: socket.socket, deadli
         loop.remove_reader(fd)
 
 
-class _Accepted(asyncio.Protocol):
-    """A plain listener's connection until it is routed (in ``connection_made`` itself, so no
-    byte can arrive before the session's client side takes the transport over)."""
+async def read_proxy_header(
+    loop: asyncio.AbstractEventLoop, conn: socket.socket, timeout: float
+) -> ProxyHeader:
+    """Read the PROXY protocol header off ``conn`` and no byte more (what follows, a
+    ClientHello, stays in the socket for :func:`preread`); BrokenHeader if the client sends
+    something else, closes, or says nothing within ``timeout``."""
+    deadline = loop.time() + timeout
+    seen = -1
+    while True:
+        if loop.time() >= deadline:
+            raise BrokenHeader("no PROXY protocol header in time")
+        await _readable(loop, conn, deadline)
+        try:
+            data = conn.recv(4096, socket.MSG_PEEK)
+        except BlockingIOError:
+            continue
+        except OSError as exc:
+            raise BrokenHeader(f"connection failed: {exc}") from None
+        if not data:
+            raise BrokenHeader("closed before a PROXY protocol header")
+        header = parse_proxy_header(data)
+        if header is not None:
+            remaining = header.length
+            while remaining:  # the peeked bytes are there: these reads do not block
+                remaining -= len(conn.recv(remaining))
+            return header
+        if len(data) == seen:
+            await asyncio.sleep(PREREAD_POLL)
+        seen = len(data)
 
-    __slots__ = ("proxy", "listener")
+
+class _Accepted(asyncio.Protocol):
+    """A plain listener's connection until it is routed: in ``connection_made`` itself (so no
+    byte can arrive before the session's client side takes the transport over), or on a
+    ``proxy_protocol`` listener once the header has arrived."""
+
+    __slots__ = ("proxy", "listener", "transport", "buffer", "timer", "started", "settled")
 
     def __init__(self, proxy: StreamProxy, listener: StreamListener) -> None:
         self.proxy = proxy
         self.listener = listener
+        self.transport: asyncio.BaseTransport | None = None
+        self.buffer = b""
+        self.timer: asyncio.TimerHandle | None = None
+        self.started = 0.0
+        self.settled = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not self.listener.proxy_protocol:
+            self._hand_over(transport, None, b"")
+            return
+        self.transport = transport
+        self.started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        self.timer = loop.call_later(PREREAD_TIMEOUT, self._broken, "no header in time")
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
         try:
-            self.proxy.accepted(transport, self.listener)
+            header = parse_proxy_header(self.buffer)
+        except BrokenHeader as exc:
+            self._broken(str(exc))
+            return
+        if header is None or self.transport is None:
+            return  # (bounded: a header longer than the protocol allows is broken)
+        self._settle()
+        first = self.buffer[header.length :]
+        self.buffer = b""
+        self._hand_over(self.transport, header, first)
+
+    def eof_received(self) -> bool:
+        self._broken("closed before a PROXY protocol header")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._settle()
+
+    def _settle(self) -> None:
+        self.settled = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _broken(self, why: str) -> None:
+        if self.settled or self.transport is None:
+            return
+        self._settle()
+        peer = self.transport.get_extra_info("peername")
+        client = str(peer[0]) if peer else "-"
+        log.error("stream %s: broken PROXY protocol header from %s: %s", self.listener,
+                  client, why)  # fmt: skip
+        self.transport.close()
+        self.proxy.log_refused(client, status.BAD_REQUEST, self.started)
+
+    def _hand_over(
+        self, transport: asyncio.BaseTransport, header: ProxyHeader | None, first: bytes
+    ) -> None:
+        try:
+            self.proxy.accepted(transport, self.listener, header, first, self.started or None)
         except Exception:
             log.exception("stream %s: connection failed", self.listener)
             transport.close()
@@ -408,12 +584,19 @@ def _release(balancer: Balancer, peer: Peer, elapsed: float, _: object) -> None:
     balancer.done(peer, elapsed)  # least-connections counts the connection until it ends
 
 
-def admitted(snapshot: StreamSnapshot, route: StreamRoute, client_ip: str) -> bool:
-    """Whether the route's ip-restriction (if any) lets ``client_ip`` through."""
+def refusal(snapshot: StreamSnapshot, route: StreamRoute, client_ip: str) -> int:
+    """0 if the route's ip-restriction (if any) lets ``client_ip`` through, else the status
+    Kong's stream exit closes the connection with (the plugin's ``status``, 403 unless set)."""
     for plugin in snapshot.guards.get(route.id, ()):
         if not plugin.admits(client_ip):
-            return False
-    return True
+            return int(getattr(plugin, "status", status.FORBIDDEN))
+    return 0
 
 
-__all__ = ["StreamListener", "StreamProxy", "admitted", "preread"]
+__all__ = [
+    "StreamListener",
+    "StreamProxy",
+    "preread",
+    "read_proxy_header",
+    "refusal",
+]

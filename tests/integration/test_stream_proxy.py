@@ -298,7 +298,6 @@ def test_the_node_reports_its_stream_listeners(node: Node) -> None:
     ("value", "message"),
     [
         ("127.0.0.1:{port} udp", "udp is not supported"),
-        ("127.0.0.1:{port} proxy_protocol", "proxy_protocol is not supported"),
         ("127.0.0.1:{port} http2", "unknown flag 'http2'"),
     ],
 )

@@ -60,7 +60,12 @@ CHART_VALUES: dict[str, dict[str, Any]] = {
         "proxy": {"type": "NodePort", "tls": {"enabled": True, "secretName": "edge-tls"}},
         "stream": {
             "listeners": [
-                {"name": "postgres", "containerPort": 5432, "nodePort": 30432},
+                {
+                    "name": "postgres",
+                    "containerPort": 5432,
+                    "nodePort": 30432,
+                    "proxyProtocol": True,
+                },
                 {"name": "tls", "containerPort": 9443, "servicePort": 9000, "ssl": True},
             ]
         },
@@ -293,6 +298,9 @@ def test_chart_stream_service_ports() -> None:
         "nodePort": 30432,
     }
     assert ports["tls"]["port"] == 9000 and "nodePort" not in ports["tls"]
+    (container,) = gateway_pod(objs)["containers"][:1]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["KONG_STREAM_LISTEN"] == "0.0.0.0:5432 proxy_protocol, 0.0.0.0:9443 ssl"
     values = copy.deepcopy(CHART_VALUES["stream"])
     values["proxy"] = {"type": "ClusterIP"}
     (proxy,) = [o for o in render_chart(values) if o["metadata"]["name"] == "fastkong-proxy"]

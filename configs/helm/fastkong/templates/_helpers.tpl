@@ -47,7 +47,8 @@ app.kubernetes.io/component: controller
 {{- end -}}
 
 {{- /*
-KONG_STREAM_LISTEN from stream.listeners: "0.0.0.0:<containerPort>[ ssl]", comma-joined. Fails
+KONG_STREAM_LISTEN from stream.listeners: "0.0.0.0:<containerPort>[ ssl][ proxy_protocol]",
+comma-joined. Fails
 the render when a listener's name or port is taken (by another listener or by the proxy, admin
 or status ports): the pod and the Service would be refused, or silently serve the wrong port.
 */}}
@@ -81,7 +82,8 @@ or status ports): the pod and the Service would be refused, or silently serve th
 {{- fail (printf "stream.listeners: %s: servicePort %s is taken by %s" .name $servicePort (get $servicePorts $servicePort)) -}}
 {{- end -}}
 {{- $_ := set $servicePorts $servicePort .name -}}
-{{- $entries = append $entries (printf "0.0.0.0:%s%s" $port (ternary " ssl" "" (.ssl | default false))) -}}
+{{- $flags := printf "%s%s" (ternary " ssl" "" (.ssl | default false)) (ternary " proxy_protocol" "" (.proxyProtocol | default false)) -}}
+{{- $entries = append $entries (printf "0.0.0.0:%s%s" $port $flags) -}}
 {{- end -}}
 {{- join ", " $entries -}}
 {{- end -}}
