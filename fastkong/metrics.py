@@ -27,9 +27,10 @@ the last second of a worker killed with SIGKILL are lost (a graceful stop flushe
 Which families are exported follows Kong's exporter (``kong/plugins/prometheus/exporter.lua``):
 the node gauges (``node_info``, ``datastore_reachable``, ``nginx_requests_total``, memory) always;
 the per-request families (``http_requests_total``, the three latency histograms,
-``bandwidth_bytes``, ``nginx_metric_errors_total``) only while an enabled prometheus plugin is in
-the config, and ``upstream_target_health`` only while one of them sets
-``upstream_health_metrics``.
+``bandwidth_bytes``, ``nginx_metric_errors_total``) and the stream process's per-session ones
+(``stream_sessions_total``, ``session_duration_ms``, and ``bandwidth_bytes`` with an empty
+``consumer``) only while an enabled prometheus plugin is in the config, and
+``upstream_target_health`` only while one of them sets ``upstream_health_metrics``.
 """
 
 from __future__ import annotations
@@ -112,9 +113,32 @@ BANDWIDTH = Family(
     "Total bandwidth (ingress/egress) throughput in bytes",
     ("service", "route", "direction", "workspace", "consumer"),
 )
+#: Kong's stream subsystem families (the stream process counts them; fastkong.stream).
+STREAM_SESSIONS = Family(
+    "stream_sessions_total",
+    "counter",
+    "Stream status codes per service/route in Kong",
+    ("service", "route", "code", "source", "workspace"),
+)
+SESSION_DURATION = Family(
+    "session_duration_ms",
+    "histogram",
+    "latency incurred in stream session for each service/route in Kong",
+    ("service", "route", "workspace"),
+    UPSTREAM_LATENCY_BUCKETS,
+)
 #: The families the workers count, in the order a scrape renders them.
 WORKER_FAMILIES: Final = {
-    f.name: f for f in (BANDWIDTH, HTTP_REQUESTS, KONG_LATENCY, REQUEST_LATENCY, UPSTREAM_LATENCY)
+    f.name: f
+    for f in (
+        BANDWIDTH,
+        HTTP_REQUESTS,
+        KONG_LATENCY,
+        REQUEST_LATENCY,
+        SESSION_DURATION,
+        STREAM_SESSIONS,
+        UPSTREAM_LATENCY,
+    )
 }
 
 Labels = tuple[str, ...]
@@ -130,6 +154,8 @@ class Snapshot(msgspec.Struct, array_like=True, frozen=True):
     histograms: list[tuple[str, Labels, list[int], float]] = []
     #: Memory stores of the worker (proxy-cache dictionaries): ``(name, used, capacity)``.
     dicts: list[tuple[str, int, int]] = []
+    #: Kong's ``kong_subsystem`` of the process: ``http`` (a Granian worker) or ``stream``.
+    subsystem: str = SUBSYSTEM
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -155,11 +181,13 @@ class WorkerMetrics:
         "state_dir",
         "pid",
         "interval",
+        "subsystem",
         "_task",
         "_written",
     )
 
     def __init__(self, interval: float = FLUSH_INTERVAL) -> None:
+        self.subsystem = SUBSYSTEM
         self.counters: dict[tuple[str, Labels], float] = {}
         self.histograms: dict[tuple[str, Labels], list[float]] = {}
         #: Requests the prometheus log phase saw (stands in for nginx's total when no
@@ -212,6 +240,7 @@ class WorkerMetrics:
                 for (name, labels), row in self.histograms.items()
             ],
             dicts=[(name, *usage()) for name, usage in self.dicts.items()],
+            subsystem=self.subsystem,
         )
 
     def write(self) -> bool:
@@ -312,8 +341,8 @@ class NodeMetrics:
         self.counters: dict[tuple[str, Labels], float] = {}
         self.histograms: dict[tuple[str, Labels], list[float]] = {}
         self.requests = 0
-        #: pid -> rss of the live workers.
-        self.workers: dict[int, int] = {}
+        #: pid -> (rss, subsystem) of the live workers.
+        self.workers: dict[int, tuple[int, str]] = {}
         self.dicts: dict[str, list[int]] = {}
         self.errors = 0
 
@@ -339,7 +368,7 @@ class NodeMetrics:
                 row[i] += n
             row[-1] += total
         if live:
-            self.workers[snap.pid] = snap.rss
+            self.workers[snap.pid] = (snap.rss, snap.subsystem)
             for name, used, capacity in snap.dicts:
                 usage = self.dicts.setdefault(name, [0, 0])
                 usage[0] += used
@@ -552,8 +581,8 @@ def render_node_metrics(
         "memory_workers_lua_vms_bytes",
         "Allocated bytes in worker Lua VM",
         [
-            (("node_id", "pid", "kong_subsystem"), (node_id, str(pid), SUBSYSTEM), rss)
-            for pid, rss in sorted(node.workers.items())
+            (("node_id", "pid", "kong_subsystem"), (node_id, str(pid), subsystem), rss)
+            for pid, (rss, subsystem) in sorted(node.workers.items())
         ],
     )
     if enabled:

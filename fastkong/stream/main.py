@@ -21,6 +21,7 @@ from typing import Any
 
 import uvloop
 
+from fastkong import metrics
 from fastkong.control.lifeline import die_with_parent, expected_parent
 from fastkong.control.state import file_identity, read_state
 from fastkong.proxy.trust import TrustedIps
@@ -113,15 +114,19 @@ async def serve(options: dict[str, Any]) -> int:
         except Exception:
             log.exception("stream: cannot load %s", follower.path)
     registry.start(loop)
+    # The prometheus plugin's stream counts, beside the HTTP workers' (fastkong.metrics).
+    metrics.WORKER.subsystem = "stream"
+    metrics.WORKER.start(requests=lambda: 0)
     proxy.start(loop)
     following = loop.create_task(follower.follow(registry))
     await stop.wait()
     following.cancel()
     await proxy.drain(float(options.get("drain_timeout", 30.0)))
     registry.stop()
+    await asyncio.sleep(0)  # the sessions' done callbacks (log lines, counts) are queued
     if access_log is not None:
-        await asyncio.sleep(0)  # the sessions' last lines (their done callbacks) are queued
         access_log.close()
+    metrics.WORKER.close()
     return 0
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Final, cast
+from typing import Any, Final, cast
 
 HOLD_LIMIT: Final = 256 * 1024
 
@@ -103,7 +103,7 @@ class Session:
     """One proxied connection: its two sides, its idle deadline, and when it ended."""
 
     __slots__ = ("client", "upstream", "idle_timeout", "last", "done", "timer", "loop",
-                 "started", "status", "client_addr")  # fmt: skip
+                 "started", "status", "client_addr", "proxied", "meter")  # fmt: skip
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, idle_timeout: float, client_addr: str = ""
@@ -113,6 +113,10 @@ class Session:
         #: status for the access log (nginx's: 200 unless the upstream could not be reached).
         self.client_addr = client_addr
         self.status = 200
+        #: Whether the upstream was reached (the metrics' ``source``: service, else kong), and
+        #: what counts the session when it ends: (prometheus plugin, service, route) or None.
+        self.proxied = False
+        self.meter: tuple[Any, str, str] | None = None
         self.idle_timeout = idle_timeout
         self.client = Side("client", self)
         self.upstream = Side("upstream", self)

@@ -206,7 +206,7 @@ class StreamProxy:
             return
         route, service, _ = decided
         loop = asyncio.get_running_loop()
-        session = self.open_session(loop, service, src_ip, started)
+        session = self.open_session(loop, snapshot, route, service, src_ip, started)
         transport.set_protocol(session.client)
         session.client.connection_made(transport)
         if first:
@@ -218,26 +218,42 @@ class StreamProxy:
     def open_session(
         self,
         loop: asyncio.AbstractEventLoop,
+        snapshot: StreamSnapshot,
+        route: StreamRoute,
         service: ServicePlan,
         client_ip: str,
         started: float,
     ) -> Session:
         session = Session(loop, service.read_timeout, client_ip)
         session.started = started
+        meter = snapshot.meters.get(route.id)
+        if meter is not None:
+            session.meter = (meter, *_labels(route, service))
         self.sessions.add(session)
         session.done.add_done_callback(partial(self._ended, session))
         return session
 
     def _ended(self, session: Session, _: object) -> None:
+        """The session's log phase: its access log line and its metrics."""
         self.sessions.discard(session)
+        seconds = time.monotonic() - session.started
+        sent, received = session.upstream.received, session.client.received
         if self.access_log is not None:
-            self.access_log.session(
-                session.client_addr,
-                session.status,
-                session.upstream.received,
-                session.client.received,
-                time.monotonic() - session.started,
+            self.access_log.session(session.client_addr, session.status, sent, received, seconds)
+        if session.meter is not None:
+            plugin, service, route = session.meter
+            plugin.session(
+                service, route, session.status, session.proxied, received, sent, seconds * 1000
             )
+
+    @staticmethod
+    def meter_refused(
+        snapshot: StreamSnapshot, route: StreamRoute, service: ServicePlan | None, code: int
+    ) -> None:
+        """Count a routed connection closed before proxying (Kong logs its stream exits)."""
+        meter = snapshot.meters.get(route.id)
+        if meter is not None:
+            meter.session(*_labels(route, service), code, False, 0, 0, 0.0)
 
     def log_refused(self, client_ip: str, code: int, started: float) -> None:
         """The access log's line for a connection closed before it was proxied."""
@@ -269,13 +285,16 @@ class StreamProxy:
                 terminate = True
             elif "tls_passthrough" not in route.protocols:
                 log.error("unexpected protocols in matched Route %s", route.name or route.id)
+                self.meter_refused(snapshot, route, snapshot.service(route), status.INTERNAL_ERROR)
                 return status.INTERNAL_ERROR
+        service = snapshot.service(route)
         refused = refusal(snapshot, route, src_ip)
         if refused:
+            self.meter_refused(snapshot, route, service, refused)
             return refused
-        service = snapshot.service(route)
         if service is None:
             log.error("stream route %s has no service", route.name or route.id)
+            self.meter_refused(snapshot, route, None, status.INTERNAL_ERROR)
             return status.INTERNAL_ERROR
         return route, service, terminate
 
@@ -290,6 +309,7 @@ class StreamProxy:
         # The client's bytes wait (held, bounded) while the upstream connects.
         outcome = await self.connect_upstream(session, snapshot, route, sni, src_ip)
         if outcome == status.OK and not session.done.done():
+            session.proxied = True
             session.join()
         else:
             if not session.done.done():
@@ -334,7 +354,7 @@ class StreamProxy:
             self.log_refused(src_ip, decided, started)
             return
         route, service, terminate = decided
-        session = self.open_session(loop, service, src_ip, started)
+        session = self.open_session(loop, snapshot, route, service, src_ip, started)
         ssl_ctx = None
         if terminate:
             assert snapshot.certificates is not None
@@ -578,6 +598,12 @@ class _Accepted(asyncio.Protocol):
         except Exception:
             log.exception("stream %s: connection failed", self.listener)
             transport.close()
+
+
+def _labels(route: StreamRoute, service: ServicePlan | None) -> tuple[str, str]:
+    """The metrics' ``service`` and ``route`` labels, as the prometheus plugin gives them."""
+    service_name = (service.name or service.host) if service is not None else ""
+    return service_name, route.name or route.id
 
 
 def _release(balancer: Balancer, peer: Peer, elapsed: float, _: object) -> None:

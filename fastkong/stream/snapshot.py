@@ -5,9 +5,10 @@ a connection keeps the snapshot it was routed with until it closes, as nginx kee
 upstream across reloads.
 
 **Plugins.** Kong runs a plugin on stream routes when its ``protocols`` name a stream protocol
-(``tcp``, ``tls``, ``tls_passthrough``, ``udp``). Of fastkong's bundled plugins only
-``ip-restriction`` acts on a stream connection (Kong's ``preread`` handler); it is resolved per
-route with Kong's precedence (route and service, route, service, global). Any other plugin whose
+(``tcp``, ``tls``, ``tls_passthrough``, ``udp``). Of fastkong's bundled plugins
+``ip-restriction`` acts on a stream connection (Kong's ``preread`` handler) and ``prometheus``
+counts it when it ends (its ``log`` handler); they are resolved per route with Kong's precedence
+(route and service, route, service, global). Any other plugin whose
 ``protocols`` take in stream routes is named once per snapshot in a warning: it loads and does
 not run on them.
 """
@@ -27,7 +28,7 @@ from fastkong.stream.router import STREAM_PROTOCOLS, StreamRoute, StreamRouter
 log = logging.getLogger("fastkong.stream")
 
 #: The stream plugins fastkong runs (Kong's bundled plugins with a ``preread`` handler).
-STREAM_PLUGINS = frozenset({"ip-restriction"})
+STREAM_PLUGINS = frozenset({"ip-restriction", "prometheus"})
 _STREAM_AND_UDP = STREAM_PROTOCOLS | {"udp"}
 
 
@@ -55,7 +56,7 @@ class DefaultCertificate:
 class StreamSnapshot:
     """See the module docstring; ``services`` is what the upstream registry adopts."""
 
-    __slots__ = ("hash", "router", "services", "guards", "certificates", "__weakref__")
+    __slots__ = ("hash", "router", "services", "guards", "meters", "certificates", "__weakref__")
 
     def __init__(
         self,
@@ -64,12 +65,15 @@ class StreamSnapshot:
         services: dict[str, ServicePlan],
         guards: dict[str, tuple[Any, ...]],
         certificates: CertificateSet | None,
+        meters: dict[str, Any] | None = None,
     ) -> None:
         self.hash = config_hash
         self.router = router
         self.services = services
         #: The ip-restriction instances each route runs, by route id.
         self.guards = guards
+        #: The prometheus instance that counts each route's sessions, by route id.
+        self.meters = meters or {}
         #: None when the process has no ssl listener (nothing is terminated).
         self.certificates = certificates
 
@@ -98,17 +102,20 @@ def build_snapshot(
         if not r.service or r.service not in services or services[r.service].enabled
     ]
     router = StreamRouter(enabled_routes)
-    guards = _guards(config, router)
+    guards, meters = _plugins(config, router)
     certs = None
     if default_cert is not None:
         certs = CertificateSet(
             default_cert.context(), config.certificates, config.snis, default_cert.minimum
         )
-    return StreamSnapshot(config_hash, router, services, guards, certs)
+    return StreamSnapshot(config_hash, router, services, guards, certs, meters)
 
 
-def _guards(config: Config, router: StreamRouter) -> dict[str, tuple[Any, ...]]:
-    """Each stream route's ip-restriction chain; warns about stream plugins that do not run."""
+def _plugins(
+    config: Config, router: StreamRouter
+) -> tuple[dict[str, tuple[Any, ...]], dict[str, Any]]:
+    """Each stream route's ip-restriction chain and prometheus instance; warns about stream
+    plugins that do not run."""
     stream_scoped = [
         p for p in config.plugins if p.enabled and _STREAM_AND_UDP & set(p.protocols or ())
     ]
@@ -119,16 +126,21 @@ def _guards(config: Config, router: StreamRouter) -> dict[str, tuple[Any, ...]]:
             ", ".join(ignored),
         )
     runnable = [p for p in stream_scoped if p.name in STREAM_PLUGINS]
-    if not runnable:
-        return {}
-    plugins = build_plugins(runnable, None)  # type: ignore[arg-type]
     guards: dict[str, tuple[Any, ...]] = {}
+    meters: dict[str, Any] = {}
+    if not runnable:
+        return guards, meters
+    plugins = build_plugins(runnable, None)  # type: ignore[arg-type]
     for route in router.routes:
         service = str(route.route.service) if route.route.service else None
         chain = plugins.chain(route.id, service)
-        if chain:
-            guards[route.id] = chain
-    return guards
+        guard = tuple(x for x in chain if x.name == "ip-restriction")
+        if guard:
+            guards[route.id] = guard
+        meter = [x for x in chain if x.name == "prometheus"]
+        if meter:
+            meters[route.id] = meter[0]
+    return guards, meters
 
 
 __all__ = ["DefaultCertificate", "STREAM_PLUGINS", "StreamSnapshot", "build_snapshot",

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from fastkong.stream.proxy_protocol import encode_v1, encode_v2
@@ -62,6 +63,10 @@ certificates:
   snis: [tls.example.test]
 upstreams:
 - name: empty
+plugins:
+- name: prometheus
+  protocols: [http, https, tcp, tls]
+  config: {{status_code_metrics: true, latency_metrics: true, bandwidth_metrics: true}}
 services:
 - name: by-source
   protocol: tcp
@@ -257,3 +262,49 @@ def test_a_stream_access_log_with_another_format_stops_the_start(tmp_path: Path)
     )
     assert done.returncode == 1
     assert "proxy_stream_access_log: only Kong's 'basic' format" in done.stderr
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    """The value of the series ``name`` whose labels include ``labels`` (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_the_prometheus_plugin_counts_stream_sessions(node: Node) -> None:
+    url = f"http://127.0.0.1:{node.gateway.status_port}/metrics"
+    by_source = {"service": "by-source", "route": "by-source"}
+    before = httpx.get(url).text
+    for _ in range(2):
+        with _connect(node.pp) as sock:
+            sock.sendall(encode_v1(CLIENT, ("127.0.0.1", node.pp)))
+            assert _tag_and_echo(sock, b"12345") == (b"A", b"12345")
+    with _connect(node.pp) as sock:
+        sock.sendall(encode_v1(DENIED, ("127.0.0.1", node.pp)))
+        assert sock.recv(10) == b""
+
+    def counted() -> bool:
+        text = httpx.get(url).text
+        sessions = "kong_stream_sessions_total"
+        return (
+            _metric(text, sessions, **by_source, code="200", source="service")
+            - _metric(before, sessions, **by_source, code="200", source="service")
+            == 2
+            and _metric(text, sessions, route="others", code="403", source="kong")
+            - _metric(before, sessions, route="others", code="403", source="kong")
+            == 1
+        )
+
+    eventually(counted, timeout=10)
+    text = httpx.get(url).text
+    duration = "kong_session_duration_ms_count"
+    assert _metric(text, duration, **by_source) - _metric(before, duration, **by_source) == 2
+    bandwidth = "kong_bandwidth_bytes"
+    for direction, size in (("ingress", 5), ("egress", 7)):  # the tag line "A\n", the echo
+        delta = _metric(text, bandwidth, **by_source, direction=direction) - _metric(
+            before, bandwidth, **by_source, direction=direction
+        )
+        assert delta == 2 * size, direction
+    assert 'kong_subsystem="stream"' in text  # the stream process's memory
+    assert "# TYPE kong_stream_sessions_total counter" in text

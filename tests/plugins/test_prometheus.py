@@ -390,6 +390,28 @@ def test_request_families_need_an_enabled_plugin(tmp_path: Path) -> None:
     assert requests_total("s", "r", 200, "service") + " 1" in text
 
 
+def test_the_stream_process_snapshot_names_its_subsystem(tmp_path: Path) -> None:
+    http, stream = WorkerMetrics(), WorkerMetrics()
+    stream.subsystem = "stream"
+    stream.inc("stream_sessions_total", ("s", "r", "502", "kong", "default"))
+    write_snapshot(tmp_path, http, os.getpid())
+    write_snapshot(tmp_path, stream, os.getppid())
+    config = load_config('_format_version: "3.0"\nplugins: [{name: prometheus}]\n').config
+    text = render_node_metrics(tmp_path, config=config, node_id="n")
+    memory = series(text, "kong_memory_workers_lua_vms_bytes")
+    assert {k.rsplit(",", 1)[1] for k in memory} == {
+        'kong_subsystem="http"}',
+        'kong_subsystem="stream"}',
+    }
+    assert (
+        'kong_stream_sessions_total{service="s",route="r",code="502",source="kong",'
+        'workspace="default"} 1'
+    ) in text
+    # a snapshot written before the subsystem field existed reads as an HTTP worker's
+    old = msgspec.msgpack.encode([os.getpid(), 3, 1024, [], [], []])
+    assert msgspec.msgpack.decode(old, type=Snapshot).subsystem == "http"
+
+
 def test_label_values_are_escaped(tmp_path: Path) -> None:
     worker = WorkerMetrics()
     worker.inc("http_requests_total", ('a"b\\c', "r\nx", "200", "kong", "default", ""))

@@ -9,7 +9,10 @@ Every family is off by default, as in Kong 3.x: ``status_code_metrics`` counts
 observes ``kong_kong_latency_ms``, ``kong_upstream_latency_ms`` and ``kong_request_latency_ms``,
 ``bandwidth_metrics`` counts ``kong_bandwidth_bytes{direction=ingress|egress}``, and
 ``per_consumer`` fills the ``consumer`` label with the consumer's username (else ``""``).
-``upstream_health_metrics`` is read at scrape time from the config. ``ai_metrics`` and
+``upstream_health_metrics`` is read at scrape time from the config. On stream routes
+(:meth:`Prometheus.session`, from the stream process) the same flags count
+``kong_stream_sessions_total{service,route,code,source,workspace}`` (nginx's stream status),
+``kong_session_duration_ms`` and the session's bytes. ``ai_metrics`` and
 ``wasm_metrics`` are accepted for compatibility and count nothing (no AI or Wasm filters here).
 
 Labels: ``service`` is the service's name, else its host (``""`` for a route without service);
@@ -50,6 +53,7 @@ class PrometheusConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown
 
 _REQUESTS = metrics.HTTP_REQUESTS.name
 _BANDWIDTH = metrics.BANDWIDTH.name
+_SESSIONS = metrics.STREAM_SESSIONS.name
 _WORKSPACE = metrics.WORKSPACE
 
 
@@ -118,3 +122,30 @@ class Prometheus(LogPlugin):
             if egress > 0:
                 worker.inc(_BANDWIDTH, (service, route, "egress", _WORKSPACE, consumer), egress)
         worker.ensure_started()
+
+    def session(
+        self,
+        service: str,
+        route: str,
+        code: int,
+        proxied: bool,
+        received: int,
+        sent: int,
+        duration_ms: float,
+    ) -> None:
+        """A stream connection's log phase (the stream process; Kong's exporter in the stream
+        subsystem): ``kong_stream_sessions_total``, ``kong_session_duration_ms`` and the
+        session's bytes in ``kong_bandwidth_bytes`` (an empty ``consumer``: no consumers on
+        stream routes). Kong's own handler reads the bytes from a field its stream log never
+        fills, so it counts none; fastkong counts them."""
+        worker = metrics.WORKER
+        if self.status_codes:
+            source = "service" if proxied else "kong"
+            worker.inc(_SESSIONS, (service, route, str(code), source, _WORKSPACE))
+        if self.latencies:
+            worker.observe(metrics.SESSION_DURATION, (service, route, _WORKSPACE), duration_ms)
+        if self.bandwidth:
+            if received > 0:
+                worker.inc(_BANDWIDTH, (service, route, "ingress", _WORKSPACE, ""), received)
+            if sent > 0:
+                worker.inc(_BANDWIDTH, (service, route, "egress", _WORKSPACE, ""), sent)
