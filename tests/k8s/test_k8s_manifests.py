@@ -398,10 +398,17 @@ def test_chart_lints_and_its_schema_rejects_bad_values() -> None:
             {"name": "a", "containerPort": 9000},
             {"name": "b", "containerPort": 9001, "servicePort": 9000},
         ],
+        [
+            {"name": "a", "containerPort": 9000, "nodePort": 30100},
+            {"name": "b", "containerPort": 9001, "nodePort": 30100},
+        ],
+        [{"name": "a", "containerPort": 9000, "nodePort": 30080}],  # proxy.http's nodePort
     ],
 )
 def test_chart_refuses_stream_listeners_that_collide(listeners: list[dict[str, Any]]) -> None:
-    values = {"stream": {"listeners": listeners}}
+    values: dict[str, Any] = {"stream": {"listeners": listeners}}
+    if any(x.get("nodePort") == 30080 for x in listeners):
+        values["proxy"] = {"type": "NodePort", "http": {"nodePort": 30080}}
     Chart.load(str(CHART)).validate_schema(values)
     with pytest.raises(Exception, match="is taken"):
         render_chart(values)

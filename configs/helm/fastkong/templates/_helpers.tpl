@@ -49,8 +49,8 @@ app.kubernetes.io/component: controller
 {{- /*
 KONG_STREAM_LISTEN from stream.listeners: "0.0.0.0:<containerPort>[ ssl][ proxy_protocol]",
 comma-joined. Fails
-the render when a listener's name or port is taken (by another listener or by the proxy, admin
-or status ports): the pod and the Service would be refused, or silently serve the wrong port.
+the render when a listener's name, port or nodePort is taken (by another listener or by the
+proxy, admin or status ports): the pod and the Service would be refused, or silently serve the wrong port.
 */}}
 {{- define "fastkong.streamListen" -}}
 {{- $names := dict "proxy" "proxy" "proxy-tls" "proxy-tls" "admin" "admin" "status" "status" -}}
@@ -65,6 +65,13 @@ or status ports): the pod and the Service would be refused, or silently serve th
 {{- end -}}
 {{- if .Values.proxy.tls.enabled -}}
 {{- $_ := set $servicePorts (toString .Values.proxy.tls.servicePort) "proxy-tls" -}}
+{{- end -}}
+{{- $nodePorts := dict -}}
+{{- if and .Values.proxy.http.enabled .Values.proxy.http.nodePort -}}
+{{- $_ := set $nodePorts (toString .Values.proxy.http.nodePort) "proxy" -}}
+{{- end -}}
+{{- if and .Values.proxy.tls.enabled .Values.proxy.tls.nodePort -}}
+{{- $_ := set $nodePorts (toString .Values.proxy.tls.nodePort) "proxy-tls" -}}
 {{- end -}}
 {{- $entries := list -}}
 {{- range .Values.stream.listeners -}}
@@ -82,6 +89,13 @@ or status ports): the pod and the Service would be refused, or silently serve th
 {{- fail (printf "stream.listeners: %s: servicePort %s is taken by %s" .name $servicePort (get $servicePorts $servicePort)) -}}
 {{- end -}}
 {{- $_ := set $servicePorts $servicePort .name -}}
+{{- if .nodePort -}}
+{{- $nodePort := toString .nodePort -}}
+{{- if hasKey $nodePorts $nodePort -}}
+{{- fail (printf "stream.listeners: %s: nodePort %s is taken by %s" .name $nodePort (get $nodePorts $nodePort)) -}}
+{{- end -}}
+{{- $_ := set $nodePorts $nodePort .name -}}
+{{- end -}}
 {{- $flags := printf "%s%s" (ternary " ssl" "" (.ssl | default false)) (ternary " proxy_protocol" "" (.proxyProtocol | default false)) -}}
 {{- $entries = append $entries (printf "0.0.0.0:%s%s" $port $flags) -}}
 {{- end -}}
