@@ -242,6 +242,20 @@ class TaggedEcho(LoopServer):
         writer.close()
 
 
+def tag_and_echo(sock: socket.socket, payload: bytes = b"ping") -> tuple[bytes, bytes]:
+    """Through ``sock`` (plain or TLS) to a :class:`TaggedEcho`: its tag, and ``payload`` as it
+    came back."""
+    reader = sock.makefile("rb")
+    tag = reader.readline().strip()
+    sock.sendall(payload)
+    return tag, reader.read(len(payload))
+
+
+def pem_block(pem: str, spaces: int) -> str:
+    """``pem`` as a YAML literal block indented by ``spaces`` (a certificate in a kong.yml)."""
+    return "|\n" + "".join(" " * spaces + line + "\n" for line in pem.strip().splitlines())
+
+
 def tls_server_context(cert: str, key: str, tmp: Path) -> ssl.SSLContext:
     """A server TLS context for ``cert`` and ``key`` (PEM), written under ``tmp``."""
     (tmp / "up.crt").write_text(cert)

@@ -21,7 +21,9 @@ from tests.helpers import (
     eventually,
     fastkong_cli,
     free_port,
+    pem_block,
     rss_kb,
+    tag_and_echo,
     tls_server_context,
     wait_port,
 )
@@ -34,10 +36,6 @@ class Sink(LoopServer):
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.transport.pause_reading()
         await asyncio.sleep(3600)
-
-
-def _indent(pem: str, spaces: int) -> str:
-    return "|\n" + "".join(" " * spaces + line + "\n" for line in pem.strip().splitlines())
 
 
 class Node:
@@ -71,11 +69,11 @@ class Node:
         return f"""
 _format_version: "3.0"
 certificates:
-- cert: {_indent(exact_cert, 4)}
-  key: {_indent(exact_key, 4)}
+- cert: {pem_block(exact_cert, 4)}
+  key: {pem_block(exact_key, 4)}
   snis: [tls.example.test]
-- cert: {_indent(wild_cert, 4)}
-  key: {_indent(wild_key, 4)}
+- cert: {pem_block(wild_cert, 4)}
+  key: {pem_block(wild_key, 4)}
   snis: ["*.example.test"]
 upstreams:
 - name: pool
@@ -183,22 +181,13 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
         n.stop()
 
 
-def _exchange(sock: socket.socket | ssl.SSLSocket, payload: bytes) -> tuple[bytes, bytes]:
-    """The upstream's tag, and ``payload`` as it came back."""
-    reader = sock.makefile("rb")
-    tag = reader.readline().strip()
-    sock.sendall(payload)
-    echoed = reader.read(len(payload))
-    return tag, echoed
-
-
 def _connect(port: int) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=10)
 
 
 def test_tcp_route(node: Node) -> None:
     with _connect(node.plain) as sock:
-        assert _exchange(sock, b"hello") == (b"A", b"hello")
+        assert tag_and_echo(sock, b"hello") == (b"A", b"hello")
 
 
 def test_a_large_transfer_passes_intact(node: Node) -> None:
@@ -227,7 +216,7 @@ def test_a_large_transfer_passes_intact(node: Node) -> None:
 def test_a_refused_target_is_retried_on_the_next(node: Node) -> None:
     for _ in range(4):
         with _connect(node.balanced) as sock:
-            assert _exchange(sock, b"x") == (b"C", b"x")
+            assert tag_and_echo(sock, b"x") == (b"C", b"x")
 
 
 def test_ip_restriction_closes_the_connection(node: Node) -> None:
@@ -239,14 +228,14 @@ def test_tls_route_is_terminated_with_the_certificate_of_its_sni(node: Node) -> 
     ctx = node.client_ctx()
     with ctx.wrap_socket(_connect(node.tls), server_hostname="tls.example.test") as tls:
         assert tls.getpeercert()["subject"] == ((("commonName", "tls.example.test"),),)
-        assert _exchange(tls, b"secret") == (b"B", b"secret")
+        assert tag_and_echo(tls, b"secret") == (b"B", b"secret")
 
 
 def test_tls_to_a_tls_service_with_a_wildcard_certificate(node: Node) -> None:
     ctx = node.client_ctx()
     with ctx.wrap_socket(_connect(node.tls), server_hostname="again.example.test") as tls:
         assert tls.getpeercert()["subject"] == ((("commonName", "*.example.test"),),)
-        assert _exchange(tls, b"twice") == (b"T", b"twice")
+        assert tag_and_echo(tls, b"twice") == (b"T", b"twice")
 
 
 def test_tls_passthrough_reaches_the_upstream_tls_untouched(node: Node) -> None:
@@ -254,7 +243,7 @@ def test_tls_passthrough_reaches_the_upstream_tls_untouched(node: Node) -> None:
     with ctx.wrap_socket(_connect(node.tls), server_hostname="pass.example.test") as tls:
         # the upstream's own certificate: fastkong did not terminate
         assert tls.getpeercert()["subject"] == ((("commonName", "pass.example.test"),),)
-        assert _exchange(tls, b"opaque") == (b"T", b"opaque")
+        assert tag_and_echo(tls, b"opaque") == (b"T", b"opaque")
 
 
 def test_no_route_for_the_sni_closes_the_connection(node: Node) -> None:
@@ -269,7 +258,7 @@ def test_a_new_config_is_followed(node: Node) -> None:
 
     def moved() -> bool:
         with _connect(node.plain) as sock:
-            return _exchange(sock, b"?")[0] == b"D"
+            return tag_and_echo(sock, b"?")[0] == b"D"
 
     try:
         eventually(moved, timeout=15)
@@ -280,7 +269,7 @@ def test_a_new_config_is_followed(node: Node) -> None:
 
 def test_a_silent_connection_closes_after_the_read_timeout(node: Node) -> None:
     with _connect(node.idle) as sock:
-        assert _exchange(sock, b"ping") == (b"A", b"ping")
+        assert tag_and_echo(sock, b"ping") == (b"A", b"ping")
         started = time.monotonic()
         assert sock.recv(10) == b""  # closed by the gateway, 300 ms after the last byte
         assert time.monotonic() - started < 5

@@ -20,17 +20,22 @@ import httpx
 import pytest
 
 from fastkong.stream.proxy_protocol import encode_v1, encode_v2
-from tests.helpers import Gateway, TaggedEcho, eventually, fastkong_cli, free_port, wait_port
+from tests.helpers import (
+    Gateway,
+    TaggedEcho,
+    eventually,
+    fastkong_cli,
+    free_port,
+    pem_block,
+    tag_and_echo,
+    wait_port,
+)
 from tests.pki import Pki
 
 TRUSTED = "127.0.0.2"
 CLIENT = ("203.0.113.7", 40001)  # inside the route's sources
 OTHER = ("198.51.100.9", 40002)  # outside them
 DENIED = ("192.0.2.66", 40003)  # ip-restriction's deny list
-
-
-def _indent(pem: str, spaces: int) -> str:
-    return "|\n" + "".join(" " * spaces + line + "\n" for line in pem.strip().splitlines())
 
 
 class Node:
@@ -58,8 +63,8 @@ class Node:
         return f"""
 _format_version: "3.0"
 certificates:
-- cert: {_indent(self.cert, 4)}
-  key: {_indent(self.key, 4)}
+- cert: {pem_block(self.cert, 4)}
+  key: {pem_block(self.key, 4)}
   snis: [tls.example.test]
 upstreams:
 - name: empty
@@ -146,13 +151,6 @@ def _connect(port: int, source: str = TRUSTED) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
 
 
-def _tag_and_echo(sock: socket.socket | ssl.SSLSocket, payload: bytes) -> tuple[bytes, bytes]:
-    reader = sock.makefile("rb")
-    tag = reader.readline().strip()
-    sock.sendall(payload)
-    return tag, reader.read(len(payload))
-
-
 def _logged(node: Node, pattern: str) -> str:
     """The access log's line matching ``pattern`` (lines are flushed within a second)."""
     found: list[str] = []
@@ -171,10 +169,10 @@ def test_a_trusted_peers_header_names_the_client_for_routing(node: Node, encode:
     dst = ("127.0.0.1", node.pp)
     with _connect(node.pp) as sock:
         sock.sendall(encode(CLIENT, dst))
-        assert _tag_and_echo(sock, b"hello") == (b"A", b"hello")
+        assert tag_and_echo(sock, b"hello") == (b"A", b"hello")
     with _connect(node.pp) as sock:
         sock.sendall(encode(OTHER, dst))
-        assert _tag_and_echo(sock, b"hello") == (b"B", b"hello")
+        assert tag_and_echo(sock, b"hello") == (b"B", b"hello")
 
 
 def test_bytes_sent_with_the_header_reach_the_upstream(node: Node) -> None:
@@ -189,13 +187,13 @@ def test_an_untrusted_peers_header_is_read_and_dropped(node: Node) -> None:
     with _connect(node.pp, source="127.0.0.1") as sock:
         sock.sendall(encode_v1(CLIENT, ("127.0.0.1", node.pp)))
         # routed as 127.0.0.1 (not in by-source's sources); the header's bytes never went up
-        assert _tag_and_echo(sock, b"x") == (b"B", b"x")
+        assert tag_and_echo(sock, b"x") == (b"B", b"x")
 
 
 def test_a_local_command_keeps_the_peer_address(node: Node) -> None:
     with _connect(node.pp) as sock:
         sock.sendall(encode_v2(None, None))
-        assert _tag_and_echo(sock, b"hc") == (b"B", b"hc")
+        assert tag_and_echo(sock, b"hc") == (b"B", b"hc")
 
 
 def test_ip_restriction_judges_the_headers_client(node: Node) -> None:
@@ -218,14 +216,14 @@ def test_header_then_tls_on_an_ssl_listener(node: Node) -> None:
     raw.sendall(encode_v1(CLIENT, ("127.0.0.1", node.pp_ssl)))
     with ctx.wrap_socket(raw, server_hostname="tls.example.test") as tls:
         assert tls.getpeercert()["subject"] == ((("commonName", "tls.example.test"),),)
-        assert _tag_and_echo(tls, b"secret") == (b"A", b"secret")
+        assert tag_and_echo(tls, b"secret") == (b"A", b"secret")
 
 
 def test_sessions_are_logged_with_their_bytes_and_time(node: Node) -> None:
     source = ("203.0.113.99", 40100)
     with _connect(node.pp) as sock:
         sock.sendall(encode_v2(source, ("127.0.0.1", node.pp)))
-        assert _tag_and_echo(sock, b"0123456789") == (b"A", b"0123456789")
+        assert tag_and_echo(sock, b"0123456789") == (b"A", b"0123456789")
         time.sleep(0.2)
     # sent to the client: the tag line and the echo; received from it: the ten bytes
     line = _logged(node, r"203\.0\.113\.99 \[[^]]+\] TCP 200 12 10 (\d+\.\d{3})")
@@ -279,7 +277,7 @@ def test_the_prometheus_plugin_counts_stream_sessions(node: Node) -> None:
     for _ in range(2):
         with _connect(node.pp) as sock:
             sock.sendall(encode_v1(CLIENT, ("127.0.0.1", node.pp)))
-            assert _tag_and_echo(sock, b"12345") == (b"A", b"12345")
+            assert tag_and_echo(sock, b"12345") == (b"A", b"12345")
     with _connect(node.pp) as sock:
         sock.sendall(encode_v1(DENIED, ("127.0.0.1", node.pp)))
         assert sock.recv(10) == b""

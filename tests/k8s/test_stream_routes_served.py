@@ -14,7 +14,14 @@ from typing import Any
 import pytest
 
 from fastkong.k8s import translate
-from tests.helpers import Gateway, TaggedEcho, free_port, tls_server_context, wait_port
+from tests.helpers import (
+    Gateway,
+    TaggedEcho,
+    free_port,
+    tag_and_echo,
+    tls_server_context,
+    wait_port,
+)
 from tests.k8s.kube import (
     backend_ref,
     endpoint_slice,
@@ -127,17 +134,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         c.stop()
 
 
-def _tag_and_echo(sock: socket.socket) -> tuple[bytes, bytes]:
-    reader = sock.makefile("rb")
-    tag = reader.readline().strip()
-    sock.sendall(b"ping")
-    return tag, reader.read(4)
-
-
 def test_tcproute_and_tcp_ingress_reach_their_backends(cluster: Cluster) -> None:
     for port, tag in ((cluster.tcp_port, b"tcp"), (cluster.ingress_port, b"ingress")):
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            assert _tag_and_echo(sock) == (tag, b"ping")
+            assert tag_and_echo(sock) == (tag, b"ping")
 
 
 def test_tlsroutes_pass_through_and_terminate(cluster: Cluster) -> None:
@@ -147,7 +147,7 @@ def test_tlsroutes_pass_through_and_terminate(cluster: Cluster) -> None:
             with ctx.wrap_socket(raw, server_hostname=host) as sock:
                 # The client verified the certificate for ``host``: the backend's own
                 # when passed through, the listener's Secret when terminated.
-                assert _tag_and_echo(sock) == (tag, b"ping")
+                assert tag_and_echo(sock) == (tag, b"ping")
 
 
 def test_an_sni_no_route_names_is_closed(cluster: Cluster) -> None:
