@@ -520,7 +520,13 @@ async def read_proxy_header(
         if header is not None:
             remaining = header.length
             while remaining:  # the peeked bytes are there: these reads do not block
-                remaining -= len(conn.recv(remaining))
+                try:
+                    taken = len(conn.recv(remaining))
+                except OSError as exc:
+                    raise BrokenHeader(f"connection failed: {exc}") from None
+                if not taken:
+                    raise BrokenHeader("closed inside the PROXY protocol header")
+                remaining -= taken
             return header
         if len(data) == seen:
             await asyncio.sleep(PREREAD_POLL)
