@@ -226,9 +226,7 @@ class StreamProxy:
     ) -> Session:
         session = Session(loop, service.read_timeout, client_ip)
         session.started = started
-        meter = snapshot.meters.get(route.id)
-        if meter is not None:
-            session.meter = (meter, *_labels(route, service))
+        session.meter = snapshot.meters.get(route.id)
         self.sessions.add(session)
         session.done.add_done_callback(partial(self._ended, session))
         return session
@@ -247,13 +245,12 @@ class StreamProxy:
             )
 
     @staticmethod
-    def meter_refused(
-        snapshot: StreamSnapshot, route: StreamRoute, service: ServicePlan | None, code: int
-    ) -> None:
+    def meter_refused(snapshot: StreamSnapshot, route: StreamRoute, code: int) -> None:
         """Count a routed connection closed before proxying (Kong logs its stream exits)."""
         meter = snapshot.meters.get(route.id)
         if meter is not None:
-            meter.session(*_labels(route, service), code, False, 0, 0, 0.0)
+            plugin, service_label, route_label = meter
+            plugin.session(service_label, route_label, code, False, 0, 0, 0.0)
 
     def log_refused(self, client_ip: str, code: int, started: float) -> None:
         """The access log's line for a connection closed before it was proxied."""
@@ -285,16 +282,16 @@ class StreamProxy:
                 terminate = True
             elif "tls_passthrough" not in route.protocols:
                 log.error("unexpected protocols in matched Route %s", route.name or route.id)
-                self.meter_refused(snapshot, route, snapshot.service(route), status.INTERNAL_ERROR)
+                self.meter_refused(snapshot, route, status.INTERNAL_ERROR)
                 return status.INTERNAL_ERROR
         service = snapshot.service(route)
         refused = refusal(snapshot, route, src_ip)
         if refused:
-            self.meter_refused(snapshot, route, service, refused)
+            self.meter_refused(snapshot, route, refused)
             return refused
         if service is None:
             log.error("stream route %s has no service", route.name or route.id)
-            self.meter_refused(snapshot, route, None, status.INTERNAL_ERROR)
+            self.meter_refused(snapshot, route, status.INTERNAL_ERROR)
             return status.INTERNAL_ERROR
         return route, service, terminate
 
@@ -604,12 +601,6 @@ class _Accepted(asyncio.Protocol):
         except Exception:
             log.exception("stream %s: connection failed", self.listener)
             transport.close()
-
-
-def _labels(route: StreamRoute, service: ServicePlan | None) -> tuple[str, str]:
-    """The metrics' ``service`` and ``route`` labels, as the prometheus plugin gives them."""
-    service_name = (service.name or service.host) if service is not None else ""
-    return service_name, route.name or route.id
 
 
 def _release(balancer: Balancer, peer: Peer, elapsed: float, _: object) -> None:

@@ -65,14 +65,15 @@ class StreamSnapshot:
         services: dict[str, ServicePlan],
         guards: dict[str, tuple[Any, ...]],
         certificates: CertificateSet | None,
-        meters: dict[str, Any] | None = None,
+        meters: dict[str, tuple[Any, str, str]] | None = None,
     ) -> None:
         self.hash = config_hash
         self.router = router
         self.services = services
         #: The ip-restriction instances each route runs, by route id.
         self.guards = guards
-        #: The prometheus instance that counts each route's sessions, by route id.
+        #: What counts each route's sessions, by route id: (the prometheus instance, the
+        #: ``service`` label, the ``route`` label), labels made here at config load.
         self.meters = meters or {}
         #: None when the process has no ssl listener (nothing is terminated).
         self.certificates = certificates
@@ -102,7 +103,7 @@ def build_snapshot(
         if not r.service or r.service not in services or services[r.service].enabled
     ]
     router = StreamRouter(enabled_routes)
-    guards, meters = _plugins(config, router)
+    guards, meters = _plugins(config, router, services)
     certs = None
     if default_cert is not None:
         certs = CertificateSet(
@@ -112,8 +113,8 @@ def build_snapshot(
 
 
 def _plugins(
-    config: Config, router: StreamRouter
-) -> tuple[dict[str, tuple[Any, ...]], dict[str, Any]]:
+    config: Config, router: StreamRouter, services: dict[str, ServicePlan]
+) -> tuple[dict[str, tuple[Any, ...]], dict[str, tuple[Any, str, str]]]:
     """Each stream route's ip-restriction chain and prometheus instance; warns about stream
     plugins that do not run."""
     stream_scoped = [
@@ -127,7 +128,7 @@ def _plugins(
         )
     runnable = [p for p in stream_scoped if p.name in STREAM_PLUGINS]
     guards: dict[str, tuple[Any, ...]] = {}
-    meters: dict[str, Any] = {}
+    meters: dict[str, tuple[Any, str, str]] = {}
     if not runnable:
         return guards, meters
     plugins = build_plugins(runnable, None)  # type: ignore[arg-type]
@@ -139,7 +140,10 @@ def _plugins(
             guards[route.id] = guard
         meter = [x for x in chain if x.name == "prometheus"]
         if meter:
-            meters[route.id] = meter[0]
+            # The labels as the prometheus plugin gives them: service name, else host.
+            plan = services.get(service) if service else None
+            service_label = (plan.name or plan.host) if plan is not None else ""
+            meters[route.id] = (meter[0], service_label, route.name or route.id)
     return guards, meters
 
 
