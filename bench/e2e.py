@@ -55,6 +55,9 @@ TARGETS = ("direct", "nginx", "haproxy", "caddy", "aiohttp", "floor", "floor-asg
 # The floors (bench/floor_proxy.py, over RSGI and over ASGI) are plain-route-only measuring
 # sticks, not proxies to compare.
 PROXIES = tuple(t for t in TARGETS[1:] if not t.startswith("floor"))
+# fastkong with Granian's own TLS (--ssl-termination granian): the tls scenario only.
+GRANIAN_TLS = "fastkong-granian-tls"
+CHOICES = (*TARGETS, GRANIAN_TLS)
 # The tool each target needs (fastkong needs none beyond this checkout).
 NEEDS = {"nginx": "nginx", "haproxy": "haproxy", "caddy": "caddy", "aiohttp": "aiohttp"}
 # Other processes using more than this share of a core during a measured run flag the run.
@@ -82,7 +85,9 @@ SCENARIOS = (
     Scenario("1kb", "1 KB response", PROXIES, path="/1k"),
     Scenario("100kb", "100 KB response", PROXIES, path="/100k"),
     Scenario("2workers", "plain route, 2 workers each", PROXIES, workers=2),
-    Scenario("tls", "plain route over TLS, 1 worker", ("nginx", "fastkong"), tls=True),
+    Scenario(
+        "tls", "plain route over TLS, 1 worker", ("nginx", "fastkong", GRANIAN_TLS), tls=True
+    ),
     Scenario(
         "routes100", "100 routes, requests spread over all", ("nginx", "fastkong"), routes=100
     ),
@@ -282,6 +287,8 @@ def build_legs(
                 run = upstream
             elif target == "fastkong" and scenario.tls:
                 run = fleet.fastkong(w, n, tls=True)
+            elif target == GRANIAN_TLS:
+                run = fleet.fastkong(w, n, tls=True, ssl_termination="granian")
             elif target == "fastkong":
                 run = fleet.fastkong(w, n, auth=auth and not n and w == 1, redis=redis and w == 1)
             elif target == "nginx":
@@ -452,8 +459,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1, help="unmeasured seconds before a run (1)")
     p.add_argument(
         "--targets",
-        default=",".join(TARGETS),
-        help=f"comma-separated subset of {','.join(TARGETS)}",
+        default=",".join(CHOICES),
+        help=f"comma-separated subset of {','.join(CHOICES)}",
     )
     p.add_argument(
         "--scenarios", default=",".join(names), help=f"comma-separated subset of {','.join(names)}"
@@ -481,8 +488,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
             args.scenarios = ",".join(SMOKE_SCENARIOS)
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    if unknown := set(args.targets) - set(TARGETS):
-        p.error(f"unknown target(s) {', '.join(sorted(unknown))}; choose from {', '.join(TARGETS)}")
+    if unknown := set(args.targets) - set(CHOICES):
+        p.error(f"unknown target(s) {', '.join(sorted(unknown))}; choose from {', '.join(CHOICES)}")
     if unknown := set(args.scenarios) - set(names):
         p.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; choose from {', '.join(names)}")
     if min(args.duration, args.rounds, args.connections, args.threads, args.fixed_rounds) < 1:

@@ -73,16 +73,10 @@ def parse_listen(value: str | None, setting: str = "listen") -> tuple[str, int] 
 
 def proxy_listeners(value: str, cert: str | None, key: str | None) -> tuple[Listener, ...]:
     """Every ``proxy_listen`` entry, each served; ValueError for ``off`` (fastkong is a data
-    plane), for PROXY protocol (Granian reads no PROXY header) and for half a certificate."""
+    plane) and for half a certificate."""
     listeners = parse_listeners(value, "proxy_listen")
     if not listeners:
         raise ValueError("proxy_listen: fastkong is a data plane and needs a proxy listener")
-    for listener in listeners:
-        if "proxy_protocol" in listener.flags:
-            raise ValueError(
-                f"proxy_listen: {str(listener)!r}: proxy_protocol is not supported "
-                "(the server under fastkong reads no PROXY protocol header)"
-            )
     if cert and not key:
         raise ValueError("ssl_cert_key must be set when ssl_cert is")
     if key and not cert:
@@ -183,6 +177,15 @@ def access_log_setting(value: str) -> str:
     return words[0]
 
 
+def ssl_termination_setting(value: str) -> str:
+    """``fastkong`` (the edge terminates the ssl listeners' TLS, every certificate served by
+    SNI) or ``granian`` (Granian's TLS: one certificate, no relay)."""
+    choice = value.strip().lower()
+    if choice not in ("fastkong", "granian"):
+        raise ValueError(f"ssl_termination: {value!r} is not fastkong or granian")
+    return choice
+
+
 def worker_count(value: str | int | None) -> int:
     """``--workers`` / Kong's ``nginx_worker_processes``: a number >= 1, or ``auto`` (Kong's
     default): one per CPU this process may run on (its affinity mask, which a container's
@@ -253,6 +256,9 @@ def cmd_start(args: argparse.Namespace) -> int:
         stream_access_log = stream_access_log_setting(
             args.proxy_stream_access_log or _env("PROXY_STREAM_ACCESS_LOG") or "off"
         )
+        ssl_termination = ssl_termination_setting(
+            args.ssl_termination or os.environ.get("FASTKONG_SSL_TERMINATION") or "fastkong"
+        )
         debug_header = on_off(
             args.allow_debug_header or _env("ALLOW_DEBUG_HEADER") or "off", "allow_debug_header"
         )
@@ -307,6 +313,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         log_level=level.lower(),
         prefix=Path(prefix) if (prefix := args.prefix or _env("PREFIX")) else None,
         admin_token=os.environ.get("FASTKONG_ADMIN_TOKEN") or None,
+        ssl_termination=ssl_termination,
     )
     if opts.admin is not None and not _is_loopback(opts.admin[0]):
         if not opts.admin_token and not args.admin_insecure:
@@ -584,6 +591,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--proxy-stream-access-log",
         help="file for one line per stream connection in Kong's basic format; default off "
         "(KONG_PROXY_STREAM_ACCESS_LOG)",
+    )
+    start.add_argument(
+        "--ssl-termination",
+        help="who terminates the ssl proxy listeners' TLS: fastkong (default; the config's "
+        "certificates served by SNI) or granian (one certificate, faster) "
+        "(FASTKONG_SSL_TERMINATION)",
     )
     start.add_argument(
         "--headers-upstream",

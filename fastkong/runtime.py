@@ -203,7 +203,7 @@ class Runtime:
         )
         self._indexes: dict[str, Any] = {}
         #: Routing decisions already taken on this snapshot (``fastkong.proxy.routing``).
-        self.decisions: dict[tuple[str, str, int, str, str], Any] = {}
+        self.decisions: dict[tuple[str, str, int, str, str, str | None], Any] = {}
         #: Identifies the inputs of the router (services and routes); equal keys, equal routers.
         self.router_key: str | None = None
         self.router_flavor = DEFAULT_ROUTER_FLAVOR

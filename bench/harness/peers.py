@@ -311,6 +311,7 @@ class Fleet:
         redis: bool = False,
         tls: bool = False,
         root: Path = ROOT,
+        ssl_termination: str = "fastkong",
     ) -> Running:
         """fastkong with ``routes`` prefix routes, or (0) the main config: /static, /1k, /100k,
         with ``auth`` /auth (key-auth + rate-limiting local), with ``redis`` /rl-redis
@@ -320,6 +321,7 @@ class Fleet:
             f"fastkong-{workers}w"
             + (f"-{routes}routes" if routes else "")
             + ("-tls" if tls else "")
+            + ("-granian" if ssl_termination != "fastkong" else "")
             + (f"-{root.name}-{abs(hash(root)) % 10_000}" if root != ROOT else "")
         )
         if key in self.running:
@@ -398,6 +400,7 @@ class Fleet:
         if tls:
             cert, cert_key = self.certificate()
             cmd += ["--ssl-cert", str(cert), "--ssl-key", str(cert_key)]
+            cmd += ["--ssl-termination", ssl_termination]
         env = {"PYTHONPATH": str(root)} if root != ROOT else None
         server = spawn(key, cmd, self.workdir, cwd=root, env=env)
         ready = f"http://127.0.0.1:{status_port}/status/ready"

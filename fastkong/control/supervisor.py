@@ -56,6 +56,7 @@ from fastkong.control.server_cert import ServedCertificate
 from fastkong.control.state import file_identity, read_reports, write_state
 from fastkong.kong_conf import Listener
 from fastkong.metrics import render_node_metrics, reset_node_metrics, target_health_rows
+from fastkong.proxy.edge import EdgeTable, edge_setting, free_loopback_port
 from fastkong.proxy.kong_headers import (
     DEFAULT_HEADERS,
     DEFAULT_HEADERS_UPSTREAM,
@@ -154,6 +155,21 @@ class Options:
     drain_timeout: float = 30.0
     log_level: str = "warning"
     admin_token: str | None = None
+    #: Who terminates the ``ssl`` proxy listeners' TLS: ``fastkong`` (the edge, which serves
+    #: the config's certificates by SNI) or ``granian`` (one certificate, no edge hop).
+    ssl_termination: str = "fastkong"
+
+    @property
+    def stream_process(self) -> bool:
+        """Whether the node runs a stream process: for ``stream_listen``, or for the edge."""
+        return bool(self.stream) or any(self.edged(x) for x in self.proxy)
+
+    def edged(self, listener: Listener) -> bool:
+        """Whether the edge serves ``listener`` (fastkong/stream/edge.py): it reads the PROXY
+        protocol, or it is ``ssl`` and fastkong terminates TLS."""
+        return "proxy_protocol" in listener.flags or (
+            listener.ssl and self.ssl_termination == "fastkong"
+        )
 
 
 @dataclass
@@ -208,6 +224,10 @@ class Supervisor:
         self.health_file = (
             shm / f"fastkong-{tag}.health" if shm.is_dir() else self.state_dir / "health"
         )
+        # What the edge knows of each connection it relays to a Granian (fastkong.proxy.edge).
+        self.edge_file = shm / f"fastkong-{tag}.edge" if shm.is_dir() else self.state_dir / "edge"
+        #: The stream process (stream listeners, and the edge's), if the node runs one.
+        self.stream_child: asyncio.subprocess.Process | None = None
         self.checker = ActiveChecker(
             HealthTable.create(self.health_file), Resolver(settings=dns_settings(os.environ))
         )
@@ -339,7 +359,9 @@ class Supervisor:
                 self.replace_ssl_workers()
 
     def replace_ssl_workers(self) -> None:
-        """Have the ssl listeners' workers start over on the served pair: Granian replaces them
+        """Have the ssl listeners serve the new pair. The stream process (the edge's and the
+        stream's ssl listeners) builds its contexts again on SIGHUP: new handshakes get the new
+        pair, open connections go on. A Granian that terminates TLS itself replaces its workers
         one by one on SIGHUP (a new worker, then the old one drained: its requests finish; as
         on an nginx reload, a connection it accepted just before stopping and whose request it
         had not read yet is closed unanswered)."""
@@ -352,8 +374,9 @@ class Supervisor:
 
     @property
     def worker_total(self) -> int:
-        """Every listener's Granian process runs ``workers`` workers."""
-        return self.options.workers * len(self.options.proxy)
+        """Every listener's Granian process runs ``workers`` workers; the stream process (which
+        serves the edge's listeners too) reports as one more."""
+        return self.options.workers * len(self.options.proxy) + int(self.options.stream_process)
 
     def workers_in_step(self) -> bool:
         """Every worker serves the current config: as many live workers have reported as were
@@ -565,11 +588,29 @@ class Supervisor:
         head_capacity = RequestLimits.parse(
             self.options.large_client_header_buffers, self.options.client_max_body_size
         ).capacity
+        edged = [x for x in self.options.proxy if self.options.edged(x)]
+        edge: list[tuple[str, int, bool, bool, bool, int, int]] = []
+        if edged:
+            EdgeTable(self.edge_file, len(edged), create=True).close()
         for listener in self.options.proxy:
+            host, port = listener.host, listener.port
+            child_env = env
             cert, key = self.certificate() if listener.ssl else (None, None)
+            if self.options.edged(listener):
+                # The edge takes the public address; this Granian serves its relay on loopback.
+                slot = len(edge)
+                host, port = "127.0.0.1", free_loopback_port()
+                edge.append((listener.host, listener.port, listener.ssl,
+                             "proxy_protocol" in listener.flags, "http2" in listener.flags,
+                             port, slot))  # fmt: skip
+                child_env = dict(env)
+                child_env["FASTKONG_EDGE"] = edge_setting(
+                    self.edge_file, len(edged), slot, listener.host, listener.port
+                )
+                cert, key = None, None
             opts = {
-                "host": listener.host,
-                "port": listener.port,
+                "host": host,
+                "port": port,
                 "workers": self.options.workers,
                 "ssl_cert": cert,
                 "ssl_key": key,
@@ -582,23 +623,34 @@ class Supervisor:
                 "head_capacity": head_capacity,
             }
             child = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "fastkong.control.granian_main", json.dumps(opts), env=env
+                sys.executable,
+                "-m",
+                "fastkong.control.granian_main",
+                json.dumps(opts),
+                env=child_env,
             )
             self.children.append(child)
-            if listener.ssl:
+            if cert is not None:
                 self.ssl_children.append(child)
-        if self.options.stream:
-            await self.start_stream(env)
+        if self.options.stream or edge:
+            await self.start_stream(env, edge)
 
-    async def start_stream(self, env: dict[str, str]) -> None:
-        """The stream process (fastkong/stream): every ``stream_listen`` entry, one event loop,
-        the same state file and health table as the HTTP workers."""
-        cert, key = self.certificate() if any(x.ssl for x in self.options.stream) else (None, None)
+    async def start_stream(
+        self, env: dict[str, str], edge: list[tuple[str, int, bool, bool, bool, int, int]]
+    ) -> None:
+        """The stream process (fastkong/stream): every ``stream_listen`` entry and the edge's
+        listeners, one event loop, the same state file and health table as the HTTP workers."""
+        tls = any(x.ssl for x in self.options.stream) or any(x[2] for x in edge)
+        cert, key = self.certificate() if tls else (None, None)
         backlogs = [x.backlog for x in self.options.stream if x.backlog]
+        backlogs += [x.backlog for x in self.options.proxy if x.backlog and self.options.edged(x)]
         opts = {
             "listen": [
                 (x.host, x.port, x.ssl, "proxy_protocol" in x.flags) for x in self.options.stream
             ],
+            "edge": edge,
+            "edge_table": str(self.edge_file),
+            "edge_slots": len(edge),
             "trusted_ips": self.options.trusted_ips,
             "access_log": self.options.proxy_stream_access_log,
             "ssl_cert": cert,
@@ -612,6 +664,9 @@ class Supervisor:
             sys.executable, "-m", "fastkong.stream.main", json.dumps(opts), env=env
         )
         self.children.append(child)
+        self.stream_child = child
+        if tls:
+            self.ssl_children.append(child)  # a new pair: SIGHUP, and it builds its contexts
 
     def certificate(self) -> tuple[str, str]:
         """The ssl listeners' certificate and key: ``ssl_cert``/``ssl_cert_key``, else Kong's
@@ -716,6 +771,7 @@ class Supervisor:
         state directory of its own making (a prefix stays, with what it persists)."""
         self.counters_file.unlink(missing_ok=True)
         self.health_file.unlink(missing_ok=True)
+        self.edge_file.unlink(missing_ok=True)
         self.loader.shutdown(wait=False, cancel_futures=True)
         if self.options.prefix is None:
             shutil.rmtree(self.state_dir, ignore_errors=True)

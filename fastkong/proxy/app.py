@@ -33,6 +33,7 @@ from fastkong.proxy import errors, hop, websocket
 from fastkong.proxy.access_log import AccessLog
 from fastkong.proxy.balancer import Resolver
 from fastkong.proxy.body import buffer_chunked, read_small_body
+from fastkong.proxy.edge import PROXIED_KEY, SNI_KEY, EdgeView
 from fastkong.proxy.exchange import Exchange
 from fastkong.proxy.kong_headers import DEFAULT_SETTINGS, HeaderSettings
 from fastkong.proxy.limits import DEFAULT_LIMITS, BodyLimitExceeded, RequestLimits
@@ -104,6 +105,7 @@ class Gateway(Exchange):
         limits: RequestLimits = DEFAULT_LIMITS,
         dns: DnsSettings = DnsSettings(),
         max_response_head: int = MAX_RESPONSE_HEAD,
+        edge: EdgeView | None = None,
         on_startup: Callable[[Gateway], Awaitable[None]] | None = None,
         on_shutdown: Callable[[Gateway], Awaitable[None]] | None = None,
     ) -> None:
@@ -128,6 +130,9 @@ class Gateway(Exchange):
         self.dns = dns
         #: nginx's proxy_buffer_size: the most bytes an upstream's response head may take.
         self.max_response_head = max_response_head
+        #: The edge table of this worker's listener when the edge relays its connections
+        #: (proxy/edge.py): each request's scope is rewritten to the client's connection.
+        self.edge = edge
         self.ids = RequestIds()
         self.pool: ConnectionPool | None = None
         self.resolver: Resolver | None = None
@@ -151,6 +156,8 @@ class Gateway(Exchange):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
+        if self.edge is not None:
+            self.edge.adopt(scope)
         if kind == "http":
             if self.pool is None:
                 await self.startup()
@@ -223,7 +230,9 @@ class Gateway(Exchange):
         client = scope.get("client")
         peer = client[0] if client else "127.0.0.1"
         if peer in self.trusted_ips:
-            return self.real_ip.remote_addr(scope["headers"], peer, self.trusted_ips)
+            return self.real_ip.remote_addr(
+                scope["headers"], peer, self.trusted_ips, scope.get(PROXIED_KEY)
+            )
         return str(peer)
 
     async def _sweep(self) -> None:
@@ -309,6 +318,7 @@ class Gateway(Exchange):
             raw_path.decode("latin-1"),
             scheme,
             route_headers,
+            scope.get(SNI_KEY, ""),
         )
         if decision.__class__ is int:
             if decision == NO_ROUTE:
@@ -340,7 +350,9 @@ class Gateway(Exchange):
         # nginx's $remote_addr: the peer's address, or what a trusted peer's real_ip_header
         # names (proxy/trust.py); client_ip stays the peer's (kong.client.get_ip()).
         remote = (
-            self.real_ip.remote_addr(scope["headers"], client_ip, self.trusted_ips)
+            self.real_ip.remote_addr(
+                scope["headers"], client_ip, self.trusted_ips, scope.get(PROXIED_KEY)
+            )
             if trusted
             else client_ip
         )

@@ -62,6 +62,7 @@ def decide(
     raw_path: str,
     scheme: str,
     headers: Mapping[str, Sequence[str]] | None,
+    sni: str | None = "",
 ) -> Decision | int:
     """Route one request; returns a :class:`Decision`, or ``BAD_PATH`` / ``NO_ROUTE``.
 
@@ -70,10 +71,14 @@ def decide(
     ``raw_path`` is the request target's path as sent (percent-encoded, decoded as latin-1 so
     that bytes survive); ``headers`` holds the lower-cased values of the headers the router
     tests (``runtime.router.header_names``), or None when it tests none.
+
+    ``sni`` is the TLS server name of an ``https`` request: the client's (None when it sent
+    none) when the edge terminated its TLS (proxy/edge.py); ``""`` when it is not known
+    (Granian's TLS exposes none), and then the Host stands in for it.
     """
     cache = None
     if headers is None and len(raw_path) + len(host_header) <= DECISION_CACHE_KEY_LIMIT:
-        key = (method, host_header, port, raw_path, scheme)
+        key = (method, host_header, port, raw_path, scheme, sni)
         cache = runtime.decisions
         found: Decision | int | None = cache.get(key)
         if found is not None:
@@ -95,8 +100,12 @@ def decide(
                 port = int(given)
             else:
                 route_host = host_header.lower()
-        # Granian does not expose the TLS server name; on TLS the Host stands in for it.
-        sni = host if scheme == "https" else None
+        if scheme != "https":
+            sni = None  # the router ignores ``snis`` on plain HTTP
+        elif sni == "":
+            sni = host  # Granian does not expose the TLS server name: the Host stands in
+        elif sni is None:
+            sni = ""  # TLS without a server name: no ``snis`` route matches (Kong's is unset)
         match = runtime.router.match(method, route_host, port, path, headers, sni)
         if match is None:
             result = NO_ROUTE

@@ -137,15 +137,13 @@ def forwarded_address(values: list[bytes], peer: str, trusted: TrustedIps, recur
 class RealIp:
     """``real_ip_header`` and ``real_ip_recursive`` (see the module docstring)."""
 
-    __slots__ = ("header", "recursive", "every")
+    __slots__ = ("header", "recursive", "every", "proxy_protocol")
 
     def __init__(self, header: str = "X-Real-IP", recursive: bool = False) -> None:
         name = header.strip().lower()
-        if name == "proxy_protocol":
-            raise ValueError(
-                "real_ip_header: proxy_protocol needs the PROXY protocol on the proxy listener, "
-                "which fastkong does not read; use X-Forwarded-For or X-Real-IP"
-            )
+        #: ``proxy_protocol``: the address is the PROXY protocol header's source, on the
+        #: listeners that read one (the edge's, proxy/edge.py), as nginx's realip module takes it.
+        self.proxy_protocol = name == "proxy_protocol"
         if not name or not all(c.isalnum() or c in "-_" for c in name):
             raise ValueError(f"real_ip_header: {header!r} is not a header name")
         self.header = name.encode()
@@ -162,9 +160,16 @@ class RealIp:
         return cls(header, on_off(recursive, "real_ip_recursive"))
 
     def remote_addr(
-        self, headers: list[tuple[bytes, bytes]], peer: str, trusted: TrustedIps
+        self,
+        headers: list[tuple[bytes, bytes]],
+        peer: str,
+        trusted: TrustedIps,
+        proxied: tuple[str, int] | None = None,
     ) -> str:
-        """The client address for a request from ``peer`` (a trusted one: the caller checks)."""
+        """The client address for a request from ``peer`` (a trusted one: the caller checks);
+        ``proxied`` is the source of the connection's PROXY protocol header, if it had one."""
+        if self.proxy_protocol:
+            return proxied[0] if proxied is not None else peer
         name = self.header
         if self.every:
             values = [value for key, value in headers if key == name]

@@ -39,6 +39,7 @@ from fastkong.plugins.base import Exit, kong_error
 from fastkong.plugins.context import RequestContext
 from fastkong.plugins.runner import apply_header_edits, run_access, run_log
 from fastkong.proxy import errors, hop
+from fastkong.proxy.edge import PROXIED_KEY, SNI_KEY
 from fastkong.proxy.kong_headers import HeaderSettings
 from fastkong.proxy.replies import with_debug_headers
 from fastkong.proxy.routing import NO_ROUTE, Decision, decide, strip_port
@@ -214,6 +215,7 @@ async def proxy(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None
         raw_path.decode("latin-1"),
         scheme,
         route_headers,
+        scope.get(SNI_KEY, ""),
     )
     if not isinstance(decision, Decision):
         if decision == NO_ROUTE:
@@ -238,7 +240,11 @@ async def proxy(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None
             )
             return
     # nginx's $remote_addr, as Gateway.http computes it.
-    remote = gw.real_ip.remote_addr(headers, client_ip, gw.trusted_ips) if trusted else client_ip
+    remote = (
+        gw.real_ip.remote_addr(headers, client_ip, gw.trusted_ips, scope.get(PROXIED_KEY))
+        if trusted
+        else client_ip
+    )
     ctx: RequestContext | None = None
     lines = [n + b": " + v + b"\r\n" for n, v in headers if n not in _SKIP]
     if plan.plugins:

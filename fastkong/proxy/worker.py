@@ -32,6 +32,7 @@ from fastkong.plugins.bundled import _queue as http_queue
 from fastkong.plugins.bundled import file_log
 from fastkong.plugins.bundled import syslog as syslog_plugin
 from fastkong.proxy.app import Gateway
+from fastkong.proxy.edge import EdgeView
 from fastkong.proxy.kong_headers import (
     DEFAULT_HEADERS,
     DEFAULT_HEADERS_UPSTREAM,
@@ -249,6 +250,7 @@ def create_app() -> Gateway:
         limits=limits,
         dns=dns_settings(os.environ),
         max_response_head=max_response_head(os.environ),
+        edge=EdgeView.from_setting(edge) if (edge := os.environ.get("FASTKONG_EDGE")) else None,
         on_startup=startup,
         on_shutdown=shutdown,
     )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import re
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from fastkong.config import vault
@@ -67,6 +67,7 @@ class CertificateSet:
         certificates: Iterable[Any] = (),
         snis: Iterable[Any] = (),
         minimum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
+        alpn: Sequence[str] = (),
     ) -> None:
         self.default = default
         self.contexts: dict[str, ssl.SSLContext] = {}
@@ -87,9 +88,12 @@ class CertificateSet:
             named = self.contexts.get(str(sni.certificate))
             if named is not None:
                 self.by_name[sni.name.lower()] = named
-        # Every context sends its handshakes through the same chooser.
+        # Every context sends its handshakes through the same chooser, and offers the same
+        # protocols (the edge's HTTP listeners: h2 and http/1.1; stream listeners: none).
         for ctx in (default, *self.contexts.values()):
             ctx.sni_callback = self._choose
+            if alpn:
+                ctx.set_alpn_protocols(list(alpn))
 
     def __repr__(self) -> str:
         return f"<CertificateSet certificates={len(self.contexts)} names={len(self.by_name)}>"

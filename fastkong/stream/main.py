@@ -1,10 +1,12 @@
 """The stream process: ``python -m fastkong.stream.main '<options as JSON>'``.
 
-The supervisor starts one when ``stream_listen`` names listeners, with the same environment as
-its Granian children (the state file, the node's health table, its own pid). The process serves
-every stream listener on one event loop, follows the state file as the HTTP workers do (a file
-that fails to load changes nothing), and on SIGTERM stops accepting and gives open connections
-up to the drain timeout before closing them.
+The supervisor starts one when ``stream_listen`` names listeners, or when a ``proxy_listen``
+entry is served by the edge (fastkong/stream/edge.py: ``ssl`` and ``proxy_protocol`` ones), with
+the same environment as its Granian children (the state file, the node's health table, its own
+pid). The process serves every stream and edge listener on one event loop, follows the state
+file as the HTTP workers do (a file that fails to load changes nothing; SIGHUP builds again, for
+a renewed default certificate), and on SIGTERM stops accepting and gives open connections up to
+the drain timeout before closing them.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ import uvloop
 
 from fastkong import metrics
 from fastkong.control.lifeline import die_with_parent, expected_parent
-from fastkong.control.state import file_identity, read_state
+from fastkong.control.state import file_identity, read_state, write_report
+from fastkong.proxy.edge import EdgeTable
 from fastkong.proxy.trust import TrustedIps
 from fastkong.stream.access_log import StreamAccessLog
+from fastkong.stream.edge import Edge, EdgeListener
 from fastkong.stream.server import StreamListener, StreamProxy
 from fastkong.stream.snapshot import DefaultCertificate, StreamSnapshot, build_snapshot
 from fastkong.upstreams.dns import Resolver, dns_settings
@@ -42,19 +46,40 @@ class Follower:
     """Keeps the stream proxy's snapshot in step with the state file."""
 
     def __init__(
-        self, proxy: StreamProxy, path: Path, default_cert: DefaultCertificate | None
+        self,
+        proxy: StreamProxy,
+        path: Path,
+        default_cert: DefaultCertificate | None,
+        edge: Edge | None = None,
     ) -> None:
         self.proxy = proxy
+        self.edge = edge
         self.path = path
         self.default_cert = default_cert
         self.identity: tuple[int, int, int] | None = None
+        self.stream_tls = any(x.ssl for x in proxy.listeners)
+        self.edge_alpns = {x.alpn for x in edge.listeners if x.ssl} if edge is not None else set()
 
     def __repr__(self) -> str:
         return f"<Follower {self.path} {self.proxy.snapshot!r}>"
 
     def build(self) -> StreamSnapshot:
         config_hash, config, _ = read_state(self.path)
-        return build_snapshot(config, config_hash, self.default_cert)
+        return build_snapshot(
+            config, config_hash, self.default_cert, self.edge_alpns, self.stream_tls
+        )
+
+    def install(self, snapshot: StreamSnapshot) -> None:
+        self.proxy.snapshot = snapshot
+        if self.edge is not None:
+            self.edge.snapshot = snapshot
+        # Reported as the HTTP workers do: the node is ready once this process serves too.
+        write_report(self.path.parent, os.getpid(), snapshot.hash)
+
+    def rebuild(self) -> None:
+        """Build again at the next poll, the config unchanged: the default certificate's files
+        changed (the supervisor's SIGHUP after an ``ssl_cert`` renewal)."""
+        self.identity = None
 
     async def follow(self, registry: Registry) -> None:
         loop = asyncio.get_running_loop()
@@ -67,7 +92,7 @@ class Follower:
                 except Exception:
                     log.exception("stream: cannot load %s; keeping the current config", self.path)
                 else:
-                    self.proxy.snapshot = snapshot
+                    self.install(snapshot)
                     registry.adopt(snapshot)
             await asyncio.sleep(POLL_INTERVAL)
 
@@ -80,21 +105,29 @@ async def serve(options: dict[str, Any]) -> int:
     access_log = StreamAccessLog(access_path) if access_path != "off" else None
     trusted = TrustedIps.parse(options.get("trusted_ips", ""))
     proxy = StreamProxy(listeners, resolver, trusted, access_log)
+    edge = None
+    if options.get("edge"):
+        table = EdgeTable(options["edge_table"], int(options["edge_slots"]))
+        edge = Edge([EdgeListener(*entry) for entry in options["edge"]], table)
     default_cert = None
-    if any(x.ssl for x in listeners):
+    if any(x.ssl for x in listeners) or (edge is not None and any(x.ssl for x in edge.listeners)):
         default_cert = DefaultCertificate(
             options["ssl_cert"],
             options["ssl_key"],
             _TLS_VERSIONS.get(options.get("ssl_protocol_min", "tls1.2"), ssl.TLSVersion.TLSv1_2),
         )
     registry = Registry(open_table(os.environ.get("FASTKONG_HEALTH")), resolver)
-    follower = Follower(proxy, Path(os.environ["FASTKONG_STATE_FILE"]), default_cert)
-    try:
-        for listener in listeners:
-            listener.bind(options.get("backlog", 16384))
-    except OSError as exc:
-        print(f"fastkong: stream_listen: cannot listen: {exc}", file=sys.stderr)
-        return 1
+    follower = Follower(proxy, Path(os.environ["FASTKONG_STATE_FILE"]), default_cert, edge)
+    bound: list[tuple[str, list[StreamListener]]] = [("stream_listen", list(listeners))]
+    if edge is not None:
+        bound.append(("proxy_listen", list(edge.listeners)))
+    for setting, group in bound:
+        try:
+            for listener in group:
+                listener.bind(options.get("backlog", 16384))
+        except OSError as exc:
+            print(f"fastkong: {setting}: cannot listen: {exc}", file=sys.stderr)
+            return 1
     if access_log is not None:
         try:
             access_log.open()
@@ -105,11 +138,12 @@ async def serve(options: dict[str, Any]) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, follower.rebuild)
     # The first snapshot before the first connection: a new node serves its config at once.
     if follower.path.exists():
         follower.identity = file_identity(follower.path)
         try:
-            proxy.snapshot = await loop.run_in_executor(None, follower.build)
+            follower.install(await loop.run_in_executor(None, follower.build))
             registry.adopt(proxy.snapshot)
         except Exception:
             log.exception("stream: cannot load %s", follower.path)
@@ -118,10 +152,16 @@ async def serve(options: dict[str, Any]) -> int:
     metrics.WORKER.subsystem = "stream"
     metrics.WORKER.start(requests=lambda: 0)
     proxy.start(loop)
+    if edge is not None:
+        edge.start(loop)
     following = loop.create_task(follower.follow(registry))
     await stop.wait()
     following.cancel()
-    await proxy.drain(float(options.get("drain_timeout", 30.0)))
+    drain_timeout = float(options.get("drain_timeout", 30.0))
+    drains = [proxy.drain(drain_timeout)]
+    if edge is not None:
+        drains.append(edge.drain(drain_timeout))
+    await asyncio.gather(*drains)
     registry.stop()
     await asyncio.sleep(0)  # the sessions' done callbacks (log lines, counts) are queued
     if access_log is not None:

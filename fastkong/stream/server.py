@@ -37,6 +37,7 @@ import logging
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Final
 
@@ -140,7 +141,14 @@ class StreamProxy:
         loop = asyncio.get_running_loop()
         assert listener.sock is not None
         server = await loop.create_server(
-            partial(_Accepted, self, listener), sock=listener.sock, backlog=16384
+            partial(
+                HeaderReader,
+                partial(self.accepted, listener),
+                listener,
+                self.log_broken_header,
+            ),
+            sock=listener.sock,
+            backlog=16384,
         )
         try:
             await asyncio.Future()  # until cancelled
@@ -184,8 +192,8 @@ class StreamProxy:
 
     def accepted(
         self,
-        transport: asyncio.BaseTransport,
         listener: StreamListener,
+        transport: asyncio.BaseTransport,
         header: ProxyHeader | None = None,
         first: bytes = b"",
         started: float | None = None,
@@ -251,6 +259,9 @@ class StreamProxy:
         if meter is not None:
             plugin, service_label, route_label = meter
             plugin.session(service_label, route_label, code, False, 0, 0, 0.0)
+
+    def log_broken_header(self, client_ip: str, started: float) -> None:
+        self.log_refused(client_ip, status.BAD_REQUEST, started)
 
     def log_refused(self, client_ip: str, code: int, started: float) -> None:
         """The access log's line for a connection closed before it was proxied."""
@@ -530,15 +541,24 @@ async def read_proxy_header(
         seen = len(data)
 
 
-class _Accepted(asyncio.Protocol):
-    """A plain listener's connection until it is routed: in ``connection_made`` itself (so no
-    byte can arrive before the session's client side takes the transport over), or on a
-    ``proxy_protocol`` listener once the header has arrived."""
+class HeaderReader(asyncio.Protocol):
+    """A plain listener's connection until it is handed over: in ``connection_made`` itself
+    (so no byte can arrive before the new protocol takes the transport over), or on a
+    ``proxy_protocol`` listener once the header has arrived. ``ready(transport, header, first,
+    started)`` takes it (``first``: client bytes that came after the header); ``refused(client,
+    started)`` is told of a connection closed for a broken or missing header."""
 
-    __slots__ = ("proxy", "listener", "transport", "buffer", "timer", "started", "settled")
+    __slots__ = ("ready", "refused", "listener", "transport", "buffer", "timer", "started",
+                 "settled")  # fmt: skip
 
-    def __init__(self, proxy: StreamProxy, listener: StreamListener) -> None:
-        self.proxy = proxy
+    def __init__(
+        self,
+        ready: Callable[[asyncio.BaseTransport, ProxyHeader | None, bytes, float | None], None],
+        listener: StreamListener,
+        refused: Callable[[str, float], None] | None = None,
+    ) -> None:
+        self.ready = ready
+        self.refused = refused
         self.listener = listener
         self.transport: asyncio.BaseTransport | None = None
         self.buffer = b""
@@ -588,18 +608,18 @@ class _Accepted(asyncio.Protocol):
         self._settle()
         peer = self.transport.get_extra_info("peername")
         client = str(peer[0]) if peer else "-"
-        log.error("stream %s: broken PROXY protocol header from %s: %s", self.listener,
-                  client, why)  # fmt: skip
+        log.error("%s: broken PROXY protocol header from %s: %s", self.listener, client, why)
         self.transport.close()
-        self.proxy.log_refused(client, status.BAD_REQUEST, self.started)
+        if self.refused is not None:
+            self.refused(client, self.started)
 
     def _hand_over(
         self, transport: asyncio.BaseTransport, header: ProxyHeader | None, first: bytes
     ) -> None:
         try:
-            self.proxy.accepted(transport, self.listener, header, first, self.started or None)
+            self.ready(transport, header, first, self.started or None)
         except Exception:
-            log.exception("stream %s: connection failed", self.listener)
+            log.exception("%s: connection failed", self.listener)
             transport.close()
 
 
@@ -617,6 +637,7 @@ def refusal(snapshot: StreamSnapshot, route: StreamRoute, client_ip: str) -> int
 
 
 __all__ = [
+    "HeaderReader",
     "StreamListener",
     "StreamProxy",
     "preread",

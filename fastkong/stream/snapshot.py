@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Iterable
 from typing import Any
 
 from fastkong.config import Config
@@ -56,7 +57,8 @@ class DefaultCertificate:
 class StreamSnapshot:
     """See the module docstring; ``services`` is what the upstream registry adopts."""
 
-    __slots__ = ("hash", "router", "services", "guards", "meters", "certificates", "__weakref__")
+    __slots__ = ("hash", "router", "services", "guards", "meters", "certificates",
+                 "edge_certificates", "__weakref__")  # fmt: skip
 
     def __init__(
         self,
@@ -66,6 +68,7 @@ class StreamSnapshot:
         guards: dict[str, tuple[Any, ...]],
         certificates: CertificateSet | None,
         meters: dict[str, tuple[Any, str, str]] | None = None,
+        edge_certificates: dict[tuple[str, ...], CertificateSet] | None = None,
     ) -> None:
         self.hash = config_hash
         self.router = router
@@ -77,6 +80,8 @@ class StreamSnapshot:
         self.meters = meters or {}
         #: None when the process has no ssl listener (nothing is terminated).
         self.certificates = certificates
+        #: The edge's HTTP listeners' certificates, by the ALPN protocols they offer.
+        self.edge_certificates = edge_certificates or {}
 
     def __repr__(self) -> str:
         return (
@@ -93,9 +98,17 @@ def empty_snapshot() -> StreamSnapshot:
 
 
 def build_snapshot(
-    config: Config, config_hash: str, default_cert: DefaultCertificate | None
+    config: Config,
+    config_hash: str,
+    default_cert: DefaultCertificate | None,
+    edge_alpns: Iterable[tuple[str, ...]] = (),
+    stream_tls: bool = True,
 ) -> StreamSnapshot:
-    """The snapshot of ``config`` (pure apart from loading certificates; runs off the loop)."""
+    """The snapshot of ``config`` (pure apart from loading certificates; runs off the loop).
+
+    ``stream_tls``: whether a stream listener terminates TLS (is ``ssl``); ``edge_alpns``: the
+    ALPN protocol lists of the edge's ``ssl`` listeners (fastkong/stream/edge.py). Each needs
+    its own set of contexts (a context's SNI callback belongs to one set)."""
     services = compile_services(config)
     enabled_routes = [
         r
@@ -105,11 +118,17 @@ def build_snapshot(
     router = StreamRouter(enabled_routes)
     guards, meters = _plugins(config, router, services)
     certs = None
-    if default_cert is not None:
+    if default_cert is not None and stream_tls:
         certs = CertificateSet(
             default_cert.context(), config.certificates, config.snis, default_cert.minimum
         )
-    return StreamSnapshot(config_hash, router, services, guards, certs, meters)
+    edge_certs = {}
+    if default_cert is not None:
+        for alpn in set(edge_alpns):
+            edge_certs[alpn] = CertificateSet(
+                default_cert.context(), config.certificates, config.snis, default_cert.minimum, alpn
+            )
+    return StreamSnapshot(config_hash, router, services, guards, certs, meters, edge_certs)
 
 
 def _plugins(

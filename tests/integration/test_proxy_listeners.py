@@ -123,7 +123,8 @@ def test_a_posted_config_reaches_both_listeners(gateway: Gateway, echo: Echo) ->
     posted_hash = gateway.status()["configuration_hash"]
     # Both listeners' workers (one Granian process each) take the new config.
     eventually(lambda: set(gateway.status()["fastkong"]["workers"].values()) == {posted_hash})
-    assert len(gateway.worker_pids()) == 2
+    # One worker per listener, and the stream process that serves the ssl one's TLS (the edge).
+    assert len(gateway.worker_pids()) == 3
     for url in (gateway.url("/added/x"), https(gateway, "/added/x")):
         assert httpx.get(url, verify=False).status_code == 200
 
@@ -190,20 +191,72 @@ def test_certificates_given_as_base64_text_serve_the_first(tmp_path: Path, echo:
         assert gw.stop() == 0
 
 
-def test_a_renewed_secret_is_served_while_requests_go_on(tmp_path: Path, echo: Echo) -> None:
-    """cert-manager renews the Secret mounted at ssl_cert: the new pair is served within
-    seconds, requests meanwhile are answered, and a worker that dies after the renewal is
-    respawned (Granian resolved the first paths, which kubelet has since deleted)."""
+def renewal_gateway(tmp_path: Path, echo: Echo, *args: str) -> tuple[Gateway, KubeletVolume]:
     pki = Pki("listeners-renewal-ca")
-    first, second = pki.issue("first.test"), pki.issue("second.test")
+    first = pki.issue("first.test")
     volume = KubeletVolume(tmp_path / "secret", "tls.crt")
     volume.write_files({"tls.crt": first[0], "tls.key": first[1]})
     tls = ("--ssl-cert", str(volume.file("tls.crt")), "--ssl-key", str(volume.file("tls.key")))
     route = "  - name: plain\n    paths: [/plain]\n"
-    gw = Gateway(tmp_path, config(echo, route), 1, "--prefix", str(tmp_path / "prefix"), *tls)
+    gw = Gateway(
+        tmp_path, config(echo, route), 1, "--prefix", str(tmp_path / "prefix"), *tls, *args
+    )
     gw.ssl_port = free_port()
     gw.start()
+    assert served_certificate(gw.ssl_port) == x509.load_pem_x509_certificate(first[0].encode())
+    return gw, volume
+
+
+def test_a_renewed_secret_is_served_by_the_edge_with_no_request_lost(
+    tmp_path: Path, echo: Echo
+) -> None:
+    """cert-manager renews the Secret mounted at ssl_cert: the edge (fastkong's TLS) serves the
+    new pair to new handshakes within seconds, replacing no process, so not one request of a
+    client opening a connection per request goes unanswered."""
+    gw, volume = renewal_gateway(tmp_path, echo)
+    assert gw.ssl_port is not None
+    statuses: list[int | str] = []
+    done = threading.Event()
+
+    def load() -> None:
+        while not done.is_set():
+            try:
+                r = httpx.get(https(gw, "/plain/x"), verify=False, timeout=10)
+                statuses.append(r.status_code)
+            except httpx.HTTPError as exc:
+                statuses.append(repr(exc))
+
+    client = threading.Thread(target=load)
+    try:
+        client.start()
+        before = set(gw.worker_pids())
+        second = Pki("listeners-renewal-ca-2").issue("second.test")
+        volume.write_files({"tls.crt": second[0], "tls.key": second[1]})
+        renewed = x509.load_pem_x509_certificate(second[0].encode())
+        eventually(lambda: served_certificate(gw.ssl_port or 0) == renewed, timeout=20)
+        time.sleep(1)
+        done.set()
+        client.join(timeout=15)
+        assert set(gw.worker_pids()) == before  # nothing was restarted
+        assert len(statuses) >= 10 and set(statuses) == {200}, [x for x in statuses if x != 200][:5]
+        assert gw.status()["fastkong"]["certificate"]["reloads"] == {"success": 1, "failure": 0}
+    finally:
+        done.set()
+        if client.is_alive():
+            client.join(timeout=15)
+        assert gw.stop() == 0
+
+
+def test_a_renewed_secret_is_served_by_granian_while_requests_go_on(
+    tmp_path: Path, echo: Echo
+) -> None:
+    """With ``--ssl-termination granian``: the new pair is served within seconds, requests
+    meanwhile are answered, and a worker that dies after the renewal is respawned (Granian
+    resolved the first paths, which kubelet has since deleted)."""
+    gw, volume = renewal_gateway(tmp_path, echo, "--ssl-termination", "granian")
+    second = Pki("listeners-renewal-ca-2").issue("second.test")
     port = gw.ssl_port
+    assert port is not None
     statuses: list[int | str] = []
     done = threading.Event()
 
@@ -217,7 +270,6 @@ def test_a_renewed_secret_is_served_while_requests_go_on(tmp_path: Path, echo: E
 
     client = threading.Thread(target=load)
     try:
-        assert served_certificate(port) == x509.load_pem_x509_certificate(first[0].encode())
         client.start()
         before = set(gw.worker_pids())  # the plain listener's worker and the ssl one's
         volume.write_files({"tls.crt": second[0], "tls.key": second[1]})
@@ -366,12 +418,13 @@ def test_a_listener_that_dies_stops_the_node(tmp_path: Path, echo: Echo) -> None
     try:
         masters = [(pid, cmd) for pid, cmd in children(gw.proc.pid) if "granian_main" in cmd]
         assert len(masters) == 2
-        (tls_master,) = [pid for pid, cmd in masters if f'"port": {gw.ssl_port}' in cmd]
-        tls_workers = [pid for pid, _ in children(tls_master)]
-        os.kill(tls_master, signal.SIGKILL)
+        (plain_master,) = [pid for pid, cmd in masters if f'"port": {gw.port}' in cmd]
+        plain_workers = [pid for pid, _ in children(plain_master)]
+        os.kill(plain_master, signal.SIGKILL)
         assert gw.proc.wait(timeout=60) == 1
-        # Its orphaned worker ends too (it would go on serving 8443): nothing listens anymore.
-        eventually(lambda: not any(running(pid) for pid in tls_workers))
+        # Its orphaned worker ends too (it would go on serving 8000), and the ssl listener's
+        # processes are stopped with the node: nothing listens anymore.
+        eventually(lambda: not any(running(pid) for pid in plain_workers))
         for port in (gw.port, gw.ssl_port):
             with pytest.raises(OSError):
                 socket.create_connection(("127.0.0.1", port), timeout=2).close()

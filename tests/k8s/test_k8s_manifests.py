@@ -301,6 +301,16 @@ def test_chart_stream_service_ports() -> None:
     (container,) = gateway_pod(objs)["containers"][:1]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["KONG_STREAM_LISTEN"] == "0.0.0.0:5432 proxy_protocol, 0.0.0.0:9443 ssl"
+    assert env["KONG_PROXY_LISTEN"] == "0.0.0.0:8000, 0.0.0.0:8443 http2 ssl"
+    values = copy.deepcopy(CHART_VALUES["stream"])
+    values["proxy"]["tls"]["proxyProtocol"] = True
+    values["proxy"]["http"] = {"proxyProtocol": True}
+    (container,) = gateway_pod(render_chart(values))["containers"][:1]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["KONG_PROXY_LISTEN"] == (
+        "0.0.0.0:8000 proxy_protocol, 0.0.0.0:8443 http2 ssl proxy_protocol"
+    )
+    proxy_listeners(env["KONG_PROXY_LISTEN"], None, None)  # fastkong reads it
     values = copy.deepcopy(CHART_VALUES["stream"])
     values["proxy"] = {"type": "ClusterIP"}
     (proxy,) = [o for o in render_chart(values) if o["metadata"]["name"] == "fastkong-proxy"]

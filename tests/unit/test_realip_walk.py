@@ -69,8 +69,11 @@ def test_settings() -> None:
     assert repr(RealIp.parse("X-Forwarded-For", "on")) == (
         "<RealIp header=x-forwarded-for recursive=True>"
     )
-    with pytest.raises(ValueError, match="proxy_protocol needs the PROXY protocol"):
-        RealIp("proxy_protocol")
+    # proxy_protocol: the PROXY header's source, when the connection had one (nginx's realip).
+    from_header = RealIp("proxy_protocol")
+    assert from_header.remote_addr([(b"x-real-ip", b"9.9.9.9")], PEER, TRUSTED, None) == PEER
+    assert from_header.remote_addr([], PEER, TRUSTED, ("203.0.113.9", 4711)) == "203.0.113.9"
+    assert RealIp().remote_addr([], PEER, TRUSTED, ("203.0.113.9", 4711)) == PEER
     with pytest.raises(ValueError, match="is not a header name"):
         RealIp("X Real")
     with pytest.raises(ValueError, match="real_ip_recursive: expected on or off"):

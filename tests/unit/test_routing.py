@@ -74,7 +74,7 @@ def test_decisions_are_cached_per_snapshot() -> None:
     assert len(rt.decisions) == 4
     # misses are cached too (a flood of unknown paths costs one dict entry each, bounded)
     assert decide(rt, "GET", "nowhere", 80, "/", "http", None) == NO_ROUTE
-    assert ("GET", "nowhere", 80, "/", "http") in rt.decisions
+    assert ("GET", "nowhere", 80, "/", "http", "") in rt.decisions
     # a new snapshot starts empty
     assert runtime().decisions == {}
 
@@ -133,3 +133,28 @@ def test_ipv6_literal_host_is_matched_whole_as_kong_splits_at_the_first_colon() 
 def test_host_header_with_an_empty_port_is_matched_whole() -> None:
     # "www.example.com:" has no numeric port: Kong's http.host is the whole header.
     assert decide(runtime(), "GET", "www.example.com:", 80, "/x", "http", None) == NO_ROUTE
+
+
+SNI_ROUTES = """
+_format_version: "3.0"
+services:
+- name: s
+  url: http://upstream.internal:8080
+  routes:
+  - {name: by-sni, paths: ["/"], protocols: [https], snis: [b.test]}
+"""
+
+
+def test_the_clients_sni_is_matched_when_known() -> None:
+    """The edge knows the SNI (str, or None when the client sent none); Granian's TLS does not
+    (""), and then the Host stands in for it. Each is its own cache entry."""
+    loaded = load_config(SNI_ROUTES)
+    rt = compile_runtime(loaded.config, loaded.hash)
+    matched = decide(rt, "GET", "a.test", 443, "/x", "https", None, "b.test")
+    assert isinstance(matched, Decision) and matched.plan.name == "by-sni"
+    assert decide(rt, "GET", "b.test", 443, "/x", "https", None, "a.test") == NO_ROUTE
+    assert decide(rt, "GET", "b.test", 443, "/x", "https", None, None) == NO_ROUTE
+    stood_in = decide(rt, "GET", "b.test", 443, "/x", "https", None, "")
+    assert isinstance(stood_in, Decision) and stood_in.plan.name == "by-sni"
+    assert decide(rt, "GET", "b.test", 443, "/x", "https", None) is stood_in
+    assert len(rt.decisions) == 4

@@ -77,8 +77,9 @@ def test_listener_flags_are_kongs() -> None:
 def test_proxy_listen_refusals() -> None:
     with pytest.raises(ValueError, match="^proxy_listen: fastkong is a data plane"):
         proxy_listeners("off", None, None)
-    with pytest.raises(ValueError, match="proxy_protocol is not supported"):
-        proxy_listeners("0.0.0.0:8000 proxy_protocol", None, None)
+    # The PROXY protocol is read by the edge (fastkong/stream/edge.py), on plain and ssl ones.
+    (listener,) = proxy_listeners("0.0.0.0:8000 proxy_protocol", None, None)
+    assert listener.flags == ("proxy_protocol",)
     with pytest.raises(ValueError, match="^ssl_cert_key must be set when ssl_cert is$"):
         proxy_listeners("0.0.0.0:8443 ssl", "cert.pem", None)
     with pytest.raises(ValueError, match="^ssl_cert must be set when ssl_cert_key is$"):

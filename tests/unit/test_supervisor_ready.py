@@ -77,20 +77,41 @@ def test_not_ready_says_how_many_workers_are_in_step(tmp_path: Path) -> None:
         supervisor.health_file.unlink(missing_ok=True)
 
 
-def test_every_listener_counts_its_workers(tmp_path: Path) -> None:
-    """Two proxy listeners are two Granian processes of ``workers`` each: one worker per
-    listener reporting is half of them."""
+@pytest.mark.parametrize(
+    ("termination", "total"),
+    [("granian", 2), ("fastkong", 3)],
+)
+def test_every_listener_counts_its_workers(tmp_path: Path, termination: str, total: int) -> None:
+    """Two proxy listeners are two Granian processes of ``workers`` each; when the edge serves
+    the ssl one (fastkong's TLS), the stream process that runs it is one more to report."""
     listeners = (Listener("127.0.0.1", 8000), Listener("127.0.0.1", 8443, ("ssl",)))
-    supervisor = Supervisor(Options(config_path=None, workers=1, proxy=listeners, prefix=tmp_path))
+    supervisor = Supervisor(
+        Options(
+            config_path=None,
+            workers=1,
+            proxy=listeners,
+            prefix=tmp_path,
+            ssl_termination=termination,
+        )
+    )
     supervisor.config.hash = "a" * 32
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         write_report(tmp_path, os.getpid(), "a" * 32)
         assert not supervisor.workers_in_step()
         response = asyncio.run(supervisor.handle_status(Request("GET", "/status/ready", {}, {})))
-        assert json.loads(response.body)["message"].endswith("router ready in 1 of 2 workers")
+        assert json.loads(response.body)["message"].endswith(
+            f"router ready in 1 of {total} workers"
+        )
         write_report(tmp_path, other.pid, "a" * 32)
-        assert supervisor.workers_in_step()
+        assert supervisor.workers_in_step() == (total == 2)
+        third = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+        try:
+            write_report(tmp_path, third.pid, "a" * 32)
+            assert supervisor.workers_in_step()
+        finally:
+            third.kill()
+            third.wait()
     finally:
         other.kill()
         other.wait()

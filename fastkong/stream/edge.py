@@ -1,0 +1,277 @@
+"""The edge: the proxy listeners Granian cannot serve by itself, relayed to Granian.
+
+Granian serves one certificate per listener and reads no PROXY protocol header. Kong's nginx
+does both: it picks each connection's certificate by SNI from the config's
+``certificates``/``snis`` (``find_certificate``), and takes the client's address from a PROXY
+header on ``proxy_protocol`` listeners. So the supervisor runs such a ``proxy_listen`` entry's
+Granian on a loopback port of its own, and this process (the stream process, which already
+terminates TLS by SNI for ``tls`` stream routes) listens on the public address instead. For each
+connection:
+
+1. On a ``proxy_protocol`` listener, the PROXY protocol header is read (a connection without a
+   valid one within 30 s is closed, as nginx's ``listen ... proxy_protocol`` does).
+2. On an ``ssl`` listener, the ClientHello is peeked at for its server name, and the TLS
+   handshake is done with the certificate Kong would choose for it (:mod:`.certs`: the
+   ``snis`` entity, its wildcards, the catch-all ``*``, else the node's default), offering
+   ``h2`` by ALPN on ``http2`` listeners.
+3. A relay connection is opened to the listener's Granian on ``127.0.0.1``; what the worker
+   needs to know about the client (its address, TLS, SNI, the PROXY header's source) is written
+   to the edge table under that connection's local port (``fastkong/proxy/edge.py``), and the
+   bytes then flow both ways (:mod:`.pipe`) until either side closes.
+
+Granian keeps the HTTP side: keep-alive and header timeouts, HTTP/2 (over the plain relay,
+by its preface), request parsing. Decisions here are only about the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import time
+from functools import partial
+from typing import Final
+
+from fastkong.proxy.edge import EdgeEntry, EdgeTable
+from fastkong.stream.clienthello import NOT_TLS
+from fastkong.stream.pipe import Session
+from fastkong.stream.proxy_protocol import BrokenHeader, ProxyHeader
+from fastkong.stream.server import (
+    HANDSHAKE_TIMEOUT,
+    PREREAD_TIMEOUT,
+    HeaderReader,
+    StreamListener,
+    preread,
+    read_proxy_header,
+)
+from fastkong.stream.snapshot import StreamSnapshot, empty_snapshot
+
+log = logging.getLogger("fastkong.edge")
+
+HTTP2_ALPN: Final = ("h2", "http/1.1")
+HTTP1_ALPN: Final = ("http/1.1",)
+
+
+class EdgeListener(StreamListener):
+    """One ``proxy_listen`` entry served by the edge: its public socket, and the loopback port
+    of the Granian that serves its requests (``target``) with its slot in the edge table."""
+
+    __slots__ = ("http2", "target", "slot")
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        ssl: bool,
+        proxy_protocol: bool,
+        http2: bool,
+        target: int,
+        slot: int,
+    ) -> None:
+        super().__init__(host, port, ssl, proxy_protocol)
+        self.http2 = http2
+        self.target = target
+        self.slot = slot
+
+    def __repr__(self) -> str:
+        flags = "".join(
+            f" {name}"
+            for name, on in (
+                ("ssl", self.ssl),
+                ("http2", self.http2),
+                ("proxy_protocol", self.proxy_protocol),
+            )
+            if on
+        )
+        return f"<EdgeListener {self.host}:{self.port}{flags} -> 127.0.0.1:{self.target}>"
+
+    @property
+    def alpn(self) -> tuple[str, ...]:
+        return HTTP2_ALPN if self.http2 else HTTP1_ALPN
+
+
+class Edge:
+    """The edge's listeners in one process (see the module docstring)."""
+
+    def __init__(self, listeners: list[EdgeListener], table: EdgeTable) -> None:
+        self.listeners = listeners
+        self.table = table
+        self.snapshot: StreamSnapshot = empty_snapshot()
+        self.sessions: set[Session] = set()
+        self.handlers: set[asyncio.Task[None]] = set()
+        self.connections = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<Edge listeners={self.listeners} open={len(self.sessions)} total={self.connections}>"
+        )
+
+    # -- listening -----------------------------------------------------------------------------
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        for listener in self.listeners:
+            if listener.sock is None:
+                listener.bind()
+            serve = self._accept if listener.ssl else self._serve_plain
+            listener.task = loop.create_task(serve(listener))
+
+    def stop_accepting(self) -> None:
+        for listener in self.listeners:
+            if listener.task is not None:
+                listener.task.cancel()
+            if listener.sock is not None and listener.ssl:
+                listener.sock.close()  # a plain listener's server closes its own socket
+            listener.sock = None
+
+    async def drain(self, timeout: float) -> None:
+        """Stop accepting; open connections get up to ``timeout`` (Granian, stopping too,
+        finishes their requests and closes them), then are closed."""
+        self.stop_accepting()
+        pending = [s.done for s in self.sessions] + list(self.handlers)
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+        for session in list(self.sessions):
+            session.abort()
+        for task in list(self.handlers):
+            task.cancel()
+
+    async def _serve_plain(self, listener: EdgeListener) -> None:
+        loop = asyncio.get_running_loop()
+        assert listener.sock is not None
+        server = await loop.create_server(
+            partial(HeaderReader, partial(self._plain, listener), listener),
+            sock=listener.sock,
+            backlog=16384,
+        )
+        try:
+            await asyncio.Future()  # until cancelled
+        finally:
+            server.close()
+
+    async def _accept(self, listener: EdgeListener) -> None:
+        loop = asyncio.get_running_loop()
+        assert listener.sock is not None
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(listener.sock)
+            except OSError as exc:
+                log.error("edge %s: accept failed: %s", listener, exc)
+                await asyncio.sleep(0.1)
+                continue
+            self.connections += 1
+            task = loop.create_task(self._handle_tls(conn, listener))
+            self.handlers.add(task)
+            task.add_done_callback(self.handlers.discard)
+
+    # -- one connection --------------------------------------------------------------------------
+    def _plain(
+        self,
+        listener: EdgeListener,
+        transport: asyncio.BaseTransport,
+        header: ProxyHeader | None,
+        first: bytes,
+        started: float | None,
+    ) -> None:
+        """A plain ``proxy_protocol`` listener's connection, its header read."""
+        self.connections += 1
+        peer = transport.get_extra_info("peername")[:2]
+        loop = asyncio.get_running_loop()
+        session = self._open(loop, peer[0], started)
+        transport.set_protocol(session.client)
+        session.client.connection_made(transport)
+        if first:
+            session.client.data_received(first)
+        entry = EdgeEntry(peer, False, None, header.source if header is not None else None)
+        task = loop.create_task(self._relay(session, listener, entry))
+        self.handlers.add(task)
+        task.add_done_callback(self.handlers.discard)
+
+    async def _handle_tls(self, conn: socket.socket, listener: EdgeListener) -> None:
+        try:
+            session = await self._terminate(conn, listener)
+        except asyncio.CancelledError:
+            conn.close()
+            raise
+        except Exception:
+            log.exception("edge %s: connection failed", listener)
+            conn.close()
+            return
+        if session is not None:
+            await session.done
+
+    async def _terminate(self, conn: socket.socket, listener: EdgeListener) -> Session | None:
+        """An ``ssl`` listener's connection: its PROXY header, its SNI, the handshake with the
+        certificate for that SNI, then the relay; None if it ended before."""
+        loop = asyncio.get_running_loop()
+        conn.setblocking(False)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = conn.getpeername()[:2]
+        header = None
+        if listener.proxy_protocol:
+            try:
+                header = await read_proxy_header(loop, conn, PREREAD_TIMEOUT)
+            except BrokenHeader as exc:
+                log.error("edge %s: broken PROXY protocol header from %s: %s", listener,
+                          peer[0], exc)  # fmt: skip
+                conn.close()
+                return None
+        hello = await preread(loop, conn, PREREAD_TIMEOUT)
+        certificates = self.snapshot.edge_certificates.get(listener.alpn)
+        if certificates is None:
+            log.error("edge %s: no certificate loaded yet; closing", listener)
+            conn.close()
+            return None
+        session = self._open(loop, peer[0])
+        try:
+            await loop.connect_accepted_socket(
+                lambda: session.client,
+                conn,
+                ssl=certificates.find(hello.sni),
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+            )
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
+            log.info("edge: client %s:%s failed its TLS handshake: %s", peer[0], peer[1], exc)
+            conn.close()
+            session.end()
+            return None
+        sni = hello.sni if hello is not NOT_TLS else None
+        entry = EdgeEntry(peer, True, sni, header.source if header is not None else None)
+        await self._relay(session, listener, entry)
+        return session
+
+    def _open(
+        self, loop: asyncio.AbstractEventLoop, client_ip: str, started: float | None = None
+    ) -> Session:
+        # No idle timeout here: Granian closes idle connections (keepalive_timeout), and a
+        # request's body may take as long as its service's timeouts allow.
+        session = Session(loop, 0, client_ip)
+        session.started = time.monotonic() if started is None else started
+        self.sessions.add(session)
+        session.done.add_done_callback(lambda _: self.sessions.discard(session))
+        return session
+
+    async def _relay(self, session: Session, listener: EdgeListener, entry: EdgeEntry) -> None:
+        """Connect the session to the listener's Granian and note the client under the relay
+        connection's local port before its first byte is sent."""
+        loop = asyncio.get_running_loop()
+        try:
+            transport, _ = await loop.create_connection(
+                lambda: session.upstream, "127.0.0.1", listener.target
+            )
+        except OSError as exc:
+            log.error("edge %s: cannot reach its workers: %s", listener, exc)
+            session.end()
+            return
+        if session.done.done():
+            transport.close()  # the client left while the relay connected
+            return
+        port = transport.get_extra_info("sockname")[1]
+        self.table.record(listener.slot, port, entry)
+        session.done.add_done_callback(partial(self._forget, listener.slot, port))
+        session.join()
+
+    def _forget(self, slot: int, port: int, _: object) -> None:
+        self.table.clear(slot, port)
+
+
+__all__ = ["Edge", "EdgeListener", "HTTP1_ALPN", "HTTP2_ALPN"]
