@@ -85,9 +85,7 @@ SCENARIOS = (
     Scenario("1kb", "1 KB response", PROXIES, path="/1k"),
     Scenario("100kb", "100 KB response", PROXIES, path="/100k"),
     Scenario("2workers", "plain route, 2 workers each", PROXIES, workers=2),
-    Scenario(
-        "tls", "plain route over TLS, 1 worker", ("nginx", "fastkong", GRANIAN_TLS), tls=True
-    ),
+    Scenario("tls", "plain route over TLS, 1 worker", ("nginx", "fastkong", GRANIAN_TLS), tls=True),
     Scenario(
         "routes100", "100 routes, requests spread over all", ("nginx", "fastkong"), routes=100
     ),
