@@ -41,6 +41,7 @@ from fastkong.stream.server import (
     HANDSHAKE_TIMEOUT,
     PREREAD_TIMEOUT,
     HeaderReader,
+    Listening,
     StreamListener,
     preread,
     read_proxy_header,
@@ -91,77 +92,37 @@ class EdgeListener(StreamListener):
         return HTTP2_ALPN if self.http2 else HTTP1_ALPN
 
 
-class Edge:
+class Edge(Listening):
     """The edge's listeners in one process (see the module docstring)."""
 
     def __init__(self, listeners: list[EdgeListener], table: EdgeTable) -> None:
-        self.listeners = listeners
+        super().__init__(listeners)
+        self.edge_listeners = listeners
         self.table = table
         self.snapshot: StreamSnapshot = empty_snapshot()
-        self.sessions: set[Session] = set()
-        self.handlers: set[asyncio.Task[None]] = set()
-        self.connections = 0
 
     def __repr__(self) -> str:
         return (
             f"<Edge listeners={self.listeners} open={len(self.sessions)} total={self.connections}>"
         )
 
-    # -- listening -----------------------------------------------------------------------------
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        for listener in self.listeners:
-            if listener.sock is None:
-                listener.bind()
-            serve = self._accept if listener.ssl else self._serve_plain
-            listener.task = loop.create_task(serve(listener))
+    def header_reader(self, listener: StreamListener) -> HeaderReader:
+        assert isinstance(listener, EdgeListener)
+        return HeaderReader(partial(self._plain, listener), listener)
 
-    def stop_accepting(self) -> None:
-        for listener in self.listeners:
-            if listener.task is not None:
-                listener.task.cancel()
-            if listener.sock is not None and listener.ssl:
-                listener.sock.close()  # a plain listener's server closes its own socket
-            listener.sock = None
-
-    async def drain(self, timeout: float) -> None:
-        """Stop accepting; open connections get up to ``timeout`` (Granian, stopping too,
-        finishes their requests and closes them), then are closed."""
-        self.stop_accepting()
-        pending = [s.done for s in self.sessions] + list(self.handlers)
-        if pending:
-            await asyncio.wait(pending, timeout=timeout)
-        for session in list(self.sessions):
-            session.abort()
-        for task in list(self.handlers):
-            task.cancel()
-
-    async def _serve_plain(self, listener: EdgeListener) -> None:
-        loop = asyncio.get_running_loop()
-        assert listener.sock is not None
-        server = await loop.create_server(
-            partial(HeaderReader, partial(self._plain, listener), listener),
-            sock=listener.sock,
-            backlog=16384,
-        )
+    async def handle(self, conn: socket.socket, listener: StreamListener) -> None:
+        assert isinstance(listener, EdgeListener)
         try:
-            await asyncio.Future()  # until cancelled
-        finally:
-            server.close()
-
-    async def _accept(self, listener: EdgeListener) -> None:
-        loop = asyncio.get_running_loop()
-        assert listener.sock is not None
-        while True:
-            try:
-                conn, _ = await loop.sock_accept(listener.sock)
-            except OSError as exc:
-                log.error("edge %s: accept failed: %s", listener, exc)
-                await asyncio.sleep(0.1)
-                continue
-            self.connections += 1
-            task = loop.create_task(self._handle_tls(conn, listener))
-            self.handlers.add(task)
-            task.add_done_callback(self.handlers.discard)
+            session = await self._terminate(conn, listener)
+        except asyncio.CancelledError:
+            conn.close()
+            raise
+        except Exception:
+            log.exception("edge %s: connection failed", listener)
+            conn.close()
+            return
+        if session is not None:
+            await session.done
 
     # -- one connection --------------------------------------------------------------------------
     def _plain(
@@ -185,19 +146,6 @@ class Edge:
         task = loop.create_task(self._relay(session, listener, entry))
         self.handlers.add(task)
         task.add_done_callback(self.handlers.discard)
-
-    async def _handle_tls(self, conn: socket.socket, listener: EdgeListener) -> None:
-        try:
-            session = await self._terminate(conn, listener)
-        except asyncio.CancelledError:
-            conn.close()
-            raise
-        except Exception:
-            log.exception("edge %s: connection failed", listener)
-            conn.close()
-            return
-        if session is not None:
-            await session.done
 
     async def _terminate(self, conn: socket.socket, listener: EdgeListener) -> Session | None:
         """An ``ssl`` listener's connection: its PROXY header, its SNI, the handshake with the

@@ -58,7 +58,8 @@ class Follower:
         self.default_cert = default_cert
         self.identity: tuple[int, int, int] | None = None
         self.stream_tls = any(x.ssl for x in proxy.listeners)
-        self.edge_alpns = {x.alpn for x in edge.listeners if x.ssl} if edge is not None else set()
+        edged = edge.edge_listeners if edge is not None else []
+        self.edge_alpns = {x.alpn for x in edged if x.ssl}
 
     def __repr__(self) -> str:
         return f"<Follower {self.path} {self.proxy.snapshot!r}>"

@@ -37,7 +37,7 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Final
 
@@ -94,34 +94,24 @@ class StreamListener:
         return sock
 
 
-class StreamProxy:
-    """One process's stream proxy (see the module docstring)."""
+class Listening:
+    """Listeners and the connections they accepted, for the stream proxy and the edge: a plain
+    listener is served by the loop's own server (its connections go through
+    :meth:`header_reader`), an ``ssl`` one accepts bare sockets for :meth:`handle`; a drain
+    stops accepting and gives open connections a while."""
 
-    def __init__(
-        self,
-        listeners: list[StreamListener],
-        resolver: Resolver | None = None,
-        trusted_ips: TrustedIps | None = None,
-        access_log: StreamAccessLog | None = None,
-    ) -> None:
+    def __init__(self, listeners: Sequence[StreamListener]) -> None:
         self.listeners = listeners
-        #: Whose PROXY protocol header is believed (Kong's ``set_real_ip_from``).
-        self.trusted_ips = trusted_ips or TrustedIps()
-        self.access_log = access_log
-        self.snapshot: StreamSnapshot = empty_snapshot()
-        self.resolver = resolver or Resolver()
-        self.contexts = ContextCache()
         self.sessions: set[Session] = set()
         self.handlers: set[asyncio.Task[None]] = set()
         self.connections = 0
 
-    def __repr__(self) -> str:
-        return (
-            f"<StreamProxy listeners={self.listeners} {self.snapshot!r} "
-            f"open={len(self.sessions)} total={self.connections}>"
-        )
+    def header_reader(self, listener: StreamListener) -> HeaderReader:
+        raise NotImplementedError
 
-    # -- listening -----------------------------------------------------------------------------
+    async def handle(self, conn: socket.socket, listener: StreamListener) -> None:
+        raise NotImplementedError
+
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         for listener in self.listeners:
             if listener.sock is None:
@@ -137,24 +127,6 @@ class StreamProxy:
                 listener.sock.close()  # a plain listener's server closes its own socket
             listener.sock = None
 
-    async def _serve_plain(self, listener: StreamListener) -> None:
-        loop = asyncio.get_running_loop()
-        assert listener.sock is not None
-        server = await loop.create_server(
-            partial(
-                HeaderReader,
-                partial(self.accepted, listener),
-                listener,
-                self.log_broken_header,
-            ),
-            sock=listener.sock,
-            backlog=16384,
-        )
-        try:
-            await asyncio.Future()  # until cancelled
-        finally:
-            server.close()
-
     async def drain(self, timeout: float) -> None:
         """Stop accepting, let open connections finish for up to ``timeout``, then close them."""
         self.stop_accepting()
@@ -166,6 +138,17 @@ class StreamProxy:
         for task in list(self.handlers):
             task.cancel()
 
+    async def _serve_plain(self, listener: StreamListener) -> None:
+        loop = asyncio.get_running_loop()
+        assert listener.sock is not None
+        server = await loop.create_server(
+            partial(self.header_reader, listener), sock=listener.sock, backlog=16384
+        )
+        try:
+            await asyncio.Future()  # until cancelled
+        finally:
+            server.close()
+
     async def _accept(self, listener: StreamListener) -> None:
         loop = asyncio.get_running_loop()
         assert listener.sock is not None
@@ -174,13 +157,41 @@ class StreamProxy:
                 conn, _ = await loop.sock_accept(listener.sock)
             except OSError as exc:
                 # EMFILE and the like: wait a little rather than spin, as nginx does.
-                log.error("stream %s: accept failed: %s", listener, exc)
+                log.error("%s: accept failed: %s", listener, exc)
                 await asyncio.sleep(0.1)
                 continue
             self.connections += 1
             task = loop.create_task(self.handle(conn, listener))
             self.handlers.add(task)
             task.add_done_callback(self.handlers.discard)
+
+
+class StreamProxy(Listening):
+    """One process's stream proxy (see the module docstring)."""
+
+    def __init__(
+        self,
+        listeners: list[StreamListener],
+        resolver: Resolver | None = None,
+        trusted_ips: TrustedIps | None = None,
+        access_log: StreamAccessLog | None = None,
+    ) -> None:
+        super().__init__(listeners)
+        #: Whose PROXY protocol header is believed (Kong's ``set_real_ip_from``).
+        self.trusted_ips = trusted_ips or TrustedIps()
+        self.access_log = access_log
+        self.snapshot: StreamSnapshot = empty_snapshot()
+        self.resolver = resolver or Resolver()
+        self.contexts = ContextCache()
+
+    def __repr__(self) -> str:
+        return (
+            f"<StreamProxy listeners={self.listeners} {self.snapshot!r} "
+            f"open={len(self.sessions)} total={self.connections}>"
+        )
+
+    def header_reader(self, listener: StreamListener) -> HeaderReader:
+        return HeaderReader(partial(self.accepted, listener), listener, self.log_broken_header)
 
     # -- one connection --------------------------------------------------------------------------
     def client_address(self, peer: tuple[str, int], header: ProxyHeader | None) -> tuple[str, int]:
@@ -638,6 +649,7 @@ def refusal(snapshot: StreamSnapshot, route: StreamRoute, client_ip: str) -> int
 
 __all__ = [
     "HeaderReader",
+    "Listening",
     "StreamListener",
     "StreamProxy",
     "preread",
