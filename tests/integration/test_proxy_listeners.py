@@ -207,6 +207,17 @@ def renewal_gateway(tmp_path: Path, echo: Echo, *args: str) -> tuple[Gateway, Ku
     return gw, volume
 
 
+def request_until(gw: Gateway, done: threading.Event, statuses: list[int | str]) -> None:
+    """GET over the ssl listener until ``done``, a new connection per request (each one meets
+    whichever worker is up, and makes a new handshake); each status, or the error, noted."""
+    while not done.is_set():
+        try:
+            r = httpx.get(https(gw, "/plain/x"), verify=False, timeout=10)
+            statuses.append(r.status_code)
+        except httpx.HTTPError as exc:
+            statuses.append(repr(exc))
+
+
 def test_a_renewed_secret_is_served_by_the_edge_with_no_request_lost(
     tmp_path: Path, echo: Echo
 ) -> None:
@@ -217,16 +228,7 @@ def test_a_renewed_secret_is_served_by_the_edge_with_no_request_lost(
     assert gw.ssl_port is not None
     statuses: list[int | str] = []
     done = threading.Event()
-
-    def load() -> None:
-        while not done.is_set():
-            try:
-                r = httpx.get(https(gw, "/plain/x"), verify=False, timeout=10)
-                statuses.append(r.status_code)
-            except httpx.HTTPError as exc:
-                statuses.append(repr(exc))
-
-    client = threading.Thread(target=load)
+    client = threading.Thread(target=request_until, args=(gw, done, statuses))
     try:
         client.start()
         before = set(gw.worker_pids())
@@ -259,16 +261,7 @@ def test_a_renewed_secret_is_served_by_granian_while_requests_go_on(
     assert port is not None
     statuses: list[int | str] = []
     done = threading.Event()
-
-    def load() -> None:  # a new connection per request: each one meets whichever worker is up
-        while not done.is_set():
-            try:
-                r = httpx.get(https(gw, "/plain/x"), verify=False, timeout=10)
-                statuses.append(r.status_code)
-            except httpx.HTTPError as exc:
-                statuses.append(repr(exc))
-
-    client = threading.Thread(target=load)
+    client = threading.Thread(target=request_until, args=(gw, done, statuses))
     try:
         client.start()
         before = set(gw.worker_pids())  # the plain listener's worker and the ssl one's
