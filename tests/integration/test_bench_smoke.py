@@ -84,7 +84,7 @@ def test_missing_peers_are_left_out_with_how_to_install_them() -> None:
     tools = {"wrk": "/usr/bin/wrk", "nginx": "/usr/sbin/nginx", "haproxy": None, "caddy": None}
     tools |= {"aiohttp": None, "redis-server": None, "matplotlib": None}
     scenarios, targets, left_out = e2e.choose(args, tools)
-    assert targets == ["direct", "nginx", "floor", "floor-asgi", "fastkong"]
+    assert targets == ["direct", "nginx", "floor", "floor-asgi", "fastkong", "fastkong-granian-tls"]
     notes = "\n".join(left_out)
     assert "haproxy is not installed (install: apt-get install -y haproxy)" in notes
     assert "caddy is not installed (install: apt-get install -y caddy)" in notes
