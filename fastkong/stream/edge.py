@@ -36,15 +36,15 @@ from typing import Final
 from fastkong.proxy.edge import EdgeEntry, EdgeTable
 from fastkong.stream.clienthello import NOT_TLS
 from fastkong.stream.pipe import Session
-from fastkong.stream.proxy_protocol import BrokenHeader, ProxyHeader
+from fastkong.stream.proxy_protocol import ProxyHeader
 from fastkong.stream.server import (
     HANDSHAKE_TIMEOUT,
     PREREAD_TIMEOUT,
     HeaderReader,
     Listening,
     StreamListener,
+    bare_prologue,
     preread,
-    read_proxy_header,
 )
 from fastkong.stream.snapshot import StreamSnapshot, empty_snapshot
 
@@ -151,18 +151,9 @@ class Edge(Listening):
         """An ``ssl`` listener's connection: its PROXY header, its SNI, the handshake with the
         certificate for that SNI, then the relay; None if it ended before."""
         loop = asyncio.get_running_loop()
-        conn.setblocking(False)
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        peer = conn.getpeername()[:2]
-        header = None
-        if listener.proxy_protocol:
-            try:
-                header = await read_proxy_header(loop, conn, PREREAD_TIMEOUT)
-            except BrokenHeader as exc:
-                log.error("edge %s: broken PROXY protocol header from %s: %s", listener,
-                          peer[0], exc)  # fmt: skip
-                conn.close()
-                return None
+        peer, header, broken = await bare_prologue(loop, conn, listener)
+        if broken:
+            return None
         hello = await preread(loop, conn, PREREAD_TIMEOUT)
         certificates = self.snapshot.edge_certificates.get(listener.alpn)
         if certificates is None:

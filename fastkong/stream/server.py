@@ -348,20 +348,11 @@ class StreamProxy(Listening):
     async def _handle(self, conn: socket.socket, listener: StreamListener) -> None:
         loop = asyncio.get_running_loop()
         started = time.monotonic()
-        conn.setblocking(False)
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         snapshot = self.snapshot
-        peer = conn.getpeername()[:2]
-        header = None
-        if listener.proxy_protocol:
-            try:
-                header = await read_proxy_header(loop, conn, PREREAD_TIMEOUT)
-            except BrokenHeader as exc:
-                log.error("stream %s: broken PROXY protocol header from %s: %s", listener,
-                          peer[0], exc)  # fmt: skip
-                conn.close()
-                self.log_refused(peer[0], status.BAD_REQUEST, started)
-                return
+        peer, header, broken = await bare_prologue(loop, conn, listener)
+        if broken:
+            self.log_refused(peer[0], status.BAD_REQUEST, started)
+            return
         src_ip, src_port = self.client_address(peer, header)
         dst_ip, dst_port = conn.getsockname()[:2]
         hello = NOT_TLS
@@ -515,6 +506,25 @@ async def _readable(loop: asyncio.AbstractEventLoop, conn: socket.socket, deadli
         loop.remove_reader(fd)
 
 
+async def bare_prologue(
+    loop: asyncio.AbstractEventLoop, conn: socket.socket, listener: StreamListener
+) -> tuple[tuple[str, int], ProxyHeader | None, bool]:
+    """An accepted bare socket made ready (non-blocking, no Nagle) and, on a
+    ``proxy_protocol`` listener, its PROXY header read: (peer, header, broken). A broken or
+    missing header is logged and the socket closed (``broken`` True)."""
+    conn.setblocking(False)
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    peer = conn.getpeername()[:2]
+    if not listener.proxy_protocol:
+        return peer, None, False
+    try:
+        return peer, await read_proxy_header(loop, conn, PREREAD_TIMEOUT), False
+    except BrokenHeader as exc:
+        log.error("%s: broken PROXY protocol header from %s: %s", listener, peer[0], exc)
+        conn.close()
+        return peer, None, True
+
+
 async def read_proxy_header(
     loop: asyncio.AbstractEventLoop, conn: socket.socket, timeout: float
 ) -> ProxyHeader:
@@ -650,6 +660,7 @@ def refusal(snapshot: StreamSnapshot, route: StreamRoute, client_ip: str) -> int
 __all__ = [
     "HeaderReader",
     "Listening",
+    "bare_prologue",
     "StreamListener",
     "StreamProxy",
     "preread",
