@@ -651,6 +651,7 @@ class Supervisor:
             "edge": edge,
             "edge_table": str(self.edge_file),
             "edge_slots": len(edge),
+            "server": self.server_header,
             "trusted_ips": self.options.trusted_ips,
             "access_log": self.options.proxy_stream_access_log,
             "ssl_cert": cert,

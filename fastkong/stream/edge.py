@@ -13,7 +13,8 @@ connection:
 2. On an ``ssl`` listener, the ClientHello is peeked at for its server name, and the TLS
    handshake is done with the certificate Kong would choose for it (:mod:`.certs`: the
    ``snis`` entity, its wildcards, the catch-all ``*``, else the node's default), offering
-   ``h2`` by ALPN on ``http2`` listeners.
+   ``h2`` by ALPN on ``http2`` listeners. A plain HTTP request instead gets nginx's 400 "The
+   plain HTTP request was sent to HTTPS port" (:mod:`.plain_on_tls`).
 3. A relay connection is opened to the listener's Granian on ``127.0.0.1``; what the worker
    needs to know about the client (its address, TLS, SNI, the PROXY header's source) is written
    to the edge table under that connection's local port (``fastkong/proxy/edge.py``), and the
@@ -34,7 +35,7 @@ from functools import partial
 from typing import Final
 
 from fastkong.proxy.edge import EdgeEntry, EdgeTable
-from fastkong.stream.clienthello import NOT_TLS
+from fastkong.stream import plain_on_tls
 from fastkong.stream.pipe import Session
 from fastkong.stream.proxy_protocol import ProxyHeader
 from fastkong.stream.server import (
@@ -52,6 +53,8 @@ log = logging.getLogger("fastkong.edge")
 
 HTTP2_ALPN: Final = ("h2", "http/1.1")
 HTTP1_ALPN: Final = ("http/1.1",)
+#: nginx's ``lingering_timeout``.
+LINGERING_TIMEOUT: Final = 5.0
 
 
 class EdgeListener(StreamListener):
@@ -95,10 +98,14 @@ class EdgeListener(StreamListener):
 class Edge(Listening):
     """The edge's listeners in one process (see the module docstring)."""
 
-    def __init__(self, listeners: list[EdgeListener], table: EdgeTable) -> None:
+    def __init__(
+        self, listeners: list[EdgeListener], table: EdgeTable, server: str | None = None
+    ) -> None:
         super().__init__(listeners)
         self.edge_listeners = listeners
         self.table = table
+        #: The ``Server`` header of the edge's own answers (None: the ``headers`` setting hides it).
+        self.server = server
         self.snapshot: StreamSnapshot = empty_snapshot()
 
     def __repr__(self) -> str:
@@ -155,6 +162,9 @@ class Edge(Listening):
         if broken:
             return None
         hello = await preread(loop, conn, PREREAD_TIMEOUT)
+        if not hello.tls:
+            await self._plain_on_tls(loop, conn, peer)
+            return None
         certificates = self.snapshot.edge_certificates.get(listener.alpn)
         if certificates is None:
             log.error("edge %s: no certificate loaded yet; closing", listener)
@@ -173,10 +183,37 @@ class Edge(Listening):
             conn.close()
             session.end()
             return None
-        sni = hello.sni if hello is not NOT_TLS else None
-        entry = EdgeEntry(peer, True, sni, header.source if header is not None else None)
+        entry = EdgeEntry(peer, True, hello.sni, header.source if header is not None else None)
         await self._relay(session, listener, entry)
         return session
+
+    async def _plain_on_tls(
+        self, loop: asyncio.AbstractEventLoop, conn: socket.socket, peer: tuple[str, int]
+    ) -> None:
+        """No ClientHello came: a plain HTTP request gets nginx's 400 "plain HTTP request was
+        sent to HTTPS port" (:mod:`.plain_on_tls`), anything else is closed unanswered."""
+        head = b""
+        try:
+            async with asyncio.timeout(PREREAD_TIMEOUT):
+                while not plain_on_tls.head_complete(head):
+                    chunk = await loop.sock_recv(conn, plain_on_tls.MAX_HEAD - len(head))
+                    if not chunk:
+                        break
+                    head += chunk
+            response = plain_on_tls.answer(head, self.server)
+            if response is not None:
+                log.info("edge: client %s:%s sent plain HTTP to an ssl port", *peer)
+                await loop.sock_sendall(conn, response)
+                # nginx's lingering close: a body still arriving must not turn the close into
+                # a reset that discards the answer before the client has read it.
+                conn.shutdown(socket.SHUT_WR)
+                async with asyncio.timeout(LINGERING_TIMEOUT):
+                    while await loop.sock_recv(conn, 65536):
+                        pass
+        except (OSError, TimeoutError):
+            pass
+        finally:
+            conn.close()
 
     def _open(
         self, loop: asyncio.AbstractEventLoop, client_ip: str, started: float | None = None

@@ -109,7 +109,9 @@ async def serve(options: dict[str, Any]) -> int:
     edge = None
     if options.get("edge"):
         table = EdgeTable(options["edge_table"], int(options["edge_slots"]))
-        edge = Edge([EdgeListener(*entry) for entry in options["edge"]], table)
+        edge = Edge(
+            [EdgeListener(*entry) for entry in options["edge"]], table, options.get("server")
+        )
     default_cert = None
     if any(x.ssl for x in listeners) or (edge is not None and any(x.ssl for x in edge.listeners)):
         default_cert = DefaultCertificate(

@@ -249,3 +249,22 @@ def test_a_posted_certificate_is_served_without_a_restart(node: Node) -> None:
     eventually(lambda: served_subject(node.tls, "c.test") == "c.test")
     assert served_subject(node.tls, "a.test") == "a.test"
     assert set(node.gateway.worker_pids()) == before
+
+
+def test_plain_http_on_an_ssl_port_gets_nginx_s_400(node: Node) -> None:
+    """Kong's nginx answers a plain request on an ``ssl`` port with its 497 page (a 400), then
+    closes; on a ``proxy_protocol`` ``ssl`` port the header comes first."""
+    for port, header in ((node.tls, b""), (node.pp_tls, encode_v1(CLIENT, ("127.0.0.1", 1)))):
+        with socket.create_connection(("127.0.0.1", port), 10, (TRUSTED, 0)) as sock:
+            sock.sendall(header + b"GET /echo/x HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+        assert b"\r\nConnection: close" in head
+        assert b"The plain HTTP request was sent to HTTPS port" in body
+    # Bytes that are neither TLS nor HTTP: closed unanswered.
+    with socket.create_connection(("127.0.0.1", node.tls), 10) as sock:
+        sock.sendall(b"\x00garbage\r\n\r\n")
+        assert sock.recv(65536) == b""
