@@ -378,19 +378,19 @@ def _prepare(supervisor: Supervisor) -> str | None:
     if any(x.ssl for x in opts.proxy):
         if opts.ssl_cert and opts.ssl_key:
             try:
-                supervisor.certificate()  # checked now: a bad pair would kill a listener later
+                supervisor.certificates()  # checked now: a bad pair would kill a listener later
             except (ValueError, OSError) as exc:
                 return "\n".join(f"fastkong: {line}" for line in str(exc).splitlines())
             given = supervisor.served.count if supervisor.served is not None else 0
-            if given > 1:
+            if given > 1 and opts.ssl_termination == "granian":
                 print(
                     f"fastkong: ssl_cert: {given} certificates given, the first is served "
-                    "(Granian serves one certificate per listener)",
+                    "(with --ssl-termination granian, one certificate per listener)",
                     file=sys.stderr,
                 )
             return None
         try:
-            supervisor.certificate()  # generated now, if it must be, so a failure is one line
+            supervisor.certificates()  # generated now, if it must be, so a failure is one line
         except (OSError, ValueError) as exc:
             return f"fastkong: ssl_cert: cannot use the TLS certificate: {exc}"
     return None

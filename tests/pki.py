@@ -1,5 +1,5 @@
 """A throwaway certificate authority for TLS tests: a CA and the leaf certificates it signs,
-as PEM text (EC P-256, valid for a day)."""
+as PEM text (EC P-256, or an RSA leaf on request, valid for a day)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import ipaddress
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 
@@ -24,7 +24,7 @@ class Pki:
     def _build(
         self,
         subject: x509.Name,
-        key: ec.EllipticCurvePrivateKey,
+        key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
         ca: bool,
         dns: str | None = None,
         ip: str | None = None,
@@ -65,10 +65,15 @@ class Pki:
         return builder.sign(self.key, hashes.SHA256())
 
     def issue(
-        self, common_name: str, dns: str | None = None, ip: str | None = None
+        self, common_name: str, dns: str | None = None, ip: str | None = None, rsa_key: bool = False
     ) -> tuple[str, str]:
-        """A leaf certificate and its key (PEM), naming ``dns`` and/or the address ``ip``."""
-        key = ec.generate_private_key(ec.SECP256R1())
+        """A leaf certificate and its key (PEM), naming ``dns`` and/or the address ``ip``; an
+        RSA key with ``rsa_key``, else EC P-256."""
+        key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = (
+            rsa.generate_private_key(65537, 2048)
+            if rsa_key
+            else ec.generate_private_key(ec.SECP256R1())
+        )
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
         cert = self._build(subject, key, ca=False, dns=dns, ip=ip)
         key_pem = key.private_bytes(

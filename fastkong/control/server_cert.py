@@ -7,11 +7,14 @@ entries at start and refuses to start with every error at once; so does this mod
 also loads each pair the way the TLS server will, so a key that does not belong to its
 certificate stops the start here instead of killing the listener's process later.
 
-Granian serves one certificate per listener: the first pair is served, and the start says so
-when more were given. Entries given as text are written under the state directory (mode 0600),
-since the server takes paths.
+Every pair is served by the edge (fastkong's own TLS, the default for ``ssl`` proxy listeners)
+and by ``ssl`` stream listeners: all pairs go into one server context, and OpenSSL picks the one
+whose key type the client supports, as nginx does with several ``ssl_certificate`` lines.
+Granian's own TLS (``--ssl-termination granian``) serves one certificate per listener: the first
+pair, and the start says so when more were given. Entries given as text are written under the
+state directory (mode 0600), since the servers take paths.
 
-:class:`ServedCertificate` keeps the served pair as fastkong's own files. Granian resolves the
+:class:`ServedCertificate` keeps the served pairs as fastkong's own files. Granian resolves the
 paths it is given once, at start; in Kubernetes those are symlinks into a Secret volume whose
 ``..data`` swap (a renewed certificate) deletes the directory they resolved to, so a worker
 respawned after it would find no files and the listener would die. From fastkong's copies a
@@ -94,18 +97,16 @@ def _label(entry: str, index: int) -> str:
 
 
 class ServedCertificate:
-    """The pair the ssl listeners serve, as stable files of fastkong's, following the given
-    files (see the module docstring)."""
+    """The pairs the ssl listeners serve, as stable files of fastkong's, following the given
+    files (see the module docstring). The first pair is ``cert_path``/``key_path``."""
 
     def __init__(self, cert: str, key: str, directory: Path) -> None:
         self.settings = (cert, key)
         self.directory = directory
-        ssl_dir = directory / "ssl"
-        self.cert_path, self.key_path = ssl_dir / "served.crt", ssl_dir / "served.key"
-        #: The files of the served pair as given (an entry that is PEM text never changes).
-        self.sources = [
-            Path(e) for e in (_entries(cert)[:1] + _entries(key)[:1]) if os.path.isfile(e)
-        ]
+        self.ssl_dir = directory / "ssl"
+        self.cert_path, self.key_path = self.served_pair(0)
+        #: The given files (an entry that is PEM text never changes).
+        self.sources = [Path(e) for e in (_entries(cert) + _entries(key)) if os.path.isfile(e)]
         self.identities: list[tuple[int, int, int] | None] = []
         self.count = 0
         self.loaded_at: float | None = None
@@ -118,23 +119,37 @@ class ServedCertificate:
             f"error={bool(self.last_error)}>"
         )
 
+    def served_pair(self, index: int) -> tuple[Path, Path]:
+        """Where the ``index``-th given pair is served from."""
+        stem = "served" if index == 0 else f"served-{index}"
+        return self.ssl_dir / f"{stem}.crt", self.ssl_dir / f"{stem}.key"
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        """Every served pair's (certificate, key) paths, in the given order."""
+        return [(str(c), str(k)) for c, k in map(self.served_pair, range(self.count))]
+
     def load(self) -> bool:
-        """Check every given pair (ValueError as :func:`server_certificates`) and copy the first
+        """Check every given pair (ValueError as :func:`server_certificates`) and copy them
         over the served files; True if what is served changed."""
         self.identities = [file_identity(path) for path in self.sources]
-        pairs = server_certificates(*self.settings, self.directory)
-        self.count = len(pairs)
-        cert, key = (Path(path).read_bytes() for path in pairs[0])
-        if (
-            self.loaded_at is not None
-            and _read(self.cert_path) == cert
-            and (_read(self.key_path) == key)
-        ):
+        given = [
+            tuple(Path(path).read_bytes() for path in pair)
+            for pair in server_certificates(*self.settings, self.directory)
+        ]
+        served = [self.served_pair(i) for i in range(len(given))]
+        same = all(
+            _read(cert_path) == cert and _read(key_path) == key
+            for (cert_path, key_path), (cert, key) in zip(served, given, strict=True)
+        )
+        if self.loaded_at is not None and same:
             return False
-        # The key first: a pair read between the two replacements is the old certificate with
-        # the new key, which fails to load, rather than an accepted mismatched pair.
-        _replace(self.key_path, key)
-        _replace(self.cert_path, cert)
+        for (cert_path, key_path), (cert, key) in zip(served, given, strict=True):
+            # The key first: a pair read between the two replacements is the old certificate
+            # with the new key, which fails to load, rather than an accepted mismatched pair.
+            _replace(key_path, key)
+            _replace(cert_path, cert)
+        self.count = len(given)
         self.loaded_at = time.time()
         return True
 

@@ -595,7 +595,7 @@ class Supervisor:
         for listener in self.options.proxy:
             host, port = listener.host, listener.port
             child_env = env
-            cert, key = self.certificate() if listener.ssl else (None, None)
+            cert, key = self.certificates()[0] if listener.ssl else (None, None)
             if self.options.edged(listener):
                 # The edge takes the public address; this Granian serves its relay on loopback.
                 slot = len(edge)
@@ -641,7 +641,7 @@ class Supervisor:
         """The stream process (fastkong/stream): every ``stream_listen`` entry and the edge's
         listeners, one event loop, the same state file and health table as the HTTP workers."""
         tls = any(x.ssl for x in self.options.stream) or any(x[2] for x in edge)
-        cert, key = self.certificate() if tls else (None, None)
+        pairs = self.certificates() if tls else []
         backlogs = [x.backlog for x in self.options.stream if x.backlog]
         backlogs += [x.backlog for x in self.options.proxy if x.backlog and self.options.edged(x)]
         opts = {
@@ -654,8 +654,7 @@ class Supervisor:
             "server": self.server_header,
             "trusted_ips": self.options.trusted_ips,
             "access_log": self.options.proxy_stream_access_log,
-            "ssl_cert": cert,
-            "ssl_key": key,
+            "ssl_pairs": pairs,
             "ssl_protocol_min": self.options.ssl_protocol_min,
             "backlog": max(backlogs, default=16384),
             "drain_timeout": self.options.drain_timeout,
@@ -669,10 +668,11 @@ class Supervisor:
         if tls:
             self.ssl_children.append(child)  # a new pair: SIGHUP, and it builds its contexts
 
-    def certificate(self) -> tuple[str, str]:
-        """The ssl listeners' certificate and key: ``ssl_cert``/``ssl_cert_key``, else Kong's
-        generated default under the state directory. Given pairs are checked (ValueError, one
-        line per problem) and the first is served from fastkong's copy (server_cert.py)."""
+    def certificates(self) -> list[tuple[str, str]]:
+        """The ssl listeners' (certificate, key) pairs: ``ssl_cert``/``ssl_cert_key``, else
+        Kong's generated default under the state directory. Given pairs are checked (ValueError,
+        one line per problem) and served from fastkong's copies (server_cert.py); Granian's own
+        TLS serves the first."""
         if self.options.ssl_cert and self.options.ssl_key:
             if self.served is None:
                 served = ServedCertificate(
@@ -680,9 +680,9 @@ class Supervisor:
                 )
                 served.load()
                 self.served = served
-            return str(self.served.cert_path), str(self.served.key_path)
+            return self.served.pairs
         cert, key = default_certificate(self.state_dir)
-        return str(cert), str(key)
+        return [(str(cert), str(key))]
 
     async def stop_children(self) -> int:
         """SIGTERM every Granian process (each drains), then wait for all; the worst exit code."""

@@ -115,8 +115,7 @@ async def serve(options: dict[str, Any]) -> int:
     default_cert = None
     if any(x.ssl for x in listeners) or (edge is not None and any(x.ssl for x in edge.listeners)):
         default_cert = DefaultCertificate(
-            options["ssl_cert"],
-            options["ssl_key"],
+            options["ssl_pairs"],
             _TLS_VERSIONS.get(options.get("ssl_protocol_min", "tls1.2"), ssl.TLSVersion.TLSv1_2),
         )
     registry = Registry(open_table(os.environ.get("FASTKONG_HEALTH")), resolver)

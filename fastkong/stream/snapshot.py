@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from fastkong.config import Config
@@ -34,23 +34,27 @@ _STREAM_AND_UDP = STREAM_PROTOCOLS | {"udp"}
 
 
 class DefaultCertificate:
-    """The node's default certificate files (``ssl_cert``/``ssl_cert_key`` or Kong's own)."""
+    """The node's default certificate files (``ssl_cert``/``ssl_cert_key`` or Kong's own): one
+    or more (certificate, key) pairs, all in one context, so that OpenSSL serves the one whose
+    key type (RSA, ECDSA) the client supports, as nginx does with several ``ssl_certificate``."""
 
-    __slots__ = ("cert", "key", "minimum")
+    __slots__ = ("pairs", "minimum")
 
     def __init__(
-        self, cert: str, key: str, minimum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2
+        self,
+        pairs: Sequence[tuple[str, str]],
+        minimum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
     ) -> None:
-        self.cert = cert
-        self.key = key
+        self.pairs = [(cert, key) for cert, key in pairs]
         self.minimum = minimum
 
     def __repr__(self) -> str:
-        return f"<DefaultCertificate {self.cert}>"
+        return f"<DefaultCertificate {[cert for cert, _ in self.pairs]}>"
 
     def context(self) -> ssl.SSLContext:
         ctx = server_context(self.minimum)
-        ctx.load_cert_chain(self.cert, self.key)
+        for cert, key in self.pairs:
+            ctx.load_cert_chain(cert, key)
         return ctx
 
 

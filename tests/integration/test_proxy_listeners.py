@@ -54,11 +54,15 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, echo: Echo) -> Iterator[Ga
     gw.stop()
 
 
-def served_certificate(port: int) -> x509.Certificate:
-    """The certificate the TLS listener on ``port`` presents (not verified: self-signed)."""
+def served_certificate(port: int, ciphers: str | None = None) -> x509.Certificate:
+    """The certificate the TLS listener on ``port`` presents (not verified: self-signed); with
+    ``ciphers``, over TLS 1.2 with only those (which decide the key type the client takes)."""
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
+    if ciphers is not None:
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        context.set_ciphers(ciphers)
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
         with context.wrap_socket(raw, server_hostname="localhost") as tls:
             der = tls.getpeercert(binary_form=True)
@@ -166,11 +170,12 @@ def test_a_given_certificate_is_served_and_stop_ends_both(tmp_path: Path, echo: 
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
 
-def test_certificates_given_as_base64_text_serve_the_first(tmp_path: Path, echo: Echo) -> None:
+def test_an_rsa_and_an_ecdsa_pair_are_served_side_by_side(tmp_path: Path, echo: Echo) -> None:
     """Kong's ssl_cert is a list, each entry a path or the PEM text (or base64 of it, as
-    Secrets reach environment variables); Granian serves one pair: the first."""
+    Secrets reach environment variables), usually an RSA and an ECDSA pair: each client gets the
+    one its key exchange supports, as from nginx's several ``ssl_certificate`` lines."""
     pki = Pki("listeners-b64-ca")
-    pairs = [pki.issue("first.test", dns="first.test"), pki.issue("second.test", dns="second.test")]
+    pairs = [pki.issue("rsa.test", rsa_key=True), pki.issue("ecdsa.test")]
     (tmp_path / "second.crt").write_text(pairs[1][0])
     (tmp_path / "second.key").write_text(pairs[1][1])
     b64 = [base64.b64encode(pem.encode()).decode() for pem in pairs[0]]
@@ -184,9 +189,10 @@ def test_certificates_given_as_base64_text_serve_the_first(tmp_path: Path, echo:
     gw.ssl_port = free_port()
     gw.start()
     try:
-        assert served_certificate(gw.ssl_port) == x509.load_pem_x509_certificate(
-            pairs[0][0].encode()
-        )
+        rsa_cert, ecdsa_cert = (x509.load_pem_x509_certificate(p[0].encode()) for p in pairs)
+        assert served_certificate(gw.ssl_port, "ECDHE-RSA-AES128-GCM-SHA256") == rsa_cert
+        assert served_certificate(gw.ssl_port, "ECDHE-ECDSA-AES128-GCM-SHA256") == ecdsa_cert
+        assert served_certificate(gw.ssl_port) in (rsa_cert, ecdsa_cert)
     finally:
         assert gw.stop() == 0
 

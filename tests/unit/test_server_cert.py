@@ -97,3 +97,29 @@ def test_the_served_pair_is_a_stable_copy_that_follows_a_secret_volume(
     volume.write_files({"tls.crt": cert_one, "tls.key": key_one})  # fixed
     assert served.refresh() is True and served.last_error is None
     assert loaded_certificate(str(served.cert_path), str(served.key_path)) == cert_one
+
+
+def test_every_given_pair_is_served_and_followed(
+    tmp_path: Path, pairs: list[tuple[str, str]]
+) -> None:
+    """Kong's RSA and ECDSA pairs side by side: each has its own served copy, and a change to
+    the second alone is a change of what is served."""
+    (cert_one, key_one), (cert_two, key_two) = pairs
+    (tmp_path / "two.crt").write_text(cert_two)
+    (tmp_path / "two.key").write_text(key_two)
+    served = ServedCertificate(
+        f"{cert_one},{tmp_path / 'two.crt'}", f"{key_one},{tmp_path / 'two.key'}", tmp_path / "s"
+    )
+    assert served.load() is True
+    assert served.pairs[0] == (str(served.cert_path), str(served.key_path))
+    texts = [loaded_certificate(*pair).strip() for pair in served.pairs]
+    assert texts == [cert_one.strip(), cert_two.strip()]
+    assert served.refresh() is False
+
+    (tmp_path / "two.crt.new").write_text(cert_one)
+    (tmp_path / "two.key.new").write_text(key_one)
+    (tmp_path / "two.crt.new").replace(tmp_path / "two.crt")
+    (tmp_path / "two.key.new").replace(tmp_path / "two.key")
+    assert served.refresh() is True
+    texts = [loaded_certificate(*pair).strip() for pair in served.pairs]
+    assert texts == [cert_one.strip(), cert_one.strip()]
