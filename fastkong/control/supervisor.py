@@ -226,8 +226,8 @@ class Supervisor:
         )
         # What the edge knows of each connection it relays to a Granian (fastkong.proxy.edge).
         self.edge_file = shm / f"fastkong-{tag}.edge" if shm.is_dir() else self.state_dir / "edge"
-        #: The stream process (stream listeners, and the edge's), if the node runs one.
-        self.stream_child: asyncio.subprocess.Process | None = None
+        #: The stream processes (stream listeners, and the edge's), if the node runs them.
+        self.stream_children: list[asyncio.subprocess.Process] = []
         self.checker = ActiveChecker(
             HealthTable.create(self.health_file), Resolver(settings=dns_settings(os.environ))
         )
@@ -374,9 +374,10 @@ class Supervisor:
 
     @property
     def worker_total(self) -> int:
-        """Every listener's Granian process runs ``workers`` workers; the stream process (which
-        serves the edge's listeners too) reports as one more."""
-        return self.options.workers * len(self.options.proxy) + int(self.options.stream_process)
+        """Every listener's Granian process runs ``workers`` workers; so many stream processes
+        (which serve the edge's listeners too) report as well."""
+        per_listener = len(self.options.proxy) + int(self.options.stream_process)
+        return self.options.workers * per_listener
 
     def workers_in_step(self) -> bool:
         """Every worker serves the current config: as many live workers have reported as were
@@ -638,8 +639,11 @@ class Supervisor:
     async def start_stream(
         self, env: dict[str, str], edge: list[tuple[str, int, bool, bool, bool, int, int]]
     ) -> None:
-        """The stream process (fastkong/stream): every ``stream_listen`` entry and the edge's
-        listeners, one event loop, the same state file and health table as the HTTP workers."""
+        """The stream processes (fastkong/stream), one per worker as each of Kong's nginx
+        workers serves the stream subsystem too: every ``stream_listen`` entry and the edge's
+        listeners on one event loop each, the same state file and health table as the HTTP
+        workers. With more than one, each binds its own socket with ``SO_REUSEPORT`` and the
+        kernel spreads new connections over them (the edge's TLS scales with ``--workers``)."""
         tls = any(x.ssl for x in self.options.stream) or any(x[2] for x in edge)
         pairs = self.certificates() if tls else []
         backlogs = [x.backlog for x in self.options.stream if x.backlog]
@@ -659,14 +663,16 @@ class Supervisor:
             "backlog": max(backlogs, default=16384),
             "drain_timeout": self.options.drain_timeout,
             "log_level": self.options.log_level,
+            "reuseport": self.options.workers > 1,
         }
-        child = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "fastkong.stream.main", json.dumps(opts), env=env
-        )
-        self.children.append(child)
-        self.stream_child = child
-        if tls:
-            self.ssl_children.append(child)  # a new pair: SIGHUP, and it builds its contexts
+        for _ in range(self.options.workers):
+            child = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "fastkong.stream.main", json.dumps(opts), env=env
+            )
+            self.children.append(child)
+            self.stream_children.append(child)
+            if tls:
+                self.ssl_children.append(child)  # a new pair: SIGHUP, it builds its contexts
 
     def certificates(self) -> list[tuple[str, str]]:
         """The ssl listeners' (certificate, key) pairs: ``ssl_cert``/``ssl_cert_key``, else

@@ -243,11 +243,10 @@ class Edge(Listening):
             return
         port = transport.get_extra_info("sockname")[1]
         self.table.record(listener.slot, port, entry)
-        session.done.add_done_callback(partial(self._forget, listener.slot, port))
+        # Cleared before the relay socket closes: once closed, its port is free for another
+        # edge process's next relay, whose fresh entry a later clear would wipe out.
+        session.on_end = partial(self.table.clear, listener.slot, port)
         session.join()
-
-    def _forget(self, slot: int, port: int, _: object) -> None:
-        self.table.clear(slot, port)
 
 
 __all__ = ["Edge", "EdgeListener", "HTTP1_ALPN", "HTTP2_ALPN"]

@@ -1,9 +1,12 @@
 """The stream process: ``python -m fastkong.stream.main '<options as JSON>'``.
 
-The supervisor starts one when ``stream_listen`` names listeners, or when a ``proxy_listen``
-entry is served by the edge (fastkong/stream/edge.py: ``ssl`` and ``proxy_protocol`` ones), with
-the same environment as its Granian children (the state file, the node's health table, its own
-pid). The process serves every stream and edge listener on one event loop, follows the state
+The supervisor starts one per worker (``--workers``, as each of Kong's nginx workers serves the
+stream subsystem too) when ``stream_listen`` names listeners, or when a ``proxy_listen`` entry is
+served by the edge (fastkong/stream/edge.py: ``ssl`` and ``proxy_protocol`` ones), with the same
+environment as its Granian children (the state file, the node's health table, its own pid).
+Several bind their listeners with ``SO_REUSEPORT``, and the kernel spreads connections over
+them; per-process state (round-robin positions, connection counts) is per process, as it is per
+nginx worker. Each serves every stream and edge listener on one event loop, follows the state
 file as the HTTP workers do (a file that fails to load changes nothing; SIGHUP builds again, for
 a renewed default certificate), and on SIGTERM stops accepting and gives open connections up to
 the drain timeout before closing them.
@@ -126,7 +129,7 @@ async def serve(options: dict[str, Any]) -> int:
     for setting, group in bound:
         try:
             for listener in group:
-                listener.bind(options.get("backlog", 16384))
+                listener.bind(options.get("backlog", 16384), bool(options.get("reuseport")))
         except OSError as exc:
             print(f"fastkong: {setting}: cannot listen: {exc}", file=sys.stderr)
             return 1

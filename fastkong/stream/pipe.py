@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any, Final, cast
 
 HOLD_LIMIT: Final = 256 * 1024
@@ -103,7 +104,7 @@ class Session:
     """One proxied connection: its two sides, its idle deadline, and when it ended."""
 
     __slots__ = ("client", "upstream", "idle_timeout", "last", "done", "timer", "loop",
-                 "started", "status", "client_addr", "proxied", "meter")  # fmt: skip
+                 "started", "status", "client_addr", "proxied", "meter", "on_end")  # fmt: skip
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, idle_timeout: float, client_addr: str = ""
@@ -124,6 +125,9 @@ class Session:
         self.started = time.monotonic()
         self.done: asyncio.Future[None] = loop.create_future()
         self.timer: asyncio.TimerHandle | None = None
+        #: Called once when the session ends, before either socket is closed (the edge forgets
+        #: the relay's port while it still owns it: no other process can have it yet).
+        self.on_end: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -159,7 +163,13 @@ class Session:
         _abort(self.upstream)
         self.end()
 
+    def _ending(self) -> None:
+        hook, self.on_end = self.on_end, None
+        if hook is not None:
+            hook()
+
     def end(self) -> None:
+        self._ending()
         # Bytes one side received before the other was linked still go out before closing.
         for side, other in ((self.client, self.upstream), (self.upstream, self.client)):
             if side.held and other.transport is not None and not other.transport.is_closing():

@@ -83,10 +83,14 @@ class StreamListener:
         flags = (" ssl" if self.ssl else "") + (" proxy_protocol" if self.proxy_protocol else "")
         return f"<StreamListener {self.host}:{self.port}{flags}>"
 
-    def bind(self, backlog: int = 16384) -> socket.socket:
+    def bind(self, backlog: int = 16384, reuseport: bool = False) -> socket.socket:
+        """Listen; with ``reuseport``, beside the node's other stream processes (each has its
+        own socket and accept queue, the kernel spreads connections over them)."""
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((self.host, self.port))
         sock.listen(backlog)
         sock.setblocking(False)

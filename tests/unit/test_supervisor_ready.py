@@ -120,6 +120,23 @@ def test_every_listener_counts_its_workers(tmp_path: Path, termination: str, tot
         supervisor.health_file.unlink(missing_ok=True)
 
 
+@pytest.mark.parametrize(("termination", "total"), [("granian", 4), ("fastkong", 6)])
+def test_each_worker_has_its_stream_process(tmp_path: Path, termination: str, total: int) -> None:
+    """With two workers, two Granian workers per listener and, when the edge runs, two stream
+    processes (one per worker, as each nginx worker serves the stream subsystem): six reports."""
+    listeners = (Listener("127.0.0.1", 8000), Listener("127.0.0.1", 8443, ("ssl",)))
+    options = Options(
+        config_path=None, workers=2, proxy=listeners, prefix=tmp_path, ssl_termination=termination
+    )
+    supervisor = Supervisor(options)
+    try:
+        assert supervisor.worker_total == total
+    finally:
+        supervisor.loader.shutdown()
+        supervisor.counters_file.unlink(missing_ok=True)
+        supervisor.health_file.unlink(missing_ok=True)
+
+
 def test_a_status_port_taken_after_the_start_check_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
