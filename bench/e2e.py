@@ -87,6 +87,13 @@ SCENARIOS = (
     Scenario("2workers", "plain route, 2 workers each", PROXIES, workers=2),
     Scenario("tls", "plain route over TLS, 1 worker", ("nginx", "fastkong", GRANIAN_TLS), tls=True),
     Scenario(
+        "tls2",
+        "plain route over TLS, 2 workers each",
+        ("nginx", "fastkong", GRANIAN_TLS),
+        workers=2,
+        tls=True,
+    ),
+    Scenario(
         "routes100", "100 routes, requests spread over all", ("nginx", "fastkong"), routes=100
     ),
     Scenario(
