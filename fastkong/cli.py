@@ -85,15 +85,18 @@ def proxy_listeners(value: str, cert: str | None, key: str | None) -> tuple[List
 
 
 def stream_listeners(value: str) -> tuple[Listener, ...]:
-    """Every ``stream_listen`` entry (Kong's default ``off``: none); ValueError for ``udp``
-    (fastkong proxies no datagrams). ``proxy_protocol`` ones read a PROXY protocol header."""
+    """Every ``stream_listen`` entry (Kong's default ``off``: none). ``proxy_protocol`` ones
+    read a PROXY protocol header; ``udp`` ones take datagrams, and refuse ``ssl`` and
+    ``proxy_protocol`` as nginx does."""
     listeners = parse_listeners(value, "stream_listen", STREAM_LISTEN_FLAGS)
     for listener in listeners:
         if "udp" in listener.flags:
-            raise ValueError(
-                f"stream_listen: {str(listener)!r}: udp is not supported "
-                "(fastkong's stream proxy serves tcp, tls and tls_passthrough routes)"
-            )
+            for flag in ("ssl", "proxy_protocol"):
+                if flag in listener.flags:
+                    raise ValueError(
+                        f'stream_listen: {str(listener)!r}: the "{flag}" parameter is '
+                        'incompatible with "udp"'
+                    )
     return tuple(listeners)
 
 

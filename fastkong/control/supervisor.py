@@ -650,8 +650,11 @@ class Supervisor:
         backlogs += [x.backlog for x in self.options.proxy if x.backlog and self.options.edged(x)]
         opts = {
             "listen": [
-                (x.host, x.port, x.ssl, "proxy_protocol" in x.flags) for x in self.options.stream
+                (x.host, x.port, x.ssl, "proxy_protocol" in x.flags)
+                for x in self.options.stream
+                if "udp" not in x.flags
             ],
+            "udp": [(x.host, x.port) for x in self.options.stream if "udp" in x.flags],
             "edge": edge,
             "edge_table": str(self.edge_file),
             "edge_slots": len(edge),

@@ -5,10 +5,10 @@ Kong's stream server logs each session when it ends (``kong/templates/nginx_kong
     $remote_addr [$time_local] $protocol $status $bytes_sent $bytes_received $session_time
 
 ``$remote_addr`` is the client after the PROXY protocol and ``trusted_ips`` rule
-(:mod:`.proxy_protocol`), ``$protocol`` ``TCP``, ``$bytes_sent`` what went to the client and
-``$bytes_received`` what came from it, ``$session_time`` seconds with millisecond resolution.
-``$status`` is nginx's stream session status, as Kong's stream exits and nginx's proxy module
-set it:
+(:mod:`.proxy_protocol`), ``$protocol`` ``TCP`` (``UDP`` for a ``udp`` session), ``$bytes_sent``
+what went to the client and ``$bytes_received`` what came from it, ``$session_time`` seconds
+with millisecond resolution. ``$status`` is nginx's stream session status, as Kong's stream
+exits and nginx's proxy module set it:
 
 ====  ============================================================================
 200   the session ran and ended (either side closed, ``read_timeout``, a drain)
@@ -49,14 +49,29 @@ class StreamAccessLog(AccessLog):
     def __repr__(self) -> str:
         return f"<StreamAccessLog {self.path} buffered={self.size}>"
 
-    def session(self, addr: str, status: int, sent: int, received: int, seconds: float) -> None:
-        self.write(self.line_for(addr, status, sent, received, seconds, time.time()))
+    def session(
+        self,
+        addr: str,
+        status: int,
+        sent: int,
+        received: int,
+        seconds: float,
+        protocol: str = "TCP",
+    ) -> None:
+        self.write(self.line_for(addr, status, sent, received, seconds, time.time(), protocol))
 
     def line_for(
-        self, addr: str, status: int, sent: int, received: int, seconds: float, now: float
+        self,
+        addr: str,
+        status: int,
+        sent: int,
+        received: int,
+        seconds: float,
+        now: float,
+        protocol: str = "TCP",
     ) -> str:
         return (
-            f"{addr} [{self.time_local(now)}] TCP {status} {sent} {received} "
+            f"{addr} [{self.time_local(now)}] {protocol} {status} {sent} {received} "
             f"{max(seconds, 0.0):.3f}\n"
         )
 

@@ -35,6 +35,7 @@ from fastkong.stream.access_log import StreamAccessLog
 from fastkong.stream.edge import Edge, EdgeListener
 from fastkong.stream.server import StreamListener, StreamProxy
 from fastkong.stream.snapshot import DefaultCertificate, StreamSnapshot, build_snapshot
+from fastkong.stream.udp import UdpListener, UdpProxy
 from fastkong.upstreams.dns import Resolver, dns_settings
 from fastkong.upstreams.registry import Registry, open_table
 
@@ -54,9 +55,11 @@ class Follower:
         path: Path,
         default_cert: DefaultCertificate | None,
         edge: Edge | None = None,
+        udp: UdpProxy | None = None,
     ) -> None:
         self.proxy = proxy
         self.edge = edge
+        self.udp = udp
         self.path = path
         self.default_cert = default_cert
         self.identity: tuple[int, int, int] | None = None
@@ -75,6 +78,8 @@ class Follower:
 
     def install(self, snapshot: StreamSnapshot) -> None:
         self.proxy.snapshot = snapshot
+        if self.udp is not None:
+            self.udp.snapshot = snapshot
         if self.edge is not None:
             self.edge.snapshot = snapshot
         # Reported as the HTTP workers do: the node is ready once this process serves too.
@@ -109,6 +114,7 @@ async def serve(options: dict[str, Any]) -> int:
     access_log = StreamAccessLog(access_path) if access_path != "off" else None
     trusted = TrustedIps.parse(options.get("trusted_ips", ""))
     proxy = StreamProxy(listeners, resolver, trusted, access_log)
+    udp = UdpProxy([UdpListener(*entry) for entry in options.get("udp", ())], resolver, access_log)
     edge = None
     if options.get("edge"):
         table = EdgeTable(options["edge_table"], int(options["edge_slots"]))
@@ -122,8 +128,11 @@ async def serve(options: dict[str, Any]) -> int:
             _TLS_VERSIONS.get(options.get("ssl_protocol_min", "tls1.2"), ssl.TLSVersion.TLSv1_2),
         )
     registry = Registry(open_table(os.environ.get("FASTKONG_HEALTH")), resolver)
-    follower = Follower(proxy, Path(os.environ["FASTKONG_STATE_FILE"]), default_cert, edge)
-    bound: list[tuple[str, list[StreamListener]]] = [("stream_listen", list(listeners))]
+    follower = Follower(proxy, Path(os.environ["FASTKONG_STATE_FILE"]), default_cert, edge, udp)
+    bound: list[tuple[str, list[StreamListener] | list[UdpListener]]] = [
+        ("stream_listen", list(listeners)),
+        ("stream_listen", udp.listeners),
+    ]
     if edge is not None:
         bound.append(("proxy_listen", list(edge.listeners)))
     for setting, group in bound:
@@ -159,9 +168,11 @@ async def serve(options: dict[str, Any]) -> int:
     proxy.start(loop)
     if edge is not None:
         edge.start(loop)
+    await udp.start(loop)
     following = loop.create_task(follower.follow(registry))
     await stop.wait()
     following.cancel()
+    udp.stop()
     drain_timeout = float(options.get("drain_timeout", 30.0))
     drains = [proxy.drain(drain_timeout)]
     if edge is not None:

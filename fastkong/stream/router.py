@@ -12,9 +12,10 @@ an expression over the connection's source and destination address and its TLS s
 
 Routes are tried by Kong's stream priority (``stream_get_priority``): ``snis``, or both
 ``sources`` and ``destinations``, first; then, per list, an exact IP over a port over a CIDR;
-equal priorities go to the larger route id, as atc-router's ``(priority, uuid)`` order. Routes
-whose only protocol is ``udp`` are left out (fastkong proxies no datagrams), as are routes of a
-disabled service, as Kong does.
+equal priorities go to the larger route id, as atc-router's ``(priority, uuid)`` order. Kong's
+expression also tests ``net.protocol``: a connection takes only the routes of its protocols, so
+the ``udp`` routes have a router of their own (:mod:`.udp`), and routes of a disabled service
+are left out, as Kong does.
 
 Server names are compared in lower case (DNS names are case-insensitive; Kong compares them as
 sent).
@@ -28,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 STREAM_PROTOCOLS: Final = frozenset({"tcp", "tls", "tls_passthrough"})
+UDP_PROTOCOLS: Final = frozenset({"udp"})
 
 _SNI_BIT: Final = 1 << 61
 _IP_BIT: Final = 1 << 3
@@ -138,8 +140,9 @@ class StreamRouter:
 
     __slots__ = ("routes",)
 
-    def __init__(self, routes: Iterable[Any]) -> None:
-        found = [StreamRoute(r) for r in routes if STREAM_PROTOCOLS & set(r.protocols)]
+    def __init__(self, routes: Iterable[Any], protocols: frozenset[str] = STREAM_PROTOCOLS) -> None:
+        """The ``routes`` that take one of ``protocols`` (the tcp/tls ones, or ``udp``)."""
+        found = [StreamRoute(r) for r in routes if protocols & set(r.protocols)]
         found.sort(key=lambda r: (r.priority, uuid.UUID(r.id).int), reverse=True)
         self.routes = tuple(found)
 
@@ -172,4 +175,11 @@ def _address(text: str) -> Address | None:
     return address
 
 
-__all__ = ["STREAM_PROTOCOLS", "Endpoint", "StreamRoute", "StreamRouter", "stream_priority"]
+__all__ = [
+    "STREAM_PROTOCOLS",
+    "UDP_PROTOCOLS",
+    "Endpoint",
+    "StreamRoute",
+    "StreamRouter",
+    "stream_priority",
+]

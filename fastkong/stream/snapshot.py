@@ -24,13 +24,13 @@ from fastkong.config import Config
 from fastkong.plugins.chain import build_plugins
 from fastkong.runtime import ServicePlan, compile_services
 from fastkong.stream.certs import CertificateSet, server_context
-from fastkong.stream.router import STREAM_PROTOCOLS, StreamRoute, StreamRouter
+from fastkong.stream.router import STREAM_PROTOCOLS, UDP_PROTOCOLS, StreamRoute, StreamRouter
 
 log = logging.getLogger("fastkong.stream")
 
 #: The stream plugins fastkong runs (Kong's bundled plugins with a ``preread`` handler).
 STREAM_PLUGINS = frozenset({"ip-restriction", "prometheus"})
-_STREAM_AND_UDP = STREAM_PROTOCOLS | {"udp"}
+_STREAM_AND_UDP = STREAM_PROTOCOLS | UDP_PROTOCOLS
 
 
 class DefaultCertificate:
@@ -62,7 +62,7 @@ class StreamSnapshot:
     """See the module docstring; ``services`` is what the upstream registry adopts."""
 
     __slots__ = ("hash", "router", "services", "guards", "meters", "certificates",
-                 "edge_certificates", "__weakref__")  # fmt: skip
+                 "edge_certificates", "udp_router", "__weakref__")  # fmt: skip
 
     def __init__(
         self,
@@ -73,9 +73,12 @@ class StreamSnapshot:
         certificates: CertificateSet | None,
         meters: dict[str, tuple[Any, str, str]] | None = None,
         edge_certificates: dict[tuple[str, ...], CertificateSet] | None = None,
+        udp_router: StreamRouter | None = None,
     ) -> None:
         self.hash = config_hash
         self.router = router
+        #: The ``udp`` routes (a datagram takes only those, on ``udp`` listeners only).
+        self.udp_router = udp_router if udp_router is not None else StreamRouter((), UDP_PROTOCOLS)
         self.services = services
         #: The ip-restriction instances each route runs, by route id.
         self.guards = guards
@@ -120,7 +123,8 @@ def build_snapshot(
         if not r.service or r.service not in services or services[r.service].enabled
     ]
     router = StreamRouter(enabled_routes)
-    guards, meters = _plugins(config, router, services)
+    udp_router = StreamRouter(enabled_routes, UDP_PROTOCOLS)
+    guards, meters = _plugins(config, (*router.routes, *udp_router.routes), services)
     certs = None
     if default_cert is not None and stream_tls:
         certs = CertificateSet(
@@ -132,11 +136,13 @@ def build_snapshot(
             edge_certs[alpn] = CertificateSet(
                 default_cert.context(), config.certificates, config.snis, default_cert.minimum, alpn
             )
-    return StreamSnapshot(config_hash, router, services, guards, certs, meters, edge_certs)
+    return StreamSnapshot(
+        config_hash, router, services, guards, certs, meters, edge_certs, udp_router
+    )
 
 
 def _plugins(
-    config: Config, router: StreamRouter, services: dict[str, ServicePlan]
+    config: Config, routes: Sequence[StreamRoute], services: dict[str, ServicePlan]
 ) -> tuple[dict[str, tuple[Any, ...]], dict[str, tuple[Any, str, str]]]:
     """Each stream route's ip-restriction chain and prometheus instance; warns about stream
     plugins that do not run."""
@@ -144,7 +150,7 @@ def _plugins(
         p for p in config.plugins if p.enabled and _STREAM_AND_UDP & set(p.protocols or ())
     ]
     ignored = sorted({p.name for p in stream_scoped if p.name not in STREAM_PLUGINS})
-    if ignored and len(router):
+    if ignored and routes:
         log.warning(
             "stream routes: %s configured for stream protocols: not run by fastkong's stream proxy",
             ", ".join(ignored),
@@ -155,7 +161,7 @@ def _plugins(
     if not runnable:
         return guards, meters
     plugins = build_plugins(runnable, None)  # type: ignore[arg-type]
-    for route in router.routes:
+    for route in routes:
         service = str(route.route.service) if route.route.service else None
         chain = plugins.chain(route.id, service)
         guard = tuple(x for x in chain if x.name == "ip-restriction")

@@ -286,7 +286,7 @@ def test_the_node_reports_its_stream_listeners(node: Node) -> None:
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("127.0.0.1:{port} udp", "udp is not supported"),
+        ("127.0.0.1:{port} udp ssl", 'the "ssl" parameter is incompatible with "udp"'),
         ("127.0.0.1:{port} http2", "unknown flag 'http2'"),
     ],
 )

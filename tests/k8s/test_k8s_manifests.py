@@ -390,7 +390,7 @@ def test_chart_lints_and_its_schema_rejects_bad_values() -> None:
         {"name": "5432", "containerPort": 9000},  # no letter
         {"name": "pg"},
         {"name": "pg", "containerPort": 70000},
-        {"name": "pg", "containerPort": 9000, "udp": True},
+        {"name": "pg", "containerPort": 9000, "udp": "yes"},
         {"name": "pg", "containerPort": 9000, "nodePort": 80},
     ):
         with pytest.raises(Exception, match="fastkong"):
@@ -422,6 +422,30 @@ def test_chart_refuses_stream_listeners_that_collide(listeners: list[dict[str, A
     Chart.load(str(CHART)).validate_schema(values)
     with pytest.raises(Exception, match="is taken"):
         render_chart(values)
+
+
+def test_chart_udp_listener_is_udp_everywhere() -> None:
+    """A ``udp: true`` listener: Kong's ``udp`` flag, and container, Service and NetworkPolicy
+    ports of protocol UDP (a TCP port would never carry its datagrams); not with ssl."""
+    listeners = [{"name": "dns", "containerPort": 5353}, {"name": "pg", "containerPort": 5432}]
+    listeners[0]["udp"] = True
+    objs = render_chart({"stream": {"listeners": listeners}})
+    for obj in objs:
+        check_builtin(obj)
+    (container,) = gateway_pod(objs)["containers"][:1]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["KONG_STREAM_LISTEN"] == "0.0.0.0:5353 udp, 0.0.0.0:5432"
+    assert [x.flags for x in stream_listeners(env["KONG_STREAM_LISTEN"])] == [("udp",), ()]
+    ports = {p["name"]: p["protocol"] for p in container["ports"]}
+    assert ports["dns"] == "UDP" and ports["pg"] == "TCP"
+    (proxy,) = [o for o in objs if o["metadata"]["name"] == "fastkong-proxy"]
+    assert {p["name"]: p["protocol"] for p in proxy["spec"]["ports"]}["dns"] == "UDP"
+    (policy,) = [o for o in objs if o["kind"] == "NetworkPolicy"]
+    opened = {p["port"]: p.get("protocol") for p in policy["spec"]["ingress"][0]["ports"]}
+    assert opened["dns"] == "UDP" and opened["pg"] == "TCP"
+    listeners[0]["ssl"] = True
+    with pytest.raises(Exception, match="udp cannot be ssl"):
+        render_chart({"stream": {"listeners": listeners}})
 
 
 def test_chart_crds_are_the_base_crds() -> None:

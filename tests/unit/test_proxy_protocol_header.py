@@ -145,6 +145,8 @@ def test_stream_access_log_line_is_kongs_basic_format() -> None:
     line = log.line_for("203.0.113.7", 200, 1024, 17, 1.23456, now)
     stamp = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(now))
     assert line == f"203.0.113.7 [{stamp}] TCP 200 1024 17 1.235\n"
+    udp = log.line_for("203.0.113.7", 200, 7, 5, 0.6, now, "UDP")
+    assert udp == f"203.0.113.7 [{stamp}] UDP 200 7 5 0.600\n"
 
 
 @pytest.mark.parametrize(

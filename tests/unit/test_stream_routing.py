@@ -116,6 +116,7 @@ def test_ties_go_to_the_larger_route_id() -> None:
 
 
 def test_http_and_udp_routes_are_left_out_and_disabled_services_too() -> None:
+    """The tcp/tls router has no http or udp route, nor a disabled service's."""
     config = _config(
         """
   - name: web
@@ -140,6 +141,36 @@ def test_http_and_udp_routes_are_left_out_and_disabled_services_too() -> None:
     assert [r.name for r in StreamRouter(config.routes).routes] == ["of-disabled"]
     # the snapshot drops it too, as Kong leaves a disabled service's routes out
     assert len(build_snapshot(config, "h", None).router) == 0
+
+
+def test_udp_routes_have_their_own_router_and_guards() -> None:
+    """Kong's expression tests ``net.protocol``: a datagram takes only ``udp`` routes, a
+    connection only tcp/tls ones; a route naming both is in both."""
+    config = _config(
+        """
+  - name: dgram
+    protocols: [udp]
+    destinations: [{port: 7000}]
+    plugins:
+    - name: ip-restriction
+      config: {deny: [10.0.0.0/8]}
+  - name: conn
+    protocols: [tcp]
+    destinations: [{port: 7000}]
+  - name: both
+    protocols: [tcp, udp]
+    destinations: [{port: 7001}]
+"""
+    )
+    snap = build_snapshot(config, "h", None)
+    assert sorted(r.name for r in snap.udp_router.routes) == ["both", "dgram"]
+    assert sorted(r.name for r in snap.router.routes) == ["both", "conn"]
+    assert _name(snap.udp_router, None) == "dgram"
+    assert _name(snap.router, None) == "conn"
+    dgram = snap.udp_router.match(None, "10.0.0.1", 1, "127.0.0.1", 7000)
+    assert dgram is not None
+    (guard,) = snap.guards[dgram.id]
+    assert not guard.admits("10.1.2.3") and guard.admits("192.168.1.1")
 
 
 def test_ip_restriction_guards_stream_routes() -> None:

@@ -96,7 +96,10 @@ proxy, admin or status ports): the pod and the Service would be refused, or sile
 {{- end -}}
 {{- $_ := set $nodePorts $nodePort .name -}}
 {{- end -}}
-{{- $flags := printf "%s%s" (ternary " ssl" "" (.ssl | default false)) (ternary " proxy_protocol" "" (.proxyProtocol | default false)) -}}
+{{- if and .udp (or .ssl .proxyProtocol) -}}
+{{- fail (printf "stream.listeners: %s: udp cannot be ssl or proxyProtocol (nginx refuses both with udp)" .name) -}}
+{{- end -}}
+{{- $flags := printf "%s%s%s" (ternary " ssl" "" (.ssl | default false)) (ternary " proxy_protocol" "" (.proxyProtocol | default false)) (ternary " udp" "" (.udp | default false)) -}}
 {{- $entries = append $entries (printf "0.0.0.0:%s%s" $port $flags) -}}
 {{- end -}}
 {{- join ", " $entries -}}
