@@ -104,6 +104,37 @@ async def bulk(port: int, megabytes: int) -> float:
     return megabytes / (time.monotonic() - started)
 
 
+def launch(
+    work: Path, echo: str, up: int, nginx_server: str, kong_yml: str, stream_listen: str
+) -> list[subprocess.Popen[bytes]]:
+    """The three targets: the ``echo`` upstream program on ``up``, nginx with one stream
+    ``server {nginx_server}`` block, and fastkong on ``kong_yml`` with ``stream_listen``."""
+    (work / "nginx.conf").write_text(
+        f"load_module {MODULE};\nworker_processes 1;\ndaemon off;\npid {work}/nginx.pid;\n"
+        f"error_log {work}/error.log;\nevents {{ worker_connections 16384; }}\n"
+        f"stream {{ server {{ {nginx_server} }} }}\n"
+    )
+    (work / "kong.yml").write_text(kong_yml)
+    return [
+        subprocess.Popen([sys.executable, "-c", echo, str(up)]),
+        subprocess.Popen(["nginx", "-c", str(work / "nginx.conf"), "-p", str(work)]),
+        subprocess.Popen(
+            [sys.executable, "-m", "fastkong", "start", "-c", str(work / "kong.yml"),
+             "--proxy-listen", f"127.0.0.1:{free_port()}", "--admin-listen", "off",
+             "--status-listen", "off", "--stream-listen", stream_listen],
+            cwd=ROOT,
+        ),
+    ]  # fmt: skip
+
+
+def stop(procs: list[subprocess.Popen[bytes]], work: Path) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.wait(30)
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -116,27 +147,16 @@ def main() -> int:
         return 1
     work = Path(tempfile.mkdtemp(prefix="fastkong-bench-stream-"))
     up, via_nginx, via_fastkong = free_port(), free_port(), free_port()
-    (work / "nginx.conf").write_text(
-        f"load_module {MODULE};\nworker_processes 1;\ndaemon off;\npid {work}/nginx.pid;\n"
-        f"error_log {work}/error.log;\nevents {{ worker_connections 4096; }}\n"
-        f"stream {{ server {{ listen 127.0.0.1:{via_nginx}; "
-        f"proxy_pass 127.0.0.1:{up}; }} }}\n"
-    )
-    (work / "kong.yml").write_text(
+    procs = launch(
+        work,
+        ECHO,
+        up,
+        f"listen 127.0.0.1:{via_nginx}; proxy_pass 127.0.0.1:{up};",
         '_format_version: "3.0"\nservices:\n- name: echo\n  protocol: tcp\n'
         f"  host: 127.0.0.1\n  port: {up}\n  routes:\n  - name: echo\n    protocols: [tcp]\n"
-        f"    destinations: [{{port: {via_fastkong}}}]\n"
+        f"    destinations: [{{port: {via_fastkong}}}]\n",
+        f"127.0.0.1:{via_fastkong}",
     )
-    procs = [
-        subprocess.Popen([sys.executable, "-c", ECHO, str(up)]),
-        subprocess.Popen(["nginx", "-c", str(work / "nginx.conf"), "-p", str(work)]),
-        subprocess.Popen(
-            [sys.executable, "-m", "fastkong", "start", "-c", str(work / "kong.yml"),
-             "--proxy-listen", f"127.0.0.1:{free_port()}", "--admin-listen", "off",
-             "--status-listen", "off", "--stream-listen", f"127.0.0.1:{via_fastkong}"],
-            cwd=ROOT,
-        ),
-    ]  # fmt: skip
     targets = {"direct": up, "nginx": via_nginx, "fastkong": via_fastkong}
     results: dict[str, dict[str, list[float]]] = {t: {"conn": [], "bulk": []} for t in targets}
     try:
@@ -151,11 +171,7 @@ def main() -> int:
                 results[name]["bulk"].append(mbs)
                 print(f"round {r + 1} {name:9} {conn:9.0f} conn/s {mbs:8.0f} MB/s", flush=True)
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(30)
-        shutil.rmtree(work, ignore_errors=True)
+        stop(procs, work)
     base = {k: statistics.median(v) for k, v in results["nginx"].items()}
     print("\nmedians:")
     for name in targets:

@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stream import MODULE, ROOT, free_port  # noqa: E402
+from stream import MODULE, free_port, launch, stop  # noqa: E402
 
 ECHO = """
 import asyncio, sys, uvloop
@@ -131,27 +130,16 @@ def main() -> int:
         return 1
     work = Path(tempfile.mkdtemp(prefix="fastkong-bench-udp-"))
     up, via_nginx, via_fastkong = free_port(), free_port(), free_port()
-    (work / "nginx.conf").write_text(
-        f"load_module {MODULE};\nworker_processes 1;\ndaemon off;\npid {work}/nginx.pid;\n"
-        f"error_log {work}/error.log;\nevents {{ worker_connections 16384; }}\n"
-        f"stream {{ server {{ listen 127.0.0.1:{via_nginx} udp; proxy_timeout 1s; "
-        f"proxy_pass 127.0.0.1:{up}; }} }}\n"
-    )
-    (work / "kong.yml").write_text(
+    procs = launch(
+        work,
+        ECHO,
+        up,
+        f"listen 127.0.0.1:{via_nginx} udp; proxy_timeout 1s; proxy_pass 127.0.0.1:{up};",
         '_format_version: "3.0"\nservices:\n- name: echo\n  protocol: udp\n'
         f"  host: 127.0.0.1\n  port: {up}\n  read_timeout: 1000\n  routes:\n  - name: echo\n"
-        f"    protocols: [udp]\n    destinations: [{{port: {via_fastkong}}}]\n"
+        f"    protocols: [udp]\n    destinations: [{{port: {via_fastkong}}}]\n",
+        f"127.0.0.1:{via_fastkong} udp",
     )
-    procs = [
-        subprocess.Popen([sys.executable, "-c", ECHO, str(up)]),
-        subprocess.Popen(["nginx", "-c", str(work / "nginx.conf"), "-p", str(work)]),
-        subprocess.Popen(
-            [sys.executable, "-m", "fastkong", "start", "-c", str(work / "kong.yml"),
-             "--proxy-listen", f"127.0.0.1:{free_port()}", "--admin-listen", "off",
-             "--status-listen", "off", "--stream-listen", f"127.0.0.1:{via_fastkong} udp"],
-            cwd=ROOT,
-        ),
-    ]  # fmt: skip
     targets = {"direct": up, "nginx": via_nginx, "fastkong": via_fastkong}
     results: dict[str, dict[str, list[float]]] = {t: {"dgram": [], "sess": []} for t in targets}
     try:
@@ -169,11 +157,7 @@ def main() -> int:
                 )
                 time.sleep(1.5)  # the sessions of this leg time out before the next
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(30)
-        shutil.rmtree(work, ignore_errors=True)
+        stop(procs, work)
     base = {k: statistics.median(v) for k, v in results["nginx"].items()}
     print("\nmedians:")
     for name in targets:
