@@ -7,44 +7,32 @@ taken by datagrams, and the access log's ``UDP`` lines."""
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import Gateway, eventually, free_port
+from tests.helpers import DatagramCollector, Gateway, eventually, free_port
 
 pytestmark = pytest.mark.integration
 
 DENIED_CLIENT = "127.0.0.3"
 
 
-class TaggedDatagrams:
+class TaggedDatagrams(DatagramCollector):
     """A UDP server answering each datagram with its tag, a colon and the datagram."""
 
     def __init__(self, tag: str) -> None:
         self.tag = tag.encode()
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.running = True
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        super().__init__()
 
-    def _serve(self) -> None:
+    def _run(self) -> None:
         while self.running:
             try:
                 data, addr = self.sock.recvfrom(65536)
             except TimeoutError:
                 continue
             self.sock.sendto(self.tag + b":" + data, addr)
-
-    def stop(self) -> None:
-        self.running = False
-        self.thread.join(5)
-        self.sock.close()
 
 
 class Node:
