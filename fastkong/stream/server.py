@@ -39,7 +39,7 @@ import ssl
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Final
+from typing import Any, Final
 
 from fastkong.proxy.routing import strip_port
 from fastkong.proxy.trust import TrustedIps
@@ -261,19 +261,12 @@ class StreamProxy(Listening):
         sent, received = session.upstream.received, session.client.received
         if self.access_log is not None:
             self.access_log.session(session.client_addr, session.status, sent, received, seconds)
-        if session.meter is not None:
-            plugin, service, route = session.meter
-            plugin.session(
-                service, route, session.status, session.proxied, received, sent, seconds * 1000
-            )
+        count_session(session.meter, session.status, session.proxied, received, sent, seconds)
 
     @staticmethod
     def meter_refused(snapshot: StreamSnapshot, route: StreamRoute, code: int) -> None:
         """Count a routed connection closed before proxying (Kong logs its stream exits)."""
-        meter = snapshot.meters.get(route.id)
-        if meter is not None:
-            plugin, service_label, route_label = meter
-            plugin.session(service_label, route_label, code, False, 0, 0, 0.0)
+        count_session(snapshot.meters.get(route.id), code, False, 0, 0, 0.0)
 
     def log_broken_header(self, client_ip: str, started: float) -> None:
         self.log_refused(client_ip, status.BAD_REQUEST, started)
@@ -652,6 +645,21 @@ def _release(balancer: Balancer, peer: Peer, elapsed: float, _: object) -> None:
     balancer.done(peer, elapsed)  # least-connections counts the connection until it ends
 
 
+def count_session(
+    meter: tuple[Any, str, str] | None,
+    code: int,
+    proxied: bool,
+    received: int,
+    sent: int,
+    seconds: float,
+) -> None:
+    """Count a stream session (tcp, tls or udp) with its route's prometheus instance, if any:
+    ``meter`` is (plugin, service label, route label), made at config load."""
+    if meter is not None:
+        plugin, service, route = meter
+        plugin.session(service, route, code, proxied, received, sent, seconds * 1000)
+
+
 def refusal(snapshot: StreamSnapshot, route: StreamRoute, client_ip: str) -> int:
     """0 if the route's ip-restriction (if any) lets ``client_ip`` through, else the status
     Kong's stream exit closes the connection with (the plugin's ``status``, 403 unless set)."""
@@ -663,6 +671,7 @@ def refusal(snapshot: StreamSnapshot, route: StreamRoute, client_ip: str) -> int
 
 __all__ = [
     "HeaderReader",
+    "count_session",
     "Listening",
     "bare_prologue",
     "StreamListener",

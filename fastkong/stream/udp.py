@@ -33,7 +33,7 @@ from fastkong.runtime import ServicePlan
 from fastkong.stream import access_log as status
 from fastkong.stream.access_log import StreamAccessLog
 from fastkong.stream.router import StreamRoute
-from fastkong.stream.server import refusal
+from fastkong.stream.server import count_session, refusal
 from fastkong.stream.snapshot import StreamSnapshot, empty_snapshot
 from fastkong.upstreams.balancers import Peer
 from fastkong.upstreams.dns import Resolver
@@ -253,7 +253,7 @@ class UdpProxy:
         refused = refusal(snapshot, route, client[0])
         if refused or service is None:
             code = refused or status.INTERNAL_ERROR
-            self._count(snapshot.meters.get(route.id), code, False, 0, 0, 0.0)
+            count_session(snapshot.meters.get(route.id), code, False, 0, 0, 0.0)
             self._log(client[0], code, 0, 0, started)
             return
         session = UdpSession(self, listener, client, route, service, snapshot.meters.get(route.id))
@@ -306,25 +306,12 @@ class UdpProxy:
         if self.sessions.get(key) is session:
             del self.sessions[key]
         seconds = time.monotonic() - session.started
-        self._count(
+        count_session(
             session.meter, session.status, session.proxied, session.received, session.sent,
-            seconds * 1000,
+            seconds,
         )  # fmt: skip
         self._log(session.client[0], session.status, session.sent, session.received,
                   session.started)  # fmt: skip
-
-    @staticmethod
-    def _count(
-        meter: tuple[Any, str, str] | None,
-        code: int,
-        proxied: bool,
-        received: int,
-        sent: int,
-        ms: float,
-    ) -> None:
-        if meter is not None:
-            plugin, service, route = meter
-            plugin.session(service, route, code, proxied, received, sent, ms)
 
     def _log(self, client_ip: str, code: int, sent: int, received: int, started: float) -> None:
         if self.access_log is not None:

@@ -10,9 +10,11 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.helpers import DatagramCollector, Gateway, eventually, free_port
+from tests.integration.test_stream_proxy_protocol import _metric
 
 pytestmark = pytest.mark.integration
 
@@ -41,6 +43,10 @@ class Node:
         self.balanced, self.guarded, self.tcp_only = (free_port() for _ in range(3))
         self.log = tmp / "stream.log"
         config = f"""_format_version: "3.0"
+plugins:
+- name: prometheus
+  protocols: [udp]
+  config: {{status_code_metrics: true}}
 upstreams:
 - name: pool
   targets:
@@ -60,6 +66,7 @@ services:
   protocol: udp
   host: 127.0.0.1
   port: {self.a.port}
+  read_timeout: 600
   routes:
   - name: guarded
     protocols: [udp]
@@ -162,3 +169,26 @@ def test_datagrams_take_only_udp_routes(node: Node) -> None:
     with client() as sock:
         assert silent(sock, node.tcp_only, b"tcp?")
     eventually(lambda: any(" UDP 500 0 0 " in line for line in node.log_lines()))
+
+
+def test_the_prometheus_plugin_counts_udp_sessions(node: Node) -> None:
+    """Kong's stream families count udp sessions too: a refused one at once (source kong), a
+    proxied one when it ends (source service)."""
+    url = f"http://127.0.0.1:{node.gateway.status_port}/metrics"
+    sessions = "kong_stream_sessions_total"
+    before = httpx.get(url).text
+    with client() as sock:
+        ask(sock, node.guarded, b"counted")
+    with client(DENIED_CLIENT) as denied:
+        assert silent(denied, node.guarded, b"refused")
+
+    def counted() -> bool:
+        text = httpx.get(url).text
+        return all(
+            _metric(text, sessions, route="guarded", code=code, source=source)
+            - _metric(before, sessions, route="guarded", code=code, source=source)
+            == 1
+            for code, source in (("200", "service"), ("403", "kong"))
+        )
+
+    eventually(counted, timeout=10)  # the proxied one ends after its read_timeout (0.6 s)
