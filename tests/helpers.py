@@ -358,6 +358,36 @@ class DatagramCollector:
         return collector
 
 
+class TaggedDatagrams(DatagramCollector):
+    """A UDP server answering each datagram with its tag, a colon and the datagram."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag.encode()
+        super().__init__()
+
+    def _run(self) -> None:
+        while self.running:
+            try:
+                data, addr = self.sock.recvfrom(65536)
+            except TimeoutError:
+                continue
+            self.sock.sendto(self.tag + b":" + data, addr)
+
+
+def udp_tag_at(port: int, payload: bytes = b"ping", timeout: float = 1.0) -> bytes:
+    """The tag of the :class:`TaggedDatagrams` server a new session to ``port`` on loopback
+    reaches (a fresh client socket, so a fresh session); b"" when nothing answers."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.sendto(payload, ("127.0.0.1", port))
+        try:
+            data = sock.recv(65536)
+        except TimeoutError:
+            return b""
+    tag, _, echoed = data.partition(b":")
+    return tag if echoed == payload else b""
+
+
 class FixedPeer(LoopServer):
     """An upstream that answers every request with the same ``response`` bytes on a kept-alive
     connection, and counts the connections it accepts."""

@@ -6,19 +6,18 @@ translator used, it computes
 
 - **GatewayClass**: ``Accepted`` True.
 - **Gateway**: ``Accepted`` True; ``Programmed`` True when the proxy Service has an address
-  (``status.addresses``, as Ingress status takes it: load-balancer IPs/hostnames, else
-  external IPs, else the cluster IP), else False AddressNotAssigned; one ``listeners[]`` entry
-  per listener with ``supportedKinds`` (HTTPRoute for HTTP/HTTPS, TCPRoute for TCP, TLSRoute
-  for TLS, nothing else: Accepted False UnsupportedProtocol), ``attachedRoutes`` and its
-  conditions (a terminating listener whose certificate Secret is missing or not granted:
-  ResolvedRefs False InvalidCertificateRef or RefNotPermitted, Programmed False).
-- **HTTPRoute, TCPRoute, TLSRoute**: one ``status.parents[]`` entry per ``parentRefs`` entry
-  naming one of our
-  Gateways, with our ``controllerName``: ``Accepted`` (Accepted, NoMatchingParent,
-  NotAllowedByListeners, NoMatchingListenerHostname, or UnsupportedValue when the route cannot
-  be translated) and ``ResolvedRefs`` (ResolvedRefs, or the first failing backendRef's
-  RefNotPermitted / BackendNotFound / InvalidKind). Entries of other controllers are kept;
-  ours for parents that are gone are removed.
+  (``status.addresses``, as Ingress status takes it: load-balancer IPs/hostnames, else external IPs,
+  else the cluster IP), else False AddressNotAssigned; one ``listeners[]`` entry per listener with
+  ``supportedKinds`` (HTTPRoute for HTTP/HTTPS, TCPRoute for TCP, TLSRoute for TLS, UDPRoute for
+  UDP, nothing else: Accepted False UnsupportedProtocol), ``attachedRoutes`` and its conditions (a
+  terminating listener whose certificate Secret is missing or not granted: ResolvedRefs False
+  InvalidCertificateRef or RefNotPermitted, Programmed False).
+- **HTTPRoute, TCPRoute, TLSRoute, UDPRoute**: one ``status.parents[]`` entry per ``parentRefs``
+  entry naming one of our Gateways, with our ``controllerName``: ``Accepted`` (Accepted,
+  NoMatchingParent, NotAllowedByListeners, NoMatchingListenerHostname, or UnsupportedValue when the
+  route cannot be translated) and ``ResolvedRefs`` (ResolvedRefs, or the first failing backendRef's
+  RefNotPermitted / BackendNotFound / InvalidKind). Entries of other controllers are kept; ours for
+  parents that are gone are removed.
 
 Every condition carries the object's ``metadata.generation`` as ``observedGeneration``; a
 condition keeps its ``lastTransitionTime`` while its status stays the same.
@@ -56,6 +55,7 @@ PLURALS: Final = {
     "HTTPRoute": "httproutes",
     "TCPRoute": "tcproutes",
     "TLSRoute": "tlsroutes",
+    "UDPRoute": "udproutes",
 }
 
 

@@ -1,6 +1,6 @@
 """Gateway API (``gateway.networking.k8s.io``): which GatewayClasses, Gateways and routes
-(HTTPRoute; TCPRoute and TLSRoute from the experimental channel) are ours, which listeners accept
-which route, and which backends a route may use.
+(HTTPRoute; TCPRoute, TLSRoute and UDPRoute from the experimental channel) are ours, which
+listeners accept which route, and which backends a route may use.
 
 Pure, like the translator: an :class:`~fastkong.k8s.objects.Index` in, plain data out. Both the
 translator (:mod:`fastkong.k8s.httproute`) and the status writer
@@ -11,13 +11,13 @@ status says is what the config does.
   setting, ``fastkong.io/gateway-controller`` by default; KIC's is
   ``konghq.com/kic-gateway-controller``). A **Gateway** is ours when its class is.
 - A **route** is ours when a ``parentRefs`` entry names one of our Gateways. That entry is
-  *accepted* when some listener of the Gateway matches it: the ``sectionName`` and ``port`` it
-  names (if any), a protocol for the route's kind (HTTPRoute: HTTP, or HTTPS with TLS mode
-  Terminate; TCPRoute: TCP; TLSRoute: TLS, Passthrough or Terminate), ``allowedRoutes``
-  (``kinds``, and ``namespaces.from`` Same/All/Selector against the route's Namespace labels),
-  and a hostname that intersects the route's (TCPRoutes have none). Otherwise its reason is
-  the spec's (KIC's ``getSupportedGatewayForRoute``): NoMatchingParent, NotAllowedByListeners
-  or NoMatchingListenerHostname.
+  *accepted* when some listener of the Gateway matches it: the ``sectionName`` and ``port`` it names
+  (if any), a protocol for the route's kind (HTTPRoute: HTTP, or HTTPS with TLS mode Terminate;
+  TCPRoute: TCP; UDPRoute: UDP; TLSRoute: TLS, Passthrough or Terminate), ``allowedRoutes``
+  (``kinds``, and ``namespaces.from`` Same/All/Selector against the route's Namespace labels), and a
+  hostname that intersects the route's (TCPRoutes and UDPRoutes have none). Otherwise its reason is
+  the spec's (KIC's ``getSupportedGatewayForRoute``): NoMatchingParent, NotAllowedByListeners or
+  NoMatchingListenerHostname.
 - The route's **effective hostnames** are its hostnames intersected with the accepting
   listeners' (a route ``*.example.com`` under a listener ``foo.example.com`` serves
   ``foo.example.com``); with no route hostnames, the listeners' hostnames; none at all when a
@@ -60,9 +60,10 @@ LISTENER_ROUTE_KINDS: Final[Mapping[str, str]] = {
     "HTTPS": "HTTPRoute",
     "TCP": "TCPRoute",
     "TLS": "TLSRoute",
+    "UDP": "UDPRoute",
 }
 #: The route kinds we translate, in the order they are read.
-ROUTE_KINDS: Final = ("HTTPRoute", "TLSRoute", "TCPRoute")
+ROUTE_KINDS: Final = ("HTTPRoute", "TLSRoute", "TCPRoute", "UDPRoute")
 NAMESPACE_NAME_LABEL: Final = "kubernetes.io/metadata.name"
 
 # Route parent reasons (gateway-api ``RouteConditionReason``).
@@ -103,7 +104,7 @@ class RouteView:
     hostnames: list[str] = field(default_factory=list)
     #: Kong route protocols of the accepting listeners.
     protocols: list[str] = field(default_factory=list)
-    #: Ports of the accepting listeners (a TCPRoute's or TLSRoute's Kong ``destinations``).
+    #: Ports of the accepting listeners (a stream route's Kong ``destinations``).
     ports: list[int] = field(default_factory=list)
 
     @property
@@ -190,7 +191,7 @@ def route_spec(route: Obj) -> dict[str, Any]:
             ref.setdefault("group", GROUP)
             ref.setdefault("kind", "Gateway")
     if route.get("kind", ROUTE_KIND) != ROUTE_KIND:
-        # TCPRoute and TLSRoute rules have no matches or filters, and no default rule.
+        # TCPRoute, TLSRoute and UDPRoute rules have no matches or filters, and no default rule.
         for rule in spec.get("rules") or []:
             for ref in (rule.get("backendRefs") if isinstance(rule, dict) else None) or []:
                 if isinstance(ref, dict):
@@ -250,7 +251,7 @@ def listeners(gateway: Obj) -> list[Mapping[str, Any]]:
 
 
 def listener_route_kind(listener: Mapping[str, Any]) -> str | None:
-    """The route kind a listener takes, None for a protocol we do not serve (UDP, an HTTPS
+    """The route kind a listener takes, None for a protocol we do not serve (an HTTPS
     listener that passes TLS through: KIC's ``routeTypeMatchesListenerType``)."""
     kind = LISTENER_ROUTE_KINDS.get(str(listener.get("protocol")))
     if kind == ROUTE_KIND and tls_mode(listener) != "Terminate":
@@ -422,6 +423,8 @@ def effective_hostnames(v: GatewayView, rv: RouteView) -> list[str]:
 def _protocols(v: GatewayView, rv: RouteView) -> list[str]:
     if rv.kind == "TCPRoute":
         return ["tcp"]
+    if rv.kind == "UDPRoute":
+        return ["udp"]
     if rv.kind == "TLSRoute":
         # One route cannot both terminate and pass through: Passthrough wins, as in KIC.
         modes = {tls_mode(x) for x in _accepting(v, rv)}
@@ -484,7 +487,7 @@ def resolve_backend(
     number = ref.get("port")
     if not isinstance(number, int):
         return RefFailure(BACKEND_NOT_FOUND, f"backendRef {where}: a Service needs a port")
-    port = find_port(service, Backend(str(name), number=number))
+    port = find_port(service, Backend(str(name), number=number), route.get("kind") == "UDPRoute")
     if isinstance(port, str):
         return RefFailure(BACKEND_NOT_FOUND, f"backendRef {where}: {port}")
     weight = ref.get("weight", 1)

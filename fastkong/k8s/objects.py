@@ -32,7 +32,9 @@ KNOWN_KINDS: Final[Mapping[str, str]] = {
     "HTTPRoute": "gateway.networking.k8s.io",
     "TCPRoute": "gateway.networking.k8s.io",
     "TLSRoute": "gateway.networking.k8s.io",
+    "UDPRoute": "gateway.networking.k8s.io",
     "TCPIngress": "configuration.konghq.com",
+    "UDPIngress": "configuration.konghq.com",
     "ReferenceGrant": "gateway.networking.k8s.io",
     "Namespace": "",
 }

@@ -15,11 +15,11 @@ What it reads (kong.md section 6; ``kic:internal/dataplane/translator``):
 - KongPlugin / KongClusterPlugin attached with ``konghq.com/plugins`` -> plugins; KongClusterPlugin
   labelled ``global: "true"`` -> global plugins.
 - KongConsumer + credential Secrets -> consumers with credentials.
-- TCPIngress of our class -> stream routes (:mod:`fastkong.k8s.tcpingress`).
-- Gateway API: HTTPRoutes, TCPRoutes and TLSRoutes attached to Gateways of our GatewayClass ->
-  services, routes, upstreams and plugins (:mod:`fastkong.k8s.gatewayapi` decides what is ours,
-  :mod:`fastkong.k8s.httproute` and :mod:`fastkong.k8s.l4route` translate); the backend
-  Services' annotations and KongUpstreamPolicy apply to them as to an Ingress's; HTTPS and
+- TCPIngress and UDPIngress of our class -> stream routes (:mod:`fastkong.k8s.tcpingress`).
+- Gateway API: HTTPRoutes, TCPRoutes, TLSRoutes and UDPRoutes attached to Gateways of our
+  GatewayClass -> services, routes, upstreams and plugins (:mod:`fastkong.k8s.gatewayapi` decides
+  what is ours, :mod:`fastkong.k8s.httproute` and :mod:`fastkong.k8s.l4route` translate); the
+  backend Services' annotations and KongUpstreamPolicy apply to them as to an Ingress's; HTTPS and
   terminating TLS listeners' Secrets -> certificates.
 
 Unlike KIC, one broken object never blocks the rest: an object that cannot be translated, or
@@ -180,7 +180,7 @@ class _Translation:
         #: Ingress (ns, name) -> its route records.
         self.ingress_routes: dict[tuple[str, str], list[dict[str, Any]]] = {}
         #: Route object (kind, ns, name) -> its route records, with the KongPlugins its
-        #: ExtensionRefs name (HTTPRoute, TCPRoute, TLSRoute, TCPIngress).
+        #: ExtensionRefs name (HTTPRoute, TCPRoute, TLSRoute, UDPRoute, TCPIngress, UDPIngress).
         self.object_routes: dict[tuple[str, str, str], list[tuple[dict[str, Any], list[str]]]] = {}
         self.consumers: dict[tuple[str, str], dict[str, Any]] = {}
         #: TLS Secrets named by ``konghq.com/client-cert`` (ns, name) -> the Secret.
@@ -214,13 +214,13 @@ class _Translation:
                 self.add_route(group)
         if (default := default_backend_group(ingresses, self.problems)) is not None:
             self.add_route(default)
-        tcp_ingresses = sorted(
-            (i for i in self.index.all(tcpingress.KIND) if ours(i)),
-            key=lambda i: (o.created(i), o.namespace(i), o.name(i)),
+        stream_ingresses = sorted(
+            (i for kind in tcpingress.KINDS for i in self.index.all(kind) if ours(i)),
+            key=lambda i: (o.created(i), o.namespace(i), o.name(i), i.get("kind", "")),
         )
-        for ingress in tcp_ingresses:
+        for ingress in stream_ingresses:
             for rule in tcpingress.rules(ingress, self.problems):
-                self.add_tcp_rule(rule)
+                self.add_stream_rule(rule)
         self.add_gateway_routes()
         self.add_consumers()
         self.attach_plugins()
@@ -232,6 +232,7 @@ class _Translation:
             key=lambda c: (c.get("username", ""), c.get("custom_id", "")),
         )
         config["plugins"] = self.globals()
+        tcp_ingresses = [i for i in stream_ingresses if i.get("kind") == tcpingress.KIND]
         tls_objects = sorted(ingresses + tcp_ingresses, key=lambda i: o.created(i))
         config["certificates"] = self.certificates(tls_objects)
         config["ca_certificates"] = [
@@ -290,31 +291,42 @@ class _Translation:
         self.services[kong_name]["routes"].append(route)
         self.ingress_routes.setdefault((ns, o.name(ingress)), []).append(route)
 
-    def add_tcp_rule(self, rule: tcpingress.TcpRule) -> None:
+    def add_stream_rule(self, rule: tcpingress.StreamRule) -> None:
         ingress, backend, kong_name = rule.ingress, rule.backend, rule.service_name
         ns, ref = o.namespace(ingress), ObjectRef.of(ingress)
+        protocol = rule.protocol
         existing = self.services.get(kong_name)
-        if existing is not None and existing["protocol"] != "tcp":
+        if existing is not None and existing["protocol"] != protocol:
             why = f"{kong_name} also serves HTTP routes (an Ingress); left out"
             self.problems.append(Problem(ref, f"route {rule.route['name']!r}: {why}"))
             return
         if existing is None:
             service = self.index.get("Service", ns, backend.service)
-            port = find_port(service, backend) if service is not None else "not found"
+            udp = protocol == "udp"
+            port = find_port(service, backend, udp) if service is not None else "not found"
             if service is None or isinstance(port, str):
                 self.problems.append(
                     Problem(
                         ref,
                         f"route {rule.route['name']!r} has no targets: service "
-                        f"{ns}/{backend.service}: {port}; its connections are closed",
+                        f"{ns}/{backend.service}: {port}; its "
+                        f"{'datagrams are dropped' if udp else 'connections are closed'}",
                     )
                 )
                 self.add_unbacked_service(kong_name, ns, backend, ref, False)
-            else:
-                self.add_service(kong_name, service, backend.port, port, False)
-            self.services[kong_name]["protocol"] = "tcp"
+            elif not self.add_service(kong_name, service, backend.port, port, False):
+                why = (
+                    f"service {ns}/{backend.service}: its TCP and UDP ports {backend.port} "
+                    "reach different endpoints, which one upstream cannot hold; left out"
+                )
+                self.problems.append(Problem(ref, f"route {rule.route['name']!r}: {why}"))
+                return
+            self.services[kong_name]["protocol"] = protocol
+            if udp:
+                # KIC's UDP service names the Service port, not its default 80.
+                self.services[kong_name]["port"] = backend.number
         self.services[kong_name]["routes"].append(self.note(rule.route, ref))
-        key = (tcpingress.KIND, ns, o.name(ingress))
+        key = (str(ingress.get("kind")), ns, o.name(ingress))
         self.object_routes.setdefault(key, []).append((rule.route, []))
 
     def add_gateway_routes(self) -> None:
@@ -410,21 +422,27 @@ class _Translation:
         port_key: str,
         port: Mapping[str, Any],
         root_path: bool = True,
-    ) -> None:
+    ) -> bool:
+        """Add the Kong service of a Service port and its upstream; False (nothing added) when
+        that upstream is already there with other targets: the TCP and the UDP port of one
+        number, which KIC's upstream name (``<svc>.<ns>.<port>.svc``) cannot tell apart."""
         ns, name, ref = o.namespace(service), o.name(service), ObjectRef.of(service)
         host = naming.upstream_name(ns, name, port_key)
+        upstream_dns = self.params.get("serviceUpstream") is True
+        found = targets(self.index, service, port, upstream_dns)
+        if host in self.upstreams and self.upstreams[host]["targets"] != found:
+            return False
         record = self.note(service_record(kong_name, host, port.get("port", 80), root_path), ref)
         record["tags"] = o.tags(service)
         upstream = self.note({"name": host, "tags": o.tags(service)}, ref)
         self.apply_backend_service(record, upstream, service)
-        upstream_dns = self.params.get("serviceUpstream") is True
-        found = targets(self.index, service, port, upstream_dns)
         for target in found:
             self.note(target, _tag_ref(target["tags"]) or ref)
         upstream["targets"] = found
         self.services[kong_name] = record
         self.upstreams[host] = upstream
         self.k8s_services.setdefault((ns, name), []).append(kong_name)
+        return True
 
     def add_unbacked_service(
         self, kong_name: str, ns: str, backend: Backend, ref: ObjectRef, root_path: bool

@@ -23,14 +23,18 @@ DEFAULT_WEIGHT = 100
 MAX_WEIGHT = 65535
 
 
-def find_port(service: Obj, backend: Backend) -> Mapping[str, Any] | str:
-    """The Service port an Ingress backend names (KIC's ``findPort``), or why there is none."""
+def find_port(service: Obj, backend: Backend, udp: bool = False) -> Mapping[str, Any] | str:
+    """The Service port an Ingress backend names (KIC's ``findPort``), or why there is none.
+    ``udp``: a UDPIngress's backend, which takes the UDP port of its number first (a Service
+    such as DNS has a TCP and a UDP port of one number)."""
     spec = o.spec(service)
     ports = [p for p in spec.get("ports") or [] if isinstance(p, Mapping)]
     external = spec.get("type") == "ExternalName"
     if backend.number is not None:
         if external:
             return {"port": backend.number, "targetPort": backend.number}
+        if udp:
+            ports.sort(key=lambda p: p.get("protocol") != "UDP")
         for port in ports:
             if port.get("port") == backend.number:
                 return port

@@ -88,12 +88,14 @@ RESOURCES: Final = (
     Resource("KongUpstreamPolicy", KONG_GROUP, "v1beta1", "kongupstreampolicies"),
     Resource("IngressClassParameters", KONG_GROUP, "v1alpha1", "ingressclassparameterses"),
     Resource("TCPIngress", KONG_GROUP, "v1beta1", "tcpingresses"),
+    Resource("UDPIngress", KONG_GROUP, "v1beta1", "udpingresses"),
     Resource("GatewayClass", GATEWAY_GROUP, "v1", "gatewayclasses", namespaced=False),
     Resource("Gateway", GATEWAY_GROUP, "v1", "gateways"),
     Resource("HTTPRoute", GATEWAY_GROUP, "v1", "httproutes"),
     # The experimental channel's stream routes (404 without their CRDs).
     Resource("TCPRoute", GATEWAY_GROUP, "v1alpha2", "tcproutes"),
     Resource("TLSRoute", GATEWAY_GROUP, "v1alpha2", "tlsroutes"),
+    Resource("UDPRoute", GATEWAY_GROUP, "v1alpha2", "udproutes"),
     Resource("ReferenceGrant", GATEWAY_GROUP, "v1beta1", "referencegrants"),
     # For listeners' allowedRoutes.namespaces.selector.
     Resource("Namespace", "", "v1", "namespaces", namespaced=False),

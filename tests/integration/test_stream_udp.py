@@ -13,28 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import DatagramCollector, Gateway, eventually, free_port
+from tests.helpers import Gateway, TaggedDatagrams, eventually, free_port
 from tests.integration.test_stream_proxy_protocol import _metric
 
 pytestmark = pytest.mark.integration
 
 DENIED_CLIENT = "127.0.0.3"
-
-
-class TaggedDatagrams(DatagramCollector):
-    """A UDP server answering each datagram with its tag, a colon and the datagram."""
-
-    def __init__(self, tag: str) -> None:
-        self.tag = tag.encode()
-        super().__init__()
-
-    def _run(self) -> None:
-        while self.running:
-            try:
-                data, addr = self.sock.recvfrom(65536)
-            except TimeoutError:
-                continue
-            self.sock.sendto(self.tag + b":" + data, addr)
 
 
 class Node:

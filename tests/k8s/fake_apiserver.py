@@ -85,7 +85,9 @@ KINDS = [
     Kind("ReferenceGrant", GATEWAY, "v1beta1", "referencegrants"),
     Kind("TCPRoute", GATEWAY, "v1alpha2", "tcproutes"),
     Kind("TLSRoute", GATEWAY, "v1alpha2", "tlsroutes"),
+    Kind("UDPRoute", GATEWAY, "v1alpha2", "udproutes"),
     Kind("TCPIngress", KONG, "v1beta1", "tcpingresses"),
+    Kind("UDPIngress", KONG, "v1beta1", "udpingresses"),
     Kind("Namespace", "", "v1", "namespaces", namespaced=False),
 ]
 BY_KIND = {k.kind: k for k in KINDS}

@@ -1,10 +1,9 @@
 """Strict JSON schemas of the Gateway API kinds the controller reads (``gateway.networking.k8s.io``
-standard channel: GatewayClass, Gateway, HTTPRoute v1; ReferenceGrant v1beta1; experimental
-channel: TCPRoute, TLSRoute v1alpha2), written for the offline manifest tests: every field of the
-API's specs by name and type, unknown fields errors (as ``kubectl apply --validate=strict``
-refuses them). A cluster gets the CRDs from the Gateway
-API project itself; these only catch a misspelt or misplaced field in fastkong's examples and
-test inputs."""
+standard channel: GatewayClass, Gateway, HTTPRoute v1; ReferenceGrant v1beta1; experimental channel:
+TCPRoute, TLSRoute, UDPRoute v1alpha2), written for the offline manifest tests: every field of the
+API's specs by name and type, unknown fields errors (as ``kubectl apply --validate=strict`` refuses
+them). A cluster gets the CRDs from the Gateway API project itself; these only catch a misspelt or
+misplaced field in fastkong's examples and test inputs."""
 
 from __future__ import annotations
 
@@ -70,7 +69,7 @@ _RULE = _obj(
     ),
     timeouts=_obj(request=STR, backendRequest=STR),
 )
-# TCPRoute and TLSRoute rules (at least one): backends only, no matches or filters.
+# TCPRoute, TLSRoute and UDPRoute rules (at least one): backends only, no matches or filters.
 _STREAM_RULES = {**_list(_obj(name=STR, backendRefs=_list(_BACKEND_REF))), "minItems": 1}
 _LISTENER = _obj(
     ("name", "port", "protocol"),
@@ -105,6 +104,7 @@ SPECS: dict[str, dict[str, Any]] = {
         rules=_list(_RULE),
     ),
     "TCPRoute": _obj(("rules",), parentRefs=_list(_PARENT_REF), rules=_STREAM_RULES),
+    "UDPRoute": _obj(("rules",), parentRefs=_list(_PARENT_REF), rules=_STREAM_RULES),
     "TLSRoute": _obj(
         ("rules",), parentRefs=_list(_PARENT_REF), hostnames=_list(STR), rules=_STREAM_RULES
     ),
@@ -120,7 +120,8 @@ SPECS: dict[str, dict[str, Any]] = {
 
 # The API versions a kind is written in (the served ones of the channel the kind is in).
 VERSIONS: dict[str, tuple[str, ...]] = {
-    kind: ("v1alpha2",) if kind in ("TCPRoute", "TLSRoute") else ("v1", "v1beta1") for kind in SPECS
+    kind: ("v1alpha2",) if kind in ("TCPRoute", "TLSRoute", "UDPRoute") else ("v1", "v1beta1")
+    for kind in SPECS
 }
 
 

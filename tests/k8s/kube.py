@@ -303,11 +303,14 @@ def tls_secret(name: str, cert: str, key: str, ns: str = "default") -> dict[str,
     }
 
 
-def tcp_ingress(name: str, *rules: dict[str, Any], cls: str = "fastkong", **spec: Any) -> Any:
-    """KIC's TCPIngress in ``default``, of class ``cls`` (by annotation, as KIC reads it)."""
+def tcp_ingress(
+    name: str, *rules: dict[str, Any], cls: str = "fastkong", kind: str = "TCPIngress", **spec: Any
+) -> Any:
+    """KIC's TCPIngress (or ``kind="UDPIngress"``) in ``default``, of class ``cls`` (by
+    annotation, as KIC reads it)."""
     return {
         "apiVersion": "configuration.konghq.com/v1beta1",
-        "kind": "TCPIngress",
+        "kind": kind,
         "metadata": {
             "name": name,
             "namespace": "default",

@@ -2,7 +2,8 @@
 wire protocol) -> controller (real client library) -> ConfigMap -> kubelet projection -> a
 running ``fastkong start --stream-listen``. A TCPRoute created is proxied on its listener's port
 and gets its status; moved to another backend, new connections follow; deleted, the port stops
-proxying. A TCPIngress is proxied on its rule's port."""
+proxying. A TCPIngress is proxied on its rule's port. A UDPRoute and a UDPIngress are proxied on
+the data plane's ``udp`` listeners the same way."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import Gateway as DataPlane
-from tests.helpers import TaggedEcho, free_port, wait_port
+from tests.helpers import TaggedDatagrams, TaggedEcho, free_port, udp_tag_at, wait_port
 from tests.k8s.fake_apiserver import FakeApiServer
 from tests.k8s.kube import (
     CONTROLLER,
@@ -35,11 +36,11 @@ from tests.k8s.kube import (
 pytestmark = pytest.mark.integration
 
 
-def tcproute(backend: str) -> dict[str, Any]:
+def tcproute(backend: str, kind: str = "TCPRoute", name: str = "db") -> dict[str, Any]:
     return {
         "apiVersion": "gateway.networking.k8s.io/v1alpha2",
-        "kind": "TCPRoute",
-        "metadata": {"name": "db", "namespace": "default"},
+        "kind": kind,
+        "metadata": {"name": name, "namespace": "default"},
         "spec": {
             "parentRefs": [{"name": "main"}],
             "rules": [{"backendRefs": [backend_ref(backend, 80)]}],
@@ -123,6 +124,85 @@ async def test_tcproute_and_tcp_ingress_are_proxied_and_follow_changes(tmp_path:
                 api.delete("TCPRoute", "default", "db")
                 await eventually(lambda: reaches(route_port, b""), what="TCPRoute removed")
                 assert await asyncio.to_thread(tag_at, ingress_port) == b"one"
+        finally:
+            await kubelet.stop()
+            assert await asyncio.to_thread(gw.stop) == 0
+            one.stop()
+            two.stop()
+
+
+async def test_udproute_and_udp_ingress_are_proxied_and_follow_changes(tmp_path: Path) -> None:
+    one, two = TaggedDatagrams("one"), TaggedDatagrams("two")
+    route_port, ingress_port, tcp_port = free_port(), free_port(), free_port()
+    async with FakeApiServer() as api:
+        api.create(configmap("fastkong-config", '_format_version: "3.0"\n'))
+        for name, server in (("one", one), ("two", two)):
+            svc = service(name)
+            svc["spec"]["ports"][0]["protocol"] = "UDP"
+            api.create(svc)
+            eps = endpoint_slice(f"{name}-1", name, "127.0.0.1", server.port)
+            eps["ports"][0]["protocol"] = "UDP"
+            api.create(eps)
+        api.create(gateway_class())
+        api.create(
+            gateway("main", listener("dns", "UDP", route_port), listener("db", "TCP", tcp_port))
+        )
+        kubelet = Kubelet(api, tmp_path / "volume", "fastkong-config").start()
+        listen = f"127.0.0.1:{route_port} udp, 127.0.0.1:{ingress_port} udp, 127.0.0.1:{tcp_port}"
+        gw = DataPlane(
+            tmp_path,
+            None,
+            1,
+            "-c",
+            str(kubelet.path),
+            "--prefix",
+            str(tmp_path / "p"),
+            "--stream-listen",
+            listen,
+        )
+        await asyncio.to_thread(gw.start, False)
+        try:
+            await asyncio.to_thread(wait_port, tcp_port, proc=gw.proc)
+            async with controller(api, configmap="fastkong-config"):
+                api.create(tcproute("one", "UDPRoute", "dns"))
+                api.create(tcp_ingress("legacy", tcp_rule(ingress_port, "two"), kind="UDPIngress"))
+
+                async def reaches(port: int, tag: bytes) -> bool:
+                    return await asyncio.to_thread(udp_tag_at, port) == tag
+
+                await eventually(lambda: reaches(route_port, b"one"), what="UDPRoute proxied")
+                await eventually(lambda: reaches(ingress_port, b"two"), what="UDPIngress proxied")
+
+                def parents() -> list[dict[str, Any]]:
+                    stored = api.get("UDPRoute", "default", "dns") or {}
+                    return [
+                        p
+                        for p in (stored.get("status") or {}).get("parents") or []
+                        if p.get("controllerName") == CONTROLLER
+                    ]
+
+                await eventually(parents, what="UDPRoute status")
+                (parent,) = parents()
+                got = {c["type"]: (c["status"], c["reason"]) for c in parent["conditions"]}
+                assert got["Accepted"] == ("True", "Accepted")
+
+                def attached() -> dict[str, int]:
+                    status = (api.get("Gateway", "default", "main") or {}).get("status") or {}
+                    listeners = status.get("listeners") or []
+                    return {x["name"]: int(x.get("attachedRoutes") or 0) for x in listeners}
+
+                await eventually(
+                    lambda: attached() == {"dns": 1, "db": 0}, what="Gateway attachedRoutes"
+                )
+
+                # Moved to another backend: new sessions go there.
+                api.update(tcproute("two", "UDPRoute", "dns"))
+                await eventually(lambda: reaches(route_port, b"two"), what="UDPRoute moved")
+
+                # The UDPIngress deleted: its port answers nothing; the UDPRoute's still does.
+                api.delete("UDPIngress", "default", "legacy")
+                await eventually(lambda: reaches(ingress_port, b""), what="UDPIngress removed")
+                assert await asyncio.to_thread(udp_tag_at, route_port) == b"two"
         finally:
             await kubelet.stop()
             assert await asyncio.to_thread(gw.stop) == 0

@@ -32,9 +32,10 @@ def test_gateway_listeners_and_addresses() -> None:
     gw = gateway(
         "main",
         listener(),
-        listener("raw", "UDP", 9000),
+        listener("raw", "example.com/sctp", 9000),
         listener("tls", "HTTPS", 443),
         listener("db", "TCP", 5432),
+        listener("dns", "UDP", 53),
     )
     gw["metadata"]["generation"] = 3
     objs = [gateway_class(), gw, service("echo"), httproute("a"), httproute("b")]
@@ -55,6 +56,10 @@ def test_gateway_listeners_and_addresses() -> None:
     ]
     assert by_name["db"]["attachedRoutes"] == 0
     assert conds(by_name["db"])["Accepted"] == ("True", "Accepted")
+    assert by_name["dns"]["supportedKinds"] == [
+        {"group": "gateway.networking.k8s.io", "kind": "UDPRoute"}
+    ]
+    assert conds(by_name["dns"])["Accepted"] == ("True", "Accepted")
     no_address = status_of(objs)[("Gateway", "default", "main")]
     assert conds(no_address)["Programmed"] == ("False", "AddressNotAssigned")
 

@@ -181,8 +181,8 @@ def test_base_holds_the_data_plane() -> None:
     assert kinds == sorted(
         [
             "Namespace",
-            *["CustomResourceDefinition"] * 6,  # KongPlugin, KongClusterPlugin, KongConsumer,
-            # KongUpstreamPolicy, IngressClassParameters, TCPIngress
+            *["CustomResourceDefinition"] * 7,  # KongPlugin, KongClusterPlugin, KongConsumer,
+            # KongUpstreamPolicy, IngressClassParameters, TCPIngress, UDPIngress
             "IngressClass",
             "ServiceAccount",
             "ClusterRole",
@@ -649,6 +649,31 @@ def test_tcpingress_crd_accepts_kic_fields_and_rejects_typos() -> None:
         assert list(jsonschema.Draft7Validator(schema).iter_errors(typo)), (path, value)
 
 
+def test_udpingress_crd_accepts_kic_fields_and_rejects_typos() -> None:
+    schema = crd_schemas()["UDPIngress"]
+    ingress = {
+        "apiVersion": f"{CR_GROUP}/v1beta1",
+        "kind": "UDPIngress",
+        "metadata": {"name": "u", "annotations": {"kubernetes.io/ingress.class": "kong"}},
+        "spec": {"rules": [{"port": 9999, "backend": {"serviceName": "dns", "servicePort": 53}}]},
+        "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}},
+    }
+    assert not list(jsonschema.Draft7Validator(schema).iter_errors(ingress))
+    for rule in [
+        {"port": 9999, "backend": {"serviceName": "dns", "serivcePort": 53}},
+        {"port": 9999, "backend": {"serviceName": "dns"}},
+        {"port": 70000, "backend": {"serviceName": "dns", "servicePort": 53}},
+        # TCPIngress's fields are not UDPIngress's.
+        {"host": "a", "port": 9999, "backend": {"serviceName": "dns", "servicePort": 53}},
+    ]:
+        typo = copy.deepcopy(ingress)
+        typo["spec"]["rules"] = [rule]
+        assert list(jsonschema.Draft7Validator(schema).iter_errors(typo)), rule
+    typo = copy.deepcopy(ingress)
+    typo["spec"]["tls"] = [{"hosts": ["a"], "secretName": "s"}]
+    assert list(jsonschema.Draft7Validator(schema).iter_errors(typo))
+
+
 def test_the_gateway_api_example_is_valid_and_translates() -> None:
     schemas = gateway_api_schemas()
     objs = load_objects(GATEWAY_EXAMPLE)
@@ -692,7 +717,14 @@ def test_cluster_role_covers_what_the_controller_reads_and_writes(
         for res in RESOURCES:
             for verb in ("list", "watch"):
                 assert (res.group, res.plural, verb) in granted, (label, res, verb)
-        for plural in ("gatewayclasses", "gateways", "httproutes", "tcproutes", "tlsroutes"):
+        for plural in (
+            "gatewayclasses",
+            "gateways",
+            "httproutes",
+            "tcproutes",
+            "tlsroutes",
+            "udproutes",
+        ):
             assert ("gateway.networking.k8s.io", f"{plural}/status", "update") in granted, label
         # The stream routes, named here as well until fastkong.k8s.watch.RESOURCES has them.
         for group, plural in [
@@ -702,8 +734,8 @@ def test_cluster_role_covers_what_the_controller_reads_and_writes(
         ]:
             for verb in ("get", "list", "watch"):
                 assert (group, plural, verb) in granted, (label, plural, verb)
-        # KIC's TCPIngress status (loadBalancer) is not written.
-        assert not any(g == CR_GROUP and r == "tcpingresses/status" for g, r, _ in granted)
+        # KIC's TCPIngress and UDPIngress status (loadBalancer) is not written.
+        assert not any(g == CR_GROUP and r.endswith("ingresses/status") for g, r, _ in granted)
 
 
 # -- the image ---------------------------------------------------------------------------------

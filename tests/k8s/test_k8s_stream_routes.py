@@ -1,6 +1,6 @@
-"""Stream routes from Kubernetes: Gateway API TCPRoute and TLSRoute (experimental channel) and
-KIC's TCPIngress, translated into Kong tcp / tls / tls_passthrough routes; their attachment
-rules, status, plugins, and the config the stream router loads."""
+"""Stream routes from Kubernetes: Gateway API TCPRoute, TLSRoute and UDPRoute (experimental
+channel) and KIC's TCPIngress and UDPIngress, translated into Kong tcp / tls / tls_passthrough /
+udp routes; their attachment rules, status, plugins, and the config the stream router loads."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from fastkong.k8s import translate
 from fastkong.k8s.gateway_status import desired
 from fastkong.k8s.gatewayapi import view
 from fastkong.k8s.objects import Index
-from fastkong.stream.router import StreamRouter
+from fastkong.stream.router import UDP_PROTOCOLS, StreamRouter
 from tests.k8s import kube
 from tests.k8s.conftest import golden_validator
 from tests.k8s.kube import (
@@ -40,6 +40,31 @@ def tcproute(name: str, *rules: dict[str, Any], ns: str = "default", **spec: Any
         "metadata": {"name": name, "namespace": ns},
         "spec": body,
     }
+
+
+def udproute(name: str, *rules: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    route = tcproute(name, *rules, **spec)
+    route["kind"] = "UDPRoute"
+    return route
+
+
+def dns_service() -> dict[str, Any]:
+    """A Service with a TCP and a UDP port 53 whose pods listen on different ports."""
+    svc = service("dns", 53)
+    svc["spec"]["ports"] = [
+        {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 5353},
+        {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 5354},
+    ]
+    return svc
+
+
+def dns_slice() -> dict[str, Any]:
+    eps = endpoint_slice("dns-1", "dns", "10.0.0.7", 5353)
+    eps["ports"] = [
+        {"name": "dns-tcp", "port": 5353, "protocol": "TCP"},
+        {"name": "dns", "port": 5354, "protocol": "UDP"},
+    ]
+    return eps
 
 
 def tlsroute(name: str, hostnames: list[str] | None, backend: str = "web", **spec: Any) -> Any:
@@ -292,3 +317,89 @@ def test_plugins_annotation_attaches_to_stream_routes() -> None:
         (attached,) = got[name]["plugins"]
         assert attached["name"] == "ip-restriction"
         assert attached["config"]["allow"] == ["10.0.0.0/8"]
+
+
+def test_udproute_becomes_a_udp_route_on_its_udp_listener_ports() -> None:
+    gw = gateway("main", listener("dns", "UDP", 53), listener("db", "TCP", 5432))
+    result = run(
+        gateway_class(),
+        gw,
+        dns_service(),
+        dns_slice(),
+        udproute("resolver", {"backendRefs": [backend_ref("dns", 53)]}),
+    )
+    assert not result.problems, result.problems
+    svc = services(result.config)["udproute.default.resolver.0"]
+    assert (svc["protocol"], svc["host"]) == ("udp", "udproute.default.resolver.0")
+    route = routes(result.config)["udproute.default.resolver.0.0"]
+    # Only the UDP listener carries it: the TCP listener takes TCPRoutes.
+    assert route["protocols"] == ["udp"] and route["destinations"] == [{"port": 53}]
+    assert "k8s-kind:UDPRoute" in route["tags"]
+    # The Service's UDP port, whose endpoints listen on 5354 (the TCP port's on 5353).
+    assert upstream_targets(result.config, "udproute.default.resolver.0") == ["10.0.0.7:5354"]
+    loaded = load_config(result.to_yaml().encode()).config
+    udp = StreamRouter(loaded.routes, UDP_PROTOCOLS)
+    assert udp.match(None, "10.1.1.1", 4000, "10.2.2.2", 53) is not None
+    # A datagram's route is not a connection's.
+    assert StreamRouter(loaded.routes).match(None, "10.1.1.1", 4000, "10.2.2.2", 53) is None
+    got = desired(
+        Index([gateway_class(), gw, dns_service(), udproute("resolver")]),
+        view(Index([gateway_class(), gw, dns_service(), udproute("resolver")])),
+        [],
+    )
+    by_name = {x["name"]: x for x in got[("Gateway", "default", "main")]["listeners"]}
+    assert by_name["dns"]["attachedRoutes"] == 1 and by_name["db"]["attachedRoutes"] == 0
+
+
+def test_udproute_rule_without_backends_is_refused() -> None:
+    gw = gateway("main", listener("dns", "UDP", 53))
+    result = run(gateway_class(), gw, dns_service(), udproute("bare", {"backendRefs": []}))
+    assert "services" not in result.config
+    assert any("a UDPRoute rule needs backendRefs" in str(p) for p in result.problems)
+
+
+def test_udp_ingress_rules_and_a_tcp_ingress_on_the_same_port() -> None:
+    udp = tcp_ingress(
+        "resolver",
+        tcp_rule(9999, "dns", 53),
+        tcp_rule(9998, "dns", 53, host="dns.example.test"),
+        kind="UDPIngress",
+    )
+    tcp = tcp_ingress("resolver-tcp", tcp_rule(9999, "dns", 53))
+    result = run(dns_service(), dns_slice(), udp, tcp)
+    assert sorted(str(p) for p in result.problems) == [
+        "error: TCPIngress default/resolver-tcp: route 'default.resolver-tcp.0': service "
+        "default/dns: its TCP and UDP ports 53 reach different endpoints, which one upstream "
+        "cannot hold; left out",
+        "error: UDPIngress default/resolver: rules[1]: host is a TCPIngress field; left out",
+    ]
+    svc = services(result.config)["default.dns.53.udp"]
+    assert (svc["host"], svc["port"], svc["protocol"]) == ("dns.default.53.svc", 53, "udp")
+    (route,) = svc["routes"]
+    assert route["name"] == "default.resolver.0.udp" and route["protocols"] == ["udp"]
+    assert route["destinations"] == [{"port": 9999}] and "snis" not in route
+    assert "k8s-kind:UDPIngress" in route["tags"]
+    assert upstream_targets(result.config, "dns.default.53.svc") == ["10.0.0.7:5354"]
+
+
+def test_udp_and_tcp_ingress_share_a_service_whose_ports_agree() -> None:
+    svc = dns_service()
+    for port in svc["spec"]["ports"]:
+        port["targetPort"] = 53
+    eps = dns_slice()
+    for port in eps["ports"]:
+        port["port"] = 53
+    udp = tcp_ingress("resolver", tcp_rule(53, "dns", 53), kind="UDPIngress")
+    tcp = tcp_ingress("resolver-tcp", tcp_rule(53, "dns", 53))
+    result = run(svc, eps, udp, tcp)
+    assert not result.problems, result.problems
+    got = services(result.config)
+    assert got["default.dns.53"]["protocol"] == "tcp"
+    assert got["default.dns.53.udp"]["protocol"] == "udp"
+    assert got["default.dns.53"]["host"] == got["default.dns.53.udp"]["host"]
+    assert upstream_targets(result.config, "dns.default.53.svc") == ["10.0.0.7:53"]
+    loaded = load_config(result.to_yaml().encode()).config
+    udp_hit = StreamRouter(loaded.routes, UDP_PROTOCOLS).match(None, "10.1.1.1", 1, "10.2.2.2", 53)
+    tcp_hit = StreamRouter(loaded.routes).match(None, "10.1.1.1", 1, "10.2.2.2", 53)
+    assert udp_hit is not None and udp_hit.name == "default.resolver.0.udp"
+    assert tcp_hit is not None and tcp_hit.name == "default.resolver-tcp.0"
