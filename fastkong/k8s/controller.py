@@ -44,6 +44,7 @@ from kubernetes.aio.client import (
     Configuration,
     CoordinationV1Api,
     CoreV1Api,
+    CustomObjectsApi,
     NetworkingV1Api,
 )
 from kubernetes.aio.client.exceptions import ApiException
@@ -51,6 +52,7 @@ from kubernetes.aio.client.exceptions import ApiException
 from fastkong.k8s.events import (
     REASON_APPLY,
     REASON_TRANSLATION,
+    STREAM_INGRESSES,
     EventRecorder,
     IngressStatusUpdater,
     proxy_addresses,
@@ -170,7 +172,9 @@ class Controller:
         self.ingress_status: IngressStatusUpdater | None = None
         if opts.proxy_service:
             ns, name = split_ref(opts.proxy_service, opts.namespace)
-            self.ingress_status = IngressStatusUpdater(NetworkingV1Api(api), self.store, ns, name)
+            self.ingress_status = IngressStatusUpdater(
+                NetworkingV1Api(api), self.store, ns, name, CustomObjectsApi(api)
+            )
         self.gateway_status = GatewayStatusUpdater(api)
         self.result: TranslationResult | None = None
         self.text = ""
@@ -354,8 +358,10 @@ class Controller:
         await self.gateway_status.update(by_key, want)
 
     def _our_ingresses(self) -> list[Obj]:
+        """Our Ingresses, TCPIngresses and UDPIngresses (their status is the proxy's address)."""
         ours = class_filter(Index(self.store.objects("IngressClass")), self.options.ingress_classes)
-        return [i for i in self.store.objects("Ingress") if ours(i)]
+        kinds = ("Ingress", *STREAM_INGRESSES)
+        return [i for kind in kinds for i in self.store.objects(kind) if ours(i)]
 
     async def _gateway_loop(self) -> None:
         while True:

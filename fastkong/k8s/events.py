@@ -6,8 +6,9 @@ event correlator it does not flood: a problem gets one Event when it appears; wh
 persists the Event's ``count`` and ``lastTimestamp`` are bumped at most every ``refresh``
 seconds; a problem that went away and comes back gets a new Event.
 
-:class:`IngressStatusUpdater` sets ``status.loadBalancer.ingress`` of our Ingresses to the
-proxy Service's addresses (KIC's ``--publish-service``), only when it differs.
+:class:`IngressStatusUpdater` sets ``status.loadBalancer.ingress`` of our Ingresses, TCPIngresses
+and UDPIngresses to the proxy Service's addresses (KIC's ``--publish-service`` and
+``UpdateLoadBalancerIngress``), only when it differs.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, Final
 from kubernetes.aio.client import (
     CoreV1Api,
     CoreV1Event,
+    CustomObjectsApi,
     NetworkingV1Api,
     V1EventSource,
     V1ObjectMeta,
@@ -174,11 +176,28 @@ def proxy_addresses(store: Store, namespace: str, name: str) -> list[dict[str, s
     return []
 
 
-class IngressStatusUpdater:
-    """Keeps ``status.loadBalancer.ingress`` of our Ingresses equal to the proxy's addresses."""
+#: KIC's stream ingresses, whose status (``status.loadBalancer``) is an Ingress's:
+#: kind -> (group, version, plural).
+STREAM_INGRESSES: Final[Mapping[str, tuple[str, str, str]]] = {
+    "TCPIngress": ("configuration.konghq.com", "v1beta1", "tcpingresses"),
+    "UDPIngress": ("configuration.konghq.com", "v1beta1", "udpingresses"),
+}
 
-    def __init__(self, networking: NetworkingV1Api, store: Store, namespace: str, service: str):
+
+class IngressStatusUpdater:
+    """Keeps ``status.loadBalancer.ingress`` of our Ingresses (and TCPIngresses and
+    UDPIngresses) equal to the proxy's addresses."""
+
+    def __init__(
+        self,
+        networking: NetworkingV1Api,
+        store: Store,
+        namespace: str,
+        service: str,
+        custom: CustomObjectsApi | None = None,
+    ):
         self.networking = networking
+        self.custom = custom
         self.store = store
         self.namespace = namespace
         self.service = service
@@ -199,16 +218,24 @@ class IngressStatusUpdater:
             if (status or []) == want:
                 continue
             meta = ingress.get("metadata") or {}
+            kind = str(ingress.get("kind") or "Ingress")
+            name, namespace = str(meta.get("name")), str(meta.get("namespace"))
+            body = {"status": {"loadBalancer": {"ingress": want}}}
+            merge = "application/merge-patch+json"
             try:
-                await self.networking.patch_namespaced_ingress_status(
-                    str(meta.get("name")),
-                    str(meta.get("namespace")),
-                    {"status": {"loadBalancer": {"ingress": want}}},
-                    _content_type="application/merge-patch+json",
-                )
+                if kind in STREAM_INGRESSES and self.custom is not None:
+                    group, version, plural = STREAM_INGRESSES[kind]
+                    await self.custom.patch_namespaced_custom_object_status(
+                        group, version, namespace, plural, name, body, _content_type=merge
+                    )
+                else:
+                    await self.networking.patch_namespaced_ingress_status(
+                        name, namespace, body, _content_type=merge
+                    )
             except ApiException as exc:
                 log.warning(
-                    "Ingress %s/%s status: %s %s",
+                    "%s %s/%s status: %s %s",
+                    kind,
                     meta.get("namespace"),
                     meta.get("name"),
                     exc.status,

@@ -11,7 +11,16 @@ import httpx
 from fastkong.k8s.events import COMPONENT, REASON_TRANSLATION
 from fastkong.k8s.watch import RESOURCES
 from tests.k8s.fake_apiserver import FakeApiServer
-from tests.k8s.kube import NS, backend, controller, eventually, ingress, service
+from tests.k8s.kube import (
+    NS,
+    backend,
+    controller,
+    eventually,
+    ingress,
+    service,
+    tcp_ingress,
+    tcp_rule,
+)
 
 
 def events_for(api: FakeApiServer, name: str) -> list[dict[str, Any]]:
@@ -67,28 +76,42 @@ async def test_ingress_status_follows_the_proxy_service() -> None:
         backend(api, "echo", 9001)
         api.create(ingress("ours", "/o", "echo"))
         api.create(ingress("theirs", "/t", "echo", cls="nginx"))
+        # KIC's stream ingresses get the same status (KIC's UpdateLoadBalancerIngress).
+        api.create(tcp_ingress("tcp", tcp_rule(9000, "echo")))
+        api.create(tcp_ingress("udp", tcp_rule(9001, "echo"), kind="UDPIngress"))
+        api.create(
+            tcp_ingress("udp-theirs", tcp_rule(9002, "echo"), cls="nginx", kind="UDPIngress")
+        )
         proxy = service("fastkong-proxy", 80, NS, type="LoadBalancer")
         proxy["status"] = {"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}}
         api.create(proxy)
 
-        def status(name: str) -> Any:
-            obj = api.get("Ingress", "default", name)
+        def status(name: str, kind: str = "Ingress") -> Any:
+            obj = api.get(kind, "default", name)
             assert obj is not None
             return (obj.get("status") or {}).get("loadBalancer", {}).get("ingress")
 
+        def all_ours(want: list[dict[str, str]]) -> bool:
+            return (
+                status("ours") == want
+                and status("tcp", "TCPIngress") == want
+                and status("udp", "UDPIngress") == want
+            )
+
         async with controller(api, proxy_service="fastkong-proxy") as ctl:
-            await eventually(lambda: status("ours") == [{"ip": "192.0.2.10"}])
+            await eventually(lambda: all_ours([{"ip": "192.0.2.10"}]))
             assert status("theirs") is None
+            assert status("udp-theirs", "UDPIngress") is None
 
             current = api.get("Service", NS, "fastkong-proxy")
             assert current is not None
             current["status"] = {"loadBalancer": {"ingress": [{"hostname": "lb.example"}]}}
             api.update(current)
-            await eventually(lambda: status("ours") == [{"hostname": "lb.example"}])
+            await eventually(lambda: all_ours([{"hostname": "lb.example"}]))
             # The API server sees the patch before the controller's coroutine resumes to count it.
             updater = ctl.ingress_status
             assert updater is not None
-            await eventually(lambda: updater.updates == 2, what="two status updates")
+            await eventually(lambda: updater.updates == 6, what="two updates of three objects")
 
 
 async def test_health_endpoints() -> None:

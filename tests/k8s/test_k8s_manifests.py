@@ -734,8 +734,13 @@ def test_cluster_role_covers_what_the_controller_reads_and_writes(
         ]:
             for verb in ("get", "list", "watch"):
                 assert (group, plural, verb) in granted, (label, plural, verb)
-        # KIC's TCPIngress and UDPIngress status (loadBalancer) is not written.
-        assert not any(g == CR_GROUP and r.endswith("ingresses/status") for g, r, _ in granted)
+        # The Ingress status (loadBalancer) of our Ingresses, TCPIngresses and UDPIngresses.
+        for group, plural in [
+            ("networking.k8s.io", "ingresses"),
+            (CR_GROUP, "tcpingresses"),
+            (CR_GROUP, "udpingresses"),
+        ]:
+            assert (group, f"{plural}/status", "patch") in granted, (label, plural)
 
 
 # -- the image ---------------------------------------------------------------------------------
