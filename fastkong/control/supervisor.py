@@ -49,7 +49,7 @@ from fastkong.background import background_executor
 from fastkong.config import Config, ConfigError, LoadedConfig, load_config
 from fastkong.control import httpserver
 from fastkong.control.admin import KONG_VERSION, AdminApi
-from fastkong.control.default_cert import default_certificate
+from fastkong.control.default_cert import default_certificates
 from fastkong.control.httpserver import Request, Response
 from fastkong.control.lifeline import PARENT_ENV
 from fastkong.control.server_cert import ServedCertificate
@@ -679,9 +679,9 @@ class Supervisor:
 
     def certificates(self) -> list[tuple[str, str]]:
         """The ssl listeners' (certificate, key) pairs: ``ssl_cert``/``ssl_cert_key``, else
-        Kong's generated default under the state directory. Given pairs are checked (ValueError,
-        one line per problem) and served from fastkong's copies (server_cert.py); Granian's own
-        TLS serves the first."""
+        Kong's generated defaults (ECDSA, RSA) under the state directory. Given pairs are
+        checked (ValueError, one line per problem) and served from fastkong's copies
+        (server_cert.py); Granian's own TLS serves the first."""
         if self.options.ssl_cert and self.options.ssl_key:
             if self.served is None:
                 served = ServedCertificate(
@@ -690,8 +690,7 @@ class Supervisor:
                 served.load()
                 self.served = served
             return self.served.pairs
-        cert, key = default_certificate(self.state_dir)
-        return [(str(cert), str(key))]
+        return [(str(cert), str(key)) for cert, key in default_certificates(self.state_dir)]
 
     async def stop_children(self) -> int:
         """SIGTERM every Granian process (each drains), then wait for all; the worst exit code."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fastkong.control.default_cert import default_certificate
+from fastkong.control.default_cert import default_certificates
 from tests.helpers import ROOT, Echo, Gateway, eventually, free_port, stop, wait_port
 
 pytestmark = pytest.mark.integration
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 def self_signed(directory: Path) -> tuple[Path, Path]:
     """A self-signed certificate for "localhost" and its key: the one fastkong generates as
     Kong's default (``fastkong.control.default_cert``)."""
-    return default_certificate(directory)
+    return default_certificates(directory)[0]
 
 
 def config(echo: Echo) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from tests.helpers import Echo, Gateway, KubeletVolume, echoed_headers, eventually, free_port
@@ -74,19 +75,24 @@ def https(gw: Gateway, path: str) -> str:
     return f"https://127.0.0.1:{gw.ssl_port}{path}"
 
 
-def test_the_ssl_listener_serves_kongs_generated_certificate(gateway: Gateway) -> None:
+def test_the_ssl_listener_serves_kongs_generated_certificates(gateway: Gateway) -> None:
     assert gateway.ssl_port is not None
-    cert = served_certificate(gateway.ssl_port)
-    subject = {a.oid: a.value for a in cert.subject}
-    assert subject[NameOID.COMMON_NAME] == "localhost"
-    assert subject[NameOID.ORGANIZATION_NAME] == "Kong"
-    assert cert.issuer == cert.subject  # self-signed
-    # Kept in the prefix, as Kong keeps kong-default.crt, so a restart serves the same one.
-    on_disk = (gateway.workdir / "prefix" / "ssl" / "kong-default.crt").read_bytes()
-    assert x509.load_pem_x509_certificate(on_disk) == cert
-    assert oct((gateway.workdir / "prefix" / "ssl" / "kong-default.key").stat().st_mode)[-3:] == (
-        "600"
-    )
+    # Kong's two: an RSA and an ECDSA pair, each client getting the one its key exchange takes.
+    for ciphers, name, key_type in (
+        ("ECDHE-RSA-AES128-GCM-SHA256", "kong-default", rsa.RSAPublicKey),
+        ("ECDHE-ECDSA-AES128-GCM-SHA256", "kong-default-ecdsa", ec.EllipticCurvePublicKey),
+        (None, "kong-default-ecdsa", ec.EllipticCurvePublicKey),  # TLS 1.3: ECDSA first
+    ):
+        cert = served_certificate(gateway.ssl_port, ciphers)
+        assert isinstance(cert.public_key(), key_type), ciphers
+        subject = {a.oid: a.value for a in cert.subject}
+        assert subject[NameOID.COMMON_NAME] == "localhost"
+        assert subject[NameOID.ORGANIZATION_NAME] == "Kong"
+        assert cert.issuer == cert.subject  # self-signed
+        # Kept in the prefix under Kong's names, so a restart serves the same ones.
+        ssl_dir = gateway.workdir / "prefix" / "ssl"
+        assert x509.load_pem_x509_certificate((ssl_dir / f"{name}.crt").read_bytes()) == cert
+        assert oct((ssl_dir / f"{name}.key").stat().st_mode)[-3:] == "600"
 
 
 def test_an_https_route_is_426_on_plain_and_served_on_ssl(gateway: Gateway) -> None:

@@ -25,7 +25,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 
 from fastkong.config import ConfigError, load_config
-from fastkong.control.default_cert import default_certificate
+from fastkong.control.default_cert import default_certificates
 from fastkong.kong_conf import TracingSettings, tracing_settings
 from fastkong.plugins.bundled import _otlp
 from fastkong.plugins.bundled._propagation import (
@@ -577,7 +577,7 @@ class TlsCollectors:
 
 
 def _tls_context(directory: Path) -> tuple[ssl.SSLContext, Path]:
-    cert, key = default_certificate(directory)  # self-signed, for "localhost"
+    cert, key = default_certificates(directory)[0]  # self-signed, for "localhost"
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     return context, cert
