@@ -11,7 +11,12 @@ it (``read_timeout: 1000``, the same idle end). Then, for each target in turn, i
 * **sessions/s**: ``--clients`` loops, each sending one datagram from a new socket (a new
   session: routing, a peer, an upstream socket) and waiting for the answer.
 
-    python bench/udp.py [--rounds 3] [--seconds 3] [--clients 20]
+    python bench/udp.py [--rounds 3] [--seconds 3] [--clients 20] [--wildcard]
+
+``--wildcard``: nginx and fastkong listen on ``0.0.0.0`` (nginx's ``listen PORT udp``), where
+each reads every datagram's destination (``IP_PKTINFO``) to answer from it. The run then
+happens in a network namespace of its own (``unshare -n``, loopback only), so the wildcard
+sockets take nothing but the benchmark's datagrams.
 
 Prints one line per target and round, then the medians and the ratios to nginx.
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import statistics
 import sys
@@ -45,6 +51,7 @@ async def main():
 uvloop.run(main())
 """
 PAYLOAD = b"d" * 64
+IN_NETNS = "FASTKONG_BENCH_NETNS"
 
 
 class Asker(asyncio.DatagramProtocol):
@@ -124,21 +131,29 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--wildcard", action="store_true")
     args = parser.parse_args()
     if not MODULE.exists() or shutil.which("nginx") is None:
         print("needs nginx and its stream module: apt-get install nginx libnginx-mod-stream")
         return 1
+    if args.wildcard and os.environ.get(IN_NETNS) != "1":
+        # Root's nginx must keep its worker's user: a network namespace only (-n), not -r.
+        own = "-n" if os.geteuid() == 0 else "-rn"
+        os.environ[IN_NETNS] = "1"
+        os.execvp("unshare", ["unshare", own, "sh", "-c", 'ip link set lo up && exec "$0" "$@"',
+                              sys.executable, *sys.argv])  # fmt: skip
     work = Path(tempfile.mkdtemp(prefix="fastkong-bench-udp-"))
     up, via_nginx, via_fastkong = free_port(), free_port(), free_port()
+    host = "0.0.0.0" if args.wildcard else "127.0.0.1"
     procs = launch(
         work,
         ECHO,
         up,
-        f"listen 127.0.0.1:{via_nginx} udp; proxy_timeout 1s; proxy_pass 127.0.0.1:{up};",
+        f"listen {host}:{via_nginx} udp; proxy_timeout 1s; proxy_pass 127.0.0.1:{up};",
         '_format_version: "3.0"\nservices:\n- name: echo\n  protocol: udp\n'
         f"  host: 127.0.0.1\n  port: {up}\n  read_timeout: 1000\n  routes:\n  - name: echo\n"
         f"    protocols: [udp]\n    destinations: [{{port: {via_fastkong}}}]\n",
-        f"127.0.0.1:{via_fastkong} udp",
+        f"{host}:{via_fastkong} udp",
     )
     targets = {"direct": up, "nginx": via_nginx, "fastkong": via_fastkong}
     results: dict[str, dict[str, list[float]]] = {t: {"dgram": [], "sess": []} for t in targets}

@@ -15,9 +15,12 @@ What is decided here is plain: :meth:`UdpProxy.datagram` routes and queues; the 
 made in a task, and the datagrams that came meanwhile go out once it exists (bounded: a client
 that floods before the peer is ready loses the excess, as UDP may).
 
-On a wildcard listener (``0.0.0.0:53 udp``) the datagram's own destination address is not known
-here (it would take ``IP_PKTINFO``): ``destinations`` match by port, and an entry with an
-address matches only on a listener bound to that address.
+On a wildcard listener (``0.0.0.0:53 udp``) each datagram's own destination address is read
+(``IP_PKTINFO``, :mod:`fastkong.stream.pktinfo`), as nginx does: it routes the session (a
+route's ``destinations`` address entries), is part of the session's key, and the session's
+replies leave from it, so a client connected to the address it wrote to gets them on a node
+with several addresses. Such a listener is read by the proxy's own ``recvmsg`` loop; one bound
+to an address by the event loop's datagram transport.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Any, Final
 
 from fastkong.runtime import ServicePlan
 from fastkong.stream import access_log as status
+from fastkong.stream import pktinfo
 from fastkong.stream.access_log import StreamAccessLog
 from fastkong.stream.router import StreamRoute
 from fastkong.stream.server import count_session, refusal
@@ -45,6 +49,8 @@ log = logging.getLogger("fastkong.stream")
 MAX_SESSIONS: Final = 16384
 #: Datagrams held per session while its peer's socket is made.
 MAX_PENDING: Final = 64
+#: Datagrams one wakeup reads from a wildcard listener before the loop runs other work.
+READ_BATCH: Final = 64
 
 Address = tuple[str, int]
 
@@ -52,13 +58,15 @@ Address = tuple[str, int]
 class UdpListener:
     """One ``stream_listen ... udp`` entry and its socket."""
 
-    __slots__ = ("host", "port", "sock", "transport")
+    __slots__ = ("host", "port", "sock", "transport", "wildcard")
 
     def __init__(self, host: str, port: int) -> None:
         self.host = host
         self.port = port
         self.sock: socket.socket | None = None
         self.transport: asyncio.DatagramTransport | None = None
+        #: Bound to every address of the node: each datagram's destination is read.
+        self.wildcard = pktinfo.is_wildcard(host)
 
     def __repr__(self) -> str:
         return f"<UdpListener {self.host}:{self.port} udp>"
@@ -73,16 +81,33 @@ class UdpListener:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((self.host, self.port))
         sock.setblocking(False)
+        if self.wildcard:
+            pktinfo.enable(sock)
         self.sock = sock
         return sock
+
+    def send(self, data: bytes, client: Address, reply: pktinfo.Ancillary | None) -> None:
+        """``data`` to ``client``, from the address ``reply`` names (a wildcard listener's)."""
+        if reply is None:
+            if self.transport is not None:
+                self.transport.sendto(data, client)
+            return
+        if self.sock is None:
+            return
+        try:
+            self.sock.sendmsg([data], reply, 0, client)
+        except (BlockingIOError, InterruptedError):
+            pass  # a full send buffer drops the datagram, as UDP may
+        except OSError as exc:
+            log.debug("udp %s: reply to %s: %s", self, client, exc)
 
 
 class UdpSession:
     """One client's datagrams on one listener, and the peer they go to."""
 
-    __slots__ = ("proxy", "listener", "client", "route", "service", "meter", "started",
-                 "last", "timer", "upstream", "pending", "sent", "received", "status",
-                 "proxied", "ended", "release")  # fmt: skip
+    __slots__ = ("proxy", "listener", "client", "local", "reply", "route", "service", "meter",
+                 "started", "last", "timer", "upstream", "pending", "sent", "received",
+                 "status", "proxied", "ended", "release")  # fmt: skip
 
     def __init__(
         self,
@@ -92,10 +117,15 @@ class UdpSession:
         route: StreamRoute,
         service: ServicePlan,
         meter: tuple[Any, str, str] | None,
+        local: bytes | None = None,
     ) -> None:
         self.proxy = proxy
         self.listener = listener
         self.client = client
+        #: The packed address the client wrote to (a wildcard listener's), else None; the
+        #: session's replies leave from it.
+        self.local = local
+        self.reply = pktinfo.reply_from(local) if local is not None else None
         self.route = route
         self.service = service
         self.meter = meter
@@ -129,12 +159,11 @@ class UdpSession:
             self.pending.append(data)
 
     def from_peer(self, data: bytes) -> None:
-        transport = self.listener.transport
-        if self.ended or transport is None:
+        if self.ended:
             return
         self.sent += len(data)
         self.last = time.monotonic()
-        transport.sendto(data, self.client)
+        self.listener.send(data, self.client, self.reply)
 
     def connected(self, transport: asyncio.DatagramTransport) -> None:
         self.upstream = transport
@@ -214,22 +243,45 @@ class UdpProxy:
         self.resolver = resolver or Resolver()
         self.access_log = access_log
         self.snapshot: StreamSnapshot = empty_snapshot()
-        self.sessions: dict[tuple[int, Address], UdpSession] = {}
+        #: (listener port, the address written to on a wildcard listener, client) -> session.
+        self.sessions: dict[tuple[int, bytes | None, Address], UdpSession] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.dropped = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
         return f"<UdpProxy listeners={self.listeners} sessions={len(self.sessions)}>"
 
     async def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
         for listener in self.listeners:
+            if listener.wildcard and listener.sock is not None:
+                loop.add_reader(listener.sock.fileno(), self._read, listener)
+                continue
             transport, _ = await loop.create_datagram_endpoint(
                 partial(_Listening, self, listener), sock=listener.sock
             )
             listener.transport = transport
 
-    def datagram(self, listener: UdpListener, data: bytes, client: Address) -> None:
-        key = (listener.port, client)
+    def _read(self, listener: UdpListener) -> None:
+        """A wildcard listener is readable: its datagrams, each with its destination."""
+        sock = listener.sock
+        if sock is None:
+            return
+        for _ in range(READ_BATCH):
+            try:
+                data, sender, local = pktinfo.receive(sock)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.debug("udp %s: %s", listener, exc)
+                return
+            self.datagram(listener, data, sender[:2], local)
+
+    def datagram(
+        self, listener: UdpListener, data: bytes, client: Address, local: bytes | None = None
+    ) -> None:
+        key = (listener.port, local, client)
         session = self.sessions.get(key)
         if session is not None:
             session.from_client(data)
@@ -241,11 +293,12 @@ class UdpProxy:
             return
         snapshot = self.snapshot
         started = time.monotonic()
-        route = snapshot.udp_router.match(None, client[0], client[1], listener.host, listener.port)
+        server = listener.host if local is None else pktinfo.text(local)
+        route = snapshot.udp_router.match(None, client[0], client[1], server, listener.port)
         if route is None:
             log.error(
                 "no Route found with those values (client %s:%s, server %s:%s, udp)",
-                client[0], client[1], listener.host, listener.port,
+                client[0], client[1], server, listener.port,
             )  # fmt: skip
             self._log(client[0], status.INTERNAL_ERROR, 0, 0, started)
             return
@@ -256,7 +309,8 @@ class UdpProxy:
             count_session(snapshot.meters.get(route.id), code, False, 0, 0, 0.0)
             self._log(client[0], code, 0, 0, started)
             return
-        session = UdpSession(self, listener, client, route, service, snapshot.meters.get(route.id))
+        meter = snapshot.meters.get(route.id)
+        session = UdpSession(self, listener, client, route, service, meter, local)
         self.sessions[key] = session
         session.from_client(data)
         task = asyncio.get_running_loop().create_task(self._connect(session))
@@ -302,7 +356,7 @@ class UdpProxy:
         session.end(status.BAD_GATEWAY)
 
     def ended(self, session: UdpSession) -> None:
-        key = (session.listener.port, session.client)
+        key = (session.listener.port, session.local, session.client)
         if self.sessions.get(key) is session:
             del self.sessions[key]
         seconds = time.monotonic() - session.started
@@ -324,6 +378,10 @@ class UdpProxy:
         for listener in self.listeners:
             if listener.transport is not None:
                 listener.transport.close()
+            elif listener.sock is not None:
+                if self.loop is not None:
+                    self.loop.remove_reader(listener.sock.fileno())
+                listener.sock.close()
         for session in list(self.sessions.values()):
             session.end()
         for task in self.tasks:
