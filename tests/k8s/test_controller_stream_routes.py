@@ -48,6 +48,32 @@ def tcproute(backend: str, kind: str = "TCPRoute", name: str = "db") -> dict[str
     }
 
 
+def data_plane(tmp_path: Path, kubelet: Kubelet, listen: str) -> DataPlane:
+    """``fastkong start`` on the kubelet's projection of the ConfigMap, with ``listen`` as its
+    stream listeners (not started)."""
+    return DataPlane(
+        tmp_path,
+        None,
+        1,
+        "-c",
+        str(kubelet.path),
+        "--prefix",
+        str(tmp_path / "p"),
+        "--stream-listen",
+        listen,
+    )
+
+
+def our_parents(api: FakeApiServer, kind: str, name: str) -> list[dict[str, Any]]:
+    """The ``status.parents`` entries our controller wrote on route ``default/name``."""
+    stored = api.get(kind, "default", name) or {}
+    return [
+        p
+        for p in (stored.get("status") or {}).get("parents") or []
+        if p.get("controllerName") == CONTROLLER
+    ]
+
+
 def tag_at(port: int) -> bytes:
     """The tag of the backend a new connection to ``port`` reaches; b"" when it is closed."""
     try:
@@ -69,17 +95,7 @@ async def test_tcproute_and_tcp_ingress_are_proxied_and_follow_changes(tmp_path:
         api.create(gateway("main", listener("db", "TCP", route_port)))
         kubelet = Kubelet(api, tmp_path / "volume", "fastkong-config").start()
         listen = f"127.0.0.1:{route_port}, 127.0.0.1:{ingress_port}"
-        gw = DataPlane(
-            tmp_path,
-            None,
-            1,
-            "-c",
-            str(kubelet.path),
-            "--prefix",
-            str(tmp_path / "p"),
-            "--stream-listen",
-            listen,
-        )
+        gw = data_plane(tmp_path, kubelet, listen)
         await asyncio.to_thread(gw.start, False)
         try:
             await asyncio.to_thread(wait_port, route_port, proc=gw.proc)
@@ -93,16 +109,8 @@ async def test_tcproute_and_tcp_ingress_are_proxied_and_follow_changes(tmp_path:
                 await eventually(lambda: reaches(route_port, b"one"), what="TCPRoute proxied")
                 await eventually(lambda: reaches(ingress_port, b"one"), what="TCPIngress proxied")
 
-                def parents() -> list[dict[str, Any]]:
-                    stored = api.get("TCPRoute", "default", "db") or {}
-                    return [
-                        p
-                        for p in (stored.get("status") or {}).get("parents") or []
-                        if p.get("controllerName") == CONTROLLER
-                    ]
-
-                await eventually(parents, what="TCPRoute status")
-                (parent,) = parents()
+                await eventually(lambda: our_parents(api, "TCPRoute", "db"), what="TCPRoute status")
+                (parent,) = our_parents(api, "TCPRoute", "db")
                 got = {c["type"]: (c["status"], c["reason"]) for c in parent["conditions"]}
                 assert got == {
                     "Accepted": ("True", "Accepted"),
@@ -149,17 +157,7 @@ async def test_udproute_and_udp_ingress_are_proxied_and_follow_changes(tmp_path:
         )
         kubelet = Kubelet(api, tmp_path / "volume", "fastkong-config").start()
         listen = f"127.0.0.1:{route_port} udp, 127.0.0.1:{ingress_port} udp, 127.0.0.1:{tcp_port}"
-        gw = DataPlane(
-            tmp_path,
-            None,
-            1,
-            "-c",
-            str(kubelet.path),
-            "--prefix",
-            str(tmp_path / "p"),
-            "--stream-listen",
-            listen,
-        )
+        gw = data_plane(tmp_path, kubelet, listen)
         await asyncio.to_thread(gw.start, False)
         try:
             await asyncio.to_thread(wait_port, tcp_port, proc=gw.proc)
@@ -173,16 +171,10 @@ async def test_udproute_and_udp_ingress_are_proxied_and_follow_changes(tmp_path:
                 await eventually(lambda: reaches(route_port, b"one"), what="UDPRoute proxied")
                 await eventually(lambda: reaches(ingress_port, b"two"), what="UDPIngress proxied")
 
-                def parents() -> list[dict[str, Any]]:
-                    stored = api.get("UDPRoute", "default", "dns") or {}
-                    return [
-                        p
-                        for p in (stored.get("status") or {}).get("parents") or []
-                        if p.get("controllerName") == CONTROLLER
-                    ]
-
-                await eventually(parents, what="UDPRoute status")
-                (parent,) = parents()
+                await eventually(
+                    lambda: our_parents(api, "UDPRoute", "dns"), what="UDPRoute status"
+                )
+                (parent,) = our_parents(api, "UDPRoute", "dns")
                 got = {c["type"]: (c["status"], c["reason"]) for c in parent["conditions"]}
                 assert got["Accepted"] == ("True", "Accepted")
 

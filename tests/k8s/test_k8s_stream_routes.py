@@ -342,11 +342,8 @@ def test_udproute_becomes_a_udp_route_on_its_udp_listener_ports() -> None:
     assert udp.match(None, "10.1.1.1", 4000, "10.2.2.2", 53) is not None
     # A datagram's route is not a connection's.
     assert StreamRouter(loaded.routes).match(None, "10.1.1.1", 4000, "10.2.2.2", 53) is None
-    got = desired(
-        Index([gateway_class(), gw, dns_service(), udproute("resolver")]),
-        view(Index([gateway_class(), gw, dns_service(), udproute("resolver")])),
-        [],
-    )
+    index = Index([gateway_class(), gw, dns_service(), udproute("resolver")])
+    got = desired(index, view(index), [])
     by_name = {x["name"]: x for x in got[("Gateway", "default", "main")]["listeners"]}
     assert by_name["dns"]["attachedRoutes"] == 1 and by_name["db"]["attachedRoutes"] == 0
 
