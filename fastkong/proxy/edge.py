@@ -151,14 +151,21 @@ class EdgeTable:
             raise IndexError(f"edge table: no entry for slot {slot} port {port}")
         return (slot * PORTS + port) * ENTRY
 
-    def record(self, slot: int, port: int, entry: EdgeEntry) -> None:
+    def record(self, slot: int, port: int, entry: EdgeEntry) -> bytes:
+        """Write ``entry`` for the connection on local ``port``; returns its bytes, for
+        :meth:`clear`."""
         offset = self._offset(slot, port)
         data = entry.pack()
         self._map[offset : offset + len(data)] = data
+        return data
 
-    def clear(self, slot: int, port: int) -> None:
+    def clear(self, slot: int, port: int, recorded: bytes | None = None) -> None:
+        """Clear the entry of ``port``; with ``recorded`` (what :meth:`record` returned), only
+        while it is still that one: once the connection's socket is closed, its port may carry
+        another edge process's new connection, whose fresh entry must stay."""
         offset = self._offset(slot, port)
-        self._map[offset] = 0
+        if recorded is None or self._map[offset : offset + len(recorded)] == recorded:
+            self._map[offset] = 0
 
     def lookup(self, slot: int, port: int) -> EdgeEntry | None:
         offset = self._offset(slot, port)

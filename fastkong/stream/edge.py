@@ -242,10 +242,12 @@ class Edge(Listening):
             transport.close()  # the client left while the relay connected
             return
         port = transport.get_extra_info("sockname")[1]
-        self.table.record(listener.slot, port, entry)
+        recorded = self.table.record(listener.slot, port, entry)
         # Cleared before the relay socket closes: once closed, its port is free for another
-        # edge process's next relay, whose fresh entry a later clear would wipe out.
-        session.on_end = partial(self.table.clear, listener.slot, port)
+        # edge process's next relay, whose fresh entry a later clear would wipe out. When the
+        # relay connection fails, the event loop has closed its socket first: the clear then
+        # leaves an entry that is no longer this connection's.
+        session.on_end = partial(self.table.clear, listener.slot, port, recorded)
         session.join()
 
 

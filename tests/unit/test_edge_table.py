@@ -68,6 +68,25 @@ def test_recorded_entries_are_read_back_per_slot_and_port(tmp_path: Path) -> Non
     reader.close()
 
 
+def test_a_late_clear_leaves_another_connections_entry(tmp_path: Path) -> None:
+    # Two edge processes relay through the same loopback port in turn: the first's connection
+    # failed (its socket closed before its clear ran) and the port went to the second's.
+    first_edge = EdgeTable(tmp_path / "edge", 1, create=True)
+    second_edge = EdgeTable(tmp_path / "edge", 1)
+    old = EdgeEntry(("192.0.2.1", 50000), True, "a.test", None)
+    new = EdgeEntry(("192.0.2.1", 50001), True, "a.test", None)
+    recorded = first_edge.record(0, 40000, old)
+    second_edge.record(0, 40000, new)
+    first_edge.clear(0, 40000, recorded)  # the first connection's late clear
+    assert second_edge.lookup(0, 40000) == new
+    # Its own entry, still there, is cleared.
+    mine = second_edge.record(0, 40001, old)
+    second_edge.clear(0, 40001, mine)
+    assert first_edge.lookup(0, 40001) is None
+    first_edge.close()
+    second_edge.close()
+
+
 def test_a_relayed_requests_scope_becomes_the_clients(tmp_path: Path) -> None:
     table = EdgeTable(tmp_path / "edge", 1, create=True)
     view = EdgeView.from_setting(edge_setting(tmp_path / "edge", 1, 0, "0.0.0.0", 8443))
