@@ -281,7 +281,11 @@ def test_stream_listeners_are_exposed(
         for policy in [o for o in objs if o["kind"] == "NetworkPolicy"]:
             opened = {p["port"] for p in policy["spec"]["ingress"][0]["ports"]}
             assert set(stream) <= opened, label
-    assert seen["kustomize-stream"] == {"postgres": (5432, False), "tls-passthru": (9443, True)}
+    assert seen["kustomize-stream"] == {
+        "postgres": (5432, False),
+        "tls-passthru": (9443, True),
+        "dns": (5353, False),
+    }
     assert seen["chart-stream"] == {"postgres": (5432, False), "tls": (9443, True)}
     assert all(not v for k, v in seen.items() if not k.endswith("-stream"))
 
@@ -424,6 +428,30 @@ def test_chart_refuses_stream_listeners_that_collide(listeners: list[dict[str, A
         render_chart(values)
 
 
+def assert_protocols(objs: list[dict[str, Any]], want: dict[str, str]) -> None:
+    """Each named stream port has protocol ``want[name]`` on the gateway's container, the
+    proxy Service and the NetworkPolicy (a TCP port would never carry a udp listener's
+    datagrams)."""
+    (container,) = gateway_pod(objs)["containers"][:1]
+    (proxy,) = [o for o in objs if o["metadata"]["name"] == "fastkong-proxy"]
+    (policy,) = [o for o in objs if o["kind"] == "NetworkPolicy"]
+    for found in (
+        {p["name"]: p["protocol"] for p in container["ports"]},
+        {p["name"]: p["protocol"] for p in proxy["spec"]["ports"]},
+        {p["port"]: p.get("protocol", "TCP") for p in policy["spec"]["ingress"][0]["ports"]},
+    ):
+        assert {name: found.get(name) for name in want} == want
+
+
+def test_stream_example_udp_listener_is_udp_everywhere() -> None:
+    objs = kustomize(STREAM_EXAMPLE)
+    (container,) = gateway_pod(objs)["containers"][:1]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    flags = [x.flags for x in stream_listeners(env["KONG_STREAM_LISTEN"])]
+    assert flags == [(), ("ssl",), ("udp",)]
+    assert_protocols(objs, {"dns": "UDP", "postgres": "TCP", "tls-passthru": "TCP"})
+
+
 def test_chart_udp_listener_is_udp_everywhere() -> None:
     """A ``udp: true`` listener: Kong's ``udp`` flag, and container, Service and NetworkPolicy
     ports of protocol UDP (a TCP port would never carry its datagrams); not with ssl."""
@@ -436,13 +464,7 @@ def test_chart_udp_listener_is_udp_everywhere() -> None:
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["KONG_STREAM_LISTEN"] == "0.0.0.0:5353 udp, 0.0.0.0:5432"
     assert [x.flags for x in stream_listeners(env["KONG_STREAM_LISTEN"])] == [("udp",), ()]
-    ports = {p["name"]: p["protocol"] for p in container["ports"]}
-    assert ports["dns"] == "UDP" and ports["pg"] == "TCP"
-    (proxy,) = [o for o in objs if o["metadata"]["name"] == "fastkong-proxy"]
-    assert {p["name"]: p["protocol"] for p in proxy["spec"]["ports"]}["dns"] == "UDP"
-    (policy,) = [o for o in objs if o["kind"] == "NetworkPolicy"]
-    opened = {p["port"]: p.get("protocol") for p in policy["spec"]["ingress"][0]["ports"]}
-    assert opened["dns"] == "UDP" and opened["pg"] == "TCP"
+    assert_protocols(objs, {"dns": "UDP", "pg": "TCP"})
     listeners[0]["ssl"] = True
     with pytest.raises(Exception, match="udp cannot be ssl"):
         render_chart({"stream": {"listeners": listeners}})
