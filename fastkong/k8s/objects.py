@@ -36,6 +36,7 @@ KNOWN_KINDS: Final[Mapping[str, str]] = {
     "TCPIngress": "configuration.konghq.com",
     "UDPIngress": "configuration.konghq.com",
     "ReferenceGrant": "gateway.networking.k8s.io",
+    "BackendTLSPolicy": "gateway.networking.k8s.io",
     "Namespace": "",
 }
 

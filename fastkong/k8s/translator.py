@@ -20,7 +20,8 @@ What it reads (kong.md section 6; ``kic:internal/dataplane/translator``):
   GatewayClass -> services, routes, upstreams and plugins (:mod:`fastkong.k8s.gatewayapi` decides
   what is ours, :mod:`fastkong.k8s.httproute` and :mod:`fastkong.k8s.l4route` translate); the
   backend Services' annotations and KongUpstreamPolicy apply to them as to an Ingress's; HTTPS and
-  terminating TLS listeners' Secrets -> certificates.
+  terminating TLS listeners' Secrets -> certificates; BackendTLSPolicies -> TLS to the pods of
+  the Services they target (:mod:`fastkong.k8s.backend_tls`).
 
 Unlike KIC, one broken object never blocks the rest: an object that cannot be translated, or
 whose entities do not pass the config layer's validation, is left out and reported as a
@@ -40,6 +41,7 @@ import yaml
 from fastkong.k8s import annotations as ann
 from fastkong.k8s import gatewayapi, httproute, l4route, naming, service_tls, tcpingress
 from fastkong.k8s import objects as o
+from fastkong.k8s.backend_tls import BackendTlsPolicies
 from fastkong.k8s.consumers import build_consumer, conflicts, credential_sort_key
 from fastkong.k8s.gatewayapi import DEFAULT_CONTROLLER
 from fastkong.k8s.gatewayapi import view as gateway_view
@@ -137,7 +139,9 @@ def translate(
     return TranslationResult(config, sorted(set(problems)))
 
 
-def service_record(kong_name: str, host: str, port: int, root_path: bool) -> dict[str, Any]:
+def service_record(
+    kong_name: str, host: str, port: int, root_path: bool, protocol: str = "http"
+) -> dict[str, Any]:
     """A Kong service as KIC writes one for a Service port: its defaults, and path ``/`` unless
     it serves an Ingress's default backend (KIC's translateIngressDefaultBackendService)."""
     record: dict[str, Any] = {
@@ -145,7 +149,7 @@ def service_record(kong_name: str, host: str, port: int, root_path: bool) -> dic
         "name": kong_name,
         "host": host,
         "port": port,
-        "protocol": "http",
+        "protocol": protocol,
         "connect_timeout": DEFAULT_TIMEOUT,
         "read_timeout": DEFAULT_TIMEOUT,
         "write_timeout": DEFAULT_TIMEOUT,
@@ -189,6 +193,10 @@ class _Translation:
         self.gateways = gatewayapi.GatewayView(gateway_controller)
         self.default_class = is_default_class(index, classes)
         self.params = class_parameters(index, classes, self.problems)
+        #: Gateway API BackendTLSPolicies, read as their Services' TLS annotations.
+        self.backend_tls = BackendTlsPolicies(index, self.problems)
+        #: Kong services a BackendTLSPolicy made TLS: their routes send the policy's hostname.
+        self.policy_services: set[str] = set()
 
     def note(self, record: dict[str, Any], ref: ObjectRef) -> dict[str, Any]:
         self.origin[id(record)] = ref
@@ -224,6 +232,13 @@ class _Translation:
         self.add_gateway_routes()
         self.add_consumers()
         self.attach_plugins()
+        for name in self.policy_services:
+            # Kong names the TLS server, and checks its certificate, by the Host it sends; a
+            # BackendTLSPolicy's hostname must be both (Gateway API), so it is the Host: the
+            # client's stays in X-Forwarded-Host. (KIC keeps preserve_host, so Kong checks the
+            # pod's certificate against the client's Host.)
+            for route in self.services[name]["routes"] if name in self.services else ():
+                route["preserve_host"] = False
         config: dict[str, Any] = {"_format_version": FORMAT_VERSION}
         config["services"] = [self._sorted_service(self.services[k]) for k in sorted(self.services)]
         config["upstreams"] = [self.upstreams[k] for k in sorted(self.upstreams)]
@@ -314,7 +329,7 @@ class _Translation:
                     )
                 )
                 self.add_unbacked_service(kong_name, ns, backend, ref, False)
-            elif not self.add_service(kong_name, service, backend.port, port, False):
+            elif not self.add_service(kong_name, service, backend.port, port, False, protocol):
                 why = (
                     f"service {ns}/{backend.service}: its TCP and UDP ports {backend.port} "
                     "reach different endpoints, which one upstream cannot hold; left out"
@@ -401,7 +416,14 @@ class _Translation:
         self, record: dict[str, Any], upstream: dict[str, Any], service: Obj
     ) -> None:
         """A Kubernetes Service's annotations (service and upstream fields, TLS to the pods) and
-        KongUpstreamPolicy on the Kong service and upstream made for it."""
+        KongUpstreamPolicy on the Kong service and upstream made for it; a BackendTLSPolicy
+        that targets the Service counts as its TLS annotations (backend_tls.py)."""
+        if record.get("protocol") == "http":
+            # HTTP services only: a stream service's protocol is tcp, tls or udp.
+            with_policy = self.backend_tls.apply(service)
+            if with_policy is not service:
+                self.policy_services.add(record["name"])
+                service = with_policy
         ref = ObjectRef.of(service)
         ann.apply_service_annotations(record, upstream, o.anns(service), ref, self.problems)
         service_tls.apply(record, service, self.index, self.problems, self.client_certs)
@@ -422,6 +444,7 @@ class _Translation:
         port_key: str,
         port: Mapping[str, Any],
         root_path: bool = True,
+        protocol: str = "http",
     ) -> bool:
         """Add the Kong service of a Service port and its upstream; False (nothing added) when
         that upstream is already there with other targets: the TCP and the UDP port of one
@@ -432,7 +455,8 @@ class _Translation:
         found = targets(self.index, service, port, upstream_dns)
         if host in self.upstreams and self.upstreams[host]["targets"] != found:
             return False
-        record = self.note(service_record(kong_name, host, port.get("port", 80), root_path), ref)
+        record = service_record(kong_name, host, port.get("port", 80), root_path, protocol)
+        record = self.note(record, ref)
         record["tags"] = o.tags(service)
         upstream = self.note({"name": host, "tags": o.tags(service)}, ref)
         self.apply_backend_service(record, upstream, service)

@@ -97,6 +97,8 @@ RESOURCES: Final = (
     Resource("TLSRoute", GATEWAY_GROUP, "v1alpha2", "tlsroutes"),
     Resource("UDPRoute", GATEWAY_GROUP, "v1alpha2", "udproutes"),
     Resource("ReferenceGrant", GATEWAY_GROUP, "v1beta1", "referencegrants"),
+    # KIC's version of it (experimental channel; 404 without its CRD).
+    Resource("BackendTLSPolicy", GATEWAY_GROUP, "v1alpha3", "backendtlspolicies"),
     # For listeners' allowedRoutes.namespaces.selector.
     Resource("Namespace", "", "v1", "namespaces", namespaced=False),
 )

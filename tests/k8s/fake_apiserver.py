@@ -83,6 +83,7 @@ KINDS = [
     Kind("Gateway", GATEWAY, "v1", "gateways"),
     Kind("HTTPRoute", GATEWAY, "v1", "httproutes"),
     Kind("ReferenceGrant", GATEWAY, "v1beta1", "referencegrants"),
+    Kind("BackendTLSPolicy", GATEWAY, "v1alpha3", "backendtlspolicies"),
     Kind("TCPRoute", GATEWAY, "v1alpha2", "tcproutes"),
     Kind("TLSRoute", GATEWAY, "v1alpha2", "tlsroutes"),
     Kind("UDPRoute", GATEWAY, "v1alpha2", "udproutes"),

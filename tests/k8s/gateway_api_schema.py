@@ -1,9 +1,9 @@
 """Strict JSON schemas of the Gateway API kinds the controller reads (``gateway.networking.k8s.io``
 standard channel: GatewayClass, Gateway, HTTPRoute v1; ReferenceGrant v1beta1; experimental channel:
-TCPRoute, TLSRoute, UDPRoute v1alpha2), written for the offline manifest tests: every field of the
-API's specs by name and type, unknown fields errors (as ``kubectl apply --validate=strict`` refuses
-them). A cluster gets the CRDs from the Gateway API project itself; these only catch a misspelt or
-misplaced field in fastkong's examples and test inputs."""
+TCPRoute, TLSRoute, UDPRoute v1alpha2, BackendTLSPolicy v1alpha3), written for the offline manifest
+tests: every field of the API's specs by name and type, unknown fields errors (as ``kubectl apply
+--validate=strict`` refuses them). A cluster gets the CRDs from the Gateway API project itself;
+these only catch a misspelt or misplaced field in fastkong's examples and test inputs."""
 
 from __future__ import annotations
 
@@ -108,6 +108,20 @@ SPECS: dict[str, dict[str, Any]] = {
     "TLSRoute": _obj(
         ("rules",), parentRefs=_list(_PARENT_REF), hostnames=_list(STR), rules=_STREAM_RULES
     ),
+    "BackendTLSPolicy": _obj(
+        ("targetRefs", "validation"),
+        targetRefs=_list(
+            _obj(("group", "kind", "name"), group=STR, kind=STR, name=STR, sectionName=STR)
+        ),
+        validation=_obj(
+            ("hostname",),
+            caCertificateRefs=_list(_LOCAL_REF),
+            wellKnownCACertificates=STR,
+            hostname=STR,
+            subjectAltNames=_list(_obj(("type",), type=STR, hostname=STR, uri=STR)),
+        ),
+        options=STR_MAP,
+    ),
     "ReferenceGrant": _obj(
         ("from", "to"),
         **{
@@ -119,9 +133,14 @@ SPECS: dict[str, dict[str, Any]] = {
 
 
 # The API versions a kind is written in (the served ones of the channel the kind is in).
+_EXPERIMENTAL: dict[str, tuple[str, ...]] = {
+    "TCPRoute": ("v1alpha2",),
+    "TLSRoute": ("v1alpha2",),
+    "UDPRoute": ("v1alpha2",),
+    "BackendTLSPolicy": ("v1alpha3",),
+}
 VERSIONS: dict[str, tuple[str, ...]] = {
-    kind: ("v1alpha2",) if kind in ("TCPRoute", "TLSRoute", "UDPRoute") else ("v1", "v1beta1")
-    for kind in SPECS
+    kind: _EXPERIMENTAL.get(kind, ("v1", "v1beta1")) for kind in SPECS
 }
 
 
