@@ -56,6 +56,7 @@ from fastkong.k8s.ingress import (
     route_record,
     tls_hosts,
 )
+from fastkong.k8s.layout import CREDENTIAL_ARRAYS, drop_empty, order_keys
 from fastkong.k8s.objects import Index, Obj, ObjectRef, Problem
 from fastkong.k8s.plugins import PluginError, build_plugin, global_plugins, resolve
 from fastkong.k8s.prune import Pruner, Validator, config_layer_validator
@@ -67,13 +68,6 @@ DEFAULT_INGRESS_CLASS: Final = "fastkong"
 FORMAT_VERSION: Final = "3.0"
 DEFAULT_TIMEOUT: Final = 60000
 DEFAULT_RETRIES: Final = 5
-_CREDENTIAL_ARRAYS: Final = (
-    "keyauth_credentials",
-    "basicauth_credentials",
-    "hmacauth_credentials",
-    "jwt_secrets",
-    "acls",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +129,7 @@ def translate(
         pruner = Pruner(config, run.origin)
         pruner.run(validator)
         problems += pruner.problems
-        _drop_empty(config)
+        drop_empty(config)
     return TranslationResult(config, sorted(set(problems)))
 
 
@@ -254,8 +248,8 @@ class _Translation:
             self.note(record, ObjectRef.of(secret))
             for record, secret in service_tls.ca_certificates(self.index, self.problems)
         ]
-        _drop_empty(config)
-        _order_keys(config)
+        drop_empty(config)
+        order_keys(config)
         return config
 
     # -- ingresses -> services, routes, upstreams -----------------------------------------------
@@ -525,7 +519,7 @@ class _Translation:
             consumer.setdefault(plural, []).append(self.note(record, secret_ref))
 
     def _sorted_consumer(self, consumer: dict[str, Any]) -> dict[str, Any]:
-        for plural in _CREDENTIAL_ARRAYS:
+        for plural in CREDENTIAL_ARRAYS:
             if plural in consumer:
                 consumer[plural].sort(key=credential_sort_key)
         consumer["plugins"].sort(key=_plugin_key)
@@ -705,109 +699,3 @@ def _is_uuid(value: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _drop_empty(record: dict[str, Any]) -> None:
-    """Remove empty entity lists (nested too), so the YAML shows only what is there."""
-    for key in list(record):
-        value = record[key]
-        if key in _NESTABLE and _is_entity_list(value):
-            if not value:
-                del record[key]
-                continue
-            for item in value:
-                _drop_empty(item)
-
-
-#: Field order in the output, per entity array (Kong's schema order, identity first); fields not
-#: listed follow in name order, then nested entity arrays.
-_FIELD_ORDER: Final[dict[str, tuple[str, ...]]] = {
-    "services": (
-        "id",
-        "name",
-        "host",
-        "port",
-        "protocol",
-        "path",
-        "connect_timeout",
-        "read_timeout",
-        "write_timeout",
-        "retries",
-    ),
-    "routes": (
-        "id",
-        "name",
-        "hosts",
-        "paths",
-        "methods",
-        "headers",
-        "snis",
-        "sources",
-        "destinations",
-        "protocols",
-        "https_redirect_status_code",
-        "strip_path",
-        "preserve_host",
-        "regex_priority",
-        "path_handling",
-        "request_buffering",
-        "response_buffering",
-    ),
-    "upstreams": ("name", "host_header"),
-    "targets": ("target", "weight"),
-    "consumers": ("id", "username", "custom_id"),
-    "plugins": (
-        "id",
-        "name",
-        "instance_name",
-        "route",
-        "service",
-        "consumer",
-        "config",
-        "protocols",
-    ),
-    "certificates": ("id", "cert", "key"),
-    "ca_certificates": ("id", "cert"),
-    "snis": ("name",),
-    "keyauth_credentials": ("key", "ttl"),
-    "basicauth_credentials": ("username", "password"),
-    "hmacauth_credentials": ("username", "secret"),
-    "jwt_secrets": ("key", "secret", "algorithm", "rsa_public_key"),
-    "acls": ("group",),
-}
-
-
-def _is_entity_list(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(v, dict) for v in value)
-
-
-def _order_keys(record: dict[str, Any], plural: str | None = None) -> None:
-    """Rewrite ``record`` (and its nested entities) with its fields in :data:`_FIELD_ORDER`."""
-    first = _FIELD_ORDER.get(plural, ()) if plural else ("_format_version",)
-    nested = [k for k in record if k in _NESTABLE and _is_entity_list(record[k])]
-    keys = [k for k in first if k in record]
-    keys += sorted(k for k in record if k not in keys and k not in nested and k != "tags")
-    keys += ["tags"] if "tags" in record else []
-    keys += sorted(nested, key=list(_FIELD_ORDER).index) if plural else nested
-    items = [(k, record.pop(k)) for k in keys]
-    record.update(items)
-    for key in nested:
-        for child in record[key]:
-            if isinstance(child, dict):
-                _order_keys(child, key)
-
-
-_NESTABLE: Final = frozenset(
-    {
-        "services",
-        "routes",
-        "plugins",
-        "upstreams",
-        "targets",
-        "consumers",
-        "certificates",
-        "ca_certificates",
-        "snis",
-    }
-    | set(_CREDENTIAL_ARRAYS)
-)
