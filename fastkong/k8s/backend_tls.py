@@ -18,11 +18,19 @@ included, as in KIC), the policy reads as these annotations on the Service:
 ``wellKnownCACertificates: System`` needs nothing more (Kong verifies against the system's
 CAs when a service names none); ``subjectAltNames`` is not read (KIC does not either). A Service
 that two or more policies target gets none of them and a problem, as in KIC.
+
+**Status** (:func:`ancestors`, written with the rest of the Gateway API status): one
+``status.ancestors`` entry per Gateway of ours that carries an HTTPRoute to a Service the
+policy targets (at most 16), with our ``controllerName`` and KIC's ``Accepted`` condition:
+True, or False ``Conflicted`` (another policy targets one of its Services) or ``Invalid`` (a CA
+ref that is not a core Secret or ConfigMap, a CA Secret that does not exist,
+``subjectAltNames``). Unlike KIC, ``wellKnownCACertificates: System`` is accepted. Other
+controllers' entries are kept.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from fastkong.k8s import annotations as ann
@@ -31,6 +39,29 @@ from fastkong.k8s.objects import Index, Obj, ObjectRef, Problem
 
 KIND: Final = "BackendTLSPolicy"
 DEPTH_OPTION: Final = "gateway.konghq.com/tls-verify-depth"
+#: The Gateway API's limit on a policy's ``status.ancestors``.
+MAX_ANCESTORS: Final = 16
+
+
+def targets(policy: Obj) -> list[tuple[str, str]]:
+    """The (namespace, name) of each Service the policy's ``targetRefs`` name."""
+    out: list[tuple[str, str]] = []
+    for ref in o.spec(policy).get("targetRefs") or []:
+        if not isinstance(ref, Mapping) or ref.get("kind") != "Service":
+            continue
+        key = (o.namespace(policy), str(ref.get("name")))
+        if ref.get("group") in (None, "", "core") and key not in out:
+            out.append(key)
+    return out
+
+
+def targeted(index: Index) -> dict[tuple[str, str], list[Obj]]:
+    """Service (namespace, name) -> the policies that target it, by namespace and name."""
+    out: dict[tuple[str, str], list[Obj]] = {}
+    for policy in sorted(index.all(KIND), key=lambda p: (o.namespace(p), o.name(p))):
+        for key in targets(policy):
+            out.setdefault(key, []).append(policy)
+    return out
 
 
 class BackendTlsPolicies:
@@ -38,19 +69,9 @@ class BackendTlsPolicies:
     Service's problem is reported once however many Kong services it backs)."""
 
     def __init__(self, index: Index, problems: list[Problem]) -> None:
-        targeted: dict[tuple[str, str], list[Obj]] = {}
-        for policy in sorted(index.all(KIND), key=lambda p: (o.namespace(p), o.name(p))):
-            for ref in o.spec(policy).get("targetRefs") or []:
-                if not isinstance(ref, Mapping):
-                    continue
-                if (ref.get("group") or "") != "" or ref.get("kind") != "Service":
-                    continue
-                key = (o.namespace(policy), str(ref.get("name")))
-                if policy not in targeted.setdefault(key, []):
-                    targeted[key].append(policy)
         #: (namespace, Service name) -> the annotations its one policy stands for.
         self.annotations: dict[tuple[str, str], dict[str, str]] = {}
-        for (ns, name), policies in sorted(targeted.items()):
+        for (ns, name), policies in sorted(targeted(index).items()):
             service = index.get("Service", ns, name)
             if len(policies) > 1:
                 names = ", ".join(o.name(p) for p in policies)
@@ -106,4 +127,66 @@ def _annotations(policy: Obj, problems: list[Problem]) -> dict[str, str]:
     return out
 
 
-__all__ = ["BackendTlsPolicies", "KIND"]
+def accepted(
+    index: Index, policy: Obj, by_service: Mapping[tuple[str, str], list[Obj]]
+) -> tuple[bool, str, str]:
+    """KIC's ``Accepted`` condition of ``policy``: (status, reason, message)."""
+    if any(len(by_service.get(key, ())) > 1 for key in targets(policy)):
+        return False, "Conflicted", "Multiple BackendTLSPolicies target the same service"
+    ns = o.namespace(policy)
+    validation = o.spec(policy).get("validation")
+    validation = validation if isinstance(validation, Mapping) else {}
+    invalid = []
+    for ref in validation.get("caCertificateRefs") or []:
+        ref = ref if isinstance(ref, Mapping) else {}
+        kind, name = ref.get("kind"), str(ref.get("name"))
+        if ref.get("group") not in (None, "", "core") or kind not in ("Secret", "ConfigMap"):
+            invalid.append(
+                "CACertificateRefs must reference ConfigMaps or Secrets in the core group"
+            )
+            break
+        if kind == "Secret" and index.get("Secret", ns, name) is None:
+            invalid.append(f"Secret {ns}/{name} set as CACertificateRef not found")
+            break
+    if validation.get("subjectAltNames"):
+        invalid.append("SubjectAltNames feature is not currently supported")
+    if invalid:
+        return False, "Invalid", " - ".join(invalid)
+    return True, "Accepted", ""
+
+
+Condition = Callable[[str, bool, str, int, str], dict[str, Any]]
+
+
+def ancestors(
+    index: Index,
+    policy: Obj,
+    by_service: Mapping[tuple[str, str], list[Obj]],
+    gateways_of: Callable[[tuple[str, str]], list[tuple[str, str]]],
+    controller: str,
+    condition: Condition,
+) -> list[dict[str, Any]]:
+    """Our ``status.ancestors`` entries for ``policy`` (module docstring): ``gateways_of`` gives
+    the Gateways of ours that carry a route to a Service, ``condition`` builds a condition."""
+    found: list[tuple[str, str]] = []
+    for key in targets(policy):
+        found += [g for g in gateways_of(key) if g not in found]
+    ok, reason, message = accepted(index, policy, by_service)
+    generation = o.meta(policy).get("generation")
+    generation = generation if isinstance(generation, int) else 1
+    return [
+        {
+            "ancestorRef": {
+                "group": "gateway.networking.k8s.io",
+                "kind": "Gateway",
+                "namespace": ns,
+                "name": name,
+            },
+            "controllerName": controller,
+            "conditions": [condition("Accepted", ok, reason, generation, message)],
+        }
+        for ns, name in sorted(found)[:MAX_ANCESTORS]
+    ]
+
+
+__all__ = ["BackendTlsPolicies", "KIND", "accepted", "ancestors", "targeted", "targets"]

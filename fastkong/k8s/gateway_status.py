@@ -12,6 +12,7 @@ translator used, it computes
   UDP, nothing else: Accepted False UnsupportedProtocol), ``attachedRoutes`` and its conditions (a
   terminating listener whose certificate Secret is missing or not granted: ResolvedRefs False
   InvalidCertificateRef or RefNotPermitted, Programmed False).
+- **BackendTLSPolicy**: ``status.ancestors`` (:mod:`fastkong.k8s.backend_tls`).
 - **HTTPRoute, TCPRoute, TLSRoute, UDPRoute**: one ``status.parents[]`` entry per ``parentRefs``
   entry naming one of our Gateways, with our ``controllerName``: ``Accepted`` (Accepted,
   NoMatchingParent, NotAllowedByListeners, NoMatchingListenerHostname, or UnsupportedValue when the
@@ -38,8 +39,8 @@ from typing import Any, Final
 from kubernetes.aio.client import ApiClient, CustomObjectsApi
 from kubernetes.aio.client.exceptions import ApiException
 
+from fastkong.k8s import backend_tls, l4route
 from fastkong.k8s import gatewayapi as gw
-from fastkong.k8s import l4route
 from fastkong.k8s import objects as o
 from fastkong.k8s.gatewayapi import GatewayView, RouteView
 from fastkong.k8s.httproute import route_errors
@@ -56,6 +57,7 @@ PLURALS: Final = {
     "TCPRoute": "tcproutes",
     "TLSRoute": "tlsroutes",
     "UDPRoute": "udproutes",
+    backend_tls.KIND: "backendtlspolicies",
 }
 
 
@@ -116,7 +118,39 @@ def desired(
         if rv is None and not current:
             continue  # never ours: leave it alone
         out[(str(route.get("kind")), *key)] = {**o_status(route), "parents": kept + mine}
+    _policies(index, view, out)
     return out
+
+
+def _policies(index: Index, view: GatewayView, out: dict[Key, dict[str, Any]]) -> None:
+    """BackendTLSPolicies' ``status.ancestors`` (backend_tls.py)."""
+    policies = index.all(backend_tls.KIND)
+    if not policies:
+        return
+    # Service (ns, name) -> our Gateways whose accepted HTTPRoutes have it as a backend.
+    carriers: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for rv in view.routes:
+        if rv.kind != gw.ROUTE_KIND:
+            continue
+        gateways = [p.gateway for p in rv.parents if p.accepted]
+        for rule in rv.spec.get("rules") or []:
+            for ref in (rule.get("backendRefs") if isinstance(rule, Mapping) else None) or []:
+                if not isinstance(ref, Mapping) or ref.get("kind", "Service") != "Service":
+                    continue
+                service = (str(ref.get("namespace") or rv.key[0]), str(ref.get("name")))
+                found = carriers.setdefault(service, [])
+                found += [g for g in gateways if g not in found]
+    by_service = backend_tls.targeted(index)
+    for policy in policies:
+        mine = backend_tls.ancestors(
+            index, policy, by_service, lambda s: carriers.get(s, []), view.controller, condition
+        )
+        entries = [a for a in o_status(policy).get("ancestors") or [] if isinstance(a, Mapping)]
+        kept = [a for a in entries if a.get("controllerName") != view.controller]
+        if not mine and len(kept) == len(entries):
+            continue  # never ours: leave it alone
+        key = (backend_tls.KIND, o.namespace(policy), o.name(policy))
+        out[key] = {**o_status(policy), "ancestors": kept + mine}
 
 
 def o_status(obj: Obj) -> dict[str, Any]:
@@ -247,7 +281,7 @@ def _counterpart(new: Any, olds: list[Any], i: int) -> Any:
     """The old list item that ``new`` replaces: same condition type, listener name or parent
     reference, else the same position."""
     if isinstance(new, Mapping):
-        for field in ("type", "name", "parentRef"):
+        for field in ("type", "name", "parentRef", "ancestorRef"):
             if field in new:
                 for old in olds:
                     if isinstance(old, Mapping) and old.get(field) == new[field]:

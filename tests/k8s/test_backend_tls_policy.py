@@ -1,8 +1,8 @@
-"""Gateway API BackendTLSPolicy (fastkong/k8s/backend_tls.py): translated as KIC reads it, as
-TLS annotations on the Services it targets, with the policy's hostname as the Host its routes
-send; then served: a gateway on the translated config reaches an HTTPS backend on loopback
-whose certificate names the policy's hostname and is signed by the policy's CA Secret, whatever
-Host the client sent, and refuses one that does not match."""
+"""Gateway API BackendTLSPolicy (fastkong/k8s/backend_tls.py): its status, and translated as
+KIC reads it, as TLS annotations on the Services it targets, with the policy's hostname as the
+Host its routes send; then served: a gateway on the translated config reaches an HTTPS backend
+on loopback whose certificate names the policy's hostname and is signed by the policy's CA
+Secret, whatever Host the client sent, and refuses one that does not match."""
 
 from __future__ import annotations
 
@@ -18,9 +18,13 @@ import pytest
 
 from fastkong.config import load_config
 from fastkong.k8s import translate
+from fastkong.k8s.gateway_status import desired
+from fastkong.k8s.gatewayapi import view
+from fastkong.k8s.objects import Index
 from tests.helpers import Gateway, LoopServer
 from tests.k8s.gateway_api_schema import schemas
 from tests.k8s.kube import (
+    CONTROLLER,
     backend_ref,
     endpoint_slice,
     gateway,
@@ -194,3 +198,54 @@ def test_the_policy_is_served(
     if body is not None:
         # Kong's Host: the upstream's host_header, with the port when not 443.
         assert answer.text == f"{body}:{peer.port}"
+
+
+def test_policy_status_names_our_gateways_and_kics_acceptance() -> None:
+    pki = Pki("backend CA")
+    ok = policy("api-tls", "api")
+    ok["spec"]["validation"]["wellKnownCACertificates"] = "System"  # KIC: Invalid
+    (entry,) = status_of(cluster(pki, 8443, ok))[POLICY]["ancestors"]
+    assert entry["ancestorRef"] == {
+        "group": "gateway.networking.k8s.io",
+        "kind": "Gateway",
+        "namespace": "default",
+        "name": "main",
+    }
+    assert entry["controllerName"] == CONTROLLER
+    assert accepted(entry) == ("True", "Accepted", "")
+    # Another controller's entry is kept; ours follows the policy.
+    theirs = {"ancestorRef": {"name": "x"}, "controllerName": "example.com/other"}
+    sans = policy("api-tls", "api")
+    validation = sans["spec"]["validation"]
+    validation["subjectAltNames"] = [{"type": "Hostname", "hostname": "a.test"}]
+    validation["caCertificateRefs"].append({"group": "", "kind": "Secret", "name": "gone"})
+    sans["status"] = {"ancestors": [theirs]}
+    kept, entry = status_of(cluster(pki, 8443, sans))[POLICY]["ancestors"]
+    assert kept == theirs
+    assert accepted(entry) == (
+        "False",
+        "Invalid",
+        "Secret default/gone set as CACertificateRef not found - "
+        "SubjectAltNames feature is not currently supported",
+    )
+    got = status_of(cluster(pki, 8443, policy("a", "api"), policy("b", "api")))
+    for name in ("a", "b"):
+        (entry,) = got[("BackendTLSPolicy", "default", name)]["ancestors"]
+        assert accepted(entry)[:2] == ("False", "Conflicted")
+    # A policy whose Service no route of ours carries: no status of ours.
+    lonely = status_of(cluster(pki, 8443, policy("o", "other")))
+    assert ("BackendTLSPolicy", "default", "o") not in lonely
+
+
+POLICY = ("BackendTLSPolicy", "default", "api-tls")
+
+
+def status_of(objs: list[dict[str, Any]]) -> Any:
+    index = Index(objs)
+    return desired(index, view(index))
+
+
+def accepted(entry: dict[str, Any]) -> tuple[str, str, str]:
+    (cond,) = entry["conditions"]
+    assert cond["type"] == "Accepted"
+    return cond["status"], cond["reason"], cond["message"]

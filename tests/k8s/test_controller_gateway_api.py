@@ -244,3 +244,32 @@ async def test_a_cross_namespace_backend_waits_for_its_reference_grant(
 
 async def _is(value: Any, expected: int) -> bool:
     return bool(await value == expected)
+
+
+async def test_a_backend_tls_policy_gets_its_ancestors_status() -> None:
+    tls_policy = {
+        "apiVersion": "gateway.networking.k8s.io/v1alpha3",
+        "kind": "BackendTLSPolicy",
+        "metadata": {"name": "echo-tls", "namespace": "default"},
+        "spec": {
+            "targetRefs": [{"group": "", "kind": "Service", "name": "echo"}],
+            "validation": {"hostname": "echo.internal", "wellKnownCACertificates": "System"},
+        },
+    }
+    async with FakeApiServer() as api:
+        api.create(service("echo"))
+        api.create(gateway_class())
+        api.create(gateway("main", listener()))
+        api.create(httproute("app", rule("/", backend_ref("echo"))))
+        api.create(tls_policy)
+
+        def ancestors() -> list[dict[str, Any]]:
+            stored = api.get("BackendTLSPolicy", "default", "echo-tls") or {}
+            return list((stored.get("status") or {}).get("ancestors") or [])
+
+        async with controller(api):
+            await eventually(ancestors, what="BackendTLSPolicy status")
+            (entry,) = ancestors()
+            assert entry["ancestorRef"]["name"] == "main"
+            assert entry["controllerName"] == CONTROLLER
+            assert conditions({"status": entry}) == {"Accepted": ("True", "Accepted", 1)}

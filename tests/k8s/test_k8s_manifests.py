@@ -746,6 +746,7 @@ def test_cluster_role_covers_what_the_controller_reads_and_writes(
             "tcproutes",
             "tlsroutes",
             "udproutes",
+            "backendtlspolicies",
         ):
             assert ("gateway.networking.k8s.io", f"{plural}/status", "update") in granted, label
         # The stream routes, named here as well until fastkong.k8s.watch.RESOURCES has them.
