@@ -29,6 +29,8 @@ import uvloop
 from fastkong import metrics
 from fastkong.control.lifeline import die_with_parent, expected_parent
 from fastkong.control.state import file_identity, read_state, write_report
+from fastkong.plugins.bundled import _queue as http_queue
+from fastkong.plugins.bundled import file_log
 from fastkong.proxy.edge import EdgeTable
 from fastkong.proxy.trust import TrustedIps
 from fastkong.stream.access_log import StreamAccessLog
@@ -182,6 +184,9 @@ async def serve(options: dict[str, Any]) -> int:
     await asyncio.sleep(0)  # the sessions' done callbacks (log lines, counts) are queued
     if access_log is not None:
         access_log.close()
+    # What the log plugins hold for the sessions that ended, before exiting.
+    await http_queue.drain(5.0)
+    file_log.close_all()
     metrics.WORKER.close()
     return 0
 

@@ -17,7 +17,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Final, cast
+
+if TYPE_CHECKING:
+    from fastkong.stream.session_log import RouteLogPhase, TlsInfo
 
 HOLD_LIMIT: Final = 256 * 1024
 
@@ -104,7 +107,8 @@ class Session:
     """One proxied connection: its two sides, its idle deadline, and when it ended."""
 
     __slots__ = ("client", "upstream", "idle_timeout", "last", "done", "timer", "loop",
-                 "started", "status", "client_addr", "proxied", "meter", "on_end")  # fmt: skip
+                 "started", "status", "client_addr", "proxied", "log_phase", "server_port",
+                 "tls", "kong_ms", "on_end")  # fmt: skip
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, idle_timeout: float, client_addr: str = ""
@@ -115,9 +119,14 @@ class Session:
         self.client_addr = client_addr
         self.status = 200
         #: Whether the upstream was reached (the metrics' ``source``: service, else kong), and
-        #: what counts the session when it ends: (prometheus plugin, service, route) or None.
+        #: the route's log phase, run when the session ends (stream/session_log.py), or None.
         self.proxied = False
-        self.meter: tuple[Any, str, str] | None = None
+        self.log_phase: RouteLogPhase | None = None
+        #: For the log plugins' message: the listener's port, the TLS the gateway terminated
+        #: (version, cipher), and the milliseconds until the upstream was connected.
+        self.server_port = 0
+        self.tls: TlsInfo | None = None
+        self.kong_ms = 0
         self.idle_timeout = idle_timeout
         self.client = Side("client", self)
         self.upstream = Side("upstream", self)

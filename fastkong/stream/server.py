@@ -39,7 +39,7 @@ import ssl
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, Final
+from typing import Final
 
 from fastkong.proxy.routing import strip_port
 from fastkong.proxy.trust import TrustedIps
@@ -51,6 +51,7 @@ from fastkong.stream.clienthello import NOT_TLS, Peek, peek_client_hello
 from fastkong.stream.pipe import Session
 from fastkong.stream.proxy_protocol import BrokenHeader, ProxyHeader, parse_proxy_header
 from fastkong.stream.router import StreamRoute
+from fastkong.stream.session_log import count_session
 from fastkong.stream.snapshot import StreamSnapshot, empty_snapshot
 from fastkong.upstreams.balancers import Balancer, Peer
 from fastkong.upstreams.dns import Resolver
@@ -229,7 +230,7 @@ class StreamProxy(Listening):
             return
         route, service, _ = decided
         loop = asyncio.get_running_loop()
-        session = self.open_session(loop, snapshot, route, service, src_ip, started)
+        session = self.open_session(loop, snapshot, route, service, src_ip, started, dst_port)
         transport.set_protocol(session.client)
         session.client.connection_made(transport)
         if first:
@@ -246,27 +247,35 @@ class StreamProxy(Listening):
         service: ServicePlan,
         client_ip: str,
         started: float,
+        server_port: int,
     ) -> Session:
         session = Session(loop, service.read_timeout, client_ip)
         session.started = started
-        session.meter = snapshot.meters.get(route.id)
+        session.server_port = server_port
+        session.log_phase = snapshot.log_phases.get(route.id)
         self.sessions.add(session)
         session.done.add_done_callback(partial(self._ended, session))
         return session
 
     def _ended(self, session: Session, _: object) -> None:
-        """The session's log phase: its access log line and its metrics."""
+        """The session's log phase: its access log line, its metrics and log plugins."""
         self.sessions.discard(session)
         seconds = time.monotonic() - session.started
         sent, received = session.upstream.received, session.client.received
         if self.access_log is not None:
             self.access_log.session(session.client_addr, session.status, sent, received, seconds)
-        count_session(session.meter, session.status, session.proxied, received, sent, seconds)
+        count_session(
+            session.log_phase, session.status, session.proxied, received, sent, seconds,
+            session.client_addr, session.server_port, session.tls, session.kong_ms,
+        )  # fmt: skip
 
     @staticmethod
-    def meter_refused(snapshot: StreamSnapshot, route: StreamRoute, code: int) -> None:
-        """Count a routed connection closed before proxying (Kong logs its stream exits)."""
-        count_session(snapshot.meters.get(route.id), code, False, 0, 0, 0.0)
+    def end_refused(
+        snapshot: StreamSnapshot, route: StreamRoute, code: int, client_ip: str, port: int
+    ) -> None:
+        """The log phase of a routed connection closed before proxying (Kong logs its stream
+        exits)."""
+        count_session(snapshot.log_phases.get(route.id), code, False, 0, 0, 0.0, client_ip, port)
 
     def log_broken_header(self, client_ip: str, started: float) -> None:
         self.log_refused(client_ip, status.BAD_REQUEST, started)
@@ -301,16 +310,16 @@ class StreamProxy(Listening):
                 terminate = True
             elif "tls_passthrough" not in route.protocols:
                 log.error("unexpected protocols in matched Route %s", route.name or route.id)
-                self.meter_refused(snapshot, route, status.INTERNAL_ERROR)
+                self.end_refused(snapshot, route, status.INTERNAL_ERROR, src_ip, dst_port)
                 return status.INTERNAL_ERROR
         service = snapshot.service(route)
         refused = refusal(snapshot, route, src_ip)
         if refused:
-            self.meter_refused(snapshot, route, refused)
+            self.end_refused(snapshot, route, refused, src_ip, dst_port)
             return refused
         if service is None:
             log.error("stream route %s has no service", route.name or route.id)
-            self.meter_refused(snapshot, route, status.INTERNAL_ERROR)
+            self.end_refused(snapshot, route, status.INTERNAL_ERROR, src_ip, dst_port)
             return status.INTERNAL_ERROR
         return route, service, terminate
 
@@ -324,6 +333,7 @@ class StreamProxy(Listening):
     ) -> None:
         # The client's bytes wait (held, bounded) while the upstream connects.
         outcome = await self.connect_upstream(session, snapshot, route, sni, src_ip)
+        session.kong_ms = int((time.monotonic() - session.started) * 1000 + 0.5)
         if outcome == status.OK and not session.done.done():
             session.proxied = True
             session.join()
@@ -361,7 +371,7 @@ class StreamProxy(Listening):
             self.log_refused(src_ip, decided, started)
             return
         route, service, terminate = decided
-        session = self.open_session(loop, snapshot, route, service, src_ip, started)
+        session = self.open_session(loop, snapshot, route, service, src_ip, started, dst_port)
         ssl_ctx = None
         if terminate:
             assert snapshot.certificates is not None
@@ -380,6 +390,10 @@ class StreamProxy(Listening):
             session.status = status.INTERNAL_ERROR if ssl_ctx is not None else status.OK
             session.end()
             return
+        if ssl_ctx is not None and session.client.transport is not None:
+            tls = session.client.transport.get_extra_info("ssl_object")
+            if isinstance(tls, ssl.SSLObject):
+                session.tls = (tls.version() or "", (tls.cipher() or ("",))[0])
         await self._proxy(session, snapshot, route, hello.sni, src_ip)
         await session.done
 
@@ -645,21 +659,6 @@ def _release(balancer: Balancer, peer: Peer, elapsed: float, _: object) -> None:
     balancer.done(peer, elapsed)  # least-connections counts the connection until it ends
 
 
-def count_session(
-    meter: tuple[Any, str, str] | None,
-    code: int,
-    proxied: bool,
-    received: int,
-    sent: int,
-    seconds: float,
-) -> None:
-    """Count a stream session (tcp, tls or udp) with its route's prometheus instance, if any:
-    ``meter`` is (plugin, service label, route label), made at config load."""
-    if meter is not None:
-        plugin, service, route = meter
-        plugin.session(service, route, code, proxied, received, sent, seconds * 1000)
-
-
 def refusal(snapshot: StreamSnapshot, route: StreamRoute, client_ip: str) -> int:
     """0 if the route's ip-restriction (if any) lets ``client_ip`` through, else the status
     Kong's stream exit closes the connection with (the plugin's ``status``, 403 unless set)."""
@@ -671,7 +670,6 @@ def refusal(snapshot: StreamSnapshot, route: StreamRoute, client_ip: str) -> int
 
 __all__ = [
     "HeaderReader",
-    "count_session",
     "Listening",
     "bare_prologue",
     "StreamListener",

@@ -6,9 +6,10 @@ upstream across reloads.
 
 **Plugins.** Kong runs a plugin on stream routes when its ``protocols`` name a stream protocol
 (``tcp``, ``tls``, ``tls_passthrough``, ``udp``). Of fastkong's bundled plugins
-``ip-restriction`` acts on a stream connection (Kong's ``preread`` handler) and ``prometheus``
-counts it when it ends (its ``log`` handler); they are resolved per route with Kong's precedence
-(route and service, route, service, global). Any other plugin whose
+``ip-restriction`` acts on a stream connection (Kong's ``preread`` handler), and when it ends
+``prometheus`` counts it and ``file-log``, ``http-log``, ``tcp-log`` and ``udp-log`` log it
+with Kong's stream serializer (their ``log`` handlers, :mod:`.session_log`); they are resolved
+per route with Kong's precedence (route and service, route, service, global). Any other plugin whose
 ``protocols`` take in stream routes is named once per snapshot in a warning: it loads and does
 not run on them.
 """
@@ -21,15 +22,20 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from fastkong.config import Config
+from fastkong.plugins.bundled._serializer import entity_row
 from fastkong.plugins.chain import build_plugins
 from fastkong.runtime import ServicePlan, compile_services
 from fastkong.stream.certs import CertificateSet, server_context
 from fastkong.stream.router import STREAM_PROTOCOLS, UDP_PROTOCOLS, StreamRoute, StreamRouter
+from fastkong.stream.session_log import RouteLogPhase
 
 log = logging.getLogger("fastkong.stream")
 
-#: The stream plugins fastkong runs (Kong's bundled plugins with a ``preread`` handler).
-STREAM_PLUGINS = frozenset({"ip-restriction", "prometheus"})
+#: The log plugins that log stream sessions (each has ``write(line)``).
+STREAM_LOGGERS = frozenset({"file-log", "http-log", "tcp-log", "udp-log"})
+#: The stream plugins fastkong runs (Kong's bundled plugins with a ``preread`` or ``log``
+#: handler for the stream subsystem).
+STREAM_PLUGINS = frozenset({"ip-restriction", "prometheus"}) | STREAM_LOGGERS
 _STREAM_AND_UDP = STREAM_PROTOCOLS | UDP_PROTOCOLS
 
 
@@ -61,7 +67,7 @@ class DefaultCertificate:
 class StreamSnapshot:
     """See the module docstring; ``services`` is what the upstream registry adopts."""
 
-    __slots__ = ("hash", "router", "services", "guards", "meters", "certificates",
+    __slots__ = ("hash", "router", "services", "guards", "log_phases", "certificates",
                  "edge_certificates", "udp_router", "__weakref__")  # fmt: skip
 
     def __init__(
@@ -71,7 +77,7 @@ class StreamSnapshot:
         services: dict[str, ServicePlan],
         guards: dict[str, tuple[Any, ...]],
         certificates: CertificateSet | None,
-        meters: dict[str, tuple[Any, str, str]] | None = None,
+        log_phases: dict[str, RouteLogPhase] | None = None,
         edge_certificates: dict[tuple[str, ...], CertificateSet] | None = None,
         udp_router: StreamRouter | None = None,
     ) -> None:
@@ -82,9 +88,9 @@ class StreamSnapshot:
         self.services = services
         #: The ip-restriction instances each route runs, by route id.
         self.guards = guards
-        #: What counts each route's sessions, by route id: (the prometheus instance, the
-        #: ``service`` label, the ``route`` label), labels made here at config load.
-        self.meters = meters or {}
+        #: What runs when each route's sessions end, by route id (routes without a plugin
+        #: that has a log phase have none): made here at config load.
+        self.log_phases = log_phases or {}
         #: None when the process has no ssl listener (nothing is terminated).
         self.certificates = certificates
         #: The edge's HTTP listeners' certificates, by the ALPN protocols they offer.
@@ -124,7 +130,7 @@ def build_snapshot(
     ]
     router = StreamRouter(enabled_routes)
     udp_router = StreamRouter(enabled_routes, UDP_PROTOCOLS)
-    guards, meters = _plugins(config, (*router.routes, *udp_router.routes), services)
+    guards, phases = _plugins(config, (*router.routes, *udp_router.routes), services)
     certs = None
     if default_cert is not None and stream_tls:
         certs = CertificateSet(
@@ -137,15 +143,15 @@ def build_snapshot(
                 default_cert.context(), config.certificates, config.snis, default_cert.minimum, alpn
             )
     return StreamSnapshot(
-        config_hash, router, services, guards, certs, meters, edge_certs, udp_router
+        config_hash, router, services, guards, certs, phases, edge_certs, udp_router
     )
 
 
 def _plugins(
     config: Config, routes: Sequence[StreamRoute], services: dict[str, ServicePlan]
-) -> tuple[dict[str, tuple[Any, ...]], dict[str, tuple[Any, str, str]]]:
-    """Each stream route's ip-restriction chain and prometheus instance; warns about stream
-    plugins that do not run."""
+) -> tuple[dict[str, tuple[Any, ...]], dict[str, RouteLogPhase]]:
+    """Each stream route's ip-restriction chain and log phase; warns about stream plugins that
+    do not run."""
     stream_scoped = [
         p for p in config.plugins if p.enabled and _STREAM_AND_UDP & set(p.protocols or ())
     ]
@@ -157,10 +163,11 @@ def _plugins(
         )
     runnable = [p for p in stream_scoped if p.name in STREAM_PLUGINS]
     guards: dict[str, tuple[Any, ...]] = {}
-    meters: dict[str, tuple[Any, str, str]] = {}
+    phases: dict[str, RouteLogPhase] = {}
     if not runnable:
-        return guards, meters
+        return guards, phases
     plugins = build_plugins(runnable, None)  # type: ignore[arg-type]
+    rows = _Rows(config)
     for route in routes:
         service = str(route.route.service) if route.route.service else None
         chain = plugins.chain(route.id, service)
@@ -168,12 +175,34 @@ def _plugins(
         if guard:
             guards[route.id] = guard
         meter = [x for x in chain if x.name == "prometheus"]
+        counted = None
         if meter:
             # The labels as the prometheus plugin gives them: service name, else host.
             plan = services.get(service) if service else None
             service_label = (plan.name or plan.host) if plan is not None else ""
-            meters[route.id] = (meter[0], service_label, route.name or route.id)
-    return guards, meters
+            counted = (meter[0], service_label, route.name or route.id)
+        loggers = tuple(x for x in chain if x.name in STREAM_LOGGERS)
+        if counted is None and not loggers:
+            continue
+        route_row = service_row = None
+        if loggers:
+            route_row = rows.route(route.route)
+            service_row = rows.services.get(service) if service else None
+        phases[route.id] = RouteLogPhase(counted, loggers, route_row, service_row)
+    return guards, phases
+
+
+class _Rows:
+    """The config's routes and services as Kong's serializer writes them (for log plugins)."""
+
+    def __init__(self, config: Config) -> None:
+        self.services = {str(s.id): entity_row(s) for s in config.services}
+
+    def route(self, route: Any) -> dict[str, Any]:
+        row = entity_row(route)
+        if route.service is not None:
+            row["service"] = {"id": str(route.service)}
+        return row
 
 
 __all__ = ["DefaultCertificate", "STREAM_PLUGINS", "StreamSnapshot", "build_snapshot",

@@ -37,7 +37,8 @@ from fastkong.stream import access_log as status
 from fastkong.stream import pktinfo
 from fastkong.stream.access_log import StreamAccessLog
 from fastkong.stream.router import StreamRoute
-from fastkong.stream.server import count_session, refusal
+from fastkong.stream.server import refusal
+from fastkong.stream.session_log import RouteLogPhase, count_session
 from fastkong.stream.snapshot import StreamSnapshot, empty_snapshot
 from fastkong.upstreams.balancers import Peer
 from fastkong.upstreams.dns import Resolver
@@ -105,9 +106,9 @@ class UdpListener:
 class UdpSession:
     """One client's datagrams on one listener, and the peer they go to."""
 
-    __slots__ = ("proxy", "listener", "client", "local", "reply", "route", "service", "meter",
-                 "started", "last", "timer", "upstream", "pending", "sent", "received",
-                 "status", "proxied", "ended", "release")  # fmt: skip
+    __slots__ = ("proxy", "listener", "client", "local", "reply", "route", "service",
+                 "log_phase", "started", "last", "timer", "upstream", "pending", "sent",
+                 "received", "status", "proxied", "ended", "release", "kong_ms")  # fmt: skip
 
     def __init__(
         self,
@@ -116,7 +117,7 @@ class UdpSession:
         client: Address,
         route: StreamRoute,
         service: ServicePlan,
-        meter: tuple[Any, str, str] | None,
+        log_phase: RouteLogPhase | None,
         local: bytes | None = None,
     ) -> None:
         self.proxy = proxy
@@ -128,9 +129,11 @@ class UdpSession:
         self.reply = pktinfo.reply_from(local) if local is not None else None
         self.route = route
         self.service = service
-        self.meter = meter
+        self.log_phase = log_phase
         self.started = time.monotonic()
         self.last = self.started
+        #: Milliseconds until the peer's socket was made (the log message's ``kong``).
+        self.kong_ms = 0
         self.timer: asyncio.TimerHandle | None = None
         self.upstream: asyncio.DatagramTransport | None = None
         self.pending: list[bytes] = []
@@ -168,6 +171,7 @@ class UdpSession:
     def connected(self, transport: asyncio.DatagramTransport) -> None:
         self.upstream = transport
         self.proxied = True
+        self.kong_ms = int((time.monotonic() - self.started) * 1000 + 0.5)
         for data in self.pending:
             transport.sendto(data)
         self.pending.clear()
@@ -306,11 +310,12 @@ class UdpProxy:
         refused = refusal(snapshot, route, client[0])
         if refused or service is None:
             code = refused or status.INTERNAL_ERROR
-            count_session(snapshot.meters.get(route.id), code, False, 0, 0, 0.0)
+            phase = snapshot.log_phases.get(route.id)
+            count_session(phase, code, False, 0, 0, 0.0, client[0], listener.port)
             self._log(client[0], code, 0, 0, started)
             return
-        meter = snapshot.meters.get(route.id)
-        session = UdpSession(self, listener, client, route, service, meter, local)
+        phase = snapshot.log_phases.get(route.id)
+        session = UdpSession(self, listener, client, route, service, phase, local)
         self.sessions[key] = session
         session.from_client(data)
         task = asyncio.get_running_loop().create_task(self._connect(session))
@@ -361,8 +366,8 @@ class UdpProxy:
             del self.sessions[key]
         seconds = time.monotonic() - session.started
         count_session(
-            session.meter, session.status, session.proxied, session.received, session.sent,
-            seconds,
+            session.log_phase, session.status, session.proxied, session.received, session.sent,
+            seconds, session.client[0], session.listener.port, None, session.kong_ms,
         )  # fmt: skip
         self._log(session.client[0], session.status, session.sent, session.received,
                   session.started)  # fmt: skip

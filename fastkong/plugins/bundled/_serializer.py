@@ -278,9 +278,9 @@ class _Entities:
         if config is None:
             return
         for s in config.services:
-            self.services[s.id] = _row(s)
+            self.services[s.id] = entity_row(s)
         for r in config.routes:
-            row = _row(r)
+            row = entity_row(r)
             if r.service is not None:
                 row["service"] = {"id": r.service}
             self.routes[r.id] = row
@@ -291,14 +291,15 @@ class _Entities:
     def consumer(self, consumer: Any) -> dict[str, Any]:
         cid = getattr(consumer, "id", None)
         if cid is None:
-            return _row(consumer)
+            return entity_row(consumer)
         row = self.consumers.get(cid)
         if row is None:
-            row = self.consumers[cid] = _row(consumer)
+            row = self.consumers[cid] = entity_row(consumer)
         return row
 
 
-def _row(entity: Any) -> dict[str, Any]:
+def entity_row(entity: Any) -> dict[str, Any]:
+    """An entity as Kong's serializer writes it: its fields, those without a value left out."""
     data = entity if isinstance(entity, dict) else msgspec.to_builtins(entity)
     return {k: v for k, v in data.items() if v is not None}
 
@@ -408,6 +409,7 @@ def serialize_json(ctx: RequestContext, now: float | None = None) -> bytes:
 
 __all__ = [
     "AI_LOG_KEY",
+    "entity_row",
     "REDACTED",
     "WORKSPACE_ID",
     "WORKSPACE_NAME",

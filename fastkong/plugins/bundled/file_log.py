@@ -199,4 +199,8 @@ class FileLog(LogPlugin):
         return f"<FileLog priority={self.priority} id={self.id} path={self.path}>"
 
     def log(self, ctx: RequestContext) -> None:
-        sink(self.path).append(serialize_json(ctx) + b"\n", self.reopen)
+        self.write(serialize_json(ctx))
+
+    def write(self, message: bytes) -> None:
+        """Log one serialized message (a request's, or a stream session's)."""
+        sink(self.path).append(message + b"\n", self.reopen)

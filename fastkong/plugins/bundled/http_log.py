@@ -257,7 +257,11 @@ class HttpLog(LogPlugin):
         return []
 
     def log(self, ctx: RequestContext) -> None:
-        error = _queue.enqueue(self.params, self.deliver, serialize_json(ctx))
+        self.write(serialize_json(ctx))
+
+    def write(self, message: bytes) -> None:
+        """Log one serialized message (a request's, or a stream session's)."""
+        error = _queue.enqueue(self.params, self.deliver, message)
         if error is not None:
             log.error(
                 "[%s] Failed to enqueue log entry to log server: %s", self.params.label, error

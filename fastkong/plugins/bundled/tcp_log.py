@@ -192,4 +192,8 @@ class TcpLog(LogPlugin):
         return f"<TcpLog priority={self.priority} id={self.id} {host}:{port} tls={tls}>"
 
     def log(self, ctx: RequestContext) -> None:
-        sender(self.destination).append(serialize_json(ctx) + b"\n")
+        self.write(serialize_json(ctx))
+
+    def write(self, message: bytes) -> None:
+        """Log one serialized message (a request's, or a stream session's)."""
+        sender(self.destination).append(message + b"\n")

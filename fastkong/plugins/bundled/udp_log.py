@@ -148,4 +148,8 @@ class UdpLog(LogPlugin):
         return f"<UdpLog priority={self.priority} id={self.id} {host}:{port}>"
 
     def log(self, ctx: RequestContext) -> None:
-        sender(*self.destination).append(serialize_json(ctx))
+        self.write(serialize_json(ctx))
+
+    def write(self, message: bytes) -> None:
+        """Log one serialized message (a request's, or a stream session's)."""
+        sender(*self.destination).append(message)

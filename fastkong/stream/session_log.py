@@ -1,0 +1,146 @@
+"""A stream session's log phase: the prometheus counts and the log plugins' messages.
+
+Kong runs the ``log`` phase of a stream route's plugins when its session ends, proxied or
+closed by a stream exit (no route, ip-restriction). fastkong does the same for tcp, tls and
+udp sessions with the plugins that have one there:
+
+- ``prometheus`` counts the session (its stream families);
+- ``file-log``, ``http-log``, ``tcp-log`` and ``udp-log`` get the message of Kong's stream
+  serializer (``kong.log.serialize()`` in the stream subsystem, ``kong/pdk/log.lua``)::
+
+    {"session": {"tls": {...}, "received": ..., "sent": ..., "status": ...,
+                 "server_port": ...},
+     "upstream": {"received": ..., "sent": ...},
+     "latencies": {"kong": ..., "session": ...},
+     "route": {...}, "service": {...}, "client_ip": ..., "started_at": ...,
+     "workspace": ..., "workspace_name": ...}
+
+  ``session.tls`` (``version``, ``cipher``, ``client_verify``) only for a session whose TLS
+  the gateway terminated. ``upstream`` counts the bytes relayed each way (the same bytes as
+  the session's, the other way round, as the proxy forwards them untouched; 0 when the session
+  was never proxied). ``latencies.kong`` is the time from the first byte to the peer's
+  connection, ``latencies.session`` the session's length, both in milliseconds.
+
+A :class:`RouteLogPhase` per route is made at config load (the route and service rows as the
+serializer writes them included), so a session's end costs one message build and one JSON
+encoding, only when the route has a log plugin.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+
+from fastkong.plugins.bundled._serializer import WORKSPACE_ID, WORKSPACE_NAME
+
+_encoder = msgspec.json.Encoder()
+
+#: (version, cipher) of a session whose TLS the gateway terminated.
+TlsInfo = tuple[str, str]
+
+
+class RouteLogPhase:
+    """One stream route's log phase: its prometheus instance (with its labels) and its log
+    plugins, with the route and service as Kong's serializer writes them."""
+
+    __slots__ = ("meter", "loggers", "route_row", "service_row")
+
+    def __init__(
+        self,
+        meter: tuple[Any, str, str] | None,
+        loggers: tuple[Any, ...] = (),
+        route_row: dict[str, Any] | None = None,
+        service_row: dict[str, Any] | None = None,
+    ) -> None:
+        #: (prometheus plugin, service label, route label), or None.
+        self.meter = meter
+        #: Log plugins, each with ``write(line: bytes)``.
+        self.loggers = loggers
+        self.route_row = route_row
+        self.service_row = service_row
+
+    def __repr__(self) -> str:
+        names = [p.name for p in self.loggers] + (["prometheus"] if self.meter else [])
+        return f"<RouteLogPhase {names}>"
+
+    def ended(
+        self,
+        code: int,
+        proxied: bool,
+        received: int,
+        sent: int,
+        seconds: float,
+        client_ip: str = "",
+        server_port: int = 0,
+        tls: TlsInfo | None = None,
+        kong_ms: int = 0,
+    ) -> None:
+        """A session of the route ended: ``received`` from the client, ``sent`` to it."""
+        if self.meter is not None:
+            plugin, service, route = self.meter
+            plugin.session(service, route, code, proxied, received, sent, seconds * 1000)
+        if self.loggers:
+            line = _encoder.encode(
+                self.message(
+                    code, proxied, received, sent, seconds, client_ip, server_port, tls, kong_ms
+                )  # fmt: skip
+            )
+            for plugin in self.loggers:
+                plugin.write(line)
+
+    def message(
+        self,
+        code: int,
+        proxied: bool,
+        received: int,
+        sent: int,
+        seconds: float,
+        client_ip: str,
+        server_port: int,
+        tls: TlsInfo | None,
+        kong_ms: int,
+    ) -> dict[str, Any]:
+        """Kong's stream serializer message for the session (module docstring)."""
+        session: dict[str, Any] = {}
+        if tls is not None:
+            session["tls"] = {"version": tls[0], "cipher": tls[1], "client_verify": "NONE"}
+        session.update(received=received, sent=sent, status=code, server_port=server_port)
+        out: dict[str, Any] = {
+            "session": session,
+            "upstream": {"received": sent if proxied else 0, "sent": received if proxied else 0},
+            "latencies": {"kong": kong_ms, "session": int(seconds * 1000 + 0.5)},
+        }
+        if self.route_row is not None:
+            out["route"] = self.route_row
+        if self.service_row is not None:
+            out["service"] = self.service_row
+        out.update(
+            client_ip=client_ip,
+            started_at=int((time.time() - seconds) * 1000),
+            workspace=WORKSPACE_ID,
+            workspace_name=WORKSPACE_NAME,
+        )
+        return out
+
+
+def count_session(
+    phase: RouteLogPhase | None,
+    code: int,
+    proxied: bool,
+    received: int,
+    sent: int,
+    seconds: float,
+    client_ip: str = "",
+    server_port: int = 0,
+    tls: TlsInfo | None = None,
+    kong_ms: int = 0,
+) -> None:
+    """The end of a stream session (tcp, tls or udp) of a route whose log phase is ``phase``
+    (None: the route has no plugin with one)."""
+    if phase is not None:
+        phase.ended(code, proxied, received, sent, seconds, client_ip, server_port, tls, kong_ms)
+
+
+__all__ = ["RouteLogPhase", "TlsInfo", "count_session"]
