@@ -5,8 +5,10 @@ closed by a stream exit (no route, ip-restriction). fastkong does the same for t
 udp sessions with the plugins that have one there:
 
 - ``prometheus`` counts the session (its stream families);
-- ``file-log``, ``http-log``, ``tcp-log`` and ``udp-log`` get the message of Kong's stream
-  serializer (``kong.log.serialize()`` in the stream subsystem, ``kong/pdk/log.lua``)::
+- ``file-log``, ``http-log``, ``tcp-log``, ``udp-log``, ``syslog`` and ``loggly`` get the
+  message of Kong's stream serializer (``kong.log.serialize()`` in the stream subsystem,
+  ``kong/pdk/log.lua``; ``syslog`` and ``loggly`` pick its severity by the session's status,
+  as by a response's)::
 
     {"session": {"tls": {...}, "received": ..., "sent": ..., "status": ...,
                  "server_port": ...},
@@ -56,7 +58,7 @@ class RouteLogPhase:
     ) -> None:
         #: (prometheus plugin, service label, route label), or None.
         self.meter = meter
-        #: Log plugins, each with ``write(line: bytes)``.
+        #: Log plugins, each with ``write(message: bytes, status: int)``.
         self.loggers = loggers
         self.route_row = route_row
         self.service_row = service_row
@@ -88,7 +90,7 @@ class RouteLogPhase:
                 )  # fmt: skip
             )
             for plugin in self.loggers:
-                plugin.write(line)
+                plugin.write(line, code)
 
     def message(
         self,

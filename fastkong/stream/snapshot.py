@@ -5,13 +5,13 @@ a connection keeps the snapshot it was routed with until it closes, as nginx kee
 upstream across reloads.
 
 **Plugins.** Kong runs a plugin on stream routes when its ``protocols`` name a stream protocol
-(``tcp``, ``tls``, ``tls_passthrough``, ``udp``). Of fastkong's bundled plugins
-``ip-restriction`` acts on a stream connection (Kong's ``preread`` handler), and when it ends
-``prometheus`` counts it and ``file-log``, ``http-log``, ``tcp-log`` and ``udp-log`` log it
-with Kong's stream serializer (their ``log`` handlers, :mod:`.session_log`); they are resolved
-per route with Kong's precedence (route and service, route, service, global). Any other plugin whose
-``protocols`` take in stream routes is named once per snapshot in a warning: it loads and does
-not run on them.
+(``tcp``, ``tls``, ``tls_passthrough``, ``udp``). Of fastkong's bundled plugins ``ip-restriction``
+acts on a stream connection (Kong's ``preread`` handler), and when it ends ``prometheus`` counts it
+and ``file-log``, ``http-log``, ``tcp-log``, ``udp-log``, ``syslog`` and ``loggly`` log it with
+Kong's stream serializer (their ``log`` handlers, :mod:`.session_log`); they are resolved per route
+with Kong's precedence (route and service, route, service, global). Any other plugin whose
+``protocols`` take in stream routes is named once per snapshot in a warning: it loads and does not
+run on them.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from fastkong.stream.session_log import RouteLogPhase
 
 log = logging.getLogger("fastkong.stream")
 
-#: The log plugins that log stream sessions (each has ``write(line)``).
-STREAM_LOGGERS = frozenset({"file-log", "http-log", "tcp-log", "udp-log"})
+#: The log plugins that log stream sessions (each has ``write(message, status)``).
+STREAM_LOGGERS = frozenset({"file-log", "http-log", "tcp-log", "udp-log", "syslog", "loggly"})
 #: The stream plugins fastkong runs (Kong's bundled plugins with a ``preread`` or ``log``
 #: handler for the stream subsystem).
 STREAM_PLUGINS = frozenset({"ip-restriction", "prometheus"}) | STREAM_LOGGERS

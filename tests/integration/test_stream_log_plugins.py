@@ -1,12 +1,15 @@
 """Log plugins on stream routes, as Kong runs their ``log`` handlers in the stream subsystem:
-``file-log`` and ``tcp-log`` (and, through the same ``write``, ``udp-log`` and ``http-log``)
-get Kong's stream serializer message for every tcp, tls and udp session that ends, proxied or
-closed by a stream exit. Real ``fastkong start --stream-listen``, real backends and a real log
+``file-log``, ``tcp-log``, ``syslog`` and ``loggly`` (and, through the same ``write``,
+``udp-log`` and ``http-log``) get Kong's stream serializer message for every tcp, tls and udp
+session that ends, proxied or closed by a stream exit; syslog and loggly with the severity of
+the session's status. Real ``fastkong start --stream-listen``, real backends and a real log
 collector on loopback."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import socket
 import ssl
 from collections.abc import Iterator
@@ -16,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import (
+    DatagramCollector,
     Gateway,
     LineServer,
     TaggedDatagrams,
@@ -25,6 +29,7 @@ from tests.helpers import (
     tag_and_echo,
     udp_tag_at,
 )
+from tests.plugins.test_syslog import UnixCollector
 
 pytestmark = pytest.mark.integration
 
@@ -36,6 +41,8 @@ class Node:
         self.echo = TaggedEcho("echo").start()
         self.dgram = TaggedDatagrams("dgram")
         self.collector = LineServer().start()
+        self.loggly = DatagramCollector()
+        self.syslog = UnixCollector(tmp / "syslog.sock")
         self.plain, self.tls, self.udp = free_port(), free_port(), free_port()
         self.file = tmp / "stream-sessions.log"
         config = f"""_format_version: "3.0"
@@ -57,6 +64,12 @@ services:
     - name: ip-restriction
       protocols: [tcp]
       config: {{deny: [{DENIED}]}}
+    - name: syslog
+      protocols: [tcp]
+      config: {{client_errors_severity: warning}}
+    - name: loggly
+      protocols: [tcp]
+      config: {{key: k, host: 127.0.0.1, port: {self.loggly.port}, log_level: debug}}
   - name: terminated
     protocols: [tls]
     destinations: [{{port: {self.tls}}}]
@@ -79,12 +92,43 @@ services:
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     n = Node(tmp_path_factory.mktemp("stream-log"))
-    n.gateway.start()
+    # The node's syslog socket, as FASTKONG_SYSLOG_SOCKET names it to the gateway.
+    before = os.environ.get("FASTKONG_SYSLOG_SOCKET")
+    os.environ["FASTKONG_SYSLOG_SOCKET"] = str(n.syslog.path)
+    try:
+        n.gateway.start()
+    finally:
+        if before is None:
+            del os.environ["FASTKONG_SYSLOG_SOCKET"]
+        else:
+            os.environ["FASTKONG_SYSLOG_SOCKET"] = before
     yield n
     assert n.gateway.stop() == 0
     n.echo.stop()
     n.dgram.stop()
     n.collector.stop()
+    n.loggly.stop()
+    n.syslog.stop()
+
+
+def syslog_messages(node: Node) -> list[tuple[int, dict[str, Any]]]:
+    """(PRI, message) of each syslog datagram (glibc's ``<PRI>time kong[pid]: JSON``)."""
+    out = []
+    for packet in list(node.syslog.packets):
+        found = re.match(rb"<(\d+)>.*? kong\[\d+\]: (.*)", packet, re.DOTALL)
+        assert found is not None, packet
+        out.append((int(found[1]), json.loads(found[2])))
+    return out
+
+
+def loggly_messages(node: Node) -> list[tuple[int, dict[str, Any]]]:
+    """(PRI, message) of each loggly datagram (RFC 5424 head, then the JSON)."""
+    out = []
+    for packet in list(node.loggly.packets):
+        found = re.match(rb"<(\d+)>1 \S+ \S+ kong - - \[[^]]*\] (.*)", packet, re.DOTALL)
+        assert found is not None, packet
+        out.append((int(found[1]), json.loads(found[2])))
+    return out
 
 
 def test_a_proxied_tcp_session_is_logged_with_kongs_stream_message(node: Node) -> None:
@@ -146,3 +190,24 @@ def test_a_udp_session_is_logged_when_it_ends(node: Node) -> None:
     session = message["session"]
     assert session == {"received": 3, "sent": 9, "status": 200, "server_port": node.udp}
     assert message["service"]["protocol"] == "udp"
+
+
+def test_syslog_and_loggly_log_sessions_with_their_statuss_severity(node: Node) -> None:
+    with socket.create_connection(("127.0.0.1", node.plain), timeout=10) as sock:
+        assert tag_and_echo(sock, b"sev") == (b"echo", b"sev")
+    with socket.socket() as sock:
+        sock.bind((DENIED, 0))
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", node.plain))
+        assert sock.recv(10) == b""
+
+    def both(found: list[tuple[int, dict[str, Any]]]) -> dict[int, int]:
+        """Session status -> PRI."""
+        return {m["session"]["status"]: pri for pri, m in found}
+
+    eventually(lambda: {200, 403} <= set(both(syslog_messages(node))))
+    eventually(lambda: {200, 403} <= set(both(loggly_messages(node))))
+    # syslog: facility user (1 * 8); info (6) for a 200, the configured warning (4) for a 403.
+    assert both(syslog_messages(node)) == {200: 14, 403: 12}
+    # loggly: facility user; its defaults, info for 200 and info for 4xx.
+    assert both(loggly_messages(node)) == {200: 14, 403: 14}

@@ -199,8 +199,8 @@ class FileLog(LogPlugin):
         return f"<FileLog priority={self.priority} id={self.id} path={self.path}>"
 
     def log(self, ctx: RequestContext) -> None:
-        self.write(serialize_json(ctx))
+        self.write(serialize_json(ctx), ctx.status)
 
-    def write(self, message: bytes) -> None:
-        """Log one serialized message (a request's, or a stream session's)."""
+    def write(self, message: bytes, status: int = 200) -> None:
+        """Log one serialized message (a request's, or a stream session's) of ``status``."""
         sink(self.path).append(message + b"\n", self.reopen)

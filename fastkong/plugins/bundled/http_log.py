@@ -257,10 +257,10 @@ class HttpLog(LogPlugin):
         return []
 
     def log(self, ctx: RequestContext) -> None:
-        self.write(serialize_json(ctx))
+        self.write(serialize_json(ctx), ctx.status)
 
-    def write(self, message: bytes) -> None:
-        """Log one serialized message (a request's, or a stream session's)."""
+    def write(self, message: bytes, status: int = 200) -> None:
+        """Log one serialized message (a request's, or a stream session's) of ``status``."""
         error = _queue.enqueue(self.params, self.deliver, message)
         if error is not None:
             log.error(

@@ -77,10 +77,14 @@ class Loggly(LogPlugin):
         return f"<Loggly {self.config.host}:{self.config.port} level={self.config.log_level}>"
 
     def log(self, ctx: RequestContext) -> None:
+        self.write(serialize_json(ctx), ctx.status)
+
+    def write(self, message: bytes, status: int = 200) -> None:
+        """Log one serialized message (a request's, or a stream session's) of ``status``."""
         config = self.config
-        if ctx.status >= 500:
+        if status >= 500:
             severity = config.server_errors_severity
-        elif ctx.status >= 400:
+        elif status >= 400:
             severity = config.client_errors_severity
         else:
             severity = config.successful_severity
@@ -89,6 +93,4 @@ class Loggly(LogPlugin):
             return
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         head = f"<{_USER_FACILITY + level}>1 {stamp} {self.middle} ".encode()
-        udp_sender(config.host, config.port, config.timeout, "loggly").append(
-            head + serialize_json(ctx)
-        )
+        udp_sender(config.host, config.port, config.timeout, "loggly").append(head + message)

@@ -432,7 +432,10 @@ class Syslog(LogPlugin):
         )
 
     def log(self, ctx: RequestContext) -> None:
-        status = ctx.status
+        self.write(serialize_json(ctx), ctx.status)
+
+    def write(self, message: bytes, status: int = 200) -> None:
+        """Log one serialized message (a request's, or a stream session's) of ``status``."""
         if status >= 500:
             pri = self.server_errors
         elif status >= 400:
@@ -441,4 +444,4 @@ class Syslog(LogPlugin):
             pri = self.successful
         if pri is None:
             return
-        sender(self.path).append(record(pri, serialize_json(ctx)))
+        sender(self.path).append(record(pri, message))

@@ -192,8 +192,8 @@ class TcpLog(LogPlugin):
         return f"<TcpLog priority={self.priority} id={self.id} {host}:{port} tls={tls}>"
 
     def log(self, ctx: RequestContext) -> None:
-        self.write(serialize_json(ctx))
+        self.write(serialize_json(ctx), ctx.status)
 
-    def write(self, message: bytes) -> None:
-        """Log one serialized message (a request's, or a stream session's)."""
+    def write(self, message: bytes, status: int = 200) -> None:
+        """Log one serialized message (a request's, or a stream session's) of ``status``."""
         sender(self.destination).append(message + b"\n")

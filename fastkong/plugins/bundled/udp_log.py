@@ -148,8 +148,8 @@ class UdpLog(LogPlugin):
         return f"<UdpLog priority={self.priority} id={self.id} {host}:{port}>"
 
     def log(self, ctx: RequestContext) -> None:
-        self.write(serialize_json(ctx))
+        self.write(serialize_json(ctx), ctx.status)
 
-    def write(self, message: bytes) -> None:
-        """Log one serialized message (a request's, or a stream session's)."""
+    def write(self, message: bytes, status: int = 200) -> None:
+        """Log one serialized message (a request's, or a stream session's) of ``status``."""
         sender(*self.destination).append(message)
