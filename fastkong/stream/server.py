@@ -51,7 +51,7 @@ from fastkong.stream.clienthello import NOT_TLS, Peek, peek_client_hello
 from fastkong.stream.pipe import Session
 from fastkong.stream.proxy_protocol import BrokenHeader, ProxyHeader, parse_proxy_header
 from fastkong.stream.router import StreamRoute
-from fastkong.stream.session_log import count_session
+from fastkong.stream.session_log import SessionEnd
 from fastkong.stream.snapshot import StreamSnapshot, empty_snapshot
 from fastkong.upstreams.balancers import Balancer, Peer
 from fastkong.upstreams.dns import Resolver
@@ -264,10 +264,11 @@ class StreamProxy(Listening):
         sent, received = session.upstream.received, session.client.received
         if self.access_log is not None:
             self.access_log.session(session.client_addr, session.status, sent, received, seconds)
-        count_session(
-            session.log_phase, session.status, session.proxied, received, sent, seconds,
-            session.client_addr, session.server_port, session.tls, session.kong_ms,
-        )  # fmt: skip
+        if session.log_phase is not None:
+            session.log_phase.ended(
+                SessionEnd(session.status, session.proxied, received, sent, seconds,
+                           session.client_addr, session.server_port, session.tls, session.kong_ms)
+            )  # fmt: skip
 
     @staticmethod
     def end_refused(
@@ -275,7 +276,9 @@ class StreamProxy(Listening):
     ) -> None:
         """The log phase of a routed connection closed before proxying (Kong logs its stream
         exits)."""
-        count_session(snapshot.log_phases.get(route.id), code, False, 0, 0, 0.0, client_ip, port)
+        phase = snapshot.log_phases.get(route.id)
+        if phase is not None:
+            phase.ended(SessionEnd(code, False, 0, 0, 0.0, client_ip, port))
 
     def log_broken_header(self, client_ip: str, started: float) -> None:
         self.log_refused(client_ip, status.BAD_REQUEST, started)

@@ -31,7 +31,7 @@ encoding, only when the route has a log plugin.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -41,6 +41,24 @@ _encoder = msgspec.json.Encoder()
 
 #: (version, cipher) of a session whose TLS the gateway terminated.
 TlsInfo = tuple[str, str]
+
+
+class SessionEnd(NamedTuple):
+    """What the log phase knows of an ended session."""
+
+    #: The session's status (nginx's stream status, :mod:`.access_log`).
+    code: int
+    #: Whether the upstream was reached (prometheus' ``source``).
+    proxied: bool
+    #: Bytes from the client, and to it.
+    received: int
+    sent: int
+    seconds: float
+    client_ip: str = ""
+    server_port: int = 0
+    tls: TlsInfo | None = None
+    #: Milliseconds until the upstream was connected.
+    kong_ms: int = 0
 
 
 class RouteLogPhase:
@@ -67,82 +85,46 @@ class RouteLogPhase:
         names = [p.name for p in self.loggers] + (["prometheus"] if self.meter else [])
         return f"<RouteLogPhase {names}>"
 
-    def ended(
-        self,
-        code: int,
-        proxied: bool,
-        received: int,
-        sent: int,
-        seconds: float,
-        client_ip: str = "",
-        server_port: int = 0,
-        tls: TlsInfo | None = None,
-        kong_ms: int = 0,
-    ) -> None:
-        """A session of the route ended: ``received`` from the client, ``sent`` to it."""
+    def ended(self, end: SessionEnd) -> None:
+        """A session of the route ended."""
         if self.meter is not None:
             plugin, service, route = self.meter
-            plugin.session(service, route, code, proxied, received, sent, seconds * 1000)
-        if self.loggers:
-            line = _encoder.encode(
-                self.message(
-                    code, proxied, received, sent, seconds, client_ip, server_port, tls, kong_ms
-                )  # fmt: skip
+            plugin.session(
+                service, route, end.code, end.proxied, end.received, end.sent, end.seconds * 1000
             )
+        if self.loggers:
+            line = _encoder.encode(self.message(end))
             for plugin in self.loggers:
-                plugin.write(line, code)
+                plugin.write(line, end.code)
 
-    def message(
-        self,
-        code: int,
-        proxied: bool,
-        received: int,
-        sent: int,
-        seconds: float,
-        client_ip: str,
-        server_port: int,
-        tls: TlsInfo | None,
-        kong_ms: int,
-    ) -> dict[str, Any]:
+    def message(self, end: SessionEnd) -> dict[str, Any]:
         """Kong's stream serializer message for the session (module docstring)."""
         session: dict[str, Any] = {}
-        if tls is not None:
-            session["tls"] = {"version": tls[0], "cipher": tls[1], "client_verify": "NONE"}
-        session.update(received=received, sent=sent, status=code, server_port=server_port)
+        if end.tls is not None:
+            session["tls"] = {"version": end.tls[0], "cipher": end.tls[1], "client_verify": "NONE"}
+        session.update(
+            received=end.received, sent=end.sent, status=end.code, server_port=end.server_port
+        )
+        relayed = end.proxied
         out: dict[str, Any] = {
             "session": session,
-            "upstream": {"received": sent if proxied else 0, "sent": received if proxied else 0},
-            "latencies": {"kong": kong_ms, "session": int(seconds * 1000 + 0.5)},
+            "upstream": {
+                "received": end.sent if relayed else 0,
+                "sent": end.received if relayed else 0,
+            },
+            "latencies": {"kong": end.kong_ms, "session": int(end.seconds * 1000 + 0.5)},
         }
         if self.route_row is not None:
             out["route"] = self.route_row
         if self.service_row is not None:
             out["service"] = self.service_row
         out.update(
-            client_ip=client_ip,
-            started_at=int((time.time() - seconds) * 1000),
+            client_ip=end.client_ip,
+            started_at=int((time.time() - end.seconds) * 1000),
             workspace=WORKSPACE_ID,
             workspace_name=WORKSPACE_NAME,
         )
         return out
 
 
-def count_session(
-    phase: RouteLogPhase | None,
-    code: int,
-    proxied: bool,
-    received: int,
-    sent: int,
-    seconds: float,
-    client_ip: str = "",
-    server_port: int = 0,
-    tls: TlsInfo | None = None,
-    kong_ms: int = 0,
-) -> None:
-    """The end of a stream session (tcp, tls or udp) of a route whose log phase is ``phase``
-    (None: the route has no plugin with one)."""
-    if phase is not None:
-        phase.ended(code, proxied, received, sent, seconds, client_ip, server_port, tls, kong_ms)
-
-
-__all__ = ["RouteLogPhase", "TlsInfo", "count_session"]
+__all__ = ["RouteLogPhase", "SessionEnd", "TlsInfo"]

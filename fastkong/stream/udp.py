@@ -38,7 +38,7 @@ from fastkong.stream import pktinfo
 from fastkong.stream.access_log import StreamAccessLog
 from fastkong.stream.router import StreamRoute
 from fastkong.stream.server import refusal
-from fastkong.stream.session_log import RouteLogPhase, count_session
+from fastkong.stream.session_log import RouteLogPhase, SessionEnd
 from fastkong.stream.snapshot import StreamSnapshot, empty_snapshot
 from fastkong.upstreams.balancers import Peer
 from fastkong.upstreams.dns import Resolver
@@ -311,7 +311,8 @@ class UdpProxy:
         if refused or service is None:
             code = refused or status.INTERNAL_ERROR
             phase = snapshot.log_phases.get(route.id)
-            count_session(phase, code, False, 0, 0, 0.0, client[0], listener.port)
+            if phase is not None:
+                phase.ended(SessionEnd(code, False, 0, 0, 0.0, client[0], listener.port))
             self._log(client[0], code, 0, 0, started)
             return
         phase = snapshot.log_phases.get(route.id)
@@ -365,10 +366,12 @@ class UdpProxy:
         if self.sessions.get(key) is session:
             del self.sessions[key]
         seconds = time.monotonic() - session.started
-        count_session(
-            session.log_phase, session.status, session.proxied, session.received, session.sent,
-            seconds, session.client[0], session.listener.port, None, session.kong_ms,
-        )  # fmt: skip
+        if session.log_phase is not None:
+            session.log_phase.ended(
+                SessionEnd(session.status, session.proxied, session.received, session.sent,
+                           seconds, session.client[0], session.listener.port, None,
+                           session.kong_ms)
+            )  # fmt: skip
         self._log(session.client[0], session.status, session.sent, session.received,
                   session.started)  # fmt: skip
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import time
 
-from fastkong.stream.session_log import RouteLogPhase
+from fastkong.stream.session_log import RouteLogPhase, SessionEnd
 
 
 def test_the_message_of_a_proxied_tls_session() -> None:
     phase = RouteLogPhase(None, (), {"id": "r", "name": "db"}, {"id": "s", "protocol": "tcp"})
     before = int(time.time() * 1000)
-    message = phase.message(200, True, 5, 10, 1.25, "10.0.0.7", 5432, ("TLSv1.3", "X"), 3)
+    message = phase.message(
+        SessionEnd(200, True, 5, 10, 1.25, "10.0.0.7", 5432, ("TLSv1.3", "X"), 3)
+    )
     assert message["session"] == {
         "tls": {"version": "TLSv1.3", "cipher": "X", "client_verify": "NONE"},
         "received": 5,
@@ -32,7 +34,7 @@ def test_the_message_of_a_proxied_tls_session() -> None:
 
 def test_a_refused_session_has_no_upstream_bytes_and_no_tls() -> None:
     phase = RouteLogPhase(None, (), {"id": "r"}, None)
-    message = phase.message(403, False, 0, 0, 0.0, "10.0.0.8", 5432, None, 0)
+    message = phase.message(SessionEnd(403, False, 0, 0, 0.0, "10.0.0.8", 5432))
     assert "tls" not in message["session"] and message["session"]["status"] == 403
     assert message["upstream"] == {"received": 0, "sent": 0}
     assert "service" not in message
