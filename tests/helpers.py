@@ -296,6 +296,31 @@ class JsonPeer(LoopServer):
         raise NotImplementedError
 
 
+class HeadPeer(LoopServer):
+    """An HTTP/1.1 peer (TLS with ``ssl``) that answers each request head on a kept-alive
+    connection with a 200 whose body :meth:`answer` makes (requests without a body only)."""
+
+    content_type = b"text/plain"
+
+    def answer(self, head: bytes, writer: asyncio.StreamWriter) -> bytes:
+        raise NotImplementedError
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                body = self.answer(head, writer)
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n%s"
+                    % (self.content_type, len(body), body)
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+
 class LineServer(LoopServer):
     """A TCP (or, with ``ssl``, TLS) server on loopback that keeps every line it receives,
     without its newline, and counts the connections; stopping closes the kept ones too."""

@@ -15,15 +15,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import Gateway, LoopServer, eventually
+from tests.helpers import Gateway, HeadPeer, eventually
 from tests.pki import Pki
 
 pytestmark = pytest.mark.integration
 
 
-class MtlsPeer(LoopServer):
+class MtlsPeer(HeadPeer):
     """HTTPS for "localhost", requiring a client certificate from ``pki``; answers every request
     with the client certificate's common name, and counts handshakes and requests."""
+
+    content_type = b"application/json"
 
     def __init__(self, pki: Pki, workdir: Path) -> None:
         cert, key = pki.issue("localhost", dns="localhost")
@@ -37,24 +39,11 @@ class MtlsPeer(LoopServer):
         super().__init__(ssl=context)
         self.requests: list[str] = []
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def answer(self, head: bytes, writer: asyncio.StreamWriter) -> bytes:
         peer = writer.get_extra_info("peercert") or {}
         names = [v for rdn in peer.get("subject", ()) for k, v in rdn if k == "commonName"]
-        client = names[0] if names else ""
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                self.requests.append(head.split(b" ", 2)[1].decode())
-                body = json.dumps({"client": client}).encode()
-                writer.write(
-                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                    b"content-length: %d\r\n\r\n%s" % (len(body), body)
-                )
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
-            pass
-        finally:
-            writer.close()
+        self.requests.append(head.split(b" ", 2)[1].decode())
+        return json.dumps({"client": names[0] if names else ""}).encode()
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from fastkong.k8s import translate
 from fastkong.k8s.gateway_status import desired
 from fastkong.k8s.gatewayapi import view
 from fastkong.k8s.objects import Index
-from tests.helpers import Gateway, LoopServer
+from tests.helpers import Gateway, HeadPeer
 from tests.k8s.gateway_api_schema import schemas
 from tests.k8s.kube import (
     CONTROLLER,
@@ -137,7 +137,7 @@ def test_kics_rules_for_policies() -> None:
     ]
 
 
-class HttpsPeer(LoopServer):
+class HttpsPeer(HeadPeer):
     """HTTPS with a certificate for ``name`` from ``pki``; answers 200 with the Host it got."""
 
     def __init__(self, pki: Pki, name: str, workdir: Path) -> None:
@@ -148,22 +148,13 @@ class HttpsPeer(LoopServer):
         context.load_cert_chain(workdir / "peer.pem", workdir / "peer.key")
         super().__init__(ssl=context)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                host = [
-                    line.split(b":", 1)[1].strip()
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"host:")
-                ]
-                body = b"host=" + (host[0] if host else b"")
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
-            pass
-        finally:
-            writer.close()
+    def answer(self, head: bytes, writer: asyncio.StreamWriter) -> bytes:
+        host = [
+            line.split(b":", 1)[1].strip()
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"host:")
+        ]
+        return b"host=" + (host[0] if host else b"")
 
 
 @pytest.fixture(scope="module")
