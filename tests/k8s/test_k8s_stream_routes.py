@@ -309,11 +309,20 @@ def test_plugins_annotation_attaches_to_stream_routes() -> None:
     route["metadata"]["annotations"] = {"konghq.com/plugins": "only-local"}
     tcp = tcp_ingress("ti", tcp_rule(6000, "db", 5432))
     tcp["metadata"]["annotations"]["konghq.com/plugins"] = "only-local"
-    gw = gateway("main", listener("db", "TCP", 5432))
-    result = run(gateway_class(), gw, *backends(), plugin, route, tcp)
+    udp = tcp_ingress("ui", tcp_rule(6001, "db", 5432), kind="UDPIngress")
+    udp["metadata"]["annotations"]["konghq.com/plugins"] = "only-local"
+    dns = udproute("resolver", {"backendRefs": [backend_ref("db", 5432)]})
+    dns["metadata"]["annotations"] = {"konghq.com/plugins": "only-local"}
+    gw = gateway("main", listener("db", "TCP", 5432), listener("dns", "UDP", 53))
+    result = run(gateway_class(), gw, *backends(), plugin, route, tcp, udp, dns)
     assert not result.problems, result.problems
     got = routes(result.config)
-    for name in ("tcproute.default.pg.0.0", "default.ti.0"):
+    for name in (
+        "tcproute.default.pg.0.0",
+        "default.ti.0",
+        "default.ui.0.udp",
+        "udproute.default.resolver.0.0",
+    ):
         (attached,) = got[name]["plugins"]
         assert attached["name"] == "ip-restriction"
         assert attached["config"]["allow"] == ["10.0.0.0/8"]
