@@ -1,8 +1,8 @@
 """Gateway API BackendTLSPolicy -> TLS towards a Service's pods, as KIC 3 translates it
 (``kic:internal/dataplane/translator/ingressrules.go``, ``handleBackendTLSPolices``).
 
-A policy (``gateway.networking.k8s.io``, ``v1alpha3`` as KIC reads it; ``v1`` has the same
-fields) names Services in its namespace in ``spec.targetRefs`` (group ``""``, kind
+A policy (``gateway.networking.k8s.io``: ``v1``, standard since Gateway API v1.4, else
+``v1alpha3``, the version KIC reads; the fields are the same) names Services in its namespace in ``spec.targetRefs`` (group ``""``, kind
 ``Service``). For the Kong services made from such a Service (for any route kind, Ingress
 included, as in KIC), the policy reads as these annotations on the Service:
 

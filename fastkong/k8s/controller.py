@@ -71,7 +71,7 @@ from fastkong.k8s.publish import (
 )
 from fastkong.k8s.store import Delta, Obj, Store
 from fastkong.k8s.translator import DEFAULT_INGRESS_CLASS, TranslationResult, translate
-from fastkong.k8s.watch import RESOURCES, Backoff, Reflector, Resource, list_call
+from fastkong.k8s.watch import RESOURCES, Backoff, Reflector, Resource, list_calls
 
 log = logging.getLogger("fastkong.k8s.controller")
 
@@ -137,13 +137,13 @@ class Controller:
         self.store = Store(on_change=self._changed)
         self.reflectors = [
             Reflector(
-                res,
-                list_call(api, res),
+                *list_calls(api, res)[0],
                 self.store,
                 page_size=opts.page_size,
                 watch_timeout=opts.watch_timeout,
                 resync=opts.resync,
                 backoff=Backoff(opts.backoff_initial, opts.backoff_cap),
+                fallbacks=list_calls(api, res)[1:],
             )
             for res in opts.resources
         ]

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -60,6 +61,13 @@ class Resource:
     version: str
     plural: str
     namespaced: bool = True
+    #: Older versions to list instead when this one is not served (404): a kind that moved
+    #: channels (Gateway API's BackendTLSPolicy: ``v1`` since v1.4, ``v1alpha3`` before).
+    fallbacks: tuple[str, ...] = ()
+
+    def alternatives(self) -> list[Resource]:
+        """The same kind at each fallback version, in order."""
+        return [dataclasses.replace(self, version=v, fallbacks=()) for v in self.fallbacks]
 
     @property
     def api_version(self) -> str:
@@ -97,8 +105,10 @@ RESOURCES: Final = (
     Resource("TLSRoute", GATEWAY_GROUP, "v1alpha2", "tlsroutes"),
     Resource("UDPRoute", GATEWAY_GROUP, "v1alpha2", "udproutes"),
     Resource("ReferenceGrant", GATEWAY_GROUP, "v1beta1", "referencegrants"),
-    # KIC's version of it (experimental channel; 404 without its CRD).
-    Resource("BackendTLSPolicy", GATEWAY_GROUP, "v1alpha3", "backendtlspolicies"),
+    # Standard since Gateway API v1.4; KIC reads the experimental v1alpha3 (404 without a CRD).
+    Resource(
+        "BackendTLSPolicy", GATEWAY_GROUP, "v1", "backendtlspolicies", fallbacks=("v1alpha3",)
+    ),
     # For listeners' allowedRoutes.namespaces.selector.
     Resource("Namespace", "", "v1", "namespaces", namespaced=False),
 )
@@ -124,6 +134,11 @@ def list_call(api: ApiClient, resource: Resource) -> ListCall:
         resource.version,
         resource.plural,
     )
+
+
+def list_calls(api: ApiClient, resource: Resource) -> list[tuple[Resource, ListCall]]:
+    """``resource`` and each of its fallback versions, with its list/watch call."""
+    return [(r, list_call(api, r)) for r in (resource, *resource.alternatives())]
 
 
 class ApiError(Exception):
@@ -197,9 +212,12 @@ class Reflector:
         backoff: Backoff | None = None,
         request_timeout: float = 60.0,
         rng: random.Random | None = None,
+        fallbacks: Sequence[tuple[Resource, ListCall]] = (),
     ) -> None:
         self.resource = resource
         self.call = call
+        #: (resource, call) pairs to list instead, in order, while the current is not served.
+        self.fallbacks = list(fallbacks)
         self.store = store
         self.page_size = page_size
         self.watch_timeout = watch_timeout
@@ -251,6 +269,10 @@ class Reflector:
                 limit=page_size, _continue=token, _request_timeout=self.request_timeout
             )
             try:
+                if resp.status == 404 and token is None and self.fallbacks:
+                    log.info("%s: not served (404); trying %s", self.resource, self.fallbacks[0][0])
+                    self.resource, self.call = self.fallbacks.pop(0)
+                    continue
                 if resp.status == 404 and token is None:
                     self.store.replace(self.resource.kind, [])
                     self.synced.set()

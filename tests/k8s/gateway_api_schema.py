@@ -137,7 +137,7 @@ _EXPERIMENTAL: dict[str, tuple[str, ...]] = {
     "TCPRoute": ("v1alpha2",),
     "TLSRoute": ("v1alpha2",),
     "UDPRoute": ("v1alpha2",),
-    "BackendTLSPolicy": ("v1alpha3",),
+    "BackendTLSPolicy": ("v1", "v1alpha3"),
 }
 VERSIONS: dict[str, tuple[str, ...]] = {
     kind: _EXPERIMENTAL.get(kind, ("v1", "v1beta1")) for kind in SPECS

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from fastkong.k8s.store import Store
-from fastkong.k8s.watch import RESOURCES, Backoff, Reflector, Resource, list_call
+from fastkong.k8s.watch import RESOURCES, Backoff, Reflector, Resource, list_calls
 from tests.k8s.fake_apiserver import FakeApiServer
 from tests.k8s.kube import client, eventually, service
 
@@ -28,7 +28,8 @@ async def reflecting(
     kwargs.setdefault("backoff", Backoff(0.02, 0.2, rng=random.Random(1)))
     kwargs.setdefault("watch_timeout", 5.0)
     async with client(api) as c:
-        reflector = Reflector(resource, list_call(c, resource), Store(), **kwargs)
+        calls = list_calls(c, resource)
+        reflector = Reflector(*calls[0], Store(), fallbacks=calls[1:], **kwargs)
         task = asyncio.create_task(reflector.run())
         try:
             await asyncio.wait_for(reflector.synced.wait(), 10)
@@ -207,6 +208,32 @@ async def test_a_kind_the_server_does_not_serve_is_synced_and_empty() -> None:
         async with reflecting(api, plugins) as r:
             assert r.synced.is_set() and r.stats.lists == 0
             assert r.store.synced == {"KongPlugin"}
+
+
+async def test_a_kind_not_served_at_its_version_is_listed_at_its_fallback() -> None:
+    # The fake serves BackendTLSPolicy at v1alpha3 only, as a cluster with the Gateway API's
+    # experimental CRDs before v1.4; the controller asks for v1 first.
+    policies = next(x for x in RESOURCES if x.kind == "BackendTLSPolicy")
+    assert (policies.version, policies.fallbacks) == ("v1", ("v1alpha3",))
+    policy = {
+        "apiVersion": "gateway.networking.k8s.io/v1alpha3",
+        "kind": "BackendTLSPolicy",
+        "metadata": {"name": "p", "namespace": "default"},
+        "spec": {"targetRefs": [], "validation": {"hostname": "a.test"}},
+    }
+    async with FakeApiServer() as api:
+        api.create(policy)
+        async with reflecting(api, policies) as r:
+            assert r.resource.version == "v1alpha3" and r.stats.lists == 1
+            (found,) = r.store.objects("BackendTLSPolicy")
+            assert found["apiVersion"] == "gateway.networking.k8s.io/v1alpha3"
+            # Later changes come through the fallback's watch.
+            changed = {**policy, "spec": {**policy["spec"], "options": {"a": "b"}}}
+            api.update(changed)
+            await eventually(
+                lambda: r.store.objects("BackendTLSPolicy")[0]["spec"].get("options"),
+                what="the change watched",
+            )
 
 
 async def test_periodic_resync_relists() -> None:
