@@ -2,9 +2,10 @@
 (``kic:internal/dataplane/translator/ingressrules.go``, ``handleBackendTLSPolices``).
 
 A policy (``gateway.networking.k8s.io``: ``v1``, standard since Gateway API v1.4, else
-``v1alpha3``, the version KIC reads; the fields are the same) names Services in its namespace in ``spec.targetRefs`` (group ``""``, kind
-``Service``). For the Kong services made from such a Service (for any route kind, Ingress
-included, as in KIC), the policy reads as these annotations on the Service:
+``v1alpha3``, the version KIC reads; the fields are the same) names Services in its namespace
+in ``spec.targetRefs`` (group ``""``, kind ``Service``). For the Kong services made from such a
+Service (for any route kind, Ingress included, as in KIC), the policy reads as these
+annotations on the Service:
 
 - ``konghq.com/protocol: https`` and ``konghq.com/tls-verify: "true"``;
 - ``konghq.com/host-header``: ``spec.validation.hostname``, which Kong then sends as the Host
