@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 if TYPE_CHECKING:
     from fastkong.stream.session_log import RouteLogPhase, TlsInfo
@@ -108,7 +108,7 @@ class Session:
 
     __slots__ = ("client", "upstream", "idle_timeout", "last", "done", "timer", "loop",
                  "started", "status", "client_addr", "proxied", "log_phase", "server_port",
-                 "tls", "kong_ms", "on_end")  # fmt: skip
+                 "tls", "kong_ms", "tries", "on_end")  # fmt: skip
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, idle_timeout: float, client_addr: str = ""
@@ -127,6 +127,8 @@ class Session:
         self.server_port = 0
         self.tls: TlsInfo | None = None
         self.kong_ms = 0
+        #: The peers tried (the log message's ``tries``).
+        self.tries: list[dict[str, Any]] = []
         self.idle_timeout = idle_timeout
         self.client = Side("client", self)
         self.upstream = Side("upstream", self)

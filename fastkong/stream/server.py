@@ -51,7 +51,7 @@ from fastkong.stream.clienthello import NOT_TLS, Peek, peek_client_hello
 from fastkong.stream.pipe import Session
 from fastkong.stream.proxy_protocol import BrokenHeader, ProxyHeader, parse_proxy_header
 from fastkong.stream.router import StreamRoute
-from fastkong.stream.session_log import SessionEnd
+from fastkong.stream.session_log import SessionEnd, stream_try
 from fastkong.stream.snapshot import StreamSnapshot, empty_snapshot
 from fastkong.upstreams.balancers import Balancer, Peer
 from fastkong.upstreams.dns import Resolver
@@ -267,7 +267,8 @@ class StreamProxy(Listening):
         if session.log_phase is not None:
             session.log_phase.ended(
                 SessionEnd(session.status, session.proxied, received, sent, seconds,
-                           session.client_addr, session.server_port, session.tls, session.kong_ms)
+                           session.client_addr, session.server_port, session.tls, session.kong_ms,
+                           tuple(session.tries))
             )  # fmt: skip
 
     @staticmethod
@@ -458,6 +459,7 @@ class StreamProxy(Listening):
                 )
             except (OSError, ssl.SSLError, TimeoutError) as exc:
                 timed_out = isinstance(exc, TimeoutError)
+                session.tries.append(stream_try(address, port, started, True, timed_out))
                 log.error(
                     "stream: connect to %s:%d (service %s) failed: %s",
                     address, port, service.name, "timeout" if timed_out else exc,
@@ -470,6 +472,7 @@ class StreamProxy(Listening):
                 if session.done.done():
                     return status.BAD_GATEWAY  # the client left meanwhile
                 continue
+            session.tries.append(stream_try(address, port, started))
             if peer is not None and balancer is not None and balancer.tracks:
                 elapsed = time.monotonic() - started
                 session.done.add_done_callback(partial(_release, balancer, peer, elapsed))

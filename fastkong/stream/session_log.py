@@ -21,7 +21,9 @@ udp sessions with the plugins that have one there:
   the gateway terminated. ``upstream`` counts the bytes relayed each way (the same bytes as
   the session's, the other way round, as the proxy forwards them untouched; 0 when the session
   was never proxied). ``latencies.kong`` is the time from the first byte to the peer's
-  connection, ``latencies.session`` the session's length, both in milliseconds.
+  connection, ``latencies.session`` the session's length, both in milliseconds. ``tries``: each
+  peer tried (``balancer_start``, ``balancer_latency``, ``ip``, ``port``; ``state: failed``
+  and ``code`` for one that could not be connected), as Kong's balancer records them.
 
 A :class:`RouteLogPhase` per route is made at config load (the route and service rows as the
 serializer writes them included), so a session's end costs one message build and one JSON
@@ -59,6 +61,25 @@ class SessionEnd(NamedTuple):
     tls: TlsInfo | None = None
     #: Milliseconds until the upstream was connected.
     kong_ms: int = 0
+    #: Each try of a peer, as Kong's ``balancer_data.tries`` (:func:`stream_try`).
+    tries: tuple[dict[str, Any], ...] = ()
+
+
+def stream_try(
+    ip: str, port: int, started: float, failed: bool = False, timed_out: bool = False
+) -> dict[str, Any]:
+    """One try of a peer for the log message: when it started (wall clock, ms), the peer, and
+    for one that failed Kong's ``state`` and ``code`` (502, or 504 for a timeout)."""
+    now = time.monotonic()
+    entry: dict[str, Any] = {
+        "balancer_start": int((time.time() - (now - started)) * 1000),
+        "balancer_latency": 0,
+        "ip": ip,
+        "port": port,
+    }
+    if failed:
+        entry.update(state="failed", code=504 if timed_out else 502)
+    return entry
 
 
 class RouteLogPhase:
@@ -114,6 +135,8 @@ class RouteLogPhase:
             },
             "latencies": {"kong": end.kong_ms, "session": int(end.seconds * 1000 + 0.5)},
         }
+        if end.tries:
+            out["tries"] = list(end.tries)
         if self.route_row is not None:
             out["route"] = self.route_row
         if self.service_row is not None:
@@ -127,4 +150,4 @@ class RouteLogPhase:
         return out
 
 
-__all__ = ["RouteLogPhase", "SessionEnd", "TlsInfo"]
+__all__ = ["RouteLogPhase", "SessionEnd", "TlsInfo", "stream_try"]

@@ -38,7 +38,7 @@ from fastkong.stream import pktinfo
 from fastkong.stream.access_log import StreamAccessLog
 from fastkong.stream.router import StreamRoute
 from fastkong.stream.server import refusal
-from fastkong.stream.session_log import RouteLogPhase, SessionEnd
+from fastkong.stream.session_log import RouteLogPhase, SessionEnd, stream_try
 from fastkong.stream.snapshot import StreamSnapshot, empty_snapshot
 from fastkong.upstreams.balancers import Peer
 from fastkong.upstreams.dns import Resolver
@@ -108,7 +108,8 @@ class UdpSession:
 
     __slots__ = ("proxy", "listener", "client", "local", "reply", "route", "service",
                  "log_phase", "started", "last", "timer", "upstream", "pending", "sent",
-                 "received", "status", "proxied", "ended", "release", "kong_ms")  # fmt: skip
+                 "received", "status", "proxied", "ended", "release", "kong_ms",
+                 "tries")  # fmt: skip
 
     def __init__(
         self,
@@ -132,8 +133,10 @@ class UdpSession:
         self.log_phase = log_phase
         self.started = time.monotonic()
         self.last = self.started
-        #: Milliseconds until the peer's socket was made (the log message's ``kong``).
+        #: Milliseconds until the peer's socket was made (the log message's ``kong``), and
+        #: the peers tried (its ``tries``).
         self.kong_ms = 0
+        self.tries: list[dict[str, Any]] = []
         self.timer: asyncio.TimerHandle | None = None
         self.upstream: asyncio.DatagramTransport | None = None
         self.pending: list[bytes] = []
@@ -342,6 +345,7 @@ class UdpProxy:
                     return
                 tried = (*tried, peer)
             host, port, _name = service.try_target(peer)
+            started, address = time.monotonic(), ""
             try:
                 address = (await self.resolver.resolve(host))[0]
                 transport, _ = await loop.create_datagram_endpoint(
@@ -349,9 +353,12 @@ class UdpProxy:
                 )
             except OSError as exc:
                 log.error("udp: cannot reach %s:%d (service %s): %s", host, port, service.name, exc)
+                if address:
+                    session.tries.append(stream_try(address, port, started, True))
                 if peer is not None and balancer is not None and balancer.tracks:
                     balancer.done(peer, None)
                 continue
+            session.tries.append(stream_try(address, port, started))
             if session.ended:
                 transport.close()
                 return
@@ -370,7 +377,7 @@ class UdpProxy:
             session.log_phase.ended(
                 SessionEnd(session.status, session.proxied, session.received, session.sent,
                            seconds, session.client[0], session.listener.port, None,
-                           session.kong_ms)
+                           session.kong_ms, tuple(session.tries))
             )  # fmt: skip
         self._log(session.client[0], session.status, session.sent, session.received,
                   session.started)  # fmt: skip

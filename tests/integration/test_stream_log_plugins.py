@@ -44,6 +44,7 @@ class Node:
         self.loggly = DatagramCollector()
         self.syslog = UnixCollector(tmp / "syslog.sock")
         self.plain, self.tls, self.udp = free_port(), free_port(), free_port()
+        self.dead, self.nobody = free_port(), free_port()  # nothing listens on the second
         self.file = tmp / "stream-sessions.log"
         config = f"""_format_version: "3.0"
 plugins:
@@ -73,6 +74,13 @@ services:
   - name: terminated
     protocols: [tls]
     destinations: [{{port: {self.tls}}}]
+- name: gone
+  url: tcp://127.0.0.1:{self.nobody}
+  retries: 1
+  routes:
+  - name: dead
+    protocols: [tcp]
+    destinations: [{{port: {self.dead}}}]
 - name: dgram
   url: udp://127.0.0.1:{self.dgram.port}
   read_timeout: 300
@@ -81,7 +89,10 @@ services:
     protocols: [udp]
     destinations: [{{port: {self.udp}}}]
 """
-        listen = f"127.0.0.1:{self.plain}, 127.0.0.1:{self.tls} ssl, 127.0.0.1:{self.udp} udp"
+        listen = (
+            f"127.0.0.1:{self.plain}, 127.0.0.1:{self.tls} ssl, 127.0.0.1:{self.udp} udp, "
+            f"127.0.0.1:{self.dead}"
+        )
         self.gateway = Gateway(tmp, config, 1, "--stream-listen", listen)
 
     def collected(self, route: str) -> list[dict[str, Any]]:
@@ -147,6 +158,13 @@ def test_a_proxied_tcp_session_is_logged_with_kongs_stream_message(node: Node) -
     assert set(message["latencies"]) == {"kong", "session"}
     assert message["latencies"]["kong"] <= message["latencies"]["session"]
     assert message["workspace_name"] == "default" and message["started_at"] > 0
+    (tried,) = message["tries"]
+    assert (tried["ip"], tried["port"], tried["balancer_latency"]) == (
+        "127.0.0.1",
+        node.echo.port,
+        0,
+    )
+    assert message["started_at"] <= tried["balancer_start"] <= message["started_at"] + 5000
     # The route's own file-log wrote the same message.
     eventually(lambda: node.file.exists() and node.file.read_text().count("\n") >= 1)
     (line,) = node.file.read_text().splitlines()
@@ -163,6 +181,20 @@ def test_a_refused_session_is_logged_with_its_status(node: Node) -> None:
     (message,) = [m for m in node.collected("plain") if m["client_ip"] == DENIED]
     assert message["session"]["status"] == 403
     assert message["upstream"] == {"received": 0, "sent": 0}
+    assert "tries" not in message
+
+
+def test_a_session_whose_peer_cannot_be_reached_logs_its_failed_tries(node: Node) -> None:
+    with socket.create_connection(("127.0.0.1", node.dead), timeout=10) as sock:
+        assert sock.recv(10) == b""  # closed: no peer answered
+    eventually(lambda: bool(node.collected("dead")))
+    (message,) = node.collected("dead")
+    assert message["session"]["status"] == 502
+    # The first try and its one retry, both refused.
+    assert [(t["port"], t["state"], t["code"]) for t in message["tries"]] == [
+        (node.nobody, "failed", 502),
+        (node.nobody, "failed", 502),
+    ]
 
 
 def test_a_terminated_tls_session_carries_its_tls(node: Node) -> None:
@@ -190,6 +222,7 @@ def test_a_udp_session_is_logged_when_it_ends(node: Node) -> None:
     session = message["session"]
     assert session == {"received": 3, "sent": 9, "status": 200, "server_port": node.udp}
     assert message["service"]["protocol"] == "udp"
+    assert [t["port"] for t in message["tries"]] == [node.dgram.port]
 
 
 def test_syslog_and_loggly_log_sessions_with_their_statuss_severity(node: Node) -> None:

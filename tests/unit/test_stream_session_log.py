@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from fastkong.stream.session_log import RouteLogPhase, SessionEnd
+from fastkong.stream.session_log import RouteLogPhase, SessionEnd, stream_try
 
 
 def test_the_message_of_a_proxied_tls_session() -> None:
@@ -38,3 +38,17 @@ def test_a_refused_session_has_no_upstream_bytes_and_no_tls() -> None:
     assert "tls" not in message["session"] and message["session"]["status"] == 403
     assert message["upstream"] == {"received": 0, "sent": 0}
     assert "service" not in message
+
+
+def test_tries_as_kongs_balancer_records_them() -> None:
+    started = time.monotonic() - 0.5
+    ok = stream_try("10.0.0.9", 5432, started)
+    assert (ok["ip"], ok["port"], ok["balancer_latency"]) == ("10.0.0.9", 5432, 0)
+    assert "state" not in ok
+    assert abs(ok["balancer_start"] - (time.time() - 0.5) * 1000) < 100
+    assert stream_try("10.0.0.9", 5432, started, True)["code"] == 502
+    timed_out = stream_try("10.0.0.9", 5432, started, True, True)
+    assert (timed_out["state"], timed_out["code"]) == ("failed", 504)
+    phase = RouteLogPhase(None)
+    end = SessionEnd(502, False, 0, 0, 1.0, "10.0.0.8", 5432, tries=(timed_out,))
+    assert phase.message(end)["tries"] == [timed_out]
