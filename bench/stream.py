@@ -9,7 +9,11 @@ over ``--rounds``:
   bytes, reading them back and closing (a new TCP connection and upstream connection each time);
 * **bulk MB/s**: one connection echoing ``--megabytes`` MB through in 64 KiB writes.
 
-    python bench/stream.py [--rounds 3] [--seconds 5] [--clients 20] [--megabytes 200]
+    python bench/stream.py [--rounds 3] [--seconds 5] [--clients 20] [--megabytes 200] [--log]
+
+``--log``: every session is logged to a file by both proxies, nginx with a stream
+``access_log`` (Kong's ``basic`` format) and fastkong with a global ``file-log`` plugin for
+``tcp`` (Kong's stream serializer, one JSON line per session).
 
 Prints one line per target and round, then the medians and the ratios to nginx.
 """
@@ -105,14 +109,21 @@ async def bulk(port: int, megabytes: int) -> float:
 
 
 def launch(
-    work: Path, echo: str, up: int, nginx_server: str, kong_yml: str, stream_listen: str
+    work: Path,
+    echo: str,
+    up: int,
+    nginx_server: str,
+    kong_yml: str,
+    stream_listen: str,
+    nginx_stream: str = "",
 ) -> list[subprocess.Popen[bytes]]:
     """The three targets: the ``echo`` upstream program on ``up``, nginx with one stream
-    ``server {nginx_server}`` block, and fastkong on ``kong_yml`` with ``stream_listen``."""
+    ``server {nginx_server}`` block (after ``nginx_stream``, stream-level directives), and
+    fastkong on ``kong_yml`` with ``stream_listen``."""
     (work / "nginx.conf").write_text(
         f"load_module {MODULE};\nworker_processes 1;\ndaemon off;\npid {work}/nginx.pid;\n"
         f"error_log {work}/error.log;\nevents {{ worker_connections 16384; }}\n"
-        f"stream {{ server {{ {nginx_server} }} }}\n"
+        f"stream {{ {nginx_stream} server {{ {nginx_server} }} }}\n"
     )
     (work / "kong.yml").write_text(kong_yml)
     return [
@@ -141,21 +152,33 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--megabytes", type=int, default=200)
+    parser.add_argument("--log", action="store_true")
     args = parser.parse_args()
     if not MODULE.exists() or shutil.which("nginx") is None:
         print("needs nginx and its stream module: apt-get install nginx libnginx-mod-stream")
         return 1
     work = Path(tempfile.mkdtemp(prefix="fastkong-bench-stream-"))
     up, via_nginx, via_fastkong = free_port(), free_port(), free_port()
+    nginx_stream = plugins = ""
+    if args.log:
+        nginx_stream = (
+            "log_format basic '$remote_addr [$time_local] $protocol $status $bytes_sent "
+            f"$bytes_received $session_time'; access_log {work}/nginx-sessions.log basic;"
+        )
+        plugins = (
+            "plugins:\n- name: file-log\n  protocols: [tcp]\n"
+            f"  config: {{path: {work}/fastkong-sessions.log}}\n"
+        )
     procs = launch(
         work,
         ECHO,
         up,
         f"listen 127.0.0.1:{via_nginx}; proxy_pass 127.0.0.1:{up};",
-        '_format_version: "3.0"\nservices:\n- name: echo\n  protocol: tcp\n'
+        '_format_version: "3.0"\n' + plugins + "services:\n- name: echo\n  protocol: tcp\n"
         f"  host: 127.0.0.1\n  port: {up}\n  routes:\n  - name: echo\n    protocols: [tcp]\n"
         f"    destinations: [{{port: {via_fastkong}}}]\n",
         f"127.0.0.1:{via_fastkong}",
+        nginx_stream,
     )
     targets = {"direct": up, "nginx": via_nginx, "fastkong": via_fastkong}
     results: dict[str, dict[str, list[float]]] = {t: {"conn": [], "bulk": []} for t in targets}
