@@ -62,7 +62,8 @@ class Resource:
     plural: str
     namespaced: bool = True
     #: Older versions to list instead when this one is not served (404): a kind that moved
-    #: channels (Gateway API's BackendTLSPolicy: ``v1`` since v1.4, ``v1alpha3`` before).
+    #: channels (Gateway API's BackendTLSPolicy: ``v1`` since v1.4, ``v1alpha3`` before;
+    #: TLSRoute: ``v1`` since v1.5, ``v1alpha3`` or ``v1alpha2`` before).
     fallbacks: tuple[str, ...] = ()
 
     def alternatives(self) -> list[Resource]:
@@ -100,9 +101,10 @@ RESOURCES: Final = (
     Resource("GatewayClass", GATEWAY_GROUP, "v1", "gatewayclasses", namespaced=False),
     Resource("Gateway", GATEWAY_GROUP, "v1", "gateways"),
     Resource("HTTPRoute", GATEWAY_GROUP, "v1", "httproutes"),
-    # The experimental channel's stream routes (404 without their CRDs).
+    # The stream routes (404 without their CRDs): TLSRoute is standard (v1) since Gateway API
+    # v1.5, experimental before; TCPRoute and UDPRoute are experimental.
     Resource("TCPRoute", GATEWAY_GROUP, "v1alpha2", "tcproutes"),
-    Resource("TLSRoute", GATEWAY_GROUP, "v1alpha2", "tlsroutes"),
+    Resource("TLSRoute", GATEWAY_GROUP, "v1", "tlsroutes", fallbacks=("v1alpha3", "v1alpha2")),
     Resource("UDPRoute", GATEWAY_GROUP, "v1alpha2", "udproutes"),
     Resource("ReferenceGrant", GATEWAY_GROUP, "v1beta1", "referencegrants"),
     # Standard since Gateway API v1.4; KIC reads the experimental v1alpha3 (404 without a CRD).

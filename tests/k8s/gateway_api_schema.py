@@ -1,9 +1,10 @@
 """Strict JSON schemas of the Gateway API kinds the controller reads (``gateway.networking.k8s.io``
-standard channel: GatewayClass, Gateway, HTTPRoute v1; ReferenceGrant v1beta1; experimental channel:
-TCPRoute, TLSRoute, UDPRoute v1alpha2, BackendTLSPolicy v1alpha3), written for the offline manifest
-tests: every field of the API's specs by name and type, unknown fields errors (as ``kubectl apply
---validate=strict`` refuses them). A cluster gets the CRDs from the Gateway API project itself;
-these only catch a misspelt or misplaced field in fastkong's examples and test inputs."""
+standard channel: GatewayClass, Gateway, HTTPRoute v1; ReferenceGrant v1beta1; TLSRoute v1 (else
+v1alpha3, v1alpha2) and BackendTLSPolicy v1 (else v1alpha3); experimental channel: TCPRoute,
+UDPRoute v1alpha2), written for the offline manifest tests: every field of the API's specs by
+name and type, unknown fields errors (as ``kubectl apply --validate=strict`` refuses them). A
+cluster gets the CRDs from the Gateway API project itself; these only catch a misspelt or
+misplaced field in fastkong's examples and test inputs."""
 
 from __future__ import annotations
 
@@ -135,7 +136,7 @@ SPECS: dict[str, dict[str, Any]] = {
 # The API versions a kind is written in (the served ones of the channel the kind is in).
 _EXPERIMENTAL: dict[str, tuple[str, ...]] = {
     "TCPRoute": ("v1alpha2",),
-    "TLSRoute": ("v1alpha2",),
+    "TLSRoute": ("v1", "v1alpha3", "v1alpha2"),
     "UDPRoute": ("v1alpha2",),
     "BackendTLSPolicy": ("v1", "v1alpha3"),
 }

@@ -276,3 +276,14 @@ def test_store_replace_diffs_and_apply_is_idempotent() -> None:
     assert seen[-3:] == [("DELETED", "a"), ("MODIFIED", "b"), ("ADDED", "c")]
     assert not store.apply("DELETED", a)
     assert repr(store) == "<Store gen=5 Service=2 synced=1>"
+
+
+async def test_tlsroute_is_listed_at_the_first_version_served() -> None:
+    # Standard (v1) since Gateway API v1.5; the fake serves the older experimental v1alpha2,
+    # after two 404s (v1, v1alpha3).
+    routes = next(x for x in RESOURCES if x.kind == "TLSRoute")
+    assert (routes.version, routes.fallbacks) == ("v1", ("v1alpha3", "v1alpha2"))
+    async with FakeApiServer() as api:
+        async with reflecting(api, routes) as r:
+            assert r.resource.version == "v1alpha2" and r.stats.lists == 1
+            assert not r.fallbacks

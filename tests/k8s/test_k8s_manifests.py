@@ -555,7 +555,13 @@ def test_gateway_api_stream_route_schemas() -> None:
             bad = copy.deepcopy(route)
             bad["spec"].update(typo)
             assert list(validator.iter_errors(bad)), (route["kind"], typo)
-        assert list(validator.iter_errors({**route, "apiVersion": f"{GATEWAY_GROUP}/v1"}))
+        # TLSRoute is v1 since Gateway API v1.5 (and v1alpha3, v1alpha2 before); TCPRoute is not.
+        wrong = "v1" if route["kind"] == "TCPRoute" else "v1beta1"
+        assert list(validator.iter_errors({**route, "apiVersion": f"{GATEWAY_GROUP}/{wrong}"}))
+        if route["kind"] == "TLSRoute":
+            for version in ("v1", "v1alpha3"):
+                served = {**route, "apiVersion": f"{GATEWAY_GROUP}/{version}"}
+                assert not list(validator.iter_errors(served)), version
     tcp["spec"]["hostnames"] = ["vault.example.com"]  # TLSRoute only
     assert list(jsonschema.Draft7Validator(schemas["TCPRoute"]).iter_errors(tcp))
 
