@@ -195,16 +195,23 @@ def main() -> int:
                 print(f"round {r + 1} {name:9} {conn:9.0f} conn/s {mbs:8.0f} MB/s", flush=True)
     finally:
         stop(procs, work)
+    print_medians(results, (("conn", "conn/s", 9), ("bulk", "MB/s", 8)))
+    return 0
+
+
+def print_medians(
+    results: dict[str, dict[str, list[float]]], columns: tuple[tuple[str, str, int], ...]
+) -> None:
+    """Each target's medians, and their ratios to nginx's: ``columns`` are (the metric's key in
+    ``results``, its unit, its width)."""
     base = {k: statistics.median(v) for k, v in results["nginx"].items()}
     print("\nmedians:")
-    for name in targets:
-        conn = statistics.median(results[name]["conn"])
-        mbs = statistics.median(results[name]["bulk"])
-        print(
-            f"{name:9} {conn:9.0f} conn/s ({conn / base['conn']:.2f} of nginx)  "
-            f"{mbs:8.0f} MB/s ({mbs / base['bulk']:.2f} of nginx)"
-        )
-    return 0
+    for name, found in results.items():
+        cells = []
+        for key, unit, width in columns:
+            value = statistics.median(found[key])
+            cells.append(f"{value:{width}.0f} {unit} ({value / base[key]:.2f} of nginx)")
+        print(f"{name:9} " + "  ".join(cells))
 
 
 if __name__ == "__main__":

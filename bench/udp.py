@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -37,7 +36,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stream import MODULE, free_port, launch, stop  # noqa: E402
+from stream import MODULE, free_port, launch, print_medians, stop  # noqa: E402
 
 ECHO = """
 import asyncio, sys, uvloop
@@ -173,15 +172,7 @@ def main() -> int:
                 time.sleep(1.5)  # the sessions of this leg time out before the next
     finally:
         stop(procs, work)
-    base = {k: statistics.median(v) for k, v in results["nginx"].items()}
-    print("\nmedians:")
-    for name in targets:
-        dgram = statistics.median(results[name]["dgram"])
-        sess = statistics.median(results[name]["sess"])
-        print(
-            f"{name:9} {dgram:9.0f} datagrams/s ({dgram / base['dgram']:.2f} of nginx)  "
-            f"{sess:8.0f} sessions/s ({sess / base['sess']:.2f} of nginx)"
-        )
+    print_medians(results, (("dgram", "datagrams/s", 9), ("sess", "sessions/s", 8)))
     return 0
 
 
