@@ -51,7 +51,7 @@ from fastkong.stream.clienthello import NOT_TLS, Peek, peek_client_hello
 from fastkong.stream.pipe import Session
 from fastkong.stream.proxy_protocol import BrokenHeader, ProxyHeader, parse_proxy_header
 from fastkong.stream.router import StreamRoute
-from fastkong.stream.session_log import SessionEnd, stream_try
+from fastkong.stream.session_log import SessionEnd, note_try
 from fastkong.stream.snapshot import StreamSnapshot, empty_snapshot
 from fastkong.upstreams.balancers import Balancer, Peer
 from fastkong.upstreams.dns import Resolver
@@ -459,7 +459,7 @@ class StreamProxy(Listening):
                 )
             except (OSError, ssl.SSLError, TimeoutError) as exc:
                 timed_out = isinstance(exc, TimeoutError)
-                session.tries.append(stream_try(address, port, started, True, timed_out))
+                note_try(session.log_phase, session.tries, address, port, started, True, timed_out)
                 log.error(
                     "stream: connect to %s:%d (service %s) failed: %s",
                     address, port, service.name, "timeout" if timed_out else exc,
@@ -472,7 +472,7 @@ class StreamProxy(Listening):
                 if session.done.done():
                     return status.BAD_GATEWAY  # the client left meanwhile
                 continue
-            session.tries.append(stream_try(address, port, started))
+            note_try(session.log_phase, session.tries, address, port, started)
             if peer is not None and balancer is not None and balancer.tracks:
                 elapsed = time.monotonic() - started
                 session.done.add_done_callback(partial(_release, balancer, peer, elapsed))

@@ -65,6 +65,21 @@ class SessionEnd(NamedTuple):
     tries: tuple[dict[str, Any], ...] = ()
 
 
+def note_try(
+    phase: RouteLogPhase | None,
+    tries: list[dict[str, Any]],
+    ip: str,
+    port: int,
+    started: float,
+    failed: bool = False,
+    timed_out: bool = False,
+) -> None:
+    """Add a try of a peer to ``tries``, only when the route has a log plugin to read them (a
+    session of any other route makes no entry)."""
+    if phase is not None and phase.loggers:
+        tries.append(stream_try(ip, port, started, failed, timed_out))
+
+
 def stream_try(
     ip: str, port: int, started: float, failed: bool = False, timed_out: bool = False
 ) -> dict[str, Any]:
@@ -150,4 +165,4 @@ class RouteLogPhase:
         return out
 
 
-__all__ = ["RouteLogPhase", "SessionEnd", "TlsInfo", "stream_try"]
+__all__ = ["RouteLogPhase", "SessionEnd", "TlsInfo", "note_try", "stream_try"]

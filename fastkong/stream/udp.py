@@ -38,7 +38,7 @@ from fastkong.stream import pktinfo
 from fastkong.stream.access_log import StreamAccessLog
 from fastkong.stream.router import StreamRoute
 from fastkong.stream.server import refusal
-from fastkong.stream.session_log import RouteLogPhase, SessionEnd, stream_try
+from fastkong.stream.session_log import RouteLogPhase, SessionEnd, note_try
 from fastkong.stream.snapshot import StreamSnapshot, empty_snapshot
 from fastkong.upstreams.balancers import Peer
 from fastkong.upstreams.dns import Resolver
@@ -354,11 +354,11 @@ class UdpProxy:
             except OSError as exc:
                 log.error("udp: cannot reach %s:%d (service %s): %s", host, port, service.name, exc)
                 if address:
-                    session.tries.append(stream_try(address, port, started, True))
+                    note_try(session.log_phase, session.tries, address, port, started, True)
                 if peer is not None and balancer is not None and balancer.tracks:
                     balancer.done(peer, None)
                 continue
-            session.tries.append(stream_try(address, port, started))
+            note_try(session.log_phase, session.tries, address, port, started)
             if session.ended:
                 transport.close()
                 return

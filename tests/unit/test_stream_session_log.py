@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from fastkong.stream.session_log import RouteLogPhase, SessionEnd, stream_try
+from fastkong.stream.session_log import RouteLogPhase, SessionEnd, note_try, stream_try
 
 
 def test_the_message_of_a_proxied_tls_session() -> None:
@@ -52,3 +52,12 @@ def test_tries_as_kongs_balancer_records_them() -> None:
     phase = RouteLogPhase(None)
     end = SessionEnd(502, False, 0, 0, 1.0, "10.0.0.8", 5432, tries=(timed_out,))
     assert phase.message(end)["tries"] == [timed_out]
+
+
+def test_tries_are_noted_only_for_a_route_with_a_log_plugin() -> None:
+    tries: list[dict[str, object]] = []
+    note_try(None, tries, "10.0.0.9", 5432, time.monotonic())
+    note_try(RouteLogPhase(None), tries, "10.0.0.9", 5432, time.monotonic())  # prometheus only
+    assert tries == []
+    note_try(RouteLogPhase(None, (object(),)), tries, "10.0.0.9", 5432, time.monotonic(), True)
+    assert [(t["ip"], t["state"]) for t in tries] == [("10.0.0.9", "failed")]
