@@ -2,15 +2,15 @@
 # Install the test dependencies, build the compiled core, and run the whole suite twice:
 # once on the compiled kernels and once on their pure-Python twins (FASTKONG_NO_EXTENSIONS=1).
 # The tests start real peers: nginx and wrk (benchmark smoke test), redis-server (rate
-# limiting) and OpenLDAP's slapd with ldap-utils (ldap-auth) come from Debian packages, as do
-# unshare and ip (a wildcard listener's test runs in a network namespace of its own, loopback
-# only), installed here when missing and when we may.
+# limiting), OpenLDAP's slapd with ldap-utils (ldap-auth) and Let's Encrypt's test CA pebble
+# (acme) come from Debian packages, as do unshare and ip (a wildcard listener's test runs in a
+# network namespace of its own, loopback only), installed here when missing and when we may.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 for tool in nginx:nginx wrk:wrk redis-server:redis-server slapd:slapd ldapmodify:ldap-utils \
-    ip:iproute2 unshare:util-linux; do
+    ip:iproute2 unshare:util-linux pebble:pebble; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${tool%%:*}" ] ||
         missing+=("${tool##*:}")
 done
