@@ -355,6 +355,15 @@ def cmd_start(args: argparse.Namespace) -> int:
         print(problem, file=sys.stderr)
         return 1
     loaded = supervisor.config.loaded
+    ssl_listener = any(x.ssl for x in opts.proxy)
+    if loaded and ssl_listener and opts.ssl_termination == "granian":
+        if any(p.name == "acme" and p.enabled for p in loaded.config.plugins):
+            print(
+                "fastkong: acme: with --ssl-termination granian the ssl listeners serve one "
+                "certificate; the plugin's certificates are served by fastkong's termination "
+                "(the default)",
+                file=sys.stderr,
+            )
     print(
         f"fastkong {__version__}: proxy on {', '.join(x.url for x in opts.proxy)}"
         + (f", status on http://{opts.status[0]}:{opts.status[1]}" if opts.status else "")

@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, quote, unquote
 import msgspec
 import yaml
 
+from fastkong.acme.admin import AcmeAdmin
 from fastkong.config import Config, ConfigError, load_config
 from fastkong.config.loader import parse
 from fastkong.config.schema import ENTITY_STRUCTS
@@ -182,6 +183,10 @@ class AdminApi:
         if path.startswith("/schemas/"):
             return await self.validate_entity(request, path.split("/")[2])
         parts = [unquote(p) for p in path.split("/") if p]
+        if parts[0] == "acme":
+            params = {k: v[-1] for k, v in request.query.items()}
+            params.update(_body_params(request) or {})
+            return await self.supervisor.acme.handle(method, parts, params)
         if parts[0] == "upstreams" and len(parts) >= 3:
             await self.supervisor.checker.warm(parts[1])  # health reads target addresses
         if parts[-1] in ("healthy", "unhealthy") and len(parts) in (5, 6):
@@ -217,6 +222,8 @@ class AdminApi:
         if re.fullmatch(r"/schemas/[^/]+/validate", path):
             return "OPTIONS, POST"
         parts = [p for p in path.split("/") if p]
+        if parts and parts[0] == "acme":
+            return AcmeAdmin.allowed_methods(parts)
         if not parts or parts[0] not in ENTITIES:
             return None
         n = len(parts)

@@ -45,6 +45,7 @@ from urllib.parse import parse_qs
 
 from fastkong import __version__, plugins
 from fastkong._core._router_py import gc_paused
+from fastkong.acme.admin import AcmeAdmin
 from fastkong.background import background_executor
 from fastkong.config import Config, ConfigError, LoadedConfig, load_config
 from fastkong.control import httpserver
@@ -212,6 +213,8 @@ class Supervisor:
         self.server_header = httpserver.SERVER if "server" in shown.names else None
         self.admin_latency = "x-kong-admin-latency" in shown.names
         self.admin = AdminApi(self)
+        #: The acme plugin's Admin API endpoints and daily renewal (fastkong.acme.admin).
+        self.acme = AcmeAdmin(self.current_config, self.state_dir)
         # The node's shared rate-limit counters (fastkong._core.ratelimit): in /dev/shm when the
         # system has it, so every worker maps the same pages; removed when the node stops.
         shm = Path("/dev/shm")
@@ -747,6 +750,7 @@ class Supervisor:
         await self.start_children()
         watcher = loop.create_task(self.watch())
         self.checker.start(loop)
+        self.acme.start()
         exits = [loop.create_task(child.wait()) for child in self.children]
         stopping = loop.create_task(stop.wait())
         await asyncio.wait({*exits, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -765,6 +769,7 @@ class Supervisor:
             task.cancel()
         watcher.cancel()
         self.checker.stop()
+        self.acme.stop()
         stopping.cancel()
         for server in servers:
             server.close()

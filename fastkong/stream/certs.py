@@ -4,7 +4,9 @@ Kong's ``kong/runloop/certificate.lua`` (``find_certificate``): the ``snis`` ent
 client's server name, else the one named by its leftmost label turned into ``*``
 (``*.example.com`` for ``a.example.com``; only for names of three labels or more), else the one
 named by its last label turned into ``*`` (``www.example.*``), else the catch-all sni ``*``,
-else the node's default certificate (``ssl_cert``/``ssl_cert_key``, or Kong's generated one).
+else, on the edge's HTTP listeners, a certificate the acme plugin stored for the name
+(:mod:`fastkong.acme.certs`), else the node's default certificate (``ssl_cert``/
+``ssl_cert_key``, or Kong's generated one).
 
 Unlike the HTTP listeners (Granian serves one certificate per listener), a stream listener's TLS
 is Python's own, so every certificate in the config is served by name: one server context per
@@ -19,10 +21,13 @@ import logging
 import re
 import ssl
 from collections.abc import Iterable, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from fastkong.config import vault
 from fastkong.proxy.upstream_tls import load_chain
+
+if TYPE_CHECKING:
+    from fastkong.acme.certs import AcmeSource
 
 log = logging.getLogger("fastkong.stream")
 
@@ -59,7 +64,7 @@ def server_context(minimum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2) -> ssl.SSLC
 class CertificateSet:
     """The server contexts of one config snapshot, by SNI name (see the module docstring)."""
 
-    __slots__ = ("default", "by_name", "contexts")
+    __slots__ = ("default", "by_name", "contexts", "alpn", "acme")
 
     def __init__(
         self,
@@ -68,8 +73,12 @@ class CertificateSet:
         snis: Iterable[Any] = (),
         minimum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
         alpn: Sequence[str] = (),
+        acme: AcmeSource | None = None,
     ) -> None:
         self.default = default
+        self.alpn = tuple(alpn)
+        #: The acme plugin's stored certificates, for names that would get the default.
+        self.acme = acme
         self.contexts: dict[str, ssl.SSLContext] = {}
         for cert in certificates:
             ctx = server_context(minimum)
@@ -109,6 +118,10 @@ class CertificateSet:
                 found = self.by_name.get(name)
                 if found is not None:
                     return found
+        if self.acme is not None:
+            certkey = self.acme.lookup(sni)
+            if certkey is not None:
+                return self.acme.context(sni, certkey, self.default, self.alpn)
         return self.default
 
     def _choose(self, conn: ssl.SSLObject | ssl.SSLSocket, name: str | None, _: Any) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 import uvloop
 
 from fastkong import metrics
+from fastkong.acme.certs import AcmeCache, AcmeSource
 from fastkong.control.lifeline import die_with_parent, expected_parent
 from fastkong.control.state import file_identity, read_state, write_report
 from fastkong.plugins.bundled import _queue as http_queue
@@ -68,6 +69,8 @@ class Follower:
         self.stream_tls = any(x.ssl for x in proxy.listeners)
         edged = edge.edge_listeners if edge is not None else []
         self.edge_alpns = {x.alpn for x in edged if x.ssl}
+        #: The acme plugin's certificates this process has read (kept across configs).
+        self.acme_cache = AcmeCache() if self.edge_alpns else None
 
     def __repr__(self) -> str:
         return f"<Follower {self.path} {self.proxy.snapshot!r}>"
@@ -75,7 +78,12 @@ class Follower:
     def build(self) -> StreamSnapshot:
         config_hash, config, _ = read_state(self.path)
         return build_snapshot(
-            config, config_hash, self.default_cert, self.edge_alpns, self.stream_tls
+            config,
+            config_hash,
+            self.default_cert,
+            self.edge_alpns,
+            self.stream_tls,
+            self.acme_cache,
         )
 
     def install(self, snapshot: StreamSnapshot) -> None:
@@ -84,6 +92,8 @@ class Follower:
             self.udp.snapshot = snapshot
         if self.edge is not None:
             self.edge.snapshot = snapshot
+        if snapshot.acme is not None and self.acme_cache is not None:
+            self.acme_cache.start(_warm(snapshot.acme))
         # Reported as the HTTP workers do: the node is ready once this process serves too.
         write_report(self.path.parent, os.getpid(), snapshot.hash)
 
@@ -106,6 +116,13 @@ class Follower:
                     self.install(snapshot)
                     registry.adopt(snapshot)
             await asyncio.sleep(POLL_INTERVAL)
+
+
+async def _warm(acme: AcmeSource) -> None:
+    try:
+        await acme.warm()
+    except Exception as exc:  # noqa: BLE001 - handshakes read what they miss themselves
+        log.warning("acme: cannot read the stored certificates: %s", exc)
 
 
 async def serve(options: dict[str, Any]) -> int:

@@ -21,6 +21,7 @@ import ssl
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from fastkong.acme.certs import AcmeCache, AcmeSource, acme_source
 from fastkong.config import Config
 from fastkong.plugins.bundled._serializer import entity_row
 from fastkong.plugins.chain import build_plugins
@@ -68,7 +69,7 @@ class StreamSnapshot:
     """See the module docstring; ``services`` is what the upstream registry adopts."""
 
     __slots__ = ("hash", "router", "services", "guards", "log_phases", "certificates",
-                 "edge_certificates", "udp_router", "__weakref__")  # fmt: skip
+                 "edge_certificates", "udp_router", "acme", "__weakref__")  # fmt: skip
 
     def __init__(
         self,
@@ -80,6 +81,7 @@ class StreamSnapshot:
         log_phases: dict[str, RouteLogPhase] | None = None,
         edge_certificates: dict[tuple[str, ...], CertificateSet] | None = None,
         udp_router: StreamRouter | None = None,
+        acme: AcmeSource | None = None,
     ) -> None:
         self.hash = config_hash
         self.router = router
@@ -95,6 +97,8 @@ class StreamSnapshot:
         self.certificates = certificates
         #: The edge's HTTP listeners' certificates, by the ALPN protocols they offer.
         self.edge_certificates = edge_certificates or {}
+        #: The acme plugin the edge's certificates consult (None: no such plugin, or no edge).
+        self.acme = acme
 
     def __repr__(self) -> str:
         return (
@@ -116,12 +120,14 @@ def build_snapshot(
     default_cert: DefaultCertificate | None,
     edge_alpns: Iterable[tuple[str, ...]] = (),
     stream_tls: bool = True,
+    acme_cache: AcmeCache | None = None,
 ) -> StreamSnapshot:
     """The snapshot of ``config`` (pure apart from loading certificates; runs off the loop).
 
     ``stream_tls``: whether a stream listener terminates TLS (is ``ssl``); ``edge_alpns``: the
     ALPN protocol lists of the edge's ``ssl`` listeners (fastkong/stream/edge.py). Each needs
-    its own set of contexts (a context's SNI callback belongs to one set)."""
+    its own set of contexts (a context's SNI callback belongs to one set). ``acme_cache``: the
+    process's cache of acme certificates (the edge's listeners serve them)."""
     services = compile_services(config)
     enabled_routes = [
         r
@@ -137,13 +143,21 @@ def build_snapshot(
             default_cert.context(), config.certificates, config.snis, default_cert.minimum
         )
     edge_certs = {}
+    acme = None
+    if default_cert is not None and acme_cache is not None and edge_alpns:
+        acme = acme_source(config.plugins, acme_cache)
     if default_cert is not None:
         for alpn in set(edge_alpns):
             edge_certs[alpn] = CertificateSet(
-                default_cert.context(), config.certificates, config.snis, default_cert.minimum, alpn
+                default_cert.context(),
+                config.certificates,
+                config.snis,
+                default_cert.minimum,
+                alpn,
+                acme,
             )
     return StreamSnapshot(
-        config_hash, router, services, guards, certs, phases, edge_certs, udp_router
+        config_hash, router, services, guards, certs, phases, edge_certs, udp_router, acme
     )
 
 

@@ -52,6 +52,7 @@ DEFAULTS = {"ip-restriction": ["http", "https", "tcp", "tls", "grpc", "grpcs"]}
 
 #: The least config each plugin loads with, beyond what test_required_fields already knows.
 LEAST: dict[str, dict[str, Any]] = {
+    "acme": {"account_email": "ops@example.com"},
     "ai-prompt-decorator": {"prompts": {"prepend": [{"role": "system", "content": "Be brief."}]}},
     "ai-proxy": {
         "route_type": "llm/v1/chat",

@@ -105,8 +105,8 @@ def test_unknown_and_missing_plugin_names() -> None:
 def test_kongs_plugins_fastkong_lacks_are_named_as_such() -> None:
     """Kong's "add it to the 'plugins' configuration property" would send a Kong user after a
     setting that cannot help: a bundled Kong plugin fastkong lacks says so instead."""
-    assert errors("plugins:\n- {name: acme}\n- {name: post-function}\n") == [
-        "plugins[0].name: plugin 'acme' is one of Kong's bundled plugins that fastkong does "
+    assert errors("plugins:\n- {name: oauth2}\n- {name: post-function}\n") == [
+        "plugins[0].name: plugin 'oauth2' is one of Kong's bundled plugins that fastkong does "
         "not implement",
         "plugins[1].name: plugin 'post-function' runs Lua code, which fastkong does not run",
     ]
