@@ -25,7 +25,7 @@ from cryptography.x509.oid import NameOID
 
 from fastkong.acme.storage import FileStorage, node_directory
 from tests.acme_server import LoopbackDns, Pebble
-from tests.helpers import Echo, Gateway, eventually, free_port
+from tests.helpers import Echo, Gateway, eventually, free_port, in_own_network
 from tests.pki import Pki
 from tests.redis_server import RedisServer
 
@@ -302,3 +302,44 @@ def test_granian_termination_says_the_plugin_s_certificates_are_not_served(
         gateway.stop()
     log = gateway.stderr_path.read_text()
     assert "acme: with --ssl-termination granian the ssl listeners serve one certificate" in log
+
+
+def test_sanity_check_of_the_challenge_path(tmp_path: Path) -> None:
+    """``POST /acme`` with ``test_http_challenge_flow`` asks ``http://<host>/`` (port 80, as
+    the CA will): the gateway listens on 127.0.0.1:80 in a network namespace of the test's
+    own, where the port is free."""
+    if not in_own_network(tmp_path):
+        return
+    echo = Echo().start()
+    config = json.loads(acme_config(echo, Pebble(tmp_path / "unused", LoopbackDns(), 1)))
+    config["plugins"][0]["config"]["domains"] = ["127.0.0.1", "127.0.0.2"]
+    gateway = Gateway(tmp_path, json.dumps(config))
+    gateway.port = 80
+    gateway.stderr_path = tmp_path / "gateway.log"
+    admin = f"http://127.0.0.1:{gateway.admin_port}"
+
+    def check(host: str) -> tuple[int, str]:
+        body = {"host": host, "test_http_challenge_flow": "true"}
+        answer = httpx.post(f"{admin}/acme", data=body, timeout=30)
+        return answer.status_code, answer.json()["message"]
+
+    problem = "problem found running sanity check for "
+    try:
+        gateway.start()
+        assert check("127.0.0.1") == (200, "sanity test for host 127.0.0.1 passed")
+        refused = check("127.0.0.2")  # in `domains`, nothing listens there
+        assert refused[0] == 400 and refused[1].startswith(problem + "127.0.0.2: ")
+        # no route catches the path: Kong's advice to add one
+        config["services"][0]["routes"][0]["paths"] = ["/api"]
+        posted = httpx.post(f"{admin}/config", json=config, timeout=30)
+        assert posted.status_code == 201, posted.text
+        probe = "http://127.0.0.1/.well-known/acme-challenge/x"
+        eventually(lambda: "no Route matched" in httpx.get(probe).text)
+        assert check("127.0.0.1") == (
+            400,
+            problem + "127.0.0.1: http://127.0.0.1/.well-known/acme-challenge/* doesn't map "
+            "to a Route in Kong; please refer to docs on how to create dummy Route and Service",
+        )
+    finally:
+        gateway.stop()
+        echo.stop()

@@ -10,21 +10,14 @@ loopback datagrams. The test re-runs itself there with ``FASTKONG_TEST_NETNS=1``
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, Gateway, TaggedDatagrams, free_port, udp_tag_at
+from tests.helpers import Gateway, TaggedDatagrams, free_port, in_own_network, udp_tag_at
 
 pytestmark = pytest.mark.integration
-
-IN_NETNS = "FASTKONG_TEST_NETNS"
-#: Runs the command after it in a new user and network namespace, loopback up.
-OWN_NETWORK = ["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$0" "$@"']
 
 
 def connected_ask(server: str, port: int, payload: bytes = b"ping") -> bytes:
@@ -39,26 +32,6 @@ def connected_ask(server: str, port: int, payload: bytes = b"ping") -> bytes:
             return sock.recv(65536)
         except (TimeoutError, ConnectionRefusedError):
             return b""
-
-
-def in_own_network(tmp_path: Path) -> bool:
-    """Whether this process runs in the test's own network namespace; if not, run the calling
-    test there (it must pass) and return False."""
-    if os.environ.get(IN_NETNS) == "1":
-        return True
-    test = sys._getframe(1).f_code.co_name
-    node = f"{Path(__file__).relative_to(ROOT)}::{test}"
-    pytest_args = ["-q", "-p", "no:cacheprovider", "--basetemp", str(tmp_path / "netns")]
-    proc = subprocess.run(
-        [*OWN_NETWORK, sys.executable, "-m", "pytest", *pytest_args, node],
-        cwd=ROOT,
-        env={**os.environ, IN_NETNS: "1"},
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout + proc.stderr
-    return False
 
 
 def test_a_wildcard_udp_listener_answers_from_and_routes_by_the_address_written_to(
