@@ -34,6 +34,7 @@ OVERLAY = REPO / "configs" / "kubernetes" / "overlays" / "with-controller"
 CHART = REPO / "configs" / "helm" / "fastkong"
 GATEWAY_EXAMPLE = REPO / "configs" / "kubernetes" / "examples" / "gateway-api.yaml"
 STREAM_EXAMPLE = REPO / "configs" / "kubernetes" / "examples" / "stream"
+ACME_EXAMPLE = REPO / "configs" / "kubernetes" / "examples" / "acme.yaml"
 CR_GROUP = "configuration.konghq.com"
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 IMAGE = "fastkong:0.1.0"
@@ -722,6 +723,29 @@ def test_the_gateway_api_example_is_valid_and_translates() -> None:
         "httproute.default.echo.1.0",
     }
     assert all(r["hosts"] == ["echo.example.com"] for r in routes)
+
+
+def test_the_acme_example_is_valid_and_makes_a_global_acme_plugin() -> None:
+    objs = load_objects(ACME_EXAMPLE)
+    assert sorted(o["kind"] for o in objs) == ["Ingress", "KongClusterPlugin"]
+    schemas = crd_schemas()
+    for obj in objs:
+        if obj["kind"] in schemas:
+            errors = list(jsonschema.Draft7Validator(schemas[obj["kind"]]).iter_errors(obj))
+            assert not errors, errors[0]
+        else:
+            check_builtin(obj)
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "shop"}}
+    service["metadata"]["namespace"] = "default"
+    service["spec"] = {"ports": [{"port": 80}]}
+    result = translate([*objs, service])
+    assert result.problems == []
+    (plugin,) = result.config["plugins"]
+    assert plugin["name"] == "acme" and "route" not in plugin and "service" not in plugin
+    assert plugin["config"]["storage"] == "redis"
+    (route,) = [r for s in result.config["services"] for r in s["routes"]]
+    # the Ingress's "/" rule is the route the CA's challenge request takes
+    assert route["hosts"] == ["shop.example.com"] and "/" in route["paths"]
 
 
 def _rules(objs: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
