@@ -19,6 +19,7 @@ import msgspec
 
 from fastkong.config import checks as C
 from fastkong.config import errors as E
+from fastkong.config import keys as K
 from fastkong.config import schema as S
 from fastkong.config import vault
 from fastkong.config.meta import Loc
@@ -461,6 +462,48 @@ def process_ca_certificate(fields: dict[str, Any], loc: Loc, issues: Issues, ctx
     return walked
 
 
+def process_key_set(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) -> Walked:
+    return _walk(S.KeySet, fields, loc, issues, ctx)
+
+
+def process_key(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) -> Walked:
+    """Kong's ``keys``: a ``jwk`` (JSON text whose ``kid`` is the key's) or a ``pem`` pair,
+    not both; the key material must load (references are checked on their secrets where
+    they are resolved, and skipped where not, as Kong skips them)."""
+    walked = _walk(S.Key, fields, loc, issues, ctx)
+    data = walked.data
+    given = [n for n in ("jwk", "pem") if data.get(n) is not None or n in walked.bad]
+    if len(given) == 2:
+        issues.entity(loc, E.MUTUALLY_EXCLUSIVE.format("'jwk', 'pem'"))
+        return walked
+    if not given:
+        issues.entity(loc, E.AT_LEAST_ONE_OF.format("'jwk', 'pem'"))
+        return walked
+    if data.get("jwk") is not None and "jwk" not in walked.bad and "kid" not in walked.bad:
+        jwk = data["jwk"]
+        if vault.is_reference(jwk) and not vault.resolving():
+            return walked
+        problem = K.jwk_problem(vault.resolve(jwk) if vault.is_reference(jwk) else jwk, data["kid"])
+        if problem is not None:
+            issues.entity(loc, problem)
+    pem = data.get("pem")
+    if isinstance(pem, dict) and "pem" not in walked.bad:
+        private, public = pem.get("private_key"), pem.get("public_key")
+        if private is None and public is None:
+            names = "'private_key', 'public_key'"
+            issues.entity((*loc, "pem"), E.AT_LEAST_ONE_OF.format(names))
+            return walked
+        if any(vault.is_reference(v) for v in (private, public)):
+            if not vault.resolving():
+                return walked
+            private, public = (vault.resolve(v) if isinstance(v, str) and vault.is_reference(v)
+                               else v for v in (private, public))  # fmt: skip
+        problem = K.pem_problem(private, public)
+        if problem is not None:
+            issues.field((*loc, "pem"), problem)
+    return walked
+
+
 # -- plugins -----------------------------------------------------------------------------------
 _SUBPATH: Final = re.compile(r"[^.\[\]]+|\[([0-9]+)\]")
 
@@ -573,6 +616,8 @@ PROCESSORS: Final[dict[str, Processor]] = {
     "vaults": process_vault,
     "certificates": process_certificate,
     "ca_certificates": process_ca_certificate,
+    "key_sets": process_key_set,
+    "keys": process_key,
     "snis": process_sni,
     "services": process_service,
     "routes": process_route,

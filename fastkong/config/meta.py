@@ -53,6 +53,16 @@ ENTITIES: Final[MappingProxyType[str, EntityMeta]] = MappingProxyType(
             ),
             EntityMeta("certificates", "certificate"),
             EntityMeta("ca_certificates", "ca_certificate", unique=("cert_digest",)),
+            EntityMeta("key_sets", "key_set", endpoint_key="name", endpoint_unique=True),
+            EntityMeta(
+                "keys",
+                "key",
+                endpoint_key="name",
+                endpoint_unique=True,
+                cache_key=("kid", "set"),
+                required=frozenset({"kid"}),
+                foreign=_fk(set="key_sets"),
+            ),
             EntityMeta(
                 "snis",
                 "sni",
@@ -168,6 +178,7 @@ CHILDREN: Final[MappingProxyType[str, tuple[tuple[str, str], ...]]] = MappingPro
             ("acls", "consumer"),
         ),
         "upstreams": (("targets", "upstream"),),
+        "key_sets": (("keys", "set"),),
     }
 )
 

@@ -339,6 +339,38 @@ class CACertificate(Base, kw_only=True, frozen=True):
     updated_at: TimestampS | None = None
 
 
+class KeySet(Base, kw_only=True, frozen=True):
+    """A named group of keys (``kong/db/schema/entities/key_sets.lua``)."""
+
+    id: UUID
+    name: str | None = None
+    tags: Tags | None = None
+    created_at: TimestampS | None = None
+    updated_at: TimestampS | None = None
+
+
+class PemKeys(Base, kw_only=True, frozen=True):
+    """Kong's ``typedefs.pem``: a PEM private and/or public key."""
+
+    private_key: Annotated[str, REFERENCEABLE] | None = None
+    public_key: Annotated[str, REFERENCEABLE] | None = None
+
+
+class Key(Base, kw_only=True, frozen=True):
+    """A key as a JWK (JSON text) or PEM (``kong/db/schema/entities/keys.lua``), for plugins
+    that name one (acme's ``account_key``)."""
+
+    id: UUID
+    set: str | None = None
+    name: str | None = None
+    kid: str
+    jwk: Annotated[str, REFERENCEABLE] | None = None
+    pem: PemKeys | None = None
+    tags: Tags | None = None
+    created_at: TimestampS | None = None
+    updated_at: TimestampS | None = None
+
+
 class EnvVaultConfig(Base, kw_only=True, frozen=True):
     """The ``env`` vault's config (``kong/vaults/env/schema.lua``)."""
 
@@ -382,6 +414,8 @@ class Config(Base, kw_only=True, frozen=True):
     snis: list[Sni] = []
     ca_certificates: list[CACertificate] = []
     vaults: list[Vault] = []
+    key_sets: list[KeySet] = []
+    keys: list[Key] = []
 
     def __repr__(self) -> str:
         parts = [f"<Config {self.format_version}"]
@@ -398,6 +432,8 @@ ENTITY_STRUCTS: Final[dict[str, type[Base]]] = {
     "vaults": Vault,
     "certificates": Certificate,
     "ca_certificates": CACertificate,
+    "key_sets": KeySet,
+    "keys": Key,
     "snis": Sni,
     "services": Service,
     "routes": Route,

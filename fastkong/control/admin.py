@@ -50,6 +50,8 @@ ENTITIES = {
     "hmac-auths": "hmacauth_credentials",
     "jwts": "jwt_secrets",
     "acls": "acls",
+    "key-sets": "key_sets",
+    "keys": "keys",
 }
 #: Each entity's ``endpoint_key``: the field a non-UUID path segment is looked up by.
 ENDPOINT_KEY = {
@@ -68,6 +70,8 @@ ENDPOINT_KEY = {
     "hmacauth_credentials": "username",
     "jwt_secrets": "key",
     "acls": None,
+    "key_sets": "name",
+    "keys": "name",
 }
 #: (parent, nested admin name) -> (child entity array, foreign key): /services/{s}/routes, ...
 NESTED = {
@@ -82,6 +86,7 @@ NESTED = {
     ("consumers", "hmac-auth"): ("hmacauth_credentials", "consumer"),
     ("consumers", "jwt"): ("jwt_secrets", "consumer"),
     ("consumers", "acls"): ("acls", "consumer"),
+    ("key-sets", "keys"): ("keys", "set"),
 }
 #: (collection, foreign key) -> the foreign entity array: /routes/{r}/service, ...
 FOREIGN = {
@@ -93,8 +98,9 @@ FOREIGN = {
     ("basic-auths", "consumer"): "consumers",
     ("jwts", "consumer"): "consumers",
     ("acls", "consumer"): "consumers",
+    ("keys", "set"): "key_sets",
 }
-FOREIGN_KEYS = ("service", "route", "consumer", "upstream", "certificate")
+FOREIGN_KEYS = ("service", "route", "consumer", "upstream", "certificate", "set")
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 #: The Kong release whose Admin API this one answers as (``kong/meta.lua``): decK and KIC

@@ -20,6 +20,12 @@ from tests.helpers import Echo, Gateway
 pytestmark = pytest.mark.integration
 
 ROUTES = 5
+#: RFC 7517 appendix A.2's EC private key, with the kid Kong's keys entity requires it to repeat.
+EC_JWK = (
+    '{"kty":"EC","crv":"P-256","x":"MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4",'
+    '"y":"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM",'
+    '"d":"870MB6gfuTJ4HtUnUvYMyJpr5eUZNP4Bk43bVdj3eAE","use":"enc","kid":"1"}'
+)
 
 
 def config(echo: Echo) -> str:
@@ -39,6 +45,7 @@ def config(echo: Echo) -> str:
         "- username: bob\n"
         "plugins:\n- name: cors\n  instance_name: cors-all\n"
         "upstreams:\n- name: up\n  targets:\n  - target: 127.0.0.1:1\n  - target: 127.0.0.1:2\n"
+        f"key_sets:\n- name: signing\n  keys:\n  - name: ec-1\n    kid: '1'\n    jwk: '{EC_JWK}'\n"
     )
 
 
@@ -198,6 +205,17 @@ def test_nested_and_foreign_entity_endpoints(gw: Gateway) -> None:
     assert sorted(t["target"] for t in targets["data"]) == ["127.0.0.1:1", "127.0.0.1:2"]
     assert targets["next"] is None
     assert get(gw, "/upstreams/up/targets/127.0.0.1:2").json()["target"] == "127.0.0.1:2"
+
+
+def test_keys_and_key_sets(gw: Gateway) -> None:
+    (key_set,) = get(gw, "/key-sets").json()["data"]
+    assert key_set["name"] == "signing"
+    (key,) = get(gw, "/keys").json()["data"]
+    assert (key["name"], key["kid"], key["jwk"]) == ("ec-1", "1", EC_JWK)
+    assert key["set"] == {"id": key_set["id"]} and key["pem"] is None
+    assert get(gw, "/key-sets/signing/keys").json()["data"] == [key]
+    assert get(gw, "/keys/ec-1").json() == key
+    assert get(gw, f"/keys/{key['id']}/set").json() == key_set
 
 
 def test_writes_answer_as_kongs_off_strategy(gw: Gateway) -> None:
