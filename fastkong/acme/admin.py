@@ -106,7 +106,9 @@ class AcmeAdmin:
 
     def manager(self) -> AcmeManager | None:
         config = self.plugin_config()
-        return AcmeManager(config, storage_for(config, self.state_dir)) if config else None
+        if config is None:
+            return None
+        return AcmeManager(config, storage_for(config, self.state_dir), self.current_config())
 
     # -- renewal -------------------------------------------------------------------------------
 

@@ -63,10 +63,10 @@ class AcmeSource:
 
     __slots__ = ("key", "allowed", "manager", "cache", "contexts")
 
-    def __init__(self, config: Any, cache: AcmeCache) -> None:
+    def __init__(self, config: Any, cache: AcmeCache, entities: Any = None) -> None:
         self.key = json.dumps(msgspec.to_builtins(config), sort_keys=True)
         self.allowed = DomainMatcher(config)
-        self.manager = AcmeManager(config, storage_for(config))
+        self.manager = AcmeManager(config, storage_for(config), entities)
         self.cache = cache
         #: Server contexts made from stored certificates, by host and ALPN protocols.
         self.contexts: dict[tuple[str, Any], tuple[CertKey, ssl.SSLContext]] = {}
@@ -146,11 +146,11 @@ class AcmeSource:
         return ctx
 
 
-def acme_source(plugins: Any, cache: AcmeCache) -> AcmeSource | None:
-    """The enabled global acme plugin of a config's ``plugins``, if any."""
-    for plugin in plugins:
+def acme_source(config: Any, cache: AcmeCache) -> AcmeSource | None:
+    """The enabled global acme plugin of a declarative config, if any."""
+    for plugin in config.plugins:
         if plugin.name == "acme" and plugin.enabled:
-            return AcmeSource(msgspec.convert(plugin.config, AcmeConfig), cache)
+            return AcmeSource(msgspec.convert(plugin.config, AcmeConfig), cache, config)
     return None
 
 

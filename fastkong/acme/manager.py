@@ -33,6 +33,7 @@ from cryptography import x509
 
 from fastkong.acme.protocol import AcmeClient, AcmeError, new_private_key
 from fastkong.acme.storage import AcmeStorage
+from fastkong.config.keys import find_key, private_key_pem
 from fastkong.proxy.upstream_tls import PLAIN_VERIFY, TlsProfile
 
 log = logging.getLogger("fastkong.acme")
@@ -108,17 +109,20 @@ class AcmeManager:
 
     ``config`` is the plugin's :class:`~fastkong.plugins.bundled.acme.AcmeConfig`."""
 
-    __slots__ = ("config", "storage", "tls", "timeout")
+    __slots__ = ("config", "storage", "entities", "tls", "timeout")
 
     def __init__(
         self,
         config: Any,
         storage: AcmeStorage,
+        entities: Any = None,
         tls: TlsProfile = PLAIN_VERIFY,
         timeout: float = 10.0,
     ) -> None:
         self.config = config
         self.storage = storage
+        #: The declarative config the plugin is part of: its ``keys`` for ``account_key``.
+        self.entities = entities
         self.tls = tls
         self.timeout = timeout
 
@@ -126,7 +130,8 @@ class AcmeManager:
         return f"<AcmeManager {self.config.api_uri} {self.storage!r}>"
 
     async def account_key(self) -> str:
-        """The account's key from the storage, made (and stored) on first use."""
+        """The account's key from the storage; on first use, the config's ``account_key``
+        (a ``keys`` entity) or a new RSA 4096 key, stored."""
         name = account_name(self.config.api_uri, self.config.account_email)
         raw = await self.storage.get(name)
         if raw is not None:
@@ -134,7 +139,11 @@ class AcmeManager:
             if not stored:
                 raise ValueError("key not found in account")
             return str(stored)
-        made: str = await asyncio.to_thread(new_private_key, "rsa", 4096)
+        chosen = self.config.account_key
+        if chosen is not None:
+            made = private_key_pem(find_key(self.entities, chosen.key_id, chosen.key_set))
+        else:
+            made = await asyncio.to_thread(new_private_key, "rsa", 4096)
         # Two processes may race here: the first stored key wins for both.
         if not await self.storage.add(name, json.dumps({"key": made})):
             return await self.account_key()

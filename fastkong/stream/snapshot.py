@@ -145,7 +145,7 @@ def build_snapshot(
     edge_certs = {}
     acme = None
     if default_cert is not None and acme_cache is not None and edge_alpns:
-        acme = acme_source(config.plugins, acme_cache)
+        acme = acme_source(config, acme_cache)
     if default_cert is not None:
         for alpn in set(edge_alpns):
             edge_certs[alpn] = CertificateSet(

@@ -10,6 +10,7 @@ pebble signed after fetching the key authorization through the gateway's own rou
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import socket
 import ssl
@@ -21,6 +22,8 @@ from typing import Any
 import httpx
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from fastkong.acme.storage import FileStorage, node_directory
@@ -343,3 +346,33 @@ def test_sanity_check_of_the_challenge_path(tmp_path: Path) -> None:
     finally:
         gateway.stop()
         echo.stop()
+
+
+def test_account_key_from_the_config_s_keys(world: dict[str, Any]) -> None:
+    """``account_key`` names a ``keys`` entity (``key_id`` its kid, ``key_set`` its set): the
+    account is made with that key, and kept in the storage as Kong keeps it."""
+    gateway: Gateway = world["gateway"]
+    pebble: Pebble = world["pebble"]
+    account = ec.generate_private_key(ec.SECP256R1())
+    pem = account.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    config = json.loads(
+        acme_config(world["echo"], pebble, account_key={"key_id": "acct", "key_set": "acme"})
+    )
+    config["key_sets"] = [
+        {"name": "acme", "keys": [{"name": "account", "kid": "acct", "pem": {"private_key": pem}}]}
+    ]
+    gateway.config_path.write_text(json.dumps(config))
+    gateway.start()
+    admin = f"http://127.0.0.1:{gateway.admin_port}"
+    created = httpx.post(f"{admin}/acme", json={"host": SHOP}, timeout=60)
+    assert created.status_code == 201, created.text
+    name = (
+        f"kong_acme:account:{pebble.directory_url}:{base64.b64encode(b'ops@example.test').decode()}"
+    )
+    stored = json.loads(asyncio.run(_store(world["tmp"]).get(name)) or "{}")
+    loaded = serialization.load_pem_private_key(stored["key"].encode(), None)
+    assert loaded.private_numbers() == account.private_numbers()  # type: ignore[union-attr]

@@ -53,7 +53,7 @@ def _config(tmp: Path, extra: dict | None = None) -> object:  # type: ignore[typ
 def _source(tmp: Path, cache: AcmeCache, extra: dict | None = None):  # type: ignore[no-untyped-def,type-arg]
     # the node's store is in the prefix of FASTKONG_STATE_FILE (the autouse fixture's)
     config = _config(tmp, extra)
-    source = acme_source(config.plugins, cache)  # type: ignore[attr-defined]
+    source = acme_source(config, cache)
     assert source is not None
     return config, source
 

@@ -20,9 +20,9 @@ global plugin only. Kong's fields, defaults and entity checks. Three parts, in t
 Storage (:mod:`fastkong.acme.storage`): ``shm`` (a directory of the node's prefix, which, unlike
 Kong's shared memory, survives a restart) and ``redis`` (lua-resty-acme's layout, shared with
 Kong nodes). ``kong`` is refused as in Kong's DB-less mode; ``consul`` and ``vault`` are not
-implemented (a config error). ``account_key`` names a Kong ``keys`` entity, which fastkong does
-not have: a config error too; the account key is generated and kept in the storage, as Kong does
-without it.
+implemented (a config error). ``account_key`` names a ``keys`` entity of the config (``key_id``
+its ``kid``, ``key_set`` its set's name) whose private key the account takes when it is first
+made; without it an RSA 4096 key is made, as in Kong.
 """
 
 from __future__ import annotations
@@ -231,14 +231,6 @@ class Acme(Plugin):
             out.append(("account_email", E.MATCH.format(config.account_email)))
         if config.api_uri in _TOS_URIS and not config.tos_accepted:
             out.append(("tos_accepted", TOS_MESSAGE))
-        if config.account_key is not None:
-            out.append(
-                (
-                    "account_key",
-                    "fastkong has no 'keys' entity to take the account key from; leave "
-                    "account_key out (the account key is generated and kept in the storage)",
-                )
-            )
         if config.storage == "kong":
             out.append(("", '"kong" storage can\'t be used with dbless mode'))
         elif config.storage in ("consul", "vault"):
