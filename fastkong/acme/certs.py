@@ -12,9 +12,11 @@ served instead. The callback cannot wait, so what it reads is a per-process cach
   or cluster at a time, through the storage's lock). A host found missing is asked again after
   5 s (Kong's negative TTL).
 
-With the ``shm`` store (files of the node) a miss reads the file at once instead (tens of
-microseconds), so a restarted gateway serves its stored certificates from the first handshake;
-with ``redis`` the stored certificates are read into the cache when the config is installed.
+With the ``shm`` store (files of the node) a miss, or an expired entry, reads the file at once
+instead (tens of microseconds), so a restarted gateway serves its stored certificates from the
+first handshake, and a certificate another process ordered from the handshake after it is
+stored; with ``redis`` the stored certificates are read into the cache when the config is
+installed.
 """
 
 from __future__ import annotations
@@ -85,7 +87,9 @@ class AcmeSource:
         if entry is not None and entry[0] > now:
             return entry[1]
         storage = self.manager.storage
-        if entry is None and isinstance(storage, FileStorage):
+        if isinstance(storage, FileStorage):
+            # a local read costs less than a handshake: a certificate another process of the
+            # node ordered (or renewed) is served from the next handshake on
             certkey = self._read_now(storage, host)
             if certkey is not None:
                 self.cache.entries[slot] = (now + CACHE_TTL, certkey)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import time
 from pathlib import Path
 
 import msgspec
@@ -150,3 +151,17 @@ def test_sources_of_two_configs_share_the_process_cache_but_not_entries(tmp_path
     _, second = _source(tmp_path, cache, {"cert_type": "ecc"})
     assert first.key != second.key
     assert msgspec.to_builtins(first.allowed.plain) == msgspec.to_builtins(second.allowed.plain)
+
+
+def test_an_expired_miss_reads_the_node_store_again_at_once(tmp_path: Path) -> None:
+    """Another process of the node ordered the certificate: once this process's 5 s negative
+    entry runs out, the next handshake reads the file and gets it (no background read)."""
+    cache = AcmeCache()
+    _, source = _source(tmp_path, cache)
+    cache.entries[(source.key, "shop.example")] = (time.monotonic() - 1, None)
+    _seed(source, "shop.example")
+    found = source.lookup("shop.example")
+    assert found is not None and "BEGIN CERTIFICATE" in found.cert
+    assert not cache.tasks
+    cache.entries[(source.key, "shop.example")] = (time.monotonic() + 60, None)
+    assert source.lookup("shop.example") is None  # a fresh negative entry is believed
