@@ -87,6 +87,7 @@ _FIELD_ORDER: Final[dict[str, tuple[str, ...]]] = {
     "hmacauth_credentials": ("username", "secret"),
     "jwt_secrets": ("key", "secret", "algorithm", "rsa_public_key"),
     "acls": ("group",),
+    "vaults": ("name", "prefix", "description", "config"),
 }
 
 
@@ -121,6 +122,7 @@ _NESTABLE: Final = frozenset(
         "certificates",
         "ca_certificates",
         "snis",
+        "vaults",
     }
     | set(CREDENTIAL_ARRAYS)
 )

@@ -35,13 +35,14 @@ KNOWN_KINDS: Final[Mapping[str, str]] = {
     "UDPRoute": "gateway.networking.k8s.io",
     "TCPIngress": "configuration.konghq.com",
     "UDPIngress": "configuration.konghq.com",
+    "KongVault": "configuration.konghq.com",
     "ReferenceGrant": "gateway.networking.k8s.io",
     "BackendTLSPolicy": "gateway.networking.k8s.io",
     "Namespace": "",
 }
 
 CLUSTER_SCOPED: Final = frozenset(
-    {"IngressClass", "KongClusterPlugin", "GatewayClass", "Namespace"}
+    {"IngressClass", "KongClusterPlugin", "GatewayClass", "Namespace", "KongVault"}
 )
 
 INGRESS_CLASS_ANNOTATION: Final = "kubernetes.io/ingress.class"

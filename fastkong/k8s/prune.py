@@ -47,6 +47,7 @@ SINGULAR: Final = {
     "hmacauth_credentials": "hmac-auth credential",
     "jwt_secrets": "jwt credential",
     "acls": "acl",
+    "vaults": "vault",
 }
 #: How a top-level plugin refers to its scope, per entity array.
 _REF_FIELDS: Final = {"services": "service", "routes": "route", "consumers": "consumer"}
@@ -130,7 +131,7 @@ class Pruner:
         record, the rest of ``loc`` inside it)."""
         found = None
         node: Any = self.config
-        plural_ok: Sequence[str] = tuple(NESTED) + ("plugins",)
+        plural_ok: Sequence[str] = tuple(SINGULAR)  # at the top level, any entity array
         i = 0
         while i + 1 < len(loc):
             key, idx = loc[i], loc[i + 1]

@@ -63,6 +63,7 @@ from fastkong.k8s.prune import Pruner, Validator, config_layer_validator
 from fastkong.k8s.upstream_policy import ANNOTATION as UPSTREAM_POLICY
 from fastkong.k8s.upstream_policy import policy_fields
 from fastkong.k8s.upstreams import find_port, targets
+from fastkong.k8s.vaults import vaults
 
 DEFAULT_INGRESS_CLASS: Final = "fastkong"
 FORMAT_VERSION: Final = "3.0"
@@ -197,9 +198,9 @@ class _Translation:
         return record
 
     def class_annotation_ok(self, obj: Obj) -> bool:
-        """KongConsumers and KongClusterPlugins: the ``kubernetes.io/ingress.class`` annotation
-        names our class, or is missing or empty while our IngressClass is the cluster default
-        (KIC's ``getIngressClassHandling``: ``ExactOrEmptyClassMatch``)."""
+        """KongConsumers, KongClusterPlugins and KongVaults: the ``kubernetes.io/ingress.class``
+        annotation names our class, or is missing or empty while our IngressClass is the cluster
+        default (KIC's ``getIngressClassHandling``: ``ExactOrEmptyClassMatch``)."""
         value = o.anns(obj).get(o.INGRESS_CLASS_ANNOTATION)
         return value in self.classes if value else self.default_class
 
@@ -247,6 +248,10 @@ class _Translation:
         config["ca_certificates"] = [
             self.note(record, ObjectRef.of(secret))
             for record, secret in service_tls.ca_certificates(self.index, self.problems)
+        ]
+        config["vaults"] = [
+            self.note(record, ObjectRef.of(vault))
+            for record, vault in vaults(self.index, self.class_annotation_ok, self.problems)
         ]
         drop_empty(config)
         order_keys(config)

@@ -98,6 +98,7 @@ RESOURCES: Final = (
     Resource("IngressClassParameters", KONG_GROUP, "v1alpha1", "ingressclassparameterses"),
     Resource("TCPIngress", KONG_GROUP, "v1beta1", "tcpingresses"),
     Resource("UDPIngress", KONG_GROUP, "v1beta1", "udpingresses"),
+    Resource("KongVault", KONG_GROUP, "v1alpha1", "kongvaults", namespaced=False),
     Resource("GatewayClass", GATEWAY_GROUP, "v1", "gatewayclasses", namespaced=False),
     Resource("Gateway", GATEWAY_GROUP, "v1", "gateways"),
     Resource("HTTPRoute", GATEWAY_GROUP, "v1", "httproutes"),

@@ -89,6 +89,7 @@ KINDS = [
     Kind("UDPRoute", GATEWAY, "v1alpha2", "udproutes"),
     Kind("TCPIngress", KONG, "v1beta1", "tcpingresses"),
     Kind("UDPIngress", KONG, "v1beta1", "udpingresses"),
+    Kind("KongVault", KONG, "v1alpha1", "kongvaults", namespaced=False),
     Kind("Namespace", "", "v1", "namespaces", namespaced=False),
 ]
 BY_KIND = {k.kind: k for k in KINDS}

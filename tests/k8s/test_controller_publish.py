@@ -108,6 +108,43 @@ async def test_a_kong_upstream_policy_is_watched_and_applied() -> None:
             assert upstream["hash_on_header"] == "x-user"
 
 
+async def test_a_kong_vault_is_watched_and_published_as_a_vault() -> None:
+    """KongVault (v1alpha1, cluster-scoped) goes through the real list/watch: created after the
+    first config it reaches the published config; deleted, it leaves it."""
+    async with FakeApiServer() as api:
+        api.create(configmap("fastkong-config", BASE))
+        backend(api, "echo", 9001)
+        api.create(ingress("one", "/one", "echo"))
+        async with controller(api, configmap="fastkong-config") as ctl:
+            await eventually(lambda: ctl.configmap is not None and ctl.configmap.writes >= 1)
+            assert "vaults" not in yaml.safe_load(published(api)["data"]["kong.yml"])
+            api.create(
+                {
+                    "apiVersion": "configuration.konghq.com/v1alpha1",
+                    "kind": "KongVault",
+                    "metadata": {
+                        "name": "app-env",
+                        "annotations": {"kubernetes.io/ingress.class": "fastkong"},
+                    },
+                    "spec": {"backend": "env", "prefix": "app-env", "config": {"prefix": "APP_"}},
+                }
+            )
+
+            def vaults() -> list[dict[str, Any]]:
+                config = yaml.safe_load(published(api)["data"]["kong.yml"])
+                return list(config.get("vaults", []))
+
+            await eventually(lambda: len(vaults()) == 1, what="the vault published")
+            (vault,) = vaults()
+            assert (vault["name"], vault["prefix"], vault["config"]) == (
+                "env",
+                "app-env",
+                {"prefix": "APP_"},
+            )
+            api.delete("KongVault", "", "app-env")
+            await eventually(lambda: not vaults(), what="the vault withdrawn")
+
+
 async def test_a_burst_of_changes_is_one_translation_and_a_failed_write_is_retried() -> None:
     async with FakeApiServer() as api:
         api.create(configmap("fastkong-config", BASE))

@@ -182,8 +182,8 @@ def test_base_holds_the_data_plane() -> None:
     assert kinds == sorted(
         [
             "Namespace",
-            *["CustomResourceDefinition"] * 7,  # KongPlugin, KongClusterPlugin, KongConsumer,
-            # KongUpstreamPolicy, IngressClassParameters, TCPIngress, UDPIngress
+            *["CustomResourceDefinition"] * 8,  # KongPlugin, KongClusterPlugin, KongConsumer,
+            # KongUpstreamPolicy, IngressClassParameters, TCPIngress, UDPIngress, KongVault
             "IngressClass",
             "ServiceAccount",
             "ClusterRole",
@@ -676,6 +676,33 @@ def test_tcpingress_crd_accepts_kic_fields_and_rejects_typos() -> None:
             parent = parent[key]
         parent[path[-1]] = value
         assert list(jsonschema.Draft7Validator(schema).iter_errors(typo)), (path, value)
+
+
+def test_kongvault_crd_accepts_kic_fields_and_rejects_typos() -> None:
+    schema = crd_schemas()["KongVault"]
+    kong_vault = {
+        "apiVersion": f"{CR_GROUP}/v1alpha1",
+        "kind": "KongVault",
+        "metadata": {"name": "env", "annotations": {"kubernetes.io/ingress.class": "kong"}},
+        "spec": {
+            "backend": "env",
+            "prefix": "my-env",
+            "description": "environment variables",
+            "config": {"prefix": "APP_"},
+            "tags": ["team-a"],
+        },
+    }
+    assert not list(jsonschema.Draft7Validator(schema).iter_errors(kong_vault))
+    for spec in [
+        {"prefix": "my-env"},  # no backend
+        {"backend": "env"},  # no prefix
+        {"backend": "env", "prefix": ""},
+        {"backend": "env", "prefix": "p", "configs": {}},  # a typo
+        {"backend": "env", "prefix": "p", "tags": ["x"] * 21},
+    ]:
+        typo = copy.deepcopy(kong_vault)
+        typo["spec"] = spec
+        assert list(jsonschema.Draft7Validator(schema).iter_errors(typo)), spec
 
 
 def test_udpingress_crd_accepts_kic_fields_and_rejects_typos() -> None:
