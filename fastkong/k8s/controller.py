@@ -49,6 +49,8 @@ from kubernetes.aio.client import (
 )
 from kubernetes.aio.client.exceptions import ApiException
 
+from fastkong.k8s import objects as o
+from fastkong.k8s import programmed
 from fastkong.k8s.events import (
     REASON_APPLY,
     REASON_TRANSLATION,
@@ -57,10 +59,10 @@ from fastkong.k8s.events import (
     IngressStatusUpdater,
     proxy_addresses,
 )
-from fastkong.k8s.gateway_status import GatewayStatusUpdater, desired
+from fastkong.k8s.gateway_status import StatusUpdater, desired
 from fastkong.k8s.gatewayapi import DEFAULT_CONTROLLER, ROUTE_KINDS
 from fastkong.k8s.gatewayapi import view as gateway_view
-from fastkong.k8s.ingress import class_filter
+from fastkong.k8s.ingress import class_filter, is_default_class
 from fastkong.k8s.leader import LeaderElector
 from fastkong.k8s.objects import Index
 from fastkong.k8s.publish import (
@@ -175,7 +177,9 @@ class Controller:
             self.ingress_status = IngressStatusUpdater(
                 NetworkingV1Api(api), self.store, ns, name, CustomObjectsApi(api)
             )
-        self.gateway_status = GatewayStatusUpdater(api)
+        self.gateway_status = StatusUpdater(api)
+        #: The Programmed condition of Kong's CRDs (programmed.py).
+        self.crd_status = StatusUpdater(api)
         self.result: TranslationResult | None = None
         self.text = ""
         self.digest: str | None = None
@@ -316,6 +320,7 @@ class Controller:
         if self.ingress_status is not None:
             await self.ingress_status.update(self._our_ingresses())
         await self._update_gateway_status()
+        await self._update_crd_status()
         self.last_sync_error = ""
         if retry:
             self._later(min(retry))
@@ -356,6 +361,22 @@ class Controller:
         want = desired(index, gv, proxy)
         by_key = {key: obj for key in want if (obj := self.store.get(*key)) is not None}
         await self.gateway_status.update(by_key, want)
+
+    async def _update_crd_status(self) -> None:
+        """KIC's Programmed condition on Kong's CRDs, from the delivered translation."""
+        if self.result is None or not any(self.store.keys(k) for k in programmed.KINDS):
+            return
+        classes = self.options.ingress_classes
+        default = is_default_class(Index(self.store.objects("IngressClass")), set(classes))
+
+        def ours(obj: o.Obj) -> bool:
+            value = o.anns(obj).get(o.INGRESS_CLASS_ANNOTATION)
+            return value in classes if value else default
+
+        kong_objects = [x for kind in programmed.KINDS for x in self.store.objects(kind)]
+        want = programmed.desired(kong_objects, self.result.translated, self.result.problems, ours)
+        by_key = {key: obj for key in want if (obj := self.store.get(*key)) is not None}
+        await self.crd_status.update(by_key, want)
 
     def _our_ingresses(self) -> list[Obj]:
         """Our Ingresses, TCPIngresses and UDPIngresses (their status is the proxy's address)."""

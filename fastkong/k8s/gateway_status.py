@@ -23,7 +23,7 @@ translator used, it computes
 Every condition carries the object's ``metadata.generation`` as ``observedGeneration``; a
 condition keeps its ``lastTransitionTime`` while its status stays the same.
 
-:class:`GatewayStatusUpdater` compares the desired status with the one in the store (times
+:class:`StatusUpdater` compares the desired status with the one in the store (times
 aside) and PUTs the object's ``status`` (with its ``resourceVersion``, so a concurrent writer
 makes ours fail with 409 and the next sync retries from the newer object).
 """
@@ -58,7 +58,13 @@ PLURALS: Final = {
     "TLSRoute": "tlsroutes",
     "UDPRoute": "udproutes",
     backend_tls.KIND: "backendtlspolicies",
+    # Kong's CRDs (their Programmed condition, fastkong/k8s/programmed.py)
+    "KongPlugin": "kongplugins",
+    "KongClusterPlugin": "kongclusterplugins",
+    "KongConsumer": "kongconsumers",
+    "KongVault": "kongvaults",
 }
+CLUSTER_SCOPED: Final = frozenset({"GatewayClass", "KongClusterPlugin", "KongVault"})
 
 
 def condition(
@@ -294,7 +300,7 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class GatewayStatusUpdater:
+class StatusUpdater:
     """Writes :func:`desired` status where it differs from what the store holds."""
 
     def __init__(self, api: ApiClient) -> None:
@@ -303,7 +309,7 @@ class GatewayStatusUpdater:
         self.conflicts = 0
 
     def __repr__(self) -> str:
-        return f"<GatewayStatusUpdater updates={self.updates} conflicts={self.conflicts}>"
+        return f"<StatusUpdater updates={self.updates} conflicts={self.conflicts}>"
 
     async def update(
         self,
@@ -333,12 +339,13 @@ class GatewayStatusUpdater:
 
     async def _put(self, key: Key, obj: Obj, body: dict[str, Any]) -> None:
         kind, namespace, name = key
-        _, version = o.group_version(obj)
-        if kind == "GatewayClass":
+        group, version = o.group_version(obj)
+        group, version = group or gw.GROUP, version or "v1"
+        if kind in CLUSTER_SCOPED:
             await self.custom.replace_cluster_custom_object_status(
-                gw.GROUP, version or "v1", PLURALS[kind], name, body
+                group, version, PLURALS[kind], name, body
             )
         else:
             await self.custom.replace_namespaced_custom_object_status(
-                gw.GROUP, version or "v1", namespace, PLURALS[kind], name, body
+                group, version, namespace, PLURALS[kind], name, body
             )

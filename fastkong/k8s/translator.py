@@ -77,6 +77,9 @@ class TranslationResult:
 
     config: dict[str, Any]
     problems: list[Problem] = field(default_factory=list)
+    #: The objects at least one entity of ``config`` came from (KIC's "successfully
+    #: translated" set: the Programmed status of Kong's CRDs reads it).
+    translated: frozenset[ObjectRef] = frozenset()
 
     def __repr__(self) -> str:
         counts = " ".join(
@@ -131,7 +134,23 @@ def translate(
         pruner.run(validator)
         problems += pruner.problems
         drop_empty(config)
-    return TranslationResult(config, sorted(set(problems)))
+    return TranslationResult(config, sorted(set(problems)), _sources(config, run.origin))
+
+
+def _sources(node: Any, origin: Mapping[int, ObjectRef]) -> frozenset[ObjectRef]:
+    """The objects the entity records left in ``node`` were made from."""
+    found: set[ObjectRef] = set()
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            ref = origin.get(id(item))
+            if ref is not None:
+                found.add(ref)
+            stack.extend(v for v in item.values() if isinstance(v, (dict, list)))
+        elif isinstance(item, list):
+            stack.extend(v for v in item if isinstance(v, (dict, list)))
+    return frozenset(found)
 
 
 def service_record(

@@ -145,6 +145,64 @@ async def test_a_kong_vault_is_watched_and_published_as_a_vault() -> None:
             await eventually(lambda: not vaults(), what="the vault withdrawn")
 
 
+async def test_kong_crds_get_kic_s_programmed_condition() -> None:
+    """After a delivery, KongPlugins (and KongClusterPlugins, KongConsumers, KongVaults of our
+    class) get KIC's Programmed condition through the status subresource: True for one an
+    entity came from, Pending for one nothing uses, Invalid for one that was left out."""
+
+    def plugin(name: str, kind: str = "KongPlugin", **meta: Any) -> dict[str, Any]:
+        return {
+            "apiVersion": "configuration.konghq.com/v1",
+            "kind": kind,
+            "metadata": {
+                "name": name,
+                **({"namespace": "default"} if kind == "KongPlugin" else {}),
+                **meta,
+            },
+            "plugin": "cors",
+        }
+
+    def condition(kind: str, ns: str, name: str) -> tuple[str, str] | None:
+        obj = api.get(kind, ns, name)
+        found = [
+            c
+            for c in (obj or {}).get("status", {}).get("conditions", [])
+            if c["type"] == "Programmed"
+        ]
+        return (found[0]["status"], found[0]["reason"]) if found else None
+
+    async with FakeApiServer() as api:
+        api.create(configmap("fastkong-config", BASE))
+        backend(api, "echo", 9001)
+        routed = ingress("one", "/one", "echo")
+        routed["metadata"]["annotations"] = {"konghq.com/plugins": "cors"}
+        api.create(routed)
+        api.create(plugin("cors"))
+        api.create(plugin("idle"))
+        ours = {"annotations": {"kubernetes.io/ingress.class": "fastkong"}}
+        api.create(plugin("global-cors", "KongClusterPlugin", labels={"global": "true"}, **ours))
+        api.create(
+            {
+                "apiVersion": "configuration.konghq.com/v1alpha1",
+                "kind": "KongVault",
+                "metadata": {"name": "cloud", **ours},
+                "spec": {"backend": "aws", "prefix": "cloud"},
+            }
+        )
+        async with controller(api, configmap="fastkong-config") as ctl:
+            await eventually(lambda: condition("KongVault", "", "cloud") is not None)
+            assert condition("KongPlugin", "default", "cors") == ("True", "Programmed")
+            assert condition("KongPlugin", "default", "idle") == ("False", "Pending")
+            assert condition("KongClusterPlugin", "", "global-cors") == ("True", "Programmed")
+            assert condition("KongVault", "", "cloud") == ("False", "Invalid")
+            writes = ctl.crd_status.updates
+            # a new translation that changes nothing for them writes nothing
+            api.create(ingress("two", "/two", "echo"))
+            await eventually(lambda: "/two" in published(api)["data"]["kong.yml"])
+            await asyncio.sleep(0.3)
+            assert ctl.crd_status.updates == writes
+
+
 async def test_a_burst_of_changes_is_one_translation_and_a_failed_write_is_retried() -> None:
     async with FakeApiServer() as api:
         api.create(configmap("fastkong-config", BASE))

@@ -1,0 +1,108 @@
+"""KIC's Programmed condition on Kong's CRDs (fastkong/k8s/programmed.py): True for an object a
+delivered entity came from, False/Invalid for one a problem names, False/Pending otherwise, and
+only the Programmed entry of the conditions is touched."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastkong.k8s import ObjectRef, Problem
+from fastkong.k8s.programmed import INVALID_MESSAGE, PENDING_MESSAGE, TRUE_MESSAGE, desired
+
+GROUP = "configuration.konghq.com"
+
+
+def kong(
+    kind: str, name: str, ns: str = "default", cls: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "generation": 3}
+    if ns:
+        meta["namespace"] = ns
+    if cls is not None:
+        meta["annotations"] = {"kubernetes.io/ingress.class": cls}
+    version = "v1alpha1" if kind == "KongVault" else "v1"
+    return {"apiVersion": f"{GROUP}/{version}", "kind": kind, "metadata": meta, **extra}
+
+
+def ours(obj: dict[str, Any]) -> bool:
+    return obj["metadata"].get("annotations", {}).get("kubernetes.io/ingress.class") == "fastkong"
+
+
+def programmed(status: dict[str, Any]) -> tuple[str, str, str, int]:
+    (cond,) = [c for c in status["conditions"] if c["type"] == "Programmed"]
+    return cond["status"], cond["reason"], cond["message"], cond["observedGeneration"]
+
+
+def test_true_invalid_and_pending() -> None:
+    used = kong("KongPlugin", "used")
+    broken = kong("KongPlugin", "broken")
+    idle = kong("KongPlugin", "idle")
+    consumer = kong("KongConsumer", "alice", cls="fastkong", username="alice")
+    theirs = kong("KongConsumer", "bob", cls="kong", username="bob")
+    vault = kong("KongVault", "env", ns="", cls="fastkong")
+    want = desired(
+        [used, broken, idle, consumer, theirs, vault],
+        [ObjectRef("KongPlugin", "default", "used"), ObjectRef("KongConsumer", "default", "alice")],
+        [
+            Problem(ObjectRef("KongPlugin", "default", "broken"), "unknown plugin 'nope'"),
+            Problem(ObjectRef("KongVault", "", "env"), "vault 'aws' left out: ..."),
+            Problem(ObjectRef("KongPlugin", "default", "idle"), "a warning only", "warning"),
+        ],
+        ours,
+    )
+    assert sorted(want) == [
+        ("KongConsumer", "default", "alice"),
+        ("KongPlugin", "default", "broken"),
+        ("KongPlugin", "default", "idle"),
+        ("KongPlugin", "default", "used"),
+        ("KongVault", "", "env"),
+    ]  # bob is another class's
+    assert programmed(want[("KongPlugin", "default", "used")]) == (
+        "True",
+        "Programmed",
+        TRUE_MESSAGE,
+        3,
+    )
+    assert programmed(want[("KongConsumer", "default", "alice")])[:2] == ("True", "Programmed")
+    assert programmed(want[("KongPlugin", "default", "broken")]) == (
+        "False",
+        "Invalid",
+        INVALID_MESSAGE,
+        3,
+    )
+    assert programmed(want[("KongVault", "", "env")])[:2] == ("False", "Invalid")
+    assert programmed(want[("KongPlugin", "default", "idle")]) == (
+        "False",
+        "Pending",
+        PENDING_MESSAGE,
+        3,
+    )
+
+
+def test_other_conditions_stay_and_a_known_state_never_turns_pending() -> None:
+    other = {
+        "type": "Custom",
+        "status": "True",
+        "reason": "Mine",
+        "message": "",
+        "observedGeneration": 1,
+    }
+    known = {
+        "type": "Programmed",
+        "status": "True",
+        "reason": "Programmed",
+        "message": TRUE_MESSAGE,
+        "observedGeneration": 2,
+    }
+    plugin = kong("KongPlugin", "p", status={"conditions": [other]})
+    want = desired([plugin], [ObjectRef("KongPlugin", "default", "p")], [], ours)
+    status = want[("KongPlugin", "default", "p")]
+    assert status["conditions"][0] == other and programmed(status)[0] == "True"
+    # nothing delivered came from it now, but it was Programmed: left as it is (KIC)
+    was = kong("KongPlugin", "q", status={"conditions": [other, known]})
+    assert desired([was], [], [], ours) == {}
+    # a failure does replace it
+    failed = desired([was], [], [Problem(ObjectRef("KongPlugin", "default", "q"), "x")], ours)
+    status = failed[("KongPlugin", "default", "q")]
+    assert [c["type"] for c in status["conditions"]] == ["Custom", "Programmed"]
+    assert programmed(status)[:2] == ("False", "Invalid")
