@@ -821,6 +821,9 @@ def test_cluster_role_covers_what_the_controller_reads_and_writes(
             (CR_GROUP, "udpingresses"),
         ]:
             assert (group, f"{plural}/status", "patch") in granted, (label, plural)
+        # The Programmed condition of Kong's CRDs (fastkong/k8s/programmed.py): a PUT.
+        for plural in ("kongplugins", "kongclusterplugins", "kongconsumers", "kongvaults"):
+            assert (CR_GROUP, f"{plural}/status", "update") in granted, (label, plural)
 
 
 # -- the image ---------------------------------------------------------------------------------
