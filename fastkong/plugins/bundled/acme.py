@@ -27,7 +27,6 @@ made; without it an RSA 4096 key is made, as in Kong.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
@@ -189,14 +188,6 @@ class DomainMatcher:
         if not self.ipv4 and _IPV4.match(host):
             return False
         return self.any or self.listed(host)
-
-
-def is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def storage_for(config: AcmeConfig, state_dir: Any = None) -> AcmeStorage:
