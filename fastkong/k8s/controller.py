@@ -363,8 +363,10 @@ class Controller:
         await self.gateway_status.update(by_key, want)
 
     async def _update_crd_status(self) -> None:
-        """KIC's Programmed condition on Kong's CRDs, from the delivered translation."""
-        if self.result is None or not any(self.store.keys(k) for k in programmed.KINDS):
+        """KIC's Programmed condition on Kong's CRDs and KongUpstreamPolicy's ancestors, from
+        the delivered translation."""
+        kinds = (*programmed.KINDS, programmed.POLICY_KIND)
+        if self.result is None or not any(self.store.keys(k) for k in kinds):
             return
         classes = self.options.ingress_classes
         default = is_default_class(Index(self.store.objects("IngressClass")), set(classes))
@@ -375,6 +377,13 @@ class Controller:
 
         kong_objects = [x for kind in programmed.KINDS for x in self.store.objects(kind)]
         want = programmed.desired(kong_objects, self.result.translated, self.result.problems, ours)
+        want |= programmed.policy_status(
+            self.store.objects(programmed.POLICY_KIND),
+            self.store.objects("Service"),
+            self.store.objects("HTTPRoute"),
+            self.result.translated,
+            self.options.gateway_controller,
+        )
         by_key = {key: obj for key in want if (obj := self.store.get(*key)) is not None}
         await self.crd_status.update(by_key, want)
 

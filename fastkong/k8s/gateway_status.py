@@ -63,6 +63,7 @@ PLURALS: Final = {
     "KongClusterPlugin": "kongclusterplugins",
     "KongConsumer": "kongconsumers",
     "KongVault": "kongvaults",
+    "KongUpstreamPolicy": "kongupstreampolicies",
 }
 CLUSTER_SCOPED: Final = frozenset({"GatewayClass", "KongClusterPlugin", "KongVault"})
 

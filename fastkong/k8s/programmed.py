@@ -15,6 +15,15 @@ KongPlugins have no class: all are ours (KIC's reconciler takes every one). Kong
 KongConsumers and KongVaults are ours by their ``kubernetes.io/ingress.class`` annotation (or
 none while our IngressClass is the default). Only the ``Programmed`` entry of the conditions is
 changed; the write is skipped when it would change nothing.
+
+**KongUpstreamPolicy** status is a Gateway API policy status instead (KIC's
+``enforceKongUpstreamPolicyStatus``): ``status.ancestors``, one per Service that names the
+policy (``konghq.com/upstream-policy``), oldest first, 16 at most, each with our controller
+name and two conditions: ``Accepted`` (False ``Conflicted`` when an HTTPRoute rule sends to the
+Service together with a Service that does not name the policy: one Kong upstream cannot follow
+two policies) and ``Programmed`` (False ``Pending`` when the Service made no entity of the
+delivered config, or is conflicted). A policy none of whose Services is in the delivered config
+is left alone, as KIC leaves a policy no backend of its class uses.
 """
 
 from __future__ import annotations
@@ -82,4 +91,89 @@ def desired(
     return out
 
 
-__all__ = ["KINDS", "desired"]
+POLICY_KIND: Final = "KongUpstreamPolicy"
+POLICY_ANNOTATION: Final = "konghq.com/upstream-policy"
+MAX_ANCESTORS: Final = 16
+
+
+def _policy_condition(kind: str, ok: bool, reason: str, generation: int) -> dict[str, Any]:
+    status = "True" if ok else "False"
+    return {"type": kind, "status": status, "reason": reason, "message": "",
+            "observedGeneration": generation}  # fmt: skip
+
+
+def _rule_services(route: Obj) -> list[set[tuple[str, str]]]:
+    """Each rule of an HTTPRoute: the Services (namespace, name) its backendRefs name."""
+    ns = o.namespace(route)
+    out = []
+    for rule in o.spec(route).get("rules") or []:
+        found = set()
+        for ref in rule.get("backendRefs") or [] if isinstance(rule, dict) else []:
+            if (
+                isinstance(ref, dict)
+                and ref.get("kind", "Service") == "Service"
+                and (ref.get("group") or "") in ("", "core")
+            ):
+                found.add((str(ref.get("namespace") or ns), str(ref.get("name"))))
+        out.append(found)
+    return out
+
+
+def policy_status(
+    policies: Iterable[Obj],
+    services: Iterable[Obj],
+    routes: Iterable[Obj],
+    translated: Iterable[ObjectRef],
+    controller: str,
+) -> dict[Key, dict[str, Any]]:
+    """The ``status`` each KongUpstreamPolicy should have (see the module docstring)."""
+    done = set(translated)
+    naming: dict[tuple[str, str], list[Obj]] = {}
+    for svc in services:
+        name = o.anns(svc).get(POLICY_ANNOTATION)
+        if name:
+            naming.setdefault((o.namespace(svc), name), []).append(svc)
+    rules = [r for route in routes for r in _rule_services(route)]
+    out: dict[Key, dict[str, Any]] = {}
+    for policy in policies:
+        ns, name = o.namespace(policy), o.name(policy)
+        users = naming.get((ns, name), [])
+        if not any(ObjectRef.of(s) in done for s in users):
+            continue
+        mine = {(o.namespace(s), o.name(s)) for s in users}
+        generation = _generation(policy)
+        ancestors = []
+        for svc in sorted(users, key=lambda s: (o.created(s), o.namespace(s), o.name(s))):
+            key = (o.namespace(svc), o.name(svc))
+            conflicted = any(key in rule and not rule <= mine for rule in rules)
+            programmed = ObjectRef.of(svc) in done and not conflicted
+            ancestors.append(
+                {
+                    "ancestorRef": {
+                        "group": "core",
+                        "kind": "Service",
+                        "namespace": key[0],
+                        "name": key[1],
+                    },  # fmt: skip
+                    "controllerName": controller,
+                    "conditions": [
+                        _policy_condition(
+                            "Accepted",
+                            not conflicted,
+                            "Conflicted" if conflicted else "Accepted",
+                            generation,
+                        ),
+                        _policy_condition(
+                            "Programmed",
+                            programmed,
+                            "Programmed" if programmed else "Pending",
+                            generation,
+                        ),
+                    ],  # fmt: skip
+                }
+            )
+        out[(POLICY_KIND, ns, name)] = {"ancestors": ancestors[:MAX_ANCESTORS]}
+    return out
+
+
+__all__ = ["KINDS", "desired", "policy_status"]

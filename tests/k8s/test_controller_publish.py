@@ -106,6 +106,19 @@ async def test_a_kong_upstream_policy_is_watched_and_applied() -> None:
             assert upstream["algorithm"] == "consistent-hashing"
             assert upstream["hash_on"] == "header"
             assert upstream["hash_on_header"] == "x-user"
+            # and KIC's policy status: the Service as its ancestor, accepted and programmed
+
+            def ancestors() -> list[dict[str, Any]]:
+                policy = api.get("KongUpstreamPolicy", "default", "sticky") or {}
+                return list(policy.get("status", {}).get("ancestors", []))
+
+            await eventually(lambda: bool(ancestors()), what="the policy's status")
+            (ancestor,) = ancestors()
+            assert ancestor["ancestorRef"]["name"] == "echo"
+            assert [(c["type"], c["status"]) for c in ancestor["conditions"]] == [
+                ("Accepted", "True"),
+                ("Programmed", "True"),
+            ]
 
 
 async def test_a_kong_vault_is_watched_and_published_as_a_vault() -> None:

@@ -7,7 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 from fastkong.k8s import ObjectRef, Problem
-from fastkong.k8s.programmed import INVALID_MESSAGE, PENDING_MESSAGE, TRUE_MESSAGE, desired
+from fastkong.k8s.programmed import (
+    INVALID_MESSAGE,
+    PENDING_MESSAGE,
+    TRUE_MESSAGE,
+    desired,
+    policy_status,
+)
 
 GROUP = "configuration.konghq.com"
 
@@ -106,3 +112,73 @@ def test_other_conditions_stay_and_a_known_state_never_turns_pending() -> None:
     status = failed[("KongPlugin", "default", "q")]
     assert [c["type"] for c in status["conditions"]] == ["Custom", "Programmed"]
     assert programmed(status)[:2] == ("False", "Invalid")
+
+
+def service(name: str, policy: str | None, created: str) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": "default", "creationTimestamp": created}
+    if policy:
+        meta["annotations"] = {"konghq.com/upstream-policy": policy}
+    return {"apiVersion": "v1", "kind": "Service", "metadata": meta}
+
+
+def route(*backends: list[str]) -> dict[str, Any]:
+    rules = [{"backendRefs": [{"name": b, "port": 80} for b in rule]} for rule in backends]
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "r", "namespace": "default"},
+        "spec": {"rules": rules},
+    }
+
+
+def conditions(ancestor: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [(c["type"], c["status"], c["reason"]) for c in ancestor["conditions"]]
+
+
+def test_upstream_policy_ancestors() -> None:
+    policy = kong("KongUpstreamPolicy", "sticky")
+    services = [
+        service("b", "sticky", "2026-01-02T00:00:00Z"),
+        service("a", "sticky", "2026-01-01T00:00:00Z"),
+        service("mixed", "sticky", "2026-01-03T00:00:00Z"),
+        service("plain", None, "2026-01-01T00:00:00Z"),
+    ]
+    translated = [ObjectRef("Service", "default", n) for n in ("a", "mixed", "plain")]
+    routes = [route(["mixed", "plain"], ["a", "b"])]
+    want = policy_status([policy], services, routes, translated, "fastkong.io/gateway-controller")
+    (status,) = want.values()
+    ancestors = status["ancestors"]
+    assert [a["ancestorRef"]["name"] for a in ancestors] == ["a", "b", "mixed"]  # oldest first
+    assert ancestors[0]["ancestorRef"] == {
+        "group": "core",
+        "kind": "Service",
+        "namespace": "default",
+        "name": "a",
+    }
+    assert ancestors[0]["controllerName"] == "fastkong.io/gateway-controller"
+    # a and b share a rule and a policy: no conflict; b made nothing of the delivered config
+    assert conditions(ancestors[0]) == [
+        ("Accepted", "True", "Accepted"),
+        ("Programmed", "True", "Programmed"),
+    ]
+    assert conditions(ancestors[1]) == [
+        ("Accepted", "True", "Accepted"),
+        ("Programmed", "False", "Pending"),
+    ]
+    # mixed shares a rule with a Service without the policy: one upstream, two policies
+    assert conditions(ancestors[2]) == [
+        ("Accepted", "False", "Conflicted"),
+        ("Programmed", "False", "Pending"),
+    ]
+
+
+def test_an_unused_policy_is_left_alone_and_ancestors_are_capped() -> None:
+    policy = kong("KongUpstreamPolicy", "p")
+    idle = [service("s", "p", "2026-01-01T00:00:00Z")]
+    assert policy_status([policy], idle, [], [], "c") == {}
+    many = [service(f"s{i:02}", "p", f"2026-01-01T00:00:{i:02}Z") for i in range(20)]
+    translated = [ObjectRef.of(s) for s in many]
+    (status,) = policy_status([policy], many, [], translated, "c").values()
+    assert [a["ancestorRef"]["name"] for a in status["ancestors"]] == [
+        f"s{i:02}" for i in range(16)
+    ]
