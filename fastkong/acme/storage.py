@@ -8,9 +8,10 @@ Kong's plugin talks to a storage adapter of lua-resty-acme with five operations:
     Kong's ``shm`` is an nginx shared-memory zone: shared by the node's workers, lost on
     restart, so a restarted Kong orders every certificate again (and meets Let's Encrypt's
     rate limits). fastkong's processes do not share a heap, so the node's store is a directory
-    in its prefix (``<prefix>/acme/<shm_name>``): one file per key, written to a temporary name
-    and renamed over (a reader sees the old value or the new one, never half), and ``add``
-    made atomic across processes with ``flock`` on the directory's lock file. With a persistent
+    in its prefix (``<prefix>/acme/<shm_name>``): one file per key (named by its SHA-256, the key
+    inside), written to a temporary name and renamed over (a reader sees the old value or the
+    new one, never half), and ``add`` made atomic across processes with ``flock`` on the
+    directory's lock file. With a persistent
     prefix (a hostPath or a volume in Kubernetes) certificates survive a restart.
 ``redis``: :class:`RedisStorage`, shared by every node: lua-resty-acme's layout (the key, or
     ``<namespace>::<key>``), values as they are, ``SET ... PX`` for times to live and
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import hashlib
 import json
 import os
 import tempfile
@@ -45,19 +47,19 @@ class AcmeStorage(Protocol):
 
 
 def _file_name(key: str) -> str:
-    # base64url keeps any key (colons, slashes, a URL) a single safe file name
+    # base64url keeps a short name (a zone's) one safe path segment
     return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
 
 
-def _key_of(name: str) -> str | None:
-    try:
-        return base64.urlsafe_b64decode(name + "=" * (-len(name) % 4)).decode()
-    except (ValueError, UnicodeDecodeError):
-        return None
+def _record_name(key: str) -> str:
+    # A key can be longer than a file name may be (a 253-byte host in a prefixed key): records
+    # are named by the key's SHA-256 and hold the key itself, which ``list`` reads.
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 class FileStorage:
-    """The node's store: one JSON file per key (``{"value", "expires"}``) in ``directory``."""
+    """The node's store: one JSON file per key (``{"key", "value", "expires"}``) in
+    ``directory``, named by the key's SHA-256."""
 
     __slots__ = ("directory",)
 
@@ -70,24 +72,31 @@ class FileStorage:
     def _ensure(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
 
-    def read(self, key: str) -> str | None:
-        """``get`` without awaiting (a local file read): the edge's SNI callback uses it."""
+    @staticmethod
+    def _load(path: Path) -> dict[str, Any] | None:
+        """A live record (None when missing, unreadable or expired)."""
         try:
-            record = json.loads((self.directory / _file_name(key)).read_bytes())
+            record = json.loads(path.read_bytes())
         except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or not isinstance(record.get("value"), str):
             return None
         expires = record.get("expires")
         if expires is not None and expires <= time.time():
             return None
-        value = record.get("value")
-        return value if isinstance(value, str) else None
+        return record
+
+    def read(self, key: str) -> str | None:
+        """``get`` without awaiting (a local file read): the edge's SNI callback uses it."""
+        record = self._load(self.directory / _record_name(key))
+        return record["value"] if record is not None and record.get("key") == key else None
 
     def _write(self, key: str, value: str, ttl: float | None) -> None:
         self._ensure()
-        record: dict[str, Any] = {"value": value, "expires": None}
+        record: dict[str, Any] = {"key": key, "value": value, "expires": None}
         if ttl is not None:
             record["expires"] = time.time() + ttl
-        name = _file_name(key)
+        name = _record_name(key)
         tmp = self.directory / f".{name}.{os.getpid()}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as out:
@@ -115,7 +124,7 @@ class FileStorage:
             os.close(fd)  # releases the lock
 
     async def delete(self, key: str) -> None:
-        (self.directory / _file_name(key)).unlink(missing_ok=True)
+        (self.directory / _record_name(key)).unlink(missing_ok=True)
 
     async def list(self, prefix: str) -> list[str]:
         try:
@@ -126,8 +135,9 @@ class FileStorage:
         for name in names:
             if name.startswith("."):
                 continue
-            key = _key_of(name)
-            if key is not None and key.startswith(prefix) and self.read(key) is not None:
+            record = self._load(self.directory / name)
+            key = record.get("key") if record is not None else None
+            if isinstance(key, str) and key.startswith(prefix):
                 keys.append(key)
         return sorted(keys)
 

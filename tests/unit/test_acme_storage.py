@@ -85,6 +85,15 @@ async def test_list_by_prefix(storage: AcmeStorage) -> None:
     assert await storage.list("nothing:") == []
 
 
+async def test_a_key_longer_than_a_file_name(storage: AcmeStorage) -> None:
+    host = ".".join(["a" * 63] * 3) + ".example"  # 200 bytes: its base64 would not fit in 255
+    key = f"kong_acme:cert_key:{host}"
+    await storage.set(key, "pem", ttl=60)
+    assert await storage.get(key) == "pem"
+    assert await storage.list("kong_acme:cert_key:") == [key]
+    assert await storage.add(f"kong_acme:update_lock:{host}", "p", 30)
+
+
 @settings(max_examples=40, deadline=None)
 @given(key=st.text(min_size=1, max_size=80), value=st.text(max_size=200))
 def test_any_key_and_value_round_trip_through_the_node_directory(key: str, value: str) -> None:
@@ -147,5 +156,5 @@ def test_file_records_are_replaced_whole(tmp_path: Path) -> None:
     asyncio.run(storage.set("k", "v" * 10_000, ttl=60))
     (record,) = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
     data = json.loads(record.read_text())
-    assert data["value"] == "v" * 10_000 and data["expires"] > time.time()
+    assert data["value"] == "v" * 10_000 and data["expires"] > time.time() and data["key"] == "k"
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
