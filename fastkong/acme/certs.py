@@ -91,6 +91,8 @@ class AcmeSource:
             # a local read costs less than a handshake: a certificate another process of the
             # node ordered (or renewed) is served from the next handshake on
             certkey = self._read_now(storage, host)
+            if certkey is not None and entry is not None and certkey.same(entry[1]):
+                certkey = entry[1]  # unchanged: its server context is kept
             if certkey is not None:
                 self.cache.entries[slot] = (now + CACHE_TTL, certkey)
                 return certkey

@@ -94,6 +94,9 @@ class CertKey:
         expires = datetime.datetime.fromtimestamp(self.not_after, datetime.UTC)
         return f"<CertKey expires={expires:%Y-%m-%d %H:%M:%S}Z>"
 
+    def same(self, other: CertKey | None) -> bool:
+        return other is not None and (self.cert, self.key) == (other.cert, other.key)
+
     @classmethod
     def decode(cls, raw: str | None) -> CertKey | None:
         if raw is None:

@@ -165,3 +165,20 @@ def test_an_expired_miss_reads_the_node_store_again_at_once(tmp_path: Path) -> N
     assert not cache.tasks
     cache.entries[(source.key, "shop.example")] = (time.monotonic() + 60, None)
     assert source.lookup("shop.example") is None  # a fresh negative entry is believed
+
+
+def test_an_unchanged_certificate_keeps_its_server_context_across_refreshes(
+    tmp_path: Path,
+) -> None:
+    cache = AcmeCache()
+    _, source = _source(tmp_path, cache)
+    _seed(source, "shop.example")
+    certs = CertificateSet(server_context(), (), (), acme=source)
+    first = certs.find("shop.example")
+    slot = (source.key, "shop.example")
+    cache.entries[slot] = (time.monotonic() - 1, cache.entries[slot][1])  # the hour ran out
+    assert certs.find("shop.example") is first  # re-read, unchanged: no new context
+    renewed = _seed(source, "shop.example")  # a renewal stored a new certificate
+    cache.entries[slot] = (time.monotonic() - 1, cache.entries[slot][1])
+    second = certs.find("shop.example")
+    assert second is not first and cache.entries[slot][1].cert == renewed
