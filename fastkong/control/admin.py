@@ -29,6 +29,7 @@ from fastkong.config import Config, ConfigError, load_config
 from fastkong.config.loader import parse
 from fastkong.config.schema import ENTITY_STRUCTS
 from fastkong.control.httpserver import Request, Response
+from fastkong.control.schemas import plugin_schema
 from fastkong.plugins import registry
 
 if TYPE_CHECKING:
@@ -186,6 +187,8 @@ class AdminApi:
             return Response.json(200, {"enabled_plugins": registry.names()})
         if path == "/tags" or path.startswith("/tags/"):
             return self.tags(unquote(path[len("/tags/") :]) if path != "/tags" else None, request)
+        if (found := re.fullmatch(r"/schemas/plugins/([^/]+)", path)) and found[1] != "validate":
+            return plugin_schema_response(unquote(found[1]))
         if path.startswith("/schemas/"):
             return await self.validate_entity(request, path.split("/")[2])
         parts = [unquote(p) for p in path.split("/") if p]
@@ -225,6 +228,8 @@ class AdminApi:
             return READ_ONLY
         if path == "/config":
             return COLLECTION
+        if re.fullmatch(r"/schemas/plugins/[^/]+", path) and path != "/schemas/plugins/validate":
+            return READ_ONLY
         if re.fullmatch(r"/schemas/[^/]+/validate", path):
             return "OPTIONS, POST"
         parts = [p for p in path.split("/") if p]
@@ -543,6 +548,14 @@ class AdminApi:
             payload["offset"] = offset
             payload["next"] = following
         return payload
+
+
+def plugin_schema_response(name: str) -> Response:
+    """Kong's ``GET /schemas/plugins/{name}`` (fastkong/control/schemas.py)."""
+    spec = registry.lookup(name)
+    if spec is None:
+        return Response.json(404, {"message": f"No plugin named '{name}'"})
+    return Response.json(200, plugin_schema(spec))
 
 
 def NOT_FOUND() -> Response:  # noqa: N802 - Kong's handle_404 body, built per answer

@@ -108,6 +108,9 @@ def _random_secret() -> str:
 NODE_SECRET: Final = _random_secret()
 
 
+_AUTO = msgspec.Meta(extra={"kong_auto": True})
+
+
 def _node_secret() -> str:
     return NODE_SECRET
 
@@ -116,7 +119,8 @@ class SessionConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fi
     """Kong 3.9's schema, plus ``hash_subject`` and ``store_metadata`` (added after 3.9; they
     concern server-side storage and do nothing with cookies, in Kong too)."""
 
-    secret: Annotated[str, REFERENCEABLE] = msgspec.field(default_factory=_node_secret)
+    # drawn per node: the Admin API's schema shows it as ``auto`` (fastkong/control/schemas.py)
+    secret: Annotated[str, REFERENCEABLE, _AUTO] = msgspec.field(default_factory=_node_secret)
     storage: Literal["cookie", "kong"] = "cookie"
     audience: str = "default"
     idling_timeout: Number = 900
