@@ -70,6 +70,9 @@ log = logging.getLogger("fastkong.proxy")
 #: (``get``, ``wA#0``). The usual methods skip the checks.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
 _NGINX_METHOD = re.compile(r"[A-Z_-]+")
+#: The http-01 challenge path: a request no route matched there may be the acme plugin's.
+_ACME = b"/.well-known/acme-challenge/"
+_GLOBAL = (None, None, None)
 _NOT_ALLOWED = frozenset({"CONNECT", "TRACE"})
 
 
@@ -322,6 +325,12 @@ class Gateway(Exchange):
         )
         if decision.__class__ is int:
             if decision == NO_ROUTE:
+                acme = runtime.plugins.by_name.get("acme") if raw_path.startswith(_ACME) else None
+                if acme and (plugin := acme.get(_GLOBAL)) is not None:
+                    if await self.acme_challenge(
+                        scope, send, plugin, host_text, raw_path, request_id, started
+                    ):
+                        return
                 await self.kong_error(scope, send, 404, errors.NO_ROUTE, request_id, started)
             else:
                 await self.nginx_error(scope, send, 400, request_id, started, None, CLOSE)

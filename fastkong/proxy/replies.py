@@ -18,6 +18,7 @@ from fastkong.plugins.runner import body_filters, run_body, run_log, run_respons
 from fastkong.proxy import errors
 from fastkong.proxy.kong_headers import HeaderSettings
 from fastkong.proxy.limits import HEADER_TOO_LARGE
+from fastkong.proxy.routing import strip_port
 from fastkong.proxy.upstream import SERVER
 from fastkong.runtime import RoutePlan
 
@@ -93,6 +94,30 @@ class Replies:
         await self.respond(
             send, stop.status, ctype, body, ctx.request_id, ctx.started, stop.headers, ctx
         )
+
+    async def acme_challenge(
+        self,
+        scope: Scope,
+        send: Send,
+        acme: Any,
+        host_text: str,
+        raw_path: bytes,
+        request_id: str,
+        started: float,
+    ) -> bool:
+        """A challenge request no route matched, answered by the global acme plugin (Kong's
+        users must add a route for the path); False when it is not one for the plugin."""
+        if "http" not in acme.protocols:
+            return False
+        host = strip_port(host_text).lower()
+        stop = await acme.answer(host, raw_path.decode("latin-1"), scope.get("scheme", "http"))
+        if stop is None:
+            return False
+        if stop.with_request_id:
+            await self.kong_error(scope, send, stop.status, stop.message or "", request_id, started)
+        else:
+            await self.respond(send, stop.status, stop.content_type, stop.body, request_id, started)
+        return True
 
     async def https_required(
         self,

@@ -316,7 +316,7 @@ def test_sanity_check_of_the_challenge_path(tmp_path: Path) -> None:
     echo = Echo().start()
     config = json.loads(acme_config(echo, Pebble(tmp_path / "unused", LoopbackDns(), 1)))
     config["plugins"][0]["config"]["domains"] = ["127.0.0.1", "127.0.0.2"]
-    gateway = Gateway(tmp_path, json.dumps(config))
+    gateway = Gateway(tmp_path, json.dumps(config), 1, "--prefix", str(tmp_path / "prefix"))
     gateway.port = 80
     gateway.stderr_path = tmp_path / "gateway.log"
     admin = f"http://127.0.0.1:{gateway.admin_port}"
@@ -332,12 +332,27 @@ def test_sanity_check_of_the_challenge_path(tmp_path: Path) -> None:
         assert check("127.0.0.1") == (200, "sanity test for host 127.0.0.1 passed")
         refused = check("127.0.0.2")  # in `domains`, nothing listens there
         assert refused[0] == 400 and refused[1].startswith(problem + "127.0.0.2: ")
-        # no route catches the path: Kong's advice to add one
+        # No route catches the path any more. Kong would answer "no Route matched" (its docs
+        # have users add a route for it); fastkong's plugin answers without one.
         config["services"][0]["routes"][0]["paths"] = ["/api"]
         posted = httpx.post(f"{admin}/config", json=config, timeout=30)
         assert posted.status_code == 201, posted.text
-        probe = "http://127.0.0.1/.well-known/acme-challenge/x"
-        eventually(lambda: "no Route matched" in httpx.get(probe).text)
+        eventually(lambda: "no Route matched" in httpx.get("http://127.0.0.1/other").text)
+        challenge = "http://127.0.0.1/.well-known/acme-challenge/"
+        assert httpx.get(challenge + "x").content == b"Not found\n"
+        token = "tok-no-route-0123456789"
+        asyncio.run(_store(tmp_path).set(token + "#http-01", token + ".thumb", 60))
+        served = httpx.get(challenge + token)
+        assert (served.status_code, served.text) == (200, token + ".thumb\n")
+        # a host outside `domains` still gets Kong's 404, as does any other path
+        other = httpx.get(challenge + token, headers={"host": "elsewhere.example"})
+        assert other.status_code == 404 and "no Route matched" in other.text
+        assert check("127.0.0.1") == (200, "sanity test for host 127.0.0.1 passed")
+        # With the plugin kept off plain HTTP, nothing answers there: Kong's advice
+        config["plugins"][0]["protocols"] = ["https"]
+        posted = httpx.post(f"{admin}/config", json=config, timeout=30)
+        assert posted.status_code == 201, posted.text
+        eventually(lambda: "no Route matched" in httpx.get(challenge + "x").text)
         assert check("127.0.0.1") == (
             400,
             problem + "127.0.0.1: http://127.0.0.1/.well-known/acme-challenge/* doesn't map "

@@ -12,7 +12,8 @@ global plugin only. Kong's fields, defaults and entity checks. Three parts, in t
 - **The HTTP-01 challenge** (this module's access hook, on ``http`` requests only, as Kong):
   ``GET /.well-known/acme-challenge/<token>`` on a route, for an allowed host, is answered with
   the key authorization from the storage (``x`` is the sanity check's token: ``404 Not found``).
-  As in Kong the request must match a route: create one for the path when no route catches it.
+  Unlike Kong, a challenge request no route matches is answered too (Kong's docs have users
+  add a route for the path; here that route is not needed, and one that exists still works).
 - **Renewal and the Admin API** (the supervisor, :mod:`fastkong.acme.admin`): every day, the
   certificates due within ``renew_threshold_days`` are ordered again; ``POST /acme``, ``PATCH
   /acme``, ``GET /acme/certificates[/<host>]`` as Kong's.
@@ -244,10 +245,15 @@ class Acme(Plugin):
         return out
 
     async def access(self, ctx: RequestContext) -> Exit | None:
+        return await self.answer(ctx.host, ctx.path, ctx.scheme)
+
+    async def answer(self, host: str, path: str, scheme: str) -> Exit | None:
+        """The answer to an http-01 challenge request, or None when it is not one for us (the
+        access hook, and the proxy for a challenge request no route matched)."""
         # http-01 challenges come over plain HTTP only (Kong checks the client's protocol).
-        if ctx.scheme != "http" or not self.allowed(ctx.host):
+        if scheme != "http" or not self.allowed(host):
             return None
-        found = CHALLENGE_PATH.match(ctx.path)
+        found = CHALLENGE_PATH.match(path)
         if found is None:
             return None
         token = found.group(1)
