@@ -49,7 +49,6 @@ from kubernetes.aio.client import (
 )
 from kubernetes.aio.client.exceptions import ApiException
 
-from fastkong.k8s import objects as o
 from fastkong.k8s import programmed
 from fastkong.k8s.events import (
     REASON_APPLY,
@@ -62,7 +61,7 @@ from fastkong.k8s.events import (
 from fastkong.k8s.gateway_status import StatusUpdater, desired
 from fastkong.k8s.gatewayapi import DEFAULT_CONTROLLER, ROUTE_KINDS
 from fastkong.k8s.gatewayapi import view as gateway_view
-from fastkong.k8s.ingress import class_filter, is_default_class
+from fastkong.k8s.ingress import annotation_class_filter, class_filter
 from fastkong.k8s.leader import LeaderElector
 from fastkong.k8s.objects import Index
 from fastkong.k8s.publish import (
@@ -368,13 +367,9 @@ class Controller:
         kinds = (*programmed.KINDS, programmed.POLICY_KIND)
         if self.result is None or not any(self.store.keys(k) for k in kinds):
             return
-        classes = self.options.ingress_classes
-        default = is_default_class(Index(self.store.objects("IngressClass")), set(classes))
-
-        def ours(obj: o.Obj) -> bool:
-            value = o.anns(obj).get(o.INGRESS_CLASS_ANNOTATION)
-            return value in classes if value else default
-
+        ours = annotation_class_filter(
+            Index(self.store.objects("IngressClass")), self.options.ingress_classes
+        )
         kong_objects = [x for kind in programmed.KINDS for x in self.store.objects(kind)]
         want = programmed.desired(kong_objects, self.result.translated, self.result.problems, ours)
         want |= programmed.policy_status(

@@ -80,7 +80,7 @@ def condition(
     }
 
 
-def _generation(obj: Obj) -> int:
+def generation(obj: Obj) -> int:
     value = o.meta(obj).get("generation")
     return value if isinstance(value, int) else 1
 
@@ -102,7 +102,7 @@ def desired(
     """The status every Gateway API object we speak for should have (module docstring)."""
     out: dict[Key, dict[str, Any]] = {}
     for name, gc in view.classes.items():
-        cond = condition("Accepted", True, "Accepted", _generation(gc))
+        cond = condition("Accepted", True, "Accepted", generation(gc))
         out[("GatewayClass", "", name)] = {**o_status(gc), "conditions": [cond]}
     found = addresses(proxy)
     for key, gateway in view.gateways.items():
@@ -172,7 +172,7 @@ def _gateway(
     gateway: Obj,
     found: list[dict[str, str]],
 ) -> dict[str, Any]:
-    gen = _generation(gateway)
+    gen = generation(gateway)
     conditions = [condition("Accepted", True, "Accepted", gen)]
     if found:
         conditions.append(condition("Programmed", True, "Programmed", gen))
@@ -221,7 +221,7 @@ def _gateway(
 
 
 def _route_parents(index: Index, view: GatewayView, rv: RouteView) -> list[dict[str, Any]]:
-    gen = _generation(rv.route)
+    gen = generation(rv.route)
     errors = route_errors(rv) if rv.kind == gw.ROUTE_KIND else l4route.route_errors(rv)
     failures = gw.route_ref_failures(index, rv)
     resolved = (

@@ -86,6 +86,19 @@ def class_filter(index: Index, classes: Collection[str]) -> Callable[[Obj], bool
     return ours
 
 
+def annotation_class_filter(index: Index, classes: Collection[str]) -> Callable[[Obj], bool]:
+    """Whether a KongConsumer, KongClusterPlugin or KongVault is ours: its
+    ``kubernetes.io/ingress.class`` annotation names one of ``classes``, or is missing or empty
+    while our IngressClass is the cluster default (KIC's ``ExactOrEmptyClassMatch``)."""
+    default = is_default_class(index, classes)
+
+    def ours(obj: Obj) -> bool:
+        value = o.anns(obj).get(o.INGRESS_CLASS_ANNOTATION)
+        return value in classes if value else default
+
+    return ours
+
+
 def kong_paths(path: str, path_type: str, regex_prefix: str, legacy: bool = False) -> list[str]:
     """An Ingress path as Kong route paths (KIC's ``PathsFromIngressPaths`` then
     ``MaybePrependRegexPrefix``). ``legacy``: IngressClassParameters'

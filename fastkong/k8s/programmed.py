@@ -32,6 +32,8 @@ from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from fastkong.k8s import objects as o
+from fastkong.k8s.gateway_status import condition as status_condition
+from fastkong.k8s.gateway_status import generation
 from fastkong.k8s.objects import Obj, ObjectRef, Problem
 
 Key = tuple[str, str, str]
@@ -43,11 +45,6 @@ INVALID_MESSAGE: Final = (
     "Object failed to be configured in Kong - see its attached Events for more information."
 )
 PENDING_MESSAGE: Final = "Object is pending configuration in Kong."
-
-
-def _generation(obj: Obj) -> int:
-    value = o.meta(obj).get("generation")
-    return value if isinstance(value, int) else 1
 
 
 def desired(
@@ -78,13 +75,7 @@ def desired(
         else:
             entry = (False, "Pending", PENDING_MESSAGE)
         ok, reason, message = entry
-        condition = {
-            "type": PROGRAMMED,
-            "status": "True" if ok else "False",
-            "reason": reason,
-            "message": message,
-            "observedGeneration": _generation(obj),
-        }
+        condition = status_condition(PROGRAMMED, ok, reason, generation(obj), message)
         kept = [c for c in conditions if c.get("type") != PROGRAMMED]
         key = (str(kind), ref.namespace, ref.name)
         out[key] = {**(status or {}), "conditions": [*kept, condition]}
@@ -94,12 +85,6 @@ def desired(
 POLICY_KIND: Final = "KongUpstreamPolicy"
 POLICY_ANNOTATION: Final = "konghq.com/upstream-policy"
 MAX_ANCESTORS: Final = 16
-
-
-def _policy_condition(kind: str, ok: bool, reason: str, generation: int) -> dict[str, Any]:
-    status = "True" if ok else "False"
-    return {"type": kind, "status": status, "reason": reason, "message": "",
-            "observedGeneration": generation}  # fmt: skip
 
 
 def _rule_services(route: Obj) -> list[set[tuple[str, str]]]:
@@ -141,7 +126,7 @@ def policy_status(
         if not any(ObjectRef.of(s) in done for s in users):
             continue
         mine = {(o.namespace(s), o.name(s)) for s in users}
-        generation = _generation(policy)
+        version = generation(policy)
         ancestors = []
         for svc in sorted(users, key=lambda s: (o.created(s), o.namespace(s), o.name(s))):
             key = (o.namespace(svc), o.name(svc))
@@ -157,17 +142,17 @@ def policy_status(
                     },  # fmt: skip
                     "controllerName": controller,
                     "conditions": [
-                        _policy_condition(
+                        status_condition(
                             "Accepted",
                             not conflicted,
                             "Conflicted" if conflicted else "Accepted",
-                            generation,
+                            version,
                         ),
-                        _policy_condition(
+                        status_condition(
                             "Programmed",
                             programmed,
                             "Programmed" if programmed else "Pending",
-                            generation,
+                            version,
                         ),
                     ],  # fmt: skip
                 }

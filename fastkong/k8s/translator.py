@@ -48,10 +48,10 @@ from fastkong.k8s.gatewayapi import view as gateway_view
 from fastkong.k8s.ingress import (
     Backend,
     RouteGroup,
+    annotation_class_filter,
     class_filter,
     class_parameters,
     default_backend_group,
-    is_default_class,
     route_groups,
     route_record,
     tls_hosts,
@@ -205,7 +205,7 @@ class _Translation:
         self.client_certs: dict[tuple[str, str], Obj] = {}
         self.used_instance_names: set[str] = set()
         self.gateways = gatewayapi.GatewayView(gateway_controller)
-        self.default_class = is_default_class(index, classes)
+        self._annotation_ours = annotation_class_filter(index, classes)
         self.params = class_parameters(index, classes, self.problems)
         #: Gateway API BackendTLSPolicies, read as their Services' TLS annotations.
         self.backend_tls = BackendTlsPolicies(index, self.problems)
@@ -217,11 +217,8 @@ class _Translation:
         return record
 
     def class_annotation_ok(self, obj: Obj) -> bool:
-        """KongConsumers, KongClusterPlugins and KongVaults: the ``kubernetes.io/ingress.class``
-        annotation names our class, or is missing or empty while our IngressClass is the cluster
-        default (KIC's ``getIngressClassHandling``: ``ExactOrEmptyClassMatch``)."""
-        value = o.anns(obj).get(o.INGRESS_CLASS_ANNOTATION)
-        return value in self.classes if value else self.default_class
+        """KongConsumers, KongClusterPlugins and KongVaults of our class (ingress.py)."""
+        return self._annotation_ours(obj)
 
     # -- the whole config ----------------------------------------------------------------------
     def build(self) -> dict[str, Any]:
