@@ -86,7 +86,25 @@ def dns_answer(query: bytes) -> bytes | None:
     return packet
 
 
-class LoopbackDns:
+class _Started:
+    """``with server:`` starts it and stops it by its own ``start``/``stop``."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class LoopbackDns(_Started):
     """A UDP DNS server on 127.0.0.1 answering every name with 127.0.0.1, in a thread; keeps
     the questions it was asked (name, type)."""
 
@@ -131,14 +149,6 @@ class LoopbackDns:
         if self._sock is not None:
             self._sock.close()
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
 
 class IssuerCerts(NamedTuple):
     """One of pebble's issuing chains, PEM: its root and its intermediate."""
@@ -147,7 +157,7 @@ class IssuerCerts(NamedTuple):
     intermediate: str
 
 
-class Pebble:
+class Pebble(_Started):
     """pebble on free loopback ports, validating http-01 challenges on ``http_port`` of the
     addresses ``dns`` gives; its API at :attr:`directory_url`, trusted through :attr:`ca_pem`.
 
@@ -262,14 +272,6 @@ class Pebble:
     def stop(self) -> None:
         if self.proc is not None:
             stop(self.proc)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def _management(self, path: str) -> str:
         context = ssl.create_default_context(cadata=self.ca_pem)
