@@ -30,8 +30,8 @@ from typing import Any, Final
 
 import msgspec
 
-from fastkong.acme.manager import CERTKEY_KEY_PREFIX, AcmeManager, CertKey
-from fastkong.acme.storage import FileStorage
+from fastkong.acme.manager import AcmeManager, CertKey
+from fastkong.acme.storage import CERTKEY_KEY_PREFIX, FileStorage
 from fastkong.plugins.bundled.acme import AcmeConfig, DomainMatcher, storage_for
 from fastkong.proxy.upstream_tls import load_chain
 

@@ -32,16 +32,18 @@ from typing import Any, Final
 from cryptography import x509
 
 from fastkong.acme.protocol import AcmeClient, AcmeError, new_private_key
-from fastkong.acme.storage import AcmeStorage
+from fastkong.acme.storage import (
+    CERTKEY_KEY_PREFIX,
+    CHALLENGE_SUFFIX,
+    RENEW_KEY_PREFIX,
+    RENEW_LAST_RUN_KEY,
+    AcmeStorage,
+)
 from fastkong.config.keys import find_key, private_key_pem
 from fastkong.proxy.upstream_tls import PLAIN_VERIFY, TlsProfile
 
 log = logging.getLogger("fastkong.acme")
 
-RENEW_KEY_PREFIX: Final = "kong_acme:renew_config:"
-RENEW_LAST_RUN_KEY: Final = "kong_acme:renew_last_run"
-CERTKEY_KEY_PREFIX: Final = "kong_acme:cert_key:"
-CHALLENGE_SUFFIX: Final = "#http-01"
 LOCK_TIMEOUT: Final = 30.0
 CHALLENGE_TTL: Final = 3600.0
 DAY: Final = 86400

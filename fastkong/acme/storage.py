@@ -31,9 +31,17 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from fastkong.store.redis import RedisOptions, client_for
+
+#: Kong's keys (``kong/plugins/acme/reserved_words.lua`` and lua-resty-acme's http-01 suffix),
+#: shared by the plugin's checks, the edge and the manager.
+RENEW_KEY_PREFIX: Final = "kong_acme:renew_config:"
+RENEW_LAST_RUN_KEY: Final = "kong_acme:renew_last_run"
+CERTKEY_KEY_PREFIX: Final = "kong_acme:cert_key:"
+RESERVED_WORDS: Final = (RENEW_KEY_PREFIX, RENEW_LAST_RUN_KEY, CERTKEY_KEY_PREFIX)
+CHALLENGE_SUFFIX: Final = "#http-01"
 
 
 class AcmeStorage(Protocol):

@@ -34,7 +34,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 import msgspec
 from msgspec import Meta
 
-from fastkong.acme.storage import AcmeStorage, FileStorage, RedisStorage, node_directory
+from fastkong.acme.storage import (
+    CHALLENGE_SUFFIX,
+    RESERVED_WORDS,
+    AcmeStorage,
+    FileStorage,
+    RedisStorage,
+    node_directory,
+)
 from fastkong.config import checks as C
 from fastkong.config import errors as E
 from fastkong.config.schema import REFERENCEABLE, Host, Port, Url
@@ -53,14 +60,7 @@ _TOS_URIS: Final = (
     "https://acme-staging-v02.api.letsencrypt.org",
 )
 TOS_MESSAGE: Final = "terms of service must be accepted, see https://letsencrypt.org/repository/"
-#: lua-resty-acme's keys (``kong/plugins/acme/reserved_words.lua``).
-RESERVED_WORDS: Final = (
-    "kong_acme:renew_config:",
-    "kong_acme:renew_last_run",
-    "kong_acme:cert_key:",
-)
 CHALLENGE_PATH: Final = re.compile(r"^/\.well-known/acme-challenge/(.+)")
-CHALLENGE_SUFFIX: Final = "#http-01"
 _EMAIL: Final = re.compile(r"@")
 _IPV4: Final = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
 
