@@ -32,7 +32,7 @@ from fastkong.plugins.runner import (
 from fastkong.proxy import errors, hop, websocket
 from fastkong.proxy.access_log import AccessLog
 from fastkong.proxy.balancer import Resolver
-from fastkong.proxy.body import buffer_chunked, read_small_body
+from fastkong.proxy.body import buffer_chunked, peek_body, read_small_body
 from fastkong.proxy.edge import PROXIED_KEY, SNI_KEY, EdgeView
 from fastkong.proxy.exchange import Exchange
 from fastkong.proxy.kong_headers import DEFAULT_SETTINGS, HeaderSettings
@@ -74,6 +74,9 @@ _NGINX_METHOD = re.compile(r"[A-Z_-]+")
 _ACME = b"/.well-known/acme-challenge/"
 _GLOBAL = (None, None, None)
 _NOT_ALLOWED = frozenset({"CONNECT", "TRACE"})
+#: The HTTP versions whose request bodies are framed by the head (Content-Length or chunked);
+#: over HTTP/2 and 3 a body may come with neither, ended by the stream's end.
+_HEAD_FRAMED = frozenset({"1.1", "1.0"})
 
 
 class RequestIds:
@@ -304,7 +307,10 @@ class Gateway(Exchange):
             # Then, with the head read: "client sent CONNECT method" / "... TRACE method".
             await self.nginx_error(scope, send, 405, request_id, started, None, CLOSE)
             return
-        if chunked and limits.max_body:
+        # A body whose length the head does not give (HTTP/2 or 3 without Content-Length):
+        # handled as a chunked one, buffered and sized like nginx's, or streamed chunked.
+        unsized = content_length == -1 and not chunked and scope["http_version"] not in _HEAD_FRAMED
+        if (chunked or unsized) and limits.max_body:
             receive = limits.limit_body(receive)
 
         host_text = host_value.decode("latin-1")
@@ -483,23 +489,28 @@ class Gateway(Exchange):
         body: bytes | None = b""
         if ctx is not None and ctx.body_read:
             body = ctx.body
-        elif chunked:
-            if plan.request_buffering:
-                try:
+        elif chunked or unsized:
+            try:
+                if plan.request_buffering:
                     body, receive = await buffer_chunked(receive)
-                except BodyLimitExceeded:
-                    await self.nginx_error(scope, send, 413, request_id, started, ctx, CLOSE)
-                    if ctx is not None:
-                        run_log(ctx)
-                    return
-                except ConnectionError:
-                    await self.body_cut_short(scope, send, request_id, started, ctx)
-                    return
-                if body is not None:
-                    chunked = False
-                    lines.append(b"content-length: %d\r\n" % len(body))
+                elif unsized:
+                    body, receive = await peek_body(receive)
+                else:
+                    body = None
+            except BodyLimitExceeded:
+                await self.nginx_error(scope, send, 413, request_id, started, ctx, CLOSE)
+                if ctx is not None:
+                    run_log(ctx)
+                return
+            except ConnectionError:
+                await self.body_cut_short(scope, send, request_id, started, ctx)
+                return
+            if body is None:
+                chunked = True  # streamed as it comes, in chunked framing
             else:
-                body = None
+                chunked = False
+                if body or not unsized:  # (an HTTP/2 request without a body stays so)
+                    lines.append(b"content-length: %d\r\n" % len(body))
         elif content_length > 0:
             try:
                 body = await read_small_body(receive, content_length)

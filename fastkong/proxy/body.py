@@ -81,13 +81,34 @@ async def buffer_chunked(receive: Receive) -> tuple[bytes | None, Receive]:
         size += len(data)
         if not message.get("more_body", False):
             return b"".join(parts), receive
-    read: Message | None = {"type": "http.request", "body": b"".join(parts), "more_body": True}
+    return None, replaying(
+        {"type": "http.request", "body": b"".join(parts), "more_body": True}, receive
+    )
+
+
+async def peek_body(receive: Receive) -> tuple[bytes | None, Receive]:
+    """Whether a body of unknown length (HTTP/2 without Content-Length) exists: ``b""`` when
+    the request ends before any data; else None and a ``receive`` that gives the first data
+    back, then reads on (the body streams)."""
+    while True:  # (empty messages before the first data or the end say nothing)
+        first = await receive()
+        if first["type"] != "http.request":
+            raise ConnectionError("client went away while sending the body")
+        if first.get("body"):
+            return None, replaying(first, receive)
+        if not first.get("more_body", False):
+            return b"", receive
+
+
+def replaying(read: Message, receive: Receive) -> Receive:
+    """A ``receive`` that gives ``read`` first, then reads on."""
+    pending: Message | None = read
 
     async def replay() -> Message:
-        nonlocal read
-        if read is not None:
-            message, read = read, None
+        nonlocal pending
+        if pending is not None:
+            message, pending = pending, None
             return message
         return await receive()
 
-    return None, replay
+    return replay
