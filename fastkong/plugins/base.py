@@ -32,6 +32,7 @@ cost nothing.
 
 from __future__ import annotations
 
+import json
 import weakref
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
@@ -91,7 +92,13 @@ def kong_exit(
         return Exit(status, b"", headers)
     if isinstance(payload, str):
         payload = {"message": payload}
-    body = msgspec.json.encode(payload)
+    try:
+        body = msgspec.json.encode(payload)
+    except UnicodeEncodeError:
+        # Text the client sent in bytes that are not UTF-8 (kept as surrogate escapes, e.g.
+        # request-termination's echo): written back as those bytes, as Kong's cjson writes them.
+        text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        body = text.encode("utf-8", "surrogateescape")
     return Exit(status, body, headers, "application/json; charset=utf-8")
 
 

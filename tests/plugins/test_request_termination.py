@@ -160,6 +160,14 @@ def test_echo_decodes_json_and_form_bodies(gateway: Gateway) -> None:
     assert r.json()["request"]["body"] == {"a": "1 2", "b": "x"}
 
 
+def test_echo_gives_back_bytes_that_are_not_utf8(gateway: Gateway) -> None:
+    """A query value the client sent in Latin-1 comes back as the same bytes (as Kong's cjson
+    writes them), not as a 500."""
+    r = httpx.get(gateway.url("/status/200?name=caf%E9"), headers={"host": "echo.test"})
+    assert r.status_code == 404
+    assert b'"name":"caf\xe9"' in r.content
+
+
 def test_trigger_not_given_proxies(gateway: Gateway) -> None:
     r = httpx.get(gateway.url("/trigger"))
     assert r.status_code == 200
