@@ -63,7 +63,7 @@ from fastkong.k8s.gatewayapi import DEFAULT_CONTROLLER, ROUTE_KINDS
 from fastkong.k8s.gatewayapi import view as gateway_view
 from fastkong.k8s.ingress import annotation_class_filter, class_filter
 from fastkong.k8s.leader import LeaderElector
-from fastkong.k8s.objects import Index
+from fastkong.k8s.objects import Index, ObjectRef
 from fastkong.k8s.publish import (
     ConfigMapPublisher,
     GatewayPublisher,
@@ -350,8 +350,7 @@ class Controller:
             self.store.keys(kind) for kind in ROUTE_KINDS
         ):
             return
-        objects = self.store.objects()
-        index = Index(objects)
+        index = Index(self._objects())
         gv = gateway_view(index, self.options.gateway_controller)
         proxy: list[dict[str, str]] = []
         if self.options.proxy_service:
@@ -370,17 +369,26 @@ class Controller:
         ours = annotation_class_filter(
             Index(self.store.objects("IngressClass")), self.options.ingress_classes
         )
-        kong_objects = [x for kind in programmed.KINDS for x in self.store.objects(kind)]
+        kong_objects = [x for kind in programmed.KINDS for x in self._objects(kind)]
         want = programmed.desired(kong_objects, self.result.translated, self.result.problems, ours)
         want |= programmed.policy_status(
-            self.store.objects(programmed.POLICY_KIND),
-            self.store.objects("Service"),
-            self.store.objects("HTTPRoute"),
+            self._objects(programmed.POLICY_KIND),
+            self._objects("Service"),
+            self._objects("HTTPRoute"),
             self.result.translated,
             self.options.gateway_controller,
         )
         by_key = {key: obj for key in want if (obj := self.store.get(*key)) is not None}
         await self.crd_status.update(by_key, want)
+
+    def _objects(self, kind: str | None = None) -> list[Obj]:
+        """The store's objects (of ``kind``), less those the translator failed on: the status
+        code reads them as the translator does."""
+        objects = self.store.objects(kind) if kind else self.store.objects()
+        left_out = self.result.left_out if self.result is not None else frozenset()
+        if not left_out:
+            return objects
+        return [x for x in objects if ObjectRef.of(x) not in left_out]
 
     def _our_ingresses(self) -> list[Obj]:
         """Our Ingresses, TCPIngresses and UDPIngresses (their status is the proxy's address)."""

@@ -68,7 +68,9 @@ class ObjectRef:
 
     @classmethod
     def of(cls, obj: Obj) -> ObjectRef:
-        meta = obj.get("metadata") or {}
+        meta = obj.get("metadata")
+        if not isinstance(meta, Mapping):
+            meta = {}
         return cls(
             str(obj.get("kind", "")),
             str(meta.get("namespace") or ""),

@@ -60,6 +60,7 @@ from fastkong.k8s.layout import CREDENTIAL_ARRAYS, drop_empty, order_keys
 from fastkong.k8s.objects import Index, Obj, ObjectRef, Problem
 from fastkong.k8s.plugins import PluginError, build_plugin, global_plugins, resolve
 from fastkong.k8s.prune import Pruner, Validator, config_layer_validator
+from fastkong.k8s.quarantine import translate_isolating
 from fastkong.k8s.upstream_policy import ANNOTATION as UPSTREAM_POLICY
 from fastkong.k8s.upstream_policy import policy_fields
 from fastkong.k8s.upstreams import find_port, targets
@@ -80,6 +81,8 @@ class TranslationResult:
     #: The objects at least one entity of ``config`` came from (KIC's "successfully
     #: translated" set: the Programmed status of Kong's CRDs reads it).
     translated: frozenset[ObjectRef] = frozenset()
+    #: The objects left out because the translator failed on them (quarantine.py).
+    left_out: frozenset[ObjectRef] = frozenset()
 
     def __repr__(self) -> str:
         counts = " ".join(
@@ -125,6 +128,21 @@ def translate(
         in HTTPRoutes of one namespace share a Kong service.
     """
     classes = {ingress_class} if isinstance(ingress_class, str) else set(ingress_class)
+
+    def attempt(objects: list[Mapping[str, Any]]) -> TranslationResult:
+        return _translate(objects, classes, validate, gateway_controller, combined_services)
+
+    return translate_isolating(attempt, list(objects))
+
+
+def _translate(
+    objects: list[Mapping[str, Any]],
+    classes: set[str],
+    validate: bool | Validator,
+    gateway_controller: str,
+    combined_services: bool,
+) -> TranslationResult:
+    """The body of :func:`translate`, for one set of objects."""
     run = _Translation(Index(objects), classes, gateway_controller, combined_services)
     config = run.build()
     problems = run.problems
