@@ -260,6 +260,9 @@ class Gateway(Exchange):
         client = scope.get("client")
         client_ip = client[0] if client else "127.0.0.1"
         trusted = client_ip in self.trusted_ips
+        version: str = scope["http_version"]
+        if version not in _HEAD_FRAMED:  # HTTP/2 or 3: cookies come one field each
+            scope["headers"] = hop.join_cookies(scope["headers"])
 
         # One pass over the headers: copy what goes upstream, keep what the gateway needs.
         (
@@ -295,7 +298,7 @@ class Gateway(Exchange):
         if (
             content_length < -1
             or (content_length >= 0 and chunked)
-            or (not host_value and scope["http_version"] == "1.1")
+            or (not host_value and version == "1.1")
         ):
             # A bad or repeated Content-Length, a repeated Host, both framings, or an HTTP/1.1
             # request without a Host: nginx refuses the request. (Granian itself drops a
@@ -309,7 +312,7 @@ class Gateway(Exchange):
             return
         # A body whose length the head does not give (HTTP/2 or 3 without Content-Length):
         # handled as a chunked one, buffered and sized like nginx's, or streamed chunked.
-        unsized = content_length == -1 and not chunked and scope["http_version"] not in _HEAD_FRAMED
+        unsized = content_length == -1 and not chunked and version not in _HEAD_FRAMED
         if (chunked or unsized) and limits.max_body:
             receive = limits.limit_body(receive)
 
@@ -456,7 +459,6 @@ class Gateway(Exchange):
             xf_path = forwarded.get(b"x-forwarded-path") or raw_path
             prefix = forwarded.get(b"x-forwarded-prefix") or prefix
         # Kong names the client's HTTP version in the Via it sends up (1.1, 2; "1" for 1.0).
-        version = scope["http_version"]
         via_token = VIA if version == "1.1" else hop.inbound_via(version, SERVER)
         lines.append(
             b"".join(

@@ -50,3 +50,22 @@ def inbound_via(http_version: str, server: bytes) -> bytes:
     prints ``ngx.req.http_version()`` (2.0 as "2", 1.0 as "1")."""
     version = http_version.removesuffix(".0") or "1"
     return version.encode("latin-1") + b" " + server
+
+
+def join_cookies(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """An HTTP/2 or 3 request's Cookie fields as one, joined by ``"; "`` where the first was
+    (RFC 9113 8.2.3, as nginx's HTTP/2 module does): browsers send each cookie in a field of
+    its own, which an HTTP/1.1 upstream, and a plugin reading ``Cookie``, would see as several
+    headers (the first only, or joined by commas)."""
+    cookies = [value for name, value in headers if name == b"cookie"]
+    if len(cookies) < 2:
+        return headers
+    joined = b"; ".join(cookies)
+    out: list[tuple[bytes, bytes]] = []
+    for name, value in headers:
+        if name != b"cookie":
+            out.append((name, value))
+        elif joined:
+            out.append((name, joined))
+            joined = b""
+    return out

@@ -1,14 +1,20 @@
-"""HTTP/2 request bodies without Content-Length: the stream's end, not the head, ends them.
+"""HTTP/2 requests on their way to an HTTP/1.1 upstream: what differs from HTTP/1.1.
 
-An HTTP/2 client may send a body with no Content-Length (httpx, gRPC-Web and browsers' streamed
-``fetch`` do). nginx reads it as it would a chunked one: buffered and sent up sized under
-``request_buffering`` (Kong's default), else streamed in chunked framing. A request whose stream
-ends with its headers has no body and goes up without framing headers.
+* Bodies without Content-Length: the stream's end, not the head, ends them. An HTTP/2 client
+  may send one (httpx, gRPC-Web and browsers' streamed ``fetch`` do). nginx reads it as it
+  would a chunked one: buffered and sent up sized under ``request_buffering`` (Kong's default),
+  else streamed in chunked framing. A request whose stream ends with its headers has no body
+  and goes up without framing headers.
+* Cookies: browsers send each in a field of its own; they go up (and to the plugins) joined
+  into one Cookie header, as nginx joins them.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +22,8 @@ import httpx
 import pytest
 
 from tests.helpers import Echo, Gateway, echoed_headers
+
+SECRET = "sekrit"
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +43,12 @@ services:
   routes:
   - {{name: buffered, paths: [/buffered]}}
   - {{name: streamed, paths: [/streamed], request_buffering: false}}
+  - name: jwt
+    paths: [/jwt]
+    plugins: [{{name: jwt, config: {{cookie_names: [tok]}}}}]
+consumers:
+- username: u
+  jwt_secrets: [{{key: issuer, secret: {SECRET}}}]
 """
     gw = Gateway(tmp_path_factory.mktemp("h2body"), config, 1)
     gw.port_flags = "http2"  # h2c, prior knowledge
@@ -118,3 +132,33 @@ services:
         assert _post(gw, "/r", b"x" * 101).status_code == 413
     finally:
         gw.stop()
+
+
+def _hs256(claims: dict[str, str]) -> str:
+    def part(data: bytes) -> bytes:
+        return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+    head = part(b'{"alg":"HS256","typ":"JWT"}') + b"." + part(json.dumps(claims).encode())
+    sig = hmac.new(SECRET.encode(), head, hashlib.sha256).digest()
+    return (head + b"." + part(sig)).decode()
+
+
+def _cookie_fields(*cookies: str) -> list[tuple[str, str]]:
+    """Each cookie in a Cookie field of its own, as browsers send them over HTTP/2."""
+    return [("cookie", cookie) for cookie in cookies]
+
+
+def test_cookie_fields_go_up_as_one_header(gateway: Gateway) -> None:
+    with httpx.Client(http1=False, http2=True) as client:
+        r = client.get(gateway.url("/buffered"), headers=_cookie_fields("a=1", "b=2", "c=3"))
+    assert r.http_version == "HTTP/2"
+    assert echoed_headers(r.json())["cookie"] == ["a=1; b=2; c=3"]
+
+
+def test_a_plugin_finds_its_cookie_in_any_field(gateway: Gateway) -> None:
+    token = _hs256({"iss": "issuer"})
+    with httpx.Client(http1=False, http2=True) as client:
+        r = client.get(gateway.url("/jwt"), headers=_cookie_fields("theme=dark", f"tok={token}"))
+        assert r.status_code == 200
+        assert echoed_headers(r.json())["x-consumer-username"] == ["u"]
+        assert client.get(gateway.url("/jwt"), headers=_cookie_fields("tok=x")).status_code == 401
