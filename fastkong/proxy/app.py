@@ -261,7 +261,8 @@ class Gateway(Exchange):
         client_ip = client[0] if client else "127.0.0.1"
         trusted = client_ip in self.trusted_ips
         version: str = scope["http_version"]
-        if version not in _HEAD_FRAMED:  # HTTP/2 or 3: cookies come one field each
+        streamed = version not in _HEAD_FRAMED  # HTTP/2 or 3
+        if streamed:  # cookies come one field each
             scope["headers"] = hop.join_cookies(scope["headers"])
 
         # One pass over the headers: copy what goes upstream, keep what the gateway needs.
@@ -312,7 +313,7 @@ class Gateway(Exchange):
             return
         # A body whose length the head does not give (HTTP/2 or 3 without Content-Length):
         # handled as a chunked one, buffered and sized like nginx's, or streamed chunked.
-        unsized = content_length == -1 and not chunked and version not in _HEAD_FRAMED
+        unsized = streamed and content_length == -1 and not chunked
         if (chunked or unsized) and limits.max_body:
             receive = limits.limit_body(receive)
 
