@@ -27,13 +27,6 @@ SECRET = "sekrit"
 
 
 @pytest.fixture(scope="module")
-def echo() -> Iterator[Echo]:
-    server = Echo().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, echo: Echo) -> Iterator[Gateway]:
     config = f"""
 _format_version: "3.0"

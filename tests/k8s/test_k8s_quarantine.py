@@ -7,8 +7,6 @@ schema, or stand in for a translator bug: either way the other objects must keep
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -33,6 +31,7 @@ from tests.k8s.kube import (
     ingress,
     rule,
 )
+from tests.mangle import mangle
 
 FAILED = "left out: the translator failed on it"
 
@@ -118,30 +117,11 @@ ODD = st.one_of(
 )
 
 
-def _spots(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
-    if path:
-        yield path
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from _spots(value, (*path, key))
-    elif isinstance(node, list):
-        for at, value in enumerate(node):
-            yield from _spots(value, (*path, at))
-
-
 @st.composite
 def mangled(draw: st.DrawFn) -> list[dict[str, Any]]:
-    objects = copy.deepcopy(_objects(draw(st.sampled_from(CASES))))
-    for _ in range(draw(st.integers(1, 3))):
-        spots = [p for p in _spots(objects) if len(p) > 1]
-        path = draw(st.sampled_from(spots))
-        parent: Any = objects
-        for key in path[:-1]:
-            parent = parent[key]
-        if isinstance(parent, dict) and draw(st.booleans()):
-            del parent[path[-1]]
-        else:
-            parent[path[-1]] = draw(ODD)
+    objects: list[dict[str, Any]] = mangle(
+        draw, _objects(draw(st.sampled_from(CASES))), ODD, depth=2
+    )
     return objects
 
 

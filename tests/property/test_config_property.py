@@ -12,10 +12,8 @@ with it.
 
 from __future__ import annotations
 
-import copy
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from hypothesis import strategies as st
 
 from fastkong.config import ConfigError, load_config
 from fastkong.runtime import compile_runtime
+from tests.mangle import by_name, mangle
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -99,25 +98,11 @@ def _seeds() -> list[dict[str, Any]]:
 
 
 SEEDS = _seeds()
-
-
-def _spots(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
-    if path:
-        yield path, node
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from _spots(value, (*path, key))
-    elif isinstance(node, list):
-        for at, value in enumerate(node):
-            yield from _spots(value, (*path, at))
+_FORMAT = frozenset({("_format_version",)})
 
 
 #: Every value the seeds hold under each field name.
-BY_NAME: dict[str, list[Any]] = {}
-for _seed in SEEDS:
-    for _path, _value in _spots(_seed):
-        if isinstance(_path[-1], str):
-            BY_NAME.setdefault(_path[-1], []).append(_value)
+BY_NAME = by_name(SEEDS)
 
 ODD = st.one_of(
     st.none(),
@@ -135,25 +120,8 @@ ODD = st.one_of(
 
 @st.composite
 def mangled(draw: st.DrawFn) -> dict[str, Any]:
-    doc = copy.deepcopy(draw(st.sampled_from(SEEDS)))
-    for _ in range(draw(st.integers(1, 3))):
-        spots = [path for path, _ in _spots(doc) if path != ("_format_version",)]
-        if not spots:
-            break
-        path = draw(st.sampled_from(spots))
-        parent: Any = doc
-        for key in path[:-1]:
-            parent = parent[key]
-        key = path[-1]
-        how = draw(st.sampled_from(["drop", "odd", "borrow", "repeat"]))
-        if how == "drop" and isinstance(parent, dict):
-            del parent[key]
-        elif how == "repeat" and isinstance(parent, list):
-            parent.append(copy.deepcopy(parent[key]))
-        elif how == "borrow" and isinstance(key, str) and key in BY_NAME:
-            parent[key] = copy.deepcopy(draw(st.sampled_from(BY_NAME[key])))
-        else:
-            parent[key] = draw(ODD)
+    seed = draw(st.sampled_from(SEEDS))
+    doc: dict[str, Any] = mangle(draw, seed, ODD, borrow=BY_NAME, keep=_FORMAT)
     return doc
 
 
