@@ -28,6 +28,10 @@ else:
 
 BAD_PATH = 400
 NO_ROUTE = 404
+#: nginx's ``$host`` for a request without a Host header (HTTP/1.0, or HTTP/2 without
+#: ``:authority``) is the server's ``server_name``, which Kong's template sets to ``kong``: Kong's
+#: X-Forwarded-Host, https redirects and ``kong.request.get_host()`` then say ``kong``.
+SERVER_NAME = "kong"
 #: Entries kept per snapshot (Kong's router keeps 5,000 match results).
 DECISION_CACHE_SIZE = 5000
 #: Requests whose path and Host are longer than this together are not cached: a full cache of
@@ -117,7 +121,7 @@ def decide(
                 upstream_path = uri.upstream_path(
                     service.path, path, match.matched_len, plan.strip_path, plan.path_handling
                 )
-            result = Decision(plan, match, path, host, upstream_path)
+            result = Decision(plan, match, path, host or SERVER_NAME, upstream_path)
 
     if cache is not None:
         if len(cache) >= DECISION_CACHE_SIZE:

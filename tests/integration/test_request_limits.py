@@ -136,6 +136,9 @@ def test_an_http11_request_without_host_is_400(gateway: Gateway) -> None:
 def test_an_http10_request_without_host_is_routed(gateway: Gateway) -> None:
     response = gateway.raw(b"GET /echo/x HTTP/1.0\r\n\r\n")
     assert status_of(response) == 200
+    # nginx's $host is then the server's server_name, Kong's "kong": its X-Forwarded-Host.
+    seen = json.loads(response.partition(b"\r\n\r\n")[2])
+    assert [v for k, v in seen["headers"] if k == "x-forwarded-host"] == ["kong"]
 
 
 def test_a_target_that_is_not_a_path_is_400(gateway: Gateway) -> None:
