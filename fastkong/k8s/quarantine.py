@@ -62,9 +62,13 @@ def translate_isolating(
     except Exception as first:
         log.exception("translation failed; finding the objects it fails on")
         failed = first
+    try:
+        translate([])
+    except Exception:
+        raise failed from None  # it fails on nothing: not the objects' doing
     kept = sorted(objects, key=_context_rank)  # (the translation ignores the order)
     left_out: list[Problem] = []
-    while len(left_out) < MAX_LEFT_OUT:
+    while kept and len(left_out) < MAX_LEFT_OUT:
         at, exc = _culprit(translate, kept, failed)
         bad = kept.pop(at)
         ref = ObjectRef.of(bad) if isinstance(bad, Mapping) else ObjectRef("", "", repr(bad)[:60])
@@ -81,7 +85,8 @@ def translate_isolating(
             problems=sorted(set(result.problems) | set(left_out)),
             left_out=frozenset(p.ref for p in left_out),
         )
-    raise failed  # so many objects fail that they are unlikely to be the cause
+    # So many objects fail that they are unlikely to be the cause (or none is left).
+    raise failed
 
 
 def _context_rank(obj: Mapping[str, Any]) -> int:

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from fastkong.config import load_config
 from fastkong.k8s import translate
 from fastkong.k8s.objects import ObjectRef
-from fastkong.k8s.quarantine import MAX_LEFT_OUT
+from fastkong.k8s.quarantine import MAX_LEFT_OUT, translate_isolating
+from fastkong.k8s.translator import TranslationResult
 from fastkong.runtime import compile_runtime
 from tests.k8s.conftest import CASES, GOLDEN, load_objects
 from tests.k8s.fake_apiserver import FakeApiServer
@@ -98,6 +99,42 @@ def test_past_the_limit_the_failure_is_raised() -> None:
         bad.append(route)
     with pytest.raises(TypeError):
         translate([*_objects("httproute-basic"), *bad])
+
+
+def _fails_on(*names: str) -> Any:
+    """A translation that raises while any of ``names`` is among its objects."""
+    calls: list[int] = []
+
+    def attempt(objects: list[Any]) -> TranslationResult:
+        calls.append(len(objects))
+        if any(obj["metadata"]["name"] in names for obj in objects):
+            raise ValueError("odd")
+        return TranslationResult({"_format_version": "3.0"})
+
+    attempt.calls = calls  # type: ignore[attr-defined]
+    return attempt
+
+
+def _named(n: int) -> list[dict[str, Any]]:
+    return [{"kind": "Ingress", "metadata": {"name": f"i{k}"}} for k in range(n)]
+
+
+def test_bisection_costs_about_log2_n_translations_per_object() -> None:
+    attempt = _fails_on("i700")
+    got = translate_isolating(attempt, _named(1000))
+    assert got.left_out == {ObjectRef("Ingress", "", "i700")}
+    assert len(attempt.calls) <= 2 + 10 + 1  # the first, the empty one, log2(1000), the rest
+
+
+def test_a_translation_that_fails_on_nothing_blames_no_object() -> None:
+    attempt = _fails_on()
+
+    def always(objects: list[Any]) -> TranslationResult:
+        raise ValueError("broken")
+
+    with pytest.raises(ValueError, match="broken"):
+        translate_isolating(always, _named(50))
+    assert translate_isolating(attempt, []).left_out == frozenset()
 
 
 # -- any object, mangled ---------------------------------------------------------------------
