@@ -67,5 +67,7 @@ def mangle(
         elif how == "borrow" and borrow and isinstance(key, str) and key in borrow:
             parent[key] = copy.deepcopy(draw(st.sampled_from(borrow[key])))
         else:
-            parent[key] = draw(odd)
+            # (a copy: ``st.just`` gives the same object every time, which put into a document
+            # and then changed there could come to hold itself)
+            parent[key] = copy.deepcopy(draw(odd))
     return doc
