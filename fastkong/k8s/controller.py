@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import signal
@@ -50,6 +51,8 @@ from kubernetes.aio.client import (
 from kubernetes.aio.client.exceptions import ApiException
 
 from fastkong.k8s import programmed
+from fastkong.k8s.admission import Reviewer
+from fastkong.k8s.admission_server import AdmissionServer
 from fastkong.k8s.events import (
     REASON_APPLY,
     REASON_TRANSLATION,
@@ -119,6 +122,10 @@ class ControllerOptions:
     event_refresh: float = 600.0
     #: ``host:port`` for /healthz and /readyz; empty: no health server.
     health_listen: str = "0.0.0.0:10254"
+    #: ``host:port`` of the admission webhook (HTTPS, admission_server.py); empty: none.
+    admission_listen: str = ""
+    admission_cert_file: str = "/admission-webhook/tls.crt"
+    admission_key_file: str = "/admission-webhook/tls.key"
     resources: Sequence[Resource] = field(default_factory=lambda: RESOURCES)
 
 
@@ -192,6 +199,7 @@ class Controller:
         self._own_session = False
         self._health: web.AppRunner | None = None
         self.health_port = 0
+        self.admission: AdmissionServer | None = None
         self.last_sync_error = ""
 
     def __repr__(self) -> str:
@@ -221,6 +229,8 @@ class Controller:
             )
         if self.options.health_listen:
             await self._start_health(self.options.health_listen)
+        if self.options.admission_listen:
+            await self._start_admission()
         loops = [r.run() for r in self.reflectors] + [self._sync_loop(), self._gateway_loop()]
         if self.elector is not None:
             loops.append(self.elector.run())
@@ -240,6 +250,9 @@ class Controller:
         if self._health is not None:
             await self._health.cleanup()
             self._health = None
+        if self.admission is not None:
+            await self.admission.stop()
+            self.admission = None
         if self._own_session and self._session is not None:
             await self._session.close()
             self._session = None
@@ -417,6 +430,26 @@ class Controller:
         await site.start()
         self.health_port = int(self._health.addresses[0][1])
 
+    async def _start_admission(self) -> None:
+        opts = self.options
+        reviewer = Reviewer(
+            functools.partial(
+                translate,
+                ingress_class=list(opts.ingress_classes),
+                gateway_controller=opts.gateway_controller,
+                combined_services=opts.combined_services,
+            ),
+            opts.ingress_classes,
+        )
+        self.admission = AdmissionServer(
+            reviewer,
+            lambda: (self.store.objects(), self.store.generation, self.ready.is_set()),
+            opts.admission_listen,
+            opts.admission_cert_file,
+            opts.admission_key_file,
+        )
+        await self.admission.start()
+
     async def _healthz(self, request: web.Request) -> web.Response:
         dead = [t for t in self._tasks if t.done()]
         if dead:
@@ -455,6 +488,7 @@ class Controller:
             "configmap": repr(self.configmap),
             "gateway_status": repr(self.gateway_status),
             "gateways": gateways,
+            "admission": repr(self.admission),
             "last_sync_error": self.last_sync_error,
         }
 

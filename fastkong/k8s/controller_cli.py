@@ -94,6 +94,25 @@ def add_parser(subparsers: Any) -> None:
         metavar="HOST:PORT",
         help=f"/healthz and /readyz (default {DEFAULT_HEALTH_LISTEN}; empty: off)",
     )
+    p.add_argument(
+        "--admission-webhook-listen",
+        default=_env("CONTROLLER_ADMISSION_WEBHOOK_LISTEN", "off"),
+        metavar="HOST:PORT",
+        help="serve the validating admission webhook over HTTPS here (KIC's flag and env "
+        "CONTROLLER_ADMISSION_WEBHOOK_LISTEN; default off)",
+    )
+    p.add_argument(
+        "--admission-webhook-cert-file",
+        default=_env("CONTROLLER_ADMISSION_WEBHOOK_CERT_FILE", "/admission-webhook/tls.crt"),
+        metavar="PATH",
+        help="its certificate (PEM; reloaded when it changes; default /admission-webhook/tls.crt)",
+    )
+    p.add_argument(
+        "--admission-webhook-key-file",
+        default=_env("CONTROLLER_ADMISSION_WEBHOOK_KEY_FILE", "/admission-webhook/tls.key"),
+        metavar="PATH",
+        help="its private key (PEM; default /admission-webhook/tls.key)",
+    )
     p.add_argument("--log-level", default=_env("FASTKONG_LOG_LEVEL", "info"))
     p.set_defaults(func=cmd_ingress_controller)
 
@@ -125,6 +144,11 @@ def options_from_args(args: argparse.Namespace) -> Any:
         resync=args.resync_period,
         gateway_check_interval=args.gateway_check_interval,
         health_listen=args.health_listen,
+        admission_listen=""
+        if args.admission_webhook_listen in ("", "off")
+        else (args.admission_webhook_listen),
+        admission_cert_file=args.admission_webhook_cert_file,
+        admission_key_file=args.admission_webhook_key_file,
     )
 
 

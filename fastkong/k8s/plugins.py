@@ -87,6 +87,23 @@ def _config(obj: Obj, index: Index) -> dict[str, Any]:
     return config
 
 
+def secret_refs(obj: Obj) -> set[tuple[str, str]]:
+    """The Secrets (namespace, name) a plugin's ``configFrom`` and ``configPatches`` read."""
+    cluster = obj.get("kind") == "KongClusterPlugin"
+    sources = [obj.get("configFrom")]
+    patches = obj.get("configPatches")
+    if isinstance(patches, list):
+        sources += [p.get("valueFrom") for p in patches if isinstance(p, Mapping)]
+    found = set()
+    for source in sources:
+        try:
+            ns, name, _ = _secret_ref(source, "", cluster, o.namespace(obj))
+        except PluginError:
+            continue
+        found.add((ns, name))
+    return found
+
+
 def _secret_ref(source: Any, where: str, cluster: bool, ns: str) -> tuple[str, str, str]:
     ref = source.get("secretKeyRef") if isinstance(source, Mapping) else None
     if not isinstance(ref, Mapping) or not ref.get("name") or not ref.get("key"):

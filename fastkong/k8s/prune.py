@@ -113,13 +113,13 @@ class Pruner:
                 located.append((plural, container, record, rest, message))
             for plural, container, record, rest, message in located:
                 if any(r is record for r in container):
-                    where = _format(rest)
+                    where = format_loc(rest)
                     self._drop(
                         plural, container, record, f"{where}: {message}" if where else message
                     )
                     dropped += 1
             if not dropped:
-                text = "; ".join(f"{_format(loc)}: {msg}" for loc, msg in errors[:5])
+                text = "; ".join(f"{format_loc(loc)}: {msg}" for loc, msg in errors[:5])
                 self.problems.append(
                     Problem(ObjectRef("Config", "", ""), f"the config does not validate: {text}")
                 )
@@ -188,7 +188,7 @@ class Pruner:
                         break
 
 
-def _format(loc: Loc) -> str:
+def format_loc(loc: Loc) -> str:
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))

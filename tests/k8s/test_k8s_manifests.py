@@ -10,8 +10,11 @@ through ``helm-python-sdk`` (no helm binary exists for this platform); the kusto
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import copy
 import shutil
+import ssl
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,9 @@ from helm_python import Chart, lint
 
 from fastkong.cli import proxy_listeners, stream_listeners
 from fastkong.k8s import translate
+from fastkong.k8s.admission import Reviewer
+from fastkong.k8s.admission_server import AdmissionServer
+from fastkong.k8s.controller import ControllerOptions
 from fastkong.k8s.watch import RESOURCES
 from tests.k8s import gateway_api_schema
 from tests.k8s.conftest import CASES, GOLDEN, REPO, load_objects
@@ -836,3 +842,110 @@ def test_dockerfile_is_multi_stage_non_root_and_matches_the_manifests() -> None:
     assert 'ENTRYPOINT ["fastkong"]' in text and 'CMD ["start"]' in text
     pod = gateway_pod(kustomize(BASE))
     assert pod["securityContext"]["runAsUser"] == 10001
+
+
+def _webhook_objects(objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {
+        o["kind"]: o
+        for o in objs
+        if o["kind"] == "ValidatingWebhookConfiguration"
+        or "validation-webhook" in o["metadata"]["name"]
+    }
+
+
+async def test_chart_admission_webhook_fits_together(tmp_path: Path) -> None:
+    """The chart's webhook pieces name each other, and the certificate it makes is served by
+    the controller's webhook server and verifies against the configuration's caBundle under
+    the Service's name, as the API server would call it."""
+    objs = render_chart(CHART_VALUES["deployment-with-controller"])
+    hooks = _webhook_objects(objs)
+    assert set(hooks) == {"Secret", "Service", "ValidatingWebhookConfiguration"}
+    controller = next(
+        o
+        for o in objs
+        if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-controller")
+    )
+    pod = controller["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert env["CONTROLLER_ADMISSION_WEBHOOK_LISTEN"] == f"0.0.0.0:{ports['webhook']}"
+    service = hooks["Service"]
+    assert service["spec"]["ports"][0]["targetPort"] == "webhook"
+    labels = controller["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    # The Secret is mounted where the controller reads its pair by default.
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "webhook-cert")
+    volume = next(v for v in pod["volumes"] if v["name"] == "webhook-cert")
+    assert volume["secret"]["secretName"] == hooks["Secret"]["metadata"]["name"]
+    defaults = ControllerOptions()
+    assert Path(defaults.admission_cert_file).parent == Path(mount["mountPath"])
+    # Every resource the webhooks send is one the controller watches.
+    watched = {(r.group, r.plural) for r in RESOURCES}
+    configuration = hooks["ValidatingWebhookConfiguration"]
+    for hook in configuration["webhooks"]:
+        assert hook["clientConfig"]["service"] == {
+            "name": service["metadata"]["name"],
+            "namespace": "fastkong",
+            "port": 443,
+            "path": "/",
+        }
+        assert hook["admissionReviewVersions"] == ["v1"] and hook["sideEffects"] == "None"
+        for rule in hook["rules"]:
+            for plural in rule["resources"]:
+                assert (rule["apiGroups"][0], plural) in watched, plural
+    selectors = [h.get("objectSelector") for h in configuration["webhooks"]]
+    assert {s["matchExpressions"][0]["key"] for s in selectors if s} == {
+        "konghq.com/credential",
+        "konghq.com/validate",
+    }
+
+    # The pair, served by the webhook server, verifies for the Service's DNS name.
+    data = hooks["Secret"]["data"]
+    (tmp_path / "tls.crt").write_bytes(base64.b64decode(data["tls.crt"]))
+    (tmp_path / "tls.key").write_bytes(base64.b64decode(data["tls.key"]))
+    ca = base64.b64decode(configuration["webhooks"][0]["clientConfig"]["caBundle"]).decode()
+    server = AdmissionServer(
+        Reviewer(lambda objects: translate(objects), ["fastkong"]),
+        lambda: ([], 0, True),
+        "127.0.0.1:0",
+        str(tmp_path / "tls.crt"),
+        str(tmp_path / "tls.key"),
+    )
+    await server.start()
+    try:
+        context = ssl.create_default_context(cadata=ca)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1",
+            server.port,
+            ssl=context,
+            server_hostname=f"{service['metadata']['name']}.fastkong.svc",
+        )
+        writer.close()
+        await writer.wait_closed()
+    finally:
+        await server.stop()
+
+
+def test_chart_admission_webhook_switches() -> None:
+    values = copy.deepcopy(CHART_VALUES["deployment-with-controller"])
+    values["ingressController"]["admissionWebhook"] = {"enabled": False}
+    objs = render_chart(values)
+    assert _webhook_objects(objs) == {}
+    controller = next(o for o in objs if o["metadata"]["name"].endswith("-controller"))
+    env = [e["name"] for e in controller["spec"]["template"]["spec"]["containers"][0]["env"]]
+    assert "CONTROLLER_ADMISSION_WEBHOOK_LISTEN" not in env
+
+    provided = {"provided": True, "secretName": "from-cert-manager", "caBundle": "Q0E="}
+    values["ingressController"]["admissionWebhook"] = {"enabled": True, "certificate": provided}
+    objs = render_chart(values)
+    hooks = _webhook_objects(objs)
+    assert "Secret" not in hooks
+    hook = hooks["ValidatingWebhookConfiguration"]["webhooks"][0]
+    assert hook["clientConfig"]["caBundle"] == "Q0E="
+    controller = next(o for o in objs if o["metadata"]["name"].endswith("-controller"))
+    volumes = controller["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "webhook-cert", "secret": {"secretName": "from-cert-manager"}} in volumes
+    values["ingressController"]["admissionWebhook"]["certificate"] = {"provided": True}
+    with pytest.raises(Exception, match="needs secretName and caBundle"):
+        render_chart(values)
