@@ -24,8 +24,9 @@ delivers with:
   plugin's schema, as KIC does, since until something refers to it no translation contains it.
 
 The translation of the cache without the change (for the "did not have before" test) is kept
-per store generation. Only CREATE and UPDATE are judged; anything else, and kinds the
-translator does not read, is allowed. Nothing in this module does I/O: the server around it is
+per store generation, and the controller hands over its own for each generation it
+translates. Only CREATE and UPDATE are judged; anything else, and kinds the translator does
+not read, is allowed. Nothing in this module does I/O: the server around it is
 :mod:`fastkong.k8s.admission_server`.
 """
 
@@ -174,10 +175,18 @@ class Reviewer:
             return Verdict(False, "; ".join(shown), _warnings(warnings))
         return Verdict(True, warnings=_warnings(warnings))
 
+    def seed(self, generation: int, result: TranslationResult) -> None:
+        """Take the controller's own translation of the cache at ``generation`` as the
+        baseline (made with the same translator and options), sparing a review one."""
+        if self._baseline is None or self._baseline[0] <= generation:
+            self._baseline = (generation, result)
+
     def _before(self, objects: Sequence[Obj], generation: int) -> TranslationResult:
-        if self._baseline is None or self._baseline[0] != generation:
-            self._baseline = (generation, self._translate(list(objects)))
-        return self._baseline[1]
+        cached = self._baseline  # (seed() may replace it from the event loop meanwhile)
+        if cached is None or cached[0] != generation:
+            cached = (generation, self._translate(list(objects)))
+            self.seed(generation, cached[1])
+        return cached[1]
 
     def _check_plugin(self, obj: Obj, objects: list[Obj]) -> tuple[list[str], list[str]]:
         """KIC's plugin validation, of the plugin alone, whether anything uses it yet or not:

@@ -352,6 +352,8 @@ class Controller:
         digest = hashlib.md5(text.encode()).hexdigest()
         self._translated_gen = generation
         self.translations += 1
+        if self.admission is not None:
+            self.admission.reviewer.seed(generation, result)
         if digest != self.digest:
             log.info("config %s from %r: %r", digest, self.store, result)
         self.result, self.text, self.digest = result, text, digest

@@ -258,6 +258,23 @@ def test_the_cluster_without_the_change_is_translated_once_per_generation() -> N
     assert repr(r) == "<Reviewer reviews=4 refused=0 baseline_gen=8>"
 
 
+def test_the_controllers_translation_is_the_baseline_of_its_generation() -> None:
+    calls: list[int] = []
+
+    def counting(objects: list[Any]) -> TranslationResult:
+        calls.append(len(objects))
+        return translate(objects, ingress_class=[CLASS])
+
+    r = Reviewer(counting, [CLASS])
+    cluster = [*with_echo(), regex_ingress("old-bad", "/~/([")]
+    r.seed(3, translate(cluster, ingress_class=[CLASS]))
+    assert r.review(request(regex_ingress("new", "/new")), cluster, 3) == Verdict(True)
+    assert calls == [3]  # the candidate only
+    r.seed(2, translate([], ingress_class=[CLASS]))  # an older one is not taken
+    assert r.review(request(regex_ingress("new", "/new")), cluster, 3) == Verdict(True)
+    assert calls == [3, 3]
+
+
 def test_long_and_many_warnings_are_cut_to_what_the_api_server_keeps() -> None:
     obj = ingress("early", "/early", "s" * 300)
     obj["metadata"]["annotations"] = {"konghq.com/plugins": ",".join(f"p{n}" for n in range(20))}
