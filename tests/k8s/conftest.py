@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hypothesis import strategies as st
 
 from fastkong.k8s.prune import Loc, Validator, config_layer_validator
 
@@ -37,3 +38,18 @@ def golden_validator() -> Validator:
         return [(loc, msg) for loc, msg in validate(config) if not names_a_missing_plugin(msg)]
 
     return lenient
+
+
+#: Values a mangled field may take: wrong types as well as odd values of the right one.
+ODD = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**63),
+    st.floats(allow_nan=False),
+    st.sampled_from(["", "~", "/", "*", "~(", "a,,b", "80", "é", "\x00", "http", "Exact"]),
+    st.just([]),
+    st.just({}),
+    st.just([["a"]]),
+    st.just([{}]),
+    st.just({"name": "x"}),
+)

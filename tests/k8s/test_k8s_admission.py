@@ -17,6 +17,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fastkong.k8s.admission import (
     API_VERSION,
@@ -29,9 +31,12 @@ from fastkong.k8s.admission import (
 )
 from fastkong.k8s.admission_server import NOT_SYNCED
 from fastkong.k8s.controller_cli import add_parser, options_from_args
+from fastkong.k8s.objects import ObjectRef
 from fastkong.k8s.translator import TranslationResult, translate
+from tests.k8s.conftest import CASES, GOLDEN, ODD, load_objects
 from tests.k8s.fake_apiserver import FakeApiServer
 from tests.k8s.kube import backend, controller, eventually, ingress
+from tests.mangle import mangle
 from tests.pki import Pki
 
 CLASS = "fastkong"
@@ -464,3 +469,50 @@ async def test_a_renewed_certificate_is_served_to_new_connections(tmp_path: Path
         with pytest.raises(aiohttp.ClientConnectorCertificateError):
             await _post(server.port, first.pem, review)
         assert server.reloads == 1
+
+
+# -- every golden input ------------------------------------------------------------------------
+
+
+def _golden(case: str) -> list[dict[str, Any]]:
+    return load_objects(GOLDEN / case / "in.yaml")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_objects_the_translator_takes_are_admitted_as_they_are(case: str) -> None:
+    """No false refusals: re-applying any object the controller translates without an error
+    is admitted (the plugin schema check agrees with the translation)."""
+    cluster = _golden(case)
+    classes = ["kong", CLASS]
+    result = translate(cluster, ingress_class=classes)
+    failing = {p.ref for p in result.problems if p.level == "error"}
+    r = Reviewer(functools.partial(translate, ingress_class=classes), classes)
+    r.seed(1, result)
+    checked = 0
+    for obj in cluster:
+        if ObjectRef.of(obj) in failing:
+            continue
+        verdict = r.review(request(obj, "UPDATE"), cluster, 1)
+        assert verdict.allowed, (ObjectRef.of(obj), verdict)
+        checked += 1
+    assert checked
+
+
+@st.composite
+def mangled_review(draw: st.DrawFn) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    cluster = _golden(draw(st.sampled_from(CASES)))
+    obj = mangle(draw, draw(st.sampled_from(cluster)), ODD, depth=2)
+    operation = draw(st.sampled_from(["CREATE", "UPDATE"]))
+    return request(obj, operation), cluster
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mangled_review())
+def test_any_object_gets_a_verdict(review: tuple[dict[str, Any], list[dict[str, Any]]]) -> None:
+    """Whatever shape an object comes in (a CRD without its schema lets anything through), the
+    review answers: a refusal with its reason, or an admission."""
+    req, cluster = review
+    verdict = reviewer().review(req, cluster, 1)
+    assert verdict.allowed == (not verdict.message)
+    assert all(0 < len(w) <= MAX_WARNING for w in verdict.warnings)
+    json.dumps(answer(req, verdict))

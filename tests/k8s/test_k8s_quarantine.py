@@ -19,7 +19,7 @@ from fastkong.k8s.objects import ObjectRef
 from fastkong.k8s.quarantine import MAX_LEFT_OUT, translate_isolating
 from fastkong.k8s.translator import TranslationResult
 from fastkong.runtime import compile_runtime
-from tests.k8s.conftest import CASES, GOLDEN, load_objects
+from tests.k8s.conftest import CASES, GOLDEN, ODD, load_objects
 from tests.k8s.fake_apiserver import FakeApiServer
 from tests.k8s.kube import (
     backend,
@@ -138,20 +138,6 @@ def test_a_translation_that_fails_on_nothing_blames_no_object() -> None:
 
 
 # -- any object, mangled ---------------------------------------------------------------------
-
-#: Values a mangled field may take: wrong types as well as odd values of the right one.
-ODD = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-(2**63), 2**63),
-    st.floats(allow_nan=False),
-    st.sampled_from(["", "~", "/", "*", "~(", "a,,b", "80", "é", "\x00", "http", "Exact"]),
-    st.just([]),
-    st.just({}),
-    st.just([["a"]]),
-    st.just([{}]),
-    st.just({"name": "x"}),
-)
 
 
 @st.composite
