@@ -88,9 +88,11 @@ class _Reader:
             self.bad(key, "expected an integer")
             return None
 
-    def common(self) -> None:
-        if OVERRIDE in self.anns:
-            self.bad(OVERRIDE, "KongIngress is deprecated in KIC and not supported")
+    def common(self, *, route: bool) -> None:
+        if route and OVERRIDE in self.anns:
+            # (On a Service it names the KongIngress whose upstream section applies:
+            # kong_ingress.py.)
+            self.bad(OVERRIDE, "KongIngress overrides of routes were removed in KIC 3.0")
         for key, why in UNSUPPORTED.items():
             if key in self.anns:
                 self.bad(key, why)
@@ -106,7 +108,7 @@ def apply_route_annotations(
     """Override ``route``'s fields from an Ingress's annotations (KIC's ``overrideByAnnotation``
     then ``normalizeProtocols``)."""
     r = _Reader(anns, ref, problems)
-    r.common()
+    r.common(route=True)
     if (v := r.boolean("strip-path", lower=True)) is not None:
         route["strip_path"] = v
     if anns.get(FORCE_SSL_REDIRECT) == "true":
@@ -201,7 +203,7 @@ def apply_service_annotations(
 ) -> None:
     """Override a Kong service (and its upstream) from a Kubernetes Service's annotations."""
     r = _Reader(anns, ref, problems)
-    r.common()
+    r.common(route=False)
     if (protocol := r.get("protocol")) is not None and protocol != "":
         if protocol in PROTOCOLS:
             service["protocol"] = protocol

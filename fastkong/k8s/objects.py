@@ -26,6 +26,7 @@ KNOWN_KINDS: Final[Mapping[str, str]] = {
     "KongClusterPlugin": "configuration.konghq.com",
     "KongConsumer": "configuration.konghq.com",
     "KongUpstreamPolicy": "configuration.konghq.com",
+    "KongIngress": "configuration.konghq.com",
     "IngressClassParameters": "configuration.konghq.com",
     "GatewayClass": "gateway.networking.k8s.io",
     "Gateway": "gateway.networking.k8s.io",

@@ -44,6 +44,7 @@ _CONTEXT_RANK: Final = {
     "Secret": 1,
     "ReferenceGrant": 1,
     "KongUpstreamPolicy": 1,
+    "KongIngress": 1,
     "Gateway": 2,
     "GatewayClass": 3,
     "IngressClass": 3,

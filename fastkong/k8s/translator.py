@@ -39,7 +39,15 @@ from typing import Any, Final
 import yaml
 
 from fastkong.k8s import annotations as ann
-from fastkong.k8s import gatewayapi, httproute, l4route, naming, service_tls, tcpingress
+from fastkong.k8s import (
+    gatewayapi,
+    httproute,
+    kong_ingress,
+    l4route,
+    naming,
+    service_tls,
+    tcpingress,
+)
 from fastkong.k8s import objects as o
 from fastkong.k8s.backend_tls import BackendTlsPolicies
 from fastkong.k8s.consumers import build_consumer, conflicts, credential_sort_key
@@ -413,7 +421,7 @@ class _Translation:
                 dropped.update(id(r) for r in record["routes"])
                 continue
             if backends:
-                self.apply_backend_service(record, upstream, backends[0])
+                self.apply_backend_service(record, upstream, backends[0], gateway_api=True)
             for service in backends:
                 key = (o.namespace(service), o.name(service))
                 self.k8s_services.setdefault(key, []).append(record["name"])
@@ -446,7 +454,11 @@ class _Translation:
         return False
 
     def apply_backend_service(
-        self, record: dict[str, Any], upstream: dict[str, Any], service: Obj
+        self,
+        record: dict[str, Any],
+        upstream: dict[str, Any],
+        service: Obj,
+        gateway_api: bool = False,
     ) -> None:
         """A Kubernetes Service's annotations (service and upstream fields, TLS to the pods) and
         KongUpstreamPolicy on the Kong service and upstream made for it; a BackendTLSPolicy
@@ -458,6 +470,7 @@ class _Translation:
                 self.policy_services.add(record["name"])
                 service = with_policy
         ref = ObjectRef.of(service)
+        kong_ingress.apply(upstream, service, self.index, self.problems, gateway_api=gateway_api)
         ann.apply_service_annotations(record, upstream, o.anns(service), ref, self.problems)
         service_tls.apply(record, service, self.index, self.problems, self.client_certs)
         if (policy_name := o.anns(service).get(UPSTREAM_POLICY)) is not None:

@@ -95,6 +95,7 @@ RESOURCES: Final = (
     Resource("KongClusterPlugin", KONG_GROUP, "v1", "kongclusterplugins", namespaced=False),
     Resource("KongConsumer", KONG_GROUP, "v1", "kongconsumers"),
     Resource("KongUpstreamPolicy", KONG_GROUP, "v1beta1", "kongupstreampolicies"),
+    Resource("KongIngress", KONG_GROUP, "v1", "kongingresses"),
     Resource("IngressClassParameters", KONG_GROUP, "v1alpha1", "ingressclassparameterses"),
     Resource("TCPIngress", KONG_GROUP, "v1beta1", "tcpingresses"),
     Resource("UDPIngress", KONG_GROUP, "v1beta1", "udpingresses"),

@@ -78,6 +78,7 @@ KINDS = [
     Kind("KongClusterPlugin", KONG, "v1", "kongclusterplugins", namespaced=False),
     Kind("KongConsumer", KONG, "v1", "kongconsumers"),
     Kind("KongUpstreamPolicy", KONG, "v1beta1", "kongupstreampolicies"),
+    Kind("KongIngress", KONG, "v1", "kongingresses"),
     Kind("IngressClassParameters", KONG, "v1alpha1", "ingressclassparameterses"),
     Kind("GatewayClass", GATEWAY, "v1", "gatewayclasses", namespaced=False),
     Kind("Gateway", GATEWAY, "v1", "gateways"),

@@ -188,8 +188,9 @@ def test_base_holds_the_data_plane() -> None:
     assert kinds == sorted(
         [
             "Namespace",
-            *["CustomResourceDefinition"] * 8,  # KongPlugin, KongClusterPlugin, KongConsumer,
-            # KongUpstreamPolicy, IngressClassParameters, TCPIngress, UDPIngress, KongVault
+            *["CustomResourceDefinition"] * 9,  # KongPlugin, KongClusterPlugin, KongConsumer,
+            # KongUpstreamPolicy, KongIngress, IngressClassParameters, TCPIngress, UDPIngress,
+            # KongVault
             "IngressClass",
             "ServiceAccount",
             "ClusterRole",
@@ -635,6 +636,24 @@ def test_crds_accept_kic_fields_and_reject_typos() -> None:
     typo = copy.deepcopy(policy)
     typo["spec"]["hashOn"] = {"hedaer": "x-user"}
     assert list(jsonschema.Draft7Validator(schemas["KongUpstreamPolicy"]).iter_errors(typo))
+    kong_ingress = {
+        "apiVersion": f"{CR_GROUP}/v1",
+        "kind": "KongIngress",
+        "metadata": {"name": "k"},
+        "upstream": {
+            "algorithm": "consistent-hashing",
+            "hash_on": "header",
+            "hash_on_header": "x-user",
+            "slots": 1000,
+            "healthchecks": {"active": {"http_path": "/health", "healthy": {"interval": 5}}},
+        },
+        "proxy": {"retries": 3},
+        "route": {"strip_path": True},
+    }
+    schema = schemas["KongIngress"]
+    assert not list(jsonschema.Draft7Validator(schema).iter_errors(kong_ingress))
+    kong_ingress["upstream"]["hash_onn"] = "ip"
+    assert list(jsonschema.Draft7Validator(schema).iter_errors(kong_ingress))
     params = {
         "apiVersion": f"{CR_GROUP}/v1alpha1",
         "kind": "IngressClassParameters",
