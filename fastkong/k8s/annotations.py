@@ -38,11 +38,6 @@ _HOST = re.compile(
     r"(\*\.)?([a-zA-Z0-9]+(-[a-zA-Z0-9]+)*)(\.([a-zA-Z0-9]+(-[a-zA-Z0-9]+)*))*?(\.\*)?"
 )
 
-#: Annotations KIC reads that fastkong does not implement: ignored with a warning.
-UNSUPPORTED: Final = {
-    PREFIX + "ca-certificates-configmaps": "CA certificates from ConfigMaps are not supported yet",
-}
-
 
 def parse_bool(value: str) -> bool | None:
     """Go's ``strconv.ParseBool`` (KIC lower-cases first for strip-path and preserve-host)."""
@@ -93,9 +88,6 @@ class _Reader:
             # (On a Service it names the KongIngress whose upstream section applies:
             # kong_ingress.py.)
             self.bad(OVERRIDE, "KongIngress overrides of routes were removed in KIC 3.0")
-        for key, why in UNSUPPORTED.items():
-            if key in self.anns:
-                self.bad(key, why)
 
 
 def _full(key: str) -> str:

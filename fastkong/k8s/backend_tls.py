@@ -10,9 +10,9 @@ annotations on the Service:
 - ``konghq.com/protocol: https`` and ``konghq.com/tls-verify: "true"``;
 - ``konghq.com/host-header``: ``spec.validation.hostname``, which Kong then sends as the Host
   and as the TLS server name, and checks the pod's certificate against;
-- ``konghq.com/ca-certificates-secrets``: the ``spec.validation.caCertificateRefs`` of kind
-  Secret (CA certificate Secrets, labelled ``konghq.com/ca-cert: "true"``, as for the
-  annotation). Refs of kind ConfigMap are reported: fastkong does not read CA ConfigMaps;
+- ``konghq.com/ca-certificates-secrets`` and ``konghq.com/ca-certificates-configmaps``: the
+  ``spec.validation.caCertificateRefs`` of kind Secret and ConfigMap (CA certificates,
+  labelled ``konghq.com/ca-cert: "true"`` and holding an ``id``, as for the annotations);
 - ``konghq.com/tls-verify-depth``: ``spec.options["gateway.konghq.com/tls-verify-depth"]``
   when it is a whole number of 0 or more.
 
@@ -24,7 +24,7 @@ that two or more policies target gets none of them and a problem, as in KIC.
 ``status.ancestors`` entry per Gateway of ours that carries an HTTPRoute to a Service the
 policy targets (at most 16), with our ``controllerName`` and KIC's ``Accepted`` condition:
 True, or False ``Conflicted`` (another policy targets one of its Services) or ``Invalid`` (a CA
-ref that is not a core Secret or ConfigMap, a CA Secret that does not exist,
+ref that is not a core Secret or ConfigMap, a CA Secret or ConfigMap that does not exist,
 ``subjectAltNames``). Unlike KIC, ``wellKnownCACertificates: System`` is accepted. Other
 controllers' entries are kept.
 """
@@ -36,6 +36,7 @@ from typing import Any, Final
 
 from fastkong.k8s import annotations as ann
 from fastkong.k8s import objects as o
+from fastkong.k8s import service_tls
 from fastkong.k8s.objects import Index, Obj, ObjectRef, Problem
 
 KIND: Final = "BackendTLSPolicy"
@@ -81,7 +82,7 @@ class BackendTlsPolicies:
                     Problem(where, f"Multiple BackendTLSPolicies attached to service ({names})")
                 )
                 continue
-            self.annotations[(ns, name)] = _annotations(policies[0], problems)
+            self.annotations[(ns, name)] = _annotations(policies[0])
 
     def __repr__(self) -> str:
         return f"<BackendTlsPolicies services={sorted(self.annotations)}>"
@@ -97,30 +98,21 @@ class BackendTlsPolicies:
         return {**service, "metadata": meta}
 
 
-def _annotations(policy: Obj, problems: list[Problem]) -> dict[str, str]:
+def _annotations(policy: Obj) -> dict[str, str]:
     spec = o.spec(policy)
     validation = spec.get("validation")
     validation = validation if isinstance(validation, Mapping) else {}
     out = {ann.PREFIX + "protocol": "https", ann.PREFIX + "tls-verify": "true"}
     if hostname := validation.get("hostname"):
         out[ann.PREFIX + "host-header"] = str(hostname)
-    secrets: list[str] = []
+    refs: dict[str, list[str]] = {"Secret": [], "ConfigMap": []}
     for ref in validation.get("caCertificateRefs") or []:
-        if not isinstance(ref, Mapping):
-            continue
-        if ref.get("kind") == "Secret":
-            secrets.append(str(ref.get("name")))
-        elif ref.get("kind") == "ConfigMap":
-            problems.append(
-                Problem(
-                    ObjectRef.of(policy),
-                    f"caCertificateRefs ConfigMap {ref.get('name')!r}: CA certificates from "
-                    "ConfigMaps are not supported yet; not used",
-                    "warning",
-                )
-            )
-    if secrets:
-        out[ann.PREFIX + "ca-certificates-secrets"] = ",".join(secrets)
+        if isinstance(ref, Mapping) and ref.get("kind") in refs:
+            refs[str(ref["kind"])].append(str(ref.get("name")))
+    if refs["Secret"]:
+        out[ann.PREFIX + "ca-certificates-secrets"] = ",".join(refs["Secret"])
+    if refs["ConfigMap"]:
+        out[ann.PREFIX + "ca-certificates-configmaps"] = ",".join(refs["ConfigMap"])
     options: Any = spec.get("options")
     depth = options.get(DEPTH_OPTION) if isinstance(options, Mapping) else None
     if isinstance(depth, str) and depth.strip().isdigit():
@@ -146,8 +138,9 @@ def accepted(
                 "CACertificateRefs must reference ConfigMaps or Secrets in the core group"
             )
             break
-        if kind == "Secret" and index.get("Secret", ns, name) is None:
-            invalid.append(f"Secret {ns}/{name} set as CACertificateRef not found")
+        found = index.get(str(kind), ns, name)
+        if found is None or (kind == "ConfigMap" and not service_tls.is_ca_object(found)):
+            invalid.append(f"{kind} {ns}/{name} set as CACertificateRef not found")
             break
     if validation.get("subjectAltNames"):
         invalid.append("SubjectAltNames feature is not currently supported")

@@ -40,6 +40,7 @@ KNOWN_KINDS: Final[Mapping[str, str]] = {
     "ReferenceGrant": "gateway.networking.k8s.io",
     "BackendTLSPolicy": "gateway.networking.k8s.io",
     "Namespace": "",
+    "ConfigMap": "",
 }
 
 CLUSTER_SCOPED: Final = frozenset(

@@ -42,6 +42,7 @@ _CONTEXT_RANK: Final = {
     "Service": 1,
     "EndpointSlice": 1,
     "Secret": 1,
+    "ConfigMap": 1,
     "ReferenceGrant": 1,
     "KongUpstreamPolicy": 1,
     "KongIngress": 1,

@@ -9,18 +9,23 @@ KIC (``internal/dataplane/translator/ingressrules.go`` and ``translate_cacerts.g
 - ``konghq.com/ca-certificates-secrets: a,b`` names CA certificate Secrets in the namespace;
   their ``id`` values become the service's ``ca_certificates``. Refused unless
   ``konghq.com/tls-verify`` is ``true`` and the protocol is a TLS one.
-- Every Secret labelled ``konghq.com/ca-cert: "true"`` becomes a Kong CA certificate: ``id``
-  from its data, the PEM from ``cert`` (or ``ca.crt``); one certificate only, a CA, not
-  expired. Two Secrets with one ``id``: the oldest wins (then namespace, then name).
+- ``konghq.com/ca-certificates-configmaps: a,b`` does the same with CA certificate
+  ConfigMaps (KIC 3.4+: what trust-manager and cert-manager's CA injection distribute).
+- Every Secret or ConfigMap labelled ``konghq.com/ca-cert: "true"`` becomes a Kong CA
+  certificate: ``id`` from its data, the PEM from ``cert`` (or ``ca.crt``); one certificate
+  only, a CA, not expired. Two objects with one ``id``: the oldest wins (then namespace, then
+  name).
 
-CA certificates from ConfigMaps (``konghq.com/ca-certificates-configmaps``) are not read:
-fastkong's controller does not watch ConfigMaps; the annotation is reported.
+The controller watches only the ConfigMaps with that label (a cluster's ConfigMaps are many
+and large); so that offline translation agrees, an unlabelled ConfigMap is not a CA
+certificate here either, and an annotation naming one says so.
 """
 
 from __future__ import annotations
 
 import datetime
 import uuid
+from collections.abc import Mapping
 from typing import Any, Final
 
 from cryptography import x509
@@ -32,6 +37,7 @@ from fastkong.k8s.objects import Index, Obj, ObjectRef, Problem
 
 CLIENT_CERT: Final = ann.PREFIX + "client-cert"
 CA_SECRETS: Final = ann.PREFIX + "ca-certificates-secrets"
+CA_CONFIGMAPS: Final = ann.PREFIX + "ca-certificates-configmaps"
 CA_LABEL: Final = "konghq.com/ca-cert"
 TLS_PROTOCOLS: Final = frozenset({"https", "grpcs", "tls", "tls_passthrough"})
 #: Ids for Secrets without a UID (manifests translated offline): stable per namespace/name.
@@ -75,7 +81,8 @@ def apply(
         else:
             client_certs[(ns, name)] = secret
             record["client_certificate"] = secret_id(secret)
-    names = o.split_comma(anns.get(CA_SECRETS, ""))
+    names = [("Secret", n) for n in o.split_comma(anns.get(CA_SECRETS, ""))]
+    names += [("ConfigMap", n) for n in o.split_comma(anns.get(CA_CONFIGMAPS, ""))]
     if not names:
         return
     if record.get("tls_verify") is not True:
@@ -91,26 +98,49 @@ def apply(
         )
         return
     ids = []
-    for name in names:
-        secret = index.get("Secret", ns, name)
-        if secret is None:
+    for kind, name in names:
+        found = index.get(kind, ns, name)
+        if found is None or (kind == "ConfigMap" and not is_ca_object(found)):
+            why = ""
+            if found is not None:
+                why = f' (a CA ConfigMap needs the label {CA_LABEL}: "true")'
             problems.append(
-                Problem(ref, f"Failed to fetch secret for CA Certificate '{ns}/{name}'")
+                Problem(
+                    ref,
+                    f"Failed to fetch {kind.lower()} for CA Certificate '{ns}/{name}'{why}",
+                )
             )
             continue
         try:
-            found = o.secret_data(secret).get("id")
+            cert_id = ca_data(found).get("id")
         except ValueError as exc:
-            problems.append(Problem(ObjectRef.of(secret), str(exc)))
+            problems.append(Problem(ObjectRef.of(found), str(exc)))
             continue
-        if not found:
+        if not cert_id:
             problems.append(
                 Problem(ref, f"Invalid CA certificate '{ns}/{name}': missing 'id' field in data")
             )
             continue
-        ids.append(found.strip())
+        ids.append(cert_id.strip())
     if ids:
         record["ca_certificates"] = ids
+
+
+def is_ca_object(obj: Obj) -> bool:
+    """A Secret or ConfigMap that holds a CA certificate for Kong (KIC's label)."""
+    return o.labels(obj).get(CA_LABEL) == "true"
+
+
+def ca_data(obj: Obj) -> dict[str, str]:
+    """A CA Secret's or ConfigMap's values as text (a ConfigMap's ``data`` is text already)."""
+    if obj.get("kind") != "ConfigMap":
+        return o.secret_data(obj)
+    data = obj.get("data")
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ValueError("data must be a map of strings")
+    return {str(k): str(v) for k, v in data.items()}
 
 
 def client_certificate(secret: Obj, problems: list[Problem]) -> dict[str, Any] | None:
@@ -133,17 +163,17 @@ def client_certificate(secret: Obj, problems: list[Problem]) -> dict[str, Any] |
 
 
 def ca_certificates(index: Index, problems: list[Problem]) -> list[tuple[dict[str, Any], Obj]]:
-    """KIC's getCACerts over the Secrets labelled ``konghq.com/ca-cert: "true"``: each CA
-    certificate record with the Secret it came from, sorted by id."""
+    """KIC's getCACerts over the Secrets and ConfigMaps labelled ``konghq.com/ca-cert:
+    "true"``: each CA certificate record with the object it came from, sorted by id."""
     winners: dict[str, tuple[Obj, dict[str, str]]] = {}
     candidates = sorted(
-        (s for s in index.all("Secret") if o.labels(s).get(CA_LABEL) == "true"),
+        (x for kind in ("Secret", "ConfigMap") for x in index.all(kind) if is_ca_object(x)),
         key=lambda s: (o.created(s), o.namespace(s), o.name(s)),
     )
     for secret in candidates:
         ref = ObjectRef.of(secret)
         try:
-            data = o.secret_data(secret)
+            data = ca_data(secret)
         except ValueError as exc:
             problems.append(Problem(ref, str(exc)))
             continue

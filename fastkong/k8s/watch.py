@@ -65,6 +65,9 @@ class Resource:
     #: channels (Gateway API's BackendTLSPolicy: ``v1`` since v1.4, ``v1alpha3`` before;
     #: TLSRoute: ``v1`` since v1.5, ``v1alpha3`` or ``v1alpha2`` before).
     fallbacks: tuple[str, ...] = ()
+    #: Only the objects with these labels (``key=value``): for a kind of which the translator
+    #: reads a few out of many (CA certificate ConfigMaps).
+    label_selector: str = ""
 
     def alternatives(self) -> list[Resource]:
         """The same kind at each fallback version, in order."""
@@ -115,6 +118,8 @@ RESOURCES: Final = (
     ),
     # For listeners' allowedRoutes.namespaces.selector.
     Resource("Namespace", "", "v1", "namespaces", namespaced=False),
+    # CA certificates (service_tls.py); the others are not the translator's business.
+    Resource("ConfigMap", "", "v1", "configmaps", label_selector="konghq.com/ca-cert=true"),
 )
 
 
@@ -129,15 +134,20 @@ def list_call(api: ApiClient, resource: Resource) -> ListCall:
         ).list_endpoint_slice_for_all_namespaces_without_preload_content,
         "Secret": CoreV1Api(api).list_secret_for_all_namespaces_without_preload_content,
         "Namespace": CoreV1Api(api).list_namespace_without_preload_content,
+        "ConfigMap": CoreV1Api(api).list_config_map_for_all_namespaces_without_preload_content,
     }
     if resource.kind in builtin:
-        return builtin[resource.kind]
-    return functools.partial(
-        CustomObjectsApi(api).list_cluster_custom_object_without_preload_content,
-        resource.group,
-        resource.version,
-        resource.plural,
-    )
+        call = builtin[resource.kind]
+    else:
+        call = functools.partial(
+            CustomObjectsApi(api).list_cluster_custom_object_without_preload_content,
+            resource.group,
+            resource.version,
+            resource.plural,
+        )
+    if resource.label_selector:
+        return functools.partial(call, label_selector=resource.label_selector)
+    return call
 
 
 def list_calls(api: ApiClient, resource: Resource) -> list[tuple[Resource, ListCall]]:

@@ -166,7 +166,8 @@ class FakeApiServer:
         #: Watches from an RV below this get 410 Gone.
         self.oldest_rv = start_rv
         self.objects: dict[Key, dict[str, Any]] = {}
-        self.history: list[tuple[int, str, dict[str, Any]]] = []  # (rv, type, object)
+        #: (rv, type, object, the object before a MODIFIED)
+        self.history: list[tuple[int, str, dict[str, Any], dict[str, Any] | None]] = []
         self.requests: list[tuple[str, str]] = []
         self.streams: set[_Stream] = set()
         self.faults: list[_Fault] = []
@@ -306,16 +307,38 @@ class FakeApiServer:
             gen = (old.get("metadata") or {}).get("generation", 1)
             changed = _content(old) != _content(obj)
             meta["generation"] = gen + 1 if changed else gen
+        before = self.objects.get(key)
         self.objects[key] = obj
-        self._record(typ, kind, obj)
+        self._record(typ, kind, obj, before if typ == "MODIFIED" else None)
         return copy.deepcopy(obj)
 
-    def _record(self, typ: str, kind: Kind, obj: dict[str, Any]) -> None:
+    def _record(
+        self, typ: str, kind: Kind, obj: dict[str, Any], before: dict[str, Any] | None = None
+    ) -> None:
         snapshot = copy.deepcopy(obj)
-        self.history.append((self.rv, typ, snapshot))
+        before = copy.deepcopy(before) if before is not None else None
+        self.history.append((self.rv, typ, snapshot, before))
         for stream in self.streams:
-            if stream.kind == kind and self._matches(stream, snapshot):
-                stream.queue.put_nowait((typ, snapshot))
+            if stream.kind == kind and (event := self._event(stream, typ, snapshot, before)):
+                stream.queue.put_nowait(event)
+
+    def _event(
+        self, stream: _Stream, typ: str, obj: dict[str, Any], before: dict[str, Any] | None
+    ) -> tuple[str, dict[str, Any]] | None:
+        """What a watch with ``stream``'s selectors sees of a change, as the API server's watch
+        cache sends it: an object that comes to match is ADDED, one that stops matching is
+        DELETED (its last matching state, at the new resourceVersion)."""
+        now = self._matches(stream, obj)
+        if typ != "MODIFIED" or before is None:
+            return (typ, obj) if now else None
+        was = self._matches(stream, before)
+        if now:
+            return ("MODIFIED" if was else "ADDED", obj)
+        if was:
+            gone = copy.deepcopy(before)
+            gone["metadata"]["resourceVersion"] = obj["metadata"]["resourceVersion"]
+            return ("DELETED", gone)
+        return None
 
     def _signal(self, what: object, kind: str | None) -> int:
         n = 0
@@ -437,9 +460,11 @@ class FakeApiServer:
         else:
             since = int(rv_param)
             replay = [
-                (typ, obj)
-                for rv, typ, obj in self.history
-                if rv > since and obj["kind"] == kind.kind and self._matches(stream, obj)
+                event
+                for rv, typ, obj, before in self.history
+                if rv > since
+                and obj["kind"] == kind.kind
+                and (event := self._event(stream, typ, obj, before))
             ]
         self.streams.add(stream)  # registered before the first await: no event is missed
         timeout = float(q.get("timeoutSeconds") or 1800)

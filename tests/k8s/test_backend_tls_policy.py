@@ -74,6 +74,23 @@ def ca_secret(pki: Pki) -> dict[str, Any]:
     }
 
 
+CONFIGMAP_CA_ID = "0b1c0000-0000-4000-8000-0000000000cc"
+
+
+def ca_configmap(pki: Pki, labelled: bool = True) -> dict[str, Any]:
+    """A CA ConfigMap as trust-manager writes one, with KIC's label and ``id``."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "ca-bundle",
+            "namespace": "default",
+            "labels": {"konghq.com/ca-cert": "true"} if labelled else {},
+        },
+        "data": {"id": CONFIGMAP_CA_ID, "ca.crt": pki.pem},
+    }
+
+
 def cluster(pki: Pki, port: int, *extra: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         gateway_class(),
@@ -126,9 +143,22 @@ def test_kics_rules_for_policies() -> None:
     assert svc["tls_verify"] is True and "ca_certificates" not in svc
     assert "tls_verify_depth" not in svc
     assert [str(p) for p in result.problems] == [
-        "warning: BackendTLSPolicy default/api-tls: caCertificateRefs ConfigMap 'ca-bundle': "
-        "CA certificates from ConfigMaps are not supported yet; not used"
+        "error: Service default/api: Failed to fetch configmap for CA Certificate "
+        "'default/ca-bundle'"
     ]
+    # The controller watches only labelled ConfigMaps; offline, an unlabelled one is refused
+    # the same way, with the reason.
+    result = translate(cluster(pki, 8443, configmap_ca, ca_configmap(pki, labelled=False)))
+    assert "ca_certificates" not in kong_service(result)
+    assert [str(p) for p in result.problems] == [
+        "error: Service default/api: Failed to fetch configmap for CA Certificate "
+        "'default/ca-bundle' (a CA ConfigMap needs the label konghq.com/ca-cert: \"true\")"
+    ]
+    # (Another CA than the Secret's: Kong refuses one certificate twice.)
+    result = translate(cluster(pki, 8443, configmap_ca, ca_configmap(Pki("bundle CA"))))
+    assert result.problems == []
+    assert kong_service(result)["ca_certificates"] == [CONFIGMAP_CA_ID]
+    assert {c["id"] for c in result.config["ca_certificates"]} == {CA_ID, CONFIGMAP_CA_ID}
     # Two policies on one Service: neither applies (KIC), and the Service is told.
     result = translate(cluster(pki, 8443, policy("a", "api"), policy("b", "api")))
     assert "tls_verify" not in kong_service(result)
@@ -191,6 +221,28 @@ def test_the_policy_is_served(
         assert answer.text == f"{body}:{peer.port}"
 
 
+@pytest.mark.integration
+def test_a_configmap_ca_is_served(tmp_path: Path, pki: Pki, peer: HttpsPeer) -> None:
+    """The pod's certificate checked against a CA from a ConfigMap (the Gateway API's usual
+    kind of CA ref), by a real gateway: verified, and refused with another CA."""
+    tls = policy("api-tls", "api")
+    tls["spec"]["validation"]["caCertificateRefs"] = [
+        {"group": "", "kind": "ConfigMap", "name": "ca-bundle"}
+    ]
+    for ca, status in ((pki, 200), (Pki("another CA"), 502)):
+        objects = [o for o in cluster(pki, peer.port, tls) if o["kind"] != "Secret"]
+        result = translate([*objects, ca_configmap(ca)])
+        assert result.problems == []
+        where = tmp_path / str(status)
+        where.mkdir()
+        gw = Gateway(where, result.to_yaml(), 1).start()
+        try:
+            answer = httpx.get(gw.url("/x"), timeout=10)
+        finally:
+            gw.stop()
+        assert answer.status_code == status, answer.text
+
+
 def test_policy_status_names_our_gateways_and_kics_acceptance() -> None:
     pki = Pki("backend CA")
     ok = policy("api-tls", "api")
@@ -219,6 +271,18 @@ def test_policy_status_names_our_gateways_and_kics_acceptance() -> None:
         "Secret default/gone set as CACertificateRef not found - "
         "SubjectAltNames feature is not currently supported",
     )
+    missing = policy("api-tls", "api")
+    missing["spec"]["validation"]["caCertificateRefs"] = [
+        {"group": "", "kind": "ConfigMap", "name": "ca-bundle"}
+    ]
+    (entry,) = status_of(cluster(pki, 8443, missing))[POLICY]["ancestors"]
+    assert accepted(entry) == (
+        "False",
+        "Invalid",
+        "ConfigMap default/ca-bundle set as CACertificateRef not found",
+    )
+    (entry,) = status_of(cluster(pki, 8443, missing, ca_configmap(pki)))[POLICY]["ancestors"]
+    assert accepted(entry) == ("True", "Accepted", "")
     got = status_of(cluster(pki, 8443, policy("a", "api"), policy("b", "api")))
     for name in ("a", "b"):
         (entry,) = got[("BackendTLSPolicy", "default", name)]["ancestors"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -287,3 +288,43 @@ async def test_tlsroute_is_listed_at_the_first_version_served() -> None:
         async with reflecting(api, routes) as r:
             assert r.resource.version == "v1alpha2" and r.stats.lists == 1
             assert not r.fallbacks
+
+
+CONFIGMAPS = next(r for r in RESOURCES if r.kind == "ConfigMap")
+
+
+def _configmap(name: str, labelled: bool) -> dict[str, Any]:
+    labels = {"konghq.com/ca-cert": "true"} if labelled else {}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": "default", "labels": labels},
+        "data": {"id": name},
+    }
+
+
+async def test_configmaps_are_watched_by_label_and_leave_when_it_goes() -> None:
+    """Only CA ConfigMaps reach the cache (the cluster's others are many and large); one whose
+    label is removed leaves it (the API server's DELETED for an object leaving a selector), one
+    that gains it arrives, also across a dropped stream."""
+    async with FakeApiServer() as api:
+        api.create(_configmap("ca", True))
+        api.create(_configmap("app-settings", False))
+        async with reflecting(api, CONFIGMAPS) as r:
+            assert set(cached(r)) == {("default", "ca")}
+            assert all("labelSelector=konghq.com" in p for _, p in api.requests)
+            # (copies: the fake's get() hands out the stored object itself)
+            gains = copy.deepcopy(api.get("ConfigMap", "default", "app-settings"))
+            assert gains is not None
+            gains["metadata"]["labels"] = {"konghq.com/ca-cert": "true"}
+            api.update(gains)
+            await eventually(
+                lambda: set(cached(r)) == {("default", "ca"), ("default", "app-settings")}
+            )
+            loses = copy.deepcopy(api.get("ConfigMap", "default", "ca"))
+            assert loses is not None
+            loses["metadata"]["labels"] = {}
+            api.drop_streams("ConfigMap")  # the change is replayed on the resumed watch
+            api.update(loses)
+            await eventually(lambda: set(cached(r)) == {("default", "app-settings")})
+            assert r.stats.lists == 1

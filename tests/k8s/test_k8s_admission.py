@@ -516,3 +516,34 @@ def test_any_object_gets_a_verdict(review: tuple[dict[str, Any], list[dict[str, 
     assert verdict.allowed == (not verdict.message)
     assert all(0 < len(w) <= MAX_WARNING for w in verdict.warnings)
     json.dumps(answer(req, verdict))
+
+
+def test_a_ca_configmap_edit_that_breaks_a_service_is_refused() -> None:
+    pki = Pki("bundle CA")
+    bundle = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "bundle",
+            "namespace": "default",
+            "labels": {"konghq.com/ca-cert": "true"},
+        },
+        "data": {"id": "0b1c0000-0000-4000-8000-0000000000cd", "ca.crt": pki.pem},
+    }
+    svc = with_echo()[0]
+    svc["metadata"]["annotations"] = {
+        "konghq.com/protocol": "https",
+        "konghq.com/tls-verify": "true",
+        "konghq.com/ca-certificates-configmaps": "bundle",
+    }
+    cluster = [svc, ingress("app", "/app", "echo"), bundle]
+    r = reviewer()
+    assert r.review(request(bundle, "UPDATE"), cluster, 1).allowed
+    broken = copy.deepcopy(bundle)
+    del broken["data"]["id"]
+    verdict = r.review(request(broken, "UPDATE"), cluster, 1)
+    assert not verdict.allowed
+    assert (
+        "Change on ConfigMap default/bundle will generate invalid configuration for Service "
+        "default/echo: Invalid CA certificate 'default/bundle': missing 'id' field in data"
+    ) in verdict.message

@@ -917,6 +917,7 @@ async def test_chart_admission_webhook_fits_together(tmp_path: Path) -> None:
     assert {s["matchExpressions"][0]["key"] for s in selectors if s} == {
         "konghq.com/credential",
         "konghq.com/validate",
+        "konghq.com/ca-cert",
     }
 
     # The pair, served by the webhook server, verifies for the Service's DNS name.

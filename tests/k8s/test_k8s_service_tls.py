@@ -109,6 +109,42 @@ def test_client_cert_and_ca_certificates_are_translated() -> None:
     assert str(loaded.config.services[0].client_certificate) == CLIENT_UID
 
 
+def test_ca_certificates_from_configmaps_join_the_secrets_ones() -> None:
+    """``konghq.com/ca-certificates-configmaps`` (KIC 3.4+): a labelled ConfigMap's ``id``,
+    beside the Secrets', and the ConfigMap becomes a Kong CA certificate."""
+    pki, bundle = Pki("k8s CA"), Pki("bundle CA")
+    bundle_id = "0b1c0000-0000-4000-8000-0000000000cd"
+    configmap = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "bundle",
+            "namespace": "default",
+            "labels": {"konghq.com/ca-cert": "true"},
+        },
+        "data": {"id": bundle_id, "ca.crt": bundle.pem},
+    }
+    anns = {**TLS, "konghq.com/ca-certificates-configmaps": "bundle"}
+    result = translate([*objects(pki, anns), configmap])
+    assert result.problems == []
+    (svc,) = result.config["services"]
+    assert svc["ca_certificates"] == [CA_ID, bundle_id]
+    by_id = {c["id"]: c["cert"].strip() for c in result.config["ca_certificates"]}
+    assert by_id == {CA_ID: pki.pem.strip(), bundle_id: bundle.pem.strip()}
+    load_config(dump_yaml(result.config))
+    # One without its id: the service does without it, and is told why.
+    del configmap["data"]["id"]
+    result = translate([*objects(pki, anns), configmap])
+    (svc,) = result.config["services"]
+    assert svc["ca_certificates"] == [CA_ID]
+    assert sorted(str(p) for p in result.problems) == [
+        "error: ConfigMap default/bundle: invalid secret CA certificate: missing 'id' field "
+        "in data",
+        "error: Service default/api: Invalid CA certificate 'default/bundle': missing 'id' "
+        "field in data",
+    ]
+
+
 def test_kics_refusals() -> None:
     pki = Pki("k8s CA")
     plain = translate(
