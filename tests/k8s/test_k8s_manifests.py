@@ -969,3 +969,71 @@ def test_chart_admission_webhook_switches() -> None:
     values["ingressController"]["admissionWebhook"]["certificate"] = {"provided": True}
     with pytest.raises(Exception, match="needs secretName and caBundle"):
         render_chart(values)
+
+
+def test_chart_operations_objects_fit_together() -> None:
+    """The disruption budgets, the autoscaler and the ServiceMonitor select what they mean to:
+    the gateway pods, the gateway Deployment, every gateway's metrics."""
+    assert not {"PodDisruptionBudget", "HorizontalPodAutoscaler", "ServiceMonitor"} & {
+        o["kind"] for o in render_chart({})
+    }
+    values: dict[str, Any] = {
+        "deployment": {"daemonset": False, "replicaCount": 3},
+        "autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 9},
+        "podDisruptionBudget": {"enabled": True},
+        "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+        "ingressController": {"enabled": True},
+    }
+    objs = render_chart(values)
+    for obj in objs:
+        if obj["kind"] != "ServiceMonitor":  # (a CRD's kind: checked below)
+            check_builtin(obj)
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for obj in objs:
+        by_kind.setdefault(obj["kind"], []).append(obj)
+    gateway, controller = sorted(by_kind["Deployment"], key=lambda d: d["metadata"]["name"])
+    assert "replicas" not in gateway["spec"]  # the autoscaler owns it
+    (hpa,) = by_kind["HorizontalPodAutoscaler"]
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": gateway["metadata"]["name"],
+    }
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 9)
+    pod_labels = {
+        d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"]
+        for d in (gateway, controller)
+    }
+    budgets = by_kind["PodDisruptionBudget"]
+    for pdb in budgets:
+        selected = [
+            name
+            for name, labels in pod_labels.items()
+            if pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        ]
+        assert len(selected) == 1, pdb
+    assert len(budgets) == 2  # the gateway's and the controller's (2 replicas)
+
+    (monitor,) = by_kind["ServiceMonitor"]
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    wanted = monitor["spec"]["selector"]["matchLabels"]
+    (service,) = [
+        s for s in by_kind["Service"] if wanted.items() <= s["metadata"]["labels"].items()
+    ]
+    assert service["spec"]["selector"].items() <= pod_labels[gateway["metadata"]["name"]].items()
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["path"] == "/metrics"
+    port = next(p for p in service["spec"]["ports"] if p["name"] == endpoint["port"])
+    container = gateway["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["KONG_STATUS_LISTEN"].endswith(f":{ports[port['targetPort']]}")
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["fastkong"]}
+
+    values["deployment"]["daemonset"] = True
+    with pytest.raises(Exception, match="autoscaling needs deployment.daemonset: false"):
+        render_chart(values)
+    chart = Chart.load(str(CHART))
+    with pytest.raises(Exception, match="fastkong"):
+        chart.validate_schema({"serviceMonitor": {"interval": "soon"}})
