@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import os
 import signal
+import ssl
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from tests.helpers import ROOT, Echo, free_port
 from tests.helpers import Gateway as DataPlane
 from tests.k8s.fake_apiserver import FakeApiServer
 from tests.k8s.kube import NS, Kubelet, backend, configmap, controller, eventually, ingress
+from tests.pki import Pki
 
 pytestmark = pytest.mark.integration
 
@@ -115,7 +117,11 @@ async def test_the_command_runs_against_a_kubeconfig_and_stops_on_sigterm(tmp_pa
         kubeconfig.write_text(api.kubeconfig())
         api.create(configmap("fastkong-config", '_format_version: "3.0"\n'))
         api.create(ingress("orphan", "/x", "missing"))
-        health = free_port()
+        health, webhook = free_port(), free_port()
+        pki = Pki("webhook CA")
+        cert, key = pki.issue("webhook", ip="127.0.0.1")
+        (tmp_path / "tls.crt").write_text(cert)
+        (tmp_path / "tls.key").write_text(key)
         env = {
             **os.environ,
             "FASTKONG_INGRESS_CLASS": "fastkong",
@@ -123,6 +129,10 @@ async def test_the_command_runs_against_a_kubeconfig_and_stops_on_sigterm(tmp_pa
             "FASTKONG_ADMIN_SERVICE": "fastkong-admin",
             "POD_NAME": "cli-0",
             "POD_NAMESPACE": NS,
+            # The admission webhook, as the chart configures it.
+            "CONTROLLER_ADMISSION_WEBHOOK_LISTEN": f"127.0.0.1:{webhook}",
+            "CONTROLLER_ADMISSION_WEBHOOK_CERT_FILE": str(tmp_path / "tls.crt"),
+            "CONTROLLER_ADMISSION_WEBHOOK_KEY_FILE": str(tmp_path / "tls.key"),
         }
         program = (
             "import sys; from tests.k8s.test_controller_e2e import parse; "
@@ -164,6 +174,22 @@ async def test_the_command_runs_against_a_kubeconfig_and_stops_on_sigterm(tmp_pa
             assert any(e["involvedObject"]["name"] == "orphan" for e in api.all("Event"))
             ready = await http.get(f"http://127.0.0.1:{health}/readyz")
             assert ready.status_code == 200
+            bad_plugin = {
+                "apiVersion": "configuration.konghq.com/v1",
+                "kind": "KongPlugin",
+                "metadata": {"name": "rl", "namespace": "default"},
+                "plugin": "rate-limiting",
+                "config": {"minute": "often"},
+            }
+            review = {
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "request": {"uid": "u-1", "operation": "CREATE", "object": bad_plugin},
+            }
+            async with httpx.AsyncClient(verify=ssl.create_default_context(cadata=pki.pem)) as tls:
+                answer = await tls.post(f"https://127.0.0.1:{webhook}/", json=review)
+            assert answer.status_code == 200
+            assert answer.json()["response"]["allowed"] is False
             assert ("GET", "/api/v1/services?limit=500") in api.requests
         finally:
             if proc.returncode is None:
