@@ -224,6 +224,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
+    from fastkong.config.flavor import set_router_flavor
     from fastkong.control.supervisor import Options, Supervisor
     from fastkong.proxy.errors import check_error_default_type
     from fastkong.proxy.trust import TrustedIps
@@ -237,6 +238,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         level = log_level(args.log_level or _env("LOG_LEVEL") or "warn")
         TrustStore.from_environ(os.environ)  # read by each worker; checked here
         flavor = _router_flavor(args)
+        set_router_flavor(flavor)  # (what the supervisor's config loads validate against)
         header_buffers, max_body = _request_limits(args)
         real_ip_header, real_ip_recursive = _real_ip(args)
         headers, headers_upstream = _headers(args)
@@ -419,13 +421,19 @@ def _run(coro: object) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from fastkong.config import ConfigError, load_config
+    from fastkong.config.flavor import using_router_flavor
     from fastkong.config.vault import references_unresolved
 
     # Secret references are fetched here, as the gateway will fetch them, unless this is not
     # where the gateway's secrets are (a CI job): then each is only parsed and its vault found.
     checking = references_unresolved() if args.no_secrets else contextlib.nullcontext()
     try:
-        with checking:
+        flavor = _router_flavor(args)
+    except ValueError as exc:
+        print(f"fastkong: {exc}", file=sys.stderr)
+        return 1
+    try:
+        with checking, using_router_flavor(flavor):
             loaded = load_config(Path(args.path).read_bytes())
     except ConfigError as exc:
         for error in exc.errors:
@@ -446,7 +454,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from fastkong.config import ConfigError, load_config
-    from fastkong.proxy.routing import Decision, decide
+    from fastkong.config.flavor import using_router_flavor
+    from fastkong.proxy.routing import Decision, decide, request_facts
     from fastkong.runtime import compile_runtime
 
     try:
@@ -463,6 +472,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(f"fastkong: --url {args.url!r}: {exc}", file=sys.stderr)
         return 2
     headers: dict[str, list[str]] = {}
+    sent: list[tuple[bytes, bytes]] = []  # (as sent, for expression routes)
     host_header = url.netloc
     for h in args.header:
         name, colon, value = h.partition(":")
@@ -472,8 +482,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
         if name.strip().lower() == "host" and "host" not in headers:
             host_header = value.strip()  # as sent: preserve_host passes it on unchanged
         headers.setdefault(name.strip().lower(), []).append(value.strip().lower())
+        sent.append((name.strip().lower().encode(), value.strip().encode("utf-8")))
     try:
-        loaded = load_config(Path(args.path).read_bytes())
+        with using_router_flavor(flavor):
+            loaded = load_config(Path(args.path).read_bytes())
     except ConfigError as exc:
         for error in exc.errors:
             print(f"{error.path}: {error.message}", file=sys.stderr)
@@ -488,7 +500,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
     # command line goes on the wire as UTF-8, as curl sends it: "/é" is the bytes C3 A9.
     raw_path = (url.path or "/").encode("utf-8", "surrogateescape").decode("latin-1")
     decision = decide(
-        runtime, args.method.upper(), host_header, port, raw_path, scheme, headers or None
+        runtime,
+        args.method.upper(),
+        host_header,
+        port,
+        raw_path,
+        scheme,
+        headers or None,
+        "",
+        request_facts(sent, url.query.encode(), ("127.0.0.1", 0), "127.0.0.1"),
     )
     result: dict[str, object] = {
         "route": None,
@@ -653,7 +673,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     start.add_argument(
         "--router-flavor",
-        help="traditional_compatible (Kong 3.x's default) or traditional (KONG_ROUTER_FLAVOR)",
+        help="traditional_compatible (Kong 3.x's default), traditional or expressions "
+        "(KONG_ROUTER_FLAVOR)",
     )
     start.add_argument(
         "--large-client-header-buffers",
@@ -681,6 +702,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="check {vault://...} secret references without fetching them (where the "
         "gateway's environment variables are not set)",
     )
+    validate.add_argument(
+        "--router-flavor",
+        help="traditional_compatible (Kong 3.x's default), traditional or expressions "
+        "(KONG_ROUTER_FLAVOR): expressions accepts routes' 'expression' and 'priority'",
+    )
     validate.set_defaults(func=cmd_validate)
     explain = config_sub.add_parser("explain", help="show how a request would be routed")
     explain.add_argument("path")
@@ -690,7 +716,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--sni")
     explain.add_argument(
         "--router-flavor",
-        help="traditional_compatible (Kong 3.x's default) or traditional (KONG_ROUTER_FLAVOR)",
+        help="traditional_compatible (Kong 3.x's default), traditional or expressions "
+        "(KONG_ROUTER_FLAVOR)",
     )
     explain.set_defaults(func=cmd_explain)
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from fastkong import expressions
 from fastkong._core import load
 from fastkong._core._router_py import gc_paused
 from fastkong._core.routespec import RouteSpec
 from fastkong.background import pace
 from fastkong.config import vault
+from fastkong.expression_router import ExpressionRoute, ExpressionRouter
 from fastkong.plugins.chain import PluginSet, build_plugins
 from fastkong.proxy.upstream_tls import NO_VERIFY, PLAIN_VERIFY, TlsProfile
 from fastkong.upstreams.balancers import Balancer, Peer, build_balancer
@@ -34,8 +36,8 @@ T = TypeVar("T")
 HTTP_PROTOCOLS = frozenset({"http", "https", "grpc", "grpcs"})
 DEFAULT_PORTS = {"http": 80, "https": 443, "grpc": 80, "grpcs": 443}
 EMPTY_HASH = "0" * 32
-#: Kong's ``router_flavor`` values fastkong implements (``expressions`` is not one of them).
-ROUTER_FLAVORS = ("traditional_compatible", "traditional")
+#: Kong's ``router_flavor`` values fastkong implements.
+ROUTER_FLAVORS = ("traditional_compatible", "traditional", "expressions")
 DEFAULT_ROUTER_FLAVOR = "traditional_compatible"
 
 
@@ -177,6 +179,7 @@ class Runtime:
         "consumers",
         "router_key",
         "router_flavor",
+        "expression_router",
         "decisions",
         "_indexes",
         "__weakref__",
@@ -207,6 +210,9 @@ class Runtime:
         #: Identifies the inputs of the router (services and routes); equal keys, equal routers.
         self.router_key: str | None = None
         self.router_flavor = DEFAULT_ROUTER_FLAVOR
+        #: The routes matched by an ``expression`` (router_flavor = expressions), tried
+        #: before ``router``; None when the config has none.
+        self.expression_router: ExpressionRouter | None = None
 
     def __repr__(self) -> str:
         return (
@@ -316,6 +322,10 @@ def _compile(
     services = compile_services(config)
     specs: list[RouteSpec] = []
     routes: list[RoutePlan] = []
+    by_expression: list[ExpressionRoute] = []
+    # Under the expressions flavor the routes without an expression are ranked as
+    # traditional_compatible ranks them (Kong's transform.lua compiles them the same way).
+    traditional = "traditional_compatible" if flavor == "expressions" else flavor
     for r in config.routes:
         pace()
         if not HTTP_PROTOCOLS.intersection(r.protocols):
@@ -323,8 +333,13 @@ def _compile(
         service = services.get(r.service) if r.service else None
         if service is not None and not service.enabled:
             continue  # Kong leaves routes of a disabled service out of the router
-        specs.append(route_spec(len(routes), r, flavor))
-        routes.append(RoutePlan(r, service, flavor))
+        if flavor == "expressions" and isinstance(r.expression, str):
+            node = expressions.parse(expressions.route_expression(r.expression, r.protocols))
+            priority = r.priority if isinstance(r.priority, int) else 0
+            by_expression.append(ExpressionRoute(len(routes), node, priority, r.id))
+        else:
+            specs.append(route_spec(len(routes), r, traditional))
+        routes.append(RoutePlan(r, service, traditional))
     if (
         router_key is not None
         and previous is not None
@@ -339,6 +354,8 @@ def _compile(
     runtime = Runtime(config, hash, router, routes, services, version)
     runtime.router_key = router_key
     runtime.router_flavor = flavor
+    if by_expression:
+        runtime.expression_router = ExpressionRouter(by_expression)
     runtime.plugins = build_plugins(config.plugins, runtime)
     if len(runtime.plugins):
         for plan in routes:

@@ -17,11 +17,12 @@ from typing import Any, Final
 
 import msgspec
 
+from fastkong import expressions
 from fastkong.config import checks as C
 from fastkong.config import errors as E
+from fastkong.config import flavor, vault
 from fastkong.config import keys as K
 from fastkong.config import schema as S
-from fastkong.config import vault
 from fastkong.config.meta import Loc
 from fastkong.config.validate import Issues, Walked, convert, walk_struct
 from fastkong.plugins import registry
@@ -217,6 +218,16 @@ def process_route(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) ->
         first = known[0]
     sub = _SUBSCHEMA.get(first, "stream")
     skip: set[str] = set()
+    expression_flavor = flavor.router_flavor() == flavor.EXPRESSIONS
+    if not expression_flavor:
+        for name in ("expression", "priority"):
+            if name in fields:
+                issues.field((*loc, name), E.UNKNOWN)
+                skip.add(name)
+    else:  # Kong's defaults under the expressions flavor
+        if fields.get("priority") is None:
+            fields["priority"] = 0
+        fields.setdefault("expression", None)
     for name, message in _NULLED[sub].items():
         if fields.get(name) is not None:
             issues.field((*loc, name), message)
@@ -232,8 +243,10 @@ def process_route(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) ->
         issues.field((*loc, "strip_path"), _GRPC_STRIP_PATH)
     prots: list[str] | None = data.get("protocols")
     if prots is not None:
-        _route_entity_checks(fields, loc, issues, sub, prots, walked)
+        _route_entity_checks(fields, loc, issues, sub, prots, walked, expression_flavor)
         _header_regexes(walked, loc, issues)
+        if expression_flavor:
+            _expression_checks(walked, loc, issues, sub, prots)
     for name in ("sources", "destinations"):
         items = fields.get(name)
         if name not in skip and isinstance(items, list):
@@ -270,8 +283,61 @@ def _header_regexes(walked: Walked, loc: Loc, issues: Issues) -> None:
                 )
 
 
+_EXPRESSION_FAILED: Final = "Router Expression failed validation: "
+_MATCH_FIELDS: Final = ("snis", "sources", "destinations", "methods", "hosts", "paths", "headers")
+
+
+def _expression_checks(
+    walked: Walked, loc: Loc, issues: Issues, sub: str, prots: list[str]
+) -> None:
+    """Kong's ``validate_route`` under the expressions flavor (kong/db/schema/entities/
+    routes.lua): an expression excludes the traditional matching fields and
+    ``regex_priority``, ``priority`` excludes the traditional fields, and the expression must
+    parse and type-check as Kong amends it (its protocols appended)."""
+    data = walked.data
+    expression = data.get("expression")
+    others = any(data.get(name) for name in _MATCH_FIELDS)
+    if expression is not None and others:
+        issues.entity(
+            loc,
+            _EXPRESSION_FAILED + "cannot set 'expression' with 'methods', 'hosts', 'paths', "
+            "'headers', 'snis', 'sources' or 'destinations' simultaneously",
+        )
+        return
+    if expression is not None and data.get("regex_priority"):
+        issues.entity(
+            loc, _EXPRESSION_FAILED + "cannot set 'regex_priority' with 'expression' simultaneously"
+        )
+        return
+    if others and data.get("priority"):
+        issues.entity(
+            loc,
+            _EXPRESSION_FAILED + "cannot set 'priority' with 'methods', 'hosts', 'paths', "
+            "'headers', 'snis', 'sources' or 'destinations' simultaneously",
+        )
+        return
+    if expression is None:
+        return
+    if sub == "stream":
+        issues.field(
+            (*loc, "expression"),
+            "expressions on stream routes (tcp, tls, udp) are not supported by fastkong",
+        )
+        return
+    try:
+        expressions.parse(expressions.route_expression(expression, prots))
+    except expressions.ExpressionError as exc:
+        issues.entity(loc, _EXPRESSION_FAILED + str(exc))
+
+
 def _route_entity_checks(
-    fields: dict[str, Any], loc: Loc, issues: Issues, sub: str, prots: list[str], walked: Walked
+    fields: dict[str, Any],
+    loc: Loc,
+    issues: Issues,
+    sub: str,
+    prots: list[str],
+    walked: Walked,
+    expression_flavor: bool = False,
 ) -> None:
     snis = fields.get("snis")
     if all(p not in _SNI_PROTOCOLS for p in prots) and isinstance(snis, list) and snis:
@@ -280,6 +346,8 @@ def _route_entity_checks(
         issues.entity(loc, _SNIS_ONLY)
 
     def need(names: tuple[str, ...], when: str) -> None:
+        if expression_flavor:  # (Kong adds `expression` to each list under that flavor)
+            names = (*names, "expression")
         if not any(_nonempty(fields.get(n)) for n in names):
             issues.entity(loc, _MUST_SET.format(E.quoted_list(names), when))
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
-from msgspec import Meta, field
+from msgspec import UNSET, Meta, UnsetType, field
 
 from fastkong.config import checks as C
 
@@ -127,6 +127,11 @@ class Route(Base, kw_only=True, frozen=True):
     path_handling: Literal["v0", "v1"] = "v0"
     created_at: TimestampS | None = None
     updated_at: TimestampS | None = None
+    # Only under router_flavor = expressions (fastkong.config.flavor): elsewhere the route
+    # check reports them as unknown fields and they stay UNSET, left out of every encoding,
+    # as Kong's schema has no such fields then.
+    expression: str | None | UnsetType = UNSET
+    priority: Annotated[int, Meta(ge=0, le=2**46 - 1)] | UnsetType = UNSET
 
 
 # -- upstreams and targets -------------------------------------------------------------------

@@ -142,8 +142,13 @@ class _Plan:
     def __init__(self, cls: type[msgspec.Struct]) -> None:
         info = struct_info(cls)
         self.fields = {f.encode_name: f for f in info.fields}
-        #: Optional fields -> default as builtins (shared; callers must not mutate it).
-        self.defaults = {f.encode_name: _builtin_default(f) for f in info.fields if not f.required}
+        #: Optional fields -> default as builtins (shared; callers must not mutate it). A field
+        #: whose default is UNSET stays absent (msgspec leaves it out of every encoding).
+        self.defaults = {
+            f.encode_name: _builtin_default(f)
+            for f in info.fields
+            if not f.required and not _unset_default(f)
+        }
         self.required = tuple(f.encode_name for f in info.fields if f.required)
         self.nullable = frozenset(f.encode_name for f in info.fields if allows_none(f.type))
         #: Kong-required fields with a default: absent takes the default, null is an error.
@@ -155,6 +160,14 @@ class _Plan:
 @functools.cache
 def _plan(cls: type[msgspec.Struct]) -> _Plan:
     return _Plan(cls)
+
+
+def _unset_default(f: mi.Field) -> bool:
+    """A field that defaults to UNSET: msgspec's inspect shows it optional with no default
+    (and leaves UnsetType out of its type)."""
+    return (
+        not f.required and f.default is msgspec.NODEFAULT and f.default_factory is msgspec.NODEFAULT
+    )
 
 
 def _builtin_default(f: mi.Field) -> Any:

@@ -48,6 +48,7 @@ from fastkong._core._router_py import gc_paused
 from fastkong.acme.admin import AcmeAdmin
 from fastkong.background import background_executor
 from fastkong.config import Config, ConfigError, LoadedConfig, load_config
+from fastkong.config.flavor import set_router_flavor
 from fastkong.control import httpserver
 from fastkong.control.admin import KONG_VERSION, AdminApi
 from fastkong.control.default_cert import default_certificates
@@ -191,6 +192,8 @@ class Supervisor:
     """One node's control process (see the module docstring)."""
 
     def __init__(self, options: Options) -> None:
+        # Kong's route schema depends on the node's router flavor (config/flavor.py).
+        set_router_flavor(options.router_flavor)
         self.options = options
         self.config = ConfigState()
         self.draining = False

@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl
 
 if TYPE_CHECKING:
     from fastkong._core._router_py import RouteMatch
+    from fastkong.expression_router import ExpressionMatch
     from fastkong.plugins.base import Plugin
     from fastkong.runtime import RoutePlan, Runtime, ServicePlan
 
@@ -87,7 +88,7 @@ class RequestContext:
         scope: MutableMapping[str, Any],
         receive: Receive,
         route: RoutePlan,
-        match: RouteMatch,
+        match: RouteMatch | ExpressionMatch,
         path: str,
         host: str,
         port: int,

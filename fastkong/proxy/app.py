@@ -38,7 +38,7 @@ from fastkong.proxy.exchange import Exchange
 from fastkong.proxy.kong_headers import DEFAULT_SETTINGS, HeaderSettings
 from fastkong.proxy.limits import DEFAULT_LIMITS, BodyLimitExceeded, RequestLimits
 from fastkong.proxy.replies import CLOSE, with_debug_headers
-from fastkong.proxy.routing import NO_ROUTE, Decision, decide
+from fastkong.proxy.routing import NO_ROUTE, Decision, RequestFacts, decide, request_facts
 from fastkong.proxy.trust import DEFAULT_REAL_IP, RealIp, TrustedIps
 from fastkong.proxy.upstream import (
     KEEPALIVE_SETTINGS,
@@ -241,6 +241,21 @@ class Gateway(Exchange):
             )
         return str(peer)
 
+    def request_facts(
+        self, scope: Scope, client_ip: str, trusted: bool, query: bytes, server: Any
+    ) -> RequestFacts:
+        """What expression routes may read of this request (Kong's ``net.src.ip`` is nginx's
+        ``$remote_addr``: the real-IP header's address from a trusted peer)."""
+        remote = client_ip
+        if trusted:
+            remote = self.real_ip.remote_addr(
+                scope["headers"], client_ip, self.trusted_ips, scope.get(PROXIED_KEY)
+            )
+        client = scope.get("client")
+        peer_port = int(client[1]) if client and client[1] else 0
+        server_ip = str(server[0]) if server and server[0] else None
+        return request_facts(scope["headers"], query, (remote, peer_port), server_ip)
+
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(10)
@@ -323,6 +338,10 @@ class Gateway(Exchange):
         scheme: str = scope.get("scheme", "http")
         router = runtime.router
         route_headers = _router_headers(scope, router.header_names) if router.header_names else None
+        facts = None
+        if (expr := runtime.expression_router) is not None and expr.needs_request:
+            # Routes whose expressions read headers, query arguments or addresses.
+            facts = self.request_facts(scope, client_ip, trusted, query, server)
         decision = decide(
             runtime,
             method,
@@ -332,6 +351,7 @@ class Gateway(Exchange):
             scheme,
             route_headers,
             scope.get(SNI_KEY, ""),
+            facts,
         )
         if decision.__class__ is int:
             if decision == NO_ROUTE:

@@ -14,10 +14,12 @@ values would have to join the key).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from fastkong._core import load
+from fastkong.expression_router import ExpressionMatch
+from fastkong.expressions import Facts
 from fastkong.runtime import RoutePlan, Runtime
 
 if TYPE_CHECKING:
@@ -39,13 +41,58 @@ DECISION_CACHE_SIZE = 5000
 DECISION_CACHE_KEY_LIMIT = 512
 
 
+class RequestFacts:
+    """What an ``expression`` route may read of a request besides the routing inputs."""
+
+    __slots__ = ("headers", "query", "client", "server_ip")
+
+    def __init__(
+        self,
+        headers: Callable[[], Mapping[str, Sequence[str]]] | None,
+        query: bytes,
+        client: tuple[str, int] | None,
+        server_ip: str | None,
+    ) -> None:
+        #: Called at most once, when an expression reads a header: name -> values as sent.
+        self.headers = headers
+        self.query = query
+        self.client = client
+        self.server_ip = server_ip
+
+
+def request_facts(
+    headers: Sequence[tuple[bytes, bytes]],
+    query: bytes,
+    client: tuple[str, int] | None,
+    server_ip: str | None,
+) -> RequestFacts:
+    """:class:`RequestFacts` of a request's raw header list (ASGI's), read on first use.
+
+    ``client`` is nginx's ``$remote_addr`` (after ``trusted_ips`` and the real-IP header,
+    which is what Kong's ``net.src.ip`` is) with the peer's port.
+    """
+
+    def by_name() -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for name, value in headers:
+            found.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
+        return found
+
+    return RequestFacts(by_name, query, client, server_ip)
+
+
 class Decision:
     """A matched route: the plan, the router's match and the upstream path (no query)."""
 
     __slots__ = ("plan", "match", "path", "host", "upstream_path")
 
     def __init__(
-        self, plan: RoutePlan, match: RouteMatch, path: str, host: str, upstream_path: str | None
+        self,
+        plan: RoutePlan,
+        match: RouteMatch | ExpressionMatch,
+        path: str,
+        host: str,
+        upstream_path: str | None,
     ) -> None:
         self.plan = plan
         self.match = match
@@ -67,6 +114,7 @@ def decide(
     scheme: str,
     headers: Mapping[str, Sequence[str]] | None,
     sni: str | None = "",
+    request: RequestFacts | None = None,
 ) -> Decision | int:
     """Route one request; returns a :class:`Decision`, or ``BAD_PATH`` / ``NO_ROUTE``.
 
@@ -79,9 +127,17 @@ def decide(
     ``sni`` is the TLS server name of an ``https`` request: the client's (None when it sent
     none) when the edge terminated its TLS (proxy/edge.py); ``""`` when it is not known
     (Granian's TLS exposes none), and then the Host stands in for it.
+
+    ``request`` holds what routes with an ``expression`` may read beyond those (headers as
+    sent, query, addresses): given when ``runtime.expression_router.needs_request``.
     """
     cache = None
-    if headers is None and len(raw_path) + len(host_header) <= DECISION_CACHE_KEY_LIMIT:
+    expression_router = runtime.expression_router
+    if (
+        headers is None
+        and (expression_router is None or not expression_router.needs_request)
+        and len(raw_path) + len(host_header) <= DECISION_CACHE_KEY_LIMIT
+    ):
         key = (method, host_header, port, raw_path, scheme, sni)
         cache = runtime.decisions
         found: Decision | int | None = cache.get(key)
@@ -110,7 +166,23 @@ def decide(
             sni = host  # Granian does not expose the TLS server name: the Host stands in
         elif sni is None:
             sni = ""  # TLS without a server name: no ``snis`` route matches (Kong's is unset)
-        match = runtime.router.match(method, route_host, port, path, headers, sni)
+        match: RouteMatch | ExpressionMatch | None = None
+        if expression_router is not None:
+            facts = Facts(
+                method,
+                strip_port(host_header),
+                path,
+                scheme,
+                sni or None,
+                port,
+                headers=request.headers if request is not None else None,
+                query=request.query if request is not None else b"",
+                src=request.client if request is not None else None,
+                dst_ip=request.server_ip if request is not None else None,
+            )
+            match = expression_router.match(facts)
+        if match is None:
+            match = runtime.router.match(method, route_host, port, path, headers, sni)
         if match is None:
             result = NO_ROUTE
         else:

@@ -207,6 +207,11 @@ async def proxy(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None
             text = raw_name.decode("latin-1")
             if text in router.header_names:
                 route_headers.setdefault(text, []).append(raw_value.decode("latin-1").lower())
+    facts = None
+    if (expr := runtime.expression_router) is not None and expr.needs_request:
+        facts = gw.request_facts(
+            scope, client_ip, trusted, scope.get("query_string") or b"", server
+        )
     decision = decide(
         runtime,
         "GET",
@@ -216,6 +221,7 @@ async def proxy(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None
         scheme,
         route_headers,
         scope.get(SNI_KEY, ""),
+        facts,
     )
     if not isinstance(decision, Decision):
         if decision == NO_ROUTE:

@@ -159,13 +159,14 @@ def test_unsupported_flavor_is_refused(tmp_path: Path) -> None:
     for args, env in (
         (
             ["config", "explain", str(config), "--url", "http://x/"],
-            {"KONG_ROUTER_FLAVOR": "expressions"},
+            {"KONG_ROUTER_FLAVOR": "atc"},
         ),
-        (["start", "-c", str(config), "--router-flavor", "expressions"], {}),
+        (["start", "-c", str(config), "--router-flavor", "atc"], {}),
+        (["config", "validate", str(config), "--router-flavor", "atc"], {}),
     ):
         done = fastkong_cli(*args, env=env)
         assert done.returncode == 1
-        assert "router_flavor 'expressions' is not supported" in done.stderr
+        assert "router_flavor 'atc' is not supported" in done.stderr
 
 
 def test_explain_command_line(setup: tuple[Gateway, Path, str]) -> None:
