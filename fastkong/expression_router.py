@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from fastkong._core._router_py import RouteMatch
 from fastkong.expressions import REQUEST_FIELDS, Facts, Node, Result, evaluate, fields_of
 
 
@@ -50,35 +51,18 @@ class ExpressionRouter:
     def __repr__(self) -> str:
         return f"<ExpressionRouter routes={len(self.routes)} needs_request={self.needs_request}>"
 
-    def match(self, facts: Facts) -> ExpressionMatch | None:
-        """The first route whose expression holds, as the traditional router's matches read."""
+    def match(self, facts: Facts) -> RouteMatch | None:
+        """The first route whose expression holds, as the traditional router reports its
+        matches: ``path`` the part of the request path an ``http.path`` test matched (what
+        ``strip_path`` strips), ``captures`` the regex groups (Kong's ``uri_captures``)."""
         for route in self.routes:
             result = Result()
             if evaluate(route.node, facts, result):
                 found = result.path
-                return ExpressionMatch(
+                return RouteMatch(
                     route.key, found, len(found) if found else 0, result.captures or None
                 )
         return None
 
 
-class ExpressionMatch:
-    """A matched expression route, shaped as the compiled router's ``RouteMatch``: ``path`` is
-    the part of the request path an ``http.path`` test matched (what ``strip_path`` strips),
-    ``captures`` the regex groups (Kong's ``uri_captures``)."""
-
-    __slots__ = ("key", "path", "matched_len", "captures")
-
-    def __init__(
-        self, key: int, path: str | None, matched_len: int, captures: dict[int | str, str] | None
-    ) -> None:
-        self.key = key
-        self.path = path
-        self.matched_len = matched_len
-        self.captures = captures
-
-    def __repr__(self) -> str:
-        return f"<ExpressionMatch key={self.key} path={self.path!r} captures={self.captures!r}>"
-
-
-__all__ = ["ExpressionMatch", "ExpressionRoute", "ExpressionRouter"]
+__all__ = ["ExpressionRoute", "ExpressionRouter"]

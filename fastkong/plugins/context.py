@@ -12,7 +12,6 @@ from urllib.parse import parse_qsl
 
 if TYPE_CHECKING:
     from fastkong._core._router_py import RouteMatch
-    from fastkong.expression_router import ExpressionMatch
     from fastkong.plugins.base import Plugin
     from fastkong.runtime import RoutePlan, Runtime, ServicePlan
 
@@ -88,7 +87,7 @@ class RequestContext:
         scope: MutableMapping[str, Any],
         receive: Receive,
         route: RoutePlan,
-        match: RouteMatch | ExpressionMatch,
+        match: RouteMatch,
         path: str,
         host: str,
         port: int,

@@ -18,7 +18,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from fastkong._core import load
-from fastkong.expression_router import ExpressionMatch
 from fastkong.expressions import Facts
 from fastkong.runtime import RoutePlan, Runtime
 
@@ -89,7 +88,7 @@ class Decision:
     def __init__(
         self,
         plan: RoutePlan,
-        match: RouteMatch | ExpressionMatch,
+        match: RouteMatch,
         path: str,
         host: str,
         upstream_path: str | None,
@@ -166,7 +165,7 @@ def decide(
             sni = host  # Granian does not expose the TLS server name: the Host stands in
         elif sni is None:
             sni = ""  # TLS without a server name: no ``snis`` route matches (Kong's is unset)
-        match: RouteMatch | ExpressionMatch | None = None
+        match: RouteMatch | None = None
         if expression_router is not None:
             facts = Facts(
                 method,

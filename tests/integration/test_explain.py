@@ -12,8 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fastkong.cli import main
-from tests.helpers import ROOT, Echo, Gateway, fastkong_cli
+from tests.helpers import ROOT, Echo, Gateway, explain, fastkong_cli
 
 pytestmark = pytest.mark.integration
 
@@ -84,21 +83,6 @@ def setup(
     gw = Gateway(tmp_path_factory.mktemp("explain"), config, 1, "--router-flavor", flavor).start()
     yield gw, gw.config_path, flavor
     gw.stop()
-
-
-def explain(config: Path, method: str, url: str, headers: dict[str, str], flavor: str) -> dict:  # type: ignore[type-arg]
-    args = ["config", "explain", str(config), "--method", method, "--url", url]
-    args += ["--router-flavor", flavor]
-    for name, value in headers.items():
-        args += ["--header", f"{name}: {value}"]
-    import contextlib
-    import io
-
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as done:
-        main(args)
-    assert done.value.code == 0
-    return json.loads(out.getvalue())
 
 
 @pytest.mark.parametrize(("method", "target", "headers"), REQUESTS)

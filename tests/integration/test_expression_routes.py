@@ -4,17 +4,14 @@ client's address, https-only routes; and ``fastkong config explain`` agrees with
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from fastkong.cli import main
-from tests.helpers import Echo, Gateway, fastkong_cli
+from tests.helpers import Echo, Gateway, explain, fastkong_cli
 
 pytestmark = pytest.mark.integration
 
@@ -76,16 +73,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, echo: Echo) -> Iterator[Ga
     gw.stop()
 
 
-def explain(path: Path, method: str, url: str, headers: dict[str, str]) -> dict:  # type: ignore[type-arg]
-    args = ["config", "explain", str(path), "--method", method, "--url", url]
-    args += ["--router-flavor", "expressions"]
-    for name, value in headers.items():
-        args += ["--header", f"{name}: {value}"]
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as done:
-        main(args)
-    assert done.value.code == 0
-    return json.loads(out.getvalue())
+def predict(config: Path, method: str, url: str, headers: dict[str, str]) -> dict[str, Any]:
+    return explain(config, method, url, headers, "expressions")
 
 
 @pytest.mark.parametrize(("method", "target", "headers", "route", "upstream"), REQUESTS)
@@ -98,7 +87,7 @@ def test_the_proxy_routes_by_expression_and_explain_agrees(
     upstream: str | None,
 ) -> None:
     url = gateway.url(target)
-    predicted = explain(gateway.config_path, method, url, headers)
+    predicted = predict(gateway.config_path, method, url, headers)
     assert predicted["route"] == route
     answer = httpx.request(method, url, headers=headers)
     if route is None:
@@ -110,7 +99,7 @@ def test_the_proxy_routes_by_expression_and_explain_agrees(
 
 
 def test_captures_reach_uri_captures(gateway: Gateway) -> None:
-    predicted = explain(gateway.config_path, "GET", gateway.url("/users/7/x"), {})
+    predicted = predict(gateway.config_path, "GET", gateway.url("/users/7/x"), {})
     assert predicted["uri_captures"] == {"0": "/users/7", "1": "7", "id": "7"}
 
 

@@ -349,6 +349,16 @@ def _write_pair(pki: Pki, directory: Path) -> tuple[str, str]:
     return str(directory / "tls.crt"), str(directory / "tls.key")
 
 
+def webhook_controller(api: FakeApiServer, cert_file: str, key_file: str) -> Any:
+    """A controller on ``api`` serving the admission webhook on a free loopback port."""
+    return controller(
+        api,
+        admission_listen="127.0.0.1:0",
+        admission_cert_file=cert_file,
+        admission_key_file=key_file,
+    )
+
+
 async def _post(port: int, ca: str, body: Any) -> tuple[int, Any]:
     context = ssl.create_default_context(cadata=ca)
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -384,12 +394,7 @@ async def test_the_controller_serves_reviews_over_https(tmp_path: Path) -> None:
         backend(api, "echo", 9001)
         api.create(conf)
         api.create(reader)
-        async with controller(
-            api,
-            admission_listen="127.0.0.1:0",
-            admission_cert_file=cert_file,
-            admission_key_file=key_file,
-        ) as ctl:
+        async with webhook_controller(api, cert_file, key_file) as ctl:
             assert ctl.admission is not None
             port = ctl.admission.port
             await eventually(ctl.ready.is_set, what="caches synced")
@@ -425,12 +430,7 @@ async def test_reviews_before_the_caches_are_synced_are_allowed_with_a_warning(
     cert_file, key_file = _write_pair(pki, tmp_path)
     async with FakeApiServer() as api:
         api.fail("GET", "/ingresses", 500, times=10_000)  # the Ingress list never completes
-        async with controller(
-            api,
-            admission_listen="127.0.0.1:0",
-            admission_cert_file=cert_file,
-            admission_key_file=key_file,
-        ) as ctl:
+        async with webhook_controller(api, cert_file, key_file) as ctl:
             assert ctl.admission is not None
             bad = plugin("rl", plugin="rate-limiting", config={"minute": "often"})
             status, body = await _post(ctl.admission.port, pki.pem, _review(bad))
@@ -442,15 +442,7 @@ async def test_reviews_before_the_caches_are_synced_are_allowed_with_a_warning(
 async def test_a_renewed_certificate_is_served_to_new_connections(tmp_path: Path) -> None:
     first, second = Pki("first-ca"), Pki("second-ca")
     cert_file, key_file = _write_pair(first, tmp_path)
-    async with (
-        FakeApiServer() as api,
-        controller(
-            api,
-            admission_listen="127.0.0.1:0",
-            admission_cert_file=cert_file,
-            admission_key_file=key_file,
-        ) as ctl,
-    ):
+    async with FakeApiServer() as api, webhook_controller(api, cert_file, key_file) as ctl:
         server = ctl.admission
         assert server is not None
         review = _review(ingress("ok", "/ok", "echo"))
