@@ -14,7 +14,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fastkong._core._router_py import RouteMatch
-from fastkong.expressions import REQUEST_FIELDS, Facts, Node, Result, evaluate, fields_of
+from fastkong.expressions import (
+    REQUEST_FIELDS,
+    Facts,
+    Logical,
+    Node,
+    Result,
+    evaluate,
+    fields_of,
+)
 
 
 class ExpressionRoute:
@@ -32,13 +40,45 @@ class ExpressionRoute:
         return f"<ExpressionRoute key={self.key} priority={self.priority}>"
 
 
-class ExpressionRouter:
-    """The expression routes of one snapshot, in matching order."""
+def first_segment(node: Node) -> str | None:
+    """The first path segment every request this expression matches must have, when a test
+    ANDed at its top level fixes it (``http.path ^= "/users/..."``, ``http.path == "/users"``);
+    else None."""
+    if isinstance(node, Logical):
+        if node.op != "&&" or node.right is None:
+            return None
+        return first_segment(node.left) or first_segment(node.right)
+    if node.field != "http.path" or node.lower or node.any or not isinstance(node.value, str):
+        return None
+    value = node.value
+    if node.op not in ("^=", "==") or not value.startswith("/"):
+        return None
+    segment, slash, _ = value[1:].partition("/")
+    # A prefix that ends inside the segment ("/user" also takes "/users") fixes none.
+    return segment if slash or node.op == "==" else None
 
-    __slots__ = ("routes", "header_names", "needs_request")
+
+class ExpressionRouter:
+    """The expression routes of one snapshot, in matching order.
+
+    The order is a list to try one by one, so a request would test every route ahead of its
+    own. Most expressions pin the path's first segment; the routes are therefore also kept per
+    first segment, each list holding the routes of that segment and those pinning none, in the
+    same order: a request tries only the routes that could match it (tested against trying
+    them all in tests/unit/test_expression_router.py).
+    """
+
+    __slots__ = ("routes", "header_names", "needs_request", "_by_segment", "_unpinned")
 
     def __init__(self, routes: Sequence[ExpressionRoute]) -> None:
         self.routes = sorted(routes, key=lambda r: (r.priority, r.id), reverse=True)
+        pinned = {id(r): first_segment(r.node) for r in self.routes}
+        self._unpinned = tuple(r for r in self.routes if pinned[id(r)] is None)
+        self._by_segment: dict[str, tuple[ExpressionRoute, ...]] = {}
+        for segment in {s for s in pinned.values() if s is not None}:
+            self._by_segment[segment] = tuple(
+                r for r in self.routes if pinned[id(r)] in (segment, None)
+            )
         fields = set().union(*(fields_of(r.node) for r in routes)) if routes else set()
         #: The request headers some expression reads (lower case, ``-`` for ``_``).
         self.header_names = frozenset(
@@ -55,7 +95,8 @@ class ExpressionRouter:
         """The first route whose expression holds, as the traditional router reports its
         matches: ``path`` the part of the request path an ``http.path`` test matched (what
         ``strip_path`` strips), ``captures`` the regex groups (Kong's ``uri_captures``)."""
-        for route in self.routes:
+        segment = facts.path[1:].partition("/")[0]
+        for route in self._by_segment.get(segment, self._unpinned):
             result = Result()
             if evaluate(route.node, facts, result):
                 found = result.path
