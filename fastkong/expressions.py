@@ -12,7 +12,8 @@ the language as Kong's ``atc-router`` defines it, written from its grammar and i
 - **Values.** Strings ``"..."`` (escapes ``\\" \\\\ \\n \\r \\t``) and raw strings
   ``r#"..."#``; integers (decimal, ``0x`` hexadecimal, ``0``-prefixed octal, a leading ``-``);
   IPv4/IPv6 addresses and CIDRs, unquoted.
-- **Fields** (the HTTP schema of ``kong/router/fields.lua``): strings ``net.protocol``,
+- **Fields** (the schemas of ``kong/router/fields.lua``; a stream route has only the
+  ``net.*`` fields and ``tls.sni``): strings ``net.protocol``,
   ``tls.sni``, ``http.method``, ``http.host``, ``http.path``, ``http.path.segments.N`` and
   ``.N_M``, ``http.headers.<name>`` (lower case, ``_`` for ``-``), ``http.queries.<name>``;
   integers ``net.src.port``, ``net.dst.port``, ``http.path.segments.len``; addresses
@@ -44,6 +45,15 @@ IpNet = ipaddress.IPv4Network | ipaddress.IPv6Network
 IpAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 STRING, INT, IP = "String", "Int", "IpAddr"
+#: The stream schema's fields (tcp, tls, udp routes) and their types.
+STREAM_FIELDS: Final = {
+    "net.protocol": STRING,
+    "tls.sni": STRING,
+    "net.src.port": INT,
+    "net.dst.port": INT,
+    "net.src.ip": IP,
+    "net.dst.ip": IP,
+}
 #: The HTTP schema's fixed fields and their types (prefixed fields are typed in _field_type).
 FIELDS: Final = {
     "net.protocol": STRING,
@@ -286,17 +296,21 @@ def _literal(kind: str, text: str, where: int) -> Any:
     raise ExpressionError(f"expected a value at position {where}, found {text!r}")
 
 
-def parse(source: str) -> Node:
-    """The syntax tree of ``source``, type-checked; raises :class:`ExpressionError`."""
+def parse(source: str, *, stream: bool = False) -> Node:
+    """The syntax tree of ``source``, type-checked against the HTTP schema (or the stream
+    one: tcp, tls and udp routes have only the ``net.*`` and ``tls.sni`` fields); raises
+    :class:`ExpressionError`."""
     parser = _Parser(source)
     node = parser.expression()
     if parser.peek() is not None:
         raise parser.fail("'&&', '||' or the end")
-    _check(node)
+    _check(node, stream)
     return node
 
 
-def _field_type(field: str) -> str | None:
+def _field_type(field: str, stream: bool = False) -> str | None:
+    if stream:
+        return STREAM_FIELDS.get(field)
     if field in FIELDS:
         return FIELDS[field]
     if field.startswith(("http.headers.", "http.queries.")) and len(field) > 13:
@@ -316,14 +330,14 @@ def _value_type(value: Any) -> str:
     return IP
 
 
-def _check(node: Node) -> None:
+def _check(node: Node, stream: bool = False) -> None:
     """atc-router's semantic check, with its messages, and Kong's rule for segment fields."""
     if isinstance(node, Logical):
-        _check(node.left)
+        _check(node.left, stream)
         if node.right is not None:
-            _check(node.right)
+            _check(node.right, stream)
         return
-    ftype = _field_type(node.field)
+    ftype = _field_type(node.field, stream)
     if ftype is None:
         raise ExpressionError(_MSG_UNKNOWN_LHS)
     if node.field.startswith(_SEGMENTS) and node.field != "http.path.segments.len":

@@ -318,14 +318,9 @@ def _expression_checks(
         return
     if expression is None:
         return
-    if sub == "stream":
-        issues.field(
-            (*loc, "expression"),
-            "expressions on stream routes (tcp, tls, udp) are not supported by fastkong",
-        )
-        return
     try:
-        expressions.parse(expressions.route_expression(expression, prots))
+        amended = expressions.route_expression(expression, prots)
+        expressions.parse(amended, stream=sub == "stream")
     except expressions.ExpressionError as exc:
         issues.entity(loc, _EXPRESSION_FAILED + str(exc))
 

@@ -28,10 +28,14 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
+from fastkong.expressions import Facts, Node, Result, evaluate, parse, route_expression
+
 STREAM_PROTOCOLS: Final = frozenset({"tcp", "tls", "tls_passthrough"})
 UDP_PROTOCOLS: Final = frozenset({"udp"})
 
 _SNI_BIT: Final = 1 << 61
+#: Kong's EXPRESSION_ONLY_BIT (transform.lua): above every traditional stream priority.
+EXPRESSION_BIT: Final = 0xFF << 56
 _IP_BIT: Final = 1 << 3
 _PORT_BIT: Final = 1 << 2
 _CIDR_BIT: Final = 1 << 0
@@ -66,7 +70,7 @@ class StreamRoute:
     """A stream route as the router tests it (``route`` is the config entity)."""
 
     __slots__ = ("route", "id", "name", "protocols", "exact", "suffixes", "prefixes", "sources",
-                 "destinations", "priority")  # fmt: skip
+                 "destinations", "priority", "expression")  # fmt: skip
 
     def __init__(self, route: Any) -> None:
         self.route = route
@@ -95,6 +99,14 @@ class StreamRoute:
         self.priority = stream_priority(
             bool(route.snis), route.sources or (), route.destinations or ()
         )
+        #: An ``expression`` (router_flavor = expressions; the config layer admits one only
+        #: then): tried before every route of the traditional fields, by its ``priority``.
+        self.expression: Node | None = None
+        text = getattr(route, "expression", None)
+        if isinstance(text, str):
+            protocols = list(route.protocols)
+            self.expression = parse(route_expression(text, protocols), stream=True)
+            self.priority = EXPRESSION_BIT | (route.priority or 0)
 
     def __repr__(self) -> str:
         return f"<StreamRoute {self.name or self.id} {sorted(self.protocols)} p={self.priority:#x}>"
@@ -106,7 +118,13 @@ class StreamRoute:
     def matches(
         self, sni: str | None, src: Address | None, src_port: int, dst: Address | None,
         dst_port: int,
+        scheme: str = "tcp",
     ) -> bool:  # fmt: skip
+        if self.expression is not None:
+            facts = Facts(
+                "", "", "", scheme, sni, dst_port, src=(str(src), src_port), dst_ip=str(dst)
+            )
+            return evaluate(self.expression, facts, Result())
         if sni is not None and self.has_snis:
             if not (
                 sni in self.exact
@@ -138,10 +156,11 @@ def _ip_weight(entries: Sequence[Any]) -> int:
 class StreamRouter:
     """The stream routes of one config snapshot, in the order they are tried."""
 
-    __slots__ = ("routes",)
+    __slots__ = ("routes", "udp")
 
     def __init__(self, routes: Iterable[Any], protocols: frozenset[str] = STREAM_PROTOCOLS) -> None:
         """The ``routes`` that take one of ``protocols`` (the tcp/tls ones, or ``udp``)."""
+        self.udp = protocols == UDP_PROTOCOLS
         found = [StreamRoute(r) for r in routes if protocols & set(r.protocols)]
         found.sort(key=lambda r: (r.priority, uuid.UUID(r.id).int), reverse=True)
         self.routes = tuple(found)
@@ -159,8 +178,10 @@ class StreamRouter:
         src = _address(src_ip)
         dst = _address(dst_ip)
         name = sni.lower() if sni is not None else None
+        # Kong's stream scheme, what an expression's net.protocol reads (atc.lua, exec).
+        scheme = "udp" if self.udp else ("tls" if sni else "tcp")
         for route in self.routes:
-            if route.matches(name, src, src_port, dst, dst_port):
+            if route.matches(name, src, src_port, dst, dst_port, scheme):
                 return route
         return None
 

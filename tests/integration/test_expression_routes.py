@@ -4,6 +4,7 @@ client's address, https-only routes; and ``fastkong config explain`` agrees with
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,17 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import Echo, Gateway, explain, fastkong_cli
+from tests.helpers import (
+    Echo,
+    Gateway,
+    TaggedEcho,
+    eventually,
+    explain,
+    fastkong_cli,
+    free_port,
+    tag_and_echo,
+    wait_port,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -117,3 +128,40 @@ def test_validate_knows_the_flavor(tmp_path: Path, echo: Echo) -> None:
     done = fastkong_cli("config", "validate", str(path))
     assert done.returncode == 1
     assert "services[0].routes[0].expression: unknown field" in done.stdout
+
+
+def test_stream_routes_by_expression(tmp_path: Path) -> None:
+    """A tcp listener: two expression routes on the listener's port, by priority and by the
+    client's address, ahead of a traditional route for the same port."""
+    a, b, c = (TaggedEcho(tag).start() for tag in "ABC")
+    port = free_port()
+    text = f"""
+_format_version: "3.0"
+services:
+- {{name: a, protocol: tcp, host: 127.0.0.1, port: {a.port}, routes: [{{name: a, protocols: [tcp],
+    expression: "net.dst.port == {port} && net.src.ip in 127.0.0.0/8", priority: 2}}]}}
+- {{name: b, protocol: tcp, host: 127.0.0.1, port: {b.port}, routes: [{{name: b, protocols: [tcp],
+    expression: "net.dst.port == {port}", priority: 1}}]}}
+- {{name: c, protocol: tcp, host: 127.0.0.1, port: {c.port}, routes: [{{name: c, protocols: [tcp],
+    destinations: [{{port: {port}}}]}}]}}
+"""
+    gw = Gateway(
+        tmp_path, text, 1, "--router-flavor", "expressions", "--stream-listen", f"127.0.0.1:{port}"
+    )
+    try:
+        gw.start()
+        wait_port(port, proc=gw.proc)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            assert tag_and_echo(sock, b"hi") == (b"A", b"hi")
+        # Without route a, the next priority takes it; the traditional route comes last.
+        gw.config_path.write_text(text.replace("127.0.0.0/8", "10.0.0.0/8"))
+
+        def tag() -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                return tag_and_echo(sock, b"x")[0]
+
+        eventually(lambda: tag() == b"B")  # route b, after the reload
+    finally:
+        gw.stop()
+        for server in (a, b, c):
+            server.stop()

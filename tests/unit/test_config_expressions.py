@@ -96,8 +96,40 @@ def test_field_errors() -> None:
             "services[0].routes[0]: must set one of 'methods', 'hosts', 'headers', 'paths', "
             "'snis', 'expression' when 'protocols' is 'https'"
         ]
-        stream = {"name": "t", "protocols": ["tcp"], "expression": "net.dst.port == 5432"}
+        # A stream route's expression has only the stream schema's fields.
+        stream = {"name": "t", "protocols": ["tcp"], "expression": 'http.path == "/"'}
         assert errors(config(stream)) == [
-            "services[0].routes[0].expression: expressions on stream routes (tcp, tls, udp) "
-            "are not supported by fastkong"
+            "services[0].routes[0]: Router Expression failed validation: Unknown LHS field"
         ]
+
+
+def test_stream_expression_routes() -> None:
+    """tcp, tls and udp routes by expression, before the traditional ones, with Kong's stream
+    ``net.protocol`` (udp; tls when the client sent an SNI; else tcp)."""
+    from fastkong.stream.router import UDP_PROTOCOLS, StreamRouter  # noqa: PLC0415
+
+    routes = [
+        {"name": "pg", "protocols": ["tcp"], "expression": "net.dst.port == 5432", "priority": 1},
+        {
+            "name": "internal",
+            "protocols": ["tcp", "tls"],
+            "expression": 'net.src.ip in 10.0.0.0/8 && tls.sni =^ ".internal"',
+            "priority": 2,
+        },
+        {"name": "dns", "protocols": ["udp"], "expression": "net.dst.port == 53"},
+        {"name": "classic", "protocols": ["tcp"], "destinations": [{"port": 5432}]},
+    ]
+    with using_router_flavor("expressions"):
+        loaded = load_config(config(*routes))
+    tcp = StreamRouter(loaded.config.routes)
+    udp = StreamRouter(loaded.config.routes, UDP_PROTOCOLS)
+
+    def name(router: StreamRouter, sni: str | None, src: str, port: int) -> str | None:
+        found = router.match(sni, src, 40000, "127.0.0.1", port)
+        return found.name if found is not None else None
+
+    assert name(tcp, None, "192.0.2.1", 5432) == "pg"  # ahead of the traditional route
+    assert name(tcp, "db.internal", "10.1.1.1", 5432) == "internal"  # higher priority
+    assert name(tcp, "db.internal", "192.0.2.1", 9999) is None
+    assert name(udp, None, "192.0.2.1", 53) == "dns"
+    assert name(udp, None, "192.0.2.1", 5432) is None
