@@ -11,6 +11,7 @@ the config was loaded and again here; a request pays one evaluation per route tr
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from fastkong._core._router_py import RouteMatch
@@ -48,14 +49,24 @@ def first_segment(node: Node) -> str | None:
         if node.op != "&&" or node.right is None:
             return None
         return first_segment(node.left) or first_segment(node.right)
-    if node.field != "http.path" or node.lower or node.any or not isinstance(node.value, str):
+    if node.field != "http.path" or node.lower or node.any:
         return None
     value = node.value
-    if node.op not in ("^=", "==") or not value.startswith("/"):
+    if node.op == "~" and isinstance(value, re.Pattern):
+        # A regex anchored with a literal first segment: "^/users/...", "^/users$".
+        m = _ANCHORED_SEGMENT.match(value.pattern)
+        if m is None or "|" in value.pattern or value.flags & re.IGNORECASE:
+            return None  # (an alternative may start elsewhere: "^/a/|^/b/")
+        return m.group(1)
+    if node.op not in ("^=", "==") or not isinstance(value, str) or not value.startswith("/"):
         return None
     segment, slash, _ = value[1:].partition("/")
     # A prefix that ends inside the segment ("/user" also takes "/users") fixes none.
     return segment if slash or node.op == "==" else None
+
+
+#: ``^/`` then a first segment of plain characters (no regex syntax), then ``/`` or ``$``.
+_ANCHORED_SEGMENT = re.compile(r"\^/([A-Za-z0-9_~-]+)(?:/|\$)")
 
 
 class ExpressionRouter:

@@ -17,6 +17,12 @@ PATH_TESTS = [
     'http.path ^= "/b/c"',
     'http.path == "/b"',
     'http.path ~ "^/a"',
+    'http.path ~ "^/a/"',
+    'http.path ~ "^/b$"',
+    'http.path ~ "^/b/c?"',
+    'http.path ~ "/a/"',
+    'http.path ~ "(?i)^/a/"',
+    'http.path ~ "^/a/|^/b"',
     'lower(http.path) ^= "/b/"',
     'http.path ^= "/"',
 ]
@@ -74,7 +80,13 @@ def test_which_tests_pin_a_segment() -> None:
     assert pinned('http.path ^= "/users/" || http.host == "x"') is None
     assert pinned('!(http.path ^= "/users/")') is None
     assert pinned('lower(http.path) ^= "/users/"') is None
-    assert pinned('http.path ~ "^/users/"') is None
+    assert pinned('http.path ~ "^/users/"') == "users"
+    assert pinned('http.path ~ "^/users$"') == "users"
+    assert pinned('http.path ~ "^/users"') is None
+    assert pinned('http.path ~ "^/us.rs/"') is None  # regex syntax in the segment
+    assert pinned('http.path ~ "/users/"') is None  # not anchored
+    assert pinned('http.path ~ "(?i)^/users/"') is None
+    assert pinned('http.path ~ "^/users/|^/admin/"') is None
 
 
 def test_priority_then_the_larger_id() -> None:
