@@ -46,9 +46,9 @@ def first_segment(node: Node) -> str | None:
     ANDed at its top level fixes it (``http.path ^= "/users/..."``, ``http.path == "/users"``);
     else None."""
     if isinstance(node, Logical):
-        if node.op != "&&" or node.right is None:
+        if node.op != "&&":
             return None
-        return first_segment(node.left) or first_segment(node.right)
+        return next((s for item in node.items if (s := first_segment(item)) is not None), None)
     if node.field != "http.path" or node.lower or node.any:
         return None
     value = node.value

@@ -6,9 +6,10 @@ the language as Kong's ``atc-router`` defines it, written from its grammar and i
 
 - **Grammar.** ``expression := term (("&&" | "||") term)*``; ``term := predicate |
   "!"? "(" expression ")"``; ``predicate := lhs op rhs``; ``lhs := field | func "(" lhs ")"``
-  with the functions ``lower`` and ``any``. Both logical operators associate to the left and
-  ``||`` binds *tighter* than ``&&`` (atc-router's Pratt table lists ``&&`` first, lowest):
-  ``a && b || c`` is ``a && (b || c)``. ``!`` only negates a parenthesised expression.
+  with the functions ``lower`` and ``any``. ``||`` binds *tighter* than ``&&`` (atc-router's
+  Pratt table lists ``&&`` first, lowest): ``a && b || c`` is ``a && (b || c)``. ``!`` only
+  negates a parenthesised expression. Chains are n-ary nodes, so a generated expression of
+  thousands of terms is no deeper than its parentheses (at most :data:`MAX_DEPTH`).
 - **Values.** Strings ``"..."`` (escapes ``\\" \\\\ \\n \\r \\t``) and raw strings
   ``r#"..."#``; integers (decimal, ``0x`` hexadecimal, ``0``-prefixed octal, a leading ``-``);
   IPv4/IPv6 addresses and CIDRs, unquoted.
@@ -106,17 +107,17 @@ class Predicate:
 
 
 class Logical:
-    """``a && b``, ``a || b`` or ``!(a)`` (``right`` None)."""
+    """``a && b && ...``, ``a || b || ...`` (n-ary: a long chain is a list, not a deep tree)
+    or ``!(a)`` (one item)."""
 
-    __slots__ = ("op", "left", "right")
+    __slots__ = ("op", "items")
 
-    def __init__(self, op: str, left: Node, right: Node | None = None) -> None:
+    def __init__(self, op: str, items: Sequence[Node]) -> None:
         self.op = op
-        self.left = left
-        self.right = right
+        self.items = tuple(items)
 
     def __repr__(self) -> str:
-        return f"<Logical {self.op}>"
+        return f"<Logical {self.op} x{len(self.items)}>"
 
 
 Node = Predicate | Logical
@@ -139,6 +140,9 @@ _TOKEN = re.compile(
     """,
     re.VERBOSE | re.DOTALL,
 )
+#: Parentheses (and transformation calls) one expression may nest: deeper is refused rather
+#: than met with the interpreter's recursion limit.
+MAX_DEPTH: Final = 64
 _ESCAPES: Final = {'"': '"', "\\": "\\", "n": "\n", "r": "\r", "t": "\t"}
 _BINARY: Final = frozenset({"==", "!=", "~", "^=", "=^", ">=", ">", "<=", "<"})
 
@@ -161,6 +165,7 @@ class _Parser:
     def __init__(self, source: str) -> None:
         self.tokens = _tokens(source)
         self.at = 0
+        self.depth = 0
 
     def peek(self) -> tuple[str, str, int] | None:
         return self.tokens[self.at] if self.at < len(self.tokens) else None
@@ -178,17 +183,21 @@ class _Parser:
             return ExpressionError(f"expected {expected} at the end of the expression")
         return ExpressionError(f"expected {expected} at position {token[2]}, found {token[1]!r}")
 
-    def expression(self, min_level: int = 0) -> Node:
-        # Pratt parsing with atc-router's levels: "&&" 1 (lowest), "||" 2; both left-assoc.
-        left = self.term()
-        while (token := self.peek()) is not None and token[1] in ("&&", "||"):
-            level = 1 if token[1] == "&&" else 2
-            if level < min_level:
-                break
+    def expression(self) -> Node:
+        # atc-router's precedence: "&&" lowest, then "||" (both associative, so a chain of
+        # either is one n-ary node): a && b || c is a && (b || c).
+        items = [self.disjunction()]
+        while (token := self.peek()) is not None and token[1] == "&&":
             self.take()
-            right = self.expression(level + 1)
-            left = Logical(token[1], left, right)
-        return left
+            items.append(self.disjunction())
+        return items[0] if len(items) == 1 else Logical("&&", items)
+
+    def disjunction(self) -> Node:
+        items = [self.term()]
+        while (token := self.peek()) is not None and token[1] == "||":
+            self.take()
+            items.append(self.term())
+        return items[0] if len(items) == 1 else Logical("||", items)
 
     def term(self) -> Node:
         token = self.peek()
@@ -196,7 +205,7 @@ class _Parser:
             self.take()
             if (nxt := self.peek()) is None or nxt[1] != "(":
                 raise self.fail("'(' after '!'")
-            return Logical("!", self.parenthesised())
+            return Logical("!", [self.parenthesised()])
         if token is not None and token[1] == "(":
             return self.parenthesised()
         if token is None or token[0] != "ident":
@@ -205,7 +214,11 @@ class _Parser:
 
     def parenthesised(self) -> Node:
         self.take()  # "("
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise ExpressionError(f"expression nested too deeply (at most {MAX_DEPTH} levels)")
         inner = self.expression()
+        self.depth -= 1
         token = self.peek()
         if token is None or token[1] != ")":
             raise self.fail("')'")
@@ -236,7 +249,11 @@ class _Parser:
         if name not in ("lower", "any"):
             raise ExpressionError(f"unknown transformation function: {name}")
         self.take()
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise ExpressionError(f"expression nested too deeply (at most {MAX_DEPTH} levels)")
         field, lower, any_ = self.lhs()
+        self.depth -= 1
         if (close := self.peek()) is None or close[1] != ")":
             raise self.fail("')'")
         self.take()
@@ -333,9 +350,8 @@ def _value_type(value: Any) -> str:
 def _check(node: Node, stream: bool = False) -> None:
     """atc-router's semantic check, with its messages, and Kong's rule for segment fields."""
     if isinstance(node, Logical):
-        _check(node.left, stream)
-        if node.right is not None:
-            _check(node.right, stream)
+        for item in node.items:
+            _check(item, stream)
         return
     ftype = _field_type(node.field, stream)
     if ftype is None:
@@ -365,10 +381,7 @@ def fields_of(node: Node) -> set[str]:
     """The fields an expression reads."""
     if isinstance(node, Predicate):
         return {node.field}
-    found = fields_of(node.left)
-    if node.right is not None:
-        found |= fields_of(node.right)
-    return found
+    return set().union(*(fields_of(item) for item in node.items))
 
 
 # -- Kong's amendments (kong/router/expressions.lua, transform.lua) ------------------------------
@@ -525,12 +538,11 @@ class Result:
 def evaluate(node: Node, facts: Facts, result: Result) -> bool:
     """Whether ``node`` holds for ``facts``; fills ``result`` as atc-router's interpreter does."""
     if isinstance(node, Logical):
-        right = node.right
-        if right is None:  # "!"
-            return not evaluate(node.left, facts, result)
         if node.op == "&&":
-            return evaluate(node.left, facts, result) and evaluate(right, facts, result)
-        return evaluate(node.left, facts, result) or evaluate(right, facts, result)
+            return all(evaluate(item, facts, result) for item in node.items)
+        if node.op == "||":
+            return any(evaluate(item, facts, result) for item in node.items)
+        return not evaluate(node.items[0], facts, result)
     values = facts.values(node.field)
     if not values:
         return False

@@ -27,9 +27,9 @@ def shape(node: Any) -> str:
     if isinstance(node, Predicate):
         return node.field
     assert isinstance(node, Logical)
-    if node.right is None:
-        return f"!({shape(node.left)})"
-    return f"({shape(node.left)} {node.op} {shape(node.right)})"
+    if node.op == "!":
+        return f"!({shape(node.items[0])})"
+    return "(" + f" {node.op} ".join(shape(item) for item in node.items) + ")"
 
 
 def facts(**kw: Any) -> Facts:
@@ -64,6 +64,10 @@ def test_or_binds_tighter_than_and_as_in_atc_router() -> None:
     )
     assert shape(parse('!(http.host == "a") && (http.path == "b" && tls.sni == "c")')) == (
         "(!(http.host) && (http.path && tls.sni))"
+    )
+    # Chains are flat.
+    assert shape(parse('http.host == "a" && http.path == "b" && tls.sni == "c"')) == (
+        "(http.host && http.path && tls.sni)"
     )
     # So a request to another host with method c does not match `a && b || c`.
     assert not holds('http.host == "a" && http.path == "b" || http.method == "GET"')
@@ -147,6 +151,29 @@ def test_kongs_amendments() -> None:
     # As concatenated: with atc-router's precedence the appended test binds to the last term.
     node = parse(route_expression('http.path == "/a" || http.path == "/b"', ["http"]))
     assert shape(node) == "((http.path || http.path) && net.protocol)"
+
+
+def test_long_chains_and_deep_nesting() -> None:
+    """A generated expression of thousands of terms parses and runs (no recursion per term);
+    nesting past MAX_DEPTH is refused with a message, not a RecursionError."""
+    chain = " && ".join(['http.path ^= "/"'] * 5000)
+    assert holds(chain)
+    assert not holds(chain + ' && http.method == "POST"')
+    assert holds(" || ".join(['http.method == "POST"'] * 5000 + ['http.method == "GET"']))
+    nested = "(" * 64 + 'http.path ^= "/"' + ")" * 64
+    assert holds(nested)
+    with pytest.raises(ExpressionError, match="nested too deeply"):
+        parse("(" * 65 + 'http.path ^= "/"' + ")" * 65)
+    with pytest.raises(ExpressionError, match="nested too deeply"):
+        parse("lower(" * 65 + "http.path" + ")" * 65 + ' == "/"')
+
+
+@given(st.text(alphabet=list('()!&|=~^<>" #rabc.hpt_0123456789/:-\\'), max_size=60))
+def test_any_text_parses_or_is_refused_with_an_expression_error(text: str) -> None:
+    try:
+        parse(text)
+    except ExpressionError:
+        pass
 
 
 # -- evaluation ----------------------------------------------------------------------------------
