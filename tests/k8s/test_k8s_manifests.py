@@ -1037,3 +1037,55 @@ def test_chart_operations_objects_fit_together() -> None:
     chart = Chart.load(str(CHART))
     with pytest.raises(Exception, match="fastkong"):
         chart.validate_schema({"serviceMonitor": {"interval": "soon"}})
+
+
+WEBHOOK_EXAMPLE = REPO / "configs" / "kubernetes" / "examples" / "admission-webhook"
+
+
+def test_the_kustomize_webhook_example_matches_the_chart() -> None:
+    """The cert-manager example for kustomize users: valid objects, the same webhooks as the
+    chart's, and a certificate for the Service's name in the Secret the controller mounts."""
+    objs = kustomize(WEBHOOK_EXAMPLE)
+    for obj in objs:
+        if not obj["apiVersion"].startswith("cert-manager.io/"):
+            check_builtin(obj)
+    by_kind = {
+        o["kind"]: o for o in objs if o["kind"] != "Service" or "webhook" in o["metadata"]["name"]
+    }
+    example = by_kind["ValidatingWebhookConfiguration"]
+    chart = _webhook_objects(render_chart(CHART_VALUES["deployment-with-controller"]))
+    chart_config = chart["ValidatingWebhookConfiguration"]
+
+    def hooks(config: dict[str, Any]) -> list[Any]:
+        return [
+            (h["name"], h["rules"], h.get("objectSelector"), h["failurePolicy"])
+            for h in config["webhooks"]
+        ]
+
+    assert hooks(example) == hooks(chart_config)
+    assert example["metadata"]["name"] == chart_config["metadata"]["name"]
+    certificate = by_kind["Certificate"]
+    namespace, name = example["metadata"]["annotations"]["cert-manager.io/inject-ca-from"].split(
+        "/"
+    )
+    assert (namespace, name) == ("fastkong", certificate["metadata"]["name"])
+    service = by_kind["Service"]
+    assert f"{service['metadata']['name']}.fastkong.svc" in certificate["spec"]["dnsNames"]
+    controller = next(
+        o
+        for o in objs
+        if o["kind"] == "Deployment" and o["metadata"]["name"] == "fastkong-controller"
+    )
+    pod = controller["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "webhook-cert")
+    assert volume["secret"]["secretName"] == certificate["spec"]["secretName"]
+    container = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert env["CONTROLLER_ADMISSION_WEBHOOK_LISTEN"] == f"0.0.0.0:{ports['webhook']}"
+    assert service["spec"]["selector"].items() <= pod_labels(controller).items()
+
+
+def pod_labels(workload: dict[str, Any]) -> dict[str, str]:
+    labels: dict[str, str] = workload["spec"]["template"]["metadata"]["labels"]
+    return labels
