@@ -224,9 +224,9 @@ def process_route(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) ->
             if name in fields:
                 issues.field((*loc, name), E.UNKNOWN)
                 skip.add(name)
-    else:  # Kong's defaults under the expressions flavor
-        if fields.get("priority") is None:
-            fields["priority"] = 0
+    else:  # Kong's defaults under the expressions flavor (an explicit null priority is an
+        # error: the field is required, with a default)
+        fields.setdefault("priority", 0)
         fields.setdefault("expression", None)
     for name, message in _NULLED[sub].items():
         if fields.get(name) is not None:

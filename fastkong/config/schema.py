@@ -131,7 +131,9 @@ class Route(Base, kw_only=True, frozen=True):
     # check reports them as unknown fields and they stay UNSET, left out of every encoding,
     # as Kong's schema has no such fields then.
     expression: str | None | UnsetType = UNSET
-    priority: Annotated[int, Meta(ge=0, le=2**46 - 1)] | UnsetType = UNSET
+    priority: Annotated[int, Meta(ge=0, le=2**46 - 1, extra={"kong_required": True})] | (
+        UnsetType
+    ) = UNSET
 
 
 # -- upstreams and targets -------------------------------------------------------------------

@@ -133,3 +133,70 @@ def test_stream_expression_routes() -> None:
     assert name(tcp, "db.internal", "192.0.2.1", 9999) is None
     assert name(udp, None, "192.0.2.1", 53) == "dns"
     assert name(udp, None, "192.0.2.1", 5432) is None
+
+
+# -- Kong's own schema spec (spec/01-unit/01-db/01-schema/06-routes_spec.lua), ported ----------
+
+VALID_UNDER_EXPRESSIONS = [
+    ("http", '(http.method == "GET")'),
+    ("http", '!(http.method == "GET") && !(http.host == "example.com") && !(http.path ^= "/foo")'),
+    ("grpc", 'http.method == "GET" && net.port == 8000'),  # (deprecated name, still taken)
+    ("https", 'http.method == "GET" && net.src.ip == 1.2.3.4 && net.src.port == 80'),
+    ("grpcs", 'http.method == "GET" && net.dst.ip == 1.2.3.4 && net.dst.port == 80'),
+    ("grpcs", 'http.path.segments.0 == "foo"'),
+    ("grpcs", 'http.path.segments.1 ^= "bar"'),
+    ("grpcs", 'http.path.segments.20_30 ~ r#"x/y"#'),
+    ("grpcs", "http.path.segments.len == 10"),
+]
+WRONG_SEGMENTS = [
+    "http.path.segments.len0   == 10",
+    "http.path.segments.len_a  == 10",
+    'http.path.segments.len    == "10"',
+    'http.path.segments.       == "foo"',
+    'http.path.segments.abc    == "foo"',
+    'http.path.segments.a_c    == "foo"',
+    'http.path.segments.1_2_3  == "foo"',
+    'http.path.segments.1_     == "foo"',
+    'http.path.segments._1     == "foo"',
+    'http.path.segments.2_1    == "foo"',
+    'http.path.segments.1_1    == "foo"',
+    'http.path.segments.01_2   == "foo"',
+    'http.path.segments.001_2  == "foo"',
+    'http.path.segments.1_03   == "foo"',
+]
+
+
+@pytest.mark.parametrize(("protocol", "expression"), VALID_UNDER_EXPRESSIONS)
+def test_kong_spec_valid_expressions(protocol: str, expression: str) -> None:
+    route = {"name": "r", "protocols": [protocol], "expression": expression, "priority": 100}
+    if protocol.startswith("grpc"):
+        route["strip_path"] = False
+    with using_router_flavor("expressions"):
+        loaded = load_config(config(route))
+    assert loaded.config.routes[0].expression == expression
+
+
+@pytest.mark.parametrize("expression", WRONG_SEGMENTS)
+def test_kong_spec_wrong_segment_fields(expression: str) -> None:
+    route = {"name": "r", "protocols": ["http"], "expression": expression, "priority": 100}
+    with using_router_flavor("expressions"):
+        found = errors(config(route))
+    assert len(found) == 1
+    assert found[0].startswith("services[0].routes[0]: Router Expression failed validation: ")
+
+
+def test_kong_spec_priority_and_missing_fields() -> None:
+    with using_router_flavor("expressions"):
+        # Required, with a default: absent is 0, null is an error; above 2^46 - 1 too.
+        assert errors(config({**EXPR, "priority": None})) == [
+            "services[0].routes[0].priority: required field missing"
+        ]
+        assert (
+            load_config(config({"name": "e", "expression": EXPR["expression"]}))
+            .config.routes[0]
+            .priority
+            == 0
+        )
+        # "fails given an invalid expression"
+        found = errors(config({**EXPR, "expression": '(http.method == "GET") &&'}))
+        assert found[0].startswith("services[0].routes[0]: Router Expression failed validation")
