@@ -637,22 +637,27 @@ def in_own_network(tmp_path: Path) -> bool:
     return False
 
 
-def explain(
-    config: Path, method: str, url: str, headers: dict[str, str], flavor: str
-) -> dict[str, Any]:
-    """``fastkong config explain`` run in this process: its JSON answer."""
+def cli_json(args: list[str]) -> dict[str, Any]:
+    """A ``fastkong`` command run in this process (it must exit 0): its JSON answer."""
     import contextlib  # noqa: PLC0415
     import io  # noqa: PLC0415
 
     from fastkong.cli import main  # noqa: PLC0415
 
-    args = ["config", "explain", str(config), "--method", method, "--url", url]
-    args += ["--router-flavor", flavor]
-    for name, value in headers.items():
-        args += ["--header", f"{name}: {value}"]
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as done:
         main(args)
     assert done.value.code == 0
     answer: dict[str, Any] = json.loads(out.getvalue())
     return answer
+
+
+def explain(
+    config: Path, method: str, url: str, headers: dict[str, str], flavor: str
+) -> dict[str, Any]:
+    """``fastkong config explain`` run in this process: its JSON answer."""
+    args = ["config", "explain", str(config), "--method", method, "--url", url]
+    args += ["--router-flavor", flavor]
+    for name, value in headers.items():
+        args += ["--header", f"{name}: {value}"]
+    return cli_json(args)

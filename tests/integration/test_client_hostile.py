@@ -17,8 +17,6 @@ query, Host) with what ``fastkong config explain`` computes for the same request
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import socket
@@ -32,14 +30,13 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from fastkong.cli import main
 from fastkong.plugins.bundled.key_auth import (
     ERR_DUPLICATE_API_KEY,
     ERR_INVALID_AUTH_CRED,
     ERR_NO_API_KEY,
 )
 from fastkong.proxy import errors
-from tests.helpers import Echo, Gateway
+from tests.helpers import Echo, Gateway, cli_json
 
 pytestmark = pytest.mark.integration
 
@@ -732,12 +729,7 @@ def explain(
     ]
     for name, value in headers:
         args += ["--header", f"{os.fsdecode(name)}: {os.fsdecode(value)}"]
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as done:
-        main(args)
-    assert done.value.code == 0
-    result: dict[str, Any] = json.loads(out.getvalue())
-    return result
+    return cli_json(args)
 
 
 @settings(
