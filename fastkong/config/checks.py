@@ -260,7 +260,7 @@ def check_router_path(path: str) -> str | None:
     try:
         compile_path_regex(regex)
     except re.error as exc:
-        return f"invalid regex: '{regex}' (PCRE returned: {exc})"
+        return f"invalid regex: '{regex}' (PCRE returned: {_pcre_compile_failure(regex, exc)})"
     except OverflowError:  # a {n} count beyond Python's limit (PCRE2's is 65535)
         return f"invalid regex: '{regex}' (PCRE returned: number too big in {{}} quantifier)"
     except RecursionError:  # PCRE2 stops at 250 nested groups
@@ -269,6 +269,37 @@ def check_router_path(path: str) -> str | None:
 
 
 _NAMED_GROUP = re.compile(r"\(\?<(?=[A-Za-z_])")
+
+
+#: Python's ``re`` compile errors, by the start of their message, as PCRE2 words the same
+#: mistake (``pcre2_error.c``): users search for the message Kong prints.
+_PCRE2_MESSAGES: Final = (
+    ("missing ), unterminated subpattern", "missing closing parenthesis"),
+    ("unbalanced parenthesis", "unmatched closing parenthesis"),
+    ("nothing to repeat", "quantifier does not follow a repeatable item"),
+    ("multiple repeat", "quantifier does not follow a repeatable item"),
+    ("unterminated character set", "missing terminating ] for character class"),
+    ("bad character range", "range out of order in character class"),
+    ("min repeat greater than max repeat", "numbers out of order in {} quantifier"),
+    ("missing group name", "subpattern name expected"),
+    ("unknown extension ?<>", "subpattern name expected"),
+    ("bad escape", "unrecognized character follows \\"),
+    ("unknown group name", "reference to non-existent subpattern"),
+    ("invalid group reference", "reference to non-existent subpattern"),
+    (
+        "redefinition of group name",
+        "two named subpatterns have the same name (PCRE2_DUPNAMES not set)",
+    ),
+)
+
+
+def _pcre_compile_failure(regex: str, exc: re.error) -> str:
+    """What OpenResty's ``ngx.re`` says of a pattern PCRE2 refuses (``pcre2_compile() failed:
+    <reason> in "<pattern>"``); Python's own words where no PCRE2 wording is known."""
+    for python, pcre in _PCRE2_MESSAGES:
+        if exc.msg.startswith(python):
+            return f'pcre2_compile() failed: {pcre} in "{regex}"'
+    return str(exc)
 
 
 def compile_path_regex(regex: str) -> re.Pattern[str]:

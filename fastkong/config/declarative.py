@@ -38,6 +38,7 @@ from fastkong.config.schema import ENTITY_STRUCTS, Base, Config
 from fastkong.config.validate import Issues, convert
 
 _LAST: Final = 1 << 30
+_STAND_IN_ID: Final = "00000000-0000-0000-0000-000000000000"
 _CHILDREN: Final = {parent: dict(children) for parent, children in CHILDREN.items()}
 
 
@@ -146,9 +147,12 @@ class _Builder:
             fields.pop(extra, None)
         own = dict(fields)
         named = own.pop(parent_fk, None) if parent is not None and parent_fk else None
+        refused = self._foreign_records(own, meta, parent_fk, loc)
         optional = {"id", parent_fk} if parent_fk else {"id"}
         ctx = Ctx(frozenset(optional), parent_fk, migrate and plural == "routes")
         walked = PROCESSORS[plural](own, loc, self.issues, ctx)
+        if walked is not None:
+            walked.bad |= refused
         record = Record(
             meta,
             loc,
@@ -167,6 +171,37 @@ class _Builder:
             for i, child_item in enumerate(items):
                 child_migrate = migrate and plural == "services"
                 self.visit(child, child_item, (*loc, child, i), record, fk, child_migrate)
+
+    def _foreign_records(
+        self, own: dict[str, Any], meta: EntityMeta, parent_fk: str | None, loc: Loc
+    ) -> set[str]:
+        """A foreign key may be written as Kong's foreign record ``{id: <uuid>}``.
+
+        Kong types a top-level foreign key as a name or id first and, when that fails,
+        validates the entity again with the key's real type: the referenced entity's primary
+        key as a record (``declarative_config.lua`` ``flatten``). A valid record is replaced by
+        its id here; an invalid one gets Kong's errors below the key and a stand-in id, so the
+        walk does not also call it "expected a string" (the returned names are then bad).
+        """
+        refused: set[str] = set()
+        for fk in meta.foreign:
+            value = own.get(fk)
+            if fk == parent_fk or not isinstance(value, dict):
+                continue
+            errors = [((*loc, fk, k), E.UNKNOWN) for k in value if k != "id"]
+            key = value.get("id")
+            if key is None:
+                errors.insert(0, ((*loc, fk, "id"), E.REQUIRED))
+            elif not is_uuid(key):
+                errors.insert(0, ((*loc, fk, "id"), E.UUID))
+            if errors:
+                for where, message in errors:
+                    self.issues.field(where, message)
+                refused.add(fk)
+                own[fk] = _STAND_IN_ID
+            else:
+                own[fk] = key
+        return refused
 
     def _assign_id(self, record: Record) -> None:
         if record.fields.get("id") is not None:
@@ -208,7 +243,16 @@ class _Builder:
                     continue
                 found = by_key[target].get(value) or by_id[target].get(value)
                 if found is None:
+                    written = rec.fields.get(fk)
+                    if isinstance(written, dict):  # Kong shows a foreign record as JSON
+                        value = json.dumps(written, separators=(",", ":"))
                     message = E.INVALID_REFERENCE.format(fk, value, target)
+                    if rec.parent is not None:
+                        # Kong's nested records take their other foreign keys as null-only;
+                        # its second pass accepts one naming an entity, and a miss keeps
+                        # the first pass's "value must be null" (declarative_config.lua
+                        # copy_record, flatten).
+                        message = E.EQ_NULL
                     self.issues.field((*rec.loc, fk), message)
                     rec.bad.add(fk)
                 else:

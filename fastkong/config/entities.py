@@ -71,13 +71,20 @@ def _conditional(
     then_field: str,
     then: Callable[[Any], str | None],
 ) -> None:
-    """Kong's ``conditional`` entity check: a field error plus the entity-level message."""
+    """Kong's ``conditional`` entity check: a field error plus the entity-level message.
+
+    Kong runs it even when ``then_field`` already failed its own rules
+    (``run_with_invalid_fields``): ``then_match`` inherits those rules, so the check fails
+    too, its message taking the field's place when ``then`` itself refuses the value.
+    """
     if if_field not in walked.data or not when(walked.data[if_field]):
         return
-    if then_field in walked.bad:
-        return
     message = then(fields.get(then_field))
-    if message is not None:
+    if then_field in walked.bad:
+        if message is not None:
+            issues.replace_field((*loc, then_field), message)
+        issues.entity(loc, E.CONDITIONAL.format(if_field))
+    elif message is not None:
         issues.field((*loc, then_field), message)
         issues.entity(loc, E.CONDITIONAL.format(if_field))
 
@@ -239,6 +246,8 @@ def process_route(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) ->
         fields["paths"] = [C.migrate_path(p) if isinstance(p, str) else p for p in paths]
     walked = _walk(S.Route, fields, loc, issues, ctx, skip=skip)
     data = walked.data
+    if flavor.router_flavor() == flavor.TRADITIONAL and "snis" not in walked.bad:
+        _plain_snis(data.get("snis"), loc, issues, walked)
     if sub == "grpc" and data.get("strip_path") is True:
         issues.field((*loc, "strip_path"), _GRPC_STRIP_PATH)
     prots: list[str] | None = data.get("protocols")
@@ -323,6 +332,16 @@ def _expression_checks(
         expressions.parse(amended, stream=sub == "stream")
     except expressions.ExpressionError as exc:
         issues.entity(loc, _EXPRESSION_FAILED + str(exc))
+
+
+def _plain_snis(snis: Any, loc: Loc, issues: Issues, walked: Walked) -> None:
+    """The traditional router matches route SNIs exactly: Kong's schema types them as
+    ``typedefs.sni`` under that flavor (no wildcards), ``wildcard_host`` under the others."""
+    for i, sni in enumerate(snis or ()):
+        message = C.check_sni(sni)
+        if message is not None:
+            issues.field((*loc, "snis", i), message)
+            walked.bad.add("snis")
 
 
 def _route_entity_checks(
@@ -613,6 +632,7 @@ def process_plugin(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) -
             issues.entity(loc, E.PLUGIN_NO_SCOPE.format(name, scope))
         elif fields.get(scope) is not None:
             issues.field((*loc, scope), E.EQ_NULL)
+            walked.bad.add(scope)  # refused already: not also an unknown reference
     return walked
 
 
@@ -629,6 +649,8 @@ def _plugin_config(
     mark = len(issues)
     config = walk_struct(spec.config_type, raw, cloc, issues)
     if len(issues) != mark:
+        if spec.check_invalid is not None:
+            _config_issues(spec.check_invalid(raw), loc, issues, replace=True)
         walked.bad.add("config")
         return
     struct = convert(config.data, spec.config_type, cloc, issues)
@@ -636,16 +658,26 @@ def _plugin_config(
         walked.bad.add("config")
         return
     if spec.check is not None:
-        for sub, message in spec.check(struct):
-            if sub == "@entity":  # an entity check of the config record itself
-                issues.entity(cloc, message)
-            elif sub.endswith(".@entity"):  # ... or of a record inside it
-                issues.entity((*cloc, *_subpath(sub[: -len(".@entity")])), message)
-            elif sub:
-                issues.field((*cloc, *_subpath(sub)), message)
-            else:
-                issues.entity(loc, message)
+        _config_issues(spec.check(struct), loc, issues)
     walked.data["config"] = msgspec.to_builtins(struct)
+
+
+def _config_issues(
+    found: list[tuple[str, str]], loc: Loc, issues: Issues, *, replace: bool = False
+) -> None:
+    """A plugin check's ``(sub_path, message)`` pairs, reported where Kong reports them."""
+    cloc = (*loc, "config")
+    for sub, message in found:
+        if sub == "@entity":  # an entity check of the config record itself
+            issues.entity(cloc, message)
+        elif sub.endswith(".@entity"):  # ... or of a record inside it
+            issues.entity((*cloc, *_subpath(sub[: -len(".@entity")])), message)
+        elif sub and replace:
+            issues.replace_field((*cloc, *_subpath(sub)), message)
+        elif sub:
+            issues.field((*cloc, *_subpath(sub)), message)
+        else:
+            issues.entity(loc, message)
 
 
 def process_vault(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) -> Walked:

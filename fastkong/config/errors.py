@@ -24,6 +24,7 @@ from fastkong.config.meta import CHILDREN, ENTITIES, Loc, entity_prefixes
 
 # -- Kong's message templates (kong:kong/db/schema/init.lua `validation_errors`) ----------------
 REQUIRED: Final = "required field missing"
+REQUIRED_FOR_ENTITY_CHECK: Final = "field required for entity check"
 UNKNOWN: Final = "unknown field"
 ARRAY: Final = "expected an array"
 SET: Final = "expected a set"

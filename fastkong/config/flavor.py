@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import Iterator
 
 EXPRESSIONS = "expressions"
+TRADITIONAL = "traditional"
 _flavor = "traditional_compatible"
 
 

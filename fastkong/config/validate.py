@@ -55,9 +55,22 @@ class Issues:
     def entity(self, loc: Loc, message: str) -> None:
         self._add(loc, message, True)
 
+    def replace_field(self, loc: Loc, message: str) -> None:
+        """Put ``message`` in place of the field's errors: Kong's ``set_field(errors, ...)``
+        overwrites what the field's own rules reported (a conditional check does this)."""
+        where = tuple(loc)
+        kept = [e for e in self.errors if e.entity or tuple(e.loc) != where]
+        for err in self.errors:
+            if not err.entity and tuple(err.loc) == where:
+                self._seen.discard((where, err.message, False))
+        self.errors[:] = kept
+        self.field(loc, message)
+
     def _add(self, loc: Loc, message: str, entity: bool) -> None:
+        # A field keeps one copy of a message; an entity keeps every message its checks add,
+        # repeats included, as Kong's ``insert_entity_error`` appends to ``@entity``.
         key = (tuple(loc), message, entity)
-        if key not in self._seen:
+        if entity or key not in self._seen:
             self._seen.add(key)
             self.errors.append(FieldError.at(loc, message, entity=entity))
 
@@ -523,21 +536,26 @@ def _walk_array(
 
 
 def _walk_map(tp: mi.DictType, value: Any, loc: Loc, issues: Issues) -> tuple[bool, Any]:
-    """A map's errors are reported at the map itself, as Kong does."""
-    if value == []:
-        value = {}  # Lua has one empty table: Kong takes `[]` for an empty map
+    """A map, as Kong checks one: its first bad entry only, a key's error at the map itself."""
+    if isinstance(value, list):
+        # Lua has one kind of table: Kong takes `[]` for an empty map, and reads a list as a
+        # map from 1, 2, ... (so a string-keyed map refuses it for its keys, not as a non-map).
+        value = {i: v for i, v in enumerate(value, 1)}
     if not isinstance(value, dict):
         return _fail(issues, loc, E.MAP)
-    sub = Issues()
     out: dict[Any, Any] = {}
     for k, v in value.items():
+        # Kong stops at the first bad key or value. A key's error stands at the map; a value's
+        # errors keep what is below it (an array value's element index: `headers[0]`).
+        sub = Issues()
         key_ok, key = walk_value(tp.key_type, k, loc, sub)
-        value_ok, normalized = walk_value(tp.value_type, v, loc, sub)
-        if key_ok and value_ok:
-            out[key] = normalized
-    for err in sub.errors:
-        issues.field(loc, err.message)
-    if sub.errors:
+        if key_ok:
+            value_ok, normalized = walk_value(tp.value_type, v, loc, sub)
+            if value_ok:
+                out[key] = normalized
+                continue
+        for err in sub.errors:
+            issues.field(err.loc, err.message)
         return False, None
     if tp.min_length is not None and len(out) < tp.min_length:
         return _fail(issues, loc, E.LEN_MIN.format(tp.min_length))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from fastkong.config import ConfigError, load_config
@@ -188,8 +190,8 @@ def test_service_tls_fields_with_https() -> None:
         (
             "- {paths: ['~/a(']}\n",
             [
-                "routes[0].paths[0]: invalid regex: '/a(' (PCRE returned: missing ), "
-                "unterminated subpattern at position 2)"
+                "routes[0].paths[0]: invalid regex: '/a(' (PCRE returned: pcre2_compile() "
+                'failed: missing closing parenthesis in "/a(")'
             ],
         ),
         ("- {paths: [/a//b]}\n", ["routes[0].paths[0]: must not have empty segments"]),
@@ -228,7 +230,7 @@ def test_service_tls_fields_with_https() -> None:
             ],
         ),
         ("- {headers: {x-a: b}}\n", ["routes[0].headers: expected an array"]),
-        ("- {headers: [x]}\n", ["routes[0].headers: expected a map"]),
+        ("- {headers: [x]}\n", ["routes[0].headers: expected a string"]),  # a list: keys 1, 2, ...
         (
             "- {protocols: [http], snis: [a.com], paths: [/]}\n",
             [
@@ -405,7 +407,9 @@ def test_format_1_1_paths_are_migrated() -> None:
             [
                 "upstreams[0].hash_on_cookie: contains one or more invalid characters. ASCII "
                 "control characters (0-31;127), space, tab and the characters "
-                '()<>@,;:\\"/?={}[] are not allowed.'
+                '()<>@,;:\\"/?={}[] are not allowed.',
+                # Kong's conditional check runs on an invalid field too (run_with_invalid_fields)
+                f"upstreams[0]: {CONDITIONAL.format('hash_on')}",
             ],
         ),
         ("- {name: u, host_header: 123}\n", ["upstreams[0].host_header: expected a string"]),
@@ -603,4 +607,31 @@ def test_same_target_written_differently_is_a_duplicate() -> None:
     ) == [
         "upstreams[0].targets[1]: uniqueness violation: 'targets' entity with cache_key set to "
         f"'targets:{generate('upstreams', 'u')}:10.0.0.1:8000' already declared"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("regex", "reason"),
+    [
+        ("/a)", "unmatched closing parenthesis"),
+        ("/a|*b", "quantifier does not follow a repeatable item"),
+        ("/a**", "quantifier does not follow a repeatable item"),
+        ("/[a", "missing terminating ] for character class"),
+        ("/[z-a]", "range out of order in character class"),
+        ("/a{2,1}", "numbers out of order in {} quantifier"),
+        ("/(?<>a)", "subpattern name expected"),
+        ("/\\i", "unrecognized character follows \\"),
+        ("/(?P=x)", "reference to non-existent subpattern"),
+        ("/\\2", "reference to non-existent subpattern"),
+        ("/(?<a>x)(?<a>y)", "two named subpatterns have the same name (PCRE2_DUPNAMES not set)"),
+    ],
+)
+def test_route_regex_errors_in_pcre2_words(regex: str, reason: str) -> None:
+    """A route regex that does not compile is refused with what PCRE2 says of it, as Kong
+    prints it (``ngx.re``'s ``pcre2_compile() failed: <reason> in "<pattern>"``)."""
+    with pytest.raises(ConfigError) as info:
+        load_config(f'_format_version: "3.0"\nroutes:\n- paths: [{json.dumps("~" + regex)}]\n')
+    assert [f"{e.path}: {e.message}" for e in info.value.errors] == [
+        f"routes[0].paths[0]: invalid regex: '{regex}' (PCRE returned: pcre2_compile() failed: "
+        f'{reason} in "{regex}")'
     ]

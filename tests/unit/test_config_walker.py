@@ -82,7 +82,8 @@ def test_defaults_and_normalization() -> None:
         ({"words": "a"}, "cfg.words: expected an array"),
         ({"unique": "a"}, "cfg.unique: expected a set"),
         ({"mapping": {"a": "x"}}, "cfg.mapping: expected an integer"),
-        ({"mapping": [1]}, "cfg.mapping: expected a map"),
+        ({"mapping": [1]}, "cfg.mapping: expected a string"),  # Lua reads a list as {1: ...}
+        ({"mapping": 1}, "cfg.mapping: expected a map"),
         ({"inner": {}}, "cfg.inner.required: required field missing"),
         ({"inner": 1}, "cfg.inner: expected a record"),
         ({"inners": [{"required": 1}, {"required": "x", "extra": 1}]}, None),
