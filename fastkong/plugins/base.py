@@ -53,7 +53,15 @@ REQUIRED: Final = msgspec.Meta(extra={"kong_required": True})
 class Exit:
     """A response a plugin gives instead of proxying."""
 
-    __slots__ = ("status", "body", "headers", "content_type", "message", "with_request_id")
+    __slots__ = (
+        "status",
+        "body",
+        "headers",
+        "content_type",
+        "message",
+        "with_request_id",
+        "from_table",
+    )
 
     def __init__(
         self,
@@ -64,6 +72,7 @@ class Exit:
         *,
         message: str | None = None,
         with_request_id: bool = False,
+        from_table: bool = False,
     ) -> None:
         self.status = status
         self.body = body
@@ -71,6 +80,9 @@ class Exit:
         self.content_type = content_type
         self.message = message
         self.with_request_id = with_request_id
+        #: ``kong.response.exit`` with a table (or no body): a gRPC client gets it in
+        #: ``grpc-status``/``grpc-message`` (the table's ``message``), not as JSON.
+        self.from_table = from_table
 
     def __repr__(self) -> str:
         return f"<Exit {self.status} {self.message or self.body[:40]!r}>"
@@ -89,9 +101,10 @@ def kong_exit(
     A string payload becomes ``{"message": payload}`` as in Kong.
     """
     if payload is None:
-        return Exit(status, b"", headers)
+        return Exit(status, b"", headers, from_table=True)
     if isinstance(payload, str):
         payload = {"message": payload}
+    message = payload.get("message") if isinstance(payload, dict) else None
     try:
         body = msgspec.json.encode(payload)
     except UnicodeEncodeError:
@@ -99,7 +112,14 @@ def kong_exit(
         # request-termination's echo): written back as those bytes, as Kong's cjson writes them.
         text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
         body = text.encode("utf-8", "surrogateescape")
-    return Exit(status, body, headers, "application/json; charset=utf-8")
+    return Exit(
+        status,
+        body,
+        headers,
+        "application/json; charset=utf-8",
+        message=message if isinstance(message, str) else None,
+        from_table=True,
+    )
 
 
 class Plugin:
@@ -144,6 +164,12 @@ class Plugin:
     @classmethod
     def check(cls, config: Any) -> list[tuple[str, str]]:
         """Cross-field checks Kong's schema does with entity checks; ``(field, message)`` pairs."""
+        return []
+
+    @classmethod
+    def check_invalid(cls, raw: dict[str, Any]) -> list[tuple[str, str]]:
+        """The checks Kong also runs when some config field failed its own rules (the config
+        as written, since it did not convert); ``(field, message)`` pairs as :meth:`check`."""
         return []
 
     async def access(self, ctx: RequestContext) -> Exit | None:  # pragma: no cover - optional

@@ -42,6 +42,9 @@ class PluginSpec:
     protocols: tuple[str, ...] = HTTP_PROTOCOLS
     default_protocols: tuple[str, ...] | None = None
     check: ConfigCheck | None = None
+    #: Kong's entity checks that run on a config whose fields failed (``run_with_invalid_fields``):
+    #: given the config as written; a field message takes the place of the field's own errors.
+    check_invalid: ConfigCheck | None = None
     handler: type[Any] | None = field(default=None, compare=False)
 
     def protocols_default(self) -> tuple[str, ...]:
@@ -143,6 +146,7 @@ def register_plugin(cls: type[Any]) -> type[Any]:
             protocols=cls.allowed_protocols,
             default_protocols=cls.default_protocols,
             check=cls.check,
+            check_invalid=cls.check_invalid,
             handler=cls,
         )
     )

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Final
 
 from fastkong._core import load
 from fastkong.plugins.base import Exit, Plugin
@@ -79,14 +80,54 @@ async def run_buffered(
     return None
 
 
-def run_response(ctx: RequestContext, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-    """Kong's header_filter: every plugin of the effective chain may edit ``headers``."""
+def run_response(
+    ctx: RequestContext,
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+    own: Sequence[tuple[bytes, bytes]] = (),
+    *,
+    proxied: bool = False,
+) -> None:
+    """Kong's header_filter: every plugin of the effective chain may edit ``headers``.
+
+    ``own`` are the entries of ``headers`` the gateway wrote itself (Server, Via, the latencies,
+    the request id): Kong sets those in its runloop's ``header_filter.after``, once the plugins
+    ran, so a plugin's edit of them does not last; a proxied response keeps a Server a plugin
+    set (Kong writes its own only when none is left).
+    """
     ctx.status = status
+    if proxied:
+        # The upstream's own spelling of its header names (`Content-Type`): plugins look
+        # names up in lower case, as Kong's (nginx's) lookups ignore case.
+        for i, (name, value) in enumerate(headers):
+            lower = name.lower()
+            if lower is not name and lower != name:
+                headers[i] = (lower, value)
     for plugin in ctx.runtime.plugins.phases(ctx.chain).response:
         plugin.response(ctx, status, headers)
     if ctx.response_headers:
         headers.extend(ctx.response_headers)
+    if own:
+        _set_after_plugins(headers, own, proxied)
     ctx.response_head = headers
+
+
+def _set_after_plugins(
+    headers: list[tuple[bytes, bytes]], own: Sequence[tuple[bytes, bytes]], proxied: bool
+) -> None:
+    names = {name for name, _ in own}
+    ours = {id(entry) for entry in own}
+    server_if_none = proxied and b"server" in names
+    kept = [
+        entry
+        for entry in headers
+        if entry[0] not in names
+        or (server_if_none and entry[0] == b"server" and id(entry) not in ours)
+    ]
+    if server_if_none and any(name == b"server" for name, _ in kept):
+        own = [entry for entry in own if entry[0] != b"server"]
+    kept.extend(own)
+    headers[:] = kept
 
 
 def body_filters(ctx: RequestContext) -> tuple[Plugin, ...]:
@@ -109,6 +150,27 @@ def run_log(ctx: RequestContext) -> None:
             log.exception("%r failed in the log phase", plugin)
 
 
+#: The request headers Kong's nginx writes itself with ``proxy_set_header`` (nginx_kong.lua):
+#: a plugin's value for one of them never goes up (nginx passes only its own).
+#: (TE, Upgrade and Connection are the transport's: plugins that speak gRPC set TE.)
+PROXY_SET_HEADERS: Final = frozenset(
+    {
+        b"via",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-port",
+        b"x-forwarded-path",
+        b"x-forwarded-prefix",
+        b"x-real-ip",
+        b"x-kong-request-id",
+    }
+)
+
+
 def apply_header_edits(ctx: RequestContext, lines: list[bytes]) -> list[bytes]:
     """The upstream header lines after the plugins' set/clear edits."""
-    return _h1.edit_header_lines(lines, ctx.upstream_remove, ctx.upstream_set)
+    edits = ctx.upstream_set
+    if not PROXY_SET_HEADERS.isdisjoint(edits):
+        edits = {k: v for k, v in edits.items() if k not in PROXY_SET_HEADERS}
+    return _h1.edit_header_lines(lines, ctx.upstream_remove, edits)

@@ -68,8 +68,9 @@ def test_kong_defaults() -> None:
         (
             {"account_email": "a@b.c", "api_uri": "https://acme-v02.api.letsencrypt.org"},
             [
-                "plugins[0].config.tos_accepted: terms of service must be accepted, see "
-                "https://letsencrypt.org/repository/"
+                "plugins[0].config.tos_accepted: value must be true",
+                "plugins[0]: terms of service must be accepted, see "
+                "https://letsencrypt.org/repository/",
             ],
         ),
         (

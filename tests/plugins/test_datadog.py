@@ -87,9 +87,9 @@ def errors(plugin_config: str) -> list[str]:
 
 def test_schema() -> None:
     assert errors("{metrics: [{name: latency, stat_type: gauge}]}") == [
+        "plugins[0].config.metrics[0].sample_rate: required field missing",
         "plugins[0].config.metrics[0]: failed conditional validation given value of field "
         "'stat_type'",
-        "plugins[0].config.metrics[0].sample_rate: required field missing",
     ]
     assert errors("{metrics: [{name: latency, stat_type: timer, tags: ['a:']}]}") == [
         "plugins[0].config.metrics[0].tags[0]: invalid value: a:"

@@ -104,7 +104,8 @@ def test_config_validation() -> None:
     ]
     # Kong's entity check (its schema spec).
     assert errors(LEAST + ", ldap_port: 636, ldaps: true, start_tls: true") == [
-        "plugins[0]: 'ldaps' and 'start_tls' cannot be enabled simultaneously"
+        "plugins[0].config.start_tls: value must be false",
+        "plugins[0].config: 'ldaps' and 'start_tls' cannot be enabled simultaneously",
     ]
     # Kong's "required" with a default: null is refused, absence takes the default.
     assert errors(LEAST + ", ldap_port: null") == [

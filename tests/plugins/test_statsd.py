@@ -169,9 +169,9 @@ def errors(plugin_config: str) -> list[str]:
 
 def test_schema() -> None:
     assert errors("{metrics: [{name: request_count, stat_type: counter}]}") == [
+        "plugins[0].config.metrics[0].sample_rate: required field missing",
         "plugins[0].config.metrics[0]: failed conditional validation given value of field "
         "'stat_type'",
-        "plugins[0].config.metrics[0].sample_rate: required field missing",
     ]
     assert errors("{metrics: [{name: nope, stat_type: counter, sample_rate: 1}]}")[0].startswith(
         "plugins[0].config.metrics[0].name: expected one of: "

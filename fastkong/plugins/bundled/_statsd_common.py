@@ -58,7 +58,25 @@ def sample_rate_checks(metrics: Any) -> list[tuple[str, str]]:
     for i, metric in enumerate(metrics):
         if metric.stat_type in ("counter", "gauge") and metric.sample_rate is None:
             out.append((f"metrics[{i}].sample_rate", E.REQUIRED))
-            out.append((f"metrics[{i}]", E.CONDITIONAL.format("stat_type")))
+            out.append((f"metrics[{i}].@entity", E.CONDITIONAL.format("stat_type")))
+    return out
+
+
+def raw_sample_rate_checks(raw: dict[str, Any]) -> list[tuple[str, str]]:
+    """The same conditional on a config whose fields failed (Kong runs it anyway, per metric):
+    a metric given a ``sample_rate`` but no ``stat_type`` is told its ``stat_type`` is
+    "required for entity check"; a counter or gauge without ``sample_rate`` still needs one."""
+    metrics = raw.get("metrics")
+    out: list[tuple[str, str]] = []
+    for i, metric in enumerate(metrics if isinstance(metrics, list) else ()):
+        if not isinstance(metric, dict):
+            continue
+        stat_type, sample_rate = metric.get("stat_type"), metric.get("sample_rate")
+        if stat_type is None and sample_rate is not None:
+            out.append((f"metrics[{i}].stat_type", E.REQUIRED_FOR_ENTITY_CHECK))
+        elif stat_type in ("counter", "gauge") and sample_rate is None:
+            out.append((f"metrics[{i}].sample_rate", E.REQUIRED))
+            out.append((f"metrics[{i}].@entity", E.CONDITIONAL.format("stat_type")))
     return out
 
 
@@ -68,3 +86,7 @@ class MetricsPlugin(LogPlugin):
     @classmethod
     def check(cls, config: Any) -> list[tuple[str, str]]:
         return sample_rate_checks(config.metrics)
+
+    @classmethod
+    def check_invalid(cls, raw: dict[str, Any]) -> list[tuple[str, str]]:
+        return raw_sample_rate_checks(raw)

@@ -47,7 +47,20 @@ __all__ = [
 
 
 class TemplateError(Exception):
-    """A template that does not compile, or an expression that fails when evaluated."""
+    """A template that does not compile, or an expression that fails when evaluated.
+
+    ``template`` is the text of the template that failed, once :meth:`Template.render` knows it.
+    """
+
+    template: str | None = None
+
+
+class _Unplaced(TemplateError):
+    """An error Lua raises without a position (``error(msg, -1)``: the sandbox's ``require``)."""
+
+
+def _require(name: Any = None) -> Any:
+    raise _Unplaced(f"require '{lua_tostring(name)}' not allowed within sandbox")
 
 
 class HeaderTable(dict[str, Any]):
@@ -310,6 +323,8 @@ _BUILTINS: Final[dict[str, _LuaFunction]] = {
     "type": _LuaFunction("type", _builtin_type),
     "tostring": _LuaFunction("tostring", _builtin_tostring),
     "tonumber": _LuaFunction("tonumber", _builtin_tonumber),
+    # Kong's sandbox require refuses every module (kong/tools/sandbox denied_require)
+    "require": _LuaFunction("require", _require),
 }
 
 # -- tokenizer ----------------------------------------------------------------------------------
@@ -643,7 +658,16 @@ class Template:
         for part in self._parts:
             if isinstance(part, str):
                 out.append(part)
-            else:
+                continue
+            try:
                 value = part(env)
-                out.append(lua_tostring(value) if _truthy(value) else "")
+            except _Unplaced as exc:
+                exc.template = self.text
+                raise
+            except TemplateError as exc:
+                # Penlight runs the template as the chunk "TMP": Lua places its errors there
+                placed = TemplateError(f'[string "TMP"]:1: {exc}')
+                placed.template = self.text
+                raise placed from None
+            out.append(lua_tostring(value) if _truthy(value) else "")
         return "".join(out)

@@ -222,7 +222,9 @@ class Acme(Plugin):
         if not _EMAIL.search(config.account_email):
             out.append(("account_email", E.MATCH.format(config.account_email)))
         if config.api_uri in _TOS_URIS and not config.tos_accepted:
-            out.append(("tos_accepted", TOS_MESSAGE))
+            # Kong's conditional: the field's `eq` message, then_err on the plugin entity
+            out.append(("tos_accepted", "value must be true"))
+            out.append(("", TOS_MESSAGE))
         if config.storage == "kong":
             out.append(("", '"kong" storage can\'t be used with dbless mode'))
         elif config.storage in ("consul", "vault"):

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 import msgspec
 
 from fastkong.plugins.base import REQUIRED, Exit, Plugin
+from fastkong.plugins.bundled._serializer import set_serialize_value
 from fastkong.plugins.registry import register_plugin
 
 if TYPE_CHECKING:
@@ -108,6 +109,8 @@ class CorrelationId(Plugin):
             correlation_id = self.generate(ctx)
             ctx.set_upstream_header(self.header_name, correlation_id)
         ctx.plugin_data[KEY] = correlation_id
+        # Kong: kong.log.set_serialize_value("correlation_id", ...): the log plugins carry it
+        set_serialize_value(ctx, "correlation_id", correlation_id)
         return None
 
     def response(self, ctx: RequestContext, status: int, headers: Headers) -> None:

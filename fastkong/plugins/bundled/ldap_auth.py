@@ -246,9 +246,10 @@ class LdapAuth(AuthPlugin):
 
     @classmethod
     def check(cls, config: Any) -> list[tuple[str, str]]:
-        """Kong's entity check: ``ldaps`` and ``start_tls`` exclude each other."""
+        """Kong's entity check of the config record: ``ldaps`` and ``start_tls`` exclude each
+        other (a conditional: the field's ``eq`` message, the record's ``then_err``)."""
         if config.ldaps and config.start_tls:
-            return [("", ERR_EXCLUSIVE)]
+            return [("start_tls", "value must be false"), ("@entity", ERR_EXCLUSIVE)]
         return []
 
     def unauthorized(self) -> Exit:

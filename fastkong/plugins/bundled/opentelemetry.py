@@ -300,7 +300,7 @@ class OpenTelemetry(Plugin):
         if config.traces_endpoint is None and config.logs_endpoint is None:
             return [
                 (
-                    ".",
+                    "@entity",  # an entity check of the config record (Kong's config.@entity)
                     "at least one of these fields must be non-empty: "
                     "'traces_endpoint', 'logs_endpoint'",
                 )

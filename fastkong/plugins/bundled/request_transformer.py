@@ -369,7 +369,11 @@ class RequestTransformer(Plugin):
             if self.query_ops:
                 self._query(ctx, env)
         except TemplateError as exc:
-            log.error("[request-transformer] failed to render a template: %s", exc)
+            log.error(
+                "[request-transformer] failed to render the template %s, error:%s",
+                exc.template if exc.template is not None else "",
+                exc,
+            )
             return kong_error(500, UNEXPECTED)
         return None
 
