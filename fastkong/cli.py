@@ -507,7 +507,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raw_path,
         scheme,
         headers or None,
-        "",
+        # The TLS server name the client sends (https); without --sni, the URL's host, as
+        # clients send it (curl, browsers).
+        args.sni if args.sni is not None else "",
         request_facts(sent, url.query.encode(), ("127.0.0.1", 0), "127.0.0.1"),
     )
     result: dict[str, object] = {
@@ -713,7 +715,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--method", default="GET")
     explain.add_argument("--url", required=True)
     explain.add_argument("--header", action="append", default=[], help="'Name: value'")
-    explain.add_argument("--sni")
+    explain.add_argument("--sni", help="the TLS server name of an https request")
     explain.add_argument(
         "--router-flavor",
         help="traditional_compatible (Kong 3.x's default), traditional or expressions "

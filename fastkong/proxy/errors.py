@@ -62,6 +62,66 @@ NGINX_MESSAGES = {
     504: "The upstream server is timing out",
 }
 
+#: kong/pdk/response.lua: the gRPC status of an HTTP status (others by class: 5xx Internal,
+#: 4xx InvalidArgument, 2xx OK, else Unknown), and each status's name.
+_HTTP_TO_GRPC = {
+    200: 0,
+    400: 3,
+    401: 16,
+    403: 7,
+    404: 5,
+    409: 6,
+    429: 8,
+    499: 1,
+    500: 13,
+    501: 12,
+    503: 14,
+    504: 4,
+}
+GRPC_MESSAGES = (
+    "OK",
+    "Canceled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
+)
+
+
+def grpc_status(status: int) -> int:
+    """Kong's gRPC status for an HTTP status it answers a gRPC request with."""
+    found = _HTTP_TO_GRPC.get(status)
+    if found is not None:
+        return found
+    if 500 <= status <= 599:
+        return 13
+    if 400 <= status <= 499:
+        return 3
+    if 200 <= status <= 299:
+        return 0
+    return 2
+
+
+def grpc_error_headers(status: int, message: str | None = None) -> list[tuple[bytes, bytes]]:
+    """A gRPC client's error, as Kong's response functions write it in the head (there is no
+    body): ``grpc-status`` from the HTTP status, ``grpc-message`` the given message, else the
+    status's name (``kong.response.error`` gives no message to a gRPC client)."""
+    code = grpc_status(status)
+    text = message if message is not None else GRPC_MESSAGES[code]
+    return [(b"grpc-status", b"%d" % code), (b"grpc-message", text.encode("utf-8"))]
+
+
 NO_ROUTE = "no Route matched with those values"
 NO_SERVICE = "no Service found with those values"
 NO_PEER = "failure to get a peer from the ring-balancer"
@@ -138,5 +198,8 @@ def for_nginx_error(
     best entry wins)."""
     header = accept if accept is not None else content_type
     ctype = response_type(header if header is not None else default_type)
-    message = NGINX_MESSAGES.get(status) or f"The upstream server responded with {status}"
-    return ctype, render(ctype, message, request_id)
+    return ctype, render(ctype, nginx_message(status), request_id)
+
+
+def nginx_message(status: int) -> str:
+    return NGINX_MESSAGES.get(status) or f"The upstream server responded with {status}"

@@ -24,6 +24,7 @@ from fastkong.proxy import errors, h2exchange
 from fastkong.proxy.balancer import Peer, Resolver
 from fastkong.proxy.body import frame_body, stream_body
 from fastkong.proxy.h2upstream import H2Pool
+from fastkong.proxy.kong_headers import set_after_plugins
 from fastkong.proxy.limits import BodyLimitExceeded
 from fastkong.proxy.replies import CLOSE, Replies, send_replaced
 from fastkong.proxy.routing import strip_port
@@ -310,6 +311,7 @@ class Exchange(Replies):
                     await self.plugin_answer(scope, send, ctx, stop)
                     return
         shown = self.shown
+        mark = len(response_headers)
         if shown is None:  # Kong's default `headers`
             if own_server:
                 # nginx (so Kong) names itself when the upstream does not; Granian would say
@@ -335,7 +337,8 @@ class Exchange(Replies):
             )
         filters: tuple[Plugin, ...] = ()
         if ctx is not None:
-            run_response(ctx, status, response_headers)
+            own = set_after_plugins(response_headers[mark:], shown)
+            run_response(ctx, status, response_headers, own, proxied=True)
             filters = body_filters(ctx)
             if ctx.response_body is not None:
                 # (the upstream's connection went back once its body was read)

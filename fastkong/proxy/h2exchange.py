@@ -30,6 +30,7 @@ from fastkong.proxy import errors
 from fastkong.proxy.balancer import Peer
 from fastkong.proxy.body import read_whole_body
 from fastkong.proxy.h2upstream import H2Connection, H2Pool, H2Stream
+from fastkong.proxy.kong_headers import set_after_plugins
 from fastkong.proxy.replies import send_replaced
 from fastkong.proxy.routing import strip_port
 from fastkong.proxy.upstream import SERVER, VIA, PoolKey, UpstreamError, UpstreamTimeout
@@ -262,8 +263,9 @@ def _response_head(
     upstream_started: float,
     now: float,
     set_cookie: bytes | None,
-) -> Headers:
-    """The upstream's head with Kong's headers (Server when it sent none, Via, latencies)."""
+) -> tuple[Headers, Headers]:
+    """The upstream's head with Kong's headers (Server when it sent none, Via, latencies), and
+    those of Kong's that it writes after the plugins ran."""
     headers: Headers = []
     vias: list[bytes] = []
     has_server = False
@@ -280,6 +282,7 @@ def _response_head(
     upstream_latency = b"%d" % ((now - upstream_started) * 1000)
     proxy_latency = b"%d" % ((upstream_started - started) * 1000)
     shown = gw.shown
+    mark = len(headers)
     if shown is None:
         if not has_server:
             headers.append((b"server", SERVER))
@@ -300,7 +303,7 @@ def _response_head(
             request_id=request_id.encode(),
             upstream_status=stream.status,
         )
-    return headers
+    return headers, set_after_plugins(headers[mark:], shown)
 
 
 async def _respond(
@@ -316,7 +319,9 @@ async def _respond(
 ) -> None:
     """The response head through the plugins' hooks, then its body as it arrives."""
     now = time.monotonic()
-    headers = _response_head(gw, stream, request_id, started, upstream_started, now, set_cookie)
+    headers, own = _response_head(
+        gw, stream, request_id, started, upstream_started, now, set_cookie
+    )
     ctx.proxied = True
     ctx.upstream_started = upstream_started
     ctx.upstream_latency = now - upstream_started
@@ -332,7 +337,7 @@ async def _respond(
             return
         ctx.response_body = b"".join(parts)
         ctx.upstream_trailers = stream.trailers
-    run_response(ctx, stream.status, headers)
+    run_response(ctx, stream.status, headers, own, proxied=True)
     filters = body_filters(ctx)
     if ctx.replaced_status:
         await send_replaced(send, ctx.replaced_status, headers)

@@ -20,6 +20,7 @@ When ``Server`` is off and the upstream sent none, Granian names itself, as stoc
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Final
 
 from fastkong.proxy.upstream import SERVER as SERVER_TOKEN
 
@@ -164,3 +165,25 @@ _GATEWAY_ADDED = {
 }
 
 DEFAULT_SETTINGS = HeaderSettings.parse()
+
+#: What Kong's runloop writes after the plugins' header_filter (``header_filter.after``), so a
+#: plugin cannot edit it away; X-Kong-Upstream-Status is written before them.
+SET_AFTER_PLUGINS: Final = frozenset(
+    {
+        b"server",
+        b"via",
+        b"x-kong-upstream-latency",
+        b"x-kong-proxy-latency",
+        b"x-kong-response-latency",
+        b"x-kong-request-id",
+    }
+)
+
+
+def set_after_plugins(
+    added: list[tuple[bytes, bytes]], shown: HeaderSettings | None
+) -> list[tuple[bytes, bytes]]:
+    """Of the entries the gateway ``added`` to a response, those Kong writes after the plugins
+    (an upstream's own Via, passed on when ``Via`` is off, stays the upstream's)."""
+    via = shown is None or "via" in shown.names
+    return [h for h in added if h[0] in SET_AFTER_PLUGINS and (via or h[0] != b"via")]

@@ -50,6 +50,11 @@ class Replies:
         ctx: RequestContext | None = None,
     ) -> None:
         """``kong.response.error``: negotiated on Accept, with the request id."""
+        if grpc_request(scope):
+            await self.respond(
+                send, status, GRPC, b"", request_id, started, errors.grpc_error_headers(status), ctx
+            )
+            return
         ctype, body = errors.for_response_error(header(scope, b"accept"), message, request_id)
         await self.respond(send, status, ctype, body, request_id, started, ctx=ctx)
 
@@ -64,6 +69,16 @@ class Replies:
         extra: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         """nginx's error page path (400, 502, 504, ...)."""
+        accept = header(scope, b"accept") or header(scope, b"content-type") or ""
+        if accept.startswith(GRPC) and grpc_request(scope):
+            # Kong's error handler exits with {message = ...}: a gRPC client gets it in
+            # grpc-message, with no body and no Content-Type.
+            code = 400 if status == HEADER_TOO_LARGE else status
+            grpc = errors.grpc_error_headers(code, errors.nginx_message(status))
+            await self.respond(
+                send, code, None, b"", request_id, started, [*(extra or ()), *grpc], ctx
+            )
+            return
         ctype, body = errors.for_nginx_error(
             status,
             header(scope, b"accept"),
@@ -85,15 +100,21 @@ class Replies:
     ) -> None:
         """:meth:`plugin_exit` without the log phase (for a caller that runs it after)."""
         ctype: str | None
-        if stop.with_request_id:
+        extra = stop.headers
+        if stop.with_request_id and grpc_request(scope):  # kong.response.error to gRPC
+            ctype, body = GRPC, b""
+            extra = [*(extra or ()), *errors.grpc_error_headers(stop.status)]
+        elif stop.from_table and grpc_request(scope) and not _has_content_type(extra):
+            # kong.response.exit with a table: its message in grpc-message, no body
+            ctype, body = None, b""
+            extra = [*(extra or ()), *errors.grpc_error_headers(stop.status, stop.message)]
+        elif stop.with_request_id:
             ctype, body = errors.for_response_error(
                 header(scope, b"accept"), stop.message or "", ctx.request_id
             )
         else:
             ctype, body = stop.content_type, stop.body
-        await self.respond(
-            send, stop.status, ctype, body, ctx.request_id, ctx.started, stop.headers, ctx
-        )
+        await self.respond(send, stop.status, ctype, body, ctx.request_id, ctx.started, extra, ctx)
 
     async def acme_challenge(
         self,
@@ -169,7 +190,11 @@ class Replies:
         if extra:
             headers.extend(extra)
         if ctx is not None:
-            run_response(ctx, status, headers)
+            # Kong writes the request id after the plugins; the latency headers of an answer
+            # are the plugins' to settle (a proxy-cache hit or a Lambda call counts as
+            # proxied: Kong's KONG_PROXIED).
+            own = [h for h in headers if h[0] == b"x-kong-request-id"]
+            run_response(ctx, status, headers, own)
             filters = body_filters(ctx)
             if filters:
                 # Kong runs body_filter on gateway-generated responses too.
@@ -216,6 +241,21 @@ def with_debug_headers(send: Send, plan: RoutePlan) -> Send:
         await send(message)
 
     return send_with
+
+
+GRPC: Final = "application/grpc"
+
+
+def _has_content_type(headers: list[tuple[bytes, bytes]] | None) -> bool:
+    return any(name.lower() == b"content-type" for name, _ in headers or ())
+
+
+def grpc_request(scope: Scope) -> bool:
+    """Kong's ``is_grpc_request``: HTTP/2 with a ``Content-Type`` of ``application/grpc*``."""
+    if scope.get("http_version") != "2":
+        return False
+    ctype = header(scope, b"content-type")
+    return ctype is not None and ctype.startswith(GRPC)
 
 
 def header(scope: Scope, name: bytes) -> str | None:

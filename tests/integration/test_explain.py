@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import ROOT, Echo, Gateway, explain, fastkong_cli
+from tests.helpers import ROOT, Echo, Gateway, cli_json, explain, fastkong_cli
 
 pytestmark = pytest.mark.integration
 
@@ -198,3 +198,22 @@ def test_bad_explain_input_is_an_error_not_a_traceback(
     done = fastkong_cli("config", "explain", path, *args)
     assert done.returncode == code
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_explain_sni_picks_routes_by_the_tls_server_name(tmp_path: Path) -> None:
+    # `--sni` is the name the client sends in its TLS handshake; routes' `snis` match it, not
+    # the Host (Kong's router reads the SNI). Without it, the URL's host stands in.
+    config = tmp_path / "kong.yml"
+    config.write_text(
+        '_format_version: "3.0"\n'
+        "services:\n- name: s\n  url: http://127.0.0.1:9\n  routes:\n"
+        "  - {name: by-sni, protocols: [https], snis: ['*.tls.test'], paths: ['/x']}\n"
+        "  - {name: fallback, paths: ['/x']}\n"
+    )
+    base = ["config", "explain", str(config), "--method", "GET"]
+    found = cli_json([*base, "--url", "https://127.0.0.1:8443/x", "--sni", "a.tls.test"])
+    assert found["route"] == "by-sni"
+    assert cli_json([*base, "--url", "https://127.0.0.1:8443/x"])["route"] == "fallback"
+    assert cli_json([*base, "--url", "https://a.tls.test/x"])["route"] == "by-sni"
+    found = cli_json([*base, "--url", "https://a.tls.test/x", "--sni", "other.test"])
+    assert found["route"] == "fallback"
