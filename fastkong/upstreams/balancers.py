@@ -39,7 +39,7 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import unquote_plus
+from urllib.parse import unquote, unquote_plus
 
 from fastkong.upstreams import health as H
 from fastkong.upstreams.hashing import Continuum
@@ -258,12 +258,24 @@ class Balancer:
         raise NotImplementedError
 
     def next_peer(self, tried: tuple[Peer, ...], key: str | None = None) -> Peer | None:
-        """The peer of a request's next try: one it has not tried, else (every live peer failed
-        once) any live one, as nginx goes round the peers again; None when none is live."""
-        peer = self.pick(tried, key)
+        """The peer of a request's next try: one it has not tried in this round; once every
+        live peer failed, a new round starts (Kong's least-connections clears its failed list
+        then), as nginx goes round the peers again; None when none is live."""
+        peer = self.pick(self.this_round(tried), key)
         if peer is None and tried:
             peer = self.pick((), key)
         return peer
+
+    def this_round(self, tried: tuple[Peer, ...]) -> tuple[Peer, ...]:
+        """The tries since the last one that completed a round of every live peer."""
+        live = len(self.live)
+        current: list[Peer] = []
+        for peer in tried:
+            if peer not in current:
+                current.append(peer)
+                if len(current) >= live:
+                    current.clear()
+        return tuple(current)
 
     def done(self, peer: Peer, elapsed: float | None) -> None:
         """A try on ``peer`` ended (``elapsed``: seconds to the response head, None on error)."""
@@ -419,6 +431,11 @@ class Latency(Balancer):
             best.st.active += 1
         return best
 
+    def next_peer(self, tried: tuple[Peer, ...], key: str | None = None) -> Peer | None:
+        # Kong's latency balancer keeps every failed address out: once all failed, the request
+        # gets no peer ("all endpoints have been retried"), Kong's 503.
+        return self.pick(tried, key)
+
     def done(self, peer: Peer, elapsed: float | None) -> None:
         st = peer.st
         st.active -= 1
@@ -521,7 +538,7 @@ class ConsistentHashing(Balancer):
                     value = str(uuid.uuid4())
                     return value, value
             elif mode == "path":
-                value = path
+                value = nginx_uri(path)
             elif mode == "query_arg":
                 value = _query_arg(query, getattr(u, f"hash_{suffix}_query_arg"))
             elif mode == "uri_capture" and captures:
@@ -575,6 +592,26 @@ def _query_arg(query: bytes, name: str) -> str | None:
     if not found:
         return None
     return ",".join(sorted(found)) if len(found) > 1 else found[0]
+
+
+def nginx_uri(path: str) -> str:
+    """nginx's ``$uri`` (what Kong hashes on ``path``) of the router's normalized path: every
+    escape decoded (the router keeps reserved ones, ``%2F``, encoded), then ``.``/``..``
+    segments and repeated slashes resolved again over the decoded text."""
+    if "%" not in path:
+        return path
+    decoded = unquote(path, encoding="latin-1")
+    segments: list[str] = []
+    for segment in decoded.split("/"):
+        if segment == "..":
+            if segments:
+                segments.pop()
+        elif segment not in ("", "."):
+            segments.append(segment)
+    out = "/" + "/".join(segments)
+    if segments and decoded.endswith(("/", "/.", "/..")):
+        out += "/"
+    return out
 
 
 def split_target(target: str) -> tuple[str, int]:

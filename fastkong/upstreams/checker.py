@@ -384,9 +384,15 @@ class ActiveChecker:
         if found is None:
             return 404, {"message": "Not found"}
         name, port = split_target(found.target)
-        if address is not None:
+        if address is not None and is_ip(split_target(address)[0]):
             ip, aport = split_target(address)
             pairs = [(ip, aport if ":" in address else port)]
+        elif address is not None:
+            # A name, not an address (Kong's set_all_target_statuses_for_hostname): every
+            # address it resolves to, at its port.
+            host, aport = split_target(address)
+            at = aport if ":" in address else port
+            pairs = [(ip, at) for ip in self.addresses(found)] + [(host, at)]
         else:
             pairs = [(ip, port) for ip in self.addresses(found)]
             if not is_ip(name):

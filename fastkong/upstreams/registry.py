@@ -79,6 +79,11 @@ class Registry:
                     cached = self.resolver.usable(t.name)
                     if cached:
                         t.set_addresses(cached, b.upstream_id)
+                    else:
+                        # A name this worker has not resolved: look it up at the next tick
+                        # (0.1 s), not the next DNS round; meanwhile its stand-in peer
+                        # resolves it when connecting.
+                        self.dns_at = 0.0
             for peer in b.all_peers():
                 self._bind(peer, states)
             b.rebuild()
