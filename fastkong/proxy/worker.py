@@ -184,6 +184,8 @@ class StateFollower:
                 continue
             finally:
                 sys.setswitchinterval(interval)
+            if self.gateway.upstreams is not None:
+                await self.gateway.upstreams.prefetch(runtime)
             self.install(runtime)
             del runtime
             if self.retired and (self.teardown is None or self.teardown.done()):

@@ -113,6 +113,7 @@ class Follower:
                 except Exception:
                     log.exception("stream: cannot load %s; keeping the current config", self.path)
                 else:
+                    await registry.prefetch(snapshot)
                     self.install(snapshot)
                     registry.adopt(snapshot)
             await asyncio.sleep(POLL_INTERVAL)

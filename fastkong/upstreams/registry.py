@@ -38,6 +38,8 @@ log = logging.getLogger("fastkong.upstreams")
 
 FULL_REREAD = 5.0  # seconds between two unconditional re-reads (a safety net)
 DNS_CHECK = 1.0
+#: How long a new config waits for its target names to resolve before it is served.
+PREFETCH_TIMEOUT = 1.0
 
 
 class Registry:
@@ -64,6 +66,28 @@ class Registry:
         )
 
     # -- snapshots ---------------------------------------------------------------------------
+    async def prefetch(self, runtime: Snapshot, timeout: float = PREFETCH_TIMEOUT) -> None:
+        """Look up the target names of ``runtime`` this worker has no answer for, before it is
+        adopted: Kong resolves a balancer's targets when it creates it, so the first request
+        already picks among real addresses. Bounded by ``timeout``; a name still unresolved
+        then gets a stand-in peer (:meth:`adopt`)."""
+        names = {
+            t.name
+            for service in runtime.services.values()
+            if service.balancer is not None
+            for t in service.balancer.targets
+            if not t.is_ip and self.resolver.usable(t.name) is None
+        }
+        if not names:
+            return
+        lookups = asyncio.gather(
+            *(self.resolver.resolve(name) for name in names), return_exceptions=True
+        )
+        try:
+            await asyncio.wait_for(lookups, timeout)
+        except TimeoutError:
+            log.warning("DNS: %d target names not resolved in %.1fs", len(names), timeout)
+
     def adopt(self, runtime: Snapshot) -> None:
         """Bind the balancers of ``runtime`` (a new snapshot) to this worker's state."""
         balancers: dict[int, Balancer] = {}

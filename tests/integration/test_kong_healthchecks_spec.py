@@ -13,7 +13,7 @@ How Kong's fixtures translate:
   targets (nothing listening, "we want the connection to get refused") is a free port here.
 * ``bu.begin_testcase_setup``/``end_testcase_setup`` in DB-less mode: each case's entities
   are the whole declarative config, ``POST /config``, then polled until a sync route answers
-  (the spec's dummy route); ``bu.healthchecks_config`` is :data:`BU_HEALTHCHECKS` deep-merged.
+  (the spec's dummy route); ``bu.healthchecks_config`` is tests/kong_balancer_utils.py's.
 * ``https_server`` (``mock_webserver_tpl.lua``): :class:`KongServer`, plain HTTP on loopback.
 * ``bu.client_requests``: :func:`client_requests`, with its sync request before each one.
 * Kong's intervals of ``bu.HEALTHCHECK_INTERVAL`` (1 s) are 0.1 s here.
@@ -48,14 +48,11 @@ Left out:
 * l.1210 and l.1292 "... downstream status code was changed (with subrequest)": the
   ``pre-function`` plugin (Lua).
 
-Known to fail against fastkong (Kong's behaviour is asserted): the first case to use a name
-(``multiple-ips.test``, first in this module) sends its first request to the stand-in peer of a
-target not resolved yet, and the re-added upstream loses its targets' health (see the tests).
+Deliberately not Kong's: an upstream re-added under a new id starts healthy (see that test).
 """
 
 from __future__ import annotations
 
-import copy
 import itertools
 import shutil
 import subprocess
@@ -70,6 +67,7 @@ import httpx
 import pytest
 
 from tests.helpers import Gateway, LoopServer, free_port, read_request
+from tests.kong_balancer_utils import HEALTHCHECK_INTERVAL, SLOTS, healthchecks_config
 
 pytestmark = pytest.mark.integration
 
@@ -77,9 +75,8 @@ T = TypeVar("T")
 
 #: bu.localhosts, less ipv6.
 MODES = {"ipv4": "127.0.0.1", "hostname": "localhost"}
-SLOTS = 10  # bu.SLOTS
 ACCEPTED_LB_VAR = 0.3
-INTERVAL = 0.1  # bu.HEALTHCHECK_INTERVAL is 1 s
+INTERVAL = HEALTHCHECK_INTERVAL
 SYNC_HOST = "200.test"
 #: One client for the module (an httpx client costs tens of ms to make); no kept connection,
 #: so that each request is on a new connection, as bu.client_requests makes them.
@@ -93,48 +90,7 @@ NAMES = {
     "notlocalhost.test": ["127.0.0.1"],
 }
 
-#: balancer_utils.lua healthchecks_defaults.
-BU_HEALTHCHECKS: dict[str, Any] = {
-    "active": {
-        "timeout": 1,
-        "concurrency": 10,
-        "http_path": "/",
-        "healthy": {"interval": 0, "http_statuses": [200, 302], "successes": 2},
-        "unhealthy": {
-            "interval": 0,
-            "http_statuses": [429, 404, 500, 501, 502, 503, 504, 505],
-            "tcp_failures": 2,
-            "timeouts": 3,
-            "http_failures": 5,
-        },
-    },
-    "passive": {
-        "healthy": {
-            "http_statuses": [200, 201, 202, 203, 204, 205, 206, 207, 208, 226]
-            + list(range(300, 309)),
-            "successes": 5,
-        },
-        "unhealthy": {
-            "http_statuses": [429, 500, 503],
-            "tcp_failures": 2,
-            "timeouts": 7,
-            "http_failures": 5,
-        },
-    },
-}
-
-
-def healthchecks(config: dict[str, Any]) -> dict[str, Any]:
-    """bu.healthchecks_config: ``config`` deep-merged over :data:`BU_HEALTHCHECKS`."""
-
-    def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-        out = copy.deepcopy(base)
-        for key, value in over.items():
-            both = isinstance(value, dict) and isinstance(out.get(key), dict)
-            out[key] = merge(out[key], value) if both else value
-        return out
-
-    return merge(BU_HEALTHCHECKS, config)
+healthchecks = healthchecks_config  # bu.healthchecks_config
 
 
 PASSIVE_TCP_1 = {"passive": {"unhealthy": {"tcp_failures": 1}}}
@@ -383,10 +339,8 @@ def test_a_target_that_resolves_to_2_ips_reports_health_separately(
 ) -> None:
     # l.139, and l.213 "(upstream with hostname set)". Kong resolves a balancer's targets when
     # it creates it, before the first pick (kong/runloop/balancer/balancers.lua l.143), so the
-    # first request already tries both addresses; fastkong resolves a name not in its cache in
-    # the worker's background task (fastkong/upstreams/registry.py, every DNS_CHECK = 1 s), and
-    # the first request goes to a stand-in peer named by the hostname, which the refused
-    # connection marks down instead of 127.0.0.1/127.0.0.2: those stay HEALTHY, get no traffic.
+    # first request already tries both addresses; so does fastkong (Registry.prefetch, before a
+    # worker serves a new config), so the refused connections mark 127.0.0.1 and 127.0.0.2.
     port = free_port()
     extra = {"host_header": host_header} if host_header else {}
     name, uid = two_ips_upstream(gw, Setup(), port, **extra)
