@@ -153,19 +153,11 @@ def run_log(ctx: RequestContext) -> None:
 #: The request headers Kong's nginx writes itself with ``proxy_set_header`` (nginx_kong.lua):
 #: a plugin's value for one of them never goes up (nginx passes only its own).
 #: (TE, Upgrade and Connection are the transport's: plugins that speak gRPC set TE.)
-PROXY_SET_HEADERS: Final = frozenset(
-    {
-        b"via",
-        b"x-forwarded-for",
-        b"x-forwarded-proto",
-        b"x-forwarded-host",
-        b"x-forwarded-port",
-        b"x-forwarded-path",
-        b"x-forwarded-prefix",
-        b"x-real-ip",
-        b"x-kong-request-id",
-    }
-)
+PROXY_SET_HEADERS: Final = _h1.TRUSTED_FORWARDED | {
+    b"via",
+    b"x-forwarded-for",
+    b"x-kong-request-id",
+}
 
 
 def apply_header_edits(ctx: RequestContext, lines: list[bytes]) -> list[bytes]:

@@ -45,7 +45,6 @@ Left out:
 from __future__ import annotations
 
 import asyncio
-import copy
 import ipaddress
 import itertools
 import json
@@ -63,56 +62,19 @@ import pytest
 
 from tests.helpers import Gateway, LoopServer, free_port
 from tests.integration.test_listeners import self_signed
+from tests.kong_balancer_utils import HEALTHCHECK_INTERVAL, SLOTS, healthchecks_config
 
 pytestmark = pytest.mark.integration
 
-SLOTS = 10  # bu.SLOTS
-INTERVAL = 0.1  # bu.HEALTHCHECK_INTERVAL is 1 s
+INTERVAL = HEALTHCHECK_INTERVAL
 ACCEPTED_LB_VAR = 0.3
 IPV6_FULL = "[0000:0000:0000:0000:0000:0000:0000:0001]"
 MODES = {"ipv4": "127.0.0.1", "ipv6": "[::1]", "hostname": "localhost"}
 
-#: balancer_utils.lua ``healthchecks_defaults``, merged under every case's healthchecks.
-DEFAULTS: dict[str, Any] = {
-    "active": {
-        "timeout": 1,
-        "concurrency": 10,
-        "http_path": "/",
-        "healthy": {"interval": 0, "http_statuses": [200, 302], "successes": 2},
-        "unhealthy": {
-            "interval": 0,
-            "http_statuses": [429, 404, 500, 501, 502, 503, 504, 505],
-            "tcp_failures": 2,
-            "timeouts": 3,
-            "http_failures": 5,
-        },
-    },
-    "passive": {
-        "healthy": {
-            "http_statuses": [200, 201, 202, 203, 204, 205, 206, 207, 208, 226]
-            + list(range(300, 309)),
-            "successes": 5,
-        },
-        "unhealthy": {
-            "http_statuses": [429, 500, 503],
-            "tcp_failures": 2,
-            "timeouts": 7,
-            "http_failures": 5,
-        },
-    },
-}
-
-
-def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and key in out else value
-    return out
-
 
 def healthchecks(**over: Any) -> dict[str, Any]:
-    """``bu.healthchecks_config``."""
-    return merge(DEFAULTS, over)
+    """``bu.healthchecks_config``, its table given as keywords."""
+    return healthchecks_config(over)
 
 
 def active(nfails: int, successes: int = 1, **extra: Any) -> dict[str, Any]:

@@ -27,6 +27,7 @@ import msgspec
 
 from fastkong.config import load_config
 from fastkong.config.schema import Config
+from tests import kong_declarative_docs as docs
 
 #: Fields of Kong's entity that the spec's "select" output never shows.
 HIDDEN = frozenset({"id", "created_at", "updated_at"})
@@ -96,32 +97,11 @@ def plugin(name: str, config: dict[str, Any], **fields: Any) -> dict[str, Any]:
     return {"name": name, "enabled": True, "protocols": ALL_PROTOCOLS, "config": config, **fields}
 
 
-KEY_AUTH = {
-    "hide_credentials": False,
-    "key_in_header": True,
-    "key_in_query": True,
-    "key_in_body": False,
-    "key_names": ["apikey"],
-    "run_on_preflight": True,
-}
-HTTP_LOG = {
-    "http_endpoint": "https://example.com",
-    "content_type": "application/json",
-    "keepalive": 60000,
-    "method": "POST",
-    "timeout": 10000,
-    "queue": {
-        "initial_retry_delay": 0.01,
-        "max_batch_size": 1,
-        "max_entries": 10000,
-        "max_coalescing_delay": 1,
-        "max_retry_delay": 60,
-        "max_retry_time": 60,
-        "concurrency_limit": 1,
-    },
-}
-BASIC_AUTH = {"hide_credentials": False, "realm": "service"}
-TCP_LOG = {"host": "127.0.0.1", "port": 10000, "keepalive": 60000, "timeout": 10000, "tls": False}
+# The plugins' configs: flatten's, less its null fields (see kong_declarative_docs)
+KEY_AUTH = drop_nulls(docs.KEY_AUTH_CONFIG)
+HTTP_LOG = drop_nulls(docs.HTTP_LOG_CONFIG)
+BASIC_AUTH = drop_nulls(docs.BASIC_AUTH_CONFIG)
+TCP_LOG = drop_nulls(docs.TCP_LOG_CONFIG)
 
 
 def assert_meta(config: Config) -> None:
@@ -137,25 +117,8 @@ def test_services_accepts_an_empty_list() -> None:
 
 
 def test_services_accepts_entities() -> None:
-    config = load(
-        """
-_format_version: "1.1"
-services:
-- name: foo
-  host: example.com
-  protocol: https
-  enabled: true
-  _comment: my comment
-  _ignore:
-  - foo: bar
-- name: bar
-  host: example.test
-  port: 3000
-  _comment: my comment
-  _ignore:
-  - foo: bar
-"""
-    )
+    # Kong's copy also sets ``enabled: true`` on foo: the default, the same entity
+    config = load(docs.SERVICES_ENTITIES)
     assert_meta(config)
     assert entities(config, "services") == [
         service(name="foo", protocol="https", host="example.com"),
@@ -165,15 +128,7 @@ services:
 
 def test_services_allows_url_shorthand() -> None:
     # Other URLs' splitting: test_config_nesting.py::test_url_shorthand; here the whole entity.
-    config = load(
-        """
-_format_version: "1.1"
-services:
-- name: foo
-  # url shorthand also works, and expands into multiple fields
-  url: https://example.com:8000/hello/world
-"""
-    )
+    config = load(docs.SERVICE_URL_SHORTHAND)
     assert entities(config, "services") == [
         service(name="foo", protocol="https", host="example.com", port=8000, path="/hello/world")
     ]
@@ -187,22 +142,7 @@ def test_plugins_accepts_an_empty_list() -> None:
 
 
 def test_plugins_accepts_entities() -> None:
-    config = load(
-        """
-_format_version: "1.1"
-plugins:
-  - name: key-auth
-    _comment: my comment
-    _ignore:
-    - foo: bar
-  - name: http-log
-    config:
-      http_endpoint: https://example.com
-    _comment: my comment
-    _ignore:
-    - foo: bar
-"""
-    )
+    config = load(docs.PLUGINS_ENTITIES)
     assert entities(config, "plugins") == [
         plugin("key-auth", KEY_AUTH),
         plugin("http-log", HTTP_LOG),
@@ -213,25 +153,7 @@ def test_plugins_allow_foreign_relationships_as_strings() -> None:
     # Kong's "select" stage keeps the strings; its flatten resolves them to the entities named
     # (declarative_config.lua ``flatten``, ``find_entity``), so the named ones are declared here.
     # Resolution alone: test_config_nesting.py::test_top_level_references_by_name.
-    config = load(
-        """
-_format_version: "1.1"
-services:
-- {name: svc1, host: example.com}
-routes:
-- {name: foo, paths: [/]}
-consumers:
-- {username: my-consumer}
-plugins:
-  - name: key-auth
-    route: foo
-  - name: http-log
-    service: svc1
-    consumer: my-consumer
-    config:
-      http_endpoint: https://example.com
-"""
-    )
+    config = load(docs.PLUGINS_FOREIGN_AS_STRINGS)
     assert entities(config, "plugins") == [
         plugin("key-auth", KEY_AUTH, route="routes[0]"),
         plugin("http-log", HTTP_LOG, service="services[0]", consumer="consumers[0]"),
@@ -240,43 +162,13 @@ plugins:
 
 # -- nested: plugins in services (spec lines 250-401) ----------------------------------------
 def test_plugins_in_services_accepts_an_empty_list() -> None:
-    config = load(
-        '_format_version: "1.1"\nservices:\n- name: foo\n  plugins: []\n  host: example.com\n'
-    )
+    config = load(docs.SERVICE_WITH_EMPTY_CHILDREN.format(children="  plugins: []\n"))
     assert entities(config, "services") == [service(name="foo", host="example.com")]
     assert config.plugins == []
 
 
 def test_plugins_in_services_accepts_entities() -> None:
-    config = load(
-        """
-_format_version: "1.1"
-services:
-- name: foo
-  host: example.com
-  protocol: https
-  _comment: my comment
-  _ignore:
-  - foo: bar
-  plugins:
-    - name: key-auth
-      _comment: my comment
-      _ignore:
-      - foo: bar
-    - name: http-log
-      config:
-        http_endpoint: https://example.com
-- name: bar
-  host: example.test
-  port: 3000
-  plugins:
-  - name: basic-auth
-  - name: tcp-log
-    config:
-      host: 127.0.0.1
-      port: 10000
-"""
-    )
+    config = load(docs.PLUGINS_IN_SERVICES)
     assert entities(config, "services") == [
         service(name="foo", protocol="https", host="example.com"),
         service(name="bar", host="example.test", port=3000),
@@ -291,42 +183,13 @@ services:
 
 # -- nested: routes in services (spec lines 403-540) -----------------------------------------
 def test_routes_in_services_accepts_an_empty_list() -> None:
-    config = load(
-        '_format_version: "1.1"\nservices:\n- name: foo\n  routes: []\n  host: example.com\n'
-    )
+    config = load(docs.SERVICE_WITH_EMPTY_CHILDREN.format(children="  routes: []\n"))
     assert entities(config, "services") == [service(name="foo", host="example.com")]
     assert config.routes == []
 
 
 def test_routes_in_services_accepts_entities() -> None:
-    config = load(
-        """
-_format_version: "1.1"
-services:
-- name: foo
-  host: example.com
-  protocol: https
-  routes:
-    - path_handling: v1
-      paths:
-      - /path
-    - path_handling: v1
-      hosts:
-      - example.com
-    - path_handling: v1
-      methods: ["GET", "POST"]
-- name: bar
-  host: example.test
-  port: 3000
-  routes:
-    - path_handling: v1
-      paths:
-      - /path
-      hosts:
-      - example.com
-      methods: ["GET", "POST"]
-"""
-    )
+    config = load(docs.ROUTES_IN_SERVICES)
     assert entities(config, "services") == [
         service(name="foo", protocol="https", host="example.com"),
         service(name="bar", host="example.test", port=3000),
@@ -346,20 +209,7 @@ services:
 
 # -- nested: plugins in routes in services (spec lines 542-740) ------------------------------
 def test_plugins_in_routes_in_services_accepts_an_empty_list() -> None:
-    config = load(
-        """
-_format_version: "1.1"
-services:
-- name: foo
-  host: example.com
-  protocol: https
-  routes:
-  - name: foo
-    path_handling: v1
-    methods: ["GET"]
-    plugins:
-"""
-    )
+    config = load(docs.PLUGINS_IN_ROUTES_IN_SERVICES_EMPTY.format(path_handling="v1"))
     assert entities(config, "services") == [
         service(name="foo", protocol="https", host="example.com")
     ]
@@ -368,38 +218,7 @@ services:
 
 
 def test_plugins_in_routes_in_services_accepts_entities() -> None:
-    config = load(
-        """
-_format_version: "1.1"
-services:
-- name: foo
-  host: example.com
-  protocol: https
-  routes:
-  - name: foo
-    path_handling: v1
-    methods: ["GET"]
-    plugins:
-      - name: key-auth
-      - name: http-log
-        config:
-          http_endpoint: https://example.com
-- name: bar
-  host: example.test
-  port: 3000
-  routes:
-  - name: bar
-    path_handling: v1
-    paths:
-    - /
-    plugins:
-    - name: basic-auth
-    - name: tcp-log
-      config:
-        host: 127.0.0.1
-        port: 10000
-"""
-    )
+    config = load(docs.PLUGINS_IN_ROUTES_IN_SERVICES.format(path_handling="v1"))
     assert entities(config, "services") == [
         service(name="foo", protocol="https", host="example.com"),
         service(name="bar", host="example.test", port=3000),

@@ -27,6 +27,7 @@ import pytest
 
 from fastkong.config import ConfigError, load_config
 from fastkong.config.schema import Config
+from tests import kong_declarative_docs as docs
 
 HTTPS_NEEDS = (
     "must set one of 'methods', 'hosts', 'headers', 'paths', 'snis' when 'protocols' is 'https'"
@@ -96,24 +97,7 @@ def test_services_accepts_an_empty_list() -> None:
 
 
 def test_services_accepts_entities() -> None:
-    config = load(
-        """\
-        _format_version: "1.1"
-        services:
-        - name: foo
-          host: example.com
-          protocol: https
-          _comment: my comment
-          _ignore:
-          - foo: bar
-        - name: bar
-          host: example.test
-          port: 3000
-          _comment: my comment
-          _ignore:
-          - foo: bar
-        """
-    )
+    config = load(docs.SERVICES_ENTITIES)
     assert [(s.name, s.host, s.protocol, s.port) for s in config.services] == [
         ("foo", "example.com", "https", 80),
         ("bar", "example.test", "http", 3000),
@@ -152,15 +136,7 @@ def test_services_performs_regular_validations() -> None:
 
 
 def test_services_allows_url_shorthand() -> None:
-    svc = load(
-        """\
-        _format_version: "1.1"
-        services:
-        - name: foo
-          # url shorthand also works, and expands into multiple fields
-          url: https://example.com:8000/hello/world
-        """
-    ).services[0]
+    svc = load(docs.SERVICE_URL_SHORTHAND).services[0]
     assert (svc.protocol, svc.host, svc.port, svc.path) == (
         "https",
         "example.com",
@@ -175,47 +151,14 @@ def test_plugins_accepts_an_empty_list() -> None:
 
 
 def test_plugins_accepts_entities() -> None:
-    config = load(
-        """\
-        _format_version: "1.1"
-        plugins:
-          - name: key-auth
-            _comment: my comment
-            _ignore:
-            - foo: bar
-          - name: http-log
-            config:
-              http_endpoint: https://example.com
-            _comment: my comment
-            _ignore:
-            - foo: bar
-        """
-    )
+    config = load(docs.PLUGINS_ENTITIES)
     assert [p.name for p in config.plugins] == ["key-auth", "http-log"]
     assert config.plugins[1].config["http_endpoint"] == "https://example.com"
 
 
 def test_plugins_allows_foreign_relationships_as_strings() -> None:
     # The spec's document, plus the entities it names (see the module docstring).
-    config = load(
-        """\
-        _format_version: "1.1"
-        plugins:
-          - name: key-auth
-            route: foo
-          - name: http-log
-            service: svc1
-            consumer: my-consumer
-            config:
-              http_endpoint: https://example.com
-        services:
-        - {name: svc1, host: example.com}
-        routes:
-        - {name: foo, paths: [/]}
-        consumers:
-        - username: my-consumer
-        """
-    )
+    config = load(docs.PLUGINS_FOREIGN_AS_STRINGS)
     (key_auth, http_log), route = config.plugins, config.routes[0]
     assert (key_auth.route, key_auth.service, key_auth.consumer) == (route.id, None, None)
     assert (http_log.service, http_log.consumer) == (config.services[0].id, config.consumers[0].id)
@@ -223,48 +166,12 @@ def test_plugins_allows_foreign_relationships_as_strings() -> None:
 
 # -- lines 259-601: nested relationships ---------------------------------------------------------
 def test_plugins_in_services_accepts_an_empty_list() -> None:
-    config = load(
-        """\
-        _format_version: "1.1"
-        services:
-        - name: foo
-          plugins: []
-          host: example.com
-        """
-    )
+    config = load(docs.SERVICE_WITH_EMPTY_CHILDREN.format(children="  plugins: []\n"))
     assert (len(config.services), config.plugins) == (1, [])
 
 
 def test_plugins_in_services_accepts_entities() -> None:
-    config = load(
-        """\
-        _format_version: "1.1"
-        services:
-        - name: foo
-          host: example.com
-          protocol: https
-          _comment: my comment
-          _ignore:
-          - foo: bar
-          plugins:
-            - name: key-auth
-              _comment: my comment
-              _ignore:
-              - foo: bar
-            - name: http-log
-              config:
-                http_endpoint: https://example.com
-        - name: bar
-          host: example.test
-          port: 3000
-          plugins:
-          - name: basic-auth
-          - name: tcp-log
-            config:
-              host: 127.0.0.1
-              port: 10000
-        """
-    )
+    config = load(docs.PLUGINS_IN_SERVICES)
     foo, bar = (s.id for s in config.services)
     assert [(p.name, p.service) for p in config.plugins] == [
         ("key-auth", foo),
@@ -275,43 +182,12 @@ def test_plugins_in_services_accepts_entities() -> None:
 
 
 def test_routes_in_services_accepts_an_empty_list() -> None:
-    config = load(
-        """\
-        _format_version: "1.1"
-        services:
-        - name: foo
-          routes: []
-          host: example.com
-        """
-    )
+    config = load(docs.SERVICE_WITH_EMPTY_CHILDREN.format(children="  routes: []\n"))
     assert (len(config.services), config.routes) == (1, [])
 
 
 def test_routes_in_services_accepts_entities() -> None:
-    config = load(
-        """\
-        _format_version: "1.1"
-        services:
-        - name: foo
-          host: example.com
-          protocol: https
-          routes:
-            - paths:
-              - /path
-            - hosts:
-              - example.com
-            - methods: ["GET", "POST"]
-        - name: bar
-          host: example.test
-          port: 3000
-          routes:
-            - paths:
-              - /path
-              hosts:
-              - example.com
-              methods: ["GET", "POST"]
-        """
-    )
+    config = load(docs.ROUTES_IN_SERVICES)
     foo, bar = (s.id for s in config.services)
     assert [(r.service, r.paths, r.hosts, r.methods) for r in config.routes] == [
         (foo, ["/path"], None, None),
@@ -322,52 +198,12 @@ def test_routes_in_services_accepts_entities() -> None:
 
 
 def test_plugins_in_routes_in_services_accepts_an_empty_list() -> None:
-    config = load(
-        """\
-        _format_version: "1.1"
-        services:
-        - name: foo
-          host: example.com
-          routes:
-          - name: foo
-            methods: ["GET"]
-            plugins: []
-        """
-    )
+    config = load(docs.PLUGINS_IN_ROUTES_IN_SERVICES_EMPTY.format(path_handling="v0"))
     assert (len(config.routes), config.plugins) == (1, [])
 
 
 def test_plugins_in_routes_in_services_accepts_entities() -> None:
-    config = load(
-        """\
-        _format_version: "1.1"
-        services:
-        - name: foo
-          host: example.com
-          protocol: https
-          routes:
-          - name: foo
-            methods: ["GET"]
-            plugins:
-              - name: key-auth
-              - name: http-log
-                config:
-                  http_endpoint: https://example.com
-        - name: bar
-          host: example.test
-          port: 3000
-          routes:
-          - name: bar
-            paths:
-            - /
-            plugins:
-            - name: basic-auth
-            - name: tcp-log
-              config:
-                host: 127.0.0.1
-                port: 10000
-        """
-    )
+    config = load(docs.PLUGINS_IN_ROUTES_IN_SERVICES.format(path_handling="v0"))
     foo, bar = (r.id for r in config.routes)
     assert [(p.name, p.route, p.service) for p in config.plugins] == [
         ("key-auth", foo, None),

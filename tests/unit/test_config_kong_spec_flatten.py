@@ -34,6 +34,7 @@ import pytest
 
 from fastkong.config import ConfigError, load_config
 from fastkong.config.schema import Config
+from tests import kong_declarative_docs as docs
 
 FOREIGN = ("service", "route", "consumer", "upstream")
 REF: dict[str, str] = {"id": "UUID"}
@@ -141,48 +142,9 @@ def route(**fields: Any) -> dict[str, Any]:
     }
 
 
-HTTP_LOG: dict[str, Any] = {
-    "http_endpoint": "https://example.com",
-    "content_type": "application/json",
-    "flush_timeout": None,
-    "keepalive": 60000,
-    "method": "POST",
-    "queue_size": None,
-    "retry_count": None,
-    "timeout": 10000,
-    "headers": None,
-    "custom_fields_by_lua": None,
-    "queue": {
-        "initial_retry_delay": 0.01,
-        "max_batch_size": 1,
-        "max_entries": 10000,
-        "max_coalescing_delay": 1,
-        "max_retry_delay": 60,
-        "max_retry_time": 60,
-        "max_bytes": None,
-        "concurrency_limit": 1,
-    },
-}
-KEY_AUTH: dict[str, Any] = {
-    "anonymous": None,
-    "hide_credentials": False,
-    "realm": None,
-    "key_in_header": True,
-    "key_in_query": True,
-    "key_in_body": False,
-    "key_names": ["apikey"],
-    "run_on_preflight": True,
-}
-BASIC_AUTH: dict[str, Any] = {"anonymous": None, "hide_credentials": False, "realm": "service"}
-TCP_LOG: dict[str, Any] = {
-    "host": "127.0.0.1",
-    "keepalive": 60000,
-    "port": 10000,
-    "timeout": 10000,
-    "tls": False,
-    "tls_sni": None,
-    "custom_fields_by_lua": None,
-}
+# The plugins' configs as Kong's flatten spec expects them (see kong_declarative_docs)
+HTTP_LOG, KEY_AUTH = docs.HTTP_LOG_CONFIG, docs.KEY_AUTH_CONFIG
+BASIC_AUTH, TCP_LOG = docs.BASIC_AUTH_CONFIG, docs.TCP_LOG_CONFIG
 
 
 def plugin(name: str, config: dict[str, Any], **fields: Any) -> dict[str, Any]:
@@ -218,26 +180,7 @@ def test_accepts_an_empty_list(text: str) -> None:
 # -- services: -------------------------------------------------------------------------------
 def test_services_accepts_entities() -> None:
     # line 103
-    config = flatten(
-        """
-_format_version: "1.1"
-services:
-- name: foo
-  host: example.com
-  protocol: https
-  enabled: false
-  _comment: my comment
-  _ignore:
-  - foo: bar
-- name: bar
-  host: example.test
-  port: 3000
-  _comment: my comment
-  _ignore:
-  - foo: bar
-  tags: [hello, world]
-"""
-    )
+    config = flatten(docs.SERVICES_DISABLED_TAGGED)
     assert idempotent(config) == {
         "services": [
             service(name="bar", host="example.test", port=3000, tags=["hello", "world"]),
@@ -265,15 +208,8 @@ routes:
 
 
 def test_allows_url_shorthand() -> None:
-    # line 210: url shorthand also works, and expands into multiple fields
-    config = flatten(
-        """
-_format_version: "1.1"
-services:
-- name: foo
-  url: https://example.com:8000/hello/world
-"""
-    )
+    # line 210
+    config = flatten(docs.SERVICE_URL_SHORTHAND)
     assert idempotent(config) == {
         "services": [
             service(
@@ -286,29 +222,14 @@ services:
 # -- plugins: --------------------------------------------------------------------------------
 def test_plugins_accepts_entities() -> None:
     # line 256
-    config = flatten(
-        """
-_format_version: "1.1"
-plugins:
-  - name: key-auth
-    _comment: my comment
-    _ignore:
-    - foo: bar
-  - name: http-log
-    config:
-      http_endpoint: https://example.com
-    _comment: my comment
-    _ignore:
-    - foo: bar
-"""
-    )
+    config = flatten(docs.PLUGINS_ENTITIES)
     assert idempotent(config) == {
         "plugins": [plugin("http-log", HTTP_LOG), plugin("key-auth", KEY_AUTH)]
     }
 
 
 def test_plugins_fails_with_missing_foreign_relationships() -> None:
-    # line 336
+    # line 336; not docs.PLUGINS_FOREIGN_AS_STRINGS: no key-auth, no entities named
     text = """
 _format_version: "1.1"
 plugins:
@@ -385,41 +306,13 @@ plugins:
     ],
 )
 def test_nested_in_services_accepts_an_empty_list(children: str) -> None:
-    text = f'_format_version: "1.1"\nservices:\n- name: foo\n{children}  host: example.com\n'
+    text = docs.SERVICE_WITH_EMPTY_CHILDREN.format(children=children)
     assert idempotent(flatten(text)) == {"services": [service(name="foo", host="example.com")]}
 
 
 def test_plugins_in_services_accepts_entities() -> None:
     # line 547
-    config = flatten(
-        """
-_format_version: "1.1"
-services:
-- name: foo
-  host: example.com
-  protocol: https
-  _comment: my comment
-  _ignore:
-  - foo: bar
-  plugins:
-    - name: key-auth
-      _comment: my comment
-      _ignore:
-      - foo: bar
-    - name: http-log
-      config:
-        http_endpoint: https://example.com
-- name: bar
-  host: example.test
-  port: 3000
-  plugins:
-  - name: basic-auth
-  - name: tcp-log
-    config:
-      host: 127.0.0.1
-      port: 10000
-"""
-    )
+    config = flatten(docs.PLUGINS_IN_SERVICES)
     assert idempotent(config) == {
         "plugins": [
             plugin("basic-auth", BASIC_AUTH, service=REF),
@@ -441,7 +334,7 @@ services:
 
 
 def test_routes_in_services_accepts_a_single_entity() -> None:
-    # line 759
+    # line 759; not docs.ROUTES_IN_SERVICES: one route, path_handling v0 (its expected default)
     config = flatten(
         """
 _format_version: "1.1"
@@ -463,7 +356,7 @@ services:
 
 
 def test_routes_in_services_accepts_multiple_entities() -> None:
-    # line 821
+    # line 821; not docs.ROUTES_IN_SERVICES: the routes' names and v0 are asserted
     config = flatten(
         """
 _format_version: "1.1"
@@ -524,20 +417,7 @@ services:
 
 def test_plugins_in_routes_in_services_accepts_an_empty_list() -> None:
     # line 995
-    config = flatten(
-        """
-_format_version: "1.1"
-services:
-- name: foo
-  host: example.com
-  protocol: https
-  routes:
-  - name: foo
-    path_handling: v0
-    methods: ["GET"]
-    plugins:
-"""
-    )
+    config = flatten(docs.PLUGINS_IN_ROUTES_IN_SERVICES_EMPTY.format(path_handling="v0"))
     assert idempotent(config) == {
         "routes": [route(name="foo", methods=["GET"], service=REF)],
         "services": [service(name="foo", host="example.com", protocol="https")],
@@ -546,38 +426,7 @@ services:
 
 def test_plugins_in_routes_in_services_accepts_entities() -> None:
     # line 1062 (to 1288)
-    config = flatten(
-        """
-_format_version: "1.1"
-services:
-- name: foo
-  host: example.com
-  protocol: https
-  routes:
-  - name: foo
-    path_handling: v0
-    methods: ["GET"]
-    plugins:
-      - name: key-auth
-      - name: http-log
-        config:
-          http_endpoint: https://example.com
-- name: bar
-  host: example.test
-  port: 3000
-  routes:
-  - name: bar
-    path_handling: v0
-    paths:
-    - /
-    plugins:
-    - name: basic-auth
-    - name: tcp-log
-      config:
-        host: 127.0.0.1
-        port: 10000
-"""
-    )
+    config = flatten(docs.PLUGINS_IN_ROUTES_IN_SERVICES.format(path_handling="v0"))
     assert idempotent(config) == {
         "plugins": [
             plugin("basic-auth", BASIC_AUTH, route=REF),

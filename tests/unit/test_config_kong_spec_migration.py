@@ -18,24 +18,8 @@ from __future__ import annotations
 import pytest
 
 from fastkong.config import ConfigError, load_config
+from tests import kong_declarative_docs as docs
 
-SERVICES = """\
-services:
-- name: foo
-  host: example.com
-  protocol: https
-  enabled: false
-  _comment: my comment
-  _ignore:
-  - foo: bar
-{nested}- name: bar
-  host: example.test
-  port: 3000
-  _comment: my comment
-  _ignore:
-  - foo: bar
-  tags: [hello, world]
-"""
 ROUTE = """\
 - name: foo
   path_handling: v0
@@ -44,10 +28,19 @@ ROUTE = """\
   snis:
   - "example.com"
 """
-TOP_LEVEL = SERVICES.format(nested="") + "routes:\n" + ROUTE + "  service: foo\n"
-NESTED = SERVICES.format(
-    nested="  routes:\n" + "".join(f"  {line}\n" for line in ROUTE.splitlines())
+TOP_LEVEL = (
+    docs.SERVICES_FOO_DISABLED_BAR_TAGGED.format(nested="")
+    + "routes:\n"
+    + ROUTE
+    + "  service: foo\n"
 )
+
+
+def indented(text: str) -> str:
+    return "".join(f"  {line}\n" for line in text.splitlines())
+
+
+NESTED = docs.SERVICES_FOO_DISABLED_BAR_TAGGED.format(nested="  routes:\n" + indented(ROUTE))
 
 
 @pytest.mark.parametrize("form", [TOP_LEVEL, NESTED], ids=["top-level", "nested"])
@@ -66,26 +59,13 @@ def test_routes_handling_for_format_version(version: str, form: str) -> None:
 
 
 def test_validation_should_happen_after_migration() -> None:
-    text = """\
-_format_version: "2.1"
-services:
-- name: foo
-  host: example.com
-  protocol: https
-  enabled: false
-  _comment: my comment
-- name: bar
-  host: example.test
-  port: 3000
-  _comment: my comment
-  routes:
-  - name: foo
-    path_handling: v0
-    protocols: ["https"]
-    paths: ["/regex.+(", "/prefix" ]
-    snis:
-    - "example.com"
-"""
+    # Kong's document has no _ignore on its services nor tags on bar: the same one error.
+    text = (
+        '_format_version: "2.1"\n'
+        + docs.SERVICES_FOO_DISABLED_BAR_TAGGED.format(nested="")
+        + "  routes:\n"
+        + indented(ROUTE.replace('"/regex.+"', '"/regex.+("'))
+    )
     with pytest.raises(ConfigError) as info:
         load_config(text)
     (err,) = info.value.errors

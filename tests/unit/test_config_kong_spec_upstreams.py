@@ -23,31 +23,17 @@ Left out:
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
 
-from fastkong.config import ConfigError, load_config
+from fastkong.config import load_config
 from fastkong.config.schema import Upstream
+from tests.kong_schema_spec import A_VALID_UUID, CONDITIONAL, INVALID_HOSTNAMES, OneEntity
 
-A_VALID_UUID = "cbb297c0-a956-486d-ad1d-f9b42df9465a"
-CONDITIONAL = "failed conditional validation given value of field '{}'"
 BAD_NAME = "\\\\bad\\\\////name////"  # Lua's "\\\\bad\\\\////name////"
-
-
-def doc(**upstream: Any) -> str:
-    return json.dumps({"_format_version": "3.0", "upstreams": [upstream]})
-
-
-def load(**upstream: Any) -> Upstream:
-    return load_config(doc(**upstream)).config.upstreams[0]
-
-
-def errors(**upstream: Any) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load_config(doc(**upstream))
-    return [f"{e.path}: {e.message}" for e in info.value.errors]
+UPSTREAM = OneEntity[Upstream]("upstreams")
+doc, load, errors = UPSTREAM.doc, UPSTREAM.load, UPSTREAM.errors
 
 
 # -- "validates a valid load upstream" ---------------------------------------------------------
@@ -342,20 +328,7 @@ INVALID_HEALTHCHECKS: list[tuple[dict[str, Any], str, str]] = [
     ({"active": {"http_path": "potato"}}, "active.http_path", "should start with: /"),
     _sni("127.0.0.1", "must not be an IP"),
     _sni("127.0.0.1:8080", "must not be an IP"),
-    *[
-        _sni(host, f"invalid value: {host}")
-        for host in (
-            "/example",
-            ".example",
-            "example:",
-            "mock;bin",
-            "example.com/org",
-            "example-.org",
-            "example.org-",
-            "hello..example.com",
-            "hello-.example.com",
-        )
-    ],
+    *[_sni(host, f"invalid value: {host}") for host in INVALID_HOSTNAMES],
     _sni("example.com:1234", "must not have a port"),
     ({"active": {"https_verify_certificate": "ovo"}}, "active.https_verify_certificate", BOOLEAN),
     # a map's keys are checked first: a list's key 1 is not a header name string
