@@ -96,13 +96,6 @@ def run_response(
     set (Kong writes its own only when none is left).
     """
     ctx.status = status
-    if proxied:
-        # The upstream's own spelling of its header names (`Content-Type`): plugins look
-        # names up in lower case, as Kong's (nginx's) lookups ignore case.
-        for i, (name, value) in enumerate(headers):
-            lower = name.lower()
-            if lower is not name and lower != name:
-                headers[i] = (lower, value)
     for plugin in ctx.runtime.plugins.phases(ctx.chain).response:
         plugin.response(ctx, status, headers)
     if ctx.response_headers:
@@ -116,17 +109,14 @@ def _set_after_plugins(
     headers: list[tuple[bytes, bytes]], own: Sequence[tuple[bytes, bytes]], proxied: bool
 ) -> None:
     names = {name for name, _ in own}
-    ours = {id(entry) for entry in own}
-    server_if_none = proxied and b"server" in names
-    kept = [
-        entry
-        for entry in headers
-        if entry[0] not in names
-        or (server_if_none and entry[0] == b"server" and id(entry) not in ours)
-    ]
-    if server_if_none and any(name == b"server" for name, _ in kept):
-        own = [entry for entry in own if entry[0] != b"server"]
-    kept.extend(own)
+    kept = [entry for entry in headers if entry[0] not in names]
+    if proxied and b"server" in names:
+        # Ours stands only when the upstream sent none: a Server a plugin set wins.
+        theirs = [entry for entry in headers if entry[0] == b"server" and entry not in own]
+        if theirs:
+            kept += theirs
+            own = [entry for entry in own if entry[0] != b"server"]
+    kept += own
     headers[:] = kept
 
 

@@ -285,6 +285,9 @@ class Exchange(Replies):
         via = conn.via_header
         own_server = not conn.has_server
         if ctx is not None:
+            # The upstream's own spelling of its header names (`Content-Type`): plugins look
+            # names up in lower case, as Kong's (nginx's) lookups ignore case.
+            response_headers = [(name.lower(), value) for name, value in response_headers]
             ctx.proxied = True
             ctx.upstream_started = upstream_started
             ctx.upstream_latency = now - upstream_started

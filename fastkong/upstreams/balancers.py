@@ -261,8 +261,10 @@ class Balancer:
         """The peer of a request's next try: one it has not tried in this round; once every
         live peer failed, a new round starts (Kong's least-connections clears its failed list
         then), as nginx goes round the peers again; None when none is live."""
+        if not tried:  # the first try: the common case
+            return self.pick((), key)
         peer = self.pick(self.this_round(tried), key)
-        if peer is None and tried:
+        if peer is None:
             peer = self.pick((), key)
         return peer
 
