@@ -140,17 +140,8 @@ class SpecRouter:
             return None
         return Match(decision, host_header)
 
-    def select(
-        self,
-        method: str = "GET",
-        uri: str = "/",
-        host: str | None = None,
-        *,
-        scheme: str = "http",
-        headers: Headers | None = None,
-        sni: str | None = None,
-        port: int | None = None,
-    ) -> str | None:
-        """The id of the route Kong's ``select()`` would return, or None."""
-        found = self.exec(method, uri, host, scheme=scheme, headers=headers, sni=sni, port=port)
+    def select(self, *args: Any, **kwargs: Any) -> str | None:
+        """The id of the route Kong's ``select()`` would return, or None (:meth:`exec`'s
+        arguments)."""
+        found = self.exec(*args, **kwargs)
         return found.route_id if found is not None else None
