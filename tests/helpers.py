@@ -594,6 +594,25 @@ class KubeletVolume:
         return self.root / name
 
 
+def plugin_package(
+    site: Path, dist: str, modules: dict[str, str], entry_points: dict[str, str]
+) -> str:
+    """An installed distribution in ``site``, the way pip leaves one: its modules (name ->
+    source) and a ``.dist-info`` whose ``entry_points.txt`` names ``entry_points`` (plugin ->
+    ``module:Class``) in the ``fastkong.plugins`` group. Returns a ``PYTHONPATH`` with ``site``
+    first, for the processes that should see it."""
+    for name, source in modules.items():
+        (site / f"{name}.py").write_text(source)
+    # pip writes the normalized name (``-`` -> ``_``): importlib.metadata reads the name up
+    # to the first ``-`` of the directory, and drops later distributions of the same name
+    info = site / f"{dist.replace('-', '_')}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    lines = "".join(f"{name} = {target}\n" for name, target in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[fastkong.plugins]\n{lines}")
+    return os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p)
+
+
 def plugin_config(name: str, config: dict[str, Any]) -> Any:
     """The config of plugin ``name`` as a declarative config holding only it loads it."""
     from fastkong.config import load_config  # noqa: PLC0415 (most helpers need no config)

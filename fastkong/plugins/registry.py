@@ -7,6 +7,7 @@ their module is imported; third-party plugins come from the ``fastkong.plugins``
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -125,6 +126,8 @@ def missing_message(name: str) -> str | None:
 
 
 _REGISTRY: dict[str, PluginSpec] = {}
+_ENTRY_POINTS_LOADED = False
+_log = logging.getLogger(__name__)
 
 
 def register(spec: PluginSpec) -> PluginSpec:
@@ -154,15 +157,33 @@ def register_plugin(cls: type[Any]) -> type[Any]:
 
 
 def load_entry_points(group: str = "fastkong.plugins") -> list[str]:
-    """Register third-party plugins: each entry point names a Plugin subclass."""
+    """Register third-party plugins: each entry point names a Plugin subclass.
+
+    An entry point that fails to load is logged and left out (a config naming it then gets
+    the unknown-plugin error), so one broken package cannot stop a gateway that does not use
+    it."""
     from importlib.metadata import entry_points  # noqa: PLC0415  (rarely used, slow to import)
 
     loaded = []
     for ep in entry_points(group=group):
-        cls = ep.load()
-        register_plugin(cls)
+        try:
+            cls = ep.load()
+            register_plugin(cls)
+        except Exception:  # noqa: BLE001  (any failure of third-party code: report, go on)
+            _log.exception("plugin entry point %r (%s) did not load", ep.name, ep.value)
+            continue
         loaded.append(cls.name)
     return loaded
+
+
+def _ensure_entry_points() -> None:
+    """Load the entry-point group once per process, the first time the registry is asked
+    (config validation, the runtime compiler, the Admin API): the scan of installed
+    distributions costs tens of milliseconds, which an ``import fastkong`` should not pay."""
+    global _ENTRY_POINTS_LOADED  # noqa: PLW0603  (one process-wide flag)
+    if not _ENTRY_POINTS_LOADED:
+        _ENTRY_POINTS_LOADED = True
+        load_entry_points()
 
 
 def unregister(name: str) -> None:
@@ -171,8 +192,10 @@ def unregister(name: str) -> None:
 
 def lookup(name: str) -> PluginSpec | None:
     """The spec registered under ``name``, or None."""
+    _ensure_entry_points()
     return _REGISTRY.get(name)
 
 
 def names() -> list[str]:
+    _ensure_entry_points()
     return sorted(_REGISTRY)
