@@ -362,6 +362,12 @@ class Exchange(Replies):
             sent = ctx.status if ctx is not None else status
             await send({"type": "http.response.start", "status": sent, "headers": response_headers})
             read_timeout = service.read_timeout
+            # A body without Content-Length goes out chunked, as nginx sends it, even when it all
+            # arrived before the head went out (Granian frames one whole message with a length).
+            unsized = conn.unsized
+            if filters and not unsized:
+                # (a plugin that changes the body's size removed the upstream's length)
+                unsized = not any(name == b"content-length" for name, _ in response_headers)
             size = 0
             while True:
                 # What has arrived is taken without a coroutine (a small answer is all here).
@@ -378,6 +384,9 @@ class Exchange(Replies):
                 elif chunk is None:
                     chunk = b""
                 size += len(chunk)
+                if last and unsized and chunk:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    chunk = b""
                 await send({"type": "http.response.body", "body": chunk, "more_body": not last})
                 if last:
                     break

@@ -120,6 +120,9 @@ class UpstreamConnection(asyncio.Protocol):
         #: The response's end-to-end headers (hop-by-hop ones are left out as they arrive).
         self.headers: list[tuple[bytes, bytes]] = []
         self.framed = False
+        #: The response's body has no Content-Length (chunked, or until the connection closes):
+        #: nginx sends such a body chunked to the client, whole or not when the head goes out.
+        self.unsized = False
         #: Whether the response names its server (else the proxy names itself, as nginx does).
         self.has_server = False
         #: The Via header for the client: the response's own Via values and the gateway's token.
@@ -258,8 +261,10 @@ class UpstreamConnection(asyncio.Protocol):
                     # nginx knows only chunked (llhttp would read any other coding until the
                     # connection closes, while this connection counted the body as framed).
                     # Trailer fields come here too, after the head: they frame nothing.
-                    if value.strip().lower() != b"chunked" and not self.head_done:
-                        raise UpstreamProtocolError("upstream sent unknown Transfer-Encoding")
+                    if not self.head_done:
+                        if value.strip().lower() != b"chunked":
+                            raise UpstreamProtocolError("upstream sent unknown Transfer-Encoding")
+                        self.unsized = True
                     self.framed = True
                 elif lower == b"connection" and value not in PLAIN_CONNECTION:
                     self.connection = value
@@ -283,7 +288,7 @@ class UpstreamConnection(asyncio.Protocol):
         if 100 <= status < 200 and status != 101:
             # Interim response (100 Continue, 103 Early Hints): not forwarded; wait for the next.
             self.headers = []
-            self.framed = False
+            self.framed = self.unsized = False
             self.has_server = False
             if self.rare:
                 self.via_parts.clear()
@@ -300,8 +305,8 @@ class UpstreamConnection(asyncio.Protocol):
             # cannot know that, so finish the message here and start a fresh parser.
             self.complete = True
             self.parser = httptools.HttpResponseParser(self)
-        elif status != 204 and status != 304:
-            self.until_eof = not self.framed
+        elif status != 204 and status != 304 and not self.framed:
+            self.until_eof = self.unsized = True
         self._wake()
 
     def _rare_head(self) -> None:
@@ -384,7 +389,7 @@ class UpstreamConnection(asyncio.Protocol):
         """Begin an exchange: reset the response state and write the request head."""
         self.status = 0
         self.headers = []
-        self.framed = False
+        self.framed = self.unsized = False
         self.has_server = False
         self.via_header = VIA
         self.chunks.clear()

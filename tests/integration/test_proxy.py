@@ -326,6 +326,19 @@ def test_chunked_and_sized_responses(client: httpx.Client) -> None:
     assert r.headers["content-length"] == "1000000" and len(r.content) == 1000000
 
 
+def test_a_body_without_length_goes_out_chunked_even_when_whole(client: httpx.Client) -> None:
+    # nginx relays an upstream body that has no Content-Length chunked, however early all of it
+    # arrived (Kong's proxy-cache spec, l.828, asserts no Content-Length on such an answer); a
+    # sized one keeps its length
+    for _ in range(5):
+        r = client.get("/raw/chunked/10")
+        assert r.status_code == 200 and r.content == b"x" * 10
+        assert "content-length" not in r.headers
+        assert r.headers["transfer-encoding"] == "chunked"
+    r = client.get("/raw/bytes/10")
+    assert r.headers["content-length"] == "10" and "transfer-encoding" not in r.headers
+
+
 def test_invalid_path_escape_is_400(gateway: Gateway) -> None:
     with socket.create_connection(("127.0.0.1", gateway.port)) as s:
         s.sendall(b"GET /echo/%zz HTTP/1.1\r\nHost: x\r\nAccept: */*\r\nConnection: close\r\n\r\n")
