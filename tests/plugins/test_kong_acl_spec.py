@@ -7,10 +7,9 @@ here, their entities renamed where they clash (the second ``anonymous`` consumer
 with ``plugins = "bundled, ctx-checker"``, a test plugin from ``spec/fixtures/custom_plugins``
 that sets ``kong.ctx.shared.authenticated_groups`` (what an auth plugin without consumers
 sets) or ``ngx.ctx.authenticated_credential``. Its twin here is a Python plugin of the same name,
-priority and config (:data:`CTX_CHECKER`, access phase only), installed for the gateway as a
-third-party plugin is, through the ``fastkong.plugins`` entry-point group
-(:func:`tests.helpers.plugin_package`); it writes the same fields of fastkong's request context
-the acl plugin reads (``ctx.shared``, ``ctx.credential``).
+priority and config (:mod:`tests.kong_ctx_checker`), installed for the gateway as a third-party
+plugin is, through the ``fastkong.plugins`` entry-point group; it writes the same fields of
+fastkong's request context the acl plugin reads (``ctx.shared``, ``ctx.credential``).
 
 Ported (one row of :data:`CASES` per request, named by the spec line of its ``it``): 868/966,
 892, 919, 943, 988, 1010, 1030, 1051, 1063, 1088, 1099, 1111, 1135, 1157, 1178, 1199, 1220,
@@ -44,47 +43,12 @@ from typing import Any, NamedTuple
 import httpx
 import pytest
 
-from tests.helpers import Echo, Gateway, echoed_headers, plugin_package
+from tests import kong_ctx_checker
+from tests.helpers import Echo, Gateway, echoed_headers
 
 pytestmark = pytest.mark.integration
 
 FORBIDDEN = "You cannot consume this service"
-
-#: Kong's ``ctx-checker`` test plugin (spec/fixtures/custom_plugins/kong/plugins/ctx-checker),
-#: its access phase: set ``ctx_set_field`` of ``ctx_kind`` to ``ctx_set_array`` (else
-#: ``ctx_set_value``). ``ngx.ctx.authenticated_credential`` is what ``kong.client.get_credential``
-#: reads: fastkong's ``ctx.credential``.
-CTX_CHECKER = """
-import msgspec
-
-from fastkong.plugins.base import Plugin
-
-
-class CtxCheckerConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
-    ctx_set_field: str | None = None
-    ctx_set_value: str = "set_by_ctx_checker"
-    ctx_set_array: list[str] | None = None
-    ctx_kind: str = "ngx.ctx"
-
-
-class CtxChecker(Plugin):
-    name = "ctx-checker"
-    priority = 1000
-    Config = CtxCheckerConfig
-
-    async def access(self, ctx):
-        conf = self.config
-        if conf.ctx_set_field is None:
-            return None
-        value = list(conf.ctx_set_array) if conf.ctx_set_array is not None else conf.ctx_set_value
-        if conf.ctx_kind == "kong.ctx.shared":
-            ctx.shared[conf.ctx_set_field] = value
-        elif conf.ctx_set_field == "authenticated_credential":
-            ctx.credential = value
-        else:
-            raise ValueError(conf.ctx_set_field)
-        return None
-"""
 
 ANONYMOUS = "a0000000-0000-4000-8000-000000000001"  # 6-1514's, in group "anonymous"
 ANON_NO_GROUP = "a0000000-0000-4000-8000-000000000002"  # 1516-1897's "anonymous"
@@ -185,12 +149,7 @@ def config(echo: Echo) -> str:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, echo: Echo) -> Iterator[Gateway]:
-    path = plugin_package(
-        tmp_path_factory.mktemp("ctx-checker"),
-        "kong-spec-ctx-checker",
-        {"ctx_checker": CTX_CHECKER},
-        {"ctx-checker": "ctx_checker:CtxChecker"},
-    )
+    path = kong_ctx_checker.install(tmp_path_factory.mktemp("ctx-checker"))
     gateway = Gateway(tmp_path_factory.mktemp("gateway"), config(echo))
     try:
         with pytest.MonkeyPatch.context() as env:

@@ -21,6 +21,8 @@ Ported (spec lines):
   PS384, PS512 and EdDSA (Ed25519, Ed448) with Kong's fixture keys, each key a consumer
   (two consumers share the RS256 key); 1079-1119 HS384 and HS512 with the fixture secrets;
 - 1213-1238 anonymous without any token, by id and by username;
+- 1176-1193 ``kong.ctx.shared.authenticated_jwt_token``, shown by Kong's ``ctx-checker`` test
+  plugin (its Python twin :mod:`tests.kong_ctx_checker`, installed as an entry-point plugin);
 - 1254-1488 jwt with key-auth: logical AND (no ``anonymous``) and OR (both ``anonymous``).
 
 Covered by ``test_jwt``: 296-306 and 641-651 (no token: ``Bearer``, with the realm),
@@ -37,9 +39,6 @@ Left out:
 - 495-507 "accepts gRPC call with credentials": the call must be proxied to grpcbin, and a plain
   gRPC call cannot be proxied by fastkong (README "Kong compatibility notes": Granian's ASGI
   carries no HTTP/2 trailers).
-- 1176-1193 ``ctx.authenticated_jwt_token``: observed through the Lua test plugin
-  ``ctx-checker`` (spec/fixtures/custom_plugins), which copies ``kong.ctx.shared`` into a
-  response header; no bundled plugin shows ``kong.ctx.shared``.
 """
 
 from __future__ import annotations
@@ -54,6 +53,7 @@ import grpc
 import httpx
 import pytest
 
+from tests import kong_ctx_checker
 from tests.helpers import Echo, Gateway, free_port
 from tests.plugins import kong_jwt_fixtures as fx
 from tests.plugins.kong_jwt_fixtures import encode
@@ -127,6 +127,15 @@ def credential(key: str, consumer: str, alg: str, name: str) -> dict[str, Any]:
     return {"username": consumer, "jwt_secrets": [cred]}
 
 
+#: Spec 167-172: Kong's ctx-checker test plugin shows ``kong.ctx.shared.authenticated_jwt_token``.
+CTX_CHECK = [
+    {
+        "name": "ctx-checker",
+        "config": {"ctx_kind": "kong.ctx.shared", "ctx_check_field": "authenticated_jwt_token"},
+    }
+]
+
+
 def config(echo: Echo, grpc_port: int) -> str:
     def hs(key: str, secret: str) -> list[dict[str, str]]:
         return [{"key": key, "secret": secret}]
@@ -150,7 +159,7 @@ def config(echo: Echo, grpc_port: int) -> str:
         {
             "name": f"jwt{i}",
             "hosts": [f"jwt{i}.test"],
-            "plugins": [{"name": "jwt", "config": conf}],
+            "plugins": [{"name": "jwt", "config": conf}, *(CTX_CHECK if i == 1 else [])],
         }
         for i, conf in ROUTE_CONFIGS.items()
     ]
@@ -192,8 +201,12 @@ def config(echo: Echo, grpc_port: int) -> str:
 def gateway(tmp_path_factory: pytest.TempPathFactory, echo: Echo) -> Iterator[Gateway]:
     gw = Gateway(tmp_path_factory.mktemp("jwt-spec"), config(echo, free_port()))
     gw.port_flags = "http2"  # h2c beside HTTP/1.1: Kong's gRPC client speaks h2c
+    path = kong_ctx_checker.install(tmp_path_factory.mktemp("ctx-checker"))
     try:
-        yield gw.start()
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("PYTHONPATH", path)
+            gw.start()
+        yield gw
     finally:
         gw.stop()
 
@@ -387,3 +400,11 @@ def test_logical_or_no_credentials(gateway: Gateway) -> None:
     assert "x-anonymous-consumer" in h
     assert h["x-consumer-id"] == ANONYMOUS_ID
     assert h.get("x-credential-identifier") != ALADDIN_SECRET[0]
+
+
+def test_authenticated_jwt_token_is_in_kong_ctx_shared(gateway: Gateway) -> None:
+    # spec 1176-1193
+    token = encode(payload(iss=JWT_SECRET[0]), JWT_SECRET[1])
+    r = get(gateway, "jwt1.test", authorization=f"Bearer {token}")
+    assert r.status_code == 200
+    assert r.headers["ctx-checker-authenticated-jwt-token"] == token
