@@ -175,33 +175,48 @@ class _Builder:
     def _foreign_records(
         self, own: dict[str, Any], meta: EntityMeta, parent_fk: str | None, loc: Loc
     ) -> set[str]:
-        """A foreign key may be written as Kong's foreign record ``{id: <uuid>}``.
+        """A foreign key may be written as a record: Kong's ``{id: <uuid>}``, or the referenced
+        entity itself (``client_certificate: {cert: ..., key: ...}``).
 
         Kong types a top-level foreign key as a name or id first and, when that fails,
-        validates the entity again with the key's real type: the referenced entity's primary
-        key as a record (``declarative_config.lua`` ``flatten``). A valid record is replaced by
-        its id here; an invalid one gets Kong's errors below the key and a stand-in id, so the
-        walk does not also call it "expected a string" (the returned names are then bad).
+        validates the entity again with the key's real type (``declarative_config.lua``
+        ``flatten``), the ``foreign`` branch of ``Schema:validate_field``: a record whose
+        primary key is valid stands for that id (its other fields are not looked at); else the
+        record is checked as a partial entity of the referenced kind, whose errors are reported
+        when it has any, the primary key's otherwise (``id: missing primary key``). An invalid
+        record gets a stand-in id, so the walk does not also call it "expected a string" (the
+        returned names are then bad).
         """
         refused: set[str] = set()
-        for fk in meta.foreign:
+        for fk, target in meta.foreign.items():
             value = own.get(fk)
             if fk == parent_fk or not isinstance(value, dict):
                 continue
-            errors = [((*loc, fk, k), E.UNKNOWN) for k in value if k != "id"]
             key = value.get("id")
-            if key is None:
-                errors.insert(0, ((*loc, fk, "id"), E.REQUIRED))
-            elif not is_uuid(key):
-                errors.insert(0, ((*loc, fk, "id"), E.UUID))
-            if errors:
-                for where, message in errors:
-                    self.issues.field(where, message)
-                refused.add(fk)
-                own[fk] = _STAND_IN_ID
-            else:
+            if isinstance(key, str) and is_uuid(key):
                 own[fk] = key
+                continue
+            where = (*loc, fk)
+            entity_errors = self._partial_entity_errors(value, target, where)
+            if entity_errors:
+                self.issues.errors.extend(entity_errors)
+            elif "id" not in value:
+                self.issues.field((*where, "id"), E.MISSING_PK)
+            else:
+                wrong = E.REQUIRED if key is None else E.UUID if isinstance(key, str) else E.STRING
+                self.issues.field((*where, "id"), wrong)
+            refused.add(fk)
+            own[fk] = _STAND_IN_ID
         return refused
+
+    @staticmethod
+    def _partial_entity_errors(value: dict[str, Any], plural: str, loc: Loc) -> list[FieldError]:
+        """``Schema:validate(value, false)``: ``value`` checked as an entity of ``plural``
+        with no field required."""
+        scratch = Issues()
+        every_field = frozenset(ENTITY_STRUCTS[plural].__struct_fields__)
+        PROCESSORS[plural](dict(value), loc, scratch, Ctx(every_field))
+        return scratch.errors
 
     def _assign_id(self, record: Record) -> None:
         if record.fields.get("id") is not None:
@@ -308,7 +323,11 @@ class _Builder:
             for name in meta.unique:
                 value = rec.data.get(name) if rec.usable(name) and rec.data else None
                 if value is not None and not first(plural, name, value, rec):
-                    self.issues.entity(rec.loc, E.UNIQUENESS.format(plural, name, value))
+                    # Kong finds these once the config is flattened: keyed by endpoint key or id
+                    named = rec.data.get(key) if key and rec.data else None
+                    self.issues.entity(
+                        rec.loc, E.UNIQUENESS.format(plural, name, value), str(named or rec.id)
+                    )
             if meta.foreign and meta.cache_key and not failed and rec.data is not None:
                 if not all(k not in rec.bad for k in meta.cache_key):
                     continue

@@ -682,14 +682,18 @@ def _config_issues(
 
 def process_vault(fields: dict[str, Any], loc: Loc, issues: Issues, ctx: Ctx) -> Walked:
     """Kong's vaults entity: its ``config`` is checked against the named vault's schema
-    (``subschema_key = "name"``; a vault not installed is ``vault '<name>' is not installed``)."""
-    walked = _walk(S.Vault, fields, loc, issues, ctx, skip=("config",))
-    name = walked.data.get("name")
-    if name is None or "name" in walked.bad:
-        return walked
-    if name not in C.INSTALLED_VAULTS:
-        issues.field((*loc, "name"), f"vault '{name}' is not installed")
+    (``subschema_key = "name"``; a vault not installed is ``vault '<name>' is not installed``).
+    As in Kong's ``Schema:validate``, a vault whose name is missing or not installed gets that
+    one error: without its subschema nothing else is checked."""
+    name = fields.get("name")
+    if name is None or (isinstance(name, str) and name not in C.INSTALLED_VAULTS):
+        walked = _walk(S.Vault, fields, loc, Issues(), ctx, skip=("config",))
+        message = E.REQUIRED if name is None else f"vault '{name}' is not installed"
+        issues.field((*loc, "name"), message)
         walked.bad.add("name")
+        return walked
+    walked = _walk(S.Vault, fields, loc, issues, ctx, skip=("config",))
+    if "name" in walked.bad:
         return walked
     config = fields.get("config")
     if config is None or config == []:

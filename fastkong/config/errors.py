@@ -35,6 +35,7 @@ NUMBER: Final = "expected a number"
 BOOLEAN: Final = "expected a boolean"
 INTEGER: Final = "expected an integer"
 UUID: Final = "expected a valid UUID"
+MISSING_PK: Final = "missing primary key"
 EQ_NULL: Final = "value must be null"
 BETWEEN: Final = "value should be between {} and {}"
 GT: Final = "value must be greater than {}"
@@ -100,10 +101,16 @@ class FieldError(msgspec.Struct, frozen=True):
     message: str
     loc: tuple[str | int, ...] = ()
     entity: bool = False
+    #: The key Kong files this error under in ``fields`` instead of the entity's position: a
+    #: ``unique`` field's clash is found once the config is flattened, by entity, and keyed by
+    #: the entity's endpoint key or id (``{consumers={bar="uniqueness violation: ..."}}``).
+    key: str | None = None
 
     @classmethod
-    def at(cls, loc: Loc, message: str, *, entity: bool = False) -> FieldError:
-        return cls(format_path(loc), message, tuple(loc), entity)
+    def at(
+        cls, loc: Loc, message: str, *, entity: bool = False, key: str | None = None
+    ) -> FieldError:
+        return cls(format_path(loc), message, tuple(loc), entity, key)
 
 
 class ConfigError(Exception):
@@ -142,9 +149,12 @@ class ConfigError(Exception):
         """
         tree: dict[str, Any] = {}
         by_entity: dict[Loc, list[str]] = {}
+        keyed: list[FieldError] = []
         for err in self.errors:
             if not err.loc:
                 tree.setdefault("error", err.message)
+            elif err.key is not None:
+                keyed.append(err)
             elif err.entity:
                 by_entity.setdefault(err.loc, []).append(err.message)
             else:
@@ -157,6 +167,14 @@ class ConfigError(Exception):
                 node = _ensure_record(tree, loc)
                 if node is not None:
                     node.setdefault("@entity", []).extend(messages)
+        for err in keyed:
+            section = tree.setdefault(str(err.loc[0]), {})
+            if isinstance(section, dict):
+                section[err.key] = err.message
+            else:
+                # (Kong never shows both: it flattens a config only once it validated; here
+                # the section is positional already, so the clash takes its entity's place)
+                _put(tree, err.loc, err.message)
         return tree
 
     def flattened(self, raw: Any = None) -> list[dict[str, Any]]:
@@ -176,11 +194,17 @@ class ConfigError(Exception):
             if not prefixes:
                 continue
             end, plural = prefixes[-1]
-            eloc = err.loc[:end]
+            parents = prefixes[:-1]
+            eloc, rest = err.loc[:end], err.loc[end:]
+            target = ENTITIES[plural].foreign.get(rest[0]) if len(rest) > 1 else None
+            if target is not None and isinstance(_lookup(doc, (*eloc, rest[0])), dict):
+                # A foreign key written as the entity itself (``client_certificate: {cert:
+                # ...}``): its errors are an entry of that entity's own (Kong's
+                # add_entity_errors, one-to-one branch), with no parent key
+                eloc, rest, plural, parents = (*eloc, rest[0]), rest[1:], target, []
             entry = entries.get(eloc)
             if entry is None:
-                entry = entries[eloc] = self._flat_entry(doc, eloc, plural, prefixes[:-1])
-            rest = err.loc[end:]
+                entry = entries[eloc] = self._flat_entry(doc, eloc, plural, parents)
             if err.entity or not rest:
                 entry["errors"].append({"type": "entity", "message": err.message})
             else:
@@ -198,6 +222,15 @@ class ConfigError(Exception):
         for child, _ in CHILDREN.get(plural, ()):
             if isinstance(entity.get(child), list):
                 del entity[child]
+        for fk in ENTITIES[plural].foreign:
+            written = entity.get(fk)
+            if isinstance(written, dict):
+                # (Kong's make_pk: the record's id when it is one, else nothing)
+                key = written.get("id")
+                if isinstance(key, str) and _is_uuid(key):
+                    entity[fk] = {"id": key}
+                else:
+                    del entity[fk]
         entity = copy.deepcopy(entity)
         if parents:
             pend, pplural = parents[-1]

@@ -52,8 +52,8 @@ class Issues:
     def field(self, loc: Loc, message: str) -> None:
         self._add(loc, message, False)
 
-    def entity(self, loc: Loc, message: str) -> None:
-        self._add(loc, message, True)
+    def entity(self, loc: Loc, message: str, key: str | None = None) -> None:
+        self._add(loc, message, True, key)
 
     def replace_field(self, loc: Loc, message: str) -> None:
         """Put ``message`` in place of the field's errors: Kong's ``set_field(errors, ...)``
@@ -66,13 +66,13 @@ class Issues:
         self.errors[:] = kept
         self.field(loc, message)
 
-    def _add(self, loc: Loc, message: str, entity: bool) -> None:
+    def _add(self, loc: Loc, message: str, entity: bool, key: str | None = None) -> None:
         # A field keeps one copy of a message; an entity keeps every message its checks add,
         # repeats included, as Kong's ``insert_entity_error`` appends to ``@entity``.
-        key = (tuple(loc), message, entity)
-        if entity or key not in self._seen:
-            self._seen.add(key)
-            self.errors.append(FieldError.at(loc, message, entity=entity))
+        seen = (tuple(loc), message, entity)
+        if entity or seen not in self._seen:
+            self._seen.add(seen)
+            self.errors.append(FieldError.at(loc, message, entity=entity, key=key))
 
     def relocate(self, since: int, prefixes: Mapping[Loc, Loc]) -> None:
         """Move errors recorded after ``since`` under one of ``prefixes`` to the mapped loc."""
@@ -82,7 +82,7 @@ class Issues:
             for prefix, to in prefixes.items():
                 if err.loc[: len(prefix)] == prefix:
                     self._seen.discard((err.loc, err.message, err.entity))
-                    self._add(to, err.message, err.entity)
+                    self._add(to, err.message, err.entity, err.key)
                     break
             else:
                 self.errors.append(err)

@@ -126,7 +126,14 @@ def lua_table(value: Any) -> str:
         items = [f"{k}={lua_table(v)}" for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))]
         return "{" + ",".join(items) + "}"
     if isinstance(value, list):
-        return "{" + ",".join("nil" if v is None else lua_table(v) for v in value) + "}"
+        # A Lua array ends at its first hole: what follows is written with its index
+        # (``{services={[2]="..."}}``), as pl.pretty writes a sparse table.
+        head = next((i for i, v in enumerate(value) if v is None), len(value))
+        items = [lua_table(v) for v in value[:head]]
+        items += [
+            f"[{i + 1}]={lua_table(v)}" for i, v in enumerate(value) if i > head and v is not None
+        ]
+        return "{" + ",".join(items) + "}"
     if isinstance(value, str):
         return json.dumps(value)
     return str(value)
@@ -322,18 +329,33 @@ class AdminApi:
 
     def invalid(self, exc: ConfigError, raw: bytes, flatten: bool) -> Response:
         fields = exc.fields()
+        flattened = None
+        if flatten:
+            try:
+                parsed = load_raw(raw)
+            except Exception:
+                parsed = None
+            flattened = exc.flattened(parsed)
+            if isinstance(parsed, dict):
+                # Kong's flatten_errors drains every entity section (errors in a table, the
+                # input's section a table) out of ``fields``: those errors are in the list
+                # now; what stays (``abnormal_extra_field``) is what ``message`` shows.
+                fields = {
+                    section: errors
+                    for section, errors in fields.items()
+                    if not (
+                        isinstance(errors, (list, dict))
+                        and isinstance(parsed.get(section), (list, dict))
+                    )
+                }
         payload: dict[str, Any] = {
             "code": 14,
             "name": "invalid declarative configuration",
             "message": f"declarative config is invalid: {lua_table(fields)}",
             "fields": fields,
         }
-        if flatten:
-            try:
-                parsed = load_raw(raw)
-            except Exception:
-                parsed = None
-            payload["flattened_errors"] = exc.flattened(parsed)
+        if flattened is not None:
+            payload["flattened_errors"] = flattened
         return Response.json(400, payload)
 
     async def validate_entity(self, request: Request, entity: str) -> Response:
@@ -689,7 +711,8 @@ def export_yaml(config: Config) -> str:
     """The loaded config as Kong exports it (``kong/db/declarative/export.lua``):
     ``_format_version: "3.0"`` and ``_transform: false`` (basic-auth passwords are exported
     hashed, as stored), each entity array at the top level with every entity's id, foreign keys
-    as ids. Fields without a value are left out, so the text loads back as it is."""
+    as ids. Fields without a value are written as nulls, as Kong writes them (its export reads
+    with ``nulls = true``); the text loads back as it is."""
     out: dict[str, Any] = {"_format_version": "3.0", "_transform": False}
     for name in ENTITY_STRUCTS:
         rows = [_exported(row) for row in _admin_rows(config, name)]
@@ -700,11 +723,11 @@ def export_yaml(config: Config) -> str:
 
 
 def _exported(value: Any) -> Any:
-    """A row for the export: ``{"id": x}`` foreign keys as ``x``, no None values."""
+    """A row for the export: ``{"id": x}`` foreign keys as ``x``."""
     if isinstance(value, dict):
         if value.keys() == {"id"}:
             return value["id"]
-        return {k: _exported(v) for k, v in value.items() if v is not None}
+        return {k: _exported(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_exported(v) for v in value]
     return value
