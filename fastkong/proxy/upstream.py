@@ -387,6 +387,11 @@ class UpstreamConnection(asyncio.Protocol):
 
     def start(self, head: bytes, no_body: bool) -> None:
         """Begin an exchange: reset the response state and write the request head."""
+        if self.error is not None:
+            # The peer spoke before being asked (an HTTP/2 server's SETTINGS, garbage): the
+            # connection failed already and is closed; nginx would read it as an invalid
+            # response (502), never write to it.
+            raise self.error
         self.status = 0
         self.headers = []
         self.framed = self.unsized = False

@@ -103,15 +103,21 @@ class HostilePeer(LoopServer):
         self.connections = 0
         self.dropped_by_gateway = 0
         self.active = 0
+        #: Bytes written as soon as a connection is accepted, before any request.
+        self.greeting = b""
 
-    def plan(self, answer: Answer) -> None:
+    def plan(self, answer: Answer, greeting: bytes = b"") -> None:
         self.answer = answer
         self.answered = 0
+        self.greeting = greeting
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         self.active += 1
         try:
+            if self.greeting:
+                writer.write(self.greeting)
+                await writer.drain()
             while True:
                 try:
                     await reader.readuntil(b"\r\n\r\n")
@@ -322,6 +328,17 @@ def test_an_invalid_head_is_a_502_without_retry(
     hostile.plan(Answer.of(answer))
     assert_kong_502(ask(gateway))
     assert hostile.answered == 1  # invalid_header is not in nginx's default proxy_next_upstream
+
+
+def test_a_peer_that_speaks_first_is_a_502(gateway: Gateway, hostile: HostilePeer) -> None:
+    # An HTTP/2 server sends its SETTINGS frame on accept: the bytes may arrive before the
+    # request head is written; nginx reads them as an invalid response. (The gateway once
+    # wrote the head to the connection the bytes had already failed: a 500 and a traceback.)
+    settings = b"\x00\x00\x06\x04\x00\x00\x00\x00\x00\x00\x03\x00\x00\x00\x64"
+    hostile.plan(Answer.of(OK), greeting=settings)
+    for _ in range(10):
+        assert_kong_502(ask(gateway))
+    hostile.plan(Answer.of(OK))
 
 
 def test_the_502_is_negotiated_as_kongs_error_pages_are(

@@ -432,3 +432,20 @@ def test_a_head_that_never_ends_is_refused_once_past_the_limit(
         sent += len(line)
         assert sent < limit + len(line)
     assert _refused(conn)
+
+
+def test_bytes_before_the_request_fail_the_connection_before_it_is_written(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    # An HTTP/2 server's SETTINGS frame, sent on accept, arrived before the request head was
+    # written: the connection failed (nginx would read the bytes as an invalid response, 502),
+    # and the head must not go to the closed transport (it raised out of the proxy, a 500)
+    pool = ConnectionPool(loop)
+    conn = UpstreamConnection(pool, ("127.0.0.1", 80, False))
+    transport = RecordingTransport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    conn.data_received(b"\x00\x00\x06\x04\x00\x00\x00\x00\x00\x00\x03\x00\x00\x00\x64")
+    assert transport.closed
+    with pytest.raises(UpstreamProtocolError):
+        conn.start(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", no_body=False)
+    assert transport.written == []
