@@ -196,7 +196,8 @@ class ConfigError(Exception):
             end, plural = prefixes[-1]
             parents = prefixes[:-1]
             eloc, rest = err.loc[:end], err.loc[end:]
-            target = ENTITIES[plural].foreign.get(rest[0]) if len(rest) > 1 else None
+            fk = rest[0] if len(rest) > 1 and isinstance(rest[0], str) else None
+            target = ENTITIES[plural].foreign.get(fk) if fk is not None else None
             if target is not None and isinstance(_lookup(doc, (*eloc, rest[0])), dict):
                 # A foreign key written as the entity itself (``client_certificate: {cert:
                 # ...}``): its errors are an entry of that entity's own (Kong's
