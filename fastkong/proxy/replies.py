@@ -194,7 +194,18 @@ class Replies:
             # are the plugins' to settle (a proxy-cache hit or a Lambda call counts as
             # proxied: Kong's KONG_PROXIED).
             own = [h for h in headers if h[0] == b"x-kong-request-id"]
+            server: list[tuple[bytes, bytes]] = []
+            if started is not None:
+                # An answer made here, not after a proxy try: Kong's header_filter.after sets
+                # Server once the plugins ran, unless a plugin's Via is Kong's own token (then
+                # what the plugins left stands: a short-circuit that names its server).
+                server = [h for h in headers if h[0] == b"server"]
+                headers = [h for h in headers if h[0] != b"server"]
             run_response(ctx, status, headers, own)
+            if started is not None and not (
+                (self.shown is None or "via" in self.shown.names) and (b"via", SERVER) in headers
+            ):
+                headers[:] = [h for h in headers if h[0] != b"server"] + server
             filters = body_filters(ctx)
             if filters:
                 # Kong runs body_filter on gateway-generated responses too.
