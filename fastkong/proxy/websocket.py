@@ -359,7 +359,9 @@ async def proxy(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None
     reader, writer = opened
     try:
         writer.write(
-            b"GET %s HTTP/1.1\r\nhost: %s\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
+            # (Kong's nginx: Connection $upstream_connection, "keep-alive, Upgrade")
+            b"GET %s HTTP/1.1\r\nhost: %s\r\nupgrade: websocket\r\n"
+            b"connection: keep-alive, Upgrade\r\n"
             b"sec-websocket-key: %s\r\nsec-websocket-version: 13\r\n%s\r\n"
             % (target, host_b, key, extra)
         )
