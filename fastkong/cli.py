@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import ipaddress
 import json
-import logging
 import os
 import socket
 import sys
@@ -225,6 +224,7 @@ def _is_loopback(host: str) -> bool:
 
 def cmd_start(args: argparse.Namespace) -> int:
     from fastkong.config.flavor import set_router_flavor
+    from fastkong.control.logs import configure as configure_logging
     from fastkong.control.supervisor import Options, Supervisor
     from fastkong.proxy.errors import check_error_default_type
     from fastkong.proxy.trust import TrustedIps
@@ -349,7 +349,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     if unread:
         # Kong settings fastkong has no counterpart for: said once, so nobody believes them set.
         print(f"fastkong: not implemented, ignored: {', '.join(unread)}", file=sys.stderr)
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(message)s")
+    configure_logging(level)  # the children do alike (fastkong.control.logs)
     supervisor = Supervisor(opts)
     problem = _prepare(supervisor)
     if problem is not None:

@@ -7,15 +7,17 @@ the config to itself; Granian's master spawns the workers, each running
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from granian import Granian
 from granian.constants import HTTPModes, Interfaces, Loops, SSLProtocols
 from granian.http import HTTP1Settings
-from granian.log import LogLevels
+from granian.log import LOGGING_CONFIG, LogLevels
 
 from fastkong.control.lifeline import (
     PARENT_ENV,
@@ -24,6 +26,20 @@ from fastkong.control.lifeline import (
     expected_parent,
     relay_once,
 )
+from fastkong.control.logs import root_config
+
+
+def logging_config(level: str) -> dict[str, Any]:
+    """Granian's ``dictConfig`` with fastkong's root logger added (fastkong.control.logs):
+    Granian applies it in this process and in each worker before loading the app, so the
+    workers' own loggers log at ``log_level`` in the supervisor's format. Granian merges the
+    top-level sections over its own, so its loggers and handlers are kept here."""
+    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+    ours = root_config(level)
+    config["formatters"].update(ours["formatters"])
+    config["handlers"].update(ours["handlers"])
+    config["root"] = ours["root"]
+    return config
 
 
 def main() -> None:
@@ -60,6 +76,7 @@ def main() -> None:
         backlog=opts.get("backlog", 16384),
         log_access=False,
         log_level=LogLevels(opts.get("log_level", "warning")),
+        log_dictconfig=logging_config(opts.get("log_level", "warning")),
         ssl_cert=ssl_cert,
         ssl_key=ssl_key,
         # Granian's own floor is TLS 1.3; Kong's default suite accepts 1.2 as well.

@@ -27,7 +27,9 @@ from fastkong.background import paced
 from fastkong.config import load_config
 from fastkong.config.schema import ENTITY_STRUCTS
 from fastkong.control.lifeline import die_with_parent, expected_parent
+from fastkong.control.logs import configure as configure_logging
 from fastkong.control.state import file_identity, read_state, write_report
+from fastkong.kong_conf import log_level
 from fastkong.plugins.bundled import _queue as http_queue
 from fastkong.plugins.bundled import file_log
 from fastkong.plugins.bundled import syslog as syslog_plugin
@@ -195,6 +197,13 @@ class StateFollower:
 def create_app() -> Gateway:
     """Build one worker's ASGI app (Granian calls this in each worker process)."""
     die_with_parent(expected_parent())  # an orphaned worker would go on serving the port
+    # Under the supervisor, Granian has set this process's logging up already (see
+    # fastkong.control.logs); a server that left it bare gets Kong's log_level here.
+    configure_logging(
+        log_level(
+            os.environ.get("FASTKONG_LOG_LEVEL") or os.environ.get("KONG_LOG_LEVEL") or "warn"
+        )
+    )
     state = os.environ.get("FASTKONG_STATE_FILE")
     trusted = TrustedIps.parse(os.environ.get("FASTKONG_TRUSTED_IPS", ""))
     flavor = check_router_flavor(

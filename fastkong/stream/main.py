@@ -29,6 +29,7 @@ import uvloop
 from fastkong import metrics
 from fastkong.acme.certs import AcmeCache, AcmeSource
 from fastkong.control.lifeline import die_with_parent, expected_parent
+from fastkong.control.logs import configure as configure_logging
 from fastkong.control.state import file_identity, read_state, write_report
 from fastkong.plugins.bundled import _queue as http_queue
 from fastkong.plugins.bundled import file_log
@@ -184,6 +185,8 @@ async def serve(options: dict[str, Any]) -> int:
     registry.start(loop)
     # The prometheus plugin's stream counts, beside the HTTP workers' (fastkong.metrics).
     metrics.WORKER.subsystem = "stream"
+    # Kong adds the stream subsystem's target health rows when stream listeners exist.
+    metrics.WORKER.stream_listeners = len(listeners) + len(udp.listeners)
     metrics.WORKER.start(requests=lambda: 0)
     proxy.start(loop)
     if edge is not None:
@@ -213,10 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     options = json.loads(args[0])
     die_with_parent(expected_parent())
-    logging.basicConfig(
-        level=str(options.get("log_level", "warning")).upper(),
-        format="%(asctime)s %(name)s %(message)s",
-    )
+    configure_logging(str(options.get("log_level", "warning")))
     return int(uvloop.run(serve(options)))
 
 

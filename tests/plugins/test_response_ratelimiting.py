@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from fastkong.config import ConfigError, load_config
-from tests.helpers import Gateway, JsonPeer
+from tests.helpers import Gateway, JsonPeer, eventually
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -63,6 +63,8 @@ ROUTES = {
     "block": "{block_on_first_violation: true, limits: {video: {year: 1}}}",
     "hidden": "{hide_client_headers: true, header_name: X-Price-Tag, limits: {video: {year: 5}}}",
     "race": "{limits: {video: {year: 20}}}",
+    "pair": "{limits: {video: {year: 10}, image: {year: 1}}}",
+    "mixed": "{limits: {video: {year: 10}, image: {year: 1}}}",
 }
 
 
@@ -126,6 +128,27 @@ def test_hidden_headers_and_a_custom_price_header(gateway: Gateway) -> None:
     assert r.headers["x-kong-limit"] == "video=1"
 
 
+@pytest.mark.parametrize(
+    ("path", "price"), [("/pair", "video=1, image=1"), ("/mixed", "video=2, image=1")]
+)
+def test_a_refused_response_is_counted_in_none_of_its_counters(
+    gateway: Gateway, path: str, price: str
+) -> None:
+    """Kong's handler skips the count of a response its header filter refused (``stop_log``):
+    the counter that still had room keeps it (one price for all, or mixed prices)."""
+    assert get(gateway, path, "image=1").status_code == 200
+    r = get(gateway, path, price)
+    assert r.status_code == 429
+    cost = int(price.split(",")[0].split("=")[1])
+    # Kong's headers on the 429: the usage before proxying, less the refused price.
+    assert r.headers["x-ratelimit-remaining-video-year"] == str(10 - cost)
+    assert r.headers["x-ratelimit-remaining-image-year"] == "0"
+    r = get(gateway, path)
+    assert r.json()["x-ratelimit-remaining-video"] == "10"
+    assert r.headers["x-ratelimit-remaining-video-year"] == "10"
+    assert get(gateway, path, "video=1").headers["x-ratelimit-remaining-video-year"] == "9"
+
+
 def test_concurrent_responses_never_overshoot(gateway: Gateway) -> None:
     """Two workers, 60 concurrent responses costing 1 against a limit of 20: exactly 20 pass
     (Kong reads the usage before proxying and counts afterwards, so all 60 could)."""
@@ -161,6 +184,27 @@ def test_redis_counts_across_gateways(
     assert get(two, "/shared").json()["x-ratelimit-remaining-video"] == "0"
     keys = redis.cli("--scan", "--pattern", "response-ratelimit:*").split()
     assert len(keys) == 1 and keys[0].endswith(":video:year")
+
+
+def test_redis_counts_a_refused_response_in_none_of_its_counters(
+    peer: PricingPeer, redis: RedisServer, gateway_with: Callable[[str], Gateway]
+) -> None:
+    route = {
+        "both": f"{{policy: redis, redis: {{host: 127.0.0.1, port: {redis.port}}}, "
+        "limits: {video: {year: 10}, image: {year: 1}}}"
+    }
+    gw = gateway_with(config(peer, route))
+    assert get(gw, "/both", "image=1").status_code == 200
+
+    def left(name: str) -> str:
+        return str(get(gw, "/both").json()[f"x-ratelimit-remaining-{name}"])
+
+    eventually(lambda: left("image") == "0")  # the count follows the response
+    assert get(gw, "/both", "video=3, image=1").status_code == 429
+    assert get(gw, "/both", "video=1").status_code == 200
+    # Counted in order: had the refused 3 been, the reading would go 10 -> 7 -> 6.
+    eventually(lambda: left("video") != "10")
+    assert left("video") == "9"
 
 
 def test_a_dead_redis_is_tolerated_or_not(

@@ -14,6 +14,9 @@ How the fields map onto a fastkong request:
 * ``kong`` latency is the time until the request went upstream (or, for a response the gateway
   made, the whole request), ``proxy`` the wait for the upstream's response head (``-1`` when
   nothing was proxied), ``receive`` the time spent streaming the response body;
+* ``tries`` is ``[]`` for a request a plugin answered (Kong makes the list once a route
+  matched, before the plugins run), one entry for a request proxied to its service's host;
+  left out for a request through an upstream's balancer (its tries are not kept);
 * the route, service and consumer are the config entities as JSON objects (Kong's DAO rows
   without ``null`` fields; a foreign key is ``{"id": ...}``), converted once per snapshot.
 
@@ -309,13 +312,19 @@ def _entities(runtime: Runtime) -> _Entities:
 
 
 def _tries(ctx: RequestContext, started_ms: int) -> list[dict[str, Any]] | None:
+    """Kong's ``balancer_data.tries``. Kong makes that list, empty, once a route matched and
+    before any plugin's access phase runs (``balancer_prepare``), so a request a plugin
+    answered logs ``"tries": []``; only a request no route matched has none (no RequestContext
+    here). None: a proxied request through an upstream's balancer, whose tries are not kept."""
     known = getattr(ctx, "tries", None)
     if known is not None:
         return list(known)
-    service = ctx.route.service
     # (A plugin that answers from another endpoint, aws-lambda, sets upstream_started for the
-    # latencies without the service being tried.)
-    if not ctx.proxied or service is None or service.balancer is not None:
+    # latencies without the service being tried: not proxied.)
+    if not ctx.proxied:
+        return []
+    service = ctx.route.service
+    if service is None or service.balancer is not None:
         return None
     target = ctx.upstream_target  # kong.service.set_target (ai-proxy)
     return [

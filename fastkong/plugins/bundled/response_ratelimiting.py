@@ -7,17 +7,18 @@ the client's response. Before proxying, each counter's smallest remaining goes u
 ``X-RateLimit-Remaining-<name>``, and with ``block_on_first_violation`` an exhausted counter is
 429 "API rate limit exceeded for '<name>'". The response gets ``X-RateLimit-Limit-<name>-<period>``
 and ``X-RateLimit-Remaining-<name>-<period>`` (unless ``hide_client_headers``); a response that
-spends from a counter already exhausted is replaced by a 429 without a body, and is not counted.
-Windows and identifiers are rate-limiting's (calendar UTC windows; ``limit_by`` consumer,
-credential or ip, falling back to the client's address).
+spends from a counter already exhausted is replaced by a 429 without a body, and counted in
+none of its counters. Windows and identifiers are rate-limiting's (calendar UTC windows;
+``limit_by`` consumer, credential or ip, falling back to the client's address).
 
 Where fastkong differs, on purpose: with ``policy: local`` a response is counted the moment its
-head arrives, in one atomic step on the node's shared counters that also decides whether the
-counter was already exhausted (Kong reads the usage before proxying and counts later from a
-timer, so concurrent responses all pass on the same stale reading). With ``policy: redis`` the
-check uses the usage read before proxying and the count follows the response, as in Kong.
-``block_on_first_violation`` blocks a counter at or past its limit (Kong: only exactly at it,
-so an overshoot unblocks it).
+head arrives, in one atomic step on the node's shared counters that also decides whether a
+priced counter was already exhausted (one step for all its counters when they share a price;
+mixed prices: :meth:`ResponseRateLimiting.spend_local`). Kong reads the usage before proxying
+and counts later from a timer, so concurrent responses all pass on the same stale reading.
+With ``policy: redis`` the check uses the usage read before proxying and the count follows the
+response, as in Kong. ``block_on_first_violation`` blocks a counter at or past its limit (Kong:
+only exactly at it, so an overshoot unblocks it).
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 import msgspec
 from msgspec import Meta
 
+from fastkong._core._ratelimit_py import MAX_KEYS as MAX_WINDOWS  # the kernel asserts the same
 from fastkong._core.windows import window_length, window_start
 from fastkong.config import errors as E
 from fastkong.plugins.base import REQUIRED, Exit, Plugin, kong_error
@@ -181,30 +184,67 @@ class ResponseRateLimiting(CounterScope, Plugin):
         ]
         return keys, starts
 
-    def read_local(self, ident: str, second: int) -> dict[str, list[float]]:
+    def windows(
+        self, ident: str, counter: Counter, second: int
+    ) -> tuple[list[str], list[int], list[int]]:
+        """The counter's keys, window starts and window lengths at ``second``."""
+        keys, starts = self.keys(ident, counter, second)
+        lengths = [window_length(p, s) for p, s in zip(counter.periods, starts, strict=True)]
+        return keys, starts, lengths
+
+    def read_local(
+        self, ident: str, second: int, counters: Iterable[Counter] | None = None
+    ) -> dict[str, list[float]]:
+        """Each counter's remaining counts (every counter's, by default)."""
         table = local_store.node_table()
         remaining: dict[str, list[float]] = {}
-        for counter in self.counters.values():
-            keys, starts = self.keys(ident, counter, second)
-            lengths = [window_length(p, s) for p, s in zip(counter.periods, starts, strict=True)]
+        for counter in self.counters.values() if counters is None else counters:
+            keys, starts, lengths = self.windows(ident, counter, second)
             _, used = table.hit_windows(keys, starts, [_UNLIMITED] * len(keys), lengths, 0, second)
             remaining[counter.name] = [lim - u for lim, u in zip(counter.limits, used, strict=True)]
         return remaining
 
     def spend_local(
-        self, ident: str, counter: Counter, cost: int, second: int
-    ) -> list[float] | None:
-        """Count ``cost`` in every period of ``counter`` if none was exhausted, in one atomic
-        step: a usage ``u`` passes ``u + cost <= limit - 1 + cost``, that is ``u < limit``. The
-        remaining counts after, or None (exhausted: nothing counted)."""
-        keys, starts = self.keys(ident, counter, second)
-        lengths = [window_length(p, s) for p, s in zip(counter.periods, starts, strict=True)]
-        ceilings = [math.ceil(lim) - 1 + cost for lim in counter.limits]
+        self, ident: str, costs: dict[str, int], second: int
+    ) -> dict[str, list[float]] | None:
+        """Count each priced counter's cost in all its periods, or nothing at all when one of
+        them is exhausted (Kong counts a refused response in no counter). The remaining counts
+        after, or None.
+
+        A count is one atomic step of the node's table, over several windows with one cost:
+        a usage ``u`` passes ``u + cost <= limit - 1 + cost``, that is ``u < limit``. One cost
+        for every priced counter (``video=1, image=1``) takes one step for all of them. Mixed
+        costs are read first, then counted a counter at a time; should a concurrent response
+        take a counter's last unit in between, this one is refused with the counters before it
+        counted (the table cannot take a count back)."""
+        counters = [self.counters[name] for name in costs]
         table = local_store.node_table()
-        ok, used = table.hit_windows(keys, starts, ceilings, lengths, cost, second)
-        if not ok:
-            return None
-        return [lim - u for lim, u in zip(counter.limits, used, strict=True)]
+        prices = set(costs.values())
+        if len(prices) == 1 and sum(len(c.periods) for c in counters) <= MAX_WINDOWS:
+            steps = [(counters, prices.pop())]
+        else:
+            if any(min(left) <= 0 for left in self.read_local(ident, second, counters).values()):
+                return None
+            steps = [([c], costs[c.name]) for c in counters]
+        after: dict[str, list[float]] = {}
+        for group, cost in steps:
+            keys: list[str] = []
+            starts: list[int] = []
+            lengths: list[int] = []
+            ceilings: list[int] = []
+            for counter in group:
+                k, s, n = self.windows(ident, counter, second)
+                keys += k
+                starts += s
+                lengths += n
+                ceilings += [math.ceil(lim) - 1 + cost for lim in counter.limits]
+            ok, used = table.hit_windows(keys, starts, ceilings, lengths, cost, second)
+            if not ok:
+                return None
+            spent = iter(used)
+            for counter in group:
+                after[counter.name] = [lim - next(spent) for lim in counter.limits]
+        return after
 
     async def redis_call(self, ident: str, cost: int, costs: dict[str, int] | None) -> list[int]:
         """One script call over every counter's windows (or those in ``costs``): a read with
@@ -288,13 +328,15 @@ class ResponseRateLimiting(CounterScope, Plugin):
         after = dict(usage.remaining)
         spend = {n: c for n, c in costs.items() if c > 0}
         if self.redis_options is None:
-            second = int(time.time())
-            for n in spend:
-                counted = self.spend_local(usage.ident, self.counters[n], spend[n], second)
+            if spend:
+                counted = self.spend_local(usage.ident, spend, int(time.time()))
+                stop = counted is None
                 if counted is None:
-                    stop = True
-                    break
-                after[n] = counted
+                    # Kong's headers on the 429: the reading before proxying, less the price.
+                    for n, cost in spend.items():
+                        after[n] = [left - cost for left in usage.remaining[n]]
+                else:
+                    after.update(counted)
         else:
             stop = any(min(usage.remaining[n]) <= 0 for n in spend)
             for n, cost in costs.items():
