@@ -25,18 +25,25 @@ plus one event-loop turn after its log phase ran; a scrape never waits for a wor
 the last second of a worker killed with SIGKILL are lost (a graceful stop flushes).
 
 Which families are exported follows Kong's exporter (``kong/plugins/prometheus/exporter.lua``):
-the node gauges (``node_info``, ``datastore_reachable``, ``nginx_requests_total``, memory) always;
-the per-request families (``http_requests_total``, the three latency histograms,
-``bandwidth_bytes``, ``nginx_metric_errors_total``) and the stream process's per-session ones
-(``stream_sessions_total``, ``session_duration_ms``, and ``bandwidth_bytes`` with an empty
-``consumer``) only while an enabled prometheus plugin is in the config, and
-``upstream_target_health`` only while one of them sets ``upstream_health_metrics``.
+the node gauges (``node_info``, ``datastore_reachable``, ``nginx_requests_total``,
+``nginx_timers``, memory) always; the per-request families (``http_requests_total``, the three
+latency histograms, ``bandwidth_bytes``, the ``ai_llm_*`` families, ``nginx_metric_errors_total``)
+and the stream process's per-session ones (``stream_sessions_total``, ``session_duration_ms``, and
+``bandwidth_bytes`` with an empty ``consumer``) only while an enabled prometheus plugin is in the
+config, and ``upstream_target_health`` only while one of them sets ``upstream_health_metrics``
+(with ``subsystem="stream"`` rows too while a stream process serves ``stream_listen``).
+
+``nginx_timers`` has no nginx behind it here: ``running`` and ``pending`` are the asyncio tasks
+of the node's processes (Granian workers and stream processes) that have started and not
+finished, and that are created but not started (:func:`loop_timers`), summed over the live
+processes as each last wrote them (Kong reports the one nginx worker that serves the scrape).
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import inspect
 import logging
 import os
 import socket
@@ -127,10 +134,47 @@ SESSION_DURATION = Family(
     ("service", "route", "workspace"),
     UPSTREAM_LATENCY_BUCKETS,
 )
+#: Kong's AI families (``ai_metrics``), from the ``ai`` log sections of the AI plugins.
+AI_LLM_PROVIDER_LATENCY_BUCKETS: Final = (
+    250, 500, 1000, 1500, 2000, 2500, 3000, 3500, 4000, 4500, 5000, 10000, 30000, 60000,
+)  # fmt: skip
+_AI_LABELS: Final = (
+    "ai_provider", "ai_model", "cache_status", "vector_db", "embeddings_provider",
+    "embeddings_model",
+)  # fmt: skip
+AI_REQUESTS = Family(
+    "ai_llm_requests_total",
+    "counter",
+    "AI requests total per ai_provider in Kong",
+    (*_AI_LABELS, "workspace"),
+)
+AI_COST = Family(
+    "ai_llm_cost_total",
+    "counter",
+    "AI requests cost per ai_provider/cache in Kong",
+    (*_AI_LABELS, "workspace"),
+)
+AI_TOKENS = Family(
+    "ai_llm_tokens_total",
+    "counter",
+    "AI requests cost per ai_provider/cache in Kong",  # sic: Kong's HELP
+    (*_AI_LABELS, "token_type", "workspace"),
+)
+AI_LATENCY = Family(
+    "ai_llm_provider_latency_ms",
+    "histogram",
+    "LLM response Latency for each AI plugins per ai_provider in Kong",
+    (*_AI_LABELS, "workspace"),
+    AI_LLM_PROVIDER_LATENCY_BUCKETS,
+)
 #: The families the workers count, in the order a scrape renders them.
 WORKER_FAMILIES: Final = {
     f.name: f
     for f in (
+        AI_COST,
+        AI_LATENCY,
+        AI_REQUESTS,
+        AI_TOKENS,
         BANDWIDTH,
         HTTP_REQUESTS,
         KONG_LATENCY,
@@ -156,6 +200,10 @@ class Snapshot(msgspec.Struct, array_like=True, frozen=True):
     dicts: list[tuple[str, int, int]] = []
     #: Kong's ``kong_subsystem`` of the process: ``http`` (a Granian worker) or ``stream``.
     subsystem: str = SUBSYSTEM
+    #: ``(running, pending)`` tasks of the process's event loop (:func:`loop_timers`).
+    timers: tuple[int, int] = (0, 0)
+    #: The ``stream_listen`` listeners the process serves (the stream process; 0 elsewhere).
+    stream_listeners: int = 0
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -182,12 +230,17 @@ class WorkerMetrics:
         "pid",
         "interval",
         "subsystem",
+        "stream_listeners",
+        "timers",
         "_task",
         "_written",
     )
 
     def __init__(self, interval: float = FLUSH_INTERVAL) -> None:
         self.subsystem = SUBSYSTEM
+        self.stream_listeners = 0
+        #: :func:`loop_timers` as last sampled (by the flusher, every tick).
+        self.timers = (0, 0)
         self.counters: dict[tuple[str, Labels], float] = {}
         self.histograms: dict[tuple[str, Labels], list[float]] = {}
         #: Requests the prometheus log phase saw (stands in for nginx's total when no
@@ -241,6 +294,8 @@ class WorkerMetrics:
             ],
             dicts=[(name, *usage()) for name, usage in self.dicts.items()],
             subsystem=self.subsystem,
+            timers=self.timers,
+            stream_listeners=self.stream_listeners,
         )
 
     def write(self) -> bool:
@@ -295,7 +350,9 @@ class WorkerMetrics:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            if self._changed():
+            timers = loop_timers()
+            if self._changed() or timers != self.timers:
+                self.timers = timers
                 self._written = (
                     self.requests_source() if self.requests_source is not None else self.logged
                 )
@@ -308,6 +365,26 @@ class WorkerMetrics:
             self._task = None
         if self.dirty or self.requests_source is not None:
             self.write()
+
+
+def loop_timers() -> tuple[int, int]:
+    """The analog of nginx's ``ngx.timer.running_count()`` and ``pending_count()`` for this
+    process: its event loop's tasks that have started and not finished, and those created but
+    not started yet. Kong's background jobs are nginx timers; fastkong's are asyncio tasks (the
+    metrics flusher, the config follower, the upstream registry, the log queues' senders),
+    beside the tasks of requests in flight. uvloop does not tell how many ``call_later`` handles
+    wait, so a task sleeping on one counts as running, as a timer's callback waiting on I/O does
+    in nginx."""
+    try:
+        tasks = asyncio.all_tasks()
+    except RuntimeError:  # no running loop (a write outside the worker's loop)
+        return 0, 0
+    pending = 0
+    for task in tasks:
+        coro = task.get_coro()
+        if inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+            pending += 1
+    return len(tasks) - pending, pending
 
 
 def state_dir_from_env() -> Path | None:
@@ -335,7 +412,10 @@ WORKER: Final = WorkerMetrics()
 class NodeMetrics:
     """The sum of the snapshots of a node's workers (one scrape)."""
 
-    __slots__ = ("counters", "histograms", "requests", "workers", "dicts", "errors")
+    __slots__ = (
+        "counters", "histograms", "requests", "workers", "dicts", "errors", "timers",
+        "stream_listeners",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.counters: dict[tuple[str, Labels], float] = {}
@@ -345,6 +425,10 @@ class NodeMetrics:
         self.workers: dict[int, tuple[int, str]] = {}
         self.dicts: dict[str, list[int]] = {}
         self.errors = 0
+        #: ``[running, pending]`` tasks summed over the live processes.
+        self.timers = [0, 0]
+        #: ``stream_listen`` listeners served by the live stream processes.
+        self.stream_listeners = 0
 
     def __repr__(self) -> str:
         return (
@@ -369,6 +453,9 @@ class NodeMetrics:
             row[-1] += total
         if live:
             self.workers[snap.pid] = (snap.rss, snap.subsystem)
+            self.timers[0] += snap.timers[0]
+            self.timers[1] += snap.timers[1]
+            self.stream_listeners += snap.stream_listeners
             for name, used, capacity in snap.dicts:
                 usage = self.dicts.setdefault(name, [0, 0])
                 usage[0] += used
@@ -542,6 +629,8 @@ def render_node_metrics(
         ``(upstream, target, address, state)`` rows for ``kong_upstream_target_health``
         (:func:`target_health_rows` reads them from the node's health checker); when None,
         every target of the config is reported ``healthchecks_off`` at its own ``host:port``.
+        Each row is exported for the ``http`` subsystem, and for ``stream`` too while a live
+        stream process serves ``stream_listen`` (Kong: ``#stream_listeners > 0``).
     """
     if config is None:
         config = _read_config(state_dir)
@@ -597,13 +686,22 @@ def render_node_metrics(
     )
     _gauge(
         out,
+        "nginx_timers",
+        "Number of nginx timers",
+        [(("state",), ("pending",), node.timers[1]), (("state",), ("running",), node.timers[0])],
+    )
+    _gauge(
+        out,
         "node_info",
         "Kong Node metadata information",
         [(("node_id", "version"), (node_id, version), 1)],
     )
     if upstream_health and config is not None:
-        if target_health is None:
-            target_health = _targets_unchecked(config)
+        health = list(target_health if target_health is not None else _targets_unchecked(config))
+        # Kong's stream subsystem reports its own balancers' view when stream listeners exist.
+        # A fastkong node has one health table, written by the supervisor's prober and read by
+        # the HTTP workers and the stream process alike: the stream rows repeat the states.
+        subsystems = (SUBSYSTEM, "stream") if node.stream_listeners else (SUBSYSTEM,)
         names = ("upstream", "target", "address", "state", "subsystem")
         _gauge(
             out,
@@ -611,8 +709,9 @@ def render_node_metrics(
             "Health status of targets of upstream. States = healthchecks_off|healthy|unhealthy"
             "|dns_error, value is 1 when state is populated.",
             [
-                (names, (upstream, target, address, state, SUBSYSTEM), float(state == current))
-                for upstream, target, address, current in target_health
+                (names, (upstream, target, address, state, subsystem), float(state == current))
+                for subsystem in subsystems
+                for upstream, target, address, current in health
                 for state in HEALTH_STATES
             ],
         )

@@ -25,8 +25,10 @@ pass unchanged, the others are translated); events come as SSE, JSON lines, one 
 
 ``logging.log_statistics`` adds Kong's ``ai.proxy`` section (``meta``: provider, request and
 response model, latency; ``usage``: tokens, time per token, cost; ``payload`` with
-``log_payloads``) to what the logging plugins serialize. The route type ``preserve`` passes
-body and answer through, only the target and auth being set.
+``log_payloads``) to what the logging plugins serialize (and prometheus's ``ai_metrics`` count).
+A request refused before its model is settled is logged with provider ``UNSPECIFIED`` and the
+body's ``model`` (else ``UNSPECIFIED``), what Kong's parse-request filter had recorded. The
+route type ``preserve`` passes body and answer through, only the target and auth being set.
 """
 
 from __future__ import annotations
@@ -96,6 +98,8 @@ class _State:
         "stream_state",
         "request_body",
         "response_body",
+        "settled",
+        "asked",
     )
 
     def __init__(self, driver: Driver, model: ModelInfo, started: float, body: bytes) -> None:
@@ -115,6 +119,11 @@ class _State:
         self.stream_state: dict[str, Any] = {}
         self.request_body = body
         self.response_body: bytes | None = None
+        #: Kong's normalize-request ``set_ctx("model")``: the request passed the model checks.
+        #: A request refused before is logged as Kong's parse-request saw it: provider
+        #: ``UNSPECIFIED``, model the body's ``model`` (:meth:`AiProxy.log`).
+        self.settled = False
+        self.asked: str | None = None
 
 
 def _bail(status: int, message: str | None = None) -> Exit:
@@ -154,12 +163,17 @@ class AiProxy(Plugin):
         started = time.monotonic()
         raw = await ctx.read_body()
         request = self._parse(ctx, raw)
+        refusal: Exit | None = None
         try:
             model = self._model(ctx)
         except LlmError as exc:
-            return _bail(400, str(exc))
+            model, refusal = ModelInfo(config.model.provider, None), _bail(400, str(exc))
         state = _State(self.driver, model, started, raw)
         ctx.plugin_data[_STATE] = state
+        if request is not None and isinstance(request.get("model"), str):
+            state.asked = request["model"]
+        if refusal is not None:
+            return refusal
         preserve = state.preserve = config.route_type == "preserve"
         if request is None:
             request = {}
@@ -172,6 +186,7 @@ class AiProxy(Plugin):
             return _bail(400, f"cannot use own model - must be: {model.name}")
         if model.name is None and not preserve:
             return _bail(400, "model parameter not found in request, nor in gateway configuration")
+        state.settled = True
         problem = compatibility_error(request, config.route_type)
         if problem is not None:
             return _bail(400, problem)
@@ -462,7 +477,11 @@ class AiProxy(Plugin):
         config = self.config
         if state is None or not config.logging.log_statistics:
             return
-        request_model = state.model.name or "UNSPECIFIED"
+        if state.settled:
+            provider, request_model = state.model.provider, state.model.name or "UNSPECIFIED"
+        else:
+            asked = state.asked
+            provider, request_model = "UNSPECIFIED", "UNSPECIFIED" if asked is None else asked
         response_model = None
         if state.response_body:
             try:
@@ -473,12 +492,12 @@ class AiProxy(Plugin):
                 response_model = decoded["model"]
         meta: dict[str, Any] = {
             "plugin_id": self.id,
-            "provider_name": state.model.provider,
+            "provider_name": provider,
             "request_model": request_model,
             "response_model": response_model or request_model,
             "llm_latency": state.latency_ms,
         }
-        extra = state.driver.extra_meta(state.model)
+        extra = state.driver.extra_meta(state.model) if state.settled else None
         if extra:
             meta.update(extra)
         completion = state.completion_tokens

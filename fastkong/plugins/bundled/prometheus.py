@@ -12,8 +12,16 @@ observes ``kong_kong_latency_ms``, ``kong_upstream_latency_ms`` and ``kong_reque
 ``upstream_health_metrics`` is read at scrape time from the config. On stream routes
 (:meth:`Prometheus.session`, from the stream process) the same flags count
 ``kong_stream_sessions_total{service,route,code,source,workspace}`` (nginx's stream status),
-``kong_session_duration_ms`` and the session's bytes. ``ai_metrics`` and
-``wasm_metrics`` are accepted for compatibility and count nothing (no AI or Wasm filters here).
+``kong_session_duration_ms`` and the session's bytes. ``ai_metrics`` counts what the AI plugins
+(ai-proxy, ai-request-transformer, ai-response-transformer) put in the request's ``ai`` log
+section, one use case each, as Kong's exporter does: ``kong_ai_llm_requests_total``,
+``kong_ai_llm_cost_total`` (the ``usage.cost`` above 0), ``kong_ai_llm_tokens_total`` by
+``token_type`` (prompt, completion and total tokens above 0) and the
+``kong_ai_llm_provider_latency_ms`` histogram (``meta.llm_latency``), labelled
+``{ai_provider,ai_model,cache_status,vector_db,embeddings_provider,embeddings_model,workspace}``
+(the cache labels are empty: no semantic cache here). The AI plugins log only with
+``logging.log_statistics``, so only then is anything counted. ``wasm_metrics`` is accepted for
+compatibility and counts nothing (no Wasm filters here).
 
 Labels: ``service`` is the service's name, else its host (``""`` for a route without service);
 ``route`` the route's name, else its id; ``source`` is ``service`` when the upstream answered
@@ -29,6 +37,8 @@ import msgspec
 
 from fastkong import metrics
 from fastkong.plugins.bundled._serializer import (
+    _EXTRA_KEY,
+    AI_LOG_KEY,
     Latencies,
     LogPlugin,
     request_size,
@@ -55,6 +65,12 @@ _REQUESTS = metrics.HTTP_REQUESTS.name
 _BANDWIDTH = metrics.BANDWIDTH.name
 _SESSIONS = metrics.STREAM_SESSIONS.name
 _WORKSPACE = metrics.WORKSPACE
+_AI_REQUESTS = metrics.AI_REQUESTS.name
+_AI_COST = metrics.AI_COST.name
+_AI_TOKENS = metrics.AI_TOKENS.name
+_TOKEN_TYPES = ("prompt_tokens", "completion_tokens", "total_tokens")
+#: The parts of a use case's ``ai`` log section the exporter reads.
+_AI_PARTS = frozenset({"meta", "usage", "cache"})
 
 
 @register_plugin
@@ -70,6 +86,7 @@ class Prometheus(LogPlugin):
         self.status_codes = config.status_code_metrics
         self.latencies = config.latency_metrics
         self.bandwidth = config.bandwidth_metrics
+        self.ai = config.ai_metrics
         # Egress counts the sent headers: only then is the response hook worth a call.
         self.has_response = self.bandwidth
         self._names: dict[str, tuple[str, str]] = {}
@@ -81,6 +98,7 @@ class Prometheus(LogPlugin):
                 ("status_code", self.status_codes),
                 ("latency", self.latencies),
                 ("bandwidth", self.bandwidth),
+                ("ai", self.ai),
                 ("per_consumer", self.per_consumer),
             )
             if on
@@ -121,6 +139,9 @@ class Prometheus(LogPlugin):
             egress = response_size(ctx)
             if egress > 0:
                 worker.inc(_BANDWIDTH, (service, route, "egress", _WORKSPACE, consumer), egress)
+        if self.ai:
+            for section in ai_sections(ctx.plugin_data).values():
+                _count_ai(worker, section)
         worker.ensure_started()
 
     def session(
@@ -149,3 +170,63 @@ class Prometheus(LogPlugin):
                 worker.inc(_BANDWIDTH, (service, route, "ingress", _WORKSPACE, ""), received)
             if sent > 0:
                 worker.inc(_BANDWIDTH, (service, route, "egress", _WORKSPACE, ""), sent)
+
+
+def ai_sections(plugin_data: dict[str, Any]) -> dict[str, Any]:
+    """Kong's ``message.ai`` by use case: ai-proxy's ``proxy`` section and the
+    ``ai.<plugin>.meta|usage|cache`` values the AI transformers set (as :func:`serialize` merges
+    them into the log entry)."""
+    found: dict[str, Any] = dict(plugin_data.get(AI_LOG_KEY) or ())
+    extra = plugin_data.get(_EXTRA_KEY)
+    if extra:
+        for key, value in extra.items():
+            head, _, rest = key.partition(".")
+            use_case, _, part = rest.rpartition(".")
+            if head == "ai" and use_case and part in _AI_PARTS:
+                known = found.get(use_case)
+                found[use_case] = {**(known if isinstance(known, dict) else {}), part: value}
+    return found
+
+
+def _count_ai(worker: metrics.WorkerMetrics, section: Any) -> None:
+    """One use case's counts (Kong's exporter ``log``, its ``serialized.ai_metrics`` loop)."""
+    if not isinstance(section, dict):
+        return
+    meta, usage, cache = (_part(section, name) for name in ("meta", "usage", "cache"))
+    labels = (
+        _label(meta, "provider_name"),
+        _label(meta, "request_model"),
+        _label(cache, "cache_status"),
+        _label(cache, "vector_db"),
+        _label(cache, "embeddings_provider"),
+        _label(cache, "embeddings_model"),
+    )
+    status = (*labels, _WORKSPACE)
+    worker.inc(_AI_REQUESTS, status)
+    cost = _number(usage.get("cost"))
+    if cost > 0:
+        worker.inc(_AI_COST, status, cost)
+    latency = _number(meta.get("llm_latency"), -1)
+    if latency >= 0:
+        worker.observe(metrics.AI_LATENCY, status, latency)
+    for token_type in _TOKEN_TYPES:
+        tokens = _number(usage.get(token_type))
+        if tokens > 0:
+            worker.inc(_AI_TOKENS, (*labels, token_type, _WORKSPACE), tokens)
+
+
+def _part(section: dict[str, Any], name: str) -> dict[str, Any]:
+    part = section.get(name)
+    return part if isinstance(part, dict) else {}
+
+
+def _label(part: dict[str, Any], key: str) -> str:
+    value = part.get(key)
+    return "" if value is None or value is False else str(value)  # Lua's ``x or ""``
+
+
+def _number(value: Any, absent: float = 0) -> float:
+    """A count of the log section, ``absent`` when it is missing or not a number."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    return absent
