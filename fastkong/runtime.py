@@ -10,7 +10,7 @@ reference to a new snapshot; a request keeps the snapshot it started with.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from fastkong import expressions
 from fastkong._core import load
@@ -163,6 +163,27 @@ class RoutePlan:
 
     def __repr__(self) -> str:
         return f"<RoutePlan {self.name or self.id} service={self.service!r}>"
+
+
+def _no_route_plan() -> RoutePlan:
+    plan = RoutePlan.__new__(RoutePlan)
+    plan.id = ""
+    plan.name = None
+    plan.service = None
+    plan.strip_path = plan.preserve_host = False
+    plan.path_handling = "v0"
+    plan.protocols = frozenset()
+    plan.https_redirect_status_code = 426
+    plan.request_buffering = plan.response_buffering = True
+    plan.plugins = ()
+    return plan
+
+
+#: The route of an answer no route led to (a 404, nginx's 400 on a bad request head): the
+#: request context's ``route`` then, with no service, when the global plugins' response and
+#: log phases run for it (Kong runs them: its rewrite phase collected them before the router
+#: missed). Only those phases see it; an empty ``id`` names no route.
+NO_ROUTE_PLAN: Final = _no_route_plan()
 
 
 class Runtime:

@@ -59,6 +59,11 @@ class PluginSet:
         )
         self._consumer_chains: dict[tuple[str | None, str | None, str], tuple[Plugin, ...]] = {}
         self._phases: dict[tuple[Plugin, ...], Phases] = {}
+        #: The global plugins with a response, body or log hook, in order: what an answer no
+        #: route led to runs (Kong's global iterator, which its error paths fall back to).
+        self.unrouted: tuple[Plugin, ...] = tuple(
+            p for p in self.chain(None, None) if p.has_response or p.has_body or p.has_log
+        )
 
     def __repr__(self) -> str:
         n = sum(len(v) for v in self.by_name.values())

@@ -187,6 +187,11 @@ class RequestContext:
             self._headers = found
         return self._headers
 
+    def headers_unread(self) -> None:
+        """nginx refused this request at its request line (414): it read no header, so the
+        plugins see none (a log plugin logs none), though Granian parsed them."""
+        self._headers = {}
+
     def header(self, name: str) -> str | None:
         """The first value of request header ``name`` (case-insensitive), or None."""
         values = self.headers.get(name.lower())

@@ -19,7 +19,7 @@ import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from fastkong._core import load
 from fastkong.plugins.base import kong_error
@@ -38,7 +38,14 @@ from fastkong.proxy.exchange import Exchange
 from fastkong.proxy.kong_headers import DEFAULT_SETTINGS, HeaderSettings
 from fastkong.proxy.limits import DEFAULT_LIMITS, BodyLimitExceeded, RequestLimits
 from fastkong.proxy.replies import CLOSE, with_debug_headers
-from fastkong.proxy.routing import NO_ROUTE, Decision, RequestFacts, decide, request_facts
+from fastkong.proxy.routing import (
+    NO_ROUTE,
+    Decision,
+    RequestFacts,
+    decide,
+    request_facts,
+    strip_port,
+)
 from fastkong.proxy.trust import DEFAULT_REAL_IP, RealIp, TrustedIps
 from fastkong.proxy.upstream import (
     KEEPALIVE_SETTINGS,
@@ -48,12 +55,13 @@ from fastkong.proxy.upstream import (
     ConnectionPool,
     UpstreamTimeout,
 )
-from fastkong.runtime import Runtime, empty_runtime
+from fastkong.runtime import NO_ROUTE_PLAN, Runtime, empty_runtime
 from fastkong.upstreams.dns import DnsSettings
 from fastkong.upstreams.registry import Registry, open_table
 
 if TYPE_CHECKING:
     from fastkong._core import _h1_py as _h1
+    from fastkong._core._router_py import RouteMatch
 else:
     _h1 = load("h1")
 
@@ -262,6 +270,54 @@ class Gateway(Exchange):
             if self.pool is not None:
                 self.pool.sweep()
 
+    async def unrouted_error(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        status: int,
+        request_id: str,
+        started: float,
+        message: str | None = None,
+        extra: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        """An answer no route led to: Kong's 404 (``message``, as ``kong.response.error``) or
+        nginx's error page for a request it refused (400, 405, 413, 414). The global plugins'
+        response, body and log phases run for it, as in Kong (its rewrite phase collected them
+        before the router missed; its error handler falls back to them): a global log plugin
+        logs it, a global cors or response-transformer shapes it."""
+        ctx = None
+        runtime = self.runtime
+        scheme = scope.get("scheme", "http")
+        chain = tuple(p for p in runtime.plugins.unrouted if scheme in p.protocols)
+        if chain:
+            server = scope.get("server")
+            port = int(server[1]) if server and server[1] else 0
+            client = scope.get("client")
+            host = next((v for k, v in scope["headers"] if k == b"host"), b"")
+            ctx = RequestContext(
+                runtime,
+                scope,
+                receive,
+                NO_ROUTE_PLAN,
+                cast("RouteMatch", None),  # (read by access-phase code only, which runs not)
+                scope["path"],
+                strip_port(host.decode("latin-1")).lower(),  # nginx's $host
+                port,
+                client[0] if client else "127.0.0.1",
+                request_id,
+                started,
+            )
+            ctx.chain = chain
+            if status == 414:
+                ctx.headers_unread()
+        if message is not None:
+            await self.kong_error(scope, send, status, message, request_id, started, ctx)
+        else:
+            await self.nginx_error(scope, send, status, request_id, started, ctx, extra)
+        if ctx is not None:
+            run_log(ctx)
+
     # -- the request -------------------------------------------------------------------------
 
     async def http(
@@ -299,7 +355,7 @@ class Gateway(Exchange):
         unusual = method not in _METHODS
         if unusual and _NGINX_METHOD.fullmatch(method) is None:
             # nginx parses the method first: "client sent invalid method".
-            await self.nginx_error(scope, send, 400, request_id, started, None, CLOSE)
+            await self.unrouted_error(scope, receive, send, 400, request_id, started, None, CLOSE)
             return
         limits = self.limits
         if head_size + len(raw_path) + len(query) + len(method) + 16 > limits.fast_limit or (
@@ -309,7 +365,9 @@ class Gateway(Exchange):
             # client_max_body_size (413), checked before anything is routed.
             status = limits.refuse(method, raw_path, query, scope["headers"], content_length)
             if status:
-                await self.nginx_error(scope, send, status, request_id, started, None, CLOSE)
+                await self.unrouted_error(
+                    scope, receive, send, status, request_id, started, None, CLOSE
+                )
                 return
         if (
             content_length < -1
@@ -320,11 +378,11 @@ class Gateway(Exchange):
             # request without a Host: nginx refuses the request. (Granian itself drops a
             # Content-Length sent with chunked framing, so the app sees a chunked body where
             # nginx would refuse the pair.)
-            await self.nginx_error(scope, send, 400, request_id, started, None, CLOSE)
+            await self.unrouted_error(scope, receive, send, 400, request_id, started, None, CLOSE)
             return
         if unusual and method in _NOT_ALLOWED:
             # Then, with the head read: "client sent CONNECT method" / "... TRACE method".
-            await self.nginx_error(scope, send, 405, request_id, started, None, CLOSE)
+            await self.unrouted_error(scope, receive, send, 405, request_id, started, None, CLOSE)
             return
         # A body whose length the head does not give (HTTP/2 or 3 without Content-Length):
         # handled as a chunked one, buffered and sized like nginx's, or streamed chunked.
@@ -361,9 +419,13 @@ class Gateway(Exchange):
                         scope, send, plugin, host_text, raw_path, request_id, started
                     ):
                         return
-                await self.kong_error(scope, send, 404, errors.NO_ROUTE, request_id, started)
+                await self.unrouted_error(
+                    scope, receive, send, 404, request_id, started, errors.NO_ROUTE
+                )
             else:
-                await self.nginx_error(scope, send, 400, request_id, started, None, CLOSE)
+                await self.unrouted_error(
+                    scope, receive, send, 400, request_id, started, None, CLOSE
+                )
             return
         assert isinstance(decision, Decision)
         plan = decision.plan

@@ -91,10 +91,13 @@ class UpstreamError(Exception):
 
 
 class UpstreamConnectError(UpstreamError):
-    """Connecting failed: nothing was sent, the request can go to another peer."""
+    """Connecting failed: nothing was sent, the request can go to another peer. ``reason`` is
+    the failure in the words of an nginx cosocket (``connection refused``), for plugins that
+    report it as Kong's do."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, reason: str = "") -> None:
         super().__init__(message, sent=False)
+        self.reason = reason or message
 
 
 class UpstreamTimeout(UpstreamError):
@@ -577,7 +580,9 @@ async def open_connection(
     except TimeoutError:
         raise UpstreamTimeout(f"timeout while connecting to {host}:{port}", sent=False) from None
     except OSError as exc:
-        raise UpstreamConnectError(f"connect to {host}:{port} failed: {exc}") from None
+        raise UpstreamConnectError(
+            f"connect to {host}:{port} failed: {exc}", (exc.strerror or str(exc)).lower()
+        ) from None
 
 
 class ConnectionPool:

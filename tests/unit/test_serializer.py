@@ -143,7 +143,7 @@ def test_shape_of_a_proxied_request(runtime: Runtime) -> None:
     ]
     assert message["client_ip"] == "10.0.0.7"
     assert message["source"] == "upstream"
-    assert message["workspace"] == generate("workspaces", "default")
+    assert message["workspace"] == "0dc6f45b-8f8d-40d2-a504-473544ee190b"  # Kong DB-less
     assert message["workspace_name"] == "default"
     assert message["route"]["id"] == generate("routes", "api")
     assert message["route"]["name"] == "api"

@@ -36,7 +36,6 @@ import msgspec
 from msgspec import Meta
 
 from fastkong._core import load
-from fastkong.config.ids import generate
 from fastkong.plugins.base import Plugin
 
 if TYPE_CHECKING:
@@ -46,8 +45,10 @@ if TYPE_CHECKING:
 else:
     uri = load("uri")
 
-#: The id of the one workspace a DB-less node has (a stable UUIDv5; Kong draws a random one).
-WORKSPACE_ID: Final = generate("workspaces", "default")
+#: The id of the one workspace a DB-less node has: Kong's fixed
+#: ``constants.DECLARATIVE_DEFAULT_WORKSPACE_ID`` (``declarative_config.lua`` inserts the default
+#: workspace with it when the config names none).
+WORKSPACE_ID: Final = "0dc6f45b-8f8d-40d2-a504-473544ee190b"
 WORKSPACE_NAME: Final = "default"
 REDACTED: Final = "REDACTED"
 _REDACT: Final = frozenset({"authorization", "proxy-authorization"})
@@ -314,13 +315,16 @@ def _entities(runtime: Runtime) -> _Entities:
 def _tries(ctx: RequestContext, started_ms: int) -> list[dict[str, Any]] | None:
     """Kong's ``balancer_data.tries``. Kong makes that list, empty, once a route matched and
     before any plugin's access phase runs (``balancer_prepare``), so a request a plugin
-    answered logs ``"tries": []``; only a request no route matched has none (no RequestContext
-    here). None: a proxied request through an upstream's balancer, whose tries are not kept."""
+    answered logs ``"tries": []``; a request no route matched has none (its context's route is
+    ``runtime.NO_ROUTE_PLAN``). None also for a proxied request through an upstream's
+    balancer, whose tries are not kept."""
     known = getattr(ctx, "tries", None)
     if known is not None:
         return list(known)
     # (A plugin that answers from another endpoint, aws-lambda, sets upstream_started for the
     # latencies without the service being tried: not proxied.)
+    if not ctx.route.id:
+        return None  # no route, no balancer data: Kong logs no tries
     if not ctx.proxied:
         return []
     service = ctx.route.service

@@ -44,6 +44,7 @@ from fastkong.plugins.registry import ALL_PROTOCOLS, register_plugin
 from fastkong.proxy.upstream import (
     ConnectionPool,
     PoolKey,
+    UpstreamConnectError,
     UpstreamConnection,
     UpstreamError,
     UpstreamTimeout,
@@ -280,6 +281,8 @@ class HttpLog(LogPlugin):
             status, text = await send(endpoint, body, self.timeout, self.keepalive)
         except UpstreamTimeout:
             return f"failed request to {endpoint.address}: timeout"
+        except UpstreamConnectError as exc:  # (lua-resty-http's words: "connection refused")
+            return f"failed request to {endpoint.address}: {exc.reason}"
         except UpstreamError as exc:
             return f"failed request to {endpoint.address}: {exc}"
         if status < 300:

@@ -265,7 +265,9 @@ class Statsd(MetricsPlugin):
         """Every configured metric of this request, as StatsD lines."""
         config = self.config
         values = measured(ctx)
-        service, route = ctx.service, ctx.route  # plans: id, name (and host) as the entities
+        service = ctx.service  # plans: id, name (and host) as the entities
+        # (no route for an answer no route led to: runtime.NO_ROUTE_PLAN)
+        route = ctx.route if ctx.route.id else None
         style = config.tag_style
         out: list[str] = []
         for metric in config.metrics:

@@ -77,7 +77,7 @@ from fastkong.plugins.bundled._zipkin import (
 from fastkong.plugins.bundled.http_log import send
 from fastkong.plugins.bundled.opentelemetry import OtlpEndpoint, Timeout, node_id
 from fastkong.plugins.registry import ALL_PROTOCOLS, register_plugin
-from fastkong.proxy.upstream import UpstreamError, UpstreamTimeout
+from fastkong.proxy.upstream import UpstreamConnectError, UpstreamError, UpstreamTimeout
 from fastkong.proxy.upstream_tls import PLAIN_VERIFY
 
 if TYPE_CHECKING:
@@ -431,9 +431,10 @@ class Zipkin(Plugin):
                 span.service_name = service.name
                 span.tags["kong.service_name"] = service.name
         route = ctx.route
-        span.tags["kong.route"] = route.id
-        if route.name:
-            span.tags["kong.route_name"] = route.name
+        if route.id:  # (none for an answer no route led to)
+            span.tags["kong.route"] = route.id
+            if route.name:
+                span.tags["kong.route_name"] = route.name
 
     # -- the export ------------------------------------------------------------------------------
     async def deliver(self, entries: list[bytes]) -> str | None:
@@ -452,8 +453,11 @@ class Zipkin(Plugin):
                 self.connect_timeout,
                 PLAIN_VERIFY,  # lua-resty-http's request_uri verifies by default
             )
+        # (Kong's reporter: "zipkin request failed: " and lua-resty-http's error)
         except UpstreamTimeout:
-            return f"zipkin request failed: {endpoint.address}: timeout"
+            return "zipkin request failed: timeout"
+        except UpstreamConnectError as exc:
+            return f"zipkin request failed: {exc.reason}"
         except UpstreamError as exc:
             return f"zipkin request failed: {exc}"
         if 200 <= status < 300:
