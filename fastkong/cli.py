@@ -36,6 +36,7 @@ from fastkong.kong_conf import (
     on_off,
     parse_listeners,
     parse_nginx_time,
+    port_maps,
     tls_minimum,
     tracing_settings,
     unread_settings,
@@ -246,6 +247,7 @@ def cmd_start(args: argparse.Namespace) -> int:
             args.error_default_type or _env("ERROR_DEFAULT_TYPE") or "text/plain"
         )
         keepalive_settings(os.environ)  # read by each worker; checked here
+        port_maps(os.environ)  # read by each worker; checked here
         dns_settings(os.environ)  # read by each worker; checked here
         max_response_head(os.environ)  # read by each worker; checked here
         keepalive_timeout = parse_nginx_time(

@@ -50,6 +50,23 @@ def client_body_buffer_size(environ: Mapping[str, str]) -> int:
     return parse_size(DEFAULT_CLIENT_BODY_BUFFER, "client_body_buffer_size")
 
 
+def port_maps(environ: Mapping[str, str]) -> dict[int, int]:
+    """Kong's ``port_maps`` (``"80:8000, 443:8443"``: the host's port, then the listener's, as a
+    container's port mapping publishes them): listener port -> the port clients use, which
+    ``X-Forwarded-Port`` names (Kong's ``host_ports``). ValueError in Kong's words."""
+    raw = environ.get("FASTKONG_PORT_MAPS") or environ.get("KONG_PORT_MAPS") or ""
+    found: dict[int, int] = {}
+    for entry in (x.strip() for x in raw.split(",")):
+        if not entry:
+            continue
+        host, colon, listener = entry.partition(":")
+        ports = [int(p) if p.isdigit() else 0 for p in (host, listener)]
+        if not colon or not all(1 <= p <= 65535 for p in ports):
+            raise ValueError(f"invalid port mapping (`port_maps`): {entry}")
+        found[ports[1]] = ports[0]
+    return found
+
+
 _TIME_PART: Final = re.compile(r"(\d+)(ms|s|m|h|d|w|M|y)?")
 _TIME_UNITS: Final = {
     "ms": 0.001,
@@ -269,7 +286,6 @@ HOUSEKEEPING_SETTINGS: Final = frozenset(
         "LUA_PACKAGE_PATH",
         "LUA_PACKAGE_CPATH",
         "LUA_SSL_VERIFY_DEPTH",
-        "PORT_MAPS",
         "KIC",
         "ADMIN_GUI_LISTEN",
         "CLUSTER_LISTEN",

@@ -120,6 +120,7 @@ class Gateway(Exchange):
         dns: DnsSettings = DnsSettings(),
         max_response_head: int = MAX_RESPONSE_HEAD,
         edge: EdgeView | None = None,
+        host_ports: Mapping[int, int] | None = None,
         on_startup: Callable[[Gateway], Awaitable[None]] | None = None,
         on_shutdown: Callable[[Gateway], Awaitable[None]] | None = None,
     ) -> None:
@@ -147,6 +148,8 @@ class Gateway(Exchange):
         #: The edge table of this worker's listener when the edge relays its connections
         #: (proxy/edge.py): each request's scope is rewritten to the client's connection.
         self.edge = edge
+        #: Kong's port_maps: a listener's port -> the port its clients use (X-Forwarded-Port).
+        self.host_ports = dict(host_ports or {})
         self.ids = RequestIds()
         self.pool: ConnectionPool | None = None
         self.resolver: Resolver | None = None
@@ -393,6 +396,8 @@ class Gateway(Exchange):
         host_text = host_value.decode("latin-1")
         server = scope.get("server")
         port = int(server[1]) if server and server[1] else 0  # (None: a Unix socket)
+        # Kong's ctx.host_port: the port clients reach the listener on (port_maps)
+        host_port = self.host_ports.get(port, port) if self.host_ports else port
         scheme: str = scope.get("scheme", "http")
         router = runtime.router
         route_headers = _router_headers(scope, router.header_names) if router.header_names else None
@@ -533,12 +538,12 @@ class Gateway(Exchange):
         if forwarded is None:
             xf_proto = scheme.encode()
             xf_host = host.encode("latin-1")
-            xf_port = str(port).encode()
+            xf_port = str(host_port).encode()
             xf_path = raw_path
         else:
             xf_proto = forwarded.get(b"x-forwarded-proto") or scheme.encode()
             xf_host = forwarded.get(b"x-forwarded-host") or host.encode("latin-1")
-            xf_port = forwarded.get(b"x-forwarded-port") or str(port).encode()
+            xf_port = forwarded.get(b"x-forwarded-port") or str(host_port).encode()
             xf_path = forwarded.get(b"x-forwarded-path") or raw_path
             prefix = forwarded.get(b"x-forwarded-prefix") or prefix
         # Kong names the client's HTTP version in the Via it sends up (1.1, 2; "1" for 1.0).

@@ -292,7 +292,14 @@ async def proxy(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None
     if query:
         target += b"?" + query
     forwarding = _forwarding_lines(
-        scope, headers, trusted, client_ip, remote, decision, port, request_id
+        scope,
+        headers,
+        trusted,
+        client_ip,
+        remote,
+        decision,
+        gw.host_ports.get(port, port),  # Kong's ctx.host_port (port_maps)
+        request_id,
     )
     if gw.shown is not None and not gw.shown.request_id_upstream:
         forwarding = forwarding.replace(b"x-kong-request-id: " + request_id.encode() + b"\r\n", b"")

@@ -29,7 +29,7 @@ from fastkong.config.schema import ENTITY_STRUCTS
 from fastkong.control.lifeline import die_with_parent, expected_parent
 from fastkong.control.logs import configure as configure_logging
 from fastkong.control.state import file_identity, read_state, write_report
-from fastkong.kong_conf import log_level
+from fastkong.kong_conf import log_level, port_maps
 from fastkong.plugins.bundled import _queue as http_queue
 from fastkong.plugins.bundled import file_log
 from fastkong.plugins.bundled import syslog as syslog_plugin
@@ -258,6 +258,7 @@ def create_app() -> Gateway:
         keepalive=keepalive_settings(os.environ),
         allow_debug_header=os.environ.get("FASTKONG_ALLOW_DEBUG_HEADER") == "on",
         access_log=os.environ.get("FASTKONG_PROXY_ACCESS_LOG") or "off",
+        host_ports=port_maps(os.environ),
         limits=limits,
         dns=dns_settings(os.environ),
         max_response_head=max_response_head(os.environ),

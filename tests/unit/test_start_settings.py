@@ -27,6 +27,7 @@ from fastkong.kong_conf import (
     on_off,
     parse_listeners,
     parse_nginx_time,
+    port_maps,
     tls_minimum,
     unread_settings,
 )
@@ -366,3 +367,13 @@ def test_a_prefix_where_no_certificate_can_be_written_is_one_line(tmp_path: Path
     assert done.returncode == 1
     assert done.stderr.startswith("fastkong: ssl_cert: cannot use the TLS certificate: ")
     assert "Traceback" not in done.stderr
+
+
+def test_port_maps_are_kongs_host_ports() -> None:
+    # kong/conf_loader/parse.lua: "host:listener" pairs, both 1..65535
+    assert port_maps({}) == {}
+    assert port_maps({"KONG_PORT_MAPS": "80:8000, 443:8443"}) == {8000: 80, 8443: 443}
+    assert port_maps({"FASTKONG_PORT_MAPS": "8080:8000", "KONG_PORT_MAPS": "1:2"}) == {8000: 8080}
+    for bad in ("80", "80:", "0:8000", "80:70000", "x:8000", "80:8000:1"):
+        with pytest.raises(ValueError, match=r"invalid port mapping \(`port_maps`\): "):
+            port_maps({"KONG_PORT_MAPS": bad})
