@@ -31,9 +31,12 @@ from pathlib import Path
 from typing import Any, Final
 
 #: family, flags, peer port, peer address, PROXY source family, its port, its address, SNI length
+#: (then the SNI, and for TLS the protocol's and the cipher's names, each after its length)
 _HEAD: Final = struct.Struct("<BBH16sBxH16sB")
 _SNI_MAX: Final = 255
-ENTRY: Final = 320
+_VERSION_MAX: Final = 16
+_CIPHER_MAX: Final = 64
+ENTRY: Final = 384
 PORTS: Final = 65536
 _TLS: Final = 1
 
@@ -55,7 +58,7 @@ def _unpack_address(family: int, raw: bytes) -> str:
 class EdgeEntry:
     """One relayed connection as the edge saw it."""
 
-    __slots__ = ("peer", "tls", "sni", "proxied")
+    __slots__ = ("peer", "tls", "sni", "proxied", "tls_info")
 
     def __init__(
         self,
@@ -63,6 +66,7 @@ class EdgeEntry:
         tls: bool,
         sni: str | None = None,
         proxied: tuple[str, int] | None = None,
+        tls_info: tuple[str, str] | None = None,
     ) -> None:
         #: The address that connected to the public listener (a load balancer, if it sent a
         #: PROXY header), and the PROXY header's source (None: no header, or LOCAL/UNKNOWN).
@@ -70,6 +74,9 @@ class EdgeEntry:
         self.tls = tls
         self.sni = sni
         self.proxied = proxied
+        #: The TLS protocol and cipher the client negotiated (nginx's ``$ssl_protocol``,
+        #: ``$ssl_cipher``: OpenSSL's names), for the log serializer's ``request.tls``.
+        self.tls_info = tls_info
 
     def __repr__(self) -> str:
         via = f" proxied={self.proxied[0]}:{self.proxied[1]}" if self.proxied else ""
@@ -79,11 +86,12 @@ class EdgeEntry:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, EdgeEntry):
             return NotImplemented
-        return (self.peer, self.tls, self.sni, self.proxied) == (
+        return (self.peer, self.tls, self.sni, self.proxied, self.tls_info) == (
             other.peer,
             other.tls,
             other.sni,
             other.proxied,
+            other.tls_info,
         )
 
     def pack(self) -> bytes:
@@ -103,7 +111,10 @@ class EdgeEntry:
             proxied,
             len(sni),
         )
-        return head + sni
+        version, cipher = self.tls_info or ("", "")
+        v = version.encode("ascii", "replace")[:_VERSION_MAX]
+        c = cipher.encode("ascii", "replace")[:_CIPHER_MAX]
+        return head + sni + bytes((len(v),)) + v + bytes((len(c),)) + c
 
     @classmethod
     def unpack(cls, raw: bytes | memoryview) -> EdgeEntry | None:
@@ -111,14 +122,22 @@ class EdgeEntry:
         if family not in _FAMILIES:
             return None
         sni = None
+        start = _HEAD.size
         if sni_len:
-            start = _HEAD.size
             sni = bytes(raw[start : start + sni_len]).decode("ascii")
+        start += sni_len
+        tls_info = None
+        if flags & _TLS and (v_len := raw[start]):
+            version = bytes(raw[start + 1 : start + 1 + v_len]).decode("ascii")
+            start += 1 + v_len
+            c_len = raw[start]
+            tls_info = (version, bytes(raw[start + 1 : start + 1 + c_len]).decode("ascii"))
         return cls(
             (_unpack_address(family, peer), port),
             bool(flags & _TLS),
             sni,
             (_unpack_address(pfamily, proxied), pport) if pfamily in _FAMILIES else None,
+            tls_info,
         )
 
 
@@ -181,6 +200,8 @@ class EdgeTable:
 SNI_KEY: Final = "fastkong.sni"
 #: The scope key of a relayed request's PROXY protocol source address, when it had one.
 PROXIED_KEY: Final = "fastkong.proxy_protocol_addr"
+#: The scope key of a relayed TLS request's ``(protocol, cipher)``.
+TLS_INFO_KEY: Final = "fastkong.tls"
 
 
 class EdgeView:
@@ -217,6 +238,8 @@ class EdgeView:
         if entry.tls:
             scope["scheme"] = "wss" if scope["type"] == "websocket" else "https"
         scope[SNI_KEY] = entry.sni
+        if entry.tls_info is not None:
+            scope[TLS_INFO_KEY] = entry.tls_info
         if entry.proxied is not None:
             scope[PROXIED_KEY] = entry.proxied
 

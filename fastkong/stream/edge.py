@@ -172,7 +172,7 @@ class Edge(Listening):
             return None
         session = self._open(loop, peer[0])
         try:
-            await loop.connect_accepted_socket(
+            transport, _ = await loop.connect_accepted_socket(
                 lambda: session.client,
                 conn,
                 ssl=certificates.find(hello.sni),
@@ -183,7 +183,15 @@ class Edge(Listening):
             conn.close()
             session.end()
             return None
-        entry = EdgeEntry(peer, True, hello.sni, header.source if header is not None else None)
+        tls = transport.get_extra_info("ssl_object")
+        cipher = tls.cipher() if tls is not None else None
+        entry = EdgeEntry(
+            peer,
+            True,
+            hello.sni,
+            header.source if header is not None else None,
+            (tls.version() or "", cipher[0]) if tls is not None and cipher else None,
+        )
         await self._relay(session, listener, entry)
         return session
 

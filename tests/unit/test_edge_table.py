@@ -15,6 +15,7 @@ from fastkong.proxy.edge import (
     ENTRY,
     PROXIED_KEY,
     SNI_KEY,
+    TLS_INFO_KEY,
     EdgeEntry,
     EdgeTable,
     EdgeView,
@@ -29,12 +30,20 @@ addresses = st.one_of(
 ports = st.integers(0, 65535)
 endpoints = st.tuples(addresses, ports)
 names = st.from_regex(r"[a-z0-9*]([a-z0-9.-]{0,253})", fullmatch=True)
-entries = st.builds(
-    EdgeEntry,
-    endpoints,
-    st.booleans(),
-    st.one_of(st.none(), names),
-    st.one_of(st.none(), endpoints),
+#: The TLS protocol and cipher, as Python's ssl names them (OpenSSL's names, nginx's).
+tls_infos = st.tuples(
+    st.sampled_from(["TLSv1.2", "TLSv1.3"]), st.from_regex(r"[A-Z0-9_-]{1,64}", fullmatch=True)
+)
+entries = st.one_of(
+    st.builds(EdgeEntry, endpoints, st.just(False), st.none(), st.one_of(st.none(), endpoints)),
+    st.builds(
+        EdgeEntry,
+        endpoints,
+        st.just(True),
+        st.one_of(st.none(), names),
+        st.one_of(st.none(), endpoints),
+        st.one_of(st.none(), tls_infos),
+    ),
 )
 
 
@@ -90,7 +99,9 @@ def test_a_late_clear_leaves_another_connections_entry(tmp_path: Path) -> None:
 def test_a_relayed_requests_scope_becomes_the_clients(tmp_path: Path) -> None:
     table = EdgeTable(tmp_path / "edge", 1, create=True)
     view = EdgeView.from_setting(edge_setting(tmp_path / "edge", 1, 0, "0.0.0.0", 8443))
-    table.record(0, 40000, EdgeEntry(("192.0.2.1", 50000), True, "a.test", ("203.0.113.7", 1)))
+    tls = ("TLSv1.3", "TLS_AES_256_GCM_SHA384")
+    entry = EdgeEntry(("192.0.2.1", 50000), True, "a.test", ("203.0.113.7", 1), tls)
+    table.record(0, 40000, entry)
     scope = {
         "type": "http",
         "scheme": "http",
@@ -103,6 +114,7 @@ def test_a_relayed_requests_scope_becomes_the_clients(tmp_path: Path) -> None:
     assert scope["scheme"] == "https"
     assert scope[SNI_KEY] == "a.test"
     assert scope[PROXIED_KEY] == ("203.0.113.7", 1)
+    assert scope[TLS_INFO_KEY] == tls
     websocket = {"type": "websocket", "scheme": "ws", "client": ("127.0.0.1", 40000)}
     view.adopt(websocket)
     assert websocket["scheme"] == "wss"

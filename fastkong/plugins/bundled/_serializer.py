@@ -37,6 +37,7 @@ from msgspec import Meta
 
 from fastkong._core import load
 from fastkong.plugins.base import Plugin
+from fastkong.proxy.edge import TLS_INFO_KEY
 
 if TYPE_CHECKING:
     from fastkong._core import _uri_py as uri
@@ -378,6 +379,12 @@ def serialize(ctx: RequestContext, now: float | None = None) -> dict[str, Any]:
     tries = _tries(ctx, started_ms)
     if tries is not None:
         message["tries"] = tries
+    tls = ctx.scope.get(TLS_INFO_KEY)
+    if tls is not None:
+        # Kong's build_tls_info (nginx's $ssl_protocol, $ssl_cipher, $ssl_client_verify): the
+        # edge asks no client certificate. (Granian's own TLS, ssl_termination granian,
+        # tells the app none of this: no ``tls`` then.)
+        message["request"]["tls"] = {"version": tls[0], "cipher": tls[1], "client_verify": "NONE"}
     credential = ctx.credential
     consumer = ctx.consumer
     if credential is not None:
