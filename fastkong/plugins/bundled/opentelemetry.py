@@ -51,6 +51,7 @@ from fastkong.kong_conf import TracingSettings, tracing_settings
 from fastkong.metrics import node_id_for
 from fastkong.plugins.base import Exit, Plugin
 from fastkong.plugins.bundled import _otlp, _queue
+from fastkong.plugins.bundled._otel_resource import Resource
 from fastkong.plugins.bundled._propagation import (
     PropagationConfig,
     TraceContext,
@@ -281,8 +282,8 @@ class OpenTelemetry(Plugin):
             "service.instance.id": node_id(),
             "service.version": KONG_VERSION,
         }
-        resource.update(config.resource_attributes or {})
-        self.envelope = _otlp.TraceEnvelope(resource)
+        self.resource = Resource(resource, config.resource_attributes)
+        self.envelope = self.resource.envelope
         if config.logs_endpoint:
             log.warning(
                 "[%s] logs_endpoint is set: fastkong does not export its log lines over OTLP",
@@ -388,6 +389,9 @@ class OpenTelemetry(Plugin):
             end_ns=end_ns,
             attrs=attributes,
         )
+        if self.resource.templates:
+            # (Kong's queue exports with the latest configuration it saw: this request's)
+            self.envelope = self.resource.for_request(ctx)
         error = _queue.enqueue(self.params, self.deliver, entry)
         if error is not None:
             log.error("[%s] Failed to enqueue span to log server: %s", self.params.label, error)
