@@ -150,6 +150,8 @@ class Gateway(Exchange):
         self.edge = edge
         #: Kong's port_maps: a listener's port -> the port its clients use (X-Forwarded-Port).
         self.host_ports = dict(host_ports or {})
+        #: A listener's port -> that port's X-Forwarded-Port value (a few listeners: cached).
+        self.port_text: dict[int, bytes] = {}
         self.ids = RequestIds()
         self.pool: ConnectionPool | None = None
         self.resolver: Resolver | None = None
@@ -272,6 +274,11 @@ class Gateway(Exchange):
             await asyncio.sleep(10)
             if self.pool is not None:
                 self.pool.sweep()
+
+    def host_port_text(self, port: int) -> bytes:
+        """Kong's ``ctx.host_port`` of a listener's ``port`` (port_maps), as header text."""
+        text = self.port_text[port] = str(self.host_ports.get(port, port)).encode()
+        return text
 
     async def unrouted_error(
         self,
@@ -396,8 +403,6 @@ class Gateway(Exchange):
         host_text = host_value.decode("latin-1")
         server = scope.get("server")
         port = int(server[1]) if server and server[1] else 0  # (None: a Unix socket)
-        # Kong's ctx.host_port: the port clients reach the listener on (port_maps)
-        host_port = self.host_ports.get(port, port) if self.host_ports else port
         scheme: str = scope.get("scheme", "http")
         router = runtime.router
         route_headers = _router_headers(scope, router.header_names) if router.header_names else None
@@ -538,12 +543,12 @@ class Gateway(Exchange):
         if forwarded is None:
             xf_proto = scheme.encode()
             xf_host = host.encode("latin-1")
-            xf_port = str(host_port).encode()
+            xf_port = self.port_text.get(port) or self.host_port_text(port)
             xf_path = raw_path
         else:
             xf_proto = forwarded.get(b"x-forwarded-proto") or scheme.encode()
             xf_host = forwarded.get(b"x-forwarded-host") or host.encode("latin-1")
-            xf_port = forwarded.get(b"x-forwarded-port") or str(host_port).encode()
+            xf_port = forwarded.get(b"x-forwarded-port") or self.host_port_text(port)
             xf_path = forwarded.get(b"x-forwarded-path") or raw_path
             prefix = forwarded.get(b"x-forwarded-prefix") or prefix
         # Kong names the client's HTTP version in the Via it sends up (1.1, 2; "1" for 1.0).
