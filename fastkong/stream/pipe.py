@@ -15,6 +15,9 @@ no byte moved either way for that long.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import struct
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -101,6 +104,18 @@ class Side(asyncio.Protocol):
         """Close after flushing what is buffered for writing (``abort`` would drop it)."""
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
+
+    def reset(self) -> None:
+        """Close with a TCP reset: what nginx's close does to a socket whose received bytes it
+        never read (the bytes here were read, so the kernel would send a plain FIN)."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
 
 
 class Session:

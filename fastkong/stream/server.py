@@ -344,6 +344,11 @@ class StreamProxy(Listening):
         else:
             if not session.done.done():
                 session.status = outcome
+            if session.client.held:
+                # nginx reads a stream client only once its upstream is connected: closing
+                # with the client's bytes unread, it resets the connection (Kong's clients see
+                # "connection reset by peer")
+                session.client.reset()
             session.end()
 
     async def handle(self, conn: socket.socket, listener: StreamListener) -> None:
