@@ -49,5 +49,7 @@ ruff check fastkong tests bench
 ruff format --check fastkong tests bench
 mypy
 
-python -m pytest -q -p no:cacheprovider
-FASTKONG_NO_EXTENSIONS=1 python -m pytest -q -p no:cacheprovider tests/unit tests/property
+# Two processes, a test module in one of them whole (its gateways are module fixtures): the
+# integration modules mostly wait on the processes they start.
+python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
+FASTKONG_NO_EXTENSIONS=1 python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests/unit tests/property

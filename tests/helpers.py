@@ -59,8 +59,16 @@ def free_port() -> int:
         low_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         low_ephemeral = 32_768
+    high = max(low + 1000, low_ephemeral)
+    # Under pytest-xdist each worker process draws from its own slice of the range, so two
+    # workers never pick the same port between choosing it and binding it.
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    worker = int((os.environ.get("PYTEST_XDIST_WORKER") or "gw0")[2:] or 0)
+    if workers > 1:
+        span = (high - low) // workers
+        low, high = low + worker * span, low + (worker + 1) * span
     for _ in range(1000):
-        port = random.randrange(low, max(low + 1000, low_ephemeral))
+        port = random.randrange(low, high)
         if port in _GIVEN:
             continue
         with socket.socket() as s:
