@@ -489,7 +489,9 @@ class AdminApi:
             if child == "health":
                 if (query.get("balancer_health") or [""])[-1] == "1":
                     return self.supervisor.upstream_health(found, targets, balancer=True)
-                page = self.paginate(targets, query, f"/upstreams/{parts[1]}/health", False)
+                page = self.paginate(
+                    targets, query, f"/upstreams/{parts[1]}/health", False, exact=True
+                )
                 if isinstance(page, Response):
                     return page
                 links = {k: v for k, v in page.items() if k != "data"}
@@ -504,22 +506,38 @@ class AdminApi:
         child_kind, fk = NESTED[(parts[0], child)]
         children = [r for r in self.rows(child_kind) if (r.get(fk) or {}).get("id") == found["id"]]
         if len(parts) == 3:
-            return self.page(children, query, f"/{parts[0]}/{parts[1]}/{child}")
+            exact = parts[0] == "upstreams" and child == "targets"  # (page_for_upstream)
+            return self.page(children, query, f"/{parts[0]}/{parts[1]}/{child}", exact=exact)
         item = _find(children, parts[3], child_kind)
         return Response.json(200, item) if item else NOT_FOUND()
 
     def page(
-        self, rows: list[dict[str, Any]], query: dict[str, list[str]], base: str, top: bool = False
+        self,
+        rows: list[dict[str, Any]],
+        query: dict[str, list[str]],
+        base: str,
+        top: bool = False,
+        exact: bool = False,
     ) -> Response:
         """One page in Kong's shape (``data``, ``offset`` while more, ``next``)."""
-        payload = self.paginate(rows, query, base, top)
+        payload = self.paginate(rows, query, base, top, exact)
         return payload if isinstance(payload, Response) else Response.json(200, payload)
 
     def paginate(
-        self, rows: list[dict[str, Any]], query: dict[str, list[str]], base: str, top: bool
+        self,
+        rows: list[dict[str, Any]],
+        query: dict[str, list[str]],
+        base: str,
+        top: bool,
+        exact: bool = False,
     ) -> dict[str, Any] | Response:
         """The page ``query`` asks for, or Kong's error for its ``size``/``offset``/``tags``
-        (``next`` repeats ``tags`` and ``size`` only on a top-level collection, as Kong's)."""
+        (``next`` repeats ``tags`` and ``size`` only on a top-level collection, as Kong's).
+
+        Kong DB-less pages its collections by key prefix (``page_for_prefix`` over
+        lua-resty-lmdb), which cannot tell a full last page from one with more after it: a
+        full page always has an ``offset``, and the page it names may be empty. An upstream's
+        targets and health are counted (``page_for_upstream``): ``exact``."""
         size = DEFAULT_PAGE
         raw_size = query.get("size")
         if raw_size:
@@ -560,7 +578,8 @@ class AdminApi:
                 )
         chunk = rows[start : start + size]
         payload: dict[str, Any] = {"data": chunk, "next": None}
-        if start + size < len(rows):
+        full = not exact and tags is None and len(chunk) == size
+        if start + size < len(rows) or full:
             offset = _encode_offset(start + size)
             following = f"{base}?offset={quote(offset, safe='')}"
             if top and tags is not None:

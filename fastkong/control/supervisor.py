@@ -399,6 +399,10 @@ class Supervisor:
             # Kong's status API serves the upstreams' GET routes in DB-less mode
             # (kong/status/init.lua): monitoring reads target health from here.
             return await self.admin.status_upstreams(request)
+        if path == "/status/dns" and request.method in ("GET", "HEAD"):
+            # Kong's answer without its new DNS client (its default): names are resolved by
+            # the system resolver here, which keeps no statistics (kong/api/routes/dns.lua)
+            return Response.json(501, {"message": "not implemented with the legacy DNS client"})
         if path not in ("/", "/status", "/status/ready", "/metrics"):
             return Response.json(404, {"message": "Not found"})
         if path == "/status/ready" and request.method == "POST":

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from fastkong.acme.certs import AcmeCache, AcmeSource, acme_source
-from fastkong.config import Config
+from fastkong.config import Config, vault
 from fastkong.plugins.bundled._serializer import entity_row
 from fastkong.plugins.chain import build_plugins
 from fastkong.runtime import ServicePlan, compile_services
@@ -127,7 +127,23 @@ def build_snapshot(
     ``stream_tls``: whether a stream listener terminates TLS (is ``ssl``); ``edge_alpns``: the
     ALPN protocol lists of the edge's ``ssl`` listeners (fastkong/stream/edge.py). Each needs
     its own set of contexts (a context's SNI callback belongs to one set). ``acme_cache``: the
-    process's cache of acme certificates (the edge's listeners serve them)."""
+    process's cache of acme certificates (the edge's listeners serve them).
+
+    References to the config's named vaults (``vaults``) resolve inside, as in the workers'
+    build (:func:`fastkong.runtime.compile_runtime`): a certificate's ``cert``/``key`` and the
+    stream plugins' secrets may name them."""
+    with vault.named_vaults(vault.vaults_by_prefix(config.vaults)):
+        return _build(config, config_hash, default_cert, edge_alpns, stream_tls, acme_cache)
+
+
+def _build(
+    config: Config,
+    config_hash: str,
+    default_cert: DefaultCertificate | None,
+    edge_alpns: Iterable[tuple[str, ...]],
+    stream_tls: bool,
+    acme_cache: AcmeCache | None,
+) -> StreamSnapshot:
     services = compile_services(config)
     enabled_routes = [
         r
