@@ -11,6 +11,7 @@ import copy
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,41 @@ def logging_config(level: str) -> dict[str, Any]:
     config["handlers"].update(ours["handlers"])
     config["root"] = ours["root"]
     return config
+
+
+#: How long a worker slot that keeps dying waits before its next start, at most (seconds).
+MAX_RESPAWN_PAUSE = 5.0
+#: A slot whose worker dies within this long of its last start is "dying again".
+DYING_AGAIN = 10.0
+
+
+def keep_respawning(server: Any) -> None:
+    """Restart dead workers however soon they die again, as nginx's master does.
+
+    Granian's master gives up when a worker it restarted dies within 5.5 s ("Worker crash loop
+    detected, exiting"), and the node would stop with it: a worker killed twice in a row (an
+    OOM killer, an operator) must not take the gateway down. Granian's record of restarts is
+    cleared after each one; instead a slot that keeps dying waits before its next start, 0.5 s
+    doubling to :data:`MAX_RESPAWN_PAUSE`, so a worker that cannot start does not spin.
+    (Granian's ``_respawn_workers`` and ``respawned_wrks``: checked against 2.8.)"""
+    respawn = server._respawn_workers
+    last: dict[int, float] = {}
+    pause: dict[int, float] = {}
+
+    def paced(workers: list[int], spawn_target: Any, target_loader: Any, delay: float = 0) -> None:
+        now = time.monotonic()
+        for idx in workers:
+            again = now - last.get(idx, -DYING_AGAIN) < DYING_AGAIN
+            pause[idx] = min(max(pause.get(idx, 0.25) * 2, 0.5), MAX_RESPAWN_PAUSE) if again else 0
+        wait = max((pause[idx] for idx in workers), default=0)
+        if wait:
+            time.sleep(wait)
+        respawn(workers, spawn_target, target_loader, delay=delay)
+        for idx in workers:
+            last[idx] = time.monotonic()
+        server.respawned_wrks.clear()
+
+    server._respawn_workers = paced
 
 
 def main() -> None:
@@ -84,6 +120,7 @@ def main() -> None:
         respawn_failed_workers=True,
         workers_kill_timeout=opts.get("kill_timeout"),
     )
+    keep_respawning(server)
     server.serve()
 
 

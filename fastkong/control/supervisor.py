@@ -41,7 +41,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qs
 
 from fastkong import __version__, plugins
 from fastkong._core._router_py import gc_paused
@@ -56,6 +55,7 @@ from fastkong.control.httpserver import Request, Response
 from fastkong.control.lifeline import PARENT_ENV
 from fastkong.control.server_cert import ServedCertificate
 from fastkong.control.state import file_identity, read_reports, write_state
+from fastkong.control.status_api import memory_query, memory_stats, ready_status
 from fastkong.kong_conf import Listener
 from fastkong.metrics import render_node_metrics, reset_node_metrics, target_health_rows
 from fastkong.proxy.edge import EdgeTable, edge_setting, free_loopback_port
@@ -332,7 +332,10 @@ class Supervisor:
         except OSError as exc:
             self._reload_failed([f"{path}: {exc.strerror or exc}"])
             return False
-        if hashlib.md5(raw).hexdigest() == self.config.source_md5:
+        unchanged = hashlib.md5(raw).hexdigest() == self.config.source_md5
+        if unchanged and not (force and self.config.source != str(path)):
+            # (a forced reload, SIGHUP, is Kong's `kong reload`: the declarative file is loaded
+            # again even when a config posted since is being served)
             return False
         try:
             loaded = load_config(raw)
@@ -434,7 +437,11 @@ class Supervisor:
                 return Response.json(503, {"message": message})
             return Response.json(200, {"message": "ready"})
         if path == "/status":
-            return Response.json(200, self.status_body())
+            try:
+                memory = memory_stats(read_reports(self.state_dir), *memory_query(request.query))
+            except ValueError as exc:
+                return Response.json(400, {"message": str(exc)})
+            return Response.json(200, {**self.status_body(), "memory": memory})
         if path == "/metrics":
             await self.checker.warm_all()  # the targets' health rows read their addresses
             return Response(
@@ -445,18 +452,12 @@ class Supervisor:
     def post_ready(self, request: Request) -> Response:
         """Kong's ``POST /status/ready`` with ``status=draining`` (what ``kong drain`` sends):
         readiness answers 503 ``draining`` from now on; traffic is still served."""
-        params = dict(request.query)
-        ctype = request.headers.get("content-type", "")
-        if ctype.startswith("application/json"):
-            try:
-                body = json.loads(request.body or b"{}")
-            except ValueError:
-                return Response.json(400, {"message": "Cannot parse JSON body"})
-            if isinstance(body, dict) and isinstance(body.get("status"), str):
-                params["status"] = [body["status"]]
-        elif ctype.startswith("application/x-www-form-urlencoded"):
-            params.update(parse_qs(request.body.decode("utf-8", "replace")))
-        if (params.get("status") or [""])[-1] != "draining":
+        status, error = ready_status(
+            request.query, request.headers.get("content-type", ""), request.body
+        )
+        if error is not None:
+            return Response.json(400, {"message": error})
+        if status != "draining":
             return Response(400)  # ready.lua: kong.response.exit(400), no body
         self.ready_draining = True
         log.warning("readiness set to draining by POST /status/ready")
@@ -477,7 +478,7 @@ class Supervisor:
             "configuration_hash": self.config.hash or "0" * 32,
             # Kong's nginx counters: not counted here (the proxy runs in Granian)
             "server": dict.fromkeys(SERVER_COUNTERS),
-            "memory": {"workers_lua_vms": [], "lua_shared_dicts": {}},
+            "memory": memory_stats(()),
             "fastkong": {
                 "version": __version__,
                 "workers": {str(pid): h for pid, h in read_reports(self.state_dir).items()},

@@ -228,7 +228,10 @@ def create_app() -> Gateway:
     async def startup(gateway: Gateway) -> None:
         metrics.WORKER.start(requests=lambda: gateway.requests)
         if follower is not None:
-            follower.refresh()
+            if not follower.refresh():
+                # Up, with no config yet: reported as serving none, so the node lists this
+                # worker (Kong's `GET /` pids) while readiness waits for a config.
+                write_report(follower.path.parent, os.getpid(), "")
             follower.task = asyncio.get_running_loop().create_task(follower.follow())
 
     async def shutdown(gateway: Gateway) -> None:
