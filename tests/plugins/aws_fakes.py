@@ -420,14 +420,15 @@ class ConnectProxy(LoopServer):
                 rest = [h for h in lines if not h.lower().startswith("proxy-auth")]
                 rewritten = "\r\n".join([f"{method} {m.group(3)} HTTP/1.1", *rest])
                 up_writer.write(rewritten.encode("latin-1"))
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             pass
         finally:
             writer.close()
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy ``reader`` to ``writer`` until either side ends (a tunnel's one direction)."""
     try:
         while data := await reader.read(65536):
             writer.write(data)

@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl, unquote
 
 from tests.helpers import LoopServer
 from tests.pki import Pki
-from tests.plugins.aws_fakes import Answer, HttpFake, Received, verify
+from tests.plugins.aws_fakes import Answer, HttpFake, Received, pipe, verify
 
 KEYS: dict[str, tuple[str, str | None]] = {"mock-key": ("mock-secret", None)}
 #: The names Kong's DNS mock points at 127.0.0.1 (and the one every test resolves).
@@ -150,22 +150,11 @@ class LoopbackProxy(LoopServer):
                 "127.0.0.1", int(target.rpartition(":")[2])
             )
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             pass
         finally:
             writer.close()
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, asyncio.CancelledError):
-        pass
-    finally:
-        writer.close()
 
 
 class Collector(HttpFake):

@@ -44,10 +44,11 @@ class Export:
 
 
 class OtlpCollector(LoopServer):
-    """Keeps every POST (target, lower-cased headers, body) and answers 200."""
+    """An OTLP/HTTP collector on loopback (TLS with ``ssl``): keeps every POST (target,
+    lower-cased headers, body) and answers 200."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, ssl: Any = None) -> None:
+        super().__init__(ssl)
         self.exports: list[Export] = []
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -62,11 +63,13 @@ class OtlpCollector(LoopServer):
         finally:
             writer.close()
 
-    def received(self, target: str) -> list[Export]:
-        return [export for export in list(self.exports) if export.target == target]
+    def received(self, target: str | None) -> list[Export]:
+        return [e for e in list(self.exports) if target is None or e.target == target]
 
-    def spans(self, target: str, trace_id: str | None = None) -> list[tuple[Export, Any]]:
-        """The spans posted to ``target`` (of ``trace_id``, hex, when given)."""
+    def spans(
+        self, target: str | None = None, trace_id: str | None = None
+    ) -> list[tuple[Export, Any]]:
+        """The spans posted (to ``target``; of ``trace_id``, hex, when given)."""
         return [
             (export, span)
             for export in self.received(target)
@@ -75,10 +78,14 @@ class OtlpCollector(LoopServer):
         ]
 
     def wait_spans(
-        self, target: str, trace_id: str, count: int = 1, timeout: float = 10.0
+        self, target: str | None, trace_id: str, count: int = 1, timeout: float = 10.0
     ) -> list[tuple[Export, Any]]:
         eventually(lambda: len(self.spans(target, trace_id)) >= count, timeout)
         return self.spans(target, trace_id)
+
+    def wait_span(self, trace_id: str, timeout: float = 10.0) -> tuple[Export, Any]:
+        """The first span of ``trace_id`` posted anywhere, once it arrived."""
+        return self.wait_spans(None, trace_id, 1, timeout)[0]
 
 
 def zipkin_id(trace_id: str) -> str:

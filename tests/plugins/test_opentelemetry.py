@@ -5,7 +5,6 @@ spec/03-plugins/37-opentelemetry)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import ssl
@@ -44,12 +43,11 @@ from fastkong.plugins.bundled.opentelemetry import sampling_decision, should_sam
 from tests.helpers import (
     Echo,
     Gateway,
-    LoopServer,
     echoed_headers,
     eventually,
     free_port,
-    read_request,
 )
+from tests.plugins.kong_tracing_fakes import OtlpCollector as Collector
 
 TRACE_16 = "0af7651916cd43dd8448eb211c80319c"
 TRACE_8 = "8448eb211c80319c"
@@ -511,49 +509,6 @@ def test_varint_matches_protobuf() -> None:
 
 
 # -- through real gateways -----------------------------------------------------------------------
-@dataclass
-class Export:
-    target: str
-    headers: dict[str, str]
-    body: bytes
-
-    def spans(self) -> list[Any]:
-        request = ExportTraceServiceRequest.FromString(self.body)
-        return [s for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
-
-
-class Collector(LoopServer):
-    """An OTLP/HTTP collector on loopback: keeps every POST, answers 200."""
-
-    def __init__(self, ssl: Any = None) -> None:
-        super().__init__(ssl)
-        self.exports: list[Export] = []
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                request = await read_request(reader)
-                self.exports.append(Export(request.target, request.lowered, request.body))
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
-
-    def spans(self) -> list[tuple[Export, Any]]:
-        return [(export, span) for export in list(self.exports) for span in export.spans()]
-
-    def wait_span(self, trace_id: str, timeout: float = 10.0) -> tuple[Export, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for export, span in self.spans():
-                if span.trace_id.hex() == trace_id:
-                    return export, span
-            time.sleep(0.05)
-        raise AssertionError(f"no span of trace {trace_id} arrived")
-
-
 @pytest.fixture(scope="module")
 def echo() -> Iterator[Echo]:
     server = Echo().start()
