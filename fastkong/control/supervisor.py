@@ -770,7 +770,9 @@ class Supervisor:
             code = died[0] if died[0] > 0 else 1  # a signal's negative code is no exit status
             log.error("a proxy process exited with %s", died[0])
         # Drain: fail readiness first so load balancers stop sending, then stop Granian, which
-        # stops accepting and lets in-flight requests finish.
+        # stops accepting and lets in-flight requests finish. Later TERMs are ignored.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         self.draining = True
         await self.stop_children()
         for task in exits:
@@ -791,9 +793,8 @@ class Supervisor:
         """Release what the node holds outside its processes: the shared counter and health
         tables (in /dev/shm: they outlive a process that forgets them), the loader thread, and a
         state directory of its own making (a prefix stays, with what it persists)."""
-        self.counters_file.unlink(missing_ok=True)
-        self.health_file.unlink(missing_ok=True)
-        self.edge_file.unlink(missing_ok=True)
+        for table in (self.counters_file, self.health_file, self.edge_file):
+            table.unlink(missing_ok=True)
         self.loader.shutdown(wait=False, cancel_futures=True)
         if self.options.prefix is None:
             shutil.rmtree(self.state_dir, ignore_errors=True)

@@ -138,6 +138,9 @@ def blank(tmp_path: Path) -> Iterator[Gateway]:
     try:
         yield gw
     finally:
+        # A Granian worker stopped while it is still starting ignores the stop until Granian's
+        # kill timeout: stop the node once both workers are up (they report without config).
+        eventually(lambda: len(gw.worker_pids()) == 2, 30)
         assert gw.stop() == 0
 
 

@@ -27,7 +27,7 @@ from fastkong.plugins.bundled.ldap_auth import (
     header_pattern,
     parse_credentials,
 )
-from tests.helpers import Echo, Gateway, LoopServer, echo_config, free_port
+from tests.helpers import Echo, Gateway, LoopServer, echo_config, eventually, free_port
 from tests.ldap_server import PEOPLE, Slapd
 from tests.pki import Pki
 from tests.redis_server import FaultProxy
@@ -464,6 +464,8 @@ def test_cache_ttl(gateway: Gateway, servers: Ldap) -> None:
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert time.monotonic() - started >= CACHE_TTL
+    # the refusal of the new password was cached a request later: it expires that much later
+    eventually(lambda: get(gateway, "/cache", authorization=new).status_code == 200, 10)
     upstream(get(gateway, "/cache", authorization=new))
     assert_401(get(gateway, "/cache", authorization=old))
     # Another route (another cache_ttl, another key) binds anew: it sees the change at once.
