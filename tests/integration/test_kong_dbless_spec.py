@@ -241,7 +241,9 @@ def test_lands_on_the_correct_cache_page_5799(respawn_node: Gateway, echo: Echo)
     """01-respawn_spec.lua l.191-258: the respawned workers serve the posted config."""
     gw = respawn_node
     assert post_config(gw, cache_page_config(echo)) == 201
-    eventually(lambda: proxy_status(gw, "/") == 401, 10)
+    # (the workers take the posted config up independently: readiness says when all have)
+    wait_serving(gw)
+    assert proxy_status(gw, "/") == 401
     assert proxy_status(gw, "/", apikey="my-key") == 200
 
     wait_serving(gw)  # helpers.get_kong_workers(WORKER_PROCS): every worker is up
