@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from tests.helpers import free_port
+from tests.helpers import LoopServer, free_port
 
 
 class GrpcServer:
@@ -119,3 +119,39 @@ class _Handlers(grpc.GenericRpcHandler):
         if name in ("Unary", "Fail", "Slow", "Peer"):
             return grpc.unary_unary_rpc_method_handler(unary)
         return None
+
+
+class MockGrpc(LoopServer):
+    """Kong's ``http_mock`` server block: ``application/grpc``, no body, and the ``Host`` and
+    ``TE`` the request came with in ``received-host`` / ``received-te``."""
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+                headers: dict[str, str] = {}
+                for line in head.split("\r\n")[1:]:
+                    name, sep, value = line.partition(":")
+                    if sep:
+                        headers[name.strip().lower()] = value.strip()
+                if headers.get("transfer-encoding", "").lower() == "chunked":
+                    while (size := int((await reader.readline()).split(b";")[0], 16)) > 0:
+                        await reader.readexactly(size + 2)
+                    await reader.readline()
+                elif length := int(headers.get("content-length", "0")):
+                    await reader.readexactly(length)
+                extra = "".join(
+                    f"received-{name}: {headers[name]}\r\n"
+                    for name in ("host", "te")
+                    if name in headers
+                )
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/grpc\r\n"
+                    + extra.encode()
+                    + b"content-length: 0\r\n\r\n"
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            pass
+        finally:
+            writer.close()

@@ -30,10 +30,9 @@ import httpx
 import pytest
 
 from fastkong.plugins.bundled import _proto
-from tests.grpc_server import GrpcServer
+from tests.grpc_server import GrpcServer, MockGrpc
 from tests.helpers import Gateway
 from tests.plugins.test_grpc_web_json import reference_classes
-from tests.plugins.test_kong_grpc_web_spec import MockGrpc
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,6 @@ Nothing of the spec is left out.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import struct
@@ -35,8 +34,8 @@ import httpx
 import pytest
 
 from fastkong.plugins.bundled import _proto
-from tests.grpc_server import GrpcServer
-from tests.helpers import Gateway, LoopServer, free_port, plugin_config_errors
+from tests.grpc_server import GrpcServer, MockGrpc
+from tests.helpers import Gateway, free_port, plugin_config_errors
 from tests.plugins.test_grpc_web_json import reference_classes
 
 pytestmark = pytest.mark.integration
@@ -85,42 +84,6 @@ MOCK_HOST = "grpc_mock.example"
 def frame(payload: bytes, flags: int = 0) -> bytes:
     """A gRPC(-Web) frame, as the spec's ``string.char(0, be_bytes(#req)) .. req``."""
     return struct.pack(">BI", flags, len(payload)) + payload
-
-
-class MockGrpc(LoopServer):
-    """Kong's ``http_mock`` server block: ``application/grpc``, no body, and the ``Host`` and
-    ``TE`` the request came with in ``received-host`` / ``received-te``."""
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-                headers: dict[str, str] = {}
-                for line in head.split("\r\n")[1:]:
-                    name, sep, value = line.partition(":")
-                    if sep:
-                        headers[name.strip().lower()] = value.strip()
-                if headers.get("transfer-encoding", "").lower() == "chunked":
-                    while (size := int((await reader.readline()).split(b";")[0], 16)) > 0:
-                        await reader.readexactly(size + 2)
-                    await reader.readline()
-                elif length := int(headers.get("content-length", "0")):
-                    await reader.readexactly(length)
-                extra = "".join(
-                    f"received-{name}: {headers[name]}\r\n"
-                    for name in ("host", "te")
-                    if name in headers
-                )
-                writer.write(
-                    b"HTTP/1.1 200 OK\r\ncontent-type: application/grpc\r\n"
-                    + extra.encode()
-                    + b"content-length: 0\r\n\r\n"
-                )
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
-            pass
-        finally:
-            writer.close()
 
 
 @pytest.fixture(scope="module")
