@@ -26,6 +26,7 @@ from fastkong.control.lifeline import (
     die_with_parent,
     expected_parent,
     relay_once,
+    stop_plainly_after_fork,
 )
 from fastkong.control.logs import root_config
 
@@ -84,6 +85,7 @@ def main() -> None:
     relay_once()
     die_with_parent(expected_parent(), RELAY_SIGNAL)
     os.environ[PARENT_ENV] = str(os.getpid())
+    stop_plainly_after_fork()
     opts = json.loads(sys.argv[1])
     ssl_cert = Path(opts["ssl_cert"]) if opts.get("ssl_cert") else None
     ssl_key = Path(opts["ssl_key"]) if opts.get("ssl_key") else None

@@ -15,6 +15,13 @@ can get the signal several times in a row. Granian's master handles SIGTERM in P
 relay signal instead (:func:`relay_once`), whose handler sends it SIGTERM the first time only.
 Workers keep SIGTERM itself: Granian handles it in Rust, where repeats are harmless, and a
 Python handler would not run while the worker's main thread serves.
+
+A worker is forked from its master with the master's Python handlers for SIGTERM and SIGINT,
+which only set the master's own stop flag, a copy in the worker. Until Granian installs the
+worker's handlers (after the app is imported and built), a stop was therefore lost, and a node
+stopped while its workers started waited out Granian's kill timeout (30 s).
+:func:`stop_plainly_after_fork` gives each forked worker the default action back: a worker that
+has not started serving has nothing to drain, and ends at once.
 """
 
 from __future__ import annotations
@@ -63,6 +70,17 @@ def relay_once(sig: int = signal.SIGTERM) -> None:
             os.kill(os.getpid(), sig)
 
     signal.signal(RELAY_SIGNAL, relay)
+
+
+def stop_plainly_after_fork() -> None:
+    """In every child this process forks from now on, SIGTERM and SIGINT end the child (the
+    default action) until the child installs handlers of its own."""
+    os.register_at_fork(after_in_child=_default_stop_signals)
+
+
+def _default_stop_signals() -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def expected_parent() -> int | None:

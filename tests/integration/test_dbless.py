@@ -283,6 +283,32 @@ def test_sigterm_drains_in_flight_requests(tmp_path: Path, echo: Echo) -> None:
     assert gw.proc.wait(20) == 0
 
 
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def test_sigterm_while_workers_start_stops_without_the_kill_timeout(
+    tmp_path: Path, echo: Echo
+) -> None:
+    # A worker is forked with its master's Python signal handlers, which only set the master's
+    # stop flag: a SIGTERM that came while the worker imported and built its app was lost, and
+    # the node waited out Granian's kill timeout (the 30 s drain timeout) for it.
+    gw = Gateway(tmp_path, config_for(echo, "/a"), 2)
+    gw.proc = subprocess.Popen(gw.command(), cwd=ROOT)
+    deadline = time.monotonic() + 30
+    while not [w for master in children(gw.proc.pid) for w in children(master)]:
+        assert gw.proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.002)
+    # Past the master's own start (a master stopped before it has handlers dies at once,
+    # its workers with it), within the workers' import of fastkong (most of a second).
+    time.sleep(0.1)
+    gw.proc.send_signal(signal.SIGTERM)
+    assert gw.proc.wait(20) == 0
+
+
 def test_admin_beyond_loopback_needs_a_token(tmp_path: Path) -> None:
     port = free_port()
     cmd = [sys.executable, "-m", "fastkong", "start", "--admin-listen", f"0.0.0.0:{port}"]
