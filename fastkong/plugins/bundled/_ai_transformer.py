@@ -109,12 +109,30 @@ def check(config: TransformerConfig) -> list[tuple[str, str]]:
     """Kong's checks of the ``llm`` record and of the plugin entity. ``(sub_path, message)``
     pairs."""
     out = [(f"llm.{sub}", message) for sub, message in check_llm(config.llm)]
-    if config.llm.route_type != ROUTE_TYPE:
+    proxies = {name: getattr(config, name) for name in _PROXY_FIELDS}
+    return out + _entity_checks(config.llm.route_type, proxies)
+
+
+def check_invalid(raw: dict[str, Any]) -> list[tuple[str, str]]:
+    """The plugin's entity checks over a config whose fields failed their own rules: Kong runs
+    them all the same (its entity checks skip a field's errors only for top-level names), so a
+    config missing ``prompt`` also hears about its ``route_type``."""
+    llm = raw.get("llm")
+    route_type = llm.get("route_type") if isinstance(llm, dict) else None
+    proxies = {name: raw.get(name) for name in _PROXY_FIELDS}
+    return _entity_checks(ROUTE_TYPE if route_type is None else route_type, proxies)
+
+
+_PROXY_FIELDS = ("http_proxy_host", "http_proxy_port", "https_proxy_host", "https_proxy_port")
+
+
+def _entity_checks(route_type: Any, proxies: dict[str, Any]) -> list[tuple[str, str]]:
+    out = []
+    if route_type != ROUTE_TYPE:
         out.append(("llm.route_type", f"value must be {ROUTE_TYPE}"))
         out.append((PLUGIN_ENTITY, ROUTE_TYPE_ERROR))
     for scheme in ("http", "https"):
-        host = getattr(config, f"{scheme}_proxy_host")
-        port = getattr(config, f"{scheme}_proxy_port")
+        host, port = proxies[f"{scheme}_proxy_host"], proxies[f"{scheme}_proxy_port"]
         if (host is None) != (port is None):
             fields = _quoted(f"config.{scheme}_proxy_host", f"config.{scheme}_proxy_port")
             out.append((PLUGIN_ENTITY, f"all or none of these fields must be set: {fields}"))
@@ -163,6 +181,7 @@ class Introspector:
         self.auth = llm.auth
         driver = self.driver = ALL_DRIVERS[llm.model.provider]()
         driver.setup(llm)
+        driver.for_transformer = True
         self.model = ModelInfo(llm.model.provider, llm.model.name, model_options(llm))
         if llm.model.provider in _TARGETED:
             # These drivers' subrequests go where their proxied requests go (Kong's drivers).

@@ -98,7 +98,7 @@ class Anthropic(Driver):
         tools = request.get("tools")
         if tools:
             body["tools"] = [_tool(t["function"]) for t in tools if t.get("function")]
-        body["tool_choice"] = request.get("tool_choice")
+        body["tool_choice"] = _tool_choice(request.get("tool_choice"))
         return _without_none(body)
 
     def _to_complete(self, request: dict[str, Any], model: ModelInfo) -> dict[str, Any]:
@@ -218,6 +218,21 @@ def _tool(function: dict[str, Any]) -> dict[str, Any]:
     if function.get("parameters") is not None:
         out["input_schema"] = function["parameters"]
     return out
+
+
+def _tool_choice(choice: Any) -> dict[str, Any] | None:
+    """OpenAI's ``tool_choice`` in Anthropic's words (Kong 3.10's ``to_tool_choice``):
+    ``required`` is ``any``, ``auto``/``none`` keep their names, a named function is a named
+    tool; anything else is left out (Kong warns in its log)."""
+    if isinstance(choice, str):
+        if choice == "required":
+            return {"type": "any"}
+        return {"type": choice} if choice in ("auto", "none") else None
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        function = choice.get("function")
+        if isinstance(function, dict) and function.get("name"):
+            return {"type": "tool", "name": function["name"]}
+    return None
 
 
 def _from_messages(body: bytes) -> bytes:

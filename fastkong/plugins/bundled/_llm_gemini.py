@@ -108,7 +108,7 @@ class Gemini(Driver):
     def answer(self, body: bytes, model: ModelInfo, route_type: str) -> bytes:
         if route_type != "llm/v1/chat":
             raise no_transformer(model, route_type)
-        return from_gemini(body, model)
+        return from_gemini(body, model, safety_is_failure=self.for_transformer)
 
     def stream_event(
         self, event: StreamEvent, model: ModelInfo, route_type: str, state: dict[str, Any]
@@ -280,12 +280,15 @@ def _calls(parts: list[Any]) -> list[dict[str, Any]] | None:
     return calls
 
 
-def from_gemini(body: bytes, model: ModelInfo) -> bytes:
-    """Kong's ``from_gemini_chat_openai``."""
+def from_gemini(body: bytes, model: ModelInfo, safety_is_failure: bool = False) -> bytes:
+    """Kong's ``from_gemini_chat_openai``; ``safety_is_failure`` for the AI transformers, whose
+    new body must not be a candidate Gemini's content safety stopped."""
     response = JsonObject.decode(body, "failed to decode response from Gemini")
     candidates = response.get("candidates")
     if not isinstance(candidates, list) or not candidates:
         raise LlmError("no generation candidates received from Gemini, or max_tokens too short")
+    if safety_is_failure and _finish_reason(response) == "SAFETY":
+        raise LlmError("transformation generation candidate breached Gemini content safety")
     out: dict[str, Any] = {"choices": []}
     parts = _first_parts(response)
     text = _text(parts)

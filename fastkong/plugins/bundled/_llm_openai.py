@@ -56,6 +56,9 @@ class Driver:
     preserve_client_path: ClassVar[bool] = True
     #: A streamed event's token counts are totals so far, not increments (Gemini's).
     cumulative_stream_counts: ClassVar[bool] = False
+    #: Set on a driver an AI transformer plugin asks through (Gemini then refuses an answer
+    #: its content safety stopped, as Kong's driver does for the transformers only).
+    for_transformer: bool = False
 
     def setup(self, config: Any) -> None:
         """Per plugin instance state from the whole config (credentials, region)."""
@@ -187,8 +190,8 @@ class _OllamaCapable(Driver):
         kind = self.format_name(model)
         if kind == "openai":
             return super().to_format(request, model, route_type)
-        merge_config_defaults(request, model.options)
-        if kind == "ollama":
+        if kind == "ollama" and route_type in ("llm/v1/chat", "llm/v1/completions"):
+            merge_config_defaults(request, model.options)
             return to_ollama(request, model)
         raise LlmError(f"no transformer available to format {model.provider}://{route_type}/{kind}")
 

@@ -28,7 +28,7 @@ _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _WORD = re.compile(r"\S+")
 #: What the JSON array splitter stops at inside a string, and outside one.
 _IN_STRING = re.compile(r'["\\]')
-_STRUCTURE = re.compile(r'["{}\[\],]')
+_STRUCTURE = re.compile(r'["\\{}\[\],]')
 
 
 class LlmError(Exception):
@@ -219,7 +219,12 @@ class StreamParser:
 class JsonArraySplitter:
     """The elements of a JSON array arriving in pieces, each as its own JSON text, and
     ``[DONE]`` after the closing bracket (what follows it is ignored). Brackets and braces
-    inside strings do not count."""
+    inside strings do not count.
+
+    As Kong's ``json_array_iterator``: an element ends at a top-level ``,`` or ``]``, or where
+    a piece ends after it at the top level on anything but a bracket, brace or comma (Gemini
+    ends each element's piece with a line break, and the element goes out with it, not with
+    the next piece); a backslash outside a string also takes the next character as it is."""
 
     __slots__ = ("started", "done", "depth", "in_string", "escaped", "current")
 
@@ -244,12 +249,12 @@ class JsonArraySplitter:
         # From one character that matters to the next (a quote or backslash inside a string,
         # a bracket, brace, quote or comma outside): the text between is copied whole.
         while pos < size and not self.done:
+            if self.escaped:
+                self.current.append(text[pos])
+                self.escaped = False
+                pos += 1
+                continue
             if self.in_string:
-                if self.escaped:
-                    self.current.append(text[pos])
-                    self.escaped = False
-                    pos += 1
-                    continue
                 found = _IN_STRING.search(text, pos)
                 if found is None:
                     self.current.append(text[pos:])
@@ -276,11 +281,21 @@ class JsonArraySplitter:
                 continue
             if char == '"':
                 self.in_string = True
+            elif char == "\\":
+                self.escaped = True
             elif char in "{[":
                 self.depth += 1
             elif char in "}]":
                 self.depth -= 1
             self.current.append(char)
+        if (
+            size
+            and not self.done
+            and self.depth == 0
+            and not self.in_string
+            and text[-1] not in "{}[],"
+        ):
+            self._flush(out)
         return out
 
     def _flush(self, out: list[str]) -> None:

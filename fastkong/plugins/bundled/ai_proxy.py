@@ -213,7 +213,9 @@ class AiProxy(Plugin):
                 and (request.get(auth.param_name) is None or not auth.allow_override)
             ):
                 body[auth.param_name] = auth.param_value
-            ctx.body = msgspec.json.encode(body)
+            # The log's payload.request is this body, as sent (Kong logs the request body
+            # after its normalize-request filter has replaced it with the provider's format).
+            ctx.body = state.request_body = msgspec.json.encode(body)
             ctx.set_upstream_header("content-type", "application/json")
         if not driver.counts_stream_tokens:
             try:

@@ -25,6 +25,7 @@ from fastkong.plugins.bundled._ai_transformer import (
     bad_request,
     body_limit,
     check,
+    check_invalid,
     too_large,
 )
 from fastkong.plugins.registry import register_plugin
@@ -53,6 +54,10 @@ class AiRequestTransformer(Plugin):
     @classmethod
     def check(cls, config: Any) -> list[tuple[str, str]]:
         return check(config)
+
+    @classmethod
+    def check_invalid(cls, raw: dict[str, Any]) -> list[tuple[str, str]]:
+        return check_invalid(raw)
 
     async def access(self, ctx: RequestContext) -> Exit | None:
         body = await read_limited(ctx, self.body_limit)

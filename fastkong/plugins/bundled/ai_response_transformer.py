@@ -33,6 +33,7 @@ where fastkong's proxy answers 502/504 as for any request; and plugins of a lowe
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import zlib
 from typing import TYPE_CHECKING, Annotated, Any, Final
@@ -48,6 +49,7 @@ from fastkong.plugins.bundled._ai_transformer import (
     bad_request,
     body_limit,
     check,
+    check_invalid,
     internal_error,
     too_large,
 )
@@ -98,6 +100,10 @@ class AiResponseTransformer(Plugin):
     def check(cls, config: Any) -> list[tuple[str, str]]:
         return check(config)
 
+    @classmethod
+    def check_invalid(cls, raw: dict[str, Any]) -> list[tuple[str, str]]:
+        return check_invalid(raw)
+
     async def access(self, ctx: RequestContext) -> Exit | None:
         # Kong sends the upstream the body it can read (its subrequest): the same limit holds.
         if await read_limited(ctx, self.body_limit) is None:
@@ -133,7 +139,12 @@ def instructed(content: bytes, headers: Headers) -> Exit:
     try:
         value = msgspec.json.decode(content)
     except msgspec.DecodeError as exc:
-        raise NotInstructions(cjson_reason(content, exc)) from None
+        # lua-cjson takes raw control characters inside strings (an LLM writes a multi-line
+        # body with real newlines); Python's json does with strict=False.
+        try:
+            value = json.loads(content, strict=False)
+        except ValueError:
+            raise NotInstructions(cjson_reason(content, exc)) from None
     if not isinstance(value, (dict, list)):
         raise NotInstructions("input not table or string")
     given = value if isinstance(value, dict) else {}
