@@ -1,6 +1,7 @@
 """The ``fastkong`` command.
 
 ``fastkong start``            serve a declarative config (Kong's env names work too)
+``fastkong stop|quit|reload|health|drain``  Kong's node commands, on the node in a prefix
 ``fastkong config validate``  check a config: every error with its path
 ``fastkong config explain``   which route a request matches and what goes upstream
 ``fastkong demo``             the gateway on the bundled config, with a bundled echo upstream
@@ -226,6 +227,7 @@ def _is_loopback(host: str) -> bool:
 def cmd_start(args: argparse.Namespace) -> int:
     from fastkong.config.flavor import set_router_flavor
     from fastkong.control.logs import configure as configure_logging
+    from fastkong.control.node_signals import ignore_operator_signals
     from fastkong.control.supervisor import Options, Supervisor
     from fastkong.proxy.errors import check_error_default_type
     from fastkong.proxy.trust import TrustedIps
@@ -322,6 +324,16 @@ def cmd_start(args: argparse.Namespace) -> int:
         admin_token=os.environ.get("FASTKONG_ADMIN_TOKEN") or None,
         ssl_termination=ssl_termination,
     )
+    if opts.prefix is not None:
+        # Kong's "Kong is already running in <prefix>": checked before anything in the prefix
+        # (certificates, shared tables named after it) is touched.
+        from fastkong.control.node_files import NodeFiles
+
+        running = NodeFiles(opts.prefix).running_pid()
+        if running is not None:
+            where = os.path.abspath(opts.prefix)
+            print(f"fastkong: already running in {where} (pid {running})", file=sys.stderr)
+            return 1
     if opts.admin is not None and not _is_loopback(opts.admin[0]):
         if not opts.admin_token and not args.admin_insecure:
             print(
@@ -352,7 +364,15 @@ def cmd_start(args: argparse.Namespace) -> int:
         # Kong settings fastkong has no counterpart for: said once, so nobody believes them set.
         print(f"fastkong: not implemented, ignored: {', '.join(unread)}", file=sys.stderr)
     configure_logging(level)  # the children do alike (fastkong.control.logs)
+    ignore_operator_signals()  # a logrotate USR1 while the config loads must not end the node
     supervisor = Supervisor(opts)
+    try:
+        supervisor.node_files.claim(opts.status)
+    except OSError as exc:
+        supervisor.close()
+        print(f"fastkong: cannot write the pid file in {supervisor.state_dir}: {exc}",
+              file=sys.stderr)  # fmt: skip
+        return 1
     problem = _prepare(supervisor)
     if problem is not None:
         supervisor.close()  # nothing started: the shared tables must not outlive this process
@@ -371,7 +391,8 @@ def cmd_start(args: argparse.Namespace) -> int:
     print(
         f"fastkong {__version__}: proxy on {', '.join(x.url for x in opts.proxy)}"
         + (f", status on http://{opts.status[0]}:{opts.status[1]}" if opts.status else "")
-        + (f", config hash {loaded.hash}" if loaded else ", no config loaded"),
+        + (f", config hash {loaded.hash}" if loaded else ", no config loaded")
+        + f", prefix {supervisor.state_dir}",
         flush=True,
     )
     return _run(supervisor.run())
@@ -668,7 +689,9 @@ def build_parser() -> argparse.ArgumentParser:
         "HTTP/2 too with Kong's http2 flag",
     )
     start.add_argument(
-        "--prefix", help="state directory (FASTKONG_PREFIX): posted configs persist here"
+        "--prefix",
+        help="state directory (FASTKONG_PREFIX or KONG_PREFIX): posted configs persist here, "
+        "and pids/fastkong.pid names the node for fastkong stop, quit, reload, health, drain",
     )
     start.add_argument(
         "--admin-insecure",
@@ -736,6 +759,10 @@ def build_parser() -> argparse.ArgumentParser:
     from fastkong.k8s.controller_cli import add_parser as add_ingress_controller_parser
 
     add_ingress_controller_parser(sub)
+
+    from fastkong.node_commands import add_parsers as add_node_command_parsers
+
+    add_node_command_parsers(sub)
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=cmd_version)

@@ -29,6 +29,7 @@ from fastkong.control.lifeline import (
     stop_plainly_after_fork,
 )
 from fastkong.control.logs import root_config
+from fastkong.control.node_signals import ignore_operator_signals
 
 
 def logging_config(level: str) -> dict[str, Any]:
@@ -82,7 +83,8 @@ def keep_respawning(server: Any) -> None:
 def main() -> None:
     # This master ends with the supervisor, and its workers with it (fastkong.control.lifeline):
     # the kernel's signal comes as often as supervisor threads exit, so it is relayed once.
-    relay_once()
+    ignore_operator_signals()  # (fastkong.control.node_signals; SIGUSR2 is the relay's, next)
+    relay_once(parent=expected_parent())
     die_with_parent(expected_parent(), RELAY_SIGNAL)
     os.environ[PARENT_ENV] = str(os.getpid())
     stop_plainly_after_fork()

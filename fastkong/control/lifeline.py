@@ -14,14 +14,17 @@ can get the signal several times in a row. Granian's master handles SIGTERM in P
 (seen once in CI: a master stuck in its shutdown for good). The master therefore asks for a
 relay signal instead (:func:`relay_once`), whose handler sends it SIGTERM the first time only.
 Workers keep SIGTERM itself: Granian handles it in Rust, where repeats are harmless, and a
-Python handler would not run while the worker's main thread serves.
+Python handler would not run while the worker's main thread serves. The relay acts only when the
+parent is really gone (the kernel names the new parent before it signals): an operator's
+SIGUSR2 (nginx's binary upgrade, sent to a node's process group) does not stop a master.
 
 A worker is forked from its master with the master's Python handlers for SIGTERM and SIGINT,
 which only set the master's own stop flag, a copy in the worker. Until Granian installs the
 worker's handlers (after the app is imported and built), a stop was therefore lost, and a node
 stopped while its workers started waited out Granian's kill timeout (30 s).
 :func:`stop_plainly_after_fork` gives each forked worker the default action back: a worker that
-has not started serving has nothing to drain, and ends at once.
+has not started serving has nothing to drain, and ends at once. It gives them SIGUSR2's
+default back too, ignored: the master's relay, inherited, would stop a worker.
 """
 
 from __future__ import annotations
@@ -59,12 +62,15 @@ def die_with_parent(expected_parent: int | None, sig: int = signal.SIGTERM) -> b
 RELAY_SIGNAL = signal.SIGUSR2
 
 
-def relay_once(sig: int = signal.SIGTERM) -> None:
-    """Turn every :data:`RELAY_SIGNAL` into one ``sig`` sent to this process, the first time."""
+def relay_once(sig: int = signal.SIGTERM, parent: int | None = None) -> None:
+    """Turn every :data:`RELAY_SIGNAL` into one ``sig`` sent to this process, the first time;
+    with ``parent``, only once this process's parent is another one (``parent`` died)."""
     sent = False
 
     def relay(signum: int, frame: object) -> None:
         nonlocal sent
+        if parent is not None and os.getppid() == parent:
+            return  # not the parent's death: an operator's signal, or a parent thread's exit
         if not sent:
             sent = True
             os.kill(os.getpid(), sig)
@@ -81,6 +87,7 @@ def stop_plainly_after_fork() -> None:
 def _default_stop_signals() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_DFL)
+    signal.signal(RELAY_SIGNAL, signal.SIG_IGN)
 
 
 def expected_parent() -> int | None:

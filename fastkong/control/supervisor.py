@@ -13,8 +13,12 @@ It owns everything that must exist once per node rather than once per worker:
   of them, 8000 and 8443 with TLS (the configured certificate, else Kong's generated default);
 * the **status listener** (``/status``, ``/status/ready``), answered from here so probes do not
   depend on a worker;
-* **signals**: SIGTERM/SIGINT drain (readiness turns 503, Granian stops accepting and finishes
-  in-flight requests, then the supervisor exits 0); SIGHUP re-reads the config now.
+* **signals** (fastkong.control.node_signals): SIGTERM/SIGINT/SIGQUIT drain (readiness turns
+  503, Granian stops accepting and finishes in-flight requests, then the supervisor exits 0);
+  SIGHUP re-reads the config now; SIGUSR1 has the access logs reopened; SIGUSR2 and SIGWINCH
+  are ignored;
+* the **pid and node files** in the prefix (fastkong.control.node_files), which the ``fastkong
+  stop|quit|reload|health|drain`` commands read.
 
 Config loads (the watched file, SIGHUP, ``POST /config``) run one at a time on a background
 thread at a lower CPU priority: parsing and validating a 10,000-route config is seconds of CPU,
@@ -42,17 +46,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fastkong import __version__, plugins
+from fastkong import __version__
 from fastkong._core._router_py import gc_paused
 from fastkong.acme.admin import AcmeAdmin
 from fastkong.background import background_executor
 from fastkong.config import Config, ConfigError, LoadedConfig, load_config
 from fastkong.config.flavor import set_router_flavor
 from fastkong.control import httpserver
-from fastkong.control.admin import KONG_VERSION, AdminApi
+from fastkong.control.admin import AdminApi
 from fastkong.control.default_cert import default_certificates
 from fastkong.control.httpserver import Request, Response
 from fastkong.control.lifeline import PARENT_ENV
+from fastkong.control.node_files import NodeFiles
+from fastkong.control.node_info import node_info
+from fastkong.control.node_signals import NodeSignals, log_writers
 from fastkong.control.server_cert import ServedCertificate
 from fastkong.control.state import file_identity, read_reports, write_state
 from fastkong.control.status_api import memory_query, memory_stats, ready_status
@@ -65,7 +72,6 @@ from fastkong.proxy.kong_headers import (
     HeaderSettings,
 )
 from fastkong.proxy.limits import DEFAULT_HEADER_BUFFERS, DEFAULT_MAX_BODY, RequestLimits
-from fastkong.proxy.upstream import keepalive_settings, proxy_buffer_size_settings
 from fastkong.runtime import DEFAULT_ROUTER_FLAVOR
 from fastkong.upstreams.checker import ActiveChecker
 from fastkong.upstreams.dns import Resolver, dns_settings
@@ -90,20 +96,6 @@ SERVER_COUNTERS = (
 )
 # Net new objects after which a config job's results are frozen (a 10,000-route config: ~1.5M).
 FREEZE_AFTER = 100_000
-
-
-def _listener_info(listener: Listener) -> dict[str, Any]:
-    """A ``proxy_listeners`` entry of Kong's ``GET /``: the address, the ``listener`` text and a
-    boolean per flag (the named ones always present, a ``backlog=N`` one when given)."""
-    info: dict[str, Any] = {
-        "ip": listener.host,
-        "port": listener.port,
-        "listener": str(listener),
-    }
-    for flag in ("ssl", "http2", "proxy_protocol", "deferred", "bind", "reuseport"):
-        info[flag] = flag in listener.flags
-    info.update(dict.fromkeys((flag for flag in listener.flags if "=" in flag), True))
-    return info
 
 
 def _load_job(fn: Callable[..., T], args: tuple[Any, ...]) -> T:
@@ -204,6 +196,8 @@ class Supervisor:
             options.prefix.mkdir(parents=True, exist_ok=True)
         self.state_dir = options.prefix or Path(tempfile.mkdtemp(prefix="fastkong-"))
         self.state_file = self.state_dir / "state"
+        #: The pid and node files ``fastkong stop`` and the others read (claimed by the CLI).
+        self.node_files = NodeFiles(self.state_dir)
         #: The given ``ssl_cert``/``ssl_cert_key`` pair the ssl listeners serve, followed as its
         #: files change (``certificate()``); None with Kong's generated default.
         self.served: ServedCertificate | None = None
@@ -447,7 +441,7 @@ class Supervisor:
             return Response(
                 200, self.node_metrics().encode(), {"content-type": "text/plain; version=0.0.4"}
             )
-        return Response.json(200, self.node_info())
+        return Response.json(200, node_info(self))
 
     def post_ready(self, request: Request) -> Response:
         """Kong's ``POST /status/ready`` with ``status=draining`` (what ``kong drain`` sends):
@@ -526,55 +520,6 @@ class Supervisor:
             + str(sum(h == self.config.hash for h in read_reports(self.state_dir).values())),
         ]
         return "\n".join(lines) + "\n"
-
-    def node_info(self) -> dict[str, Any]:
-        """``GET /`` in the shape of Kong's (``kong/api/routes/kong.lua``): what decK and KIC
-        read (``version``, ``configuration.database``, ``router_flavor``, the plugins) and the
-        node's identity; ``fastkong`` says what really answers."""
-        config = self.current_config()
-        enabled = list(dict.fromkeys(p.name for p in config.plugins)) if config else []
-        available = {}
-        for name in plugins.registry.names():
-            spec = plugins.registry.lookup(name)
-            assert spec is not None
-            available[name] = {"version": __version__, "priority": spec.priority}
-        workers = sorted(read_reports(self.state_dir))
-        return {
-            "tagline": "Welcome to kong",
-            "version": KONG_VERSION,
-            "edition": "community",
-            "hostname": socket.gethostname(),
-            "node_id": self.node_id,
-            "plugins": {"available_on_server": available, "enabled_in_cluster": enabled},
-            "configuration": {
-                "database": "off",
-                "role": "traditional",
-                "router_flavor": self.options.router_flavor,
-                "trusted_ips": [
-                    x.strip() for x in self.options.trusted_ips.split(",") if x.strip()
-                ],
-                "headers": [x.strip() for x in self.options.headers.split(",") if x.strip()],
-                "headers_upstream": [
-                    x.strip() for x in self.options.headers_upstream.split(",") if x.strip()
-                ],
-                "error_default_type": self.options.error_default_type,
-                "allow_debug_header": self.options.allow_debug_header,
-                "proxy_access_log": self.options.proxy_access_log,
-                "proxy_stream_access_log": self.options.proxy_stream_access_log,
-                **keepalive_settings(os.environ),
-                **proxy_buffer_size_settings(os.environ),  # as given, as Kong reports them
-                "real_ip_header": self.options.real_ip_header,
-                "real_ip_recursive": self.options.real_ip_recursive,
-                "proxy_listen": [str(listener) for listener in self.options.proxy],
-                "proxy_listeners": [_listener_info(x) for x in self.options.proxy],
-                "stream_listen": [str(x) for x in self.options.stream] or ["off"],
-                "stream_listeners": [_listener_info(x) for x in self.options.stream],
-                "loaded_plugins": dict.fromkeys(available, True),
-                "nginx_worker_processes": str(self.options.workers),
-            },
-            "pids": {"master": os.getpid(), "workers": workers},
-            "fastkong": {"version": __version__},
-        }
 
     # -- process management ------------------------------------------------------------------
 
@@ -722,16 +667,13 @@ class Supervisor:
         """Serve until a signal or the death of the Granian child; returns the exit code."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        reloads: set[asyncio.Task[bool]] = set()
-
-        def on_sighup() -> None:
-            task = loop.create_task(self.in_loader(self.reload, True))
-            reloads.add(task)
-            task.add_done_callback(reloads.discard)
-
-        loop.add_signal_handler(signal.SIGHUP, on_sighup)
+        signals = NodeSignals(
+            loop,
+            stop.set,
+            lambda: self.in_loader(self.reload, True),
+            lambda: log_writers((c.pid for c in self.children), read_reports(self.state_dir)),
+        )
+        signals.install()
 
         servers = []
         listeners = (
@@ -770,9 +712,8 @@ class Supervisor:
             code = died[0] if died[0] > 0 else 1  # a signal's negative code is no exit status
             log.error("a proxy process exited with %s", died[0])
         # Drain: fail readiness first so load balancers stop sending, then stop Granian, which
-        # stops accepting and lets in-flight requests finish. Later TERMs are ignored.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # stops accepting and lets in-flight requests finish. Later stop signals are ignored.
+        signals.draining()
         self.draining = True
         await self.stop_children()
         for task in exits:
@@ -791,10 +732,12 @@ class Supervisor:
 
     def close(self) -> None:
         """Release what the node holds outside its processes: the shared counter and health
-        tables (in /dev/shm: they outlive a process that forgets them), the loader thread, and a
-        state directory of its own making (a prefix stays, with what it persists)."""
+        tables (in /dev/shm: they outlive a process that forgets them), the loader thread, its
+        pid file, and a state directory of its own making (a prefix stays, with what it
+        persists)."""
         for table in (self.counters_file, self.health_file, self.edge_file):
             table.unlink(missing_ok=True)
         self.loader.shutdown(wait=False, cancel_futures=True)
+        self.node_files.release()
         if self.options.prefix is None:
             shutil.rmtree(self.state_dir, ignore_errors=True)

@@ -19,6 +19,12 @@ pays for formatting one line and not for a system call: about 3 us per request o
 benchmark machine (``timeit`` of :meth:`AccessLog.line`), a few per cent of a request's CPU.
 Nothing of this runs when the setting is off (fastkong's default, see the README: Kong's own
 default is a file under its prefix).
+
+Log rotation: logrotate renames the file away (and may create an empty one at the path). A
+file is reopened by its path when a flush finds the path names another file than the one
+written (its inode, looked at once a second at most, never per request), and at once on
+SIGUSR1 (nginx's reopen, which the supervisor forwards to each worker): lines go to the new
+file within about a second of the rename, with or without logrotate's ``postrotate`` signal.
 """
 
 from __future__ import annotations
@@ -26,9 +32,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import os
 import re
+import signal
 import time
+import weakref
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -46,6 +55,10 @@ _STANDARD_STREAMS = {"/dev/stdout": 1, "/dev/stderr": 2}
 #: ``$server_protocol`` by the ASGI ``http_version``.
 _PROTOCOLS = {"1.1": " HTTP/1.1", "1.0": " HTTP/1.0", "2": " HTTP/2.0"}
 _NEEDS_ESCAPE = re.compile(rb'[^\x20-\x7e]|["\\]')
+#: How often a flush looks at whether the path still names the open file (seconds).
+FOLLOW_INTERVAL = 1.0
+#: The open logs of this process, reopened together on SIGUSR1 (:func:`reopen_all`).
+_OPEN: weakref.WeakSet[AccessLog] = weakref.WeakSet()
 
 
 def escape(value: bytes) -> str:
@@ -72,7 +85,10 @@ def remote_user(authorization: bytes | None) -> str:
 class AccessLog:
     """One worker's access log (see the module docstring)."""
 
-    __slots__ = ("path", "fd", "lines", "size", "flush_handle", "stamp_second", "stamp")
+    __slots__ = (
+        "path", "fd", "lines", "size", "flush_handle", "stamp_second", "stamp", "identity",
+        "next_check", "__weakref__",
+    )  # fmt: skip
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -82,6 +98,10 @@ class AccessLog:
         self.flush_handle: asyncio.TimerHandle | None = None
         self.stamp_second = -1
         self.stamp = ""
+        #: (device, inode) of the open file; None for a standard stream (never reopened).
+        self.identity: tuple[int, int] | None = None
+        #: When a flush next compares the path's inode with the open file's (monotonic).
+        self.next_check = 0.0
 
     def __repr__(self) -> str:
         return f"<AccessLog {self.path} buffered={self.size}>"
@@ -90,14 +110,45 @@ class AccessLog:
         standard = _STANDARD_STREAMS.get(self.path)
         if standard is not None:
             self.fd = os.dup(standard)
-        else:
-            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            return
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        stat = os.fstat(self.fd)
+        self.identity = (stat.st_dev, stat.st_ino)
+        self.next_check = time.monotonic() + FOLLOW_INTERVAL
+        _OPEN.add(self)
 
     def close(self) -> None:
         self.flush()
+        _OPEN.discard(self)
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+    def reopen(self) -> None:
+        """Write what is buffered, then open the path again (nginx's SIGUSR1)."""
+        self.flush()
+        self._reopen()
+
+    def _reopen(self) -> None:
+        if self.identity is None or self.fd < 0:
+            return
+        old = self.fd
+        try:
+            self.open()
+        except OSError:
+            self.fd = old  # the directory is gone or not writable: keep the file we have
+            self.next_check = time.monotonic() + FOLLOW_INTERVAL
+            return
+        os.close(old)
+
+    def _path_moved(self) -> bool:
+        """Whether the path names another file than the open one, or none (renamed away)."""
+        self.next_check = time.monotonic() + FOLLOW_INTERVAL
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return True
+        return (stat.st_dev, stat.st_ino) != self.identity
 
     def time_local(self, now: float) -> str:
         """``$time_local``: ``26/Nov/2026:07:18:00 +0000``, formatted once per second."""
@@ -122,6 +173,9 @@ class AccessLog:
             self.flush_handle = None
         if not self.lines or self.fd < 0:
             return
+        if self.identity is not None and time.monotonic() >= self.next_check:
+            if self._path_moved():
+                self._reopen()  # these lines go to the new file
         data = b"".join(self.lines)
         self.lines.clear()
         self.size = 0
@@ -197,3 +251,18 @@ class AccessLog:
                 '"\n',
             )
         )
+
+
+def reopen_all() -> None:
+    """Reopen every access log this process has open (nginx's SIGUSR1)."""
+    for access_log in list(_OPEN):
+        access_log.reopen()
+
+
+def reopen_on_signal(loop: asyncio.AbstractEventLoop, sig: int = signal.SIGUSR1) -> bool:
+    """Reopen this process's access logs when it gets ``sig`` (on ``loop``, which must run in
+    the main thread); False where the loop cannot take signal handlers."""
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        loop.add_signal_handler(sig, reopen_all)
+        return True
+    return False

@@ -30,7 +30,7 @@ from fastkong.plugins.runner import (
     run_log,
 )
 from fastkong.proxy import errors, hop, websocket
-from fastkong.proxy.access_log import AccessLog
+from fastkong.proxy.access_log import AccessLog, reopen_on_signal
 from fastkong.proxy.balancer import Resolver
 from fastkong.proxy.body import buffer_chunked, peek_body, read_small_body
 from fastkong.proxy.edge import PROXIED_KEY, SNI_KEY, EdgeView
@@ -226,6 +226,7 @@ class Gateway(Exchange):
         self._sweeper = loop.create_task(self._sweep())
         if self.access_log is not None:
             self.access_log.open()
+            reopen_on_signal(loop)  # nginx's SIGUSR1, which the supervisor forwards
         if self.on_startup is not None:
             await self.on_startup(self)
 

@@ -30,9 +30,11 @@ from fastkong import metrics
 from fastkong.acme.certs import AcmeCache, AcmeSource
 from fastkong.control.lifeline import die_with_parent, expected_parent
 from fastkong.control.logs import configure as configure_logging
+from fastkong.control.node_signals import ignore_operator_signals
 from fastkong.control.state import file_identity, read_state, write_report
 from fastkong.plugins.bundled import _queue as http_queue
 from fastkong.plugins.bundled import file_log
+from fastkong.proxy.access_log import reopen_on_signal
 from fastkong.proxy.edge import EdgeTable
 from fastkong.proxy.trust import TrustedIps
 from fastkong.stream.access_log import StreamAccessLog
@@ -170,6 +172,7 @@ async def serve(options: dict[str, Any]) -> int:
             print(f"fastkong: proxy_stream_access_log: cannot open {access_path}: {exc}",
                   file=sys.stderr)  # fmt: skip
             return 1
+        reopen_on_signal(loop)  # nginx's SIGUSR1, which the supervisor forwards
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -216,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     options = json.loads(args[0])
     die_with_parent(expected_parent())
+    ignore_operator_signals()  # nginx's USR1/USR2/WINCH must not end it (control/node_signals)
     configure_logging(str(options.get("log_level", "warning")))
     return int(uvloop.run(serve(options)))
 
