@@ -85,7 +85,7 @@ RAW = responses() | st.binary(max_size=80)
 
 if not NO_EXTENSIONS:  # under the twins alone there is nothing to compare
 
-    @settings(max_examples=3000, deadline=None)
+    @settings(max_examples=1000, deadline=None)
     @given(RAW, st.booleans())
     def test_compiled_and_twin_agree(raw: bytes, no_body: bool) -> None:
         compiled = importlib.import_module("fastkong._core.h1")
@@ -111,7 +111,7 @@ def _read(loop: asyncio.AbstractEventLoop, pieces: list[bytes], no_body: bool) -
     )
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(responses(), st.booleans())
 def test_a_response_read_whole_reads_as_httptools_reads_it(raw: bytes, no_body: bool) -> None:
     if _h1_py.parse_response(raw, no_body) is None:
@@ -132,7 +132,7 @@ REQUEST_VALUES = st.sampled_from([b"", b"0", b"12", b"chunked", b"1.1 a"]) | st.
 
 if not NO_EXTENSIONS:
 
-    @settings(max_examples=2000, deadline=None)
+    @settings(max_examples=800, deadline=None)
     @given(st.lists(st.tuples(REQUEST_NAMES, REQUEST_VALUES), max_size=8), st.booleans())
     def test_compiled_and_twin_scan_request_headers_alike(
         headers: list[tuple[bytes, bytes]], trusted: bool
@@ -149,7 +149,7 @@ LINE_NAMES = st.sampled_from([b"accept", b"x-a", b"host", b"x-consumer-id", b""]
 
 if not NO_EXTENSIONS:
 
-    @settings(max_examples=1500, deadline=None)
+    @settings(max_examples=600, deadline=None)
     @given(
         st.lists(
             st.tuples(LINE_NAMES, st.binary(max_size=6)).map(lambda nv: nv[0] + b": " + nv[1])

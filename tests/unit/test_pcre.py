@@ -246,7 +246,7 @@ def pcre2_quirk(pattern: str) -> bool:
 
 
 @needs_pcre2
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(pattern=PATTERNS, subjects=SUBJECTS)
 def test_same_matches_as_pcre2(pattern: str, subjects: list[bytes]) -> None:
     assert PCRE2 is not None
@@ -264,7 +264,7 @@ def test_same_matches_as_pcre2(pattern: str, subjects: list[bytes]) -> None:
     assert found == expected, (pattern, translate(pattern))
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(
     st.lists(
         st.sampled_from([*ATOMS, *CLASS_ITEMS, *OPTIONS, *GROUPS, *QUANTIFIERS, ")", "|", "\\",
