@@ -20,6 +20,7 @@ from fastkong.background import pace
 from fastkong.config import vault
 from fastkong.expression_router import ExpressionRoute, ExpressionRouter
 from fastkong.plugins.chain import PluginSet, build_plugins
+from fastkong.proxy.tracing import Instrumentation, instrument
 from fastkong.proxy.upstream_tls import NO_VERIFY, PLAIN_VERIFY, TlsProfile
 from fastkong.upstreams.balancers import Balancer, Peer, build_balancer
 
@@ -202,6 +203,7 @@ class Runtime:
         "router_flavor",
         "expression_router",
         "decisions",
+        "tracing",
         "_indexes",
         "__weakref__",
     )
@@ -234,6 +236,9 @@ class Runtime:
         #: The routes matched by an ``expression`` (router_flavor = expressions), tried
         #: before ``router``; None when the config has none.
         self.expression_router: ExpressionRouter | None = None
+        #: Kong's tracing instrumentations this snapshot records (fastkong.proxy.tracing);
+        #: None, the default, when it records nothing beyond the root span.
+        self.tracing: Instrumentation | None = None
 
     def __repr__(self) -> str:
         return (
@@ -381,6 +386,7 @@ def _compile(
     if len(runtime.plugins):
         for plan in routes:
             plan.plugins = runtime.plugins.chain(plan.id, plan.service.id if plan.service else None)
+        runtime.tracing = instrument(runtime)
     return runtime
 
 

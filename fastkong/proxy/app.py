@@ -46,6 +46,7 @@ from fastkong.proxy.routing import (
     request_facts,
     strip_port,
 )
+from fastkong.proxy.traced_exchange import traced_exchange
 from fastkong.proxy.trust import DEFAULT_REAL_IP, RealIp, TrustedIps
 from fastkong.proxy.upstream import (
     KEEPALIVE_SETTINGS,
@@ -161,6 +162,7 @@ class Gateway(Exchange):
         self.on_shutdown = on_shutdown
         self.requests = 0
         self._sweeper: asyncio.Task[None] | None = None
+        self._instrument(self.runtime)
 
     def __repr__(self) -> str:
         return f"<Gateway {self.runtime!r} pool={self.pool!r} requests={self.requests}>"
@@ -169,7 +171,18 @@ class Gateway(Exchange):
         """Serve ``runtime`` from now on; requests in flight finish on the old snapshot."""
         if self.upstreams is not None:
             self.upstreams.adopt(runtime)
+        self._instrument(runtime)
         self.runtime = runtime
+
+    def _instrument(self, runtime: Runtime) -> None:
+        """Kong's balancer and DNS instrumentations, decided once per config: a snapshot that
+        records them gets the recording exchange (proxy/traced_exchange.py), any other the
+        plain one, so an untraced request runs exactly the code it runs without tracing."""
+        tracing = runtime.tracing
+        if tracing is not None and tracing.exchange:
+            self.__dict__["exchange"] = traced_exchange(self)  # shadows Exchange.exchange
+        else:
+            self.__dict__.pop("exchange", None)
 
     # -- ASGI entry --------------------------------------------------------------------------
 

@@ -15,13 +15,10 @@ correctly (issue #11294)" and "disables sampling when incoming header has sample
 ``all`` (observed with the collector rather than Kong's ``tcp-trace-exporter`` test plugin; the
 ``request`` run is in ``test_kong_opentelemetry_spec_more``, on its ``request`` gateway).
 
-Differences asserted as fastkong documents them (docs/plugins.md, opentelemetry row):
-
-- ``all``: the upstream's parent is the ``kong`` span (Kong: its ``kong.balancer`` span, an
-  instrumentation fastkong does not have); the ``request,balancer`` run is left out for the same
-  reason (fastkong has no balancer instrumentation: it would be the ``all`` run again).
-
 Left out:
+
+- the ``request,balancer`` run of 804-903: the ``all`` run here asserts the same (the
+  upstream's parent is the ``kong.balancer`` span);
 
 - 542-556 "propagates instana headers" and the spec's ``instana`` routes, and ``instana`` in
   the ``propagation.extract`` lists: Kong 3.10's format, which fastkong (Kong 3.9's formats) does
@@ -41,7 +38,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import Echo, Gateway, echoed_headers
+from tests.helpers import Echo, Gateway, echoed_headers, eventually
 from tests.plugins.kong_tracing_fakes import GatewaySpec, OtlpCollector, settle, start_gateways
 
 pytestmark = pytest.mark.integration
@@ -426,12 +423,15 @@ def test_sets_the_outgoing_parent_span_id_correctly_issue_11294(
     up = send(
         nodes[("all", 1)], "http-route.old", {"traceparent": f"00-{trace_id}-{incoming_span_id}-01"}
     )
-    spans = [span for _, span in collector.wait_spans("/all-1/prop", trace_id)]
-    # docs/plugins.md: `all` records the `kong` span alone, which is also the upstream's parent
-    # (Kong: the `kong.balancer` span)
-    (root,) = [span for span in spans if span.name == "kong"]
-    assert matches(rf"00-{trace_id}-{root.span_id.hex()}-01", up["traceparent"])
+    eventually(
+        lambda: any(s.name == "kong.balancer" for _, s in collector.spans("/all-1/prop", trace_id))
+    )
+    spans = [span for _, span in collector.spans("/all-1/prop", trace_id)]
+    # the balancer instrumentation is enabled: the outgoing parent span is the balancer span
+    (balancer,) = [span for span in spans if span.name == "kong.balancer"]
+    assert matches(rf"00-{trace_id}-{balancer.span_id.hex()}-01", up["traceparent"])
     # assert_correct_trace_hierarchy: the incoming span is the root span's parent
+    (root,) = [span for span in spans if span.name == "kong"]
     assert root.parent_span_id.hex() == incoming_span_id
     ids = {span.span_id for span in spans}
     assert all(span.parent_span_id in ids for span in spans if span.name != "kong")

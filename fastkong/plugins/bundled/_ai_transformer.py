@@ -66,6 +66,7 @@ from fastkong.plugins.bundled._llm_shared import (
 )
 from fastkong.plugins.bundled._pcre import check_regex, translate
 from fastkong.plugins.bundled._serializer import set_serialize_value
+from fastkong.proxy.tracing import trace_of
 from fastkong.proxy.upstream_tls import NO_VERIFY, PLAIN_VERIFY
 
 if TYPE_CHECKING:
@@ -286,6 +287,7 @@ class Introspector:
                 keepalive_ms=_KEEPALIVE_MS,
                 proxy=self.proxy,
                 tls=self.tls,
+                trace=trace_of(ctx),
             )
         except _aws_http.AwsHttpError as exc:
             reason = f"request to ai service failed: request failed: {_reason(exc)}"

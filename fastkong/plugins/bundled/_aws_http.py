@@ -22,6 +22,7 @@ from typing import Final
 from urllib.parse import unquote, urlsplit
 
 from fastkong import __version__
+from fastkong.proxy.tracing import Trace, internal_request
 from fastkong.proxy.upstream import (
     ConnectionPool,
     PoolKey,
@@ -224,12 +225,48 @@ async def request(
     keepalive_ms: float | None = None,
     proxy: Proxy | None = None,
     tls: TlsProfile = PLAIN_VERIFY,
+    trace: Trace | None = None,
 ) -> Response:
     """One exchange: ``method target`` with ``headers`` (``Host`` among them) and ``body``.
 
     ``timeout`` (seconds) bounds connecting and each read; ``keepalive_ms`` None closes the
-    connection afterwards. Raises :class:`AwsHttpError`.
+    connection afterwards. Raises :class:`AwsHttpError`. ``trace``, a request's that records
+    its plugins' calls (:func:`fastkong.proxy.tracing.trace_of`), gets a
+    ``kong.internal.request`` span for it.
     """
+    call = _exchange(
+        method, scheme, host, port, target, headers, body, timeout, keepalive_ms, proxy, tls
+    )
+    if trace is None:
+        return await call
+    return await internal_request(
+        trace,
+        call,
+        _status,
+        method=method,
+        url=f"{scheme}://{host_header(host, port, scheme)}{target}",
+        user_agent=USER_AGENT,
+        proxy=f"http://{host_header(proxy.host, proxy.port, 'http')}" if proxy else None,
+    )
+
+
+def _status(response: Response) -> int:
+    return response.status
+
+
+async def _exchange(
+    method: str,
+    scheme: str,
+    host: str,
+    port: int,
+    target: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    timeout: float,
+    keepalive_ms: float | None,
+    proxy: Proxy | None,
+    tls: TlsProfile,
+) -> Response:
     pool = _POOLS.get(keepalive_ms, proxy)
     tls_key = (host, tls) if scheme == "https" else None
     key: PoolKey = (

@@ -17,7 +17,7 @@ other number a ``double_value``, a string a ``string_value``, a boolean a ``bool
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
 #: Kong's instrumentation scope.
@@ -92,8 +92,10 @@ def span(
     end_ns: int,
     attrs: Mapping[str, AttributeValue],
     status: int | None = None,
+    events: Sequence[tuple[str, int, Mapping[str, AttributeValue]]] = (),
 ) -> bytes:
-    """One ``Span`` message (Kong's ``transform_span``)."""
+    """One ``Span`` message (Kong's ``transform_span``); ``events`` are (name, Unix time in
+    nanoseconds, attributes), as Kong's ``record_error`` adds them."""
     out = length_delimited(1, trace_id) + length_delimited(2, span_id)
     if parent_span_id:
         out += length_delimited(4, parent_span_id)
@@ -101,6 +103,9 @@ def span(
     if kind:
         out += _uint(6, kind)
     out += _fixed64(7, start_ns) + _fixed64(8, end_ns) + attributes(9, attrs)
+    for event_name, time_ns, event_attrs in events:
+        event = _fixed64(1, time_ns) + length_delimited(2, event_name.encode())
+        out += length_delimited(11, event + attributes(3, event_attrs))
     if status:
         out += length_delimited(15, _uint(3, status))
     return out

@@ -56,6 +56,7 @@ from fastkong.plugins.bundled._aws_sigv4 import sign
 from fastkong.plugins.context import BodyTooLarge
 from fastkong.plugins.registry import register_plugin
 from fastkong.proxy.kong_headers import DEFAULT_HEADERS, DEFAULT_HEADERS_UPSTREAM, HeaderSettings
+from fastkong.proxy.tracing import trace_of
 from fastkong.proxy.upstream import SERVER
 
 if TYPE_CHECKING:
@@ -329,6 +330,7 @@ class AwsLambda(Plugin):
                 timeout=service.timeout,
                 keepalive_ms=service.keepalive,
                 proxy=service.proxy,
+                trace=trace_of(ctx),
             )
         except _aws_http.AwsHttpError as exc:
             raise InvocationError(f"Lambda:invoke() of {self.function}: {exc}") from None

@@ -11,14 +11,16 @@ Priority 14. What a request gets depends, as in Kong, on the node's ``tracing_in
 * any other value: the request's **root span** ``kong`` (kind SERVER) is recorded, from the
   request's start to the end of its response, with Kong's attributes (``http.method``,
   ``http.url``, ``http.host``, ``http.scheme``, ``http.flavor``, ``http.client_ip``,
-  ``net.peer.ip``, ``kong.request.id``, ``http.status_code``, ``http.route``). It is the
-  upstream's parent. Sampling is Kong's ``get_sampling_decision``: an incoming "not sampled"
-  wins; otherwise the trace id decides against ``sampling_rate`` (else the node's
-  ``tracing_sampling_rate``, 0.01 by default). A sampled span is encoded (:mod:`._otlp`) and
-  queued in the log phase; the queue (:mod:`._queue`, Kong's, ``max_batch_size`` 200 here)
-  POSTs batches as ``application/x-protobuf`` to ``traces_endpoint`` in the background.
-  Kong's other instrumentations (router, balancer, plugin phases, DNS, database) have no
-  fastkong counterpart and are not recorded.
+  ``net.peer.ip``, ``kong.request.id``, ``http.status_code``, ``http.route``), and below it
+  what the node's other instrumentations recorded (:mod:`fastkong.proxy.tracing`: router,
+  plugin phases, balancer tries, DNS, the plugins' HTTP calls). The upstream's parent is the
+  last ``kong.balancer`` span when the balancer is instrumented, else the root span. Sampling
+  is Kong's ``get_sampling_decision``: an incoming "not sampled" wins; otherwise the trace id
+  decides against ``sampling_rate`` (else the node's ``tracing_sampling_rate``, 0.01 by
+  default); the decision holds for every span of the request. Sampled spans are encoded
+  (:mod:`._otlp`) and queued in the log phase, one queue entry each as in Kong; the queue
+  (:mod:`._queue`, Kong's, ``max_batch_size`` 200 here) POSTs batches as
+  ``application/x-protobuf`` to ``traces_endpoint`` in the background.
 
 Propagation (:mod:`._propagation`) runs in the access phase: extract, clear, inject. The trace
 id each injector wrote is kept for the log serializer's ``trace_id`` (Kong's
@@ -47,7 +49,6 @@ from msgspec import Meta
 
 from fastkong import __version__
 from fastkong.config.schema import REFERENCEABLE, HeaderName, Url
-from fastkong.kong_conf import TracingSettings, tracing_settings
 from fastkong.metrics import node_id_for
 from fastkong.plugins.base import Exit, Plugin
 from fastkong.plugins.bundled import _otlp, _queue
@@ -62,6 +63,15 @@ from fastkong.plugins.bundled._propagation import (
 from fastkong.plugins.bundled._serializer import request_uri
 from fastkong.plugins.bundled.http_log import Endpoint, send
 from fastkong.plugins.registry import register_plugin
+from fastkong.proxy.tracing import (
+    KEY,
+    Instrumentation,
+    SpanRecord,
+    Trace,
+    node_instrumentation,
+    should_sample,
+    start_trace,
+)
 from fastkong.proxy.upstream import UpstreamError, UpstreamTimeout
 from fastkong.proxy.upstream_tls import PLAIN_VERIFY
 
@@ -71,8 +81,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fastkong.plugins.opentelemetry")
 
-#: Where a request's span is kept (``ctx.plugin_data``).
-KEY: Final = "opentelemetry"
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _ERROR_BODY_LIMIT: Final = 512
 _KEEPALIVE_MS: Final = 60000
@@ -135,22 +143,7 @@ class OpenTelemetryConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unkn
             msgspec.structs.force_setattr(self, "endpoint", None)
 
 
-# -- the node's settings and identity (once per worker) ------------------------------------------
-_SETTINGS: TracingSettings | None = None
-
-
-def node_settings() -> TracingSettings:
-    """``tracing_instrumentations`` and ``tracing_sampling_rate`` of this node (checked by
-    ``fastkong start``; Kong's defaults when unreadable)."""
-    global _SETTINGS
-    if _SETTINGS is None:
-        try:
-            _SETTINGS = tracing_settings(os.environ)
-        except ValueError:
-            _SETTINGS = TracingSettings()
-    return _SETTINGS
-
-
+# -- the node's identity -------------------------------------------------------------------------
 def node_id() -> str:
     """Kong's ``kong.node.get_id()``: the supervisor's node id (``service.instance.id``)."""
     state = os.environ.get("FASTKONG_STATE_FILE")
@@ -159,41 +152,12 @@ def node_id() -> str:
     return node_id_for(Path(os.getcwd()))
 
 
-def should_sample(trace_id: bytes, rate: float) -> bool:
-    """Kong's trace-id ratio sampler: the trace id's first 8 bytes as a native (little-endian,
-    as on Kong's x86-64 and arm64 builds) unsigned 64-bit integer below ``rate * 2**64``."""
-    if rate >= 1:
-        return True
-    if rate <= 0:
-        return False
-    return int.from_bytes(trace_id[:8], "little") < rate * 2.0**64
-
-
 def sampling_decision(parent_sampled: bool | None, trace_id: bytes, rate: float) -> bool:
     """Kong's ``tracer:get_sampling_decision``: an incoming "not sampled" is kept; otherwise
     (sampled or no decision) the ratio sampler decides."""
     if parent_sampled is False:
         return False
     return should_sample(trace_id, rate)
-
-
-class Span:
-    """A request's root span as far as this plugin needs it."""
-
-    __slots__ = ("trace_id", "span_id", "parent_id", "sampled")
-
-    def __init__(self, trace_id: bytes, span_id: bytes, parent_id: bytes | None, sampled: bool):
-        self.trace_id = trace_id
-        self.span_id = span_id
-        self.parent_id = parent_id
-        self.sampled = sampled
-
-    def __repr__(self) -> str:
-        parent = self.parent_id.hex() if self.parent_id else None
-        return (
-            f"<Span trace={self.trace_id.hex()} span={self.span_id.hex()} parent={parent} "
-            f"sampled={self.sampled}>"
-        )
 
 
 class OtlpEndpoint(Endpoint):
@@ -229,6 +193,23 @@ class OtlpEndpoint(Endpoint):
         self.head = b"\r\n".join(lines) + b"\r\n"
 
 
+def _encode(trace: Trace, span: SpanRecord) -> bytes:
+    """A span below the root, in the request's trace (Kong overwrites every span's trace id
+    with the propagated one)."""
+    return _otlp.span(
+        trace_id=trace.trace_id,
+        span_id=span.span_id,
+        parent_span_id=span.parent_id,
+        name=span.name,
+        kind=span.kind,
+        start_ns=trace.wall(span.start),
+        end_ns=trace.wall(span.end),
+        attrs=span.attributes,
+        status=span.status,
+        events=[(name, trace.wall(at), attrs) for name, at, attrs in span.events],
+    )
+
+
 def _route_paths(runtime: Runtime) -> dict[str, str]:
     """Route id -> its first path, or "" (Kong's ``http.route`` attribute)."""
     config = runtime.config
@@ -248,12 +229,11 @@ class OpenTelemetry(Plugin):
     def __init__(self, config: OpenTelemetryConfig, runtime: Runtime, entity: Any) -> None:
         super().__init__(config, runtime, entity)
         self.traces_endpoint = config.traces_endpoint
-        settings = node_settings()
-        self.recording = settings.enabled
+        self.inst: Instrumentation = node_instrumentation()
+        self.recording = self.inst.enabled
         self.sampling_rate = (
-            config.sampling_rate if config.sampling_rate is not None else settings.sampling_rate
+            config.sampling_rate if config.sampling_rate is not None else self.inst.sampling_rate
         )
-        self.global_rate = settings.sampling_rate
         self.plan = plugin_plan(config.propagation, config.header_type)
         self.clear = tuple(name.lower().encode("latin-1") for name in self.plan.clear)
         header = config.http_response_header_for_traceid
@@ -309,16 +289,6 @@ class OpenTelemetry(Plugin):
         return []
 
     # -- the request -----------------------------------------------------------------------------
-    def _root_span(self, ctx: RequestContext) -> Span:
-        """The request's root span: the one propagation made, else (the access phase did not
-        run) one sampled at the node's rate, as Kong's request instrumentation samples."""
-        span = ctx.plugin_data.get(KEY)
-        if span is None:
-            trace_id = os.urandom(16)
-            sampled = self.recording and should_sample(trace_id, self.global_rate)
-            span = ctx.plugin_data[KEY] = Span(trace_id, os.urandom(8), None, sampled)
-        return span
-
     async def access(self, ctx: RequestContext) -> Exit | None:
         if self.traces_endpoint is None:
             return None
@@ -327,20 +297,29 @@ class OpenTelemetry(Plugin):
             extracted, source = extract(ctx.headers, plan.extract)
         else:
             extracted, source = TraceContext(), None
-        trace_id = extracted.trace_id or os.urandom(16)
+        # The trace the instrumentations started (Kong's root span), else the root span now.
+        trace = start_trace(ctx, self.inst)
+        if extracted.trace_id:
+            trace.trace_id = extracted.trace_id
         parent_id = extracted.span_id or extracted.parent_id
+        if parent_id:
+            trace.parent_id = parent_id
         if self.recording:
-            sampled = sampling_decision(extracted.should_sample, trace_id, self.sampling_rate)
+            sampled = sampling_decision(extracted.should_sample, trace.trace_id, self.sampling_rate)
         else:
             sampled = False  # Kong's propagation-only root span is never sampled
-        span = Span(trace_id, os.urandom(8), parent_id, sampled)
-        ctx.plugin_data[KEY] = span
-        # Kong's get_inject_ctx: the extracted context, with this span as the parent, is what
-        # the injectors write (its original trace id size, b3 flags and baggage carry over).
+        trace.sampled = sampled
+        # Kong's get_inject_ctx: the extracted context, with the pre-created balancer span
+        # (or the root span) as the parent, is what the injectors write (its original trace id
+        # size, b3 flags and baggage carry over).
         out = extracted
-        out.trace_id = span.trace_id
-        out.span_id = span.span_id
-        out.parent_id = span.parent_id
+        out.trace_id = trace.trace_id
+        if trace.balancer_id is not None:
+            out.span_id = trace.balancer_id
+            out.parent_id = trace.span_id
+        else:
+            out.span_id = trace.span_id
+            out.parent_id = trace.parent_id
         out.should_sample = sampled
         propagate(ctx, plan, self.clear, source, out)
         return None
@@ -350,20 +329,19 @@ class OpenTelemetry(Plugin):
     ) -> None:
         if self.response_header is None or self.traces_endpoint is None:
             return
-        span = ctx.plugin_data.get(KEY)
-        if span is None and self.recording:
-            span = self._root_span(ctx)
-        if span is not None:
-            headers.append((self.response_header, span.trace_id.hex().encode()))
+        trace = ctx.plugin_data.get(KEY)
+        if trace is None and self.recording:
+            trace = start_trace(ctx, self.inst)
+        if trace is not None:
+            headers.append((self.response_header, trace.trace_id.hex().encode()))
 
     def log(self, ctx: RequestContext) -> None:
         if not self.recording or self.endpoint is None:
             return
-        span = self._root_span(ctx)
-        if not span.sampled:
+        trace = start_trace(ctx, self.inst)
+        if not trace.sampled:
             return
-        end_ns = time.time_ns()
-        start_ns = end_ns - int((time.monotonic() - ctx.started) * 1e9)
+        end = time.monotonic_ns()
         host = ctx.host or ctx.header("host") or ""
         attributes: dict[str, _otlp.AttributeValue] = {
             "http.method": ctx.method,
@@ -379,22 +357,26 @@ class OpenTelemetry(Plugin):
                 ctx.route.id, ""
             ),
         }
-        entry = _otlp.span(
-            trace_id=span.trace_id,
-            span_id=span.span_id,
-            parent_span_id=span.parent_id,
-            name=_SPAN_NAME,
-            kind=_otlp.SPAN_KIND_SERVER,
-            start_ns=start_ns,
-            end_ns=end_ns,
-            attrs=attributes,
-        )
+        entries = [
+            _otlp.span(
+                trace_id=trace.trace_id,
+                span_id=trace.span_id,
+                parent_span_id=trace.parent_id,
+                name=_SPAN_NAME,
+                kind=_otlp.SPAN_KIND_SERVER,
+                start_ns=trace.wall(trace.start),
+                end_ns=trace.wall(end),
+                attrs=attributes,
+            )
+        ]
+        entries += [_encode(trace, span) for span in trace.finish(end)]
         if self.resource.templates:
             # (Kong's queue exports with the latest configuration it saw: this request's)
             self.envelope = self.resource.for_request(ctx)
-        error = _queue.enqueue(self.params, self.deliver, entry)
-        if error is not None:
-            log.error("[%s] Failed to enqueue span to log server: %s", self.params.label, error)
+        for entry in entries:
+            error = _queue.enqueue(self.params, self.deliver, entry)
+            if error is not None:
+                log.error("[%s] Failed to enqueue span to log server: %s", self.params.label, error)
 
     async def deliver(self, spans: list[bytes]) -> str | None:
         """The queue's handler: export one batch; None, or what went wrong."""
