@@ -1,8 +1,9 @@
 """The ``fastkong`` command.
 
-``fastkong start``            serve a declarative config (Kong's env names work too)
+``fastkong start``            serve a declarative config (Kong's env names and kong.conf work too)
+``fastkong check``            Kong's ``kong check``: a kong.conf and the settings start would read
 ``fastkong stop|quit|reload|health|drain``  Kong's node commands, on the node in a prefix
-``fastkong config validate``  check a config: every error with its path
+``fastkong config validate``  check a config: every error with its path (or ``config parse``)
 ``fastkong config explain``   which route a request matches and what goes upstream
 ``fastkong demo``             the gateway on the bundled config, with a bundled echo upstream
 ``fastkong k8s translate``    Kubernetes manifests -> declarative config (offline, for GitOps)
@@ -45,7 +46,7 @@ from fastkong.kong_conf import (
 from fastkong.stream.access_log import stream_access_log_setting
 
 if TYPE_CHECKING:
-    from fastkong.control.supervisor import Supervisor
+    from fastkong.control.supervisor import Options, Supervisor
 
 DEMO_CONFIG = Path(__file__).parent / "data" / "kong.yml"
 #: Kong's default, both listeners: TLS on 8443 with the configured certificate, else a generated
@@ -224,11 +225,12 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def cmd_start(args: argparse.Namespace) -> int:
+def read_settings(args: argparse.Namespace) -> Options:
+    """Every setting ``fastkong start`` reads (flags, then ``KONG_*``/``FASTKONG_*``, which a
+    kong.conf has filled: fastkong/kong_conf_file.py), checked: the node's Options, or
+    ValueError naming the setting. ``fastkong check`` reads them through this too."""
     from fastkong.config.flavor import set_router_flavor
-    from fastkong.control.logs import configure as configure_logging
-    from fastkong.control.node_signals import ignore_operator_signals
-    from fastkong.control.supervisor import Options, Supervisor
+    from fastkong.control.supervisor import Options
     from fastkong.proxy.errors import check_error_default_type
     from fastkong.proxy.trust import TrustedIps
     from fastkong.proxy.upstream import keepalive_settings, max_response_head
@@ -236,65 +238,55 @@ def cmd_start(args: argparse.Namespace) -> int:
     from fastkong.upstreams.dns import dns_settings
 
     config = args.config or _env("DECLARATIVE_CONFIG")
-    try:
-        check_deployment(os.environ)
-        level = log_level(args.log_level or _env("LOG_LEVEL") or "warn")
-        TrustStore.from_environ(os.environ)  # read by each worker; checked here
-        flavor = _router_flavor(args)
-        set_router_flavor(flavor)  # (what the supervisor's config loads validate against)
-        header_buffers, max_body = _request_limits(args)
-        real_ip_header, real_ip_recursive = _real_ip(args)
-        headers, headers_upstream = _headers(args)
-        error_type = check_error_default_type(
-            args.error_default_type or _env("ERROR_DEFAULT_TYPE") or "text/plain"
-        )
-        keepalive_settings(os.environ)  # read by each worker; checked here
-        port_maps(os.environ)  # read by each worker; checked here
-        dns_settings(os.environ)  # read by each worker; checked here
-        max_response_head(os.environ)  # read by each worker; checked here
-        keepalive_timeout = parse_nginx_time(
-            args.keepalive_timeout
-            or _nginx_setting("KEEPALIVE_TIMEOUT")
-            or DEFAULT_KEEPALIVE_TIMEOUT,
-            "keepalive_timeout",
-        )
-        tracing_settings(os.environ)  # read by each worker; checked here
-        client_body_buffer_size(os.environ)  # read by each worker; checked here
-        workers = worker_count(args.workers or _env("NGINX_WORKER_PROCESSES"))
-        access_log = access_log_setting(args.proxy_access_log or _env("PROXY_ACCESS_LOG") or "off")
-        stream_access_log = stream_access_log_setting(
-            args.proxy_stream_access_log or _env("PROXY_STREAM_ACCESS_LOG") or "off"
-        )
-        ssl_termination = ssl_termination_setting(
-            args.ssl_termination or os.environ.get("FASTKONG_SSL_TERMINATION") or "fastkong"
-        )
-        debug_header = on_off(
-            args.allow_debug_header or _env("ALLOW_DEBUG_HEADER") or "off", "allow_debug_header"
-        )
-    except ValueError as exc:
-        print(f"fastkong: {exc}", file=sys.stderr)
-        return 1
+    check_deployment(os.environ)
+    level = log_level(args.log_level or _env("LOG_LEVEL") or "warn")
+    TrustStore.from_environ(os.environ)  # read by each worker; checked here
+    flavor = _router_flavor(args)
+    set_router_flavor(flavor)  # (what the supervisor's config loads validate against)
+    header_buffers, max_body = _request_limits(args)
+    real_ip_header, real_ip_recursive = _real_ip(args)
+    headers, headers_upstream = _headers(args)
+    error_type = check_error_default_type(
+        args.error_default_type or _env("ERROR_DEFAULT_TYPE") or "text/plain"
+    )
+    keepalive_settings(os.environ)  # read by each worker; checked here
+    port_maps(os.environ)  # read by each worker; checked here
+    dns_settings(os.environ)  # read by each worker; checked here
+    max_response_head(os.environ)  # read by each worker; checked here
+    keepalive_timeout = parse_nginx_time(
+        args.keepalive_timeout or _nginx_setting("KEEPALIVE_TIMEOUT") or DEFAULT_KEEPALIVE_TIMEOUT,
+        "keepalive_timeout",
+    )
+    tracing_settings(os.environ)  # read by each worker; checked here
+    client_body_buffer_size(os.environ)  # read by each worker; checked here
+    workers = worker_count(args.workers or _env("NGINX_WORKER_PROCESSES"))
+    access_log = access_log_setting(args.proxy_access_log or _env("PROXY_ACCESS_LOG") or "off")
+    stream_access_log = stream_access_log_setting(
+        args.proxy_stream_access_log or _env("PROXY_STREAM_ACCESS_LOG") or "off"
+    )
+    ssl_termination = ssl_termination_setting(
+        args.ssl_termination or os.environ.get("FASTKONG_SSL_TERMINATION") or "fastkong"
+    )
+    debug_header = on_off(
+        args.allow_debug_header or _env("ALLOW_DEBUG_HEADER") or "off", "allow_debug_header"
+    )
     ssl_cert = args.ssl_cert or _env("SSL_CERT")
     ssl_key = args.ssl_key or _env("SSL_CERT_KEY")
-    try:
-        tls_floor = tls_minimum(
-            args.ssl_cipher_suite or _env("SSL_CIPHER_SUITE") or DEFAULT_CIPHER_SUITE,
-            args.ssl_protocols or _env("SSL_PROTOCOLS") or DEFAULT_SSL_PROTOCOLS,
-        )
-        proxy = proxy_listeners(
-            args.proxy_listen or _env("PROXY_LISTEN") or DEFAULT_PROXY_LISTEN, ssl_cert, ssl_key
-        )
-        stream = stream_listeners(args.stream_listen or _env("STREAM_LISTEN") or "off")
-        status = parse_listen(
-            args.status_listen or _env("STATUS_LISTEN") or "127.0.0.1:8100", "status_listen"
-        )
-        admin = parse_listen(
-            args.admin_listen or _env("ADMIN_LISTEN") or "127.0.0.1:8001", "admin_listen"
-        )
-        TrustedIps.parse(args.trusted_ips or _env("TRUSTED_IPS") or "")
-    except ValueError as exc:
-        print(f"fastkong: {exc}", file=sys.stderr)
-        return 1
+    tls_floor = tls_minimum(
+        args.ssl_cipher_suite or _env("SSL_CIPHER_SUITE") or DEFAULT_CIPHER_SUITE,
+        args.ssl_protocols or _env("SSL_PROTOCOLS") or DEFAULT_SSL_PROTOCOLS,
+    )
+    proxy = proxy_listeners(
+        args.proxy_listen or _env("PROXY_LISTEN") or DEFAULT_PROXY_LISTEN, ssl_cert, ssl_key
+    )
+    stream = stream_listeners(args.stream_listen or _env("STREAM_LISTEN") or "off")
+    status = parse_listen(
+        args.status_listen or _env("STATUS_LISTEN") or "127.0.0.1:8100", "status_listen"
+    )
+    admin = parse_listen(
+        args.admin_listen or _env("ADMIN_LISTEN") or "127.0.0.1:8001", "admin_listen"
+    )
+    TrustedIps.parse(args.trusted_ips or _env("TRUSTED_IPS") or "")
     opts = Options(
         config_path=Path(config) if config else None,
         proxy=proxy,
@@ -324,6 +316,28 @@ def cmd_start(args: argparse.Namespace) -> int:
         admin_token=os.environ.get("FASTKONG_ADMIN_TOKEN") or None,
         ssl_termination=ssl_termination,
     )
+    if opts.admin is not None and not _is_loopback(opts.admin[0]):
+        if not opts.admin_token and not args.admin_insecure:
+            raise ValueError(
+                f"the admin API would listen on {opts.admin[0]}, beyond loopback, with no "
+                "FASTKONG_ADMIN_TOKEN set; set one (clients send it as Kong-Admin-Token) or "
+                "pass --admin-insecure"
+            )
+    return opts
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    from fastkong.control.logs import configure as configure_logging
+    from fastkong.control.node_signals import ignore_operator_signals
+    from fastkong.control.supervisor import Supervisor
+    from fastkong.kong_conf_file import load_start_conf, unread_in_file
+
+    try:
+        conf_file = load_start_conf(args)  # before any setting is read: it fills KONG_*
+        opts = read_settings(args)
+    except ValueError as exc:
+        print(f"fastkong: {exc}", file=sys.stderr)
+        return 1
     if opts.prefix is not None:
         # Kong's "Kong is already running in <prefix>": checked before anything in the prefix
         # (certificates, shared tables named after it) is touched.
@@ -333,15 +347,6 @@ def cmd_start(args: argparse.Namespace) -> int:
         if running is not None:
             where = os.path.abspath(opts.prefix)
             print(f"fastkong: already running in {where} (pid {running})", file=sys.stderr)
-            return 1
-    if opts.admin is not None and not _is_loopback(opts.admin[0]):
-        if not opts.admin_token and not args.admin_insecure:
-            print(
-                f"fastkong: the admin API would listen on {opts.admin[0]}, beyond loopback, with "
-                "no FASTKONG_ADMIN_TOKEN set; set one (clients send it as Kong-Admin-Token) or "
-                "pass --admin-insecure",
-                file=sys.stderr,
-            )
             return 1
     taken = first_taken_address(
         [("proxy_listen", (x.host, x.port)) for x in opts.proxy]
@@ -359,11 +364,12 @@ def cmd_start(args: argparse.Namespace) -> int:
             "fastkong: ssl_cert is set but no proxy_listen entry has the ssl flag: unused",
             file=sys.stderr,
         )
-    unread = unread_settings(os.environ)
-    if unread:
+    unread = unread_settings(os.environ, conf_file.applied if conf_file else ())
+    if unread or (conf_file and conf_file.ignored_lines):
         # Kong settings fastkong has no counterpart for: said once, so nobody believes them set.
-        print(f"fastkong: not implemented, ignored: {', '.join(unread)}", file=sys.stderr)
-    configure_logging(level)  # the children do alike (fastkong.control.logs)
+        print(f"fastkong: not implemented, ignored: {unread_in_file(conf_file, unread)}",
+              file=sys.stderr)  # fmt: skip
+    configure_logging(opts.log_level)  # the children do alike (fastkong.control.logs)
     ignore_operator_signals()  # a logrotate USR1 while the config loads must not end the node
     supervisor = Supervisor(opts)
     try:
@@ -392,7 +398,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         f"fastkong {__version__}: proxy on {', '.join(x.url for x in opts.proxy)}"
         + (f", status on http://{opts.status[0]}:{opts.status[1]}" if opts.status else "")
         + (f", config hash {loaded.hash}" if loaded else ", no config loaded")
-        + f", prefix {supervisor.state_dir}",
+        + f", prefix {supervisor.state_dir}"
+        + (f", settings from {conf_file.path}" if conf_file else ""),
         flush=True,
     )
     return _run(supervisor.run())
@@ -593,6 +600,11 @@ def build_parser() -> argparse.ArgumentParser:
     start = sub.add_parser("start", help="serve a declarative config")
     start.add_argument("-c", "--config", help="kong.yml (or KONG_DECLARATIVE_CONFIG)")
     start.add_argument(
+        "--conf",
+        help="Kong's kong.conf (name = value settings; the environment wins over it); default "
+        "/etc/kong/kong.conf or /etc/kong.conf when present",
+    )
+    start.add_argument(
         "--proxy-listen",
         help="'ip:port [ssl] [http2] [backlog=N], ...' as Kong (or KONG_PROXY_LISTEN); "
         "default Kong's: 0.0.0.0:8000 and 0.0.0.0:8443 ssl",
@@ -721,7 +733,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="work with a declarative config file")
     config_sub = config.add_subparsers(dest="config_command", required=True)
-    validate = config_sub.add_parser("validate", help="check a config file")
+    validate = config_sub.add_parser("validate", aliases=["parse"], help="check a config file")
     validate.add_argument("path")
     validate.add_argument(
         "--no-secrets",
@@ -763,6 +775,10 @@ def build_parser() -> argparse.ArgumentParser:
     from fastkong.node_commands import add_parsers as add_node_command_parsers
 
     add_node_command_parsers(sub)
+
+    from fastkong.kong_conf_file import add_parser as add_check_parser
+
+    add_check_parser(sub)
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=cmd_version)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Final, NamedTuple
 
 _SIZE: Final = re.compile(r"(\d+)([kKmMgG]?)")
@@ -297,8 +297,10 @@ HOUSEKEEPING_SETTINGS: Final = frozenset(
 _SERVICE_LINK = re.compile(r"(?:.*_)?(?:SERVICE_HOST|SERVICE_PORT(?:_\w+)?|PORT(?:_\d+_\w+)?)")
 
 
-def unread_settings(environ: Mapping[str, str]) -> list[str]:
-    """The ``KONG_*`` variables that name a setting fastkong neither reads nor can ignore."""
+def unread_settings(environ: Mapping[str, str], settings: Collection[str] = ()) -> list[str]:
+    """The ``KONG_*`` variables that name a setting fastkong neither reads nor can ignore;
+    ``settings`` are variables known to be settings (a kong.conf's entries: ``pg_port`` is not
+    a Kubernetes service link there)."""
     found = []
     for key in environ:
         if not key.startswith("KONG_"):
@@ -306,7 +308,7 @@ def unread_settings(environ: Mapping[str, str]) -> list[str]:
         name = key[5:]
         if name in READ_SETTINGS or name in HOUSEKEEPING_SETTINGS:
             continue
-        if _SERVICE_LINK.fullmatch(name):
+        if _SERVICE_LINK.fullmatch(name) and key not in settings:
             continue
         found.append(key)
     return sorted(found)
