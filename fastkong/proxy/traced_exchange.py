@@ -17,8 +17,9 @@ A try whose name did not resolve is no try (Kong fails it before its balancer ph
 
 from __future__ import annotations
 
+import inspect
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from fastkong.proxy.exchange import Exchange
@@ -29,11 +30,6 @@ from fastkong.upstreams.dns import Resolver
 
 if TYPE_CHECKING:
     from fastkong.plugins.context import RequestContext
-    from fastkong.runtime import RoutePlan, ServicePlan
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 class Recorder:
@@ -130,72 +126,26 @@ class _View:
         setattr(self._gateway, name, value)  # (the HTTP/2 pool, made on first use)
 
 
+#: Where ``ctx`` sits among :meth:`Exchange.exchange`'s positional arguments (after ``self``).
+_CTX_AT = list(inspect.signature(Exchange.exchange).parameters).index("ctx") - 1
+
+
 def traced_exchange(gateway: Exchange) -> Callable[..., Awaitable[None]]:
-    """The gateway's ``exchange`` for a config that records balancer tries or DNS lookups."""
+    """The gateway's ``exchange`` for a config that records balancer tries or DNS lookups: the
+    same arguments as :meth:`Exchange.exchange`, passed on unchanged."""
     plain = Exchange.exchange
 
-    async def exchange(
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        plan: RoutePlan,
-        service: ServicePlan,
-        method: bytes,
-        target: bytes,
-        client_host: bytes,
-        headers_block: bytes,
-        body: bytes | None,
-        chunked: bool,
-        request_id: str,
-        started: float,
-        ctx: RequestContext | None = None,
-        hash_key: str | None = None,
-        set_cookie: bytes | None = None,
-    ) -> None:
+    async def exchange(*args: Any, **kwargs: Any) -> None:
+        ctx: RequestContext | None = kwargs.get(
+            "ctx", args[_CTX_AT] if len(args) > _CTX_AT else None
+        )
         trace = ctx.plugin_data.get(KEY) if ctx is not None else None
-        if trace is None or gateway.pool is None or gateway.resolver is None:
+        if trace is None or ctx is None or gateway.pool is None or gateway.resolver is None:
             # (a request no opentelemetry plugin traces)
-            return await plain(
-                gateway,
-                scope,
-                receive,
-                send,
-                plan,
-                service,
-                method,
-                target,
-                client_host,
-                headers_block,
-                body,
-                chunked,
-                request_id,
-                started,
-                ctx,
-                hash_key,
-                set_cookie,
-            )
-        assert ctx is not None
+            return await plain(gateway, *args, **kwargs)
         recorder = Recorder(gateway.pool, gateway.resolver, trace, ctx)
         try:
-            await plain(
-                cast(Exchange, _View(gateway, recorder)),
-                scope,
-                receive,
-                send,
-                plan,
-                service,
-                method,
-                target,
-                client_host,
-                headers_block,
-                body,
-                chunked,
-                request_id,
-                started,
-                ctx,
-                hash_key,
-                set_cookie,
-            )
+            await plain(cast(Exchange, _View(gateway, recorder)), *args, **kwargs)
         finally:
             recorder.settle()
 

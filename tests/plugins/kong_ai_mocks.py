@@ -13,6 +13,22 @@ from typing import Any
 
 from tests.helpers import HttpRequest, LoopServer, read_request
 
+#: The request body the transformer specs (39, 40) send, and what doubling its numbers gives.
+REQUEST_BODY = b"""
+  {
+    "persons": [
+      {
+        "name": "Kong A",
+        "age": 31
+      },
+      {
+        "name": "Kong B",
+        "age": 42
+      }
+    ]
+  }
+"""
+DOUBLED = {"persons": [{"age": 62, "name": "Kong A"}, {"age": 84, "name": "Kong B"}]}
 FIXTURES = Path(__file__).parent / "kong_ai_fixtures"
 
 REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 500: "Internal Server Error"}

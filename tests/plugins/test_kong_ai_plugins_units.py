@@ -38,7 +38,7 @@ from fastkong.plugins.bundled.ai_prompt_template import render
 from fastkong.plugins.bundled.ai_response_transformer import instructed
 from fastkong.plugins.registry import lookup
 from tests.helpers import plugin_config, plugin_config_errors
-from tests.plugins.kong_ai_mocks import MockLlm
+from tests.plugins.kong_ai_mocks import DOUBLED, REQUEST_BODY, MockLlm
 
 TRANSFORMERS = ["ai-request-transformer", "ai-response-transformer"]
 
@@ -84,21 +84,7 @@ def test_proxy_host_and_port_together(name: str, scheme: str) -> None:
 
 
 # -- 39/40 01-transformer_spec.lua -------------------------------------------------------------
-REQUEST_BODY = b"""
-  {
-    "persons": [
-      {
-        "name": "Kong A",
-        "age": 31
-      },
-      {
-        "name": "Kong B",
-        "age": 42
-      }
-    ]
-  }
-"""
-EXPECTED_RESULT = {"persons": [{"age": 62, "name": "Kong A"}, {"age": 84, "name": "Kong B"}]}
+EXPECTED_RESULT = DOUBLED
 SYSTEM_PROMPT = (
     "You are a mathematician. "
     "Multiply all numbers in my JSON request, by 2. Return me the JSON output only"

@@ -26,27 +26,13 @@ import httpx
 import pytest
 
 from tests.helpers import Gateway, eventually
-from tests.plugins.kong_ai_mocks import MockLlm, MockUpstream
+from tests.plugins.kong_ai_mocks import DOUBLED, REQUEST_BODY, MockLlm, MockUpstream
 
 pytestmark = pytest.mark.integration
 
 REQ = "ai-request-transformer"
 RESP = "ai-response-transformer"
-REQUEST_BODY = b"""
-  {
-    "persons": [
-      {
-        "name": "Kong A",
-        "age": 31
-      },
-      {
-        "name": "Kong B",
-        "age": 42
-      }
-    ]
-  }
-"""
-EXPECTED_RESULT_FLAT = {"persons": [{"age": 62, "name": "Kong A"}, {"age": 84, "name": "Kong B"}]}
+EXPECTED_RESULT_FLAT = DOUBLED
 XML_BODY = """<persons>
   <person>
     <name>Kong A</name>
