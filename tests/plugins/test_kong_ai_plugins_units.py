@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import msgspec
@@ -136,7 +137,8 @@ def driver(
 
 def introspect(introspector: Introspector) -> bytes:
     """``ai_introspect_body(REQUEST_BODY, conf.prompt, {}, pattern)``."""
-    ctx: Any = None  # logging is off: the call reads nothing of the request
+    # Logging is off: the call reads nothing of the request but its plugin data (no trace).
+    ctx: Any = SimpleNamespace(plugin_data={})
 
     async def call() -> bytes:
         try:
