@@ -232,6 +232,7 @@ def read_settings(args: argparse.Namespace) -> Options:
     from fastkong.config.flavor import set_router_flavor
     from fastkong.control.supervisor import Options
     from fastkong.proxy.errors import check_error_default_type
+    from fastkong.proxy.request_debug import request_debug_settings
     from fastkong.proxy.trust import TrustedIps
     from fastkong.proxy.upstream import keepalive_settings, max_response_head
     from fastkong.proxy.upstream_tls import TrustStore
@@ -258,6 +259,7 @@ def read_settings(args: argparse.Namespace) -> Options:
         "keepalive_timeout",
     )
     tracing_settings(os.environ)  # read by each worker; checked here
+    request_debug_settings(os.environ)  # read by each worker; checked here
     client_body_buffer_size(os.environ)  # read by each worker; checked here
     workers = worker_count(args.workers or _env("NGINX_WORKER_PROCESSES"))
     access_log = access_log_setting(args.proxy_access_log or _env("PROXY_ACCESS_LOG") or "off")

@@ -262,6 +262,8 @@ READ_SETTINGS: Final = frozenset(
         "TRACING_SAMPLING_RATE",
         "OPENTELEMETRY_TRACING",  # Kong's deprecated aliases of the two above
         "OPENTELEMETRY_TRACING_SAMPLING_RATE",
+        "REQUEST_DEBUG",  # X-Kong-Request-Debug (proxy/request_debug.py)
+        "REQUEST_DEBUG_TOKEN",
     }
 )
 #: Kong settings whose only meaning is nginx's or Kong's own housekeeping, or that say what

@@ -204,6 +204,7 @@ class Runtime:
         "expression_router",
         "decisions",
         "tracing",
+        "request_debug",
         "_indexes",
         "__weakref__",
     )
@@ -239,6 +240,9 @@ class Runtime:
         #: Kong's tracing instrumentations this snapshot records (fastkong.proxy.tracing);
         #: None, the default, when it records nothing beyond the root span.
         self.tracing: Instrumentation | None = None
+        #: This snapshot as a debugged request sees it (fastkong.proxy.request_debug), made on
+        #: the first such request.
+        self.request_debug: Any = None
 
     def __repr__(self) -> str:
         return (

@@ -43,6 +43,7 @@ __all__ = [
     "scan_request_headers",
     "DROPPED",
     "NGINX_HIDDEN",
+    "REQUEST_DEBUG",
     "RESPONSE_HOP_BY_HOP",
     "SPECIAL",
     "TRUSTED_FORWARDED",
@@ -87,6 +88,11 @@ _HOP_BY_HOP = frozenset(
 SIGNALS = frozenset({b"connection", b"te"})
 #: Kong's debug request header (``allow_debug_header``): forwarded, and noted.
 DEBUG = b"kong-debug"
+#: Kong's request-debug headers (``request_debug``): forwarded as sent, and noted; a node that
+#: debugs requests takes them out (fastkong/proxy/request_debug.py).
+REQUEST_DEBUG = frozenset(
+    {b"x-kong-request-debug", b"x-kong-request-debug-token", b"x-kong-request-debug-log"}
+)
 #: The X-Forwarded-* family Kong keeps only from trusted peers (``trusted_ips``).
 TRUSTED_FORWARDED = frozenset(
     {
@@ -103,6 +109,7 @@ SPECIAL = (
     _HOP_BY_HOP
     | TRUSTED_FORWARDED
     | SIGNALS
+    | REQUEST_DEBUG
     | {b"host", b"transfer-encoding", b"x-forwarded-for", b"via", b"x-kong-request-id", DEBUG}
 )
 
@@ -118,7 +125,8 @@ SPECIAL = (
 #: * ``signals``: the Connection and TE headers, or None;
 #: * ``head_size``: an upper bound of the headers' bytes: the lines' sizes, plus each header
 #:   not in ``lines`` counted with a name of at most 24 bytes;
-#: * ``debug``: a ``Kong-Debug`` header came (it is in ``lines`` too).
+#: * ``debug``: 0, or 1 when a ``Kong-Debug`` header came, plus 2 when a request-debug header
+#:   (:data:`REQUEST_DEBUG`) came (they are in ``lines`` too).
 Scanned = tuple[
     list[bytes],
     bytes,
@@ -129,7 +137,7 @@ Scanned = tuple[
     "dict[bytes, bytes] | None",
     "list[tuple[bytes, bytes]] | None",
     int,
-    bool,
+    int,
 ]
 
 
@@ -145,7 +153,7 @@ def scan_request_headers(headers: list[tuple[bytes, bytes]], trusted: bool) -> S
     forwarded: dict[bytes, bytes] | None = None
     signals: list[tuple[bytes, bytes]] | None = None
     head_size = 0
-    debug = False
+    debug = 0
     for name, value in headers:
         if name not in SPECIAL:
             if name == b"content-length":
@@ -174,7 +182,12 @@ def scan_request_headers(headers: list[tuple[bytes, bytes]], trusted: bool) -> S
             line = name + b": " + value + b"\r\n"
             lines.append(line)
             head_size += len(line)
-            debug = True
+            debug |= 1
+        elif name in REQUEST_DEBUG:
+            line = name + b": " + value + b"\r\n"
+            lines.append(line)
+            head_size += len(line)
+            debug |= 2
         elif name in SIGNALS:
             if signals is None:
                 signals = []

@@ -20,6 +20,7 @@ from fastkong._core._h1_py import (
     DEBUG,
     DROPPED,
     NGINX_HIDDEN,
+    REQUEST_DEBUG,
     RESPONSE_HOP_BY_HOP,
     SIGNALS,
     SPECIAL,
@@ -41,6 +42,7 @@ cdef frozenset _SPECIAL = SPECIAL
 cdef frozenset _SIGNALS = SIGNALS
 cdef frozenset _TRUSTED = TRUSTED_FORWARDED
 cdef bytes _DEBUG = DEBUG
+cdef frozenset _REQUEST_DEBUG = REQUEST_DEBUG
 
 cdef enum:
     KEEP = 0
@@ -231,7 +233,8 @@ cdef long long _digits(bytes value):
 def scan_request_headers(headers, bint trusted):
     cdef list lines = []
     cdef bytes host = b"", xff = b"", via = b"", name, value
-    cdef bint chunked = False, debug = False
+    cdef bint chunked = False
+    cdef int debug = 0
     cdef object content_length = -1
     cdef long long digits
     cdef dict forwarded = None
@@ -272,7 +275,12 @@ def scan_request_headers(headers, bint trusted):
             line = _line(name, value)
             lines.append(line)
             head_size += PyBytes_GET_SIZE(line)
-            debug = True
+            debug |= 1
+        elif name in _REQUEST_DEBUG:
+            line = _line(name, value)
+            lines.append(line)
+            head_size += PyBytes_GET_SIZE(line)
+            debug |= 2
         elif name in _SIGNALS:
             if signals is None:
                 signals = []

@@ -72,6 +72,7 @@ from fastkong.proxy.kong_headers import (
     HeaderSettings,
 )
 from fastkong.proxy.limits import DEFAULT_HEADER_BUFFERS, DEFAULT_MAX_BODY, RequestLimits
+from fastkong.proxy.request_debug import TOKEN_ENV, write_token
 from fastkong.runtime import DEFAULT_ROUTER_FLAVOR
 from fastkong.upstreams.checker import ActiveChecker
 from fastkong.upstreams.dns import Resolver, dns_settings
@@ -233,6 +234,8 @@ class Supervisor:
         )
         self._file_identity: tuple[int, int, int] | None = None
         self._ticks = 0
+        #: Kong's request_debug_token, written in the prefix (None: request_debug is off).
+        self.request_debug_token = write_token(self.state_dir, os.environ)
 
     def __repr__(self) -> str:
         return (
@@ -541,6 +544,8 @@ class Supervisor:
         env["FASTKONG_CLIENT_MAX_BODY_SIZE"] = self.options.client_max_body_size
         env["FASTKONG_COUNTERS"] = str(self.counters_file)
         env["FASTKONG_HEALTH"] = str(self.health_file)
+        if self.request_debug_token is not None:
+            env[TOKEN_ENV] = self.request_debug_token
         env[PARENT_ENV] = str(os.getpid())
         head_capacity = RequestLimits.parse(
             self.options.large_client_header_buffers, self.options.client_max_body_size

@@ -38,6 +38,7 @@ from fastkong.proxy.exchange import Exchange
 from fastkong.proxy.kong_headers import DEFAULT_SETTINGS, HeaderSettings
 from fastkong.proxy.limits import DEFAULT_LIMITS, BodyLimitExceeded, RequestLimits
 from fastkong.proxy.replies import CLOSE, with_debug_headers
+from fastkong.proxy.request_debug import RequestDebug
 from fastkong.proxy.routing import (
     NO_ROUTE,
     Decision,
@@ -115,6 +116,7 @@ class Gateway(Exchange):
         headers: HeaderSettings = DEFAULT_SETTINGS,
         error_default_type: str = "text/plain",
         allow_debug_header: bool = False,
+        request_debug: RequestDebug | None = None,
         access_log: str = "off",
         keepalive: Mapping[str, int] | None = None,
         limits: RequestLimits = DEFAULT_LIMITS,
@@ -136,6 +138,8 @@ class Gateway(Exchange):
         self.access_log = AccessLog(access_log) if access_log != "off" else None
         #: Kong's allow_debug_header: a request with ``Kong-Debug`` learns its route and service.
         self.allow_debug_header = allow_debug_header
+        #: Kong's request_debug (proxy/request_debug.py): None when off.
+        self.request_debug = request_debug
         #: Kong's error_default_type: nginx error pages for requests that name no type.
         self.error_default_type = errors.check_error_default_type(error_default_type)
         #: Kong's real_ip_header and real_ip_recursive (proxy/trust.py).
@@ -408,6 +412,11 @@ class Gateway(Exchange):
             # Then, with the head read: "client sent CONNECT method" / "... TRACE method".
             await self.unrouted_error(scope, receive, send, 405, request_id, started, None, CLOSE)
             return
+        if debug and debug & 2 and self.request_debug is not None:
+            # Kong's request debugging (X-Kong-Request-Debug*, proxy/request_debug.py): the
+            # headers go, and the request runs again, debugged if it asked to be.
+            await self.request_debug.serve(self, scope, receive, send, request_id)
+            return
         # A body whose length the head does not give (HTTP/2 or 3 without Content-Length):
         # handled as a chunked one, buffered and sized like nginx's, or streamed chunked.
         unsized = streamed and content_length == -1 and not chunked
@@ -453,7 +462,7 @@ class Gateway(Exchange):
             return
         assert isinstance(decision, Decision)
         plan = decision.plan
-        if debug and self.allow_debug_header:
+        if debug and self.allow_debug_header and debug & 1:
             send = with_debug_headers(send, plan)
         match = decision.match
         path = decision.path

@@ -13,6 +13,9 @@ exchange tells the request context (``ctx.upstream_peer``, Kong's ``balancer_dat
 Kong resolves the upstream's name for every request (its DNS cache answers); fastkong resolves
 it when it opens a connection, so a request on a kept-alive connection has no ``kong.dns`` span.
 A try whose name did not resolve is no try (Kong fails it before its balancer phase).
+
+The same recorder times a debugged request's tries and lookups (Kong's request debugging,
+:mod:`fastkong.proxy.request_debug`): its ``balancer`` contexts and ``dns`` lookups.
 """
 
 from __future__ import annotations
@@ -23,30 +26,41 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from fastkong.proxy.exchange import Exchange
-from fastkong.proxy.tracing import KEY, KIND_CLIENT, STATUS_ERROR, Trace, Try
+from fastkong.proxy.tracing import KEY, KIND_CLIENT, STATUS_ERROR, Instrumentation, Trace, Try
 from fastkong.proxy.upstream import ConnectionPool, PoolKey, UpstreamConnection, UpstreamTimeout
 from fastkong.upstreams.balancers import is_ip
 from fastkong.upstreams.dns import Resolver
 
 if TYPE_CHECKING:
     from fastkong.plugins.context import RequestContext
+    from fastkong.proxy.request_debug import Timing
+
+#: What a request no opentelemetry plugin traces records for it: nothing.
+_UNTRACED = Instrumentation()
 
 
 class Recorder:
-    """One traced request's connection pool and resolver: the real ones, observed."""
+    """One traced (or debugged: ``timing``) request's connection pool and resolver: the real
+    ones, observed."""
 
-    __slots__ = ("pool", "resolver", "trace", "ctx", "inst", "attempt", "port")
+    __slots__ = ("pool", "resolver", "trace", "ctx", "inst", "attempt", "port", "timing")
 
     def __init__(
-        self, pool: ConnectionPool, resolver: Resolver, trace: Trace, ctx: RequestContext
+        self,
+        pool: ConnectionPool,
+        resolver: Resolver,
+        trace: Trace | None,
+        ctx: RequestContext | None,
+        timing: Timing | None = None,
     ) -> None:
         self.pool = pool
         self.resolver = resolver
-        self.trace = trace
+        self.trace = cast(Trace, trace)  # (only read when ``inst`` records something)
         self.ctx = ctx
-        self.inst = trace.inst
+        self.inst = trace.inst if trace is not None else _UNTRACED
         self.attempt: Try | None = None
         self.port = 0
+        self.timing = timing
 
     def __repr__(self) -> str:
         return f"<Recorder {self.trace!r} attempt={self.attempt is not None}>"
@@ -59,7 +73,7 @@ class Recorder:
         attempt = self.attempt
         if attempt is not None:
             self.attempt = None
-            peer = self.ctx.upstream_peer
+            peer = self.ctx.upstream_peer if self.ctx is not None else None
             if peer is not None:
                 attempt.ip, attempt.port, attempt.name = peer
 
@@ -68,7 +82,21 @@ class Recorder:
         self.port = key[1]
         if self.inst.balancer:
             self.attempt = self.trace.start_try(key[1], key[0])
-        return self.pool.take_idle(key)
+        timing = self.timing
+        if timing is None:
+            return self.pool.take_idle(key)
+        timing.phase("balancer")  # a try: Kong's balancer phase, to a connection
+        conn = self.pool.take_idle(key)
+        if conn is not None:
+            self.tried()
+        return conn
+
+    def tried(self) -> None:
+        """A debugged request's try ended: the upstream's wait begins."""
+        timing = self.timing
+        if timing is not None:
+            timing.end_phase()
+            timing.waiting_since = time.monotonic()
 
     async def connect(self, key: PoolKey, address: str, timeout: float) -> UpstreamConnection:
         attempt = self.attempt
@@ -81,10 +109,27 @@ class Recorder:
         finally:
             if attempt is not None:
                 attempt.end = time.monotonic_ns()
+            self.tried()
 
     async def resolve(self, host: str, *, stale_ok: bool = True) -> list[str]:
         if is_ip(host):  # Kong looks up names only
             return await self.resolver.resolve(host, stale_ok=stale_ok)
+        if self.timing is not None:
+            return await self._timed_resolve(host, stale_ok)
+        return await self._resolve(host, stale_ok)
+
+    async def _timed_resolve(self, host: str, stale_ok: bool) -> list[str]:
+        """Kong's ``dns.<name>.resolve`` context, filed under ``access`` as Kong files it."""
+        assert self.timing is not None
+        cache_hit = self.resolver.usable(host) is not None
+        start = time.perf_counter_ns()
+        try:
+            return await self._resolve(host, stale_ok)
+        finally:
+            elapsed = (time.perf_counter_ns() - start) / 1e6
+            self.timing.record(("access", "dns", host, "resolve"), elapsed, cache_hit=cache_hit)
+
+    async def _resolve(self, host: str, stale_ok: bool) -> list[str]:
         span = None
         if self.inst.dns_query:
             span = self.trace.child("kong.dns", KIND_CLIENT)
@@ -130,9 +175,12 @@ class _View:
 _CTX_AT = list(inspect.signature(Exchange.exchange).parameters).index("ctx") - 1
 
 
-def traced_exchange(gateway: Exchange) -> Callable[..., Awaitable[None]]:
-    """The gateway's ``exchange`` for a config that records balancer tries or DNS lookups: the
-    same arguments as :meth:`Exchange.exchange`, passed on unchanged."""
+def traced_exchange(
+    gateway: Exchange, timing: Timing | None = None
+) -> Callable[..., Awaitable[None]]:
+    """The gateway's ``exchange`` for a config that records balancer tries or DNS lookups, or
+    for one debugged request (``timing``): the same arguments as :meth:`Exchange.exchange`,
+    passed on unchanged."""
     plain = Exchange.exchange
 
     async def exchange(*args: Any, **kwargs: Any) -> None:
@@ -140,10 +188,10 @@ def traced_exchange(gateway: Exchange) -> Callable[..., Awaitable[None]]:
             "ctx", args[_CTX_AT] if len(args) > _CTX_AT else None
         )
         trace = ctx.plugin_data.get(KEY) if ctx is not None else None
-        if trace is None or ctx is None or gateway.pool is None or gateway.resolver is None:
+        if (trace is None and timing is None) or gateway.pool is None or gateway.resolver is None:
             # (a request no opentelemetry plugin traces)
             return await plain(gateway, *args, **kwargs)
-        recorder = Recorder(gateway.pool, gateway.resolver, trace, ctx)
+        recorder = Recorder(gateway.pool, gateway.resolver, trace, ctx, timing)
         try:
             await plain(cast(Exchange, _View(gateway, recorder)), *args, **kwargs)
         finally:

@@ -35,6 +35,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
+from fastkong._core import _h1_py
 from fastkong.plugins.base import Exit, kong_error
 from fastkong.plugins.context import RequestContext
 from fastkong.plugins.runner import apply_header_edits, run_access, run_log
@@ -253,6 +254,8 @@ async def proxy(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None
     )
     ctx: RequestContext | None = None
     lines = [n + b": " + v + b"\r\n" for n, v in headers if n not in _SKIP]
+    if gw.request_debug is not None:  # Kong's request_debug takes its three headers out
+        lines = [x for x in lines if x[: x.find(b":")] not in _h1_py.REQUEST_DEBUG]
     if plan.plugins:
         # The plugins see the handshake as the GET request it is.
         http_scope = dict(scope)

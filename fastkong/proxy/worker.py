@@ -41,6 +41,7 @@ from fastkong.proxy.kong_headers import (
     HeaderSettings,
 )
 from fastkong.proxy.limits import DEFAULT_HEADER_BUFFERS, DEFAULT_MAX_BODY, RequestLimits
+from fastkong.proxy.request_debug import RequestDebug
 from fastkong.proxy.trust import RealIp, TrustedIps
 from fastkong.proxy.upstream import keepalive_settings, max_response_head
 from fastkong.runtime import (
@@ -260,6 +261,7 @@ def create_app() -> Gateway:
         error_default_type=os.environ.get("FASTKONG_ERROR_DEFAULT_TYPE") or "text/plain",
         keepalive=keepalive_settings(os.environ),
         allow_debug_header=os.environ.get("FASTKONG_ALLOW_DEBUG_HEADER") == "on",
+        request_debug=RequestDebug.from_environ(os.environ),
         access_log=os.environ.get("FASTKONG_PROXY_ACCESS_LOG") or "off",
         host_ports=port_maps(os.environ),
         limits=limits,

@@ -143,6 +143,7 @@ def test_a_taken_address_is_named_before_anything_starts(tmp_path: Path) -> None
         ("KONG_NGINX_HTTP_KEEPALIVE_TIMEOUT", "soon", "keepalive_timeout: invalid time 'soon'"),
         ("KONG_TRACING_INSTRUMENTATIONS", "request,bogus", "invalid tracing type: bogus"),
         ("KONG_TRACING_SAMPLING_RATE", "2", "tracing_sampling_rate must be between 0 and 1"),
+        ("KONG_REQUEST_DEBUG", "maybe", "request_debug: expected on or off, got 'maybe'"),
         ("KONG_DNS_STALE_TTL", "-1", "dns_stale_ttl: expected a number of seconds >= 0"),
         (
             "KONG_NGINX_PROXY_PROXY_BUFFER_SIZE",
