@@ -227,6 +227,10 @@ class LoopServer:
             await asyncio.gather(*tasks, return_exceptions=True)
             for writer in self._held:
                 writer.transport.abort()
+            # A TLS connection still in its handshake has no handler (nor writer) yet: the
+            # loop's own table of socket transports (asyncio's selector loops keep one) has it.
+            for transport in list(getattr(asyncio.get_running_loop(), "_transports", {}).values()):
+                transport.abort()
             for _ in range(2):  # an aborted transport lets go of its socket a loop turn later
                 await asyncio.sleep(0)
 

@@ -212,8 +212,9 @@ def test_quit_stops_forcefully_after_its_timeout(tmp_path: Path, echo: Echo) -> 
     node_processes = descendants(gw.proc.pid)
     try:
         with socket.create_connection(("127.0.0.1", gw.port), timeout=20) as slow:
-            # (sent before the command starts, long before it signals)
-            slow.sendall(b"GET /delay/2500 HTTP/1.1\r\nHost: x\r\n\r\n")
+            # (sent before the command starts, long before it signals: the command's own start
+            # takes a second, several on a loaded machine)
+            slow.sendall(b"GET /delay/6000 HTTP/1.1\r\nHost: x\r\n\r\n")
             done = fastkong_cli("quit", "--timeout", "0.5", "-p", str(prefix))
             assert done.returncode == 0, done.stderr
             assert done.stdout == "Timeout, fastkong stopped forcefully\n"

@@ -208,6 +208,8 @@ async def test_kong_crds_get_kic_s_programmed_condition() -> None:
             assert condition("KongPlugin", "default", "idle") == ("False", "Pending")
             assert condition("KongClusterPlugin", "", "global-cors") == ("True", "Programmed")
             assert condition("KongVault", "", "cloud") == ("False", "Invalid")
+            # (the count goes up once the round of writes is over, after the objects show it)
+            await eventually(lambda: ctl.crd_status.updates == 4)
             writes = ctl.crd_status.updates
             # a new translation that changes nothing for them writes nothing
             api.create(ingress("two", "/two", "echo"))
