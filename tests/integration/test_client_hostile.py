@@ -733,7 +733,7 @@ def explain(
 
 
 @settings(
-    max_examples=int(os.environ.get("EXPLAIN_EXAMPLES", "300")),
+    max_examples=int(os.environ.get("EXPLAIN_EXAMPLES", "200")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )

@@ -30,11 +30,11 @@ def test_rss_is_flat_across_reloads(tmp_path: Path, echo: Echo) -> None:
     try:
 
         def reload(variant: int) -> None:
-            text = config(echo, 2000, variant)
+            text = config(echo, 1000, variant)
             assert httpx.post(admin, content=text, timeout=60).status_code == 201
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
-                if httpx.get(gw.url(f"/v{variant}/p1999")).status_code == 200:
+                if httpx.get(gw.url(f"/v{variant}/p999")).status_code == 200:
                     return
                 time.sleep(0.05)
             raise AssertionError("reload not served")
