@@ -595,7 +595,9 @@ def _port(value: str) -> int:
     return int(value)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(kubernetes: bool = True) -> argparse.ArgumentParser:
+    """The whole CLI; without ``kubernetes``, all but the Kubernetes commands (whose parsers
+    import the translator: a third of a second a node command in a preStop hook waits for)."""
     parser = argparse.ArgumentParser(prog="fastkong", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -766,13 +768,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=_port, default=8000)
     demo.set_defaults(func=cmd_demo)
 
-    from fastkong.k8s.cli import add_parser as add_k8s_parser
+    if kubernetes:
+        from fastkong.k8s.cli import add_parser as add_k8s_parser
+        from fastkong.k8s.controller_cli import add_parser as add_ingress_controller_parser
 
-    add_k8s_parser(sub)
-
-    from fastkong.k8s.controller_cli import add_parser as add_ingress_controller_parser
-
-    add_ingress_controller_parser(sub)
+        add_k8s_parser(sub)
+        add_ingress_controller_parser(sub)
 
     from fastkong.node_commands import add_parsers as add_node_command_parsers
 
@@ -787,6 +788,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_NOT_KUBERNETES = {"start", "stop", "quit", "reload", "health", "drain", "check", "config", "demo"}
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
+    lean = bool(given) and given[0] in _NOT_KUBERNETES
+    args = build_parser(kubernetes=not lean).parse_args(argv)
     sys.exit(args.func(args))
