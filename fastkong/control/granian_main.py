@@ -125,6 +125,10 @@ def main() -> None:
         workers_kill_timeout=opts.get("kill_timeout"),
     )
     keep_respawning(server)
+    # The workers' code, imported here once: each worker forked from this master starts with it
+    # (a restarted worker serves again sooner, and the workers share those pages).
+    import fastkong.proxy.worker  # noqa: F401, PLC0415
+
     server.serve()
 
 

@@ -303,7 +303,8 @@ def test_sigterm_while_workers_start_stops_without_the_kill_timeout(
         assert gw.proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.002)
     # Past the master's own start (a master stopped before it has handlers dies at once,
-    # its workers with it), within the workers' import of fastkong (most of a second).
+    # its workers with it), near the workers' own start (building the app; they once imported
+    # fastkong there too, most of a second: the master imports it for them now).
     time.sleep(0.1)
     gw.proc.send_signal(signal.SIGTERM)
     assert gw.proc.wait(20) == 0
