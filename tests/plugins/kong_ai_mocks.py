@@ -29,6 +29,17 @@ REQUEST_BODY = b"""
   }
 """
 DOUBLED = {"persons": [{"age": 62, "name": "Kong A"}, {"age": 84, "name": "Kong B"}]}
+#: What the response-transformer specs' LLM asks the gateway to answer (as XML).
+XML_BODY = """<persons>
+  <person>
+    <name>Kong A</name>
+    <age>62</age>
+  </person>
+  <person>
+    <name>Kong B</name>
+    <age>84</age>
+  </person>
+</persons>"""
 FIXTURES = Path(__file__).parent / "kong_ai_fixtures"
 
 REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 500: "Internal Server Error"}

@@ -39,7 +39,7 @@ from fastkong.plugins.bundled.ai_prompt_template import render
 from fastkong.plugins.bundled.ai_response_transformer import instructed
 from fastkong.plugins.registry import lookup
 from tests.helpers import plugin_config, plugin_config_errors
-from tests.plugins.kong_ai_mocks import DOUBLED, REQUEST_BODY, MockLlm
+from tests.plugins.kong_ai_mocks import DOUBLED, REQUEST_BODY, XML_BODY, MockLlm
 
 TRANSFORMERS = ["ai-request-transformer", "ai-response-transformer"]
 
@@ -178,18 +178,6 @@ def test_json_extraction_pattern_fails_to_match(llm: MockLlm) -> None:
     with pytest.raises(IntrospectionError) as info:
         introspect(not_json(llm, "\\#*\\="))
     assert str(info.value) == "AI response did not match specified regular expression"
-
-
-XML_BODY = """<persons>
-  <person>
-    <name>Kong A</name>
-    <age>62</age>
-  </person>
-  <person>
-    <name>Kong B</name>
-    <age>84</age>
-  </person>
-</persons>"""
 
 
 def test_response_transformation_instructions_format(llm: MockLlm) -> None:

@@ -62,16 +62,11 @@ import pytest
 
 from tests.helpers import Gateway, LoopServer, free_port, read_request
 from tests.pki import Pki
+from tests.plugins.kong_ai_mocks import FIXTURES, fixture
 
 pytestmark = pytest.mark.integration
 
-FIXTURES = Path(__file__).parent / "kong_ai_fixtures"
 PLUGIN_ID = "6e7c40f6-ce96-48e4-a366-d109c169e444"
-
-
-def fixture(path: str) -> bytes:
-    """One of Kong's ``spec/fixtures/ai-proxy`` files, as copied here."""
-    return (FIXTURES / path).read_bytes()
 
 
 CHAT_GOOD = fixture("openai/llm-v1-chat/requests/good.json")

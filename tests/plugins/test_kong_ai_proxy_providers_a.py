@@ -50,18 +50,13 @@ import httpx
 import pytest
 
 from tests.helpers import Gateway, HttpRequest, LoopServer, free_port, read_request
+from tests.plugins.kong_ai_mocks import fixture
 from tests.plugins.test_ai_proxy import log_entries, next_log
 
 pytestmark = pytest.mark.integration
 
-FIXTURES = Path(__file__).parent / "kong_ai_fixtures"
 GEMINI_PLUGIN_ID = "17434c15-2c7c-4c2f-b87a-58880533a3c1"
 GEMINI_ROUTE = "gemini-llm-v1-chat-good"
-
-
-def fixture(rel: str) -> bytes:
-    """One of Kong's ``spec/fixtures/ai-proxy/<rel>`` files."""
-    return (FIXTURES / rel).read_bytes()
 
 
 # -- the mock LLM servers ----------------------------------------------------------------------

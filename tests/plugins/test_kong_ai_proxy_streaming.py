@@ -42,16 +42,11 @@ import httpx
 import pytest
 
 from tests.helpers import Gateway, LoopServer, free_port, read_request
+from tests.plugins.kong_ai_mocks import fixture
 
 pytestmark = pytest.mark.integration
 
-FIXTURES = Path(__file__).parent / "kong_ai_fixtures"
 PLUGIN_ID = "6e7c40f6-ce96-48e4-a366-d109c169e444"
-
-
-def fixture(path: str) -> bytes:
-    """One of Kong's ``spec/fixtures/ai-proxy`` files, as copied here."""
-    return (FIXTURES / path).read_bytes()
 
 
 def _openai_chunk(delta: str, finish: str = "null") -> str:

@@ -26,23 +26,13 @@ import httpx
 import pytest
 
 from tests.helpers import Gateway, eventually
-from tests.plugins.kong_ai_mocks import DOUBLED, REQUEST_BODY, MockLlm, MockUpstream
+from tests.plugins.kong_ai_mocks import DOUBLED, REQUEST_BODY, XML_BODY, MockLlm, MockUpstream
 
 pytestmark = pytest.mark.integration
 
 REQ = "ai-request-transformer"
 RESP = "ai-response-transformer"
 EXPECTED_RESULT_FLAT = DOUBLED
-XML_BODY = """<persons>
-  <person>
-    <name>Kong A</name>
-    <age>62</age>
-  </person>
-  <person>
-    <name>Kong B</name>
-    <age>84</age>
-  </person>
-</persons>"""
 REQ_PROMPT = "You are a mathematician. Multiply all numbers in my JSON request, by 2."
 RESP_PROMPT = (
     "You are a mathematician. Multiply all numbers in my JSON request, by 2. Return me this "

@@ -143,13 +143,6 @@ def _config(echo: Echo, collector: OtlpCollector, path: str, dead: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def echo() -> Iterator[Echo]:
-    server = Echo().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def collector() -> Iterator[OtlpCollector]:
     server = OtlpCollector().start()
     yield server
